@@ -36,7 +36,7 @@ const nodeBuilds = [
   },
   {
     ...common,
-    entryPoints: { cli: 'src/core/cli/main.ts' },
+    entryPoints: { cli: 'src/core/cli/bin.ts' },
     outdir: 'dist',
     platform: 'node',
     format: 'cjs',
@@ -105,6 +105,8 @@ function copyAssets() {
 }
 
 const builds = [...nodeBuilds, ...webBuilds, ...(tests ? testBuilds() : [])];
+// A production build starts clean so no development source maps reach the .vsix.
+if (production) rmSync(join(root, 'dist'), { recursive: true, force: true });
 if (watch) {
   copyAssets();
   for (const b of builds) await (await esbuild.context(b)).watch();

@@ -62,20 +62,3 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     return 1;
   }
 }
-
-if (require.main === module) {
-  const io: Io = {
-    out: (t) => process.stdout.write(t),
-    err: (t) => process.stderr.write(t),
-    cwd: process.cwd(),
-  };
-  main(process.argv.slice(2), io).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (e) => {
-      process.stderr.write(`membit: ${e instanceof Error ? e.stack : String(e)}\n`);
-      process.exitCode = 1;
-    },
-  );
-}

@@ -1,0 +1,24 @@
+/**
+ * Every command id Membit contributes, in one table. package.json's
+ * `contributes.commands` must list exactly these (a unit test checks it).
+ */
+export const Commands = {
+  convertToPackedDropout: 'membit.convertToPackedDropout',
+  convertFfnToSparse24: 'membit.convertFfnToSparse24',
+  convertAllInFile: 'membit.convertAllInFile',
+  profileRun: 'membit.profileRun',
+  compareRuns: 'membit.compareRuns',
+  findMaxBatchSize: 'membit.findMaxBatchSize',
+  showReport: 'membit.showReport',
+  toggleOverlays: 'membit.toggleOverlays',
+  selectRunTarget: 'membit.selectRunTarget',
+} as const;
+
+export type CommandId = (typeof Commands)[keyof typeof Commands];
+
+/** Commands that execute user code: refused in an untrusted workspace. */
+export const RUNS_CODE: ReadonlySet<CommandId> = new Set<CommandId>([
+  Commands.profileRun,
+  Commands.compareRuns,
+  Commands.findMaxBatchSize,
+]);

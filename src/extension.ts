@@ -1,0 +1,24 @@
+import * as vscode from 'vscode';
+import { Commands, type CommandId } from './commands';
+import { createLog } from './vscode/log';
+import { registerPendingCommands } from './vscode/pending';
+
+/** What `activate` returns: a small API that the end-to-end tests read. */
+export interface MembitApi {
+  /** Command ids this activation registered. */
+  readonly commands: readonly CommandId[];
+}
+
+/** Wires Membit's features together; each feature owns its Disposables via `context`. */
+export function activate(context: vscode.ExtensionContext): MembitApi {
+  const log = createLog(context);
+  const built: CommandId[] = [];
+  const pending = Object.values(Commands).filter((id) => !built.includes(id));
+  registerPendingCommands(context, log, pending);
+  log.info(`Membit activated (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted'})`);
+  return { commands: Object.values(Commands) };
+}
+
+export function deactivate(): void {
+  // Everything is disposed through context.subscriptions.
+}

@@ -1,0 +1,48 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as vscode from 'vscode';
+
+export const EXTENSION_ID = 'membit.membit';
+
+/** Waits until `check` returns a truthy value, or throws with `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+/** Folder of the workspace the suite runs in (a copy of samples/). */
+export function workspaceDir(): string {
+  const f = vscode.workspace.workspaceFolders?.[0];
+  if (!f) throw new Error('the e2e suite needs a workspace folder');
+  return f.uri.fsPath;
+}
+
+export async function openSample(name: string): Promise<vscode.TextEditor> {
+  const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(join(workspaceDir(), name)));
+  return vscode.window.showTextDocument(doc, { preview: false });
+}
+
+/**
+ * Asks the driver for a screenshot of the whole window and waits until it is on
+ * disk. Where no driver listens (desktop test-electron), it returns at once.
+ */
+export async function screenshot(name: string): Promise<string | undefined> {
+  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  if (!dir) return undefined;
+  const file = join(dir, `${name}.png`);
+  // Let the workbench paint what the test just did.
+  await new Promise((r) => setTimeout(r, 1500));
+  console.log(`@@screenshot ${name}`);
+  await waitFor(`screenshot ${name}`, () => existsSync(file), 20_000);
+  return file;
+}

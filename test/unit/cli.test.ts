@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseArgs, UsageError } from '../../src/core/cli/args';
+import type { Io } from '../../src/core/cli/command';
+import { main } from '../../src/core/cli/main';
+
+function capture(): Io & { stdout: string; stderr: string } {
+  const io = {
+    stdout: '',
+    stderr: '',
+    cwd: process.cwd(),
+    out(t: string) {
+      io.stdout += t;
+    },
+    err(t: string) {
+      io.stderr += t;
+    },
+  };
+  return io;
+}
+
+test('top-level --help lists every subcommand and exits 0', async () => {
+  const io = capture();
+  assert.equal(await main(['--help'], io), 0);
+  for (const name of ['scan', 'convert', 'profile', 'report']) assert.match(io.stdout, new RegExp(`^  ${name} `, 'm'));
+});
+
+test('no arguments prints help and exits 2 (a usage error)', async () => {
+  const io = capture();
+  assert.equal(await main([], io), 2);
+  assert.match(io.stdout, /Usage: membit <command>/);
+});
+
+test('an unknown command names itself and the valid ones', async () => {
+  const io = capture();
+  assert.equal(await main(['scna'], io), 2);
+  assert.match(io.stderr, /unknown command "scna"/);
+  assert.match(io.stderr, /scan, convert, profile, report/);
+});
+
+test('each subcommand has real --help text with its options', async () => {
+  for (const [cmd, flag] of [
+    ['scan', '--json'],
+    ['convert', '--dropout'],
+    ['report', '--markdown'],
+  ]) {
+    const io = capture();
+    assert.equal(await main([cmd as string, '--help'], io), 0, cmd);
+    assert.match(io.stdout, new RegExp(`Usage: membit ${cmd}`));
+    assert.ok(io.stdout.includes(flag as string), `${cmd} --help lacks ${flag}`);
+  }
+});
+
+test('an unknown option is a usage error with a suggestion', async () => {
+  const io = capture();
+  assert.equal(await main(['convert', '--dropot', 'packed', 'x.py'], io), 2);
+  assert.match(io.stderr, /unknown option --dropot \(did you mean --dropout\?\)/);
+});
+
+test('a bad choice names the allowed values', async () => {
+  const io = capture();
+  assert.equal(await main(['convert', '--dropout', 'fast', 'x.py'], io), 2);
+  assert.match(io.stderr, /--dropout must be one of packed, recompute \(got "fast"\)/);
+});
+
+test('--version prints the package version', async () => {
+  const io = capture();
+  assert.equal(await main(['--version'], io), 0);
+  assert.equal(io.stdout.trim(), require('../../package.json').version);
+});
+
+test('parseArgs: values, =values, repeats, and everything after -- untouched', () => {
+  const specs = [
+    { name: 'out', value: true, help: '' },
+    { name: 'variant', value: true, repeat: true, help: '' },
+    { name: 'json', help: '' },
+  ];
+  const p = parseArgs(['a.py', '--out=r.json', '--variant', 'packed', '--variant=baseline', '--json', '--', 'x.py', '--out', '$(rm -rf /)'], specs);
+  assert.deepEqual(p.positionals, ['a.py']);
+  assert.equal(p.flags.get('out'), 'r.json');
+  assert.deepEqual(p.flags.get('variant'), ['packed', 'baseline']);
+  assert.equal(p.flags.get('json'), true);
+  assert.deepEqual(p.rest, ['x.py', '--out', '$(rm -rf /)']);
+});
+
+test('parseArgs: a value flag at the end without a value is an error', () => {
+  assert.throws(() => parseArgs(['--out'], [{ name: 'out', value: true, help: '' }]), UsageError);
+  assert.throws(() => parseArgs(['--json=1'], [{ name: 'json', help: '' }]), /takes no value/);
+});
