@@ -1,0 +1,84 @@
+/**
+ * The command line of the profiling harness (`python -m membit.profile`) and the
+ * progress lines it prints. Pure: local and SSH runs build the same argv and only
+ * differ in what they put in front of it.
+ */
+import type { Variant } from '../settings';
+
+export interface HarnessOptions {
+  python: string;
+  script: string;
+  scriptArgs: readonly string[];
+  out: string;
+  variant?: Variant;
+  steps?: number;
+  warmup?: number;
+  /** Folder that report paths are made relative to. */
+  root?: string;
+  /** JSON file of file:line sites to convert (chosen in the editor). */
+  sites?: string;
+}
+
+/** argv for the harness; never a shell string, so file names need no quoting here. */
+export function harnessArgv(o: HarnessOptions): string[] {
+  const argv = [o.python, '-m', 'membit.profile', '--out', o.out];
+  if (o.variant) argv.push('--variant', o.variant);
+  if (o.steps !== undefined) argv.push('--steps', String(o.steps));
+  if (o.warmup !== undefined) argv.push('--warmup', String(o.warmup));
+  if (o.root) argv.push('--root', o.root);
+  if (o.sites) argv.push('--sites', o.sites);
+  argv.push('--', o.script, ...o.scriptArgs);
+  return argv;
+}
+
+export type ProgressEvent =
+  | { event: 'started'; pid?: number; device?: string; steps?: number; warmup?: number }
+  | { event: 'step'; step: number; total: number; allocated?: number; peak?: number; phase?: string }
+  | { event: 'finished'; status: 'ok' | 'oom' | 'error' | 'cancelled'; report?: string }
+  | { event: string; [k: string]: unknown };
+
+/** Lines the harness writes to stderr for us start with this; the user's own lines do not. */
+export const PROGRESS_PREFIX = '@@membit ';
+
+/** Parses one stderr line; undefined for the user's own output or a malformed line. */
+export function parseProgressLine(line: string): ProgressEvent | undefined {
+  if (!line.startsWith(PROGRESS_PREFIX)) return undefined;
+  try {
+    const v = JSON.parse(line.slice(PROGRESS_PREFIX.length)) as unknown;
+    if (v && typeof v === 'object' && typeof (v as { event?: unknown }).event === 'string') return v as ProgressEvent;
+  } catch {
+    // A truncated line (process killed mid-write) is not progress.
+  }
+  return undefined;
+}
+
+/** Splits a byte stream into lines, keeping the unfinished tail for the next chunk. */
+export class LineSplitter {
+  private tail = '';
+  push(chunk: string): string[] {
+    const parts = (this.tail + chunk).split(/\r?\n/);
+    this.tail = parts.pop() ?? '';
+    return parts;
+  }
+  flush(): string[] {
+    const t = this.tail;
+    this.tail = '';
+    return t ? [t] : [];
+  }
+}
+
+/** A readable byte size: 1.24 GB, 96 MB, 512 B (decimal units, as nvidia-smi and PyTorch docs use). */
+export function formatBytes(n: number): string {
+  if (!Number.isFinite(n)) return '?';
+  const abs = Math.abs(n);
+  const units: [number, string][] = [
+    [1e12, 'TB'],
+    [1e9, 'GB'],
+    [1e6, 'MB'],
+    [1e3, 'kB'],
+  ];
+  for (const [size, unit] of units) {
+    if (abs >= size) return `${(n / size).toFixed(abs >= size * 100 ? 0 : abs >= size * 10 ? 1 : 2)} ${unit}`;
+  }
+  return `${n} B`;
+}
