@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The full test suite, from a fresh clone: installs what is missing, builds, packages,
+# then runs the type check, the unit tests (node:test), the Python tests (pytest on
+# real CPU or GPU PyTorch) and the end-to-end suite inside a real VS Code (code-server).
+# Nothing is skipped for a missing tool: a missing tool is a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+LOGS="$ROOT/test-artifacts/logs"
+mkdir -p "$LOGS"
+failed_stages=()
+
+stage() { printf '\n=== %s ===\n' "$1"; }
+die() { echo "test-all: $*" >&2; exit 1; }
+
+stage "install"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
+fi
+PY="$(bash scripts/setup-python.sh | tail -n 1)" || die "no Python with PyTorch: see the message above"
+[ -x "$PY" ] || die "setup-python.sh did not give an interpreter"
+bash scripts/setup-e2e.sh || die "installing the end-to-end tools failed"
+export MEMBIT_PYTHON="$PY"
+
+stage "type check"
+npx tsc -p . --noEmit || failed_stages+=("typecheck")
+
+stage "build and package"
+npm run package || die "npm run package failed"
+node esbuild.mjs --tests || die "building the tests failed"
+
+stage "unit tests (node:test)"
+node --test --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$LOGS/unit.tap" out/test/unit/ \
+  || failed_stages+=("unit")
+
+stage "Python tests (pytest)"
+(cd kernels && "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOGS/pytest.xml" tests) | tee "$LOGS/pytest.log"
+py_rc=${PIPESTATUS[0]}
+# pytest exits 5 when it collected nothing: for us that is a broken suite, not a pass.
+[ "$py_rc" -eq 0 ] || failed_stages+=("pytest(rc=$py_rc)")
+
+stage "end-to-end tests (code-server)"
+node out/test/e2e/codeServer.js | tee "$LOGS/e2e.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("e2e")
+
+stage "summary"
+unit_pass=$(grep -E '^# pass ' "$LOGS/unit.tap" | awk '{s+=$3} END {print s+0}')
+unit_fail=$(grep -E '^# fail ' "$LOGS/unit.tap" | awk '{s+=$3} END {print s+0}')
+py_pass=$(grep -oE '[0-9]+ passed' "$LOGS/pytest.log" | tail -n 1 | awk '{print $1+0}')
+py_fail=$(grep -oE '[0-9]+ (failed|error)' "$LOGS/pytest.log" | awk '{s+=$1} END {print s+0}')
+py_skip=$(grep -oE '[0-9]+ skipped' "$LOGS/pytest.log" | tail -n 1 | awk '{print $1+0}')
+e2e_line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' "$LOGS/e2e.log" | tail -n 1)
+e2e_pass=$(echo "$e2e_line" | awk '{print $2+0}')
+e2e_fail=$(echo "$e2e_line" | awk '{print $4+0}')
+[ -n "$e2e_line" ] || e2e_fail=1
+echo "unit:   ${unit_pass} passed, ${unit_fail} failed"
+echo "python: ${py_pass:-0} passed, ${py_fail:-0} failed, ${py_skip:-0} skipped (GPU-only tests skip without CUDA)"
+echo "e2e:    ${e2e_pass:-0} passed, ${e2e_fail:-0} failed"
+total_pass=$(( unit_pass + ${py_pass:-0} + ${e2e_pass:-0} ))
+total_fail=$(( unit_fail + ${py_fail:-0} + ${e2e_fail:-0} ))
+if [ "${#failed_stages[@]}" -gt 0 ] && [ "$total_fail" -eq 0 ]; then total_fail=${#failed_stages[@]}; fi
+echo "${total_pass} passed, ${total_fail} failed"
+if [ "${#failed_stages[@]}" -gt 0 ]; then
+  echo "test-all: failed stages: ${failed_stages[*]}" >&2
+  exit 1
+fi
