@@ -1,0 +1,109 @@
+/**
+ * Reading a report: parse, validate against the schema, and index it by file and line
+ * for the overlays. Pure; the VS Code adapter only maps results onto editors.
+ */
+import { formatBytes } from '../run/harness';
+import { validate, type Schema } from './jsonSchema';
+import type { LineEntry, Report } from './types';
+
+export type ParseResult = { ok: true; report: Report } | { ok: false; error: string };
+
+/** Parses and validates report text; the error names what is wrong and where. */
+export function parseReport(text: string, schema: Schema, source = 'report'): ParseResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    return { ok: false, error: `${source} is not valid JSON (${e instanceof Error ? e.message : String(e)}); it may have been cut off while being written.` };
+  }
+  const tag = value && typeof value === 'object' ? (value as { schema?: unknown }).schema : undefined;
+  if (typeof tag === 'string' && tag !== 'membit.report/1' && tag.startsWith('membit.report/')) {
+    return { ok: false, error: `${source} uses ${tag}, which this version of Membit does not read; update the extension.` };
+  }
+  const errors = validate(schema, value, 5);
+  if (errors.length) {
+    return {
+      ok: false,
+      error: `${source} is not a membit.report/1 document: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`,
+    };
+  }
+  return { ok: true, report: value as Report };
+}
+
+export type HeatBucket = 'low' | 'medium' | 'high';
+
+/** Share of the run's peak at which a line counts as high / medium. */
+export const HEAT_THRESHOLDS = { high: 0.1, medium: 0.02 } as const;
+
+export function heatBucket(bytes: number, peak: number): HeatBucket | undefined {
+  if (bytes <= 0 || peak <= 0) return undefined;
+  const share = bytes / peak;
+  if (share >= HEAT_THRESHOLDS.high) return 'high';
+  if (share >= HEAT_THRESHOLDS.medium) return 'medium';
+  return 'low';
+}
+
+export interface LineInfo {
+  line: number;
+  entries: LineEntry[];
+  savedBytes: number;
+  maskBytes: number;
+  bucket: HeatBucket | undefined;
+  /** Rank among the file's lines by bytes, 0 = largest. */
+  rank: number;
+}
+
+export interface ReportIndex {
+  report: Report;
+  peak: number;
+  /** Relative (to the run root) path → line number (1-based) → info. */
+  files: Map<string, Map<number, LineInfo>>;
+}
+
+/** Normalizes a report path for lookups: forward slashes, no leading ./ */
+export function normalizePath(p: string): string {
+  return p.replace(/\\/g, '/').replace(/^\.\//, '');
+}
+
+export function indexReport(report: Report): ReportIndex {
+  const peak = report.summary.peak_allocated;
+  const files = new Map<string, Map<number, LineInfo>>();
+  for (const e of report.lines) {
+    const file = normalizePath(e.file);
+    let byLine = files.get(file);
+    if (!byLine) files.set(file, (byLine = new Map()));
+    const info = byLine.get(e.line) ?? { line: e.line, entries: [], savedBytes: 0, maskBytes: 0, bucket: undefined, rank: 0 };
+    info.entries.push(e);
+    info.savedBytes += e.saved_bytes;
+    info.maskBytes += e.mask_bytes;
+    byLine.set(e.line, info);
+  }
+  for (const byLine of files.values()) {
+    const sorted = [...byLine.values()].sort((a, b) => b.savedBytes - a.savedBytes);
+    sorted.forEach((info, i) => {
+      info.rank = i;
+      info.bucket = heatBucket(info.savedBytes, peak);
+    });
+  }
+  return { report, peak, files };
+}
+
+/** The end-of-line text: "▲ 1.24 GB saved for backward · mask 96.0 MB". */
+export function inlineText(info: Pick<LineInfo, 'savedBytes' | 'maskBytes'>): string {
+  const parts = [`▲ ${formatBytes(info.savedBytes)} saved for backward`];
+  if (info.maskBytes > 0) parts.push(`mask ${formatBytes(info.maskBytes)}`);
+  return parts.join(' · ');
+}
+
+/** Which lines get end-of-line text: the top few by bytes, and only visible shares. */
+export function showsInline(info: LineInfo, topN = 8): boolean {
+  return info.rank < topN && info.bucket !== undefined && info.bucket !== 'low';
+}
+
+/**
+ * Finds the report's entry for a workspace file. Reports store paths relative to the
+ * run's root; a report from another machine maps by relative path only.
+ */
+export function linesForFile(index: ReportIndex, relativePath: string): Map<number, LineInfo> | undefined {
+  return index.files.get(normalizePath(relativePath));
+}
