@@ -14,6 +14,12 @@ export const Commands = {
   selectRunTarget: 'membit.selectRunTarget',
 } as const;
 
+/** Commands not in package.json: for the end-to-end tests and internal wiring. */
+export const InternalCommands = {
+  appliedOverlays: 'membit._test.appliedOverlays',
+  reloadReports: 'membit._reloadReports',
+} as const;
+
 export type CommandId = (typeof Commands)[keyof typeof Commands];
 
 /** Commands that execute user code: refused in an untrusted workspace. */

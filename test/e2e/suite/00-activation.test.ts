@@ -22,6 +22,9 @@ describe('installation and activation', () => {
     await openSample('gpt_tiny.py');
     await waitFor('Membit to activate on a Python file', () => ext.isActive, 30_000);
     assert.equal(ext.isActive, true);
+    // isActive is also true when activate() threw; only a finished activation returns the API.
+    const api = ext.exports as { commands?: unknown } | undefined;
+    assert.ok(api && Array.isArray(api.commands), 'activate() did not complete (no API returned): see the Membit output');
   });
 
   it('registers every command package.json contributes', async () => {
