@@ -7,3 +7,14 @@ Public entry points:
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["patch", "unpatch", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy, so `import membit` (e.g. to read __version__) needs neither torch nor Triton.
+    if name in ("patch", "unpatch"):
+        from . import patching
+
+        return getattr(patching, name)
+    raise AttributeError(f"module 'membit' has no attribute {name!r}")

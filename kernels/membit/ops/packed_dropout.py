@@ -1,0 +1,465 @@
+"""Dropout that keeps a 1-bit mask ("packed") or no mask at all ("recompute").
+
+The mask is a pure function of (seed, element index, p): Philox4x32-10 keyed by a 64-bit seed
+that is drawn from torch's own generator of the input's device. So the same seed gives the
+same mask on every device, `torch.manual_seed` reproduces it, and activation checkpointing
+(which restores the RNG state before recomputing) regenerates it.
+
+Layout. Elements are taken in row-major (contiguous) order and grouped in words of 16:
+word g covers elements 16g .. 16g+15, element 16g+j is bit j. Word g draws two Philox blocks,
+counter (lo32(g), hi32(g), h, 0) for h = 0, 1, i.e. 8 x 32 random bits, cut into sixteen
+16-bit numbers r_j: j = 8h + 2k + s takes the low (s = 0) or high (s = 1) half of output k of
+block h. Element j is kept iff r_j >= round(p * 2^16). Bits past the end of the tensor are 0.
+
+Honest probability. Comparing 16-bit numbers against round(p * 2^16) drops with probability
+p_eff = round(p * 2^16) / 2^16, which differs from p by at most 2^-17 (7.6e-6): e.g. p = 0.1
+gives p_eff = 0.10000610. The kept values are scaled by 1 / (1 - p), like F.dropout, so E[y]
+differs from x by the same relative 2^-17 / (1 - p). `effective_p(p)` returns p_eff; the
+statistical tests check the keep rate against it. 16 bits per element cost one Philox call per
+8 elements; 8 bits would halve the RNG work but put p_eff up to 2^-9 away from p.
+
+Three layers: the Triton kernels (CUDA, fp16/bf16/fp32), the pure-torch reference (every other
+device and dtype, and the tests' oracle), and the autograd op, registered as a torch.library
+custom op where the installed torch has custom_op (2.4+) so torch.compile does not graph-break.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+
+from .utils import MASK_WORD_BITS, cdiv, has_custom_op, triton_available, use_triton
+
+MODES = ("packed", "recompute")
+
+# Random bits compared per element, and Philox rounds. The kernels take both as compile-time
+# constants; the reference takes the same arguments, so any variant has an exact oracle.
+RAND_BITS = 16
+PHILOX_ROUNDS = 10
+
+# Philox4x32 constants (Salmon et al., SC'11; Random123).
+_PHILOX_M0 = 0xD2511F53
+_PHILOX_M1 = 0xCD9E8D57
+_PHILOX_W0 = 0x9E3779B9
+_PHILOX_W1 = 0xBB67AE85
+_M32 = 0xFFFFFFFF
+
+
+# ----------------------------------------------------------------------------------------------
+# Probability quantisation
+# ----------------------------------------------------------------------------------------------
+
+
+def keep_threshold(p: float, rand_bits: int = RAND_BITS) -> int:
+    """Integer threshold t: an element whose rand_bits-bit random number is < t is dropped."""
+    t = int(float(p) * (1 << rand_bits) + 0.5)
+    return min(max(t, 0), 1 << rand_bits)
+
+
+def effective_p(p: float, rand_bits: int = RAND_BITS) -> float:
+    """The drop probability the kernels actually realise for nominal p (|p_eff - p| <= 2^-(bits+1))."""
+    return keep_threshold(p, rand_bits) / float(1 << rand_bits)
+
+
+def dropout_scale(p: float) -> float:
+    """1 / (1 - p), as F.dropout scales kept values; 0 for p = 1 (everything is dropped)."""
+    return 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+
+
+def draw_seed(device) -> torch.Tensor:
+    """A 63-bit Philox key drawn from torch's generator for `device`, kept on that device.
+
+    Staying on the device means no host sync, and under CUDA-graph capture the draw is
+    replayed with a fresh value each time (torch's CUDA generator is graph-safe), so a
+    captured step does not reuse one mask forever.
+    """
+    return torch.empty((1,), dtype=torch.int64, device=device).random_()
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure-torch reference: Philox, mask words, packing, application
+# ----------------------------------------------------------------------------------------------
+
+
+def philox4x32(c0, c1, c2, c3, k0, k1, rounds: int = PHILOX_ROUNDS):
+    """Philox4x32-`rounds` on int64 tensors that hold uint32 values; returns 4 such tensors.
+
+    int64 products wrap modulo 2^64, which is exactly the 64-bit product of two uint32s, so
+    (prod >> 32) & M32 is its high word even when the int64 came out negative.
+    """
+    for _ in range(rounds):
+        a = c0 * _PHILOX_M0
+        b = c2 * _PHILOX_M1
+        c0, c1, c2, c3 = ((b >> 32) & _M32) ^ c1 ^ k0, b & _M32, ((a >> 32) & _M32) ^ c3 ^ k1, a & _M32
+        k0 = (k0 + _PHILOX_W0) & _M32
+        k1 = (k1 + _PHILOX_W1) & _M32
+    return c0, c1, c2, c3
+
+
+def _random_slices(seed: torch.Tensor, first: int, count: int, rand_bits: int, rounds: int) -> torch.Tensor:
+    """[count, 16] int64: the rand_bits-bit random number of every element of words first..first+count-1."""
+    device = seed.device
+    s = seed.reshape(()).to(torch.int64)
+    k0, k1 = s & _M32, (s >> 32) & _M32
+    g = torch.arange(first, first + count, dtype=torch.int64, device=device)
+    if rand_bits == 16:
+        # Both Philox blocks of every word in one pass: counters (g, h) for h = 0 then 1.
+        gg = torch.cat([g, g])
+        c2 = torch.cat([torch.zeros_like(g), torch.ones_like(g)])
+        r = philox4x32(gg & _M32, (gg >> 32) & _M32, c2, torch.zeros_like(gg), k0, k1, rounds)
+        cols = []
+        for h in range(2):
+            for k in range(4):
+                rk = r[k][h * count:(h + 1) * count]
+                cols += [rk & 0xFFFF, rk >> 16]
+        return torch.stack(cols, dim=1)
+    if rand_bits == 8:
+        zero = torch.zeros_like(g)
+        r = philox4x32(g & _M32, (g >> 32) & _M32, zero, zero, k0, k1, rounds)
+        return torch.stack([(r[k] >> (8 * b)) & 0xFF for k in range(4) for b in range(4)], dim=1)
+    raise ValueError(f"rand_bits must be 8 or 16, got {rand_bits}")
+
+
+def _pack_rows(keep_rows: torch.Tensor) -> torch.Tensor:
+    """[W, 16] bool -> [W] int16 words, element j of a row in bit j."""
+    shifts = torch.arange(MASK_WORD_BITS, dtype=torch.int32, device=keep_rows.device)
+    v = (keep_rows.to(torch.int32) << shifts).sum(dim=1, dtype=torch.int32)
+    # Bit 15 makes a word >= 2^15: store its two's-complement int16 without relying on
+    # out-of-range conversion behaviour.
+    return torch.where(v >= 1 << 15, v - (1 << 16), v).to(torch.int16)
+
+
+def pack_mask(keep: torch.Tensor) -> torch.Tensor:
+    """Pack a bool keep-mask (any shape, row-major order) into int16 words; padding bits are 0."""
+    flat = keep.reshape(-1).to(torch.bool)
+    n = flat.numel()
+    pad = cdiv(n, MASK_WORD_BITS) * MASK_WORD_BITS - n
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return _pack_rows(flat.view(-1, MASK_WORD_BITS))
+
+
+def unpack_mask(words: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of pack_mask: int16 words -> flat bool keep-mask of n elements."""
+    v = words.to(torch.int32) & 0xFFFF
+    shifts = torch.arange(MASK_WORD_BITS, dtype=torch.int32, device=words.device)
+    return ((v[:, None] >> shifts) & 1).to(torch.bool).reshape(-1)[:n]
+
+
+def keep_words_reference(seed: torch.Tensor, n: int, p: float, rand_bits: int = RAND_BITS,
+                         rounds: int = PHILOX_ROUNDS, words: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """The packed keep-mask (int16 words) the kernels produce for this seed, n and p.
+
+    `words=(first, stop)` computes only that range of words (to check the end of a huge tensor).
+    """
+    nwords = cdiv(n, MASK_WORD_BITS)
+    first, stop = words if words is not None else (0, nwords)
+    stop = min(stop, nwords)
+    keep = _random_slices(seed, first, stop - first, rand_bits, rounds) >= keep_threshold(p, rand_bits)
+    tail = nwords * MASK_WORD_BITS - n
+    if tail and stop == nwords and stop > first:
+        keep[-1, MASK_WORD_BITS - tail:] = False
+    return _pack_rows(keep)
+
+
+def apply_mask_reference(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """x * keep * 1/(1-p), rounded once from float32 like the kernels (float64 stays float64).
+
+    Multiplying by a 0/scale factor rather than selecting keeps F.dropout's semantics for
+    non-finite inputs: a dropped inf or NaN gives NaN, as x * 0 does.
+    """
+    keep = keep.reshape(x.shape)
+    scale = dropout_scale(p)
+    if x.dtype == torch.float64:
+        return x * (keep.to(torch.float64) * scale)
+    # keep.float() * python scalar: the scalar is rounded to float32 first, as the kernel's
+    # float32 `scale` argument is.
+    return (x.to(torch.float32) * (keep.to(torch.float32) * scale)).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton kernels
+# ----------------------------------------------------------------------------------------------
+
+if triton_available():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _philox(c0, c1, c2, c3, k0, k1, ROUNDS: tl.constexpr):
+        # Philox4x32: per round two 32x32->64 multiplies (one IMAD.WIDE each) and xors.
+        # Written with uint64 products rather than umulhi so it compiles on every Triton
+        # from 2.1 on; the keys are uniform across the program, so their bumps are scalar.
+        for _ in tl.static_range(ROUNDS):
+            a = c0.to(tl.uint64) * 0xD2511F53
+            b = c2.to(tl.uint64) * 0xCD9E8D57
+            c0 = (b >> 32).to(tl.uint32) ^ c1 ^ k0
+            c2 = (a >> 32).to(tl.uint32) ^ c3 ^ k1
+            c1 = b.to(tl.uint32)
+            c3 = a.to(tl.uint32)
+            k0 = k0 + 0x9E3779B9
+            k1 = k1 + 0xBB67AE85
+        return c0, c1, c2, c3
+
+    @triton.jit
+    def _keep2(r, thr, SHIFT: tl.constexpr):
+        # Two elements from one 32-bit random number: low half -> bit SHIFT, high -> SHIFT+1.
+        lo = ((r & 0xFFFF) >= thr).to(tl.int32) << SHIFT
+        hi = ((r >> 16) >= thr).to(tl.int32) << (SHIFT + 1)
+        return lo | hi
+
+    @triton.jit
+    def _keep4(r, thr, SHIFT: tl.constexpr):
+        # Four elements from one 32-bit random number, a byte each (the 8-bit variant).
+        b0 = ((r & 0xFF) >= thr).to(tl.int32) << SHIFT
+        b1 = (((r >> 8) & 0xFF) >= thr).to(tl.int32) << (SHIFT + 1)
+        b2 = (((r >> 16) & 0xFF) >= thr).to(tl.int32) << (SHIFT + 2)
+        b3 = ((r >> 24) >= thr).to(tl.int32) << (SHIFT + 3)
+        return b0 | b1 | b2 | b3
+
+    @triton.jit
+    def _keep_words(w, seed, n, thr, RAND_BITS: tl.constexpr, ROUNDS: tl.constexpr):
+        """Keep-mask words for the 1-D vector of word indices w (int64), as int32 in 0..0xFFFF.
+
+        Each word is built from 1-D vectors, one Philox block per 8 (or 16) elements; the
+        random numbers are never broadcast to 2-D.
+        """
+        k0 = seed.to(tl.uint32)
+        k1 = (seed >> 32).to(tl.uint32)
+        c0 = w.to(tl.uint32)
+        c1 = (w >> 32).to(tl.uint32)
+        zero = c0 * 0
+        word = zero.to(tl.int32)
+        if RAND_BITS == 16:
+            for h in tl.static_range(2):
+                r0, r1, r2, r3 = _philox(c0, c1, zero + h, zero, k0, k1, ROUNDS)
+                word = word | _keep2(r0, thr, 8 * h + 0) | _keep2(r1, thr, 8 * h + 2)
+                word = word | _keep2(r2, thr, 8 * h + 4) | _keep2(r3, thr, 8 * h + 6)
+        else:
+            r0, r1, r2, r3 = _philox(c0, c1, zero, zero, k0, k1, ROUNDS)
+            word = word | _keep4(r0, thr, 0) | _keep4(r1, thr, 4) | _keep4(r2, thr, 8) | _keep4(r3, thr, 12)
+        # Clear the bits past element n-1 so a word depends only on (seed, n, p).
+        nvalid = tl.minimum(tl.maximum(n - w * 16, 0), 16)
+        one = w * 0 + 1
+        return word & ((one << nvalid) - 1).to(tl.int32)
+
+    @triton.jit
+    def _apply_words(src_ptr, dst_ptr, w, word, n, scale):
+        # dst = src * (bit ? scale : 0), computed in float32 and rounded once, as F.dropout does.
+        # The tile is [words, 16]: each row is 16 contiguous elements, so loads stay 16-byte wide.
+        j = tl.arange(0, 16)
+        offs = w[:, None] * 16 + j[None, :]
+        inb = offs < n
+        src = tl.load(src_ptr + offs, mask=inb, other=0.0)
+        keep = ((word[:, None] >> j[None, :]) & 1) != 0
+        dst = src.to(tl.float32) * tl.where(keep, scale, 0.0)
+        tl.store(dst_ptr + offs, dst.to(dst_ptr.dtype.element_ty), mask=inb)
+
+    @triton.jit
+    def _dropout_fwd_kernel(x_ptr, y_ptr, mask_ptr, seed_ptr, n, nwords, thr, scale,
+                            WORDS: tl.constexpr, RAND_BITS: tl.constexpr, ROUNDS: tl.constexpr,
+                            STORE_MASK: tl.constexpr):
+        # One program: WORDS mask words = 16 * WORDS elements. Indices in int64 (n may pass 2^31).
+        pid = tl.program_id(0)
+        w = pid.to(tl.int64) * WORDS + tl.arange(0, WORDS)
+        seed = tl.load(seed_ptr)
+        word = _keep_words(w, seed, n, thr, RAND_BITS, ROUNDS)
+        if STORE_MASK:
+            tl.store(mask_ptr + w, word.to(tl.int16), mask=w < nwords)
+        _apply_words(x_ptr, y_ptr, w, word, n, scale)
+
+    @triton.jit
+    def _dropout_bwd_kernel(g_ptr, dx_ptr, mask_ptr, n, nwords, scale, WORDS: tl.constexpr):
+        # dx = g * unpack(mask) * scale; the mask read is n/8 bytes against 2 * n * itemsize of data.
+        pid = tl.program_id(0)
+        w = pid.to(tl.int64) * WORDS + tl.arange(0, WORDS)
+        word = tl.load(mask_ptr + w, mask=w < nwords, other=0).to(tl.int32) & 0xFFFF
+        _apply_words(g_ptr, dx_ptr, w, word, n, scale)
+
+
+class KernelConfig:
+    """Launch parameters: mask words per program, warps, random bits per element, Philox rounds."""
+
+    __slots__ = ("words", "num_warps", "rand_bits", "rounds")
+
+    def __init__(self, words: int = 128, num_warps: int = 4, rand_bits: int = RAND_BITS, rounds: int = PHILOX_ROUNDS):
+        self.words, self.num_warps, self.rand_bits, self.rounds = words, num_warps, rand_bits, rounds
+
+    def __repr__(self):
+        return f"KernelConfig(words={self.words}, num_warps={self.num_warps}, rand_bits={self.rand_bits}, rounds={self.rounds})"
+
+
+DEFAULT_CONFIG = KernelConfig()
+
+
+# ----------------------------------------------------------------------------------------------
+# Host functions
+# ----------------------------------------------------------------------------------------------
+
+
+def packed_dropout_forward(x: torch.Tensor, p: float, store_mask: bool = True,
+                           seed: Optional[torch.Tensor] = None,
+                           config: Optional[KernelConfig] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training-mode dropout of x (0 < p < 1). Returns (y, mask_words, seed).
+
+    y is contiguous with x's shape. mask_words is int16 [ceil(n/16)] when store_mask, else
+    empty; seed is the int64 [1] Philox key (drawn from torch's RNG unless given).
+    """
+    cfg = config or DEFAULT_CONFIG
+    if seed is None:
+        seed = draw_seed(x.device)
+    n = x.numel()
+    nwords = cdiv(n, MASK_WORD_BITS)
+    xc = x.contiguous()
+    if use_triton(xc) and n > 0:
+        y = torch.empty_like(xc, memory_format=torch.contiguous_format)
+        mask = torch.empty((nwords if store_mask else 0,), dtype=torch.int16, device=x.device)
+        grid = (cdiv(nwords, cfg.words),)
+        with torch.cuda.device(x.device):
+            _dropout_fwd_kernel[grid](
+                xc, y, mask if store_mask else y, seed, n, nwords,
+                keep_threshold(p, cfg.rand_bits), dropout_scale(p),
+                WORDS=cfg.words, RAND_BITS=cfg.rand_bits, ROUNDS=cfg.rounds, STORE_MASK=store_mask,
+                num_warps=cfg.num_warps,
+            )
+        return y, mask, seed
+    words = keep_words_reference(seed, n, p, cfg.rand_bits, cfg.rounds)
+    y = apply_mask_reference(xc, unpack_mask(words, n), p)
+    if not store_mask:
+        words = words.new_empty((0,))
+    return y, words, seed
+
+
+def packed_dropout_backward(grad: torch.Tensor, mask: torch.Tensor, seed: torch.Tensor, p: float,
+                            packed: bool = True, config: Optional[KernelConfig] = None) -> torch.Tensor:
+    """grad * keep * 1/(1-p), keep unpacked from `mask` (packed) or regenerated from `seed`."""
+    cfg = config or DEFAULT_CONFIG
+    n = grad.numel()
+    nwords = cdiv(n, MASK_WORD_BITS)
+    gc = grad.contiguous()
+    if use_triton(gc) and n > 0:
+        dx = torch.empty_like(gc, memory_format=torch.contiguous_format)
+        grid = (cdiv(nwords, cfg.words),)
+        with torch.cuda.device(grad.device):
+            if packed:
+                _dropout_bwd_kernel[grid](gc, dx, mask, n, nwords, dropout_scale(p),
+                                          WORDS=cfg.words, num_warps=cfg.num_warps)
+            else:
+                # Dropout is linear in its input: the backward is the forward, same seed, on grad.
+                _dropout_fwd_kernel[grid](
+                    gc, dx, dx, seed, n, nwords, keep_threshold(p, cfg.rand_bits), dropout_scale(p),
+                    WORDS=cfg.words, RAND_BITS=cfg.rand_bits, ROUNDS=cfg.rounds, STORE_MASK=False,
+                    num_warps=cfg.num_warps,
+                )
+        return dx
+    if packed:
+        keep = unpack_mask(mask, n)
+    else:
+        keep = unpack_mask(keep_words_reference(seed, n, p, cfg.rand_bits, cfg.rounds), n)
+    return apply_mask_reference(gc, keep, p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Autograd: a torch.autograd.Function everywhere, a torch.library custom op where available
+# ----------------------------------------------------------------------------------------------
+
+
+class _PackedDropoutBackward(torch.autograd.Function):
+    """The backward as a function of grad; linear, so its own backward is itself."""
+
+    @staticmethod
+    def forward(ctx, grad, mask, seed, p, packed):
+        ctx.save_for_backward(mask, seed)
+        ctx.p, ctx.packed = p, packed
+        return packed_dropout_backward(grad, mask, seed, p, packed)
+
+    @staticmethod
+    def backward(ctx, gg):
+        mask, seed = ctx.saved_tensors
+        return _PackedDropoutBackward.apply(gg, mask, seed, ctx.p, ctx.packed), None, None, None, None
+
+
+class PackedDropoutFunction(torch.autograd.Function):
+    """y = dropout(x); saves the int16 mask words (packed) or only the 8-byte seed (recompute)."""
+
+    @staticmethod
+    def forward(ctx, x, p, store_mask):
+        y, mask, seed = packed_dropout_forward(x, p, store_mask)
+        ctx.p, ctx.packed = p, store_mask
+        ctx.save_for_backward(mask if store_mask else seed)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        (saved,) = ctx.saved_tensors
+        mask, seed = (saved, saved[:0]) if ctx.packed else (saved[:0], saved)
+        return _PackedDropoutBackward.apply(gy, mask, seed, ctx.p, ctx.packed), None, None
+
+
+_op = None
+_bwd_op = None
+
+if has_custom_op():
+    try:
+        @torch.library.custom_op("membit::packed_dropout", mutates_args=())
+        def _packed_dropout_op(x: torch.Tensor, p: float, store_mask: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return packed_dropout_forward(x, p, store_mask)
+
+        @_packed_dropout_op.register_fake
+        def _packed_dropout_fake(x, p, store_mask):
+            nwords = cdiv(x.numel(), MASK_WORD_BITS) if store_mask else 0
+            return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
+                    x.new_empty((nwords,), dtype=torch.int16),
+                    x.new_empty((1,), dtype=torch.int64))
+
+        @torch.library.custom_op("membit::packed_dropout_backward", mutates_args=())
+        def _packed_dropout_bwd_op(grad: torch.Tensor, mask: torch.Tensor, seed: torch.Tensor,
+                                   p: float, packed: bool) -> torch.Tensor:
+            return packed_dropout_backward(grad, mask, seed, p, packed)
+
+        @_packed_dropout_bwd_op.register_fake
+        def _packed_dropout_bwd_fake(grad, mask, seed, p, packed):
+            return torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+
+        def _fwd_setup(ctx, inputs, output):
+            _, p, store_mask = inputs
+            _, mask, seed = output
+            ctx.p, ctx.packed = p, store_mask
+            # Exactly one small tensor is kept for backward: n/8 bytes of mask, or 8 bytes of seed.
+            ctx.save_for_backward(mask if store_mask else seed)
+
+        def _fwd_backward(ctx, gy, _gmask, _gseed):
+            (saved,) = ctx.saved_tensors
+            mask, seed = (saved, saved[:0]) if ctx.packed else (saved[:0], saved)
+            return _packed_dropout_bwd_op(gy, mask, seed, ctx.p, ctx.packed), None, None
+
+        _packed_dropout_op.register_autograd(_fwd_backward, setup_context=_fwd_setup)
+
+        def _bwd_setup(ctx, inputs, output):
+            _, mask, seed, p, packed = inputs
+            ctx.p, ctx.packed = p, packed
+            ctx.save_for_backward(mask, seed)
+
+        def _bwd_backward(ctx, gg):
+            mask, seed = ctx.saved_tensors
+            return _packed_dropout_bwd_op(gg, mask, seed, ctx.p, ctx.packed), None, None, None, None
+
+        _packed_dropout_bwd_op.register_autograd(_bwd_backward, setup_context=_bwd_setup)
+        _op, _bwd_op = _packed_dropout_op, _packed_dropout_bwd_op
+    except Exception:  # an older or unusual torch whose custom_op rejects this: use the Function
+        _op = _bwd_op = None
+
+
+def uses_custom_op() -> bool:
+    """Whether packed_dropout dispatches through the torch.library op (else the autograd.Function)."""
+    return _op is not None
+
+
+def packed_dropout(x: torch.Tensor, p: float, mode: str = "packed") -> torch.Tensor:
+    """Training-mode dropout, 0 < p < 1, with a 1-bit ("packed") or no ("recompute") saved mask.
+
+    Argument checks, eval mode and p in {0, 1} live in membit.nn.functional.packed_dropout.
+    """
+    store_mask = mode == "packed"
+    if _op is not None:
+        return _op(x, float(p), store_mask)[0]
+    return PackedDropoutFunction.apply(x, float(p), store_mask)
