@@ -1,0 +1,317 @@
+"""membit.patch(model, ...) / membit.unpatch(model): convert a model in place, and back.
+
+patch() swaps modules for membit's in place (same attribute names, so state_dict keys and
+checkpoints are unchanged) and returns a PatchRecord saying what it replaced and what it left
+alone and why. Each conversion is a matcher run over every (parent, attribute, child) place
+of the model by `_convert`; a later conversion (2:4 sparse FFNs) adds its own matcher and
+shares the record, undo and reporting.
+
+Functional dropout. Code such as HF transformers' eager attention calls
+`nn.functional.dropout(...)` rather than a module. While any patched model exists,
+torch.nn.functional.dropout is a thin router that sends a call to membit's dropout when
+  - a patched model's forward is running in the current thread (forward pre/post hooks on the
+    model and on every module that has children keep a per-thread stack), or
+  - the calling function is a method of one of the patched model's modules, or takes one as
+    its `module` argument (HF's `eager_attention_forward(module, ...)`).
+The second rule covers activation checkpointing: a checkpointed function recomputed during
+backward runs outside any forward, and must draw the same kind of mask it drew in forward.
+Every other call goes to the original function. Call sites that bound the function before
+patching (`from torch.nn.functional import dropout`) keep the original.
+"""
+
+import inspect
+import sys
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .nn.dropout import PackedDropout
+from .nn.functional import packed_dropout
+from .ops.packed_dropout import MODES
+
+__all__ = ["patch", "unpatch", "PatchRecord", "Replacement", "Skipped"]
+
+DROPOUT_MODES = MODES
+FFN_MODES = ("2:4",)
+
+
+@dataclass
+class Replacement:
+    """One module swapped by patch(): `old` was at every (parent, attribute) in `places`."""
+
+    name: str
+    kind: str
+    old: nn.Module
+    new: nn.Module
+    places: List[Tuple[nn.Module, str]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class Skipped:
+    """A module patch() saw and deliberately left alone."""
+
+    name: str
+    type: str
+    reason: str
+
+
+@dataclass
+class PatchRecord:
+    """What membit.patch did to a model; membit.unpatch uses it to undo exactly that."""
+
+    dropout: Optional[str]
+    ffn: Optional[str]
+    replaced: List[Replacement] = field(default_factory=list)
+    skipped: List[Skipped] = field(default_factory=list)
+    # Functions routed while the model's forward runs, e.g. ["torch.nn.functional.dropout"].
+    functional: List[str] = field(default_factory=list)
+    _handles: list = field(default_factory=list, repr=False)
+    _routed_modules: list = field(default_factory=list, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.replaced)
+
+    def __iter__(self):
+        return iter(self.replaced)
+
+    def summary(self) -> str:
+        """One line per kind of change, for logs and the CLI."""
+        lines = []
+        by_type = {}
+        for r in self.replaced:
+            key = (r.kind, type(r.old).__name__, type(r.new).__name__)
+            by_type[key] = by_type.get(key, 0) + 1
+        for (kind, old, new), count in sorted(by_type.items()):
+            mode = f" (mode={self.dropout})" if kind == "dropout" else ""
+            lines.append(f"replaced {count} x {old} -> {new}{mode}")
+        for fn in self.functional:
+            lines.append(f"routed {fn} -> membit (mode={self.dropout}) inside the model's forward")
+        for s in self.skipped:
+            lines.append(f"skipped {s.name} ({s.type}): {s.reason}")
+        return "\n".join(lines) if lines else "nothing to patch"
+
+
+# Patched models -> their records. Weak, so patching never keeps a model alive.
+_RECORDS: "weakref.WeakKeyDictionary[nn.Module, PatchRecord]" = weakref.WeakKeyDictionary()
+
+
+def patch(model: nn.Module, dropout: Optional[str] = "packed", ffn: Optional[str] = None, *,
+          functional: bool = True) -> PatchRecord:
+    """Convert `model` in place to membit's memory-lean layers; returns a PatchRecord.
+
+    dropout: "packed" (1-bit mask), "recompute" (no mask; regenerated in backward) or None.
+      Every nn.Dropout becomes a PackedDropout with the same p, inplace and training flag.
+      Channel-wise (Dropout1d/2d/3d) and alpha dropouts are left alone (see record.skipped).
+    ffn: None, or "2:4" (2:4 structured-sparse feed-forward layers, not in this version).
+    functional: also route torch.nn.functional.dropout calls made inside the model's forward
+      (e.g. HF transformers' eager attention) to membit's dropout.
+    """
+    if dropout is not None and dropout not in DROPOUT_MODES:
+        raise ValueError(f"dropout must be one of {DROPOUT_MODES} or None, got {dropout!r}")
+    if ffn is not None and ffn not in FFN_MODES:
+        raise ValueError(f"ffn must be one of {FFN_MODES} or None, got {ffn!r}")
+    if ffn == "2:4":
+        # Checked before anything changes, so a failed call leaves the model as it was.
+        raise NotImplementedError(
+            "membit.patch(ffn='2:4'): 2:4 sparse FFN conversion is not available in this version "
+            "of membit; call patch(model, ffn=None) for the dropout conversion alone")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"patch() takes an nn.Module, got {type(model).__name__}")
+    if model in _RECORDS:
+        raise RuntimeError("this model is already patched by membit.patch; call membit.unpatch(model) first")
+
+    record = PatchRecord(dropout=dropout, ffn=ffn)
+    if dropout is not None:
+        _convert(model, "dropout", _dropout_matcher(dropout), record)
+        if functional:
+            _route_functional_dropout(model, dropout, record)
+    _RECORDS[model] = record
+    return record
+
+
+def unpatch(model: nn.Module) -> PatchRecord:
+    """Undo membit.patch(model): put every original module back and stop routing. Returns the record."""
+    record = _RECORDS.pop(model, None)
+    if record is None:
+        raise ValueError("this model was not patched by membit.patch (or was already unpatched)")
+    for handle in record._handles:
+        handle.remove()
+    record._handles.clear()
+    for r in reversed(record.replaced):
+        r.old.train(r.new.training)  # follow any model.train()/eval() made while patched
+        for parent, attr in r.places:
+            setattr(parent, attr, r.old)
+    if record.functional:
+        for m in record._routed_modules:
+            _router.modules.pop(m, None)
+        record._routed_modules = []
+        _router.release()
+    return record
+
+
+# ----------------------------------------------------------------------------------------------
+# Module conversion
+# ----------------------------------------------------------------------------------------------
+
+# A matcher maps a child module to None (not ours to touch), a new module, or a Skipped reason.
+Matcher = Callable[[nn.Module], object]
+
+
+def _convert(model: nn.Module, kind: str, matcher: Matcher, record: PatchRecord) -> None:
+    names = {}
+    for name, mod in model.named_modules():
+        names.setdefault(id(mod), name)
+    done = {}  # id(old) -> Replacement: a module shared by several parents is replaced once
+    for parent in list(model.modules()):
+        for attr, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            if id(child) in done:
+                rep = done[id(child)]
+                setattr(parent, attr, rep.new)
+                rep.places.append((parent, attr))
+                continue
+            result = matcher(child)
+            if result is None:
+                continue
+            name = names.get(id(child), attr)
+            if isinstance(result, str):
+                if all(s.name != name for s in record.skipped):
+                    record.skipped.append(Skipped(name, type(child).__name__, result))
+                continue
+            result.train(child.training)
+            setattr(parent, attr, result)
+            rep = Replacement(name=name, kind=kind, old=child, new=result, places=[(parent, attr)])
+            done[id(child)] = rep
+            record.replaced.append(rep)
+
+
+def _channel_dropout_types():
+    types = []
+    for n in ("Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"):
+        t = getattr(nn, n, None)
+        if t is not None:
+            types.append(t)
+    return tuple(types)
+
+
+def _dropout_matcher(mode: str) -> Matcher:
+    channel_types = _channel_dropout_types()
+
+    def match(m: nn.Module):
+        if isinstance(m, PackedDropout):
+            return "already a membit PackedDropout"
+        if isinstance(m, channel_types):
+            # Their masks are per channel (N x C values, not one per element) or, for alpha
+            # dropout, not a plain 0/scale mask: small already, and not what our kernel computes.
+            return "channel-wise or alpha dropout: mask is not per element; left as is"
+        if isinstance(m, nn.Dropout):
+            if type(m).forward is not nn.Dropout.forward:
+                return "subclass of nn.Dropout with its own forward; left as is"
+            return PackedDropout(p=m.p, inplace=m.inplace, mode=mode)
+        return None
+
+    return match
+
+
+# ----------------------------------------------------------------------------------------------
+# Routing torch.nn.functional.dropout inside patched models' forwards
+# ----------------------------------------------------------------------------------------------
+
+
+class _DropoutRouter:
+    """Owns the replacement of torch.nn.functional.dropout while any patched model needs it."""
+
+    def __init__(self):
+        self.users = 0
+        self.original = None
+        self.tls = threading.local()
+        self.lock = threading.Lock()
+        # Every module of every routed model -> its dropout mode (for the caller-frame rule).
+        self.modules: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+    def modes(self) -> list:
+        stack = getattr(self.tls, "modes", None)
+        if stack is None:
+            stack = self.tls.modes = []
+        return stack
+
+    def acquire(self) -> None:
+        with self.lock:
+            if self.users == 0:
+                self.original = torch.nn.functional.dropout
+                torch.nn.functional.dropout = _routed_dropout
+            self.users += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                # Put the original back only if nobody wrapped ours since; otherwise keep
+                # routing harmlessly (with no patched forward running it calls the original).
+                if torch.nn.functional.dropout is _routed_dropout:
+                    torch.nn.functional.dropout = self.original
+
+
+_router = _DropoutRouter()
+
+
+def _routed_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
+    stack = getattr(_router.tls, "modes", None)
+    if stack:
+        return packed_dropout(input, p, training, inplace, stack[-1])
+    mode = _caller_mode(sys._getframe(1))
+    if mode is not None:
+        return packed_dropout(input, p, training, inplace, mode)
+    return _router.original(input, p, training, inplace)
+
+
+def _caller_mode(frame) -> Optional[str]:
+    """The mode of the patched module the calling function belongs to (`self`) or was given (`module`)."""
+    if not _router.modules:
+        return None
+    local = frame.f_locals
+    for key in ("self", "module"):
+        m = local.get(key)
+        if isinstance(m, nn.Module):
+            mode = _router.modules.get(m)
+            if mode is not None:
+                return mode
+    return None
+
+
+_routed_dropout.__doc__ = "torch.nn.functional.dropout, routed to membit inside models patched by membit.patch."
+_routed_dropout.__wrapped__ = torch.nn.functional.dropout
+
+
+def _supports_always_call() -> bool:
+    try:
+        return "always_call" in inspect.signature(nn.Module.register_forward_hook).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _route_functional_dropout(model: nn.Module, mode: str, record: PatchRecord) -> None:
+    def enter(module, args):
+        _router.modes().append(mode)
+
+    def leave(module, args, output):
+        stack = _router.modes()
+        if stack:
+            stack.pop()
+
+    # always_call (torch >= 2.1) runs `leave` even when forward raises; without it an
+    # exception leaves the thread routed, which only changes which dropout kernel runs.
+    kwargs = {"always_call": True} if _supports_always_call() else {}
+    for m in model.modules():
+        _router.modules[m] = mode
+        if m is model or len(m._modules) > 0:
+            record._handles.append(m.register_forward_pre_hook(enter))
+            record._handles.append(m.register_forward_hook(leave, **kwargs))
+    record._routed_modules = list(model.modules())
+    _router.acquire()
+    record.functional.append("torch.nn.functional.dropout")
