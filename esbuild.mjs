@@ -93,6 +93,8 @@ function copyAssets() {
   mkdirSync(join(root, 'dist'), { recursive: true });
   cpSync(join(root, 'node_modules/web-tree-sitter/tree-sitter.wasm'), join(root, 'dist/tree-sitter.wasm'));
   cpSync(join(root, 'node_modules/tree-sitter-python/tree-sitter-python.wasm'), join(root, 'dist/tree-sitter-python.wasm'));
+  mkdirSync(join(root, 'dist/media'), { recursive: true });
+  cpSync(join(root, 'media/report/report.css'), join(root, 'dist/media/report.css'));
   const queries = join(root, 'src/core/scan/queries');
   if (existsSync(queries)) cpSync(queries, join(root, 'dist/queries'), { recursive: true });
   const kernelsOut = join(root, 'dist/kernels/membit');

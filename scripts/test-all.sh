@@ -23,7 +23,7 @@ bash scripts/setup-e2e.sh || die "installing the end-to-end tools failed"
 export MEMBIT_PYTHON="$PY"
 
 stage "type check"
-npx tsc -p . --noEmit || failed_stages+=("typecheck")
+npm run --silent typecheck || failed_stages+=("typecheck")
 
 stage "build and package"
 npm run package || die "npm run package failed"

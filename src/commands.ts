@@ -18,6 +18,7 @@ export const Commands = {
 export const InternalCommands = {
   appliedOverlays: 'membit._test.appliedOverlays',
   reloadReports: 'membit._reloadReports',
+  reportViewRendered: 'membit._test.reportViewRendered',
 } as const;
 
 export type CommandId = (typeof Commands)[keyof typeof Commands];
@@ -25,6 +26,5 @@ export type CommandId = (typeof Commands)[keyof typeof Commands];
 /** Commands that execute user code: refused in an untrusted workspace. */
 export const RUNS_CODE: ReadonlySet<CommandId> = new Set<CommandId>([
   Commands.profileRun,
-  Commands.compareRuns,
   Commands.findMaxBatchSize,
 ]);

@@ -2,6 +2,7 @@ import * as vscode from 'vscode';
 import { Commands, type CommandId } from './commands';
 import { createLog } from './vscode/log';
 import { registerPendingCommands } from './vscode/pending';
+import { registerReportFeature } from './vscode/report';
 
 /** What `activate` returns: a small API that the end-to-end tests read. */
 export interface MembitApi {
@@ -12,7 +13,7 @@ export interface MembitApi {
 /** Wires Membit's features together; each feature owns its Disposables via `context`. */
 export function activate(context: vscode.ExtensionContext): MembitApi {
   const log = createLog(context);
-  const built: CommandId[] = [];
+  const built: CommandId[] = [...registerReportFeature(context, log).commands];
   const pending = Object.values(Commands).filter((id) => !built.includes(id));
   registerPendingCommands(context, log, pending);
   log.info(`Membit activated (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted'})`);

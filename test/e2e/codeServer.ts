@@ -35,6 +35,21 @@ function fail(msg: string): never {
   process.exit(1);
 }
 
+/** The part of playwright-core's API this driver uses (it lives outside the repo). */
+interface PwPage {
+  exposeFunction(name: string, fn: (...args: never[]) => unknown): Promise<void>;
+  screenshot(o: { path: string }): Promise<unknown>;
+  goto(url: string): Promise<unknown>;
+}
+interface PlaywrightCore {
+  chromium: {
+    launchPersistentContext(
+      dir: string,
+      o: { executablePath: string; headless: boolean; viewport: { width: number; height: number }; args: string[] },
+    ): Promise<{ pages(): PwPage[]; newPage(): Promise<PwPage>; close(): Promise<void> }>;
+  };
+}
+
 async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
@@ -166,7 +181,7 @@ async function main(): Promise<void> {
   try {
     await waitHealthy(port, server, 60_000);
     const requireTools = createRequire(join(e2eHome, 'node_modules', 'noop.js'));
-    const { chromium: pwChromium } = requireTools('playwright-core') as typeof import('playwright-core');
+    const { chromium: pwChromium } = requireTools('playwright-core') as PlaywrightCore;
     const browser = await pwChromium.launchPersistentContext(join(tmp, 'chromium'), {
       executablePath: chromium,
       headless: true,

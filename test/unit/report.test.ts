@@ -37,16 +37,24 @@ function miniReport(lines: Report['lines'], peak = 1_000_000): Report {
   return {
     schema: 'membit.report/1',
     run: {
-      id: 'r', script: 'gpt_tiny.py', argv: [], variant: 'baseline', target: { kind: 'local', host: null }, device: null,
-      python: '3.11', torch: '2.13', started: '2026-11-22T10:00:00Z', duration_s: 1, steps: 1, status: 'ok', error: null,
+      id: 'r', script: 'gpt_tiny.py', argv: [], variant: 'baseline', target: { kind: 'local', host: null },
+      device: { name: 'cpu', type: 'cpu', index: null, total_bytes: null, capability: null }, python: '3.11', torch: '2.13',
+      membit: '0.1.0', started: '2026-11-22T10:00:00Z', duration_s: 1, steps: 1, warmup: 0, steps_requested: 1, status: 'ok',
+      error: null, error_at: null, root: '/w', pid: 1, patched: [], skipped: [], notes: [],
     },
     summary: {
-      peak_allocated: peak, peak_reserved: null, device_used_peak: null, params: 0, grads: 0, optimizer_state: 0,
-      activations_at_peak: 0, masks_at_peak: 0, unattributed_at_peak: 0, step_time_s: null, samples_per_s: null,
+      peak_allocated: peak, peak_reserved: null, device_used_peak: null, params: 0, buffers: 0, grads: 0, optimizer_state: 0,
+      saved_bytes: 0, mask_bytes: 0, saved_outside_modules: 0, params_at_peak: 0, buffers_at_peak: 0, grads_at_peak: 0,
+      optimizer_state_at_peak: 0, activations_at_peak: 0, masks_at_peak: 0, unattributed_at_peak: 0, tracked_at_peak: 0,
+      step_time_s: null, samples_per_s: null, batch_size: null,
     },
-    lines, modules: [], sites: [], timeline: { t_ms: [], allocated: [], reserved: [], device_used: [], phase: [] },
-    peak: { t_ms: null, top: [] }, oom: null,
+    lines, modules: [], sites: [], timeline: null,
+    peak: { t_ms: null, step: null, phase: null, source: 'tensors', replay_bytes: null, top: [] }, oom: null,
   };
+}
+
+function lineEntry(file: string, line: number, saved: number, mask: number, module: string): Report['lines'][number] {
+  return { file, line, func: 'forward', module, saved_bytes: saved, mask_bytes: mask, at_peak_bytes: saved, tensors: 1, ops: [] };
 }
 
 test('parseReport: malformed input gets a message that says what is wrong', () => {
@@ -69,10 +77,10 @@ test('heat buckets are shares of the run peak', () => {
 
 test('indexReport sums entries per line, ranks lines, and writes the inline text', () => {
   const idx = indexReport(miniReport([
-    { file: './m.py', line: 10, saved_bytes: 200_000, mask_bytes: 50_000, ops: [], module: 'a' },
-    { file: 'm.py', line: 10, saved_bytes: 40_000, mask_bytes: 0, ops: [], module: 'b' },
-    { file: 'm.py', line: 20, saved_bytes: 30_000, mask_bytes: 0, ops: [], module: 'a' },
-    { file: 'm.py', line: 30, saved_bytes: 1_000, mask_bytes: 0, ops: [], module: 'a' },
+    lineEntry('./m.py', 10, 200_000, 50_000, 'a'),
+    lineEntry('m.py', 10, 40_000, 0, 'b'),
+    lineEntry('m.py', 20, 30_000, 0, 'a'),
+    lineEntry('m.py', 30, 1_000, 0, 'a'),
   ]));
   const m = idx.files.get('m.py');
   assert.ok(m);

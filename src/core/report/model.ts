@@ -4,7 +4,7 @@
  */
 import { formatBytes } from '../run/harness';
 import { validate, type Schema } from './jsonSchema';
-import type { LineEntry, Report } from './types';
+import { peakBytes, type LineEntry, type Report } from './types';
 
 export type ParseResult = { ok: true; report: Report } | { ok: false; error: string };
 
@@ -66,7 +66,7 @@ export function normalizePath(p: string): string {
 }
 
 export function indexReport(report: Report): ReportIndex {
-  const peak = report.summary.peak_allocated;
+  const peak = peakBytes(report);
   const files = new Map<string, Map<number, LineInfo>>();
   for (const e of report.lines) {
     const file = normalizePath(e.file);

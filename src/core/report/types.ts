@@ -1,10 +1,18 @@
-/** The profile report, schema `membit.report/1` (see kernels/membit/profile/report.schema.json). */
+/**
+ * The profile report, schema `membit.report/1`. The JSON Schema in
+ * kernels/membit/profile/report.schema.json is the authority (and documents each
+ * field); these types mirror it for the TypeScript reader.
+ */
 
 export type RunStatus = 'ok' | 'oom' | 'error' | 'cancelled';
+export type Phase = 'forward' | 'backward' | 'optimizer' | 'other';
 
-export interface Frame {
+export interface FileLine {
   file: string;
   line: number;
+}
+
+export interface Frame extends FileLine {
   name: string;
 }
 
@@ -14,28 +22,47 @@ export interface RunInfo {
   argv: string[];
   variant: string;
   target: { kind: 'local' | 'ssh'; host: string | null };
-  device: { name: string; total_bytes: number | null; capability: string | null } | null;
+  device: { name: string; type: string; index: number | null; total_bytes: number | null; capability: string | null };
   python: string;
   torch: string;
+  membit: string;
   started: string;
   duration_s: number;
   steps: number;
+  warmup: number;
+  steps_requested: number;
   status: RunStatus;
   error: string | null;
+  error_at: FileLine | null;
+  root: string;
+  pid: number;
+  patched: { path: string; kind: string; from: string; to: string }[];
+  skipped: { path: string; type: string; reason: string }[];
+  notes: string[];
 }
 
 export interface Summary {
-  peak_allocated: number;
+  peak_allocated: number | null;
   peak_reserved: number | null;
   device_used_peak: number | null;
   params: number;
+  buffers: number;
   grads: number;
   optimizer_state: number;
+  saved_bytes: number;
+  mask_bytes: number;
+  saved_outside_modules: number;
+  params_at_peak: number;
+  buffers_at_peak: number;
+  grads_at_peak: number;
+  optimizer_state_at_peak: number;
   activations_at_peak: number;
   masks_at_peak: number;
-  unattributed_at_peak: number;
+  unattributed_at_peak: number | null;
+  tracked_at_peak: number;
   step_time_s: number | null;
   samples_per_s: number | null;
+  batch_size: number | null;
 }
 
 export interface OpBytes {
@@ -44,38 +71,39 @@ export interface OpBytes {
   count: number;
 }
 
-export interface LineEntry {
-  file: string;
-  line: number;
+export interface LineEntry extends FileLine {
+  func: string;
+  module: string | null;
   /** Bytes saved for backward by this line (masks included). */
   saved_bytes: number;
   /** The part of saved_bytes that is dropout/attention masks. */
   mask_bytes: number;
+  at_peak_bytes: number;
+  tensors: number;
   ops: OpBytes[];
-  module: string | null;
 }
 
 export interface ModuleEntry {
   path: string;
   type: string;
-  defined_at: { file: string; line: number } | null;
-  created_at: { file: string; line: number } | null;
+  defined_at: FileLine | null;
+  created_at: FileLine | null;
   params: number;
   grads: number;
   saved_bytes: number;
   mask_bytes: number;
+  at_peak_bytes: number;
   fwd_ms: number | null;
-  bwd_ms: number | null;
+  calls: number;
 }
 
-export interface SiteEntry {
+export interface SiteEntry extends FileLine {
   kind: string;
-  file: string;
-  line: number;
   module: string | null;
   elements: number;
   mask_bytes: number;
   saving_if_packed: number;
+  calls: number;
 }
 
 export interface Timeline {
@@ -83,13 +111,29 @@ export interface Timeline {
   allocated: number[];
   reserved: number[];
   device_used: (number | null)[];
-  phase: string[];
+  phase: Phase[];
 }
 
 export interface Holder {
   bytes: number;
   category: string;
   frames: Frame[];
+  saved_at: FileLine | null;
+  shape: number[] | null;
+  dtype: string | null;
+}
+
+export interface Oom {
+  message: string;
+  requested_bytes: number | null;
+  device_free: number | null;
+  device_total: number | null;
+  allocated: number | null;
+  reserved: number | null;
+  step: number;
+  phase: Phase;
+  top: Holder[];
+  lines: (FileLine & { bytes: number })[];
 }
 
 export interface Report {
@@ -99,7 +143,15 @@ export interface Report {
   lines: LineEntry[];
   modules: ModuleEntry[];
   sites: SiteEntry[];
-  timeline: Timeline;
-  peak: { t_ms: number | null; top: Holder[] };
-  oom: { message: string; top: Holder[]; [k: string]: unknown } | null;
+  timeline: Timeline | null;
+  peak: { t_ms: number | null; step: number | null; phase: Phase | null; source: 'allocator' | 'tensors'; replay_bytes: number | null; top: Holder[] };
+  oom: Oom | null;
+}
+
+/**
+ * The peak the overlays measure shares against: the allocator's peak on CUDA; on CPU,
+ * which has no allocator record, what the harness could name at the peak.
+ */
+export function peakBytes(r: Report): number {
+  return r.summary.peak_allocated ?? r.summary.tracked_at_peak;
 }

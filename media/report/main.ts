@@ -1,0 +1,341 @@
+/**
+ * The report view's front end (runs in the webview; bundled for the browser with
+ * chart.js). It draws what the extension sends and posts back user actions.
+ */
+import {
+  BarController,
+  BarElement,
+  CategoryScale,
+  Chart,
+  Filler,
+  Legend,
+  LinearScale,
+  LineController,
+  LineElement,
+  PointElement,
+  Tooltip,
+  type Plugin,
+} from 'chart.js';
+import { formatPct } from '../../src/core/report/compare';
+import type { ReportView } from '../../src/core/report/view';
+import { formatBytes } from '../../src/core/run/harness';
+import type { FromWebview, RenderedSummary, ToWebview } from './messages';
+
+Chart.register(LineController, LineElement, PointElement, BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip, Filler);
+
+declare function acquireVsCodeApi(): { postMessage(m: FromWebview): void; getState(): unknown; setState(s: unknown): void };
+const vscode = acquireVsCodeApi();
+const charts: Chart[] = [];
+const rendered: RenderedSummary = { charts: [], tables: {}, peakText: '' };
+
+function css(name: string, fallback: string): string {
+  return getComputedStyle(document.body).getPropertyValue(name).trim() || fallback;
+}
+
+const palette = () => ({
+  fg: css('--vscode-foreground', '#ccc'),
+  grid: css('--vscode-editorWidget-border', '#444'),
+  blue: css('--vscode-charts-blue', '#3794ff'),
+  orange: css('--vscode-charts-orange', '#d18616'),
+  green: css('--vscode-charts-green', '#89d185'),
+  red: css('--vscode-charts-red', '#f14c4c'),
+  purple: css('--vscode-charts-purple', '#b180d7'),
+  yellow: css('--vscode-charts-yellow', '#cca700'),
+});
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, ...children: (Node | string)[]): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function section(title: string, id: string): HTMLElement {
+  const s = el('section', { id });
+  s.append(el('h2', {}, title));
+  document.getElementById('root')?.append(s);
+  return s;
+}
+
+function table(id: string, head: string[], rows: (string | Node)[][]): HTMLTableElement {
+  const t = el('table', { id });
+  t.append(el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))));
+  const body = el('tbody');
+  for (const r of rows) body.append(el('tr', {}, ...r.map((c) => el('td', {}, c))));
+  t.append(body);
+  rendered.tables[id] = rows.length;
+  return t;
+}
+
+function frameLink(file: string, line: number, label?: string): HTMLAnchorElement {
+  const a = el('a', { href: '#', class: 'frame' }, label ?? `${file}:${line}`);
+  a.addEventListener('click', (ev) => {
+    ev.preventDefault();
+    vscode.postMessage({ command: 'open', file, line });
+  });
+  return a;
+}
+
+/** Shades forward/backward/optimizer spans behind the timeline and marks the peak. */
+const phasePlugin = (v: ReportView): Plugin<'line'> => ({
+  id: 'membitPhases',
+  beforeDatasetsDraw(chart) {
+    const { ctx, chartArea, scales } = chart;
+    const x = scales.x;
+    if (!x) return;
+    const colors: Record<string, string> = { forward: 'rgba(55,148,255,0.10)', backward: 'rgba(209,134,22,0.12)', optimizer: 'rgba(137,209,133,0.14)' };
+    ctx.save();
+    for (const p of v.timeline.phases) {
+      const c = colors[p.phase];
+      if (!c) continue;
+      const x0 = x.getPixelForValue(p.start_ms);
+      const x1 = x.getPixelForValue(p.end_ms);
+      ctx.fillStyle = c;
+      ctx.fillRect(x0, chartArea.top, Math.max(1, x1 - x0), chartArea.bottom - chartArea.top);
+    }
+    const pk = v.timeline.peak;
+    if (pk) {
+      ctx.strokeStyle = palette().red;
+      ctx.setLineDash([4, 3]);
+      const px = x.getPixelForValue(pk.t_ms);
+      ctx.beginPath();
+      ctx.moveTo(px, chartArea.top);
+      ctx.lineTo(px, chartArea.bottom);
+      ctx.stroke();
+    }
+    ctx.restore();
+  },
+});
+
+function renderSummary(v: ReportView): void {
+  const s = v.summary;
+  const sec = section(`Summary — ${v.label}`, 'summary');
+  const status = v.run.status === 'ok' ? '' : ` · ${v.run.status.toUpperCase()}${v.run.error ? `: ${v.run.error.split('\n').slice(-1)[0]}` : ''}`;
+  const cpu = s.peak_allocated === null;
+  rendered.peakText = `peak ${formatBytes(v.peakBytes)}`;
+  sec.append(
+    el('p', { class: 'headline' }, `Peak ${formatBytes(v.peakBytes)}${cpu ? ' named by the harness' : ''}${v.timeline.peak ? ` at ${(v.timeline.peak.t_ms / 1000).toFixed(2)} s` : ''}${status}`),
+    el('p', { class: 'meta' }, `${v.run.script} · variant ${v.run.variant} · ${v.run.device?.name ?? 'unknown device'} · torch ${v.run.torch} · ${v.run.steps} steps · ${v.run.started}`),
+  );
+  const cat: [string, number | null][] = [
+    ['parameters', s.params_at_peak],
+    ['buffers', s.buffers_at_peak],
+    ['gradients', s.grads_at_peak],
+    ['optimizer state', s.optimizer_state_at_peak],
+    ['activations', s.activations_at_peak],
+    ['masks', s.masks_at_peak],
+    ['unattributed', s.unattributed_at_peak],
+    ['allocated (peak)', s.peak_allocated],
+    ['reserved (peak)', s.peak_reserved],
+    ['device used (peak)', s.device_used_peak],
+  ];
+  if (cpu) sec.append(el('p', { class: 'meta' }, 'CPU run: PyTorch keeps no allocator record on CPU, so the peak is what the harness could name (parameters, gradients, optimizer state and tensors saved for backward).'));
+  sec.append(table('summary-table', ['at the peak', 'bytes'], cat.filter(([, b]) => b !== null).map(([k, b]) => [k, formatBytes(b as number)])));
+  if (s.step_time_s !== null) sec.append(el('p', {}, `Step time ${(s.step_time_s * 1000).toFixed(1)} ms${s.samples_per_s !== null ? ` · ${s.samples_per_s.toFixed(1)} samples/s` : ''}`));
+}
+
+function renderTimeline(v: ReportView): void {
+  const sec = section('Memory over time', 'timeline');
+  if (v.timeline.t_ms.length === 0) {
+    sec.append(el('p', { class: 'meta' }, 'No timeline: the allocator history is recorded on CUDA runs only.'));
+    return;
+  }
+  const canvas = el('canvas', { id: 'timeline-chart', height: '110' });
+  const holders = el('div', { id: 'holders' });
+  sec.append(canvas, holders);
+  const p = palette();
+  const xy = (ys: (number | null)[]) => v.timeline.t_ms.map((t, i) => ({ x: t, y: ys[i] ?? null }));
+  const datasets = [
+    { label: 'allocated', data: xy(v.timeline.allocated), borderColor: p.blue, backgroundColor: p.blue, pointRadius: 0, borderWidth: 1.5 },
+  ];
+  if (v.timeline.reserved.length) datasets.push({ label: 'reserved', data: xy(v.timeline.reserved), borderColor: p.orange, backgroundColor: p.orange, pointRadius: 0, borderWidth: 1 });
+  if (v.timeline.device_used.some((d) => d !== null)) datasets.push({ label: 'device used', data: xy(v.timeline.device_used), borderColor: p.purple, backgroundColor: p.purple, pointRadius: 0, borderWidth: 1 });
+  const chart = new Chart(canvas, {
+    type: 'line',
+    data: { datasets: datasets as never },
+    options: {
+      animation: false,
+      parsing: false,
+      normalized: true,
+      interaction: { mode: 'nearest', axis: 'x', intersect: false },
+      scales: {
+        x: { type: 'linear', title: { display: true, text: 'ms', color: p.fg }, ticks: { color: p.fg }, grid: { color: p.grid } },
+        y: { ticks: { color: p.fg, callback: (val) => formatBytes(Number(val)) }, grid: { color: p.grid } },
+      },
+      plugins: { legend: { labels: { color: p.fg } }, tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${formatBytes(Number(c.parsed.y))}` } } },
+      onClick: (_e, els) => {
+        const i = els[0]?.index;
+        if (i === undefined) return;
+        showHolders(v, holders, v.timeline.t_ms[i] as number, v.timeline.allocated[i] as number);
+      },
+    },
+    plugins: [phasePlugin(v)],
+  });
+  charts.push(chart);
+  rendered.charts.push('timeline');
+  if (v.timeline.peak) showHolders(v, holders, v.timeline.peak.t_ms, v.timeline.peak.bytes);
+}
+
+function showHolders(v: ReportView, box: HTMLElement, t: number, bytes: number): void {
+  box.replaceChildren();
+  const atPeak = v.timeline.peak && Math.abs(v.timeline.peak.t_ms - t) < 1e-6;
+  box.append(el('h3', {}, `${formatBytes(bytes)} allocated at ${(t / 1000).toFixed(3)} s${atPeak ? ' (peak)' : ''}`));
+  if (!atPeak) {
+    box.append(el('p', { class: 'meta' }, 'Holders with stacks are recorded at the peak; click the dashed line to see them.'));
+    return;
+  }
+  box.append(holderTable('peak-holders', v.peakTop));
+}
+
+function holderTable(id: string, top: ReportView['peakTop']): HTMLTableElement {
+  return table(
+    id,
+    ['bytes', 'category', 'where'],
+    top.map((h) => {
+      const where = el('div');
+      for (const f of h.frames.slice(0, 4)) {
+        where.append(frameLink(f.file, f.line, `${f.name} — ${f.file}:${f.line}`), el('br'));
+      }
+      return [formatBytes(h.bytes), h.category, where];
+    }),
+  );
+}
+
+function renderModules(v: ReportView): void {
+  const sec = section('Per layer', 'modules');
+  const mods = v.modules.slice(0, 40);
+  if (!mods.length) {
+    sec.append(el('p', { class: 'meta' }, 'No module data in this report.'));
+    return;
+  }
+  const canvas = el('canvas', { id: 'modules-chart', height: String(Math.max(60, mods.length * 5)) });
+  sec.append(canvas);
+  const p = palette();
+  const ds = (label: string, key: 'params' | 'grads' | 'activations' | 'masks', color: string) => ({ label, data: mods.map((m) => m[key]), backgroundColor: color });
+  charts.push(
+    new Chart(canvas, {
+      type: 'bar',
+      data: { labels: mods.map((m) => m.path), datasets: [ds('params', 'params', p.blue), ds('grads', 'grads', p.purple), ds('activations', 'activations', p.orange), ds('masks', 'masks', p.red)] },
+      options: {
+        animation: false,
+        indexAxis: 'y',
+        scales: {
+          x: { stacked: true, ticks: { color: p.fg, callback: (val) => formatBytes(Number(val)) }, grid: { color: p.grid } },
+          y: { stacked: true, ticks: { color: p.fg, autoSkip: false, font: { size: 10 } }, grid: { display: false } },
+        },
+        plugins: { legend: { labels: { color: p.fg } }, tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${formatBytes(Number(c.parsed.x))}` } } },
+      },
+    }),
+  );
+  rendered.charts.push('modules');
+  sec.append(
+    table(
+      'lines-table',
+      ['line', 'saved for backward', 'masks', 'module'],
+      v.lines.slice(0, 30).map((l) => [frameLink(l.file, l.line), formatBytes(l.saved_bytes), formatBytes(l.mask_bytes), l.module ?? '']),
+    ),
+  );
+}
+
+function renderSites(v: ReportView): void {
+  const sec = section('What converting would save', 'sites');
+  if (!v.sites.length) {
+    sec.append(el('p', { class: 'meta' }, 'No dropout or mask sites were measured in this run.'));
+    return;
+  }
+  const total = v.sites.reduce((a, s) => a + s.saving_if_packed, 0);
+  sec.append(el('p', {}, `Packing every mask would save ${formatBytes(total)} (${((total / Math.max(1, v.peakBytes)) * 100).toFixed(1)}% of peak).`));
+  sec.append(
+    table(
+      'sites-table',
+      ['site', 'kind', 'module', 'elements', 'mask', 'saving if packed', ''],
+      v.sites.map((s) => {
+        const b = el('button', {}, 'Convert');
+        b.addEventListener('click', () => vscode.postMessage({ command: 'convert', file: s.file, line: s.line, kind: s.kind }));
+        return [frameLink(s.file, s.line), s.kind, s.module ?? '', s.elements.toLocaleString(), formatBytes(s.mask_bytes), formatBytes(s.saving_if_packed), b];
+      }),
+    ),
+  );
+}
+
+function renderOom(v: ReportView): void {
+  if (!v.oom) return;
+  const sec = section('Out of memory — post-mortem', 'oom');
+  const o = v.oom;
+  sec.append(el('p', { class: 'error' }, o.message));
+  sec.append(el('p', {}, `Failed in step ${o.step} (${o.phase}) asking for ${o.requested_bytes === null ? 'an unknown size' : formatBytes(o.requested_bytes)}; allocated ${o.allocated === null ? '?' : formatBytes(o.allocated)} of ${o.device_total === null ? '?' : formatBytes(o.device_total)}.`));
+  sec.append(el('h3', {}, 'Lines holding the most at the failure'));
+  sec.append(table('oom-lines', ['line', 'bytes'], o.lines.map((l) => [frameLink(l.file, l.line), formatBytes(l.bytes)])));
+  sec.append(el('h3', {}, 'Largest blocks alive at the failure'));
+  sec.append(holderTable('oom-holders', o.top));
+}
+
+function renderFlipRate(v: ReportView): void {
+  if (!v.flipRate) return;
+  const sec = section('2:4 mask flip rate', 'flip-rate');
+  const canvas = el('canvas', { id: 'flip-chart', height: '80' });
+  sec.append(canvas);
+  const p = palette();
+  const colors = [p.blue, p.orange, p.green, p.red, p.purple, p.yellow];
+  charts.push(
+    new Chart(canvas, {
+      type: 'line',
+      data: { labels: v.flipRate.step, datasets: v.flipRate.series.map((s, i) => ({ label: s.name, data: s.values, borderColor: colors[i % colors.length], pointRadius: 0, borderWidth: 1 })) },
+      options: { animation: false, scales: { x: { ticks: { color: p.fg } }, y: { ticks: { color: p.fg } } }, plugins: { legend: { labels: { color: p.fg } } } },
+    }),
+  );
+  rendered.charts.push('flip-rate');
+}
+
+function renderComparison(msg: ToWebview): void {
+  if (!msg.comparison || msg.comparison.rows.length < 2) return;
+  const sec = section('Comparison', 'comparison');
+  sec.append(
+    table(
+      'comparison-table',
+      ['run', 'variant', 'status', 'peak', 'Δpeak', 'step time', 'Δstep', 'samples/s', 'Δsamples/s'],
+      msg.comparison.rows.map((r) => [
+        r.label, r.variant, r.status, formatBytes(r.peak), formatPct(r.dPeak),
+        r.stepTime === null ? '—' : `${(r.stepTime * 1000).toFixed(1)} ms`, formatPct(r.dStepTime),
+        r.samplesPerS === null ? '—' : r.samplesPerS.toFixed(1), formatPct(r.dSamplesPerS),
+      ]),
+    ),
+  );
+  if (msg.markdown) {
+    const b = el('button', { id: 'copy-markdown' }, 'Copy as Markdown');
+    const md = msg.markdown;
+    b.addEventListener('click', () => vscode.postMessage({ command: 'copy', text: md }));
+    sec.append(b);
+  }
+  const mods = msg.comparison.modules.slice(0, 30);
+  if (mods.length) {
+    sec.append(el('h3', {}, 'Per-layer differences (saved for backward)'));
+    sec.append(table('comparison-modules', ['module', ...msg.comparison.rows.map((r) => r.label)], mods.map((m) => [m.path, ...m.bytes.map((b) => (b === null ? '—' : formatBytes(b)))])));
+  }
+}
+
+function render(msg: ToWebview): void {
+  for (const c of charts.splice(0)) c.destroy();
+  rendered.charts = [];
+  rendered.tables = {};
+  document.getElementById('root')?.replaceChildren();
+  const v = msg.views[0];
+  if (!v) return;
+  renderSummary(v);
+  renderComparison(msg);
+  renderOom(v);
+  renderTimeline(v);
+  renderModules(v);
+  renderSites(v);
+  renderFlipRate(v);
+  vscode.postMessage({ command: 'rendered', summary: rendered });
+}
+
+window.addEventListener('message', (e: MessageEvent) => {
+  const msg = e.data as ToWebview;
+  if (msg && msg.type === 'show' && Array.isArray(msg.views)) {
+    vscode.setState({ uris: msg.uris });
+    render(msg);
+  }
+});
+vscode.postMessage({ command: 'ready' });

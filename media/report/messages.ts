@@ -1,0 +1,52 @@
+/**
+ * Messages between the report view and the extension. Shared by both sides; the
+ * extension validates everything that comes from the webview before acting on it.
+ */
+import type { Comparison } from '../../src/core/report/compare';
+import type { ReportView } from '../../src/core/report/view';
+
+export type ToWebview = {
+  type: 'show';
+  views: ReportView[];
+  comparison: Comparison | null;
+  markdown: string | null;
+  /** Report files shown, kept as webview state so the view comes back after a reload. */
+  uris: string[];
+};
+
+export type FromWebview =
+  | { command: 'ready' }
+  | { command: 'open'; file: string; line: number }
+  | { command: 'convert'; file: string; line: number; kind: string }
+  | { command: 'copy'; text: string }
+  | { command: 'rendered'; summary: RenderedSummary };
+
+/** What the view drew, reported back so tests check figures, not pixels. */
+export interface RenderedSummary {
+  charts: string[];
+  tables: Record<string, number>;
+  peakText: string;
+}
+
+/** Validates a message from the webview; anything else is dropped. */
+export function parseFromWebview(m: unknown): FromWebview | undefined {
+  if (!m || typeof m !== 'object') return undefined;
+  const o = m as Record<string, unknown>;
+  const okLoc = typeof o.file === 'string' && o.file.length > 0 && o.file.length < 4096 && Number.isInteger(o.line) && (o.line as number) >= 1;
+  switch (o.command) {
+    case 'ready':
+      return { command: 'ready' };
+    case 'open':
+      return okLoc ? { command: 'open', file: o.file as string, line: o.line as number } : undefined;
+    case 'convert':
+      return okLoc && typeof o.kind === 'string' ? { command: 'convert', file: o.file as string, line: o.line as number, kind: o.kind } : undefined;
+    case 'copy':
+      return typeof o.text === 'string' && o.text.length < 1_000_000 ? { command: 'copy', text: o.text } : undefined;
+    case 'rendered': {
+      const s = o.summary as RenderedSummary | undefined;
+      return s && Array.isArray(s.charts) && typeof s.peakText === 'string' && s.tables && typeof s.tables === 'object' ? { command: 'rendered', summary: s } : undefined;
+    }
+    default:
+      return undefined;
+  }
+}

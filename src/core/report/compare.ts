@@ -1,0 +1,102 @@
+/**
+ * Comparing runs (baseline vs packed vs recompute vs 2:4): differences in peak, step
+ * time and throughput against the first run, and per-module differences.
+ */
+import { formatBytes } from '../run/harness';
+import { peakBytes, type Report } from './types';
+
+export interface CompareRow {
+  label: string;
+  variant: string;
+  status: string;
+  peak: number;
+  /** Relative change of peak against the baseline row (−0.06 = 6% less). */
+  dPeak: number | null;
+  stepTime: number | null;
+  dStepTime: number | null;
+  samplesPerS: number | null;
+  dSamplesPerS: number | null;
+  masks: number;
+}
+
+export interface ModuleDiff {
+  path: string;
+  /** saved bytes (activations + masks) per run, in row order; null where absent. */
+  bytes: (number | null)[];
+}
+
+export interface Comparison {
+  rows: CompareRow[];
+  modules: ModuleDiff[];
+}
+
+function rel(v: number | null, base: number | null): number | null {
+  if (v === null || base === null || base === 0) return null;
+  return (v - base) / base;
+}
+
+/** Compares runs against the first one (the baseline). */
+export function compareRuns(runs: readonly { label: string; report: Report }[]): Comparison {
+  if (runs.length === 0) return { rows: [], modules: [] };
+  const base = (runs[0] as { report: Report }).report;
+  const baseSummary = base.summary;
+  const rows = runs.map(({ label, report }) => {
+    const s = report.summary;
+    return {
+      label,
+      variant: report.run.variant,
+      status: report.run.status,
+      peak: peakBytes(report),
+      dPeak: rel(peakBytes(report), peakBytes(base)),
+      stepTime: s.step_time_s,
+      dStepTime: rel(s.step_time_s, baseSummary.step_time_s),
+      samplesPerS: s.samples_per_s,
+      dSamplesPerS: rel(s.samples_per_s, baseSummary.samples_per_s),
+      masks: s.masks_at_peak,
+    };
+  });
+  const paths = new Map<string, (number | null)[]>();
+  runs.forEach(({ report }, i) => {
+    for (const m of report.modules) {
+      let arr = paths.get(m.path);
+      if (!arr) paths.set(m.path, (arr = new Array<number | null>(runs.length).fill(null)));
+      arr[i] = m.saved_bytes;
+    }
+  });
+  const modules = [...paths.entries()]
+    .map(([path, bytes]) => ({ path, bytes }))
+    .filter((m) => m.bytes.some((b, i) => b !== m.bytes[0] || (i > 0 && b === null)))
+    .sort((a, b) => Math.abs(diffOf(b)) - Math.abs(diffOf(a)));
+  return { rows, modules };
+}
+
+function diffOf(m: ModuleDiff): number {
+  const first = m.bytes[0] ?? 0;
+  return Math.max(...m.bytes.map((b) => Math.abs((b ?? 0) - first)));
+}
+
+export function formatPct(x: number | null): string {
+  if (x === null) return '—';
+  const pct = x * 100;
+  return `${pct > 0 ? '+' : pct < 0 ? '−' : '±'}${Math.abs(pct).toFixed(1)}%`;
+}
+
+/** The comparison as a Markdown table, like the experiment tables in papers. */
+export function comparisonMarkdown(c: Comparison): string {
+  const head = '| run | variant | status | peak | Δpeak | step time | Δstep | samples/s | Δsamples/s | masks at peak |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|';
+  const body = c.rows.map((r) =>
+    [
+      r.label,
+      r.variant,
+      r.status,
+      formatBytes(r.peak),
+      formatPct(r.dPeak),
+      r.stepTime === null ? '—' : `${(r.stepTime * 1000).toFixed(1)} ms`,
+      formatPct(r.dStepTime),
+      r.samplesPerS === null ? '—' : r.samplesPerS.toFixed(1),
+      formatPct(r.dSamplesPerS),
+      formatBytes(r.masks),
+    ].join(' | '),
+  );
+  return [head, ...body.map((b) => `| ${b} |`)].join('\n');
+}

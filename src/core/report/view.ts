@@ -1,0 +1,118 @@
+/**
+ * What the report view draws, computed from a report in the extension host: a timeline
+ * reduced to a bounded number of points, the top lines and modules, the sites and the
+ * summary. The webview gets this small model instead of the raw report, so a 50 MB
+ * report never crosses the message channel.
+ */
+import { peakBytes, type Holder, type Report } from './types';
+
+export interface TimelineView {
+  t_ms: number[];
+  allocated: number[];
+  reserved: number[];
+  device_used: (number | null)[];
+  /** Contiguous phase spans, for shading. */
+  phases: { phase: string; start_ms: number; end_ms: number }[];
+  peak: { t_ms: number; bytes: number } | null;
+}
+
+export interface ReportView {
+  id: string;
+  label: string;
+  run: Report['run'];
+  summary: Report['summary'];
+  /** The peak shares are measured against (see peakBytes). */
+  peakBytes: number;
+  timeline: TimelineView;
+  lines: { file: string; line: number; saved_bytes: number; mask_bytes: number; module: string | null }[];
+  modules: { path: string; type: string; params: number; grads: number; activations: number; masks: number; created_at: { file: string; line: number } | null }[];
+  sites: Report['sites'];
+  peakTop: Holder[];
+  oom: Report['oom'];
+  flipRate: { step: number[]; series: { name: string; values: number[] }[] } | null;
+}
+
+/**
+ * Reduces a series to at most `maxPoints` by keeping, per bucket, the samples with the
+ * minimum and maximum of `key`, so peaks survive the reduction (a plain stride would
+ * drop them).
+ */
+export function downsampleIndices(values: readonly number[], maxPoints: number): number[] {
+  const n = values.length;
+  if (n <= maxPoints) return Array.from({ length: n }, (_, i) => i);
+  const buckets = Math.max(1, Math.floor(maxPoints / 2));
+  const size = n / buckets;
+  const out: number[] = [];
+  for (let b = 0; b < buckets; b++) {
+    const start = Math.floor(b * size);
+    const end = Math.min(n, Math.floor((b + 1) * size));
+    let lo = start;
+    let hi = start;
+    for (let i = start; i < end; i++) {
+      if ((values[i] as number) < (values[lo] as number)) lo = i;
+      if ((values[i] as number) > (values[hi] as number)) hi = i;
+    }
+    if (lo === hi) out.push(lo);
+    else out.push(Math.min(lo, hi), Math.max(lo, hi));
+  }
+  return out;
+}
+
+export function phaseSpans(t: readonly number[], phase: readonly string[]): TimelineView['phases'] {
+  const spans: TimelineView['phases'] = [];
+  for (let i = 0; i < t.length && i < phase.length; i++) {
+    const p = phase[i] as string;
+    const last = spans[spans.length - 1];
+    if (last && last.phase === p) last.end_ms = t[i] as number;
+    else spans.push({ phase: p, start_ms: t[i] as number, end_ms: t[i] as number });
+  }
+  return spans;
+}
+
+export function buildView(report: Report, label: string, opts: { maxPoints?: number; topLines?: number; topModules?: number } = {}): ReportView {
+  const { maxPoints = 2000, topLines = 100, topModules = 200 } = opts;
+  const tl = report.timeline ?? { t_ms: [], allocated: [], reserved: [], device_used: [], phase: [] };
+  const keep = downsampleIndices(tl.allocated, maxPoints);
+  let peak: TimelineView['peak'] = null;
+  for (let i = 0; i < tl.allocated.length; i++) {
+    const v = tl.allocated[i] as number;
+    if (!peak || v > peak.bytes) peak = { t_ms: tl.t_ms[i] as number, bytes: v };
+  }
+  const pick = <T>(arr: readonly T[]) => keep.map((i) => arr[i] as T);
+  const extra = report as unknown as { flip_rate?: { step: number[]; layers: Record<string, number[]> } };
+  return {
+    id: report.run.id,
+    label,
+    run: report.run,
+    summary: report.summary,
+    peakBytes: peakBytes(report),
+    timeline: {
+      t_ms: pick(tl.t_ms),
+      allocated: pick(tl.allocated),
+      reserved: tl.reserved.length === tl.allocated.length ? pick(tl.reserved) : [],
+      device_used: tl.device_used.length === tl.allocated.length ? pick(tl.device_used) : [],
+      phases: phaseSpans(tl.t_ms, tl.phase),
+      peak,
+    },
+    lines: [...report.lines]
+      .sort((a, b) => b.saved_bytes - a.saved_bytes)
+      .slice(0, topLines)
+      .map(({ file, line, saved_bytes, mask_bytes, module }) => ({ file, line, saved_bytes, mask_bytes, module })),
+    modules: [...report.modules]
+      .sort((a, b) => b.saved_bytes + b.params - (a.saved_bytes + a.params))
+      .slice(0, topModules)
+      .map((m) => ({
+        path: m.path,
+        type: m.type,
+        params: m.params,
+        grads: m.grads,
+        activations: m.saved_bytes - m.mask_bytes,
+        masks: m.mask_bytes,
+        created_at: m.created_at,
+      })),
+    sites: report.sites,
+    peakTop: report.peak.top.slice(0, 20),
+    oom: report.oom,
+    flipRate: extra.flip_rate ? { step: extra.flip_rate.step, series: Object.entries(extra.flip_rate.layers).map(([name, values]) => ({ name, values })) } : null,
+  };
+}

@@ -1,0 +1,100 @@
+import * as vscode from 'vscode';
+import { Commands, InternalCommands, type CommandId } from '../../commands';
+import { parseRunFileName } from '../../core/run/history';
+import { formatBytes } from '../../core/run/harness';
+import { peakBytes } from '../../core/report/types';
+import { registerMembitCommand } from '../commandRegistry';
+import type { Log } from '../log';
+import { Overlays, registerReportHover } from './overlays';
+import { REPORT_VIEW_TYPE, ReportPanel } from './panel';
+import { ReportStore } from './store';
+
+export interface ReportFeature {
+  store: ReportStore;
+  overlays: Overlays;
+  /** The commands this feature implements. */
+  commands: CommandId[];
+}
+
+/** Loads run reports and shows them: overlays, hover, status bar, report view, comparisons. */
+export function registerReportFeature(context: vscode.ExtensionContext, log: Log): ReportFeature {
+  const store = new ReportStore(log);
+  const overlays = new Overlays(context.extensionUri, store);
+  const status = vscode.window.createStatusBarItem('membit.peak', vscode.StatusBarAlignment.Left, 50);
+  status.name = 'Membit peak memory';
+  context.subscriptions.push(store, overlays, status, registerReportHover(overlays));
+  context.subscriptions.push({ dispose: () => ReportPanel.instance?.dispose() });
+
+  const showStatus = () => {
+    const r = store.report;
+    if (!r) {
+      status.hide();
+      return;
+    }
+    const run = r.index.report.run;
+    const peak = formatBytes(peakBytes(r.index.report));
+    const label = run.status === 'ok' ? `peak ${peak}` : `${run.status.toUpperCase()} at ${peak}`;
+    status.text = `$(pulse) Membit: ${label}`;
+    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
+    status.command = Commands.showReport;
+    status.show();
+  };
+  context.subscriptions.push(store.onDidChange(showStatus));
+
+  const root = () => vscode.workspace.workspaceFolders?.[0]?.uri;
+
+  registerMembitCommand(context, log, Commands.toggleOverlays, () => {
+    const on = overlays.toggle();
+    void vscode.window.setStatusBarMessage(`Membit: memory overlays ${on ? 'on' : 'off'}`, 3000);
+    return on;
+  });
+
+  registerMembitCommand(context, log, Commands.showReport, async (arg?: unknown) => {
+    const folder = root();
+    if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
+    const uri = arg instanceof vscode.Uri ? arg : store.report?.uri ?? (await store.history())[0];
+    if (!uri) {
+      void vscode.window.showInformationMessage('Membit: no run report yet. Profile a run first (Membit: Profile Training Run, or `membit profile` in a terminal).');
+      return undefined;
+    }
+    ReportPanel.createOrShow(context.extensionUri, log, folder, [uri]);
+    return uri;
+  });
+
+  registerMembitCommand(context, log, Commands.compareRuns, async (arg?: unknown) => {
+    const folder = root();
+    if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
+    let uris = Array.isArray(arg) ? arg.filter((u): u is vscode.Uri => u instanceof vscode.Uri) : [];
+    if (uris.length === 0) {
+      const items = (await store.history()).map((u) => {
+        const name = parseRunFileName(u.path.split('/').pop() ?? '');
+        return { label: `${name?.variant ?? '?'} on ${name?.target ?? '?'}`, description: name?.started.toLocaleString(), uri: u };
+      });
+      if (items.length < 2) {
+        void vscode.window.showInformationMessage('Membit: comparing needs at least two runs in the run history.');
+        return undefined;
+      }
+      const picked = await vscode.window.showQuickPick(items, { canPickMany: true, title: 'Membit: pick runs to compare (the first is the baseline)' });
+      if (!picked || picked.length < 2) return undefined;
+      uris = picked.map((p) => p.uri);
+    }
+    ReportPanel.createOrShow(context.extensionUri, log, folder, uris);
+    return uris;
+  });
+
+  context.subscriptions.push(
+    vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
+      deserializeWebviewPanel: async (panel, state) => {
+        const folder = root();
+        if (folder) ReportPanel.revive(panel, context.extensionUri, log, folder, state);
+        else panel.dispose();
+      },
+    }),
+    // Test-only: what the overlays applied and what the view drew, so the e2e suite checks figures.
+    vscode.commands.registerCommand(InternalCommands.appliedOverlays, () => overlays.appliedOverlays()),
+    vscode.commands.registerCommand(InternalCommands.reloadReports, () => store.loadLatest()),
+    vscode.commands.registerCommand(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered),
+  );
+  void store.start();
+  return { store, overlays, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns] };
+}

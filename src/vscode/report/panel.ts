@@ -1,0 +1,185 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, relative, resolve } from 'node:path';
+import * as vscode from 'vscode';
+import { parseFromWebview, type RenderedSummary, type ToWebview } from '../../../media/report/messages';
+import { Commands } from '../../commands';
+import { compareRuns, comparisonMarkdown } from '../../core/report/compare';
+import { parseReport } from '../../core/report/model';
+import { REPORT_SCHEMA } from '../../core/report/schema';
+import type { Report } from '../../core/report/types';
+import { buildView } from '../../core/report/view';
+import type { Log } from '../log';
+
+export const REPORT_VIEW_TYPE = 'membit.report';
+
+/**
+ * The report view: one panel, created or revealed, revived after a window reload from
+ * its saved state. Strict CSP with a nonce; scripts and styles only from dist/media.
+ */
+export class ReportPanel implements vscode.Disposable {
+  private static current: ReportPanel | undefined;
+  private readonly disposables: vscode.Disposable[] = [];
+  private uris: vscode.Uri[] = [];
+  private lastRendered: RenderedSummary | undefined;
+  private ready = false;
+
+  static createOrShow(extensionUri: vscode.Uri, log: Log, root: vscode.Uri, uris: vscode.Uri[]): ReportPanel {
+    if (ReportPanel.current) {
+      ReportPanel.current.panel.reveal(vscode.ViewColumn.Beside);
+    } else {
+      const panel = vscode.window.createWebviewPanel(REPORT_VIEW_TYPE, 'Membit Report', vscode.ViewColumn.Beside, webviewOptions(extensionUri));
+      ReportPanel.current = new ReportPanel(panel, extensionUri, log, root);
+    }
+    void ReportPanel.current.show(uris);
+    return ReportPanel.current;
+  }
+
+  static revive(panel: vscode.WebviewPanel, extensionUri: vscode.Uri, log: Log, root: vscode.Uri, state: unknown): void {
+    panel.webview.options = webviewOptions(extensionUri);
+    ReportPanel.current = new ReportPanel(panel, extensionUri, log, root);
+    const uris = (state as { uris?: unknown } | undefined)?.uris;
+    const list = Array.isArray(uris) ? uris.filter((u): u is string => typeof u === 'string').map((u) => vscode.Uri.parse(u)) : [];
+    void ReportPanel.current.show(list);
+  }
+
+  static get instance(): ReportPanel | undefined {
+    return ReportPanel.current;
+  }
+
+  private constructor(
+    readonly panel: vscode.WebviewPanel,
+    private readonly extensionUri: vscode.Uri,
+    private readonly log: Log,
+    private readonly root: vscode.Uri,
+  ) {
+    panel.webview.html = this.html();
+    this.disposables.push(
+      panel.onDidDispose(() => this.dispose()),
+      panel.webview.onDidReceiveMessage((m) => void this.onMessage(m)),
+    );
+  }
+
+  get rendered(): RenderedSummary | undefined {
+    return this.lastRendered;
+  }
+
+  async show(uris: vscode.Uri[]): Promise<void> {
+    this.uris = uris;
+    if (this.ready) await this.post();
+  }
+
+  private async post(): Promise<void> {
+    const loaded: { label: string; report: Report; uri: vscode.Uri }[] = [];
+    for (const uri of this.uris) {
+      let text: string;
+      try {
+        text = await readFile(uri.fsPath, 'utf8');
+      } catch (e) {
+        void vscode.window.showWarningMessage(`Membit: cannot read ${uri.fsPath}: ${String(e)}`);
+        continue;
+      }
+      const parsed = parseReport(text, REPORT_SCHEMA, vscode.workspace.asRelativePath(uri));
+      if (!parsed.ok) {
+        void vscode.window.showWarningMessage(`Membit: ${parsed.error}`);
+        continue;
+      }
+      loaded.push({ label: `${parsed.report.run.variant} · ${parsed.report.run.started.slice(0, 19).replace('T', ' ')}`, report: parsed.report, uri });
+    }
+    if (loaded.length === 0) {
+      this.panel.title = 'Membit Report';
+      return;
+    }
+    this.panel.title = `Membit: ${loaded[0]?.report.run.script.split('/').pop() ?? 'report'}`;
+    const comparison = loaded.length > 1 ? compareRuns(loaded) : null;
+    const msg: ToWebview = {
+      type: 'show',
+      views: loaded.map((l) => buildView(l.report, l.label)),
+      comparison,
+      markdown: comparison ? comparisonMarkdown(comparison) : null,
+      uris: loaded.map((l) => l.uri.toString()),
+    };
+    await this.panel.webview.postMessage(msg);
+  }
+
+  private async onMessage(raw: unknown): Promise<void> {
+    const m = parseFromWebview(raw);
+    if (!m) {
+      this.log.warn(`report view: ignored a malformed message`);
+      return;
+    }
+    switch (m.command) {
+      case 'ready':
+        this.ready = true;
+        await this.post();
+        return;
+      case 'rendered':
+        this.lastRendered = m.summary;
+        return;
+      case 'copy':
+        await vscode.env.clipboard.writeText(m.text);
+        void vscode.window.setStatusBarMessage('Membit: comparison copied as Markdown', 3000);
+        return;
+      case 'open':
+      case 'convert': {
+        const uri = this.resolveInWorkspace(m.file);
+        if (!uri) {
+          void vscode.window.showWarningMessage(`Membit: ${m.file} is not in this workspace.`);
+          return;
+        }
+        const doc = await vscode.workspace.openTextDocument(uri);
+        const line = Math.min(m.line - 1, doc.lineCount - 1);
+        const editor = await vscode.window.showTextDocument(doc, { viewColumn: vscode.ViewColumn.One, selection: new vscode.Range(line, 0, line, 0) });
+        editor.revealRange(new vscode.Range(line, 0, line, 0), vscode.TextEditorRevealType.InCenter);
+        if (m.command === 'convert') {
+          const cmd = m.kind === 'ffn' ? Commands.convertFfnToSparse24 : Commands.convertToPackedDropout;
+          await vscode.commands.executeCommand(cmd, uri, line);
+        }
+        return;
+      }
+    }
+  }
+
+  /** A report path, relative to the run root or absolute, only if it stays inside the workspace. */
+  private resolveInWorkspace(file: string): vscode.Uri | undefined {
+    const abs = isAbsolute(file) ? file : resolve(this.root.fsPath, file);
+    const rel = relative(this.root.fsPath, abs);
+    if (rel.startsWith('..') || isAbsolute(rel)) return undefined;
+    return vscode.Uri.file(abs);
+  }
+
+  private html(): string {
+    const w = this.panel.webview;
+    const nonce = randomBytes(16).toString('base64');
+    const script = w.asWebviewUri(vscode.Uri.joinPath(this.extensionUri, 'dist', 'media', 'report.js'));
+    const style = w.asWebviewUri(vscode.Uri.joinPath(this.extensionUri, 'dist', 'media', 'report.css'));
+    return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src ${w.cspSource} data:; style-src ${w.cspSource}; font-src ${w.cspSource}; script-src 'nonce-${nonce}';">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<link rel="stylesheet" href="${style}">
+<title>Membit Report</title>
+</head>
+<body>
+<div id="root"><p id="empty">Loading report…</p></div>
+<script nonce="${nonce}" src="${script}"></script>
+</body>
+</html>`;
+  }
+
+  dispose(): void {
+    if (ReportPanel.current === this) ReportPanel.current = undefined;
+    this.panel.dispose();
+    for (const d of this.disposables.splice(0)) d.dispose();
+  }
+}
+
+function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewPanelOptions & vscode.WebviewOptions {
+  return {
+    enableScripts: true,
+    retainContextWhenHidden: false,
+    localResourceRoots: [vscode.Uri.joinPath(extensionUri, 'dist', 'media')],
+  };
+}
