@@ -139,6 +139,7 @@ async function main(): Promise<void> {
     XDG_DATA_HOME: join(tmp, 'xdg-data'),
     MEMBIT_E2E_ARTIFACTS: artifacts,
     MEMBIT_E2E_REPO: repo,
+    ...(process.env.MEMBIT_PYTHON || !existsSync(pyEnv) ? {} : { MEMBIT_PYTHON: pyEnv }),
   };
 
   // 1. The packaged .vsix installs.

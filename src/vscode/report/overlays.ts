@@ -2,7 +2,8 @@ import { statSync } from 'node:fs';
 import { relative } from 'node:path';
 import * as vscode from 'vscode';
 import { formatBytes } from '../../core/run/harness';
-import { inlineText, linesForFile, showsInline, type HeatBucket, type LineInfo } from '../../core/report/model';
+import { inlineText, linesForFile, normalizePath, showsInline, type HeatBucket, type LineInfo } from '../../core/report/model';
+import type { SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';
 import { Commands } from '../../commands';
 import { getSettings, onSettingsChanged } from '../settings';
@@ -77,6 +78,17 @@ export class Overlays implements vscode.Disposable {
   /** What is applied now, per visible editor (for tests and the hover). */
   appliedOverlays(): AppliedOverlays[] {
     return [...this.applied.values()];
+  }
+
+  /** Dropout sites the run measured on a document line (by its current position). */
+  sitesAt(doc: vscode.TextDocument, line: number): SiteEntry[] {
+    const st = this.state(doc);
+    const loaded = this.store.report;
+    if (!st || !loaded) return [];
+    const reportLine = st.mapper.entries().find(([, cur]) => cur === line)?.[0];
+    if (reportLine === undefined) return [];
+    const rel = normalizePath(relative(loaded.root.fsPath, doc.uri.fsPath));
+    return loaded.index.report.sites.filter((s) => normalizePath(s.file) === rel && s.line === reportLine + 1);
   }
 
   /** The measured lines of a document, at their current positions. */
@@ -201,11 +213,14 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       }
       md.appendMarkdown(`Activations ${formatBytes(info.savedBytes - info.maskBytes)} · masks ${formatBytes(info.maskBytes)}\n\n`);
       if (modules.size) md.appendMarkdown(`Module: ${[...modules].map((m) => `\`${m}\``).join(', ')}\n\n`);
-      if (info.maskBytes > 0) {
-        const packed = Math.ceil(info.maskBytes / 8);
+      const sites = overlays.sitesAt(doc, pos.line);
+      if (sites.length) {
+        const elements = sites.reduce((a, x) => a + x.elements, 0);
+        const mask = sites.reduce((a, x) => a + x.mask_bytes, 0);
+        const saving = sites.reduce((a, x) => a + x.saving_if_packed, 0);
         md.appendMarkdown(
-          `Packed dropout would keep ${formatBytes(packed)} of the ${formatBytes(info.maskBytes)} mask (saves ${formatBytes(info.maskBytes - packed)}); ` +
-            `mask-free (recompute) keeps none (saves ${formatBytes(info.maskBytes)}).\n\n`,
+          `Dropout here stores a ${formatBytes(mask)} mask for ${elements.toLocaleString()} elements. ` +
+            `Packed (1 bit/element) saves ${formatBytes(saving)}; mask-free (recompute) saves ${formatBytes(mask)}.\n\n`,
         );
         md.appendMarkdown(`[Convert to packed dropout](command:${Commands.convertToPackedDropout})`);
       }

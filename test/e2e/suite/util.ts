@@ -5,7 +5,12 @@ import * as vscode from 'vscode';
 export const EXTENSION_ID = 'membit.membit';
 
 /** Waits until `check` returns a truthy value, or throws with `what` after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | null | undefined | false | PromiseLike<T | null | undefined | false>,
+  timeoutMs = 20_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as vscode from 'vscode';
+import { Commands, InternalCommands } from '../../../src/commands';
+import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
+import type { RenderedSummary } from '../../../media/report/messages';
+import { EXTENSION_ID, openSample, screenshot, waitFor, workspaceDir } from './util';
+
+/** 1-based numbers of the lines whose text matches. */
+function linesMatching(file: string, re: RegExp): number[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .flatMap((l, i) => (re.test(l) ? [i + 1] : []));
+}
+
+describe('measured memory in the editor', function () {
+  this.timeout(300_000);
+  let reportFile = '';
+
+  before(() => {
+    // A real run: the installed extension's CLI runs the real harness on CPU PyTorch.
+    const ext = vscode.extensions.getExtension(EXTENSION_ID);
+    assert.ok(ext);
+    const python = process.env.MEMBIT_PYTHON;
+    assert.ok(python, 'MEMBIT_PYTHON must name a Python with torch for the e2e suite');
+    const ws = workspaceDir();
+    execFileSync(
+      process.execPath,
+      [
+        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', python, '--root', ws, '--steps', '2', '--warmup', '1', '--',
+        join(ws, 'gpt_tiny.py'), '--steps', '5', '--batch-size', '4', '--seq-len', '64', '--n-layer', '2', '--n-embd', '64', '--n-head', '2',
+        '--data-bytes', '200000', '--device', 'cpu',
+      ],
+      { cwd: ws, stdio: 'inherit', timeout: 240_000 },
+    );
+    const runs = join(ws, '.membit', 'runs');
+    const files = readdirSync(runs).filter((f) => f.endsWith('.json'));
+    assert.equal(files.length, 1, `expected one report in ${runs}`);
+    reportFile = join(runs, files[0] as string);
+  });
+
+  it('loads the newest report and marks the dropout lines in the gutter, with mask sizes at the end of the line', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    await vscode.commands.executeCommand(InternalCommands.reloadReports);
+    const applied = await waitFor('overlays on gpt_tiny.py', async () => {
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      return all.find((a) => a.file === editor.document.uri.fsPath && a.inline.length > 0);
+    });
+    const file = editor.document.uri.fsPath;
+    const marked = new Set([...applied.gutter.low, ...applied.gutter.medium, ...applied.gutter.high]);
+    // The attention-probability dropout holds the largest mask: it must be marked, with its mask in the text.
+    const [attnDrop] = linesMatching(file, /att = self\.attn_dropout\(att\)/);
+    assert.ok(attnDrop && marked.has(attnDrop), `line ${attnDrop} (attn_dropout) is not marked: ${JSON.stringify(applied.gutter)}`);
+    const attnText = applied.inline.find((i) => i.line === attnDrop);
+    assert.ok(attnText, `no end-of-line text on line ${attnDrop}: ${JSON.stringify(applied.inline)}`);
+    assert.match(attnText.text, /^▲ [\d.]+ [kMG]?B saved for backward · mask [\d.]+ [kMG]?B$/);
+    // Every marked line is a line the report names, at the same number (nothing misplaced).
+    const report = JSON.parse(readFileSync(reportFile, 'utf8')) as { lines: { file: string; line: number }[] };
+    const reported = new Set(report.lines.filter((l) => l.file === 'gpt_tiny.py').map((l) => l.line));
+    for (const l of marked) assert.ok(reported.has(l), `line ${l} is marked but not in the report`);
+    await screenshot('10-editor-overlays');
+  });
+
+  it('moves the marks with an edit above them, and drops marks on deleted lines', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const file = editor.document.uri.fsPath;
+    const [attnDrop] = linesMatching(file, /att = self\.attn_dropout\(att\)/);
+    assert.ok(attnDrop);
+    await editor.edit((e) => e.insert(new vscode.Position(0, 0), '# one\n# two\n'));
+    const moved = await waitFor('marks to move down two lines', async () => {
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      const a = all.find((x) => x.file === file);
+      return a && a.inline.some((i) => i.line === attnDrop + 2) ? a : undefined;
+    });
+    assert.equal(moved.stale, true);
+    assert.ok(moved.inline.find((i) => i.line === attnDrop + 2)?.text.startsWith('⚠ stale · '));
+    // Delete the attention-dropout line itself: its mark goes away rather than sliding onto a neighbour.
+    await editor.edit((e) => e.delete(new vscode.Range(attnDrop + 1, 0, attnDrop + 2, 0)));
+    await waitFor('the deleted line to lose its mark', async () => {
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      const a = all.find((x) => x.file === file);
+      return a && !a.inline.some((i) => i.line === attnDrop + 2) && !Object.values(a.gutter).flat().includes(attnDrop + 2);
+    });
+    await vscode.commands.executeCommand('undo');
+    await vscode.commands.executeCommand('undo');
+    await vscode.commands.executeCommand('workbench.action.files.revert');
+  });
+
+  it('opens the report view with the summary, the per-layer chart and the sites table', async () => {
+    await vscode.commands.executeCommand(Commands.showReport);
+    const rendered = await waitFor('the report view to render', () =>
+      vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered),
+    );
+    const report = JSON.parse(readFileSync(reportFile, 'utf8')) as { sites: unknown[]; summary: { tracked_at_peak: number; peak_allocated: number | null } };
+    assert.ok(rendered.charts.includes('modules'), `charts: ${rendered.charts.join(', ')}`);
+    assert.equal(rendered.tables['sites-table'], report.sites.length);
+    assert.ok((rendered.tables['summary-table'] ?? 0) >= 5);
+    assert.match(rendered.peakText, /^peak [\d.]+ [kMG]?B$/);
+    await screenshot('11-report-view');
+  });
+});
