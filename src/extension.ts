@@ -3,6 +3,7 @@ import { Commands, type CommandId } from './commands';
 import { createLog } from './vscode/log';
 import { registerPendingCommands } from './vscode/pending';
 import { registerReportFeature } from './vscode/report';
+import { registerProfileCommand } from './vscode/run/profileCommand';
 
 /** What `activate` returns: a small API that the end-to-end tests read. */
 export interface MembitApi {
@@ -13,7 +14,9 @@ export interface MembitApi {
 /** Wires Membit's features together; each feature owns its Disposables via `context`. */
 export function activate(context: vscode.ExtensionContext): MembitApi {
   const log = createLog(context);
-  const built: CommandId[] = [...registerReportFeature(context, log).commands];
+  const reports = registerReportFeature(context, log);
+  registerProfileCommand(context, log, reports.store);
+  const built: CommandId[] = [...reports.commands, Commands.profileRun];
   const pending = Object.values(Commands).filter((id) => !built.includes(id));
   registerPendingCommands(context, log, pending);
   log.info(`Membit activated (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted'})`);

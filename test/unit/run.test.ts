@@ -113,3 +113,14 @@ test('runLocal streams progress and user output apart, and cancel kills the whol
 test('runLocal reports a missing interpreter as an error, not a hang', async () => {
   await assert.rejects(runLocal({ argv: ['/nonexistent/python9', 'x.py'], cwd: tmpdir() }), /could not start \/nonexistent\/python9/);
 });
+
+import { splitArgs } from '../../src/core/run/argsplit';
+
+test('splitArgs tokenizes like a shell but never runs one', () => {
+  assert.deepEqual(splitArgs('--steps 5  --name "my run" --x=\'a b\' plain\\ space'), ['--steps', '5', '--name', 'my run', "--x=a b", 'plain space']);
+  assert.deepEqual(splitArgs('$(rm -rf ~) `id` ; ls'), ['$(rm', '-rf', '~)', '`id`', ';', 'ls']);
+  assert.deepEqual(splitArgs('""'), ['']);
+  assert.deepEqual(splitArgs('  '), []);
+  assert.deepEqual(splitArgs('"a \\"q\\" b"'), ['a "q" b']);
+  assert.throws(() => splitArgs('--name "open'), /unclosed double quote/);
+});
