@@ -208,7 +208,7 @@ function renderModules(v: ReportView): void {
     sec.append(el('p', { class: 'meta' }, 'No module data in this report.'));
     return;
   }
-  const canvas = el('canvas', { id: 'modules-chart', height: String(Math.max(60, mods.length * 5)) });
+  const canvas = el('canvas', { id: 'modules-chart', height: String(Math.max(80, mods.length * 9)) });
   sec.append(canvas);
   const p = palette();
   const ds = (label: string, key: 'params' | 'grads' | 'activations' | 'masks', color: string) => ({ label, data: mods.map((m) => m[key]), backgroundColor: color });

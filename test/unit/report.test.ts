@@ -113,4 +113,12 @@ test('LineMapper: insertions shift, deletions drop, in-line edits keep', () => {
   ]);
   assert.equal(lm.current(2), 5);
   assert.equal(lm.current(9), 12);
+  // Deleting whole lines (from column 0 to column 0 of a later line) drops them and pulls the rest up.
+  const whole = new LineMapper([3, 4, 5, 8]);
+  whole.apply([{ startLine: 4, startCol: 0, endLine: 5, endCol: 0, text: '' }]);
+  assert.deepEqual([whole.current(3), whole.current(4), whole.current(5), whole.current(8)], [3, undefined, 4, 7]);
+  // Replacing a block with new lines keeps the line the range ends at, after the new text.
+  const repl = new LineMapper([2, 3, 4]);
+  repl.apply([{ startLine: 2, startCol: 0, endLine: 4, endCol: 0, text: 'x\ny\nz\n' }]);
+  assert.deepEqual([repl.current(2), repl.current(3), repl.current(4)], [undefined, undefined, 5]);
 });

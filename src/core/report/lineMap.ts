@@ -30,18 +30,31 @@ export class LineMapper {
 
   private applyOne(c: TextChange): void {
     const added = (c.text.match(/\n/g) ?? []).length;
-    const removed = c.endLine - c.startLine;
-    const delta = added - removed;
-    // A pure insertion at the start of a line pushes that line down instead of editing it.
-    const insertsAbove = c.startLine === c.endLine && c.startCol === 0 && c.endCol === 0 && c.text.endsWith('\n');
+    const delta = added - (c.endLine - c.startLine);
     for (const [orig, cur] of this.map) {
       if (cur < c.startLine) continue;
-      if (cur === c.startLine) {
+      if (cur > c.endLine) {
+        this.map.set(orig, cur + delta);
+        continue;
+      }
+      if (c.startLine === c.endLine) {
+        // A pure insertion at the start of a line pushes that line down; any other
+        // change inside one line edits it in place.
+        const insertsAbove = c.startCol === 0 && c.endCol === 0 && c.text.endsWith('\n');
         if (insertsAbove) this.map.set(orig, cur + added);
         continue;
       }
-      if (cur <= c.endLine) this.map.delete(orig);
-      else this.map.set(orig, cur + delta);
+      if (cur === c.startLine) {
+        // The line survives only if some of its text before the change remains.
+        if (c.startCol === 0) this.map.delete(orig);
+        continue;
+      }
+      if (cur === c.endLine && c.endCol === 0) {
+        // Its whole text survives, now after the inserted lines.
+        this.map.set(orig, c.startLine + added);
+        continue;
+      }
+      this.map.delete(orig);
     }
   }
 

@@ -60,6 +60,7 @@ describe('measured memory in the editor', function () {
     const report = JSON.parse(readFileSync(reportFile, 'utf8')) as { lines: { file: string; line: number }[] };
     const reported = new Set(report.lines.filter((l) => l.file === 'gpt_tiny.py').map((l) => l.line));
     for (const l of marked) assert.ok(reported.has(l), `line ${l} is marked but not in the report`);
+    editor.revealRange(new vscode.Range(attnDrop - 12, 0, attnDrop + 12, 0), vscode.TextEditorRevealType.AtTop);
     await screenshot('10-editor-overlays');
   });
 
@@ -76,12 +77,20 @@ describe('measured memory in the editor', function () {
     });
     assert.equal(moved.stale, true);
     assert.ok(moved.inline.find((i) => i.line === attnDrop + 2)?.text.startsWith('⚠ stale · '));
-    // Delete the attention-dropout line itself: its mark goes away rather than sliding onto a neighbour.
+    // Delete the attention-dropout line itself: its mark goes away rather than sliding
+    // onto a neighbour, and the marks below move up one line.
+    const marks = (a: AppliedOverlays) => new Map(a.inline.map((i) => [i.line, i.text]));
+    const before = marks(moved);
     await editor.edit((e) => e.delete(new vscode.Range(attnDrop + 1, 0, attnDrop + 2, 0)));
-    await waitFor('the deleted line to lose its mark', async () => {
+    const expected = new Map<number, string>();
+    for (const [line, text] of before) {
+      if (line < attnDrop + 2) expected.set(line, text);
+      else if (line > attnDrop + 2) expected.set(line - 1, text);
+    }
+    await waitFor('the marks to follow the deletion', async () => {
       const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
       const a = all.find((x) => x.file === file);
-      return a && !a.inline.some((i) => i.line === attnDrop + 2) && !Object.values(a.gutter).flat().includes(attnDrop + 2);
+      return a && JSON.stringify([...marks(a)].sort()) === JSON.stringify([...expected].sort());
     });
     await vscode.commands.executeCommand('undo');
     await vscode.commands.executeCommand('undo');
