@@ -1,13 +1,76 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { UsageError } from './args';
 import type { Subcommand } from './command';
-import { notYetAvailable } from './notYet';
+import { compareRuns, comparisonMarkdown } from '../report/compare';
+import { parseReport } from '../report/model';
+import { REPORT_SCHEMA } from '../report/schema';
+import { peakBytes, type Report } from '../report/types';
+import { formatBytes } from '../run/harness';
+
+function load(path: string): Report {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  const r = parseReport(text, REPORT_SCHEMA, path);
+  if (!r.ok) throw new Error(r.error);
+  return r.report;
+}
+
+/** A plain-text summary of one report: the answer to "what was the peak, and who held it". */
+export function summaryText(r: Report, topLines = 10): string {
+  const s = r.summary;
+  const out: string[] = [];
+  const cpu = s.peak_allocated === null;
+  out.push(`${r.run.script} · ${r.run.variant} · ${r.run.device.name} · torch ${r.run.torch} · ${r.run.status}${r.run.error ? `: ${r.run.error.split('\n').filter(Boolean).slice(-1)[0]}` : ''}`);
+  out.push(`peak ${formatBytes(peakBytes(r))}${cpu ? ' (named by the harness; CPU keeps no allocator record)' : ''}`);
+  const rows: [string, number | null][] = [
+    ['parameters', s.params_at_peak],
+    ['gradients', s.grads_at_peak],
+    ['optimizer state', s.optimizer_state_at_peak],
+    ['activations', s.activations_at_peak],
+    ['masks', s.masks_at_peak],
+    ['unattributed', s.unattributed_at_peak],
+  ];
+  for (const [k, v] of rows) if (v !== null) out.push(`  ${k.padEnd(16)}${formatBytes(v).padStart(10)}`);
+  if (s.step_time_s !== null) out.push(`step ${(s.step_time_s * 1000).toFixed(1)} ms${s.samples_per_s !== null ? ` · ${s.samples_per_s.toFixed(1)} samples/s` : ''}`);
+  if (r.lines.length) {
+    out.push('', 'lines holding the most (saved for backward):');
+    for (const l of [...r.lines].sort((a, b) => b.saved_bytes - a.saved_bytes).slice(0, topLines)) {
+      out.push(`  ${`${l.file}:${l.line}`.padEnd(32)}${formatBytes(l.saved_bytes).padStart(10)}${l.mask_bytes ? `  mask ${formatBytes(l.mask_bytes)}` : ''}  ${l.module ?? ''}`);
+    }
+  }
+  if (r.sites.length) {
+    const saving = r.sites.reduce((a, x) => a + x.saving_if_packed, 0);
+    out.push('', `packing every dropout mask would save ${formatBytes(saving)}`);
+  }
+  return `${out.join('\n')}\n`;
+}
 
 export const reportCommand: Subcommand = {
   name: 'report',
   summary: 'summarize or compare profile reports (membit.report/1 JSON)',
   usage: 'membit report REPORT.json [MORE.json...] [--json|--markdown]',
   flags: [
-    { name: 'json', help: 'print the validated summary as JSON' },
-    { name: 'markdown', help: 'print a comparison table as Markdown' },
+    { name: 'json', help: 'print the validated summary (one report) or the comparison (several) as JSON' },
+    { name: 'markdown', help: 'print the comparison as a Markdown table (the first report is the baseline)' },
   ],
-  run: async (_args, io) => notYetAvailable(io, '`membit report`'),
+  details: 'With several reports, the first is the baseline and the others are compared against it.',
+  async run(args, io) {
+    if (args.positionals.length === 0) throw new UsageError('no report given');
+    const reports = args.positionals.map((p) => ({ label: p.split('/').pop() ?? p, report: load(resolve(io.cwd, p)) }));
+    if (args.flags.get('json')) {
+      io.out(`${JSON.stringify(reports.length === 1 ? (reports[0] as { report: Report }).report.summary : compareRuns(reports), null, 2)}\n`);
+      return 0;
+    }
+    if (reports.length === 1 && !args.flags.get('markdown')) {
+      io.out(summaryText((reports[0] as { report: Report }).report));
+      return 0;
+    }
+    io.out(`${comparisonMarkdown(compareRuns(reports))}\n`);
+    return 0;
+  },
 };
