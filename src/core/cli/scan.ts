@@ -1,10 +1,295 @@
-import type { Subcommand } from './command';
-import { notYetAvailable } from './notYet';
+/**
+ * `membit scan PATH... [--json]`: the static scanner over files and folders.
+ *
+ * JSON output (schema `membit.scan/1`, stable; fields are added, never renamed):
+ *
+ *   { "schema": "membit.scan/1",
+ *     "files":   [ { "file", "status": "ok"|"skipped"|"error", "sites", "message"? } ],
+ *     "sites":   [ { "file", "line", "column", "endLine", "endColumn", "cell",
+ *                    "kind", "class", "function", "callee", "resolved", "binding",
+ *                    "args": { "<param>": "<as written>" },
+ *                    "estimate": { "source", "elements", "maskBytes", "packedBytes", "perSample", "shape", "note" },
+ *                    "code", "message", "remedy", "ffn" } ],
+ *     "summary": { "files", "scanned", "skipped", "errors", "sites", "byKind": { "<kind>": n } } }
+ *
+ * Lines, columns and cells are 1-based (columns count UTF-16 code units, as
+ * editors do); `file` is relative to the working directory when inside it.
+ * Absent values are null. Exit status: 0 scanned (sites or not), 1 a file could
+ * not be read or the parser could not load, 2 usage errors (a path that does not exist).
+ */
+import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { createScanner, formatHint, type ScanOptions, type ScanResult, type ShapeSettings, SITE_KINDS, type Site, scanNotebook, shapeHintsFromReport } from '../scan';
+import { type ParsedArgs, UsageError } from './args';
+import type { Io, Subcommand } from './command';
+
+/** Folders never worth scanning: VCS data, dependencies, caches, virtual environments. */
+const SKIP_DIRS = new Set([
+  '.git', '.hg', '.svn', 'node_modules', '__pycache__', '.venv', 'venv', '.tox', '.nox', '.mypy_cache', '.pytest_cache',
+  '.ruff_cache', '.ipynb_checkpoints', 'site-packages', '.eggs',
+]);
+
+const DEFAULT_MAX_KB = 2048;
+
+function isVenv(dir: string): boolean {
+  try {
+    return statSync(join(dir, 'pyvenv.cfg')).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** .py and .ipynb files under `dir`, sorted, without following symlinked folders. */
+export function collectFiles(dir: string, out: string[] = []): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir).sort();
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    const p = join(dir, name);
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      continue;
+    }
+    if (st.isDirectory()) {
+      if (SKIP_DIRS.has(name) || name.endsWith('.egg-info') || isVenv(p)) continue;
+      collectFiles(p, out);
+    } else if (st.isFile() && (name.endsWith('.py') || name.endsWith('.ipynb'))) out.push(p);
+  }
+  return out;
+}
+
+function displayPath(abs: string, cwd: string): string {
+  const rel = relative(cwd, abs);
+  const shown = rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : abs;
+  return shown.split(sep).join('/');
+}
+
+function intFlag(args: ParsedArgs, name: string): number | undefined {
+  const v = args.flags.get(name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} needs a positive integer (got "${String(v)}")`);
+  return n;
+}
+
+interface FileOutcome {
+  file: string;
+  status: 'ok' | 'skipped' | 'error';
+  result?: ScanResult;
+  message?: string;
+}
+
+/** The JSON form of one site (see the schema at the top of this file). */
+export function siteJson(s: Site): Record<string, unknown> {
+  const e = s.estimate;
+  const member = (m: NonNullable<Site['ffn']>['up']) =>
+    m
+      ? { name: m.name, class: m.className, line: m.line + 1, cell: m.cell !== undefined ? m.cell + 1 : null, callee: m.callee, inFeatures: m.inFeatures ?? null, outFeatures: m.outFeatures ?? null }
+      : null;
+  return {
+    file: s.file,
+    line: s.range.startLine + 1,
+    column: s.range.startCol + 1,
+    endLine: s.range.endLine + 1,
+    endColumn: s.range.endCol + 1,
+    cell: s.cell !== undefined ? s.cell + 1 : null,
+    kind: s.kind,
+    class: s.className,
+    function: s.funcName,
+    callee: s.callee,
+    resolved: s.resolved,
+    binding: s.binding ?? null,
+    args: s.args,
+    estimate: {
+      source: e.source,
+      elements: e.elements ?? null,
+      maskBytes: e.maskBytes ?? null,
+      packedBytes: e.packedBytes ?? null,
+      perSample: e.perSample ?? false,
+      shape: e.shape ?? null,
+      note: e.note ?? null,
+    },
+    code: s.code,
+    message: s.message,
+    remedy: s.remedy ?? null,
+    ffn: s.ffn
+      ? { form: s.ffn.form, up: member(s.ffn.up), down: member(s.ffn.down), gate: member(s.ffn.gate), inFeatures: s.ffn.inFeatures ?? null, hiddenFeatures: s.ffn.hiddenFeatures ?? null }
+      : null,
+  };
+}
+
+function callText(s: Site): string {
+  const args = Object.entries(s.args)
+    .filter(([k]) => k !== 'input' || !s.kind.includes('dropout'))
+    .map(([k, v]) => (/^arg\d+$/.test(k) ? v : `${k}=${v}`))
+    .join(', ')
+    .replace(/\s+/g, ' ');
+  const t = `${s.callee}(${args})`;
+  return t.length > 44 ? `${t.slice(0, 43)}…` : t;
+}
+
+function table(outcomes: FileOutcome[]): string {
+  const rows: string[][] = [];
+  for (const o of outcomes) {
+    for (const s of o.result?.sites ?? []) {
+      const loc = `${s.file}:${s.cell !== undefined ? `cell ${s.cell + 1}:` : ''}${s.range.startLine + 1}:${s.range.startCol + 1}`;
+      rows.push([loc, s.kind, s.className ?? '-', callText(s), formatHint(s)]);
+    }
+  }
+  if (rows.length === 0) return '';
+  const head = ['LOCATION', 'KIND', 'CLASS', 'CALL', 'ESTIMATE'];
+  const widths = head.map((h, i) => Math.min(60, Math.max(h.length, ...rows.map((r) => (r[i] as string).length))));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
+  return `${[line(head), ...rows.map(line)].join('\n')}\n`;
+}
+
+function summaryLine(outcomes: FileOutcome[]): string {
+  const byKind = new Map<string, number>();
+  let sites = 0;
+  for (const o of outcomes) {
+    for (const s of o.result?.sites ?? []) {
+      sites++;
+      byKind.set(s.kind, (byKind.get(s.kind) ?? 0) + 1);
+    }
+  }
+  const scanned = outcomes.filter((o) => o.status === 'ok').length;
+  const kinds = SITE_KINDS.filter((k) => byKind.has(k)).map((k) => `${byKind.get(k)} ${k}`);
+  const notes = outcomes.filter((o) => o.status !== 'ok').map((o) => `${o.file}: ${o.message}`);
+  return [
+    `${sites} site${sites === 1 ? '' : 's'} in ${scanned} file${scanned === 1 ? '' : 's'}${kinds.length ? ` (${kinds.join(', ')})` : ''}`,
+    ...notes.map((n) => `  ${n}`),
+  ].join('\n');
+}
 
 export const scanCommand: Subcommand = {
   name: 'scan',
   summary: 'find dropout, attention-mask and FFN sites in Python files and estimate their memory',
-  usage: 'membit scan PATH... [--json]',
-  flags: [{ name: 'json', help: 'print JSON instead of a table' }],
-  run: async (_args, io) => notYetAvailable(io, '`membit scan`'),
+  usage: 'membit scan PATH... [--json] [--batch N] [--seq-len N] [--hidden N] [--heads N] [--report REPORT.json]',
+  flags: [
+    { name: 'json', help: 'print JSON (schema membit.scan/1) instead of a table' },
+    { name: 'batch', value: true, metavar: 'N', help: 'batch size for estimates' },
+    { name: 'seq-len', value: true, metavar: 'N', help: 'sequence length for estimates' },
+    { name: 'hidden', value: true, metavar: 'N', help: 'hidden size for estimates' },
+    { name: 'heads', value: true, metavar: 'N', help: 'attention heads for estimates' },
+    { name: 'report', value: true, metavar: 'FILE', help: 'use the measured figures of a profile report (membit.report/1)' },
+    { name: 'max-size-kb', value: true, metavar: 'KB', help: `skip files larger than this (default ${DEFAULT_MAX_KB})` },
+  ],
+  details: [
+    'Folders are searched for .py and .ipynb files; .git, node_modules, caches and virtual',
+    'environments are skipped. Estimates use, in order: the report, the shape flags, and',
+    'literal defaults in each file (e.g. `n_embd: int = 768`); otherwise "shape unknown".',
+    'JSON lines, columns and cells are 1-based. Exit status: 0 scanned, 1 a file could not',
+    'be read, 2 usage error.',
+  ].join('\n'),
+  async run(args, io: Io) {
+    if (args.positionals.length === 0) throw new UsageError('give at least one file or folder to scan');
+    const shapes: ShapeSettings = {};
+    const batch = intFlag(args, 'batch');
+    const seqLen = intFlag(args, 'seq-len');
+    const hidden = intFlag(args, 'hidden');
+    const heads = intFlag(args, 'heads');
+    if (batch) shapes.batch = batch;
+    if (seqLen) shapes.seqLen = seqLen;
+    if (hidden) shapes.hidden = hidden;
+    if (heads) shapes.heads = heads;
+    const maxBytes = (intFlag(args, 'max-size-kb') ?? DEFAULT_MAX_KB) * 1024;
+
+    let report: unknown;
+    const reportPath = args.flags.get('report');
+    if (typeof reportPath === 'string') {
+      try {
+        report = JSON.parse(readFileSync(resolve(io.cwd, reportPath), 'utf8'));
+      } catch (e) {
+        throw new UsageError(`cannot read --report ${reportPath}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+
+    const files: string[] = [];
+    for (const p of args.positionals) {
+      const abs = resolve(io.cwd, p);
+      let st;
+      try {
+        st = statSync(abs);
+      } catch {
+        throw new UsageError(`no such file or folder: ${p}`);
+      }
+      if (st.isDirectory()) collectFiles(abs, files);
+      else files.push(abs);
+    }
+
+    let scanner;
+    try {
+      scanner = await createScanner();
+    } catch (e) {
+      io.err(`membit scan: ${e instanceof Error ? e.message : String(e)}\n`);
+      return 1;
+    }
+    const outcomes: FileOutcome[] = [];
+    try {
+      for (const abs of [...new Set(files)]) {
+        const file = displayPath(abs, io.cwd);
+        const opts: ScanOptions = { maxBytes, shapes };
+        if (report) opts.hints = shapeHintsFromReport(report as Parameters<typeof shapeHintsFromReport>[0], file);
+        let text: string;
+        try {
+          const st = statSync(abs);
+          // Notebooks carry outputs (images): their limit applies to the code cells instead.
+          if (!abs.endsWith('.ipynb') && st.size > maxBytes) {
+            outcomes.push({ file, status: 'skipped', message: `skipped: ${Math.round(st.size / 1024)} KB is over the ${maxBytes / 1024} KB limit` });
+            continue;
+          }
+          // Invalid UTF-8 becomes U+FFFD: the scan goes on around it.
+          text = readFileSync(abs, 'utf8').replace(/^\uFEFF/, '');
+        } catch (e) {
+          outcomes.push({ file, status: 'error', message: `cannot read: ${e instanceof Error ? e.message : String(e)}` });
+          continue;
+        }
+        const result = abs.endsWith('.ipynb') ? scanNotebook(scanner, text, file, opts) : scanner.scan(text, file, opts);
+        if (result.skipped) outcomes.push({ file, status: 'skipped', result, message: result.skipped.message });
+        else if (result.error && result.sites.length === 0) outcomes.push({ file, status: 'error', result, message: result.error });
+        else outcomes.push({ file, status: 'ok', result });
+      }
+    } finally {
+      scanner.dispose();
+    }
+
+    const readErrors = outcomes.filter((o) => o.status === 'error' && !o.result).length;
+    if (args.flags.get('json')) {
+      const byKind: Record<string, number> = {};
+      const sites: Record<string, unknown>[] = [];
+      for (const o of outcomes) {
+        for (const s of o.result?.sites ?? []) {
+          byKind[s.kind] = (byKind[s.kind] ?? 0) + 1;
+          sites.push(siteJson(s));
+        }
+      }
+      const doc = {
+        schema: 'membit.scan/1',
+        files: outcomes.map((o) => ({ file: o.file, status: o.status, sites: o.result?.sites.length ?? 0, message: o.message ?? null })),
+        sites,
+        summary: {
+          files: outcomes.length,
+          scanned: outcomes.filter((o) => o.status === 'ok').length,
+          skipped: outcomes.filter((o) => o.status === 'skipped').length,
+          errors: outcomes.filter((o) => o.status === 'error').length,
+          sites: sites.length,
+          byKind,
+        },
+      };
+      io.out(`${JSON.stringify(doc, null, 2)}\n`);
+    } else {
+      io.out(table(outcomes));
+      io.out(`${summaryLine(outcomes)}\n`);
+    }
+    return readErrors > 0 ? 1 : 0;
+  },
 };

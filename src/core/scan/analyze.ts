@@ -1,0 +1,825 @@
+/**
+ * From chunk facts to sites: resolves callees through the file's imports, decides
+ * each call's kind, pairs FFN projections, and attaches estimates and messages.
+ * Everything here is plain data; no tree is touched.
+ */
+import type { CallFact, ChunkFacts, DefFact, RelRange } from './facts';
+import { siteMessage } from './format';
+import {
+  DROPOUT_CLASSES,
+  DROPOUT_FUNCS,
+  FUSED_ATTENTION,
+  type ImportFact,
+  LINEAR_PARAMS,
+  MLP_FACTORY_PARAMS,
+  MLP_MODULE_PARAMS,
+  MLP_MODULES,
+  type Resolved,
+  Resolver,
+  SDPA,
+  SDPA_PARAMS,
+} from './names';
+import { buildConfig, type ConfigTable, dtypeBytes, evalDim, fromDims, fromReport, type RawConfig, type Role, ShapeContext } from './shapes';
+import type { ClassInfo, Estimate, FfnInfo, FfnMember, FileConfig, ScanOptions, Site, SiteArgs, SiteKind, SiteRange } from './types';
+
+/** A chunk as placed in the current document. */
+export interface PlacedChunk {
+  facts: ChunkFacts;
+  /** Absolute row of the chunk's first line. */
+  baseRow: number;
+  /** Index into the class headers for statements of a top-level class body, else -1. */
+  context: number;
+}
+
+export interface ClassHeader {
+  name: string;
+  bases: string[];
+  range: SiteRange;
+}
+
+interface GCall {
+  f: CallFact;
+  /** Index of the chunk; calls nest only within one chunk. */
+  chunk: number;
+  range: SiteRange;
+  className: string | null;
+  classKey: string | null;
+  funcName: string | null;
+  funcKey: string | null;
+  res: Resolved;
+}
+
+const FULL_LIKE = new Set(['ones', 'full', 'zeros', 'empty', 'ones_like', 'full_like', 'zeros_like', 'empty_like', 'new_ones', 'new_full', 'new_zeros', 'new_empty']);
+const TRI = new Set(['tril', 'triu', 'tril_', 'triu_']);
+const HF_MASK_HELPERS = new Set([
+  '_prepare_4d_causal_attention_mask',
+  '_prepare_4d_attention_mask',
+  '_expand_mask',
+  '_make_causal_mask',
+  '_prepare_4d_causal_attention_mask_with_cache_position',
+]);
+/** Fill values that mean "masked out" in attention: -inf, dtype minimum, large negatives. */
+const NEG_INF = /inf|finfo|masked_bias|mask_value|min_value|min_dtype|large_neg|-\s*\d+(?:\.\d*)?e\+?\d+|-\s*1000+\b|-\s*65504|-\s*32768/i;
+/** Receivers that are attention scores (`att`, `scores`, `attn_weights`, `dots`, `sim`). */
+const SCORES = /att|score|weight|logit|sim\b|dots?\b|energ|qk|affinit|product/i;
+const ATTN_MEMBER = /attn|attention|(^|_)att(_|$)/i;
+const ATTN_ARG = /^(p_)?(attn|att|attention)(_?(weights?|probs?|probabilities|scores?|maps?|matrix))?$|_probs$/i;
+/** Members that are attention projections, never half of an FFN. */
+const ATTN_PROJ =
+  /^(q|k|v|qk|kv|qkv|query|key|value|wq|wk|wv|wqkv|to_q|to_k|to_v|to_qk|to_kv|to_qkv|in_proj|c_attn|q_attn|query_key_value|w_pack|q_lin|k_lin|v_lin)$|(^|_)(q|k|v|qkv|kv|query|key|value)_?proj|attn|attention/i;
+/** Member names FFN code uses for its projections, when widths alone cannot tell. */
+const FFN_NAME = /fc|mlp|ff|feed|dense|lin|^w\d|^w[io]|up|down|h_to_4h|4h_to_h|pwconv|c_fc|c_proj|intermediate|output|expand|proj|^l\d|layer/i;
+const GATE_NAME = /gate|^w1$|wi_0|_g$|^w_g/i;
+const UP_NAME = /up|^w3$|wi_1|fc_in|^w_u/i;
+const ATTN_CLASS = /(attention|attn)$/i;
+/** Dropouts of attention classes that act on the output, not the probabilities. */
+const NOT_ATTN_MEMBER = /resid|proj|(^|_)out(put)?(_|$)|hidden|ffn|mlp|fc|emb/i;
+
+function abs(r: RelRange, baseRow: number): SiteRange {
+  return { startLine: r.sr + baseRow, startCol: r.sc, endLine: r.er + baseRow, endCol: r.ec };
+}
+
+/** Maps arguments as written onto parameter names; extra positionals become `arg<i>`. */
+export function argMap(f: CallFact, params: readonly string[]): SiteArgs {
+  const out: SiteArgs = {};
+  let i = 0;
+  for (const a of f.args) {
+    if (a.name === null) {
+      out[params[i] ?? `arg${i}`] = a.text;
+      i++;
+    } else out[a.name] = a.text;
+  }
+  return out;
+}
+
+/** Splits `(a, b, c)` / `[a, b]` / `a, b` into its top-level items. */
+export function splitTopLevel(text: string): string[] {
+  let t = text.trim();
+  if ((t.startsWith('(') && t.endsWith(')')) || (t.startsWith('[') && t.endsWith(']'))) t = t.slice(1, -1);
+  const out: string[] = [];
+  let depth = 0;
+  let cur = '';
+  for (const ch of t) {
+    if ('([{'.includes(ch)) depth++;
+    else if (')]}'.includes(ch)) depth--;
+    if (ch === ',' && depth === 0) {
+      if (cur.trim()) out.push(cur.trim());
+      cur = '';
+    } else cur += ch;
+  }
+  if (cur.trim()) out.push(cur.trim());
+  return out;
+}
+
+/** A width as written, normalised so `4 * config.n_embd` equals `self.n_embd*4`. */
+export function normDim(text: string | undefined): string {
+  if (!text) return '';
+  let t = text.replace(/\s+/g, '');
+  while (t.startsWith('(') && t.endsWith(')') && balanced(t.slice(1, -1))) t = t.slice(1, -1);
+  // Dotted names compare by their last part: `config.hidden_size` = `self.hidden_size` = `hidden_size`.
+  t = t.replace(/[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+/g, (m) => m.slice(m.lastIndexOf('.') + 1));
+  const factors = splitTop(t, '*');
+  return factors.length > 1 ? factors.sort().join('*') : t;
+}
+
+function balanced(t: string): boolean {
+  let d = 0;
+  for (const ch of t) {
+    if (ch === '(') d++;
+    else if (ch === ')' && --d < 0) return false;
+  }
+  return d === 0;
+}
+
+function splitTop(t: string, sep: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let cur = '';
+  for (let i = 0; i < t.length; i++) {
+    const ch = t[i] as string;
+    if (ch === '(' || ch === '[') depth++;
+    else if (ch === ')' || ch === ']') depth--;
+    if (depth === 0 && ch === sep && t[i + 1] !== sep && t[i - 1] !== sep) {
+      out.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  out.push(cur);
+  return out;
+}
+
+interface LinearFact {
+  call: GCall;
+  member: string | null;
+  inText: string;
+  outText: string;
+  in: string;
+  out: string;
+  /** Widths evaluated with the file's literal config values: for weight counts. */
+  inVal?: number;
+  outVal?: number;
+  /**
+   * Widths that are literal numbers as written (`768`, `4 * 768`): for pairing. Config
+   * values are not used there, as a name may hold another class's default.
+   */
+  litIn?: number;
+  litOut?: number;
+  /** The constructor's parameters, for reporting its arguments. */
+  params: readonly string[];
+}
+
+export interface AnalyzeResult {
+  sites: Site[];
+  classes: ClassInfo[];
+  config: FileConfig;
+}
+
+export function analyze(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions): AnalyzeResult {
+  const imports: ImportFact[] = [];
+  const moduleBound = new Set<string>();
+  const raw: RawConfig[] = [];
+  const classes: ClassInfo[] = headers.map((h) => ({ name: h.name, range: h.range, bases: h.bases }));
+  for (const h of headers) moduleBound.add(h.name);
+  const calls: GCall[] = [];
+
+  chunks.forEach((c, ci) => {
+    const { facts, baseRow, context } = c;
+    imports.push(...facts.imports);
+    if (context < 0) for (const n of facts.chunkBound) moduleBound.add(n);
+    const defs = facts.defs;
+    for (const d of defs) if (d.kind === 'class') classes.push({ name: d.name, range: abs(d.pos, baseRow), bases: d.bases });
+    for (const cf of facts.configs) {
+      const d: DefFact | undefined = cf.scope >= 0 ? defs[cf.scope] : undefined;
+      let rank: number;
+      if (cf.rank === 0) rank = d?.kind === 'class' || (!d && context >= 0) ? 0 : 1;
+      else rank = cf.rank + 1;
+      raw.push({ name: cf.name, value: cf.value, rank, line: cf.row + baseRow });
+    }
+    for (const f of facts.calls) {
+      let className: string | null = null;
+      let classKey: string | null = null;
+      let funcName: string | null = null;
+      let funcKey: string | null = null;
+      for (let s = f.scope; s >= 0; s = (defs[s] as DefFact).parent) {
+        const d = defs[s] as DefFact;
+        if (d.kind === 'func' && funcName === null) {
+          funcName = d.name;
+          funcKey = `${ci}:${s}`;
+        }
+        if (d.kind === 'class') {
+          className = d.name;
+          classKey = `${ci}:${s}`;
+          break;
+        }
+      }
+      if (className === null && context >= 0) {
+        className = (headers[context] as ClassHeader).name;
+        classKey = `h${context}`;
+      }
+      calls.push({ f, chunk: ci, range: abs(f.pos, baseRow), className, classKey, funcName, funcKey, res: { qname: null, binding: 'expr', final: f.final } });
+    }
+  });
+  classes.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
+
+  const resolver = new Resolver(imports, moduleBound);
+  for (const g of calls) g.res = resolver.resolve(g.f.callee, g.f.headLocal);
+
+  const config = buildConfig(raw);
+  const ctx = new ShapeContext(opts.shapes ?? {}, config, opts.hints);
+
+  // Uses of a binding: `self.attn_dropout(att)` in the same class, `drop(x)` in the same function.
+  const uses = new Map<string, GCall[]>();
+  const useKey = (scopeKey: string | null, callee: string) => `${scopeKey ?? ''}|${callee}`;
+  for (const g of calls) {
+    const key = g.f.callee.startsWith('self.') ? useKey(g.classKey, g.f.callee) : useKey(g.funcKey, g.f.callee);
+    let list = uses.get(key);
+    if (!list) uses.set(key, (list = []));
+    list.push(g);
+  }
+  const usesOf = (g: GCall): GCall[] => {
+    const b = g.f.binding;
+    if (!b) return [];
+    if (b.startsWith('self.')) return uses.get(useKey(g.classKey, b)) ?? [];
+    if (/^[A-Za-z_]\w*$/.test(b)) return uses.get(useKey(g.funcKey, b)) ?? [];
+    return [];
+  };
+
+  const sites: Site[] = [];
+  const taken = new Set<GCall>();
+  // Classes (and the file) that already call SDPA with is_causal=True on some path.
+  const causalSdpa = new Set<string>();
+
+  const makeSite = (g: GCall, kind: SiteKind, form: Site['form'], args: SiteArgs, estimate: Estimate, extra: Partial<Site> = {}): Site => {
+    const site: Site = {
+      file,
+      range: g.range,
+      kind,
+      form,
+      className: g.className,
+      funcName: g.funcName,
+      args,
+      callee: g.f.callee,
+      resolved: g.res.qname && !g.res.qname.startsWith('?') ? g.res.qname : null,
+      estimate,
+      message: '',
+      code: `membit.${kind}`,
+      ...extra,
+    };
+    if (g.f.binding) site.binding = g.f.path ? `${g.f.binding}.${g.f.path}` : g.f.binding;
+    site.message = siteMessage(site);
+    sites.push(site);
+    taken.add(g);
+    return site;
+  };
+
+  /** Report figures on the site's lines, else on the lines that call it. */
+  const measuredFor = (g: GCall): ReturnType<ShapeContext['measured']> => {
+    const own: number[] = [];
+    for (let l = g.range.startLine; l <= g.range.endLine; l++) own.push(l);
+    return ctx.measured(own) ?? ctx.measured(usesOf(g).map((u) => u.range.startLine));
+  };
+
+  const dropoutEstimate = (g: GCall, attn: boolean, p: string | undefined): Estimate => {
+    const m = measuredFor(g);
+    if (m) return fromReport(m, true);
+    if (p !== undefined && /^0*\.?0*$/.test(p.trim()) && p.trim() !== '.') {
+      return { elements: 0, maskBytes: 0, packedBytes: 0, source: 'config', note: 'p is 0 as written: no mask is kept' };
+    }
+    return attn
+      ? fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], 1, true, 'mask elements')
+      : fromDims(ctx, ['batch', 'seqLen', 'hidden'], 1, true, 'mask elements (assuming a (B, L, d) input)');
+  };
+
+  // Pass 1: SDPA calls with is_causal=True, for the attention-mask remedies.
+  for (const g of calls) {
+    if (g.res.qname !== SDPA) continue;
+    const a = argMap(g.f, SDPA_PARAMS);
+    if (a.is_causal && a.is_causal !== 'False') {
+      causalSdpa.add(g.classKey ?? '');
+      causalSdpa.add('*');
+    }
+  }
+
+  // Members that are nn.Softmax modules (`self.attend = nn.Softmax(dim=-1)`): their output is probabilities.
+  const softmaxMembers = new Set<string>();
+  for (const g of calls) if (g.res.qname === 'torch.nn.Softmax' && g.f.binding?.startsWith('self.')) softmaxMembers.add(`${g.classKey}|${g.f.binding}`);
+  const probsUse = (u: GCall) => u.f.arg0Probs || (u.f.arg0Via !== undefined && softmaxMembers.has(`${u.classKey}|${u.f.arg0Via}`));
+
+  // Pass 2: dropouts and fused attention.
+  for (const g of calls) {
+    const q = g.res.qname;
+    if (!q || !g.f.detailed) continue;
+    if (DROPOUT_CLASSES.has(q)) {
+      const args = argMap(g.f, ['p', 'inplace']);
+      const member = g.f.binding ? g.f.binding.slice(g.f.binding.lastIndexOf('.') + 1) : '';
+      const used = usesOf(g);
+      const attn =
+        used.some(probsUse) ||
+        (member !== '' && !g.f.path && ATTN_MEMBER.test(member)) ||
+        (args.p !== undefined && /attn|attention/i.test(args.p)) ||
+        // A dropout member of an attention class that is never called itself is handed to
+        // the attention function (`attention(q, k, v, dropout=self.dropout)`).
+        (used.length === 0 && member !== '' && !g.f.path && ATTN_CLASS.test(g.className ?? '') && !NOT_ATTN_MEMBER.test(member));
+      makeSite(g, attn ? 'attn-dropout' : 'dropout', 'construct', args, dropoutEstimate(g, attn, args.p));
+      continue;
+    }
+    const dparams = DROPOUT_FUNCS.get(q);
+    if (dparams) {
+      const args = argMap(g.f, dparams);
+      const arg0 = (g.f.arg0 ?? '').trim();
+      const attn = probsUse(g) || ATTN_ARG.test(arg0) || (args.p !== undefined && /attn|attention/i.test(args.p));
+      makeSite(g, attn ? 'attn-dropout' : 'dropout-call', 'call', args, dropoutEstimate(g, attn, args.p));
+      continue;
+    }
+    let fused: { params: readonly string[]; dropout: string } | undefined;
+    if (q === SDPA) fused = { params: SDPA_PARAMS, dropout: 'dropout_p' };
+    else {
+      const f = FUSED_ATTENTION.get(g.res.final);
+      if (f && (q.startsWith(f.module) || g.res.binding === 'unbound' || g.res.binding === 'star')) fused = f;
+    }
+    if (fused) {
+      const args = argMap(g.f, fused.params);
+      if (args[fused.dropout] === undefined) continue;
+      const m = measuredFor(g);
+      const est: Estimate = m ? fromReport(m, false) : fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], 0, false, 'attention elements');
+      est.maskBytes = 0;
+      delete est.packedBytes;
+      est.note = `the fused kernel keeps only an RNG seed and offset, no mask${est.note ? `; ${est.note}` : ''}`;
+      makeSite(g, 'fused-attn-dropout', 'call', args, est, {
+        remedy: 'Already optimal: the dropout happens inside the fused kernel, which regenerates it in backward instead of storing a mask.',
+      });
+    }
+  }
+
+  // Pass 3: materialised attention masks.
+  const inside = (outer: GCall, inner: GCall) =>
+    inner !== outer &&
+    (inner.range.startLine > outer.range.startLine || (inner.range.startLine === outer.range.startLine && inner.range.startCol >= outer.range.startCol)) &&
+    (inner.range.endLine < outer.range.endLine || (inner.range.endLine === outer.range.endLine && inner.range.endCol <= outer.range.endCol));
+  const byChunkOrder = calls;
+  const maskBuffers = new Map<string, GCall>();
+  const maskSites: GCall[] = [];
+  // Calls are grouped by chunk in order; nesting is looked for only within a chunk.
+  const chunkCalls = new Map<number, GCall[]>();
+  for (const g of calls) {
+    let l = chunkCalls.get(g.chunk);
+    if (!l) chunkCalls.set(g.chunk, (l = []));
+    l.push(g);
+  }
+  /** Square constructors later shaped by tril/triu: masks whatever their name. */
+  const forced = new Set<GCall>();
+  const maskByChunk = new Map<number, GCall[]>();
+  const withinMask = (g: GCall) => (maskByChunk.get(g.chunk) ?? []).some((o) => inside(o, g));
+  const addMask = (g: GCall) => {
+    maskSites.push(g);
+    let l = maskByChunk.get(g.chunk);
+    if (!l) maskByChunk.set(g.chunk, (l = []));
+    l.push(g);
+  };
+  for (const g of byChunkOrder) {
+    if (taken.has(g) || !g.f.detailed) continue;
+    const final = g.res.final;
+    if (TRI.has(final)) {
+      const full = (chunkCalls.get(g.chunk) ?? []).find((o) => FULL_LIKE.has(o.res.final) && inside(g, o));
+      const receiver = g.f.callee.slice(0, -final.length - 1);
+      const input = full ? full.f.callee : (g.f.arg0 ?? receiver).trim();
+      if (!full && /^(self\.)?[A-Za-z_]\w*$/.test(input)) {
+        // `mask = torch.full((L, L), -inf); mask = torch.triu(mask, 1)`: one mask, reported where it is built.
+        const built = calls.find(
+          (o) => FULL_LIKE.has(o.res.final) && o.f.binding === input && (input.startsWith('self.') ? o.classKey === g.classKey : o.funcKey === g.funcKey),
+        );
+        if (built) {
+          forced.add(built);
+          continue;
+        }
+      }
+      if (!full && !/mask|ones|causal|bias/i.test(input)) continue;
+      if (withinMask(g)) continue;
+      addMask(g);
+      if (g.f.buffer) maskBuffers.set(`${g.classKey}|${g.f.buffer}`, g);
+      if (g.f.binding?.startsWith('self.')) maskBuffers.set(`${g.classKey}|${g.f.binding.slice(5)}`, g);
+      const est = measuredEstimate(measuredFor(g)) ?? maskEstimate(ctx, full);
+      makeSite(g, 'attn-mask', 'call', argMap(g.f, ['input', 'diagonal']), est, { remedy: causalRemedy(causalSdpa, g) });
+    }
+  }
+  for (const g of byChunkOrder) {
+    if (taken.has(g) || !g.f.detailed) continue;
+    const final = g.res.final;
+    if (FULL_LIKE.has(final) && !final.endsWith('_like')) {
+      if (withinMask(g)) continue;
+      const dims = fullDims(g);
+      if (dims.length < 2 || normDim(dims[dims.length - 1]) !== normDim(dims[dims.length - 2])) continue;
+      const a = argMap(g.f, []);
+      const fill = final.endsWith('full') ? (g.f.args.filter((x) => x.name === null)[1]?.text ?? a.fill_value) : undefined;
+      const name = `${g.f.binding ?? ''} ${g.f.buffer ?? ''}`;
+      const isMask =
+        forced.has(g) || (fill !== undefined && NEG_INF.test(fill)) || /mask|causal/i.test(name) || (g.f.buffer !== undefined && /bias/i.test(g.f.buffer));
+      if (!isMask) continue;
+      addMask(g);
+      if (g.f.buffer) maskBuffers.set(`${g.classKey}|${g.f.buffer}`, g);
+      if (g.f.binding?.startsWith('self.')) maskBuffers.set(`${g.classKey}|${g.f.binding.slice(5)}`, g);
+      makeSite(g, 'attn-mask', 'call', argMap(g.f, []), measuredEstimate(measuredFor(g)) ?? maskEstimate(ctx, g), { remedy: causalRemedy(causalSdpa, g) });
+      continue;
+    }
+    if (final === 'expand' || final === 'repeat') {
+      const pos = g.f.args.filter((x) => x.name === null);
+      if (pos.length !== 4 || g.f.args.length !== 4) continue;
+      const receiver = g.f.callee.slice(0, -final.length - 1);
+      if (!/mask/i.test(receiver)) continue;
+      if (withinMask(g)) continue;
+      addMask(g);
+      makeSite(g, 'attn-mask', 'call', argMap(g.f, ['d0', 'd1', 'd2', 'd3']), expandEstimate(ctx, g, pos.map((p) => p.text)), {
+        remedy: PADDING_REMEDY,
+      });
+      continue;
+    }
+    if (HF_MASK_HELPERS.has(final) && (g.res.binding !== 'member' || final.startsWith('_'))) {
+      const causal = /causal/.test(final);
+      makeSite(g, 'attn-mask', 'call', argMap(g.f, []), helperEstimate(ctx, g), {
+        remedy: causal ? causalRemedy(causalSdpa, g) : PADDING_REMEDY,
+      });
+    }
+  }
+  for (const g of byChunkOrder) {
+    if (taken.has(g) || !g.f.detailed) continue;
+    const final = g.res.final;
+    let receiver: string;
+    let maskText: string | undefined;
+    let fill: string | undefined;
+    const pos = g.f.args.filter((x) => x.name === null).map((x) => x.text);
+    const kw = argMap(g.f, []);
+    if (final === 'masked_fill' || final === 'masked_fill_') {
+      if (g.res.qname === 'torch.masked_fill') {
+        receiver = pos[0] ?? '';
+        maskText = pos[1] ?? kw.mask;
+        fill = pos[2] ?? kw.value;
+      } else {
+        receiver = g.f.callee.slice(0, -final.length - 1);
+        maskText = pos[0] ?? kw.mask;
+        fill = pos[1] ?? kw.value;
+      }
+    } else if (final === 'where' && g.res.qname === 'torch.where') {
+      maskText = pos[0];
+      receiver = pos[1] ?? '';
+      fill = pos[2];
+      if (!maskText || !/mask|bias|causal/i.test(maskText)) continue;
+    } else continue;
+    if (!fill || !maskText || !NEG_INF.test(fill)) continue;
+    const bufferRef = /self\.(\w+)/.exec(maskText);
+    const buffer = bufferRef ? maskBuffers.get(`${g.classKey}|${bufferRef[1]}`) : undefined;
+    if (!buffer && !SCORES.test(receiver) && !/bias|causal|tril|triu/i.test(maskText)) continue;
+    const m = measuredFor(g);
+    const est: Estimate = m
+      ? fromReport(m, false)
+      : buffer || /bias|causal|tril|triu/i.test(maskText)
+        ? fromDims(ctx, ['seqLen', 'seqLen'], 1, false, 'mask elements (bool)')
+        : fromDims(ctx, ['batch', 'seqLen', 'seqLen'], 1, false, 'mask elements (bool, one per query and key)');
+    const causal = !!buffer || /causal|tril|triu|bias/i.test(maskText);
+    makeSite(g, 'attn-mask', 'call', final === 'where' ? { condition: maskText, input: receiver, other: fill } : { mask: maskText, value: fill }, est, {
+      remedy: causal ? causalRemedy(causalSdpa, g) : PADDING_REMEDY,
+    });
+  }
+
+  // Pass 4: FFNs.
+  findFfns(calls, taken, config, makeSite);
+
+  sites.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
+  return { sites, classes, config: config.file };
+}
+
+function measuredEstimate(m: ReturnType<ShapeContext['measured']>): Estimate | undefined {
+  return m ? fromReport(m, false) : undefined;
+}
+
+const PADDING_REMEDY =
+  'Keep padding masks at (B, 1, 1, L) and let them broadcast inside a fused kernel (F.scaled_dot_product_attention), or unpad with flash-attn varlen: no L×L tensor is then built.';
+
+function causalRemedy(causalSdpa: ReadonlySet<string>, g: GCall): string {
+  let s = 'Pass is_causal=True to F.scaled_dot_product_attention (or causal=True to flash-attn) and drop this mask: the fused kernel masks without materialising it.';
+  if (causalSdpa.has(g.classKey ?? '')) s += ' This class already does so on another path; the mask only serves the eager one.';
+  else if (causalSdpa.has('*')) s += ' This file already does so elsewhere.';
+  return s;
+}
+
+/** The dimensions passed to ones/full/zeros/empty as written. */
+function fullDims(g: GCall): string[] {
+  const pos = g.f.args.filter((a) => a.name === null).map((a) => a.text);
+  const size = g.f.args.find((a) => a.name === 'size')?.text;
+  if (g.res.final.endsWith('full')) return splitTopLevel(pos[0] ?? size ?? '');
+  if (size) return splitTopLevel(size);
+  if (pos.length === 1 && /^[([]/.test((pos[0] as string).trim())) return splitTopLevel(pos[0] as string);
+  return pos;
+}
+
+function maskEstimate(ctx: ShapeContext, full: GCall | undefined): Estimate {
+  if (!full) return fromDims(ctx, ['seqLen', 'seqLen'], 4, false, 'mask elements (float32 assumed)');
+  const dtype = full.f.args.find((a) => a.name === 'dtype')?.text;
+  let bpe = dtypeBytes(dtype);
+  const assumed = bpe === undefined;
+  // Without a literal dtype: float32, torch's default (numpy's is float64).
+  if (bpe === undefined) bpe = /^(numpy|np)\./.test(full.res.qname ?? full.f.callee) ? 8 : 4;
+  if (full.res.final.endsWith('_like')) {
+    return fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], bpe, false, 'mask elements (shaped like the scores)');
+  }
+  const dims = fullDims(full);
+  let known = 1;
+  const unknown: string[] = [];
+  const labels: string[] = [];
+  for (const d of dims) {
+    const v = evalDim(d, ctx.config.values, ctx.config.bareValues);
+    if (v !== undefined && v >= 0) {
+      known *= v;
+      labels.push(`${d.trim()}=${v}`);
+    } else unknown.push(normDim(d));
+  }
+  const dtypeNote = assumed ? (dtype ? `${bpe} B/element assumed for ${dtype}` : 'float32 (the default dtype)') : `${dtype}`;
+  if (unknown.length === 0 && dims.length > 0) {
+    return {
+      elements: known,
+      maskBytes: known * bpe,
+      source: 'config',
+      shape: {},
+      note: `${dims.length}-D mask of ${known.toLocaleString('en-US')} elements (${labels.join(', ')}), ${dtypeNote}`,
+    };
+  }
+  // The unknown sides are one length written twice (L×L): take L from settings or config.
+  if (unknown.length === 2 && new Set(unknown).size === 1) {
+    const est = fromDims(ctx, ['seqLen', 'seqLen'], bpe * known, false, 'mask elements');
+    if (est.elements !== undefined) {
+      est.elements *= known;
+      est.note = `${est.note}; ${dtypeNote}`;
+    }
+    return est;
+  }
+  return { source: 'unknown', note: `shape unknown: cannot evaluate ${unknown.join(', ')}` };
+}
+
+const ROLE_OF_NAME: [RegExp, Role][] = [
+  [/^(bsz|bs|b|batch|batch_size|n_batch)$/i, 'batch'],
+  [/head/i, 'heads'],
+  [/len|seq|^[tsl]$|tgt|src|query_length|key_value_length|n_ctx/i, 'seqLen'],
+];
+
+function expandEstimate(ctx: ShapeContext, g: GCall, dims: string[]): Estimate {
+  const m = ctx.measured([g.range.startLine]);
+  if (m) return fromReport(m, false);
+  const roles: Role[] = [];
+  let known = 1;
+  for (const d of dims) {
+    const v = evalDim(d, ctx.config.values, ctx.config.bareValues);
+    if (v !== undefined) {
+      known *= v;
+      continue;
+    }
+    const name = normDim(d);
+    const hit = ROLE_OF_NAME.find(([re]) => re.test(name));
+    if (!hit) return { source: 'unknown', note: `shape unknown: cannot tell what ${d.trim()} is` };
+    roles.push(hit[1]);
+  }
+  const est = fromDims(ctx, roles, 4 * known, false, 'mask elements (float32 assumed: HF builds it in the model dtype)');
+  if (est.elements !== undefined) est.elements *= known;
+  return est;
+}
+
+function helperEstimate(ctx: ShapeContext, g: GCall): Estimate {
+  const m = ctx.measured([g.range.startLine]);
+  if (m) return fromReport(m, false);
+  return fromDims(ctx, ['batch', 'seqLen', 'seqLen'], 4, false, '(B, 1, L, L) mask elements (float32 assumed: built in the model dtype)');
+}
+
+type MakeSite = (g: GCall, kind: SiteKind, form: Site['form'], args: SiteArgs, estimate: Estimate, extra?: Partial<Site>) => Site;
+
+const NO_VALUES: ReadonlyMap<string, number> = new Map();
+
+function linearOf(g: GCall, config: ConfigTable): LinearFact | undefined {
+  const q = g.res.qname;
+  const final = g.res.final;
+  let key: string | undefined;
+  if (q === 'torch.nn.Linear' || (q === null && final === 'linear_layer' && g.res.binding === 'local')) key = 'torch.nn.Linear';
+  else if (final === 'Conv1D' && !(q ?? '').startsWith('torch.')) key = 'Conv1D';
+  else if (q === 'torch.nn.Conv1d' || q === 'torch.nn.Conv2d') key = q;
+  else if ((final === 'ColumnParallelLinear' || final === 'RowParallelLinear') && g.res.binding !== 'member') key = final;
+  if (!key) return undefined;
+  const params = LINEAR_PARAMS[key] as readonly string[];
+  const a = argMap(g.f, params);
+  let inText: string | undefined;
+  let outText: string | undefined;
+  if (key === 'Conv1D') {
+    outText = a.nf;
+    inText = a.nx;
+  } else if (key.startsWith('torch.nn.Conv')) {
+    // Only 1×1 convolutions are dense projections.
+    if (!/^\(?\s*1\s*(,\s*1\s*)?\)?$/.test(a.kernel_size ?? '')) return undefined;
+    inText = a.in_channels;
+    outText = a.out_channels;
+  } else {
+    inText = a[params[0] as string];
+    outText = a[params[1] as string];
+  }
+  if (!inText || !outText) return undefined;
+  const b = g.f.binding;
+  let member: string | null = null;
+  if (b?.startsWith('self.')) member = b.slice(5) + (g.f.path ? `.${g.f.path}` : '');
+  else if (b && g.f.path) member = `${b}.${g.f.path}`;
+  else if (b) member = b;
+  const lf: LinearFact = { call: g, member, inText, outText, in: normDim(inText), out: normDim(outText), params };
+  const iv = evalDim(inText, config.values, config.bareValues);
+  const ov = evalDim(outText, config.values, config.bareValues);
+  if (iv !== undefined) lf.inVal = iv;
+  if (ov !== undefined) lf.outVal = ov;
+  const li = evalDim(inText, NO_VALUES);
+  const lo = evalDim(outText, NO_VALUES);
+  if (li !== undefined) lf.litIn = li;
+  if (lo !== undefined) lf.litOut = lo;
+  return lf;
+}
+
+function lastSeg(member: string | null): string {
+  if (!member) return '';
+  return member.slice(member.lastIndexOf('.') + 1);
+}
+
+function same(a: string, av: number | undefined, b: string, bv: number | undefined): boolean {
+  return (a !== '' && a === b) || (av !== undefined && bv !== undefined && av === bv);
+}
+
+/** `2*h` against `h`: a fused gate+up projection. */
+function doubled(out: string, outVal: number | undefined, inn: string, inVal: number | undefined): boolean {
+  if (outVal !== undefined && inVal !== undefined) return outVal === 2 * inVal;
+  // timm's GluMlp: fc1 to `hidden_features`, fc2 from `hidden_features // 2`.
+  if (inn === `${out}//2`) return true;
+  const f = out.split('*');
+  const i = f.indexOf('2');
+  if (i < 0) return false;
+  f.splice(i, 1);
+  return f.sort().join('*') === inn;
+}
+
+function toMember(l: LinearFact): FfnMember {
+  const m: FfnMember = {
+    name: l.member,
+    className: l.call.className,
+    line: l.call.range.startLine,
+    range: l.call.range,
+    callee: l.call.f.callee,
+    inFeatures: l.inText,
+    outFeatures: l.outText,
+  };
+  return m;
+}
+
+function ffnEstimate(widths: (number | undefined)[][]): Estimate {
+  let params = 0;
+  for (const [i, o] of widths) {
+    if (i === undefined || o === undefined) return { source: 'unknown', note: 'widths unknown: weights not counted' };
+    params += i * o;
+  }
+  return {
+    elements: params,
+    source: 'config',
+    note: `${params.toLocaleString('en-US')} weights; 2:4 sparsity keeps half of them plus 2-bit indices`,
+  };
+}
+
+function setWidths(info: FfnInfo, inWidth: number | undefined, hiddenWidth: number | undefined): void {
+  if (inWidth !== undefined && Number.isInteger(inWidth)) info.inWidth = inWidth;
+  if (hiddenWidth !== undefined && Number.isInteger(hiddenWidth)) info.hiddenWidth = hiddenWidth;
+}
+
+function findFfns(calls: readonly GCall[], taken: Set<GCall>, config: ConfigTable, makeSite: MakeSite): void {
+  const groups = new Map<string, LinearFact[]>();
+  for (const g of calls) {
+    if (!g.f.detailed || taken.has(g)) continue;
+    const l = linearOf(g, config);
+    if (!l) continue;
+    const key = g.classKey ?? g.funcKey ?? '<module>';
+    let list = groups.get(key);
+    if (!list) groups.set(key, (list = []));
+    list.push(l);
+  }
+  const leftovers = new Map<string, LinearFact[]>();
+  for (const [key, list] of groups) {
+    const className = list[0]?.call.className ?? null;
+    const used = new Set<LinearFact>();
+    if (className && ATTN_CLASS.test(className)) {
+      leftovers.set(key, []);
+      continue;
+    }
+    for (let j = 0; j < list.length; j++) {
+      const D = list[j] as LinearFact;
+      if (used.has(D)) continue;
+      for (let i = j - 1; i >= 0; i--) {
+        const U = list[i] as LinearFact;
+        if (used.has(U) || ATTN_PROJ.test(lastSeg(U.member))) continue;
+        const plain = same(U.out, U.litOut, D.in, D.litIn);
+        const fusedGate = !plain && doubled(U.out, U.litOut, D.in, D.litIn);
+        if (!plain && !fusedGate) continue;
+        // An FFN widens first: a square or narrowing first projection is something else.
+        if (same(U.in, U.litIn, U.out, U.litOut)) continue;
+        if (U.litIn !== undefined && U.litOut !== undefined && U.litOut <= U.litIn) continue;
+        const mirrored = same(U.in, U.litIn, D.out, D.litOut);
+        const named = FFN_NAME.test(lastSeg(U.member)) && FFN_NAME.test(lastSeg(D.member));
+        if (!mirrored && !named) continue;
+        // Gated: another projection with U's widths (gate_proj next to up_proj).
+        let G: LinearFact | undefined;
+        if (plain) {
+          G = list.find(
+            (o) => o !== U && o !== D && !used.has(o) && same(o.in, o.litIn, U.in, U.litIn) && same(o.out, o.litOut, U.out, U.litOut) && !ATTN_PROJ.test(lastSeg(o.member)),
+          );
+        }
+        let up = U;
+        let gate = G;
+        if (G) {
+          const gName = lastSeg(G.member);
+          const uName = lastSeg(U.member);
+          if ((GATE_NAME.test(uName) && !GATE_NAME.test(gName)) || (UP_NAME.test(gName) && !UP_NAME.test(uName))) {
+            up = G;
+            gate = U;
+          } else if (!GATE_NAME.test(gName) && !UP_NAME.test(uName) && G.call.range.startLine < U.call.range.startLine) {
+            // No names to go by: the first of the two is the gate (gate_proj, up_proj order).
+            up = G;
+            gate = U;
+          }
+        }
+        used.add(U).add(D);
+        if (G) used.add(G);
+        const info: FfnInfo = {
+          form: gate ? 'gated' : fusedGate ? 'fused-gated' : 'pair',
+          up: toMember(up),
+          down: toMember(D),
+          inFeatures: up.inText,
+          hiddenFeatures: fusedGate ? D.inText : up.outText,
+        };
+        if (gate) info.gate = toMember(gate);
+        setWidths(info, up.inVal, fusedGate ? D.inVal : up.outVal);
+        const widths: (number | undefined)[][] = [
+          [up.inVal, up.outVal],
+          [D.inVal, D.outVal],
+        ];
+        if (gate) widths.push([gate.inVal, gate.outVal]);
+        const first = gate && gate.call.range.startLine < up.call.range.startLine ? gate : up;
+        makeSite(first.call, 'ffn', 'construct', argMap(first.call.f, first.params), ffnEstimate(widths), { ffn: info });
+        break;
+      }
+    }
+    leftovers.set(
+      key,
+      list.filter((l) => !used.has(l)),
+    );
+  }
+
+  // HF splits one FFN over two classes: BertIntermediate (up) and BertOutput (down).
+  const byClass = new Map<string, LinearFact[]>();
+  for (const list of leftovers.values()) {
+    for (const l of list) {
+      const c = l.call.className;
+      if (!c) continue;
+      let a = byClass.get(c);
+      if (!a) byClass.set(c, (a = []));
+      a.push(l);
+    }
+  }
+  for (const [cls, ups] of byClass) {
+    if (!cls.endsWith('Intermediate')) continue;
+    const prefix = cls.slice(0, -'Intermediate'.length);
+    const downs = byClass.get(`${prefix}Output`);
+    if (!downs) continue;
+    for (const U of ups) {
+      if (same(U.in, U.litIn, U.out, U.litOut)) continue;
+      const D = downs.find((d) => same(U.out, U.litOut, d.in, d.litIn) && same(U.in, U.litIn, d.out, d.litOut));
+      if (!D) continue;
+      downs.splice(downs.indexOf(D), 1);
+      const info: FfnInfo = { form: 'split', up: toMember(U), down: toMember(D), inFeatures: U.inText, hiddenFeatures: U.outText };
+      setWidths(info, U.inVal, U.outVal);
+      makeSite(U.call, 'ffn', 'construct', argMap(U.call.f, U.params), ffnEstimate([
+        [U.inVal, U.outVal],
+        [D.inVal, D.outVal],
+      ]), { ffn: info });
+      break;
+    }
+  }
+
+  // MLP modules built elsewhere: timm's Mlp/GluMlp/SwiGLU, `mlp_layer(...)` parameters.
+  for (const g of calls) {
+    if (!g.f.detailed || taken.has(g)) continue;
+    const final = g.res.final;
+    const factory = MLP_FACTORY_PARAMS.has(g.f.callee) || (g.f.callee.startsWith('self.') && MLP_FACTORY_PARAMS.has(final));
+    const imported =
+      MLP_MODULES.has(final) && (g.res.binding === 'import' || g.res.binding === 'star' || g.res.binding === 'unbound' || g.res.binding === 'fallback') && !(g.res.qname ?? '').startsWith('<local>');
+    if (!factory && !imported) continue;
+    // torchvision.ops.MLP takes a list of widths; the others take in/hidden/out.
+    const args = argMap(g.f, MLP_MODULE_PARAMS);
+    const info: FfnInfo = { form: 'module' };
+    const inF = args.in_features ?? args.dim ?? args.in_channels ?? args.d_model;
+    const hid = args.hidden_features ?? args.hidden_dim ?? args.hidden_channels ?? args.mlp_dim ?? args.dim_feedforward;
+    if (inF) info.inFeatures = inF;
+    if (hid) info.hiddenFeatures = hid;
+    const iv = inF ? evalDim(inF, config.values, config.bareValues) : undefined;
+    const hv = hid ? evalDim(hid, config.values, config.bareValues) : undefined;
+    setWidths(info, iv, hv);
+    makeSite(g, 'ffn', 'construct', args, ffnEstimate([
+      [iv, hv],
+      [hv, iv],
+    ]), { ffn: info });
+  }
+}

@@ -1,0 +1,556 @@
+/**
+ * Facts of one chunk: a top-level statement, or one statement of a top-level
+ * class body. Facts depend only on the chunk's own text, so they are cached by
+ * that text: after a one-line edit only the edited chunk is read again.
+ *
+ * Rows are relative to the chunk's first row and indices relative to its first
+ * character; columns are absolute (a chunk that moves keeps its columns).
+ */
+import type { Node, Query, QueryMatch } from 'web-tree-sitter';
+import { BUILTINS, canonicalModule, type ImportFact, INTERESTING_FINALS } from './names';
+
+export interface RelRange {
+  sr: number;
+  sc: number;
+  er: number;
+  ec: number;
+}
+
+export interface ArgFact {
+  /** Keyword name, `*`/`**` for splats, null for a positional argument. */
+  name: string | null;
+  text: string;
+}
+
+export interface CallFact {
+  /** Callee as written, whitespace removed. */
+  callee: string;
+  /** Last identifier of the callee, '' when it ends in a call or subscript. */
+  final: string;
+  pos: RelRange;
+  si: number;
+  ei: number;
+  /** Arguments were read (only for calls that may be sites). */
+  detailed: boolean;
+  args: ArgFact[];
+  /** The callee's first name is a parameter or local of an enclosing function. */
+  headLocal: boolean;
+  /** The first argument is attention probabilities (a softmax output, possibly cast or masked). */
+  arg0Probs: boolean;
+  /** First argument as written. */
+  arg0?: string;
+  /**
+   * The member call that produced the first argument (`self.attend` for
+   * `attn = self.attend(dots); self.drop(attn)`): probabilities when that member is an nn.Softmax.
+   */
+  arg0Via?: string;
+  /** The assignment target the call's value ends up in (`self.drop`, `self.net` for items of a Sequential). */
+  binding?: string;
+  /** Path below `binding` for items of Sequential/ModuleList/OrderedDict (`0`, `c_fc`). */
+  path?: string;
+  /** `self.register_buffer("bias", <this>)`: the buffer name. */
+  buffer?: string;
+  /** Innermost def (index into `defs`) holding the call, -1 at chunk level. */
+  scope: number;
+}
+
+export interface DefFact {
+  kind: 'class' | 'func';
+  name: string;
+  pos: RelRange;
+  si: number;
+  ei: number;
+  parent: number;
+  bases: string[];
+}
+
+export interface ConfigFact {
+  name: string;
+  value: number;
+  /** 0 class field / chunk-level (decided later), 1 function body, 2 parameter default, 3 call keyword. */
+  rank: number;
+  row: number;
+  scope: number;
+}
+
+export interface ChunkFacts {
+  calls: CallFact[];
+  defs: DefFact[];
+  imports: ImportFact[];
+  configs: ConfigFact[];
+  /** Names bound at chunk level (assignment targets, defs): module bindings when the chunk is top-level. */
+  chunkBound: string[];
+  hasError: boolean;
+}
+
+/** Container calls whose items keep a path under the binding (`self.net[0]`). */
+const CONTAINERS = new Set(['Sequential', 'ModuleList', 'ModuleDict', 'OrderedDict', 'register_buffer']);
+/** Methods that keep attention probabilities what they are. */
+const PASS_METHODS = new Set([
+  'to', 'type', 'type_as', 'float', 'half', 'bfloat16', 'double', 'contiguous', 'masked_fill', 'masked_fill_', 'clone', 'detach',
+  'view', 'reshape', 'view_as', 'nan_to_num', 'mul', 'mul_', 'div', 'div_', 'cuda', 'squeeze', 'unsqueeze',
+]);
+const SOFTMAX = /softmax/i;
+const NOT_SOFTMAX = /log_?softmax|gumbel/i;
+const NUMBER = /^\d[\d_]*(\.\d*)?([eE][+-]?\d+)?$/;
+
+function rel(node: Node, baseRow: number): RelRange {
+  const s = node.startPosition;
+  const e = node.endPosition;
+  return { sr: s.row - baseRow, sc: s.column, er: e.row - baseRow, ec: e.column };
+}
+
+function finalName(callee: string): string {
+  const m = /([A-Za-z_]\w*)$/.exec(callee);
+  return m ? (m[1] as string) : '';
+}
+
+function capture(m: QueryMatch, name: string): Node | undefined {
+  for (const c of m.captures) if (c.name === name) return c.node;
+  return undefined;
+}
+
+/** Names bound by an assignment target (`a`, `a, b`, `(a, *b)`); attributes and subscripts bind none. */
+function targetNames(text: string): string[] {
+  const out: string[] = [];
+  for (const part of text.replace(/[()[\]]/g, '').split(',')) {
+    const t = part.trim().replace(/^\*/, '');
+    if (/^[A-Za-z_]\w*$/.test(t)) out.push(t);
+  }
+  return out;
+}
+
+function unquote(text: string): string | undefined {
+  const m = /^[rbuRBU]*(['"])(.*)\1$/s.exec(text.trim());
+  return m ? (m[2] as string) : undefined;
+}
+
+function readImport(node: Node, out: ImportFact[]): void {
+  if (node.type === 'import_statement') {
+    for (const n of node.childrenForFieldName('name')) {
+      if (!n) continue;
+      if (n.type === 'aliased_import') {
+        const name = n.childForFieldName('name')?.text.replace(/\s+/g, '');
+        const alias = n.childForFieldName('alias')?.text;
+        if (name && alias) out.push({ local: alias, target: canonicalModule(name), star: false });
+      } else {
+        // `import torch.nn.functional` binds `torch`.
+        const name = n.text.replace(/\s+/g, '');
+        const head = name.split('.')[0] as string;
+        out.push({ local: head, target: head, star: false });
+      }
+    }
+    return;
+  }
+  const modNode = node.childForFieldName('module_name');
+  if (!modNode) return;
+  const module = canonicalModule(modNode.text);
+  let star = false;
+  for (const c of node.namedChildren) if (c && c.type === 'wildcard_import') star = true;
+  if (star) {
+    out.push({ local: '', target: module, star: true });
+    return;
+  }
+  const join = (m: string, n: string) => (m.endsWith('.') ? m + n : `${m}.${n}`);
+  for (const n of node.childrenForFieldName('name')) {
+    if (!n) continue;
+    if (n.type === 'aliased_import') {
+      const name = n.childForFieldName('name')?.text.replace(/\s+/g, '');
+      const alias = n.childForFieldName('alias')?.text;
+      if (name && alias) out.push({ local: alias, target: canonicalModule(join(module, name)), star: false });
+    } else {
+      const name = n.text.replace(/\s+/g, '');
+      out.push({ local: name, target: canonicalModule(join(module, name)), star: false });
+    }
+  }
+}
+
+/** Parameter names of a function (for shadowing). */
+function paramNames(params: Node): string[] {
+  const out: string[] = [];
+  for (const p of params.namedChildren) {
+    if (!p) continue;
+    const m = /^\**\s*([A-Za-z_]\w*)/.exec(p.text);
+    if (m) out.push(m[1] as string);
+  }
+  return out;
+}
+
+/** Is this expression attention probabilities, given the names known to hold them? */
+function isProbs(node: Node | null, taint: ReadonlySet<string>, depth = 0): boolean {
+  if (!node || depth > 8) return false;
+  switch (node.type) {
+    case 'identifier':
+      return taint.has(node.text);
+    case 'parenthesized_expression':
+      return isProbs(node.namedChild(0), taint, depth + 1);
+    case 'binary_operator': {
+      // `attn @ v` is the attention output, no longer probabilities; `attn * head_mask` still is.
+      const op = node.childForFieldName('operator')?.type;
+      if (op === '@') return false;
+      return isProbs(node.childForFieldName('left'), taint, depth + 1) || isProbs(node.childForFieldName('right'), taint, depth + 1);
+    }
+    case 'call': {
+      const fn = node.childForFieldName('function');
+      if (!fn) return false;
+      if (fn.type === 'call') {
+        // nn.Softmax(dim=-1)(scores)
+        const inner = finalName(fn.childForFieldName('function')?.text ?? '');
+        return SOFTMAX.test(inner) && !NOT_SOFTMAX.test(inner);
+      }
+      const final = finalName(fn.text);
+      if (SOFTMAX.test(final) && !NOT_SOFTMAX.test(final)) return true;
+      if (fn.type === 'attribute' && PASS_METHODS.has(final)) return isProbs(fn.childForFieldName('object'), taint, depth + 1);
+      if (/drop/i.test(final)) {
+        const args = node.childForFieldName('arguments');
+        return isProbs(args?.namedChild(0) ?? null, taint, depth + 1);
+      }
+      return false;
+    }
+    default:
+      return false;
+  }
+}
+
+/** `self.attend` for the text `self.attend(dots)`; undefined for anything else. */
+function memberCallee(text: string): string | undefined {
+  const m = /^(self\.[A-Za-z_]\w*)\s*\(/.exec(text);
+  return m && text.endsWith(')') ? m[1] : undefined;
+}
+
+/** Worth the tree walk: the text mentions softmax or a name already known to hold probabilities. */
+function mayBeProbs(text: string, taint: ReadonlySet<string>): boolean {
+  if (SOFTMAX.test(text)) return true;
+  for (const t of taint) if (text.includes(t)) return true;
+  return false;
+}
+
+interface PendingCall {
+  fact: CallFact;
+  node: Node;
+  arg0Node: Node | null;
+  wantsProbs: boolean;
+}
+
+/**
+ * Where a call's value goes: the assignment target, and for items of
+ * Sequential/ModuleList/OrderedDict the path below it.
+ */
+function walkUp(call: Node, chunk: Node, fact: CallFact): void {
+  let n = call;
+  const segs: string[] = [];
+  let key: string | undefined;
+  let listIndex: number | undefined;
+  for (let depth = 0; depth < 10; depth++) {
+    if (n.equals(chunk)) return;
+    const p = n.parent;
+    if (!p) return;
+    switch (p.type) {
+      case 'assignment': {
+        const right = p.childForFieldName('right');
+        if (right && right.equals(n)) {
+          const left = p.childForFieldName('left');
+          if (left) fact.binding = left.text.replace(/\s+/g, '');
+          if (segs.length) fact.path = segs.join('.');
+        }
+        return;
+      }
+      case 'attribute': {
+        // A method chain on the value (`torch.tril(...).view(...)`, `nn.Dropout(p).to(dev)`).
+        const gp = p.parent;
+        if (!gp || gp.type !== 'call') return;
+        n = gp;
+        continue;
+      }
+      case 'parenthesized_expression':
+      case 'conditional_expression':
+        n = p;
+        continue;
+      case 'tuple': {
+        const first = p.namedChild(0);
+        if (first && !first.equals(n) && first.type === 'string') key = unquote(first.text);
+        n = p;
+        continue;
+      }
+      case 'list': {
+        const items = p.namedChildren;
+        listIndex = items.findIndex((c) => c !== null && c.equals(n));
+        n = p;
+        continue;
+      }
+      case 'argument_list': {
+        const owner = p.parent;
+        if (!owner || owner.type !== 'call') return;
+        const ownerFinal = finalName(owner.childForFieldName('function')?.text ?? '');
+        if (!CONTAINERS.has(ownerFinal)) return;
+        const items = p.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment' && c.type !== 'keyword_argument');
+        const idx = items.findIndex((c) => c.equals(n));
+        if (ownerFinal === 'register_buffer') {
+          if (idx === 1 && items[0]) fact.buffer = unquote(items[0].text) ?? items[0].text;
+          return;
+        }
+        if (ownerFinal !== 'OrderedDict') {
+          const seg = key ?? (listIndex !== undefined && listIndex >= 0 ? String(listIndex) : idx >= 0 ? String(idx) : undefined);
+          if (seg !== undefined) segs.unshift(seg);
+          key = undefined;
+          listIndex = undefined;
+        }
+        n = owner;
+        continue;
+      }
+      default:
+        return;
+    }
+  }
+}
+
+/** Reads one chunk. Never throws for well-formed trees; callers still guard it. */
+export function extractFacts(query: Query, chunk: Node): ChunkFacts {
+  const baseRow = chunk.startPosition.row;
+  const baseIdx = chunk.startIndex;
+  const facts: ChunkFacts = { calls: [], defs: [], imports: [], configs: [], chunkBound: [], hasError: chunk.hasError };
+  const matches = query.matches(chunk);
+
+  interface PendingAssign {
+    si: number;
+    ei: number;
+    names: string[];
+    right: Node;
+    rightText: string;
+    scope: number;
+  }
+  const callMatches: QueryMatch[] = [];
+  const assigns: { node: Node; left: Node; right: Node }[] = [];
+  const funcParams = new Map<number, Node>();
+  const params: { name: string; value: string; row: number; si: number; kw: boolean }[] = [];
+
+  for (const m of matches) {
+    const first = m.captures[0];
+    if (!first) continue;
+    switch (first.name) {
+      case 'call':
+        callMatches.push(m);
+        break;
+      case 'assign': {
+        const left = capture(m, 'assign.left');
+        const right = capture(m, 'assign.right');
+        if (left && right) assigns.push({ node: first.node, left, right });
+        break;
+      }
+      case 'func':
+      case 'class': {
+        const node = first.node;
+        const name = capture(m, `${first.name}.name`)?.text ?? '';
+        const def: DefFact = {
+          kind: first.name === 'func' ? 'func' : 'class',
+          name,
+          pos: rel(node, baseRow),
+          si: node.startIndex - baseIdx,
+          ei: node.endIndex - baseIdx,
+          parent: -1,
+          bases: [],
+        };
+        if (def.kind === 'class') {
+          const sup = node.childForFieldName('superclasses');
+          if (sup) {
+            def.bases = sup.namedChildren
+              .filter((c): c is Node => c !== null && c.type !== 'comment' && c.type !== 'keyword_argument')
+              .map((c) => c.text.replace(/\s+/g, ''));
+          }
+        } else {
+          const p = capture(m, 'func.params');
+          if (p) funcParams.set(facts.defs.length, p);
+        }
+        facts.defs.push(def);
+        break;
+      }
+      case 'import':
+        readImport(first.node, facts.imports);
+        break;
+      case 'param.name':
+      case 'kwarg.name': {
+        const v = m.captures[1];
+        if (v) params.push({ name: first.node.text, value: v.node.text, row: first.node.startPosition.row - baseRow, si: first.node.startIndex - baseIdx, kw: first.name === 'kwarg.name' });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // Scopes: defs arrive in document order, so a def's parent is the last earlier def containing it.
+  const defs = facts.defs;
+  for (let i = 0; i < defs.length; i++) {
+    const d = defs[i] as DefFact;
+    for (let j = i - 1; j >= 0; j--) {
+      const o = defs[j] as DefFact;
+      if (o.si <= d.si && d.ei <= o.ei) {
+        d.parent = j;
+        break;
+      }
+    }
+  }
+  const scopeOf = (si: number, ei: number): number => {
+    for (let j = defs.length - 1; j >= 0; j--) {
+      const o = defs[j] as DefFact;
+      if (o.si <= si && ei <= o.ei) return j;
+    }
+    return -1;
+  };
+  // A def's name is bound in the scope around it, not in its own.
+  const defNameScope = (i: number) => (defs[i] as DefFact).parent;
+
+  // Names bound in each function: parameters and assignment targets.
+  const bound = new Map<number, Set<string>>();
+  const boundIn = (scope: number) => {
+    let s = bound.get(scope);
+    if (!s) bound.set(scope, (s = new Set()));
+    return s;
+  };
+  for (const [i, p] of funcParams) for (const n of paramNames(p)) boundIn(i).add(n);
+  for (let i = 0; i < defs.length; i++) boundIn(defNameScope(i)).add((defs[i] as DefFact).name);
+
+  const pendingAssigns: PendingAssign[] = [];
+  for (const a of assigns) {
+    const si = a.node.startIndex - baseIdx;
+    const ei = a.node.endIndex - baseIdx;
+    const scope = scopeOf(si, ei);
+    const leftText = a.left.text;
+    const names = targetNames(leftText);
+    for (const n of names) boundIn(scope).add(n);
+    const rightText = a.right.text;
+    pendingAssigns.push({ si, ei, names, right: a.right, rightText, scope });
+    if (NUMBER.test(rightText)) {
+      const m = /([A-Za-z_]\w*)\s*$/.exec(leftText);
+      if (m) {
+        const d = scope >= 0 ? (defs[scope] as DefFact) : undefined;
+        facts.configs.push({ name: m[1] as string, value: Number(rightText.replace(/_/g, '')), rank: !d || d.kind === 'class' ? 0 : 1, row: a.node.startPosition.row - baseRow, scope });
+      }
+    }
+  }
+  for (const p of params) {
+    if (!NUMBER.test(p.value)) continue;
+    facts.configs.push({ name: p.name, value: Number(p.value.replace(/_/g, '')), rank: p.kw ? 3 : 2, row: p.row, scope: scopeOf(p.si, p.si + 1) });
+  }
+  facts.chunkBound = [...(bound.get(-1) ?? [])];
+
+  const isBoundAround = (scope: number, name: string): boolean => {
+    for (let s = scope; s >= 0; s = (defs[s] as DefFact).parent) {
+      if ((defs[s] as DefFact).kind === 'func' && bound.get(s)?.has(name)) return true;
+    }
+    return false;
+  };
+
+  const pending: PendingCall[] = [];
+  for (const m of callMatches) {
+    const node = m.captures[0]?.node as Node;
+    const calleeNode = capture(m, 'call.callee');
+    const argsNode = capture(m, 'call.args');
+    if (!calleeNode || !argsNode) continue;
+    const rawCallee = calleeNode.text;
+    let startOverride: { row: number; column: number; index: number } | undefined;
+    let callee = rawCallee.replace(/\s+/g, '');
+    if (rawCallee.includes('\n')) {
+      // Error recovery can glue an unclosed line onto the next statement
+      // (`y = f(g(x)` + newline + `return F.dropout(...)`): the callee then ends in the
+      // next statement's name, which is what was written there.
+      const tail = /\n\s*(?:return\s+|[A-Za-z_]\w*\s*=\s*)?([A-Za-z_][\w.]*)$/.exec(rawCallee);
+      if (tail && calleeNode.hasError) {
+        callee = tail[1] as string;
+        const off = rawCallee.length - callee.length;
+        const before = rawCallee.slice(0, off);
+        const nl = before.lastIndexOf('\n');
+        startOverride = { row: calleeNode.startPosition.row + (before.match(/\n/g)?.length ?? 0), column: off - nl - 1, index: calleeNode.startIndex + off };
+      }
+    }
+    const final = finalName(callee);
+    const bare = /^[A-Za-z_]\w*$/.test(callee);
+    const member = callee.startsWith('self.');
+    const interesting = INTERESTING_FINALS.has(final) || (bare && !BUILTINS.has(callee));
+    const dropish = /drop/i.test(final);
+    if (!interesting && !member && !dropish) continue;
+    const si = (startOverride?.index ?? node.startIndex) - baseIdx;
+    const ei = node.endIndex - baseIdx;
+    const scope = scopeOf(si, ei);
+    const head = (/^[A-Za-z_]\w*/.exec(callee) ?? [''])[0];
+    const pos = rel(node, baseRow);
+    if (startOverride) {
+      pos.sr = startOverride.row - baseRow;
+      pos.sc = startOverride.column;
+    }
+    const fact: CallFact = {
+      callee,
+      final,
+      pos,
+      si,
+      ei,
+      detailed: interesting,
+      args: [],
+      headLocal: head !== '' && head !== 'self' && isBoundAround(scope, head),
+      arg0Probs: false,
+      scope,
+    };
+    let arg0Node: Node | null = null;
+    if (argsNode.type === 'argument_list') {
+      const children = argsNode.namedChildren;
+      for (const c of children) {
+        if (!c) continue;
+        const t = c.type;
+        if (t === 'comment') continue;
+        if (t === 'keyword_argument') {
+          const text = c.text;
+          const eq = text.indexOf('=');
+          const name = text.slice(0, eq).trim();
+          if (name === 'input' && !arg0Node) arg0Node = c.childForFieldName('value');
+          if (interesting) fact.args.push({ name, text: text.slice(eq + 1).trim() });
+          continue;
+        }
+        if (t === 'list_splat' || t === 'dictionary_splat') {
+          if (interesting) fact.args.push({ name: t === 'list_splat' ? '*' : '**', text: c.text });
+          continue;
+        }
+        if (!arg0Node && fact.args.every((a) => a.name === null)) arg0Node = c;
+        if (interesting) fact.args.push({ name: null, text: c.text });
+      }
+    } else if (interesting) {
+      fact.args.push({ name: null, text: argsNode.text });
+    }
+    if (arg0Node) fact.arg0 = arg0Node.text;
+    if (interesting) walkUp(node, chunk, fact);
+    facts.calls.push(fact);
+    pending.push({ fact, node, arg0Node, wantsProbs: dropish || member || bare });
+  }
+
+  // Attention-probability flow, one scope at a time, in source order: a call sees
+  // the assignments that ended before it starts (`att = self.drop(att)` reads the old `att`).
+  const scopes = new Set<number>([...pending.map((p) => p.fact.scope), ...pendingAssigns.map((a) => a.scope)]);
+  for (const scope of scopes) {
+    const events: { at: number; call?: PendingCall; assign?: PendingAssign }[] = [];
+    for (const p of pending) if (p.fact.scope === scope && p.wantsProbs && p.arg0Node) events.push({ at: p.fact.si, call: p });
+    if (events.length === 0) continue;
+    for (const a of pendingAssigns) if (a.scope === scope && a.names.length > 0) events.push({ at: a.ei, assign: a });
+    events.sort((x, y) => x.at - y.at);
+    const taint = new Set<string>();
+    const via = new Map<string, string>();
+    for (const e of events) {
+      if (e.call) {
+        const a0 = e.call.arg0Node as Node;
+        const text = a0.text;
+        e.call.fact.arg0Probs = mayBeProbs(text, taint) && isProbs(a0, taint);
+        const v = memberCallee(text) ?? via.get(text);
+        if (v) e.call.fact.arg0Via = v;
+      } else if (e.assign) {
+        const a = e.assign;
+        const probs = mayBeProbs(a.rightText, taint) && isProbs(a.right, taint);
+        const v = memberCallee(a.rightText);
+        for (const n of a.names) {
+          if (probs) taint.add(n);
+          else taint.delete(n);
+          if (v && a.names.length === 1) via.set(n, v);
+          else via.delete(n);
+        }
+      }
+    }
+  }
+  return facts;
+}

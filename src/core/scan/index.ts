@@ -1,0 +1,11 @@
+/**
+ * Static scanner: finds dropout, attention-mask and FFN sites in PyTorch code and
+ * estimates what each costs, without running anything. Pure TypeScript over
+ * web-tree-sitter; no VS Code here.
+ */
+export { createScanner, diffEdit, ScanDocument, Scanner } from './scanner';
+export { type AssetOptions, locateAssets } from './parser';
+export { type CellInput, notebookCells, sanitizeCell, scanCells, scanNotebook } from './notebook';
+export { type ReportLike, shapeHintsFromReport } from './shapes';
+export { type ClassSummary, formatBytes, formatCount, formatHint, formatHover, KIND_TITLE, siteMessage, summarizeClasses } from './format';
+export * from './types';

@@ -1,0 +1,295 @@
+/**
+ * The scanner: text in, sites out. One-shot scans for the CLI, and documents that
+ * keep their syntax tree so an edit re-parses incrementally (`tree.edit` plus
+ * `parser.parse(text, oldTree)`) and only the edited statements are read again.
+ *
+ * Nothing here throws on any input text: failures come back as a result with
+ * `error` set. Only loading the grammar (`createScanner`) can reject.
+ */
+import type { Edit, Node, Parser, Query, Tree } from 'web-tree-sitter';
+import { analyze, type ClassHeader, type PlacedChunk } from './analyze';
+import { type ChunkFacts, extractFacts } from './facts';
+import { formatBytes } from './format';
+import { type AssetOptions, loadRuntime, type ScanRuntime } from './parser';
+import { DEFAULT_MAX_BYTES, type ScanOptions, type ScanResult, type SiteRange } from './types';
+
+type FactCache = Map<string, ChunkFacts>;
+
+interface ChunkNode {
+  node: Node;
+  context: number;
+}
+
+function rangeOf(n: Node): SiteRange {
+  return { startLine: n.startPosition.row, startCol: n.startPosition.column, endLine: n.endPosition.row, endCol: n.endPosition.column };
+}
+
+/**
+ * Splits the module into chunks: each top-level statement, except that a
+ * top-level class is split into its body's statements (one per method), so a
+ * big model class costs one method's work after an edit.
+ */
+function chunksOf(root: Node): { chunks: ChunkNode[]; headers: ClassHeader[] } {
+  const chunks: ChunkNode[] = [];
+  const headers: ClassHeader[] = [];
+  for (const child of root.namedChildren) {
+    if (!child || child.type === 'comment') continue;
+    let cls: Node | null = null;
+    if (child.type === 'class_definition') cls = child;
+    else if (child.type === 'decorated_definition') {
+      const d = child.childForFieldName('definition');
+      if (d && d.type === 'class_definition') cls = d;
+    }
+    const body = cls?.childForFieldName('body');
+    const name = cls?.childForFieldName('name');
+    if (!cls || !body || !name) {
+      chunks.push({ node: child, context: -1 });
+      continue;
+    }
+    const sup = cls.childForFieldName('superclasses');
+    headers.push({
+      name: name.text,
+      bases: sup
+        ? sup.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment' && c.type !== 'keyword_argument').map((c) => c.text.replace(/\s+/g, ''))
+        : [],
+      range: rangeOf(cls),
+    });
+    const hi = headers.length - 1;
+    for (const stmt of body.namedChildren) {
+      if (!stmt || stmt.type === 'comment') continue;
+      chunks.push({ node: stmt, context: hi });
+    }
+  }
+  return { chunks, headers };
+}
+
+function emptyResult(file: string, extra: Partial<ScanResult> = {}): ScanResult {
+  return { file, sites: [], classes: [], config: {}, hasSyntaxErrors: false, stats: { ms: 0, lines: 0, chunks: 0, reusedChunks: 0 }, ...extra };
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function utf8Length(text: string): number {
+  return Buffer.byteLength(text, 'utf8');
+}
+
+/** Rows and the column of `to`, counting from a known line start (indexOf runs natively, a char loop does not). */
+function pointAt(text: string, from: number, fromRow: number, fromLineStart: number, to: number) {
+  let row = fromRow;
+  let lineStart = fromLineStart;
+  for (let i = text.indexOf('\n', from); i >= 0 && i < to; i = text.indexOf('\n', i + 1)) {
+    row++;
+    lineStart = i + 1;
+  }
+  return { row, column: to - lineStart, lineStart };
+}
+
+/** The single edit that turns `a` into `b` (common prefix and suffix kept), or null when equal. */
+export function diffEdit(a: string, b: string): Edit | null {
+  if (a === b) return null;
+  const max = Math.min(a.length, b.length);
+  // Compare blocks first (native string equality), then characters within the first differing block.
+  const BLOCK = 256;
+  let p = 0;
+  while (p + BLOCK <= max && a.slice(p, p + BLOCK) === b.slice(p, p + BLOCK)) p += BLOCK;
+  while (p < max && a.charCodeAt(p) === b.charCodeAt(p)) p++;
+  let s = 0;
+  const room = max - p;
+  while (s + BLOCK <= room && a.slice(a.length - s - BLOCK, a.length - s) === b.slice(b.length - s - BLOCK, b.length - s)) s += BLOCK;
+  while (s < room && a.charCodeAt(a.length - 1 - s) === b.charCodeAt(b.length - 1 - s)) s++;
+  const start = pointAt(a, 0, 0, 0, p);
+  const oldEnd = pointAt(a, p, start.row, start.lineStart, a.length - s);
+  const newEnd = pointAt(b, p, start.row, start.lineStart, b.length - s);
+  return {
+    startIndex: p,
+    oldEndIndex: a.length - s,
+    newEndIndex: b.length - s,
+    startPosition: { row: start.row, column: start.column },
+    oldEndPosition: { row: oldEnd.row, column: oldEnd.column },
+    newEndPosition: { row: newEnd.row, column: newEnd.column },
+  };
+}
+
+export class Scanner {
+  private readonly parser: Parser;
+  private readonly query: Query;
+
+  constructor(readonly runtime: ScanRuntime) {
+    this.parser = runtime.newParser();
+    const q = runtime.queries.get('facts');
+    if (!q) throw new Error('membit scanner: queries/facts.scm is missing');
+    this.query = q;
+  }
+
+  /** Milliseconds the WASM runtime and queries took to load. */
+  get initMs(): number {
+    return this.runtime.initMs;
+  }
+
+  /** Scans a whole text once. */
+  scan(text: string, file: string, opts: ScanOptions = {}): ScanResult {
+    const started = performance.now();
+    const skipped = this.tooLarge(text, file, opts);
+    if (skipped) return skipped;
+    let tree: Tree | null = null;
+    try {
+      tree = this.parser.parse(text);
+      if (!tree) return emptyResult(file, { error: 'the parser gave no tree' });
+      return this.scanTree(tree, file, opts, undefined, started);
+    } catch (e) {
+      return emptyResult(file, { error: messageOf(e) });
+    } finally {
+      tree?.delete();
+    }
+  }
+
+  /** Opens a document that rescans incrementally on each `update`. */
+  open(file: string, text: string, opts: ScanOptions = {}): ScanDocument {
+    return new ScanDocument(this, file, text, opts);
+  }
+
+  /** Frees the parser. Documents opened from this scanner must be disposed first. */
+  dispose(): void {
+    this.parser.delete();
+  }
+
+  /** @internal */
+  tooLarge(text: string, file: string, opts: ScanOptions): ScanResult | undefined {
+    const limit = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+    // A UTF-16 unit is at most 3 UTF-8 bytes: most texts are cleared without counting.
+    if (text.length * 3 <= limit) return undefined;
+    const bytes = utf8Length(text);
+    if (bytes <= limit) return undefined;
+    return emptyResult(file, {
+      skipped: {
+        reason: 'too-large',
+        bytes,
+        limitBytes: limit,
+        message: `Membit: not scanned, ${formatBytes(bytes)} is over the ${formatBytes(limit)} limit (membit.scan.maxFileSizeKB).`,
+      },
+    });
+  }
+
+  /** @internal Parses `text`, reusing `old` (already edited) when given. */
+  parse(text: string, old: Tree | null): Tree | null {
+    return this.parser.parse(text, old);
+  }
+
+  /** @internal */
+  scanTree(tree: Tree, file: string, opts: ScanOptions, cache: FactCache | undefined, started = performance.now()): ScanResult {
+    const root = tree.rootNode;
+    const { chunks, headers } = chunksOf(root);
+    const next: FactCache | undefined = cache ? new Map() : undefined;
+    const placed: PlacedChunk[] = [];
+    let reused = 0;
+    let firstError: string | undefined;
+    for (const c of chunks) {
+      const text = c.node.text;
+      const key = `${c.node.startPosition.column}\u0000${text}`;
+      let facts = cache?.get(key);
+      if (facts) reused++;
+      else {
+        try {
+          facts = extractFacts(this.query, c.node);
+        } catch (e) {
+          // One unreadable statement must not hide the rest of the file.
+          firstError ??= messageOf(e);
+          continue;
+        }
+      }
+      if (next && !facts.hasError) next.set(key, facts);
+      placed.push({ facts, baseRow: c.node.startPosition.row, context: c.context });
+    }
+    if (cache && next) {
+      cache.clear();
+      for (const [k, v] of next) cache.set(k, v);
+    }
+    const analysed = analyze(file, placed, headers, opts);
+    const result: ScanResult = {
+      file,
+      ...analysed,
+      hasSyntaxErrors: root.hasError,
+      stats: { ms: performance.now() - started, lines: root.endPosition.row + 1, chunks: chunks.length, reusedChunks: reused },
+    };
+    if (firstError) result.error = firstError;
+    return result;
+  }
+}
+
+/**
+ * A document kept open for incremental rescans. The editor adapter debounces
+ * changes and calls `update` with the new full text.
+ */
+export class ScanDocument {
+  private tree: Tree | null = null;
+  private text = '';
+  private readonly cache: FactCache = new Map();
+  private current: ScanResult;
+
+  constructor(
+    private readonly scanner: Scanner,
+    readonly file: string,
+    text: string,
+    private opts: ScanOptions,
+  ) {
+    this.current = emptyResult(file);
+    this.update(text);
+  }
+
+  get result(): ScanResult {
+    return this.current;
+  }
+
+  /**
+   * Rescans after a change. Pass `opts` when settings or the measured report
+   * changed; with the same text only the estimates are recomputed.
+   */
+  update(text: string, opts?: ScanOptions): ScanResult {
+    const started = performance.now();
+    if (opts) this.opts = opts;
+    try {
+      const skipped = this.scanner.tooLarge(text, this.file, this.opts);
+      if (skipped) {
+        this.reset();
+        this.text = text;
+        return (this.current = skipped);
+      }
+      if (this.tree) {
+        const edit = diffEdit(this.text, text);
+        if (edit) {
+          this.tree.edit(edit);
+          const next = this.scanner.parse(text, this.tree);
+          this.tree.delete();
+          this.tree = next;
+        }
+      } else {
+        this.tree = this.scanner.parse(text, null);
+      }
+      this.text = text;
+      if (!this.tree) return (this.current = emptyResult(this.file, { error: 'the parser gave no tree' }));
+      return (this.current = this.scanner.scanTree(this.tree, this.file, this.opts, this.cache, started));
+    } catch (e) {
+      // Start from scratch next time rather than trust a half-edited tree.
+      this.reset();
+      return (this.current = emptyResult(this.file, { error: messageOf(e) }));
+    }
+  }
+
+  private reset(): void {
+    this.tree?.delete();
+    this.tree = null;
+    this.text = '';
+    this.cache.clear();
+  }
+
+  dispose(): void {
+    this.reset();
+  }
+}
+
+/** Loads the grammar and queries (once per process) and returns a scanner. */
+export async function createScanner(opts: AssetOptions = {}): Promise<Scanner> {
+  return new Scanner(await loadRuntime(opts));
+}

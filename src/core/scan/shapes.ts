@@ -1,0 +1,346 @@
+/**
+ * Static memory estimates. Shapes come, in order, from the latest measured report,
+ * the `membit.shapes` setting, and literal defaults written in the file; a
+ * dimension found nowhere leaves the estimate "shape unknown" — never a guess.
+ */
+import type { ConfigValue, Estimate, EstimateShape, FileConfig, MeasuredLine, ShapeHints, ShapeSettings } from './types';
+
+/** Names under which model code writes each dimension, most specific first. */
+const ROLE_NAMES: Record<keyof FileConfig | 'imgSize' | 'patchSize', readonly string[]> = {
+  hidden: ['n_embd', 'n_embed', 'hidden_size', 'd_model', 'embed_dim', 'emb_dim', 'embedding_dim', 'model_dim', 'd_embed', 'dim', 'width'],
+  seqLen: [
+    'block_size', 'seq_len', 'seq_length', 'max_seq_len', 'max_seq_length', 'sequence_length', 'max_position_embeddings', 'n_positions',
+    'n_ctx', 'context_length', 'context_len', 'ctx_len',
+  ],
+  heads: ['n_head', 'n_heads', 'num_heads', 'num_attention_heads', 'nhead', 'num_head', 'heads', 'n_attn_heads'],
+  batch: ['batch_size', 'micro_batch_size', 'train_batch_size', 'per_device_train_batch_size', 'mini_batch_size', 'batch'],
+  intermediate: ['intermediate_size', 'd_ff', 'dim_feedforward', 'ffn_dim', 'ffn_hidden_size', 'mlp_dim', 'n_inner', 'hidden_dim'],
+  mlpRatio: ['mlp_ratio'],
+  imgSize: ['img_size', 'image_size'],
+  patchSize: ['patch_size'],
+};
+
+/** Smallest plausible value per role: `dim=1` is an axis, not a width. */
+const MIN_VALUE: Partial<Record<keyof typeof ROLE_NAMES, number>> = { hidden: 16, intermediate: 16, seqLen: 4, imgSize: 8, patchSize: 1 };
+const GENERIC = new Set(['dim', 'width', 'heads', 'batch', 'hidden_dim']);
+
+export interface RawConfig {
+  name: string;
+  value: number;
+  /** Lower is more trustworthy: 0 class/dataclass field, 1 module global, 2 body assignment, 3 parameter default, 4 call keyword. */
+  rank: number;
+  line: number;
+}
+
+export interface ConfigTable {
+  file: FileConfig;
+  /** Every literal name → value (best rank, first in the file), for evaluating widths such as `4 * config.n_embd`. */
+  values: Map<string, number>;
+  /**
+   * Values for bare names (`dim`, `sz`): only class fields and module globals. A
+   * parameter default of one function says nothing about another function's parameter.
+   */
+  bareValues: Map<string, number>;
+  imgSize?: ConfigValue;
+  patchSize?: ConfigValue;
+}
+
+export function buildConfig(raw: readonly RawConfig[]): ConfigTable {
+  const best = new Map<string, RawConfig>();
+  for (const r of raw) {
+    if (!Number.isFinite(r.value) || r.value < 0) continue;
+    const prev = best.get(r.name);
+    if (!prev || r.rank < prev.rank || (r.rank === prev.rank && r.line < prev.line)) best.set(r.name, r);
+  }
+  const specific = new Set(Object.values(ROLE_NAMES).flat().filter((n) => !GENERIC.has(n)));
+  const values = new Map<string, number>();
+  const bareValues = new Map<string, number>();
+  for (const [k, v] of best) {
+    // Keywords of arbitrary calls (`dim=1`, `size=3`) are not model widths; config-looking names are.
+    if (v.rank >= 4 && !specific.has(k)) continue;
+    if (GENERIC.has(k) && v.value < 16) continue;
+    values.set(k, v.value);
+    if (v.rank <= 1) bareValues.set(k, v.value);
+  }
+  const pick = (role: keyof typeof ROLE_NAMES, integer = true): ConfigValue | undefined => {
+    let found: RawConfig | undefined;
+    for (const name of ROLE_NAMES[role]) {
+      const r = best.get(name);
+      if (!r || (integer && (!Number.isInteger(r.value) || r.value < (MIN_VALUE[role] ?? 1)))) continue;
+      // `torch.cat(xs, dim=1)` is not a model width: generic names count only where defined.
+      if (r.rank >= 4 && GENERIC.has(name)) continue;
+      // A better-ranked definition under a less specific name beats a worse-ranked one.
+      if (!found || r.rank < found.rank) found = r;
+    }
+    return found ? { value: found.value, name: found.name, line: found.line } : undefined;
+  };
+  const file: FileConfig = {};
+  for (const role of ['hidden', 'seqLen', 'heads', 'batch', 'intermediate'] as const) {
+    const v = pick(role);
+    if (v) file[role] = v;
+  }
+  const ratio = pick('mlpRatio', false);
+  if (ratio) file.mlpRatio = ratio;
+  const table: ConfigTable = { file, values, bareValues };
+  const img = pick('imgSize');
+  const patch = pick('patchSize');
+  if (img) table.imgSize = img;
+  if (patch) table.patchSize = patch;
+  return table;
+}
+
+/**
+ * Evaluates a width as written (`4 * config.n_embd`, `int(dim * mlp_ratio)`) with the
+ * literal values of the file. Undefined when any name is unknown.
+ */
+export function evalDim(text: string, values: ReadonlyMap<string, number>, bareValues: ReadonlyMap<string, number> = values): number | undefined {
+  const toks = text.match(/\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|[A-Za-z_][\w.]*|\/\/|\*\*|[-+*/%(),]/g);
+  if (!toks || toks.join('').length !== text.replace(/\s+/g, '').length) return undefined;
+  let i = 0;
+  const peek = () => toks[i];
+  const expr = (): number | undefined => {
+    let v = term();
+    while (v !== undefined && (peek() === '+' || peek() === '-')) {
+      const op = toks[i++];
+      const r = term();
+      if (r === undefined) return undefined;
+      v = op === '+' ? v + r : v - r;
+    }
+    return v;
+  };
+  const term = (): number | undefined => {
+    let v = unary();
+    while (v !== undefined && ['*', '/', '//', '%'].includes(peek() ?? '')) {
+      const op = toks[i++];
+      const r = unary();
+      if (r === undefined || (op !== '*' && r === 0)) return undefined;
+      v = op === '*' ? v * r : op === '/' ? v / r : op === '//' ? Math.floor(v / r) : v % r;
+    }
+    return v;
+  };
+  const unary = (): number | undefined => {
+    if (peek() === '-') {
+      i++;
+      const v = unary();
+      return v === undefined ? undefined : -v;
+    }
+    if (peek() === '+') i++;
+    const base = atom();
+    if (base !== undefined && peek() === '**') {
+      i++;
+      const e = unary();
+      return e === undefined ? undefined : base ** e;
+    }
+    return base;
+  };
+  const atom = (): number | undefined => {
+    const t = toks[i++];
+    if (t === undefined) return undefined;
+    if (t === '(') {
+      const v = expr();
+      return toks[i++] === ')' ? v : undefined;
+    }
+    if (/^\d/.test(t)) return Number(t);
+    if (/^[A-Za-z_]/.test(t)) {
+      if (peek() === '(') {
+        // int(...), round(...), max(a, b): the usual wrappers around a width.
+        if (!['int', 'round', 'max', 'min'].includes(t)) return undefined;
+        i++;
+        const args: number[] = [];
+        for (;;) {
+          const v = expr();
+          if (v === undefined) return undefined;
+          args.push(v);
+          if (peek() === ',') {
+            i++;
+            continue;
+          }
+          break;
+        }
+        if (toks[i++] !== ')') return undefined;
+        if (t === 'max') return Math.max(...args);
+        if (t === 'min') return Math.min(...args);
+        return t === 'round' ? Math.round(args[0] as number) : Math.trunc(args[0] as number);
+      }
+      const dot = t.lastIndexOf('.');
+      return dot < 0 ? bareValues.get(t) : values.get(t.slice(dot + 1));
+    }
+    return undefined;
+  };
+  const v = expr();
+  return i === toks.length && v !== undefined && Number.isFinite(v) ? v : undefined;
+}
+
+/** One dimension and where it came from. */
+export interface Dim {
+  value: number;
+  origin: 'settings' | 'config';
+  /** For the note: `membit.shapes.batch`, `n_embd (line 12)`. */
+  label: string;
+}
+
+export type Role = 'batch' | 'seqLen' | 'hidden' | 'heads';
+
+export class ShapeContext {
+  constructor(
+    readonly settings: ShapeSettings,
+    readonly config: ConfigTable,
+    readonly hints: ShapeHints | undefined,
+  ) {}
+
+  dim(role: Role): Dim | undefined {
+    const s = this.settings[role];
+    if (typeof s === 'number' && Number.isFinite(s) && s >= 1) return { value: Math.floor(s), origin: 'settings', label: `membit.shapes.${role}` };
+    const c = this.config.file[role];
+    if (c) return { value: c.value, origin: 'config', label: `${c.name} (line ${c.line + 1})` };
+    if (role === 'seqLen' && this.config.imgSize && this.config.patchSize && this.config.patchSize.value > 0) {
+      // A ViT sees (img/patch)² patches plus the class token.
+      const n = Math.floor(this.config.imgSize.value / this.config.patchSize.value);
+      return { value: n * n + 1, origin: 'config', label: `(${this.config.imgSize.name}/${this.config.patchSize.name})²+1` };
+    }
+    return undefined;
+  }
+
+  /** Sums what the report measured on these 0-based lines (the site's lines, or the lines that use it). */
+  measured(lines: readonly number[]): MeasuredLine | undefined {
+    if (!this.hints) return undefined;
+    let elements = 0;
+    let maskBytes = 0;
+    let hit = false;
+    let haveElements = true;
+    const seen = new Set<number>();
+    for (const l of lines) {
+      if (seen.has(l)) continue;
+      seen.add(l);
+      const m = this.hints.byLine.get(l + 1);
+      if (!m) continue;
+      hit = true;
+      if (m.elements !== undefined) elements += m.elements;
+      else haveElements = false;
+      if (m.maskBytes !== undefined) maskBytes += m.maskBytes;
+      else if (m.elements !== undefined) maskBytes += m.elements;
+    }
+    if (!hit) return undefined;
+    return haveElements ? { elements, maskBytes } : { maskBytes };
+  }
+}
+
+const SYMBOL: Record<Role, string> = { batch: 'B', seqLen: 'L', hidden: 'd', heads: 'H' };
+
+/**
+ * Builds an estimate from the product of dimensions (`count` repeats: L·L).
+ * Without a batch size the figure is per sample; without any other dimension, unknown.
+ */
+export function fromDims(
+  ctx: ShapeContext,
+  roles: readonly Role[],
+  bytesPerElement: number,
+  packable: boolean,
+  what: string,
+): Estimate {
+  const used: Partial<Record<Role, Dim>> = {};
+  const missing: Role[] = [];
+  for (const r of new Set(roles)) {
+    const d = ctx.dim(r);
+    if (d) used[r] = d;
+    else if (r !== 'batch') missing.push(r);
+  }
+  if (missing.length > 0) {
+    return {
+      source: 'unknown',
+      note: `shape unknown: no ${missing.map((r) => `${SYMBOL[r]} (${r})`).join(', ')} in the file; set membit.shapes`,
+    };
+  }
+  let elements = 1;
+  for (const r of roles) {
+    const d = used[r];
+    if (d) elements *= d.value;
+  }
+  const shape: EstimateShape = {};
+  for (const r of Object.keys(used) as Role[]) shape[r] = (used[r] as Dim).value;
+  const origins = Object.values(used).map((d) => d?.origin);
+  const est: Estimate = {
+    elements,
+    maskBytes: elements * bytesPerElement,
+    source: origins.includes('settings') ? 'settings' : 'config',
+    shape,
+    note: `${what} = ${roles.map((r) => SYMBOL[r]).join('·')}; ${Object.entries(used)
+      .map(([r, d]) => `${SYMBOL[r as Role]}=${d?.value} from ${d?.label}`)
+      .join(', ')}`,
+  };
+  if (packable) est.packedBytes = Math.ceil(elements / 8);
+  if (roles.includes('batch') && !used.batch) {
+    est.perSample = true;
+    est.note += '; per sample (no batch size known)';
+  }
+  return est;
+}
+
+/** An estimate straight from the report. */
+export function fromReport(m: MeasuredLine, packable: boolean): Estimate {
+  const est: Estimate = { source: 'report', note: 'measured in the latest profile run' };
+  if (m.elements !== undefined) est.elements = m.elements;
+  if (m.maskBytes !== undefined) est.maskBytes = m.maskBytes;
+  if (packable) {
+    const n = m.elements ?? m.maskBytes;
+    if (n !== undefined) est.packedBytes = Math.ceil(n / 8);
+  }
+  return est;
+}
+
+/** Bytes per element of a dtype as written (`torch.bool`, `dtype`); undefined when not literal. */
+export function dtypeBytes(text: string | undefined): number | undefined {
+  if (!text) return undefined;
+  const t = text.replace(/^(torch|np|numpy)\./, '');
+  if (/^(bool|uint8|int8|float8\w*)$/.test(t)) return 1;
+  if (/^(float16|half|bfloat16|int16|short)$/.test(t)) return 2;
+  if (/^(float32|float|int32|int)$/.test(t)) return 4;
+  if (/^(float64|double|int64|long)$/.test(t)) return 8;
+  return undefined;
+}
+
+/** Accepts any object shaped like a `membit.report/1` document. */
+export interface ReportLike {
+  sites?: readonly { file?: unknown; line?: unknown; elements?: unknown; mask_bytes?: unknown }[];
+  modules?: readonly { created_at?: { file?: unknown; line?: unknown } | null; mask_bytes?: unknown }[];
+  lines?: readonly { file?: unknown; line?: unknown; mask_bytes?: unknown }[];
+}
+
+function sameFile(reportPath: unknown, file: string): boolean {
+  if (typeof reportPath !== 'string' || reportPath.length === 0) return false;
+  const a = reportPath.replace(/\\/g, '/');
+  const b = file.replace(/\\/g, '/');
+  // Report paths are relative to the run's root; the editor knows absolute ones.
+  return a === b || b.endsWith(`/${a}`) || a.endsWith(`/${b}`);
+}
+
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined);
+
+/**
+ * Measured figures for `file` from a report: its `sites` first, then modules by the
+ * line that created them, then per-line mask bytes.
+ */
+export function shapeHintsFromReport(report: ReportLike | null | undefined, file: string): ShapeHints {
+  const byLine = new Map<number, MeasuredLine>();
+  if (!report || typeof report !== 'object') return { byLine };
+  const put = (line: unknown, m: MeasuredLine) => {
+    const l = num(line);
+    if (l === undefined || byLine.has(l)) return;
+    if (m.elements === undefined && m.maskBytes === undefined) return;
+    byLine.set(l, m);
+  };
+  const clean = (elements: unknown, maskBytes: unknown): MeasuredLine => {
+    const m: MeasuredLine = {};
+    const e = num(elements);
+    const b = num(maskBytes);
+    if (e !== undefined) m.elements = e;
+    if (b !== undefined) m.maskBytes = b;
+    return m;
+  };
+  for (const s of Array.isArray(report.sites) ? report.sites : []) if (s && sameFile(s.file, file)) put(s.line, clean(s.elements, s.mask_bytes));
+  for (const m of Array.isArray(report.modules) ? report.modules : []) {
+    if (m?.created_at && sameFile(m.created_at.file, file) && num(m.mask_bytes)) put(m.created_at.line, clean(undefined, m.mask_bytes));
+  }
+  for (const l of Array.isArray(report.lines) ? report.lines : []) if (l && sameFile(l.file, file) && num(l.mask_bytes)) put(l.line, clean(undefined, l.mask_bytes));
+  return { byLine };
+}
