@@ -1,0 +1,507 @@
+"""Runs a user's training script under the profiler and always leaves a report behind.
+
+The script runs as __main__ in this process (its own sys.argv, sys.path[0] = its folder, the
+caller's working directory). The run ends in one of four ways, each with a report:
+  ok         the last profiled step finished (StopScript from the optimizer hook) or the script ended;
+  oom        CUDA ran out of memory: allocator state and holders at the failure are kept;
+  error      the script raised (or the harness could not apply the variant): traceback kept;
+  cancelled  SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import runpy
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+from . import allocator, report
+from .frames import CodeFilter, PathMapper
+from .nvml import NvmlSampler
+from .progress import Progress
+from .tracker import Cancelled, HarnessAbort, StopScript, Tracker, now_us
+
+VARIANTS = {
+    # variant: (dropout mode, ffn mode) as membit.patch takes them
+    "baseline": (None, None),
+    "packed": ("packed", None),
+    "recompute": ("recompute", None),
+    "sparse24": (None, "2:4"),
+    "packed+sparse24": ("packed", "2:4"),
+}
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+# Allocator trace entries kept (a ring buffer): a few profiled steps of a large model fit.
+HISTORY_ENTRIES = 400_000
+
+
+@dataclass
+class Options:
+    script: str
+    args: List[str]
+    out: str
+    variant: str = "baseline"
+    steps: int = 3
+    warmup: int = 1
+    sites: Optional[str] = None
+    root: str = field(default_factory=os.getcwd)
+    module_timing: bool = True
+    allocator_history: bool = True
+
+
+def is_oom(e: BaseException) -> bool:
+    for name in ("OutOfMemoryError",):
+        cls = getattr(torch.cuda, name, None) or getattr(torch, name, None)
+        if isinstance(cls, type) and isinstance(e, cls):
+            return True
+    # torch 1.13 raises a plain RuntimeError.
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower() and "cuda" in str(e).lower()
+
+
+def load_sites(path: Optional[str], paths: PathMapper):
+    """{(relative file, line)} from a sites file: a list of {"file", "line"} (1-based) or {"sites": [...]}."""
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    items = doc.get("sites", []) if isinstance(doc, dict) else doc
+    out = set()
+    for it in items:
+        file, line = it.get("file"), it.get("line")
+        if not isinstance(file, str) or not isinstance(line, int):
+            raise ValueError(f"{path}: each site needs a string 'file' and an integer 'line', got {it!r}")
+        if not os.path.isabs(file):
+            file = os.path.join(paths.root, file)
+        out.add((paths(file), line))
+    return out
+
+
+class Harness:
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.code = CodeFilter()
+        self.paths = PathMapper(opts.root)
+        self.progress = Progress()
+        self.notes: List[str] = []
+        self.cuda = torch.cuda.is_available()
+        self.cuda_used = False
+        self.status = "ok"
+        self.error: Optional[str] = None
+        self.error_at: Optional[dict] = None
+        self.exit_code = EXIT_OK
+        self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.start_t = now_us()
+        self._t0 = time.perf_counter()
+        self.markers: list = []
+        self.history = False
+        self.replay = None
+        self.clock_offset: Optional[int] = None
+        self.clock_delta = 1000
+        self.nvml: Optional[NvmlSampler] = None
+        self.peak_allocated: Optional[int] = None
+        self.peak_reserved: Optional[int] = None
+        self.oom_state: Optional[dict] = None
+        self.patched: List[dict] = []
+        self.skipped: List[dict] = []
+        self._patched_roots: list = []
+        self._finishing = False
+        self._cuda_index = 0
+        self.variant_modes = VARIANTS[opts.variant]
+        self.sites = load_sites(opts.sites, self.paths)
+        self.tracker = Tracker(warmup=opts.warmup, steps=opts.steps, code=self.code,
+                               module_timing=opts.module_timing, on_step=self._on_step,
+                               on_profiling_start=self._on_profiling_start, on_first_call=self._on_first_call,
+                               route_dropout=self._route_dropout if self.sites else None)
+        self._cpu_peak = 0
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.progress.install()
+        old_term = signal.signal(signal.SIGTERM, self._on_sigterm) if threading.current_thread() is threading.main_thread() else None
+        try:
+            try:
+                self._start()
+                try:
+                    self._run_script()
+                finally:
+                    self._finishing = True
+                    self.tracker.uninstall()
+                self._collect()
+                doc = report.build(self)
+            except Exception as e:  # noqa: BLE001 - a harness bug must still leave a report
+                self._finishing = True
+                traceback.print_exc()
+                doc = self._fallback_doc(e)
+            report.write_atomic(self.opts.out, doc)
+        finally:
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            self.progress.emit("finished", status=self.status, report=os.path.abspath(self.opts.out))
+            self.progress.uninstall()
+        return self.exit_code
+
+    def _start(self) -> None:
+        device_name = "cpu"
+        if self.cuda:
+            torch.cuda.init()
+            self._cuda_index = torch.cuda.current_device()
+            device_name = torch.cuda.get_device_name(self._cuda_index)
+            if self.opts.allocator_history:
+                why = allocator.start_history(HISTORY_ENTRIES)
+                self.history = why is None
+                if why:
+                    self.notes.append(why)
+            else:
+                self.notes.append("allocator history turned off (--no-allocator-history)")
+        self.progress.emit("started", pid=os.getpid(), device=device_name, steps=self.opts.steps, warmup=self.opts.warmup)
+        self.tracker.install()
+
+    def _run_script(self) -> None:
+        script = os.path.abspath(self.opts.script)
+        saved_argv, saved_path0 = sys.argv, list(sys.path)
+        sys.argv = [self.opts.script] + list(self.opts.args)
+        sys.path.insert(0, os.path.dirname(script))
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except StopScript:
+            pass
+        except Cancelled:
+            self._fail("cancelled", "cancelled (SIGTERM)", EXIT_SIGTERM)
+        except KeyboardInterrupt:
+            self._fail("cancelled", "cancelled (interrupted)", EXIT_SIGINT)
+        except HarnessAbort as e:
+            self._fail("error", str(e), EXIT_ERROR)
+        except SystemExit as e:
+            if e.code not in (None, 0):
+                self._fail("error", f"the script exited with status {e.code}", EXIT_ERROR)
+        except BaseException as e:  # noqa: BLE001 - every failure of the script ends in a report
+            if is_oom(e):
+                self._note_oom(e)
+                self._fail("oom", self._format_error(e), EXIT_OOM, e)
+            else:
+                self._fail("error", self._format_error(e), EXIT_ERROR, e)
+        finally:
+            sys.argv = saved_argv
+            sys.path[:] = saved_path0
+        if self.tracker.cancel_requested and self.status == "ok":
+            self._fail("cancelled", "cancelled (SIGTERM)", EXIT_SIGTERM)
+
+    def _fail(self, status, message, code, exc=None) -> None:
+        self.status, self.error, self.exit_code = status, message, code
+        if exc is not None:
+            self.error_at = self._user_frame_of(exc)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.tracker.cancel_requested = True
+        if not self._finishing:
+            raise Cancelled()
+
+    # -- hooks' callbacks -------------------------------------------------------------------
+
+    def _device(self):
+        d = self.tracker.device
+        if d is not None and d.type == "cuda":
+            return d
+        return torch.device("cuda", self._cuda_index)
+
+    def _on_profiling_start(self) -> None:
+        if not self.cuda:
+            return
+        dev = self._device()
+        try:
+            torch.cuda.reset_peak_memory_stats(dev)
+        except Exception:  # noqa: BLE001
+            pass
+        if self.history:
+            why = allocator.start_history(HISTORY_ENTRIES, clear=True)
+            if why:
+                self.history = False
+                self.notes.append(why)
+            else:
+                self.markers = [allocator.Marker.place(dev, now_us)]
+        if self.nvml is None:
+            idx = dev.index if dev.index is not None else self._cuda_index
+            self.nvml = NvmlSampler.open(idx)
+            if self.nvml is None:
+                self.notes.append("NVML not available: device-wide used memory not recorded")
+            else:
+                self.nvml.start()
+
+    def _on_step(self, info) -> None:
+        tr = self.tracker
+        warm = info.index <= tr.warmup
+        dev = tr.device
+        if dev is not None and dev.type == "cuda":
+            self.cuda_used = True
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            info.end_event = ev
+            allocated = torch.cuda.memory_allocated(dev)
+            peak = torch.cuda.max_memory_allocated(dev)
+        else:
+            # No allocator on CPU: the tensors the harness knows of.
+            persistent = sum(p.numel() * p.element_size() for p in tr._all_params()) + tr.optimizer_state_bytes()
+            allocated = persistent + sum(info.grads.values())
+            snap = info.bwd_snapshot
+            at_bwd = persistent + (snap.saved + sum(snap.grads.values()) if snap is not None else 0)
+            self._cpu_peak = max(self._cpu_peak, allocated, at_bwd)
+            peak = self._cpu_peak
+        if warm:
+            step, total, phase = info.index, tr.warmup, "warmup"
+        else:
+            step, total, phase = info.index - tr.warmup, self.opts.steps, "profiling"
+        self.progress.emit("step", step=step, total=total, allocated=int(allocated), peak=int(peak), phase=phase)
+
+    def _on_first_call(self, root) -> None:
+        dropout, ffn = self.variant_modes
+        if dropout is None and ffn is None:
+            return
+        for done in self._patched_roots:
+            if any(m is root for m in done.modules()):
+                return  # part of a model already converted
+        try:
+            import membit
+
+            patch = membit.patch
+        except (ImportError, AttributeError) as e:
+            raise HarnessAbort(f"variant {self.opts.variant!r} is not available: membit.patch cannot be imported ({e})")
+        try:
+            if self.sites is None:
+                record = patch(root, dropout=dropout, ffn=ffn)
+                self._note_patch(record, prefix="")
+            else:
+                self._patch_sites(root, patch, dropout, ffn)
+        except HarnessAbort:
+            raise
+        except (NotImplementedError, ValueError, TypeError, RuntimeError) as e:
+            raise HarnessAbort(f"variant {self.opts.variant!r} is not available: membit.patch raised "
+                               f"{type(e).__name__}: {e}")
+        self._patched_roots.append(root)
+
+    def _patch_sites(self, root, patch, dropout, ffn) -> None:
+        """Converts only the modules created at the chosen file:line sites."""
+        created = self.tracker.created_at
+        for name, module in list(root.named_modules()):
+            c = created.get(module)
+            if c is None or (self.paths(c[0]), c[1]) not in self.sites:
+                continue
+            parent_name, _, attr = name.rpartition(".")
+            parent = root.get_submodule(parent_name) if parent_name else root
+            if not attr:
+                continue
+            # patch() converts a model's children: give it a holder whose one child is this module.
+            holder = torch.nn.Module()
+            holder.add_module(attr, module)
+            record = patch(holder, dropout=dropout, ffn=ffn, functional=False)
+            new = getattr(holder, attr)
+            if new is not module:
+                setattr(parent, attr, new)
+            self._note_patch(record, prefix=parent_name)
+
+    def _note_patch(self, record, prefix: str) -> None:
+        created = self.tracker.created_at
+        for r in getattr(record, "replaced", []) or []:
+            name = ".".join(x for x in (prefix, getattr(r, "name", "")) if x)
+            old, new = getattr(r, "old", None), getattr(r, "new", None)
+            self.patched.append({"path": name, "kind": str(getattr(r, "kind", "")),
+                                 "from": type(old).__name__, "to": type(new).__name__})
+            if old is not None and new is not None and old in created:
+                # The replacement was made by the harness; where the user built the original says more.
+                created[new] = created[old]
+        for s in getattr(record, "skipped", []) or []:
+            name = ".".join(x for x in (prefix, getattr(s, "name", "")) if x)
+            self.skipped.append({"path": name, "type": str(getattr(s, "type", "")), "reason": str(getattr(s, "reason", ""))})
+
+    def _route_dropout(self, frame):
+        dropout = self.variant_modes[0]
+        if dropout is None or (self.paths(frame[0]), frame[1]) not in self.sites:
+            return None
+        from membit.nn.functional import packed_dropout
+
+        return lambda x, p, training, inplace: packed_dropout(x, p, training, inplace, dropout)
+
+    # -- after the script -------------------------------------------------------------------
+
+    def _note_oom(self, e: BaseException) -> None:
+        st = {"message": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}
+        try:
+            dev = self._device()
+            st["allocated"] = int(torch.cuda.memory_allocated(dev))
+            st["reserved"] = int(torch.cuda.memory_reserved(dev))
+            free, total = torch.cuda.mem_get_info(dev)
+            st["device_free"], st["device_total"] = int(free), int(total)
+        except Exception:  # noqa: BLE001
+            pass
+        self.oom_state = st
+
+    def _collect(self) -> None:
+        """Synchronizes, snapshots the allocator, and stops the samplers."""
+        dev = self._device() if self.cuda else None
+        if self.tracker.device is not None and self.tracker.device.type == "cuda":
+            self.cuda_used = True
+        if dev is not None:
+            try:
+                torch.cuda.synchronize(dev)
+            except Exception as e:  # noqa: BLE001 - after a device error; timings are then lost
+                self.notes.append(f"could not synchronize the device: {e}")
+            try:
+                self.peak_allocated = int(torch.cuda.max_memory_allocated(dev))
+                self.peak_reserved = int(torch.cuda.max_memory_reserved(dev))
+            except Exception:  # noqa: BLE001
+                pass
+            if self.history:
+                try:
+                    if self.markers:
+                        self.markers.append(allocator.Marker.place(dev, now_us))
+                except Exception:  # noqa: BLE001 - no memory left for even a marker after an OOM
+                    pass
+                snap = allocator.take_snapshot(dev.index if dev.index is not None else self._cuda_index)
+                allocator.stop_history()
+                if snap is None:
+                    self.notes.append("allocator snapshot failed")
+                else:
+                    events, blocks, reserved = snap
+                    if len(events) >= HISTORY_ENTRIES:
+                        self.notes.append("allocator history filled its buffer: the oldest events are lost")
+                    self.replay = allocator.replay(events, blocks, reserved)
+                    offset, unc = allocator.calibrate(events, self.markers)
+                    if offset is None:
+                        self.notes.append("allocator history has no timestamps or markers: peak attributed by address only")
+                    else:
+                        self.clock_offset = offset
+                        self.clock_delta = max(1000, 2 * unc)
+        if self.nvml is not None:
+            self.nvml.stop()
+
+    def elapsed_ms(self, start, end) -> Optional[float]:
+        if isinstance(start, float):
+            return (end - start) * 1000.0
+        try:
+            return float(start.elapsed_time(end))
+        except Exception:  # noqa: BLE001 - an event that never ran (the step failed)
+            return None
+
+    def step_times(self) -> List[float]:
+        tr = self.tracker
+        out = []
+        steps = tr.steps_info
+        for k in sorted(steps):
+            info = steps[k]
+            if k <= tr.warmup or info.end_t is None:
+                continue
+            prev = steps.get(k - 1)
+            if info.end_event is not None and prev is not None and prev.end_event is not None:
+                ms = self.elapsed_ms(prev.end_event, info.end_event)
+                if ms is not None:
+                    out.append(ms / 1000.0)
+                    continue
+            start = prev.end_t if prev is not None and prev.end_t is not None else info.start_t
+            out.append((info.end_t - start) / 1e6)
+        return out
+
+    def device_used_peak(self) -> Optional[int]:
+        s = self.nvml_samples()
+        return max(u for _, u in s) if s else None
+
+    def nvml_samples(self):
+        return list(self.nvml.samples) if self.nvml is not None else []
+
+    # -- report pieces ----------------------------------------------------------------------
+
+    def _user_frame_of(self, exc: BaseException) -> Optional[dict]:
+        last = None
+        for fs in traceback.extract_tb(exc.__traceback__):
+            if not self.code.is_library(fs.filename):
+                last = fs
+        return {"file": self.paths(last.filename), "line": int(last.lineno or 0)} if last else None
+
+    def _format_error(self, exc: BaseException, keep: int = 40) -> str:
+        frames = traceback.extract_tb(exc.__traceback__)
+        # Start at the user's script: runpy and the harness are noise here.
+        for i, fs in enumerate(frames):
+            if not self.code.is_library(fs.filename):
+                frames = frames[i:]
+                break
+        text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+        text += "".join(traceback.format_exception_only(type(exc), exc))
+        lines = text.rstrip("\n").splitlines()
+        if len(lines) > keep:
+            lines = ["Traceback (most recent call last, first lines cut):"] + lines[-keep:]
+        return "\n".join(lines)
+
+    def run_doc(self, dev) -> dict:
+        import membit
+
+        if dev is not None and dev.type == "cuda":
+            idx = dev.index if dev.index is not None else self._cuda_index
+            props = torch.cuda.get_device_properties(idx)
+            device = {"name": props.name, "type": "cuda", "index": idx, "total_bytes": int(props.total_memory),
+                      "capability": f"{props.major}.{props.minor}"}
+        else:
+            device = {"name": f"CPU ({platform.machine() or 'unknown'})", "type": dev.type if dev else "cpu",
+                      "index": None, "total_bytes": None, "capability": None}
+        host = os.environ.get("MEMBIT_TARGET_HOST")
+        kind = os.environ.get("MEMBIT_TARGET_KIND") or ("ssh" if os.environ.get("SSH_CONNECTION") else "local")
+        if kind == "ssh" and not host:
+            host = platform.node() or None
+        tr = self.tracker
+        done = max(0, min(tr.step - 1 - tr.warmup, tr.steps if tr.steps else 10 ** 9))
+        return {
+            "id": datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+            "script": self.paths(os.path.abspath(self.opts.script)),
+            "argv": list(self.opts.args),
+            "variant": self.opts.variant,
+            "target": {"kind": kind if kind in ("local", "ssh") else "local", "host": host},
+            "device": device,
+            "python": platform.python_version(),
+            "torch": str(torch.__version__),
+            "membit": getattr(membit, "__version__", "0"),
+            "started": self.started,
+            "duration_s": round(time.perf_counter() - self._t0, 3),
+            "steps": done,
+            "warmup": self.opts.warmup,
+            "steps_requested": self.opts.steps,
+            "status": self.status,
+            "error": self.error,
+            "error_at": self.error_at,
+            "root": self.paths.root,
+            "pid": os.getpid(),
+            "patched": self.patched,
+            "skipped": self.skipped,
+            "notes": list(self.notes) + ([] if tr.primary_opt is not None or self.status != "ok"
+                                         else ["no optimizer step was seen: the whole run counts as one step"]),
+        }
+
+    def _fallback_doc(self, exc: Exception) -> dict:
+        """A valid report with nothing measured in it, when building the real one failed."""
+        if self.status == "ok":
+            self.status, self.exit_code = "error", EXIT_ERROR
+        msg = f"membit could not build the report: {type(exc).__name__}: {exc}"
+        self.error = (self.error + "\n" + msg) if self.error else msg
+        dev = self.tracker.device
+        try:
+            run = self.run_doc(dev)
+        except Exception:  # noqa: BLE001
+            run = self.run_doc(None)
+        zero = {k: 0 for k in ("params", "buffers", "grads", "optimizer_state", "saved_bytes", "mask_bytes",
+                               "saved_outside_modules", "params_at_peak", "buffers_at_peak", "grads_at_peak",
+                               "optimizer_state_at_peak", "activations_at_peak", "masks_at_peak", "tracked_at_peak")}
+        summary = dict(zero, peak_allocated=self.peak_allocated, peak_reserved=self.peak_reserved, device_used_peak=None,
+                       unattributed_at_peak=None, step_time_s=None, samples_per_s=None, batch_size=None)
+        return {"schema": "membit.report/1", "run": run, "summary": summary, "lines": [], "modules": [], "sites": [],
+                "timeline": None, "peak": {"t_ms": None, "step": None, "phase": None, "source": "tensors",
+                                           "replay_bytes": None, "top": []}, "oom": None}
