@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { Io } from '../../src/core/cli/command';
+import { main } from '../../src/core/cli/main';
+import { FIXTURES } from './scanSupport';
+
+function capture(cwd: string): Io & { stdout: string; stderr: string } {
+  const io = {
+    stdout: '',
+    stderr: '',
+    cwd,
+    out(t: string) {
+      io.stdout += t;
+    },
+    err(t: string) {
+      io.stderr += t;
+    },
+  };
+  return io;
+}
+
+function workspace(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'membit-scan-'));
+  const drop = 'import torch.nn as nn\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.d = nn.Dropout(0.1)\n';
+  writeFileSync(join(dir, 'a.py'), drop);
+  mkdirSync(join(dir, 'pkg', 'sub'), { recursive: true });
+  writeFileSync(join(dir, 'pkg', 'sub', 'b.py'), 'import torch.nn.functional as F\ny = F.dropout(x, 0.2)\n');
+  writeFileSync(join(dir, 'pkg', 'notes.txt'), 'nn.Dropout(0.1)\n');
+  // Not scanned: VCS data, dependencies, virtual environments.
+  for (const d of ['.git', 'node_modules/pkg', 'env']) {
+    mkdirSync(join(dir, d), { recursive: true });
+    writeFileSync(join(dir, d, 'c.py'), drop);
+  }
+  writeFileSync(join(dir, 'env', 'pyvenv.cfg'), 'home = /usr/bin\n');
+  // Invalid UTF-8 in a comment must not stop the scan.
+  writeFileSync(join(dir, 'latin1.py'), Buffer.concat([Buffer.from('# caf\xe9 \xff\xfe\n', 'latin1'), Buffer.from(drop)]));
+  writeFileSync(join(dir, 'nb.ipynb'), readFileSync(join(FIXTURES(), 'notebook_style.ipynb')));
+  return dir;
+}
+
+test('membit scan --json over a folder: stable shape, 1-based positions, skipped folders', async () => {
+  const dir = workspace();
+  try {
+    const io = capture(dir);
+    assert.equal(await main(['scan', '.', '--json', '--batch', '4', '--seq-len', '128'], io), 0, io.stderr);
+    const doc = JSON.parse(io.stdout);
+    assert.equal(doc.schema, 'membit.scan/1');
+    assert.deepEqual(
+      doc.files.map((f: { file: string; status: string }) => [f.file, f.status]),
+      [
+        ['a.py', 'ok'],
+        ['latin1.py', 'ok'],
+        ['nb.ipynb', 'ok'],
+        ['pkg/sub/b.py', 'ok'],
+      ],
+    );
+    const a = doc.sites.find((s: { file: string }) => s.file === 'a.py');
+    assert.deepEqual(Object.keys(a), [
+      'file', 'line', 'column', 'endLine', 'endColumn', 'cell', 'kind', 'class', 'function', 'callee', 'resolved', 'binding', 'args', 'estimate', 'code', 'message', 'remedy', 'ffn',
+    ]);
+    assert.deepEqual([a.line, a.column, a.kind, a.class, a.function, a.args, a.cell], [6, 18, 'dropout', 'M', '__init__', { p: '0.1' }, null]);
+    assert.deepEqual(Object.keys(a.estimate), ['source', 'elements', 'maskBytes', 'packedBytes', 'perSample', 'shape', 'note']);
+    assert.equal(a.estimate.source, 'unknown');
+    const nb = doc.sites.filter((s: { file: string }) => s.file === 'nb.ipynb');
+    assert.ok(nb.length >= 5);
+    assert.ok(nb.every((s: { cell: number }) => s.cell >= 1));
+    const ffn = nb.find((s: { kind: string }) => s.kind === 'ffn');
+    assert.equal(ffn.ffn.form, 'pair');
+    assert.equal(ffn.ffn.up.name, 'net.0');
+    assert.equal(doc.summary.sites, doc.sites.length);
+    assert.equal(doc.summary.byKind.dropout >= 2, true);
+    assert.equal(doc.sites.find((s: { file: string }) => s.file === 'latin1.py').line, 7);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('membit scan prints a table by default, and names files it skipped', async () => {
+  const dir = workspace();
+  try {
+    writeFileSync(join(dir, 'big.py'), `import torch.nn as nn\n${'d = nn.Dropout(0.1)\n'.repeat(200)}`);
+    const io = capture(dir);
+    assert.equal(await main(['scan', 'a.py', 'big.py', 'pkg', '--max-size-kb', '1'], io), 0, io.stderr);
+    const lines = io.stdout.split('\n');
+    assert.match(lines[0] as string, /^LOCATION\s+KIND\s+CLASS\s+CALL\s+ESTIMATE$/);
+    assert.match(io.stdout, /^a\.py:6:18\s+dropout\s+M\s+nn\.Dropout\(p=0\.1\)\s+dropout mask: shape unknown$/m);
+    assert.match(io.stdout, /^pkg\/sub\/b\.py:2:5\s+dropout-call\s+-\s+F\.dropout\(p=0\.2\)/m);
+    assert.match(io.stdout, /^2 sites in 2 files \(1 dropout, 1 dropout-call\)$/m);
+    assert.match(io.stdout, /big\.py: skipped: \d+ KB is over the 1 KB limit/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('membit scan: a missing path is a usage error naming it; no path at all too', async () => {
+  const io = capture(process.cwd());
+  assert.equal(await main(['scan', 'does/not/exist.py'], io), 2);
+  assert.match(io.stderr, /no such file or folder: does\/not\/exist\.py/);
+  const io2 = capture(process.cwd());
+  assert.equal(await main(['scan'], io2), 2);
+  assert.match(io2.stderr, /give at least one file or folder/);
+  const io3 = capture(process.cwd());
+  assert.equal(await main(['scan', '.', '--batch', 'many'], io3), 2);
+  assert.match(io3.stderr, /--batch needs a positive integer/);
+});
+
+test('membit scan --report uses measured figures for the files it names', async () => {
+  const dir = workspace();
+  try {
+    writeFileSync(join(dir, 'r.json'), JSON.stringify({ schema: 'membit.report/1', sites: [{ kind: 'dropout', file: 'a.py', line: 6, elements: 1048576, mask_bytes: 1048576 }] }));
+    const io = capture(dir);
+    assert.equal(await main(['scan', 'a.py', '--json', '--report', 'r.json'], io), 0, io.stderr);
+    const [site] = JSON.parse(io.stdout).sites;
+    assert.deepEqual([site.estimate.source, site.estimate.maskBytes, site.estimate.packedBytes], ['report', 1048576, 131072]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

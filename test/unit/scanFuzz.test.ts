@@ -1,0 +1,108 @@
+/**
+ * Fuzz: thousands of mutated fixtures (deletions, random bytes including invalid
+ * UTF-8 and lone surrogates, truncations, duplicated spans) through one-shot scans
+ * and incremental documents. The scanner must not throw, must not report an
+ * internal error, and must stay fast on each input.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { test } from 'node:test';
+import { FIXTURES, fixture, scanner } from './scanSupport';
+
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return (n: number) => {
+    // xorshift32: deterministic, so a failure reproduces from its seed.
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s % n;
+  };
+}
+
+const decoder = new TextDecoder('utf-8', { fatal: false });
+
+function mutate(text: string, r: (n: number) => number): string {
+  let t = text;
+  const ops = 1 + r(4);
+  for (let i = 0; i < ops; i++) {
+    const at = r(t.length + 1);
+    switch (r(6)) {
+      case 0: // delete a span
+        t = t.slice(0, at) + t.slice(at + r(60));
+        break;
+      case 1: {
+        // random bytes decoded as UTF-8 (invalid sequences become U+FFFD)
+        const bytes = new Uint8Array(1 + r(12)).map(() => r(256));
+        t = t.slice(0, at) + decoder.decode(bytes) + t.slice(at);
+        break;
+      }
+      case 2: // raw UTF-16 units, lone surrogates and NUL included
+        t = t.slice(0, at) + String.fromCharCode(...Array.from({ length: 1 + r(6) }, () => r(0x10000))) + t.slice(at);
+        break;
+      case 3: // truncate
+        t = t.slice(0, at);
+        break;
+      case 4: {
+        // duplicate a span elsewhere (unbalanced brackets, repeated defs)
+        const from = r(t.length + 1);
+        t = t.slice(0, at) + t.slice(from, from + r(200)) + t.slice(at);
+        break;
+      }
+      default: // Python punctuation that breaks structure
+        t = t.slice(0, at) + ['(', ')', ':', '"""', "'", '\\', '\n    ', '\t', 'def ', 'class ', '@', '[', '=', ','][r(14)] + t.slice(at);
+    }
+  }
+  return t;
+}
+
+test('fuzz: 3000 mutated inputs never throw, never error, and each scans in bounded time', async () => {
+  const s = await scanner();
+  const sources = readdirSync(FIXTURES())
+    .filter((f) => f.endsWith('.py'))
+    .sort()
+    .map((f) => fixture(f));
+  const r = rng(20261122);
+  let worst = 0;
+  let total = 0;
+  const N = 3000;
+  for (let i = 0; i < N; i++) {
+    const src = sources[r(sources.length)] as string;
+    // A window of the fixture keeps each input small and the whole test quick.
+    const start = r(Math.max(1, src.length - 1500));
+    const input = mutate(src.slice(start, start + 300 + r(1500)), r);
+    const t0 = performance.now();
+    const res = s.scan(input, 'fuzz.py');
+    const ms = performance.now() - t0;
+    total += ms;
+    worst = Math.max(worst, ms);
+    assert.equal(res.error, undefined, `input ${i}: ${res.error}\n${JSON.stringify(input)}`);
+    assert.ok(Array.isArray(res.sites));
+  }
+  console.log(`fuzz: ${N} inputs, mean ${(total / N).toFixed(2)} ms, worst ${worst.toFixed(1)} ms`);
+  // Generous on a shared 2-core machine; a pathological input would take seconds.
+  assert.ok(worst < 500, `worst input took ${worst.toFixed(0)} ms`);
+});
+
+test('fuzz: incremental documents survive 1000 random edits and match fresh scans', async () => {
+  const s = await scanner();
+  const r = rng(99);
+  let text = fixture('nanogpt_style.py');
+  const doc = s.open('fuzz.py', text);
+  for (let i = 0; i < 1000; i++) {
+    text = r(20) === 0 ? fixture('timm_style.py') : mutate(text, r).slice(0, 20000);
+    const inc = doc.update(text);
+    assert.equal(inc.error, undefined, `edit ${i}: ${inc.error}`);
+    if (i % 50 === 0) {
+      const fresh = s.scan(text, 'fuzz.py');
+      assert.deepEqual(
+        inc.sites.map((x) => [x.kind, x.range]),
+        fresh.sites.map((x) => [x.kind, x.range]),
+        `edit ${i}`,
+      );
+    }
+  }
+  doc.dispose();
+});
