@@ -278,8 +278,12 @@ export function summarizeClasses(result: { sites: readonly Site[]; classes: read
   }
   const summaries = [...out.values()].sort((a, b) => a.range.startLine - b.range.startLine);
   for (const s of summaries) {
+    // Kinds in a fixed order, so a title does not change when sites move.
     const merged = new Map<string, number>();
-    for (const [k, n] of Object.entries(s.counts)) merged.set(SHORT[k as SiteKind], (merged.get(SHORT[k as SiteKind]) ?? 0) + (n ?? 0));
+    for (const k of Object.keys(SHORT) as SiteKind[]) {
+      const n = s.counts[k];
+      if (n) merged.set(SHORT[k], (merged.get(SHORT[k]) ?? 0) + n);
+    }
     const parts = [...merged].map(([k, n]) => `${n} ${k}`);
     const per = s.perSample ? '/sample' : '';
     let mem = '';
