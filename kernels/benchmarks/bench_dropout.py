@@ -2,8 +2,11 @@
 
 Times forward, backward and both (autograd) for [tokens, hidden] and [B, H, L, L] shapes from
 2^20 to 2^28 elements in bf16/fp16/fp32, side by side in one run, with triton's do_bench
-(median, L2 flushed before every call). Also measures the device-to-device copy bandwidth
-and reports each kernel's achieved bandwidth for the bytes it must move.
+(median, L2 flushed before every call), two ways:
+  gpu:   each call captured once in a CUDA graph and the graph replayed: device time alone;
+  eager: the Python call itself, so host overhead shows wherever it exceeds device time.
+Also measures the device-to-device copy bandwidth, each kernel's achieved bandwidth for the
+bytes it must move, and the host time per call on a tiny tensor.
 
     python benchmarks/bench_dropout.py                 # full table -> results/dropout_<gpu>.json
     python benchmarks/bench_dropout.py --quick         # two shapes, bf16
@@ -21,6 +24,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +96,40 @@ def bench(fn, grad_to_none=None, warmup=10, rep=40):
         return triton.testing.do_bench(fn, warmup=warmup, rep=rep, grad_to_none=grad_to_none, quantiles=[0.5])[0]
 
 
+def graph_of(fn):
+    """Capture fn (after warm-up on a side stream, as CUDA graphs require) into a CUDA graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def gpu_ms(fn):
+    """Device time of fn: its CUDA graph replayed under do_bench (L2 flushed before each replay)."""
+    graph = graph_of(fn)
+    ms = bench(graph.replay)
+    del graph
+    return ms
+
+
+def host_us(fn, n=2000):
+    """Host time per call (microseconds) on a tiny tensor: launch + Python/dispatch overhead."""
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def copy_bandwidth():
     """Device-to-device copy, bytes read + written per second (GB/s), on a 1 GiB buffer."""
     src = torch.randn(1 << 28, device="cuda")
@@ -145,46 +183,52 @@ def run_table(shapes, dtypes, p, copy_gbps, log):
             y_p, words, seed = pd.packed_dropout_forward(x, p, True)
             _, naive_packed = seed_naive_forward(x, p)
             del y_p
+            grad = torch.autograd.grad
             impls = {
                 "torch": (
                     lambda: torch.native_dropout(x, p, True),
                     lambda: torch.ops.aten.native_dropout_backward(g, tmask, scale),
-                    lambda: F.dropout(xg, p).backward(g),
+                    lambda: grad(F.dropout(xg, p), xg, g),
                 ),
                 "packed": (
                     lambda: pd.packed_dropout_forward(x, p, True),
                     lambda: pd.packed_dropout_backward(g, words, seed, p, True),
-                    lambda: packed_dropout(xg, p, mode="packed").backward(g),
+                    lambda: grad(packed_dropout(xg, p, mode="packed"), xg, g),
                 ),
                 "recompute": (
                     lambda: pd.packed_dropout_forward(x, p, False),
                     lambda: pd.packed_dropout_backward(g, words, seed, p, False),
-                    lambda: packed_dropout(xg, p, mode="recompute").backward(g),
+                    lambda: grad(packed_dropout(xg, p, mode="recompute"), xg, g),
                 ),
                 "seed_naive": (
                     lambda: seed_naive_forward(x, p),
                     lambda: seed_naive_backward(g, naive_packed, p),
-                    lambda: SeedNaiveDropoutFn.apply(xg, p).backward(g),
+                    lambda: grad(SeedNaiveDropoutFn.apply(xg, p), xg, g),
                 ),
             }
-            times, current = {}, []
+            times, eager, current = {}, {}, []
             for impl, fns in impls.items():
                 for phase, fn in zip(("fwd", "bwd", "fwd+bwd"), fns):
-                    ms = bench(fn, grad_to_none=[xg] if phase == "fwd+bwd" else None)
+                    ms = gpu_ms(fn)
+                    ms_eager = bench(fn)
                     nbytes = bytes_moved(impl, phase, n, x.element_size())
                     gbps = nbytes / (ms * 1e-3) / 1e9
                     times[(impl, phase)] = ms
+                    eager[(impl, phase)] = ms_eager
                     current.append({
                         "label": label, "shape": list(shape), "numel": n, "log2_numel": round(math.log2(n), 2),
-                        "dtype": dname, "impl": impl, "phase": phase, "ms": ms, "bytes": nbytes,
-                        "GBps": gbps, "frac_copy_bw": gbps / copy_gbps,
+                        "dtype": dname, "impl": impl, "phase": phase, "ms": ms, "ms_eager": ms_eager,
+                        "bytes": nbytes, "GBps": gbps, "frac_copy_bw": gbps / copy_gbps,
                     })
             for r in current:
                 r["vs_torch"] = times[(r["impl"], r["phase"])] / times[("torch", r["phase"])]
+                r["vs_torch_eager"] = eager[(r["impl"], r["phase"])] / eager[("torch", r["phase"])]
             rows += current
             log(f"{label:26s} {dname:4s} n=2^{rows[-1]['log2_numel']:<5} "
-                f"fwd+bwd ms torch {times[('torch', 'fwd+bwd')]:.4f} packed {times[('packed', 'fwd+bwd')]:.4f} "
-                f"recompute {times[('recompute', 'fwd+bwd')]:.4f} naive {times[('seed_naive', 'fwd+bwd')]:.4f}")
+                f"fwd+bwd gpu ms torch {times[('torch', 'fwd+bwd')]:.4f} packed {times[('packed', 'fwd+bwd')]:.4f} "
+                f"recompute {times[('recompute', 'fwd+bwd')]:.4f} naive {times[('seed_naive', 'fwd+bwd')]:.4f} | eager ms "
+                f"torch {eager[('torch', 'fwd+bwd')]:.4f} packed {eager[('packed', 'fwd+bwd')]:.4f} "
+                f"recompute {eager[('recompute', 'fwd+bwd')]:.4f}")
             del x, g, xg, tmask, words, seed, naive_packed
             torch.cuda.empty_cache()
     return rows
@@ -192,15 +236,13 @@ def run_table(shapes, dtypes, p, copy_gbps, log):
 
 def run_variants(p, copy_gbps, log):
     configs = [
-        pd.KernelConfig(words=128, num_warps=4),
-        pd.KernelConfig(words=64, num_warps=4),
-        pd.KernelConfig(words=256, num_warps=4),
-        pd.KernelConfig(words=256, num_warps=8),
-        pd.KernelConfig(words=512, num_warps=8),
-        pd.KernelConfig(words=128, num_warps=2),
-        pd.KernelConfig(words=128, num_warps=4, rounds=7),
-        pd.KernelConfig(words=128, num_warps=4, rand_bits=8),
-        pd.KernelConfig(words=256, num_warps=8, rand_bits=8),
+        pd.KernelConfig(rows=512, num_warps=4),
+        pd.KernelConfig(rows=256, num_warps=4),
+        pd.KernelConfig(rows=512, num_warps=8),
+        pd.KernelConfig(rows=1024, num_warps=4),
+        pd.KernelConfig(rows=1024, num_warps=8),
+        pd.KernelConfig(rows=2048, num_warps=8),
+        pd.KernelConfig(rows=512, num_warps=4, rounds=7),
     ]
     rows = []
     for dname, shape in (("bf16", (16384, 1024)), ("bf16", (16, 16, 1024, 1024)), ("fp32", (8, 16, 1024, 1024)),
@@ -210,14 +252,14 @@ def run_variants(p, copy_gbps, log):
         g = torch.randn(shape, device="cuda", dtype=dtype)
         n = x.numel()
         _, tmask = torch.native_dropout(x, p, True)
-        t_fwd = bench(lambda: torch.native_dropout(x, p, True))
-        t_bwd = bench(lambda: torch.ops.aten.native_dropout_backward(g, tmask, 1 / (1 - p)))
+        t_fwd = gpu_ms(lambda: torch.native_dropout(x, p, True))
+        t_bwd = gpu_ms(lambda: torch.ops.aten.native_dropout_backward(g, tmask, 1 / (1 - p)))
         for cfg in configs:
             _, words, seed = pd.packed_dropout_forward(x, p, True, config=cfg)
-            fwd = bench(lambda: pd.packed_dropout_forward(x, p, True, config=cfg))
-            fwd_rc = bench(lambda: pd.packed_dropout_forward(x, p, False, config=cfg))
-            bwd = bench(lambda: pd.packed_dropout_backward(g, words, seed, p, True, config=cfg))
-            bwd_rc = bench(lambda: pd.packed_dropout_backward(g, words, seed, p, False, config=cfg))
+            fwd = gpu_ms(lambda: pd.packed_dropout_forward(x, p, True, config=cfg))
+            fwd_rc = gpu_ms(lambda: pd.packed_dropout_forward(x, p, False, config=cfg))
+            bwd = gpu_ms(lambda: pd.packed_dropout_backward(g, words, seed, p, True, config=cfg))
+            bwd_rc = gpu_ms(lambda: pd.packed_dropout_backward(g, words, seed, p, False, config=cfg))
             fb = bytes_moved("packed", "fwd", n, x.element_size())
             row = {"dtype": dname, "shape": list(shape), "numel": n, "config": repr(cfg),
                    "fwd_ms": fwd, "bwd_ms": bwd, "fwd_recompute_ms": fwd_rc, "bwd_recompute_ms": bwd_rc,
@@ -226,12 +268,34 @@ def run_variants(p, copy_gbps, log):
                    "packed_fwd_bwd_vs_torch": (fwd + bwd) / (t_fwd + t_bwd),
                    "recompute_fwd_bwd_vs_torch": (fwd_rc + bwd_rc) / (t_fwd + t_bwd)}
             rows.append(row)
-            log(f"{dname} {str(shape):22s} {repr(cfg):70s} fwd {fwd:.4f} ({row['fwd_frac_copy_bw']:.0%} copy) "
+            log(f"{dname} {str(shape):22s} {repr(cfg):45s} fwd {fwd:.4f} ({row['fwd_frac_copy_bw']:.0%} copy) "
                 f"bwd {bwd:.4f} rc fwd {fwd_rc:.4f} rc bwd {bwd_rc:.4f} | torch {t_fwd:.4f}/{t_bwd:.4f} "
                 f"packed {row['packed_fwd_bwd_vs_torch']:.2f}x rc {row['recompute_fwd_bwd_vs_torch']:.2f}x")
         del x, g, tmask
         torch.cuda.empty_cache()
     return rows
+
+
+def run_overhead(log):
+    """Host microseconds per call on a 4096-element bf16 tensor, where launch costs dominate."""
+    x = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    xg = x.clone().requires_grad_()
+    g = torch.randn_like(x)
+    grad = torch.autograd.grad
+    cases = {
+        "torch F.dropout fwd": lambda: F.dropout(x, 0.1),
+        "membit packed fwd": lambda: packed_dropout(x, 0.1),
+        "torch F.dropout fwd+bwd": lambda: grad(F.dropout(xg, 0.1), xg, g),
+        "membit packed fwd+bwd (autograd.Function)": lambda: grad(packed_dropout(xg, 0.1), xg, g),
+        "membit recompute fwd+bwd (autograd.Function)": lambda: grad(packed_dropout(xg, 0.1, mode="recompute"), xg, g),
+    }
+    if pd.uses_custom_op():
+        cases["membit packed fwd+bwd (torch.library op)"] = lambda: grad(pd._op(xg, 0.1, True)[0], xg, g)
+    out = {}
+    for name, fn in cases.items():
+        out[name] = host_us(fn)
+        log(f"host time {name:48s} {out[name]:7.1f} us/call")
+    return out
 
 
 def summarize(rows, copy_gbps):
@@ -251,6 +315,7 @@ def summarize(rows, copy_gbps):
             "recompute_fwd_bwd_vs_torch": rc["vs_torch"], "recompute_met": rc["vs_torch"] <= 1.0,
             "packed_fwd_frac_copy_bw": pf["frac_copy_bw"], "fwd_bw_met": pf["frac_copy_bw"] >= 0.85,
             "seed_naive_fwd_bwd_vs_torch": nv["vs_torch"],
+            "packed_eager": pk["vs_torch_eager"], "recompute_eager": rc["vs_torch_eager"],
         })
     return out
 
@@ -276,7 +341,9 @@ def main(argv=None):
     slug = env["gpu"].replace(" ", "-")
     result = {"schema": "membit.bench.dropout/1", "env": env, "p": args.p, "copy_GBps": copy_gbps,
               "default_config": repr(pd.DEFAULT_CONFIG),
-              "method": "triton.testing.do_bench median, L2 flushed before each call; fwd+bwd through autograd"}
+              "method": "triton.testing.do_bench median with L2 flushed before each call; 'ms' = device time "
+                        "(CUDA-graph replay), 'ms_eager' = the Python call; fwd+bwd = torch.autograd.grad of the op"}
+    result["host_us"] = run_overhead(log)
     if args.variants:
         result["variants"] = run_variants(args.p, copy_gbps, log)
         path = args.out or os.path.join(RESULTS, f"dropout_variants_{slug}.json")
@@ -287,10 +354,11 @@ def main(argv=None):
         result["rows"] = rows
         result["targets"] = summarize(rows, copy_gbps)
         path = args.out or os.path.join(RESULTS, f"dropout{'_quick' if args.quick else ''}_{slug}.json")
-        log("\n(>= 2^24 elements) fwd+bwd time vs F.dropout; forward bandwidth vs copy")
-        log(f"{'shape':26s} {'dtype':5s} {'packed':>7s} {'recomp':>7s} {'naive':>7s} {'fwd %copy':>9s}")
+        log("\n(>= 2^24 elements) fwd+bwd device time vs F.dropout (eager in brackets); forward bandwidth vs copy")
+        log(f"{'shape':26s} {'dtype':5s} {'packed':>15s} {'recompute':>15s} {'naive':>7s} {'fwd %copy':>9s}")
         for t in result["targets"]:
-            log(f"{t['label']:26s} {t['dtype']:5s} {t['packed_fwd_bwd_vs_torch']:6.2f}x {t['recompute_fwd_bwd_vs_torch']:6.2f}x "
+            log(f"{t['label']:26s} {t['dtype']:5s} {t['packed_fwd_bwd_vs_torch']:6.2f}x ({t['packed_eager']:5.2f}x) "
+                f"{t['recompute_fwd_bwd_vs_torch']:6.2f}x ({t['recompute_eager']:5.2f}x) "
                 f"{t['seed_naive_fwd_bwd_vs_torch']:6.1f}x {t['packed_fwd_frac_copy_bw']:8.0%}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -317,20 +317,28 @@ def _fixed_seed(fn):
 def test_gradcheck_and_gradgradcheck_float64(mode, impl):
     x = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
     if impl == "op":
-        fn = _fixed_seed(lambda t: packed_dropout(t, 0.35, mode=mode))
+        if not pd.uses_custom_op():
+            pytest.skip("torch.library.custom_op needs torch >= 2.4; this torch has only the Function")
+        fn = _fixed_seed(lambda t: pd._op(t, 0.35, mode == "packed")[0])
     else:
         fn = _fixed_seed(lambda t: pd.PackedDropoutFunction.apply(t, 0.35, mode == "packed"))
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-8)
     assert torch.autograd.gradgradcheck(fn, (x,), eps=1e-6, atol=1e-8)
 
 
-def test_function_and_custom_op_paths_agree():
+@pytest.mark.parametrize("mode", MODES)
+def test_function_and_custom_op_paths_agree(mode):
+    if not pd.uses_custom_op():
+        pytest.skip("torch.library.custom_op needs torch >= 2.4; this torch has only the Function")
     x = torch.randn(1023, requires_grad=True)
+    g = torch.randn(1023)
     torch.manual_seed(1)
-    a = pd.PackedDropoutFunction.apply(x, 0.2, True)
+    a = pd.PackedDropoutFunction.apply(x, 0.2, mode == "packed")
+    (ga,) = torch.autograd.grad(a, x, g)
     torch.manual_seed(1)
-    b = packed_dropout(x, 0.2)
-    assert torch.equal(a, b)
+    b = pd._op(x, 0.2, mode == "packed")[0]
+    (gb,) = torch.autograd.grad(b, x, g)
+    assert torch.equal(a, b) and torch.equal(ga, gb)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,11 +364,15 @@ def saved_bytes(fn, x):
 def test_saved_bytes_per_call(device, shape):
     x = torch.randn(shape, device=device, requires_grad=True)
     n = x.numel()
-    packed, _ = saved_bytes(lambda t: packed_dropout(t, 0.1, mode="packed"), x)
-    assert packed == 2 * cdiv(n, 16)  # ceil(n/8) bytes rounded up to the 16-bit mask word
-    assert packed >= math.ceil(n / 8)
-    recompute, _ = saved_bytes(lambda t: packed_dropout(t, 0.1, mode="recompute"), x)
-    assert recompute == 8  # the int64 Philox key
+    paths = [lambda t, m: packed_dropout(t, 0.1, mode=m)]
+    if pd.uses_custom_op():  # the torch.library op that torch.compile traces
+        paths.append(lambda t, m: pd._op(t, 0.1, m == "packed")[0])
+    for fn in paths:
+        packed, _ = saved_bytes(lambda t: fn(t, "packed"), x)
+        assert packed == 2 * cdiv(n, 16)  # ceil(n/8) bytes rounded up to the 16-bit mask word
+        assert packed >= math.ceil(n / 8)
+        recompute, _ = saved_bytes(lambda t: fn(t, "recompute"), x)
+        assert recompute == 8  # the int64 Philox key
     stock, _ = saved_bytes(lambda t: F.dropout(t, 0.1), x)
     # PyTorch saves a float32 mask on CPU (4 B/element) and a bool mask on CUDA (1 B/element).
     assert stock == (4 * n if device == "cpu" else n)

@@ -10,13 +10,18 @@ word g covers elements 16g .. 16g+15, element 16g+j is bit j. Word g draws two P
 counter (lo32(g), hi32(g), h, 0) for h = 0, 1, i.e. 8 x 32 random bits, cut into sixteen
 16-bit numbers r_j: j = 8h + 2k + s takes the low (s = 0) or high (s = 1) half of output k of
 block h. Element j is kept iff r_j >= round(p * 2^16). Bits past the end of the tensor are 0.
+So one Philox block serves the 8 elements of one byte of the mask (byte 2g + h, little-endian),
+which is how the kernel works: one thread owns rows of 8 contiguous elements (one 16-byte
+load in fp16/bf16), draws that row's Philox block and writes that row's mask byte, and never
+needs another thread's random numbers.
 
 Honest probability. Comparing 16-bit numbers against round(p * 2^16) drops with probability
 p_eff = round(p * 2^16) / 2^16, which differs from p by at most 2^-17 (7.6e-6): e.g. p = 0.1
 gives p_eff = 0.10000610. The kept values are scaled by 1 / (1 - p), like F.dropout, so E[y]
 differs from x by the same relative 2^-17 / (1 - p). `effective_p(p)` returns p_eff; the
 statistical tests check the keep rate against it. 16 bits per element cost one Philox call per
-8 elements; 8 bits would halve the RNG work but put p_eff up to 2^-9 away from p.
+8 elements; 8 bits would halve the RNG work but put p_eff up to 2^-9 away from p (TransformerEngine
+takes that route and requires p to be a multiple of 1/256).
 
 Three layers: the Triton kernels (CUDA, fp16/bf16/fp32), the pure-torch reference (every other
 device and dtype, and the tests' oracle), and the autograd op, registered as a torch.library
@@ -31,8 +36,9 @@ from .utils import MASK_WORD_BITS, cdiv, has_custom_op, triton_available, use_tr
 
 MODES = ("packed", "recompute")
 
-# Random bits compared per element, and Philox rounds. The kernels take both as compile-time
-# constants; the reference takes the same arguments, so any variant has an exact oracle.
+# Random bits compared per element (fixed by the layout above), and Philox rounds: 10 is the
+# standard Philox4x32-10 that curand and PyTorch use. The kernels take the rounds as a
+# compile-time constant and the reference takes the same argument, so a variant has an oracle.
 RAND_BITS = 16
 PHILOX_ROUNDS = 10
 
@@ -49,15 +55,15 @@ _M32 = 0xFFFFFFFF
 # ----------------------------------------------------------------------------------------------
 
 
-def keep_threshold(p: float, rand_bits: int = RAND_BITS) -> int:
-    """Integer threshold t: an element whose rand_bits-bit random number is < t is dropped."""
-    t = int(float(p) * (1 << rand_bits) + 0.5)
-    return min(max(t, 0), 1 << rand_bits)
+def keep_threshold(p: float) -> int:
+    """Integer threshold t: an element whose 16-bit random number is < t is dropped."""
+    t = int(float(p) * (1 << RAND_BITS) + 0.5)
+    return min(max(t, 0), 1 << RAND_BITS)
 
 
-def effective_p(p: float, rand_bits: int = RAND_BITS) -> float:
-    """The drop probability the kernels actually realise for nominal p (|p_eff - p| <= 2^-(bits+1))."""
-    return keep_threshold(p, rand_bits) / float(1 << rand_bits)
+def effective_p(p: float) -> float:
+    """The drop probability the kernels actually realise for nominal p (|p_eff - p| <= 2^-17)."""
+    return keep_threshold(p) / float(1 << RAND_BITS)
 
 
 def dropout_scale(p: float) -> float:
@@ -95,28 +101,22 @@ def philox4x32(c0, c1, c2, c3, k0, k1, rounds: int = PHILOX_ROUNDS):
     return c0, c1, c2, c3
 
 
-def _random_slices(seed: torch.Tensor, first: int, count: int, rand_bits: int, rounds: int) -> torch.Tensor:
-    """[count, 16] int64: the rand_bits-bit random number of every element of words first..first+count-1."""
+def _random_slices(seed: torch.Tensor, first: int, count: int, rounds: int) -> torch.Tensor:
+    """[count, 16] int64: the 16-bit random number of every element of words first..first+count-1."""
     device = seed.device
     s = seed.reshape(()).to(torch.int64)
     k0, k1 = s & _M32, (s >> 32) & _M32
     g = torch.arange(first, first + count, dtype=torch.int64, device=device)
-    if rand_bits == 16:
-        # Both Philox blocks of every word in one pass: counters (g, h) for h = 0 then 1.
-        gg = torch.cat([g, g])
-        c2 = torch.cat([torch.zeros_like(g), torch.ones_like(g)])
-        r = philox4x32(gg & _M32, (gg >> 32) & _M32, c2, torch.zeros_like(gg), k0, k1, rounds)
-        cols = []
-        for h in range(2):
-            for k in range(4):
-                rk = r[k][h * count:(h + 1) * count]
-                cols += [rk & 0xFFFF, rk >> 16]
-        return torch.stack(cols, dim=1)
-    if rand_bits == 8:
-        zero = torch.zeros_like(g)
-        r = philox4x32(g & _M32, (g >> 32) & _M32, zero, zero, k0, k1, rounds)
-        return torch.stack([(r[k] >> (8 * b)) & 0xFF for k in range(4) for b in range(4)], dim=1)
-    raise ValueError(f"rand_bits must be 8 or 16, got {rand_bits}")
+    # Both Philox blocks of every word in one pass: counters (g, h) for h = 0 then 1.
+    gg = torch.cat([g, g])
+    c2 = torch.cat([torch.zeros_like(g), torch.ones_like(g)])
+    r = philox4x32(gg & _M32, (gg >> 32) & _M32, c2, torch.zeros_like(gg), k0, k1, rounds)
+    cols = []
+    for h in range(2):
+        for k in range(4):
+            rk = r[k][h * count:(h + 1) * count]
+            cols += [rk & 0xFFFF, rk >> 16]
+    return torch.stack(cols, dim=1)
 
 
 def _pack_rows(keep_rows: torch.Tensor) -> torch.Tensor:
@@ -145,8 +145,8 @@ def unpack_mask(words: torch.Tensor, n: int) -> torch.Tensor:
     return ((v[:, None] >> shifts) & 1).to(torch.bool).reshape(-1)[:n]
 
 
-def keep_words_reference(seed: torch.Tensor, n: int, p: float, rand_bits: int = RAND_BITS,
-                         rounds: int = PHILOX_ROUNDS, words: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+def keep_words_reference(seed: torch.Tensor, n: int, p: float, rounds: int = PHILOX_ROUNDS,
+                         words: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """The packed keep-mask (int16 words) the kernels produce for this seed, n and p.
 
     `words=(first, stop)` computes only that range of words (to check the end of a huge tensor).
@@ -154,7 +154,7 @@ def keep_words_reference(seed: torch.Tensor, n: int, p: float, rand_bits: int = 
     nwords = cdiv(n, MASK_WORD_BITS)
     first, stop = words if words is not None else (0, nwords)
     stop = min(stop, nwords)
-    keep = _random_slices(seed, first, stop - first, rand_bits, rounds) >= keep_threshold(p, rand_bits)
+    keep = _random_slices(seed, first, stop - first, rounds) >= keep_threshold(p)
     tail = nwords * MASK_WORD_BITS - n
     if tail and stop == nwords and stop > first:
         keep[-1, MASK_WORD_BITS - tail:] = False
@@ -208,87 +208,83 @@ if triton_available():
         return lo | hi
 
     @triton.jit
-    def _keep4(r, thr, SHIFT: tl.constexpr):
-        # Four elements from one 32-bit random number, a byte each (the 8-bit variant).
-        b0 = ((r & 0xFF) >= thr).to(tl.int32) << SHIFT
-        b1 = (((r >> 8) & 0xFF) >= thr).to(tl.int32) << (SHIFT + 1)
-        b2 = (((r >> 16) & 0xFF) >= thr).to(tl.int32) << (SHIFT + 2)
-        b3 = ((r >> 24) >= thr).to(tl.int32) << (SHIFT + 3)
-        return b0 | b1 | b2 | b3
+    def _keep_bytes(r, seed, n, thr, ROUNDS: tl.constexpr):
+        """Mask bytes (int32 in 0..255) of the 1-D vector of row indices r (int64, 8 elements a row).
 
-    @triton.jit
-    def _keep_words(w, seed, n, thr, RAND_BITS: tl.constexpr, ROUNDS: tl.constexpr):
-        """Keep-mask words for the 1-D vector of word indices w (int64), as int32 in 0..0xFFFF.
-
-        Each word is built from 1-D vectors, one Philox block per 8 (or 16) elements; the
-        random numbers are never broadcast to 2-D.
+        Row r is half h = r & 1 of word g = r >> 1: one Philox block, eight 16-bit numbers.
+        Built from 1-D vectors; each row's random numbers stay in the thread that owns the row.
         """
         k0 = seed.to(tl.uint32)
         k1 = (seed >> 32).to(tl.uint32)
-        c0 = w.to(tl.uint32)
-        c1 = (w >> 32).to(tl.uint32)
-        zero = c0 * 0
-        word = zero.to(tl.int32)
-        if RAND_BITS == 16:
-            for h in tl.static_range(2):
-                r0, r1, r2, r3 = _philox(c0, c1, zero + h, zero, k0, k1, ROUNDS)
-                word = word | _keep2(r0, thr, 8 * h + 0) | _keep2(r1, thr, 8 * h + 2)
-                word = word | _keep2(r2, thr, 8 * h + 4) | _keep2(r3, thr, 8 * h + 6)
-        else:
-            r0, r1, r2, r3 = _philox(c0, c1, zero, zero, k0, k1, ROUNDS)
-            word = word | _keep4(r0, thr, 0) | _keep4(r1, thr, 4) | _keep4(r2, thr, 8) | _keep4(r3, thr, 12)
-        # Clear the bits past element n-1 so a word depends only on (seed, n, p).
-        nvalid = tl.minimum(tl.maximum(n - w * 16, 0), 16)
-        one = w * 0 + 1
-        return word & ((one << nvalid) - 1).to(tl.int32)
+        g = r >> 1
+        c0 = g.to(tl.uint32)
+        c1 = (g >> 32).to(tl.uint32)
+        c2 = (r & 1).to(tl.uint32)
+        r0, r1, r2, r3 = _philox(c0, c1, c2, c0 * 0, k0, k1, ROUNDS)
+        byte = _keep2(r0, thr, 0) | _keep2(r1, thr, 2) | _keep2(r2, thr, 4) | _keep2(r3, thr, 6)
+        # Clear the bits past element n-1 so the mask depends only on (seed, n, p).
+        nvalid = tl.minimum(tl.maximum(n - r * 8, 0), 8)
+        one = r * 0 + 1
+        return byte & ((one << nvalid) - 1).to(tl.int32)
 
     @triton.jit
-    def _apply_words(src_ptr, dst_ptr, w, word, n, scale):
-        # dst = src * (bit ? scale : 0), computed in float32 and rounded once, as F.dropout does.
-        # The tile is [words, 16]: each row is 16 contiguous elements, so loads stay 16-byte wide.
-        j = tl.arange(0, 16)
-        offs = w[:, None] * 16 + j[None, :]
+    def _apply_rows(src_ptr, dst_ptr, r, byte, n, scale):
+        # dst = src * (bit ? scale : 0), in float32, rounded once, as F.dropout does.
+        # The tile is [rows, 8]: a row is 8 contiguous elements, one 16-byte access in 16-bit
+        # dtypes, so the thread that drew a row's mask byte also loads and stores that row.
+        j = tl.arange(0, 8)
+        offs = r[:, None] * 8 + j[None, :]
         inb = offs < n
         src = tl.load(src_ptr + offs, mask=inb, other=0.0)
-        keep = ((word[:, None] >> j[None, :]) & 1) != 0
+        keep = ((byte[:, None] >> j[None, :]) & 1) != 0
         dst = src.to(tl.float32) * tl.where(keep, scale, 0.0)
         tl.store(dst_ptr + offs, dst.to(dst_ptr.dtype.element_ty), mask=inb)
 
     @triton.jit
-    def _dropout_fwd_kernel(x_ptr, y_ptr, mask_ptr, seed_ptr, n, nwords, thr, scale,
-                            WORDS: tl.constexpr, RAND_BITS: tl.constexpr, ROUNDS: tl.constexpr,
-                            STORE_MASK: tl.constexpr):
-        # One program: WORDS mask words = 16 * WORDS elements. Indices in int64 (n may pass 2^31).
+    def _dropout_fwd_kernel(x_ptr, y_ptr, mask_ptr, seed_ptr, n, nrows, thr, scale,
+                            ROWS: tl.constexpr, ROUNDS: tl.constexpr, STORE_MASK: tl.constexpr):
+        # One program: ROWS mask bytes = 8 * ROWS elements. Indices in int64 (n may pass 2^31).
+        # mask_ptr is the int16 word buffer viewed as bytes: byte 2g + h of a little-endian word.
         pid = tl.program_id(0)
-        w = pid.to(tl.int64) * WORDS + tl.arange(0, WORDS)
+        r = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)
         seed = tl.load(seed_ptr)
-        word = _keep_words(w, seed, n, thr, RAND_BITS, ROUNDS)
+        byte = _keep_bytes(r, seed, n, thr, ROUNDS)
         if STORE_MASK:
-            tl.store(mask_ptr + w, word.to(tl.int16), mask=w < nwords)
-        _apply_words(x_ptr, y_ptr, w, word, n, scale)
+            tl.store(mask_ptr + r, byte.to(tl.int8), mask=r < nrows)
+        _apply_rows(x_ptr, y_ptr, r, byte, n, scale)
 
     @triton.jit
-    def _dropout_bwd_kernel(g_ptr, dx_ptr, mask_ptr, n, nwords, scale, WORDS: tl.constexpr):
+    def _dropout_bwd_kernel(g_ptr, dx_ptr, mask_ptr, n, nrows, scale, ROWS: tl.constexpr):
         # dx = g * unpack(mask) * scale; the mask read is n/8 bytes against 2 * n * itemsize of data.
         pid = tl.program_id(0)
-        w = pid.to(tl.int64) * WORDS + tl.arange(0, WORDS)
-        word = tl.load(mask_ptr + w, mask=w < nwords, other=0).to(tl.int32) & 0xFFFF
-        _apply_words(g_ptr, dx_ptr, w, word, n, scale)
+        r = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)
+        byte = tl.load(mask_ptr + r, mask=r < nrows, other=0).to(tl.int32) & 0xFF
+        _apply_rows(g_ptr, dx_ptr, r, byte, n, scale)
 
 
 class KernelConfig:
-    """Launch parameters: mask words per program, warps, random bits per element, Philox rounds."""
+    """Launch parameters: mask bytes (rows of 8 elements) per program, warps, Philox rounds."""
 
-    __slots__ = ("words", "num_warps", "rand_bits", "rounds")
+    __slots__ = ("rows", "num_warps", "rounds")
 
-    def __init__(self, words: int = 128, num_warps: int = 4, rand_bits: int = RAND_BITS, rounds: int = PHILOX_ROUNDS):
-        self.words, self.num_warps, self.rand_bits, self.rounds = words, num_warps, rand_bits, rounds
+    def __init__(self, rows: int = 512, num_warps: int = 4, rounds: int = PHILOX_ROUNDS):
+        self.rows, self.num_warps, self.rounds = rows, num_warps, rounds
 
     def __repr__(self):
-        return f"KernelConfig(words={self.words}, num_warps={self.num_warps}, rand_bits={self.rand_bits}, rounds={self.rounds})"
+        return f"KernelConfig(rows={self.rows}, num_warps={self.num_warps}, rounds={self.rounds})"
 
 
 DEFAULT_CONFIG = KernelConfig()
+
+
+def _launch(kernel, grid, device, *args, **kwargs):
+    # Triton launches on the current device: switch only when the tensor lives elsewhere
+    # (the context manager costs microseconds on every call otherwise).
+    if device.index is not None and device.index != torch.cuda.current_device():
+        with torch.cuda.device(device):
+            kernel[grid](*args, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,19 +306,16 @@ def packed_dropout_forward(x: torch.Tensor, p: float, store_mask: bool = True,
     n = x.numel()
     nwords = cdiv(n, MASK_WORD_BITS)
     xc = x.contiguous()
-    if use_triton(xc) and n > 0:
+    if n > 0 and use_triton(xc):
         y = torch.empty_like(xc, memory_format=torch.contiguous_format)
         mask = torch.empty((nwords if store_mask else 0,), dtype=torch.int16, device=x.device)
-        grid = (cdiv(nwords, cfg.words),)
-        with torch.cuda.device(x.device):
-            _dropout_fwd_kernel[grid](
-                xc, y, mask if store_mask else y, seed, n, nwords,
-                keep_threshold(p, cfg.rand_bits), dropout_scale(p),
-                WORDS=cfg.words, RAND_BITS=cfg.rand_bits, ROUNDS=cfg.rounds, STORE_MASK=store_mask,
-                num_warps=cfg.num_warps,
-            )
+        nrows = 2 * nwords  # every byte of the word buffer is written, padding included
+        _launch(_dropout_fwd_kernel, (cdiv(nrows, cfg.rows),), x.device,
+                xc, y, mask.view(torch.int8) if store_mask else y, seed, n, nrows,
+                keep_threshold(p), dropout_scale(p),
+                ROWS=cfg.rows, ROUNDS=cfg.rounds, STORE_MASK=store_mask, num_warps=cfg.num_warps)
         return y, mask, seed
-    words = keep_words_reference(seed, n, p, cfg.rand_bits, cfg.rounds)
+    words = keep_words_reference(seed, n, p, cfg.rounds)
     y = apply_mask_reference(xc, unpack_mask(words, n), p)
     if not store_mask:
         words = words.new_empty((0,))
@@ -334,27 +327,24 @@ def packed_dropout_backward(grad: torch.Tensor, mask: torch.Tensor, seed: torch.
     """grad * keep * 1/(1-p), keep unpacked from `mask` (packed) or regenerated from `seed`."""
     cfg = config or DEFAULT_CONFIG
     n = grad.numel()
-    nwords = cdiv(n, MASK_WORD_BITS)
+    nrows = 2 * cdiv(n, MASK_WORD_BITS)
     gc = grad.contiguous()
-    if use_triton(gc) and n > 0:
+    if n > 0 and use_triton(gc):
         dx = torch.empty_like(gc, memory_format=torch.contiguous_format)
-        grid = (cdiv(nwords, cfg.words),)
-        with torch.cuda.device(grad.device):
-            if packed:
-                _dropout_bwd_kernel[grid](gc, dx, mask, n, nwords, dropout_scale(p),
-                                          WORDS=cfg.words, num_warps=cfg.num_warps)
-            else:
-                # Dropout is linear in its input: the backward is the forward, same seed, on grad.
-                _dropout_fwd_kernel[grid](
-                    gc, dx, dx, seed, n, nwords, keep_threshold(p, cfg.rand_bits), dropout_scale(p),
-                    WORDS=cfg.words, RAND_BITS=cfg.rand_bits, ROUNDS=cfg.rounds, STORE_MASK=False,
-                    num_warps=cfg.num_warps,
-                )
+        grid = (cdiv(nrows, cfg.rows),)
+        if packed:
+            _launch(_dropout_bwd_kernel, grid, grad.device, gc, dx, mask.view(torch.int8), n, nrows,
+                    dropout_scale(p), ROWS=cfg.rows, num_warps=cfg.num_warps)
+        else:
+            # Dropout is linear in its input: the backward is the forward, same seed, on grad.
+            _launch(_dropout_fwd_kernel, grid, grad.device, gc, dx, dx, seed, n, nrows,
+                    keep_threshold(p), dropout_scale(p),
+                    ROWS=cfg.rows, ROUNDS=cfg.rounds, STORE_MASK=False, num_warps=cfg.num_warps)
         return dx
     if packed:
         keep = unpack_mask(mask, n)
     else:
-        keep = unpack_mask(keep_words_reference(seed, n, p, cfg.rand_bits, cfg.rounds), n)
+        keep = unpack_mask(keep_words_reference(seed, n, p, cfg.rounds), n)
     return apply_mask_reference(gc, keep, p)
 
 
@@ -392,7 +382,9 @@ class PackedDropoutFunction(torch.autograd.Function):
     def backward(ctx, gy):
         (saved,) = ctx.saved_tensors
         mask, seed = (saved, saved[:0]) if ctx.packed else (saved[:0], saved)
-        return _PackedDropoutBackward.apply(gy, mask, seed, ctx.p, ctx.packed), None, None
+        if torch.is_grad_enabled():  # create_graph: keep the backward differentiable
+            return _PackedDropoutBackward.apply(gy, mask, seed, ctx.p, ctx.packed), None, None
+        return packed_dropout_backward(gy, mask, seed, ctx.p, ctx.packed), None, None
 
 
 _op = None
@@ -450,16 +442,27 @@ if has_custom_op():
 
 
 def uses_custom_op() -> bool:
-    """Whether packed_dropout dispatches through the torch.library op (else the autograd.Function)."""
+    """Whether torch.compile sees packed_dropout as the torch.library op membit::packed_dropout."""
     return _op is not None
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_compiling"):
+        return compiler.is_compiling()
+    dynamo = getattr(torch, "_dynamo", None)
+    return bool(dynamo is not None and hasattr(dynamo, "is_compiling") and dynamo.is_compiling())
 
 
 def packed_dropout(x: torch.Tensor, p: float, mode: str = "packed") -> torch.Tensor:
     """Training-mode dropout, 0 < p < 1, with a 1-bit ("packed") or no ("recompute") saved mask.
 
     Argument checks, eval mode and p in {0, 1} live in membit.nn.functional.packed_dropout.
+    Eager calls take the autograd.Function (a custom op's Python dispatch costs a few times
+    more host time per call); under torch.compile the registered custom op is traced instead,
+    so the graph does not break. Both run the same host functions and kernels.
     """
     store_mask = mode == "packed"
-    if _op is not None:
+    if _op is not None and _is_compiling():
         return _op(x, float(p), store_mask)[0]
     return PackedDropoutFunction.apply(x, float(p), store_mask)
