@@ -291,6 +291,29 @@ def test_unavailable_variant_fails_the_run_honestly(tmp_path):
     assert report["run"]["patched"] == []
 
 
+def test_packed_variant_on_chosen_sites_only(tmp_path):
+    site = line_of(GPT, "self.attn_dropout = nn.Dropout(")
+    sites = tmp_path / "sites.json"
+    sites.write_text(json.dumps([{"file": "samples/gpt_tiny.py", "line": site}]))
+    proc, report = run_harness(tmp_path, "samples/gpt_tiny.py", GPT_ARGS, "--variant", "packed", "--sites", str(sites),
+                               "--steps", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_valid(report)
+    assert_consistent(report)
+    patched = report["run"]["patched"]
+    assert sorted(p["path"] for p in patched) == ["h.0.attn.attn_dropout", "h.1.attn.attn_dropout"]
+    assert {p["to"] for p in patched} == {"PackedDropout"}
+    b, t, n, c, h = (GPT_SHAPE[k] for k in ("batch", "seq", "layers", "embd", "heads"))
+    by_line = {e["line"]: e for e in report["lines"]}
+    # The converted site keeps one bit per element; the others still keep float32 masks.
+    assert by_line[line_of(GPT, "att = self.attn_dropout(att)")]["mask_bytes"] == n * b * h * t * t // 8
+    assert by_line[line_of(GPT, "return self.resid_dropout(self.c_proj(y))")]["mask_bytes"] == n * b * t * c * 4
+    # The module keeps the line where the user built the dropout it replaced.
+    mods = {m["path"]: m for m in report["modules"]}
+    assert mods["h.0.attn.attn_dropout"]["type"] == "PackedDropout"
+    assert mods["h.0.attn.attn_dropout"]["created_at"]["line"] == site
+
+
 PARTIAL = """\
 import sys
 import torch

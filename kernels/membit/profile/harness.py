@@ -126,6 +126,8 @@ class Harness:
                                on_profiling_start=self._on_profiling_start, on_first_call=self._on_first_call,
                                route_dropout=self._route_dropout if self.sites else None)
         self._cpu_peak = 0
+        self.failure_live: list = []
+        self.failure_t: Optional[int] = None
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -165,6 +167,9 @@ class Harness:
                 self.history = why is None
                 if why:
                     self.notes.append(why)
+                else:
+                    # Ties the clocks for a failure before profiling starts (an OOM in warmup).
+                    self.markers = [allocator.Marker.place(torch.device("cuda", self._cuda_index), now_us)]
             else:
                 self.notes.append("allocator history turned off (--no-allocator-history)")
         self.progress.emit("started", pid=os.getpid(), device=device_name, steps=self.opts.steps, warmup=self.opts.warmup)
@@ -202,6 +207,9 @@ class Harness:
 
     def _fail(self, status, message, code, exc=None) -> None:
         self.status, self.error, self.exit_code = status, message, code
+        # What autograd holds now is freed with the exception's traceback: keep the list.
+        self.failure_live = list(self.tracker.live.values())
+        self.failure_t = now_us()
         if exc is not None:
             self.error_at = self._user_frame_of(exc)
 

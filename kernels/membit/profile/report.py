@@ -214,7 +214,7 @@ def build(h) -> dict:
     if replay is not None and len(replay.events):
         peak, oom_view = _allocator_peak(h, replay, index)
     else:
-        peak = _tensor_peak(h, params_total, buffers_total, state_total, keep)
+        peak = _tensor_peak(h, params_total, buffers_total, state_total, keep, index)
 
     # -- which step the lines describe ------------------------------------------------------
     steps = tr.steps_info
@@ -501,7 +501,7 @@ def _allocator_peak(h, replay, index):
     return peak, oom_view
 
 
-def _tensor_peak(h, params_total, buffers_total, state_total, keep) -> PeakView:
+def _tensor_peak(h, params_total, buffers_total, state_total, keep, index) -> PeakView:
     """The peak as the hooks saw it: the backward start that held the most (or now)."""
     tr = h.tracker
     peak = PeakView()
@@ -515,10 +515,10 @@ def _tensor_peak(h, params_total, buffers_total, state_total, keep) -> PeakView:
     if snap is not None and h.status == "ok":
         records, grads, state, t = snap.records, sum(snap.grads.values()), snap.state, snap.t
     else:
-        # A run that failed: what is alive now (the step that failed, as far as it got).
-        records = list(tr.live.values())
+        # A run that failed: what was alive when it failed (the step that failed, as far as it got).
+        records = list(h.failure_live) if h.failure_t is not None else list(tr.live.values())
         grads = sum(storage_key(p.grad)[1] for p in tr._all_params() if p.grad is not None)
-        state, t = state_total, now_us()
+        state, t = state_total, (h.failure_t or now_us())
         if snap is not None and snap.saved > sum(r.nbytes for r in records):
             records, grads, state, t = snap.records, sum(snap.grads.values()), snap.state, snap.t
     records = [r for r in records if keep(r)]
@@ -538,7 +538,11 @@ def _tensor_peak(h, params_total, buffers_total, state_total, keep) -> PeakView:
                                {"file": paths(r.frames[0][0]), "line": int(r.frames[0][1])} if r.frames else None,
                                r.shape, r.dtype))
     for p in tr._all_params():
-        m_frames = []
+        # A parameter was allocated where its module was built.
+        path = index.param_owner.get(id(p))
+        owner = index.modules.get(path) if path is not None else None
+        made = tr.created_at.get(owner) if owner is not None else None
+        m_frames = [frame_dict(made, paths)] if made else []
         holders.append(_holder(p.numel() * p.element_size(), "param", m_frames, None, tuple(p.shape), p.dtype))
     holders.sort(key=lambda x: -x["bytes"])
     peak.top = holders[:TOP]
@@ -558,7 +562,7 @@ def _oom_doc(h, oom_view, index, keep) -> dict:
         device_free = int(ev["device_free"]) if ev.get("device_free") is not None else st.get("device_free")
         allocated = oom_view["allocated"]
     else:
-        live = [r for r in tr.live.values() if keep(r)]
+        live = [r for r in (h.failure_live or tr.live.values()) if keep(r)]
         top = [_holder(r.nbytes, "mask" if r.mask else "activation", [frame_dict(f, paths) for f in r.frames],
                        {"file": paths(r.frames[0][0]), "line": int(r.frames[0][1])} if r.frames else None, r.shape, r.dtype)
                for r in sorted(live, key=lambda r: -r.nbytes)[:TOP]]
