@@ -87,7 +87,7 @@ class SeedNaiveDropoutFn(torch.autograd.Function):
 
 # ------------------------------------------------------------------------------------------------
 
-def bench(fn, grad_to_none=None, warmup=10, rep=40):
+def bench(fn, grad_to_none=None, warmup=5, rep=25):
     import triton.testing
 
     try:
