@@ -61,17 +61,27 @@ const HF_MASK_HELPERS = new Set([
 /** Fill values that mean "masked out" in attention: -inf, dtype minimum, large negatives. */
 const NEG_INF = /inf|finfo|masked_bias|mask_value|min_value|min_dtype|large_neg|-\s*\d+(?:\.\d*)?e\+?\d+|-\s*1000+\b|-\s*65504|-\s*32768/i;
 /** Receivers that are attention scores (`att`, `scores`, `attn_weights`, `dots`, `sim`). */
-const SCORES = /att|score|weight|logit|sim\b|dots?\b|energ|qk|affinit|product/i;
+const SCORES = /att|score|weight|sim\b|dots?\b|energ|qk|affinit|product/i;
 const ATTN_MEMBER = /attn|attention|(^|_)att(_|$)/i;
 const ATTN_ARG = /^(p_)?(attn|att|attention)(_?(weights?|probs?|probabilities|scores?|maps?|matrix))?$|_probs$/i;
 /** Members that are attention projections, never half of an FFN. */
 const ATTN_PROJ =
   /^(q|k|v|qk|kv|qkv|query|key|value|wq|wk|wv|wqkv|to_q|to_k|to_v|to_qk|to_kv|to_qkv|in_proj|c_attn|q_attn|query_key_value|w_pack|q_lin|k_lin|v_lin)$|(^|_)(q|k|v|qkv|kv|query|key|value)_?proj|attn|attention/i;
 /** Member names FFN code uses for its projections, when widths alone cannot tell. */
-const FFN_NAME = /fc|mlp|ff|feed|dense|lin|^w\d|^w[io]|up|down|h_to_4h|4h_to_h|pwconv|c_fc|c_proj|intermediate|output|expand|proj|^l\d|layer/i;
+const FFN_NAME = /fc|mlp|ff|feed|dense|lin|^w\d|^w[io]|up|down|h_to_4h|4h_to_h|pwconv|c_fc|c_proj|intermediate|output|expand|^l\d|layer/i;
 const GATE_NAME = /gate|^w1$|wi_0|_g$|^w_g/i;
 const UP_NAME = /up|^w3$|wi_1|fc_in|^w_u/i;
 const ATTN_CLASS = /(attention|attn)$/i;
+const FFN_CLASS = /mlp|ffn|feed_?forward|ffw|positionwise|intermediate/i;
+const ACT_CALL = /^(gelu|silu|relu|relu6|swish|sigmoid|mish|tanh|softplus|quick_gelu|gelu_new)$/;
+/** Squeeze-and-excitation blocks: reduce then expand channels, a gate rather than an FFN. */
+const SE_CLASS = { test: (name: string) => /squeeze|excit/i.test(name) || /^SE(Module|Layer|Block)?$|^SE[A-Z]/.test(name) };
+/** Hidden widths that narrow. */
+const NARROW = /\/\/|rd_|reduc|squeeze|bottleneck/i;
+/** Output widths of classifier heads. */
+const HEAD_OUT = /class|label|vocab/i;
+/** `project_in`/`project_out` adapters between widths. */
+const ADAPTER = /proj(ect)?_?in\b.*proj(ect)?_?out/i;
 /** Dropouts of attention classes that act on the output, not the probabilities. */
 const NOT_ATTN_MEMBER = /resid|proj|(^|_)out(put)?(_|$)|hidden|ffn|mlp|fc|emb/i;
 
@@ -116,6 +126,9 @@ export function normDim(text: string | undefined): string {
   if (!text) return '';
   let t = text.replace(/\s+/g, '');
   while (t.startsWith('(') && t.endsWith(')') && balanced(t.slice(1, -1))) t = t.slice(1, -1);
+  // `int(config.intermediate_size)` is the same width as `config.intermediate_size`.
+  t = t.replace(/\bint\(([^()]*)\)/g, '$1');
+  while (t.startsWith('(') && t.endsWith(')') && balanced(t.slice(1, -1))) t = t.slice(1, -1);
   // Dotted names compare by their last part: `config.hidden_size` = `self.hidden_size` = `hidden_size`.
   t = t.replace(/[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+/g, (m) => m.slice(m.lastIndexOf('.') + 1));
   const factors = splitTop(t, '*');
@@ -155,6 +168,8 @@ interface LinearFact {
   outText: string;
   in: string;
   out: string;
+  /** Both arms of a conditional width (`hidden * 2 if use_glu else hidden`), normalised. */
+  outAlts: string[];
   /** Widths evaluated with the file's literal config values: for weight counts. */
   inVal?: number;
   outVal?: number;
@@ -303,6 +318,17 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
   // Members that are nn.Softmax modules (`self.attend = nn.Softmax(dim=-1)`): their output is probabilities.
   const softmaxMembers = new Set<string>();
   for (const g of calls) if (g.res.qname === 'torch.nn.Softmax' && g.f.binding?.startsWith('self.')) softmaxMembers.add(`${g.classKey}|${g.f.binding}`);
+  // Dropouts right after an nn.Softmax in one Sequential (`nn.Sequential(nn.Softmax(-1), nn.Dropout(p))`).
+  const softmaxInSeq = new Map<string, number>();
+  for (const g of calls) {
+    if (g.res.qname !== 'torch.nn.Softmax' || !g.f.binding || !g.f.path || !/^\d+$/.test(g.f.path)) continue;
+    softmaxInSeq.set(`${g.classKey ?? g.funcKey}|${g.f.binding}`, Number(g.f.path));
+  }
+  const afterSoftmax = (g: GCall) => {
+    if (!g.f.binding || !g.f.path || !/^\d+$/.test(g.f.path)) return false;
+    const at = softmaxInSeq.get(`${g.classKey ?? g.funcKey}|${g.f.binding}`);
+    return at !== undefined && at < Number(g.f.path);
+  };
   const probsUse = (u: GCall) => u.f.arg0Probs || (u.f.arg0Via !== undefined && softmaxMembers.has(`${u.classKey}|${u.f.arg0Via}`));
 
   // Pass 2: dropouts and fused attention.
@@ -315,6 +341,7 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
       const used = usesOf(g);
       const attn =
         used.some(probsUse) ||
+        afterSoftmax(g) ||
         (member !== '' && !g.f.path && ATTN_MEMBER.test(member)) ||
         (args.p !== undefined && /attn|attention/i.test(args.p)) ||
         // A dropout member of an attention class that is never called itself is handed to
@@ -412,8 +439,10 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
       const a = argMap(g.f, []);
       const fill = final.endsWith('full') ? (g.f.args.filter((x) => x.name === null)[1]?.text ?? a.fill_value) : undefined;
       const name = `${g.f.binding ?? ''} ${g.f.buffer ?? ''}`;
-      const isMask =
-        forced.has(g) || (fill !== undefined && NEG_INF.test(fill)) || /mask|causal/i.test(name) || (g.f.buffer !== undefined && /bias/i.test(g.f.buffer));
+      // Index tables (`torch.empty((N, N), dtype=torch.long)`) are square too, but no mask.
+      const dtype = g.f.args.find((x) => x.name === 'dtype')?.text ?? '';
+      if (/long|int(8|16|32|64)?$/.test(dtype) && !/uint8/.test(dtype)) continue;
+      const isMask = forced.has(g) || (fill !== undefined && NEG_INF.test(fill)) || /mask|causal/i.test(name);
       if (!isMask) continue;
       addMask(g);
       if (g.f.buffer) maskBuffers.set(`${g.classKey}|${g.f.buffer}`, g);
@@ -467,6 +496,8 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
     if (!fill || !maskText || !NEG_INF.test(fill)) continue;
     const bufferRef = /self\.(\w+)/.exec(maskText);
     const buffer = bufferRef ? maskBuffers.get(`${g.classKey}|${bufferRef[1]}`) : undefined;
+    // Filling the mask itself (turning a bool mask into an additive one) applies nothing.
+    if (/mask|bias/i.test(receiver)) continue;
     if (!buffer && !SCORES.test(receiver) && !/bias|causal|tril|triu/i.test(maskText)) continue;
     const m = measuredFor(g);
     const est: Estimate = m
@@ -480,8 +511,19 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
     });
   }
 
+  // Projections whose output goes straight into an activation (`self.act(self.w0(x))`): gates.
+  const activated = new Set<string>();
+  for (const g of calls) {
+    const m = /^self\.([A-Za-z_]\w*)\s*\(/.exec(g.f.arg0 ?? '');
+    if (m && (ACT_CALL.test(g.res.final) || /^self\.\w*act/i.test(g.f.callee))) activated.add(`${g.classKey}|${m[1]}`);
+  }
+
   // Pass 4: FFNs.
-  findFfns(calls, taken, config, makeSite);
+  // Classes of this file that subclass nn.Linear build projections too.
+  const localLinear = new Set<string>();
+  for (const c of classes) if (c.bases.some((b) => resolver.resolve(b, false).qname === 'torch.nn.Linear')) localLinear.add(c.name);
+
+  findFfns(calls, taken, config, makeSite, activated, localLinear);
 
   sites.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
   return { sites, classes, config: config.file };
@@ -591,11 +633,13 @@ type MakeSite = (g: GCall, kind: SiteKind, form: Site['form'], args: SiteArgs, e
 
 const NO_VALUES: ReadonlyMap<string, number> = new Map();
 
-function linearOf(g: GCall, config: ConfigTable): LinearFact | undefined {
+function linearOf(g: GCall, config: ConfigTable, localLinear: ReadonlySet<string>): LinearFact | undefined {
   const q = g.res.qname;
   const final = g.res.final;
   let key: string | undefined;
   if (q === 'torch.nn.Linear' || (q === null && final === 'linear_layer' && g.res.binding === 'local')) key = 'torch.nn.Linear';
+  // The file's own subclasses of nn.Linear (whisper's `class Linear(nn.Linear)`).
+  else if (q?.startsWith('<local>.') && localLinear.has(q.slice('<local>.'.length))) key = 'torch.nn.Linear';
   else if (final === 'Conv1D' && !(q ?? '').startsWith('torch.')) key = 'Conv1D';
   else if (q === 'torch.nn.Conv1d' || q === 'torch.nn.Conv2d') key = q;
   else if ((final === 'ColumnParallelLinear' || final === 'RowParallelLinear') && g.res.binding !== 'member') key = final;
@@ -622,7 +666,9 @@ function linearOf(g: GCall, config: ConfigTable): LinearFact | undefined {
   if (b?.startsWith('self.')) member = b.slice(5) + (g.f.path ? `.${g.f.path}` : '');
   else if (b && g.f.path) member = `${b}.${g.f.path}`;
   else if (b) member = b;
-  const lf: LinearFact = { call: g, member, inText, outText, in: normDim(inText), out: normDim(outText), params };
+  const arms = /^(.+?)\s+if\s+.+?\s+else\s+(.+)$/s.exec(outText.trim());
+  const outAlts = arms ? [normDim(arms[1]), normDim(arms[2])] : [];
+  const lf: LinearFact = { call: g, member, inText, outText, in: normDim(inText), out: normDim(outText), outAlts, params };
   const iv = evalDim(inText, config.values, config.bareValues);
   const ov = evalDim(outText, config.values, config.bareValues);
   if (iv !== undefined) lf.inVal = iv;
@@ -634,9 +680,20 @@ function linearOf(g: GCall, config: ConfigTable): LinearFact | undefined {
   return lf;
 }
 
+/** The name that says what a member is: `c_fc` for `mlp.c_fc`, `net` for `net.1`. */
 function lastSeg(member: string | null): string {
   if (!member) return '';
-  return member.slice(member.lastIndexOf('.') + 1);
+  const segs = member.split('.').filter((x) => !/^\d+$/.test(x));
+  return segs[segs.length - 1] ?? '';
+}
+
+/** The Sequential/ModuleList a member sits in (`net` for `net.1`), null for a plain attribute. */
+function containerOf(l: LinearFact): string | null {
+  const b = l.call.f.binding;
+  const path = l.call.f.path;
+  if (!b || !path) return null;
+  const segs = path.split('.');
+  return [b, ...segs.slice(0, -1)].join('.');
 }
 
 function same(a: string, av: number | undefined, b: string, bv: number | undefined): boolean {
@@ -686,11 +743,18 @@ function setWidths(info: FfnInfo, inWidth: number | undefined, hiddenWidth: numb
   if (hiddenWidth !== undefined && Number.isInteger(hiddenWidth)) info.hiddenWidth = hiddenWidth;
 }
 
-function findFfns(calls: readonly GCall[], taken: Set<GCall>, config: ConfigTable, makeSite: MakeSite): void {
+function findFfns(
+  calls: readonly GCall[],
+  taken: Set<GCall>,
+  config: ConfigTable,
+  makeSite: MakeSite,
+  activated: ReadonlySet<string>,
+  localLinear: ReadonlySet<string>,
+): void {
   const groups = new Map<string, LinearFact[]>();
   for (const g of calls) {
     if (!g.f.detailed || taken.has(g)) continue;
-    const l = linearOf(g, config);
+    const l = linearOf(g, config, localLinear);
     if (!l) continue;
     const key = g.classKey ?? g.funcKey ?? '<module>';
     let list = groups.get(key);
@@ -701,7 +765,7 @@ function findFfns(calls: readonly GCall[], taken: Set<GCall>, config: ConfigTabl
   for (const [key, list] of groups) {
     const className = list[0]?.call.className ?? null;
     const used = new Set<LinearFact>();
-    if (className && ATTN_CLASS.test(className)) {
+    if (className && (ATTN_CLASS.test(className) || SE_CLASS.test(className))) {
       leftovers.set(key, []);
       continue;
     }
@@ -711,20 +775,36 @@ function findFfns(calls: readonly GCall[], taken: Set<GCall>, config: ConfigTabl
       for (let i = j - 1; i >= 0; i--) {
         const U = list[i] as LinearFact;
         if (used.has(U) || ATTN_PROJ.test(lastSeg(U.member))) continue;
-        const plain = same(U.out, U.litOut, D.in, D.litIn);
+        // Inside a Sequential, an up/down pair is two consecutive projections of that Sequential.
+        // Two different Sequentials are two different heads.
+        const box = containerOf(U);
+        const dbox = containerOf(D);
+        if (box !== null && dbox !== null && box !== dbox) continue;
+        if (box !== null && box === dbox && list.slice(i + 1, j).some((o) => containerOf(o) === box)) continue;
+        // One variable rebound in a loop is not two layers.
+        if (U.member !== null && U.member === D.member) continue;
+        const plain = same(U.out, U.litOut, D.in, D.litIn) || U.outAlts.includes(D.in);
         const fusedGate = !plain && doubled(U.out, U.litOut, D.in, D.litIn);
         if (!plain && !fusedGate) continue;
         // An FFN widens first: a square or narrowing first projection is something else.
         if (same(U.in, U.litIn, U.out, U.litOut)) continue;
         if (U.litIn !== undefined && U.litOut !== undefined && U.litOut <= U.litIn) continue;
+        // Squeeze-excite style reductions (`channels // reduction`, `rd_channels`) narrow.
+        if (NARROW.test(U.outText)) continue;
+        // The down projection returns to a different width than its input.
+        if (same(D.in, D.litIn, D.out, D.litOut)) continue;
+        // A classifier head ends in classes, not the model width.
+        if (HEAD_OUT.test(D.outText)) continue;
         const mirrored = same(U.in, U.litIn, D.out, D.litOut);
-        const named = FFN_NAME.test(lastSeg(U.member)) && FFN_NAME.test(lastSeg(D.member));
+        // Names say FFN: of the members (fc1/fc2, w_1/w_2) or of the class (SpatialMlp, FeedForward).
+        const named = (FFN_NAME.test(lastSeg(U.member)) && FFN_NAME.test(lastSeg(D.member))) || FFN_CLASS.test(className ?? '');
         if (!mirrored && !named) continue;
+        if (ADAPTER.test(`${lastSeg(U.member)} ${lastSeg(D.member)}`) && !FFN_CLASS.test(className ?? '')) continue;
         // Gated: another projection with U's widths (gate_proj next to up_proj).
         let G: LinearFact | undefined;
         if (plain) {
           G = list.find(
-            (o) => o !== U && o !== D && !used.has(o) && same(o.in, o.litIn, U.in, U.litIn) && same(o.out, o.litOut, U.out, U.litOut) && !ATTN_PROJ.test(lastSeg(o.member)),
+            (o) => o !== U && o !== D && !used.has(o) && containerOf(o) === box && same(o.in, o.litIn, U.in, U.litIn) && same(o.out, o.litOut, U.out, U.litOut) && !ATTN_PROJ.test(lastSeg(o.member)),
           );
         }
         let up = U;
@@ -732,7 +812,15 @@ function findFfns(calls: readonly GCall[], taken: Set<GCall>, config: ConfigTabl
         if (G) {
           const gName = lastSeg(G.member);
           const uName = lastSeg(U.member);
-          if ((GATE_NAME.test(uName) && !GATE_NAME.test(gName)) || (UP_NAME.test(gName) && !UP_NAME.test(uName))) {
+          const gAct = activated.has(`${G.call.classKey}|${G.member}`);
+          const uAct = activated.has(`${U.call.classKey}|${U.member}`);
+          // The forward pass says which one is the gate: it goes through the activation.
+          if (gAct !== uAct) {
+            if (uAct) {
+              up = G;
+              gate = U;
+            }
+          } else if ((GATE_NAME.test(uName) && !GATE_NAME.test(gName)) || (UP_NAME.test(gName) && !UP_NAME.test(uName))) {
             up = G;
             gate = U;
           } else if (!GATE_NAME.test(gName) && !UP_NAME.test(uName) && G.call.range.startLine < U.call.range.startLine) {

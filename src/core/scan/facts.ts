@@ -91,6 +91,7 @@ const PASS_METHODS = new Set([
   'view', 'reshape', 'view_as', 'nan_to_num', 'mul', 'mul_', 'div', 'div_', 'cuda', 'squeeze', 'unsqueeze',
 ]);
 const SOFTMAX = /softmax/i;
+const ACTIVATION = /^(gelu|silu|relu|relu6|swish|sigmoid|mish|tanh|softplus|quick_gelu|gelu_new)$/;
 const NOT_SOFTMAX = /log_?softmax|gumbel/i;
 const NUMBER = /^\d[\d_]*(\.\d*)?([eE][+-]?\d+)?$/;
 
@@ -468,7 +469,9 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
     const member = callee.startsWith('self.');
     const interesting = INTERESTING_FINALS.has(final) || (bare && !BUILTINS.has(callee));
     const dropish = /drop/i.test(final);
-    if (!interesting && !member && !dropish) continue;
+    // Activations are kept for their argument: the projection they wrap is a gate.
+    const activation = ACTIVATION.test(final);
+    if (!interesting && !member && !dropish && !activation) continue;
     const si = (startOverride?.index ?? node.startIndex) - baseIdx;
     const ei = node.endIndex - baseIdx;
     const scope = scopeOf(si, ei);
