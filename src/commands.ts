@@ -19,6 +19,7 @@ export const InternalCommands = {
   appliedOverlays: 'membit._test.appliedOverlays',
   reloadReports: 'membit._reloadReports',
   reportViewRendered: 'membit._test.reportViewRendered',
+  scanState: 'membit._test.scanState',
 } as const;
 
 export type CommandId = (typeof Commands)[keyof typeof Commands];

@@ -4,6 +4,7 @@ import { createLog } from './vscode/log';
 import { registerPendingCommands } from './vscode/pending';
 import { registerReportFeature } from './vscode/report';
 import { registerProfileCommand } from './vscode/run/profileCommand';
+import { registerScanFeature } from './vscode/scan';
 
 /** What `activate` returns: a small API that the end-to-end tests read. */
 export interface MembitApi {
@@ -15,6 +16,7 @@ export interface MembitApi {
 export function activate(context: vscode.ExtensionContext): MembitApi {
   const log = createLog(context);
   const reports = registerReportFeature(context, log);
+  registerScanFeature(context, log, reports.store);
   registerProfileCommand(context, log, reports.store);
   const built: CommandId[] = [...reports.commands, Commands.profileRun];
   const pending = Object.values(Commands).filter((id) => !built.includes(id));

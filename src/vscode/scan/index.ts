@@ -1,0 +1,259 @@
+import { relative } from 'node:path';
+import * as vscode from 'vscode';
+import { InternalCommands } from '../../commands';
+import { createScanner, formatHint, formatHover, scanCells, shapeHintsFromReport, summarizeClasses, type ScanDocument, type Scanner, type ScanOptions, type ScanResult, type Site } from '../../core/scan';
+import type { Log } from '../log';
+import type { ReportStore } from '../report/store';
+import { getSettings, onSettingsChanged } from '../settings';
+
+/** What the scan adapter shows for one document; the e2e suite reads it through a test command. */
+export interface ScanState {
+  uri: string;
+  sites: { line: number; kind: string; code: string; hint: string }[];
+  lenses: { line: number; title: string }[];
+  skipped?: string;
+  error?: string;
+}
+
+const DEBOUNCE_MS = 250;
+
+/**
+ * Shows the static scanner's findings in the editor: Information diagnostics with
+ * codes (code actions hook into them), end-of-line estimates, a CodeLens per model
+ * class, and hovers. Rescans are incremental and debounced; nothing blocks typing.
+ */
+export class ScanFeature implements vscode.Disposable {
+  private scanner: Scanner | undefined;
+  private readonly ready: Promise<void>;
+  private readonly docs = new Map<string, ScanDocument>();
+  private readonly results = new Map<string, ScanResult>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly diagnostics = vscode.languages.createDiagnosticCollection('membit');
+  private readonly hintType = vscode.window.createTextEditorDecorationType({
+    after: { color: new vscode.ThemeColor('membit.estimateText'), margin: '0 0 0 2em' },
+  });
+  private readonly lensChanged = new vscode.EventEmitter<void>();
+  private readonly disposables: vscode.Disposable[] = [this.diagnostics, this.hintType, this.lensChanged];
+  private readonly warnedTooLarge = new Set<string>();
+
+  constructor(
+    context: vscode.ExtensionContext,
+    private readonly log: Log,
+    private readonly reports: ReportStore,
+  ) {
+    // The grammar loads after activation returns, so activation stays fast.
+    this.ready = createScanner({ assetDir: vscode.Uri.joinPath(context.extensionUri, 'dist').fsPath }).then(
+      (s) => {
+        this.scanner = s;
+        for (const doc of vscode.workspace.textDocuments) this.schedule(doc, 0);
+        for (const nb of vscode.workspace.notebookDocuments) this.scheduleNotebook(nb);
+      },
+      (e) => {
+        this.log.error(`scanner unavailable: ${e instanceof Error ? e.message : String(e)}`);
+        void vscode.window.showErrorMessage(`Membit: the Python scanner could not load (${e instanceof Error ? e.message : String(e)}). Reinstall the extension.`);
+      },
+    );
+    this.disposables.push(
+      vscode.workspace.onDidOpenTextDocument((d) => this.schedule(d, 0)),
+      vscode.workspace.onDidChangeTextDocument((e) => {
+        if (e.contentChanges.length) this.schedule(e.document);
+      }),
+      vscode.workspace.onDidCloseTextDocument((d) => this.forget(d.uri)),
+      vscode.workspace.onDidOpenNotebookDocument((nb) => this.scheduleNotebook(nb)),
+      vscode.workspace.onDidChangeNotebookDocument((e) => this.scheduleNotebook(e.notebook)),
+      vscode.window.onDidChangeVisibleTextEditors(() => this.renderHints()),
+      onSettingsChanged(['shapes', 'scan', 'diagnostics', 'hints', 'codeLens', 'hover'], () => this.rescanAll()),
+      reports.onDidChange(() => this.rescanAll()),
+      vscode.languages.registerCodeLensProvider({ language: 'python' }, { onDidChangeCodeLenses: this.lensChanged.event, provideCodeLenses: (d) => this.lenses(d) }),
+      vscode.languages.registerHoverProvider({ language: 'python' }, { provideHover: (d, p) => this.hover(d, p) }),
+      vscode.commands.registerCommand(InternalCommands.scanState, async (uri?: vscode.Uri) => {
+        await this.ready;
+        return uri ? this.state(uri) : undefined;
+      }),
+    );
+  }
+
+  /** The latest scan of a document (after pending rescans), for code actions. */
+  async resultFor(doc: vscode.TextDocument): Promise<ScanResult | undefined> {
+    await this.ready;
+    const key = doc.uri.toString();
+    if (this.timers.has(key)) {
+      clearTimeout(this.timers.get(key));
+      this.timers.delete(key);
+      this.scanNow(doc);
+    }
+    return this.results.get(key);
+  }
+
+  private options(doc: { uri: vscode.Uri }): ScanOptions {
+    const s = getSettings(doc.uri);
+    const loaded = this.reports.report;
+    const opts: ScanOptions = { maxBytes: s.scan.maxFileSizeKB * 1024, shapes: s.shapes };
+    if (loaded && doc.uri.scheme === 'file') {
+      opts.hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
+    }
+    return opts;
+  }
+
+  private schedule(doc: vscode.TextDocument, ms = DEBOUNCE_MS): void {
+    if (doc.languageId !== 'python' || doc.uri.scheme === 'vscode-notebook-cell') return;
+    const key = doc.uri.toString();
+    const t = this.timers.get(key);
+    if (t) clearTimeout(t);
+    this.timers.set(
+      key,
+      setTimeout(() => {
+        this.timers.delete(key);
+        this.scanNow(doc);
+      }, ms),
+    );
+  }
+
+  private scanNow(doc: vscode.TextDocument): void {
+    if (!this.scanner || doc.isClosed) return;
+    const key = doc.uri.toString();
+    const opts = this.options(doc);
+    let sd = this.docs.get(key);
+    let result: ScanResult;
+    if (!sd) {
+      sd = this.scanner.open(doc.uri.fsPath, doc.getText(), opts);
+      this.docs.set(key, sd);
+      result = sd.result;
+    } else result = sd.update(doc.getText(), opts);
+    this.results.set(key, result);
+    if (result.skipped && !this.warnedTooLarge.has(key)) {
+      this.warnedTooLarge.add(key);
+      void vscode.window.showInformationMessage(`Membit: ${result.skipped.message}`);
+    }
+    if (result.error) this.log.warn(`scan of ${doc.uri.fsPath}: ${result.error}`);
+    this.publish(doc.uri, result.sites);
+    this.renderHints();
+    this.lensChanged.fire();
+  }
+
+  /** Notebooks: the Python cells are scanned together; findings land on their cells. */
+  private scheduleNotebook(nb: vscode.NotebookDocument): void {
+    const key = nb.uri.toString();
+    const t = this.timers.get(key);
+    if (t) clearTimeout(t);
+    this.timers.set(
+      key,
+      setTimeout(() => {
+        this.timers.delete(key);
+        if (!this.scanner || nb.isClosed) return;
+        const cells = nb.getCells().filter((c) => c.kind === vscode.NotebookCellKind.Code && c.document.languageId === 'python');
+        const result = scanCells(this.scanner, cells.map((c) => ({ index: c.index, text: c.document.getText() })), nb.uri.fsPath, this.options(nb));
+        for (const c of cells) {
+          const sites = result.sites.filter((s) => s.cell === c.index);
+          this.results.set(c.document.uri.toString(), { ...result, sites, classes: result.classes.filter((k) => k.cell === c.index) });
+          this.publish(c.document.uri, sites);
+        }
+        this.renderHints();
+        this.lensChanged.fire();
+      }, DEBOUNCE_MS),
+    );
+  }
+
+  private publish(uri: vscode.Uri, sites: readonly Site[]): void {
+    if (!getSettings(uri).diagnostics.enabled) {
+      this.diagnostics.delete(uri);
+      return;
+    }
+    this.diagnostics.set(
+      uri,
+      sites.map((s) => {
+        const d = new vscode.Diagnostic(toRange(s), s.message, vscode.DiagnosticSeverity.Information);
+        d.code = s.code;
+        d.source = 'Membit';
+        return d;
+      }),
+    );
+  }
+
+  private renderHints(): void {
+    for (const editor of vscode.window.visibleTextEditors) {
+      const result = this.results.get(editor.document.uri.toString());
+      if (!result || !getSettings(editor.document.uri).hints.enabled) {
+        editor.setDecorations(this.hintType, []);
+        continue;
+      }
+      // One hint per line: the first site's (a line rarely holds two).
+      const byLine = new Map<number, Site>();
+      for (const s of result.sites) if (!byLine.has(s.range.startLine)) byLine.set(s.range.startLine, s);
+      editor.setDecorations(
+        this.hintType,
+        [...byLine.values()]
+          .filter((s) => s.range.startLine < editor.document.lineCount)
+          .map((s) => {
+            const end = editor.document.lineAt(s.range.startLine).range.end;
+            return { range: new vscode.Range(end, end), renderOptions: { after: { contentText: formatHint(s) } } };
+          }),
+      );
+    }
+  }
+
+  private lenses(doc: vscode.TextDocument): vscode.CodeLens[] {
+    const result = this.results.get(doc.uri.toString());
+    if (!result || !getSettings(doc.uri).codeLens.enabled) return [];
+    return summarizeClasses(result).map((c) => {
+      const line = Math.min(c.range.startLine, doc.lineCount - 1);
+      // A lens with no command is shown as plain text.
+      return new vscode.CodeLens(new vscode.Range(line, 0, line, 0), { title: c.title, command: '' });
+    });
+  }
+
+  private hover(doc: vscode.TextDocument, pos: vscode.Position): vscode.Hover | undefined {
+    if (!getSettings(doc.uri).hover.enabled) return undefined;
+    const result = this.results.get(doc.uri.toString());
+    const site = result?.sites.find((s) => toRange(s).contains(pos));
+    if (!site) return undefined;
+    const md = new vscode.MarkdownString(formatHover(site));
+    return new vscode.Hover(md, toRange(site));
+  }
+
+  private state(uri: vscode.Uri): ScanState {
+    const result = this.results.get(uri.toString());
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString());
+    const state: ScanState = {
+      uri: uri.toString(),
+      sites: (result?.sites ?? []).map((s) => ({ line: s.range.startLine + 1, kind: s.kind, code: s.code, hint: formatHint(s) })),
+      lenses: doc ? this.lenses(doc).map((l) => ({ line: l.range.start.line + 1, title: l.command?.title ?? '' })) : [],
+    };
+    if (result?.skipped) state.skipped = result.skipped.message;
+    if (result?.error) state.error = result.error;
+    return state;
+  }
+
+  private rescanAll(): void {
+    for (const doc of vscode.workspace.textDocuments) this.schedule(doc, 0);
+    for (const nb of vscode.workspace.notebookDocuments) this.scheduleNotebook(nb);
+  }
+
+  private forget(uri: vscode.Uri): void {
+    const key = uri.toString();
+    this.docs.get(key)?.dispose();
+    this.docs.delete(key);
+    this.results.delete(key);
+    this.diagnostics.delete(uri);
+    const t = this.timers.get(key);
+    if (t) clearTimeout(t);
+    this.timers.delete(key);
+  }
+
+  dispose(): void {
+    for (const t of this.timers.values()) clearTimeout(t);
+    for (const d of this.docs.values()) d.dispose();
+    this.scanner?.dispose();
+    for (const d of this.disposables) d.dispose();
+  }
+}
+
+function toRange(s: Site): vscode.Range {
+  return new vscode.Range(s.range.startLine, s.range.startCol, s.range.endLine, s.range.endCol);
+}
+
+export function registerScanFeature(context: vscode.ExtensionContext, log: Log, reports: ReportStore): ScanFeature {
+  const f = new ScanFeature(context, log, reports);
+  context.subscriptions.push(f);
+  return f;
+}

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import * as vscode from 'vscode';
+import { InternalCommands } from '../../../src/commands';
+import type { ScanState } from '../../../src/vscode/scan';
+import { openSample, screenshot, waitFor } from './util';
+
+describe('static scan in the editor', () => {
+  it('puts diagnostics with codes, end-of-line estimates and class CodeLenses on the GPT sample', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const uri = editor.document.uri;
+    const text = editor.document.getText().split('\n');
+    const lineOf = (re: RegExp) => text.findIndex((l) => re.test(l));
+    const diags = await waitFor('Membit diagnostics', () => {
+      const d = vscode.languages.getDiagnostics(uri).filter((x) => x.source === 'Membit');
+      return d.length >= 5 ? d : undefined;
+    });
+    const codeAt = (line: number) => diags.filter((d) => d.range.start.line === line).map((d) => String(d.code));
+    assert.ok(codeAt(lineOf(/self\.attn_dropout = nn\.Dropout/)).includes('membit.attn-dropout') || codeAt(lineOf(/att = self\.attn_dropout\(att\)/)).includes('membit.attn-dropout'), 'attention dropout is found');
+    assert.ok(codeAt(lineOf(/self\.resid_dropout = nn\.Dropout/)).includes('membit.dropout'));
+    assert.ok(diags.some((d) => d.code === 'membit.attn-mask'), 'the materialized causal mask is found');
+    assert.ok(diags.some((d) => d.code === 'membit.ffn'), 'the MLP is found as an FFN');
+    for (const d of diags) assert.equal(d.severity, vscode.DiagnosticSeverity.Information);
+
+    const state = await waitFor('scan state', () => vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, uri));
+    const resid = state.sites.find((s) => s.line === lineOf(/self\.resid_dropout = nn\.Dropout/) + 1);
+    assert.ok(resid, JSON.stringify(state.sites));
+    // The sample's dataclass gives literal shapes (block_size, n_embd), so the hint carries a size, not "unknown".
+    assert.match(resid.hint, /\d/);
+
+    const lenses = await waitFor('CodeLenses', async () => {
+      const l = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', uri)) ?? [];
+      const mine = l.filter((x) => x.command?.title.startsWith('Membit'));
+      return mine.length >= 2 ? mine : undefined;
+    });
+    const attnClass = lineOf(/^class CausalSelfAttention/);
+    assert.ok(lenses.some((l) => l.range.start.line === attnClass), `no lens on CausalSelfAttention: ${lenses.map((l) => `${l.range.start.line}:${l.command?.title}`).join(' | ')}`);
+
+    const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(lineOf(/self\.resid_dropout = nn\.Dropout/), text[lineOf(/self\.resid_dropout = nn\.Dropout/)]!.indexOf('nn.Dropout') + 3));
+    const hoverText = hovers.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n');
+    assert.match(hoverText, /packed/i);
+
+    editor.revealRange(new vscode.Range(attnClass, 0, attnClass + 30, 0), vscode.TextEditorRevealType.AtTop);
+    await screenshot('05-scan-hints');
+  });
+
+  it('keeps scanning while the user types, and never fails on broken code', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const uri = editor.document.uri;
+    const before = vscode.languages.getDiagnostics(uri).filter((x) => x.source === 'Membit').length;
+    // A syntax error at the top: the sites after it are still found.
+    await editor.edit((e) => e.insert(new vscode.Position(0, 0), 'def broken(:\n    x = (\n'));
+    await waitFor('diagnostics after a syntax error', () => {
+      const n = vscode.languages.getDiagnostics(uri).filter((x) => x.source === 'Membit').length;
+      return n >= before - 1 && n > 0;
+    });
+    await vscode.commands.executeCommand('workbench.action.files.revert');
+  });
+});
