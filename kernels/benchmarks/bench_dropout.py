@@ -298,6 +298,38 @@ def run_overhead(log):
     return out
 
 
+def run_host_breakdown(log):
+    """Where the host time of one packed-dropout call goes (4096-element bf16 tensor)."""
+    x = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    xg = x.clone().requires_grad_()
+    g = torch.randn_like(x)
+    y, words, seed = pd.packed_dropout_forward(x, 0.1)
+    nrows = 2 * words.numel()
+    cfg = pd.DEFAULT_CONFIG
+    m8 = words.view(torch.int8)
+    grid = (max(1, nrows // cfg.rows),)
+    cases = {
+        "draw_seed": lambda: pd.draw_seed(x.device),
+        "empty_like + empty(mask)": lambda: (torch.empty_like(x), torch.empty(words.numel(), dtype=torch.int16, device="cuda")),
+        "fwd kernel launch alone": lambda: pd._dropout_fwd_kernel[grid](
+            x, y, m8, seed, x.numel(), nrows, 6554, 1.1, ROWS=cfg.rows, ROUNDS=cfg.rounds, STORE_MASK=True,
+            num_warps=cfg.num_warps),
+        "bwd kernel launch alone": lambda: pd._dropout_bwd_kernel[grid](
+            g, y, m8, x.numel(), nrows, 1.1, ROWS=cfg.rows, num_warps=cfg.num_warps),
+        "packed_dropout_forward (host fn)": lambda: pd.packed_dropout_forward(x, 0.1),
+        "packed_dropout_backward (host fn)": lambda: pd.packed_dropout_backward(g, words, seed, 0.1),
+        "functional.packed_dropout fwd (no grad)": lambda: packed_dropout(x, 0.1),
+        "functional.packed_dropout fwd (grad)": lambda: packed_dropout(xg, 0.1),
+        "F.dropout fwd (grad)": lambda: F.dropout(xg, 0.1),
+        "x * 1.0 (one elementwise op)": lambda: x * 1.0,
+    }
+    out = {}
+    for name, fn in cases.items():
+        out[name] = host_us(fn)
+        log(f"host breakdown {name:42s} {out[name]:7.1f} us/call")
+    return out
+
+
 def summarize(rows, copy_gbps):
     """Targets for >= 2^24 elements, per (shape, dtype)."""
     out = []
@@ -324,6 +356,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="two shapes, bf16 only")
     ap.add_argument("--variants", action="store_true", help="sweep kernel launch parameters instead")
+    ap.add_argument("--host", action="store_true", help="only the host-time breakdown of one call")
     ap.add_argument("--dtypes", default="bf16,fp16,fp32")
     ap.add_argument("--p", type=float, default=0.1)
     ap.add_argument("--out", default=None, help="JSON path (default: results/dropout[_variants]_<gpu>.json)")
@@ -344,6 +377,9 @@ def main(argv=None):
               "method": "triton.testing.do_bench median with L2 flushed before each call; 'ms' = device time "
                         "(CUDA-graph replay), 'ms_eager' = the Python call; fwd+bwd = torch.autograd.grad of the op"}
     result["host_us"] = run_overhead(log)
+    result["host_breakdown_us"] = run_host_breakdown(log)
+    if args.host:
+        return
     if args.variants:
         result["variants"] = run_variants(args.p, copy_gbps, log)
         path = args.out or os.path.join(RESULTS, f"dropout_variants_{slug}.json")

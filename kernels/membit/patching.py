@@ -9,12 +9,14 @@ shares the record, undo and reporting.
 Functional dropout. Code such as HF transformers' eager attention calls
 `nn.functional.dropout(...)` rather than a module. While any patched model exists,
 torch.nn.functional.dropout is a thin router that sends a call to membit's dropout when
-  - a patched model's forward is running in the current thread (forward pre/post hooks on the
-    model and on every module that has children keep a per-thread stack), or
-  - the calling function is a method of one of the patched model's modules, or takes one as
-    its `module` argument (HF's `eager_attention_forward(module, ...)`).
-The second rule covers activation checkpointing: a checkpointed function recomputed during
-backward runs outside any forward, and must draw the same kind of mask it drew in forward.
+  - a patched model's forward is running in the current thread (a forward pre/post hook on
+    the model keeps a per-thread stack), or
+  - one of the calling frames (up to _MAX_FRAMES up) is a method of one of the patched
+    model's modules (`self`), or was handed one as `module` (HF's
+    `eager_attention_forward(module, ...)`).
+The second rule covers activation checkpointing: a checkpointed layer recomputed during
+backward runs outside the model's forward, and must draw the same kind of mask it drew in
+forward. It is only consulted outside a patched forward, so the hot path is one list check.
 Every other call goes to the original function. Call sites that bound the function before
 patching (`from torch.nn.functional import dropout`) keep the original.
 """
@@ -270,17 +272,24 @@ def _routed_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, 
     return _router.original(input, p, training, inplace)
 
 
+_MAX_FRAMES = 12
+
+
 def _caller_mode(frame) -> Optional[str]:
-    """The mode of the patched module the calling function belongs to (`self`) or was given (`module`)."""
+    """The mode of the nearest calling frame that belongs to a patched module (`self` or `module`)."""
     if not _router.modules:
         return None
-    local = frame.f_locals
-    for key in ("self", "module"):
-        m = local.get(key)
-        if isinstance(m, nn.Module):
-            mode = _router.modules.get(m)
-            if mode is not None:
-                return mode
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            break
+        local = frame.f_locals
+        for key in ("self", "module"):
+            m = local.get(key)
+            if isinstance(m, nn.Module):
+                mode = _router.modules.get(m)
+                if mode is not None:
+                    return mode
+        frame = frame.f_back
     return None
 
 
@@ -306,12 +315,12 @@ def _route_functional_dropout(model: nn.Module, mode: str, record: PatchRecord) 
 
     # always_call (torch >= 2.1) runs `leave` even when forward raises; without it an
     # exception leaves the thread routed, which only changes which dropout kernel runs.
+    # Hooks go on the model alone: a hook on every submodule costs host time on each call.
     kwargs = {"always_call": True} if _supports_always_call() else {}
+    record._handles.append(model.register_forward_pre_hook(enter))
+    record._handles.append(model.register_forward_hook(leave, **kwargs))
     for m in model.modules():
         _router.modules[m] = mode
-        if m is model or len(m._modules) > 0:
-            record._handles.append(m.register_forward_pre_hook(enter))
-            record._handles.append(m.register_forward_hook(leave, **kwargs))
     record._routed_modules = list(model.modules())
     _router.acquire()
     record.functional.append("torch.nn.functional.dropout")

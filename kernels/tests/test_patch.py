@@ -292,3 +292,44 @@ def test_checkpointed_functional_dropout_regenerates_its_mask(mode):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     membit.unpatch(plain)
     membit.unpatch(ckpt)
+
+
+def _dropout_helper(h, training):
+    # A free function (no `self`, no `module`) between the module and the dropout call.
+    return torch.nn.functional.dropout(torch.tanh(h), p=0.3, training=training)
+
+
+class HelperNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 16)
+
+    def block(self, x):
+        return _dropout_helper(self.lin(x), self.training)
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        return self.out(checkpoint(self.block, x, use_reentrant=False))
+
+
+def test_checkpointed_helper_function_is_routed_on_recompute(monkeypatch):
+    counter = CallCounter(monkeypatch)
+    torch.manual_seed(0)
+    net = HelperNet()
+    plain = copy.deepcopy(net)
+    plain.forward = lambda x: plain.out(plain.block(x))
+    membit.patch(net)
+    membit.patch(plain)
+    x = torch.randn(8, 16)
+    grads = []
+    for m in (plain, net):
+        torch.manual_seed(3)
+        m(x).square().sum().backward()
+        grads.append([p.grad for p in m.parameters()])
+    assert counter.calls == 3  # plain forward, checkpointed forward, its recompute in backward
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    membit.unpatch(net)
+    membit.unpatch(plain)
