@@ -72,13 +72,14 @@ def dropout_scale(p: float) -> float:
 
 
 def draw_seed(device) -> torch.Tensor:
-    """A 63-bit Philox key drawn from torch's generator for `device`, kept on that device.
+    """A 62-bit Philox key drawn from torch's generator for `device`, kept on that device.
 
     Staying on the device means no host sync, and under CUDA-graph capture the draw is
     replayed with a fresh value each time (torch's CUDA generator is graph-safe), so a
     captured step does not reuse one mask forever.
     """
-    return torch.empty((1,), dtype=torch.int64, device=device).random_()
+    # One op (not empty + random_): this runs once per dropout call, so host time counts.
+    return torch.randint(0, 1 << 62, (1,), dtype=torch.int64, device=device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,11 +381,12 @@ class PackedDropoutFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
+        # The one saved tensor is the mask (packed) or the seed (recompute); the host
+        # function reads only the one it needs, so it is passed in both places.
         (saved,) = ctx.saved_tensors
-        mask, seed = (saved, saved[:0]) if ctx.packed else (saved[:0], saved)
         if torch.is_grad_enabled():  # create_graph: keep the backward differentiable
-            return _PackedDropoutBackward.apply(gy, mask, seed, ctx.p, ctx.packed), None, None
-        return packed_dropout_backward(gy, mask, seed, ctx.p, ctx.packed), None, None
+            return _PackedDropoutBackward.apply(gy, saved, saved, ctx.p, ctx.packed), None, None
+        return packed_dropout_backward(gy, saved, saved, ctx.p, ctx.packed), None, None
 
 
 _op = None
