@@ -1,0 +1,133 @@
+/**
+ * The SSH hosts a user can pick as run targets: the `membit.targets` setting plus the
+ * Host entries of their OpenSSH client config. Membit never resolves a host itself;
+ * it only lists aliases and lets `ssh` apply the config, so this parser only has to
+ * find names, not understand every option.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { basename, dirname, isAbsolute, join } from 'node:path';
+import type { SshTargetSetting } from '../settings';
+
+export const DEFAULT_REMOTE_PYTHON = 'python3';
+/** `~` is expanded by the remote side, so the default follows each user's home. */
+export const DEFAULT_REMOTE_WORKDIR = '~/.cache/membit';
+
+/** Splits one config line into keyword and arguments (`Key value`, `Key=value`, "quoted args"). */
+export function splitConfigLine(line: string): { key: string; args: string[] } | undefined {
+  const trimmed = line.trim();
+  if (!trimmed || trimmed.startsWith('#')) return undefined;
+  const m = /^([A-Za-z][A-Za-z0-9]*)\s*(?:=\s*|\s+)(.*)$/.exec(trimmed) ?? /^([A-Za-z][A-Za-z0-9]*)()$/.exec(trimmed);
+  if (!m) return undefined;
+  const args: string[] = [];
+  const re = /"([^"]*)"|(\S+)/g;
+  let a: RegExpExecArray | null;
+  while ((a = re.exec(m[2] ?? '')) !== null) {
+    const word = a[1] ?? a[2] ?? '';
+    if (a[2]?.startsWith('#')) break; // a trailing comment
+    args.push(word);
+  }
+  return { key: (m[1] as string).toLowerCase(), args };
+}
+
+/** Host patterns that name one host: no wildcards, no negation. */
+function isConcreteHost(pattern: string): boolean {
+  return pattern.length > 0 && !/[*?!%]/.test(pattern);
+}
+
+/** One config file's Host names and Include arguments, in file order. */
+export type ConfigItem = { host: string } | { include: string };
+
+export function parseSshConfig(text: string): ConfigItem[] {
+  const items: ConfigItem[] = [];
+  for (const line of text.split(/\r?\n/)) {
+    const parsed = splitConfigLine(line);
+    if (!parsed) continue;
+    if (parsed.key === 'host') for (const h of parsed.args.filter(isConcreteHost)) items.push({ host: h });
+    else if (parsed.key === 'include') for (const f of parsed.args) items.push({ include: f });
+  }
+  return items;
+}
+
+/**
+ * Expands one Include argument the way ssh does for the user config: `~` is the home
+ * folder, a relative path is relative to ~/.ssh, and `*` / `?` may appear in the last
+ * path component (e.g. `config.d/*`). Wildcards in folder names are not supported.
+ */
+export function expandInclude(arg: string, sshDir: string, home: string): string[] {
+  let p = arg.startsWith('~/') ? join(home, arg.slice(2)) : arg;
+  if (!isAbsolute(p)) p = join(sshDir, p);
+  const name = basename(p);
+  if (!/[*?]/.test(name)) return [p];
+  const dir = dirname(p);
+  if (!existsSync(dir)) return [];
+  const re = new RegExp(`^${name.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  return readdirSync(dir)
+    .filter((f) => re.test(f))
+    .sort()
+    .map((f) => join(dir, f));
+}
+
+/**
+ * Host aliases from an OpenSSH config file and the files it includes (depth-limited
+ * like ssh's own), without duplicates, in file order. A missing file gives none.
+ */
+export function listSshHosts(configPath = join(homedir(), '.ssh', 'config'), home = homedir()): string[] {
+  const seen = new Set<string>();
+  const visited = new Set<string>();
+  const sshDir = join(home, '.ssh');
+  const visit = (file: string, depth: number) => {
+    if (depth > 16 || visited.has(file)) return;
+    visited.add(file);
+    let text: string;
+    try {
+      if (!statSync(file).isFile()) return;
+      text = readFileSync(file, 'utf8');
+    } catch {
+      return;
+    }
+    // An Include's hosts come where the Include is, as ssh reads them.
+    for (const item of parseSshConfig(text)) {
+      if ('host' in item) seen.add(item.host);
+      else for (const f of expandInclude(item.include, sshDir, home)) visit(f, depth + 1);
+    }
+  };
+  visit(configPath, 0);
+  return [...seen];
+}
+
+/** A fully specified SSH target: settings filled with defaults. */
+export interface SshTargetInfo {
+  host: string;
+  python: string;
+  workdir: string;
+  env: Record<string, string>;
+  /** Where the target came from, for the picker's description. */
+  source: 'membit.targets' | 'ssh config';
+}
+
+/**
+ * The targets to offer: every `membit.targets` entry (they win on the same host) and
+ * then every ssh-config host not already listed, with default python and workdir.
+ */
+export function sshTargets(settings: readonly SshTargetSetting[], configHosts: readonly string[]): SshTargetInfo[] {
+  const out: SshTargetInfo[] = [];
+  const have = new Set<string>();
+  for (const t of settings) {
+    if (!t.host || have.has(t.host)) continue;
+    have.add(t.host);
+    out.push({
+      host: t.host,
+      python: t.python || DEFAULT_REMOTE_PYTHON,
+      workdir: t.workdir || DEFAULT_REMOTE_WORKDIR,
+      env: { ...(t.env ?? {}) },
+      source: 'membit.targets',
+    });
+  }
+  for (const h of configHosts) {
+    if (have.has(h)) continue;
+    have.add(h);
+    out.push({ host: h, python: DEFAULT_REMOTE_PYTHON, workdir: DEFAULT_REMOTE_WORKDIR, env: {}, source: 'ssh config' });
+  }
+  return out;
+}
