@@ -1,11 +1,11 @@
 import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { UsageError } from './args';
 import type { Subcommand } from './command';
-import { explainFailure } from '../run/errors';
-import { formatBytes, harnessArgv } from '../run/harness';
+import { formatBytes } from '../run/harness';
 import { runFileName } from '../run/history';
-import { runLocal } from '../run/local';
+import { DEFAULT_REMOTE_PYTHON, DEFAULT_REMOTE_WORKDIR } from '../run/sshConfig';
+import { createRun, targetLabel, type RunTarget } from '../run/target';
 import type { Variant } from '../settings';
 
 const VARIANTS = ['baseline', 'packed', 'recompute', 'sparse24', 'packed+sparse24'] as const;
@@ -30,14 +30,22 @@ export const profileCommand: Subcommand = {
   summary: 'run a training script under the Membit harness and write a report',
   usage: 'membit profile [options] -- SCRIPT.py [ARGS...]',
   flags: [
-    { name: 'python', value: true, metavar: 'PY', help: 'Python interpreter with PyTorch (default: $MEMBIT_PYTHON or python3)' },
-    { name: 'out', value: true, metavar: 'FILE', help: 'report path (default: .membit/runs/<time>_local_<variant>.json under --root)' },
+    { name: 'python', value: true, metavar: 'PY', help: 'Python interpreter with PyTorch (default: $MEMBIT_PYTHON or python3; with --target, python3 on the target)' },
+    { name: 'out', value: true, metavar: 'FILE', help: 'report path (default: .membit/runs/<time>_<target>_<variant>.json under --root)' },
     { name: 'variant', value: true, choices: VARIANTS, metavar: 'V', help: 'what to convert for this run' },
     { name: 'steps', value: true, metavar: 'N', help: 'training steps to profile (0: run to the end; default 3)' },
     { name: 'warmup', value: true, metavar: 'K', help: 'steps to skip first (default 1)' },
-    { name: 'root', value: true, metavar: 'DIR', help: 'folder report paths are relative to (default: current folder)' },
+    { name: 'root', value: true, metavar: 'DIR', help: 'folder report paths are relative to, uploaded for --target (default: current folder)' },
+    { name: 'target', value: true, metavar: 'HOST', help: 'run on this ssh host (an alias from your ssh config, or user@host)' },
+    { name: 'ssh-config', value: true, metavar: 'FILE', help: 'ssh config file to use instead of ~/.ssh/config' },
+    { name: 'workdir', value: true, metavar: 'DIR', help: `remote folder for the upload cache and runs (default ${DEFAULT_REMOTE_WORKDIR})` },
+    { name: 'cpu', help: 'with --target: run even if the target has no CUDA GPU' },
   ],
-  details: 'The script runs unchanged as __main__; everything after -- is passed to it.\nExit code: 0 ok, 1 the run failed (the report still says why), 2 usage error.',
+  details:
+    'The script runs unchanged as __main__; everything after -- is passed to it.\n' +
+    'With --target, the files under --root (minus .gitignore\'d ones) and the membit package are\n' +
+    'uploaded over ssh (BatchMode: keys or an agent, a known host key) and the report comes back.\n' +
+    'Exit code: 0 ok, 1 the run failed (the report still says why), 2 usage error.',
   async run(args, io) {
     const [script, ...scriptArgs] = args.rest.length ? args.rest : args.positionals;
     if (!script) throw new UsageError('no script given: membit profile -- train.py [args]');
@@ -45,54 +53,63 @@ export const profileCommand: Subcommand = {
     const scriptPath = isAbsolute(script) ? script : resolve(io.cwd, script);
     if (!existsSync(scriptPath)) throw new UsageError(`script not found: ${scriptPath}`);
     const variant = (args.flags.get('variant') as Variant | undefined) ?? 'baseline';
-    const python = String(args.flags.get('python') ?? process.env.MEMBIT_PYTHON ?? 'python3');
+    const host = args.flags.get('target') as string | undefined;
+    const python = String(args.flags.get('python') ?? (host ? DEFAULT_REMOTE_PYTHON : (process.env.MEMBIT_PYTHON ?? 'python3')));
+    const target: RunTarget = host
+      ? {
+          kind: 'ssh',
+          host,
+          python,
+          workdir: String(args.flags.get('workdir') ?? DEFAULT_REMOTE_WORKDIR),
+          ssh: args.flags.get('ssh-config') ? { configFile: resolve(io.cwd, String(args.flags.get('ssh-config'))) } : {},
+        }
+      : { kind: 'local', python };
     const out = args.flags.get('out')
       ? resolve(io.cwd, String(args.flags.get('out')))
-      : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: 'local', variant }));
+      : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: targetLabel(target), variant }));
     mkdirSync(dirname(out), { recursive: true });
-    const argv = harnessArgv({
-      python,
-      script: scriptPath,
-      scriptArgs,
-      out,
-      variant,
-      steps: intFlag(args.flags.get('steps'), 'steps') ?? 3,
-      warmup: intFlag(args.flags.get('warmup'), 'warmup') ?? 1,
-      root,
-    });
-    const kernels = bundledKernelsDir();
-    const env = { ...process.env, PYTHONPATH: [kernels, process.env.PYTHONPATH].filter(Boolean).join(':'), PYTHONUNBUFFERED: '1' };
     const ac = new AbortController();
     const onSig = () => ac.abort();
     process.once('SIGINT', onSig);
     process.once('SIGTERM', onSig);
-    let result;
+    const run = createRun(
+      target,
+      {
+        workspace: root,
+        script: scriptPath,
+        args: scriptArgs,
+        // Remote runs can only start inside the uploaded folder; elsewhere they start at its top.
+        cwd: host && (relative(root, io.cwd).startsWith('..') || isAbsolute(relative(root, io.cwd))) ? undefined : io.cwd,
+        out,
+        variant,
+        steps: intFlag(args.flags.get('steps'), 'steps') ?? 3,
+        warmup: intFlag(args.flags.get('warmup'), 'warmup') ?? 1,
+      },
+      { kernelsDir: bundledKernelsDir(), signal: ac.signal, allowCpu: !!args.flags.get('cpu') },
+    );
+    run.onEvent((e) => {
+      if (e.type === 'output') (e.stream === 'stdout' ? io.out : io.err)(`${e.line}\n`);
+      else if (e.type === 'log' && host) io.err(`membit: ${e.message}\n`);
+      else if (e.type === 'progress') {
+        const p = e.event;
+        if (p.event === 'started') io.err(`membit: profiling ${script} (${String(p.device ?? 'device ?')}, variant ${variant})\n`);
+        else if (p.event === 'step' && typeof p.step === 'number') {
+          const mem = typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : '';
+          io.err(`membit: step ${p.step}/${String(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
+        }
+      }
+    });
+    let outcome;
     try {
-      result = await runLocal({
-        argv,
-        cwd: io.cwd,
-        env,
-        signal: ac.signal,
-        onOutput: (line, stream) => (stream === 'stdout' ? io.out(`${line}\n`) : io.err(`${line}\n`)),
-        onProgress: (e) => {
-          if (e.event === 'started') io.err(`membit: profiling ${script} (${String(e.device ?? 'device ?')}, variant ${variant})\n`);
-          else if (e.event === 'step' && typeof e.step === 'number') {
-            const mem = typeof e.peak === 'number' ? ` · peak ${formatBytes(e.peak)}` : '';
-            io.err(`membit: step ${e.step}/${String(e.total)}${e.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
-          }
-        },
-      });
-    } catch (e) {
-      io.err(`membit profile: ${explainFailure({ python, where: 'local', exitCode: null, stderrTail: [], spawnError: String(e) })}\n`);
-      return 1;
+      outcome = await run.start();
     } finally {
       process.off('SIGINT', onSig);
       process.off('SIGTERM', onSig);
     }
-    const status = result.finished?.status ?? (result.cancelled ? 'cancelled' : 'error');
-    if (existsSync(out)) io.err(`membit: report ${out} (status ${status})\n`);
-    if (status === 'ok' && result.exitCode === 0) return 0;
-    io.err(`membit profile: ${explainFailure({ python, where: 'local', exitCode: result.exitCode, stderrTail: result.stderrTail })}\n`);
+    if (outcome.report && existsSync(outcome.report)) io.err(`membit: report ${outcome.report} (status ${outcome.status ?? 'unknown'})\n`);
+    if (outcome.state === 'done') return 0;
+    const hint = outcome.error?.code === 'no-cuda' ? ' (add --cpu to run on it anyway)' : '';
+    io.err(`membit profile: ${outcome.state === 'cancelled' ? 'cancelled' : (outcome.message ?? 'the run failed')}${hint}\n`);
     return 1;
   },
 };
