@@ -189,17 +189,25 @@ export interface AnalyzeResult {
   config: FileConfig;
 }
 
-export function analyze(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions): AnalyzeResult {
+/** What every part of the file shares: imports, module names, literal config values, settings. */
+interface Env {
+  resolver: Resolver;
+  config: ConfigTable;
+  classes: ClassInfo[];
+  localLinear: Set<string>;
+  opts: ScanOptions;
+  /** Changes whenever anything above changes; part of every group's cache key. */
+  key: string;
+}
+
+function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, hintsId: number): Env {
   const imports: ImportFact[] = [];
   const moduleBound = new Set<string>();
   const raw: RawConfig[] = [];
   const classes: ClassInfo[] = headers.map((h) => ({ name: h.name, range: h.range, bases: h.bases }));
   for (const h of headers) moduleBound.add(h.name);
-  const calls: GCall[] = [];
-
-  chunks.forEach((c, ci) => {
-    const { facts, baseRow, context } = c;
-    imports.push(...facts.imports);
+  for (const { facts, baseRow, context } of chunks) {
+    for (const i of facts.imports) imports.push(i);
     if (context < 0) for (const n of facts.chunkBound) moduleBound.add(n);
     const defs = facts.defs;
     for (const d of defs) if (d.kind === 'class') classes.push({ name: d.name, range: abs(d.pos, baseRow), bases: d.bases });
@@ -210,6 +218,127 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
       else rank = cf.rank + 1;
       raw.push({ name: cf.name, value: cf.value, rank, line: cf.row + baseRow });
     }
+  }
+  classes.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
+  const resolver = new Resolver(imports, moduleBound);
+  const config = buildConfig(raw);
+  // Classes of this file that subclass nn.Linear build projections too.
+  const localLinear = new Set<string>();
+  for (const c of classes) if (c.bases.some((b) => resolver.resolve(b, false).qname === 'torch.nn.Linear')) localLinear.add(c.name);
+  const key = JSON.stringify([
+    imports,
+    [...moduleBound].sort(),
+    [...config.values],
+    [...config.bareValues],
+    config.file,
+    config.imgSize ?? null,
+    config.patchSize ?? null,
+    [...localLinear],
+    opts.shapes ?? {},
+    hintsId,
+  ]);
+  return { resolver, config, classes, localLinear, opts, key };
+}
+
+/** The sites of one group (a top-level class, or one top-level statement), rows relative to the group. */
+interface GroupResult {
+  sites: Site[];
+  /** Projections left unpaired, for FFNs split over two classes. */
+  leftovers: LinearFact[];
+}
+
+/**
+ * Analyses a file. Keeps the last result of each group (a top-level class with
+ * its methods, or a top-level statement): after an edit, only the group whose
+ * facts changed is analysed again, the others are moved to their new rows.
+ */
+export class Analyzer {
+  private cache = new Map<string, GroupResult>();
+  private readonly ids = new WeakMap<object, number>();
+  private nextId = 1;
+  private envKey = '';
+  private envId = 0;
+
+  private idOf(o: object): number {
+    let id = this.ids.get(o);
+    if (id === undefined) this.ids.set(o, (id = this.nextId++));
+    return id;
+  }
+
+  run(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions): AnalyzeResult {
+    const env = buildEnv(chunks, headers, opts, opts.hints ? this.idOf(opts.hints) : 0);
+    // A short stand-in for the (long) environment key, so group keys stay small.
+    if (env.key !== this.envKey) {
+      this.envKey = env.key;
+      this.envId++;
+    }
+    const next = new Map<string, GroupResult>();
+    const sites: Site[] = [];
+    const leftovers: { l: LinearFact; base: number }[] = [];
+    for (let i = 0; i < chunks.length; ) {
+      const first = chunks[i] as PlacedChunk;
+      let j = i + 1;
+      if (first.context >= 0) while (j < chunks.length && (chunks[j] as PlacedChunk).context === first.context) j++;
+      const group = chunks.slice(i, j);
+      const base = first.baseRow;
+      const header = first.context >= 0 ? (headers[first.context] as ClassHeader) : undefined;
+      const key = [
+        this.envId,
+        file,
+        header ? `${header.name}(${header.bases.join(',')})` : '',
+        group.map((c) => `${this.idOf(c.facts)}@${c.baseRow - base}`).join(' '),
+        opts.hints ? base : '',
+      ].join('\u0001');
+      let result = this.cache.get(key) ?? next.get(key);
+      if (!result) result = analyzeGroup(file, group, header, base, env);
+      next.set(key, result);
+      for (const site of result.sites) sites.push(base === 0 ? site : shiftSite(site, base));
+      for (const l of result.leftovers) leftovers.push({ l, base });
+      i = j;
+    }
+    this.cache = next;
+    for (const site of splitFfns(leftovers, file)) sites.push(site);
+    sites.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
+    return { sites, classes: env.classes, config: env.config.file };
+  }
+}
+
+function shiftRange(r: SiteRange, by: number): SiteRange {
+  return { startLine: r.startLine + by, startCol: r.startCol, endLine: r.endLine + by, endCol: r.endCol };
+}
+
+function shiftMember(m: FfnMember | undefined, by: number): FfnMember | undefined {
+  return m ? { ...m, line: m.line + by, range: shiftRange(m.range, by) } : undefined;
+}
+
+/** A copy of a group-relative site at absolute rows. */
+function shiftSite(site: Site, by: number): Site {
+  const out: Site = { ...site, range: shiftRange(site.range, by) };
+  if (site.ffn) {
+    const f: FfnInfo = { ...site.ffn };
+    const up = shiftMember(f.up, by);
+    const down = shiftMember(f.down, by);
+    const gate = shiftMember(f.gate, by);
+    if (up) f.up = up;
+    if (down) f.down = down;
+    if (gate) f.gate = gate;
+    out.ffn = f;
+  }
+  return out;
+}
+
+/** One-shot analysis (no cache). */
+export function analyze(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions): AnalyzeResult {
+  return new Analyzer().run(file, chunks, headers, opts);
+}
+
+function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: ClassHeader | undefined, groupBase: number, env: Env): GroupResult {
+  const { resolver, config } = env;
+  const calls: GCall[] = [];
+  chunks.forEach((c, ci) => {
+    const { facts, context } = c;
+    const baseRow = c.baseRow - groupBase;
+    const defs = facts.defs;
     for (const f of facts.calls) {
       let className: string | null = null;
       let classKey: string | null = null;
@@ -227,20 +356,16 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
           break;
         }
       }
-      if (className === null && context >= 0) {
-        className = (headers[context] as ClassHeader).name;
-        classKey = `h${context}`;
+      if (className === null && context >= 0 && header) {
+        className = header.name;
+        classKey = 'h';
       }
-      calls.push({ f, chunk: ci, range: abs(f.pos, baseRow), className, classKey, funcName, funcKey, res: { qname: null, binding: 'expr', final: f.final } });
+      const g: GCall = { f, chunk: ci, range: abs(f.pos, baseRow), className, classKey, funcName, funcKey, res: resolver.resolve(f.callee, f.headLocal) };
+      calls.push(g);
     }
   });
-  classes.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
-
-  const resolver = new Resolver(imports, moduleBound);
-  for (const g of calls) g.res = resolver.resolve(g.f.callee, g.f.headLocal);
-
-  const config = buildConfig(raw);
-  const ctx = new ShapeContext(opts.shapes ?? {}, config, opts.hints);
+  // Measured figures are keyed by absolute line.
+  const ctx = new ShapeContext(env.opts.shapes ?? {}, config, env.opts.hints, groupBase);
 
   // Uses of a binding: `self.attn_dropout(att)` in the same class, `drop(x)` in the same function.
   const uses = new Map<string, GCall[]>();
@@ -261,27 +386,11 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
 
   const sites: Site[] = [];
   const taken = new Set<GCall>();
-  // Classes (and the file) that already call SDPA with is_causal=True on some path.
+  // Classes that already call SDPA with is_causal=True on some path.
   const causalSdpa = new Set<string>();
 
   const makeSite = (g: GCall, kind: SiteKind, form: Site['form'], args: SiteArgs, estimate: Estimate, extra: Partial<Site> = {}): Site => {
-    const site: Site = {
-      file,
-      range: g.range,
-      kind,
-      form,
-      className: g.className,
-      funcName: g.funcName,
-      args,
-      callee: g.f.callee,
-      resolved: g.res.qname && !g.res.qname.startsWith('?') ? g.res.qname : null,
-      estimate,
-      message: '',
-      code: `membit.${kind}`,
-      ...extra,
-    };
-    if (g.f.binding) site.binding = g.f.path ? `${g.f.binding}.${g.f.path}` : g.f.binding;
-    site.message = siteMessage(site);
+    const site = buildSite(file, g, kind, form, args, estimate, extra);
     sites.push(site);
     taken.add(g);
     return site;
@@ -311,7 +420,6 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
     const a = argMap(g.f, SDPA_PARAMS);
     if (a.is_causal && a.is_causal !== 'False') {
       causalSdpa.add(g.classKey ?? '');
-      causalSdpa.add('*');
     }
   }
 
@@ -519,14 +627,31 @@ export function analyze(file: string, chunks: readonly PlacedChunk[], headers: r
   }
 
   // Pass 4: FFNs.
-  // Classes of this file that subclass nn.Linear build projections too.
-  const localLinear = new Set<string>();
-  for (const c of classes) if (c.bases.some((b) => resolver.resolve(b, false).qname === 'torch.nn.Linear')) localLinear.add(c.name);
-
-  findFfns(calls, taken, config, makeSite, activated, localLinear);
+  const leftovers = findFfns(calls, taken, config, makeSite, activated, env.localLinear);
 
   sites.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
-  return { sites, classes, config: config.file };
+  return { sites, leftovers };
+}
+
+function buildSite(file: string, g: GCall, kind: SiteKind, form: Site['form'], args: SiteArgs, estimate: Estimate, extra: Partial<Site> = {}): Site {
+  const site: Site = {
+    file,
+    range: g.range,
+    kind,
+    form,
+    className: g.className,
+    funcName: g.funcName,
+    args,
+    callee: g.f.callee,
+    resolved: g.res.qname && !g.res.qname.startsWith('?') ? g.res.qname : null,
+    estimate,
+    message: '',
+    code: `membit.${kind}`,
+    ...extra,
+  };
+  if (g.f.binding) site.binding = g.f.path ? `${g.f.binding}.${g.f.path}` : g.f.binding;
+  site.message = siteMessage(site);
+  return site;
 }
 
 function measuredEstimate(m: ReturnType<ShapeContext['measured']>): Estimate | undefined {
@@ -539,7 +664,6 @@ const PADDING_REMEDY =
 function causalRemedy(causalSdpa: ReadonlySet<string>, g: GCall): string {
   let s = 'Pass is_causal=True to F.scaled_dot_product_attention (or causal=True to flash-attn) and drop this mask: the fused kernel masks without materialising it.';
   if (causalSdpa.has(g.classKey ?? '')) s += ' This class already does so on another path; the mask only serves the eager one.';
-  else if (causalSdpa.has('*')) s += ' This file already does so elsewhere.';
   return s;
 }
 
@@ -750,7 +874,7 @@ function findFfns(
   makeSite: MakeSite,
   activated: ReadonlySet<string>,
   localLinear: ReadonlySet<string>,
-): void {
+): LinearFact[] {
   const groups = new Map<string, LinearFact[]>();
   for (const g of calls) {
     if (!g.f.detailed || taken.has(g)) continue;
@@ -761,14 +885,11 @@ function findFfns(
     if (!list) groups.set(key, (list = []));
     list.push(l);
   }
-  const leftovers = new Map<string, LinearFact[]>();
-  for (const [key, list] of groups) {
+  const leftovers: LinearFact[] = [];
+  for (const list of groups.values()) {
     const className = list[0]?.call.className ?? null;
     const used = new Set<LinearFact>();
-    if (className && (ATTN_CLASS.test(className) || SE_CLASS.test(className))) {
-      leftovers.set(key, []);
-      continue;
-    }
+    if (className && (ATTN_CLASS.test(className) || SE_CLASS.test(className))) continue;
     for (let j = 0; j < list.length; j++) {
       const D = list[j] as LinearFact;
       if (used.has(D)) continue;
@@ -850,41 +971,8 @@ function findFfns(
         break;
       }
     }
-    leftovers.set(
-      key,
-      list.filter((l) => !used.has(l)),
-    );
-  }
-
-  // HF splits one FFN over two classes: BertIntermediate (up) and BertOutput (down).
-  const byClass = new Map<string, LinearFact[]>();
-  for (const list of leftovers.values()) {
-    for (const l of list) {
-      const c = l.call.className;
-      if (!c) continue;
-      let a = byClass.get(c);
-      if (!a) byClass.set(c, (a = []));
-      a.push(l);
-    }
-  }
-  for (const [cls, ups] of byClass) {
-    if (!cls.endsWith('Intermediate')) continue;
-    const prefix = cls.slice(0, -'Intermediate'.length);
-    const downs = byClass.get(`${prefix}Output`);
-    if (!downs) continue;
-    for (const U of ups) {
-      if (same(U.in, U.litIn, U.out, U.litOut)) continue;
-      const D = downs.find((d) => same(U.out, U.litOut, d.in, d.litIn) && same(U.in, U.litIn, d.out, d.litOut));
-      if (!D) continue;
-      downs.splice(downs.indexOf(D), 1);
-      const info: FfnInfo = { form: 'split', up: toMember(U), down: toMember(D), inFeatures: U.inText, hiddenFeatures: U.outText };
-      setWidths(info, U.inVal, U.outVal);
-      makeSite(U.call, 'ffn', 'construct', argMap(U.call.f, U.params), ffnEstimate([
-        [U.inVal, U.outVal],
-        [D.inVal, D.outVal],
-      ]), { ffn: info });
-      break;
-    }
+    // Unpaired halves of HF's split FFNs wait for the other class.
+    for (const l of list) if (!used.has(l) && /(Intermediate|Output)$/.test(l.call.className ?? '')) leftovers.push(l);
   }
 
   // MLP modules built elsewhere: timm's Mlp/GluMlp/SwiGLU, `mlp_layer(...)` parameters.
@@ -910,4 +998,39 @@ function findFfns(
       [hv, iv],
     ]), { ffn: info });
   }
+  return leftovers;
+}
+
+/** HF splits one FFN over two classes: BertIntermediate (up) and BertOutput (down). */
+function splitFfns(leftovers: readonly { l: LinearFact; base: number }[], file: string): Site[] {
+  const byClass = new Map<string, { l: LinearFact; base: number }[]>();
+  for (const x of leftovers) {
+    const c = x.l.call.className as string;
+    let a = byClass.get(c);
+    if (!a) byClass.set(c, (a = []));
+    a.push(x);
+  }
+  const sites: Site[] = [];
+  for (const [cls, ups] of byClass) {
+    if (!cls.endsWith('Intermediate')) continue;
+    const downs = byClass.get(`${cls.slice(0, -'Intermediate'.length)}Output`);
+    if (!downs) continue;
+    for (const { l: U, base } of ups) {
+      if (same(U.in, U.litIn, U.out, U.litOut)) continue;
+      const d = downs.find(({ l: D }) => same(U.out, U.litOut, D.in, D.litIn) && same(U.in, U.litIn, D.out, D.litOut));
+      if (!d) continue;
+      downs.splice(downs.indexOf(d), 1);
+      const D = d.l;
+      const info: FfnInfo = { form: 'split', up: toMember(U), down: shiftMember(toMember(D), d.base - base) as FfnMember, inFeatures: U.inText, hiddenFeatures: U.outText };
+      setWidths(info, U.inVal, U.outVal);
+      const est = ffnEstimate([
+        [U.inVal, U.outVal],
+        [D.inVal, D.outVal],
+      ]);
+      const site = buildSite(file, U.call, 'ffn', 'construct', argMap(U.call.f, U.params), est, { ffn: info });
+      sites.push(base === 0 ? site : shiftSite(site, base));
+      break;
+    }
+  }
+  return sites;
 }

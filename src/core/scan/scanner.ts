@@ -7,7 +7,7 @@
  * `error` set. Only loading the grammar (`createScanner`) can reject.
  */
 import type { Edit, Node, Parser, Query, Tree } from 'web-tree-sitter';
-import { analyze, type ClassHeader, type PlacedChunk } from './analyze';
+import { Analyzer, type ClassHeader, type PlacedChunk } from './analyze';
 import { type ChunkFacts, extractFacts } from './facts';
 import { formatBytes } from './format';
 import { type AssetOptions, loadRuntime, type ScanRuntime } from './parser';
@@ -137,7 +137,7 @@ export class Scanner {
     try {
       tree = this.parser.parse(text);
       if (!tree) return emptyResult(file, { error: 'the parser gave no tree' });
-      return this.scanTree(tree, file, opts, undefined, started);
+      return this.scanTree(tree, file, opts, undefined, new Analyzer(), started);
     } catch (e) {
       return emptyResult(file, { error: messageOf(e) });
     } finally {
@@ -178,7 +178,7 @@ export class Scanner {
   }
 
   /** @internal */
-  scanTree(tree: Tree, file: string, opts: ScanOptions, cache: FactCache | undefined, started = performance.now()): ScanResult {
+  scanTree(tree: Tree, file: string, opts: ScanOptions, cache: FactCache | undefined, analyzer: Analyzer, started = performance.now()): ScanResult {
     const root = tree.rootNode;
     const { chunks, headers } = chunksOf(root);
     const next: FactCache | undefined = cache ? new Map() : undefined;
@@ -206,7 +206,7 @@ export class Scanner {
       cache.clear();
       for (const [k, v] of next) cache.set(k, v);
     }
-    const analysed = analyze(file, placed, headers, opts);
+    const analysed = analyzer.run(file, placed, headers, opts);
     const result: ScanResult = {
       file,
       ...analysed,
@@ -226,6 +226,7 @@ export class ScanDocument {
   private tree: Tree | null = null;
   private text = '';
   private readonly cache: FactCache = new Map();
+  private analyzer = new Analyzer();
   private current: ScanResult;
 
   constructor(
@@ -269,7 +270,7 @@ export class ScanDocument {
       }
       this.text = text;
       if (!this.tree) return (this.current = emptyResult(this.file, { error: 'the parser gave no tree' }));
-      return (this.current = this.scanner.scanTree(this.tree, this.file, this.opts, this.cache, started));
+      return (this.current = this.scanner.scanTree(this.tree, this.file, this.opts, this.cache, this.analyzer, started));
     } catch (e) {
       // Start from scratch next time rather than trust a half-edited tree.
       this.reset();
@@ -282,6 +283,7 @@ export class ScanDocument {
     this.tree = null;
     this.text = '';
     this.cache.clear();
+    this.analyzer = new Analyzer();
   }
 
   dispose(): void {

@@ -186,6 +186,8 @@ export class ShapeContext {
     readonly settings: ShapeSettings,
     readonly config: ConfigTable,
     readonly hints: ShapeHints | undefined,
+    /** Added to the lines passed to `measured` (callers may count rows from a group start). */
+    readonly rowOffset = 0,
   ) {}
 
   dim(role: Role): Dim | undefined {
@@ -212,7 +214,7 @@ export class ShapeContext {
     for (const l of lines) {
       if (seen.has(l)) continue;
       seen.add(l);
-      const m = this.hints.byLine.get(l + 1);
+      const m = this.hints.byLine.get(l + this.rowOffset + 1);
       if (!m) continue;
       hit = true;
       if (m.elements !== undefined) elements += m.elements;
