@@ -312,7 +312,7 @@ out = a[a.index("--out") + 1]
 script = a[a.index("--") + 1]
 def finish(status, error=None, code=0):
     with open(out, "w") as f:
-        json.dump({"schema": "membit.report/1", "run": {"status": status, "error": error, "script": os.path.basename(script)}}, f)
+        json.dump({"schema": "membit.report/1", "run": {"status": status, "error": error, "script": os.path.basename(script), "harness_argv": a}}, f)
     sys.stderr.write('@@membit {"event":"finished","status":"%s"}\\n' % status)
     sys.exit(code)
 signal.signal(signal.SIGTERM, lambda *_: finish("cancelled", "cancelled (SIGTERM)", 143))
@@ -333,10 +333,11 @@ finish("ok")
   return k;
 }
 
-async function localRun(mode: string, cancelAtStep?: number) {
+async function localRun(mode: string, cancelAtStep?: number, harnessArgs?: string[]) {
   const ws = mkdtempSync(join(tmpdir(), 'membit-local-'));
   writeFileSync(join(ws, 't.py'), mode);
-  const run = createRun({ kind: 'local', python: 'python3' }, { workspace: ws, script: 't.py', out: join(ws, 'out', 'r.json') }, { kernelsDir: fakeKernels() });
+  const req = { workspace: ws, script: 't.py', args: ['--lr', '1'], out: join(ws, 'out', 'r.json'), harnessArgs };
+  const run = createRun({ kind: 'local', python: 'python3' }, req, { kernelsDir: fakeKernels() });
   const events: RunEvent[] = [];
   run.onEvent((e) => {
     events.push(e);
@@ -347,10 +348,13 @@ async function localRun(mode: string, cancelAtStep?: number) {
 }
 
 test('ProfileRun on the local target: states, progress, output, report', async () => {
-  const { outcome, events, states } = await localRun('ok');
+  const { outcome, events, states } = await localRun('ok', undefined, ['--find-max-batch', '--max', '64']);
   assert.deepEqual(states, ['preparing', 'running', 'collecting', 'done']);
   assert.equal(outcome.status, 'ok');
   assert.ok(outcome.report && existsSync(outcome.report));
+  const argv = (JSON.parse(readFileSync(outcome.report, 'utf8')) as { run: { harness_argv: string[] } }).run.harness_argv;
+  assert.deepEqual(argv.slice(argv.indexOf('--find-max-batch')), ['--find-max-batch', '--max', '64', '--', argv[argv.length - 3] as string, '--lr', '1']);
+  assert.match(argv[argv.length - 3] as string, /t\.py$/);
   assert.deepEqual(events.flatMap((e) => (e.type === 'progress' ? [e.event.event] : [])), ['started', 'step', 'step', 'finished']);
   assert.ok(events.some((e) => e.type === 'output' && e.line === 'user output' && e.stream === 'stdout'));
 });

@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 import { main } from '../../src/core/cli/main';
 import { hashFiles, listWorkspaceFiles, treeHash } from '../../src/core/run/files';
 import { runFileName } from '../../src/core/run/history';
-import { uploadTrees } from '../../src/core/run/remote';
+import { uploadTrees, type RemoteInfo } from '../../src/core/run/remote';
 import { createRun, type RunEvent, type RunOutcome, type RunRequest, type SshTarget } from '../../src/core/run/target';
 
 const REPO = resolve(__dirname, '..', '..', '..');
@@ -30,6 +30,8 @@ let dir = '';
 let sshConfig = '';
 let workdir = '';
 let hostKeyPub = '';
+/** The first successful preflight, reused by later runs as back-to-back runs in the UI would. */
+let knownInfo: RemoteInfo | undefined;
 const servers = new Set<ChildProcess>();
 
 function sshdPath(): string {
@@ -217,8 +219,8 @@ function request(ws: string, script: string, over: Partial<RunRequest> = {}): Ru
   return { workspace: ws, script, args: [], steps: 2, warmup: 1, variant: 'baseline', out: join(ws, '.membit', 'runs', runFileName({ started: new Date(), target: 'membit-ok', variant: 'baseline' })), ...over };
 }
 
-async function profile(t: SshTarget, req: RunRequest, o: { allowCpu?: boolean; onEvent?(e: RunEvent, cancel: () => void): void } = {}) {
-  const run = createRun(t, req, { kernelsDir: KERNELS, allowCpu: o.allowCpu ?? true, graceS: 5 });
+async function profile(t: SshTarget, req: RunRequest, o: { allowCpu?: boolean; remoteInfo?: RemoteInfo; onEvent?(e: RunEvent, cancel: () => void): void } = {}) {
+  const run = createRun(t, req, { kernelsDir: KERNELS, allowCpu: o.allowCpu ?? true, graceS: 5, remoteInfo: o.remoteInfo });
   const events: RunEvent[] = [];
   run.onEvent((e) => {
     events.push(e);
@@ -277,6 +279,7 @@ test('profiles the GPT sample over ssh end to end; report paths map onto the loc
   assert.equal(outcome.status, 'ok');
   assert.equal(outcome.report, req.out);
   assert.equal(outcome.remote?.cuda, false);
+  knownInfo = outcome.remote;
   assert.ok((outcome.upload?.sentFiles ?? 0) > 1, 'the script and the membit package were sent');
 
   const progress = events.flatMap((e) => (e.type === 'progress' ? [e.event] : []));
@@ -335,7 +338,8 @@ test("a script that raises, under a hostile name, fails with the traceback's las
     [name]: 'import torch\nprint("about to fail", flush=True)\ndef inner():\n    raise ValueError("boom from the remote script")\ninner()\n',
   });
   const req = request(ws, name);
-  const { outcome } = await profile(target('membit-ok'), req);
+  const { outcome, events } = await profile(target('membit-ok'), req, { remoteInfo: knownInfo });
+  if (knownInfo) assert.ok(!events.some((e) => e.type === 'log' && e.message.startsWith('checking')), 'the earlier preflight was reused');
   assert.equal(outcome.state, 'failed');
   assert.equal(outcome.status, 'error');
   assert.match(outcome.message ?? '', /^the script failed on membit-ok: .*ValueError: boom from the remote script$/);

@@ -244,6 +244,8 @@ env.update(cfg["env"])
 if cfg.get("pythonpath"):
     env["PYTHONPATH"] = os.pathsep.join([cfg["pythonpath"]] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
 try:
+    # A working folder with no uploaded files in it does not exist in the copy yet.
+    os.makedirs(cfg["cwd"], exist_ok=True)
     p = subprocess.Popen(cfg["argv"], cwd=cfg["cwd"], env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 except OSError as e:
     say("membit: could not start %s: %s" % (cfg["argv"][0], e))

@@ -61,6 +61,15 @@ export interface RunRequest {
   sites?: string;
   /** Where the report goes locally (the run history file). */
   out: string;
+  /** More harness flags, placed before `--` (e.g. `--find-max-batch`, `--batch-arg`, `--max`). */
+  harnessArgs?: readonly string[];
+}
+
+/** harnessArgv plus the request's extra harness flags, which belong before the script's `--`. */
+function withHarnessArgs(argv: string[], extra: readonly string[] | undefined): string[] {
+  if (!extra?.length) return argv;
+  const at = argv.indexOf('--');
+  return [...argv.slice(0, at), ...extra, ...argv.slice(at)];
 }
 
 export interface RunOptions {
@@ -76,6 +85,11 @@ export interface RunOptions {
   idleTimeoutS?: number;
   /** Seconds between SIGTERM and SIGKILL when a run is stopped (default 10). */
   graceS?: number;
+  /**
+   * SSH: what an earlier run's preflight found on this same target (outcome.remote);
+   * runs back to back (compare variants) then skip the check and its torch import.
+   */
+  remoteInfo?: RemoteInfo;
 }
 
 export type RunEvent =
@@ -240,7 +254,7 @@ export class ProfileRun {
     const script = resolve(r.workspace, r.script);
     if (!existsSync(script)) throw new RunError('request', `script not found: ${script}`);
     mkdirSync(dirname(r.out), { recursive: true });
-    const argv = harnessArgv({
+    const argv = withHarnessArgs(harnessArgv({
       python: t.python,
       script,
       scriptArgs: [...(r.args ?? [])],
@@ -250,7 +264,7 @@ export class ProfileRun {
       warmup: r.warmup,
       root: r.workspace,
       sites: r.sites,
-    });
+    }), r.harnessArgs);
     const env = {
       ...process.env,
       ...(r.env ?? {}),
@@ -313,8 +327,9 @@ export class ProfileRun {
     const ws: LocalTree = { label: 'workspace', files: wsFiles, hash: treeHash(wsFiles) };
     const pkg: LocalTree = { label: 'membit package', files: pkgFiles, hash: treeHash(pkgFiles) };
 
-    this.log(`checking ${t.host}: python ${t.python}, torch, CUDA`);
-    const info = await preflight(ssh, { python: t.python, workdir: t.workdir, allowCpu: this.options.allowCpu, signal });
+    const reuse = this.options.remoteInfo;
+    if (!reuse) this.log(`checking ${t.host}: python ${t.python}, torch, CUDA`);
+    const info = reuse ?? (await preflight(ssh, { python: t.python, workdir: t.workdir, allowCpu: this.options.allowCpu, signal }));
     this.emit({ type: 'preflight', info });
     this.log(
       `${t.host}: Python ${info.pythonVersion ?? '?'}, torch ${info.torch ?? '?'}, ${info.cuda ? `CUDA on ${info.gpus.join(', ')}` : 'no CUDA GPU: running on CPU'}; work folder ${info.workdir}`,
@@ -338,7 +353,7 @@ export class ProfileRun {
     this.machine.to('running');
     const wsDir = up.dirs.get(ws.hash) as string;
     const rundir = `${info.workdir}/runs/${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
-    const argv = harnessArgv({
+    const argv = withHarnessArgs(harnessArgv({
       python: info.python,
       script: `${wsDir}/${scriptRel}`,
       scriptArgs: [...(r.args ?? [])],
@@ -348,7 +363,7 @@ export class ProfileRun {
       warmup: r.warmup,
       root: wsDir,
       sites: sites !== undefined ? `${rundir}/sites.json` : undefined,
-    });
+    }), r.harnessArgs);
     const config = {
       rundir,
       cwd: cwdRel ? `${wsDir}/${cwdRel}` : wsDir,
