@@ -11,7 +11,10 @@
 
 #include <dlfcn.h>
 
+#include <time.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -584,11 +587,9 @@ class SamplerCore {
     std::thread([self]() { self->Run(); }).detach();
   }
 
-  void RequestStop() {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    cv_.notify_all();
-  }
+  // The thread sees the request at its next wake-up (within one interval, at most
+  // 100 ms): it sleeps without a lock, so that a wake-up costs one system call.
+  void RequestStop() { stopping_ = true; }
 
   bool WaitDone(int ms) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -604,6 +605,18 @@ class SamplerCore {
     std::lock_guard<std::mutex> lock(mu_);
     pids_ = std::unordered_set<unsigned>(pids.begin(), pids.end());
     pidsChanged_ = true;
+  }
+
+  // Sleeps until `until` on the monotonic clock (what steady_clock reads on Linux),
+  // in steps of at most 100 ms so a stop request is seen soon even at long intervals.
+  void SleepUntil(std::chrono::steady_clock::time_point until) {
+    using namespace std::chrono;
+    for (auto now = steady_clock::now(); now < until && !stopping_; now = steady_clock::now()) {
+      auto step = std::min(until, now + milliseconds(100));
+      auto ns = duration_cast<nanoseconds>(step.time_since_epoch()).count();
+      timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);  // EINTR: the loop goes on
+    }
   }
 
  private:
@@ -659,12 +672,14 @@ class SamplerCore {
     const auto procsMaxAge = std::chrono::milliseconds(250);
     const auto settle = std::chrono::milliseconds(std::max(100u, 3 * interval_));
 
-    std::unique_lock<std::mutex> lock(mu_);
+    std::unordered_set<unsigned> pids;
+    bool pidsChanged = true;
     while (!stopping_) {
-      std::unordered_set<unsigned> pids = pids_;
-      bool pidsChanged = pidsChanged_;
-      pidsChanged_ = false;
-      lock.unlock();
+      if (pidsChanged_.exchange(false)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        pids = pids_;
+        pidsChanged = true;
+      }
 
       auto now = clock::now();
       Sample s;
@@ -727,6 +742,7 @@ class SamplerCore {
       }
       if (!anyRead) s.pidUsed = kNone;
       pending.push_back(std::move(s));
+      pidsChanged = false;
 
       now = clock::now();
       if (now - lastFlush >= std::chrono::milliseconds(batch_) || !errors.empty()) {
@@ -737,13 +753,11 @@ class SamplerCore {
       // not run back to back.
       next += interval;
       if (next <= now) next = now + interval;
-      lock.lock();
-      cv_.wait_until(lock, next, [this] { return stopping_; });
+      SleepUntil(next);
     }
-    lock.unlock();
     Flush(&pending, &errors, true);
     tsfn_.Release();
-    lock.lock();
+    std::lock_guard<std::mutex> lock(mu_);
     running_ = false;
     cv_.notify_all();
   }
@@ -760,12 +774,12 @@ class SamplerCore {
   }
 
   const unsigned interval_, batch_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> pidsChanged_{true};
+  std::mutex mu_;  // guards pids_ and running_
+  std::condition_variable cv_;  // signals running_ turning false
   bool running_ = false;
   std::unordered_set<unsigned> pids_;
-  bool pidsChanged_ = false;
   Tsfn tsfn_;
 };
 
@@ -823,7 +837,9 @@ class Sampler : public Napi::ObjectWrap<Sampler> {
       return;
     }
     Napi::Value bv = opts.Get("batchMs");
-    double batch = std::max(interval, 100.0);
+    // A live display needs a few updates a second, not one per sample: fewer wake-ups
+    // of the JS thread.
+    double batch = std::max(interval, 250.0);
     if (!bv.IsUndefined()) {
       batch = bv.IsNumber() ? bv.As<Napi::Number>().DoubleValue() : -1;
       if (!(batch >= 0 && batch <= 600000)) {

@@ -63,7 +63,7 @@ export class ManagedSampler implements GpuSampler {
     const pids = this.currentPids();
     this.followed = pids.join(',');
     this.raw = factory(
-      { intervalMs: options.intervalMs, batchMs: options.batchMs ?? Math.max(options.intervalMs, 100), pids },
+      { intervalMs: options.intervalMs, batchMs: options.batchMs ?? Math.max(options.intervalMs, 250), pids },
       (b) => this.deliver(b),
     );
     if (options.rootPid !== undefined) {

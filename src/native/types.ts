@@ -52,7 +52,7 @@ export interface GpuSample {
 export interface SamplerOptions {
   /** Time between readings, ms (10 to 100 is the useful range; 1 to 60000 accepted). */
   intervalMs: number;
-  /** How often batches are delivered, ms; default max(intervalMs, 100). */
+  /** How often batches are delivered, ms; default max(intervalMs, 250). */
   batchMs?: number;
   /** Follow exactly these pids. */
   pids?: readonly number[];
