@@ -49,7 +49,8 @@ DEMO_HOME="${MEMBIT_DEMO_HOME:-$HOME/.local/share/membit-demo}"
 mkdir -p "$DEMO_HOME/user-data/User" "$DEMO_HOME/extensions"
 [ -f "$DEMO_HOME/user-data/User/settings.json" ] || cat > "$DEMO_HOME/user-data/User/settings.json" <<JSON
 { "workbench.startupEditor": "none", "telemetry.telemetryLevel": "off", "update.mode": "none",
-  "extensions.autoCheckUpdates": false, "extensions.autoUpdate": false, "chat.disableAIFeatures": true }
+  "extensions.autoCheckUpdates": false, "extensions.autoUpdate": false, "chat.disableAIFeatures": true,
+  "git.openRepositoryInParentFolders": "never", "workbench.secondarySideBar.defaultVisibility": "hidden" }
 JSON
 export XDG_CONFIG_HOME="$DEMO_HOME/xdg-config" XDG_DATA_HOME="$DEMO_HOME/xdg-data"
 "$NODE24" "$CS" --user-data-dir "$DEMO_HOME/user-data" --extensions-dir "$DEMO_HOME/extensions" \
@@ -58,8 +59,9 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "demo: port $PORT is busy; set MEMBIT_DEMO_PORT to a free port" >&2; exit 1
 fi
 URL="http://127.0.0.1:$PORT/?folder=$WS"
-# Loopback only, no password: nothing outside this machine can reach it.
-setsid "$NODE24" "$CS" --bind-addr "127.0.0.1:$PORT" --auth none --disable-telemetry --disable-update-check \
+# Loopback only, no password: nothing outside this machine can reach it. The folder
+# opened is the bundled samples, so it is opened as trusted (profiling is allowed).
+setsid "$NODE24" "$CS" --bind-addr "127.0.0.1:$PORT" --auth none --disable-telemetry --disable-update-check --disable-workspace-trust \
   --disable-getting-started-override --user-data-dir "$DEMO_HOME/user-data" --extensions-dir "$DEMO_HOME/extensions" \
   > "$DEMO_HOME/code-server.log" 2>&1 &
 CS_PID=$!

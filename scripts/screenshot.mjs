@@ -17,6 +17,9 @@ const page = ctx.pages()[0] ?? (await ctx.newPage());
 await page.goto(url);
 await page.waitForSelector('.monaco-workbench', { timeout: 60_000 });
 await page.waitForSelector('.monaco-editor .view-lines', { timeout: 60_000 });
-await page.waitForTimeout(4000);
+// The extension host starts after the workbench: wait for Membit's status bar peak.
+const wait = process.env.MEMBIT_SCREENSHOT_WAIT_FOR ?? 'Membit: peak';
+await page.getByText(wait).first().waitFor({ timeout: 60_000 });
+await page.waitForTimeout(2000);
 await page.screenshot({ path: out });
 await ctx.close();
