@@ -1,0 +1,142 @@
+/**
+ * Scanner benchmark (`npm run bench:scan`): cold start (WASM and query load), full
+ * scans of generated 1k/5k/50k-line model files, and incremental rescans after a
+ * one-line edit. Prints a table and writes test/bench/results/scan-<date>.json.
+ *
+ * Targets on the reference 2-core machine: incremental 5k ≤ 20 ms, full ≤ 60 ms per 1k lines.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createScanner } from '../../src/core/scan';
+import { generate } from './scanGen';
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] as number;
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))] as number;
+}
+
+function repoRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 8 && !existsSync(join(dir, 'package.json')); i++) dir = dirname(dir);
+  return dir;
+}
+
+async function cold(): Promise<void> {
+  const t0 = performance.now();
+  const s = await createScanner();
+  const init = performance.now() - t0;
+  const t1 = performance.now();
+  s.scan(generate(200), 'first.py');
+  process.stdout.write(JSON.stringify({ initMs: init, firstScanMs: performance.now() - t1 }));
+}
+
+async function main(): Promise<void> {
+  if (process.argv.includes('--cold')) return cold();
+
+  // Cold start in fresh processes: WASM instantiation, grammar load, query compile.
+  const colds: { initMs: number; firstScanMs: number }[] = [];
+  for (let i = 0; i < 5; i++) colds.push(JSON.parse(execFileSync(process.execPath, [__filename, '--cold'], { encoding: 'utf8' })));
+  const coldInit = median(colds.map((c) => c.initMs));
+  const coldFirst = median(colds.map((c) => c.firstScanMs));
+
+  const s = await createScanner();
+  const rows: Record<string, unknown>[] = [];
+  for (const size of [1000, 5000, 50000]) {
+    const text = generate(size);
+    const reps = size >= 50000 ? 5 : 15;
+    s.scan(text, 'warm.py', { maxBytes: 64 << 20 });
+    const full: number[] = [];
+    let sites = 0;
+    for (let i = 0; i < reps; i++) {
+      const t0 = performance.now();
+      const r = s.scan(text, 'bench.py', { maxBytes: 64 << 20 });
+      full.push(performance.now() - t0);
+      sites = r.sites.length;
+    }
+    // Incremental: one-line edits inside method bodies, as typing does.
+    const doc = s.open('bench.py', text, { maxBytes: 64 << 20 });
+    const lines = text.split('\n');
+    const targets = lines.map((l, i) => (l.startsWith('        self.') ? i : -1)).filter((i) => i >= 0);
+    const inc: number[] = [];
+    let reused = 0;
+    let chunks = 0;
+    const edits = 30;
+    for (let e = 0; e < edits; e++) {
+      const at = targets[Math.floor(((e + 0.5) / edits) * targets.length)] as number;
+      const edited = [...lines];
+      edited[at] = `${edited[at]}  # edit ${e}`;
+      const t0 = performance.now();
+      const r = doc.update(edited.join('\n'));
+      inc.push(performance.now() - t0);
+      reused = r.stats.reusedChunks;
+      chunks = r.stats.chunks;
+      // Back to the original text, not timed, so every edit is one line against the same file.
+      doc.update(text);
+    }
+    doc.dispose();
+    rows.push({
+      lines: size,
+      bytes: Buffer.byteLength(text),
+      sites,
+      fullMs: Number(median(full).toFixed(1)),
+      fullMinMs: Number(Math.min(...full).toFixed(1)),
+      fullMsPer1kLines: Number(((median(full) / size) * 1000).toFixed(1)),
+      fullMinMsPer1kLines: Number(((Math.min(...full) / size) * 1000).toFixed(1)),
+      incrementalMs: Number(median(inc).toFixed(2)),
+      incrementalMinMs: Number(Math.min(...inc).toFixed(2)),
+      incrementalP95Ms: Number(pct(inc, 0.95).toFixed(2)),
+      reusedChunks: reused,
+      chunks,
+    });
+  }
+  s.dispose();
+
+  const five = rows.find((r) => r.lines === 5000) as { incrementalMs: number };
+  const worstPer1k = Math.max(...rows.map((r) => r.fullMsPer1kLines as number));
+  const result = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    platform: `${process.platform}-${process.arch}`,
+    // The machine is shared: the 1-minute load average says how much the figures were disturbed.
+    loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
+    coldStart: { initMs: Number(coldInit.toFixed(1)), firstScanMs: Number(coldFirst.toFixed(1)), runs: colds.length },
+    sizes: rows,
+    targets: {
+      incremental5kMs: { target: 20, measured: five.incrementalMs, ok: five.incrementalMs <= 20 },
+      fullMsPer1kLines: { target: 60, measured: worstPer1k, ok: worstPer1k <= 60 },
+    },
+  };
+
+  const pad = (v: unknown, n: number) => String(v).padStart(n);
+  console.log(`membit scanner benchmark — ${result.cpu}, ${result.cores} cores, node ${result.node}, load ${result.loadAverage.join(' ')}`);
+  console.log(`cold start: ${result.coldStart.initMs} ms (WASM + grammar + queries), first scan of 200 lines ${result.coldStart.firstScanMs} ms (median of ${colds.length} processes)`);
+  console.log('medians, with the best run in brackets');
+  console.log(`${'lines'.padStart(7)} ${'sites'.padStart(6)} ${'full ms'.padStart(16)} ${'ms/1k lines'.padStart(14)} ${'incremental ms'.padStart(16)} ${'incr p95'.padStart(9)} ${'reused'.padStart(11)}`);
+  for (const r of rows) {
+    console.log(
+      `${pad(r.lines, 7)} ${pad(r.sites, 6)} ${pad(`${r.fullMs} (${r.fullMinMs})`, 16)} ${pad(`${r.fullMsPer1kLines} (${r.fullMinMsPer1kLines})`, 14)} ${pad(`${r.incrementalMs} (${r.incrementalMinMs})`, 16)} ${pad(r.incrementalP95Ms, 9)} ${pad(`${r.reusedChunks}/${r.chunks}`, 11)}`,
+    );
+  }
+  console.log(
+    `targets: incremental 5k ${five.incrementalMs} ms (≤ 20) ${result.targets.incremental5kMs.ok ? 'ok' : 'MISSED'}; full ${worstPer1k} ms/1k lines worst (≤ 60) ${result.targets.fullMsPer1kLines.ok ? 'ok' : 'MISSED'}`,
+  );
+  const outDir = join(repoRoot(), 'test', 'bench', 'results');
+  mkdirSync(outDir, { recursive: true });
+  const out = join(outDir, `scan-${result.date.slice(0, 10)}.json`);
+  writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`wrote ${out}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
