@@ -17,7 +17,7 @@ import { tarEnd, tarEntry } from '../../src/core/run/tar';
 import { createRun, sitesForRemote, type RunEvent } from '../../src/core/run/target';
 
 /** Names that break naive quoting: spaces, quotes, expansions, globs, newlines, non-ASCII. */
-export const HOSTILE = [
+const HOSTILE = [
   '',
   'plain',
   'with space',

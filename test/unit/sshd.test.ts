@@ -14,6 +14,7 @@ import { main } from '../../src/core/cli/main';
 import { hashFiles, listWorkspaceFiles, treeHash } from '../../src/core/run/files';
 import { runFileName } from '../../src/core/run/history';
 import { uploadTrees, type RemoteInfo } from '../../src/core/run/remote';
+import { sshExec } from '../../src/core/run/ssh';
 import { createRun, type RunEvent, type RunOutcome, type RunRequest, type SshTarget } from '../../src/core/run/target';
 
 const REPO = resolve(__dirname, '..', '..', '..');
@@ -302,6 +303,13 @@ test('profiles the GPT sample over ssh end to end; report paths map onto the loc
   await assertNoOrphans(workdir);
 });
 
+test('hostile argv words reach the remote program unchanged through ssh and the login shell', { timeout: 20_000 }, async () => {
+  const words = ['', 'a b', "it's", '"q"', '$(id)', '`id`', '$HOME', '; ls |', '* ~', 'new\nline', 'back\\slash', 'ünï 日本 😀', '-n', 'A=b', '#c'];
+  const r = await sshExec({ host: 'membit-ok', configFile: sshConfig }, ['printf', '%s\\0', ...words]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stdout.toString('utf8').split('\0').slice(0, -1), words);
+});
+
 test('upload: hostile file names arrive intact, only changed files are re-sent', { timeout: 30_000 }, async () => {
   const names: Record<string, string> = {
     'plain.py': 'print(1)\n',
@@ -390,8 +398,9 @@ test('cancel mid-run stops the remote process group, collects the partial report
   let cancelledAt = 0;
   let grandchildren: string[] = [];
   const { outcome, states } = await profile(target('membit-ok'), req, {
+    remoteInfo: knownInfo,
     onEvent: (e, cancel) => {
-      if (!cancelledAt && e.type === 'progress' && e.event.event === 'step' && (e.event.step as number) >= 2) {
+      if (!cancelledAt && e.type === 'progress' && e.event.event === 'step' && (e.event.step as number) >= 1) {
         grandchildren = processesWith(marker).filter((p) => p.includes('time.sleep(300)'));
         cancelledAt = Date.now();
         cancel();
@@ -419,8 +428,9 @@ test('killing sshd mid-run fails with a clear error, no hang, no orphan', { time
   let grandchildren: string[] = [];
   let killedAt = 0;
   const { outcome } = await profile(target('membit-ok', {}, config), request(ws, 'slow.py', { args: [marker], steps: 0, warmup: 0 }), {
+    remoteInfo: knownInfo,
     onEvent: (e) => {
-      if (!killedAt && e.type === 'progress' && e.event.event === 'step' && (e.event.step as number) >= 2) {
+      if (!killedAt && e.type === 'progress' && e.event.event === 'step' && (e.event.step as number) >= 1) {
         grandchildren = processesWith(marker).filter((p) => p.includes('time.sleep(300)'));
         killedAt = Date.now();
         stopSshd(own.proc);

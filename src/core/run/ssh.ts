@@ -95,7 +95,7 @@ export class RunError extends Error {
 /** Problems found by the remote preflight; see remote.ts. */
 export type RemoteProblem = 'python-missing' | 'torch-missing' | 'torch-broken' | 'no-cuda' | 'workdir';
 
-/** ssh's own diagnostic lines: where the message comes from, never the remote program's output. */
+/** Non-empty lines of ssh's stderr: its own diagnostics, mixed with the remote command's stderr. */
 function sshLines(stderr: string): string[] {
   return stderr
     .split(/\r?\n/)
