@@ -1,0 +1,16 @@
+/**
+ * The rewriter: scanner sites in, text edits out, shared by the editor's code
+ * actions and `membit convert`. Pure functions over text; no VS Code here.
+ *
+ *   convertDropout / convertFfn / convertAll   sites → edits (+ what was converted or skipped, and why)
+ *   insertPatchCall                            `membit.patch(model, ...)` after the line that builds the model
+ *   revertConversions                          back to the stock PyTorch calls, from the text alone
+ *   applyEdits, unifiedDiff                    helpers for previews, tests and the CLI
+ */
+export { type Converted, type ConvertOptions, type ConvertResult, convertAll, convertDropout, convertFfn, type DropoutMode, type FfnMode, type SkipCode, type Skipped } from './convert';
+export { applyEdits, type TextEdit } from './edits';
+export { IMPORT_MARK } from './imports';
+export { SITE_MARK, MEMBIT_QUALIFIED, MEMBIT_BARE, STOCK, type TargetKind } from './calls';
+export { insertPatchCall, patchCallText, type PatchOptions, type PatchResult } from './patch';
+export { type Reverted, type RevertOptions, type RevertResult, revertConversions } from './revert';
+export { type DiffOptions, unifiedDiff } from './diff';
