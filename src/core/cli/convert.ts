@@ -1,15 +1,224 @@
-import type { Subcommand } from './command';
-import { notYetAvailable } from './notYet';
+/**
+ * `membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--dry-run|--diff] [--revert]`:
+ * the rewriter over files and folders, with the same engine as the editor's code actions.
+ *
+ * Safety. A file is refused, and left untouched, when it holds git conflict markers,
+ * is not valid UTF-8, or changed on disk between our read and our write (mtime, size
+ * or content: an editor saved it, a formatter ran). The CLI cannot see editor buffers;
+ * unsaved editor changes are the extension's business (it edits the open document
+ * through a WorkspaceEdit instead of the file).
+ *
+ * Exit status: 0 done (sites may have been skipped, with reasons), 1 a file was
+ * refused or could not be read or written, 2 usage errors.
+ */
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { applyEdits, convertAll, type ConvertOptions, type ConvertResult, revertConversions, type RevertResult, unifiedDiff } from '../rewrite';
+import { createScanner, DEFAULT_MAX_BYTES, type Scanner } from '../scan';
+import { type ParsedArgs, UsageError } from './args';
+import type { Io, Subcommand } from './command';
+import { collectFiles } from './scan';
+
+export type ConvertAction = { kind: 'convert'; options: ConvertOptions } | { kind: 'revert' };
+
+export interface FileReport {
+  /** Path as shown (relative to the working directory when inside it, with `/`). */
+  file: string;
+  status: 'changed' | 'unchanged' | 'skipped' | 'refused' | 'error';
+  message?: string;
+  before?: string;
+  after?: string;
+  conversion?: ConvertResult;
+  reversion?: RevertResult;
+  /** The file had syntax errors: only sites outside them were converted. */
+  syntaxErrors?: boolean;
+}
+
+export interface FileHooks {
+  /** Called after the file was read and converted, before it is written (tests change the file here). */
+  beforeWrite?(abs: string): void;
+}
+
+const CONFLICT = /^(<{7}|>{7})( |$)/m;
+
+function displayPath(abs: string, cwd: string): string {
+  const rel = relative(cwd, abs);
+  const shown = rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : abs;
+  return shown.split(sep).join('/');
+}
+
+/** Reads, converts (or reverts) and, when `write`, writes one file. Never throws. */
+export function convertFile(abs: string, file: string, action: ConvertAction, scanner: Scanner | undefined, write: boolean, hooks: FileHooks = {}): FileReport {
+  let bytes: Buffer;
+  let st;
+  try {
+    st = statSync(abs);
+    bytes = readFileSync(abs);
+  } catch (e) {
+    return { file, status: 'error', message: `cannot read: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return { file, status: 'refused', message: 'not valid UTF-8: refusing to rewrite it' };
+  }
+  // TextDecoder drops a leading BOM; keep it so the written file differs only where we edited.
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? '\uFEFF' : '';
+
+  if (CONFLICT.test(text)) return { file, status: 'refused', message: 'has git conflict markers (<<<<<<< / >>>>>>>): resolve the conflict first' };
+
+  // before/after hold the whole file (its BOM included) so a diff of them applies to it.
+  const report: FileReport = { file, status: 'unchanged', before: bom + text };
+  let after: string;
+  if (action.kind === 'revert') {
+    const r = revertConversions(text);
+    report.reversion = r;
+    after = applyEdits(text, r.edits);
+  } else {
+    if (!scanner) return { file, status: 'error', message: 'no scanner' };
+    const result = scanner.scan(text, file, { maxBytes: DEFAULT_MAX_BYTES });
+    if (result.skipped) return { file, status: 'skipped', message: result.skipped.message };
+    if (result.error && result.sites.length === 0) return { file, status: 'error', message: result.error };
+    if (result.hasSyntaxErrors) report.syntaxErrors = true;
+    const c = convertAll(text, result.sites, action.options);
+    report.conversion = c;
+    after = applyEdits(text, c.edits);
+  }
+  report.after = bom + after;
+  if (after === text) return report;
+  report.status = 'changed';
+  if (!write) return report;
+
+  hooks.beforeWrite?.(abs);
+  try {
+    const now = statSync(abs);
+    const same = now.mtimeMs === st.mtimeMs && now.size === st.size && readFileSync(abs).equals(bytes);
+    if (!same) return { ...report, status: 'refused', message: 'changed on disk while it was being converted: nothing written, run again' };
+    writeFileSync(abs, bom + after);
+  } catch (e) {
+    return { ...report, status: 'error', message: `cannot write: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  return report;
+}
+
+function siteLine(file: string, line: number, col: number): string {
+  return `${file}:${line + 1}:${col + 1}`;
+}
+
+/** Human lines for one file: what changed and what was skipped, and why. */
+function describe(r: FileReport, verb: string): string[] {
+  const out: string[] = [];
+  if (r.status === 'refused' || r.status === 'error' || r.status === 'skipped') {
+    out.push(`${r.file}: ${r.status === 'skipped' ? 'skipped' : r.status === 'refused' ? 'refused' : 'error'}: ${r.message}`);
+    return out;
+  }
+  if (r.syntaxErrors) out.push(`${r.file}: has syntax errors; only sites outside them were converted`);
+  for (const c of r.conversion?.converted ?? []) {
+    const m = c.member ? (c.site.ffn?.[c.member] ?? undefined) : undefined;
+    const col = m ? m.range.startCol : c.site.range.startCol;
+    out.push(`${siteLine(r.file, c.line, col)}: ${verb} ${c.from} -> ${c.to}${c.member ? ` (${c.member} projection)` : ''}`);
+  }
+  for (const s of r.conversion?.skipped ?? []) {
+    out.push(`${siteLine(r.file, s.site.range.startLine, s.site.range.startCol)}: skipped ${s.site.callee}: ${s.reason}`);
+  }
+  for (const v of r.reversion?.reverted ?? []) out.push(`${r.file}:${v.line + 1}: ${verb} ${v.from} -> ${v.to}`);
+  for (const l of r.reversion?.patchCalls ?? []) out.push(`${r.file}:${l + 1}: removed membit.patch(...)`);
+  for (const w of r.reversion?.warnings ?? []) out.push(`${r.file}: warning: ${w}`);
+  const imports = r.conversion?.imports ?? r.reversion?.imports ?? [];
+  for (const i of imports) out.push(`${r.file}: ${r.reversion ? 'removed' : verb === 'would convert' ? 'would add' : 'added'} \`${i}\``);
+  return out;
+}
 
 export const convertCommand: Subcommand = {
   name: 'convert',
   summary: 'rewrite dropout to packed/mask-free dropout and FFNs to 2:4 sparsity',
-  usage: 'membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--dry-run|--diff]',
+  usage: 'membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--dry-run|--diff] [--revert]',
   flags: [
     { name: 'dropout', value: true, choices: ['packed', 'recompute'], metavar: 'MODE', help: 'convert dropout sites' },
     { name: 'ffn', value: true, choices: ['2:4'], metavar: 'KIND', help: 'convert FFN layers' },
     { name: 'dry-run', help: 'list what would change, write nothing' },
     { name: 'diff', help: 'print a unified diff, write nothing' },
+    { name: 'revert', help: 'undo Membit conversions: back to the stock PyTorch calls' },
   ],
-  run: async (_args, io) => notYetAvailable(io, '`membit convert`'),
+  details: [
+    'Without --dropout or --ffn, dropout is converted to packed (1-bit masks). Folders are',
+    'searched for .py files like `membit scan`; notebooks are converted in the editor.',
+    'Only the callee changes (and `mode="recompute"` is added for mask-free dropout); an',
+    'import marked `# added by membit` is added after the torch imports. --revert undoes it',
+    'exactly. --diff prints a patch for `git apply` (paths a/ and b/ from here); messages go',
+    'to stderr. Files with git conflict markers, not UTF-8, or changed on disk while being',
+    'converted are refused. Exit status: 0 done, 1 a file was refused or failed, 2 usage error.',
+  ].join('\n'),
+  async run(args: ParsedArgs, io: Io) {
+    if (args.positionals.length === 0) throw new UsageError('give at least one file or folder to convert');
+    const diff = args.flags.get('diff') === true;
+    const dryRun = args.flags.get('dry-run') === true;
+    if (diff && dryRun) throw new UsageError('--dry-run and --diff exclude each other');
+    const revert = args.flags.get('revert') === true;
+    const dropoutFlag = args.flags.get('dropout');
+    const ffnFlag = args.flags.get('ffn');
+    if (revert && (dropoutFlag !== undefined || ffnFlag !== undefined)) throw new UsageError('--revert takes no --dropout or --ffn');
+    const options: ConvertOptions = {
+      dropout: typeof dropoutFlag === 'string' ? (dropoutFlag as ConvertOptions['dropout']) : ffnFlag === undefined ? 'packed' : null,
+      ffn: typeof ffnFlag === 'string' ? (ffnFlag as ConvertOptions['ffn']) : null,
+    };
+    const action: ConvertAction = revert ? { kind: 'revert' } : { kind: 'convert', options };
+
+    const files: string[] = [];
+    const notes: string[] = [];
+    for (const p of args.positionals) {
+      const abs = resolve(io.cwd, p);
+      let st;
+      try {
+        st = statSync(abs);
+      } catch {
+        throw new UsageError(`no such file or folder: ${p}`);
+      }
+      if (st.isDirectory()) collectFiles(abs, files);
+      else files.push(abs);
+    }
+
+    let scanner: Scanner | undefined;
+    if (!revert) {
+      try {
+        scanner = await createScanner();
+      } catch (e) {
+        io.err(`membit convert: ${e instanceof Error ? e.message : String(e)}\n`);
+        return 1;
+      }
+    }
+    const say = diff ? io.err.bind(io) : io.out.bind(io);
+    const verb = revert ? (diff || dryRun ? 'would revert' : 'reverted') : diff || dryRun ? 'would convert' : 'converted';
+    const reports: FileReport[] = [];
+    try {
+      for (const abs of [...new Set(files)]) {
+        const file = displayPath(abs, io.cwd);
+        if (abs.endsWith('.ipynb')) {
+          notes.push(`${file}: skipped: notebooks are converted in the editor, cell by cell`);
+          continue;
+        }
+        const r = convertFile(abs, file, action, scanner, !diff && !dryRun);
+        reports.push(r);
+        if (diff && r.before !== undefined && r.after !== undefined && r.status === 'changed') {
+          io.out(unifiedDiff(r.before, r.after, { oldPath: `a/${file}`, newPath: `b/${file}` }));
+        }
+        for (const l of describe(r, verb)) say(`${l}\n`);
+      }
+    } finally {
+      scanner?.dispose();
+    }
+    for (const n of notes) say(`${n}\n`);
+    const changed = reports.filter((r) => r.status === 'changed').length;
+    const failed = reports.filter((r) => r.status === 'refused' || r.status === 'error');
+    const sites = reports.reduce((n, r) => n + (r.conversion?.converted.length ?? r.reversion?.reverted.length ?? 0), 0);
+    const skipped = reports.reduce((n, r) => n + (r.conversion?.skipped.length ?? 0), 0);
+    const what = revert ? 'reverted' : 'converted';
+    say(
+      `${sites} call${sites === 1 ? '' : 's'} ${diff || dryRun ? `to be ${what}` : what} in ${changed} file${changed === 1 ? '' : 's'}` +
+        `${skipped ? `, ${skipped} site${skipped === 1 ? '' : 's'} skipped` : ''}${failed.length ? `, ${failed.length} file${failed.length === 1 ? '' : 's'} refused or failed` : ''}` +
+        `${diff || dryRun ? ' (nothing written)' : ''}\n`,
+    );
+    return failed.length > 0 ? 1 : 0;
+  },
 };
