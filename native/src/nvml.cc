@@ -17,12 +17,14 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -575,10 +577,34 @@ void DeliverBatch(Napi::Env env, Napi::Function cb, std::nullptr_t*, Batch* batc
   cb.Call({o});
 }
 
+// Whether `pid` is `root` or descends from it, by its chain of parents in /proc.
+// Asked only about processes that hold GPU memory, once each: far cheaper than
+// re-reading the whole process table to follow a run's tree.
+bool DescendsFrom(unsigned pid, unsigned root) {
+  for (int depth = 0; depth < 64 && pid > 1; depth++) {
+    if (pid == root) return true;
+    char path[40];
+    std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE* f = std::fopen(path, "re");
+    if (!f) return false;
+    char buf[512];
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = 0;
+    // The command name (field 2) may hold spaces and ')': count from the last ')'.
+    const char* close = std::strrchr(buf, ')');
+    char state;
+    unsigned ppid;
+    if (!close || std::sscanf(close + 1, " %c %u", &state, &ppid) != 2) return false;
+    pid = ppid;
+  }
+  return pid == root;
+}
+
 class SamplerCore {
  public:
-  SamplerCore(unsigned intervalMs, unsigned batchMs, std::vector<unsigned> pids)
-      : interval_(intervalMs), batch_(batchMs), pids_(pids.begin(), pids.end()) {}
+  SamplerCore(unsigned intervalMs, unsigned batchMs, std::vector<unsigned> pids, unsigned rootPid)
+      : interval_(intervalMs), batch_(batchMs), root_(rootPid), pids_(pids.begin(), pids.end()) {}
 
   // Starts the thread; the core keeps itself alive through `self` until it ends.
   void Start(std::shared_ptr<SamplerCore> self, Tsfn tsfn) {
@@ -682,9 +708,11 @@ class SamplerCore {
       }
 
       auto now = clock::now();
+      const bool following = !pids.empty() || root_ != 0;
+      bool requeried = false;
       Sample s;
       s.tMs = NowMs();
-      s.pidUsed = pids.empty() ? kNone : 0;
+      s.pidUsed = following ? 0 : kNone;
       bool anyRead = false;
       for (GpuState& g : gpus) {
         GpuReading reading{g.index, kNone, kNone};
@@ -711,17 +739,18 @@ class SamplerCore {
               g.handleRetryAt = now + std::chrono::seconds(1);
             }
           }
-          if (r == kSuccess && !pids.empty()) {
+          if (r == kSuccess && following) {
             if (pidsChanged || !g.procsValid || now <= g.dirtyUntil || now - g.procsAt >= procsMaxAge) {
               nvmlReturn_t pr = QueryProcesses(g.dev, &g.procs);
               g.procsAt = now;
               g.procsValid = pr == kSuccess;
+              requeried = true;
               Report(&errors, &g, kProcesses, pr);
             }
             if (g.procsValid) {
               long long sum = 0;
               for (const Proc& p : g.procs) {
-                if (!pids.count(p.pid)) continue;
+                if (!pids.count(p.pid) && !InTree(p.pid)) continue;
                 if (p.used == kValueNotAvailable) {
                   sum = kNone;
                   break;
@@ -732,7 +761,7 @@ class SamplerCore {
             }
           }
         }
-        if (!pids.empty() && reading.used != kNone) {
+        if (following && reading.used != kNone) {
           // A GPU that cannot be read holds none of the run's memory any more; a
           // readable one that cannot say per process makes the total unknown.
           anyRead = true;
@@ -743,6 +772,7 @@ class SamplerCore {
       if (!anyRead) s.pidUsed = kNone;
       pending.push_back(std::move(s));
       pidsChanged = false;
+      if (requeried && root_) PruneTree(gpus);
 
       now = clock::now();
       if (now - lastFlush >= std::chrono::milliseconds(batch_) || !errors.empty()) {
@@ -773,7 +803,30 @@ class SamplerCore {
     if (tsfn_.NonBlockingCall(b) != napi_ok) delete b;
   }
 
+  bool InTree(unsigned pid) {
+    if (!root_) return false;
+    auto it = inTree_.find(pid);
+    if (it != inTree_.end()) return it->second;
+    bool in = DescendsFrom(pid, root_);
+    inTree_.emplace(pid, in);
+    return in;
+  }
+
+  // Forgets processes no GPU lists any more, so a pid the system reuses later is
+  // asked about again.
+  void PruneTree(const std::vector<GpuState>& gpus) {
+    std::unordered_set<unsigned> listed;
+    for (const GpuState& g : gpus) {
+      for (const Proc& p : g.procs) listed.insert(p.pid);
+    }
+    for (auto it = inTree_.begin(); it != inTree_.end();) {
+      it = listed.count(it->first) ? std::next(it) : inTree_.erase(it);
+    }
+  }
+
   const unsigned interval_, batch_;
+  const unsigned root_;  // follow this pid's tree too; 0: none
+  std::unordered_map<unsigned, bool> inTree_;  // the sampler thread's own
   std::atomic<bool> stopping_{false};
   std::atomic<bool> pidsChanged_{true};
   std::mutex mu_;  // guards pids_ and running_
@@ -822,11 +875,11 @@ class Sampler : public Napi::ObjectWrap<Sampler> {
                         InstanceAccessor<&Sampler::IsRunning>("running")});
   }
 
-  // new Sampler({intervalMs, batchMs?, pids?}, callback)
+  // new Sampler({intervalMs, batchMs?, pids?, rootPid?}, callback)
   explicit Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
-      Napi::TypeError::New(env, "startSampler({intervalMs, batchMs?, pids?}, callback)").ThrowAsJavaScriptException();
+      Napi::TypeError::New(env, "startSampler({intervalMs, batchMs?, pids?, rootPid?}, callback)").ThrowAsJavaScriptException();
       return;
     }
     Napi::Object opts = info[0].As<Napi::Object>();
@@ -849,11 +902,21 @@ class Sampler : public Napi::ObjectWrap<Sampler> {
     }
     std::vector<unsigned> pids;
     if (!ReadPids(env, opts.Get("pids"), &pids)) return;
+    Napi::Value rv = opts.Get("rootPid");
+    double root = 0;
+    if (!rv.IsUndefined()) {
+      root = rv.IsNumber() ? rv.As<Napi::Number>().DoubleValue() : -1;
+      if (!(root >= 1 && root <= 4294967295.0 && root == static_cast<double>(static_cast<unsigned long long>(root)))) {
+        Napi::TypeError::New(env, "startSampler: rootPid must be a process id").ThrowAsJavaScriptException();
+        return;
+      }
+    }
     if (!EnsureOpen()) {
       Napi::Error::New(env, "startSampler: " + g_nvml.reason).ThrowAsJavaScriptException();
       return;
     }
-    core_ = std::make_shared<SamplerCore>(static_cast<unsigned>(interval), static_cast<unsigned>(batch), pids);
+    core_ = std::make_shared<SamplerCore>(static_cast<unsigned>(interval), static_cast<unsigned>(batch), pids,
+                                          static_cast<unsigned>(root));
     Tsfn tsfn = Tsfn::New(env, info[1].As<Napi::Function>(), "membit-nvml-sampler", 0, 1);
     {
       std::lock_guard<std::mutex> lock(g_samplersMu);

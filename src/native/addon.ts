@@ -23,8 +23,9 @@ export interface NvmlAddon {
   shutdown(): boolean;
   listGpus(): GpuInfo[];
   processesOn(gpuIndex: number): GpuProcess[];
+  /** rootPid: also follow that process's descendants (the thread asks /proc about each GPU process once). */
   startSampler(
-    options: { intervalMs: number; batchMs?: number; pids?: number[] },
+    options: { intervalMs: number; batchMs?: number; pids?: number[]; rootPid?: number },
     callback: (batch: RawBatch) => void,
   ): { stop(): void; setPids(pids: number[]): void; readonly running: boolean };
 }
@@ -68,7 +69,10 @@ export class AddonBackend implements GpuBackend {
 
   startSampler(options: SamplerOptions, onSamples: SampleListener, onError?: SamplerErrorListener): GpuSampler {
     const s = new ManagedSampler(
-      (o, deliver) => this.addon.startSampler(o, deliver),
+      (o, deliver) => {
+        const raw = this.addon.startSampler(o, deliver);
+        return { setPids: (p) => raw.setPids(p), stop: () => raw.stop(), followsTree: true };
+      },
       options,
       onSamples,
       onError,

@@ -18,9 +18,18 @@ export interface RawSampler {
   setPids(pids: number[]): void;
   /** Asks it to end; it then delivers one batch with final set. */
   stop(): void;
+  /** It follows rootPid's descendants itself; else they are read from /proc here and passed as pids. */
+  readonly followsTree?: boolean;
 }
 
-export type RawSamplerFactory = (options: { intervalMs: number; batchMs: number; pids: number[] }, deliver: (b: RawBatch) => void) => RawSampler;
+export interface RawSamplerOptions {
+  intervalMs: number;
+  batchMs: number;
+  pids: number[];
+  rootPid?: number;
+}
+
+export type RawSamplerFactory = (options: RawSamplerOptions, deliver: (b: RawBatch) => void) => RawSampler;
 
 /** Bounds a stop(): a backend that never delivers its final batch must not hang the caller. */
 const STOP_TIMEOUT_MS = 3000;
@@ -35,6 +44,7 @@ export function validateSamplerOptions(o: SamplerOptions): void {
   for (const p of [...(o.pids ?? []), ...(o.rootPid === undefined ? [] : [o.rootPid])]) {
     if (!Number.isInteger(p) || p < 0 || p > 0xffffffff) throw new TypeError(`startSampler: ${p} is not a process id`);
   }
+  if (o.rootPid === 0) throw new TypeError('startSampler: rootPid 0 is not a process');
 }
 
 export class ManagedSampler implements GpuSampler {
@@ -62,11 +72,12 @@ export class ManagedSampler implements GpuSampler {
     if (options.rootPid !== undefined) this.treePids = [options.rootPid];
     const pids = this.currentPids();
     this.followed = pids.join(',');
-    this.raw = factory(
-      { intervalMs: options.intervalMs, batchMs: options.batchMs ?? Math.max(options.intervalMs, 250), pids },
+    const raw = factory(
+      { intervalMs: options.intervalMs, batchMs: options.batchMs ?? Math.max(options.intervalMs, 250), pids, rootPid: options.rootPid },
       (b) => this.deliver(b),
     );
-    if (options.rootPid !== undefined) {
+    this.raw = raw;
+    if (options.rootPid !== undefined && !raw.followsTree) {
       const every = Math.max(50, options.treeRefreshMs ?? 500);
       this.treeTimer = setInterval(() => this.refreshTree(), every);
       this.refreshTree();

@@ -4,6 +4,7 @@
  * thread's life (stop, re-init under it, a GPU that comes back).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
@@ -160,6 +161,8 @@ test('arguments are checked and thrown as TypeError / RangeError', () => {
   assert.throws(() => start({ intervalMs: 10, batchMs: 'x' }, () => {}), RangeError);
   assert.throws(() => start({ intervalMs: 10, pids: 'x' }, () => {}), TypeError);
   assert.throws(() => start({ intervalMs: 10, pids: [1.5] }, () => {}), TypeError);
+  assert.throws(() => start({ intervalMs: 10, rootPid: 0 }, () => {}), TypeError);
+  assert.throws(() => start({ intervalMs: 10, rootPid: '1' }, () => {}), TypeError);
   assert.throws(() => addon.init(5 as unknown as string), TypeError);
   const s = addon.startSampler({ intervalMs: 10 }, () => {});
   assert.throws(() => s.setPids('x' as unknown as number[]), TypeError);
@@ -167,7 +170,7 @@ test('arguments are checked and thrown as TypeError / RangeError', () => {
 });
 
 /** Starts a raw sampler and collects its batches. */
-function rawSampler(o: { intervalMs: number; batchMs?: number; pids?: number[] }) {
+function rawSampler(o: { intervalMs: number; batchMs?: number; pids?: number[]; rootPid?: number }) {
   const batches: RawBatch[] = [];
   const s = addon.startSampler(o, (b) => batches.push(b));
   const samples = () => batches.flatMap((b) => b.samples);
@@ -209,6 +212,36 @@ test('memory the driver cannot attribute makes the pid figure null, and a failin
   assert.equal(r.samples().at(-1)!.gpus[1]!.pidUsedBytes, null);
   r.s.stop();
   await waitFor(r.final, 2000, 'the final batch');
+});
+
+test('rootPid: the thread follows a process tree by asking /proc about each GPU process', async () => {
+  addon.init(fakeLib);
+  // A child that starts a grandchild and prints its pid.
+  const child = spawn(
+    process.execPath,
+    ['-e', `const c = require('child_process').spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)'], { stdio: 'ignore' }); console.log(c.pid); setTimeout(() => c.kill(), 20000);`],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  try {
+    await waitFor(() => /\d+\n/.test(out), 5000, 'the grandchild pid');
+    const grandchild = Number(out.trim());
+    // The test runner (this process's parent) holds memory too, but is not in the tree.
+    scenario.write(twoGpus(`proc 0 ${child.pid} ${64 * MIB}\nproc 1 ${grandchild} ${32 * MIB}\nproc 0 ${process.ppid} ${999 * MIB}`));
+    const r = rawSampler({ intervalMs: 10, batchMs: 20, rootPid: process.pid });
+    await waitFor(() => r.samples().some((x) => x.pidUsedBytes === 96 * MIB), 4000, 'child and grandchild');
+    const last = r.samples().at(-1)!;
+    assert.deepEqual(last.gpus.map((g) => g.pidUsedBytes), [64 * MIB, 32 * MIB]);
+    // Followed pids add to the tree.
+    r.s.setPids([4343]);
+    await waitFor(() => r.samples().at(-1)!.pidUsedBytes === (96 + 256) * MIB, 4000, 'tree plus pid 4343');
+    r.s.stop();
+    await waitFor(r.final, 2000, 'the final batch');
+    assert.deepEqual(r.errors(), []);
+  } finally {
+    child.kill('SIGKILL');
+  }
 });
 
 test('a lost GPU that comes back is read again', async () => {

@@ -209,6 +209,7 @@ for (const [name, make] of implementations) {
       assert.throws(() => backend.startSampler({ intervalMs: 0 }, () => {}), RangeError);
       assert.throws(() => backend.startSampler({ intervalMs: 10, pids: [-1] }, () => {}), TypeError);
       assert.throws(() => backend.startSampler({ intervalMs: 10, batchMs: -5 }, () => {}), RangeError);
+      assert.throws(() => backend.startSampler({ intervalMs: 10, rootPid: 0 }, () => {}), TypeError);
     });
   });
 }
