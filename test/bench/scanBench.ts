@@ -37,51 +37,46 @@ async function cold(): Promise<void> {
   process.stdout.write(JSON.stringify({ initMs: init, firstScanMs: performance.now() - t1 }));
 }
 
-async function main(): Promise<void> {
-  if (process.argv.includes('--cold')) return cold();
-
-  // Cold start in fresh processes: WASM instantiation, grammar load, query compile.
-  const colds: { initMs: number; firstScanMs: number }[] = [];
-  for (let i = 0; i < 5; i++) colds.push(JSON.parse(execFileSync(process.execPath, [__filename, '--cold'], { encoding: 'utf8' })));
-  const coldInit = median(colds.map((c) => c.initMs));
-  const coldFirst = median(colds.map((c) => c.firstScanMs));
-
+/** One size, in its own process: its own JIT warm-up and heap, so sizes do not disturb each other. */
+async function measure(size: number): Promise<void> {
   const s = await createScanner();
-  const rows: Record<string, unknown>[] = [];
-  for (const size of [1000, 5000, 50000]) {
-    const text = generate(size);
-    const reps = size >= 50000 ? 5 : 15;
-    s.scan(text, 'warm.py', { maxBytes: 64 << 20 });
-    const full: number[] = [];
-    let sites = 0;
-    for (let i = 0; i < reps; i++) {
-      const t0 = performance.now();
-      const r = s.scan(text, 'bench.py', { maxBytes: 64 << 20 });
-      full.push(performance.now() - t0);
-      sites = r.sites.length;
-    }
-    // Incremental: one-line edits inside method bodies, as typing does.
-    const doc = s.open('bench.py', text, { maxBytes: 64 << 20 });
-    const lines = text.split('\n');
-    const targets = lines.map((l, i) => (l.startsWith('        self.') ? i : -1)).filter((i) => i >= 0);
-    const inc: number[] = [];
-    let reused = 0;
-    let chunks = 0;
-    const edits = 30;
-    for (let e = 0; e < edits; e++) {
-      const at = targets[Math.floor(((e + 0.5) / edits) * targets.length)] as number;
-      const edited = [...lines];
-      edited[at] = `${edited[at]}  # edit ${e}`;
-      const t0 = performance.now();
-      const r = doc.update(edited.join('\n'));
-      inc.push(performance.now() - t0);
-      reused = r.stats.reusedChunks;
-      chunks = r.stats.chunks;
-      // Back to the original text, not timed, so every edit is one line against the same file.
-      doc.update(text);
-    }
-    doc.dispose();
-    rows.push({
+  const text = generate(size);
+  const opts = { maxBytes: 64 << 20 };
+  // Warm the JIT first: the figures are for the scanner, not for V8 compiling it.
+  for (let i = 0; i < (size >= 50000 ? 1 : 5); i++) s.scan(text, 'warm.py', opts);
+  const reps = size >= 50000 ? 5 : size >= 5000 ? 15 : 31;
+  const full: number[] = [];
+  let sites = 0;
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    const r = s.scan(text, 'bench.py', opts);
+    full.push(performance.now() - t0);
+    sites = r.sites.length;
+  }
+  // Incremental: one-line edits inside method bodies, as typing does.
+  const doc = s.open('bench.py', text, opts);
+  const lines = text.split('\n');
+  const targets = lines.map((l, i) => (l.startsWith('        self.') ? i : -1)).filter((i) => i >= 0);
+  const inc: number[] = [];
+  let reused = 0;
+  let chunks = 0;
+  const edits = 30;
+  for (let e = 0; e < edits; e++) {
+    const at = targets[Math.floor(((e + 0.5) / edits) * targets.length)] as number;
+    const edited = [...lines];
+    edited[at] = `${edited[at]}  # edit ${e}`;
+    const t0 = performance.now();
+    const r = doc.update(edited.join('\n'));
+    inc.push(performance.now() - t0);
+    reused = r.stats.reusedChunks;
+    chunks = r.stats.chunks;
+    // Back to the original text, not timed, so every edit is one line against the same file.
+    doc.update(text);
+  }
+  doc.dispose();
+  s.dispose();
+  process.stdout.write(
+    JSON.stringify({
       lines: size,
       bytes: Buffer.byteLength(text),
       sites,
@@ -94,9 +89,25 @@ async function main(): Promise<void> {
       incrementalP95Ms: Number(pct(inc, 0.95).toFixed(2)),
       reusedChunks: reused,
       chunks,
-    });
+    }),
+  );
+}
+
+async function main(): Promise<void> {
+  if (process.argv.includes('--cold')) return cold();
+  const sizeArg = process.argv.indexOf('--size');
+  if (sizeArg >= 0) return measure(Number(process.argv[sizeArg + 1]));
+
+  // Cold start in fresh processes: WASM instantiation, grammar load, query compile.
+  const colds: { initMs: number; firstScanMs: number }[] = [];
+  for (let i = 0; i < 5; i++) colds.push(JSON.parse(execFileSync(process.execPath, [__filename, '--cold'], { encoding: 'utf8' })));
+  const coldInit = median(colds.map((c) => c.initMs));
+  const coldFirst = median(colds.map((c) => c.firstScanMs));
+
+  const rows: Record<string, unknown>[] = [];
+  for (const size of [1000, 5000, 50000]) {
+    rows.push(JSON.parse(execFileSync(process.execPath, [__filename, '--size', String(size)], { encoding: 'utf8', maxBuffer: 1 << 20 })));
   }
-  s.dispose();
 
   const five = rows.find((r) => r.lines === 5000) as { incrementalMs: number };
   const worstPer1k = Math.max(...rows.map((r) => r.fullMsPer1kLines as number));

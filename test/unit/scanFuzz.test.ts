@@ -106,3 +106,24 @@ test('fuzz: incremental documents survive 1000 random edits and match fresh scan
   }
   doc.dispose();
 });
+
+test('pathological inputs stay fast: deep nesting, one huge line, thousands of sites on a line', async () => {
+  const s = await scanner();
+  const inputs = [
+    `import torch.nn as nn\nx = nn.Linear(${'('.repeat(3000)}1${')'.repeat(3000)}, 4)\n`,
+    `import torch.nn as nn\nx = [${'nn.Dropout(0.1), '.repeat(5000)}]\n`,
+    `x = "${'a'.repeat(1_000_000)}"\n`,
+    `${'if x:\n'.repeat(1)}${Array.from({ length: 400 }, (_, i) => `${' '.repeat(i)}if a:`).join('\n')}\n`,
+    '\u0000\uffff\ud800'.repeat(10000),
+    `import torch.nn.functional as F\ndef f(x):\n${'    x = F.softmax(x, -1)\n    x = F.dropout(x, 0.1)\n'.repeat(2000)}`,
+  ];
+  for (const [i, text] of inputs.entries()) {
+    const t0 = performance.now();
+    const r = s.scan(text, 'p.py');
+    const ms = performance.now() - t0;
+    assert.equal(r.error, undefined, `input ${i}: ${r.error}`);
+    assert.ok(ms < 3000, `input ${i} took ${ms.toFixed(0)} ms`);
+    if (i === 1) assert.equal(r.sites.length, 5000);
+    if (i === 5) assert.ok(r.sites.every((x) => x.kind === 'attn-dropout') && r.sites.length === 2000);
+  }
+});

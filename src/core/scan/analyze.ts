@@ -125,6 +125,8 @@ export function splitTopLevel(text: string): string[] {
 export function normDim(text: string | undefined): string {
   if (!text) return '';
   let t = text.replace(/\s+/g, '');
+  // Widths are short; a long argument is compared as written.
+  if (t.length > 200) return t;
   while (t.startsWith('(') && t.endsWith(')') && balanced(t.slice(1, -1))) t = t.slice(1, -1);
   // `int(config.intermediate_size)` is the same width as `config.intermediate_size`.
   t = t.replace(/\bint\(([^()]*)\)/g, '$1');

@@ -83,6 +83,8 @@ export interface ChunkFacts {
   hasError: boolean;
 }
 
+/** Longest container literal whose item positions are worked out. */
+const MAX_ITEMS = 256;
 /** Container calls whose items keep a path under the binding (`self.net[0]`). */
 const CONTAINERS = new Set(['Sequential', 'ModuleList', 'ModuleDict', 'OrderedDict', 'register_buffer']);
 /** Methods that keep attention probabilities what they are. */
@@ -274,8 +276,9 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
         continue;
       }
       case 'list': {
-        const items = p.namedChildren;
-        listIndex = items.findIndex((c) => c !== null && c.equals(n));
+        // Positions matter only in short literal lists (`ModuleList([a, b])`); finding one in a
+        // list of thousands for each item would be quadratic.
+        listIndex = p.namedChildCount <= MAX_ITEMS ? p.namedChildren.findIndex((c) => c !== null && c.equals(n)) : undefined;
         n = p;
         continue;
       }
@@ -283,7 +286,7 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
         const owner = p.parent;
         if (!owner || owner.type !== 'call') return;
         const ownerFinal = finalName(owner.childForFieldName('function')?.text ?? '');
-        if (!CONTAINERS.has(ownerFinal)) return;
+        if (!CONTAINERS.has(ownerFinal) || p.namedChildCount > MAX_ITEMS) return;
         const items = p.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment' && c.type !== 'keyword_argument');
         const idx = items.findIndex((c) => c.equals(n));
         if (ownerFinal === 'register_buffer') {

@@ -94,6 +94,8 @@ export function buildConfig(raw: readonly RawConfig[]): ConfigTable {
  * literal values of the file. Undefined when any name is unknown.
  */
 export function evalDim(text: string, values: ReadonlyMap<string, number>, bareValues: ReadonlyMap<string, number> = values): number | undefined {
+  // Widths are short; anything long is not one (and deep nesting would only cost stack).
+  if (text.length > 200) return undefined;
   const toks = text.match(/\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|[A-Za-z_][\w.]*|\/\/|\*\*|[-+*/%(),]/g);
   if (!toks || toks.join('').length !== text.replace(/\s+/g, '').length) return undefined;
   let i = 0;
