@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { applyEdits, type ConvertOptions, convertAll, convertDropout, convertFfn, insertPatchCall, revertConversions } from '../../src/core/rewrite';
+import { applyEdits, canConvert, type ConvertOptions, convertAll, convertDropout, convertFfn, insertPatchCall, revertConversions, sitesIn } from '../../src/core/rewrite';
 import { tokenize } from '../../src/core/rewrite/tokens';
 import { notebookCells, type Site } from '../../src/core/scan';
 import { FIXTURES, repoRoot, scanner } from './scanSupport';
@@ -125,6 +125,30 @@ class MLP(nn.Module):
   assert.equal(g.converted.length, 3);
   assert.equal((g.text.match(/membit\.sparse\.SparseLinear24\(/g) ?? []).length, 3);
   assert.equal(revert(g.text), gated);
+});
+
+test('the editor flow: the site under the cursor, then a selection, each one edit; undo is the original', async () => {
+  const text = readFileSync(join(repoRoot(), 'samples', 'gpt_tiny.py'), 'utf8');
+  const sites = await sitesOf(text);
+  const line = text.split('\n').findIndex((l) => l.includes('self.resid_dropout = nn.Dropout'));
+  const cursor = { startLine: line, startCol: 30, endLine: line, endCol: 30 };
+  const here = sitesIn(sites, cursor);
+  assert.deepEqual(here.map((s) => s.callee), ['nn.Dropout']);
+  assert.deepEqual(canConvert(here[0] as Site), { ok: true, to: 'dropout' });
+  const one = convertAll(text, here, { dropout: 'packed' });
+  const after = applyEdits(text, one.edits);
+  assert.deepEqual(one.converted.map((c) => c.line), [line]);
+  assert.equal(after.split('\n')[line + 1], '        self.resid_dropout = membit.nn.PackedDropout(config.dropout)');
+  assert.equal((after.match(/PackedDropout/g) ?? []).length, 1);
+  assert.equal(revert(after), text);
+
+  // A selection over the MLP class: its FFN (through its projections) and its dropout.
+  const start = text.split('\n').findIndex((l) => l.startsWith('class MLP'));
+  const sel = sitesIn(sites, { startLine: start, startCol: 0, endLine: start + 7, endCol: 0 });
+  assert.deepEqual(sel.map((s) => s.kind).sort(), ['dropout', 'ffn']);
+  assert.deepEqual(canConvert(sel.find((s) => s.kind === 'ffn') as Site), { ok: true, to: 'ffn' });
+  const mask = sites.find((s) => s.kind === 'attn-mask') as Site;
+  assert.equal(canConvert(mask).ok, false);
 });
 
 test('convertDropout and convertFfn are convertAll restricted to their kinds', async () => {

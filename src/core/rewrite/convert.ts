@@ -55,7 +55,9 @@ export type SkipCode =
   /** An FFN member in another notebook cell than the site. */
   | 'other-cell'
   /** Already a Membit call (nothing to do). */
-  | 'converted';
+  | 'converted'
+  /** attn-mask and fused-attn-dropout sites: nothing to convert. */
+  | 'not-a-target';
 
 export interface Skipped {
   site: Site;
@@ -413,6 +415,46 @@ export function importEdit(t: Tokens, imports: Imports, add: readonly MembitImpo
   if (anchor.afterLine < 0) return { start: 0, end: 0, newText: lines.map((l) => l + eol).join('') };
   const at = lineEnd(t.text, t.lineStarts, anchor.afterLine);
   return { start: at, end: at, newText: lines.map((l) => eol + l).join('') };
+}
+
+function overlaps(a: SiteRange, b: SiteRange): boolean {
+  const before = (l1: number, c1: number, l2: number, c2: number) => l1 < l2 || (l1 === l2 && c1 <= c2);
+  // Touching counts: a cursor (empty selection) at either end of a call selects it.
+  return before(a.startLine, a.startCol, b.endLine, b.endCol) && before(b.startLine, b.startCol, a.endLine, a.endCol);
+}
+
+/**
+ * The sites a selection (or a cursor: an empty range) touches: the site's own range,
+ * or for an FFN any of its projections. For "convert selection" and for the code
+ * actions offered at the cursor.
+ */
+export function sitesIn(sites: readonly Site[], range: SiteRange): Site[] {
+  return sites.filter((s) => overlaps(s.range, range) || (s.ffn && [s.ffn.gate, s.ffn.up, s.ffn.down].some((m) => m && m.cell === s.cell && overlaps(m.range, range))));
+}
+
+/**
+ * Whether a site is a conversion candidate at all, from the scan alone (no text):
+ * what the editor needs to decide which actions to offer. `convertAll` still checks
+ * the current text and may skip a candidate (stale, or a callee that does not
+ * resolve to nn.Linear through the imports).
+ */
+export function canConvert(site: Site): { ok: true; to: 'dropout' | 'ffn' } | { ok: false; code: SkipCode; reason: string } {
+  if (DROPOUT_KINDS.has(site.kind)) {
+    const dk = dropoutKind(site);
+    return 'code' in dk ? { ok: false, code: dk.code, reason: dk.reason } : { ok: true, to: 'dropout' };
+  }
+  if (site.kind === 'ffn' && site.ffn) {
+    if (site.ffn.form === 'module') return { ok: false, code: 'module-ffn', reason: `\`${site.callee}(...)\` is an MLP module defined elsewhere: convert its Linear layers where it is defined, or call membit.patch(model, ffn="2:4")` };
+    for (const m of [site.ffn.gate, site.ffn.up, site.ffn.down]) {
+      if (m && finalName(m.callee) !== 'Linear') return { ok: false, code: 'not-linear', reason: ffnReason(m.callee, null) };
+    }
+    return { ok: true, to: 'ffn' };
+  }
+  const reason =
+    site.kind === 'fused-attn-dropout'
+      ? 'fused attention keeps no dropout mask: nothing to convert'
+      : 'an attention mask: not a conversion target (see the site\'s remedy)';
+  return { ok: false, code: 'not-a-target', reason };
 }
 
 /** Converts dropout sites only (`dropout`, `dropout-call`, `attn-dropout`). */

@@ -3,11 +3,25 @@
  * actions and `membit convert`. Pure functions over text; no VS Code here.
  *
  *   convertDropout / convertFfn / convertAll   sites → edits (+ what was converted or skipped, and why)
+ *   sitesIn, canConvert                        which sites a selection touches; which actions to offer
  *   insertPatchCall                            `membit.patch(model, ...)` after the line that builds the model
  *   revertConversions                          back to the stock PyTorch calls, from the text alone
  *   applyEdits, unifiedDiff                    helpers for previews, tests and the CLI
  */
-export { type Converted, type ConvertOptions, type ConvertResult, convertAll, convertDropout, convertFfn, type DropoutMode, type FfnMode, type SkipCode, type Skipped } from './convert';
+export {
+  canConvert,
+  type Converted,
+  type ConvertOptions,
+  type ConvertResult,
+  convertAll,
+  convertDropout,
+  convertFfn,
+  type DropoutMode,
+  type FfnMode,
+  type SkipCode,
+  type Skipped,
+  sitesIn,
+} from './convert';
 export { applyEdits, type TextEdit } from './edits';
 export { IMPORT_MARK } from './imports';
 export { SITE_MARK, MEMBIT_QUALIFIED, MEMBIT_BARE, STOCK, type TargetKind } from './calls';
