@@ -8,20 +8,16 @@ shares the record, undo and reporting.
 
 Functional dropout. Code such as HF transformers' eager attention calls
 `nn.functional.dropout(...)` rather than a module. While any patched model exists,
-torch.nn.functional.dropout is a thin router that sends a call to membit's dropout when
-  - a patched model's forward is running in the current thread (a forward pre/post hook on
-    the model keeps a per-thread stack), or
-  - one of the calling frames (up to _MAX_FRAMES up) is a method of one of the patched
-    model's modules (`self`), or was handed one as `module` (HF's
-    `eager_attention_forward(module, ...)`).
-The second rule covers activation checkpointing: a checkpointed layer recomputed during
-backward runs outside the model's forward, and must draw the same kind of mask it drew in
-forward. It is only consulted outside a patched forward, so the hot path is one list check.
-Every other call goes to the original function. Call sites that bound the function before
-patching (`from torch.nn.functional import dropout`) keep the original.
+torch.nn.functional.dropout is a thin router: a call goes to membit's dropout when one of the
+calling frames (up to _MAX_FRAMES up, nearest first) is a method of one of the patched model's
+modules (`self`) or was handed one as `module` (HF's `eager_attention_forward(module, ...)`),
+and to the original function otherwise. Deciding by the call stack rather than by forward
+hooks keeps no state: it is right in every thread, after a forward that raised, and when
+activation checkpointing recomputes a layer during backward (outside the model's forward), so
+the recomputation draws the same kind of mask as the forward did. Call sites that bound the
+function before patching (`from torch.nn.functional import dropout`) keep the original.
 """
 
-import inspect
 import sys
 import threading
 import weakref
@@ -71,7 +67,7 @@ class PatchRecord:
     skipped: List[Skipped] = field(default_factory=list)
     # Functions routed while the model's forward runs, e.g. ["torch.nn.functional.dropout"].
     functional: List[str] = field(default_factory=list)
-    _handles: list = field(default_factory=list, repr=False)
+    _handles: list = field(default_factory=list, repr=False)  # hooks a conversion registered
     _routed_modules: list = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
@@ -231,16 +227,9 @@ class _DropoutRouter:
     def __init__(self):
         self.users = 0
         self.original = None
-        self.tls = threading.local()
         self.lock = threading.Lock()
-        # Every module of every routed model -> its dropout mode (for the caller-frame rule).
+        # Every module of every routed model -> its dropout mode.
         self.modules: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
-
-    def modes(self) -> list:
-        stack = getattr(self.tls, "modes", None)
-        if stack is None:
-            stack = self.tls.modes = []
-        return stack
 
     def acquire(self) -> None:
         with self.lock:
@@ -263,16 +252,15 @@ _router = _DropoutRouter()
 
 
 def _routed_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
-    stack = getattr(_router.tls, "modes", None)
-    if stack:
-        return packed_dropout(input, p, training, inplace, stack[-1])
     mode = _caller_mode(sys._getframe(1))
     if mode is not None:
         return packed_dropout(input, p, training, inplace, mode)
     return _router.original(input, p, training, inplace)
 
 
-_MAX_FRAMES = 12
+# A module's forward calls F.dropout directly or through a helper or two; each nested module
+# call adds ~3 frames, so 16 frames reach a patched module through a few unpatched ones.
+_MAX_FRAMES = 16
 
 
 def _caller_mode(frame) -> Optional[str]:
@@ -297,28 +285,7 @@ _routed_dropout.__doc__ = "torch.nn.functional.dropout, routed to membit inside 
 _routed_dropout.__wrapped__ = torch.nn.functional.dropout
 
 
-def _supports_always_call() -> bool:
-    try:
-        return "always_call" in inspect.signature(nn.Module.register_forward_hook).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _route_functional_dropout(model: nn.Module, mode: str, record: PatchRecord) -> None:
-    def enter(module, args):
-        _router.modes().append(mode)
-
-    def leave(module, args, output):
-        stack = _router.modes()
-        if stack:
-            stack.pop()
-
-    # always_call (torch >= 2.1) runs `leave` even when forward raises; without it an
-    # exception leaves the thread routed, which only changes which dropout kernel runs.
-    # Hooks go on the model alone: a hook on every submodule costs host time on each call.
-    kwargs = {"always_call": True} if _supports_always_call() else {}
-    record._handles.append(model.register_forward_pre_hook(enter))
-    record._handles.append(model.register_forward_hook(leave, **kwargs))
     for m in model.modules():
         _router.modules[m] = mode
     record._routed_modules = list(model.modules())
