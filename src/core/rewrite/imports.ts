@@ -34,8 +34,8 @@ export interface ImportStatement {
   /** For `from`: the canonical module; for `import`: the dotted names. */
   modules: string[];
   topLevel: boolean;
-  /** The line is one of the canonical lines the rewriter adds, with its mark. */
-  marked: boolean;
+  /** Set when the line is one of the canonical lines the rewriter adds, with its mark: which one. */
+  marked?: MembitImport;
 }
 
 export interface Imports {
@@ -126,13 +126,13 @@ export function readImports(t: Tokens): Imports {
           if (j < 0 || j > last || !isOp(t, j, ',')) break;
           j = nextCode(t, j);
         }
-        statements.push({ line, first: k, last, kind: 'import', modules, topLevel: line.indent === 0, marked: isMarked(t, line) });
+        statements.push({ line, first: k, last, kind: 'import', modules, topLevel: line.indent === 0, ...marked(t, line) });
       } else if (isName(t, k, 'from')) {
         const { name: modText, next } = dotted(t, nextCode(t, k), last);
         if (!isName(t, next, 'import')) continue;
         const stmt = statements.length;
         const module = canonicalModule(modText);
-        statements.push({ line, first: k, last, kind: 'from', modules: [module], topLevel: line.indent === 0, marked: isMarked(t, line) });
+        statements.push({ line, first: k, last, kind: 'from', modules: [module], topLevel: line.indent === 0, ...marked(t, line) });
         const join = (m: string, n: string) => (m.endsWith('.') ? m + n : `${m}.${n}`);
         let j = nextCode(t, next);
         while (j >= 0 && j <= last) {
@@ -161,11 +161,12 @@ export function readImports(t: Tokens): Imports {
   return { statements, bindings };
 }
 
-/** The logical line is exactly one canonical Membit import line plus its mark. */
-function isMarked(t: Tokens, line: LogicalLine): boolean {
-  return markedImportOf(t, line) !== undefined;
+function marked(t: Tokens, line: LogicalLine): { marked?: MembitImport } {
+  const k = markedImportOf(t, line);
+  return k ? { marked: k } : {};
 }
 
+/** Which canonical Membit import line, with its mark, the logical line is exactly; else undefined. */
 export function markedImportOf(t: Tokens, line: LogicalLine): MembitImport | undefined {
   if (line.startLine !== line.endLine) return undefined;
   const start = (t.toks[line.first] as { start: number }).start;

@@ -12,7 +12,7 @@
 import type { SiteRange } from '../scan/types';
 import { findMembitCalls, type LineMark, lineMark, markText, type MembitCall, STOCK } from './calls';
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
-import { markedImportOf, type MembitImport, MEMBIT_IMPORTS, readImports, stockSpelling, type Imports } from './imports';
+import { type Imports, type MembitImport, MEMBIT_IMPORTS, readImports, stockSpelling } from './imports';
 import { lineEnd, type LogicalLine, matchingClose, nextCode, prevCode, type Tok, tokText, type Tokens, tokenize } from './tokens';
 
 export interface RevertOptions {
@@ -224,14 +224,14 @@ export function revertConversions(text: string, opts: RevertOptions = {}): Rever
   // Imports the rewriter added go when the reverted text no longer uses them.
   const after = tokenize(applyEdits(text, toTextEdits(text, edits, t.lineStarts)));
   const used = membitUses(after);
-  const marked = imports.statements.map((s) => ({ s, k: markedImportOf(t, s.line) })).filter((x): x is { s: (typeof x)['s']; k: MembitImport } => x.k !== undefined);
+  const marked = imports.statements.flatMap((s) => (s.marked ? [{ s, k: s.marked }] : []));
   const keep = new Set<MembitImport>();
   for (const { k } of marked) {
     if (k === 'nn' || k === 'sparse' ? used.modules.has(k) : k !== 'membit' && used.names.has(k)) keep.add(k);
   }
   // `membit.patch` and other uses of the package need some import that binds `membit`.
   const needsPackage = [...used.modules].some((m) => m !== 'nn' && m !== 'sparse');
-  const userBindsMembit = imports.statements.some((s) => s.topLevel && !markedImportOf(t, s.line) && s.kind === 'import' && s.modules.some((m) => m === 'membit' || m.startsWith('membit.')));
+  const userBindsMembit = imports.statements.some((s) => s.topLevel && !s.marked && s.kind === 'import' && s.modules.some((m) => m === 'membit' || m.startsWith('membit.')));
   if (needsPackage && !userBindsMembit && !['membit', 'nn', 'sparse'].some((k) => keep.has(k as MembitImport))) {
     const first = marked.find((x) => x.k === 'membit' || x.k === 'nn' || x.k === 'sparse');
     if (first) keep.add(first.k);
