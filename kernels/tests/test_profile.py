@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,10 @@ def run_harness(tmp_path, script, script_args=(), *opts, name="run.json", timeou
     if os.path.exists(out):
         with open(out, encoding="utf-8") as f:
             report = json.load(f)
+        keep = os.environ.get("MEMBIT_TEST_ARTIFACTS")
+        if keep:  # keep reports written on a machine that will not be there later
+            test = os.environ.get("PYTEST_CURRENT_TEST", "run").split("::")[-1].split(" ")[0]
+            shutil.copy(out, os.path.join(keep, f"{test}-{name}"))
     return proc, report
 
 

@@ -32,7 +32,11 @@ def test_gpt_on_cuda_uses_the_allocator_record(tmp_path):
     assert peak["source"] == "allocator" and peak["phase"] in ("forward", "backward", "optimizer")
     # The replay counts requested sizes rounded to 512-byte blocks: at most the allocator's peak.
     assert 0.9 * s["peak_allocated"] <= peak["replay_bytes"] <= s["peak_allocated"]
-    assert peak["top"] and all(h["frames"] for h in peak["top"][:3])
+    # Saved tensors name where they were allocated and saved; blocks from before the profiled
+    # steps (e.g. the matmul library's workspace) may have no stack and stay unattributed.
+    saved = [h for h in peak["top"] if h["category"] in ("activation", "mask")]
+    assert saved and all(h["frames"] and h["saved_at"] for h in saved)
+    assert s["grads_at_peak"] in (0, s["grads"])  # grads are all alive or none (zero_grad set_to_none)
     tl = report["timeline"]
     assert len(tl["t_ms"]) > 20 and max(tl["allocated"]) == peak["replay_bytes"]
     assert {"forward", "backward", "optimizer"} <= set(tl["phase"])
@@ -44,7 +48,7 @@ def test_gpt_on_cuda_uses_the_allocator_record(tmp_path):
     ops = {o["op"] for o in by_line[line_of(GPT, "att = self.attn_dropout(att)")]["ops"]}
     assert ops == {"native_dropout"}
     mods = {m["path"]: m for m in report["modules"]}
-    assert mods["h.0.mlp"]["fwd_ms"] > 0
+    assert mods["h.0.mlp"]["fwd_ms"] > 0 and mods["h.0.mlp"]["calls"] == 1
     assert s["step_time_s"] > 0 and s["batch_size"] == B
 
 

@@ -167,32 +167,33 @@ class Identity:
     nbytes: int
 
 
+def _alive_at(block: Block, t: int, delta: int) -> bool:
+    """Whether `block` was allocated at allocator time `t`, give or take the clocks' `delta`."""
+    return (block.alloc_t is None or block.alloc_t <= t + delta) and (block.free_t is None or block.free_t >= t - delta)
+
+
 def classify_block(block: Block, identities: Dict[int, List[Identity]], records_by_ptr: Dict[int, list],
                    t_at: Optional[int], offset: Optional[int], delta: int):
     """(category, nbytes, record) for a block live at allocator time `t_at`, or (None, 0, None).
 
     A block is a parameter (or grad, ...) if the harness saw that address hold one while this
-    very block was allocated; it is a saved tensor if a saved-tensor record for its address was
-    packed after the block was allocated and not released before `t_at`. Times are compared on
-    the allocator's clock (ours + offset) with `delta` of slack for the clocks' disagreement.
-    Without timestamps (old torch) the address alone decides.
+    very block was allocated. It is a saved tensor if a saved-tensor record for its address was
+    packed while this block was allocated (one block per address at a time, so it is the
+    record's own storage) and the record was not released before `t_at`; a tensor allocated
+    at the peak and saved just after it counts as saved. Times are compared on the
+    allocator's clock (ours + offset), with `delta` for the clocks' disagreement. Without
+    timestamps (old torch) the address alone decides.
     """
     timed = offset is not None and t_at is not None
     for ident in identities.get(block.addr, ()):
+        if not timed or _alive_at(block, ident.t + offset, delta):
+            return ident.category, ident.nbytes, None
+    for rec in reversed(records_by_ptr.get(block.addr, ())):
         if not timed:
-            return ident.category, ident.nbytes, None
-        t = ident.t + offset
-        if (block.alloc_t is None or block.alloc_t <= t + delta) and (block.free_t is None or block.free_t >= t - delta):
-            return ident.category, ident.nbytes, None
-    recs = records_by_ptr.get(block.addr)
-    if recs:
-        for rec in reversed(recs):
-            if not timed:
-                return ("mask" if rec.mask else "activation"), rec.nbytes, rec
-            tp = rec.t_pack + offset
-            tr = None if rec.t_release is None else rec.t_release + offset
-            if tp <= t_at + delta and (tr is None or tr >= t_at - delta) and (block.alloc_t is None or block.alloc_t <= tp + delta):
-                return ("mask" if rec.mask else "activation"), rec.nbytes, rec
+            return ("mask" if rec.mask else "activation"), rec.nbytes, rec
+        released = None if rec.t_release is None else rec.t_release + offset
+        if _alive_at(block, rec.t_pack + offset, delta) and (released is None or released >= t_at - delta):
+            return ("mask" if rec.mask else "activation"), rec.nbytes, rec
     return None, 0, None
 
 

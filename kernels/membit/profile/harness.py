@@ -109,7 +109,7 @@ class Harness:
         self.history = False
         self.replay = None
         self.clock_offset: Optional[int] = None
-        self.clock_delta = 1000
+        self.clock_delta = 20
         self.nvml: Optional[NvmlSampler] = None
         self.peak_allocated: Optional[int] = None
         self.peak_reserved: Optional[int] = None
@@ -125,6 +125,7 @@ class Harness:
                                module_timing=opts.module_timing, on_step=self._on_step,
                                on_profiling_start=self._on_profiling_start, on_first_call=self._on_first_call,
                                route_dropout=self._route_dropout if self.sites else None)
+        self.tracker.snapshots = not (self.cuda and opts.allocator_history)
         self._cpu_peak = 0
         self.failure_live: list = []
         self.failure_t: Optional[int] = None
@@ -167,11 +168,17 @@ class Harness:
                 self.history = why is None
                 if why:
                     self.notes.append(why)
+                    self.tracker.snapshots = True
                 else:
                     # Ties the clocks for a failure before profiling starts (an OOM in warmup).
                     self.markers = [allocator.Marker.place(torch.device("cuda", self._cuda_index), now_us)]
             else:
                 self.notes.append("allocator history turned off (--no-allocator-history)")
+            self.nvml = NvmlSampler.open(self._cuda_index)
+            if self.nvml is None:
+                self.notes.append("NVML not available: device-wide used memory not recorded")
+            else:
+                self.nvml.start()
         self.progress.emit("started", pid=os.getpid(), device=device_name, steps=self.opts.steps, warmup=self.opts.warmup)
         self.tracker.install()
 
@@ -238,16 +245,10 @@ class Harness:
             why = allocator.start_history(HISTORY_ENTRIES, clear=True)
             if why:
                 self.history = False
+                self.tracker.snapshots = True
                 self.notes.append(why)
             else:
                 self.markers = [allocator.Marker.place(dev, now_us)]
-        if self.nvml is None:
-            idx = dev.index if dev.index is not None else self._cuda_index
-            self.nvml = NvmlSampler.open(idx)
-            if self.nvml is None:
-                self.notes.append("NVML not available: device-wide used memory not recorded")
-            else:
-                self.nvml.start()
 
     def _on_step(self, info) -> None:
         tr = self.tracker
@@ -258,8 +259,8 @@ class Harness:
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()
             info.end_event = ev
-            allocated = torch.cuda.memory_allocated(dev)
-            peak = torch.cuda.max_memory_allocated(dev)
+            stats = torch.cuda.memory_stats_as_nested_dict(dev)["allocated_bytes"]["all"]
+            allocated, peak = stats["current"], stats["peak"]
         else:
             # No allocator on CPU: the tensors the harness knows of.
             persistent = sum(p.numel() * p.element_size() for p in tr._all_params()) + tr.optimizer_state_bytes()
@@ -391,7 +392,9 @@ class Harness:
                         self.notes.append("allocator history has no timestamps or markers: peak attributed by address only")
                     else:
                         self.clock_offset = offset
-                        self.clock_delta = max(1000, 2 * unc)
+                        # Twice the markers' bracket (and their disagreement), plus a little:
+                        # tens of microseconds, far below the life of a tensor worth naming.
+                        self.clock_delta = 2 * unc + 20
         if self.nvml is not None:
             self.nvml.stop()
 
@@ -422,8 +425,9 @@ class Harness:
         return out
 
     def device_used_peak(self) -> Optional[int]:
-        s = self.nvml_samples()
-        return max(u for _, u in s) if s else None
+        t0 = self.tracker.profile_start_t
+        s = [u for t, u in self.nvml_samples() if t0 is None or t >= t0]
+        return max(s) if s else None
 
     def nvml_samples(self):
         return list(self.nvml.samples) if self.nvml is not None else []

@@ -314,7 +314,8 @@ def build(h) -> dict:
         if id(r) in peak_ids:
             e["at_peak_bytes"] += r.nbytes
     timed: Dict[str, float] = {}
-    for module, start, end in info.timings:
+    timing_info = steps.get(tr.timed_step) if tr.timed_step in steps else info
+    for module, start, end in timing_info.timings:
         path = index.path_of(module)
         e = mod_entry(path)
         e["calls"] += 1

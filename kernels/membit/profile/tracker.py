@@ -250,6 +250,11 @@ class Tracker:
         self.cuda_timing = False
         self.device: Optional[torch.device] = None
         self._refreshed_step = 0
+        self._state_sizes: Dict[int, int] = {}
+        # The state at each backward start is the CPU's "peak"; on CUDA the allocator record
+        # replaces it (the harness turns this off there, which spares a scan per step).
+        self.snapshots = True
+        self.timed_step: Optional[int] = None
         self._dropout_types: Dict[type, bool] = {}
         self._node = getattr(torch._C, "_current_autograd_node", None)
         self._handles: list = []
@@ -441,12 +446,14 @@ class Tracker:
 
     def _start_profiling(self) -> None:
         self.profiling = True
+        self.timed_step = self.warmup + 1
         self.profile_start_t = now_us()
         self.phase_log = [(self.profile_start_t, self.phase)]
         self.identities.clear()
         if self.on_profiling_start is not None:
             self.on_profiling_start()
-        self._checkpoint(grads=False)
+        # The last warmup step's grads are still alive (zero_grad often comes after the next forward).
+        self._checkpoint(grads=True)
 
     def on_backward_start(self) -> None:
         if self.cancel_requested:
@@ -454,6 +461,8 @@ class Tracker:
         if self.phase == "backward":
             return
         self.set_phase("backward")
+        if not self.snapshots:
+            return
         grads = {}
         for p in self._all_params():
             g = p.grad
@@ -471,18 +480,36 @@ class Tracker:
         if opt not in self.optimizers:
             self.optimizers.append(opt)
         grads = self.cur.grads
+        note = self._grad_note() if self.profiling else None
         for group in opt.param_groups:
             for p in group["params"]:
                 g = p.grad
                 if g is not None:
-                    grads[id(p)] = storage_key(g)[1]
-        if self.profiling:
-            self._checkpoint(grads=True, opts=[opt])
+                    ptr, n = storage_key(g)
+                    grads[id(p)] = n
+                    if note is not None and ptr:
+                        note(ptr, n)
+
+    def _grad_note(self):
+        """A function noting that an address holds a grad now (grads get new blocks each step)."""
+        from .allocator import Identity
+
+        t = now_us()
+        idents = self.identities
+
+        def note(ptr, n):
+            lst = idents.setdefault(ptr, [])
+            lst.append(Identity(t, "grad", n))
+            if len(lst) > 16:
+                del lst[0]
+
+        return note
 
     def _opt_post(self, opt) -> None:
         if self.primary_opt is None:
             self.primary_opt = opt
-        if self.profiling:
+        if self.profiling and self._state_sizes.get(id(opt)) != len(opt.state):
+            self._state_sizes[id(opt)] = len(opt.state)
             self._checkpoint(grads=False, opts=[opt], state_only=True)
         if opt is not self.primary_opt:
             return
@@ -535,7 +562,7 @@ class Tracker:
                 self.cur.sites.append(call)
                 self.in_dropout = call
         start = None
-        if self.module_timing and self.profiling:
+        if self.module_timing and self.profiling and self.step == self.timed_step:
             if self.cuda_timing:
                 start = torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -580,10 +607,10 @@ class Tracker:
             if self.phase != "forward":
                 self.set_phase("forward")
             if self._refreshed_step != self.step:
+                # Params can move (model.to(...)): re-read their addresses once a step. The
+                # grads alive in this forward were noted at the last optimizer step.
                 self._refreshed_step = self.step
                 self._refresh_persistent()
-                if self.profiling:
-                    self._checkpoint(grads=False)
 
     # -- saved tensors ----------------------------------------------------------------------
 
@@ -603,8 +630,9 @@ class Tracker:
             if call is not None and not call.fused:
                 mask = True
             stack = self.stack
-            rec = Record(ptr, st.nbytes(), dtype, tuple(t.shape), t.is_cuda,
-                         self.code.user_frames(sys._getframe(1), limit=3),
+            cuda = t.is_cuda
+            rec = Record(ptr, st.nbytes(), dtype, tuple(t.shape), cuda,
+                         self.code.user_frames(sys._getframe(1), limit=1 if cuda else 3),
                          stack[-1][0] if stack else None, mask, call if mask else None, self.step, self.phase, now_us())
             if call is not None and mask:
                 call.mask_bytes += rec.nbytes
