@@ -101,14 +101,12 @@ export interface ScanRuntime {
 // web-tree-sitter keeps one WebAssembly instance per process; initialising twice
 // would replace it under live parsers, so the first load is shared.
 let runtimePromise: Promise<ScanRuntime> | undefined;
-let runtimeKey = '';
 
 export function loadRuntime(opts: AssetOptions = {}): Promise<ScanRuntime> {
   if (runtimePromise) return runtimePromise;
   const started = performance.now();
   const p = (async () => {
     const paths = locateAssets(opts);
-    runtimeKey = paths.runtimeWasm;
     // Reading the binary ourselves avoids the Emscripten glue guessing paths from the bundle.
     const wasmBinary = readFileSync(paths.runtimeWasm);
     await TreeSitter.Parser.init({ wasmBinary, locateFile: (name: string) => join(dirname(paths.runtimeWasm), name) } as object);
@@ -136,9 +134,4 @@ export function loadRuntime(opts: AssetOptions = {}): Promise<ScanRuntime> {
     if (runtimePromise === p) runtimePromise = undefined;
   });
   return p;
-}
-
-/** Where the loaded runtime came from (for diagnostics output). */
-export function runtimeSource(): string {
-  return runtimeKey;
 }
