@@ -8,6 +8,7 @@ export const Commands = {
   convertAllInFile: 'membit.convertAllInFile',
   profileRun: 'membit.profileRun',
   compareRuns: 'membit.compareRuns',
+  compareVariants: 'membit.compareVariants',
   findMaxBatchSize: 'membit.findMaxBatchSize',
   showReport: 'membit.showReport',
   toggleOverlays: 'membit.toggleOverlays',
@@ -20,6 +21,7 @@ export const InternalCommands = {
   reloadReports: 'membit._reloadReports',
   reportViewRendered: 'membit._test.reportViewRendered',
   scanState: 'membit._test.scanState',
+  recentlyShown: 'membit._test.recentlyShown',
 } as const;
 
 export type CommandId = (typeof Commands)[keyof typeof Commands];
@@ -27,5 +29,6 @@ export type CommandId = (typeof Commands)[keyof typeof Commands];
 /** Commands that execute user code: refused in an untrusted workspace. */
 export const RUNS_CODE: ReadonlySet<CommandId> = new Set<CommandId>([
   Commands.profileRun,
+  Commands.compareVariants,
   Commands.findMaxBatchSize,
 ]);

@@ -1,9 +1,12 @@
 import * as vscode from 'vscode';
-import { Commands, type CommandId } from './commands';
+import { Commands, InternalCommands, type CommandId } from './commands';
+import { localGpuLister } from './vscode/gpus';
 import { createLog } from './vscode/log';
+import { recentlyShown } from './vscode/notify';
 import { registerPendingCommands } from './vscode/pending';
 import { registerReportFeature } from './vscode/report';
-import { registerProfileCommand } from './vscode/run/profileCommand';
+import { registerRunCommands } from './vscode/run/profileCommand';
+import { registerTargets } from './vscode/run/targets';
 import { registerScanFeature } from './vscode/scan';
 
 /** What `activate` returns: a small API that the end-to-end tests read. */
@@ -17,10 +20,17 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   const log = createLog(context);
   const reports = registerReportFeature(context, log);
   registerScanFeature(context, log, reports.store);
-  registerProfileCommand(context, log, reports.store);
-  const built: CommandId[] = [...reports.commands, Commands.profileRun];
-  const pending = Object.values(Commands).filter((id) => !built.includes(id));
-  registerPendingCommands(context, log, pending);
+  const targets = registerTargets(context, log, localGpuLister(context, log));
+  registerRunCommands(context, log, reports.store, targets, reports.setLive);
+  const built: CommandId[] = [
+    ...reports.commands,
+    Commands.selectRunTarget,
+    Commands.profileRun,
+    Commands.compareVariants,
+    Commands.findMaxBatchSize,
+  ];
+  registerPendingCommands(context, log, Object.values(Commands).filter((id) => !built.includes(id)));
+  context.subscriptions.push(vscode.commands.registerCommand(InternalCommands.recentlyShown, () => recentlyShown()));
   log.info(`Membit activated (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted'})`);
   return { commands: Object.values(Commands) };
 }

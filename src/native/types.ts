@@ -56,9 +56,13 @@ export interface SamplerOptions {
   batchMs?: number;
   /** Follow exactly these pids. */
   pids?: readonly number[];
-  /** Follow this pid and all its descendants, re-read from /proc as they come and go. */
+  /**
+   * Follow this pid and all its descendants as they come and go: the addon asks /proc
+   * about the ancestry of each process holding GPU memory; the fallback re-reads the
+   * process table every treeRefreshMs.
+   */
   rootPid?: number;
-  /** How often the descendants of rootPid are re-read, ms; default 500. */
+  /** nvidia-smi fallback only: how often rootPid's descendants are re-read, ms; default 500. */
   treeRefreshMs?: number;
 }
 

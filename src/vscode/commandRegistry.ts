@@ -1,6 +1,7 @@
 import * as vscode from 'vscode';
 import { RUNS_CODE, type CommandId } from '../commands';
 import type { Log } from './log';
+import { notify } from './notify';
 
 export type Handler = (...args: unknown[]) => unknown;
 
@@ -20,7 +21,7 @@ export function registerMembitCommand(
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
       if (RUNS_CODE.has(id) && !vscode.workspace.isTrusted) {
         const manage = 'Manage Workspace Trust';
-        const choice = await vscode.window.showErrorMessage(
+        const choice = await notify.error(
           'Membit: profiling runs code from this workspace, so it is disabled until you trust the workspace.',
           manage,
         );
@@ -32,7 +33,7 @@ export function registerMembitCommand(
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         log.error(`${id} failed: ${e instanceof Error && e.stack ? e.stack : msg}`);
-        void vscode.window.showErrorMessage(`Membit: ${msg}`);
+        void notify.error(`Membit: ${msg}`);
         return undefined;
       }
     }),

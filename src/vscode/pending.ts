@@ -2,6 +2,7 @@ import * as vscode from 'vscode';
 import { Commands, type CommandId } from '../commands';
 import { registerMembitCommand } from './commandRegistry';
 import type { Log } from './log';
+import { notify } from './notify';
 
 /** What each not-yet-built command will do, so its message says more than "no". */
 const WHAT: Partial<Record<CommandId, string>> = {
@@ -25,7 +26,7 @@ export function registerPendingCommands(context: vscode.ExtensionContext, log: L
     registerMembitCommand(context, log, id, () => {
       const what = WHAT[id] ?? id;
       log.info(`${id}: not available in this version`);
-      void vscode.window.showInformationMessage(`Membit: ${what} is not available in this version yet.`);
+      void notify.info(`Membit: ${what} is not available in this version yet.`);
       return { available: false };
     });
   }

@@ -37,9 +37,13 @@ function fail(msg: string): never {
 
 /** The part of playwright-core's API this driver uses (it lives outside the repo). */
 interface PwPage {
+  locator(selector: string, o: { hasText: string }): { first(): { waitFor(o: { state: 'visible'; timeout: number }): Promise<void> } };
   exposeFunction(name: string, fn: (...args: never[]) => unknown): Promise<void>;
   screenshot(o: { path: string }): Promise<unknown>;
   goto(url: string): Promise<unknown>;
+  content(): Promise<string>;
+  bringToFront(): Promise<void>;
+  evaluate<T>(fn: () => T): Promise<T>;
 }
 interface PlaywrightCore {
   chromium: {
@@ -108,7 +112,7 @@ async function main(): Promise<void> {
   const workspace = join(tmp, 'workspace');
   mkdirSync(join(userData, 'User'), { recursive: true });
   // The workspace is a copy of the samples, so runs and edits never touch the repo.
-  cpSync(join(repo, 'samples'), workspace, { recursive: true, filter: (s) => !s.includes('__pycache__') });
+  cpSync(join(repo, 'samples'), workspace, { recursive: true, filter: (s) => !/__pycache__|[\\/]\.membit|[\\/]\.vscode/.test(s.slice(join(repo, 'samples').length)) });
   const pyEnv = join(repo, '.venv', 'bin', 'python');
   writeFileSync(
     join(userData, 'User', 'settings.json'),
@@ -133,6 +137,9 @@ async function main(): Promise<void> {
       2,
     ),
   );
+  // Machine-scoped settings (membit.python) are read from the Machine file in a remote window.
+  mkdirSync(join(userData, 'Machine'), { recursive: true });
+  if (existsSync(pyEnv)) writeFileSync(join(userData, 'Machine', 'settings.json'), JSON.stringify({ 'membit.python': pyEnv }, null, 2));
   const env = {
     ...process.env,
     XDG_CONFIG_HOME: join(tmp, 'xdg-config'),
@@ -207,6 +214,29 @@ async function main(): Promise<void> {
         await page.screenshot({ path: join(artifacts, `${m[1]}.png`) });
         return;
       }
+      // The suite asks whether some text is visible in the workbench (a notification, a
+      // status bar entry): the answer is a file, plus a screenshot of that moment.
+      const w = /^@@ui-wait ([\w.-]+) (\S+) (.+)$/.exec(line.trim());
+      if (w) {
+        const [, name, selector, text] = w as unknown as [string, string, string, string];
+        let found = false;
+        try {
+          // Scoped to a workbench part: screen-reader live regions repeat texts off screen.
+          await page.locator(selector, { hasText: text }).first().waitFor({ state: 'visible', timeout: 60_000 });
+          found = true;
+        } catch {
+          found = false;
+          // Keep what the workbench held instead, to see why.
+          const html = await page.content().catch(() => '');
+          const focus = await page.evaluate(() => document.hasFocus()).catch(() => 'unknown');
+          const at = html.indexOf(text.slice(0, 20));
+          writeFileSync(join(artifacts, `${name}.focus.txt`), String(focus));
+          writeFileSync(join(artifacts, `${name}.dom.txt`), at >= 0 ? html.slice(Math.max(0, at - 3000), at + 200) : `text not in the DOM; ${html.length} chars`);
+        }
+        await page.screenshot({ path: join(artifacts, `${name}.png`) });
+        writeFileSync(join(artifacts, `${name}.${found ? 'found' : 'missing'}`), text);
+        return;
+      }
       // Workbench noise from a machine with no internet (gallery lookups) stays in the log file.
       if (!NOISE.test(line)) process.stdout.write(`${line}\n`);
     });
@@ -229,6 +259,7 @@ async function main(): Promise<void> {
     if (grep) writeFileSync(join(artifacts, 'grep.txt'), grep);
     const url = `http://${authority}/?folder=${encodeURIComponent(workspace)}&payload=${encodeURIComponent(JSON.stringify(payload))}`;
     await page.goto(url);
+    await page.bringToFront();
     const timeoutMs = Number(process.env.MEMBIT_E2E_TIMEOUT_MS ?? 600_000);
     exitCode = await Promise.race([
       done,

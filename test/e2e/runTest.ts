@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const repo = resolve(__dirname, '..', '..', '..');
   const tmp = mkdtempSync(join(tmpdir(), 'membit-electron-'));
   const workspace = join(tmp, 'workspace');
-  cpSync(join(repo, 'samples'), workspace, { recursive: true });
+  cpSync(join(repo, 'samples'), workspace, { recursive: true, filter: (s) => !/__pycache__|[\\/]\.membit|[\\/]\.vscode/.test(s.slice(join(repo, 'samples').length)) });
   const extDir = join(tmp, 'extensions');
   const exe = await downloadAndUnzipVSCode('stable');
   const [cli, ...cliArgs] = resolveCliArgsFromVSCodeExecutablePath(exe);

@@ -1,4 +1,5 @@
 import * as vscode from 'vscode';
+import { notify } from '../notify';
 import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
 import { formatBytes } from '../../core/run/harness';
@@ -12,6 +13,8 @@ import { ReportStore } from './store';
 export interface ReportFeature {
   store: ReportStore;
   overlays: Overlays;
+  /** Shows live memory while a run is going (undefined: back to the loaded run's peak). */
+  setLive(text: string | undefined): void;
   /** The commands this feature implements. */
   commands: CommandId[];
 }
@@ -25,7 +28,14 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   context.subscriptions.push(store, overlays, status, registerReportHover(overlays));
   context.subscriptions.push({ dispose: () => ReportPanel.instance?.dispose() });
 
+  let liveText: string | undefined;
   const showStatus = () => {
+    if (liveText) {
+      status.text = `$(loading~spin) Membit: ${liveText}`;
+      status.tooltip = 'Memory of the run in progress';
+      status.show();
+      return;
+    }
     const r = store.report;
     if (!r) {
       status.hide();
@@ -54,7 +64,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     const uri = arg instanceof vscode.Uri ? arg : store.report?.uri ?? (await store.history())[0];
     if (!uri) {
-      void vscode.window.showInformationMessage('Membit: no run report yet. Profile a run first (Membit: Profile Training Run, or `membit profile` in a terminal).');
+      void notify.info('Membit: no run report yet. Profile a run first (Membit: Profile Training Run, or `membit profile` in a terminal).');
       return undefined;
     }
     ReportPanel.createOrShow(context.extensionUri, log, folder, [uri]);
@@ -71,7 +81,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
         return { label: `${name?.variant ?? '?'} on ${name?.target ?? '?'}`, description: name?.started.toLocaleString(), uri: u };
       });
       if (items.length < 2) {
-        void vscode.window.showInformationMessage('Membit: comparing needs at least two runs in the run history.');
+        void notify.info('Membit: comparing needs at least two runs in the run history.');
         return undefined;
       }
       const picked = await vscode.window.showQuickPick(items, { canPickMany: true, title: 'Membit: pick runs to compare (the first is the baseline)' });
@@ -96,5 +106,9 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     vscode.commands.registerCommand(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered),
   );
   void store.start();
-  return { store, overlays, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns] };
+  const setLive = (text: string | undefined) => {
+    liveText = text;
+    showStatus();
+  };
+  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns] };
 }

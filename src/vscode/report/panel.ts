@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, relative, resolve } from 'node:path';
 import * as vscode from 'vscode';
+import { notify } from '../notify';
 import { parseFromWebview, type RenderedSummary, type ToWebview } from '../../../media/report/messages';
 import { Commands } from '../../commands';
 import { compareRuns, comparisonMarkdown } from '../../core/report/compare';
@@ -76,12 +77,12 @@ export class ReportPanel implements vscode.Disposable {
       try {
         text = await readFile(uri.fsPath, 'utf8');
       } catch (e) {
-        void vscode.window.showWarningMessage(`Membit: cannot read ${uri.fsPath}: ${String(e)}`);
+        void notify.warn(`Membit: cannot read ${uri.fsPath}: ${String(e)}`);
         continue;
       }
       const parsed = parseReport(text, REPORT_SCHEMA, vscode.workspace.asRelativePath(uri));
       if (!parsed.ok) {
-        void vscode.window.showWarningMessage(`Membit: ${parsed.error}`);
+        void notify.warn(`Membit: ${parsed.error}`);
         continue;
       }
       loaded.push({ label: `${parsed.report.run.variant} · ${parsed.report.run.started.slice(0, 19).replace('T', ' ')}`, report: parsed.report, uri });
@@ -124,7 +125,7 @@ export class ReportPanel implements vscode.Disposable {
       case 'convert': {
         const uri = this.resolveInWorkspace(m.file);
         if (!uri) {
-          void vscode.window.showWarningMessage(`Membit: ${m.file} is not in this workspace.`);
+          void notify.warn(`Membit: ${m.file} is not in this workspace.`);
           return;
         }
         const doc = await vscode.workspace.openTextDocument(uri);

@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
+import { notify } from '../notify';
 import { parseRunFileName } from '../../core/run/history';
 import { indexReport, parseReport, type ReportIndex } from '../../core/report/model';
 import { REPORT_SCHEMA } from '../../core/report/schema';
@@ -102,7 +103,7 @@ export class ReportStore implements vscode.Disposable {
     this.log.warn(msg);
     if (explicit || !this.warned.has(uri.fsPath)) {
       this.warned.add(uri.fsPath);
-      void vscode.window.showWarningMessage(`Membit: ${msg}`);
+      void notify.warn(`Membit: ${msg}`);
     }
   }
 

@@ -1,120 +1,245 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as vscode from 'vscode';
 import { Commands } from '../../commands';
 import { splitArgs } from '../../core/run/argsplit';
-import { explainFailure } from '../../core/run/errors';
-import { formatBytes, harnessArgv } from '../../core/run/harness';
+import { formatBytes } from '../../core/run/harness';
 import { runFileName } from '../../core/run/history';
-import { runLocal } from '../../core/run/local';
+import type { RemoteInfo } from '../../core/run/remote';
+import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';
 import type { RunSetting, Variant } from '../../core/settings';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import type { ReportStore } from '../report/store';
 import { getSettings } from '../settings';
-import { resolveLocalPython } from './python';
+import type { TargetSelection } from './targets';
+import { notify } from '../notify';
 
 /** What to run, as the palette flow settles it. */
-interface RunPlan {
+export interface RunPlan {
   script: string;
   args: string[];
   cwd: string;
   env: Record<string, string>;
   steps: number;
   warmup: number;
-  variant: Variant;
+  variants: Variant[];
 }
 
 const LAST_ARGS_KEY = 'membit.lastArgs';
+const VARIANTS: Variant[] = ['baseline', 'packed', 'recompute', 'sparse24', 'packed+sparse24'];
+
+/** Live memory during a run, for the status bar (the report feature owns the item). */
+export type LiveMemory = (text: string | undefined) => void;
 
 /**
- * "Membit: Profile Training Run" for the local target: asks only what it must
- * (which script, its arguments — remembered per script), runs the harness with a
- * cancellable progress notification, streams output to the Membit channel, and loads
- * the report, partial or not.
+ * The commands that run the harness: Profile Training Run, Profile and Compare
+ * Variants, Find Max Batch Size. Each run owns its cancellation and listeners and
+ * tears them down on finish, cancel or failure; closing VS Code cancels runs still
+ * going, locally and on SSH targets.
  */
-export function registerProfileCommand(context: vscode.ExtensionContext, log: Log, store: ReportStore): void {
+export function registerRunCommands(context: vscode.ExtensionContext, log: Log, store: ReportStore, targets: TargetSelection, live: LiveMemory): void {
   const active = new Set<AbortController>();
-  // Closing VS Code cancels runs still going: no orphaned training processes.
   context.subscriptions.push({ dispose: () => active.forEach((a) => a.abort()) });
 
-  registerMembitCommand(context, log, Commands.profileRun, async (arg?: unknown) => {
-    const folder = vscode.workspace.workspaceFolders?.[0];
-    if (!folder) throw new Error('open the folder that holds your training script first: reports are kept in the workspace');
-    const plan = await choosePlan(context, folder, arg);
-    if (!plan) return undefined;
+  const runOnce = async (folder: vscode.WorkspaceFolder, target: RunTarget, plan: RunPlan, variant: Variant, extra: { harnessArgs?: string[]; title?: string; remoteInfo?: RemoteInfo; allowCpu?: boolean } = {}): Promise<RunOutcome> => {
     const settings = getSettings(folder.uri);
-    const { python, source } = await resolveLocalPython(folder.uri);
-    const out = join(folder.uri.fsPath, settings.runHistory.folder, runFileName({ started: new Date(), target: 'local', variant: plan.variant }));
+    const out = join(folder.uri.fsPath, settings.runHistory.folder, runFileName({ started: new Date(), target: targetLabel(target), variant }));
     mkdirSync(dirname(out), { recursive: true });
-    const kernels = vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath;
-    const argv = harnessArgv({ python, script: plan.script, scriptArgs: plan.args, out, variant: plan.variant, steps: plan.steps, warmup: plan.warmup, root: folder.uri.fsPath });
-    const env = { ...process.env, ...plan.env, PYTHONPATH: [kernels, process.env.PYTHONPATH].filter(Boolean).join(':'), PYTHONUNBUFFERED: '1' };
-    log.info(`profiling with ${python} (${source}): ${JSON.stringify(argv)}`);
-    log.channel.show(true);
-
+    const request: RunRequest = { workspace: folder.uri.fsPath, script: plan.script, args: plan.args, cwd: plan.cwd, env: plan.env, variant, steps: plan.steps, warmup: plan.warmup, out };
+    if (extra.harnessArgs) request.harnessArgs = extra.harnessArgs;
     const ac = new AbortController();
     active.add(ac);
+    log.channel.show(true);
+    log.info(`${extra.title ?? 'profiling'} ${vscode.workspace.asRelativePath(plan.script)} on ${targetLabel(target)} (variant ${variant})`);
     try {
-      const result = await vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Notification, title: `Membit: profiling ${vscode.workspace.asRelativePath(plan.script)}`, cancellable: true },
+      return await notify.progress(
+        { title: `Membit: ${extra.title ?? 'profiling'} ${vscode.workspace.asRelativePath(plan.script)} (${variant}, ${targetLabel(target)})`, cancellable: true },
         async (progress, token) => {
-          token.onCancellationRequested(() => ac.abort());
-          let last = 0;
-          return runLocal({
-            argv,
-            cwd: plan.cwd,
-            env,
+          const cancelSub = token.onCancellationRequested(() => ac.abort());
+          const run = createRun(target, request, {
+            kernelsDir: vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath,
             signal: ac.signal,
-            onOutput: (line) => log.channel.appendLine(line),
-            onProgress: (e) => {
-              if (e.event === 'started') progress.report({ message: `started on ${String(e.device ?? 'device')}` });
-              if (e.event === 'step' && typeof e.step === 'number' && typeof e.total === 'number') {
-                const pct = e.total > 0 ? Math.round((100 * e.step) / e.total) : 0;
-                const mem = typeof e.peak === 'number' ? ` · peak ${formatBytes(e.peak)}` : '';
-                const cur = typeof e.allocated === 'number' ? ` · now ${formatBytes(e.allocated)}` : '';
-                progress.report({ message: `step ${e.step}/${e.total}${e.phase === 'warmup' ? ' (warm-up)' : ''}${cur}${mem}`, increment: e.phase === 'warmup' ? 0 : Math.max(0, pct - last) });
-                if (e.phase !== 'warmup') last = pct;
-              }
-            },
+            ...(extra.remoteInfo ? { remoteInfo: extra.remoteInfo } : {}),
+            ...(extra.allowCpu ? { allowCpu: true } : {}),
           });
+          let lastPct = 0;
+          let lastUpload = 0;
+          const off = run.onEvent((e) => {
+            switch (e.type) {
+              case 'state':
+                progress.report({ message: e.state });
+                break;
+              case 'log':
+                log.info(e.message);
+                break;
+              case 'output':
+                log.channel.appendLine(e.line);
+                break;
+              case 'upload': {
+                const now = Date.now();
+                if (now - lastUpload > 200) {
+                  lastUpload = now;
+                  progress.report({ message: `uploading ${e.progress.sentFiles}/${e.progress.files} files (${formatBytes(e.progress.sentBytes)})` });
+                }
+                break;
+              }
+              case 'progress': {
+                const p = e.event as { event: string; step?: number; total?: number; allocated?: number; peak?: number; phase?: string; batch?: number; fits?: boolean };
+                if (p.event === 'step' && typeof p.step === 'number' && typeof p.total === 'number') {
+                  const pct = p.total > 0 ? Math.round((100 * p.step) / p.total) : 0;
+                  const mem = `${typeof p.allocated === 'number' ? ` · now ${formatBytes(p.allocated)}` : ''}${typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : ''}`;
+                  progress.report({ message: `step ${p.step}/${p.total}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}`, increment: p.phase === 'warmup' ? 0 : Math.max(0, pct - lastPct) });
+                  if (p.phase !== 'warmup') lastPct = pct;
+                  if (typeof p.allocated === 'number') live(`now ${formatBytes(p.allocated)}${typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : ''}`);
+                } else if (p.event === 'probe' && typeof p.batch === 'number') {
+                  progress.report({ message: `batch ${p.batch}: ${p.fits === undefined ? 'trying' : p.fits ? 'fits' : 'does not fit'}` });
+                }
+                break;
+              }
+              default:
+                break;
+            }
+          });
+          try {
+            return await run.start();
+          } finally {
+            off();
+            cancelSub.dispose();
+            live(undefined);
+          }
         },
       );
-      const status = result.finished?.status ?? (result.cancelled ? 'cancelled' : 'error');
-      const haveReport = existsSync(out) && (await store.load(vscode.Uri.file(out), folder.uri, false));
-      if (status === 'ok' && result.exitCode === 0) {
-        const open = 'Open Report';
-        void vscode.window.showInformationMessage(`Membit: run finished; report loaded.`, open).then((c) => {
-          if (c === open) void vscode.commands.executeCommand(Commands.showReport, vscode.Uri.file(out));
-        });
-        return out;
-      }
-      if (status === 'cancelled') {
-        void vscode.window.showInformationMessage(`Membit: run cancelled${haveReport ? '; the partial report is loaded' : ''}.`);
-        return undefined;
-      }
-      const why = explainFailure({ python, where: 'local', exitCode: result.exitCode, stderrTail: result.stderrTail });
-      const actions = haveReport ? ['Open Report', 'Show Output'] : ['Show Output'];
-      void vscode.window.showErrorMessage(`Membit: ${why}`, ...actions).then((c) => {
-        if (c === 'Open Report') void vscode.commands.executeCommand(Commands.showReport, vscode.Uri.file(out));
-        if (c === 'Show Output') log.channel.show();
-      });
-      return undefined;
-    } catch (e) {
-      throw new Error(explainFailure({ python, where: 'local', exitCode: null, stderrTail: [], spawnError: String(e) }));
     } finally {
       active.delete(ac);
     }
+  };
+
+  /** Runs with the chosen target, offering the fixes a failure names (CPU fallback, host key). */
+  const runWithTarget = async (folder: vscode.WorkspaceFolder, plan: RunPlan, variant: Variant, extra: Parameters<typeof runOnce>[4] = {}): Promise<RunOutcome | undefined> => {
+    const target = await targets.resolve(folder.uri);
+    if (!target) {
+      void notify.error(`Membit: the run target "${targets.choice}" is no longer configured; pick another with Membit: Select Run Target.`);
+      return undefined;
+    }
+    let outcome = await runOnce(folder, target, plan, variant, extra);
+    if (outcome.state === 'failed' && outcome.error?.code === 'no-cuda') {
+      const cpu = 'Run on CPU';
+      if ((await notify.warn(`Membit: ${outcome.message}`, cpu)) !== cpu) return outcome;
+      outcome = await runOnce(folder, target, plan, variant, { ...extra, allowCpu: true });
+    }
+    return outcome;
+  };
+
+  const report = async (folder: vscode.WorkspaceFolder, outcome: RunOutcome | undefined, target: string): Promise<string | undefined> => {
+    if (!outcome) return undefined;
+    const loaded = outcome.report ? await store.load(vscode.Uri.file(outcome.report), folder.uri, false) : false;
+    if (outcome.state === 'done' && outcome.status === 'ok') return outcome.report;
+    if (outcome.state === 'cancelled') {
+      void notify.info(`Membit: run cancelled${loaded ? '; the partial report is loaded' : ''}.`);
+      return undefined;
+    }
+    const actions = loaded ? ['Open Report', 'Show Output'] : ['Show Output'];
+    if (outcome.error?.code === 'host-key-unknown') actions.unshift('Open Terminal');
+    const why = outcome.message ?? `the run ended with status ${outcome.status ?? 'unknown'}`;
+    void notify.error(`Membit: ${why}`, ...actions).then((c) => {
+      if (c === 'Open Report' && outcome.report) void vscode.commands.executeCommand(Commands.showReport, vscode.Uri.file(outcome.report));
+      if (c === 'Show Output') log.channel.show();
+      if (c === 'Open Terminal') {
+        // The user checks and accepts the host key themselves; we never bypass the check.
+        const term = vscode.window.createTerminal({ name: `ssh ${target}`, shellPath: 'ssh', shellArgs: [target, 'true'] });
+        term.show();
+      }
+    });
+    return undefined;
+  };
+
+  registerMembitCommand(context, log, Commands.profileRun, async (arg?: unknown) => {
+    const folder = requireFolder();
+    const plan = await choosePlan(context, folder, arg);
+    if (!plan) return undefined;
+    const variant = plan.variants[0] ?? 'baseline';
+    const out = await report(folder, await runWithTarget(folder, plan, variant), targets.choice);
+    if (out) {
+      void notify.info('Membit: run finished; report loaded.', 'Open Report').then((c) => {
+        if (c) void vscode.commands.executeCommand(Commands.showReport, vscode.Uri.file(out));
+      });
+    }
+    return out;
+  });
+
+  registerMembitCommand(context, log, Commands.compareVariants, async (arg?: unknown) => {
+    const folder = requireFolder();
+    const plan = await choosePlan(context, folder, arg);
+    if (!plan) return undefined;
+    let variants = plan.variants.length > 1 ? plan.variants : undefined;
+    if (!variants) {
+      const picked = await vscode.window.showQuickPick(
+        VARIANTS.filter((v) => v !== 'baseline').map((v) => ({ label: v, picked: v === 'packed' || v === 'recompute' })),
+        { canPickMany: true, title: 'Membit: variants to compare with the baseline (run one after another on the same target)' },
+      );
+      if (!picked || picked.length === 0) return undefined;
+      variants = ['baseline', ...picked.map((p) => p.label as Variant)];
+    }
+    const reports: vscode.Uri[] = [];
+    let remoteInfo: RemoteInfo | undefined;
+    for (const v of variants) {
+      const outcome = await runWithTarget(folder, plan, v, remoteInfo ? { remoteInfo } : {});
+      remoteInfo = outcome?.remote ?? remoteInfo;
+      if (outcome?.report) reports.push(vscode.Uri.file(outcome.report));
+      if (!outcome || outcome.state === 'cancelled') break;
+      if (outcome.state === 'failed' && outcome.status === undefined) {
+        await report(folder, outcome, targets.choice);
+        break;
+      }
+    }
+    if (reports.length >= 2) await vscode.commands.executeCommand(Commands.compareRuns, reports);
+    return reports;
+  });
+
+  registerMembitCommand(context, log, Commands.findMaxBatchSize, async (arg?: unknown) => {
+    const folder = requireFolder();
+    const plan = await choosePlan(context, folder, arg);
+    if (!plan) return undefined;
+    const a = (arg ?? {}) as { batchArg?: string; max?: number; memoryLimit?: number };
+    const batchArg = a.batchArg ?? (await vscode.window.showInputBox({ title: 'Membit: the script flag that sets the batch size', value: '--batch-size' }));
+    if (!batchArg) return undefined;
+    const harnessArgs = ['--find-max-batch', `--batch-arg=${batchArg}`, `--variants=${plan.variants.join(',') || 'baseline'}`];
+    if (a.max) harnessArgs.push('--max', String(a.max));
+    if (a.memoryLimit) harnessArgs.push('--memory-limit', String(a.memoryLimit));
+    const outcome = await runWithTarget(folder, plan, plan.variants[0] ?? 'baseline', { harnessArgs, title: 'finding the largest batch for' });
+    if (!outcome) return undefined;
+    if (!outcome.report || outcome.state !== 'done') return report(folder, outcome, targets.choice);
+    let result: { variants?: { variant: string; largest: number | null; error: string | null }[] };
+    try {
+      result = JSON.parse(readFileSync(outcome.report, 'utf8'));
+    } catch (e) {
+      throw new Error(`the max-batch result ${outcome.report} could not be read: ${String(e)}`);
+    }
+    const lines = (result.variants ?? []).map((v) => `${v.variant}: ${v.largest === null ? `none fits${v.error ? ` (${v.error})` : ''}` : `batch ${v.largest}`}`);
+    log.info(`largest batch: ${lines.join('; ')}`);
+    void notify.info(`Membit: largest batch that fits — ${lines.join('; ')}`);
+    return result;
   });
 }
 
+function requireFolder(): vscode.WorkspaceFolder {
+  const folder = vscode.workspace.workspaceFolders?.[0];
+  if (!folder) throw new Error('open the folder that holds your training script first: reports are kept in the workspace');
+  return folder;
+}
+
+/**
+ * Settles what to run, asking only what it must: the active Python file or a saved
+ * run configuration, and the script's arguments (remembered per script).
+ */
 async function choosePlan(context: vscode.ExtensionContext, folder: vscode.WorkspaceFolder, arg: unknown): Promise<RunPlan | undefined> {
   const settings = getSettings(folder.uri);
-  const base = { cwd: folder.uri.fsPath, env: {}, steps: settings.profile.steps, warmup: settings.profile.warmup, variant: 'baseline' as Variant };
-  // Programmatic use (tests, other commands): a Uri and optional args array.
-  if (arg && typeof arg === 'object' && 'script' in (arg as object)) {
-    const a = arg as { script: string; args?: string[]; steps?: number; warmup?: number; variant?: Variant };
-    return { ...base, script: a.script, args: a.args ?? [], steps: a.steps ?? base.steps, warmup: a.warmup ?? base.warmup, variant: a.variant ?? 'baseline' };
+  const base = { cwd: folder.uri.fsPath, env: {}, steps: settings.profile.steps, warmup: settings.profile.warmup, variants: [] as Variant[] };
+  // Programmatic use (tests, other commands): { script, args?, steps?, warmup?, variants? }.
+  if (arg && typeof arg === 'object' && typeof (arg as { script?: unknown }).script === 'string') {
+    const a = arg as { script: string; args?: string[]; steps?: number; warmup?: number; variants?: Variant[] };
+    return { ...base, script: a.script, args: a.args ?? [], steps: a.steps ?? base.steps, warmup: a.warmup ?? base.warmup, variants: a.variants ?? [] };
   }
   const editor = vscode.window.activeTextEditor;
   const activePy = editor?.document.languageId === 'python' && editor.document.uri.scheme === 'file' ? editor.document.uri : undefined;
@@ -122,18 +247,15 @@ async function choosePlan(context: vscode.ExtensionContext, folder: vscode.Works
   const items: Item[] = [];
   if (activePy) items.push({ label: `$(file) ${vscode.workspace.asRelativePath(activePy)}`, description: 'active file', uri: activePy });
   for (const r of settings.runs) items.push({ label: `$(gear) ${r.name ?? r.script}`, description: [r.script, ...(r.args ?? [])].join(' '), run: r });
-  let pick: Item | undefined;
   if (items.length === 0) {
-    void vscode.window.showInformationMessage('Membit: open the training script (a Python file) or add a run configuration in the membit.runs setting, then profile again.');
+    void notify.info('Membit: open the training script (a Python file) or add a run configuration in the membit.runs setting, then try again.');
     return undefined;
-  } else if (items.length === 1) pick = items[0];
-  else pick = await vscode.window.showQuickPick(items, { title: 'Membit: what to profile' });
+  }
+  const pick = items.length === 1 ? items[0] : await vscode.window.showQuickPick(items, { title: 'Membit: what to run' });
   if (!pick) return undefined;
-
   if (pick.run) {
     const r = pick.run;
-    const script = join(folder.uri.fsPath, r.script);
-    return { ...base, script, args: r.args ?? [], cwd: r.cwd ? join(folder.uri.fsPath, r.cwd) : base.cwd, env: r.env ?? {}, steps: r.steps ?? base.steps, variant: r.variants?.[0] ?? 'baseline' };
+    return { ...base, script: join(folder.uri.fsPath, r.script), args: r.args ?? [], cwd: r.cwd ? join(folder.uri.fsPath, r.cwd) : base.cwd, env: r.env ?? {}, steps: r.steps ?? base.steps, variants: r.variants ?? [] };
   }
   const uri = pick.uri as vscode.Uri;
   if (editor?.document.isDirty && editor.document.uri.toString() === uri.toString()) await editor.document.save();

@@ -1,5 +1,6 @@
 import { relative } from 'node:path';
 import * as vscode from 'vscode';
+import { notify } from '../notify';
 import { InternalCommands } from '../../commands';
 import { createScanner, formatHint, formatHover, scanCells, shapeHintsFromReport, summarizeClasses, type ScanDocument, type Scanner, type ScanOptions, type ScanResult, type Site } from '../../core/scan';
 import type { Log } from '../log';
@@ -50,7 +51,7 @@ export class ScanFeature implements vscode.Disposable {
       },
       (e) => {
         this.log.error(`scanner unavailable: ${e instanceof Error ? e.message : String(e)}`);
-        void vscode.window.showErrorMessage(`Membit: the Python scanner could not load (${e instanceof Error ? e.message : String(e)}). Reinstall the extension.`);
+        void notify.error(`Membit: the Python scanner could not load (${e instanceof Error ? e.message : String(e)}). Reinstall the extension.`);
       },
     );
     this.disposables.push(
@@ -123,7 +124,7 @@ export class ScanFeature implements vscode.Disposable {
     this.results.set(key, result);
     if (result.skipped && !this.warnedTooLarge.has(key)) {
       this.warnedTooLarge.add(key);
-      void vscode.window.showInformationMessage(`Membit: ${result.skipped.message}`);
+      void notify.info(`Membit: ${result.skipped.message}`);
     }
     if (result.error) this.log.warn(`scan of ${doc.uri.fsPath}: ${result.error}`);
     this.publish(doc.uri, result.sites);

@@ -51,3 +51,19 @@ export async function screenshot(name: string): Promise<string | undefined> {
   await waitFor(`screenshot ${name}`, () => existsSync(file), 20_000);
   return file;
 }
+
+/**
+ * Asks the driver whether `text` becomes visible in the workbench within a minute
+ * (a notification, a status bar entry); resolves true or false, with a screenshot.
+ * Where no driver listens (desktop test-electron) it resolves undefined.
+ */
+export async function uiShows(name: string, where: 'statusbar', text: string): Promise<boolean | undefined> {
+  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  if (!dir) return undefined;
+  const selector = where === 'statusbar' ? '.statusbar-item' : 'body';
+  console.log(`@@ui-wait ${name} ${selector} ${text}`);
+  return waitFor(`the driver's answer about "${text}"`, () =>
+    existsSync(join(dir, `${name}.found`)) ? true : existsSync(join(dir, `${name}.missing`)) ? 'missing' : undefined,
+    90_000,
+  ).then((v) => v === true);
+}
