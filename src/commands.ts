@@ -4,8 +4,12 @@
  */
 export const Commands = {
   convertToPackedDropout: 'membit.convertToPackedDropout',
+  convertToRecomputeDropout: 'membit.convertToRecomputeDropout',
   convertFfnToSparse24: 'membit.convertFfnToSparse24',
   convertAllInFile: 'membit.convertAllInFile',
+  convertAllInWorkspace: 'membit.convertAllInWorkspace',
+  revertConversions: 'membit.revertConversions',
+  insertPatchCall: 'membit.insertPatchCall',
   profileRun: 'membit.profileRun',
   compareRuns: 'membit.compareRuns',
   compareVariants: 'membit.compareVariants',

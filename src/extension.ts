@@ -8,6 +8,7 @@ import { registerReportFeature } from './vscode/report';
 import { registerRunCommands } from './vscode/run/profileCommand';
 import { registerTargets } from './vscode/run/targets';
 import { registerScanFeature } from './vscode/scan';
+import { registerConvertFeature } from './vscode/convert';
 
 /** What `activate` returns: a small API that the end-to-end tests read. */
 export interface MembitApi {
@@ -19,11 +20,13 @@ export interface MembitApi {
 export function activate(context: vscode.ExtensionContext): MembitApi {
   const log = createLog(context);
   const reports = registerReportFeature(context, log);
-  registerScanFeature(context, log, reports.store);
+  const scan = registerScanFeature(context, log, reports.store);
+  const convert = registerConvertFeature(context, log, scan);
   const targets = registerTargets(context, log, localGpuLister(context, log));
   registerRunCommands(context, log, reports.store, targets, reports.setLive);
   const built: CommandId[] = [
     ...reports.commands,
+    ...convert,
     Commands.selectRunTarget,
     Commands.profileRun,
     Commands.compareVariants,

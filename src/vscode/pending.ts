@@ -7,7 +7,7 @@ import { notify } from './notify';
 /** What each not-yet-built command will do, so its message says more than "no". */
 const WHAT: Partial<Record<CommandId, string>> = {
   [Commands.convertToPackedDropout]: 'Rewriting dropout to 1-bit packed dropout',
-  [Commands.convertFfnToSparse24]: 'Rewriting FFN layers to 2:4 sparsity',
+  [Commands.convertFfnToSparse24]: 'Rewriting FFN layers to 2:4 sparsity (the membit.sparse layers it needs)',
   [Commands.convertAllInFile]: 'Converting every site in a file',
   [Commands.profileRun]: 'Profiling a training run from the editor',
   [Commands.compareRuns]: 'Comparing profiled runs',

@@ -30,7 +30,7 @@ test('untrusted workspaces are limited, and code-running settings are restricted
 
 test('the convert commands are in the editor context menu for Python only', () => {
   const menu = pkg.contributes.menus['editor/context'];
-  for (const id of [Commands.convertToPackedDropout, Commands.convertFfnToSparse24, Commands.convertAllInFile]) {
+  for (const id of [Commands.convertToPackedDropout, Commands.convertToRecomputeDropout, Commands.convertFfnToSparse24, Commands.convertAllInFile]) {
     const entry = menu.find((m: { command: string }) => m.command === id);
     assert.ok(entry, `${id} is not in the editor context menu`);
     assert.equal(entry.when, 'editorLangId == python');
