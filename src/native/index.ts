@@ -19,4 +19,4 @@ export type {
 export { loadGpuBackend, findAddon, NoGpuBackend, ADDON_RELATIVE_PATH, type LoadGpuBackendOptions } from './loader';
 export { AddonBackend, loadAddon, type NvmlAddon, type NvmlStatus } from './addon';
 export { SmiBackend, NvidiaSmiError } from './smi';
-export { pidTree, descendants, parseStatPpid } from './pidTree';
+export { pidTree, PidTreeReader, descendants, parseStatPpid } from './pidTree';
