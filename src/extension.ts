@@ -14,10 +14,13 @@ import { registerConvertFeature } from './vscode/convert';
 export interface MembitApi {
   /** Command ids this activation registered. */
   readonly commands: readonly CommandId[];
+  /** How long activate() took, in ms (the parser loads after it returns). */
+  readonly activationMs: number;
 }
 
 /** Wires Membit's features together; each feature owns its Disposables via `context`. */
 export function activate(context: vscode.ExtensionContext): MembitApi {
+  const started = performance.now();
   const log = createLog(context);
   const reports = registerReportFeature(context, log);
   const scan = registerScanFeature(context, log, reports.store);
@@ -34,8 +37,9 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   ];
   registerPendingCommands(context, log, Object.values(Commands).filter((id) => !built.includes(id)));
   context.subscriptions.push(vscode.commands.registerCommand(InternalCommands.recentlyShown, () => recentlyShown()));
-  log.info(`Membit activated (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted'})`);
-  return { commands: Object.values(Commands) };
+  const activationMs = performance.now() - started;
+  log.info(`Membit activated in ${activationMs.toFixed(1)} ms (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted'})`);
+  return { commands: Object.values(Commands), activationMs };
 }
 
 export function deactivate(): void {
