@@ -26,6 +26,7 @@ export const InternalCommands = {
   reportViewRendered: 'membit._test.reportViewRendered',
   scanState: 'membit._test.scanState',
   recentlyShown: 'membit._test.recentlyShown',
+  gpuBackend: 'membit._test.gpuBackend',
 } as const;
 
 export type CommandId = (typeof Commands)[keyof typeof Commands];

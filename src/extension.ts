@@ -1,6 +1,6 @@
 import * as vscode from 'vscode';
 import { Commands, InternalCommands, type CommandId } from './commands';
-import { localGpuLister } from './vscode/gpus';
+import { LocalGpus } from './vscode/gpus';
 import { createLog } from './vscode/log';
 import { recentlyShown } from './vscode/notify';
 import { registerPendingCommands } from './vscode/pending';
@@ -25,8 +25,10 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   const reports = registerReportFeature(context, log);
   const scan = registerScanFeature(context, log, reports.store);
   const convert = registerConvertFeature(context, log, scan);
-  const targets = registerTargets(context, log, localGpuLister(context, log));
-  registerRunCommands(context, log, reports.store, targets, reports.setLive);
+  const gpus = new LocalGpus(context, log);
+  context.subscriptions.push(gpus, vscode.commands.registerCommand(InternalCommands.gpuBackend, () => gpus.status()));
+  const targets = registerTargets(context, log, () => gpus.describe());
+  registerRunCommands(context, log, reports.store, targets, reports.setLive, gpus);
   const built: CommandId[] = [
     ...reports.commands,
     ...convert,

@@ -128,6 +128,8 @@ function renderSummary(v: ReportView): void {
     ['allocated (peak)', s.peak_allocated],
     ['reserved (peak)', s.peak_reserved],
     ['device used (peak)', s.device_used_peak],
+    // What NVML sees beyond PyTorch's allocator: CUDA context, cuBLAS/cuDNN workspaces, NCCL buffers.
+    ['outside PyTorch (device used − reserved)', s.device_used_peak !== null && s.peak_reserved !== null ? Math.max(0, s.device_used_peak - s.peak_reserved) : null],
   ];
   if (cpu) sec.append(el('p', { class: 'meta' }, 'CPU run: PyTorch keeps no allocator record on CPU, so the peak is what the harness could name (parameters, gradients, optimizer state and tensors saved for backward).'));
   sec.append(table('summary-table', ['at the peak', 'bytes'], cat.filter(([, b]) => b !== null).map(([k, b]) => [k, formatBytes(b as number)])));

@@ -49,6 +49,11 @@ test('the .vsix holds what runs and nothing else', () => {
     'dist/tree-sitter-python.wasm',
     'dist/kernels/pyproject.toml',
     'dist/kernels/membit/__init__.py',
+    'dist/media/report.js',
+    'dist/media/report.css',
+    'dist/queries/facts.scm',
+    // The NVML addon, built at install for linux-x64 (the loader falls back to nvidia-smi elsewhere).
+    ...(process.platform === 'linux' && process.arch === 'x64' ? ['native/build/Release/membit_nvml.node'] : []),
   ]) {
     assert.ok(names.some((n) => n.toLowerCase() === required.toLowerCase()), `${required} missing from the .vsix`);
   }

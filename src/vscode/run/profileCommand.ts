@@ -13,6 +13,8 @@ import type { Log } from '../log';
 import type { ReportStore } from '../report/store';
 import { getSettings } from '../settings';
 import type { TargetSelection } from './targets';
+import type { LocalGpus } from '../gpus';
+import type { GpuSampler } from '../../native';
 import { notify } from '../notify';
 
 /** What to run, as the palette flow settles it. */
@@ -38,7 +40,7 @@ export type LiveMemory = (text: string | undefined) => void;
  * tears them down on finish, cancel or failure; closing VS Code cancels runs still
  * going, locally and on SSH targets.
  */
-export function registerRunCommands(context: vscode.ExtensionContext, log: Log, store: ReportStore, targets: TargetSelection, live: LiveMemory): void {
+export function registerRunCommands(context: vscode.ExtensionContext, log: Log, store: ReportStore, targets: TargetSelection, live: LiveMemory, gpus: LocalGpus): void {
   const active = new Set<AbortController>();
   context.subscriptions.push({ dispose: () => active.forEach((a) => a.abort()) });
 
@@ -65,6 +67,11 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
           });
           let lastPct = 0;
           let lastUpload = 0;
+          // Local runs on a GPU: the device-level memory of the run's process tree, live.
+          let sampler: Promise<GpuSampler | undefined> | undefined;
+          let harnessText = '';
+          let deviceText = '';
+          const showLive = () => live([harnessText, deviceText].filter(Boolean).join(' · ') || undefined);
           const off = run.onEvent((e) => {
             switch (e.type) {
               case 'state':
@@ -86,12 +93,22 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
               }
               case 'progress': {
                 const p = e.event as { event: string; step?: number; total?: number; allocated?: number; peak?: number; phase?: string; batch?: number; fits?: boolean };
+                const pid = (p as { pid?: unknown }).pid;
+                if (p.event === 'started' && target.kind === 'local' && typeof pid === 'number' && !sampler) {
+                  sampler = gpus.follow(pid, (bytes) => {
+                    deviceText = `GPU ${formatBytes(bytes)}`;
+                    showLive();
+                  });
+                }
                 if (p.event === 'step' && typeof p.step === 'number' && typeof p.total === 'number') {
                   const pct = p.total > 0 ? Math.round((100 * p.step) / p.total) : 0;
                   const mem = `${typeof p.allocated === 'number' ? ` · now ${formatBytes(p.allocated)}` : ''}${typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : ''}`;
                   progress.report({ message: `step ${p.step}/${p.total}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}`, increment: p.phase === 'warmup' ? 0 : Math.max(0, pct - lastPct) });
                   if (p.phase !== 'warmup') lastPct = pct;
-                  if (typeof p.allocated === 'number') live(`now ${formatBytes(p.allocated)}${typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : ''}`);
+                  if (typeof p.allocated === 'number') {
+                    harnessText = `now ${formatBytes(p.allocated)}${typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : ''}`;
+                    showLive();
+                  }
                 } else if (p.event === 'probe' && typeof p.batch === 'number') {
                   progress.report({ message: `batch ${p.batch}: ${p.fits === undefined ? 'trying' : p.fits ? 'fits' : 'does not fit'}` });
                 }
@@ -106,6 +123,7 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
           } finally {
             off();
             cancelSub.dispose();
+            await sampler?.then((smp) => smp?.stop());
             live(undefined);
           }
         },

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
+import { InternalCommands } from '../../../src/commands';
 import { EXTENSION_ID, openSample, screenshot, waitFor } from './util';
 
 describe('installation and activation', () => {
@@ -44,5 +45,13 @@ describe('installation and activation', () => {
     assert.equal(editor.document.languageId, 'python');
     const shot = await screenshot('01-sample-open');
     if (shot) assert.ok(readFileSync(shot).length > 10_000, 'screenshot is suspiciously small');
+  });
+
+  it('loads the NVML addon in the extension host and answers "no GPU" cleanly where there is none', async () => {
+    const st = await vscode.commands.executeCommand<{ kind: string; reason: string }>(InternalCommands.gpuBackend);
+    assert.ok(st, 'no answer from the GPU backend');
+    console.log(`e2e: GPU backend ${st.kind}: ${st.reason}`);
+    assert.doesNotMatch(st.reason, /did not load|no addon binary/, 'the addon shipped in the .vsix did not load');
+    if (st.kind === 'none') assert.match(st.reason, /no NVML/);
   });
 });
