@@ -162,7 +162,7 @@ def main():
     info = device_info()
     doc = dict(info, benchmark="profile_truth", cases=[], categories=None)
     os.makedirs(ns.out_dir, exist_ok=True)
-    gpu = info["gpu"].replace(" ", "_")
+    gpu = info["gpu"].replace(" ", "-")
     path = os.path.join(ns.out_dir, f"profile_truth_{gpu}.json")
     large = None
     for name in [c for c in ns.cases.split(",") if c]:

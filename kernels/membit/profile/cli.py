@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--root", default=None, help="folder report paths are relative to (default: working directory)")
     ap.add_argument("--no-module-timing", action="store_true", help="do not time each module's forward")
     ap.add_argument("--no-allocator-history", action="store_true", help="do not record the CUDA allocator's history")
+    ap.add_argument("--nvml-interval", type=float, default=0.2,
+                    help="seconds between NVML reads of device-wide used memory (0: none); default 0.2")
     mb = ap.add_argument_group("maximum batch size")
     mb.add_argument("--find-max-batch", action="store_true", help="bisect the largest batch size that fits")
     mb.add_argument("--batch-arg", default="--batch-size", help="the script's batch-size flag (default --batch-size)")
@@ -111,5 +113,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     opts = Options(script=ns.script, args=list(ns.args), out=ns.out, variant=ns.variant, steps=ns.steps,
                    warmup=ns.warmup, sites=ns.sites, root=root, module_timing=not ns.no_module_timing,
-                   allocator_history=not ns.no_allocator_history)
+                   allocator_history=not ns.no_allocator_history, nvml_interval=ns.nvml_interval)
     return Harness(opts).run()

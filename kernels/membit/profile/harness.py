@@ -60,6 +60,7 @@ class Options:
     root: str = field(default_factory=os.getcwd)
     module_timing: bool = True
     allocator_history: bool = True
+    nvml_interval: float = 0.2
 
 
 def is_oom(e: BaseException) -> bool:
@@ -174,11 +175,12 @@ class Harness:
                     self.markers = [allocator.Marker.place(torch.device("cuda", self._cuda_index), now_us)]
             else:
                 self.notes.append("allocator history turned off (--no-allocator-history)")
-            self.nvml = NvmlSampler.open(self._cuda_index)
-            if self.nvml is None:
-                self.notes.append("NVML not available: device-wide used memory not recorded")
-            else:
-                self.nvml.start()
+            if self.opts.nvml_interval > 0:
+                self.nvml = NvmlSampler.open(self._cuda_index)
+                if self.nvml is None:
+                    self.notes.append("NVML not available: device-wide used memory not recorded")
+                else:
+                    self.nvml.start(self.opts.nvml_interval)
         self.progress.emit("started", pid=os.getpid(), device=device_name, steps=self.opts.steps, warmup=self.opts.warmup)
         self.tracker.install()
 

@@ -71,7 +71,7 @@ class NvmlSampler:
             return None
         return int(mem.used)
 
-    def start(self, period_s: float = 0.05) -> None:
+    def start(self, period_s: float = 0.2) -> None:
         def loop():
             while not self._stop.is_set():
                 u = self.used()

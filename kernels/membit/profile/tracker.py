@@ -519,6 +519,8 @@ class Tracker:
     def _end_step(self) -> None:
         cur = self.cur
         cur.end_t = now_us()
+        # Params can move (model.to(...)): re-read their addresses once a step.
+        self._refresh_persistent()
         done = self.step
         if self.on_step is not None:
             self.on_step(cur)
@@ -606,9 +608,9 @@ class Tracker:
         if torch.is_grad_enabled():
             if self.phase != "forward":
                 self.set_phase("forward")
-            if self._refreshed_step != self.step:
-                # Params can move (model.to(...)): re-read their addresses once a step. The
-                # grads alive in this forward were noted at the last optimizer step.
+            if self._refreshed_step == 0:
+                # Later refreshes happen at each optimizer step, while the GPU is still busy:
+                # here, after a script's per-step sync, the GPU would wait for us.
                 self._refreshed_step = self.step
                 self._refresh_persistent()
 
