@@ -3,8 +3,6 @@
 Skipped only where torch.cuda.is_available() is False (see conftest.py).
 """
 
-import os
-
 import pytest
 import torch
 

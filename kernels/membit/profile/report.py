@@ -212,7 +212,7 @@ def build(h) -> dict:
     replay = h.replay
     oom_view = None
     if replay is not None and len(replay.events):
-        peak, oom_view = _allocator_peak(h, replay, index)
+        peak, oom_view = _allocator_peak(h, replay)
     else:
         peak = _tensor_peak(h, params_total, buffers_total, state_total, keep, index)
 
@@ -261,12 +261,7 @@ def build(h) -> dict:
         if id(r) in peak_ids:
             e["at_peak_bytes"] += r.nbytes
         e["_modules"].append(index.path_of(r.module))
-        if r.site is not None and r.mask:
-            op = "native_dropout" if r.dtype is torch.bool and r.site.kind != "fused-attn-dropout" else ("dropout" if not r.site.fused else "sdpa")
-            op = op_name(r.op) if (r.op and r.site.fused) else op
-        else:
-            op = op_name(r.op) or "unknown"
-        o = e["_ops"].setdefault(op, [0, 0])
+        o = e["_ops"].setdefault(_op_label(r), [0, 0])
         o[0] += r.nbytes
         o[1] += 1
     line_list = []
@@ -385,7 +380,7 @@ def build(h) -> dict:
 
     oom_doc = None
     if h.status == "oom":
-        oom_doc = _oom_doc(h, oom_view, index, keep)
+        oom_doc = _oom_doc(h, oom_view, keep)
 
     return {
         "schema": "membit.report/1",
@@ -398,6 +393,15 @@ def build(h) -> dict:
         "peak": peak_doc,
         "oom": oom_doc,
     }
+
+
+def _op_label(r: Record) -> str:
+    """The autograd op that first used a saved tensor in backward, named like the aten op."""
+    op = op_name(r.op)
+    if r.site is not None and r.mask and not r.site.fused and op in (None, "mul"):
+        # CPU dropout keeps its mask for a multiply; name the dropout, not the multiply.
+        op = "native_dropout" if r.dtype is torch.bool else "dropout"
+    return op or "unknown"
 
 
 def _step_and_phase(tr, t: Optional[int]):
@@ -468,7 +472,7 @@ def _classified_top(h, rows, limit=TOP) -> List[dict]:
     return out
 
 
-def _allocator_peak(h, replay, index):
+def _allocator_peak(h, replay):
     tr = h.tracker
     identities = _identities(h)
     by_ptr = _records_by_ptr(tr)
@@ -497,7 +501,7 @@ def _allocator_peak(h, replay, index):
             step, _ = _step_and_phase(tr, t_oom - offset)
             if step is not None and step in tr.steps_info:
                 o_start = tr.steps_info[step].start_t
-        o_sums, o_rows = allocator.attribute(replay.live_at(o_idx - 1), identities, by_ptr, t_oom, offset, delta, o_start)
+        _, o_rows = allocator.attribute(replay.live_at(o_idx - 1), identities, by_ptr, t_oom, offset, delta, o_start)
         oom_view = {"event": replay.events[o_idx], "rows": o_rows, "allocated": int(replay.allocated_at(o_idx - 1))}
     return peak, oom_view
 
@@ -550,7 +554,7 @@ def _tensor_peak(h, params_total, buffers_total, state_total, keep, index) -> Pe
     return peak
 
 
-def _oom_doc(h, oom_view, index, keep) -> dict:
+def _oom_doc(h, oom_view, keep) -> dict:
     tr = h.tracker
     paths = h.paths
     st = h.oom_state or {}

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .frames import CodeFilter, FrameT
+from .frames import CodeFilter
 
 _now_ns = time.time_ns
 
