@@ -92,6 +92,38 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     return uris;
   });
 
+  /** Run history: pick old reports and delete them (after a confirmation). */
+  registerMembitCommand(context, log, Commands.deleteRuns, async (arg?: unknown) => {
+    const history = await store.history();
+    let uris = Array.isArray(arg) ? arg.filter((u): u is vscode.Uri => u instanceof vscode.Uri) : [];
+    if (uris.length === 0) {
+      if (history.length === 0) {
+        void notify.info('Membit: the run history is empty.');
+        return 0;
+      }
+      const items = history.map((u, i) => {
+        const name = parseRunFileName(u.path.split('/').pop() ?? '');
+        return { label: `${name?.variant ?? '?'} on ${name?.target ?? '?'}`, description: name?.started.toLocaleString(), detail: i === 0 ? 'newest' : undefined, uri: u };
+      });
+      const picked = await vscode.window.showQuickPick(items, { canPickMany: true, title: 'Membit: runs to delete' });
+      if (!picked || picked.length === 0) return 0;
+      const ok = await vscode.window.showWarningMessage(`Delete ${picked.length} run report(s)? This cannot be undone.`, { modal: true }, 'Delete');
+      if (ok !== 'Delete') return 0;
+      uris = picked.map((p) => p.uri);
+    }
+    const known = new Set(history.map((u) => u.fsPath));
+    let n = 0;
+    for (const u of uris) {
+      // Only files of the run history, never an arbitrary path passed in.
+      if (!known.has(u.fsPath)) continue;
+      await vscode.workspace.fs.delete(u);
+      n++;
+    }
+    await store.loadLatest();
+    void notify.info(`Membit: deleted ${n} run report(s).`);
+    return n;
+  });
+
   context.subscriptions.push(
     vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
       deserializeWebviewPanel: async (panel, state) => {
@@ -110,5 +142,5 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     liveText = text;
     showStatus();
   };
-  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns] };
+  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns, Commands.deleteRuns] };
 }

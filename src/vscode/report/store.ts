@@ -77,6 +77,11 @@ export class ReportStore implements vscode.Disposable {
     for (const uri of await this.history()) {
       if (await this.load(uri, folder.uri, false)) return;
     }
+    // Nothing loadable is left (the history was deleted): stop showing the old run.
+    if (this.current) {
+      this.current = undefined;
+      this.changed.fire(undefined);
+    }
   }
 
   /** Loads a report; a malformed one is reported once and leaves the current one shown. */

@@ -51,6 +51,12 @@ describe('Profile Training Run from the command palette', function () {
     assert.ok(applied.inline.length > 0);
     const peakShown = await uiShows('21-status-peak', 'statusbar', 'Membit: peak');
     if (peakShown !== undefined) assert.equal(peakShown, true, 'no peak in the status bar');
+    // The run history can be pruned from the UI; only history files are ever deleted.
+    const outside = join(ws, 'gpt_tiny.py');
+    const deleted = await vscode.commands.executeCommand<number>(Commands.deleteRuns, [vscode.Uri.file(out), vscode.Uri.file(outside)]);
+    assert.equal(deleted, 1);
+    assert.equal(existsSync(out), false);
+    assert.equal(existsSync(outside), true);
   });
 
   it('names the problem when the interpreter lacks torch', async () => {
