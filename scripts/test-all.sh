@@ -35,7 +35,7 @@ node --test --test-reporter=spec --test-reporter-destination=stdout \
   || failed_stages+=("unit")
 
 stage "Python tests (pytest)"
-(cd kernels && "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOGS/pytest.xml" tests) | tee "$LOGS/pytest.log"
+(cd kernels && "$PY" -m pytest -q -rs -p no:cacheprovider --junitxml="$LOGS/pytest.xml" tests) | tee "$LOGS/pytest.log"
 py_rc=${PIPESTATUS[0]}
 # pytest exits 5 when it collected nothing: for us that is a broken suite, not a pass.
 [ "$py_rc" -eq 0 ] || failed_stages+=("pytest(rc=$py_rc)")
@@ -55,7 +55,7 @@ e2e_pass=$(echo "$e2e_line" | awk '{print $2+0}')
 e2e_fail=$(echo "$e2e_line" | awk '{print $4+0}')
 [ -n "$e2e_line" ] || e2e_fail=1
 echo "unit:   ${unit_pass} passed, ${unit_fail} failed"
-echo "python: ${py_pass:-0} passed, ${py_fail:-0} failed, ${py_skip:-0} skipped (GPU-only tests skip without CUDA)"
+echo "python: ${py_pass:-0} passed, ${py_fail:-0} failed, ${py_skip:-0} skipped (CUDA-only tests without a GPU, and tests of optional packages not installed here; reasons above)"
 echo "e2e:    ${e2e_pass:-0} passed, ${e2e_fail:-0} failed"
 total_pass=$(( unit_pass + ${py_pass:-0} + ${e2e_pass:-0} ))
 total_fail=$(( unit_fail + ${py_fail:-0} + ${e2e_fail:-0} ))

