@@ -253,7 +253,7 @@ function renderSites(v: ReportView): void {
       ['site', 'kind', 'module', 'elements', 'mask', 'saving if packed', ''],
       v.sites.map((s) => {
         const b = el('button', {}, 'Convert');
-        b.addEventListener('click', () => vscode.postMessage({ command: 'convert', file: s.file, line: s.line, kind: s.kind }));
+        b.addEventListener('click', () => vscode.postMessage({ command: 'convert', file: s.file, line: s.line, kind: s.kind, module: s.module }));
         return [frameLink(s.file, s.line), s.kind, s.module ?? '', s.elements.toLocaleString(), formatBytes(s.mask_bytes), formatBytes(s.saving_if_packed), b];
       }),
     ),

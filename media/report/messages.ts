@@ -17,7 +17,7 @@ export type ToWebview = {
 export type FromWebview =
   | { command: 'ready' }
   | { command: 'open'; file: string; line: number }
-  | { command: 'convert'; file: string; line: number; kind: string }
+  | { command: 'convert'; file: string; line: number; kind: string; module: string | null }
   | { command: 'copy'; text: string }
   | { command: 'rendered'; summary: RenderedSummary };
 
@@ -39,7 +39,9 @@ export function parseFromWebview(m: unknown): FromWebview | undefined {
     case 'open':
       return okLoc ? { command: 'open', file: o.file as string, line: o.line as number } : undefined;
     case 'convert':
-      return okLoc && typeof o.kind === 'string' ? { command: 'convert', file: o.file as string, line: o.line as number, kind: o.kind } : undefined;
+      return okLoc && typeof o.kind === 'string' && (o.module === null || (typeof o.module === 'string' && o.module.length < 1000))
+        ? { command: 'convert', file: o.file as string, line: o.line as number, kind: o.kind, module: o.module as string | null }
+        : undefined;
     case 'copy':
       return typeof o.text === 'string' && o.text.length < 1_000_000 ? { command: 'copy', text: o.text } : undefined;
     case 'rendered': {

@@ -36,7 +36,17 @@ function fail(msg: string): never {
 }
 
 /** The part of playwright-core's API this driver uses (it lives outside the repo). */
+interface PwLocator {
+  first(): { waitFor(o: { state: 'attached' | 'visible'; timeout: number }): Promise<void>; click(): Promise<void> };
+  count(): Promise<number>;
+  allInnerTexts(): Promise<string[]>;
+}
+interface PwFrame {
+  frameLocator(selector: string): PwFrame;
+  locator(selector: string): PwLocator;
+}
 interface PwPage {
+  frameLocator(selector: string): PwFrame;
   locator(selector: string, o: { hasText: string }): { first(): { waitFor(o: { state: 'visible'; timeout: number }): Promise<void> } };
   exposeFunction(name: string, fn: (...args: never[]) => unknown): Promise<void>;
   screenshot(o: { path: string }): Promise<unknown>;
@@ -213,6 +223,24 @@ async function main(): Promise<void> {
       const m = /^@@screenshot ([\w.-]+)$/.exec(line.trim());
       if (m) {
         await page.screenshot({ path: join(artifacts, `${m[1]}.png`) });
+        return;
+      }
+      // The suite asks about the report view's DOM, two iframes deep: count and read, or click.
+      const wv = /^@@webview ([\w.-]+) (count|click) (.+)$/.exec(line.trim());
+      if (wv) {
+        const [, name, action, selector] = wv as unknown as [string, string, string, string];
+        const frame = page.frameLocator('iframe.webview').frameLocator('#active-frame');
+        const result: { count: number; texts: string[]; error?: string } = { count: 0, texts: [] };
+        try {
+          const loc = frame.locator(selector);
+          await loc.first().waitFor({ state: 'attached', timeout: 30_000 });
+          result.count = await loc.count();
+          result.texts = (await loc.allInnerTexts()).slice(0, 50);
+          if (action === 'click') await loc.first().click();
+        } catch (e) {
+          result.error = String(e);
+        }
+        writeFileSync(join(artifacts, `${name}.result.json`), JSON.stringify(result));
         return;
       }
       // The suite asks whether some text is visible in the workbench (a notification, a

@@ -92,3 +92,23 @@ test('view model: bounded timeline keeps the peak; phases become spans', () => {
   assert.equal(v.peakBytes, load(baselinePath).summary.tracked_at_peak);
   assert.ok(v.lines.length > 0 && v.lines.every((l, i, a) => i === 0 || (a[i - 1]?.saved_bytes ?? 0) >= l.saved_bytes));
 });
+
+import { classTotals } from '../../src/core/report/classes';
+
+test('class totals: every instance of a class, its whole subtree, and the packing saving inside it', () => {
+  const r = load(baselinePath);
+  const totals = classTotals(r, 'gpt_tiny.py');
+  const attn = [...totals.values()].find((t) => t.type === 'CausalSelfAttention');
+  assert.ok(attn, [...totals.values()].map((t) => t.type).join(', '));
+  const blocks = r.modules.filter((m) => m.type === 'CausalSelfAttention');
+  assert.equal(attn.instances, blocks.length);
+  const subtree = r.modules.filter((m) => blocks.some((b) => m.path === b.path || m.path.startsWith(`${b.path}.`)));
+  assert.equal(attn.masks, subtree.reduce((a, m) => a + m.mask_bytes, 0));
+  assert.equal(attn.params, subtree.reduce((a, m) => a + m.params, 0));
+  // The attention dropout and the residual dropout live inside the attention block.
+  const inside = r.sites.filter((s) => s.module && /\.attn\./.test(s.module));
+  assert.equal(attn.savingIfPacked, inside.reduce((a, s) => a + s.saving_if_packed, 0));
+  // The model class holds everything: its masks are the run's masks.
+  const gpt = [...totals.values()].find((t) => t.type === 'GPT');
+  assert.equal(gpt?.masks, r.modules.reduce((a, m) => a + m.mask_bytes, 0));
+});

@@ -49,56 +49,94 @@ function resolveRef(root: SchemaObject, ref: string): Schema {
   return target;
 }
 
-/** Validates `value` and returns at most `limit` errors (none: valid). */
+/**
+ * Validates `value` and returns at most `limit` errors (none: valid).
+ *
+ * Large reports hold arrays of a million numbers, so the walk allocates nothing per
+ * valid element: the JSON path is a stack of segments joined only when an error is
+ * reported, and $refs are resolved once.
+ */
 export function validate(schema: Schema, value: unknown, limit = 20): SchemaError[] {
   const root = typeof schema === 'object' ? schema : {};
   const errors: SchemaError[] = [];
+  const refs = new Map<string, Schema>();
+  const ref = (r: string): Schema => {
+    let t = refs.get(r);
+    if (t === undefined) refs.set(r, (t = resolveRef(root, r)));
+    return t;
+  };
+  const segments: (string | number)[] = [];
+  const pathOf = (): string => {
+    let p = '$';
+    for (const seg of segments) p += typeof seg === 'number' ? `[${seg}]` : `.${seg}`;
+    return p;
+  };
   // `sink` lets anyOf/oneOf try an alternative without reporting its errors.
-  const walk = (s: Schema, v: unknown, path: string, sink: SchemaError[] = errors): void => {
-    const errors = sink;
+  const walk = (s: Schema, v: unknown, errors: SchemaError[]): void => {
     if (errors.length >= limit) return;
     if (s === true) return;
     if (s === false) {
-      errors.push({ path, message: 'is not allowed here' });
+      errors.push({ path: pathOf(), message: 'is not allowed here' });
       return;
     }
-    if (s.$ref) walk(resolveRef(root, s.$ref), v, path, errors);
+    if (s.$ref) walk(ref(s.$ref), v, errors);
     if (s.type !== undefined) {
-      const types = Array.isArray(s.type) ? s.type : [s.type];
-      if (!types.some((t) => typeMatches(v, t))) {
-        errors.push({ path, message: `should be ${types.join(' or ')}, got ${typeOf(v)}` });
+      const t = s.type;
+      if (typeof t === 'string' ? !typeMatches(v, t) : !t.some((x) => typeMatches(v, x))) {
+        const types = Array.isArray(t) ? t : [t];
+        errors.push({ path: pathOf(), message: `should be ${types.join(' or ')}, got ${typeOf(v)}` });
         return;
       }
     }
-    if (s.enum && !s.enum.some((e) => e === v)) errors.push({ path, message: `should be one of ${s.enum.map((e) => JSON.stringify(e)).join(', ')}, got ${JSON.stringify(v)}` });
-    if ('const' in s && s.const !== v) errors.push({ path, message: `should be ${JSON.stringify(s.const)}, got ${JSON.stringify(v)}` });
-    if (typeof v === 'number') {
-      if (s.minimum !== undefined && v < s.minimum) errors.push({ path, message: `should be ≥ ${s.minimum}, got ${v}` });
-      if (s.maximum !== undefined && v > s.maximum) errors.push({ path, message: `should be ≤ ${s.maximum}, got ${v}` });
+    if (s.enum && !s.enum.includes(v)) errors.push({ path: pathOf(), message: `should be one of ${s.enum.map((e) => JSON.stringify(e)).join(', ')}, got ${JSON.stringify(v)}` });
+    if (s.const !== undefined || 'const' in s) {
+      if (s.const !== v) errors.push({ path: pathOf(), message: `should be ${JSON.stringify(s.const)}, got ${JSON.stringify(v)}` });
     }
-    if (typeof v === 'string' && s.minLength !== undefined && v.length < s.minLength) errors.push({ path, message: `should have at least ${s.minLength} characters` });
-    if (Array.isArray(v) && s.items !== undefined) {
-      for (let i = 0; i < v.length && errors.length < limit; i++) walk(s.items, v[i], `${path}[${i}]`, errors);
+    if (typeof v === 'number') {
+      if (s.minimum !== undefined && v < s.minimum) errors.push({ path: pathOf(), message: `should be ≥ ${s.minimum}, got ${v}` });
+      if (s.maximum !== undefined && v > s.maximum) errors.push({ path: pathOf(), message: `should be ≤ ${s.maximum}, got ${v}` });
+    }
+    if (typeof v === 'string' && s.minLength !== undefined && v.length < s.minLength) errors.push({ path: pathOf(), message: `should have at least ${s.minLength} characters` });
+    if (s.items !== undefined && Array.isArray(v)) {
+      const depth = segments.length;
+      segments.push(0);
+      for (let i = 0; i < v.length && errors.length < limit; i++) {
+        segments[depth] = i;
+        walk(s.items, v[i], errors);
+      }
+      segments.length = depth;
     }
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const obj = v as Record<string, unknown>;
-      for (const r of s.required ?? []) if (!(r in obj)) errors.push({ path, message: `is missing required field "${r}"` });
-      for (const [k, val] of Object.entries(obj)) {
-        const sub = s.properties?.[k];
-        if (sub !== undefined) walk(sub, val, `${path}.${k}`, errors);
-        else if (s.additionalProperties !== undefined) walk(s.additionalProperties, val, `${path}.${k}`, errors);
+      if (s.required) for (const r of s.required) if (!(r in obj)) errors.push({ path: pathOf(), message: `is missing required field "${r}"` });
+      if (s.properties !== undefined || s.additionalProperties !== undefined) {
+        const depth = segments.length;
+        segments.push('');
+        for (const k in obj) {
+          if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
+          const sub = s.properties?.[k];
+          segments[depth] = k;
+          if (sub !== undefined) walk(sub, obj[k], errors);
+          else if (s.additionalProperties !== undefined) walk(s.additionalProperties, obj[k], errors);
+        }
+        segments.length = depth;
       }
     }
-    for (const [key, list] of [['anyOf', s.anyOf], ['oneOf', s.oneOf]] as const) {
-      if (!list) continue;
-      const passing = list.filter((alt) => {
-        const trial: SchemaError[] = [];
-        walk(alt, v, path, trial);
-        return trial.length === 0;
-      }).length;
-      if (key === 'anyOf' ? passing === 0 : passing !== 1) errors.push({ path, message: `does not match ${key === 'anyOf' ? 'any' : 'exactly one'} of the allowed shapes` });
-    }
+    if (s.anyOf) alternatives(s.anyOf, v, errors, 'anyOf');
+    if (s.oneOf) alternatives(s.oneOf, v, errors, 'oneOf');
   };
-  walk(schema, value, '$');
+  const alternatives = (list: Schema[], v: unknown, errors: SchemaError[], key: 'anyOf' | 'oneOf'): void => {
+    let passing = 0;
+    for (const alt of list) {
+      const trial: SchemaError[] = [];
+      walk(alt, v, trial);
+      if (trial.length === 0) {
+        passing++;
+        if (key === 'anyOf') break;
+      }
+    }
+    if (key === 'anyOf' ? passing === 0 : passing !== 1) errors.push({ path: pathOf(), message: `does not match ${key === 'anyOf' ? 'any' : 'exactly one'} of the allowed shapes` });
+  };
+  walk(schema, value, errors);
   return errors;
 }

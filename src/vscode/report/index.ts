@@ -4,6 +4,9 @@ import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
 import { formatBytes } from '../../core/run/harness';
 import { peakBytes } from '../../core/report/types';
+import { classTotals } from '../../core/report/classes';
+import { relative } from 'node:path';
+import { getSettings } from '../settings';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { Overlays, registerReportHover } from './overlays';
@@ -50,6 +53,36 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     status.show();
   };
   context.subscriptions.push(store.onDidChange(showStatus));
+
+  // Measured totals above each model class (all its instances, their whole subtree).
+  const lensChanged = new vscode.EventEmitter<void>();
+  context.subscriptions.push(
+    lensChanged,
+    store.onDidChange(() => lensChanged.fire()),
+    vscode.languages.registerCodeLensProvider({ language: 'python', scheme: 'file' }, {
+      onDidChangeCodeLenses: lensChanged.event,
+      provideCodeLenses(doc) {
+        const loaded = store.report;
+        if (!loaded || !getSettings(doc.uri).codeLens.enabled || !overlays.isEnabled) return [];
+        const totals = classTotals(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
+        const lines = doc.getText().split('\n');
+        const lenses: vscode.CodeLens[] = [];
+        for (const t of totals.values()) {
+          // Find the class statement by name, so the lens follows edits made after the run.
+          const re = new RegExp(`^\\s*class\\s+${t.type}\\b`);
+          const near = lines.findIndex((l, i) => re.test(l) && Math.abs(i - (t.line - 1)) < 2000);
+          if (near < 0) continue;
+          const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
+          const saving = t.savingIfPacked > 0 ? ` — packing saves ${formatBytes(t.savingIfPacked)}` : '';
+          lenses.push(new vscode.CodeLens(new vscode.Range(near, 0, near, 0), {
+            title: `Measured: ${t.instances} × ${t.type} — ${parts.join(' · ')}${saving}`,
+            command: Commands.showReport,
+          }));
+        }
+        return lenses;
+      },
+    }),
+  );
 
   const root = () => vscode.workspace.workspaceFolders?.[0]?.uri;
 

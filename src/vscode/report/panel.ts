@@ -5,6 +5,7 @@ import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { parseFromWebview, type RenderedSummary, type ToWebview } from '../../../media/report/messages';
 import { Commands } from '../../commands';
+import { pathPattern } from '../../core/report/classes';
 import { compareRuns, comparisonMarkdown } from '../../core/report/compare';
 import { parseReport } from '../../core/report/model';
 import { REPORT_SCHEMA } from '../../core/report/schema';
@@ -23,6 +24,7 @@ export class ReportPanel implements vscode.Disposable {
   private readonly disposables: vscode.Disposable[] = [];
   private uris: vscode.Uri[] = [];
   private lastRendered: RenderedSummary | undefined;
+  private reports: Report[] = [];
   private ready = false;
 
   static createOrShow(extensionUri: vscode.Uri, log: Log, root: vscode.Uri, uris: vscode.Uri[]): ReportPanel {
@@ -92,6 +94,7 @@ export class ReportPanel implements vscode.Disposable {
       return;
     }
     this.panel.title = `Membit: ${loaded[0]?.report.run.script.split('/').pop() ?? 'report'}`;
+    this.reports = loaded.map((l) => l.report);
     const comparison = loaded.length > 1 ? compareRuns(loaded) : null;
     const msg: ToWebview = {
       type: 'show',
@@ -129,7 +132,9 @@ export class ReportPanel implements vscode.Disposable {
           return;
         }
         const doc = await vscode.workspace.openTextDocument(uri);
-        const line = Math.min(m.line - 1, doc.lineCount - 1);
+        // A dropout module is converted where it is built, not where it is called.
+        const target = m.command === 'convert' ? this.constructionLine(m.file, m.line, m.module) : m.line;
+        const line = Math.min(target - 1, doc.lineCount - 1);
         const editor = await vscode.window.showTextDocument(doc, { viewColumn: vscode.ViewColumn.One, selection: new vscode.Range(line, 0, line, 0) });
         editor.revealRange(new vscode.Range(line, 0, line, 0), vscode.TextEditorRevealType.InCenter);
         if (m.command === 'convert') {
@@ -139,6 +144,17 @@ export class ReportPanel implements vscode.Disposable {
         return;
       }
     }
+  }
+
+  /** The line that built the site's module (from the report), or the site's own line. */
+  private constructionLine(file: string, line: number, module: string | null): number {
+    if (!module) return line;
+    const re = pathPattern(module);
+    for (const r of this.reports) {
+      const m = r.modules.find((x) => re.test(x.path) && x.created_at && x.created_at.file === file);
+      if (m?.created_at) return m.created_at.line;
+    }
+    return line;
   }
 
   /** A report path, relative to the run root or absolute, only if it stays inside the workspace. */

@@ -6,7 +6,7 @@ import * as vscode from 'vscode';
 import { Commands, InternalCommands } from '../../../src/commands';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import type { RenderedSummary } from '../../../media/report/messages';
-import { EXTENSION_ID, openSample, screenshot, waitFor, workspaceDir } from './util';
+import { EXTENSION_ID, openSample, screenshot, waitFor, webview, workspaceDir } from './util';
 
 /** 1-based numbers of the lines whose text matches. */
 function linesMatching(file: string, re: RegExp): number[] {
@@ -107,6 +107,46 @@ describe('measured memory in the editor', function () {
     assert.equal(rendered.tables['sites-table'], report.sites.length);
     assert.ok((rendered.tables['summary-table'] ?? 0) >= 5);
     assert.match(rendered.peakText, /^peak [\d.]+ [kMG]?B$/);
+    // Inside the webview's frames: the tables are there with the report's figures.
+    const sitesRows = await webview('11-sites-rows', 'count', '#sites-table tbody tr');
+    if (sitesRows) {
+      assert.equal(sitesRows.error, undefined, sitesRows.error);
+      assert.equal(sitesRows.count, report.sites.length);
+      const headline = await webview('11-headline', 'count', '.headline');
+      assert.ok(headline?.texts[0]?.startsWith(`Peak ${rendered.peakText.slice(5)}`), headline?.texts.join(' | '));
+      const canvases = await webview('11-charts', 'count', 'canvas');
+      assert.ok((canvases?.count ?? 0) >= 1);
+    }
     await screenshot('11-report-view');
+  });
+
+  it('shows measured totals above the model classes', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const lenses = await waitFor('measured CodeLenses', async () => {
+      const l = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', editor.document.uri)) ?? [];
+      const mine = l.filter((x) => x.command?.title.startsWith('Measured:'));
+      return mine.length > 0 ? mine : undefined;
+    });
+    const attn = lenses.find((l) => l.command?.title.includes('× CausalSelfAttention'));
+    assert.ok(attn, lenses.map((l) => l.command?.title).join(' | '));
+    assert.match(attn.command?.title ?? '', /^Measured: 2 × CausalSelfAttention — activations [\d.]+ [kMG]?B · masks [\d.]+ [kMG]?B · params [\d.]+ [kMG]?B — packing saves [\d.]+ [kMG]?B$/);
+    const classLine = editor.document.getText().split('\n').findIndex((l) => l.startsWith('class CausalSelfAttention'));
+    assert.equal(attn.range.start.line, classLine);
+  });
+
+  it('converts a site from the report view with its Convert button', async () => {
+    await vscode.commands.executeCommand(Commands.showReport);
+    await waitFor('the report view', () => vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered));
+    const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(join(workspaceDir(), 'gpt_tiny.py')));
+    const before = doc.getText();
+    const clicked = await webview('12-convert-click', 'click', '#sites-table tbody tr button');
+    if (!clicked) return; // no driver (desktop runner): nothing to click from here
+    assert.equal(clicked.error, undefined, clicked.error);
+    await waitFor('the conversion from the report view', () => doc.getText() !== before, 30_000);
+    assert.match(doc.getText(), /membit\.nn\.PackedDropout\(|membit\.nn\.functional\.packed_dropout\(/);
+    await screenshot('12-converted-from-report');
+    await vscode.commands.executeCommand(Commands.revertConversions, doc.uri);
+    await waitFor('revert', () => doc.getText() === before);
+    await doc.save();
   });
 });

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 
@@ -66,4 +66,17 @@ export async function uiShows(name: string, where: 'statusbar', text: string): P
     existsSync(join(dir, `${name}.found`)) ? true : existsSync(join(dir, `${name}.missing`)) ? 'missing' : undefined,
     90_000,
   ).then((v) => v === true);
+}
+
+/**
+ * Reads (count) or clicks the report view's DOM through the driver, inside the webview's
+ * frames. Undefined where no driver listens.
+ */
+export async function webview(name: string, action: 'count' | 'click', selector: string): Promise<{ count: number; texts: string[]; error?: string } | undefined> {
+  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  if (!dir) return undefined;
+  console.log(`@@webview ${name} ${action} ${selector}`);
+  const file = join(dir, `${name}.result.json`);
+  await waitFor(`the driver's answer about ${selector}`, () => existsSync(file), 60_000);
+  return JSON.parse(readFileSync(file, 'utf8'));
 }
