@@ -120,6 +120,35 @@ describe('measured memory in the editor', function () {
     await screenshot('11-report-view');
   });
 
+  it('compares a baseline and a packed run side by side', async () => {
+    const ext = vscode.extensions.getExtension(EXTENSION_ID);
+    assert.ok(ext);
+    const ws = workspaceDir();
+    const packed = join(ws, 'packed-run.json');
+    execFileSync(
+      process.execPath,
+      [
+        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', process.env.MEMBIT_PYTHON as string, '--root', ws, '--variant', 'packed',
+        '--steps', '2', '--warmup', '1', '--out', packed, '--', join(ws, 'gpt_tiny.py'), '--steps', '5', '--batch-size', '4', '--seq-len', '64',
+        '--n-layer', '2', '--n-embd', '64', '--n-head', '2', '--data-bytes', '200000', '--device', 'cpu',
+      ],
+      { cwd: ws, stdio: 'inherit', timeout: 240_000 },
+    );
+    await vscode.commands.executeCommand(Commands.compareRuns, [vscode.Uri.file(reportFile), vscode.Uri.file(packed)]);
+    const rendered = await waitFor('the comparison to render', async () => {
+      const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
+      return r && r.tables['comparison-table'] === 2 ? r : undefined;
+    });
+    assert.ok((rendered.tables['comparison-modules'] ?? 0) > 0, 'per-layer differences are listed');
+    const rows = await webview('13-comparison-rows', 'count', '#comparison-table tbody tr');
+    if (rows) {
+      assert.equal(rows.count, 2);
+      // Packing holds less at the peak: the second row's Δpeak is negative.
+      assert.match(rows.texts[1] ?? '', /packed\s+ok\s+[\d.]+ [kMG]?B\s+−[\d.]+%/);
+    }
+    await screenshot('13-comparison');
+  });
+
   it('shows measured totals above the model classes', async () => {
     const editor = await openSample('gpt_tiny.py');
     const lenses = await waitFor('measured CodeLenses', async () => {
