@@ -12,12 +12,12 @@
  * refused or could not be read or written, 2 usage errors.
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { isAbsolute, relative, sep } from 'node:path';
 import { applyEdits, convertAll, type ConvertOptions, type ConvertResult, revertConversions, type RevertResult, unifiedDiff } from '../rewrite';
 import { createScanner, DEFAULT_MAX_BYTES, type Scanner } from '../scan';
 import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
-import { collectFiles } from './scan';
+import { expandPaths } from './scan';
 
 export type ConvertAction = { kind: 'convert'; options: ConvertOptions } | { kind: 'revert' };
 
@@ -165,19 +165,8 @@ export const convertCommand: Subcommand = {
     };
     const action: ConvertAction = revert ? { kind: 'revert' } : { kind: 'convert', options };
 
-    const files: string[] = [];
+    const files = expandPaths(args.positionals, io.cwd);
     const notes: string[] = [];
-    for (const p of args.positionals) {
-      const abs = resolve(io.cwd, p);
-      let st;
-      try {
-        st = statSync(abs);
-      } catch {
-        throw new UsageError(`no such file or folder: ${p}`);
-      }
-      if (st.isDirectory()) collectFiles(abs, files);
-      else files.push(abs);
-    }
 
     let scanner: Scanner | undefined;
     if (!revert) {

@@ -40,6 +40,23 @@ function isVenv(dir: string): boolean {
 }
 
 /** .py and .ipynb files under `dir`, sorted, without following symlinked folders. */
+/** Files named on the command line, folders expanded; a missing path is a usage error. */
+export function expandPaths(paths: readonly string[], cwd: string): string[] {
+  const files: string[] = [];
+  for (const p of paths) {
+    const abs = resolve(cwd, p);
+    let st;
+    try {
+      st = statSync(abs);
+    } catch {
+      throw new UsageError(`no such file or folder: ${p}`);
+    }
+    if (st.isDirectory()) collectFiles(abs, files);
+    else files.push(abs);
+  }
+  return files;
+}
+
 export function collectFiles(dir: string, out: string[] = []): string[] {
   let names: string[];
   try {
@@ -213,18 +230,7 @@ export const scanCommand: Subcommand = {
       }
     }
 
-    const files: string[] = [];
-    for (const p of args.positionals) {
-      const abs = resolve(io.cwd, p);
-      let st;
-      try {
-        st = statSync(abs);
-      } catch {
-        throw new UsageError(`no such file or folder: ${p}`);
-      }
-      if (st.isDirectory()) collectFiles(abs, files);
-      else files.push(abs);
-    }
+    const files = expandPaths(args.positionals, io.cwd);
 
     let scanner;
     try {

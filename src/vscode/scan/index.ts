@@ -96,18 +96,22 @@ export class ScanFeature implements vscode.Disposable {
     return opts;
   }
 
-  private schedule(doc: vscode.TextDocument, ms = DEBOUNCE_MS): void {
-    if (doc.languageId !== 'python' || doc.uri.scheme === 'vscode-notebook-cell') return;
-    const key = doc.uri.toString();
+  /** Runs `fn` for `key` after `ms` without a newer call for the same key. */
+  private debounce(key: string, ms: number, fn: () => void): void {
     const t = this.timers.get(key);
     if (t) clearTimeout(t);
     this.timers.set(
       key,
       setTimeout(() => {
         this.timers.delete(key);
-        this.scanNow(doc);
+        fn();
       }, ms),
     );
+  }
+
+  private schedule(doc: vscode.TextDocument, ms = DEBOUNCE_MS): void {
+    if (doc.languageId !== 'python' || doc.uri.scheme === 'vscode-notebook-cell') return;
+    this.debounce(doc.uri.toString(), ms, () => this.scanNow(doc));
   }
 
   private scanNow(doc: vscode.TextDocument): void {
@@ -134,25 +138,18 @@ export class ScanFeature implements vscode.Disposable {
 
   /** Notebooks: the Python cells are scanned together; findings land on their cells. */
   private scheduleNotebook(nb: vscode.NotebookDocument): void {
-    const key = nb.uri.toString();
-    const t = this.timers.get(key);
-    if (t) clearTimeout(t);
-    this.timers.set(
-      key,
-      setTimeout(() => {
-        this.timers.delete(key);
-        if (!this.scanner || nb.isClosed) return;
-        const cells = nb.getCells().filter((c) => c.kind === vscode.NotebookCellKind.Code && c.document.languageId === 'python');
-        const result = scanCells(this.scanner, cells.map((c) => ({ index: c.index, text: c.document.getText() })), nb.uri.fsPath, this.options(nb));
-        for (const c of cells) {
-          const sites = result.sites.filter((s) => s.cell === c.index);
-          this.results.set(c.document.uri.toString(), { ...result, sites, classes: result.classes.filter((k) => k.cell === c.index) });
-          this.publish(c.document.uri, sites);
-        }
-        this.renderHints();
-        this.lensChanged.fire();
-      }, DEBOUNCE_MS),
-    );
+    this.debounce(nb.uri.toString(), DEBOUNCE_MS, () => {
+      if (!this.scanner || nb.isClosed) return;
+      const cells = nb.getCells().filter((c) => c.kind === vscode.NotebookCellKind.Code && c.document.languageId === 'python');
+      const result = scanCells(this.scanner, cells.map((c) => ({ index: c.index, text: c.document.getText() })), nb.uri.fsPath, this.options(nb));
+      for (const c of cells) {
+        const sites = result.sites.filter((s) => s.cell === c.index);
+        this.results.set(c.document.uri.toString(), { ...result, sites, classes: result.classes.filter((k) => k.cell === c.index) });
+        this.publish(c.document.uri, sites);
+      }
+      this.renderHints();
+      this.lensChanged.fire();
+    });
   }
 
   private publish(uri: vscode.Uri, sites: readonly Site[]): void {
