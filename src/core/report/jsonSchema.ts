@@ -66,6 +66,34 @@ export function validate(schema: Schema, value: unknown, limit = 20): SchemaErro
     return t;
   };
   const segments: (string | number)[] = [];
+  // A fast check for scalar item schemas (type, bounds, enum, $ref to such), built once
+  // per schema: array elements that pass it skip the walk; others get the full walk
+  // and its errors.
+  const scalarChecks = new Map<Schema, ((v: unknown) => boolean) | null>();
+  const scalarCheck = (s: Schema): ((v: unknown) => boolean) | null => {
+    let c = scalarChecks.get(s);
+    if (c !== undefined) return c;
+    c = null;
+    if (typeof s === 'object') {
+      const keys = Object.keys(s).filter((k) => k !== 'description');
+      const target = s.$ref ? ref(s.$ref) : undefined;
+      const simple = keys.every((k) => k === 'type' || k === 'minimum' || k === 'maximum' || k === 'enum' || k === '$ref');
+      const inner = target !== undefined ? scalarCheck(target) : undefined;
+      if (simple && inner !== null) {
+        const types = s.type === undefined ? undefined : Array.isArray(s.type) ? s.type : [s.type];
+        const { minimum, maximum, enum: allowed } = s;
+        c = (v) => {
+          if (inner && !inner(v)) return false;
+          if (types && !types.some((t) => typeMatches(v, t))) return false;
+          if (allowed && !allowed.includes(v)) return false;
+          if (typeof v === 'number' && ((minimum !== undefined && v < minimum) || (maximum !== undefined && v > maximum))) return false;
+          return true;
+        };
+      }
+    }
+    scalarChecks.set(s, c);
+    return c;
+  };
   const pathOf = (): string => {
     let p = '$';
     for (const seg of segments) p += typeof seg === 'number' ? `[${seg}]` : `.${seg}`;
@@ -98,9 +126,11 @@ export function validate(schema: Schema, value: unknown, limit = 20): SchemaErro
     }
     if (typeof v === 'string' && s.minLength !== undefined && v.length < s.minLength) errors.push({ path: pathOf(), message: `should have at least ${s.minLength} characters` });
     if (s.items !== undefined && Array.isArray(v)) {
+      const fast = scalarCheck(s.items);
       const depth = segments.length;
       segments.push(0);
       for (let i = 0; i < v.length && errors.length < limit; i++) {
+        if (fast && fast(v[i])) continue;
         segments[depth] = i;
         walk(s.items, v[i], errors);
       }
