@@ -246,6 +246,7 @@ function renderSites(v: ReportView): void {
     return;
   }
   const total = v.sites.reduce((a, s) => a + s.saving_if_packed, 0);
+  if (v.sitesTotal > v.sites.length) sec.append(el('p', { class: 'meta' }, `The ${v.sites.length} sites with the largest saving of ${v.sitesTotal}.`));
   sec.append(el('p', {}, `Packing every mask would save ${formatBytes(total)} (${((total / Math.max(1, v.peakBytes)) * 100).toFixed(1)}% of peak).`));
   sec.append(
     table(

@@ -23,38 +23,91 @@ export function pathPattern(p: string): RegExp {
   return new RegExp(`^${p.split('.').map((part) => (part === '*' ? '[^.]+' : part.replace(/[\\^$+?()[\]{}|]/g, '\\$&'))).join('\\.')}$`);
 }
 
-function under(path: string, root: string): boolean {
-  return root === '' || path === root || path.startsWith(`${root}.`);
+/** A module path with its instance numbers made wildcards: `h.3.attn` → `h.*.attn`. */
+function generalize(path: string): string {
+  return path
+    .split('.')
+    .map((p) => (/^\d+$/.test(p) ? '*' : p))
+    .join('.');
 }
 
-/** Totals for the classes defined in `relFile` (relative to the run root), by class line. */
+/** Whether a (wildcard) site path lies under a generalized prefix, segment by segment. */
+function sitePathUnder(site: string[], prefix: string[]): boolean {
+  if (prefix.length === 1 && prefix[0] === '') return true;
+  if (site.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) {
+    const a = site[i] as string;
+    const b = prefix[i] as string;
+    if (a !== b && a !== '*' && b !== '*') return false;
+  }
+  return true;
+}
+
+/**
+ * Totals for the classes defined in `relFile` (relative to the run root), by class line.
+ * Linear in the report's size: reports of tens of MB must not stall the editor.
+ */
 export function classTotals(report: Report, relFile: string): Map<number, ClassTotals> {
   const file = normalizePath(relFile);
   const out = new Map<number, ClassTotals>();
-  const roots = new Map<number, string[]>();
+  const roots = new Map<number, Set<string>>();
   for (const m of report.modules) {
     if (!m.defined_at || normalizePath(m.defined_at.file) !== file) continue;
-    const list = roots.get(m.defined_at.line) ?? [];
-    list.push(m.path);
-    roots.set(m.defined_at.line, list);
-    if (!out.has(m.defined_at.line)) out.set(m.defined_at.line, { type: m.type, line: m.defined_at.line, instances: 0, params: 0, activations: 0, masks: 0, savingIfPacked: 0 });
-  }
-  const sitePatterns = report.sites.map((s) => ({ s, re: s.module === null ? null : pathPattern(s.module) }));
-  for (const [line, paths] of roots) {
-    const t = out.get(line) as ClassTotals;
-    // Nested instances of the same class (rare) would double count: keep the outermost.
-    const outer = paths.filter((p) => !paths.some((q) => q !== p && under(p, q)));
-    t.instances = outer.length;
-    for (const m of report.modules) {
-      if (!outer.some((r) => under(m.path, r))) continue;
-      t.params += m.params;
-      t.masks += m.mask_bytes;
-      t.activations += m.saved_bytes - m.mask_bytes;
+    let set = roots.get(m.defined_at.line);
+    if (!set) {
+      roots.set(m.defined_at.line, (set = new Set()));
+      out.set(m.defined_at.line, { type: m.type, line: m.defined_at.line, instances: 0, params: 0, activations: 0, masks: 0, savingIfPacked: 0 });
     }
-    for (const { s, re } of sitePatterns) {
-      if (!re) continue;
-      // A site matches when some module under the class fits its (wildcard) path.
-      if (report.modules.some((m) => re.test(m.path) && outer.some((r) => under(m.path, r)))) t.savingIfPacked += s.saving_if_packed;
+    set.add(m.path);
+  }
+  if (out.size === 0) return out;
+  // Nested instances of the same class (rare) would double count: keep the outermost.
+  const ancestorIn = (path: string, set: Set<string>): boolean => {
+    if (path === '') return false;
+    if (set.has('')) return true;
+    let i = path.lastIndexOf('.');
+    while (i > 0) {
+      if (set.has(path.slice(0, i))) return true;
+      i = path.lastIndexOf('.', i - 1);
+    }
+    return false;
+  };
+  const lineOfRoot = new Map<string, number>();
+  for (const [line, set] of roots) {
+    const t = out.get(line) as ClassTotals;
+    for (const p of [...set]) {
+      if (ancestorIn(p, set)) set.delete(p);
+      else lineOfRoot.set(p, line);
+    }
+    t.instances = set.size;
+  }
+  // Each module counts toward every class whose instance lies on its path (or is it).
+  for (const m of report.modules) {
+    const seen = new Set<number>();
+    let path: string | null = m.path;
+    while (path !== null) {
+      const line = lineOfRoot.get(path);
+      if (line !== undefined && !seen.has(line)) {
+        seen.add(line);
+        const t = out.get(line) as ClassTotals;
+        t.params += m.params;
+        t.masks += m.mask_bytes;
+        t.activations += m.saved_bytes - m.mask_bytes;
+      }
+      if (path === '') break;
+      const dot = path.lastIndexOf('.');
+      path = dot < 0 ? (lineOfRoot.has('') ? '' : null) : path.slice(0, dot);
+    }
+  }
+  // Sites carry wildcard paths and one figure for all their calls: a site counts once per
+  // class it lies under.
+  const prefixes = new Map<number, string[][]>();
+  for (const [line, set] of roots) prefixes.set(line, [...new Set([...set].map(generalize))].map((p) => p.split('.')));
+  for (const s of report.sites) {
+    if (s.module === null) continue;
+    const segs = s.module.split('.');
+    for (const [line, list] of prefixes) {
+      if (list.some((p) => sitePathUnder(segs, p))) (out.get(line) as ClassTotals).savingIfPacked += s.saving_if_packed;
     }
   }
   return out;

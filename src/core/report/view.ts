@@ -26,7 +26,9 @@ export interface ReportView {
   timeline: TimelineView;
   lines: { file: string; line: number; saved_bytes: number; mask_bytes: number; module: string | null }[];
   modules: { path: string; type: string; params: number; grads: number; activations: number; masks: number; created_at: { file: string; line: number } | null }[];
+  /** The sites with the largest saving (at most `topSites`); `sitesTotal` counts all of them. */
   sites: Report['sites'];
+  sitesTotal: number;
   peakTop: Holder[];
   oom: Report['oom'];
   flipRate: { step: number[]; series: { name: string; values: number[] }[] } | null;
@@ -69,8 +71,8 @@ export function phaseSpans(t: readonly number[], phase: readonly string[]): Time
   return spans;
 }
 
-export function buildView(report: Report, label: string, opts: { maxPoints?: number; topLines?: number; topModules?: number } = {}): ReportView {
-  const { maxPoints = 2000, topLines = 100, topModules = 200 } = opts;
+export function buildView(report: Report, label: string, opts: { maxPoints?: number; topLines?: number; topModules?: number; topSites?: number } = {}): ReportView {
+  const { maxPoints = 2000, topLines = 100, topModules = 200, topSites = 300 } = opts;
   const tl = report.timeline ?? { t_ms: [], allocated: [], reserved: [], device_used: [], phase: [] };
   const keep = downsampleIndices(tl.allocated, maxPoints);
   let peak: TimelineView['peak'] = null;
@@ -110,7 +112,8 @@ export function buildView(report: Report, label: string, opts: { maxPoints?: num
         masks: m.mask_bytes,
         created_at: m.created_at,
       })),
-    sites: report.sites,
+    sites: report.sites.length <= topSites ? report.sites : [...report.sites].sort((a, b) => b.saving_if_packed - a.saving_if_packed).slice(0, topSites),
+    sitesTotal: report.sites.length,
     peakTop: report.peak.top.slice(0, 20),
     oom: report.oom,
     flipRate: extra.flip_rate ? { step: extra.flip_rate.step, series: Object.entries(extra.flip_rate.layers).map(([name, values]) => ({ name, values })) } : null,

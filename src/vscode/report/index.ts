@@ -4,14 +4,14 @@ import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
 import { formatBytes } from '../../core/run/harness';
 import { peakBytes } from '../../core/report/types';
-import { classTotals } from '../../core/report/classes';
+import { classTotals, type ClassTotals } from '../../core/report/classes';
 import { relative } from 'node:path';
 import { getSettings } from '../settings';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { Overlays, registerReportHover } from './overlays';
 import { REPORT_VIEW_TYPE, ReportPanel } from './panel';
-import { ReportStore } from './store';
+import { ReportStore, type LoadedReport } from './store';
 
 export interface ReportFeature {
   store: ReportStore;
@@ -30,6 +30,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   status.name = 'Membit peak memory';
   context.subscriptions.push(store, overlays, status, registerReportHover(overlays));
   context.subscriptions.push({ dispose: () => ReportPanel.instance?.dispose() });
+  ReportPanel.cached = (uri) => (store.report && store.report.uri.fsPath === uri.fsPath ? store.report.index.report : undefined);
 
   let liveText: string | undefined;
   const showStatus = () => {
@@ -56,6 +57,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
 
   // Measured totals above each model class (all its instances, their whole subtree).
   const lensChanged = new vscode.EventEmitter<void>();
+  let totalsFor: { report: LoadedReport; byFile: Map<string, Map<number, ClassTotals>> } | undefined;
   context.subscriptions.push(
     lensChanged,
     store.onDidChange(() => lensChanged.fire()),
@@ -64,7 +66,13 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       provideCodeLenses(doc) {
         const loaded = store.report;
         if (!loaded || !getSettings(doc.uri).codeLens.enabled || !overlays.isEnabled) return [];
-        const totals = classTotals(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
+        const rel = relative(loaded.root.fsPath, doc.uri.fsPath);
+        // Computed once per report and file: the provider runs on every change event.
+        if (totalsFor?.report !== loaded || !totalsFor.byFile.has(rel)) {
+          if (totalsFor?.report !== loaded) totalsFor = { report: loaded, byFile: new Map() };
+          totalsFor.byFile.set(rel, classTotals(loaded.index.report, rel));
+        }
+        const totals = totalsFor.byFile.get(rel) as Map<number, ClassTotals>;
         const lines = doc.getText().split('\n');
         const lenses: vscode.CodeLens[] = [];
         for (const t of totals.values()) {

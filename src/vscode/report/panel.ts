@@ -27,6 +27,9 @@ export class ReportPanel implements vscode.Disposable {
   private reports: Report[] = [];
   private ready = false;
 
+  /** Reports already parsed elsewhere (the overlays' store), so a large one is read once. */
+  static cached: (uri: vscode.Uri) => Report | undefined = () => undefined;
+
   static createOrShow(extensionUri: vscode.Uri, log: Log, root: vscode.Uri, uris: vscode.Uri[]): ReportPanel {
     if (ReportPanel.current) {
       ReportPanel.current.panel.reveal(vscode.ViewColumn.Beside);
@@ -75,6 +78,11 @@ export class ReportPanel implements vscode.Disposable {
   private async post(): Promise<void> {
     const loaded: { label: string; report: Report; uri: vscode.Uri }[] = [];
     for (const uri of this.uris) {
+      const known = ReportPanel.cached(uri);
+      if (known) {
+        loaded.push({ label: `${known.run.variant} · ${known.run.started.slice(0, 19).replace('T', ' ')}`, report: known, uri });
+        continue;
+      }
       let text: string;
       try {
         text = await readFile(uri.fsPath, 'utf8');
