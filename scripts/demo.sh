@@ -66,11 +66,12 @@ setsid "$NODE24" "$CS" --bind-addr "127.0.0.1:$PORT" --auth none --disable-telem
   > "$DEMO_HOME/code-server.log" 2>&1 &
 CS_PID=$!
 trap 'kill -- -$CS_PID 2>/dev/null || true' EXIT INT TERM
+healthy() { node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "http://127.0.0.1:$PORT/healthz"; }
 for _ in $(seq 1 120); do
-  curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+  healthy && break
   sleep 0.5
 done
-curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "demo: code-server did not start; see $DEMO_HOME/code-server.log" >&2; exit 1; }
+healthy || { echo "demo: code-server did not start; see $DEMO_HOME/code-server.log" >&2; exit 1; }
 if [ "$CHECK" -eq 1 ]; then
   mkdir -p "$ROOT/test-artifacts"
   "$NODE24" "$ROOT/scripts/screenshot.mjs" "$URL&payload=%5B%5B%22openFile%22%2C%22vscode-remote%3A%2F%2F127.0.0.1%3A$PORT$WS%2Fgpt_tiny.py%22%5D%5D" \
