@@ -104,7 +104,9 @@ def patch(model: nn.Module, dropout: Optional[str] = "packed", ffn: Optional[str
     dropout: "packed" (1-bit mask), "recompute" (no mask; regenerated in backward) or None.
       Every nn.Dropout becomes a PackedDropout with the same p, inplace and training flag.
       Channel-wise (Dropout1d/2d/3d) and alpha dropouts are left alone (see record.skipped).
-    ffn: None, or "2:4" (2:4 structured-sparse feed-forward layers, not in this version).
+    ffn: None, or "2:4": the Linear layers of feed-forward blocks become SparseLinear24
+      (transposable 2:4 mask, masked decay), sharing the original weight and bias Parameters.
+      In this version they run the masked dense fallback: no speedup (see membit.sparse).
     functional: also route torch.nn.functional.dropout calls made inside the model's forward
       (e.g. HF transformers' eager attention) to membit's dropout.
     """
@@ -112,11 +114,6 @@ def patch(model: nn.Module, dropout: Optional[str] = "packed", ffn: Optional[str
         raise ValueError(f"dropout must be one of {DROPOUT_MODES} or None, got {dropout!r}")
     if ffn is not None and ffn not in FFN_MODES:
         raise ValueError(f"ffn must be one of {FFN_MODES} or None, got {ffn!r}")
-    if ffn == "2:4":
-        # Checked before anything changes, so a failed call leaves the model as it was.
-        raise NotImplementedError(
-            "membit.patch(ffn='2:4'): 2:4 sparse FFN conversion is not available in this version "
-            "of membit; call patch(model, ffn=None) for the dropout conversion alone")
     if not isinstance(model, nn.Module):
         raise TypeError(f"patch() takes an nn.Module, got {type(model).__name__}")
     if model in _RECORDS:
@@ -127,6 +124,8 @@ def patch(model: nn.Module, dropout: Optional[str] = "packed", ffn: Optional[str
         _convert(model, "dropout", _dropout_matcher(dropout), record)
         if functional:
             _route_functional_dropout(model, dropout, record)
+    if ffn == "2:4":
+        _convert(model, "ffn", _ffn_matcher(model), record)
     _RECORDS[model] = record
     return record
 
@@ -211,6 +210,63 @@ def _dropout_matcher(mode: str) -> Matcher:
             if type(m).forward is not nn.Dropout.forward:
                 return "subclass of nn.Dropout with its own forward; left as is"
             return PackedDropout(p=m.p, inplace=m.inplace, mode=mode)
+        return None
+
+    return match
+
+
+def _is_plain_linear(m) -> bool:
+    from .sparse import SparseLinear24
+
+    return isinstance(m, nn.Linear) and not isinstance(m, SparseLinear24)
+
+
+def _ffn_linears(model: nn.Module) -> dict:
+    """id(Linear) -> Linear for the linears of feed-forward blocks; conservative on purpose.
+
+    An FFN is (a) a module with exactly two Linear children, the first d -> h and the second
+    h -> d with h > d (nanoGPT MLP c_fc/c_proj, timm Mlp fc1/fc2), (b) gate_proj/up_proj/down_proj
+    Linear children of one module (gated MLPs), or (c) sibling modules whose class names end in
+    "Intermediate" and "Output", each with a Linear `dense`, d -> h then h -> d (HF BERT-like).
+    Attention projections (d -> 3d then d -> d, or d -> d pairs) match none of these.
+    """
+    found = {}
+    for mod in model.modules():
+        children = list(mod._modules.items())
+        lin = [(n, c) for n, c in children if isinstance(c, nn.Linear)]
+        if len(lin) == 2 and all(_is_plain_linear(c) for _, c in lin):
+            (_, a), (_, b) = lin
+            d, h = a.in_features, a.out_features
+            if b.in_features == h and b.out_features == d and h > d:
+                found[id(a)], found[id(b)] = a, b
+        named = {n: c for n, c in lin if _is_plain_linear(c)}
+        if all(k in named for k in ("gate_proj", "up_proj", "down_proj")):
+            g, u, dn = named["gate_proj"], named["up_proj"], named["down_proj"]
+            if (g.in_features == u.in_features == dn.out_features and g.out_features == u.out_features
+                    == dn.in_features):
+                for c in (g, u, dn):
+                    found[id(c)] = c
+        inter = [c for _, c in children if c is not None and type(c).__name__.endswith("Intermediate")]
+        outs = [c for _, c in children if c is not None and type(c).__name__.endswith("Output")]
+        if len(inter) == 1 and len(outs) == 1:
+            a, b = getattr(inter[0], "dense", None), getattr(outs[0], "dense", None)
+            if _is_plain_linear(a) and _is_plain_linear(b):
+                d, h = a.in_features, a.out_features
+                if b.in_features == h and b.out_features == d and h > d:
+                    found[id(a)], found[id(b)] = a, b
+    return found
+
+
+def _ffn_matcher(model: nn.Module) -> Matcher:
+    from .sparse import SparseLinear24
+
+    targets = _ffn_linears(model)
+
+    def match(m: nn.Module):
+        if id(m) in targets and targets[id(m)] is m:
+            if type(m) is not nn.Linear:
+                return "subclass of nn.Linear in a feed-forward block; left as is"
+            return SparseLinear24.from_linear(m)
         return None
 
     return match

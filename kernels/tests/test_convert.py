@@ -3,7 +3,7 @@ rewrites copies of the samples and scanner fixtures, and the converted code must
 import, train and load old checkpoints.
 
 The CLI and node are required: a missing one fails these tests (CI builds before pytest).
-FFN conversions are compiled but not run: membit.sparse.SparseLinear24 is not in this version.
+FFN conversions (membit.sparse.SparseLinear24, the masked dense path on CPU) are run too.
 """
 
 import importlib.util
@@ -189,4 +189,30 @@ def test_converted_gpt_tiny_trains_a_step_on_real_text_and_loads_old_checkpoints
     opt.step()
     assert math.isfinite(loss.item()), loss
     # Byte-level text starts near ln(256).
+    assert 4.0 < loss.item() < 7.0
+
+
+def test_converted_gpt_tiny_with_2_4_ffns_trains_and_loads_old_checkpoints(converted):
+    from membit.sparse import SparseLinear24
+
+    original = load(SAMPLES / "gpt_tiny.py", "orig_gpt_tiny_all")
+    new = load(converted["all"] / "samples" / "gpt_tiny.py", "conv_gpt_tiny_all")
+    kw = dict(block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.1)
+    torch.manual_seed(0)
+    old = original.GPT(original.GPTConfig(**kw))
+    torch.manual_seed(0)
+    model = new.GPT(new.GPTConfig(**kw))
+    # The converted FFN keeps nn.Linear's parameter names: an original checkpoint loads strictly.
+    assert list(model.state_dict()) == list(old.state_dict())
+    model.load_state_dict(old.state_dict(), strict=True)
+    sparse = {n for n, m in model.named_modules() if isinstance(m, SparseLinear24)}
+    assert sparse == {f"h.{i}.mlp.{p}" for i in range(2) for p in ("c_fc", "c_proj")}
+    data = torch.frombuffer(bytearray(new.stdlib_text(200_000)), dtype=torch.uint8).long()
+    x, y = new.get_batch(data, 8, 64, torch.Generator().manual_seed(0), torch.device("cpu"))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    _, loss = model(x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
     assert 4.0 < loss.item() < 7.0

@@ -138,9 +138,11 @@ def test_patch_replaces_every_dropout_and_keeps_names():
 
 def test_patch_arguments_and_double_patching():
     model = small_gpt()
-    with pytest.raises(NotImplementedError, match="2:4"):
-        membit.patch(model, ffn="2:4")
-    assert not any(isinstance(m, PackedDropout) for m in model.modules())  # nothing half-done
+    # A bad argument is refused before anything is converted: nothing half-done.
+    with pytest.raises(ValueError):
+        membit.patch(model, dropout="bits", ffn="2:4")
+    assert not any(isinstance(m, PackedDropout) for m in model.modules())
+    assert not any(type(m).__name__ == "SparseLinear24" for m in model.modules())
     with pytest.raises(ValueError):
         membit.patch(model, ffn="dense")
     with pytest.raises(ValueError):
