@@ -71,6 +71,12 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
             fix('Convert to packed dropout (1 bit per element)', vscode.CodeActionKind.QuickFix, Commands.convertToPackedDropout, [doc.uri, line], d).isPreferred = true;
             fix('Convert to mask-free dropout (recompute, no mask stored)', vscode.CodeActionKind.QuickFix, Commands.convertToRecomputeDropout, [doc.uri, line], d);
           }
+          for (const d of ctx.diagnostics) {
+            if (d.source !== 'Membit' || String(d.code) !== 'membit.ffn') continue;
+            const site = result.sites.find((s) => s.range.startLine === d.range.start.line && s.code === d.code);
+            if (!site || !canConvert(site).ok) continue;
+            fix('Convert FFN to 2:4 sparse (SparseLinear24)', vscode.CodeActionKind.QuickFix, Commands.convertFfnToSparse24, [doc.uri, d.range.start.line], d);
+          }
           const sel = { startLine: range.start.line, startCol: range.start.character, endLine: range.end.line, endCol: range.end.character };
           const inSel = sitesIn(result.sites, sel).filter((s) => DROPOUT_CODES.has(s.code) && canConvert(s).ok);
           if (!range.isEmpty && inSel.length > 0) {
@@ -123,18 +129,18 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
     return r;
   };
 
-  const convertAt = (opts: ConvertOptions, what: string) => async (uriArg?: unknown, where?: unknown) => {
+  const convertAt = (opts: ConvertOptions, what: string, codes: ReadonlySet<string> = DROPOUT_CODES) => async (uriArg?: unknown, where?: unknown) => {
     const t = await target(uriArg, where);
     if (!t) return undefined;
     const result = await scan.resultFor(t.doc);
     if (!result) throw new Error('the scanner is not ready yet; try again in a moment');
     const r = t.range;
     const sel = { startLine: r.start.line, startCol: r.start.character, endLine: r.end.line, endCol: r.end.character };
-    let sites = sitesIn(result.sites, sel).filter((s) => DROPOUT_CODES.has(s.code));
+    let sites = sitesIn(result.sites, sel).filter((s) => codes.has(s.code));
     // A cursor anywhere on a site's line counts as on the site.
-    if (sites.length === 0 && r.isEmpty) sites = result.sites.filter((s) => DROPOUT_CODES.has(s.code) && s.range.startLine <= r.start.line && r.start.line <= s.range.endLine);
+    if (sites.length === 0 && r.isEmpty) sites = result.sites.filter((s) => codes.has(s.code) && s.range.startLine <= r.start.line && r.start.line <= s.range.endLine);
     if (sites.length === 0) {
-      void notify.info('Membit: no dropout site at the cursor. Membit marks the sites it finds with an Information diagnostic.');
+      void notify.info(`Membit: no ${codes === DROPOUT_CODES ? 'dropout' : 'FFN'} site at the cursor. Membit marks the sites it finds with an Information diagnostic.`);
       return undefined;
     }
     return apply(t.doc, convertAll(t.doc.getText(), sites, opts), what);
@@ -142,6 +148,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
 
   registerMembitCommand(context, log, Commands.convertToPackedDropout, convertAt({ dropout: 'packed' }, 'packed dropout'));
   registerMembitCommand(context, log, Commands.convertToRecomputeDropout, convertAt({ dropout: 'recompute' }, 'mask-free dropout'));
+  registerMembitCommand(context, log, Commands.convertFfnToSparse24, convertAt({ ffn: '2:4' }, '2:4 sparse FFN', new Set(['membit.ffn'])));
 
   /** Whole file: every dropout site, previewed (refactor preview) before it is applied. */
   registerMembitCommand(context, log, Commands.convertAllInFile, async (uriArg?: unknown, opts?: unknown) => {
@@ -227,5 +234,5 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
     return r;
   });
 
-  return [Commands.convertToPackedDropout, Commands.convertToRecomputeDropout, Commands.convertAllInFile, Commands.convertAllInWorkspace, Commands.revertConversions, Commands.insertPatchCall];
+  return [Commands.convertToPackedDropout, Commands.convertToRecomputeDropout, Commands.convertFfnToSparse24, Commands.convertAllInFile, Commands.convertAllInWorkspace, Commands.revertConversions, Commands.insertPatchCall];
 }

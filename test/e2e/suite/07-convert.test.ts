@@ -59,4 +59,22 @@ describe('Convert to packed dropout from the editor', () => {
     await waitFor('revert', () => doc.getText() === original);
     await doc.save();
   });
+
+  it('converts the FFN under the cursor to 2:4 sparse linears, both projections, and undo restores it', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const doc = editor.document;
+    const original = doc.getText();
+    const line = original.split('\n').findIndex((l) => /self\.c_fc = nn\.Linear/.test(l));
+    await waitFor('the FFN diagnostic', () => vscode.languages.getDiagnostics(doc.uri).some((d) => d.source === 'Membit' && d.code === 'membit.ffn'));
+    editor.selection = new vscode.Selection(line, 8, line, 8);
+    await vscode.commands.executeCommand(Commands.convertFfnToSparse24);
+    await waitFor('the edit', () => doc.getText() !== original);
+    const after = doc.getText().split('\n');
+    assert.equal(after.find((l) => l.includes('self.c_fc ='))?.trim(), 'self.c_fc = membit.sparse.SparseLinear24(config.n_embd, 4 * config.n_embd)');
+    assert.equal(after.find((l) => l.includes('self.c_proj = ') && l.includes('4 * config.n_embd'))?.trim(), 'self.c_proj = membit.sparse.SparseLinear24(4 * config.n_embd, config.n_embd)');
+    assert.equal(after.filter((l) => /^import membit\.sparse\b/.test(l)).length, 1);
+    await vscode.commands.executeCommand('undo');
+    await waitFor('undo', () => doc.getText() === original);
+    await doc.save();
+  });
 });
