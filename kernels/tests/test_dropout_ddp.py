@@ -64,6 +64,9 @@ def _worker(rank, init_file, mode):
             dist.all_gather(others, p.detach())
             for o in others:
                 torch.testing.assert_close(o, p.detach())
+        # Both ranks finish their collectives before either tears the group down; a rank
+        # leaving early can abort the other inside gloo.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
