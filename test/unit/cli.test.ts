@@ -1,23 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseArgs, UsageError } from '../../src/core/cli/args';
-import type { Io } from '../../src/core/cli/command';
+import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
 
-function capture(): Io & { stdout: string; stderr: string } {
-  const io = {
-    stdout: '',
-    stderr: '',
-    cwd: process.cwd(),
-    out(t: string) {
-      io.stdout += t;
-    },
-    err(t: string) {
-      io.stderr += t;
-    },
-  };
-  return io;
-}
 
 test('top-level --help lists every subcommand and exits 0', async () => {
   const io = capture();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { Io } from '../../src/core/cli/command';
+import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
 import { compareRuns, comparisonMarkdown, formatPct } from '../../src/core/report/compare';
 import { parseReport } from '../../src/core/report/model';
@@ -24,10 +24,6 @@ function load(p: string): Report {
   return r.report;
 }
 
-function capture(): Io & { stdout: string; stderr: string } {
-  const io = { stdout: '', stderr: '', cwd: dir, out: (t: string) => void (io.stdout += t), err: (t: string) => void (io.stderr += t) };
-  return io;
-}
 
 test('harness reports validate against the shared schema', () => {
   const r = load(baselinePath);
@@ -36,7 +32,7 @@ test('harness reports validate against the shared schema', () => {
 });
 
 test('membit report prints the peak, the categories and the top lines', async () => {
-  const io = capture();
+  const io = capture(dir);
   assert.equal(await main(['report', 'gpt_tiny_cpu_baseline.json'], io), 0, io.stderr);
   assert.match(io.stdout, /^gpt_tiny\.py · baseline · .* · ok$/m);
   assert.match(io.stdout, /^peak [\d.]+ [kMG]B \(named by the harness/m);
@@ -44,7 +40,7 @@ test('membit report prints the peak, the categories and the top lines', async ()
 });
 
 test('membit report compares runs as Markdown against the first', async () => {
-  const io = capture();
+  const io = capture(dir);
   assert.equal(await main(['report', 'gpt_tiny_cpu_baseline.json', 'gpt_tiny_cpu_packed.json'], io), 0, io.stderr);
   const rows = io.stdout.trim().split('\n');
   assert.equal(rows.length, 4);
@@ -54,7 +50,7 @@ test('membit report compares runs as Markdown against the first', async () => {
 });
 
 test('membit report refuses malformed files with the reason', async () => {
-  const io = capture();
+  const io = capture(dir);
   io.cwd = __dirname;
   assert.equal(await main(['report', 'nope.json'], io), 2);
   assert.match(io.stderr, /cannot read .*nope\.json: ENOENT/);

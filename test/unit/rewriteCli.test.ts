@@ -8,25 +8,11 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { Io } from '../../src/core/cli/command';
+import { capture } from './cliCapture';
 import { convertFile } from '../../src/core/cli/convert';
 import { main } from '../../src/core/cli/main';
 import { FIXTURES, scanner } from './scanSupport';
 
-function capture(cwd: string): Io & { stdout: string; stderr: string } {
-  const io = {
-    stdout: '',
-    stderr: '',
-    cwd,
-    out(t: string) {
-      io.stdout += t;
-    },
-    err(t: string) {
-      io.stderr += t;
-    },
-  };
-  return io;
-}
 
 const A = `import torch.nn as nn
 

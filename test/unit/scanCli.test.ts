@@ -3,24 +3,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { Io } from '../../src/core/cli/command';
+import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
 import { FIXTURES } from './scanSupport';
 
-function capture(cwd: string): Io & { stdout: string; stderr: string } {
-  const io = {
-    stdout: '',
-    stderr: '',
-    cwd,
-    out(t: string) {
-      io.stdout += t;
-    },
-    err(t: string) {
-      io.stderr += t;
-    },
-  };
-  return io;
-}
 
 function workspace(): string {
   const dir = mkdtempSync(join(tmpdir(), 'membit-scan-'));
