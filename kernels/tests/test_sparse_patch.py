@@ -1,6 +1,6 @@
 """membit.patch(model, ffn="2:4") on CPU: which linears become SparseLinear24, training, unpatch.
 
-The converted layers run the masked dense fallback; no sparse kernel is exercised here.
+On CPU the converted layers run the masked dense path; test_sparse_gpu.py covers cuSPARSELt.
 """
 
 import copy
@@ -54,12 +54,27 @@ def test_patch_ffn_converts_only_mlp_linears():
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     idx = torch.randint(0, cfg.vocab_size, (2, cfg.block_size))
-    _, loss = model(idx, idx)
-    assert torch.isfinite(loss)
-    loss.backward()
+    # Reference: the unpatched architecture with every FFN weight replaced by W*M (dropout is 0).
+    ref = gpt_tiny.GPT(cfg)
+    ref.load_state_dict(model.state_dict(), strict=True)
+    masked = {}
     for i in range(cfg.n_layer):
-        fc = model.h[i].mlp.c_fc
-        assert bool((fc.weight.grad[fc.mask == 0] == fc.decay * fc.weight.detach()[fc.mask == 0]).all())
+        for a in ("c_fc", "c_proj"):
+            sp = getattr(model.h[i].mlp, a)
+            wm = (sp.weight.detach() * sp.mask).requires_grad_(True)
+            getattr(ref.h[i].mlp, a).weight = nn.Parameter(wm)
+            masked[(i, a)] = (sp, getattr(ref.h[i].mlp, a).weight)
+    _, loss = model(idx, idx)
+    _, ref_loss = ref(idx, idx)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, ref_loss)
+    loss.backward()
+    ref_loss.backward()
+    for sp, wm in masked.values():
+        # Straight-through gradient of W*M on every entry, plus masked decay on the pruned ones.
+        want = wm.grad + sp.decay * torch.where(sp.mask, torch.zeros(()), sp.weight.detach())
+        torch.testing.assert_close(sp.weight.grad, want)
+        assert bool((sp.weight.grad[~sp.mask] != sp.decay * sp.weight.detach()[~sp.mask]).any())
     opt.step()
     trained = model.h[0].mlp.c_fc.weight.detach().clone()
 

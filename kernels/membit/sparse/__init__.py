@@ -1,10 +1,11 @@
-"""2:4 structured-sparse linear layers (transposable masks, masked decay).
+"""2:4 structured-sparse linear layers for training (transposable masks, masked decay).
 
-This version runs the masked dense fallback everywhere: the forward is a dense matmul with
-W * M. It is numerically what a sparse-tensor-core kernel would compute, but gives no speedup;
-the cuSPARSELt path is not built in this version (see SparseLinear24).
+`SparseLinear24` runs cuSPARSELt 2:4 products on GPUs with sparse tensor cores (bf16/fp16),
+and the same maths as a masked dense matmul everywhere else (no speedup; it warns once).
+`advice` reads the measured dense-vs-2:4 speed tables shipped in `advice/`.
 """
 
-from .linear import SparseLinear24, densify, transposable_mask, transposable_patterns
+from ..ops.sparse24 import transposable_patterns
+from .linear import BACKENDS, SparseLinear24, densify, flip_rate_series, transposable_mask
 
-__all__ = ["SparseLinear24", "densify", "transposable_mask", "transposable_patterns"]
+__all__ = ["SparseLinear24", "densify", "flip_rate_series", "transposable_mask", "transposable_patterns", "BACKENDS"]

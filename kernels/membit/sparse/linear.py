@@ -1,140 +1,203 @@
-"""SparseLinear24: nn.Linear with a transposable 2:4 mask, refreshed during training.
+"""SparseLinear24: nn.Linear trained with a transposable 2:4 weight mask.
 
-Following Hu et al. ("Accelerating Transformer Pre-training with 2:4 Sparsity"):
+Following Hu et al. ("Accelerating Transformer Pre-training with 2:4 Sparsity", arXiv 2404.01847):
 - dense master weights W are kept; the layer computes with W * M;
-- M is transposable (both W * M and its transpose are 2:4 along rows), so the same mask
-  serves forward (X @ (W*M)^T) and the input gradient (dY @ (W*M));
-- M is the best of the 90 transposable 4x4 patterns per 4x4 block, by sum of |w| kept;
-- M is recomputed every `refresh_every` training steps; the fraction of entries that changed
-  (flip rate) is recorded, since a high flip rate means training has not settled on a mask;
-- masked decay: decay * W * (1 - M) is added to W's gradient, pulling pruned weights
-  towards zero so that the mask stabilises.
+- M is transposable (W * M is 2:4 along rows and along columns), so one mask serves the
+  forward X @ (W*M)^T (2:4 along in_features) and the input gradient dY @ (W*M) (2:4 along
+  out_features); M keeps, per 4x4 block, the best of the 90 transposable patterns by |w|;
+- M is recomputed every `refresh_every` training steps, and the fraction of mask entries that
+  changed (flip rate) is recorded: it should rise early in training and then decay;
+- the weight gradient is the straight-through one (the dense gradient of W*M, applied to every
+  entry of W, so pruned weights can grow back), plus masked decay decay * W * (1 - M), which
+  pulls pruned weights towards zero so the mask settles;
+- `densify(model)` switches to dense for the final fine-tuning steps.
 
-Runtime: the forward is a dense matmul with W * M on every device (the masked dense fallback).
-The sparse-tensor-core path (cuSPARSELt) is not built in this version, so there is no speedup;
-the layer warns once per process. Note PyTorch's runtime pruning helper
-(`_sparse_semi_structured_tile`) was measured to decode wrong values on H100, so a future
-kernel path must compress masks computed here, never prune at runtime.
+Runtime. On GPUs with sparse tensor cores (sm_80+) and a bf16/fp16 compute dtype (bf16
+weights, or fp32 weights under bf16/fp16 autocast), the forward and the input gradient are
+cuSPARSELt 2:4 products of W*M and (W*M)^T, compressed in every training forward (the weights
+change every step) with the algorithm searched once per shape; the weight gradient is a dense
+cuBLAS product, or with mvue=True a 2:4 product of an unbiased 2:4 sparsification of dY^T.
+Everywhere else (CPU, older GPUs, fp32 without autocast, torch without cuSPARSELt) the same
+maths runs as a masked dense matmul — correct, no speedup — and the first such use warns once
+with the reason. Masks are computed and applied by membit; PyTorch's runtime pruning helpers,
+measured to decode wrong values on H100, are never used.
 """
 
-import itertools
-import math
 import warnings
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SparseLinear24", "densify", "transposable_mask", "transposable_patterns"]
+from ..ops.sparse24 import masked_weights, mvue24, mvue24_uniforms, transposable_mask, transposable_patterns
+from . import cusparselt
+
+__all__ = ["SparseLinear24", "densify", "transposable_mask", "transposable_patterns", "BACKENDS", "flip_rate_series"]
+
+BACKENDS = ("auto", "cusparselt", "masked-dense")
+
+_WARNED = set()
 
 
-_PATTERNS = None
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def transposable_patterns() -> torch.Tensor:
-    """The 90 4x4 0/1 matrices with exactly two ones in every row and every column, as [90, 16] float32."""
-    global _PATTERNS
-    if _PATTERNS is None:
-        rows = [r for r in itertools.product((0, 1), repeat=4) if sum(r) == 2]  # 6 rows
-        pats = []
-        for combo in itertools.product(rows, repeat=4):
-            m = torch.tensor(combo, dtype=torch.float32)
-            if bool((m.sum(0) == 2).all()):
-                pats.append(m.reshape(16))
-        _PATTERNS = torch.stack(pats)
-        assert _PATTERNS.shape == (90, 16)
-    return _PATTERNS
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype active for device_type, or None; works on torch 1.13 through 2.x."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        enabled = torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+    if not enabled:
+        return None
+    get = getattr(torch, "get_autocast_dtype", None)
+    if get is not None:
+        return get(device_type)
+    return torch.get_autocast_gpu_dtype() if device_type == "cuda" else torch.get_autocast_cpu_dtype()
 
 
-def transposable_mask(w: torch.Tensor) -> torch.Tensor:
-    """Transposable 2:4 mask of a 2-D tensor: same shape and dtype as w, values 0/1.
+class _Cslt:
+    """W*M and (W*M)^T compressed for cuSPARSELt, zero-padded to ALIGN, for one forward and its backward."""
 
-    Each 4x4 block gets the pattern keeping the largest sum of |w|. Shapes that are not
-    multiples of 4 are padded with zeros and cropped, so edge blocks are still 2:4 inside the
-    padded block (a cropped row or column may keep fewer than 2 of its < 4 entries).
-    """
-    if w.dim() != 2:
-        raise ValueError(f"transposable_mask takes a 2-D weight, got shape {tuple(w.shape)}")
-    rows, cols = w.shape
-    pr, pc = (-rows) % 4, (-cols) % 4
-    # float32 for the scores: bf16 sums of |w| would tie or mis-rank close patterns.
-    a = w.detach().abs().to(torch.float32)
-    if pr or pc:
-        a = F.pad(a, (0, pc, 0, pr))
-    R, C = a.shape
-    blocks = a.reshape(R // 4, 4, C // 4, 4).permute(0, 2, 1, 3).reshape(-1, 16)
-    pats = transposable_patterns().to(a.device)
-    best = (blocks @ pats.t()).argmax(dim=1)  # [nblocks]
-    m = pats[best].reshape(R // 4, C // 4, 4, 4).permute(0, 2, 1, 3).reshape(R, C)
-    return m[:rows, :cols].to(dtype=w.dtype).contiguous()
+    __slots__ = ("out_f", "in_f", "out_p", "in_p", "w_c", "wt_c")
 
-
-class _MaskWithDecay(torch.autograd.Function):
-    """W -> W * M, whose backward adds the masked decay term decay * W * (1 - M) to dW."""
+    def __init__(self, weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype):
+        self.out_f, self.in_f = weight.shape
+        self.out_p, self.in_p = cusparselt.padded(self.out_f), cusparselt.padded(self.in_f)
+        wm, wmt = masked_weights(weight, mask, dtype, self.out_p, self.in_p)
+        self.w_c = cusparselt.compress(wm)
+        self.wt_c = cusparselt.compress(wmt)
 
     @staticmethod
-    def forward(ctx, weight, mask, decay):
-        ctx.decay = decay
-        ctx.save_for_backward(weight, mask)
-        return weight * mask
+    def pad(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        # Contiguous always: cuSPARSELt reads a non-contiguous B as the transpose of a
+        # contiguous matrix, so any other strides (a slice, an expanded gradient) would be misread.
+        r, c = t.shape
+        return t.contiguous() if (r, c) == (rows, cols) else F.pad(t, (0, cols - c, 0, rows - r))
+
+    def forward(self, x2: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        T = x2.shape[0]
+        tp = cusparselt.padded(T, cusparselt.TOKEN_ALIGN)
+        xp = self.pad(x2, tp, self.in_p)
+        bp = None if bias is None else F.pad(bias, (0, self.out_p - self.out_f))
+        y = cusparselt.spmm(self.w_c, self.out_p, self.in_p, xp.t(), bias=bp, transpose_result=True)
+        return y if (tp, self.out_p) == (T, self.out_f) else y[:T, :self.out_f]
+
+    def input_grad(self, g2: torch.Tensor) -> torch.Tensor:
+        T = g2.shape[0]
+        tp = cusparselt.padded(T, cusparselt.TOKEN_ALIGN)
+        gp = self.pad(g2, tp, self.out_p)
+        gx = cusparselt.spmm(self.wt_c, self.in_p, self.out_p, gp.t(), transpose_result=True)
+        return gx if (tp, self.in_p) == (T, self.in_f) else gx[:T, :self.in_f]
+
+    def weight_grad_mvue(self, g2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        T = g2.shape[0]
+        tp = cusparselt.padded(T, cusparselt.ALIGN)
+        s = mvue24(g2, mvue24_uniforms(tp, self.out_p, g2.device), self.out_p, tp)  # [out_p, tp], 2:4 along tokens
+        gw = cusparselt.spmm(cusparselt.compress(s), self.out_p, tp, self.pad(x2, tp, self.in_p))
+        return gw[:self.out_f, :self.in_f]
+
+
+class _Sparse24Linear(torch.autograd.Function):
+    """y = x @ (W*M)^T + b with the straight-through weight gradient plus masked decay."""
 
     @staticmethod
-    def backward(ctx, grad):
-        weight, mask = ctx.saved_tensors
-        gw = grad * mask
-        if ctx.decay:
-            gw = gw + ctx.decay * (weight * (1 - mask))
-        return gw, None, None
+    def forward(ctx, x, weight, bias, mask, dtype, use_cslt, decay, mvue):
+        x2 = x.reshape(-1, x.shape[-1]).to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        if use_cslt:
+            ops = _Cslt(weight, mask, dtype)
+            y2 = ops.forward(x2, b)
+        else:
+            ops = None
+            y2 = F.linear(x2, torch.where(mask, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)).to(dtype), b)
+        ctx.ops, ctx.dtype, ctx.decay, ctx.mvue = ops, dtype, decay, mvue
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.save_for_backward(x2, weight, mask)
+        return y2.reshape(*x.shape[:-1], weight.shape[0])
 
-
-_WARNED = False
-
-
-def _warn_fallback_once() -> None:
-    global _WARNED
-    if not _WARNED:
-        _WARNED = True
-        warnings.warn(
-            "membit SparseLinear24 runs the masked dense fallback (dense matmul with W * M): "
-            "2:4 sparsity is applied to the numerics but gives no speedup in this version",
-            RuntimeWarning, stacklevel=3)
+    @staticmethod
+    def backward(ctx, gy):
+        x2, weight, mask = ctx.saved_tensors
+        ops = ctx.ops
+        g2 = gy.reshape(-1, weight.shape[0]).to(ctx.dtype)
+        gx = gw = gb = None
+        zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
+        if ctx.needs_input_grad[0]:
+            if ops is not None:
+                gx2 = ops.input_grad(g2)
+            else:
+                gx2 = g2 @ torch.where(mask, weight, zero).to(ctx.dtype)
+            gx = gx2.reshape(ctx.x_shape).to(ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
+            if ctx.mvue and ops is not None:
+                gw = ops.weight_grad_mvue(g2, x2)
+            elif ctx.mvue:
+                T = g2.shape[0]
+                tp = T + T % 2
+                s = mvue24(g2, mvue24_uniforms(tp, weight.shape[0], g2.device), weight.shape[0], tp)
+                gw = s[:, :T] @ x2
+            else:
+                gw = g2.t() @ x2
+            gw = gw.to(weight.dtype)
+            if ctx.decay:
+                gw = gw + ctx.decay * torch.where(mask, zero, weight)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            # 16-bit gradients are summed in float32 (T terms each), as cuBLAS accumulates.
+            acc = torch.float32 if g2.element_size() < 4 else g2.dtype
+            gb = g2.sum(0, dtype=acc).to(ctx.bias_dtype)
+        ctx.ops = None
+        return gx, gw, gb, None, None, None, None, None
 
 
 class SparseLinear24(nn.Linear):
-    """Drop-in nn.Linear with a transposable 2:4 weight mask (masked dense fallback).
+    """Drop-in nn.Linear with a transposable 2:4 weight mask (cuSPARSELt where it runs, else masked dense).
 
     Parameters and state_dict keys are nn.Linear's (`weight`, `bias`); the mask is a
-    non-persistent buffer recomputed from the weight, so nn.Linear checkpoints load with
+    non-persistent bool buffer recomputed from the weight, so nn.Linear checkpoints load with
     strict=True and vice versa.
 
     refresh_every: recompute the mask every this many training forwards (forward calls with
       the module in training mode and grad enabled, i.e. one per optimizer step without
       gradient accumulation; call refresh_mask() yourself otherwise).
-    decay: masked decay coefficient; decay * W * (1 - M) is added to dW in each backward
-      (so k accumulated micro-batches add it k times).
-    mvue: unbiased 2:4 weight gradient (Hu et al.); not available in this version.
+    decay: masked decay coefficient; decay * W * (1 - M) is added to dW in each backward.
+    mvue: compute dW from an unbiased 2:4 sparsification of dY^T (a 2:4 product on sparse
+      tensor cores) instead of the dense dY^T @ X; unbiased, with more variance.
+    backend: "auto" (cuSPARSELt where it runs, else masked dense with a one-time warning),
+      "cusparselt" (raise where it cannot run) or "masked-dense".
 
-    Limitation: refreshes are counted in forward, so activation checkpointing (which calls
-    forward again during backward) counts a step twice and could refresh the mask between the
-    forward and its recomputation; call refresh_mask() from the training loop in that case
-    (with refresh_every set very large).
+    Activation checkpointing calls forward again during backward, which would count a step
+    twice; with checkpointing, refresh from the training loop (refresh_every very large, then
+    refresh_mask() every k steps).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
-                 refresh_every: int = 40, decay: float = 2e-4, mvue: bool = False):
-        if mvue:
-            raise NotImplementedError("SparseLinear24(mvue=True): the MVUE 2:4 weight gradient is not available in this version")
+                 refresh_every: int = 40, decay: float = 2e-4, mvue: bool = False, backend: str = "auto"):
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.refresh_every = int(refresh_every)
         self.decay = float(decay)
-        self.mvue = False
+        self.mvue = bool(mvue)
+        self.backend = backend
         self.dense = False
         self.flip_rates: List[float] = []
+        self.flip_steps: List[int] = []
+        self.last_backend: Optional[str] = None
         self._train_calls = 0
-        self.register_buffer("mask", transposable_mask(self.weight), persistent=False)
+        self.register_buffer("mask", self._new_mask(), persistent=False)
+
+    def _new_mask(self) -> torch.Tensor:
+        if self.weight.device.type == "meta":
+            return torch.ones(self.weight.shape, dtype=torch.bool, device="meta")
+        return transposable_mask(self.weight)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **kwargs) -> "SparseLinear24":
@@ -156,7 +219,7 @@ class SparseLinear24(nn.Linear):
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if hasattr(self, "mask"):
-            self.mask = transposable_mask(self.weight)
+            self.mask = self._new_mask()
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
@@ -173,33 +236,58 @@ class SparseLinear24(nn.Linear):
         rate = (new != self.mask).to(torch.float32).mean().item()
         self.mask = new
         self.flip_rates.append(rate)
+        self.flip_steps.append(self._train_calls)
         return rate
 
     def densify(self) -> None:
-        """Switch to dense: mask all ones (W used as is), no refreshes or flip tracking."""
+        """Switch to dense: W used as is, no refreshes or flip tracking."""
         self.dense = True
-        self.mask = torch.ones_like(self.weight, dtype=self.weight.dtype)
+        self.mask = torch.ones(self.weight.shape, dtype=torch.bool, device=self.weight.device)
+
+    def _compute_dtype(self, x: torch.Tensor) -> torch.dtype:
+        amp = _autocast_dtype(x.device.type)
+        if amp is not None and self.weight.dtype.is_floating_point:
+            return amp
+        if x.dtype != self.weight.dtype:
+            raise RuntimeError(f"SparseLinear24: input dtype {x.dtype} does not match weight dtype {self.weight.dtype} "
+                               "(as for nn.Linear: cast one of them, or run under autocast)")
+        return x.dtype
+
+    def _use_cusparselt(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
+        if self.backend == "masked-dense":
+            return False
+        ok, why = cusparselt.check(x.device, dtype) if x.is_cuda else (False, f"{x.device.type} has no sparse tensor cores")
+        if ok and x.shape[-1] != self.in_features:
+            ok, why = False, "input width does not match in_features"
+        if not ok:
+            if self.backend == "cusparselt":
+                raise RuntimeError(f"SparseLinear24(backend='cusparselt') cannot run here: {why}")
+            _warn_once(f"membit SparseLinear24 runs the masked dense fallback: {why}. "
+                       "The 2:4 numerics are applied, with no speedup.")
+        return ok
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.dense:
+            self.last_backend = "dense"
             return F.linear(input, self.weight, self.bias)
-        _warn_fallback_once()
         if self.training and torch.is_grad_enabled():
             self._train_calls += 1
             if self._train_calls % self.refresh_every == 0:
                 self.refresh_mask()
+        dtype = self._compute_dtype(input)
+        use = self._use_cusparselt(input, dtype)
+        self.last_backend = "cusparselt" if use else "masked-dense"
         mask = self.mask
-        if mask.dtype != self.weight.dtype or mask.device != self.weight.device:
-            mask = mask.to(device=self.weight.device, dtype=self.weight.dtype)
-        w = _MaskWithDecay.apply(self.weight, mask, self.decay)
-        return F.linear(input, w, self.bias)
+        if mask.device != self.weight.device:
+            mask = mask.to(self.weight.device)
+        return _Sparse24Linear.apply(input, self.weight, self.bias, mask, dtype, use, self.decay, self.mvue)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         if self.dense:
             return base + ", sparsity=dense (densified)"
         return (base + f", sparsity=2:4 transposable, refresh_every={self.refresh_every}, "
-                f"decay={self.decay:g}, runtime=masked dense fallback")
+                f"decay={self.decay:g}, mvue={self.mvue}, backend={self.backend}")
 
 
 def densify(model: nn.Module) -> int:
@@ -210,3 +298,14 @@ def densify(model: nn.Module) -> int:
             m.densify()
             n += 1
     return n
+
+
+def flip_rate_series(model: nn.Module) -> Tuple[List[int], dict]:
+    """(steps, {module name: flip rates}) of every SparseLinear24 in model, for plots and reports."""
+    layers, steps = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, SparseLinear24) and m.flip_rates:
+            layers[name] = list(m.flip_rates)
+            if len(m.flip_steps) > len(steps):
+                steps = list(m.flip_steps)
+    return steps, layers
