@@ -46,9 +46,11 @@ test('membit scan --json over a folder: stable shape, 1-based positions, skipped
     const a = doc.sites.find((s: { file: string }) => s.file === 'a.py');
     assert.deepEqual(Object.keys(a), [
       'file', 'line', 'column', 'endLine', 'endColumn', 'cell', 'kind', 'class', 'function', 'callee', 'resolved', 'binding', 'args', 'estimate', 'code', 'message', 'remedy', 'ffn',
+      // Added with the memory advisor (fields are only ever added).
+      'advice', 'attention', 'severity',
     ]);
     assert.deepEqual([a.line, a.column, a.kind, a.class, a.function, a.args, a.cell], [6, 18, 'dropout', 'M', '__init__', { p: '0.1' }, null]);
-    assert.deepEqual(Object.keys(a.estimate), ['source', 'elements', 'maskBytes', 'packedBytes', 'perSample', 'shape', 'note']);
+    assert.deepEqual(Object.keys(a.estimate), ['source', 'elements', 'maskBytes', 'packedBytes', 'perSample', 'shape', 'note', 'stateBytes']);
     assert.equal(a.estimate.source, 'unknown');
     const nb = doc.sites.filter((s: { file: string }) => s.file === 'nb.ipynb');
     assert.ok(nb.length >= 5);

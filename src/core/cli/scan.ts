@@ -8,9 +8,18 @@
  *     "sites":   [ { "file", "line", "column", "endLine", "endColumn", "cell",
  *                    "kind", "class", "function", "callee", "resolved", "binding",
  *                    "args": { "<param>": "<as written>" },
- *                    "estimate": { "source", "elements", "maskBytes", "packedBytes", "perSample", "shape", "note" },
- *                    "code", "message", "remedy", "ffn" } ],
- *     "summary": { "files", "scanned", "skipped", "errors", "sites", "byKind": { "<kind>": n } } }
+ *                    "estimate": { "source", "elements", "maskBytes", "packedBytes", "perSample", "shape", "note", "stateBytes" },
+ *                    "code", "message", "remedy", "ffn",
+ *                    "advice": { "lever", "savingBytes", "basis", "cost", "requires", "unavailable", "docs" },
+ *                    "attention": { "form", "scoresLine", "maskLine", "softmaxLine", "dropoutLine", "outputLine",
+ *                                   "funcName", "setting", "valueText", "defaultLine" },
+ *                    "severity": "information"|"hint" } ],
+ *     "summary": { "files", "scanned", "skipped", "errors", "sites", "byKind": { "<kind>": n } },
+ *     "capabilities": { "schema": "membit.capabilities/1", "torch", "features" } | null }
+ *
+ * `advice` is set for the memory advisor's kinds (eager-attn, no-autocast, checkpoint,
+ * optimizer) and attention masks; `attention` for eager-attn; lines inside them are 1-based.
+ * `capabilities` is what `--python PY` reported (null without it, or when it failed).
  *
  * Lines, columns and cells are 1-based (columns count UTF-16 code units, as
  * editors do); `file` is relative to the working directory when inside it.
@@ -19,9 +28,23 @@
  */
 import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { createScanner, formatHint, type ScanOptions, type ScanResult, type ShapeSettings, SITE_KINDS, type Site, scanNotebook, shapeHintsFromReport } from '../scan';
+import {
+  createScanner,
+  formatHint,
+  probeCapabilities,
+  type ScanOptions,
+  type ScanResult,
+  type ShapeSettings,
+  SITE_KINDS,
+  type Site,
+  scanNotebook,
+  shapeHintsFromReport,
+  siteSeverity,
+  type TorchCapabilities,
+} from '../scan';
 import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
+import { bundledKernelsDir } from './profile';
 
 /** Folders never worth scanning: VCS data, dependencies, caches, virtual environments. */
 const SKIP_DIRS = new Set([
@@ -102,7 +125,7 @@ interface FileOutcome {
 }
 
 /** The JSON form of one site (see the schema at the top of this file). */
-export function siteJson(s: Site): Record<string, unknown> {
+export function siteJson(s: Site, peakBytes?: number): Record<string, unknown> {
   const e = s.estimate;
   const member = (m: NonNullable<Site['ffn']>['up']) =>
     m
@@ -130,6 +153,7 @@ export function siteJson(s: Site): Record<string, unknown> {
       perSample: e.perSample ?? false,
       shape: e.shape ?? null,
       note: e.note ?? null,
+      stateBytes: e.stateBytes ?? null,
     },
     code: s.code,
     message: s.message,
@@ -137,10 +161,40 @@ export function siteJson(s: Site): Record<string, unknown> {
     ffn: s.ffn
       ? { form: s.ffn.form, up: member(s.ffn.up), down: member(s.ffn.down), gate: member(s.ffn.gate), inFeatures: s.ffn.inFeatures ?? null, hiddenFeatures: s.ffn.hiddenFeatures ?? null }
       : null,
+    advice: s.advice
+      ? {
+          lever: s.advice.lever,
+          savingBytes: s.advice.savingBytes ?? null,
+          basis: s.advice.basis,
+          cost: s.advice.cost ?? null,
+          requires: s.advice.requires ?? [],
+          unavailable: s.advice.unavailable ?? null,
+          docs: s.advice.docs ?? null,
+        }
+      : null,
+    attention: s.attention ? attentionJson(s.attention) : null,
+    severity: siteSeverity(s, peakBytes),
+  };
+}
+
+function attentionJson(a: NonNullable<Site['attention']>): Record<string, unknown> {
+  const line = (l: number | undefined) => (l === undefined ? null : l + 1);
+  return {
+    form: a.form,
+    scoresLine: line(a.scoresLine),
+    maskLine: line(a.maskLine),
+    softmaxLine: line(a.softmaxLine),
+    dropoutLine: line(a.dropoutLine),
+    outputLine: line(a.outputLine),
+    funcName: a.funcName ?? null,
+    setting: a.setting ?? null,
+    valueText: a.valueText ?? null,
+    defaultLine: line(a.defaultLine),
   };
 }
 
 function callText(s: Site): string {
+  if (s.kind === 'checkpoint' && s.callee === 'for') return `for ${s.args.target} in ${s.args.iter}:`;
   const args = Object.entries(s.args)
     .filter(([k]) => k !== 'input' || !s.kind.includes('dropout'))
     .map(([k, v]) => (/^arg\d+$/.test(k) ? v : `${k}=${v}`))
@@ -189,8 +243,8 @@ function summaryLine(outcomes: FileOutcome[]): string {
 
 export const scanCommand: Subcommand = {
   name: 'scan',
-  summary: 'find dropout, attention-mask and FFN sites in Python files and estimate their memory',
-  usage: 'membit scan PATH... [--json] [--batch N] [--seq-len N] [--hidden N] [--heads N] [--report REPORT.json]',
+  summary: 'find dropout, attention-mask and FFN sites and the memory advisor\'s levers in Python files, with estimates',
+  usage: 'membit scan PATH... [--json] [--batch N] [--seq-len N] [--hidden N] [--heads N] [--report REPORT.json] [--python PY]',
   flags: [
     { name: 'json', help: 'print JSON (schema membit.scan/1) instead of a table' },
     { name: 'batch', value: true, metavar: 'N', help: 'batch size for estimates' },
@@ -199,11 +253,16 @@ export const scanCommand: Subcommand = {
     { name: 'heads', value: true, metavar: 'N', help: 'attention heads for estimates' },
     { name: 'report', value: true, metavar: 'FILE', help: 'use the measured figures of a profile report (membit.report/1)' },
     { name: 'max-size-kb', value: true, metavar: 'KB', help: `skip files larger than this (default ${DEFAULT_MAX_KB})` },
+    { name: 'python', value: true, metavar: 'PY', help: 'check the advisor against what the torch of this interpreter can do (runs PY -m membit.capabilities)' },
   ],
   details: [
     'Folders are searched for .py and .ipynb files; .git, node_modules, caches and virtual',
     'environments are skipped. Estimates use, in order: the report, the shape flags, and',
     'literal defaults in each file (e.g. `n_embd: int = 768`); otherwise "shape unknown".',
+    'The advisor (eager-attn, no-autocast, checkpoint, optimizer) says what fused attention,',
+    'bf16 autocast, activation checkpointing and fused optimizers would change. With --python',
+    'it runs that interpreter once to learn what its torch can do, and marks levers it lacks',
+    'as unavailable; without it, advice is "not checked against an installed torch".',
     'JSON lines, columns and cells are 1-based. Exit status: 0 scanned, 1 a file could not',
     'be read, 2 usage error.',
   ].join('\n'),
@@ -232,6 +291,23 @@ export const scanCommand: Subcommand = {
 
     const files = expandPaths(args.positionals, io.cwd);
 
+    let capabilities: TorchCapabilities | undefined;
+    const python = args.flags.get('python');
+    if (python !== undefined) {
+      if (typeof python !== 'string' || python.trim() === '') throw new UsageError('--python needs an interpreter, e.g. --python python3');
+      let kernelsDir: string;
+      try {
+        kernelsDir = bundledKernelsDir();
+      } catch (e) {
+        io.err(`membit scan: ${e instanceof Error ? e.message : String(e)}\n`);
+        return 1;
+      }
+      const probe = await probeCapabilities(python, { kernelsDir, cwd: io.cwd });
+      if (probe.capabilities) capabilities = probe.capabilities;
+      // The scan still runs: the advice is then marked as not checked.
+      else io.err(`membit scan: torch capabilities unknown (${probe.error}); advice not checked against an installed torch\n`);
+    }
+
     let scanner;
     try {
       scanner = await createScanner();
@@ -244,6 +320,7 @@ export const scanCommand: Subcommand = {
       for (const abs of [...new Set(files)]) {
         const file = displayPath(abs, io.cwd);
         const opts: ScanOptions = { maxBytes, shapes };
+        if (capabilities) opts.capabilities = capabilities;
         if (report) opts.hints = shapeHintsFromReport(report as Parameters<typeof shapeHintsFromReport>[0], file);
         let text: string;
         try {
@@ -275,7 +352,7 @@ export const scanCommand: Subcommand = {
       for (const o of outcomes) {
         for (const s of o.result?.sites ?? []) {
           byKind[s.kind] = (byKind[s.kind] ?? 0) + 1;
-          sites.push(siteJson(s));
+          sites.push(siteJson(s, o.result?.peakBytes));
         }
       }
       const doc = {
@@ -290,6 +367,7 @@ export const scanCommand: Subcommand = {
           sites: sites.length,
           byKind,
         },
+        capabilities: capabilities ?? null,
       };
       io.out(`${JSON.stringify(doc, null, 2)}\n`);
     } else {

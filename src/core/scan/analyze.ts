@@ -3,6 +3,26 @@
  * each call's kind, pairs FFN projections, and attaches estimates and messages.
  * Everything here is plain data; no tree is touched.
  */
+import {
+  advisorSite,
+  applyCapabilities,
+  autocastAdvice,
+  type ChainInGroup,
+  checkpointAdvice,
+  checkpointLoops,
+  DOCS,
+  eagerAttnAdvice,
+  eagerBlockSite,
+  eagerChains,
+  type FileAdvice,
+  fileAdvice,
+  fileAdviceKey,
+  isLossBackward,
+  type LoopInGroup,
+  OPTIMIZERS,
+  optimizerAdvice,
+  scopeNames,
+} from './advisor';
 import type { CallFact, ChunkFacts, DefFact, RelRange } from './facts';
 import { siteMessage } from './format';
 import {
@@ -20,7 +40,7 @@ import {
   SDPA_PARAMS,
 } from './names';
 import { buildConfig, type ConfigTable, dtypeBytes, evalDim, fromDims, fromReport, type RawConfig, type Role, ShapeContext } from './shapes';
-import type { ClassInfo, Estimate, FfnInfo, FfnMember, FileConfig, ScanOptions, Site, SiteArgs, SiteKind, SiteRange } from './types';
+import type { Advice, AttentionInfo, ClassInfo, Estimate, FfnInfo, FfnMember, FileConfig, ScanOptions, Site, SiteArgs, SiteKind, SiteRange } from './types';
 
 /** A chunk as placed in the current document. */
 export interface PlacedChunk {
@@ -37,7 +57,7 @@ export interface ClassHeader {
   range: SiteRange;
 }
 
-interface GCall {
+export interface GCall {
   f: CallFact;
   /** Index of the chunk; calls nest only within one chunk. */
   chunk: number;
@@ -189,15 +209,18 @@ export interface AnalyzeResult {
   sites: Site[];
   classes: ClassInfo[];
   config: FileConfig;
+  peakBytes?: number;
 }
 
 /** What every part of the file shares: imports, module names, literal config values, settings. */
-interface Env {
+export interface Env {
   resolver: Resolver;
   config: ConfigTable;
   classes: ClassInfo[];
   localLinear: Set<string>;
   opts: ScanOptions;
+  /** Precision, checkpointing and attention dispatch, file-wide (the advisor). */
+  advice: FileAdvice;
   /** Changes whenever anything above changes; part of every group's cache key. */
   key: string;
 }
@@ -227,7 +250,10 @@ function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[
   // Classes of this file that subclass nn.Linear build projections too.
   const localLinear = new Set<string>();
   for (const c of classes) if (c.bases.some((b) => resolver.resolve(b, false).qname === 'torch.nn.Linear')) localLinear.add(c.name);
+  const advice = fileAdvice(chunks, imports.map((i) => i.target));
   const key = JSON.stringify([
+    fileAdviceKey(advice),
+    opts.capabilities ?? null,
     imports,
     [...moduleBound].sort(),
     [...config.values],
@@ -239,7 +265,7 @@ function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[
     opts.shapes ?? {},
     hintsId,
   ]);
-  return { resolver, config, classes, localLinear, opts, key };
+  return { resolver, config, classes, localLinear, opts, advice, key };
 }
 
 /** The sites of one group (a top-level class, or one top-level statement), rows relative to the group. */
@@ -300,8 +326,12 @@ export class Analyzer {
     }
     this.cache = next;
     for (const site of splitFfns(leftovers, file)) sites.push(site);
+    for (const site of adviseFile(file, chunks, headers, env)) sites.push(site);
     sites.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
-    return { sites, classes: env.classes, config: env.config.file };
+    const out: AnalyzeResult = { sites, classes: env.classes, config: env.config.file };
+    const peak = opts.hints?.run?.peakBytes;
+    if (peak) out.peakBytes = peak;
+    return out;
   }
 }
 
@@ -316,6 +346,11 @@ function shiftMember(m: FfnMember | undefined, by: number): FfnMember | undefine
 /** A copy of a group-relative site at absolute rows. */
 function shiftSite(site: Site, by: number): Site {
   const out: Site = { ...site, range: shiftRange(site.range, by) };
+  if (site.attention) {
+    const a: AttentionInfo = { ...site.attention };
+    for (const k of ['scoresLine', 'maskLine', 'softmaxLine', 'dropoutLine', 'outputLine', 'defaultLine'] as const) if (a[k] !== undefined) a[k] = (a[k] as number) + by;
+    out.attention = a;
+  }
   if (site.ffn) {
     const f: FfnInfo = { ...site.ffn };
     const up = shiftMember(f.up, by);
@@ -631,8 +666,286 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
   // Pass 4: FFNs.
   const leftovers = findFfns(calls, taken, config, makeSite, activated, env.localLinear);
 
+  // Pass 5: the memory advisor.
+  adviseGroup(file, chunks, header, groupBase, env, ctx, calls, sites, softmaxMembers);
+
   sites.sort((a, b) => a.range.startLine - b.range.startLine || a.range.startCol - b.range.startCol);
   return { sites, leftovers };
+}
+
+/**
+ * The advisor's findings inside one group: eager attention chains, block loops
+ * without checkpointing, Adam/AdamW without fused=/foreach=; and the advice on the
+ * group's attention masks. Rows are relative to the group, like every group site.
+ */
+function adviseGroup(
+  file: string,
+  chunks: readonly PlacedChunk[],
+  header: ClassHeader | undefined,
+  groupBase: number,
+  env: Env,
+  ctx: ShapeContext,
+  calls: readonly GCall[],
+  sites: Site[],
+  softmaxMembers: ReadonlySet<string>,
+): void {
+  const caps = env.opts.capabilities;
+  const message = (s: Site) => siteMessage(s, caps ?? null);
+  const chains: ChainInGroup[] = [];
+  const loops: LoopInGroup[] = [];
+  chunks.forEach((c, ci) => {
+    const baseRow = c.baseRow - groupBase;
+    const hn = c.context >= 0 && header ? header.name : null;
+    for (const chain of c.facts.advice.chains) chains.push({ chain, baseRow, names: scopeNames(c.facts.defs, chain.scope, ci, hn) });
+    for (const loop of c.facts.advice.loops) loops.push({ loop, ci, baseRow, names: scopeNames(c.facts.defs, loop.scope, ci, hn) });
+  });
+
+  const eager: Site[] = [];
+  for (const c of eagerChains(chains, calls, env, softmaxMembers)) {
+    const site = eagerBlockSite(file, c, env, ctx, message);
+    sites.push(site);
+    eager.push(site);
+  }
+  // The 40% lever before the 6% one: an attention dropout next to eager attention says so.
+  for (const s of sites) {
+    if (s.kind !== 'attn-dropout' || s.remedy) continue;
+    const e = eager.find((x) => (s.className !== null ? x.className === s.className : x.funcName === s.funcName) && !x.advice?.unavailable);
+    if (!e) continue;
+    s.remedy = 'Fused attention removes this mask altogether (see the eager-attn finding in the same code): switch to it before packing.';
+    s.message = message(s);
+  }
+
+  for (const { l, list } of checkpointLoops(loops, calls, env)) {
+    const { estimate, advice } = checkpointAdvice(env, ctx, { line: list.range.startLine + groupBase + 1 });
+    sites.push(
+      advisorSite(
+        {
+          file,
+          range: abs(l.loop.pos, l.baseRow),
+          kind: 'checkpoint',
+          form: 'call',
+          names: l.names,
+          callee: 'for',
+          resolved: null,
+          args: { target: l.loop.targets.join(', '), iter: l.loop.iter },
+          binding: l.loop.iter,
+          estimate,
+          advice,
+          remedy: advice.unavailable
+            ? `Activation checkpointing is not available: ${advice.unavailable}.`
+            : `Call each block through torch.utils.checkpoint.checkpoint(${l.loop.targets[l.loop.targets.length - 1] ?? 'block'}, ..., use_reentrant=False) while training: it keeps only the block's input and recomputes the rest in backward.`,
+        },
+        message,
+      ),
+    );
+  }
+
+  for (const g of calls) {
+    if (!g.f.detailed || !OPTIMIZERS.has(g.res.qname ?? '')) continue;
+    // `**kwargs` may carry fused=True (nanoGPT's configure_optimizers does).
+    if (g.f.args.some((a) => a.name === 'fused' || a.name === 'foreach' || a.name === '**')) continue;
+    const o = optimizerAdvice(env, ctx);
+    if (o.stateBytes !== undefined) o.estimate.stateBytes = o.stateBytes;
+    const flag = o.advice.requires?.includes('adamw-foreach') ? 'foreach=True' : 'fused=True';
+    const site = advisorSite(
+      {
+        file,
+        range: g.range,
+        kind: 'optimizer',
+        form: 'construct',
+        names: g,
+        callee: g.f.callee,
+        resolved: g.res.qname,
+        args: argMap(g.f, ['params', 'lr', 'betas', 'eps', 'weight_decay', 'amsgrad']),
+        estimate: o.estimate,
+        advice: o.advice,
+        remedy: o.advice.unavailable
+          ? `Neither fused nor foreach AdamW is available: ${o.advice.unavailable}.`
+          : `${flag} runs the update as a few large kernels: a faster step with fewer temporaries; the state keeps its size. Several GPUs: sharding the state (ZeRO, FSDP) divides it by their number.`,
+      },
+      message,
+    );
+    if (g.f.binding) site.binding = g.f.binding;
+    sites.push(site);
+  }
+
+  // Attention masks: the fused alternative is a lever too, and needs a torch that has it.
+  for (const s of sites) {
+    if (s.kind !== 'attn-mask') continue;
+    const causal = s.remedy?.startsWith('Pass is_causal') ?? false;
+    const advice: Advice = { lever: causal ? 'is-causal' : 'sdpa', basis: s.estimate.source === 'report' ? 'measured' : 'estimate', requires: [causal ? 'is-causal' : 'sdpa'], docs: DOCS.sdpa };
+    if (s.estimate.maskBytes !== undefined) advice.savingBytes = s.estimate.maskBytes;
+    applyCapabilities(advice, caps);
+    s.advice = advice;
+    if (advice.unavailable) {
+      s.remedy = `${causal ? 'is_causal=True' : 'Fused masking'} would remove it, but ${advice.unavailable}.`;
+      s.message = message(s);
+    }
+  }
+}
+
+const HF_BUILDERS = new Set(['from_pretrained', '_from_config', 'from_config']);
+const NOT_MODELS = /Tokenizer|Config|Processor|Extractor|Pipeline|Dataset|Scheduler/;
+const EAGER_LITERAL = /^[rRuU]?["']eager["']$/;
+
+/**
+ * The advisor's file-wide findings: the training step without mixed precision, HF
+ * models built with eager attention or trained without gradient checkpointing.
+ * Computed on every scan from the chunks' facts (cheap: a few short lists).
+ */
+function adviseFile(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], env: Env): Site[] {
+  const out: Site[] = [];
+  const caps = env.opts.capabilities;
+  const message = (s: Site) => siteMessage(s, caps ?? null);
+  const ctx = new ShapeContext(env.opts.shapes ?? {}, env.config, env.opts.hints, 0);
+  interface At<T> {
+    fact: T;
+    baseRow: number;
+    names: ReturnType<typeof scopeNames>;
+  }
+  const backs: At<(typeof chunks)[number]['facts']['advice']['backward'][number]>[] = [];
+  const impls: At<(typeof chunks)[number]['facts']['advice']['attnImpl'][number]>[] = [];
+  const eagerLits: At<(typeof chunks)[number]['facts']['advice']['eager'][number]>[] = [];
+  const builds: At<CallFact>[] = [];
+  const modelNames = new Set<string>();
+  const called: string[] = [];
+  let hfTrainer = false;
+  const localClasses = new Set(env.classes.map((c) => c.name));
+  chunks.forEach((c, ci) => {
+    const hn = c.context >= 0 ? (headers[c.context]?.name ?? null) : null;
+    const a = c.facts.advice;
+    const at = <T extends { scope: number }>(fact: T): At<T> => ({ fact, baseRow: c.baseRow, names: scopeNames(c.facts.defs, fact.scope, ci, hn) });
+    for (const b of a.backward) backs.push(at(b));
+    for (const i of a.attnImpl) impls.push(at(i));
+    for (const e of a.eager) eagerLits.push({ fact: e, baseRow: c.baseRow, names: scopeNames(c.facts.defs, -1, ci, hn) });
+    for (const f of c.facts.calls) {
+      called.push(f.callee);
+      if (/^(Trainer|SFTTrainer|Seq2SeqTrainer)$/.test(f.final)) hfTrainer = true;
+      if (!f.detailed) continue;
+      const res = env.resolver.resolve(f.callee, f.headLocal);
+      const receiver = f.callee.slice(0, Math.max(0, f.callee.length - f.final.length - 1));
+      const recvLast = receiver.slice(receiver.lastIndexOf('.') + 1);
+      let model = false;
+      if (HF_BUILDERS.has(f.final) && receiver && !NOT_MODELS.test(recvLast)) {
+        model = true;
+        const q = res.qname ?? '';
+        if (q.startsWith('transformers.') || q.startsWith('peft.') || (!q.startsWith('<local>') && /^Auto|For[A-Z]|Model/.test(recvLast))) builds.push(at(f));
+      } else if (res.qname?.startsWith('<local>.') && localClasses.has(res.final) && res.final === f.callee) model = true;
+      else if (/^[A-Za-z_]\w*$/.test(f.callee) && /model/i.test(f.callee)) model = true;
+      if (model && f.binding && /^(self\.)?[A-Za-z_]\w*$/.test(f.binding)) modelNames.add(f.binding);
+    }
+  });
+  const forward = called.some((c) => modelNames.has(c) || /^(self\.)?(model|net|network)$/.test(c));
+  const lossBack = backs.find((b) => isLossBackward(b.fact));
+
+  // A training step in full fp32.
+  if (!env.advice.amp && !env.advice.framework && lossBack && forward) {
+    const { estimate, advice } = autocastAdvice(env, ctx);
+    const b = lossBack;
+    out.push(
+      advisorSite(
+        {
+          file,
+          range: abs(b.fact.pos, b.baseRow),
+          kind: 'no-autocast',
+          form: 'call',
+          names: b.names,
+          callee: `${b.fact.receiver.replace(/\s+/g, '')}.backward`,
+          resolved: null,
+          args: {},
+          estimate,
+          advice,
+          remedy: advice.unavailable
+            ? `Mixed precision is not available: ${advice.unavailable}.`
+            : 'Run the forward pass and the loss under torch.autocast("cuda", dtype=torch.bfloat16): most activations are then kept in 2 bytes instead of 4, and matmuls run on tensor cores.',
+        },
+        message,
+      ),
+    );
+  }
+
+  // HF models built with eager attention.
+  const eagerSite = (range: SiteRange, names: At<unknown>['names'], callee: string, args: SiteArgs, attention: AttentionInfo, how: string) => {
+    const { estimate, advice } = eagerAttnAdvice(env, ctx, { softmaxLine: -1, dropout: true, form: 'hf-eager' });
+    out.push(
+      advisorSite(
+        {
+          file,
+          range,
+          kind: 'eager-attn',
+          form: 'call',
+          names,
+          callee,
+          resolved: null,
+          args,
+          estimate,
+          advice,
+          attention,
+          remedy: advice.unavailable
+            ? `Fused attention is not available: ${advice.unavailable}.`
+            : `${how}: the fused kernel keeps none of it (BERT-large 16×512 on an H100: 27.9 → 16.7 GB peak).`,
+        },
+        message,
+      ),
+    );
+  };
+  for (const { fact, baseRow, names } of impls) {
+    if (!HF_BUILDERS.has(fact.callee.slice(fact.callee.lastIndexOf('.') + 1)) && !/Config$/.test(fact.callee)) continue;
+    const v = fact.value.trim();
+    const range = abs(fact.pos, baseRow);
+    if (EAGER_LITERAL.test(v)) {
+      eagerSite(range, names, fact.callee, { attn_implementation: v }, { form: 'hf-eager', setting: 'attn_implementation' }, 'Pass attn_implementation="sdpa"');
+      continue;
+    }
+    if (!/^[A-Za-z_][\w.]*$/.test(v)) continue;
+    const last = v.slice(v.lastIndexOf('.') + 1);
+    const def = eagerLits.find((e) => (e.fact.context === 'default' && e.fact.name === last) || (e.fact.context === 'assign' && e.fact.name === v));
+    if (!def) continue;
+    const defaultLine = def.fact.pos.sr + def.baseRow;
+    eagerSite(
+      range,
+      names,
+      fact.callee,
+      { attn_implementation: v },
+      { form: 'hf-eager', setting: 'attn_implementation', valueText: v, defaultLine },
+      `\`${v}\` defaults to "eager" (line ${defaultLine + 1}); make "sdpa" the default`,
+    );
+  }
+  for (const { fact, baseRow, names } of eagerLits) {
+    if (fact.context !== 'assign' || !/(^|\.)_?attn_implementation$/.test(fact.name)) continue;
+    eagerSite(abs(fact.pos, baseRow), names, fact.name, { value: '"eager"' }, { form: 'hf-eager', setting: fact.name }, 'Set it to "sdpa"');
+  }
+
+  // HF models trained without gradient checkpointing.
+  if (!env.advice.ckpt && env.advice.framework !== 'deepspeed' && (lossBack || hfTrainer)) {
+    for (const { fact, baseRow, names } of builds) {
+      const range = abs(fact.pos, baseRow);
+      const built = env.opts.hints?.modules?.some((m) => m.path === '' && m.createdLine === range.startLine + 1);
+      const { estimate, advice } = checkpointAdvice(env, ctx, built ? {} : undefined);
+      out.push(
+        advisorSite(
+          {
+            file,
+            range,
+            kind: 'checkpoint',
+            form: 'call',
+            names,
+            callee: fact.callee,
+            resolved: env.resolver.resolve(fact.callee, fact.headLocal).qname,
+            args: argMap(fact, ['pretrained_model_name_or_path']),
+            ...(fact.binding ? { binding: fact.binding } : {}),
+            estimate,
+            advice,
+            remedy: advice.unavailable
+              ? `Activation checkpointing is not available: ${advice.unavailable}.`
+              : `Call ${fact.binding ?? 'model'}.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False}) before training: each layer keeps only its input and recomputes the rest in backward.`,
+          },
+          message,
+        ),
+      );
+    }
+  }
+  return out;
 }
 
 function buildSite(file: string, g: GCall, kind: SiteKind, form: Site['form'], args: SiteArgs, estimate: Estimate, extra: Partial<Site> = {}): Site {

@@ -7,6 +7,7 @@
  * character; columns are absolute (a chunk that moves keeps its columns).
  */
 import type { Node, Query, QueryMatch } from 'web-tree-sitter';
+import { type AdviceFacts, emptyAdvice, readAdviceFacts } from './adviceFacts';
 import { BUILTINS, canonicalModule, type ImportFact, INTERESTING_FINALS } from './names';
 
 export interface RelRange {
@@ -50,6 +51,8 @@ export interface CallFact {
   path?: string;
   /** `self.register_buffer("bias", <this>)`: the buffer name. */
   buffer?: string;
+  /** The keyword the value is passed as (`h` in `ModuleDict(dict(h=nn.ModuleList(...)))`), when not assigned. */
+  kwKey?: string;
   /** Innermost def (index into `defs`) holding the call, -1 at chunk level. */
   scope: number;
 }
@@ -80,6 +83,8 @@ export interface ChunkFacts {
   configs: ConfigFact[];
   /** Names bound at chunk level (assignment targets, defs): module bindings when the chunk is top-level. */
   chunkBound: string[];
+  /** What the memory advisor needs from this chunk. */
+  advice: AdviceFacts;
   hasError: boolean;
 }
 
@@ -269,6 +274,9 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
       case 'conditional_expression':
         n = p;
         continue;
+      case 'keyword_argument':
+        if (p.childForFieldName('value')?.equals(n)) fact.kwKey = p.childForFieldName('name')?.text;
+        return;
       case 'tuple': {
         const first = p.namedChild(0);
         if (first && !first.equals(n) && first.type === 'string') key = unquote(first.text);
@@ -312,7 +320,7 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
 export function extractFacts(query: Query, chunk: Node): ChunkFacts {
   const baseRow = chunk.startPosition.row;
   const baseIdx = chunk.startIndex;
-  const facts: ChunkFacts = { calls: [], defs: [], imports: [], configs: [], chunkBound: [], hasError: chunk.hasError };
+  const facts: ChunkFacts = { calls: [], defs: [], imports: [], configs: [], chunkBound: [], advice: emptyAdvice(), hasError: chunk.hasError };
   const matches = query.matches(chunk);
 
   interface PendingAssign {
@@ -446,6 +454,7 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
   };
 
   const pending: PendingCall[] = [];
+  const allCalls: { node: Node; callee: string; final: string; args: Node | null }[] = [];
   for (const m of callMatches) {
     const node = m.captures[0]?.node as Node;
     const calleeNode = capture(m, 'call.callee');
@@ -468,6 +477,7 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
       }
     }
     const final = finalName(callee);
+    allCalls.push({ node, callee, final, args: argsNode });
     const bare = /^[A-Za-z_]\w*$/.test(callee);
     const member = callee.startsWith('self.');
     const interesting = INTERESTING_FINALS.has(final) || (bare && !BUILTINS.has(callee));
@@ -526,6 +536,8 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
     facts.calls.push(fact);
     pending.push({ fact, node, arg0Node, wantsProbs: dropish || member || bare });
   }
+
+  facts.advice = readAdviceFacts({ matches, calls: allCalls, assigns, baseRow, baseIdx, scopeOf, targetNames });
 
   // Attention-probability flow, one scope at a time, in source order: a call sees
   // the assignments that ended before it starts (`att = self.drop(att)` reads the old `att`).

@@ -3,7 +3,8 @@
  * markdown and the per-class CodeLens summary. Pure functions, so the VS Code
  * adapter only maps them onto its API and the CLI prints the same words.
  */
-import type { ClassInfo, Estimate, Site, SiteKind, SiteRange } from './types';
+import type { AdviceLever, ClassInfo, Estimate, Site, SiteKind, SiteRange, TorchCapabilities } from './types';
+import { ADVISOR_KINDS } from './types';
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 
@@ -35,7 +36,22 @@ export const KIND_TITLE: Record<SiteKind, string> = {
   'fused-attn-dropout': 'fused attention dropout',
   'attn-mask': 'attention mask',
   ffn: 'dense FFN',
+  'eager-attn': 'eager attention',
+  'no-autocast': 'fp32 training step',
+  checkpoint: 'no activation checkpointing',
+  optimizer: 'optimizer state',
 };
+
+/** The levers as users know them. */
+export const LEVER_TITLE: Record<AdviceLever, string> = {
+  sdpa: 'fused attention (F.scaled_dot_product_attention)',
+  'is-causal': 'is_causal=True (no mask)',
+  autocast: 'bf16 autocast',
+  checkpoint: 'activation checkpointing',
+  'fused-optimizer': 'fused / foreach AdamW',
+};
+
+const isAdvisor = (k: SiteKind) => ADVISOR_KINDS.includes(k);
 
 const isDropout = (k: SiteKind) => k === 'dropout' || k === 'dropout-call' || k === 'attn-dropout';
 
@@ -63,8 +79,51 @@ function ffnWidths(site: Site): string {
   return [f.gate?.name, f.up?.name, f.down?.name].filter(Boolean).join('/');
 }
 
+/** `~1.2 GiB/sample`, `768 KiB` (measured), or undefined when the saving is unknown. */
+function savingBytesText(site: Site): string | undefined {
+  const a = site.advice;
+  if (a?.savingBytes === undefined) return undefined;
+  return `${a.basis === 'measured' ? '' : '~'}${formatBytes(a.savingBytes)}${perSample(site.estimate)}`;
+}
+
+/** `(estimate @ B=32 L=512)` or `(measured)`. */
+function basisLabel(site: Site): string {
+  return site.advice?.basis === 'measured' ? '(measured)' : `(estimate${shapeLabel(site.estimate)})`;
+}
+
+function adviceHint(site: Site): string {
+  const a = site.advice;
+  const saving = savingBytesText(site);
+  const off = !!a?.unavailable;
+  switch (site.kind) {
+    case 'eager-attn': {
+      const what = site.attention?.form === 'hf-eager' || site.attention?.dropoutLine !== undefined ? 'probs+mask' : 'probs';
+      if (off) return `eager attention${saving ? `: ${saving} ${what}` : ''} (fused attention unavailable here)`;
+      if (!saving) return 'eager attention → fused SDPA: shape unknown';
+      return `eager attention: ${saving} ${what} → fused SDPA ${basisLabel(site)}`;
+    }
+    case 'no-autocast':
+      if (off) return 'fp32 training (bf16 autocast unavailable here)';
+      if (!saving) return 'fp32 training: bf16 autocast halves most activations';
+      return `fp32 training: bf16 autocast saves ${saving} ${basisLabel(site)}`;
+    case 'checkpoint':
+      if (off) return 'no activation checkpointing (unavailable here)';
+      if (!saving) return 'activation checkpointing: shape unknown · ~+20–35% step time';
+      return `activation checkpointing saves ${saving}, ~+20–35% step time ${basisLabel(site)}`;
+    case 'optimizer': {
+      const e = site.estimate;
+      const state = e.stateBytes !== undefined ? `${a?.basis === 'measured' ? '' : '~'}${formatBytes(e.stateBytes)}` : '8 B/param';
+      const flag = a?.requires?.includes('adamw-foreach') ? 'foreach=True' : 'fused=True';
+      return `${site.callee.slice(site.callee.lastIndexOf('.') + 1)} state ${state}${e.stateBytes !== undefined ? ` (8 B/param${a?.basis === 'measured' ? ', measured' : ''})` : ''}${off ? '' : ` · ${flag}: faster step`}`;
+    }
+    default:
+      return '';
+  }
+}
+
 /** The short end-of-line hint, e.g. `dropout mask 96 MiB → 12 MiB packed @ B=32 L=512`. */
 export function formatHint(site: Site): string {
+  if (isAdvisor(site.kind)) return adviceHint(site);
   const e = site.estimate;
   const measured = e.source === 'report' ? ' (measured)' : '';
   if (isDropout(site.kind)) {
@@ -98,8 +157,45 @@ function argsText(site: Site): string {
   return keep.map(([k, v]) => (k.startsWith('arg') ? v : `${k}=${v}`)).join(', ');
 }
 
-/** One sentence for the diagnostic: what the site is and what it costs. */
-export function siteMessage(site: Site): string {
+function adviceMessage(site: Site, caps: TorchCapabilities | null | undefined): string {
+  const a = site.advice;
+  const saving = savingBytesText(site);
+  const fig = saving ? ` (${saving}${a?.basis === 'measured' ? ' measured' : `${shapeLabel(site.estimate)}, estimate`})` : '';
+  const off = !!a?.unavailable;
+  const tail = `${site.remedy ? ` ${site.remedy}` : ''}${caps ? '' : ' Not checked against an installed torch.'}`;
+  switch (site.kind) {
+    case 'eager-attn': {
+      if (site.attention?.form === 'hf-eager') {
+        return `Model built with eager attention: every layer keeps the B×H×L×L attention probabilities and their dropout masks for backward${fig}.${tail}`;
+      }
+      const mask = site.attention?.dropoutLine !== undefined ? ', their dropout mask and the dropped copy' : '';
+      return `Eager attention keeps the B×H×L×L probabilities${mask} for backward${fig}.${tail}`;
+    }
+    case 'no-autocast':
+      return `Training step in fp32: no autocast or other mixed precision in this file${off || !saving ? '' : `; bf16 autocast would save${fig}`}.${tail}`;
+    case 'checkpoint': {
+      const what = site.callee === 'for' ? `\`for ${site.args.target} in ${site.args.iter}\` keeps every block's activations for backward` : 'HF model trained without gradient checkpointing: every layer keeps its activations for backward';
+      const cost = a?.cost && !off ? ` Cost: ${a.cost}.` : '';
+      return `${what}${off || !saving ? '' : `; checkpointing would free${fig}`}.${tail}${cost}`;
+    }
+    case 'optimizer': {
+      const e = site.estimate;
+      const measured = a?.basis === 'measured';
+      const params = e.elements !== undefined ? ` for ${measured ? '' : '~'}${formatCount(e.elements)} parameters` : '';
+      const state = e.stateBytes !== undefined ? ` (${measured ? '' : '≈'}${formatBytes(e.stateBytes)}${params}, ${measured ? 'measured' : 'estimate'})` : '';
+      return `${site.callee.slice(site.callee.lastIndexOf('.') + 1)} keeps 2 fp32 moments per parameter, 8 B per parameter${state}.${tail}`;
+    }
+    default:
+      return '';
+  }
+}
+
+/**
+ * One sentence for the diagnostic: what the site is and what it costs. `caps`: what
+ * the installed torch can do, for the advisor's kinds (null or absent: not checked).
+ */
+export function siteMessage(site: Site, caps?: TorchCapabilities | null): string {
+  if (isAdvisor(site.kind)) return adviceMessage(site, caps);
   const e = site.estimate;
   const fig =
     e.maskBytes !== undefined && e.maskBytes > 0
@@ -112,7 +208,7 @@ export function siteMessage(site: Site): string {
       return `Dropout keeps a 1-byte-per-element mask for backward on CUDA${fig}; packed dropout keeps 1 bit per element.`;
     case 'attn-dropout':
       if (e.maskBytes === 0 && e.source !== 'report') return `Attention dropout with p=0 as written: no mask is kept.`;
-      return `Dropout on attention probabilities keeps a B×H×L×L mask, the largest in the model${fig}; packed dropout keeps 1 bit per element.`;
+      return `Dropout on attention probabilities keeps a B×H×L×L mask, the largest in the model${fig}; packed dropout keeps 1 bit per element.${site.remedy ? ` ${site.remedy}` : ''}`;
     case 'fused-attn-dropout':
       return 'Attention dropout inside a fused kernel: no mask is stored, already optimal.';
     case 'attn-mask':
@@ -126,7 +222,26 @@ export function siteMessage(site: Site): string {
       const w = e.elements !== undefined ? ` with ${formatCount(e.elements)} weights` : '';
       return `${what}${w}: a 2:4 structured-sparsity candidate.`;
     }
+    default:
+      return '';
   }
+}
+
+export type SiteSeverity = 'information' | 'hint';
+
+/**
+ * How loud a site's diagnostic is. Information: every scanner site, and the advisor's
+ * proposals that save at least 1% of the measured peak (or any proposal while no peak
+ * is measured: the estimate cannot be compared yet). Hint: advisor findings that
+ * propose nothing here (the installed torch lacks the feature), the optimizer note
+ * (fused/foreach saves time, not memory), and proposals under 1% of the measured peak.
+ */
+export function siteSeverity(site: Site, peakBytes?: number): SiteSeverity {
+  if (!isAdvisor(site.kind)) return 'information';
+  const a = site.advice;
+  if (!a || a.unavailable || a.lever === 'fused-optimizer') return 'hint';
+  if (peakBytes && peakBytes > 0 && a.savingBytes !== undefined && !site.estimate.perSample) return a.savingBytes >= peakBytes / 100 ? 'information' : 'hint';
+  return 'information';
 }
 
 function sourceText(e: Estimate): string {
@@ -154,6 +269,14 @@ const WHY: Record<SiteKind, string> = {
   'attn-mask':
     'This builds an attention mask with one entry per query–key pair: its size grows with L². Fused kernels can apply causal masking without it.',
   ffn: 'A dense up/down projection pair holds most of a transformer block\'s weights and matmul time. 2:4 structured sparsity halves the weights and runs on sparse tensor cores.',
+  'eager-attn':
+    'Eager attention materialises the B×H×L×L scores and probabilities, and autograd keeps the probabilities (and, with dropout, its mask and the dropped copy) until backward: memory that grows with the square of the sequence length, in every layer. A fused kernel (F.scaled_dot_product_attention: flash or memory-efficient) computes the same in tiles and keeps only O(L) per row. On an H100, BERT-large 16×512 went from 27.9 GB to 16.7 GB peak (−40%).',
+  'no-autocast':
+    'Without mixed precision every activation autograd keeps is fp32 (4 bytes). Under bf16 autocast most are kept in 2 bytes, matmuls run on tensor cores, and the weights, gradients and optimizer state stay fp32.',
+  checkpoint:
+    'Autograd keeps every block\'s activations from the forward pass until its backward. With activation checkpointing a block keeps only its input and recomputes its activations during backward: memory for one block at a time instead of all of them.',
+  optimizer:
+    'Adam and AdamW keep two fp32 moments per parameter (8 bytes), on top of the parameter and its gradient. fused=True (or foreach=True) changes how the update runs, not what it keeps.',
 };
 
 const ACTION: Partial<Record<SiteKind, string>> = {
@@ -163,8 +286,47 @@ const ACTION: Partial<Record<SiteKind, string>> = {
   ffn: 'Quick fix: **Convert FFN to 2:4 Sparse**.',
 };
 
-/** Markdown for a hover over the site. */
-export function formatHover(site: Site): string {
+function adviceHover(site: Site, caps: TorchCapabilities | null | undefined): string {
+  const a = site.advice;
+  const e = site.estimate;
+  const lines: string[] = [];
+  lines.push(`**Membit · ${KIND_TITLE[site.kind]}** \`${site.code}\``);
+  lines.push('');
+  const call = site.callee === 'for' ? `for ${site.args.target} in ${site.args.iter}:` : `${site.callee}(${argsText(site).length > 80 ? `${argsText(site).slice(0, 77)}…` : argsText(site)})`;
+  lines.push(`\`${call}\`${where(site)}.`);
+  lines.push('');
+  lines.push(WHY[site.kind]);
+  const at = site.attention;
+  if (at?.form === 'eager-block') {
+    const parts = [
+      ['scores', at.scoresLine],
+      ['mask', at.maskLine],
+      ['softmax', at.softmaxLine],
+      ['dropout', at.dropoutLine],
+      ['@ v', at.outputLine],
+    ].filter((p): p is [string, number] => p[1] !== undefined);
+    lines.push('', `Found: ${parts.map(([k, l]) => `${k} (line ${l + 1})`).join(' → ')}.`);
+  } else if (at?.valueText !== undefined && at.defaultLine !== undefined) {
+    lines.push('', `\`${at.valueText}\` defaults to "eager" on line ${at.defaultLine + 1}.`);
+  }
+  if (a) {
+    const saving = a.savingBytes !== undefined ? `${a.basis === 'measured' ? '' : '≈'}${formatBytes(a.savingBytes)}${perSample(e)}${shapeLabel(e)}` : site.kind === 'optimizer' ? 'none (the state keeps its size)' : 'shape unknown';
+    const needs = (a.requires ?? []).join(', ') || '—';
+    lines.push('', '| lever | saving at the peak | basis | cost | needs |', '|---|---|---|---|---|');
+    lines.push(`| ${LEVER_TITLE[a.lever]} | ${saving} | ${a.basis} | ${a.cost ?? '—'} | ${needs} |`);
+    if (site.kind === 'optimizer' && e.stateBytes !== undefined) lines.push('', `State: **${a.basis === 'measured' ? '' : '≈'}${formatBytes(e.stateBytes)}** (2 × fp32 per parameter).`);
+  }
+  lines.push('', `_${sourceText(e)}${e.note ? `: ${e.note}` : ''}._`);
+  if (a?.unavailable) lines.push('', `**Not available with the installed torch:** ${a.unavailable}.`);
+  else if (site.remedy) lines.push('', site.remedy);
+  if (!caps) lines.push('', '_Not checked against an installed torch (none found, or the workspace is not trusted)._');
+  if (a?.docs) lines.push('', `[Documentation](${a.docs})`);
+  return lines.join('\n');
+}
+
+/** Markdown for a hover over the site. `caps`: what the installed torch can do (for the advisor's kinds). */
+export function formatHover(site: Site, caps?: TorchCapabilities | null): string {
+  if (isAdvisor(site.kind)) return adviceHover(site, caps);
   const e = site.estimate;
   const lines: string[] = [];
   lines.push(`**Membit · ${KIND_TITLE[site.kind]}** \`${site.code}\``);
@@ -227,6 +389,8 @@ export interface ClassSummary {
   unknown: number;
   /** Some figures are per sample (no batch size known). */
   perSample: boolean;
+  /** What the advisor's levers (fused attention, checkpointing) would save, per lever. */
+  savings: Partial<Record<AdviceLever, number>>;
   /** E.g. `Membit: 2 dropout · 1 attn dropout · 1 FFN — masks 48 MiB → 6 MiB packed`. */
   title: string;
 }
@@ -238,7 +402,13 @@ const SHORT: Record<SiteKind, string> = {
   'fused-attn-dropout': 'fused attn',
   'attn-mask': 'attn mask',
   ffn: 'FFN',
+  'eager-attn': 'eager attn',
+  'no-autocast': 'fp32 step',
+  checkpoint: 'checkpointable',
+  optimizer: 'optimizer',
 };
+
+const LEVER_SHORT: Partial<Record<AdviceLever, string>> = { sdpa: 'fused attention', checkpoint: 'checkpointing', autocast: 'bf16 autocast' };
 
 /** One summary per class that holds sites (innermost class wins), in file order. */
 export function summarizeClasses(result: { sites: readonly Site[]; classes: readonly ClassInfo[] }): ClassSummary[] {
@@ -258,12 +428,20 @@ export function summarizeClasses(result: { sites: readonly Site[]; classes: read
     const key = keyOf(cls);
     let s = out.get(key);
     if (!s) {
-      s = { className: cls.name, range: cls.range, counts: {}, sites: 0, maskBytes: 0, packedBytes: 0, packableBytes: 0, unknown: 0, perSample: false, title: '' };
+      s = { className: cls.name, range: cls.range, counts: {}, sites: 0, maskBytes: 0, packedBytes: 0, packableBytes: 0, unknown: 0, perSample: false, savings: {}, title: '' };
       out.set(key, s);
     }
     s.sites++;
     s.counts[site.kind] = (s.counts[site.kind] ?? 0) + 1;
     const e = site.estimate;
+    const a = site.advice;
+    if (isAdvisor(site.kind)) {
+      if (a && !a.unavailable && a.savingBytes !== undefined && LEVER_SHORT[a.lever]) {
+        s.savings[a.lever] = (s.savings[a.lever] ?? 0) + a.savingBytes;
+        if (e.perSample) s.perSample = true;
+      }
+      continue;
+    }
     if (site.kind !== 'ffn' && site.kind !== 'fused-attn-dropout') {
       if (e.maskBytes === undefined) s.unknown++;
       else {
@@ -292,6 +470,9 @@ export function summarizeClasses(result: { sites: readonly Site[]; classes: read
       if (s.packableBytes > 0) mem += `, dropout ${formatBytes(s.packableBytes)}${per} → ${formatBytes(s.packedBytes)}${per} packed`;
     }
     if (s.unknown > 0) mem += `${mem ? ';' : ' —'} ${s.unknown} shape unknown`;
+    // Levers overlap (fused attention also removes what checkpointing would free): shown side by side, never summed.
+    const levers = (Object.keys(s.savings) as AdviceLever[]).map((l) => `${LEVER_SHORT[l]} saves ~${formatBytes(s.savings[l] as number)}${per}`);
+    if (levers.length) mem += `${mem ? ';' : ' —'} ${levers.join(', ')}`;
     s.title = `Membit: ${parts.join(' · ')}${mem}`;
   }
   return summaries;

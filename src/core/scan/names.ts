@@ -102,6 +102,8 @@ export const INTERESTING_FINALS = new Set<string>([
   'expand', 'repeat', 'masked_fill', 'masked_fill_', 'where',
   '_prepare_4d_causal_attention_mask', '_prepare_4d_attention_mask', '_expand_mask', '_make_causal_mask',
   '_prepare_4d_causal_attention_mask_with_cache_position',
+  // The memory advisor: optimizers, module lists of blocks, HF model constructors.
+  'AdamW', 'Adam', 'ModuleList', 'Sequential', 'from_pretrained', '_from_config', 'from_config',
 ]);
 
 /** Builtins that are never aliases of a site; skipping them saves work on every file. */

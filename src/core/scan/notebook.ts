@@ -100,6 +100,13 @@ export function scanCells(scanner: Scanner, cells: readonly CellInput[], file: s
     const base = starts[ci] as number;
     s.cell = (cells[ci] as CellInput).index;
     s.range = shift(s.range, base);
+    if (s.attention) {
+      // Every line of the chain counted within its own cell, like the site's range.
+      for (const k of ['scoresLine', 'maskLine', 'softmaxLine', 'dropoutLine', 'outputLine', 'defaultLine'] as const) {
+        const l = s.attention[k];
+        if (l !== undefined) s.attention[k] = l - (starts[cellOf(l)] as number);
+      }
+    }
     for (const m of [s.ffn?.up, s.ffn?.down, s.ffn?.gate]) {
       if (!m) continue;
       const mc = cellOf(m.line);

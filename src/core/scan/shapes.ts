@@ -3,7 +3,7 @@
  * the `membit.shapes` setting, and literal defaults written in the file; a
  * dimension found nowhere leaves the estimate "shape unknown" — never a guess.
  */
-import type { ConfigValue, Estimate, EstimateShape, FileConfig, MeasuredLine, ShapeHints, ShapeSettings } from './types';
+import type { ConfigValue, Estimate, EstimateShape, FileConfig, MeasuredLine, MeasuredModule, MeasuredRun, ShapeHints, ShapeSettings } from './types';
 
 /** Names under which model code writes each dimension, most specific first. */
 const ROLE_NAMES: Record<keyof FileConfig | 'imgSize' | 'patchSize', readonly string[]> = {
@@ -16,13 +16,15 @@ const ROLE_NAMES: Record<keyof FileConfig | 'imgSize' | 'patchSize', readonly st
   batch: ['batch_size', 'micro_batch_size', 'train_batch_size', 'per_device_train_batch_size', 'mini_batch_size', 'batch'],
   intermediate: ['intermediate_size', 'd_ff', 'dim_feedforward', 'ffn_dim', 'ffn_hidden_size', 'mlp_dim', 'n_inner', 'hidden_dim'],
   mlpRatio: ['mlp_ratio'],
+  layers: ['n_layer', 'n_layers', 'num_layers', 'num_hidden_layers', 'n_blocks', 'num_blocks', 'num_encoder_layers', 'depth', 'layers'],
+  vocab: ['vocab_size', 'n_vocab', 'num_tokens', 'ntoken'],
   imgSize: ['img_size', 'image_size'],
   patchSize: ['patch_size'],
 };
 
 /** Smallest plausible value per role: `dim=1` is an axis, not a width. */
 const MIN_VALUE: Partial<Record<keyof typeof ROLE_NAMES, number>> = { hidden: 16, intermediate: 16, seqLen: 4, imgSize: 8, patchSize: 1 };
-const GENERIC = new Set(['dim', 'width', 'heads', 'batch', 'hidden_dim']);
+const GENERIC = new Set(['dim', 'width', 'heads', 'batch', 'hidden_dim', 'depth', 'layers']);
 
 export interface RawConfig {
   name: string;
@@ -75,7 +77,7 @@ export function buildConfig(raw: readonly RawConfig[]): ConfigTable {
     return found ? { value: found.value, name: found.name, line: found.line } : undefined;
   };
   const file: FileConfig = {};
-  for (const role of ['hidden', 'seqLen', 'heads', 'batch', 'intermediate'] as const) {
+  for (const role of ['hidden', 'seqLen', 'heads', 'batch', 'intermediate', 'layers', 'vocab'] as const) {
     const v = pick(role);
     if (v) file[role] = v;
   }
@@ -192,6 +194,12 @@ export class ShapeContext {
     readonly rowOffset = 0,
   ) {}
 
+  /** A dimension only the file's literals give (`n_layer`, `vocab_size`, `intermediate_size`). */
+  configDim(role: 'layers' | 'vocab' | 'intermediate'): Dim | undefined {
+    const c = this.config.file[role];
+    return c && Number.isInteger(c.value) && c.value >= 1 ? { value: c.value, origin: 'config', label: `${c.name} (line ${c.line + 1})` } : undefined;
+  }
+
   dim(role: Role): Dim | undefined {
     const s = this.settings[role];
     if (typeof s === 'number' && Number.isFinite(s) && s >= 1) return { value: Math.floor(s), origin: 'settings', label: `membit.shapes.${role}` };
@@ -305,9 +313,11 @@ export function dtypeBytes(text: string | undefined): number | undefined {
 
 /** Accepts any object shaped like a `membit.report/1` document. */
 export interface ReportLike {
-  sites?: readonly { file?: unknown; line?: unknown; elements?: unknown; mask_bytes?: unknown }[];
-  modules?: readonly { created_at?: { file?: unknown; line?: unknown } | null; mask_bytes?: unknown }[];
-  lines?: readonly { file?: unknown; line?: unknown; mask_bytes?: unknown }[];
+  sites?: readonly { kind?: unknown; file?: unknown; line?: unknown; elements?: unknown; mask_bytes?: unknown }[];
+  modules?: readonly { path?: unknown; type?: unknown; created_at?: { file?: unknown; line?: unknown } | null; mask_bytes?: unknown; saved_bytes?: unknown; at_peak_bytes?: unknown }[];
+  lines?: readonly { file?: unknown; line?: unknown; mask_bytes?: unknown; saved_bytes?: unknown; at_peak_bytes?: unknown; ops?: unknown }[];
+  run?: { script?: unknown } | null;
+  summary?: { peak_allocated?: unknown; tracked_at_peak?: unknown; optimizer_state?: unknown; params?: unknown; activations_at_peak?: unknown } | null;
 }
 
 function sameFile(reportPath: unknown, file: string): boolean {
@@ -346,5 +356,47 @@ export function shapeHintsFromReport(report: ReportLike | null | undefined, file
     if (m?.created_at && sameFile(m.created_at.file, file) && num(m.mask_bytes)) put(m.created_at.line, clean(undefined, m.mask_bytes));
   }
   for (const l of Array.isArray(report.lines) ? report.lines : []) if (l && sameFile(l.file, file) && num(l.mask_bytes)) put(l.line, clean(undefined, l.mask_bytes));
-  return { byLine };
+  const hints: ShapeHints = { byLine };
+
+  // For the advisor: what each line and module kept at the peak, and the run's totals.
+  const savedByLine = new Map<number, number>();
+  let softmaxBytes = 0;
+  for (const l of Array.isArray(report.lines) ? report.lines : []) {
+    if (!l) continue;
+    const bytes = num(l.at_peak_bytes) ?? num(l.saved_bytes);
+    const line = num(l.line);
+    if (bytes !== undefined && line !== undefined && sameFile(l.file, file)) savedByLine.set(line, (savedByLine.get(line) ?? 0) + bytes);
+    if (Array.isArray(l.ops)) {
+      for (const op of l.ops as { op?: unknown; bytes?: unknown }[]) if (op && typeof op.op === 'string' && /softmax/.test(op.op)) softmaxBytes += num(op.bytes) ?? 0;
+    }
+  }
+  if (savedByLine.size) hints.savedByLine = savedByLine;
+  const modules: MeasuredModule[] = [];
+  for (const m of Array.isArray(report.modules) ? report.modules : []) {
+    if (!m || typeof m.path !== 'string') continue;
+    const mm: MeasuredModule = { path: m.path, savedBytes: num(m.at_peak_bytes) ?? num(m.saved_bytes) ?? 0 };
+    if (typeof m.type === 'string') mm.type = m.type;
+    if (m.created_at && sameFile(m.created_at.file, file) && num(m.created_at.line) !== undefined) mm.createdLine = num(m.created_at.line) as number;
+    modules.push(mm);
+  }
+  if (modules.length) hints.modules = modules;
+  const sum = report.summary && typeof report.summary === 'object' ? report.summary : undefined;
+  if (sum || report.run) {
+    const run: MeasuredRun = { thisFile: !!report.run && sameFile(report.run.script, file) };
+    const peak = num(sum?.peak_allocated) ?? num(sum?.tracked_at_peak);
+    if (peak) run.peakBytes = peak;
+    const put2 = (k: 'optimizerState' | 'params' | 'activationsAtPeak', v: unknown) => {
+      const n = num(v);
+      if (n !== undefined) run[k] = n;
+    };
+    put2('optimizerState', sum?.optimizer_state);
+    put2('params', sum?.params);
+    put2('activationsAtPeak', sum?.activations_at_peak);
+    if (softmaxBytes > 0) run.softmaxBytes = softmaxBytes;
+    let attnMask = 0;
+    for (const st of Array.isArray(report.sites) ? report.sites : []) if (st?.kind === 'attn-dropout') attnMask += num(st.mask_bytes) ?? 0;
+    if (attnMask > 0) run.attnMaskBytes = attnMask;
+    hints.run = run;
+  }
+  return hints;
 }

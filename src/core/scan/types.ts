@@ -7,10 +7,120 @@
  * `vscode.Position`. The CLI's JSON output adds 1 to both (like compilers do).
  */
 
-/** The kinds listed in DESIGN.md, "Site kinds the scanner reports". */
-export type SiteKind = 'dropout' | 'dropout-call' | 'attn-dropout' | 'fused-attn-dropout' | 'attn-mask' | 'ffn';
+/**
+ * The kinds listed in DESIGN.md, "Site kinds the scanner reports", then the memory
+ * advisor's findings: eager attention (→ fused SDPA), training without mixed
+ * precision, block loops without activation checkpointing, and Adam/AdamW without
+ * `fused=`/`foreach=`.
+ */
+export type SiteKind =
+  | 'dropout'
+  | 'dropout-call'
+  | 'attn-dropout'
+  | 'fused-attn-dropout'
+  | 'attn-mask'
+  | 'ffn'
+  | 'eager-attn'
+  | 'no-autocast'
+  | 'checkpoint'
+  | 'optimizer';
 
-export const SITE_KINDS: readonly SiteKind[] = ['dropout', 'dropout-call', 'attn-dropout', 'fused-attn-dropout', 'attn-mask', 'ffn'];
+export const SITE_KINDS: readonly SiteKind[] = [
+  'dropout',
+  'dropout-call',
+  'attn-dropout',
+  'fused-attn-dropout',
+  'attn-mask',
+  'ffn',
+  'eager-attn',
+  'no-autocast',
+  'checkpoint',
+  'optimizer',
+];
+
+/** The advisor's kinds: each such site carries `advice`. */
+export const ADVISOR_KINDS: readonly SiteKind[] = ['eager-attn', 'no-autocast', 'checkpoint', 'optimizer'];
+
+/** Torch features a lever needs, named as `python -m membit.capabilities` prints them. */
+export type TorchFeature =
+  | 'sdpa'
+  | 'sdpa-scale'
+  | 'is-causal'
+  | 'autocast-bf16-cuda'
+  | 'autocast-bf16-cpu'
+  | 'cuda'
+  | 'cuda-bf16'
+  | 'checkpoint-non-reentrant'
+  | 'adamw-fused'
+  | 'adamw-foreach';
+
+export const TORCH_FEATURES: readonly TorchFeature[] = [
+  'sdpa',
+  'sdpa-scale',
+  'is-causal',
+  'autocast-bf16-cuda',
+  'autocast-bf16-cpu',
+  'cuda',
+  'cuda-bf16',
+  'checkpoint-non-reentrant',
+  'adamw-fused',
+  'adamw-foreach',
+];
+
+/** What an installed torch can do: the output of `python -m membit.capabilities` (schema `membit.capabilities/1`). */
+export interface TorchCapabilities {
+  schema: 'membit.capabilities/1';
+  /** `torch.__version__` as printed; shown to users, never parsed. */
+  torch: string;
+  /** Each feature found by trying it; a feature missing from the map is unknown. */
+  features: Partial<Record<TorchFeature, boolean>>;
+}
+
+export type AdviceLever = 'sdpa' | 'is-causal' | 'autocast' | 'checkpoint' | 'fused-optimizer';
+
+/** The memory advisor's proposal attached to a site. */
+export interface Advice {
+  lever: AdviceLever;
+  /** Bytes the lever would save at the peak (estimate or measured); absent when unknown. */
+  savingBytes?: number;
+  /** 'measured' when derived from a report's figures for these lines/modules, else 'estimate'. */
+  basis: 'measured' | 'estimate';
+  /** What it costs, e.g. "recompute: ~1 extra forward per step (~+25-35% step time)". */
+  cost?: string;
+  /** The torch feature it needs, e.g. 'sdpa', 'autocast-bf16', 'checkpoint-non-reentrant', 'adamw-fused'. */
+  requires?: TorchFeature[];
+  /** Set when the installed torch is known to lack a required feature: the site is then NOT shown as a proposal. */
+  unavailable?: string;
+  /** A docs link for advice-only findings. */
+  docs?: string;
+}
+
+/**
+ * For `eager-attn` sites: what the analysis knows of the attention it found. Lines are
+ * 0-based (cell-relative in notebooks). Informative only: a rewriter matches the text itself.
+ */
+export interface AttentionInfo {
+  /** `eager-block`: softmax(q·kᵀ) → dropout → @ v in one function. `hf-eager`: an HF model built with eager attention. */
+  form: 'eager-block' | 'hf-eager';
+  /** The q @ kᵀ (or matmul/einsum) that makes the scores. */
+  scoresLine?: number;
+  /** The masked_fill / additive mask applied to the scores. */
+  maskLine?: number;
+  /** The softmax that makes the probabilities (the site's line for `eager-block`). */
+  softmaxLine?: number;
+  /** The dropout applied to the probabilities. */
+  dropoutLine?: number;
+  /** The `@ v` / matmul / einsum that consumes the probabilities. */
+  outputLine?: number;
+  /** The function holding the block. */
+  funcName?: string;
+  /** For `hf-eager`: the keyword or attribute as written (`attn_implementation`, `config._attn_implementation`). */
+  setting?: string;
+  /** For `hf-eager`: the value as written when it is not the literal "eager" (a variable that defaults to it). */
+  valueText?: string;
+  /** For `hf-eager` through a variable: the 0-based line where "eager" is made the default. */
+  defaultLine?: number;
+}
 
 /** 0-based lines, 0-based UTF-16 columns; the end is exclusive, as in VS Code. */
 export interface SiteRange {
@@ -45,6 +155,8 @@ export interface Estimate {
   maskBytes?: number;
   /** Bytes a bit-packed mask would take (1/8 B per element). */
   packedBytes?: number;
+  /** For `optimizer`: the state it keeps (2 fp32 moments, 8 B per parameter). */
+  stateBytes?: number;
   source: EstimateSource;
   /** The figures are for one sample because no batch size was known. */
   perSample?: boolean;
@@ -117,6 +229,10 @@ export interface Site {
   remedy?: string;
   /** For notebooks: the code cell (index among all cells) holding the site; `range` is then cell-relative. */
   cell?: number;
+  /** For the advisor's kinds (and attention masks): the lever, its saving, basis, cost and requirement. */
+  advice?: Advice;
+  /** For `eager-attn`: the parts of the attention the analysis found. */
+  attention?: AttentionInfo;
 }
 
 /** A class found in the file, for per-class summaries (CodeLens). */
@@ -146,11 +262,16 @@ export interface FileConfig {
   heads?: ConfigValue;
   intermediate?: ConfigValue;
   mlpRatio?: ConfigValue;
+  /** Number of blocks (`n_layer`, `num_hidden_layers`, `depth`). */
+  layers?: ConfigValue;
+  vocab?: ConfigValue;
 }
 
 export interface ScanResult {
   file: string;
   sites: Site[];
+  /** The measured peak the advisor's savings are compared with (from the report), when known. */
+  peakBytes?: number;
   classes: ClassInfo[];
   config: FileConfig;
   /** The tree had syntax errors; sites outside the broken statements are still reported. */
@@ -176,12 +297,43 @@ export interface MeasuredLine {
   maskBytes?: number;
 }
 
+/** A module of the measured run. */
+export interface MeasuredModule {
+  /** Dotted path below the model (`h.0.attn`); '' for the model itself. */
+  path: string;
+  type?: string;
+  /** 1-based line of this file where it was built; absent when built elsewhere. */
+  createdLine?: number;
+  /** Bytes its own forward saved for backward (at the peak where the report says; children not included). */
+  savedBytes: number;
+}
+
+/** Run-wide figures of the measured report. */
+export interface MeasuredRun {
+  /** Peak allocated bytes (CUDA), else what the harness tracked at the peak (CPU). */
+  peakBytes?: number;
+  optimizerState?: number;
+  params?: number;
+  activationsAtPeak?: number;
+  /** The report's script is this file: its training step and optimizer are the run's. */
+  thisFile: boolean;
+  /** Bytes of softmax outputs saved for backward, in every file of the run. */
+  softmaxBytes?: number;
+  /** Mask bytes of the attention dropouts the harness found, in every file of the run. */
+  attnMaskBytes?: number;
+}
+
 /**
  * Measured figures for one file from the latest report. Lines are 1-based, as in
  * `membit.report/1`. Build it with `shapeHintsFromReport`.
  */
 export interface ShapeHints {
   byLine: ReadonlyMap<number, MeasuredLine>;
+  /** Bytes saved for backward on each line of this file (at the peak where the report says). */
+  savedByLine?: ReadonlyMap<number, number>;
+  /** Every module of the run, for per-block totals. */
+  modules?: readonly MeasuredModule[];
+  run?: MeasuredRun;
 }
 
 export interface ScanOptions {
@@ -189,6 +341,12 @@ export interface ScanOptions {
   maxBytes?: number;
   shapes?: ShapeSettings;
   hints?: ShapeHints;
+  /**
+   * What the installed torch can do. When a lever's required feature is false the
+   * site is still reported, with `advice.unavailable` set and no proposal wording;
+   * when absent, messages say the advice was not checked against an installed torch.
+   */
+  capabilities?: TorchCapabilities;
 }
 
 export const DEFAULT_MAX_BYTES = 2048 * 1024;

@@ -36,3 +36,28 @@
 (keyword_argument
   name: (identifier) @kwarg.name
   value: [(integer) (float)] @kwarg.value)
+
+; The memory advisor. `@` products (attention scores and outputs); for-loops (block
+; loops that activation checkpointing would cover); the string "eager" and the
+; keywords that choose attention, precision or checkpointing; `_attn_implementation`,
+; which HF modeling code reads to pick its attention at run time.
+(binary_operator
+  left: (_) @mm.left
+  operator: "@"
+  right: (_) @mm.right) @mm
+
+(for_statement
+  left: (_) @for.left
+  right: (_) @for.right) @for
+
+((string) @eager.str
+  (#match? @eager.str "^[rRuU]?[\"']eager[\"']$"))
+
+(keyword_argument
+  name: (identifier) @akw.name
+  value: (_) @akw.value
+  (#match? @akw.name "^(attn_implementation|mixed_precision|precision|fp16|bf16|torch_dtype|dtype|gradient_checkpointing)$"))
+
+(attribute
+  attribute: (identifier) @dispatch.attr
+  (#eq? @dispatch.attr "_attn_implementation"))

@@ -1,0 +1,584 @@
+/**
+ * The memory advisor: levers larger than packing dropout masks. Eager attention
+ * (→ fused SDPA), training without mixed precision (→ bf16 autocast), block loops
+ * without activation checkpointing, Adam/AdamW without `fused=`/`foreach=`.
+ *
+ * Each finding carries an estimate: from the last measured report where it names
+ * these lines or modules (basis `measured`), else from the static shapes (settings,
+ * literal config values) with the formulas below (basis `estimate`). A lever whose
+ * torch feature the installed torch lacks is still reported, marked unavailable.
+ */
+import type { AdviceFacts, AttnChainFact, BackwardFact, LoopFact } from './adviceFacts';
+import type { Env, GCall, PlacedChunk } from './analyze';
+import type { DefFact, RelRange } from './facts';
+import { SDPA, FUSED_ATTENTION } from './names';
+import { type Dim, fromDims, type ShapeContext } from './shapes';
+import type { Advice, AttentionInfo, Estimate, EstimateShape, MeasuredModule, Site, SiteArgs, SiteRange, TorchCapabilities, TorchFeature } from './types';
+
+/** What the whole file says about precision, checkpointing and attention dispatch. */
+export interface FileAdvice {
+  /** First mixed-precision evidence (0-based line). */
+  amp?: { what: string; line: number };
+  /** First activation-checkpointing evidence (0-based line). */
+  ckpt?: { what: string; line: number };
+  /** `_attn_implementation` is read: the attention is chosen by a config at run time. */
+  dispatch: boolean;
+  /** A framework that sets precision or checkpointing outside the file (accelerate, Lightning, DeepSpeed). */
+  framework?: string;
+  /** Some function holds an eager attention chain (for per-block estimates). */
+  eager: boolean;
+}
+
+const FRAMEWORKS = /^(accelerate|lightning|pytorch_lightning|lightning_fabric|deepspeed|colossalai)(\.|$)/;
+
+export function fileAdvice(chunks: readonly PlacedChunk[], importTargets: readonly string[]): FileAdvice {
+  const out: FileAdvice = { dispatch: false, eager: false };
+  for (const { facts, baseRow } of chunks) {
+    const a = facts.advice;
+    if (!out.amp && a.amp[0]) out.amp = { what: a.amp[0].what, line: a.amp[0].row + baseRow };
+    if (!out.ckpt && a.ckpt[0]) out.ckpt = { what: a.ckpt[0].what, line: a.ckpt[0].row + baseRow };
+    if (a.dispatch) out.dispatch = true;
+    if (a.chains.some((c) => c.outputRow !== undefined && c.scoresRow !== undefined)) out.eager = true;
+  }
+  const fw = importTargets.find((t) => FRAMEWORKS.test(t));
+  if (fw) out.framework = fw.split('.')[0] as string;
+  return out;
+}
+
+/** The part of the file's advice that changes analysis results (part of the cache key). */
+export function fileAdviceKey(f: FileAdvice): unknown[] {
+  return [!!f.amp, !!f.ckpt, f.dispatch, f.framework ?? '', f.eager];
+}
+
+// ---------------------------------------------------------------------------
+// Formulas. Bytes per element assume CUDA: dropout masks are bool (1 B); pass
+// maskBytes = 4 for CPU, where dropout keeps a float mask.
+
+/**
+ * Bytes per attention-probability element (B·H·L² per layer) that eager attention
+ * keeps for backward and a fused kernel does not:
+ *   softmax output, kept by its backward: 4 B (fp32; autocast runs softmax in fp32)
+ *   with dropout: its mask (maskBytes) + the dropped probabilities kept by `@ v` (2 B under autocast, 4 B in fp32)
+ *   without dropout under autocast: `@ v` keeps a bf16 copy of the probabilities (2 B); in fp32 it keeps the softmax output itself
+ * Under bf16 autocast with dropout that is 7 B/element: on an H100, BERT-large 16×512
+ * (24 layers × 16 heads) went from 27.9 GB eager to 16.7 GB with SDPA, 11.2 GB for
+ * 1.61e9 elements, 6.96 B each.
+ */
+export function eagerBytesPerElement(amp: boolean, dropout: boolean, maskBytes = 1): number {
+  return 4 + (dropout ? maskBytes + (amp ? 2 : 4) : amp ? 2 : 0);
+}
+
+/** What a fused kernel keeps instead, per query row: the fp32 log-sum-exp of the softmax. */
+export const SDPA_BYTES_PER_ROW = 4;
+
+/**
+ * Activations one standard transformer block keeps for backward (Korthikanti et al.
+ * 2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 1):
+ * 34·B·L·d bytes in 16-bit training — 16 values of B·L·d at 2 B (QKV input, Q, K, V,
+ * projection input, two LayerNorm inputs, MLP input, 4× GeLU input and 4× second
+ * linear input) plus two dropout masks at 1 B; in fp32 the 16 values take 4 B: 66·B·L·d.
+ * Eager attention adds B·H·L²·eagerBytesPerElement; a fused kernel only B·H·L·4.
+ */
+export function blockActivationBytes(o: { batch: number; seqLen: number; hidden: number; heads?: number; amp: boolean; eager: boolean; dropout?: boolean; maskBytes?: number }): number {
+  const maskBytes = o.maskBytes ?? 1;
+  const perToken = 16 * (o.amp ? 2 : 4) + 2 * maskBytes;
+  let bytes = o.batch * o.seqLen * o.hidden * perToken;
+  if (o.heads !== undefined) {
+    const rows = o.batch * o.heads * o.seqLen;
+    bytes += o.eager ? rows * o.seqLen * eagerBytesPerElement(o.amp, o.dropout ?? true, maskBytes) : rows * SDPA_BYTES_PER_ROW;
+  }
+  return bytes;
+}
+
+/**
+ * Checkpointing n blocks keeps each block's input (X bytes) instead of its
+ * activations (A bytes), and re-materialises one block's activations at a time in
+ * backward: saving = n·A − (n·X + A) = (n − 1)·A − n·X.
+ */
+export function checkpointSaving(blocks: number, perBlock: number, input: number): number {
+  return Math.max(0, (blocks - 1) * perBlock - blocks * input);
+}
+
+/**
+ * Weights of a transformer: per block 4·d² (Q, K, V, output) + 2·d·I (the FFN, I = 4·d
+ * when not written), plus the token and position embeddings. Biases and norms left out.
+ */
+export function transformerParams(o: { layers: number; hidden: number; intermediate?: number; vocab?: number; positions?: number }): number {
+  const d = o.hidden;
+  const inter = o.intermediate ?? 4 * d;
+  return o.layers * (4 * d * d + 2 * d * inter) + (o.vocab ?? 0) * d + (o.positions ?? 0) * d;
+}
+
+// ---------------------------------------------------------------------------
+// Capabilities.
+
+/** How each feature is named to users. */
+export const FEATURE_TEXT: Record<TorchFeature, string> = {
+  sdpa: 'F.scaled_dot_product_attention',
+  'sdpa-scale': 'the scale= argument of F.scaled_dot_product_attention',
+  'is-causal': 'is_causal=True in F.scaled_dot_product_attention',
+  'autocast-bf16-cuda': 'bf16 autocast on CUDA',
+  'autocast-bf16-cpu': 'bf16 autocast on CPU',
+  cuda: 'a CUDA device',
+  'cuda-bf16': 'bf16 on its CUDA device',
+  'checkpoint-non-reentrant': 'non-reentrant activation checkpointing (use_reentrant=False)',
+  'adamw-fused': 'fused AdamW (fused=True)',
+  'adamw-foreach': 'multi-tensor AdamW (foreach=True)',
+};
+
+export const DOCS = {
+  sdpa: 'https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html',
+  hf: 'https://huggingface.co/docs/transformers/perf_train_gpu_one',
+  autocast: 'https://pytorch.org/docs/stable/amp.html',
+  checkpoint: 'https://pytorch.org/docs/stable/checkpoint.html',
+  optimizer: 'https://pytorch.org/docs/stable/generated/torch.optim.AdamW.html',
+} as const;
+
+/** Sets `unavailable` when the installed torch is known to lack a required feature. */
+export function applyCapabilities(advice: Advice, caps: TorchCapabilities | undefined): Advice {
+  if (!caps) return advice;
+  const missing = (advice.requires ?? []).filter((f) => caps.features[f] === false);
+  if (missing.length) advice.unavailable = `the installed torch (${caps.torch}) has no ${missing.map((f) => FEATURE_TEXT[f]).join(' and no ')}`;
+  return advice;
+}
+
+/** The closing words of an advisor message: whether the advice was checked against a torch. */
+export function capabilityNote(caps: TorchCapabilities | undefined | null): string {
+  return caps ? '' : ' Not checked against an installed torch.';
+}
+
+// ---------------------------------------------------------------------------
+// Building sites.
+
+export interface ScopeNames {
+  className: string | null;
+  classKey: string | null;
+  funcName: string | null;
+  funcKey: string | null;
+}
+
+/** The enclosing class and function of a scope (index into the chunk's defs). */
+export function scopeNames(defs: readonly DefFact[], scope: number, ci: number, headerName: string | null): ScopeNames {
+  const out: ScopeNames = { className: null, classKey: null, funcName: null, funcKey: null };
+  for (let s = scope; s >= 0; s = (defs[s] as DefFact).parent) {
+    const d = defs[s] as DefFact;
+    if (d.kind === 'func' && out.funcName === null) {
+      out.funcName = d.name;
+      out.funcKey = `${ci}:${s}`;
+    }
+    if (d.kind === 'class') {
+      out.className = d.name;
+      out.classKey = `${ci}:${s}`;
+      break;
+    }
+  }
+  if (out.className === null && headerName !== null) {
+    out.className = headerName;
+    out.classKey = 'h';
+  }
+  return out;
+}
+
+function abs(r: RelRange, baseRow: number): SiteRange {
+  return { startLine: r.sr + baseRow, startCol: r.sc, endLine: r.er + baseRow, endCol: r.ec };
+}
+
+const isZero = (p: string | undefined) => p !== undefined && /^0*\.?0*$/.test(p.trim()) && p.trim() !== '.';
+
+/** `@ B=32 H=12 L=512`-style shape of an estimate, for notes. */
+function dimsNote(shape: EstimateShape | undefined): string {
+  if (!shape) return '';
+  return Object.entries(shape)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+}
+
+function layersOf(ctx: ShapeContext): Dim | undefined {
+  return ctx.configDim('layers');
+}
+
+/** Sums what the report kept on these 1-based lines (each line once). */
+function savedOn(env: Env, lines: readonly (number | undefined)[]): number[] | undefined {
+  const by = env.opts.hints?.savedByLine;
+  if (!by) return undefined;
+  const seen = new Set<number>();
+  const out: number[] = [];
+  for (const l of lines) {
+    if (l === undefined || seen.has(l)) {
+      out.push(0);
+      continue;
+    }
+    seen.add(l);
+    out.push(by.get(l) ?? 0);
+  }
+  return out;
+}
+
+/** Per-block totals of the measured modules under a list built at `line` (1-based), or under the largest list. */
+export function measuredBlocks(modules: readonly MeasuredModule[], line?: number): { path: string; blocks: number[] } | undefined {
+  const lists = modules.filter((m) => (m.type === 'ModuleList' || m.type === 'Sequential') && (line === undefined || m.createdLine === line));
+  let best: { path: string; blocks: number[] } | undefined;
+  for (const list of lists) {
+    const prefix = list.path ? `${list.path}.` : '';
+    const child = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\d+)(\\.|$)`);
+    const sums = new Map<string, number>();
+    for (const m of modules) {
+      const hit = child.exec(m.path);
+      if (hit) sums.set(hit[1] as string, (sums.get(hit[1] as string) ?? 0) + m.savedBytes);
+    }
+    if (sums.size < 2) continue;
+    const blocks = [...sums.values()];
+    if (!best || blocks.reduce((a, b) => a + b, 0) > best.blocks.reduce((a, b) => a + b, 0)) best = { path: list.path, blocks };
+  }
+  return best;
+}
+
+export interface AdvisorSiteParts {
+  file: string;
+  range: SiteRange;
+  kind: Site['kind'];
+  form: Site['form'];
+  names: ScopeNames;
+  callee: string;
+  resolved: string | null;
+  args: SiteArgs;
+  estimate: Estimate;
+  advice: Advice;
+  attention?: AttentionInfo;
+  remedy: string;
+  binding?: string;
+}
+
+export function advisorSite(p: AdvisorSiteParts, message: (s: Site) => string): Site {
+  const site: Site = {
+    file: p.file,
+    range: p.range,
+    kind: p.kind,
+    form: p.form,
+    className: p.names.className,
+    funcName: p.names.funcName,
+    args: p.args,
+    callee: p.callee,
+    resolved: p.resolved,
+    estimate: p.estimate,
+    message: '',
+    code: `membit.${p.kind}`,
+    advice: p.advice,
+    remedy: p.remedy,
+  };
+  if (p.attention) site.attention = p.attention;
+  if (p.binding) site.binding = p.binding;
+  site.message = message(site);
+  return site;
+}
+
+// ---------------------------------------------------------------------------
+// Eager attention.
+
+export interface ChainInGroup {
+  chain: AttnChainFact;
+  baseRow: number;
+  names: ScopeNames;
+}
+
+/** Estimate and advice for an eager attention chain. Rows are absolute (0-based). */
+export function eagerAttnAdvice(
+  env: Env,
+  ctx: ShapeContext,
+  parts: { softmaxLine: number; dropoutLine?: number; outputLine?: number; dropout: boolean; form: 'eager-block' | 'hf-eager' },
+): { estimate: Estimate; advice: Advice } {
+  const amp = !!env.advice.amp;
+  const advice: Advice = { lever: 'sdpa', basis: 'estimate', requires: ['sdpa'], docs: parts.form === 'hf-eager' ? DOCS.hf : DOCS.sdpa };
+  const run = env.opts.hints?.run;
+  if (parts.form === 'eager-block') {
+    // Lines are relative to the group; the report counts from the file's first line, 1-based.
+    const at = (l: number | undefined) => (l === undefined ? undefined : l + ctx.rowOffset + 1);
+    const saved = savedOn(env, [at(parts.softmaxLine), at(parts.dropoutLine), at(parts.outputLine)]);
+    if (saved && (saved[0] ?? 0) > 0) {
+      const [probs = 0, mask = 0, out = 0] = saved;
+      // `@ v` keeps the dropped (or cast) probabilities next to v: count at most the probabilities' size.
+      const copy = parts.dropout || amp ? Math.min(out, probs) : 0;
+      advice.savingBytes = probs + mask + copy;
+      advice.basis = 'measured';
+      return {
+        advice: applyCapabilities(advice, env.opts.capabilities),
+        estimate: {
+          source: 'report',
+          note: `measured in the latest profile run: probabilities ${probs} B on the softmax line${mask ? `, ${mask} B on the dropout line` : ''}${copy ? `, ${copy} B of the copy kept by the product with v` : ''}`,
+        },
+      };
+    }
+  } else if (run?.thisFile && run.softmaxBytes) {
+    advice.savingBytes = run.softmaxBytes + (run.attnMaskBytes ?? 0);
+    advice.basis = 'measured';
+    return {
+      advice: applyCapabilities(advice, env.opts.capabilities),
+      estimate: { source: 'report', note: 'softmax outputs and attention-dropout masks measured in the latest profile run (the copy kept by the product with v not counted)' },
+    };
+  }
+  const est = fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], 1, false, 'attention probabilities');
+  delete est.maskBytes;
+  if (est.elements !== undefined && est.shape?.seqLen) {
+    const layers = layersOf(ctx);
+    const n = layers?.value ?? 1;
+    const bpe = eagerBytesPerElement(amp, parts.dropout);
+    const perLayer = est.elements * bpe - (est.elements / est.shape.seqLen) * SDPA_BYTES_PER_ROW;
+    advice.savingBytes = Math.max(0, n * perLayer);
+    est.elements *= n;
+    est.note = `${est.note}; ${layers ? `× ${n} layers from ${layers.label}` : 'one layer (no layer count in the file)'}; ${bpe} B per element (${
+      amp ? 'autocast: fp32 softmax output' : 'fp32 softmax output'
+    }${parts.dropout ? `, 1 B dropout mask, ${amp ? 2 : 4} B dropped copy` : amp ? ', 2 B bf16 copy' : ''}) less SDPA's 4 B per row`;
+  }
+  return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: est };
+}
+
+/** Eager attention chains of a group that are sites: confirmed, complete, and not a fallback of a fused path. */
+export function eagerChains(
+  chains: readonly ChainInGroup[],
+  calls: readonly GCall[],
+  env: Env,
+  softmaxMembers: ReadonlySet<string>,
+): ChainInGroup[] {
+  const fusedFuncs = new Set<string>();
+  const fusedClasses = new Set<string>();
+  for (const g of calls) {
+    const q = g.res.qname;
+    const f = FUSED_ATTENTION.get(g.res.final);
+    if (q === SDPA || (f && q && (q.startsWith(f.module) || g.res.binding === 'unbound'))) {
+      if (g.funcKey) fusedFuncs.add(g.funcKey);
+      if (g.classKey) fusedClasses.add(g.classKey);
+    }
+  }
+  return chains.filter(({ chain, names }) => {
+    if (chain.outputRow === undefined || chain.scoresRow === undefined) return false;
+    if (chain.via && !softmaxMembers.has(`${names.classKey}|${chain.via}`)) return false;
+    // A fused path next to this one (nanoGPT's `if self.flash`), in the function or its class: the eager one is the fallback.
+    if ((names.funcKey && fusedFuncs.has(names.funcKey)) || (names.classKey && fusedClasses.has(names.classKey))) return false;
+    // HF modeling code: `eager_attention_forward` is one of the implementations a config picks from.
+    if (env.advice.dispatch || /^eager/i.test(names.funcName ?? '')) return false;
+    return true;
+  });
+}
+
+export function eagerBlockSite(file: string, c: ChainInGroup, env: Env, ctx: ShapeContext, message: (s: Site) => string): Site {
+  const { chain, baseRow, names } = c;
+  const row = (r: number | undefined) => (r === undefined ? undefined : r + baseRow);
+  const dropout = chain.dropoutRow !== undefined && !isZero(chain.dropoutP);
+  const softmaxLine = chain.pos.sr + baseRow;
+  const attention: AttentionInfo = { form: 'eager-block', softmaxLine };
+  const put = (k: 'scoresLine' | 'maskLine' | 'dropoutLine' | 'outputLine', v: number | undefined) => {
+    if (v !== undefined) attention[k] = v;
+  };
+  put('scoresLine', row(chain.scoresRow));
+  put('maskLine', row(chain.maskRow));
+  put('dropoutLine', row(chain.dropoutRow));
+  put('outputLine', row(chain.outputRow));
+  if (names.funcName) attention.funcName = names.funcName;
+  const { estimate, advice } = eagerAttnAdvice(env, ctx, { softmaxLine, dropoutLine: attention.dropoutLine, outputLine: attention.outputLine, dropout, form: 'eager-block' });
+  const args: SiteArgs = {};
+  const params = ['input', 'dim'];
+  chain.args.forEach((a, i) => {
+    const eq = /^([A-Za-z_]\w*)\s*=(?!=)\s*([\s\S]*)$/.exec(a);
+    if (eq) args[eq[1] as string] = eq[2] as string;
+    else args[params[i] ?? `arg${i}`] = a;
+  });
+  return advisorSite(
+    {
+      file,
+      range: abs(chain.pos, baseRow),
+      kind: 'eager-attn',
+      form: 'call',
+      names,
+      callee: chain.callee,
+      resolved: null,
+      args,
+      estimate,
+      advice,
+      attention,
+      remedy: advice.unavailable
+        ? `Fused attention is not available: ${advice.unavailable}.`
+        : `F.scaled_dot_product_attention computes the same in a fused kernel that keeps none of this${dropout ? ', and its dropout needs no mask: packing this attention dropout becomes moot' : ''}.`,
+    },
+    message,
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Activation checkpointing.
+
+/** Leaf layers: a list of these is not a list of blocks. */
+const LEAF_ITEMS = /^\[\s*(nn|torch\.nn)\.(Linear|Conv\w*|LayerNorm|RMSNorm|GroupNorm|BatchNorm\w*|Dropout\w*|Embedding|ReLU|GELU|SiLU|Identity)\(/;
+
+/**
+ * `measured`: where to look in the report: the list built at `line` (1-based), any
+ * list (`{}`, for an HF model built here), or nowhere (undefined).
+ */
+export function checkpointAdvice(env: Env, ctx: ShapeContext, measured: { line?: number } | undefined): { estimate: Estimate; advice: Advice } {
+  const amp = !!env.advice.amp;
+  const advice: Advice = {
+    lever: 'checkpoint',
+    basis: 'estimate',
+    cost: 'recompute: about one extra forward pass per step (~+20–35% step time)',
+    requires: ['checkpoint-non-reentrant'],
+    docs: DOCS.checkpoint,
+  };
+  const modules = env.opts.hints?.modules;
+  const found = modules && measured ? measuredBlocks(modules, measured.line) : undefined;
+  if (found) {
+    const total = found.blocks.reduce((a, b) => a + b, 0);
+    const max = Math.max(...found.blocks);
+    advice.savingBytes = total - max;
+    advice.basis = 'measured';
+    return {
+      advice: applyCapabilities(advice, env.opts.capabilities),
+      estimate: {
+        source: 'report',
+        note: `${found.blocks.length} blocks under ${found.path || 'the model'} kept ${total} B in the latest profile run; one block is re-materialised in backward; the input each block keeps is not subtracted (an upper bound)`,
+      },
+    };
+  }
+  const B = ctx.dim('batch');
+  const L = ctx.dim('seqLen');
+  const d = ctx.dim('hidden');
+  const H = ctx.dim('heads');
+  const n = layersOf(ctx);
+  const missing = [L ? '' : 'L (seqLen)', d ? '' : 'd (hidden)', n ? '' : 'the number of blocks'].filter(Boolean);
+  if (!L || !d || !n) return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: { source: 'unknown', note: `shape unknown: no ${missing.join(', ')} in the file; set membit.shapes` } };
+  const batch = B?.value ?? 1;
+  const perBlock = blockActivationBytes({ batch, seqLen: L.value, hidden: d.value, ...(H ? { heads: H.value } : {}), amp, eager: env.advice.eager });
+  const input = batch * L.value * d.value * (amp ? 2 : 4);
+  advice.savingBytes = checkpointSaving(n.value, perBlock, input);
+  const shape: EstimateShape = { seqLen: L.value, hidden: d.value };
+  if (B) shape.batch = B.value;
+  if (H) shape.heads = H.value;
+  const dims = [B, L, d, H, n].filter((x): x is Dim => !!x);
+  const est: Estimate = {
+    source: dims.some((x) => x.origin === 'settings') ? 'settings' : 'config',
+    shape,
+    note: `(n−1)·A − n·X with n=${n.value} blocks, A = ${amp ? 34 : 66}·B·L·d${H ? (env.advice.eager ? ' + eager attention B·H·L²' : ' + B·H·L·4') : ''} per block (Korthikanti et al. 2022), X = B·L·d·${amp ? 2 : 4} kept per block; ${dims
+      .map((x) => `${x.label}=${x.value}`)
+      .join(', ')}${B ? '' : '; per sample (no batch size known)'}`,
+  };
+  if (!B) est.perSample = true;
+  return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: est };
+}
+
+export interface LoopInGroup {
+  loop: LoopFact;
+  ci: number;
+  baseRow: number;
+  names: ScopeNames;
+}
+
+/** The block loops of a group that checkpointing would cover: `for block in self.<list>` in `forward`. */
+export function checkpointLoops(loops: readonly LoopInGroup[], calls: readonly GCall[], env: Env): { l: LoopInGroup; list: GCall }[] {
+  if (env.advice.ckpt || env.advice.framework === 'deepspeed') return [];
+  const out: { l: LoopInGroup; list: GCall }[] = [];
+  for (const l of loops) {
+    if (l.names.funcName !== 'forward' || !l.names.classKey || !l.loop.iter.startsWith('self.')) continue;
+    const iterLast = l.loop.iter.slice(l.loop.iter.lastIndexOf('.') + 1);
+    const list = calls.find((g) => {
+      if (g.classKey !== l.names.classKey || !g.f.detailed) return false;
+      const q = g.res.qname ?? '';
+      if (!/(^|\.)(ModuleList|Sequential)$/.test(q) || !(q.startsWith('torch.nn') || g.res.binding === 'fallback')) return false;
+      if (g.f.binding === l.loop.iter) return true;
+      return !!g.f.kwKey && g.f.kwKey === iterLast && l.loop.iter.split('.').length > 2;
+    });
+    if (!list) continue;
+    if (LEAF_ITEMS.test(list.f.args[0]?.text ?? '')) continue;
+    const body = calls.some((g) => g.chunk === l.ci && g.f.si > l.loop.si && g.f.ei <= l.loop.ei && l.loop.targets.includes(g.f.callee));
+    if (!body) continue;
+    out.push({ l, list });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Optimizers.
+
+export const OPTIMIZERS = new Set(['torch.optim.AdamW', 'torch.optim.Adam', 'torch.optim.adamw.AdamW', 'torch.optim.adam.Adam']);
+
+export function optimizerAdvice(env: Env, ctx: ShapeContext): { estimate: Estimate; advice: Advice; stateBytes?: number; params?: number } {
+  const caps = env.opts.capabilities;
+  // Fused where this torch has it; else foreach; the lever is unavailable only when it has neither.
+  const requires: TorchFeature[] = caps && caps.features['adamw-fused'] === false && caps.features['adamw-foreach'] !== false ? ['adamw-foreach'] : ['adamw-fused'];
+  const advice: Advice = { lever: 'fused-optimizer', basis: 'estimate', requires, docs: DOCS.optimizer, cost: 'none: the same update, fewer kernel launches' };
+  const run = env.opts.hints?.run;
+  if (run?.thisFile && run.optimizerState) {
+    advice.basis = 'measured';
+    return {
+      advice: applyCapabilities(advice, caps),
+      stateBytes: run.optimizerState,
+      ...(run.params !== undefined ? { params: Math.round(run.params / 4) } : {}),
+      estimate: { source: 'report', note: 'optimizer state measured in the latest profile run' },
+    };
+  }
+  const n = layersOf(ctx);
+  const d = ctx.dim('hidden');
+  if (!n || !d) return { advice: applyCapabilities(advice, caps), estimate: { source: 'unknown', note: 'parameter count unknown: 8 B per parameter' } };
+  const vocab = ctx.configDim('vocab');
+  const inter = ctx.configDim('intermediate');
+  const L = ctx.dim('seqLen');
+  const params = transformerParams({ layers: n.value, hidden: d.value, ...(inter ? { intermediate: inter.value } : {}), ...(vocab ? { vocab: vocab.value } : {}), ...(L ? { positions: L.value } : {}) });
+  const dims = [n, d, inter, vocab, L].filter((x): x is Dim => !!x);
+  return {
+    advice: applyCapabilities(advice, caps),
+    stateBytes: params * 8,
+    params,
+    estimate: {
+      elements: params,
+      source: dims.some((x) => x.origin === 'settings') ? 'settings' : 'config',
+      note: `~${params.toLocaleString('en-US')} parameters = n·(4d² + 2·d·I) + V·d + L·d (biases and norms left out); ${dims.map((x) => `${x.label}=${x.value}`).join(', ')}`,
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Mixed precision.
+
+export function autocastAdvice(env: Env, ctx: ShapeContext): { estimate: Estimate; advice: Advice } {
+  const advice: Advice = { lever: 'autocast', basis: 'estimate', requires: ['autocast-bf16-cuda'], docs: DOCS.autocast, cost: 'bf16 rounding: keep the loss and optimizer in fp32 (autocast does)' };
+  const run = env.opts.hints?.run;
+  if (run?.thisFile && run.activationsAtPeak) {
+    // bf16 halves most saved activations; autocast also caches a bf16 copy of each weight (half the fp32 weights).
+    advice.savingBytes = Math.max(0, Math.round(run.activationsAtPeak / 2 - (run.params ?? 0) / 2));
+    return {
+      advice: applyCapabilities(advice, env.opts.capabilities),
+      estimate: { source: 'report', note: `half of the ${run.activationsAtPeak} B of activations measured at the peak, less bf16 copies of the weights (an estimate: softmax and norms stay fp32)` },
+    };
+  }
+  const B = ctx.dim('batch');
+  const L = ctx.dim('seqLen');
+  const d = ctx.dim('hidden');
+  const H = ctx.dim('heads');
+  const n = layersOf(ctx);
+  if (!L || !d || !n) {
+    const missing = [L ? '' : 'L (seqLen)', d ? '' : 'd (hidden)', n ? '' : 'the number of layers'].filter(Boolean);
+    return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: { source: 'unknown', note: `shape unknown: no ${missing.join(', ')} in the file; set membit.shapes` } };
+  }
+  const batch = B?.value ?? 1;
+  const shape = { batch, seqLen: L.value, hidden: d.value, ...(H ? { heads: H.value } : {}), eager: env.advice.eager };
+  const fp32 = blockActivationBytes({ ...shape, amp: false });
+  const bf16 = blockActivationBytes({ ...shape, amp: true });
+  // The bf16 weight copies autocast caches are paid once, not per sample: only subtracted with a batch size.
+  const copies = B ? transformerParams({ layers: n.value, hidden: d.value }) * 2 : 0;
+  advice.savingBytes = Math.max(0, n.value * (fp32 - bf16) - copies);
+  const dims = [B, L, d, H, n].filter((x): x is Dim => !!x);
+  const est: Estimate = {
+    source: dims.some((x) => x.origin === 'settings') ? 'settings' : 'config',
+    shape: { seqLen: L.value, hidden: d.value, ...(B ? { batch: B.value } : {}), ...(H ? { heads: H.value } : {}) },
+    note: `n·(A_fp32 − A_bf16)${B ? ' − 2 B per weight (bf16 copies of the block weights)' : ''}, A per block as for checkpointing (66 vs 34·B·L·d); ${dims.map((x) => `${x.label}=${x.value}`).join(', ')}${
+      B ? '' : '; per sample (no batch size known; the bf16 weight copies are not subtracted)'
+    }`,
+  };
+  if (!B) est.perSample = true;
+  return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: est };
+}
+
+/** A `.backward()` on a loss: the training step of the file. */
+export function isLossBackward(b: BackwardFact): boolean {
+  return /loss/i.test(b.receiver) && !/scale\(/.test(b.receiver);
+}
+
+export { dimsNote };
+export type { AdviceFacts };
