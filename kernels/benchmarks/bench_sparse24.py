@@ -56,7 +56,7 @@ NAMED = [
 GRID_PLAIN = [768, 1024, 1600, 2048, 2560, 4096, 5120, 8192]
 GRID_GATED = [(2048, 5632), (4096, 11008), (5120, 13824), (8192, 22016)]
 TOKENS = [4096, 8192, 16384, 32768]
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"bf16": torch.bfloat16}
 
 
 def log(*a):
@@ -317,7 +317,6 @@ def main(argv=None):
         for name, d, h, gated in NAMED:
             for t in (8192, 16384, 32768):
                 cases.append((name, d, h, gated, t, "bf16"))
-            cases.append((name, d, h, gated, 16384, "fp16"))
     if args.advice:
         named = {(d, h) for _, d, h, _ in NAMED}
         for d in GRID_PLAIN:

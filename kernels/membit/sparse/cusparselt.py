@@ -27,7 +27,12 @@ ALIGN = 64
 # Token counts (the n of every product) are padded to a multiple of this.
 TOKEN_ALIGN = 16
 
-SPARSE_DTYPES = (torch.float16, torch.bfloat16)
+SPARSE_DTYPES = (torch.bfloat16,)
+# fp16 is kept off the sparse path: on an H200 with torch 2.11.0+cu130 cuSPARSELt's fp16 algorithm
+# search failed with an internal error and left the CUDA context unusable (every later launch
+# failed), which no in-process check can recover from. fp16 layers run the masked dense path.
+FP16_REASON = ("fp16 2:4 products are off: cuSPARSELt's fp16 search failed and broke the CUDA context "
+               "on H200 with torch 2.11; use bf16 (bf16 weights or bf16 autocast)")
 
 _lock = threading.Lock()
 _algs: Dict[tuple, int] = {}
@@ -57,8 +62,10 @@ def available(device: torch.device, dtype: torch.dtype) -> Tuple[bool, str]:
     """Whether this torch and GPU can run cuSPARSELt 2:4 products in dtype; the reason when not."""
     if device.type != "cuda":
         return False, f"{device.type} has no sparse tensor cores"
+    if dtype == torch.float16:
+        return False, FP16_REASON
     if dtype not in SPARSE_DTYPES:
-        return False, f"{str(dtype).replace('torch.', '')} has no exact 2:4 kernel (use bf16 or fp16, e.g. bf16 autocast)"
+        return False, f"{str(dtype).replace('torch.', '')} has no exact 2:4 kernel (use bf16, e.g. bf16 autocast)"
     for op in ("_cslt_compress", "_cslt_sparse_mm", "_cslt_sparse_mm_search"):
         if not hasattr(torch, op):
             return False, f"this torch ({torch.__version__}) has no torch.{op}"

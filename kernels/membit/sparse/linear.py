@@ -12,12 +12,12 @@ Following Hu et al. ("Accelerating Transformer Pre-training with 2:4 Sparsity", 
   pulls pruned weights towards zero so the mask settles;
 - `densify(model)` switches to dense for the final fine-tuning steps.
 
-Runtime. On GPUs with sparse tensor cores (sm_80+) and a bf16/fp16 compute dtype (bf16
-weights, or fp32 weights under bf16/fp16 autocast), the forward and the input gradient are
+Runtime. On GPUs with sparse tensor cores (sm_80+) and a bf16 compute dtype (bf16 weights,
+or fp32 weights under bf16 autocast), the forward and the input gradient are
 cuSPARSELt 2:4 products of W*M and (W*M)^T, compressed in every training forward (the weights
 change every step) with the algorithm searched once per shape; the weight gradient is a dense
 cuBLAS product, or with mvue=True a 2:4 product of an unbiased 2:4 sparsification of dY^T.
-Everywhere else (CPU, older GPUs, fp32 without autocast, torch without cuSPARSELt) the same
+Everywhere else (CPU, older GPUs, fp32 without autocast, fp16, torch without cuSPARSELt) the same
 maths runs as a masked dense matmul — correct, no speedup — and the first such use warns once
 with the reason. Masks are computed and applied by membit; PyTorch's runtime pruning helpers,
 measured to decode wrong values on H100, are never used.
