@@ -7,6 +7,7 @@
  *   insertPatchCall                            `membit.patch(model, ...)` after the line that builds the model
  *   revertConversions                          back to the stock PyTorch calls, from the text alone
  *   applyEdits, unifiedDiff                    helpers for previews, tests and the CLI
+ *   applyLever, ADVICE                         the memory advisor's levers (SDPA, checkpointing, bf16 autocast) and its advice
  */
 export {
   canConvert,
@@ -28,3 +29,19 @@ export { SITE_MARK, MEMBIT_QUALIFIED, MEMBIT_BARE, STOCK, type TargetKind } from
 export { insertPatchCall, patchCallText, type PatchOptions, type PatchResult } from './patch';
 export { type Reverted, type RevertOptions, type RevertResult, revertConversions } from './revert';
 export { type DiffOptions, unifiedDiff } from './diff';
+export {
+  ADVICE,
+  type LeverAdvice,
+  type AdviceTopic,
+  applyLever,
+  type Lever,
+  LEVER_TITLES,
+  type LeverChange,
+  type LeverForm,
+  LEVERS,
+  leversAt,
+  type LeverOptions,
+  type LeverResult,
+  type LeverSkip,
+  type LeverSkipCode,
+} from './advice';

@@ -1,0 +1,219 @@
+/**
+ * The checkpoint lever: recompute each block's activations in backward instead of
+ * keeping them.
+ *
+ * A loop over the model's blocks whose body is exactly one call
+ *
+ *     for block in self.h:
+ *         x = block(x)
+ *
+ * becomes
+ *
+ *     for block in self.h:
+ *         if self.training and torch.is_grad_enabled():
+ *             x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+ *         else:
+ *             x = block(x)
+ *
+ * Non-reentrant checkpointing saves the RNG state and replays it in backward, so the
+ * recomputed dropout masks are the ones of the forward: outputs and gradients are
+ * identical. Evaluation and no-grad forwards take the old path. `import
+ * torch.utils.checkpoint` is added unless the file already reaches `checkpoint` some way.
+ *
+ * HF models: `<model>.gradient_checkpointing_enable()` goes on the line after the
+ * statement that builds the model (`X.from_pretrained(...)`, `X.from_config(...)`,
+ * `XForY(config)` from `transformers`).
+ */
+import type { OffsetEdit } from './edits';
+import { type Ctx, type Found, indentUnit, loads, localFor, resolved, shortText, skipAt, spanOf, torchName } from './leverCommon';
+import { compact, dottedName, type Expr, parseExpr, src } from './pyexpr';
+import { assignOf, bodyOf, boundNames, classOfMethod, enclosingDef, exprOf, hasMultilineString, nextSibling, paramsOf, type Stmt } from './structure';
+import { lineEnd, type Tok, tokText } from './tokens';
+
+/** Keywords `checkpoint()` takes itself: a block argument of that name would be swallowed. */
+const CHECKPOINT_KWARGS = new Set(['use_reentrant', 'preserve_rng_state', 'context_fn', 'determinism_check', 'debug']);
+
+/** `for <var> in <iter>:`: the loop variable and the iterable, when that simple. */
+function forHeader(ctx: Ctx, s: Stmt): { variable: string; iter: Expr } | undefined {
+  const t = ctx.t;
+  if (!s.header || s.head !== 'for') return undefined;
+  const base = (t.toks[s.line.first] as Tok).depth;
+  let inAt = -1;
+  for (let k = s.line.first + 1; k < s.last; k++) {
+    const tok = t.toks[k] as Tok;
+    if (tok.depth === base && tok.type === 'name' && tokText(t, k) === 'in') {
+      inAt = k;
+      break;
+    }
+  }
+  if (inAt < 0) return undefined;
+  const target = parseExpr(t, s.line.first + 1, inAt - 1);
+  const iter = parseExpr(t, inAt + 1, s.last - 1);
+  if (!target || target.k !== 'name' || !iter) return undefined;
+  return { variable: target.id, iter };
+}
+
+/** How to call `torch.utils.checkpoint.checkpoint` here, and the import it needs. */
+function checkpointName(ctx: Ctx): { name: string; add?: string } {
+  const bare = localFor(ctx, 'torch.utils.checkpoint.checkpoint');
+  if (bare) return { name: bare };
+  const mod = localFor(ctx, 'torch.utils.checkpoint');
+  if (mod) return { name: `${mod}.checkpoint` };
+  const torch = localFor(ctx, 'torch');
+  if (loads(ctx, 'torch.utils.checkpoint') && torch) return { name: `${torch}.utils.checkpoint.checkpoint` };
+  // `import torch.utils.checkpoint` binds `torch` itself.
+  return { name: 'torch.utils.checkpoint.checkpoint', add: 'import torch.utils.checkpoint' };
+}
+
+/** Does any name in the statements say checkpoint (already recomputing)? */
+function mentionsCheckpoint(ctx: Ctx, stmts: readonly Stmt[]): boolean {
+  for (const s of stmts) {
+    for (let k = s.line.first; k <= s.line.last; k++) {
+      const tok = ctx.t.toks[k] as Tok;
+      if (tok.type === 'name' && /checkpoint/.test(tokText(ctx.t, k))) return true;
+    }
+  }
+  return false;
+}
+
+function loops(ctx: Ctx): Found[] {
+  const st = ctx.st;
+  const out: Found[] = [];
+  for (const s of st.stmts) {
+    const h = forHeader(ctx, s);
+    if (!h) continue;
+    const iter = dottedName(h.iter);
+    const def = enclosingDef(st, s);
+    const self = def ? paramsOf(st, def)[0] : undefined;
+    // Only loops over a module's own block list: `for block in self.h:` in a method.
+    if (!iter || !def || !self || !iter.startsWith(`${self}.`) || !classOfMethod(st, def)) continue;
+    const body = st.children.get(s.index) ?? [];
+    const all = bodyOf(st, s);
+    const first = s.line.startLine;
+    const last = all.length ? (all[all.length - 1] as Stmt).line.endLine : s.line.endLine;
+    const skip = (code: Parameters<typeof skipAt>[1], reason: string) => out.push(skipAt(s, code, reason, first, last));
+    if (mentionsCheckpoint(ctx, all)) {
+      skip('already', `the loop over \`${iter}\` already checkpoints its blocks`);
+      continue;
+    }
+    const stmt = body[0];
+    const a = stmt && body.length === 1 ? assignOf(st, stmt) : undefined;
+    const name = a && a.targets.length === 1 ? a.targets[0] : undefined;
+    const call = a?.value;
+    if (!stmt || body.length !== 1 || !a || name?.k !== 'name' || call?.k !== 'call' || call.fn.k !== 'name' || call.fn.id !== h.variable) {
+      skip('loop-form', `the body of \`for ${h.variable} in ${iter}:\` is not exactly one \`x = ${h.variable}(x, ...)\`${stmt ? ` (it starts with \`${shortText(ctx, stmt)}\`)` : ''}`);
+      continue;
+    }
+    const firstArg = call.args[0];
+    if (!firstArg || firstArg.kw !== undefined || firstArg.star || firstArg.value.k !== 'name' || firstArg.value.id !== name.id) {
+      skip('loop-form', `\`${shortText(ctx, stmt)}\` does not pass \`${name.id}\` as the block's first argument`);
+      continue;
+    }
+    const clash = call.args.find((x) => x.kw !== undefined && CHECKPOINT_KWARGS.has(x.kw));
+    if (clash) {
+      skip('loop-form', `the block takes \`${clash.kw}=\`, a keyword checkpoint() keeps for itself`);
+      continue;
+    }
+    const after = nextSibling(st, s);
+    if (after && after.head === 'else' && after.indent === s.indent) {
+      skip('loop-form', 'the loop has an `else:` clause');
+      continue;
+    }
+    const unit = indentUnit(s, stmt);
+    if (unit === undefined || hasMultilineString(st, stmt)) {
+      skip('layout', unit === undefined ? 'the loop body is not indented under its header' : 'the block call holds a string over several lines');
+      continue;
+    }
+    const t = ctx.t;
+    const { start, end } = spanOf(ctx, stmt);
+    // Arguments as written, between the call's parentheses, without a trailing comma.
+    const argsText = t.text
+      .slice(firstArg.value.s, call.e - 1)
+      .trimEnd()
+      .replace(/,$/, '');
+    const ck = checkpointName(ctx);
+    const torch = torchName(ctx);
+    const torchLocal = ck.add ? 'torch' : torch.name;
+    const eol = ctx.eol;
+    const bi = stmt.indent;
+    // The original statement moves one level in: its continuation lines too.
+    const original = t.text.slice(start, end).split(/(\r\n|\n|\r)/).map((part, i) => (i > 0 && i % 2 === 0 && part.length ? unit + part : part)).join('');
+    const newText =
+      `if ${self}.training and ${torchLocal}.is_grad_enabled():${eol}` +
+      `${bi}${unit}${name.id} = ${ck.name}(${h.variable}, ${argsText}, use_reentrant=False)${eol}` +
+      `${bi}else:${eol}` +
+      `${bi}${unit}${original}`;
+    const imports = [ck.add, ck.add ? undefined : torch.add].filter((x): x is string => !!x);
+    out.push({
+      first,
+      last,
+      line: s.line.startLine,
+      edits: [{ start, end, newText }],
+      ...(imports.length ? { imports } : {}),
+      form: 'checkpoint-loop',
+      description: `each block of \`${iter}\` checkpointed while training (${ck.name}(${h.variable}, ..., use_reentrant=False))`,
+    });
+  }
+  return out;
+}
+
+/** Chained calls that return the model itself: `.to(device)`, `.cuda()`, `.train()`. */
+const SELF_RETURNING = new Set(['to', 'cuda', 'cpu', 'train', 'float', 'half', 'bfloat16', 'requires_grad_', 'to_empty']);
+const HF_LOADERS = new Set(['from_pretrained', 'from_config', '_from_config']);
+
+/** The transformers model class a value builds, or undefined. */
+function hfModel(ctx: Ctx, value: Expr): string | undefined {
+  let e = value;
+  while (e.k === 'call' && e.fn.k === 'attr' && SELF_RETURNING.has(e.fn.name) && e.fn.obj.k === 'call') e = e.fn.obj;
+  if (e.k !== 'call') return undefined;
+  const q = resolved(ctx, e.fn);
+  if (!q || !q.startsWith('transformers.')) return undefined;
+  const parts = q.split('.');
+  let cls = parts[parts.length - 1] as string;
+  if (HF_LOADERS.has(cls)) cls = parts[parts.length - 2] ?? '';
+  if (/Config|Tokenizer|Processor|Extractor|Collator|Trainer|Arguments|pipeline/i.test(cls)) return undefined;
+  return /Model|For[A-Z]/.test(cls) ? cls : undefined;
+}
+
+function hfModels(ctx: Ctx): Found[] {
+  const st = ctx.st;
+  const out: Found[] = [];
+  const enabled = new Set<string>();
+  for (const s of st.stmts) {
+    const e = exprOf(st, s);
+    if (e?.k === 'call' && e.fn.k === 'attr' && e.fn.name === 'gradient_checkpointing_enable') enabled.add(compact(ctx.t, e.fn.obj));
+  }
+  for (const s of st.stmts) {
+    if (s.header) continue;
+    if (s.head === 'return' && !s.semicolon) {
+      const v = parseExpr(ctx.t, s.line.first + 1, s.last);
+      const cls = v ? hfModel(ctx, v) : undefined;
+      if (cls) out.push(skipAt(s, 'model-form', `the ${cls} is returned as it is built: call \`.gradient_checkpointing_enable()\` on the model where the caller receives it`));
+      continue;
+    }
+    const a = assignOf(st, s);
+    if (!a || a.targets.length !== 1) continue;
+    const cls = hfModel(ctx, a.value);
+    if (!cls) continue;
+    const target = a.targets[0] as Expr;
+    const names = boundNames(target);
+    const model = target.k === 'attr' && dottedName(target) ? (dottedName(target) as string) : names && names.length === 1 ? (names[0] as string) : undefined;
+    if (!model) {
+      out.push(skipAt(s, 'model-form', `the ${cls} is assigned to \`${src(ctx.t, target)}\`, not to one name`));
+      continue;
+    }
+    if (enabled.has(model)) {
+      out.push(skipAt(s, 'already', `\`${model}.gradient_checkpointing_enable()\` is already called`));
+      continue;
+    }
+    const at = lineEnd(ctx.t.text, ctx.t.lineStarts, s.line.endLine);
+    const edit: OffsetEdit = { start: at, end: at, newText: `${ctx.eol}${s.indent}${model}.gradient_checkpointing_enable()` };
+    out.push({ first: s.line.startLine, last: s.line.endLine, line: s.line.startLine, edits: [edit], form: 'hf-checkpoint', description: `${model}.gradient_checkpointing_enable() after the ${cls} is built` });
+  }
+  return out;
+}
+
+export function findCheckpoint(ctx: Ctx): Found[] {
+  return [...loops(ctx), ...hfModels(ctx)];
+}
+

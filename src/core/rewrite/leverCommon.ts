@@ -1,0 +1,203 @@
+/**
+ * What the advisor's rewrites share: the analysed file, what one recognised site
+ * yields (edits, or a skip with the reason), and how the file spells the torch names
+ * a rewrite writes.
+ */
+import type { OffsetEdit } from './edits';
+import { eolOf, type Imports, readImports, resolveCallee } from './imports';
+import { type Expr, dottedName } from './pyexpr';
+import { type Stmt, type Structure, structureOf } from './structure';
+import { type Tok, tokText, type Tokens, tokenize } from './tokens';
+
+/** Why a recognised site was left alone. */
+export type LeverSkipCode =
+  /** `line` was given and no pattern of the lever is there. */
+  | 'no-pattern'
+  /** The lever is already applied (or the file already uses it). */
+  | 'already'
+  /** A value is not the literal the rewrite needs (`attn_implementation=attn`). */
+  | 'not-literal'
+  /** `attn_implementation=` in a call that is not a model or config constructor. */
+  | 'unknown-callee'
+  /** The file asks for attention weights (`output_attentions=True`), which SDPA does not return. */
+  | 'attention-weights'
+  /** A statement that is not part of the pattern sits between its steps. */
+  | 'extra-statement'
+  /** The attention scores or probabilities are used outside the chain (returned, stored, reused). */
+  | 'weights-used'
+  /** The scores are not `q @ k.transpose(-2, -1)` of plain names. */
+  | 'scores-form'
+  /** The scale is not the default 1/sqrt(head dim) and `scale=` was not allowed. */
+  | 'scale'
+  /** A mask that is not provably the causal tril buffer of this class. */
+  | 'mask-not-causal'
+  /** The softmax is over another dim, or has extra arguments. */
+  | 'softmax-form'
+  /** The step after the softmax is not a provable dropout. */
+  | 'dropout-form'
+  /** The probabilities are not multiplied by a plain `v`. */
+  | 'value-form'
+  /** Keys or values may come from a cache (query and key lengths may differ). */
+  | 'kv-cache'
+  /** The loop is not exactly `for block in self.<list>: x = block(x, ...)`. */
+  | 'loop-form'
+  /** The HF model is returned or built where a call cannot follow it. */
+  | 'model-form'
+  /** The file already computes in reduced precision (autocast, GradScaler, .half(), bf16 dtypes). */
+  | 'mixed-precision'
+  /** `backward()` is not on a plain loss name directly in a loop body. */
+  | 'backward-form'
+  /** Statements other than `zero_grad()` between the loss and `backward()`. */
+  | 'between'
+  /** No call of the trained model among the statements that compute the loss. */
+  | 'no-forward'
+  /** A statement holds a string over several lines (re-indenting would change it) or `;`. */
+  | 'layout'
+  /** The rewriter failed on this text (a bug): nothing was changed. */
+  | 'internal-error';
+
+/** How a lever was applied at one place. */
+export type LeverForm = 'sdpa-chain' | 'hf-sdpa' | 'checkpoint-loop' | 'hf-checkpoint' | 'autocast';
+
+/** One recognised place in the file: what to change there, or why not. */
+export interface Found {
+  /** 0-based physical lines the pattern covers (a cursor on any of them selects it). */
+  first: number;
+  last: number;
+  /** The line reported for it (the statement a finding points at). */
+  line: number;
+  edits?: OffsetEdit[];
+  /** Import lines the edits need (added once, after the torch imports). */
+  imports?: string[];
+  form?: LeverForm;
+  description?: string;
+  skip?: { code: LeverSkipCode; reason: string };
+}
+
+/** The analysed file. */
+export interface Ctx {
+  t: Tokens;
+  st: Structure;
+  imports: Imports;
+  eol: string;
+  /** Allow `scale=` in a scaled_dot_product_attention call (torch >= 2.1). */
+  scaleKwarg: boolean;
+}
+
+export function context(text: string, scaleKwarg = false): Ctx {
+  const t = tokenize(text);
+  return { t, st: structureOf(t), imports: readImports(t), eol: eolOf(text), scaleKwarg };
+}
+
+export function lineOfOffset(t: Tokens, offset: number): number {
+  let lo = 0;
+  let hi = t.lineStarts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if ((t.lineStarts[mid] as number) <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** Start offset of a statement's first token and end offset of its last code token. */
+export function spanOf(ctx: Ctx, s: Stmt): { start: number; end: number } {
+  return { start: (ctx.t.toks[s.line.first] as Tok).start, end: (ctx.t.toks[s.last] as Tok).end };
+}
+
+/** Canonical dotted name of a callee node through the file's imports (`F.softmax` → `torch.nn.functional.softmax`). */
+export function resolved(ctx: Ctx, fn: Expr): string | null {
+  const d = dottedName(fn);
+  return d === undefined ? null : resolveCallee(ctx.imports, d);
+}
+
+/** The local name an import binds to exactly `target` (a module or an object), or undefined. */
+export function localFor(ctx: Ctx, target: string): string | undefined {
+  for (const b of ctx.imports.bindings) {
+    const s = ctx.imports.statements[b.stmt];
+    if (b.star || !s?.topLevel) continue;
+    if (b.loads === undefined && b.target === target) return b.local;
+    if (b.loads !== undefined && b.local === target) return b.local;
+  }
+  return undefined;
+}
+
+/** Whether some top-level `import a.b.c` loads `module` (or a submodule of it). */
+export function loads(ctx: Ctx, module: string): boolean {
+  return ctx.imports.bindings.some((b) => b.loads !== undefined && ctx.imports.statements[b.stmt]?.topLevel && (b.loads === module || b.loads.startsWith(`${module}.`)));
+}
+
+/** Names the code uses anywhere (to avoid binding a name that means something else). */
+export function codeNames(t: Tokens): Set<string> {
+  const out = new Set<string>();
+  for (let k = 0; k < t.toks.length; k++) if ((t.toks[k] as Tok).type === 'name') out.add(tokText(t, k));
+  return out;
+}
+
+/**
+ * How to spell the torch module: the local bound by `import torch` (or `import torch
+ * as th`), else `torch` with `import torch` to add.
+ */
+export function torchName(ctx: Ctx): { name: string; add?: string } {
+  const local = localFor(ctx, 'torch');
+  if (local) return { name: local };
+  return { name: 'torch', add: 'import torch' };
+}
+
+/**
+ * How to spell `torch.nn.functional.<fn>` the way the file already does: a bare import
+ * of the function, else the shortest module alias (`F`, `nn.functional`, `torch.nn.functional`),
+ * else `F` with `import torch.nn.functional as F` to add (or `torch.nn.functional` with
+ * `import torch` when `F` means something else here).
+ */
+export function functionalName(ctx: Ctx, fn: string): { name: string; add?: string } {
+  const q = `torch.nn.functional.${fn}`;
+  const bare = localFor(ctx, q);
+  if (bare) return { name: bare };
+  const candidates: string[] = [];
+  for (const b of ctx.imports.bindings) {
+    const s = ctx.imports.statements[b.stmt];
+    if (b.star || !s?.topLevel) continue;
+    if (b.loads === undefined && b.target === 'torch.nn.functional') candidates.push(`${b.local}.${fn}`);
+    else if (b.loads === undefined && b.target === 'torch.nn') candidates.push(`${b.local}.functional.${fn}`);
+    else if (b.local === 'torch' && b.loads !== undefined) candidates.push(`torch.nn.functional.${fn}`);
+    else if (b.loads === undefined && b.target === 'torch') candidates.push(`${b.local}.nn.functional.${fn}`);
+  }
+  candidates.sort((a, b) => a.length - b.length);
+  if (candidates[0]) return { name: candidates[0] };
+  const bound = ctx.imports.bindings.some((b) => b.local === 'F');
+  if (!bound) return { name: `F.${fn}`, add: 'import torch.nn.functional as F' };
+  return { name: `torch.nn.functional.${fn}`, add: 'import torch' };
+}
+
+/** The indentation unit between a block header and its body (`    `), or undefined when they do not nest textually. */
+export function indentUnit(header: Stmt, body: Stmt): string | undefined {
+  if (!body.indent.startsWith(header.indent) || body.indent.length <= header.indent.length) return undefined;
+  return body.indent.slice(header.indent.length);
+}
+
+/** Code text of a statement with whitespace and comments squeezed out, shortened for messages. */
+export function shortText(ctx: Ctx, s: Stmt, max = 60): string {
+  const t = ctx.t;
+  let out = '';
+  for (let k = s.line.first; k <= s.last; k++) {
+    const tok = t.toks[k] as Tok;
+    if (tok.type === 'comment' || tok.type === 'nl' || tok.type === 'cont') continue;
+    const w = tokText(t, k);
+    // One space around words, none around punctuation: readable without the layout.
+    if (out && /\w$/.test(out) && /^\w/.test(w)) out += ' ';
+    else if (out && tok.type === 'op' && /^(=|==|@|\*|\/|\+|-|if|else)$/.test(w)) out += ' ';
+    out += w;
+    if (tok.type === 'op' && /^(=|==|@|\*|\/|\+|-|,)$/.test(w)) out += ' ';
+  }
+  out = out.replace(/ +/g, ' ').replace(/\( /g, '(').replace(/ \)/g, ')').trim();
+  return out.length > max ? `${out.slice(0, max - 1)}…` : out;
+}
+
+export function physicalLines(s: Stmt): { first: number; last: number } {
+  return { first: s.line.startLine, last: s.line.endLine };
+}
+
+export function skipAt(s: Stmt, code: LeverSkipCode, reason: string, first = s.line.startLine, last = s.line.endLine): Found {
+  return { first, last, line: s.line.startLine, skip: { code, reason } };
+}
