@@ -35,7 +35,7 @@ FP16_REASON = ("fp16 2:4 products are off: cuSPARSELt's fp16 search failed and b
                "on H200 with torch 2.11; use bf16 (bf16 weights or bf16 autocast)")
 
 _lock = threading.Lock()
-_algs: Dict[tuple, int] = {}
+_algs: Dict[tuple, Tuple[int, int, int]] = {}
 _checked: Dict[tuple, Tuple[bool, str]] = {}
 
 
@@ -43,8 +43,8 @@ def padded(n: int, to: int = ALIGN) -> int:
     return n + (-n) % to
 
 
-def algorithm_cache() -> Dict[tuple, int]:
-    """(device, dtype, m, k, n, b transposed, transpose_result, bias) -> algorithm id searched for it."""
+def algorithm_cache() -> Dict[tuple, Tuple[int, int, int]]:
+    """(device, dtype, m, k, n, b transposed, transpose_result, bias) -> (algorithm, split_k, split_k_mode) searched for it."""
     return dict(_algs)
 
 
@@ -91,15 +91,26 @@ def spmm(a_c: torch.Tensor, m: int, k: int, b: torch.Tensor, bias: Optional[torc
     """
     n = b.shape[1]
     key = (b.device.index, b.dtype, m, k, n, not b.is_contiguous(), transpose_result, bias is not None)
-    alg = _algs.get(key)
-    if alg is None:
-        alg = 0
-        if _search_enabled():
-            found = torch._cslt_sparse_mm_search(a_c, b, bias=bias, transpose_result=transpose_result)
-            alg = int(found[0] if isinstance(found, (tuple, list)) else found)
+    cfg = _algs.get(key)
+    if cfg is None:
+        cfg = _search(a_c, b, bias, transpose_result) if _search_enabled() else (0, 1, -1)
         with _lock:
-            _algs[key] = alg
-    return torch._cslt_sparse_mm(a_c, b, bias=bias, transpose_result=transpose_result, alg_id=alg)
+            _algs[key] = cfg
+    alg, split_k, split_k_mode = cfg
+    if split_k == 1:
+        return torch._cslt_sparse_mm(a_c, b, bias=bias, transpose_result=transpose_result, alg_id=alg)
+    return torch._cslt_sparse_mm(a_c, b, bias=bias, transpose_result=transpose_result, alg_id=alg,
+                                 split_k=split_k, split_k_mode=split_k_mode)
+
+
+def _search(a_c, b, bias, transpose_result) -> Tuple[int, int, int]:
+    """(algorithm, split_k, split_k_mode) cuSPARSELt finds fastest for this problem."""
+    cs = getattr(torch._C, "_cusparselt", None)
+    if cs is not None and hasattr(cs, "mm_search"):  # torch >= 2.6 also searches split-k
+        found = cs.mm_search(a_c, b, bias, None, None, transpose_result)
+        return int(found[0]), int(found[1]), int(found[2])
+    found = torch._cslt_sparse_mm_search(a_c, b, bias=bias, transpose_result=transpose_result)
+    return int(found[0] if isinstance(found, (tuple, list)) else found), 1, -1
 
 
 def check(device: torch.device, dtype: torch.dtype) -> Tuple[bool, str]:
