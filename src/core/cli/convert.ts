@@ -1,6 +1,8 @@
 /**
- * `membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--dry-run|--diff] [--revert]`:
+ * `membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--lever sdpa|checkpoint|autocast] [--dry-run|--diff] [--revert]`:
  * the rewriter over files and folders, with the same engine as the editor's code actions.
+ * `--lever` applies one of the memory advisor's rewrites (fused attention, activation
+ * checkpointing, bf16 autocast) wherever it provably applies, and lists where it did not and why.
  *
  * Safety. A file is refused, and left untouched, when it holds git conflict markers,
  * is not valid UTF-8, or changed on disk between our read and our write (mtime, size
@@ -13,13 +15,13 @@
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { isAbsolute, relative, sep } from 'node:path';
-import { applyEdits, convertAll, type ConvertOptions, type ConvertResult, revertConversions, type RevertResult, unifiedDiff } from '../rewrite';
+import { applyEdits, applyLever, convertAll, type ConvertOptions, type ConvertResult, type Lever, LEVERS, type LeverResult, revertConversions, type RevertResult, unifiedDiff } from '../rewrite';
 import { createScanner, DEFAULT_MAX_BYTES, type Scanner } from '../scan';
 import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
 import { expandPaths } from './scan';
 
-export type ConvertAction = { kind: 'convert'; options: ConvertOptions } | { kind: 'revert' };
+export type ConvertAction = { kind: 'convert'; options: ConvertOptions } | { kind: 'revert' } | { kind: 'lever'; lever: Lever };
 
 export interface FileReport {
   /** Path as shown (relative to the working directory when inside it, with `/`). */
@@ -30,6 +32,7 @@ export interface FileReport {
   after?: string;
   conversion?: ConvertResult;
   reversion?: RevertResult;
+  lever?: LeverResult;
   /** The file had syntax errors: only sites outside them were converted. */
   syntaxErrors?: boolean;
 }
@@ -75,6 +78,10 @@ export function convertFile(abs: string, file: string, action: ConvertAction, sc
     const r = revertConversions(text);
     report.reversion = r;
     after = applyEdits(text, r.edits);
+  } else if (action.kind === 'lever') {
+    const r = applyLever(text, action.lever);
+    report.lever = r;
+    after = r.text;
   } else {
     if (!scanner) return { file, status: 'error', message: 'no scanner' };
     const result = scanner.scan(text, file, { maxBytes: DEFAULT_MAX_BYTES });
@@ -122,10 +129,12 @@ function describe(r: FileReport, verb: string): string[] {
   for (const s of r.conversion?.skipped ?? []) {
     out.push(`${siteLine(r.file, s.site.range.startLine, s.site.range.startCol)}: skipped ${s.site.callee}: ${s.reason}`);
   }
+  for (const c of r.lever?.changes ?? []) out.push(`${r.file}:${c.line + 1}: ${verb === 'converted' ? 'rewrote' : 'would rewrite'} ${c.description}`);
+  for (const s of r.lever?.skipped ?? []) out.push(`${r.file}:${s.line + 1}: skipped: ${s.reason}`);
   for (const v of r.reversion?.reverted ?? []) out.push(`${r.file}:${v.line + 1}: ${verb} ${v.from} -> ${v.to}`);
   for (const l of r.reversion?.patchCalls ?? []) out.push(`${r.file}:${l + 1}: removed membit.patch(...)`);
   for (const w of r.reversion?.warnings ?? []) out.push(`${r.file}: warning: ${w}`);
-  const imports = r.conversion?.imports ?? r.reversion?.imports ?? [];
+  const imports = r.conversion?.imports ?? r.reversion?.imports ?? r.lever?.imports ?? [];
   for (const i of imports) out.push(`${r.file}: ${r.reversion ? 'removed' : verb === 'would convert' ? 'would add' : 'added'} \`${i}\``);
   return out;
 }
@@ -133,10 +142,11 @@ function describe(r: FileReport, verb: string): string[] {
 export const convertCommand: Subcommand = {
   name: 'convert',
   summary: 'rewrite dropout to packed/mask-free dropout and FFNs to 2:4 sparsity',
-  usage: 'membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--dry-run|--diff] [--revert]',
+  usage: 'membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--lever sdpa|checkpoint|autocast] [--dry-run|--diff] [--revert]',
   flags: [
     { name: 'dropout', value: true, choices: ['packed', 'recompute'], metavar: 'MODE', help: 'convert dropout sites' },
     { name: 'ffn', value: true, choices: ['2:4'], metavar: 'KIND', help: 'convert FFN layers' },
+    { name: 'lever', value: true, choices: LEVERS, metavar: 'LEVER', help: 'apply a memory lever: sdpa (fused attention), checkpoint (recompute blocks in backward), autocast (bf16 forward)' },
     { name: 'dry-run', help: 'list what would change, write nothing' },
     { name: 'diff', help: 'print a unified diff, write nothing' },
     { name: 'revert', help: 'undo Membit conversions: back to the stock PyTorch calls' },
@@ -149,6 +159,9 @@ export const convertCommand: Subcommand = {
     'exactly. --diff prints a patch for `git apply` (paths a/ and b/ from here); messages go',
     'to stderr. Files with git conflict markers, not UTF-8, or changed on disk while being',
     'converted are refused. Exit status: 0 done, 1 a file was refused or failed, 2 usage error.',
+    '--lever rewrites only where the pattern matches exactly (eager attention chain or',
+    'attn_implementation="eager"; a `for block in self.h: x = block(x)` loop or an HF model;',
+    'the forward and loss before loss.backward() in a training loop) and says why elsewhere.',
   ].join('\n'),
   async run(args: ParsedArgs, io: Io) {
     if (args.positionals.length === 0) throw new UsageError('give at least one file or folder to convert');
@@ -158,18 +171,23 @@ export const convertCommand: Subcommand = {
     const revert = args.flags.get('revert') === true;
     const dropoutFlag = args.flags.get('dropout');
     const ffnFlag = args.flags.get('ffn');
+    const leverFlag = args.flags.get('lever');
     if (revert && (dropoutFlag !== undefined || ffnFlag !== undefined)) throw new UsageError('--revert takes no --dropout or --ffn');
+    if (leverFlag !== undefined && (revert || dropoutFlag !== undefined || ffnFlag !== undefined)) {
+      throw new UsageError('--lever is applied on its own: run --dropout, --ffn or --revert separately');
+    }
     const options: ConvertOptions = {
       dropout: typeof dropoutFlag === 'string' ? (dropoutFlag as ConvertOptions['dropout']) : ffnFlag === undefined ? 'packed' : null,
       ffn: typeof ffnFlag === 'string' ? (ffnFlag as ConvertOptions['ffn']) : null,
     };
-    const action: ConvertAction = revert ? { kind: 'revert' } : { kind: 'convert', options };
+    const lever = typeof leverFlag === 'string' ? (leverFlag as Lever) : undefined;
+    const action: ConvertAction = revert ? { kind: 'revert' } : lever ? { kind: 'lever', lever } : { kind: 'convert', options };
 
     const files = expandPaths(args.positionals, io.cwd);
     const notes: string[] = [];
 
     let scanner: Scanner | undefined;
-    if (!revert) {
+    if (action.kind === 'convert') {
       try {
         scanner = await createScanner();
       } catch (e) {
@@ -200,11 +218,14 @@ export const convertCommand: Subcommand = {
     for (const n of notes) say(`${n}\n`);
     const changed = reports.filter((r) => r.status === 'changed').length;
     const failed = reports.filter((r) => r.status === 'refused' || r.status === 'error');
-    const sites = reports.reduce((n, r) => n + (r.conversion?.converted.length ?? r.reversion?.reverted.length ?? 0), 0);
-    const skipped = reports.reduce((n, r) => n + (r.conversion?.skipped.length ?? 0), 0);
+    const sites = reports.reduce((n, r) => n + (r.conversion?.converted.length ?? r.reversion?.reverted.length ?? r.lever?.applied ?? 0), 0);
+    const skipped = reports.reduce((n, r) => n + (r.conversion?.skipped.length ?? r.lever?.skipped.length ?? 0), 0);
     const what = revert ? 'reverted' : 'converted';
+    const done = lever
+      ? `${sites} ${lever} rewrite${sites === 1 ? '' : 's'} ${diff || dryRun ? 'to apply' : 'applied'}`
+      : `${sites} call${sites === 1 ? '' : 's'} ${diff || dryRun ? `to be ${what}` : what}`;
     say(
-      `${sites} call${sites === 1 ? '' : 's'} ${diff || dryRun ? `to be ${what}` : what} in ${changed} file${changed === 1 ? '' : 's'}` +
+      `${done} in ${changed} file${changed === 1 ? '' : 's'}` +
         `${skipped ? `, ${skipped} site${skipped === 1 ? '' : 's'} skipped` : ''}${failed.length ? `, ${failed.length} file${failed.length === 1 ? '' : 's'} refused or failed` : ''}` +
         `${diff || dryRun ? ' (nothing written)' : ''}\n`,
     );

@@ -176,7 +176,7 @@ export function findAutocast(ctx: Ctx): Found[] {
       edits,
       ...(torch.add ? { imports: [torch.add] } : {}),
       form: 'autocast',
-      description: `forward and loss (lines ${first.line.startLine + 1}-${last.line.endLine + 1}) under ${torch.name}.autocast(bf16); backward and the optimizer step outside`,
+      description: `forward and loss (${first.line.startLine === last.line.endLine ? `line ${first.line.startLine + 1}` : `lines ${first.line.startLine + 1}-${last.line.endLine + 1}`}) under ${torch.name}.autocast(bf16); backward and the optimizer step outside`,
     });
   }
   return out;
