@@ -40,8 +40,11 @@ export interface ProbeOptions {
   /** Folder holding the `membit` package (the bundled kernels), put first on PYTHONPATH. */
   kernelsDir: string;
   timeoutMs?: number;
+  /** Working folder of the interpreter; default: the kernels folder. */
   cwd?: string;
   env?: NodeJS.ProcessEnv;
+  /** Ends the interpreter early (the editor closing). */
+  signal?: AbortSignal;
 }
 
 export interface ProbeResult {
@@ -57,7 +60,9 @@ export function probeCapabilities(python: string, o: ProbeOptions): Promise<Prob
   const env = { ...base, PYTHONPATH: [o.kernelsDir, base.PYTHONPATH].filter(Boolean).join(delimiter), PYTHONDONTWRITEBYTECODE: '1' };
   return new Promise((resolve) => {
     try {
-      execFile(cmd as string, args, { env, cwd: o.cwd, timeout: o.timeoutMs ?? 60_000, maxBuffer: 1 << 20, windowsHide: true }, (err, stdout, stderr) => {
+      // `python -m` puts its working folder first on sys.path: the kernels folder holds nothing else to import.
+      const options = { env, cwd: o.cwd ?? o.kernelsDir, timeout: o.timeoutMs ?? 60_000, maxBuffer: 1 << 20, windowsHide: true, ...(o.signal ? { signal: o.signal } : {}) };
+      execFile(cmd as string, args, options, (err, stdout, stderr) => {
         const parsed = stdout ? parseCapabilities(String(stdout)) : undefined;
         if (parsed && typeof parsed !== 'string') {
           resolve({ capabilities: parsed });
@@ -66,6 +71,7 @@ export function probeCapabilities(python: string, o: ProbeOptions): Promise<Prob
         const e = err as (NodeJS.ErrnoException & { killed?: boolean }) | null;
         let why: string;
         if (e?.code === 'ENOENT') why = `${python} was not found`;
+        else if (e?.name === 'AbortError') why = 'cancelled';
         else if (e?.killed) why = `${python} -m membit.capabilities did not answer within ${Math.round((o.timeoutMs ?? 60_000) / 1000)} s`;
         else if (typeof parsed === 'string' && stdout) why = parsed;
         else why = `${python} -m membit.capabilities failed: ${String(stderr).trim().split('\n').slice(-3).join(' ') || e?.message || 'no output'}`;

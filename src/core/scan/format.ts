@@ -161,8 +161,11 @@ function adviceMessage(site: Site, caps: TorchCapabilities | null | undefined): 
   const a = site.advice;
   const saving = savingBytesText(site);
   const fig = saving ? ` (${saving}${a?.basis === 'measured' ? ' measured' : `${shapeLabel(site.estimate)}, estimate`})` : '';
+  /** `~4.5 MiB/sample (estimate @ H=4 L=128)`, for "would save …". */
+  const inline = saving ? ` ${saving} ${basisLabel(site)}` : '';
   const off = !!a?.unavailable;
-  const tail = `${site.remedy ? ` ${site.remedy}` : ''}${caps ? '' : ' Not checked against an installed torch.'}`;
+  const cost = a?.cost && !off && site.kind === 'checkpoint' ? ` Cost: ${a.cost}.` : '';
+  const tail = `${site.remedy ? ` ${site.remedy}` : ''}${cost}${caps ? '' : ' Not checked against an installed torch.'}`;
   switch (site.kind) {
     case 'eager-attn': {
       if (site.attention?.form === 'hf-eager') {
@@ -172,11 +175,10 @@ function adviceMessage(site: Site, caps: TorchCapabilities | null | undefined): 
       return `Eager attention keeps the B×H×L×L probabilities${mask} for backward${fig}.${tail}`;
     }
     case 'no-autocast':
-      return `Training step in fp32: no autocast or other mixed precision in this file${off || !saving ? '' : `; bf16 autocast would save${fig}`}.${tail}`;
+      return `Training step in fp32: no autocast or other mixed precision in this file${off || !saving ? '' : `; bf16 autocast would save${inline}`}.${tail}`;
     case 'checkpoint': {
       const what = site.callee === 'for' ? `\`for ${site.args.target} in ${site.args.iter}\` keeps every block's activations for backward` : 'HF model trained without gradient checkpointing: every layer keeps its activations for backward';
-      const cost = a?.cost && !off ? ` Cost: ${a.cost}.` : '';
-      return `${what}${off || !saving ? '' : `; checkpointing would free${fig}`}.${tail}${cost}`;
+      return `${what}${off || !saving ? '' : `; checkpointing would free${inline}`}.${tail}`;
     }
     case 'optimizer': {
       const e = site.estimate;
@@ -370,6 +372,20 @@ export function formatHover(site: Site, caps?: TorchCapabilities | null): string
     lines.push(action);
   }
   return lines.join('\n');
+}
+
+/** Which site speaks first on a line: the biggest levers, then the scanner's sites, the optimizer note last. */
+const HINT_ORDER: Partial<Record<SiteKind, number>> = { 'eager-attn': 0, checkpoint: 1, 'no-autocast': 2, optimizer: 9 };
+
+/** One site per line for end-of-line hints, in line order. */
+export function hintSites(sites: readonly Site[]): Site[] {
+  const byLine = new Map<number, Site>();
+  const rank = (s: Site) => (s.advice?.unavailable ? 8 : (HINT_ORDER[s.kind] ?? 5));
+  for (const s of sites) {
+    const cur = byLine.get(s.range.startLine);
+    if (!cur || rank(s) < rank(cur)) byLine.set(s.range.startLine, s);
+  }
+  return [...byLine.values()].sort((a, b) => a.range.startLine - b.range.startLine);
 }
 
 /** Per-class totals for a CodeLens above the class. */

@@ -7,7 +7,7 @@ export { createScanner, diffEdit, ScanDocument, Scanner } from './scanner';
 export { type AssetOptions, locateAssets } from './parser';
 export { type CellInput, notebookCells, sanitizeCell, scanCells, scanNotebook } from './notebook';
 export { type ReportLike, shapeHintsFromReport } from './shapes';
-export { type ClassSummary, formatBytes, formatCount, formatHint, formatHover, KIND_TITLE, LEVER_TITLE, siteMessage, siteSeverity, type SiteSeverity, summarizeClasses } from './format';
+export { type ClassSummary, formatBytes, formatCount, formatHint, formatHover, hintSites, KIND_TITLE, LEVER_TITLE, siteMessage, siteSeverity, type SiteSeverity, summarizeClasses } from './format';
 export { CAPABILITIES_SCHEMA, capabilitiesArgv, parseCapabilities, probeCapabilities, type ProbeOptions, type ProbeResult } from './capabilities';
 export { blockActivationBytes, checkpointSaving, eagerBytesPerElement, FEATURE_TEXT, SDPA_BYTES_PER_ROW, transformerParams } from './advisor';
 export * from './types';

@@ -2,15 +2,30 @@ import { relative } from 'node:path';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { InternalCommands } from '../../commands';
-import { createScanner, formatHint, formatHover, scanCells, shapeHintsFromReport, summarizeClasses, type ScanDocument, type Scanner, type ScanOptions, type ScanResult, type Site } from '../../core/scan';
+import {
+  createScanner,
+  formatHint,
+  formatHover,
+  hintSites,
+  scanCells,
+  shapeHintsFromReport,
+  siteSeverity,
+  summarizeClasses,
+  type ScanDocument,
+  type Scanner,
+  type ScanOptions,
+  type ScanResult,
+  type Site,
+} from '../../core/scan';
 import type { Log } from '../log';
+import { TorchCapabilityProvider } from './capabilities';
 import type { ReportStore } from '../report/store';
 import { getSettings, onSettingsChanged } from '../settings';
 
 /** What the scan adapter shows for one document; the e2e suite reads it through a test command. */
 export interface ScanState {
   uri: string;
-  sites: { line: number; kind: string; code: string; hint: string }[];
+  sites: { line: number; kind: string; code: string; hint: string; severity: 'information' | 'hint'; message: string }[];
   lenses: { line: number; title: string }[];
   skipped?: string;
   error?: string;
@@ -36,12 +51,15 @@ export class ScanFeature implements vscode.Disposable {
   private readonly lensChanged = new vscode.EventEmitter<void>();
   private readonly disposables: vscode.Disposable[] = [this.diagnostics, this.hintType, this.lensChanged];
   private readonly warnedTooLarge = new Set<string>();
+  private readonly capabilities: TorchCapabilityProvider;
 
   constructor(
     context: vscode.ExtensionContext,
     private readonly log: Log,
     private readonly reports: ReportStore,
   ) {
+    this.capabilities = new TorchCapabilityProvider(vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath, log);
+    this.disposables.push(this.capabilities, this.capabilities.onDidChange(() => this.rescanAll()));
     // The grammar loads after activation returns, so activation stays fast.
     this.ready = createScanner({ assetDir: vscode.Uri.joinPath(context.extensionUri, 'dist').fsPath }).then(
       (s) => {
@@ -90,6 +108,8 @@ export class ScanFeature implements vscode.Disposable {
     const s = getSettings(doc.uri);
     const loaded = this.reports.report;
     const opts: ScanOptions = { maxBytes: s.scan.maxFileSizeKB * 1024, shapes: s.shapes };
+    const caps = this.capabilities.get(doc.uri);
+    if (caps) opts.capabilities = caps;
     if (loaded && doc.uri.scheme === 'file') {
       opts.hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
     }
@@ -131,7 +151,7 @@ export class ScanFeature implements vscode.Disposable {
       void notify.info(`Membit: ${result.skipped.message}`);
     }
     if (result.error) this.log.warn(`scan of ${doc.uri.fsPath}: ${result.error}`);
-    this.publish(doc.uri, result.sites);
+    this.publish(doc.uri, result.sites, result.peakBytes);
     this.renderHints();
     this.lensChanged.fire();
   }
@@ -145,14 +165,18 @@ export class ScanFeature implements vscode.Disposable {
       for (const c of cells) {
         const sites = result.sites.filter((s) => s.cell === c.index);
         this.results.set(c.document.uri.toString(), { ...result, sites, classes: result.classes.filter((k) => k.cell === c.index) });
-        this.publish(c.document.uri, sites);
+        this.publish(c.document.uri, sites, result.peakBytes);
       }
       this.renderHints();
       this.lensChanged.fire();
     });
   }
 
-  private publish(uri: vscode.Uri, sites: readonly Site[]): void {
+  /**
+   * Information for every scanner site and the advisor's proposals that matter; Hint
+   * for advisor findings that are not proposals here (see `siteSeverity`).
+   */
+  private publish(uri: vscode.Uri, sites: readonly Site[], peakBytes?: number): void {
     if (!getSettings(uri).diagnostics.enabled) {
       this.diagnostics.delete(uri);
       return;
@@ -160,7 +184,8 @@ export class ScanFeature implements vscode.Disposable {
     this.diagnostics.set(
       uri,
       sites.map((s) => {
-        const d = new vscode.Diagnostic(toRange(s), s.message, vscode.DiagnosticSeverity.Information);
+        const severity = siteSeverity(s, peakBytes) === 'hint' ? vscode.DiagnosticSeverity.Hint : vscode.DiagnosticSeverity.Information;
+        const d = new vscode.Diagnostic(toRange(s), s.message, severity);
         d.code = s.code;
         d.source = 'Membit';
         return d;
@@ -175,12 +200,10 @@ export class ScanFeature implements vscode.Disposable {
         editor.setDecorations(this.hintType, []);
         continue;
       }
-      // One hint per line: the first site's (a line rarely holds two).
-      const byLine = new Map<number, Site>();
-      for (const s of result.sites) if (!byLine.has(s.range.startLine)) byLine.set(s.range.startLine, s);
+      // One hint per line: the biggest lever's when a line holds several.
       editor.setDecorations(
         this.hintType,
-        [...byLine.values()]
+        hintSites(result.sites)
           .filter((s) => s.range.startLine < editor.document.lineCount)
           .map((s) => {
             const end = editor.document.lineAt(s.range.startLine).range.end;
@@ -205,7 +228,7 @@ export class ScanFeature implements vscode.Disposable {
     const result = this.results.get(doc.uri.toString());
     const site = result?.sites.find((s) => toRange(s).contains(pos));
     if (!site) return undefined;
-    const md = new vscode.MarkdownString(formatHover(site));
+    const md = new vscode.MarkdownString(formatHover(site, this.capabilities.get(doc.uri) ?? null));
     return new vscode.Hover(md, toRange(site));
   }
 
@@ -214,7 +237,14 @@ export class ScanFeature implements vscode.Disposable {
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString());
     const state: ScanState = {
       uri: uri.toString(),
-      sites: (result?.sites ?? []).map((s) => ({ line: s.range.startLine + 1, kind: s.kind, code: s.code, hint: formatHint(s) })),
+      sites: (result?.sites ?? []).map((s) => ({
+        line: s.range.startLine + 1,
+        kind: s.kind,
+        code: s.code,
+        hint: formatHint(s),
+        severity: siteSeverity(s, result?.peakBytes),
+        message: s.message,
+      })),
       lenses: doc ? this.lenses(doc).map((l) => ({ line: l.range.start.line + 1, title: l.command?.title ?? '' })) : [],
     };
     if (result?.skipped) state.skipped = result.skipped.message;

@@ -19,9 +19,26 @@ describe('static scan in the editor', () => {
     assert.ok(codeAt(lineOf(/self\.resid_dropout = nn\.Dropout/)).includes('membit.dropout'));
     assert.ok(diags.some((d) => d.code === 'membit.attn-mask'), 'the materialized causal mask is found');
     assert.ok(diags.some((d) => d.code === 'membit.ffn'), 'the MLP is found as an FFN');
-    for (const d of diags) assert.equal(d.severity, vscode.DiagnosticSeverity.Information);
+    // The memory advisor: eager attention at the softmax, the biggest lever, as an Information diagnostic.
+    const softmax = lineOf(/att = F\.softmax\(att, dim=-1\)/);
+    const eager = diags.find((d) => d.code === 'membit.eager-attn');
+    assert.ok(eager, `no eager-attn diagnostic: ${diags.map((d) => `${d.range.start.line}:${String(d.code)}`).join(' ')}`);
+    assert.equal(eager.range.start.line, softmax);
+    assert.equal(eager.severity, vscode.DiagnosticSeverity.Information);
+    assert.match(eager.message, /F\.scaled_dot_product_attention/);
+    assert.ok(codeAt(lineOf(/for block in self\.h:/)).includes('membit.checkpoint'));
+    assert.ok(codeAt(lineOf(/loss\.backward\(\)/)).includes('membit.no-autocast'));
+    // Scanner sites are Information; the optimizer note (fused/foreach saves time, not memory) is a Hint.
+    for (const d of diags) {
+      const expected = d.code === 'membit.optimizer' ? vscode.DiagnosticSeverity.Hint : vscode.DiagnosticSeverity.Information;
+      assert.equal(d.severity, expected, `${String(d.code)} on line ${d.range.start.line + 1}`);
+    }
 
     const state = await waitFor('scan state', () => vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, uri));
+    const eagerHint = state.sites.find((s) => s.kind === 'eager-attn');
+    assert.match(eagerHint?.hint ?? '', /^eager attention: ~?[\d.]+ \w+(\/sample)? probs\+mask → fused SDPA \((estimate @ .*L=\d+|measured)\)$/);
+    const eagerHover = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(softmax, text[softmax]!.indexOf('softmax') + 2));
+    assert.match(eagerHover.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n'), /fused attention \(F\.scaled_dot_product_attention\)/);
     const resid = state.sites.find((s) => s.line === lineOf(/self\.resid_dropout = nn\.Dropout/) + 1);
     assert.ok(resid, JSON.stringify(state.sites));
     // The sample's dataclass gives literal shapes (block_size, n_embd), so the hint carries a size, not "unknown".
