@@ -108,10 +108,20 @@ def cuda_bf16():
     return torch.mm(a, a).dtype == torch.bfloat16
 
 
+def _cuda_built():
+    import torch
+
+    is_built = getattr(getattr(torch.backends, "cuda", None), "is_built", None)
+    return bool(is_built()) if is_built is not None else torch.version.cuda is not None
+
+
 def autocast_bf16_cuda():
     import torch
 
     if not hasattr(torch, "autocast") or "dtype" not in _params(torch.autocast):
+        return False
+    # A CPU-only build has no CUDA autocast at all (Debian's 1.13 raises, pip's CPU wheels only warn).
+    if not _cuda_built():
         return False
     if torch.cuda.is_available():
         if not cuda_bf16():
@@ -119,8 +129,8 @@ def autocast_bf16_cuda():
         a = torch.randn(4, 4, device="cuda")
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
             return torch.mm(a, a).dtype == torch.bfloat16
-    # No device here to try it on: the API must take a bf16 CUDA autocast (a build
-    # without it raises); whether a GPU has bf16 is "cuda-bf16" on the machine that runs.
+    # A CUDA build without a device here: the API must take a bf16 CUDA autocast;
+    # whether a GPU has bf16 is "cuda-bf16" on the machine that runs.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.autocast(device_type="cuda", dtype=torch.bfloat16)

@@ -51,6 +51,8 @@ def test_features_agree_with_what_this_torch_does():
     has_fused = "fused" in inspect.signature(torch.optim.AdamW).parameters
     assert f["adamw-fused"] == has_fused
     assert f["adamw-foreach"] == ("foreach" in inspect.signature(torch.optim.AdamW).parameters)
+    if torch.version.cuda is None:
+        assert f["autocast-bf16-cuda"] is False, "a CPU-only build has no CUDA autocast"
     if hasattr(torch, "autocast"):
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
             cpu_bf16 = torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16

@@ -49,8 +49,12 @@ const ALL: TorchCapabilities = {
     'checkpoint-non-reentrant': true, 'adamw-fused': true, 'adamw-foreach': true,
   },
 };
-/** What Debian's torch 1.13 answers: no SDPA, and so no is_causal. */
-const OLD: TorchCapabilities = { ...ALL, torch: '1.13.0a0', features: { ...ALL.features, sdpa: false, 'sdpa-scale': false, 'is-causal': false, 'adamw-fused': false } };
+/** What Debian's torch 1.13 (a CPU-only build) answers: no SDPA, no is_causal, no fused AdamW, no CUDA autocast. */
+const OLD: TorchCapabilities = {
+  ...ALL,
+  torch: '1.13.0a0',
+  features: { ...ALL.features, sdpa: false, 'sdpa-scale': false, 'is-causal': false, 'autocast-bf16-cuda': false, 'adamw-fused': false },
+};
 
 /** An interpreter with torch: MEMBIT_PYTHON (set by scripts/test-all.sh) or the repository's .venv. */
 function torchPython(): string {
@@ -265,9 +269,16 @@ test('capabilities: a missing feature makes the site unavailable, with no propos
   assert.deepEqual(opt.advice?.requires, ['adamw-foreach']);
   assert.equal(opt.advice?.unavailable, undefined);
   assert.match(opt.message, /foreach=True runs the update/);
-  // The levers this torch has are still proposed.
+  // The levers this torch has are still proposed; without CUDA, autocast is proposed on the CPU.
   assert.equal(one(old, 'checkpoint').advice?.unavailable, undefined);
-  assert.equal(one(old, 'no-autocast').advice?.unavailable, undefined);
+  const amp = one(old, 'no-autocast');
+  assert.equal(amp.advice?.unavailable, undefined);
+  assert.deepEqual(amp.advice?.requires, ['autocast-bf16-cpu']);
+  assert.match(amp.message, /torch\.autocast\("cpu", dtype=torch\.bfloat16\)/);
+  // Neither CUDA nor CPU bf16 autocast: the fp32 step is reported, with nothing proposed.
+  const none = one(s.scan(text, 'g.py', { capabilities: { ...OLD, features: { ...OLD.features, 'autocast-bf16-cpu': false } } }), 'no-autocast');
+  assert.match(none.advice?.unavailable ?? '', /has no bf16 autocast on CUDA$/);
+  assert.equal(none.message, 'Training step in fp32: no autocast or other mixed precision in this file. Mixed precision is not available: the installed torch (1.13.0a0) has no bf16 autocast on CUDA.');
 });
 
 test('severity: Information for proposals that matter, Hint for what is not a proposal or under 1% of the measured peak', async () => {

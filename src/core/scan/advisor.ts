@@ -537,7 +537,10 @@ export function optimizerAdvice(env: Env, ctx: ShapeContext): { estimate: Estima
 // Mixed precision.
 
 export function autocastAdvice(env: Env, ctx: ShapeContext): { estimate: Estimate; advice: Advice } {
-  const advice: Advice = { lever: 'autocast', basis: 'estimate', requires: ['autocast-bf16-cuda'], docs: DOCS.autocast, cost: 'bf16 rounding: keep the loss and optimizer in fp32 (autocast does)' };
+  const caps = env.opts.capabilities;
+  // A torch built without CUDA can still train in bf16 on the CPU: the lever then needs CPU autocast.
+  const requires: TorchFeature[] = caps && caps.features['autocast-bf16-cuda'] === false && caps.features['autocast-bf16-cpu'] !== false ? ['autocast-bf16-cpu'] : ['autocast-bf16-cuda'];
+  const advice: Advice = { lever: 'autocast', basis: 'estimate', requires, docs: DOCS.autocast, cost: 'bf16 rounding: keep the loss and optimizer in fp32 (autocast does)' };
   const run = env.opts.hints?.run;
   if (run?.thisFile && run.activationsAtPeak) {
     // bf16 halves most saved activations; autocast also caches a bf16 copy of each weight (half the fp32 weights).

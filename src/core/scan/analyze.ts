@@ -857,7 +857,9 @@ function adviseFile(file: string, chunks: readonly PlacedChunk[], headers: reado
           advice,
           remedy: advice.unavailable
             ? `Mixed precision is not available: ${advice.unavailable}.`
-            : 'Run the forward pass and the loss under torch.autocast("cuda", dtype=torch.bfloat16): most activations are then kept in 2 bytes instead of 4, and matmuls run on tensor cores.',
+            : advice.requires?.includes('autocast-bf16-cpu')
+              ? 'Run the forward pass and the loss under torch.autocast("cpu", dtype=torch.bfloat16) (this torch has no CUDA; on a GPU, "cuda"): most activations are then kept in 2 bytes instead of 4.'
+              : 'Run the forward pass and the loss under torch.autocast("cuda", dtype=torch.bfloat16): most activations are then kept in 2 bytes instead of 4, and matmuls run on tensor cores.',
         },
         message,
       ),
