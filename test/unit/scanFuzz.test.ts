@@ -116,6 +116,9 @@ test('pathological inputs stay fast: deep nesting, one huge line, thousands of s
     `${'if x:\n'.repeat(1)}${Array.from({ length: 400 }, (_, i) => `${' '.repeat(i)}if a:`).join('\n')}\n`,
     '\u0000\uffff\ud800'.repeat(10000),
     `import torch.nn.functional as F\ndef f(x):\n${'    x = F.softmax(x, -1)\n    x = F.dropout(x, 0.1)\n'.repeat(2000)}`,
+    // The advisor's attention chains: one 3000-deep product, and 3000 chains in one function.
+    `import torch.nn.functional as F\ndef f(q):\n    x = ${Array.from({ length: 3000 }, () => 'q').join(' @ ')}\n    return F.softmax(x, -1) @ q\n`,
+    `import torch.nn.functional as F\ndef f(q, k, v):\n${'    s = q @ k\n    p = F.softmax(s, -1)\n    o = p @ v\n'.repeat(3000)}`,
   ];
   for (const [i, text] of inputs.entries()) {
     const t0 = performance.now();
@@ -125,5 +128,7 @@ test('pathological inputs stay fast: deep nesting, one huge line, thousands of s
     assert.ok(ms < 3000, `input ${i} took ${ms.toFixed(0)} ms`);
     if (i === 1) assert.equal(r.sites.length, 5000);
     if (i === 5) assert.ok(r.sites.every((x) => x.kind === 'attn-dropout') && r.sites.length === 2000);
+    if (i === 6) assert.deepEqual(r.sites.map((x) => x.kind), ['eager-attn']);
+    if (i === 7) assert.ok(r.sites.every((x) => x.kind === 'eager-attn') && r.sites.length === 3000);
   }
 });
