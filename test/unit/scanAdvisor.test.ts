@@ -251,6 +251,12 @@ test('capabilities: a missing feature makes the site unavailable, with no propos
     assert.equal(site.advice?.unavailable, undefined);
     assert.doesNotMatch(site.message, /Not checked/);
   }
+  // A torch known to take scale= lets the rewrite keep the block's own scale; unknown or absent, it does not.
+  assert.deepEqual(one(checked, 'eager-attn').advice?.requires, ['sdpa', 'sdpa-scale']);
+  assert.deepEqual(one(s.scan(text, 'g.py'), 'eager-attn').advice?.requires, ['sdpa']);
+  const noScale = s.scan(text, 'g.py', { capabilities: { ...ALL, features: { ...ALL.features, 'sdpa-scale': false } } });
+  assert.deepEqual(one(noScale, 'eager-attn').advice?.requires, ['sdpa']);
+  assert.equal(one(noScale, 'eager-attn').advice?.unavailable, undefined);
   const old = s.scan(text, 'g.py', { capabilities: OLD, shapes: { batch: 8 } });
   const eager = one(old, 'eager-attn');
   assert.equal(eager.advice?.unavailable, 'the installed torch (1.13.0a0) has no F.scaled_dot_product_attention');
@@ -333,8 +339,12 @@ test('the incremental document gives the advisor the same findings as a fresh sc
     text = text.replace(from, to);
     assert.equal(key(doc.update(text)), key(s.scan(text, 'inc.py')), `after ${JSON.stringify(to)}`);
   }
-  // The file now checkpoints and autocasts nowhere... but it imports checkpoint without calling it: still proposed.
-  assert.equal(kind(doc.result, 'checkpoint').length, 3);
+  // Importing checkpoint is not using it: the block loop and the three HF models built are still findings.
+  assert.equal(kind(doc.result, 'checkpoint').length, 4);
+  // Calling it is.
+  text = text.replace('            x = blk(x)', '            x = checkpoint(blk, x, use_reentrant=False)');
+  assert.equal(key(doc.update(text)), key(s.scan(text, 'inc.py')));
+  assert.equal(kind(doc.result, 'checkpoint').length, 0);
   doc.dispose();
 });
 

@@ -8,7 +8,7 @@
  * literal config values) with the formulas below (basis `estimate`). A lever whose
  * torch feature the installed torch lacks is still reported, marked unavailable.
  */
-import type { AdviceFacts, AttnChainFact, BackwardFact, LoopFact } from './adviceFacts';
+import type { AttnChainFact, BackwardFact, LoopFact } from './adviceFacts';
 import type { Env, GCall, PlacedChunk } from './analyze';
 import type { DefFact, RelRange } from './facts';
 import { SDPA, FUSED_ATTENTION } from './names';
@@ -185,14 +185,6 @@ function abs(r: RelRange, baseRow: number): SiteRange {
 
 const isZero = (p: string | undefined) => p !== undefined && /^0*\.?0*$/.test(p.trim()) && p.trim() !== '.';
 
-/** `@ B=32 H=12 L=512`-style shape of an estimate, for notes. */
-function dimsNote(shape: EstimateShape | undefined): string {
-  if (!shape) return '';
-  return Object.entries(shape)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ');
-}
-
 function layersOf(ctx: ShapeContext): Dim | undefined {
   return ctx.configDim('layers');
 }
@@ -288,7 +280,10 @@ export function eagerAttnAdvice(
   parts: { softmaxLine: number; dropoutLine?: number; outputLine?: number; dropout: boolean; form: 'eager-block' | 'hf-eager' },
 ): { estimate: Estimate; advice: Advice } {
   const amp = !!env.advice.amp;
-  const advice: Advice = { lever: 'sdpa', basis: 'estimate', requires: ['sdpa'], docs: parts.form === 'hf-eager' ? DOCS.hf : DOCS.sdpa };
+  // A rewrite may pass the block's own scale= only where the installed torch is known to take it
+  // (SDPA before 2.1 has no scale=): then the proposal needs that feature too.
+  const scale = parts.form === 'eager-block' && env.opts.capabilities?.features['sdpa-scale'] === true;
+  const advice: Advice = { lever: 'sdpa', basis: 'estimate', requires: scale ? ['sdpa', 'sdpa-scale'] : ['sdpa'], docs: parts.form === 'hf-eager' ? DOCS.hf : DOCS.sdpa };
   const run = env.opts.hints?.run;
   if (parts.form === 'eager-block') {
     // Lines are relative to the group; the report counts from the file's first line, 1-based.
@@ -583,5 +578,3 @@ export function isLossBackward(b: BackwardFact): boolean {
   return /loss/i.test(b.receiver) && !/scale\(/.test(b.receiver);
 }
 
-export { dimsNote };
-export type { AdviceFacts };
