@@ -28,6 +28,9 @@ export const InternalCommands = {
   scanState: 'membit._test.scanState',
   recentlyShown: 'membit._test.recentlyShown',
   gpuBackend: 'membit._test.gpuBackend',
+  /** The advisor's code actions: apply a lever at a line; show a lever's explanation and docs. */
+  applyLever: 'membit._applyLever',
+  showAdvice: 'membit._showAdvice',
 } as const;
 
 export type CommandId = (typeof Commands)[keyof typeof Commands];

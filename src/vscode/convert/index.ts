@@ -1,39 +1,23 @@
 import * as vscode from 'vscode';
 import { Commands, type CommandId } from '../../commands';
-import { canConvert, convertAll, insertPatchCall, revertConversions, sitesIn, type ConvertOptions, type ConvertResult, type TextEdit } from '../../core/rewrite';
-import type { Site } from '../../core/scan';
+import { canConvert, convertAll, insertPatchCall, revertConversions, sitesIn, type ConvertOptions, type ConvertResult } from '../../core/rewrite';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { notify } from '../notify';
 import type { ScanFeature } from '../scan';
+import { registerAdvisorActions } from './advisor';
+import { refuse as refuseEdit, toRange, workspaceEditFor } from './edit';
 
 const DROPOUT_CODES = new Set(['membit.dropout', 'membit.dropout-call', 'membit.attn-dropout']);
 /** Lines that build a model: where "insert membit.patch(model)" is offered. */
 const MODEL_LINE = /^\s*([A-Za-z_][\w.]*)\s*=\s*[\w.]+(?:\.from_pretrained|\.from_config)?\(/;
 const MODEL_NAME = /model|net|gpt|bert|vit|transformer/i;
 
-function toRange(r: TextEdit['range'] | Site['range']): vscode.Range {
-  return new vscode.Range(r.startLine, r.startCol, r.endLine, r.endCol);
-}
-
-function workspaceEditFor(uri: vscode.Uri, edits: readonly TextEdit[], label?: string): vscode.WorkspaceEdit {
-  const we = new vscode.WorkspaceEdit();
-  const meta: vscode.WorkspaceEditEntryMetadata | undefined = label ? { label, needsConfirmation: true } : undefined;
-  for (const e of edits) {
-    if (meta) we.replace(uri, toRange(e.range), e.newText, meta);
-    else we.replace(uri, toRange(e.range), e.newText);
-  }
-  return we;
-}
+const NOTEBOOK = 'converting inside notebooks is not supported yet; add `membit.patch(model, dropout="packed")` in a cell instead (Membit: Insert membit.patch).';
 
 /** Why a document cannot be edited by a conversion, or undefined when it can. */
 function refuse(doc: vscode.TextDocument): string | undefined {
-  if (doc.uri.scheme === 'vscode-notebook-cell') {
-    return 'converting inside notebooks is not supported yet; add `membit.patch(model, dropout="packed")` in a cell instead (Membit: Insert membit.patch).';
-  }
-  if (vscode.workspace.fs.isWritableFileSystem(doc.uri.scheme) === false) return `${doc.uri.fsPath} is read-only.`;
-  if (doc.languageId !== 'python') return 'Membit converts Python files only.';
-  return undefined;
+  return refuseEdit(doc, NOTEBOOK);
 }
 
 function skippedText(r: ConvertResult): string {
@@ -48,6 +32,7 @@ function skippedText(r: ConvertResult): string {
  * from a fresh scan so a site that changed since the last scan is re-validated.
  */
 export function registerConvertFeature(context: vscode.ExtensionContext, log: Log, scan: ScanFeature): CommandId[] {
+  registerAdvisorActions(context, log, scan);
   context.subscriptions.push(
     vscode.languages.registerCodeActionsProvider(
       { language: 'python' },

@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import * as vscode from 'vscode';
+import { InternalCommands } from '../../../src/commands';
+import { openSample, screenshot, waitFor } from './util';
+
+function membitDiagnostic(doc: vscode.TextDocument, code: string, line?: number): vscode.Diagnostic | undefined {
+  return vscode.languages.getDiagnostics(doc.uri).find((d) => d.source === 'Membit' && d.code === code && (line === undefined || d.range.start.line === line));
+}
+
+async function actionsAt(doc: vscode.TextDocument, range: vscode.Range, kind: vscode.CodeActionKind): Promise<vscode.CodeAction[]> {
+  return (await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', doc.uri, range, kind.value)) ?? [];
+}
+
+async function run(action: vscode.CodeAction): Promise<unknown> {
+  assert.ok(action.command, `${action.title} has no command`);
+  return vscode.commands.executeCommand(action.command.command, ...(action.command.arguments ?? []));
+}
+
+/** Undo until the document is back to `original` (one step expected), then save. */
+async function undoTo(doc: vscode.TextDocument, original: string): Promise<void> {
+  await vscode.commands.executeCommand('undo');
+  await waitFor('undo to restore the original', () => doc.getText() === original);
+  assert.equal(doc.getText(), original);
+  await doc.save();
+}
+
+describe('Memory advisor code actions', () => {
+  it('replaces eager attention with SDPA from the eager-attn quick fix; undo restores the exact text', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const doc = editor.document;
+    const original = doc.getText();
+    const lines = original.split('\n');
+    const softmax = lines.findIndex((l) => l.trim() === 'att = F.softmax(att, dim=-1)');
+    assert.ok(softmax > 0);
+    const diag = await waitFor('the eager-attn diagnostic at the softmax', () => membitDiagnostic(doc, 'membit.eager-attn', softmax));
+    const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
+    const titles = actions.map((a) => a.title).join(' | ');
+    const fix = actions.find((a) => a.title === 'Use fused attention (scaled_dot_product_attention)');
+    assert.ok(fix, titles);
+    assert.equal(fix.isPreferred, true);
+    assert.ok(actions.some((a) => a.title === 'Show advice: Fused attention (scaled_dot_product_attention)'), titles);
+
+    await run(fix);
+    await waitFor('the edit', () => doc.getText() !== original);
+    const after = doc.getText();
+    assert.ok(after.includes('        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=self.attn_dropout.p if self.training else 0.0, is_causal=True)\n'), after);
+    for (const gone of ['att = (q @ k.transpose(-2, -1))', 'att = att.masked_fill(', 'att = F.softmax(att, dim=-1)', 'att = self.attn_dropout(att)', 'y = att @ v']) {
+      assert.ok(!after.includes(gone), `still there: ${gone}`);
+    }
+    // The causal buffer stays registered, so checkpoints keep their keys.
+    assert.ok(after.includes('self.register_buffer('));
+    // The rescan drops the finding the rewrite resolved.
+    await waitFor('the eager-attn diagnostic to go', () => !membitDiagnostic(doc, 'membit.eager-attn'));
+    editor.revealRange(new vscode.Range(softmax - 6, 0, softmax + 4, 0), vscode.TextEditorRevealType.InCenter);
+    editor.selection = new vscode.Selection(softmax - 2, 8, softmax - 2, 8);
+    await screenshot('08-sdpa-applied');
+    await undoTo(doc, original);
+  });
+
+  it('checkpoints the block loop from its diagnostic, adding the import once; undo restores it', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const doc = editor.document;
+    const original = doc.getText();
+    const loop = original.split('\n').findIndex((l) => l.trim() === 'for block in self.h:');
+    const diag = await waitFor('the checkpoint diagnostic', () => membitDiagnostic(doc, 'membit.checkpoint', loop));
+    const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
+    const fix = actions.find((a) => a.title === 'Checkpoint each block (recompute activations in backward)');
+    assert.ok(fix, actions.map((a) => a.title).join(' | '));
+    await run(fix);
+    await waitFor('the edit', () => doc.getText() !== original);
+    const after = doc.getText().split('\n');
+    assert.equal(after.filter((l) => l === 'import torch.utils.checkpoint').length, 1);
+    const at = after.findIndex((l) => l.trim() === 'for block in self.h:');
+    assert.deepEqual(after.slice(at + 1, at + 5), [
+      '            if self.training and torch.is_grad_enabled():',
+      '                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)',
+      '            else:',
+      '                x = block(x)',
+    ]);
+    editor.revealRange(new vscode.Range(at - 3, 0, at + 6, 0), vscode.TextEditorRevealType.InCenter);
+    await screenshot('08-checkpoint-applied');
+    await undoTo(doc, original);
+  });
+
+  it('offers the SDPA rewrite from the cursor inside the chain, without a diagnostic there', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const doc = editor.document;
+    const original = doc.getText();
+    const scores = original.split('\n').findIndex((l) => l.trim().startsWith('att = (q @ k.transpose(-2, -1))'));
+    await waitFor('the scan', () => membitDiagnostic(doc, 'membit.eager-attn'));
+    const cursor = new vscode.Range(scores, 10, scores, 10);
+    const actions = await actionsAt(doc, cursor, vscode.CodeActionKind.RefactorRewrite);
+    const fix = actions.find((a) => a.title === 'Use fused attention (scaled_dot_product_attention)');
+    assert.ok(fix, actions.map((a) => a.title).join(' | '));
+    // Nothing else applies on that line.
+    assert.ok(!actions.some((a) => /Checkpoint|autocast/.test(a.title)));
+    await run(fix);
+    await waitFor('the edit', () => doc.getText() !== original);
+    assert.ok(doc.getText().includes('scaled_dot_product_attention(q, k, v'));
+    await undoTo(doc, original);
+  });
+
+  it('bf16 autocast: the quick fix where the installed torch has it, otherwise advice that says why not', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const doc = editor.document;
+    const original = doc.getText();
+    const backward = original.split('\n').findIndex((l) => l.trim() === 'loss.backward()');
+    await waitFor('the no-autocast diagnostic', () => membitDiagnostic(doc, 'membit.no-autocast', backward));
+    // Whether the lever is offered depends on the installed torch: let the capability probe finish first.
+    const checked = await waitFor('the advice checked against the installed torch', () => !/Not checked against an installed torch/.test(membitDiagnostic(doc, 'membit.no-autocast', backward)?.message ?? 'Not checked against an installed torch'), 60_000).catch(() => false);
+    const diag = membitDiagnostic(doc, 'membit.no-autocast', backward) as vscode.Diagnostic;
+    const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
+    const advice = actions.find((a) => a.title === 'Show advice: bf16 autocast');
+    assert.ok(advice?.command, actions.map((a) => a.title).join(' | '));
+    const fix = actions.find((a) => a.title === 'Train the forward in bf16 autocast');
+    console.log(`autocast lever (torch ${checked ? 'known' : 'unknown'}): ${fix ? 'offered' : `not offered: ${String(advice.command.arguments?.[1])}`}`);
+    if (fix) {
+      await run(fix);
+      await waitFor('the edit', () => doc.getText() !== original);
+      assert.ok(doc.getText().includes('        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):\n            _, loss = model(x, y)\n        optimizer.zero_grad(set_to_none=True)\n'));
+      await undoTo(doc, original);
+    } else {
+      // The scan found the installed torch lacks what the lever needs: no edit, and the advice says so.
+      const reason = advice.command.arguments?.[1];
+      assert.match(String(reason), /installed torch/);
+      const shown = (await run(advice)) as { text: string };
+      assert.match(shown.text, /Not rewritten here: the installed torch/);
+      assert.equal(doc.getText(), original);
+    }
+  });
+
+  it('advice only for the fused optimizer: an explanation and a docs link, no edit', async () => {
+    const editor = await openSample('gpt_tiny.py');
+    const doc = editor.document;
+    const original = doc.getText();
+    const line = original.split('\n').findIndex((l) => l.includes('optimizer = torch.optim.AdamW('));
+    const diag = await waitFor('the optimizer diagnostic', () => membitDiagnostic(doc, 'membit.optimizer', line));
+    const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
+    assert.ok(!actions.some((a) => a.command?.command === InternalCommands.applyLever), actions.map((a) => a.title).join(' | '));
+    const advice = actions.find((a) => a.title === 'Show advice: Fused optimizer step');
+    assert.ok(advice, actions.map((a) => a.title).join(' | '));
+    const shown = (await run(advice)) as { text: string; docs: string };
+    assert.match(shown.text, /fused=True/);
+    assert.match(shown.docs, /^https:\/\/pytorch\.org\/docs\/.*AdamW/);
+    const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+    assert.ok(notes.some((n) => n.kind === 'info' && n.text === shown.text));
+    assert.equal(doc.getText(), original);
+  });
+
+  it('a finding the rewrite cannot prove gets no edit, and its advice says why', async () => {
+    const editor = await openSample('vit_digits.py');
+    const doc = editor.document;
+    const original = doc.getText();
+    const softmax = original.split('\n').findIndex((l) => l.trim() === 'attn = attn.softmax(dim=-1)');
+    const diag = await waitFor('the eager-attn diagnostic', () => membitDiagnostic(doc, 'membit.eager-attn', softmax));
+    const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
+    const titles = actions.map((a) => a.title).join(' | ');
+    // The rewrite is offered disabled (the light bulb shows it greyed with the reason); the API lists only enabled actions.
+    assert.ok(!actions.some((a) => a.command?.command === InternalCommands.applyLever), titles);
+    const advice = actions.find((a) => a.title === 'Show advice: Fused attention (scaled_dot_product_attention)');
+    assert.ok(advice?.command, titles);
+    assert.match(String(advice.command.arguments?.[1]), /scaled by `self\.scale`, not SDPA's default/);
+    const shown = (await run(advice)) as { text: string };
+    assert.match(shown.text, /Not rewritten here: the scores are scaled by `self\.scale`/);
+    assert.equal(doc.getText(), original);
+  });
+});
