@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { test } from 'node:test';
+import { main } from '../../src/core/cli/main';
 import {
   blockActivationBytes,
   checkpointSaving,
@@ -24,6 +25,7 @@ import {
   type TorchCapabilities,
   transformerParams,
 } from '../../src/core/scan';
+import { capture } from './cliCapture';
 import { fixture, repoRoot, scanner } from './scanSupport';
 
 const sample = (name: string) => readFileSync(join(repoRoot(), 'samples', name), 'utf8');
@@ -391,4 +393,29 @@ test('one hint per line: the biggest lever speaks first', async () => {
   // With fused attention unavailable, the proposal that remains comes first.
   const old = hintSites(s.scan(text, 'b.py', { capabilities: OLD }).sites);
   assert.equal(old.filter((x) => x.range.startLine === built).map((x) => x.kind).join(), 'checkpoint');
+});
+
+test('membit scan --python checks the advice against that torch; a Python that cannot answer leaves it unchecked', async () => {
+  const root = repoRoot();
+  const io = capture(root);
+  const python = relative(root, torchPython()) || torchPython();
+  assert.equal(await main(['scan', 'samples/gpt_tiny.py', '--json', '--python', python], io), 0, io.stderr);
+  const doc = JSON.parse(io.stdout);
+  assert.equal(doc.capabilities.schema, 'membit.capabilities/1');
+  const eager = doc.sites.find((x: { kind: string }) => x.kind === 'eager-attn');
+  assert.equal(eager.line, lineOf(sample('gpt_tiny.py'), 'att = F.softmax(att, dim=-1)') + 1);
+  assert.deepEqual(eager.attention.softmaxLine, eager.line);
+  assert.equal(eager.advice.lever, 'sdpa');
+  assert.equal(eager.advice.unavailable, doc.capabilities.features.sdpa ? null : eager.advice.unavailable);
+  assert.equal(eager.severity, doc.capabilities.features.sdpa ? 'information' : 'hint');
+  assert.doesNotMatch(eager.message, /Not checked/);
+  assert.equal(doc.summary.byKind['eager-attn'], 1);
+
+  const bad = capture(root);
+  assert.equal(await main(['scan', 'samples/gpt_tiny.py', '--python', '/nonexistent/python9'], bad), 0);
+  assert.match(bad.stderr, /torch capabilities unknown \(\/nonexistent\/python9 was not found\); advice not checked against an installed torch/);
+  assert.match(bad.stdout, /eager-attn .* eager attention: ~[\d.]+ \w+\/sample probs\+mask → fused SDPA/);
+  const empty = capture(root);
+  assert.equal(await main(['scan', 'samples/gpt_tiny.py', '--python', ''], empty), 2);
+  assert.match(empty.stderr, /--python needs an interpreter/);
 });

@@ -302,7 +302,9 @@ export const scanCommand: Subcommand = {
         io.err(`membit scan: ${e instanceof Error ? e.message : String(e)}\n`);
         return 1;
       }
-      const probe = await probeCapabilities(python, { kernelsDir });
+      // The interpreter runs in the kernels folder: a relative path means one from here.
+      const interpreter = /[\\/]/.test(python) ? resolve(io.cwd, python) : python;
+      const probe = await probeCapabilities(interpreter, { kernelsDir });
       if (probe.capabilities) capabilities = probe.capabilities;
       // The scan still runs: the advice is then marked as not checked.
       else io.err(`membit scan: torch capabilities unknown (${probe.error}); advice not checked against an installed torch\n`);

@@ -1,3 +1,4 @@
+import { isAbsolute, join } from 'node:path';
 import * as vscode from 'vscode';
 import { probeCapabilities, type TorchCapabilities } from '../../core/scan';
 import type { Log } from '../log';
@@ -58,7 +59,10 @@ export class TorchCapabilityProvider implements vscode.Disposable {
     if (this.pending.has(`folder:${key}`)) return;
     this.pending.add(`folder:${key}`);
     try {
-      const { python } = await resolveLocalPython(resource);
+      let { python } = await resolveLocalPython(resource);
+      // The probe runs in the kernels folder: a relative `membit.python` means one in the workspace.
+      const folder = vscode.workspace.getWorkspaceFolder(resource);
+      if (/[\\/]/.test(python) && !isAbsolute(python) && folder) python = join(folder.uri.fsPath, python);
       this.pythonFor.set(key, python);
       if (this.byPython.has(python)) this.changed.fire();
       else await this.probe(python);
