@@ -106,3 +106,30 @@ test('advice tables: a malformed file is reported and the others still load', ()
   assert.match(String(parseAdviceTable({ schema: 'other' })), /expected "membit.sparse-advice\/1"/);
   assert.match(loadAdviceTables(join(dir, 'missing')).errors[0], /no 2:4 advice tables/);
 });
+
+test('scanner: FFN sites carry the measured 2:4 advice for their widths and tokens, in message, hint and hover', async () => {
+  assert.ok(h200);
+  const { scanner, repoRoot } = await import('./scanSupport');
+  const { formatHint, formatHover } = await import('../../src/core/scan');
+  const { readFileSync } = await import('node:fs');
+  const s = await scanner();
+  const text = readFileSync(join(repoRoot(), 'samples', 'gpt_tiny.py'), 'utf8');
+  const plain = s.scan(text, 'gpt_tiny.py', { shapes: { batch: 64, seqLen: 256 } });
+  const withAdvice = s.scan(text, 'gpt_tiny.py', { shapes: { batch: 64, seqLen: 256 }, sparse24: { tables: [h200] } });
+  const ffn = withAdvice.sites.find((x) => x.kind === 'ffn');
+  const before = plain.sites.find((x) => x.kind === 'ffn');
+  assert.ok(ffn?.sparse24 && before && !before.sparse24);
+  // The sample's MLP is 128 -> 512 (GPTConfig defaults); 64 x 256 tokens per step.
+  const want = adviseSparse24([h200], { dModel: 128, dFF: 512, tokens: 64 * 256 });
+  assert.equal(ffn.sparse24.speedup, want?.speedup);
+  assert.equal(ffn.sparse24.tokens, 16384);
+  assert.ok(ffn.message.includes(want?.text ?? '?'), ffn.message);
+  assert.ok(formatHint(ffn).includes(want?.text.replace('2:4 here', '2:4') ?? '?'), formatHint(ffn));
+  assert.match(formatHover(ffn), /measured FFN forward\+backward/);
+  // Other sites are the same objects' values: the advice touches FFNs only.
+  assert.deepEqual(withAdvice.sites.filter((x) => x.kind !== 'ffn'), plain.sites.filter((x) => x.kind !== 'ffn'));
+  // Without a batch size the range over measured token counts is given.
+  const noBatch = s.scan(text, 'gpt_tiny.py', { sparse24: { tables: [h200] } });
+  const f2 = noBatch.sites.find((x) => x.kind === 'ffn');
+  assert.ok(f2?.sparse24?.range && f2.sparse24.tokens === undefined);
+});

@@ -44,6 +44,7 @@ import {
 } from '../scan';
 import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
+import { loadAdviceTables } from '../advice/load';
 import { bundledKernelsDir } from './profile';
 
 /** Folders never worth scanning: VCS data, dependencies, caches, virtual environments. */
@@ -244,7 +245,7 @@ function summaryLine(outcomes: FileOutcome[]): string {
 export const scanCommand: Subcommand = {
   name: 'scan',
   summary: 'find dropout, attention-mask and FFN sites and the memory advisor\'s levers in Python files, with estimates',
-  usage: 'membit scan PATH... [--json] [--batch N] [--seq-len N] [--hidden N] [--heads N] [--report REPORT.json] [--python PY]',
+  usage: 'membit scan PATH... [--json] [--batch N] [--seq-len N] [--hidden N] [--heads N] [--report REPORT.json] [--python PY] [--gpu NAME]',
   flags: [
     { name: 'json', help: 'print JSON (schema membit.scan/1) instead of a table' },
     { name: 'batch', value: true, metavar: 'N', help: 'batch size for estimates' },
@@ -253,6 +254,7 @@ export const scanCommand: Subcommand = {
     { name: 'heads', value: true, metavar: 'N', help: 'attention heads for estimates' },
     { name: 'report', value: true, metavar: 'FILE', help: 'use the measured figures of a profile report (membit.report/1)' },
     { name: 'max-size-kb', value: true, metavar: 'KB', help: `skip files larger than this (default ${DEFAULT_MAX_KB})` },
+    { name: 'gpu', value: true, metavar: 'NAME', help: 'read the measured 2:4 speed advice for this GPU (default: the --report run\'s GPU)' },
     { name: 'python', value: true, metavar: 'PY', help: 'check the advisor against what the torch of this interpreter can do (runs PY -m membit.capabilities)' },
   ],
   details: [
@@ -310,6 +312,19 @@ export const scanCommand: Subcommand = {
       else io.err(`membit scan: torch capabilities unknown (${probe.error}); advice not checked against an installed torch\n`);
     }
 
+    // The measured 2:4 speed tables, read for the GPU of --gpu, else of the report's run.
+    let sparse24: ScanOptions['sparse24'];
+    try {
+      const adv = loadAdviceTables(bundledKernelsDir());
+      const run = (report as { run?: { device?: { type?: string; name?: string } } } | undefined)?.run;
+      const gpuFlag = args.flags.get('gpu');
+      const gpu = typeof gpuFlag === 'string' && gpuFlag.trim() ? gpuFlag.trim() : run?.device?.type === 'cuda' ? run.device.name : undefined;
+      if (adv.tables.length) sparse24 = { tables: adv.tables, gpu };
+      for (const e of adv.errors) io.err(`membit scan: 2:4 speed advice: ${e}\n`);
+    } catch {
+      // No bundled package beside the CLI: FFN sites say "2:4 candidate" without a speed figure.
+    }
+
     let scanner;
     try {
       scanner = await createScanner();
@@ -323,6 +338,7 @@ export const scanCommand: Subcommand = {
         const file = displayPath(abs, io.cwd);
         const opts: ScanOptions = { maxBytes, shapes };
         if (capabilities) opts.capabilities = capabilities;
+        if (sparse24) opts.sparse24 = sparse24;
         if (report) opts.hints = shapeHintsFromReport(report as Parameters<typeof shapeHintsFromReport>[0], file);
         let text: string;
         try {

@@ -141,7 +141,8 @@ export function formatHint(site: Site): string {
   }
   const widths = ffnWidths(site);
   const weights = e.elements !== undefined ? ` · ${formatCount(e.elements)} weights` : '';
-  return `FFN${widths ? ` ${widths}` : ''}${weights} · 2:4 candidate`;
+  const sp = site.sparse24;
+  return `FFN${widths ? ` ${widths}` : ''}${weights} · ${sp ? sp.text.replace(/^2:4 here/, '2:4') : '2:4 candidate'}`;
 }
 
 function where(site: Site): string {
@@ -222,6 +223,8 @@ export function siteMessage(site: Site, caps?: TorchCapabilities | null): string
           ? `MLP module \`${site.callee}\``
           : `${f?.form === 'gated' || f?.form === 'fused-gated' ? 'Gated FFN' : 'FFN'} ${ffnWidths(site)}${f?.form === 'split' ? ` (split over ${f.up?.className} and ${f.down?.className})` : ''}`;
       const w = e.elements !== undefined ? ` with ${formatCount(e.elements)} weights` : '';
+      const sp = site.sparse24;
+      if (sp) return `${what}${w}: ${sp.text} (${sp.basis}).`;
       return `${what}${w}: a 2:4 structured-sparsity candidate.`;
     }
     default:
@@ -348,6 +351,13 @@ export function formatHover(site: Site, caps?: TorchCapabilities | null): string
     }
     if (e.elements !== undefined) lines.push(`Weights: ${e.elements.toLocaleString('en-US')} (${formatBytes(e.elements * 2)} in bf16; about half with 2:4).`);
     else lines.push('Weights: widths not known from this file.');
+    if (site.sparse24) {
+      lines.push('');
+      lines.push(`**${site.sparse24.text}** — ${site.sparse24.basis}.`);
+      if (site.sparse24.verdict !== 'faster') {
+        lines.push('Training time would not improve here: the 2:4 kernels pay off only on large products, and the weights are compressed again every step.');
+      }
+    }
   } else if (e.maskBytes !== undefined) {
     if (e.packedBytes !== undefined) {
       lines.push('| | now | packed | saved |', '|---|---|---|---|');

@@ -12,6 +12,7 @@ import { type ChunkFacts, extractFacts } from './facts';
 import { formatBytes } from './format';
 import { type AssetOptions, loadRuntime, type ScanRuntime } from './parser';
 import { DEFAULT_MAX_BYTES, type ScanOptions, type ScanResult, type SiteRange } from './types';
+import { withSparseAdvice } from './sparse24';
 
 type FactCache = Map<string, ChunkFacts>;
 
@@ -207,6 +208,7 @@ export class Scanner {
       for (const [k, v] of next) cache.set(k, v);
     }
     const analysed = analyzer.run(file, placed, headers, opts);
+    analysed.sites = withSparseAdvice(analysed.sites, analysed.config, opts);
     const result: ScanResult = {
       file,
       ...analysed,

@@ -7,6 +7,8 @@
  * `vscode.Position`. The CLI's JSON output adds 1 to both (like compilers do).
  */
 
+import type { SparseAdviceTable } from '../advice/sparse24';
+
 /**
  * The kinds listed in DESIGN.md, "Site kinds the scanner reports", then the memory
  * advisor's findings: eager attention (→ fused SDPA), training without mixed
@@ -225,6 +227,8 @@ export interface Site {
   code: string;
   /** For `ffn`: the members a rewriter converts. */
   ffn?: FfnInfo;
+  /** For `ffn` with known widths: would 2:4 be faster here, from the measured speed tables. */
+  sparse24?: Sparse24SiteAdvice;
   /** For `attn-mask` and `fused-attn-dropout`: what would remove the mask, or why none is stored. */
   remedy?: string;
   /** For notebooks: the code cell (index among all cells) holding the site; `range` is then cell-relative. */
@@ -347,6 +351,22 @@ export interface ScanOptions {
    * when absent, messages say the advice was not checked against an installed torch.
    */
   capabilities?: TorchCapabilities;
+  /** Measured dense-vs-2:4 FFN speed tables and the GPU to read them for (see src/core/advice). */
+  sparse24?: { tables: readonly SparseAdviceTable[]; gpu?: string };
+}
+
+/** The 2:4 speed advice attached to an `ffn` site. */
+export interface Sparse24SiteAdvice {
+  /** Dense time over 2:4 time for one training step of this FFN (the best of the range when tokens are unknown). */
+  speedup: number;
+  range?: [number, number];
+  verdict: 'faster' | 'no-gain' | 'slower';
+  /** `2:4 here: 1.40x faster` / `2:4 here: 0.30x — not worth it`. */
+  text: string;
+  /** Shape, token count and GPU the figure was measured at. */
+  basis: string;
+  /** Tokens per step the figure is for (batch × sequence length), when known. */
+  tokens?: number;
 }
 
 export const DEFAULT_MAX_BYTES = 2048 * 1024;

@@ -18,6 +18,8 @@ import {
   type Site,
 } from '../../core/scan';
 import type { Log } from '../log';
+import { loadAdviceTables, type LoadedAdvice } from '../../core/advice/load';
+import type { SparseAdviceTable } from '../../core/advice/sparse24';
 import { TorchCapabilityProvider } from './capabilities';
 import type { ReportStore } from '../report/store';
 import { getSettings, onSettingsChanged } from '../settings';
@@ -52,13 +54,16 @@ export class ScanFeature implements vscode.Disposable {
   private readonly disposables: vscode.Disposable[] = [this.diagnostics, this.hintType, this.lensChanged];
   private readonly warnedTooLarge = new Set<string>();
   private readonly capabilities: TorchCapabilityProvider;
+  private readonly kernelsDir: string;
+  private advice: LoadedAdvice | undefined;
 
   constructor(
     context: vscode.ExtensionContext,
     private readonly log: Log,
     private readonly reports: ReportStore,
   ) {
-    this.capabilities = new TorchCapabilityProvider(vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath, log);
+    this.kernelsDir = vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath;
+    this.capabilities = new TorchCapabilityProvider(this.kernelsDir, log);
     this.disposables.push(this.capabilities, this.capabilities.onDidChange(() => this.rescanAll()));
     // The grammar loads after activation returns, so activation stays fast.
     this.ready = createScanner({ assetDir: vscode.Uri.joinPath(context.extensionUri, 'dist').fsPath }).then(
@@ -113,7 +118,22 @@ export class ScanFeature implements vscode.Disposable {
     if (loaded && doc.uri.scheme === 'file') {
       opts.hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
     }
+    const tables = this.sparseTables();
+    if (tables.length) {
+      // The GPU the last run used is the one the user trains on; otherwise the tables speak for theirs.
+      const device = loaded?.index.report.run.device;
+      opts.sparse24 = { tables, gpu: device?.type === 'cuda' ? device.name : undefined };
+    }
     return opts;
+  }
+
+  /** The measured 2:4 speed tables shipped in dist/kernels, read once. */
+  private sparseTables(): SparseAdviceTable[] {
+    if (!this.advice) {
+      this.advice = loadAdviceTables(this.kernelsDir);
+      for (const e of this.advice.errors) this.log.warn(`2:4 speed advice: ${e}`);
+    }
+    return this.advice.tables;
   }
 
   /** Runs `fn` for `key` after `ms` without a newer call for the same key. */
