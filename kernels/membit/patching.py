@@ -106,7 +106,8 @@ def patch(model: nn.Module, dropout: Optional[str] = "packed", ffn: Optional[str
       Channel-wise (Dropout1d/2d/3d) and alpha dropouts are left alone (see record.skipped).
     ffn: None, or "2:4": the Linear layers of feed-forward blocks become SparseLinear24
       (transposable 2:4 mask, masked decay), sharing the original weight and bias Parameters.
-      In this version they run the masked dense fallback: no speedup (see membit.sparse).
+      They run cuSPARSELt 2:4 products on GPUs with sparse tensor cores in bf16, a masked dense
+      matmul elsewhere (see membit.sparse, and its speed advice: 2:4 pays only on large FFNs).
     functional: also route torch.nn.functional.dropout calls made inside the model's forward
       (e.g. HF transformers' eager attention) to membit's dropout.
     """
