@@ -6,7 +6,8 @@ imported, built with the same seed, and the rewritten model loads the original's
 state_dict strictly (so parameter and buffer names are unchanged). Then:
 
 - sdpa: outputs and every parameter gradient match, in train mode with dropout 0 and
-  in eval mode, float32 and float64. Tolerance, per tensor: max|new - old| <= tol *
+  in eval mode, float32 and float64 (also the ViT sample, whose non-default scale
+  becomes scale= with --sdpa-scale). Tolerance, per tensor: max|new - old| <= tol *
   max|old|, tol = 1e-5 in float32 and 1e-12 in float64 (SDPA computes the same
   softmax(q kᵀ / sqrt(E)) v with another summation order; measured 6e-7 and 9e-16).
   With attention dropout on, SDPA draws its own mask, so the check is that it is
@@ -215,6 +216,45 @@ def test_sdpa_with_dropout_keeps_dropout_active_and_trains(rewritten):
         assert torch.isfinite(loss)
         losses.append(loss.item())
     assert statistics.mean(losses[-5:]) < statistics.mean(losses[:5]) - 1.0, losses
+
+
+def sdpa_takes_scale():
+    if not HAS_SDPA:
+        return False
+    try:
+        q = torch.ones(1, 1, 2, 2)
+        F.scaled_dot_product_attention(q, q, q, scale=0.5)
+        return True
+    except TypeError:
+        return False
+
+
+@pytest.mark.skipif(not sdpa_takes_scale(), reason="this torch's scaled_dot_product_attention has no scale= (added in 2.1)")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_sdpa_with_scale_vit_matches(tmp_path, dtype, tol):
+    """The ViT sample scales by self.scale (not provably 1/sqrt(E)): --sdpa-scale passes it as scale=."""
+    vit = REPO / "samples" / "vit_digits.py"
+    convert([vit], "sdpa", tmp_path, extra=("--sdpa-scale",))
+    text = (tmp_path / "vit_digits.py").read_text()
+    assert "x = (F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=self.attn_drop.p if self.training else 0.0, is_causal=False, scale=self.scale)).transpose(1, 2).reshape(B, N, C)" in text
+    old, new = load(vit), load(tmp_path / "vit_digits.py")
+    images = torch.rand(6, 8, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
+    labels = torch.arange(6) % 10
+    for train, drop in ((True, 0.0), (False, 0.1)):
+        torch.manual_seed(0)
+        a = old.ViT(depth=2, drop=drop).to(dtype)
+        b = new.ViT(depth=2, drop=drop).to(dtype)
+        b.load_state_dict(a.state_dict(), strict=True)
+        res = []
+        for m in (a, b):
+            m.train(train)
+            out = m(images)
+            F.cross_entropy(out, labels).backward()
+            res.append((out.detach(), {n: p.grad for n, p in m.named_parameters()}))
+        (oa, ga), (ob, gb) = res
+        assert_close_rel(ob, oa, tol, "logits")
+        for n in ga:
+            assert_close_rel(gb[n], ga[n], tol, f"grad {n}")
 
 
 CHECKPOINT_OK = "use_reentrant" in inspect.signature(torch.utils.checkpoint.checkpoint).parameters

@@ -123,6 +123,8 @@ test('--lever usage errors exit 2', async () => {
       ['convert', 'gpt.py', '--lever', 'sdpa', '--revert'],
       ['convert', 'gpt.py', '--lever', 'sdpa', '--ffn', '2:4'],
       ['convert', 'gpt.py', '--lever'],
+      ['convert', 'gpt.py', '--lever', 'checkpoint', '--sdpa-scale'],
+      ['convert', 'gpt.py', '--sdpa-scale'],
     ]) {
       const io = capture(dir);
       assert.equal(await main(argv, io), 2, argv.join(' '));
@@ -131,6 +133,22 @@ test('--lever usage errors exit 2', async () => {
     const help = capture(dir);
     assert.equal(await main(['convert', '--help'], help), 0);
     assert.match(help.stdout, /--lever LEVER/);
+    assert.match(help.stdout, /--sdpa-scale/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--sdpa-scale lets a non-default scale through as scale=; without it the chain is skipped with the reason', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'membit-lever-scale-'));
+  try {
+    writeFileSync(join(dir, 'vit.py'), readFileSync(join(repoRoot(), 'samples', 'vit_digits.py'), 'utf8'));
+    const plain = capture(dir);
+    assert.equal(await main(['convert', 'vit.py', '--lever', 'sdpa', '--dry-run'], plain), 0);
+    assert.match(plain.stdout, /vit\.py:50: skipped: the scores are scaled by `self\.scale`.*needs `scale=self\.scale`/);
+    const io = capture(dir);
+    assert.equal(await main(['convert', 'vit.py', '--lever', 'sdpa', '--sdpa-scale'], io), 0, io.stderr);
+    assert.match(read(dir, 'vit.py'), /^ {8}x = \(F\.scaled_dot_product_attention\(q, k, v, attn_mask=None, dropout_p=self\.attn_drop\.p if self\.training else 0\.0, is_causal=False, scale=self\.scale\)\)\.transpose\(1, 2\)\.reshape\(B, N, C\)$/m);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -21,7 +21,11 @@ import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
 import { expandPaths } from './scan';
 
-export type ConvertAction = { kind: 'convert'; options: ConvertOptions } | { kind: 'revert' } | { kind: 'lever'; lever: Lever };
+export type ConvertAction =
+  | { kind: 'convert'; options: ConvertOptions }
+  | { kind: 'revert' }
+  /** `scaleKwarg`: allow `scale=` in scaled_dot_product_attention calls (torch >= 2.1). */
+  | { kind: 'lever'; lever: Lever; scaleKwarg?: boolean };
 
 export interface FileReport {
   /** Path as shown (relative to the working directory when inside it, with `/`). */
@@ -79,7 +83,7 @@ export function convertFile(abs: string, file: string, action: ConvertAction, sc
     report.reversion = r;
     after = applyEdits(text, r.edits);
   } else if (action.kind === 'lever') {
-    const r = applyLever(text, action.lever);
+    const r = applyLever(text, action.lever, { scaleKwarg: action.scaleKwarg === true });
     report.lever = r;
     after = r.text;
   } else {
@@ -142,11 +146,12 @@ function describe(r: FileReport, verb: string): string[] {
 export const convertCommand: Subcommand = {
   name: 'convert',
   summary: 'rewrite dropout to packed/mask-free dropout and FFNs to 2:4 sparsity',
-  usage: 'membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--lever sdpa|checkpoint|autocast] [--dry-run|--diff] [--revert]',
+  usage: 'membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--lever sdpa|checkpoint|autocast [--sdpa-scale]] [--dry-run|--diff] [--revert]',
   flags: [
     { name: 'dropout', value: true, choices: ['packed', 'recompute'], metavar: 'MODE', help: 'convert dropout sites' },
     { name: 'ffn', value: true, choices: ['2:4'], metavar: 'KIND', help: 'convert FFN layers' },
     { name: 'lever', value: true, choices: LEVERS, metavar: 'LEVER', help: 'apply a memory lever: sdpa (fused attention), checkpoint (recompute blocks in backward), autocast (bf16 forward)' },
+    { name: 'sdpa-scale', help: 'with --lever sdpa: attention with a non-default scale gets scale= (needs torch >= 2.1 where the code runs)' },
     { name: 'dry-run', help: 'list what would change, write nothing' },
     { name: 'diff', help: 'print a unified diff, write nothing' },
     { name: 'revert', help: 'undo Membit conversions: back to the stock PyTorch calls' },
@@ -181,7 +186,9 @@ export const convertCommand: Subcommand = {
       ffn: typeof ffnFlag === 'string' ? (ffnFlag as ConvertOptions['ffn']) : null,
     };
     const lever = typeof leverFlag === 'string' ? (leverFlag as Lever) : undefined;
-    const action: ConvertAction = revert ? { kind: 'revert' } : lever ? { kind: 'lever', lever } : { kind: 'convert', options };
+    const scaleKwarg = args.flags.get('sdpa-scale') === true;
+    if (scaleKwarg && lever !== 'sdpa') throw new UsageError('--sdpa-scale goes with --lever sdpa');
+    const action: ConvertAction = revert ? { kind: 'revert' } : lever ? { kind: 'lever', lever, scaleKwarg } : { kind: 'convert', options };
 
     const files = expandPaths(args.positionals, io.cwd);
     const notes: string[] = [];
