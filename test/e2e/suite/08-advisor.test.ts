@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { InternalCommands } from '../../../src/commands';
-import { openSample, screenshot, waitFor } from './util';
+import { openSample, screenshot, waitFor, workspaceDir } from './util';
 
 function membitDiagnostic(doc: vscode.TextDocument, code: string, line?: number): vscode.Diagnostic | undefined {
   return vscode.languages.getDiagnostics(doc.uri).find((d) => d.source === 'Membit' && d.code === code && (line === undefined || d.range.start.line === line));
@@ -14,6 +15,12 @@ async function actionsAt(doc: vscode.TextDocument, range: vscode.Range, kind: vs
 async function run(action: vscode.CodeAction): Promise<unknown> {
   assert.ok(action.command, `${action.title} has no command`);
   return vscode.commands.executeCommand(action.command.command, ...(action.command.arguments ?? []));
+}
+
+/** Waits until the finding's message no longer says it was not checked against an installed torch (the probe finished). */
+async function capabilitiesChecked(doc: vscode.TextDocument, code: string, line: number): Promise<boolean> {
+  const unchecked = () => /Not checked against an installed torch/.test(membitDiagnostic(doc, code, line)?.message ?? 'Not checked against an installed torch');
+  return waitFor('the advice checked against the installed torch', () => !unchecked(), 60_000).catch(() => false);
 }
 
 /** Undo until the document is back to `original` (one step expected), then save. */
@@ -107,7 +114,7 @@ describe('Memory advisor code actions', () => {
     const backward = original.split('\n').findIndex((l) => l.trim() === 'loss.backward()');
     await waitFor('the no-autocast diagnostic', () => membitDiagnostic(doc, 'membit.no-autocast', backward));
     // Whether the lever is offered depends on the installed torch: let the capability probe finish first.
-    const checked = await waitFor('the advice checked against the installed torch', () => !/Not checked against an installed torch/.test(membitDiagnostic(doc, 'membit.no-autocast', backward)?.message ?? 'Not checked against an installed torch'), 60_000).catch(() => false);
+    const checked = await capabilitiesChecked(doc, 'membit.no-autocast', backward);
     const diag = membitDiagnostic(doc, 'membit.no-autocast', backward) as vscode.Diagnostic;
     const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
     const advice = actions.find((a) => a.title === 'Show advice: bf16 autocast');
@@ -147,21 +154,87 @@ describe('Memory advisor code actions', () => {
     assert.equal(doc.getText(), original);
   });
 
-  it('a finding the rewrite cannot prove gets no edit, and its advice says why', async () => {
+  it('a non-default scale: rewritten with scale= where the installed torch has it, else explained', async () => {
     const editor = await openSample('vit_digits.py');
     const doc = editor.document;
     const original = doc.getText();
     const softmax = original.split('\n').findIndex((l) => l.trim() === 'attn = attn.softmax(dim=-1)');
-    const diag = await waitFor('the eager-attn diagnostic', () => membitDiagnostic(doc, 'membit.eager-attn', softmax));
+    await waitFor('the eager-attn diagnostic', () => membitDiagnostic(doc, 'membit.eager-attn', softmax));
+    await capabilitiesChecked(doc, 'membit.eager-attn', softmax);
+    const diag = membitDiagnostic(doc, 'membit.eager-attn', softmax) as vscode.Diagnostic;
     const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
     const titles = actions.map((a) => a.title).join(' | ');
-    // The rewrite is offered disabled (the light bulb shows it greyed with the reason); the API lists only enabled actions.
-    assert.ok(!actions.some((a) => a.command?.command === InternalCommands.applyLever), titles);
+    const fix = actions.find((a) => a.title === 'Use fused attention (scaled_dot_product_attention)' && a.command);
     const advice = actions.find((a) => a.title === 'Show advice: Fused attention (scaled_dot_product_attention)');
     assert.ok(advice?.command, titles);
-    assert.match(String(advice.command.arguments?.[1]), /scaled by `self\.scale`, not SDPA's default/);
-    const shown = (await run(advice)) as { text: string };
-    assert.match(shown.text, /Not rewritten here: the scores are scaled by `self\.scale`/);
-    assert.equal(doc.getText(), original);
+    console.log(`vit scale: ${fix ? 'rewritten with scale=' : `explained: ${String(advice.command.arguments?.[1])}`}`);
+    if (fix) {
+      await run(fix);
+      await waitFor('the edit', () => doc.getText() !== original);
+      assert.ok(doc.getText().includes('        x = (F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=self.attn_drop.p if self.training else 0.0, is_causal=False, scale=self.scale)).transpose(1, 2).reshape(B, N, C)\n'));
+      await undoTo(doc, original);
+    } else {
+      assert.match(String(advice.command.arguments?.[1]), /scaled by `self\.scale`.*needs `scale=self\.scale`/);
+      assert.equal(doc.getText(), original);
+    }
+  });
+
+  it('a chain it cannot prove gets no edit, and its advice says why', async () => {
+    const uri = vscode.Uri.file(join(workspaceDir(), 'advisor_weights.py'));
+    const source = [
+      'import math',
+      'import torch.nn as nn',
+      'import torch.nn.functional as F',
+      '',
+      '',
+      'class Attention(nn.Module):',
+      '    def forward(self, q, k, v):',
+      '        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))',
+      '        att = F.softmax(att, dim=-1)',
+      '        y = att @ v',
+      '        return y, att',
+      '',
+    ].join('\n');
+    await vscode.workspace.fs.writeFile(uri, new TextEncoder().encode(source));
+    try {
+      const doc = (await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(uri))).document;
+      const diag = await waitFor('the eager-attn diagnostic', () => membitDiagnostic(doc, 'membit.eager-attn', 8));
+      const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
+      const titles = actions.map((a) => a.title).join(' | ');
+      // The rewrite is listed disabled with the reason in the light bulb; never as a runnable edit.
+      assert.ok(!actions.some((a) => a.command?.command === InternalCommands.applyLever), titles);
+      const advice = actions.find((a) => a.title === 'Show advice: Fused attention (scaled_dot_product_attention)');
+      assert.ok(advice?.command, titles);
+      assert.match(String(advice.command.arguments?.[1]), /`att` is used again at line 11 \(`return y, att`\)/);
+      const shown = (await run(advice)) as { text: string };
+      assert.match(shown.text, /Not rewritten here: `att` is used again/);
+      assert.equal(doc.getText(), source);
+    } finally {
+      await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+      await vscode.workspace.fs.delete(uri);
+    }
+  });
+
+  it('refuses files that are not Python and says so when the pattern is gone; nothing is edited', async () => {
+    const gpt = (await openSample('gpt_tiny.py')).document;
+    const original = gpt.getText();
+    const softmax = original.split('\n').findIndex((l) => l.trim() === 'att = F.softmax(att, dim=-1)');
+    const uri = vscode.Uri.file(join(workspaceDir(), 'advisor-notes.txt'));
+    await vscode.workspace.fs.writeFile(uri, new TextEncoder().encode(original));
+    try {
+      const txt = await vscode.workspace.openTextDocument(uri);
+      assert.equal(await vscode.commands.executeCommand(InternalCommands.applyLever, uri, 'sdpa', softmax), undefined);
+      const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+      assert.equal(notes[notes.length - 1]?.kind, 'warning');
+      assert.match(notes[notes.length - 1]?.text ?? '', /Python files only/);
+      assert.equal(txt.getText(), original);
+    } finally {
+      await vscode.workspace.fs.delete(uri);
+    }
+    // A line with no pattern (the file changed since the action was offered): a message, no edit.
+    await vscode.commands.executeCommand(InternalCommands.applyLever, gpt.uri, 'sdpa', 0);
+    const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+    assert.match(notes[notes.length - 1]?.text ?? '', /^Membit: nothing rewritten: line 1: no eager attention/);
+    assert.equal(gpt.getText(), original);
   });
 });
