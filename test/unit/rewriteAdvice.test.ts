@@ -282,6 +282,11 @@ test('sdpa skips a causal mask whose query and key lengths may differ (a KV cach
   assert.match(s.reason, /may extend the keys from a cache/);
   // Without a mask the lengths do not matter: it converts.
   assert.equal(lever(concatenated.replace(/ {8}att = att\.masked_fill.*\n/, ''), 'sdpa').applied, 1);
+  // Keys from another input (cross-attention): their length is not the query's.
+  const cross = attention(CHAIN).replace('def forward(self, x):', 'def forward(self, x, enc):').replace('        k = k.view(B, T, 1, C)', '        k = self.qkv(enc).split(C, dim=2)[1].view(B, T, 1, C)');
+  const c = skipOf(cross);
+  assert.equal(c.code, 'kv-cache');
+  assert.match(c.reason, /`q` comes from `x` and `k` from `enc`, `x`: their lengths can differ/);
 });
 
 test('sdpa skips a buffer registered twice or assigned elsewhere in the class', () => {
@@ -359,6 +364,7 @@ test('checkpoint skips loops that are not exactly one block call, and an applied
     ['indexed output', LOOP.replace('x = blk(x)', 'x = blk(x)[0]'), /is not exactly one/],
     ['reserved keyword', LOOP.replace('x = blk(x)', 'x = blk(x, debug=True)'), /takes `debug=`, a keyword checkpoint\(\) keeps for itself/],
     ['for-else', LOOP.replace('        return x\n', '        else:\n            pass\n        return x\n'), /has an `else:` clause/],
+    ['not a module', LOOP.replace('class Net(nn.Module):', 'class Net:'), /`Net` has no base class, so it is not an nn\.Module/],
   ];
   for (const [what, src, reason] of cases) {
     const r = lever(src, 'checkpoint');

@@ -65,6 +65,13 @@ function checkpointName(ctx: Ctx): { name: string; add?: string } {
   return { name: 'torch.utils.checkpoint.checkpoint', add: 'import torch.utils.checkpoint' };
 }
 
+/** `class Name(Base):` with at least one base. */
+function hasBases(ctx: Ctx, cls: Stmt): boolean {
+  const t = ctx.t;
+  const open = cls.line.first + 2;
+  return tokText(t, open) === '(' && tokText(t, open + 1) !== ')' && open + 1 < cls.last;
+}
+
 /** Does any name in the statements say checkpoint (already recomputing)? */
 function mentionsCheckpoint(ctx: Ctx, stmts: readonly Stmt[]): boolean {
   for (const s of stmts) {
@@ -86,7 +93,8 @@ function loops(ctx: Ctx): Found[] {
     const def = enclosingDef(st, s);
     const self = def ? paramsOf(st, def)[0] : undefined;
     // Only loops over a module's own block list: `for block in self.h:` in a method.
-    if (!iter || !def || !self || !iter.startsWith(`${self}.`) || !classOfMethod(st, def)) continue;
+    const cls = def ? classOfMethod(st, def) : undefined;
+    if (!iter || !def || !self || !iter.startsWith(`${self}.`) || !cls) continue;
     const body = st.children.get(s.index) ?? [];
     const all = bodyOf(st, s);
     const first = s.line.startLine;
@@ -112,6 +120,11 @@ function loops(ctx: Ctx): Found[] {
     const clash = call.args.find((x) => x.kw !== undefined && CHECKPOINT_KWARGS.has(x.kw));
     if (clash) {
       skip('loop-form', `the block takes \`${clash.kw}=\`, a keyword checkpoint() keeps for itself`);
+      continue;
+    }
+    // `self.training` needs a module: a class with no base class is not one.
+    if (!hasBases(ctx, cls)) {
+      skip('loop-form', `\`${tokText(ctx.t, cls.line.first + 1)}\` has no base class, so it is not an nn.Module with \`${self}.training\``);
       continue;
     }
     const after = nextSibling(st, s);

@@ -566,14 +566,20 @@ function eagerChains(ctx: Ctx): Found[] {
       const qkDefs = def ? bodyOf(st, def).filter((x) => [q, k].some((nm) => (assignOf(st, x)?.targets ?? []).some((tg) => walkNames(tg).includes(nm)))) : [];
       const cached = qkDefs.find((x) => mentionsCache(assignOf(st, x)?.value));
       const missing = [q, k].find((nm) => !qkDefs.some((x) => (assignOf(st, x)?.targets ?? []).some((tg) => walkNames(tg).includes(nm))));
-      if (cacheParam || cached || missing) {
+      // Self-attention: q and k must come from the same inputs of the function (not k from an encoder's output).
+      const qFrom = def && !missing ? inputsOf(ctx, def, q, params) : [];
+      const kFrom = def && !missing ? inputsOf(ctx, def, k, params) : [];
+      const cross = !missing && (qFrom.join() !== kFrom.join() || qFrom.length === 0);
+      if (cacheParam || cached || missing || cross) {
         fail(
           'kv-cache',
           cacheParam
             ? `the function takes \`${cacheParam}\`: with cached keys the query and key lengths differ and the causal mask would not line up`
             : cached
               ? `\`${shortText(ctx, cached)}\` (line ${cached.line.startLine + 1}) may extend the keys from a cache: the query and key lengths could differ`
-              : `\`${missing}\` is not computed in this function, so its length cannot be shown to equal the query's`,
+              : missing
+                ? `\`${missing}\` is not computed in this function, so its length cannot be shown to equal the query's`
+                : `\`${q}\` comes from ${qFrom.map((x) => `\`${x}\``).join(', ') || 'no input'} and \`${k}\` from ${kFrom.map((x) => `\`${x}\``).join(', ') || 'no input'}: their lengths can differ, and the causal mask would not line up`,
           last,
         );
         continue;
@@ -609,6 +615,39 @@ function eagerChains(ctx: Ctx): Found[] {
     });
   }
   return out;
+}
+
+/**
+ * The function parameters a local name is computed from, following its assignments
+ * in the function (`k` ← `self.c_attn(x).split(...)` ← `x`), sorted; `self` excluded.
+ */
+function inputsOf(ctx: Ctx, def: Stmt, name: string, params: readonly string[]): string[] {
+  const st = ctx.st;
+  const body = bodyOf(st, def).map((s) => ({ s, a: assignOf(st, s) }));
+  const self = params[0];
+  const seen = new Set<string>();
+  const found = new Set<string>();
+  const todo = [name];
+  while (todo.length) {
+    const n = todo.pop() as string;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    if (params.includes(n) && n !== self) {
+      found.add(n);
+      continue;
+    }
+    for (const { a } of body) {
+      if (!a || !a.targets.some((tg) => boundNamesOf(tg).includes(n))) continue;
+      for (const r of walkNames(a.value)) if (r !== self) todo.push(r);
+    }
+  }
+  return [...found].sort();
+}
+
+function boundNamesOf(e: Expr): string[] {
+  if (e.k === 'name') return [e.id];
+  if (e.k === 'tuple' || e.k === 'list') return e.items.flatMap((i) => boundNamesOf(i.k === 'star' ? i.x : i));
+  return [];
 }
 
 const CACHE_OPS = new Set(['cat', 'concat', 'concatenate', 'stack', 'update']);
