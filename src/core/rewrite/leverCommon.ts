@@ -89,17 +89,6 @@ export function context(text: string, scaleKwarg = false): Ctx {
   return { t, st: structureOf(t), imports: readImports(t), eol: eolOf(text), scaleKwarg };
 }
 
-export function lineOfOffset(t: Tokens, offset: number): number {
-  let lo = 0;
-  let hi = t.lineStarts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if ((t.lineStarts[mid] as number) <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
-
 /** Start offset of a statement's first token and end offset of its last code token. */
 export function spanOf(ctx: Ctx, s: Stmt): { start: number; end: number } {
   return { start: (ctx.t.toks[s.line.first] as Tok).start, end: (ctx.t.toks[s.last] as Tok).end };
@@ -125,13 +114,6 @@ export function localFor(ctx: Ctx, target: string): string | undefined {
 /** Whether some top-level `import a.b.c` loads `module` (or a submodule of it). */
 export function loads(ctx: Ctx, module: string): boolean {
   return ctx.imports.bindings.some((b) => b.loads !== undefined && ctx.imports.statements[b.stmt]?.topLevel && (b.loads === module || b.loads.startsWith(`${module}.`)));
-}
-
-/** Names the code uses anywhere (to avoid binding a name that means something else). */
-export function codeNames(t: Tokens): Set<string> {
-  const out = new Set<string>();
-  for (let k = 0; k < t.toks.length; k++) if ((t.toks[k] as Tok).type === 'name') out.add(tokText(t, k));
-  return out;
 }
 
 /**
@@ -192,10 +174,6 @@ export function shortText(ctx: Ctx, s: Stmt, max = 60): string {
   }
   out = out.replace(/ +/g, ' ').replace(/\( /g, '(').replace(/ \)/g, ')').trim();
   return out.length > max ? `${out.slice(0, max - 1)}…` : out;
-}
-
-export function physicalLines(s: Stmt): { first: number; last: number } {
-  return { first: s.line.startLine, last: s.line.endLine };
 }
 
 export function skipAt(s: Stmt, code: LeverSkipCode, reason: string, first = s.line.startLine, last = s.line.endLine): Found {
