@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { loadAdviceTables } from '../../src/core/advice/load';
 import { adviseSparse24, parseAdviceTable, type SparseAdviceTable } from '../../src/core/advice/sparse24';
+import { formatHint, formatHover } from '../../src/core/scan';
+import { repoRoot, scanner } from './scanSupport';
 
 // The table measured on an H200 and shipped with the package: the tests read their expectations off it.
 const KERNELS = resolve(__dirname, '..', '..', '..', 'kernels');
@@ -109,9 +111,6 @@ test('advice tables: a malformed file is reported and the others still load', ()
 
 test('scanner: FFN sites carry the measured 2:4 advice for their widths and tokens, in message, hint and hover', async () => {
   assert.ok(h200);
-  const { scanner, repoRoot } = await import('./scanSupport');
-  const { formatHint, formatHover } = await import('../../src/core/scan');
-  const { readFileSync } = await import('node:fs');
   const s = await scanner();
   const text = readFileSync(join(repoRoot(), 'samples', 'gpt_tiny.py'), 'utf8');
   const plain = s.scan(text, 'gpt_tiny.py', { shapes: { batch: 64, seqLen: 256 } });
