@@ -1,7 +1,8 @@
 """Command line of the profiling harness.
 
     python -m membit.profile --out run.json [--variant V] [--steps N] [--warmup K]
-                             [--sites sites.json] [--root DIR] -- script.py ARGS...
+                             [--sites sites.json] [--root DIR] [--overlay ORIG=REPLACEMENT]...
+                             -- script.py ARGS...
 
     python -m membit.profile --find-max-batch --out maxbatch.json [--batch-arg=--batch-size]
                              [--variants baseline,packed] [--min 1] [--max N] [--memory-limit BYTES]
@@ -19,7 +20,11 @@ import re
 import sys
 from typing import List, Optional
 
-VARIANT_NAMES = ["baseline", "packed", "recompute", "sparse24", "packed+sparse24"]
+from .levers import LEVERS, VariantError, canonical
+from .overlay import OverlayError, parse_overlay_arg
+
+VARIANT_HELP = ("baseline, or levers joined by '+' from " + ", ".join(LEVERS) +
+                " (packed and recompute exclusive), e.g. sdpa+checkpoint+bf16")
 
 EPILOG = """\
 Progress goes to stderr, one line per event: '@@membit ' then a JSON object whose "event" is
@@ -31,6 +36,17 @@ A probe fits when it ends without running out of memory and, with --memory-limit
 peak is at most that many bytes. CPU has no out-of-memory, so there --memory-limit is
 required (the peak is then the tensors the harness tracks): this is how the search is tested
 on machines without a GPU.
+
+Variants: """ + VARIANT_HELP + """. packed, recompute and sparse24
+convert modules with membit.patch; sdpa switches a transformers model to SDPA attention (other
+models need the rewritten source through --overlay); checkpoint checkpoints the model's blocks
+(transformers: gradient_checkpointing_enable); bf16 runs the model's forward under bf16 autocast.
+The report's run.levers says how each lever was applied.
+
+--overlay ORIG=REPLACEMENT (repeatable) runs REPLACEMENT's text wherever the file ORIG would run
+(as the script, or imported as a module), compiled under ORIG's name; ORIG is never written.
+Report lines in ORIG are mapped back from the rewritten text (run.overlays lists the lines that
+are only approximate).
 """
 
 
@@ -55,11 +71,13 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m membit.profile", description=__doc__.split("\n\n")[0],
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="report file to write (JSON)")
-    ap.add_argument("--variant", default="baseline", choices=VARIANT_NAMES, help="conversion applied with membit.patch")
+    ap.add_argument("--variant", default="baseline", help="what to change for this run: " + VARIANT_HELP)
     ap.add_argument("--steps", type=_nonneg, default=3, help="profiled optimizer steps (0: until the script ends); default 3")
     ap.add_argument("--warmup", type=_nonneg, default=1, help="steps run before profiling starts; default 1")
     ap.add_argument("--sites", help="JSON list of {file, line}: convert only modules created at these lines")
     ap.add_argument("--root", default=None, help="folder report paths are relative to (default: working directory)")
+    ap.add_argument("--overlay", action="append", default=[], metavar="ORIG=REPLACEMENT",
+                    help="run REPLACEMENT's text in place of the file ORIG, under ORIG's name (repeatable)")
     ap.add_argument("--no-module-timing", action="store_true", help="do not time each module's forward")
     ap.add_argument("--no-allocator-history", action="store_true", help="do not record the CUDA allocator's history")
     ap.add_argument("--nvml-interval", type=float, default=0.2,
@@ -97,21 +115,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not os.path.isfile(ns.script):
         ap.error(f"script not found: {ns.script}")
     root = os.path.realpath(ns.root or os.getcwd())
+    try:
+        variant = canonical(ns.variant)
+    except VariantError as e:
+        ap.error(f"--variant: {e}")
+    overlays = []
+    for text in ns.overlay:
+        try:
+            overlays.append(parse_overlay_arg(text))
+        except OverlayError as e:
+            ap.error(str(e))
     if ns.find_max_batch:
         from . import maxbatch
 
-        variants = [v.strip() for v in (ns.variants or ns.variant).split(",") if v.strip()]
-        bad = [v for v in variants if v not in VARIANT_NAMES]
-        if bad:
-            ap.error(f"unknown variant(s) {bad}; choose from {VARIANT_NAMES}")
+        variants = []
+        for v in (ns.variants or ns.variant).split(","):
+            if v.strip():
+                try:
+                    variants.append(canonical(v.strip()))
+                except VariantError as e:
+                    ap.error(f"--variants: {e}")
         if ns.lo < 1 or (ns.hi is not None and ns.hi < ns.lo):
             ap.error("need 1 <= --min <= --max")
         return maxbatch.run(out=ns.out, script=ns.script, args=ns.args, batch_arg=ns.batch_arg, variants=variants,
                             lo=ns.lo, hi=ns.hi, memory_limit=ns.memory_limit, steps=ns.steps or 1, warmup=ns.warmup,
-                            root=root, sites=ns.sites, timeout=ns.probe_timeout)
+                            root=root, sites=ns.sites, timeout=ns.probe_timeout, overlays=overlays)
     from .harness import Harness, Options
 
-    opts = Options(script=ns.script, args=list(ns.args), out=ns.out, variant=ns.variant, steps=ns.steps,
+    opts = Options(script=ns.script, args=list(ns.args), out=ns.out, variant=variant, steps=ns.steps,
                    warmup=ns.warmup, sites=ns.sites, root=root, module_timing=not ns.no_module_timing,
-                   allocator_history=not ns.no_allocator_history, nvml_interval=ns.nvml_interval)
+                   allocator_history=not ns.no_allocator_history, nvml_interval=ns.nvml_interval, overlays=overlays)
     return Harness(opts).run()

@@ -4,7 +4,7 @@ The script runs as __main__ in this process (its own sys.argv, sys.path[0] = its
 caller's working directory). The run ends in one of four ways, each with a report:
   ok         the last profiled step finished (StopScript from the optimizer hook) or the script ended;
   oom        CUDA ran out of memory: allocator state and holders at the failure are kept;
-  error      the script raised (or the harness could not apply the variant): traceback kept;
+  error      the script raised (or the harness could not apply the variant or an overlay): traceback kept;
   cancelled  SIGTERM or Ctrl-C.
 """
 
@@ -22,24 +22,16 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import allocator, report
+from . import allocator, levers, report
 from .frames import CodeFilter, PathMapper
 from .nvml import NvmlSampler
+from .overlay import OverlayError, Overlays
 from .progress import Progress
 from .tracker import Cancelled, HarnessAbort, StopScript, Tracker, now_us
-
-VARIANTS = {
-    # variant: (dropout mode, ffn mode) as membit.patch takes them
-    "baseline": (None, None),
-    "packed": ("packed", None),
-    "recompute": ("recompute", None),
-    "sparse24": (None, "2:4"),
-    "packed+sparse24": ("packed", "2:4"),
-}
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -61,6 +53,8 @@ class Options:
     module_timing: bool = True
     allocator_history: bool = True
     nvml_interval: float = 0.2
+    # (original file, replacement file): run the replacement's text under the original's name.
+    overlays: List[Tuple[str, str]] = field(default_factory=list)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -120,12 +114,26 @@ class Harness:
         self._patched_roots: list = []
         self._finishing = False
         self._cuda_index = 0
-        self.variant_modes = VARIANTS[opts.variant]
+        self.levers = levers.parse_variant(opts.variant)
+        self.variant = levers.variant_name(self.levers)
+        self.variant_modes = levers.patch_modes(self.levers)
+        # What each lever did, in the report as run.levers.
+        self.lever_records: List[dict] = []
+        self._autocast: Dict[int, object] = {}  # id(root) -> autocast context factory
+        self._autocast_open: list = []
+        self._sdpa_pending: Dict[int, tuple] = {}
+        self._setup_error: Optional[str] = None
+        try:
+            self.overlays = Overlays(list(opts.overlays))
+        except OverlayError as e:
+            self.overlays = Overlays([])
+            self._setup_error = str(e)
         self.sites = load_sites(opts.sites, self.paths)
         self.tracker = Tracker(warmup=opts.warmup, steps=opts.steps, code=self.code,
                                module_timing=opts.module_timing, on_step=self._on_step,
                                on_profiling_start=self._on_profiling_start, on_first_call=self._on_first_call,
-                               route_dropout=self._route_dropout if self.sites else None)
+                               route_dropout=self._route_dropout if self.sites else None,
+                               on_root_enter=self._on_root_enter, on_root_exit=self._on_root_exit)
         self.tracker.snapshots = not (self.cuda and opts.allocator_history)
         self._cpu_peak = 0
         self.failure_live: list = []
@@ -186,11 +194,21 @@ class Harness:
 
     def _run_script(self) -> None:
         script = os.path.abspath(self.opts.script)
+        if self._setup_error is not None:
+            self._fail("error", self._setup_error, EXIT_ERROR)
+            return
         saved_argv, saved_path0 = sys.argv, list(sys.path)
         sys.argv = [self.opts.script] + list(self.opts.args)
         sys.path.insert(0, os.path.dirname(script))
         try:
-            runpy.run_path(script, run_name="__main__")
+            self.overlays.install()
+            item = self.overlays.for_file(script)
+            if item is not None:
+                self.overlays.run_main(item)
+            else:
+                runpy.run_path(script, run_name="__main__")
+        except OverlayError as e:
+            self._fail("error", str(e), EXIT_ERROR)
         except StopScript:
             pass
         except Cancelled:
@@ -209,6 +227,10 @@ class Harness:
             else:
                 self._fail("error", self._format_error(e), EXIT_ERROR, e)
         finally:
+            self.overlays.uninstall()
+            # A forward that raised (torch without always_call hooks) leaves its autocast entered.
+            while self._autocast_open:
+                self._autocast_open.pop().__exit__(None, None, None)
             sys.argv = saved_argv
             sys.path[:] = saved_path0
         if self.tracker.cancel_requested and self.status == "ok":
@@ -278,18 +300,42 @@ class Harness:
         self.progress.emit("step", step=step, total=total, allocated=int(allocated), peak=int(peak), phase=phase)
 
     def _on_first_call(self, root) -> None:
-        dropout, ffn = self.variant_modes
-        if dropout is None and ffn is None:
+        if not self.levers:
             return
         for done in self._patched_roots:
             if any(m is root for m in done.modules()):
                 return  # part of a model already converted
+        dropout, ffn = self.variant_modes
+        if dropout is not None or ffn is not None:
+            self._apply_patch(root, dropout, ffn)
+        try:
+            if "sdpa" in self.levers:
+                self._apply_sdpa(root)
+            if "checkpoint" in self.levers:
+                self.lever_records.append({"lever": "checkpoint", "how": levers.apply_checkpoint(root)})
+            if "bf16" in self.levers:
+                factory, how = levers.bf16_autocast(self._device_of(root), type(root).__name__)
+                self._autocast[id(root)] = factory
+                self.lever_records.append({"lever": "bf16", "how": how})
+        except levers.LeverError as e:
+            raise HarnessAbort(f"variant {self.variant!r}: {e}")
+        self._patched_roots.append(root)
+
+    def _device_of(self, root) -> torch.device:
+        for t in root.parameters():
+            return t.device
+        for t in root.buffers():
+            return t.device
+        return self.tracker.device or torch.device("cpu")
+
+    def _apply_patch(self, root, dropout, ffn) -> None:
         try:
             import membit
 
             patch = membit.patch
         except (ImportError, AttributeError) as e:
-            raise HarnessAbort(f"variant {self.opts.variant!r} is not available: membit.patch cannot be imported ({e})")
+            raise HarnessAbort(f"variant {self.variant!r} is not available: membit.patch cannot be imported ({e})")
+        before = len(self.patched)
         try:
             if self.sites is None:
                 record = patch(root, dropout=dropout, ffn=ffn)
@@ -299,9 +345,71 @@ class Harness:
         except HarnessAbort:
             raise
         except (NotImplementedError, ValueError, TypeError, RuntimeError) as e:
-            raise HarnessAbort(f"variant {self.opts.variant!r} is not available: membit.patch raised "
+            raise HarnessAbort(f"variant {self.variant!r} is not available: membit.patch raised "
                                f"{type(e).__name__}: {e}")
-        self._patched_roots.append(root)
+        done = self.patched[before:]
+        where = " at the chosen sites" if self.sites is not None else ""
+        name = type(root).__name__
+        if dropout is not None:
+            n = sum(1 for r in done if r["kind"] == "dropout")
+            self.lever_records.append({"lever": dropout, "how": f"membit.patch({name}, dropout='{dropout}'){where}: "
+                                                                  f"{n} dropout module(s) replaced"})
+        if ffn is not None:
+            n = sum(1 for r in done if r["kind"] == "ffn")
+            self.lever_records.append({"lever": "sparse24", "how": f"membit.patch({name}, ffn='2:4'){where}: "
+                                                                     f"{n} FFN linear(s) replaced"})
+
+    def _apply_sdpa(self, root) -> None:
+        """Switches a HF model to SDPA; other models rely on --overlay. Checked after the first forward."""
+        why = levers.sdpa_available()
+        if why is not None:
+            raise levers.LeverError(f"sdpa: {why}")
+        name = type(root).__name__
+        if levers.is_hf_model(root):
+            kind, how = "hf", levers.switch_hf_sdpa(root)
+        elif self.overlays:
+            files = ", ".join(self.paths(it.orig) for it in self.overlays.items)
+            kind, how = "overlay", f"eager attention rewritten to scaled_dot_product_attention in {files} (--overlay)"
+        else:
+            kind, how = "none", None
+        record = {"lever": "sdpa", "how": (how or "nothing switched yet") + " (not verified: the model's first forward did not finish)"}
+        self.lever_records.append(record)
+        self._sdpa_pending[id(root)] = (kind, how, self.tracker.sdpa_calls, record, name)
+
+    def _on_root_enter(self, root) -> None:
+        factory = self._autocast.get(id(root))
+        if factory is not None:
+            ctx = factory()
+            ctx.__enter__()
+            self._autocast_open.append((id(root), ctx))
+
+    def _on_root_exit(self, root, output) -> None:
+        if self._autocast_open and self._autocast_open[-1][0] == id(root):
+            self._autocast_open.pop()[1].__exit__(None, None, None)
+        pending = self._sdpa_pending.pop(id(root), None)
+        if pending is None or output is None:
+            return
+        kind, how, before, record, name = pending
+        calls = self.tracker.sdpa_calls - before
+        fail = None
+        if calls == 0 and kind == "none":
+            fail = (f"sdpa: no HF model and no eager attention block Membit can rewrite in {self.paths(os.path.abspath(self.opts.script))}; "
+                    "convert it with the code action or write SDPA by hand")
+        elif calls == 0 and kind == "hf":
+            fail = (f"sdpa: {how}, but {name}'s forward made no scaled_dot_product_attention call: this transformers "
+                    "version picks the attention class when the model is built (build it with attn_implementation=\"sdpa\"), "
+                    "or the model asks for attention weights")
+        elif calls == 0:
+            fail = (f"sdpa: the rewritten source ({how}) made no scaled_dot_product_attention call in {name}'s forward: "
+                    "the overlay does not cover the attention this model runs")
+        if fail is not None:
+            record["how"] = f"not applied: {fail}"
+            raise HarnessAbort(f"variant {self.variant!r}: {fail}")
+        if kind == "none":
+            record["how"] = (f"nothing to switch: {name} already calls scaled_dot_product_attention "
+                             f"({calls} call(s) in its first forward)")
+        else:
+            record["how"] = f"{how}; {calls} scaled_dot_product_attention call(s) in the first forward"
 
     def _patch_sites(self, root, patch, dropout, ffn) -> None:
         """Converts only the modules created at the chosen file:line sites."""
@@ -478,7 +586,7 @@ class Harness:
             "id": datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
             "script": self.paths(os.path.abspath(self.opts.script)),
             "argv": list(self.opts.args),
-            "variant": self.opts.variant,
+            "variant": self.variant,
             "target": {"kind": kind if kind in ("local", "ssh") else "local", "host": host},
             "device": device,
             "python": platform.python_version(),
@@ -496,6 +604,8 @@ class Harness:
             "pid": os.getpid(),
             "patched": self.patched,
             "skipped": self.skipped,
+            "levers": [dict(r) for r in self.lever_records],
+            "overlays": self.overlays.docs(self.paths),
             "notes": list(self.notes) + ([] if tr.primary_opt is not None or self.status != "ok"
                                          else ["no optimizer step was seen: the whole run counts as one step"]),
         }

@@ -48,12 +48,13 @@ def with_batch(args: List[str], flag: str, value: int) -> List[str]:
 
 class Prober:
     def __init__(self, *, script, args, batch_arg, steps, warmup, root, sites, memory_limit, progress: Progress,
-                 timeout: Optional[float] = None):
+                 timeout: Optional[float] = None, overlays=()):
         self.script, self.args, self.batch_arg = script, args, batch_arg
         self.steps, self.warmup, self.root, self.sites = steps, warmup, root, sites
         self.memory_limit = memory_limit
         self.progress = progress
         self.timeout = timeout
+        self.overlays = list(overlays)
         self.measure: Optional[str] = None
         self.device: Optional[dict] = None
         self.tmp = tempfile.mkdtemp(prefix="membit-maxbatch-")
@@ -64,6 +65,8 @@ class Prober:
                "--warmup", str(self.warmup), "--root", self.root]
         if self.sites:
             cmd += ["--sites", self.sites]
+        for orig, repl in self.overlays:
+            cmd += ["--overlay", f"{orig}={repl}"]
         cmd += ["--", self.script] + with_batch(self.args, self.batch_arg, batch)
         env = dict(os.environ)
         env["MEMBIT_PROGRESS"] = "0"  # the probes' own progress lines would confuse our reader
@@ -155,7 +158,8 @@ class _ProbeError(Exception):
         self.row = row
 
 
-def run(*, out, script, args, batch_arg, variants, lo, hi, memory_limit, steps, warmup, root, sites, timeout) -> int:
+def run(*, out, script, args, batch_arg, variants, lo, hi, memory_limit, steps, warmup, root, sites, timeout,
+        overlays=()) -> int:
     import torch
 
     progress = Progress()
@@ -170,7 +174,7 @@ def run(*, out, script, args, batch_arg, variants, lo, hi, memory_limit, steps, 
     progress.emit("started", pid=os.getpid(), device="cuda" if torch.cuda.is_available() else "cpu", steps=steps,
                   warmup=warmup)
     prober = Prober(script=script, args=args, batch_arg=batch_arg, steps=steps, warmup=warmup, root=root, sites=sites,
-                    memory_limit=memory_limit, progress=progress, timeout=timeout)
+                    memory_limit=memory_limit, progress=progress, timeout=timeout, overlays=overlays)
     results = [search(prober, v, lo, hi) for v in variants]
     doc = {
         "schema": "membit.maxbatch/1",

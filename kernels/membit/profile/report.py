@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import linecache
 import math
 import os
 import re
@@ -83,8 +84,10 @@ def _defined_at(cls: type) -> Optional[tuple]:
         filename = codes[0].co_filename
         first = min(c.co_firstlineno for c in codes if c.co_filename == filename)
         try:
-            with open(filename, encoding="utf-8", errors="replace") as f:
-                text = f.read().splitlines()
+            # linecache: an overlaid file's lines are those of the text that ran (see overlay.py).
+            text = [ln.rstrip("\r\n") for ln in linecache.getlines(filename)]
+            if not text:
+                raise OSError(f"cannot read {filename}")
             pat = re.compile(r"^\s*class\s+" + re.escape(cls.__name__) + r"\b")
             for ln in range(min(first, len(text)), 0, -1):
                 if pat.match(text[ln - 1]):
@@ -382,7 +385,7 @@ def build(h) -> dict:
     if h.status == "oom":
         oom_doc = _oom_doc(h, oom_view, keep)
 
-    return {
+    doc = {
         "schema": "membit.report/1",
         "run": h.run_doc(dev),
         "summary": summary,
@@ -393,6 +396,11 @@ def build(h) -> dict:
         "peak": peak_doc,
         "oom": oom_doc,
     }
+    overlays = getattr(h, "overlays", None)
+    if overlays:
+        # Lines of rewritten text back onto the user's file (see overlay.py).
+        overlays.remap(doc, paths)
+    return doc
 
 
 def _op_label(r: Record) -> str:

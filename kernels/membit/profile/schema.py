@@ -2,7 +2,7 @@
 
 `jsonschema` is not a dependency (it is often absent where training runs), so the writer's
 tests validate with this: type (one or several), properties, required,
-additionalProperties, items, enum, const, minimum, anyOf and $ref into $defs. The
+additionalProperties, items, enum, const, minimum, pattern, anyOf and $ref into $defs. The
 extension's reader implements the same subset.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, List
 
 SCHEMA_ID = "membit.report/1"
@@ -40,7 +41,7 @@ def _type_ok(value: Any, t: str) -> bool:
 
 
 _SUPPORTED = {"$schema", "$id", "$defs", "$ref", "title", "description", "type", "properties", "required",
-              "additionalProperties", "items", "enum", "const", "minimum", "anyOf", "examples"}
+              "additionalProperties", "items", "enum", "const", "minimum", "pattern", "anyOf", "examples"}
 
 
 def validate(value: Any, schema: dict = None) -> List[str]:
@@ -72,6 +73,8 @@ def validate(value: Any, schema: dict = None) -> List[str]:
             errors.append(f"{path}: {v!r} is not one of {s['enum']}")
         if "const" in s and v != s["const"]:
             errors.append(f"{path}: expected {s['const']!r}, got {v!r}")
+        if "pattern" in s and isinstance(v, str) and re.search(s["pattern"], v) is None:
+            errors.append(f"{path}: {v!r} does not match {s['pattern']}")
         if "minimum" in s and isinstance(v, (int, float)) and not isinstance(v, bool) and v < s["minimum"]:
             errors.append(f"{path}: {v} is below the minimum {s['minimum']}")
         if "anyOf" in s:

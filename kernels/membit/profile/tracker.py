@@ -3,7 +3,9 @@
 Hooks, all installed for the whole run and removed at its end:
   * global module forward pre/post hooks: the module stack (for per-layer attribution), the
     forward phase, dropout modules, per-module forward time, and the first call of each
-    top-level model (where a variant is applied);
+    top-level model (where a variant is applied). A forward that activation checkpointing
+    runs again during backward is seen as a replay: it keeps the stack balanced and counts
+    nothing (no root call, sample, dropout site or timing a second time);
   * saved-tensor hooks: every tensor autograd keeps for backward, deduplicated by storage,
     with the user line and module that saved it, and released when autograd drops it;
   * optimizer step pre/post hooks: step boundaries, grads and optimizer state;
@@ -221,7 +223,8 @@ class Tracker:
 
     def __init__(self, *, warmup: int, steps: int, code: CodeFilter, module_timing: bool = True,
                  on_step: Optional[Callable] = None, on_profiling_start: Optional[Callable] = None,
-                 on_first_call: Optional[Callable] = None, route_dropout: Optional[Callable] = None):
+                 on_first_call: Optional[Callable] = None, route_dropout: Optional[Callable] = None,
+                 on_root_enter: Optional[Callable] = None, on_root_exit: Optional[Callable] = None):
         self.warmup = warmup
         self.steps = steps
         self.code = code
@@ -230,6 +233,8 @@ class Tracker:
         self.on_profiling_start = on_profiling_start
         self.on_first_call = on_first_call
         self.route_dropout = route_dropout
+        self.on_root_enter = on_root_enter
+        self.on_root_exit = on_root_exit
         self.step = 1  # the step in progress, 1-based
         self.profiling = False
         self.profile_start_t: Optional[int] = None
@@ -247,6 +252,11 @@ class Tracker:
         self.identities: Dict[int, list] = {}  # ptr -> [allocator.Identity], profiling window only
         self.steps_info: Dict[int, StepInfo] = {}
         self.cancel_requested = False
+        # True while the module stack holds a forward replayed by checkpointing in backward.
+        self.replaying = False
+        self._backward_depth = 0
+        # scaled_dot_product_attention calls so far (the sdpa lever checks that its model makes some).
+        self.sdpa_calls = 0
         self.cuda_timing = False
         self.device: Optional[torch.device] = None
         self._refreshed_step = 0
@@ -385,7 +395,7 @@ class Tracker:
 
         def dropout(input, p=0.5, training=True, inplace=False):
             if not training or p == 0.0 or tracker.in_dropout is not None or not torch.is_grad_enabled() \
-                    or not isinstance(input, torch.Tensor) or not input.requires_grad:
+                    or not isinstance(input, torch.Tensor) or not input.requires_grad or tracker.replaying:
                 return original_dropout(input, p, training, inplace)
             frame = tracker.code.user_frames(sys._getframe(1), limit=1)[0]
             routed = tracker.route_dropout(frame) if tracker.route_dropout is not None else None
@@ -407,9 +417,11 @@ class Tracker:
         sdpa = getattr(F, "scaled_dot_product_attention", None)
         if sdpa is not None:
             def scaled_dot_product_attention(query, key, value, *args, **kwargs):
+                if not tracker.replaying:
+                    tracker.sdpa_calls += 1
                 p = kwargs.get("dropout_p", args[1] if len(args) > 1 else 0.0)
                 if not p or tracker.in_dropout is not None or not torch.is_grad_enabled() \
-                        or not isinstance(query, torch.Tensor) or not query.requires_grad:
+                        or not isinstance(query, torch.Tensor) or not query.requires_grad or tracker.replaying:
                     return sdpa(query, key, value, *args, **kwargs)
                 frame = tracker.code.user_frames(sys._getframe(1), limit=1)[0]
                 elements = (query.numel() // max(1, query.shape[-1])) * key.shape[-2]
@@ -431,7 +443,11 @@ class Tracker:
 
         def backward(*args, **kwargs):
             tracker.on_backward_start()
-            return original_backward(*args, **kwargs)
+            tracker._backward_depth += 1
+            try:
+                return original_backward(*args, **kwargs)
+            finally:
+                tracker._backward_depth -= 1
 
         backward.__wrapped__ = original_backward
         self._replace(torch.autograd, "backward", backward)
@@ -544,12 +560,25 @@ class Tracker:
 
     # -- module hooks -----------------------------------------------------------------------
 
+    def _in_backward(self) -> bool:
+        """Whether autograd is running a backward pass now (a forward now is a checkpoint's replay)."""
+        if self._backward_depth > 0:
+            return True
+        return self._node is not None and self._node() is not None
+
     def _pre(self, module, args):
         if self.cancel_requested:
             raise Cancelled()
         stack = self.stack
         if not stack:
-            self._root_call(module)
+            self.replaying = self._in_backward()
+            if not self.replaying:
+                self._root_call(module)
+                if self.on_root_enter is not None:
+                    self.on_root_enter(module)
+        if self.replaying:
+            stack.append((module, self.in_dropout, None, None))
+            return
         call = None
         t = type(module)
         dl = self._dropout_types.get(t)
@@ -580,6 +609,10 @@ class Tracker:
                 break
         else:
             return
+        if self.replaying:
+            if not stack:
+                self.replaying = False
+            return
         if call is not None:
             self.in_dropout = prev
         if start is not None:
@@ -589,10 +622,14 @@ class Tracker:
             else:
                 end = time.perf_counter()
             self.cur.timings.append((module, start, end))
-        if not stack and torch.is_grad_enabled():
-            n = leading_dim(output)
-            if n is not None:
-                self.cur.samples += n
+        if not stack:
+            if torch.is_grad_enabled():
+                n = leading_dim(output)
+                if n is not None:
+                    self.cur.samples += n
+            if self.on_root_exit is not None:
+                # output is None when the forward raised (hooks with always_call still run).
+                self.on_root_exit(module, output)
 
     def _root_call(self, module) -> None:
         if id(module) not in self._root_ids:
