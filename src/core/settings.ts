@@ -4,7 +4,8 @@
  * them, the CLI takes the same shapes from flags.
  */
 
-export type Variant = 'baseline' | 'packed' | 'recompute' | 'sparse24' | 'packed+sparse24';
+/** `baseline` or levers joined by `+` (packed+sparse24, sdpa+checkpoint+bf16); core/run/variants.ts parses them. */
+export type Variant = string;
 
 /** An SSH run target (`membit.targets`). */
 export interface SshTargetSetting {

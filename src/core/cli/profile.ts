@@ -6,9 +6,7 @@ import { formatBytes } from '../run/harness';
 import { runFileName } from '../run/history';
 import { DEFAULT_REMOTE_PYTHON, DEFAULT_REMOTE_WORKDIR } from '../run/sshConfig';
 import { createRun, targetLabel, type RunTarget } from '../run/target';
-import type { Variant } from '../settings';
-
-const VARIANTS = ['baseline', 'packed', 'recompute', 'sparse24', 'packed+sparse24'] as const;
+import { canonicalVariant, LEVERS, VariantError } from '../run/variants';
 
 /** The membit Python package shipped beside the bundle (dist/kernels), or the source tree's. */
 export function bundledKernelsDir(): string {
@@ -32,7 +30,7 @@ export const profileCommand: Subcommand = {
   flags: [
     { name: 'python', value: true, metavar: 'PY', help: 'Python interpreter with PyTorch (default: $MEMBIT_PYTHON or python3; with --target, python3 on the target)' },
     { name: 'out', value: true, metavar: 'FILE', help: 'report path (default: .membit/runs/<time>_<target>_<variant>.json under --root)' },
-    { name: 'variant', value: true, choices: VARIANTS, metavar: 'V', help: 'what to convert for this run' },
+    { name: 'variant', value: true, metavar: 'V', help: `what to change for this run: baseline, or levers joined by + (${LEVERS.join(', ')}), e.g. sdpa+checkpoint+bf16` },
     { name: 'steps', value: true, metavar: 'N', help: 'training steps to profile (0: run to the end; default 3)' },
     { name: 'warmup', value: true, metavar: 'K', help: 'steps to skip first (default 1)' },
     { name: 'root', value: true, metavar: 'DIR', help: 'folder report paths are relative to, uploaded for --target (default: current folder)' },
@@ -45,6 +43,9 @@ export const profileCommand: Subcommand = {
     'The script runs unchanged as __main__; everything after -- is passed to it.\n' +
     'With --target, the files under --root (minus .gitignore\'d ones) and the membit package are\n' +
     'uploaded over ssh (BatchMode: keys or an agent, a known host key) and the report comes back.\n' +
+    'A variant with sdpa runs the advisor\'s SDPA rewrite of the script and the .py files under its\n' +
+    'folder and --root where eager attention is found (transformers models are switched at run time);\n' +
+    'your files are not changed. The report\'s run.levers says how each lever was applied.\n' +
     'Exit code: 0 ok, 1 the run failed (the report still says why), 2 usage error.',
   async run(args, io) {
     const [script, ...scriptArgs] = args.rest.length ? args.rest : args.positionals;
@@ -52,7 +53,13 @@ export const profileCommand: Subcommand = {
     const root = resolve(io.cwd, String(args.flags.get('root') ?? '.'));
     const scriptPath = isAbsolute(script) ? script : resolve(io.cwd, script);
     if (!existsSync(scriptPath)) throw new UsageError(`script not found: ${scriptPath}`);
-    const variant = (args.flags.get('variant') as Variant | undefined) ?? 'baseline';
+    let variant: string;
+    try {
+      variant = canonicalVariant(String(args.flags.get('variant') ?? 'baseline'));
+    } catch (e) {
+      if (e instanceof VariantError) throw new UsageError(`--variant: ${e.message}`);
+      throw e;
+    }
     const host = args.flags.get('target') as string | undefined;
     const python = String(args.flags.get('python') ?? (host ? DEFAULT_REMOTE_PYTHON : (process.env.MEMBIT_PYTHON ?? 'python3')));
     const target: RunTarget = host
@@ -89,7 +96,7 @@ export const profileCommand: Subcommand = {
     );
     run.onEvent((e) => {
       if (e.type === 'output') (e.stream === 'stdout' ? io.out : io.err)(`${e.line}\n`);
-      else if (e.type === 'log' && host) io.err(`membit: ${e.message}\n`);
+      else if (e.type === 'log' && (host || e.notice)) io.err(`membit: ${e.message}\n`);
       else if (e.type === 'progress') {
         const p = e.event;
         if (p.event === 'started') io.err(`membit: profiling ${script} (${String(p.device ?? 'device ?')}, variant ${variant})\n`);

@@ -1,7 +1,7 @@
 /**
  * A validator for the subset of JSON Schema (draft 2020-12 keywords) that the report
  * schema uses: type, properties, required, additionalProperties, items, enum, const,
- * minimum, maximum, minLength, anyOf, oneOf, $ref into $defs. Small and dependency-free
+ * minimum, maximum, minLength, pattern, anyOf, oneOf, $ref into $defs. Small and dependency-free
  * so the extension host loads no schema compiler; errors name the JSON path.
  */
 export type Schema = boolean | SchemaObject;
@@ -16,6 +16,8 @@ export interface SchemaObject {
   minimum?: number;
   maximum?: number;
   minLength?: number;
+  /** An ECMA-262 regular expression the string must match somewhere (anchor it with ^…$). */
+  pattern?: string;
   anyOf?: Schema[];
   oneOf?: Schema[];
   $ref?: string;
@@ -66,6 +68,12 @@ export function validate(schema: Schema, value: unknown, limit = 20): SchemaErro
     return t;
   };
   const segments: (string | number)[] = [];
+  const patterns = new Map<string, RegExp>();
+  const patternOf = (p: string): RegExp => {
+    let re = patterns.get(p);
+    if (!re) patterns.set(p, (re = new RegExp(p, 'u')));
+    return re;
+  };
   // A fast check for scalar item schemas (type, bounds, enum, $ref to such), built once
   // per schema: array elements that pass it skip the walk; others get the full walk
   // and its errors.
@@ -125,6 +133,7 @@ export function validate(schema: Schema, value: unknown, limit = 20): SchemaErro
       if (s.maximum !== undefined && v > s.maximum) errors.push({ path: pathOf(), message: `should be ≤ ${s.maximum}, got ${v}` });
     }
     if (typeof v === 'string' && s.minLength !== undefined && v.length < s.minLength) errors.push({ path: pathOf(), message: `should have at least ${s.minLength} characters` });
+    if (typeof v === 'string' && s.pattern !== undefined && !patternOf(s.pattern).test(v)) errors.push({ path: pathOf(), message: `should match ${s.pattern}, got ${JSON.stringify(v)}` });
     if (s.items !== undefined && Array.isArray(v)) {
       const fast = scalarCheck(s.items);
       const depth = segments.length;

@@ -39,6 +39,24 @@ export interface RunInfo {
   patched: { path: string; kind: string; from: string; to: string }[];
   skipped: { path: string; type: string; reason: string }[];
   notes: string[];
+  /** What each lever of the variant did (absent in reports of earlier versions). */
+  levers?: LeverRecord[];
+  /** Files whose rewritten text ran instead (`--overlay`); absent in reports of earlier versions. */
+  overlays?: OverlayRecord[];
+}
+
+export interface LeverRecord {
+  lever: 'packed' | 'recompute' | 'sparse24' | 'sdpa' | 'checkpoint' | 'bf16';
+  /** e.g. "torch.utils.checkpoint (use_reentrant=False) on h (6 Block blocks)". */
+  how: string;
+}
+
+export interface OverlayRecord {
+  file: string;
+  replacement: string;
+  used: boolean;
+  /** Original lines (1-based, inclusive) the replacement rewrote: figures there are approximate. */
+  approximate: { first: number; last: number }[];
 }
 
 export interface Summary {

@@ -4,6 +4,7 @@
  * differ in what they put in front of it.
  */
 import type { Variant } from '../settings';
+import type { OverlayArg } from './overlays';
 
 export interface HarnessOptions {
   python: string;
@@ -17,6 +18,8 @@ export interface HarnessOptions {
   root?: string;
   /** JSON file of file:line sites to convert (chosen in the editor). */
   sites?: string;
+  /** Files to run in place of the user's (the sdpa lever's rewritten source), paths as the target sees them. */
+  overlays?: readonly OverlayArg[];
 }
 
 /** argv for the harness; never a shell string, so file names need no quoting here. */
@@ -27,6 +30,9 @@ export function harnessArgv(o: HarnessOptions): string[] {
   if (o.warmup !== undefined) argv.push('--warmup', String(o.warmup));
   if (o.root) argv.push('--root', o.root);
   if (o.sites) argv.push('--sites', o.sites);
+  // One argv entry each: a name with spaces, quotes or '=' stays whole (the harness
+  // resolves an '=' inside a name by which split names existing files).
+  for (const ov of o.overlays ?? []) argv.push('--overlay', `${ov.orig}=${ov.replacement}`);
   argv.push('--', o.script, ...o.scriptArgs);
   return argv;
 }

@@ -6,17 +6,19 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { explainFailure } from './errors';
 import { DEFAULT_MAX_UPLOAD_BYTES, hashFiles, listPackageFiles, listWorkspaceFiles, treeHash, UploadTooLargeError } from './files';
 import { formatBytes, harnessArgv, LineSplitter, parseProgressLine, type ProgressEvent } from './harness';
 import { runLocal } from './local';
+import { describeSearch, findSdpaOverlays, type OverlayArg, type OverlayFile, writeOverlays } from './overlays';
 import { fetchReport, killRemoteGroup, preflight, uploadTrees, type LocalTree, type RemoteInfo, type UploadProgress } from './remote';
 import { SUPERVISOR_PY } from './remoteScripts';
 import { isFinal, RunStateMachine, type FinalRunState, type RunState } from './runState';
 import { classifySshFailure, killSoftly, RunError, spawnError, sshArgv, type SshOptions } from './ssh';
 import type { Variant } from '../settings';
+import { hasLever } from './variants';
 
 export type RunTarget = LocalTarget | SshTarget;
 
@@ -63,6 +65,12 @@ export interface RunRequest {
   out: string;
   /** More harness flags, placed before `--` (e.g. `--find-max-batch`, `--batch-arg`, `--max`). */
   harnessArgs?: readonly string[];
+  /**
+   * Files to run rewritten (`--overlay`). Default: for a variant with the sdpa lever, the
+   * advisor's SDPA rewrite of the script and the workspace files it finds (findSdpaOverlays);
+   * none otherwise.
+   */
+  overlays?: readonly OverlayFile[];
 }
 
 /** harnessArgv plus the request's extra harness flags, which belong before the script's `--`. */
@@ -95,7 +103,7 @@ export interface RunOptions {
 export type RunEvent =
   | { type: 'state'; state: RunState; previous: RunState; detail?: string }
   /** Membit's own account of what it is doing, for the output channel. */
-  | { type: 'log'; message: string }
+  | { type: 'log'; message: string; /** Worth showing even where logs are not (what the run changed). */ notice?: boolean }
   /** A line the script (or ssh) printed; progress lines are not repeated here. */
   | { type: 'output'; line: string; stream: 'stdout' | 'stderr' }
   | { type: 'progress'; event: ProgressEvent }
@@ -204,8 +212,8 @@ export class ProfileRun {
     }
   }
 
-  private log(message: string): void {
-    this.emit({ type: 'log', message });
+  private log(message: string, notice = false): void {
+    this.emit(notice ? { type: 'log', message, notice } : { type: 'log', message });
   }
 
   private async execute(): Promise<RunOutcome> {
@@ -254,6 +262,31 @@ export class ProfileRun {
     const script = resolve(r.workspace, r.script);
     if (!existsSync(script)) throw new RunError('request', `script not found: ${script}`);
     mkdirSync(dirname(r.out), { recursive: true });
+    const files = this.overlayFiles(script);
+    const written = files.length ? writeOverlays(files) : undefined;
+    try {
+      const overlays = written ? files.map((f, i) => ({ orig: f.orig, replacement: join(written.dir, written.names[i] as string) })) : [];
+      return await this.runLocalArgv(t, script, overlays);
+    } finally {
+      written?.dispose();
+    }
+  }
+
+  /**
+   * The overlays this run needs: the request's, or for the sdpa lever the advisor's rewrite
+   * of the files it finds. Logged either way, so the output says what ran.
+   */
+  private overlayFiles(script: string): readonly OverlayFile[] {
+    const r = this.request;
+    if (r.overlays) return r.overlays;
+    if (!hasLever(r.variant, 'sdpa')) return [];
+    const found = findSdpaOverlays(script, r.workspace);
+    this.log(describeSearch(found, resolve(r.workspace)), true);
+    return found.overlays;
+  }
+
+  private async runLocalArgv(t: LocalTarget, script: string, overlays: readonly OverlayArg[]): Promise<RunOutcome> {
+    const r = this.request;
     const argv = withHarnessArgs(harnessArgv({
       python: t.python,
       script,
@@ -264,6 +297,7 @@ export class ProfileRun {
       warmup: r.warmup,
       root: r.workspace,
       sites: r.sites,
+      overlays,
     }), r.harnessArgs);
     const env = {
       ...process.env,
@@ -306,7 +340,6 @@ export class ProfileRun {
   private async runSshTarget(t: SshTarget): Promise<RunOutcome> {
     const r = this.request;
     const ssh: SshOptions = { ...(t.ssh ?? {}), host: t.host };
-    const signal = this.abort.signal;
     this.machine.to('preparing', `checking ${t.host}`);
 
     // Local checks first: they cost no connection and fail fastest.
@@ -326,6 +359,43 @@ export class ProfileRun {
     const pkgFiles = hashFiles(listPackageFiles(pkgDir, 'membit'));
     const ws: LocalTree = { label: 'workspace', files: wsFiles, hash: treeHash(wsFiles) };
     const pkg: LocalTree = { label: 'membit package', files: pkgFiles, hash: treeHash(pkgFiles) };
+    // Rewritten files travel as a tree of their own, content-addressed like the others.
+    const uploaded = new Set(wsFiles.map((f) => f.path));
+    const overlayFiles = this.overlayFiles(join(workspace, scriptRel)).filter((f) => {
+      const rel = insideRoot(workspace, resolve(f.orig));
+      if (rel !== undefined && uploaded.has(rel)) return true;
+      this.log(`${f.orig} is not part of the upload to ${t.host}: it runs unchanged there`, true);
+      return false;
+    });
+    const written = overlayFiles.length ? writeOverlays(overlayFiles) : undefined;
+    try {
+      return await this.runSshUpload(t, ssh, { workspace, scriptRel, cwdRel, sites, ws, pkg, overlayFiles, written });
+    } finally {
+      written?.dispose();
+    }
+  }
+
+  private async runSshUpload(
+    t: SshTarget,
+    ssh: SshOptions,
+    prep: {
+      workspace: string;
+      scriptRel: string;
+      cwdRel: string;
+      sites: string | undefined;
+      ws: LocalTree;
+      pkg: LocalTree;
+      overlayFiles: readonly OverlayFile[];
+      written: { dir: string; names: string[] } | undefined;
+    },
+  ): Promise<RunOutcome> {
+    const r = this.request;
+    const signal = this.abort.signal;
+    const { workspace, scriptRel, cwdRel, sites, ws, pkg, overlayFiles, written } = prep;
+    const ovFiles = written
+      ? hashFiles(written.names.map((name) => ({ path: name, abs: join(written.dir, name), size: statSync(join(written.dir, name)).size, executable: false })))
+      : [];
+    const ov: LocalTree | undefined = written ? { label: 'rewritten files', files: ovFiles, hash: treeHash(ovFiles) } : undefined;
 
     const reuse = this.options.remoteInfo;
     if (!reuse) this.log(`checking ${t.host}: python ${t.python}, torch, CUDA`);
@@ -340,7 +410,7 @@ export class ProfileRun {
     const up = await uploadTrees(ssh, {
       python: info.python,
       workdir: info.workdir,
-      trees: [ws, pkg],
+      trees: ov ? [ws, pkg, ov] : [ws, pkg],
       signal,
       onProgress: (p) => {
         upload = p;
@@ -352,6 +422,11 @@ export class ProfileRun {
 
     this.machine.to('running');
     const wsDir = up.dirs.get(ws.hash) as string;
+    const ovDir = ov ? (up.dirs.get(ov.hash) as string) : undefined;
+    const overlays = overlayFiles.map((f, i) => ({
+      orig: `${wsDir}/${insideRoot(workspace, resolve(f.orig)) as string}`,
+      replacement: `${ovDir as string}/${(written as { names: string[] }).names[i] as string}`,
+    }));
     const rundir = `${info.workdir}/runs/${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
     const argv = withHarnessArgs(harnessArgv({
       python: info.python,
@@ -363,6 +438,7 @@ export class ProfileRun {
       warmup: r.warmup,
       root: wsDir,
       sites: sites !== undefined ? `${rundir}/sites.json` : undefined,
+      overlays,
     }), r.harnessArgs);
     const config = {
       rundir,
@@ -371,7 +447,7 @@ export class ProfileRun {
       env: { ...(t.env ?? {}), ...(r.env ?? {}), PYTHONUNBUFFERED: '1', MEMBIT_TARGET_KIND: 'ssh', MEMBIT_TARGET_HOST: t.host },
       pythonpath: up.dirs.get(pkg.hash),
       sites: sites ?? null,
-      trees: [ws.hash, pkg.hash],
+      trees: ov ? [ws.hash, pkg.hash, ov.hash] : [ws.hash, pkg.hash],
       idle_s: this.options.idleTimeoutS ?? 120,
       grace_s: this.options.graceS ?? 10,
     };
