@@ -304,6 +304,11 @@ function renderComparison(msg: ToWebview): void {
       ]),
     ),
   );
+  const how = msg.comparison.rows.flatMap((r) => [
+    ...r.levers.map((l) => `${r.label} — ${l}`),
+    ...(r.approximate.length ? [`${r.label} — ran rewritten source: line figures approximate in ${r.approximate.join('; ')}`] : []),
+  ]);
+  if (how.length) sec.append(el('ul', { id: 'comparison-levers' }, ...how.map((t) => el('li', {}, t))));
   if (msg.markdown) {
     const b = el('button', { id: 'copy-markdown' }, 'Copy as Markdown');
     const md = msg.markdown;

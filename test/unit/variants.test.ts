@@ -8,7 +8,9 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
+import { compareRuns, comparisonMarkdown } from '../../src/core/report/compare';
 import { validate } from '../../src/core/report/jsonSchema';
+import { parseReport } from '../../src/core/report/model';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
 import { harnessArgv } from '../../src/core/run/harness';
@@ -166,4 +168,22 @@ test('a local sdpa run executes the rewrite from a folder with hostile names, an
   // The user's script is unchanged and the replacement folder is gone.
   assert.equal(readFileSync(script, 'utf8'), readFileSync(GPT, 'utf8'));
   assert.deepEqual(readdirSync(tmpdir()).filter((n) => n.startsWith('membit-overlays-') && !before.has(n)), []);
+
+  // The comparison says how the lever was applied and where line figures are approximate,
+  // next to a baseline written before levers existed (which the reader still accepts).
+  const oldPath = join(REPO, 'test', 'fixtures', 'reports', 'gpt_tiny_cpu_baseline.json');
+  const old = parseReport(readFileSync(oldPath, 'utf8'), REPORT_SCHEMA, oldPath);
+  assert.ok(old.ok, old.ok ? '' : old.error);
+  const c = compareRuns([
+    { label: 'baseline', report: old.report },
+    { label: 'sdpa', report },
+  ]);
+  assert.deepEqual(c.rows[0]?.levers, []);
+  assert.match(c.rows[1]?.levers[0] ?? '', /^sdpa: eager attention rewritten to scaled_dot_product_attention in /);
+  const first = readFileSync(GPT, 'utf8').split('\n').findIndex((l) => l.includes('att = (q @ k.transpose')) + 1;
+  const last = readFileSync(GPT, 'utf8').split('\n').findIndex((l) => l.includes('y = att @ v')) + 1;
+  assert.deepEqual(c.rows[1]?.approximate, [`${rel} lines ${first}–${last}`]);
+  const md = comparisonMarkdown(c).split('\n');
+  assert.ok(md.includes(`- sdpa: ${c.rows[1]?.levers[0] ?? ''}`), md.join('\n'));
+  assert.ok(md.includes(`- sdpa: ran rewritten source; line figures approximate in ${rel} lines ${first}–${last}`), md.join('\n'));
 });

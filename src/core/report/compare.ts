@@ -1,6 +1,7 @@
 /**
- * Comparing runs (baseline vs packed vs recompute vs 2:4): differences in peak, step
- * time and throughput against the first run, and per-module differences.
+ * Comparing runs (baseline vs each lever vs all combined): differences in peak, step
+ * time and throughput against the first run, per-module differences, and how each
+ * run's levers were applied.
  */
 import { formatBytes } from '../run/harness';
 import { peakBytes, type Report } from './types';
@@ -17,6 +18,10 @@ export interface CompareRow {
   samplesPerS: number | null;
   dSamplesPerS: number | null;
   masks: number;
+  /** How each lever was applied ("checkpoint: torch.utils.checkpoint … on h (6 Block blocks)"). */
+  levers: string[];
+  /** Where line figures are approximate because the run executed rewritten source. */
+  approximate: string[];
 }
 
 export interface ModuleDiff {
@@ -53,6 +58,10 @@ export function compareRuns(runs: readonly { label: string; report: Report }[]):
       samplesPerS: s.samples_per_s,
       dSamplesPerS: rel(s.samples_per_s, baseSummary.samples_per_s),
       masks: s.masks_at_peak,
+      levers: (report.run.levers ?? []).map((l) => `${l.lever}: ${l.how}`),
+      approximate: (report.run.overlays ?? [])
+        .filter((o) => o.used && o.approximate.length)
+        .map((o) => `${o.file} lines ${o.approximate.map((a) => (a.first === a.last ? `${a.first}` : `${a.first}–${a.last}`)).join(', ')}`),
     };
   });
   const paths = new Map<string, (number | null)[]>();
@@ -98,5 +107,9 @@ export function comparisonMarkdown(c: Comparison): string {
       formatBytes(r.masks),
     ].join(' | '),
   );
-  return [head, ...body.map((b) => `| ${b} |`)].join('\n');
+  const notes = c.rows.flatMap((r) => [
+    ...r.levers.map((l) => `- ${r.label}: ${l}`),
+    ...(r.approximate.length ? [`- ${r.label}: ran rewritten source; line figures approximate in ${r.approximate.join('; ')}`] : []),
+  ]);
+  return [head, ...body.map((b) => `| ${b} |`), ...(notes.length ? ['', ...notes] : [])].join('\n');
 }
