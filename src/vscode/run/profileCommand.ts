@@ -7,6 +7,7 @@ import { formatBytes } from '../../core/run/harness';
 import { runFileName } from '../../core/run/history';
 import type { RemoteInfo } from '../../core/run/remote';
 import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';
+import { ADVISOR_LEVERS, ALL_ADVISOR_LEVERS, canonicalVariant, CONVERSION_VARIANTS, describeVariant, type Lever, VariantError } from '../../core/run/variants';
 import type { RunSetting, Variant } from '../../core/settings';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
@@ -29,7 +30,56 @@ export interface RunPlan {
 }
 
 const LAST_ARGS_KEY = 'membit.lastArgs';
-const VARIANTS: Variant[] = ['baseline', 'packed', 'recompute', 'sparse24', 'packed+sparse24'];
+
+/** The scanner's diagnostic codes that point at an advisor lever. */
+const LEVER_OF_CODE: Readonly<Record<string, Lever>> = {
+  'membit.eager-attn': 'sdpa',
+  'membit.attn-mask': 'sdpa',
+  'membit.checkpoint': 'checkpoint',
+  'membit.no-autocast': 'bf16',
+};
+const DROPOUT_CODES = new Set(['membit.dropout', 'membit.dropout-call', 'membit.attn-dropout']);
+
+type VariantItem = vscode.QuickPickItem & { variant?: Variant };
+
+/**
+ * The variants Compare Variants offers: the advisor's levers one by one and all combined,
+ * then the conversions. Preselected: what the scanner found in the script (its
+ * diagnostics, already computed), else packed dropout and the three levers.
+ */
+export function variantItems(scriptUri: vscode.Uri): VariantItem[] {
+  const codes = new Set(
+    vscode.languages.getDiagnostics(scriptUri).map((d) => (typeof d.code === 'object' ? String(d.code.value) : String(d.code ?? ''))),
+  );
+  const found = new Set(Object.entries(LEVER_OF_CODE).filter(([code]) => codes.has(code)).map(([, lever]) => lever));
+  const anyFinding = found.size > 0;
+  const dropout = [...codes].some((c) => DROPOUT_CODES.has(c));
+  const picked = (v: string): boolean => {
+    if (!anyFinding) return v === 'packed' || (ADVISOR_LEVERS as readonly string[]).includes(v);
+    if (v === ALL_ADVISOR_LEVERS) return found.size >= 2;
+    return found.has(v as Lever) || (v === 'packed' && dropout);
+  };
+  const item = (v: string, description: string): VariantItem => ({ label: v, description, picked: picked(v), variant: v });
+  return [
+    { label: 'advisor levers', kind: vscode.QuickPickItemKind.Separator },
+    ...ADVISOR_LEVERS.map((l) => item(l, `${describeVariant(l)}${found.has(l) ? ' · found in this file' : ''}`)),
+    item(ALL_ADVISOR_LEVERS, 'all levers combined'),
+    { label: 'conversions', kind: vscode.QuickPickItemKind.Separator },
+    ...CONVERSION_VARIANTS.map((v) => item(v, describeVariant(v))),
+  ];
+}
+
+/** Variant names from settings or a caller, canonical; a bad one stops with the reason. */
+function checkedVariants(names: readonly string[], where: string): Variant[] {
+  return names.map((n) => {
+    try {
+      return canonicalVariant(n);
+    } catch (e) {
+      if (e instanceof VariantError) throw new Error(`${where}: ${e.message}`);
+      throw e;
+    }
+  });
+}
 
 /** Live memory during a run, for the status bar (the report feature owns the item). */
 export type LiveMemory = (text: string | undefined) => void;
@@ -192,12 +242,14 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     if (!plan) return undefined;
     let variants = plan.variants.length > 1 ? plan.variants : undefined;
     if (!variants) {
-      const picked = await vscode.window.showQuickPick(
-        VARIANTS.filter((v) => v !== 'baseline').map((v) => ({ label: v, picked: v === 'packed' || v === 'recompute' })),
-        { canPickMany: true, title: 'Membit: variants to compare with the baseline (run one after another on the same target)' },
-      );
-      if (!picked || picked.length === 0) return undefined;
-      variants = ['baseline', ...picked.map((p) => p.label as Variant)];
+      const picked = await vscode.window.showQuickPick(variantItems(vscode.Uri.file(plan.script)), {
+        canPickMany: true,
+        title: 'Membit: variants to compare with the baseline (run one after another on the same target)',
+        placeHolder: 'peak, step time and samples/s of each against the baseline, before you change the code',
+      });
+      const chosen = (picked ?? []).flatMap((p) => (p.variant ? [p.variant] : []));
+      if (chosen.length === 0) return undefined;
+      variants = ['baseline', ...chosen];
     }
     const reports: vscode.Uri[] = [];
     let remoteInfo: RemoteInfo | undefined;
@@ -257,7 +309,7 @@ async function choosePlan(context: vscode.ExtensionContext, folder: vscode.Works
   // Programmatic use (tests, other commands): { script, args?, steps?, warmup?, variants? }.
   if (arg && typeof arg === 'object' && typeof (arg as { script?: unknown }).script === 'string') {
     const a = arg as { script: string; args?: string[]; steps?: number; warmup?: number; variants?: Variant[] };
-    return { ...base, script: a.script, args: a.args ?? [], steps: a.steps ?? base.steps, warmup: a.warmup ?? base.warmup, variants: a.variants ?? [] };
+    return { ...base, script: a.script, args: a.args ?? [], steps: a.steps ?? base.steps, warmup: a.warmup ?? base.warmup, variants: checkedVariants(a.variants ?? [], 'variants') };
   }
   const editor = vscode.window.activeTextEditor;
   const activePy = editor?.document.languageId === 'python' && editor.document.uri.scheme === 'file' ? editor.document.uri : undefined;
@@ -273,7 +325,7 @@ async function choosePlan(context: vscode.ExtensionContext, folder: vscode.Works
   if (!pick) return undefined;
   if (pick.run) {
     const r = pick.run;
-    return { ...base, script: join(folder.uri.fsPath, r.script), args: r.args ?? [], cwd: r.cwd ? join(folder.uri.fsPath, r.cwd) : base.cwd, env: r.env ?? {}, steps: r.steps ?? base.steps, variants: r.variants ?? [] };
+    return { ...base, script: join(folder.uri.fsPath, r.script), args: r.args ?? [], cwd: r.cwd ? join(folder.uri.fsPath, r.cwd) : base.cwd, env: r.env ?? {}, steps: r.steps ?? base.steps, variants: checkedVariants(r.variants ?? [], `membit.runs "${r.name ?? r.script}"`) };
   }
   const uri = pick.uri as vscode.Uri;
   if (editor?.document.isDirty && editor.document.uri.toString() === uri.toString()) await editor.document.save();
