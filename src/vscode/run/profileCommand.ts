@@ -7,13 +7,14 @@ import { formatBytes } from '../../core/run/harness';
 import { runFileName } from '../../core/run/history';
 import type { RemoteInfo } from '../../core/run/remote';
 import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';
-import { ADVISOR_LEVERS, ALL_ADVISOR_LEVERS, canonicalVariant, CONVERSION_VARIANTS, describeVariant, type Lever, VariantError } from '../../core/run/variants';
+import { canonicalVariant, VariantError } from '../../core/run/variants';
 import type { RunSetting, Variant } from '../../core/settings';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import type { ReportStore } from '../report/store';
 import { getSettings } from '../settings';
 import type { TargetSelection } from './targets';
+import { variantItems } from './variantPicker';
 import type { LocalGpus } from '../gpus';
 import type { GpuSampler } from '../../native';
 import { notify } from '../notify';
@@ -30,44 +31,6 @@ export interface RunPlan {
 }
 
 const LAST_ARGS_KEY = 'membit.lastArgs';
-
-/** The scanner's diagnostic codes that point at an advisor lever. */
-const LEVER_OF_CODE: Readonly<Record<string, Lever>> = {
-  'membit.eager-attn': 'sdpa',
-  'membit.attn-mask': 'sdpa',
-  'membit.checkpoint': 'checkpoint',
-  'membit.no-autocast': 'bf16',
-};
-const DROPOUT_CODES = new Set(['membit.dropout', 'membit.dropout-call', 'membit.attn-dropout']);
-
-type VariantItem = vscode.QuickPickItem & { variant?: Variant };
-
-/**
- * The variants Compare Variants offers: the advisor's levers one by one and all combined,
- * then the conversions. Preselected: what the scanner found in the script (its
- * diagnostics, already computed), else packed dropout and the three levers.
- */
-export function variantItems(scriptUri: vscode.Uri): VariantItem[] {
-  const codes = new Set(
-    vscode.languages.getDiagnostics(scriptUri).map((d) => (typeof d.code === 'object' ? String(d.code.value) : String(d.code ?? ''))),
-  );
-  const found = new Set(Object.entries(LEVER_OF_CODE).filter(([code]) => codes.has(code)).map(([, lever]) => lever));
-  const anyFinding = found.size > 0;
-  const dropout = [...codes].some((c) => DROPOUT_CODES.has(c));
-  const picked = (v: string): boolean => {
-    if (!anyFinding) return v === 'packed' || (ADVISOR_LEVERS as readonly string[]).includes(v);
-    if (v === ALL_ADVISOR_LEVERS) return found.size >= 2;
-    return found.has(v as Lever) || (v === 'packed' && dropout);
-  };
-  const item = (v: string, description: string): VariantItem => ({ label: v, description, picked: picked(v), variant: v });
-  return [
-    { label: 'advisor levers', kind: vscode.QuickPickItemKind.Separator },
-    ...ADVISOR_LEVERS.map((l) => item(l, `${describeVariant(l)}${found.has(l) ? ' · found in this file' : ''}`)),
-    item(ALL_ADVISOR_LEVERS, 'all levers combined'),
-    { label: 'conversions', kind: vscode.QuickPickItemKind.Separator },
-    ...CONVERSION_VARIANTS.map((v) => item(v, describeVariant(v))),
-  ];
-}
 
 /** Variant names from settings or a caller, canonical; a bad one stops with the reason. */
 function checkedVariants(names: readonly string[], where: string): Variant[] {
