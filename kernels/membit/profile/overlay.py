@@ -111,6 +111,8 @@ class _Loader(importlib.machinery.SourceFileLoader):
         return self._text
 
     def get_code(self, fullname):
+        # The path the import system found may spell ORIG differently (a link, a relative entry).
+        linecache.cache[self.path] = (len(self._text), None, self._text.splitlines(True), self.path)
         return compile(self._text, self.path, "exec", dont_inherit=True)
 
 

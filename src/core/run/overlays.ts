@@ -6,7 +6,8 @@
  * folder (local runs) or travel with the upload (SSH runs).
  *
  * Which files: the script, then the .py files under the script's folder, then under the
- * workspace root, bounded (200 files, 1 MiB each, VCS and environment folders skipped).
+ * workspace root, bounded (200 files of 1 MiB at most, 2000 folders; VCS, environment and
+ * hidden folders skipped).
  */
 import { lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,8 @@ import { ALWAYS_SKIPPED_DIRS } from './files';
 
 export const OVERLAY_MAX_FILES = 200;
 export const OVERLAY_MAX_BYTES = 1024 * 1024;
+/** Folders read while looking for .py files (a data folder of many subfolders stops the walk early). */
+export const OVERLAY_MAX_DIRS = 2000;
 
 /** One file of the run replaced by its rewritten text. */
 export interface OverlayFile {
@@ -45,10 +48,10 @@ export interface OverlaySearch {
 }
 
 /** Up to `limit` .py files under `dir` (sorted, depth first), skipping VCS/environment folders and links. */
-function pyFiles(dir: string, limit: number, seenDirs: Set<string>): string[] {
+function pyFiles(dir: string, limit: number, seenDirs: Set<string>, maxDirs: number): string[] {
   const out: string[] = [];
   const walk = (d: string): void => {
-    if (out.length >= limit) return;
+    if (out.length >= limit || seenDirs.size >= maxDirs) return;
     let real: string;
     try {
       real = realpathSync(d);
@@ -110,8 +113,8 @@ export function findSdpaOverlays(script: string, workspace: string, o: { maxFile
   add(scriptAbs);
   let truncated = false;
   for (const f of folders) {
-    for (const p of pyFiles(f, maxFiles + 1, seenDirs)) add(p);
-    if (candidates.length >= maxFiles) truncated = true;
+    for (const p of pyFiles(f, maxFiles + 1, seenDirs, OVERLAY_MAX_DIRS)) add(p);
+    if (candidates.length >= maxFiles || seenDirs.size >= OVERLAY_MAX_DIRS) truncated = true;
   }
   const overlays: OverlayFile[] = [];
   const tooLarge: string[] = [];
