@@ -43,6 +43,19 @@ def cpu_bf16_autocast():
         return False
 
 
+def checkpoint_saves_its_inputs():
+    """Whether non-reentrant checkpointing keeps a block's inputs as saved tensors (torch >= 2.1),
+    which saved-tensor hooks see, or by reference (earlier), which they do not."""
+    from torch.utils.checkpoint import checkpoint
+
+    x = torch.randn(3, requires_grad=True)
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        y = checkpoint(lambda v: (v * v).sum(), x, use_reentrant=False)
+    y.backward()
+    return any(t is x or (t.shape == x.shape and t.data_ptr() == x.data_ptr()) for t in packed)
+
+
 def first_loss(stdout):
     for line in stdout.splitlines():
         if line.startswith("step 1 loss"):
@@ -134,7 +147,8 @@ def test_checkpoint_keeps_only_block_inputs_and_counts_no_replay(runs):
 
     b, t, n, c, h = (GPT_SHAPE[k] for k in ("batch", "seq", "layers", "embd", "heads"))
     f32 = 4
-    block_input = b * t * c * f32
+    # Older torch keeps the inputs alive by reference, where no saved-tensor hook sees them.
+    block_input = b * t * c * f32 if checkpoint_saves_its_inputs() else 0
     mb, mc = modules_by_path(base), modules_by_path(ck)
     for i in range(n):
         assert mc[f"h.{i}"]["saved_bytes"] == block_input
@@ -295,7 +309,7 @@ def test_all_levers_combined(runs, gpt_sdpa_overlay, tmp_path):
     mods = modules_by_path(rep)
     # Checkpointed blocks keep their (float32: the residual stream stays float32 under autocast) input.
     for i in range(GPT_SHAPE["layers"]):
-        assert mods[f"h.{i}"]["saved_bytes"] == b * t * c * 4
+        assert mods[f"h.{i}"]["saved_bytes"] == (b * t * c * 4 if checkpoint_saves_its_inputs() else 0)
     # Outside the blocks, bf16 applies: lm_head saves its input in bf16 and its weight's bf16 copy.
     assert mods["lm_head"]["saved_bytes"] == b * t * c * 2 + c * 256 * 2
     assert rep["summary"]["saved_bytes"] < base["summary"]["saved_bytes"]
