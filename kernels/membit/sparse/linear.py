@@ -107,7 +107,9 @@ class _Sparse24Linear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, mask, dtype, use_cslt, decay, mvue):
-        x2 = x.reshape(-1, x.shape[-1]).to(dtype)
+        # detach: a view made here of an input that requires grad would itself require grad,
+        # and torch 1.13 cannot save such a leaf under saved-tensor hooks (we do the backward).
+        x2 = x.detach().reshape(-1, x.shape[-1]).to(dtype)
         b = None if bias is None else bias.to(dtype)
         if use_cslt:
             ops = _Cslt(weight, mask, dtype)
@@ -118,13 +120,17 @@ class _Sparse24Linear(torch.autograd.Function):
         ctx.ops, ctx.dtype, ctx.decay, ctx.mvue = ops, dtype, decay, mvue
         ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.save_for_backward(x2, weight, mask)
+        # Only the activation goes through save_for_backward (and so through saved-tensor hooks,
+        # where profilers count it); the weight and mask are the layer's own tensors, held by
+        # reference (torch 1.13 cannot unpack a saved leaf parameter under saved-tensor hooks).
+        ctx.save_for_backward(x2)
+        ctx.weight, ctx.mask = weight, mask
         return y2.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, gy):
-        x2, weight, mask = ctx.saved_tensors
-        ops = ctx.ops
+        (x2,) = ctx.saved_tensors
+        weight, mask, ops = ctx.weight, ctx.mask, ctx.ops
         g2 = gy.reshape(-1, weight.shape[0]).to(ctx.dtype)
         gx = gw = gb = None
         zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
@@ -151,7 +157,6 @@ class _Sparse24Linear(torch.autograd.Function):
             # 16-bit gradients are summed in float32 (T terms each), as cuBLAS accumulates.
             acc = torch.float32 if g2.element_size() < 4 else g2.dtype
             gb = g2.sum(0, dtype=acc).to(ctx.bias_dtype)
-        ctx.ops = None
         return gx, gw, gb, None, None, None, None, None
 
 
