@@ -222,40 +222,64 @@ def _is_plain_linear(m) -> bool:
     return isinstance(m, nn.Linear) and not isinstance(m, SparseLinear24)
 
 
-def _ffn_linears(model: nn.Module) -> dict:
-    """id(Linear) -> Linear for the linears of feed-forward blocks; conservative on purpose.
+@dataclass
+class FfnGroup:
+    """One feed-forward block: its up (and gate) projection d -> h and its down projection h -> d."""
+
+    name: str  # the module holding the linears (for HF Intermediate/Output pairs: their parent)
+    up: nn.Linear
+    down: nn.Linear
+    gate: Optional[nn.Linear] = None
+
+    @property
+    def linears(self) -> List[nn.Linear]:
+        return [m for m in (self.gate, self.up, self.down) if m is not None]
+
+
+def ffn_groups(model: nn.Module, include_sparse: bool = False) -> List[FfnGroup]:
+    """The feed-forward blocks of `model`; conservative on purpose.
 
     An FFN is (a) a module with exactly two Linear children, the first d -> h and the second
     h -> d with h > d (nanoGPT MLP c_fc/c_proj, timm Mlp fc1/fc2), (b) gate_proj/up_proj/down_proj
     Linear children of one module (gated MLPs), or (c) sibling modules whose class names end in
     "Intermediate" and "Output", each with a Linear `dense`, d -> h then h -> d (HF BERT-like).
     Attention projections (d -> 3d then d -> d, or d -> d pairs) match none of these.
+    include_sparse: also match linears already converted to SparseLinear24 (to describe a model).
     """
-    found = {}
-    for mod in model.modules():
+    from .sparse import SparseLinear24
+
+    def ok(m) -> bool:
+        return isinstance(m, nn.Linear) and (include_sparse or not isinstance(m, SparseLinear24))
+
+    found: List[FfnGroup] = []
+    for name, mod in model.named_modules():
         children = list(mod._modules.items())
         lin = [(n, c) for n, c in children if isinstance(c, nn.Linear)]
-        if len(lin) == 2 and all(_is_plain_linear(c) for _, c in lin):
+        if len(lin) == 2 and all(ok(c) for _, c in lin):
             (_, a), (_, b) = lin
             d, h = a.in_features, a.out_features
             if b.in_features == h and b.out_features == d and h > d:
-                found[id(a)], found[id(b)] = a, b
-        named = {n: c for n, c in lin if _is_plain_linear(c)}
+                found.append(FfnGroup(name, a, b))
+        named = {n: c for n, c in lin if ok(c)}
         if all(k in named for k in ("gate_proj", "up_proj", "down_proj")):
             g, u, dn = named["gate_proj"], named["up_proj"], named["down_proj"]
             if (g.in_features == u.in_features == dn.out_features and g.out_features == u.out_features
                     == dn.in_features):
-                for c in (g, u, dn):
-                    found[id(c)] = c
+                found.append(FfnGroup(name, u, dn, g))
         inter = [c for _, c in children if c is not None and type(c).__name__.endswith("Intermediate")]
         outs = [c for _, c in children if c is not None and type(c).__name__.endswith("Output")]
         if len(inter) == 1 and len(outs) == 1:
             a, b = getattr(inter[0], "dense", None), getattr(outs[0], "dense", None)
-            if _is_plain_linear(a) and _is_plain_linear(b):
+            if ok(a) and ok(b):
                 d, h = a.in_features, a.out_features
                 if b.in_features == h and b.out_features == d and h > d:
-                    found[id(a)], found[id(b)] = a, b
+                    found.append(FfnGroup(name, a, b))
     return found
+
+
+def _ffn_linears(model: nn.Module) -> dict:
+    """id(Linear) -> Linear for the linears of feed-forward blocks (see ffn_groups)."""
+    return {id(m): m for g in ffn_groups(model) for m in g.linears}
 
 
 def _ffn_matcher(model: nn.Module) -> Matcher:

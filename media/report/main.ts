@@ -261,6 +261,35 @@ function renderSites(v: ReportView): void {
   );
 }
 
+function renderFfn(v: ReportView): void {
+  if (!v.ffn.length) return;
+  const sec = section('2:4 sparsity: would it be faster here?', 'ffn');
+  const first = v.ffn.find((f) => f.advice);
+  sec.append(
+    el(
+      'p',
+      { class: 'meta' },
+      first?.advice
+        ? `Measured dense vs 2:4 FFN training speed for each block's widths and tokens per step (${first.advice.basis.replace(/^.*?, on /, 'on ')}).`
+        : 'No 2:4 speed table is available for these shapes.',
+    ),
+  );
+  sec.append(
+    table(
+      'ffn-table',
+      ['FFN', 'widths', 'tokens/step', 'dtype', 'now', '2:4 speed'],
+      v.ffn.map((f) => [
+        f.created_at ? frameLink(f.created_at.file, f.created_at.line, f.module) : f.module,
+        `${f.d_model}→${f.d_ff}${f.gated ? ' gated' : ''}`,
+        f.tokens === null ? '?' : f.tokens.toLocaleString(),
+        f.dtype ?? '?',
+        f.converted ? '2:4' : 'dense',
+        f.advice ? f.advice.text.replace(/^2:4 here: /, '') : '—',
+      ]),
+    ),
+  );
+}
+
 function renderOom(v: ReportView): void {
   if (!v.oom) return;
   const sec = section('Out of memory — post-mortem', 'oom');
@@ -335,6 +364,7 @@ function render(msg: ToWebview): void {
   renderTimeline(v);
   renderModules(v);
   renderSites(v);
+  renderFfn(v);
   renderFlipRate(v);
   vscode.postMessage({ command: 'rendered', summary: rendered });
 }

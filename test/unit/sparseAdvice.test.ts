@@ -5,6 +5,9 @@ import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { loadAdviceTables } from '../../src/core/advice/load';
 import { adviseSparse24, parseAdviceTable, type SparseAdviceTable } from '../../src/core/advice/sparse24';
+import { parseReport } from '../../src/core/report/model';
+import { REPORT_SCHEMA } from '../../src/core/report/schema';
+import { buildView } from '../../src/core/report/view';
 import { formatHint, formatHover } from '../../src/core/scan';
 import { repoRoot, scanner } from './scanSupport';
 
@@ -131,4 +134,28 @@ test('scanner: FFN sites carry the measured 2:4 advice for their widths and toke
   const noBatch = s.scan(text, 'gpt_tiny.py', { sparse24: { tables: [h200] } });
   const f2 = noBatch.sites.find((x) => x.kind === 'ffn');
   assert.ok(f2?.sparse24?.range && f2.sparse24.tokens === undefined);
+});
+
+test('report view: a real sparse24 run lists its FFNs with the 2:4 advice and plots the flip rates', () => {
+  assert.ok(h200);
+  const path = join(repoRoot(), 'test', 'fixtures', 'reports', 'gpt_tiny_cpu_sparse24.json');
+  const parsed = parseReport(readFileSync(path, 'utf8'), REPORT_SCHEMA, 'gpt_tiny_cpu_sparse24.json');
+  assert.ok(parsed.ok, parsed.ok ? '' : parsed.error);
+  const report = parsed.report;
+  assert.ok(report.ffn && report.ffn.length === 2);
+  const view = buildView(report, 'sparse24', { sparse24: [h200] });
+  assert.equal(view.ffn.length, 2);
+  for (const f of view.ffn) {
+    const want = adviseSparse24([h200], { dModel: f.d_model, dFF: f.d_ff, gated: f.gated, tokens: f.tokens ?? undefined });
+    assert.equal(f.advice?.text, want?.text);
+    assert.equal(f.converted, true);
+    assert.ok(f.created_at && f.created_at.line > 0);
+  }
+  assert.deepEqual(view.flipRate?.step, report.flip_rate?.step);
+  assert.deepEqual(view.flipRate?.series.map((s) => s.name).sort(), Object.keys(report.flip_rate?.layers ?? {}).sort());
+  // Without tables the FFNs are still listed, with no advice; old reports have none.
+  assert.equal(buildView(report, 'x').ffn[0]?.advice, null);
+  const old = parseReport(readFileSync(join(repoRoot(), 'test', 'fixtures', 'reports', 'gpt_tiny_cpu_baseline.json'), 'utf8'), REPORT_SCHEMA, 'old');
+  assert.ok(old.ok);
+  assert.deepEqual(buildView(old.report, 'old', { sparse24: [h200] }).ffn, []);
 });

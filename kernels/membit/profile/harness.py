@@ -136,6 +136,8 @@ class Harness:
                                on_root_enter=self._on_root_enter, on_root_exit=self._on_root_exit)
         self.tracker.snapshots = not (self.cuda and opts.allocator_history)
         self._cpu_peak = 0
+        self.ffns: List[dict] = []
+        self._probed_roots: list = []
         self.failure_live: list = []
         self.failure_t: Optional[int] = None
 
@@ -300,6 +302,13 @@ class Harness:
         self.progress.emit("step", step=step, total=total, allocated=int(allocated), peak=int(peak), phase=phase)
 
     def _on_first_call(self, root) -> None:
+        self._apply_levers(root)
+        # After the levers: the FFN probe must hook the modules that will run (e.g. SparseLinear24).
+        if not any(any(m is root for m in done.modules()) for done in self._probed_roots):
+            self._probed_roots.append(root)
+            self._probe_ffns(root)
+
+    def _apply_levers(self, root) -> None:
         if not self.levers:
             return
         for done in self._patched_roots:
@@ -320,6 +329,35 @@ class Harness:
         except levers.LeverError as e:
             raise HarnessAbort(f"variant {self.variant!r}: {e}")
         self._patched_roots.append(root)
+
+    def _probe_ffns(self, root) -> None:
+        """Notes each FFN block's widths, and at its first training forward the tokens and dtype it
+        computes with, so the report can say whether 2:4 would pay there (see report["ffn"])."""
+        try:
+            from membit.patching import ffn_groups
+        except ImportError:  # the harness can run without the rest of the package importable
+            return
+        for g in ffn_groups(root, include_sparse=True):
+            entry = {"module": g.name, "d_model": g.up.in_features,
+                     "d_ff": g.up.out_features, "gated": g.gate is not None, "tokens": None, "dtype": None,
+                     "converted": type(g.up).__name__ == "SparseLinear24", "_up": g.up, "_parent": root}
+            self.ffns.append(entry)
+
+            def pre(module, args, entry=entry):
+                x = args[0] if args else None
+                if entry["tokens"] is None and isinstance(x, torch.Tensor) and x.dim() >= 1 and torch.is_grad_enabled():
+                    entry["tokens"] = int(x.numel() // max(1, x.shape[-1]))
+                    amp = None
+                    try:
+                        if torch.is_autocast_enabled(x.device.type):
+                            amp = torch.get_autocast_dtype(x.device.type)
+                    except (TypeError, AttributeError):  # torch < 2.4
+                        if x.is_cuda and torch.is_autocast_enabled():
+                            amp = torch.get_autocast_gpu_dtype()
+                    entry["dtype"] = str(amp or x.dtype).replace("torch.", "")
+                    entry["_hook"].remove()
+
+            entry["_hook"] = g.up.register_forward_pre_hook(pre)
 
     def _device_of(self, root) -> torch.device:
         for t in root.parameters():

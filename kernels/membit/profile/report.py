@@ -396,11 +396,47 @@ def build(h) -> dict:
         "peak": peak_doc,
         "oom": oom_doc,
     }
+    ffn = _ffn_doc(h, paths)
+    if ffn:
+        doc["ffn"] = ffn
+    flips = _flip_doc(h)
+    if flips:
+        doc["flip_rate"] = flips
     overlays = getattr(h, "overlays", None)
     if overlays:
         # Lines of rewritten text back onto the user's file (see overlay.py).
         overlays.remap(doc, paths)
     return doc
+
+
+def _ffn_doc(h, paths) -> list:
+    """FFN blocks with their widths, the tokens per step and dtype they ran with, and where they were built."""
+    out = []
+    created = h.tracker.created_at
+    for e in getattr(h, "ffns", []):
+        parent = e["_parent"]
+        mod = parent.get_submodule(e["module"]) if e["module"] else parent
+        where = created.get(mod) if mod is not None else None
+        out.append({"module": e["module"], "d_model": e["d_model"], "d_ff": e["d_ff"], "gated": e["gated"],
+                    "tokens": e["tokens"], "dtype": e["dtype"],
+                    "converted": e["converted"] or type(e["_up"]).__name__ == "SparseLinear24",
+                    "created_at": {"file": paths(where[0]), "line": int(where[1])} if where else None})
+    return out
+
+
+def _flip_doc(h):
+    """The 2:4 layers' mask flip rates: {step: [...], layers: {name: [...]}}, or None without any."""
+    try:
+        from membit.sparse import flip_rate_series
+    except ImportError:
+        return None
+    steps, layers = [], {}
+    for root in h.tracker.roots:
+        s, l = flip_rate_series(root)
+        if len(s) > len(steps):
+            steps = s
+        layers.update(l)
+    return {"step": steps, "layers": layers} if layers else None
 
 
 def _op_label(r: Record) -> str:

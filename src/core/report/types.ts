@@ -164,6 +164,23 @@ export interface Report {
   timeline: Timeline | null;
   peak: { t_ms: number | null; step: number | null; phase: Phase | null; source: 'allocator' | 'tensors'; replay_bytes: number | null; top: Holder[] };
   oom: Oom | null;
+  /** FFN blocks with the tokens and dtype they ran with; absent in reports of models without one. */
+  ffn?: FfnEntry[];
+  /** Mask flip rates of the 2:4 layers; absent without them. */
+  flip_rate?: { step: number[]; layers: Record<string, number[]> };
+}
+
+export interface FfnEntry {
+  module: string;
+  d_model: number;
+  d_ff: number;
+  gated: boolean;
+  /** Tokens per step at the block's first training forward; null when it never trained. */
+  tokens: number | null;
+  dtype: string | null;
+  /** Already SparseLinear24 in this run. */
+  converted: boolean;
+  created_at: { file: string; line: number } | null;
 }
 
 /**

@@ -4,7 +4,8 @@
  * summary. The webview gets this small model instead of the raw report, so a 50 MB
  * report never crosses the message channel.
  */
-import { peakBytes, type Holder, type Report } from './types';
+import { adviseSparse24, type SparseAdviceTable } from '../advice/sparse24';
+import { peakBytes, type FfnEntry, type Holder, type Report } from './types';
 
 export interface TimelineView {
   t_ms: number[];
@@ -32,6 +33,21 @@ export interface ReportView {
   peakTop: Holder[];
   oom: Report['oom'];
   flipRate: { step: number[]; series: { name: string; values: number[] }[] } | null;
+  /** FFN blocks of the run with the measured 2:4 speed advice for their shape and tokens. */
+  ffn: FfnView[];
+}
+
+export interface FfnView extends FfnEntry {
+  advice: { text: string; verdict: 'faster' | 'no-gain' | 'slower'; basis: string } | null;
+}
+
+/** The 2:4 advice for each FFN of a report, read for the GPU the run used (see src/core/advice). */
+export function ffnViews(report: Report, tables: readonly SparseAdviceTable[]): FfnView[] {
+  const gpu = report.run.device.type === 'cuda' ? report.run.device.name : undefined;
+  return (report.ffn ?? []).map((f) => {
+    const a = tables.length ? adviseSparse24(tables, { dModel: f.d_model, dFF: f.d_ff, gated: f.gated, tokens: f.tokens ?? undefined, gpu }) : undefined;
+    return { ...f, advice: a ? { text: a.text, verdict: a.verdict, basis: a.basis } : null };
+  });
 }
 
 /**
@@ -71,7 +87,11 @@ export function phaseSpans(t: readonly number[], phase: readonly string[]): Time
   return spans;
 }
 
-export function buildView(report: Report, label: string, opts: { maxPoints?: number; topLines?: number; topModules?: number; topSites?: number } = {}): ReportView {
+export function buildView(
+  report: Report,
+  label: string,
+  opts: { maxPoints?: number; topLines?: number; topModules?: number; topSites?: number; sparse24?: readonly SparseAdviceTable[] } = {},
+): ReportView {
   const { maxPoints = 2000, topLines = 100, topModules = 200, topSites = 300 } = opts;
   const tl = report.timeline ?? { t_ms: [], allocated: [], reserved: [], device_used: [], phase: [] };
   const keep = downsampleIndices(tl.allocated, maxPoints);
@@ -81,7 +101,7 @@ export function buildView(report: Report, label: string, opts: { maxPoints?: num
     if (!peak || v > peak.bytes) peak = { t_ms: tl.t_ms[i] as number, bytes: v };
   }
   const pick = <T>(arr: readonly T[]) => keep.map((i) => arr[i] as T);
-  const extra = report as unknown as { flip_rate?: { step: number[]; layers: Record<string, number[]> } };
+  const flips = report.flip_rate;
   return {
     id: report.run.id,
     label,
@@ -116,6 +136,7 @@ export function buildView(report: Report, label: string, opts: { maxPoints?: num
     sitesTotal: report.sites.length,
     peakTop: report.peak.top.slice(0, 20),
     oom: report.oom,
-    flipRate: extra.flip_rate ? { step: extra.flip_rate.step, series: Object.entries(extra.flip_rate.layers).map(([name, values]) => ({ name, values })) } : null,
+    flipRate: flips ? { step: flips.step, series: Object.entries(flips.layers).map(([name, values]) => ({ name, values })) } : null,
+    ffn: ffnViews(report, opts.sparse24 ?? []),
   };
 }

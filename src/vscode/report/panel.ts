@@ -12,6 +12,7 @@ import { REPORT_SCHEMA } from '../../core/report/schema';
 import type { Report } from '../../core/report/types';
 import { buildView } from '../../core/report/view';
 import type { Log } from '../log';
+import { sparseAdviceTables } from '../sparseAdvice';
 
 export const REPORT_VIEW_TYPE = 'membit.report';
 
@@ -106,7 +107,7 @@ export class ReportPanel implements vscode.Disposable {
     const comparison = loaded.length > 1 ? compareRuns(loaded) : null;
     const msg: ToWebview = {
       type: 'show',
-      views: loaded.map((l) => buildView(l.report, l.label)),
+      views: loaded.map((l) => buildView(l.report, l.label, { sparse24: sparseAdviceTables(this.extensionUri, this.log) })),
       comparison,
       markdown: comparison ? comparisonMarkdown(comparison) : null,
       uris: loaded.map((l) => l.uri.toString()),

@@ -18,8 +18,7 @@ import {
   type Site,
 } from '../../core/scan';
 import type { Log } from '../log';
-import { loadAdviceTables, type LoadedAdvice } from '../../core/advice/load';
-import type { SparseAdviceTable } from '../../core/advice/sparse24';
+import { sparseAdviceTables } from '../sparseAdvice';
 import { TorchCapabilityProvider } from './capabilities';
 import type { ReportStore } from '../report/store';
 import { getSettings, onSettingsChanged } from '../settings';
@@ -54,16 +53,15 @@ export class ScanFeature implements vscode.Disposable {
   private readonly disposables: vscode.Disposable[] = [this.diagnostics, this.hintType, this.lensChanged];
   private readonly warnedTooLarge = new Set<string>();
   private readonly capabilities: TorchCapabilityProvider;
-  private readonly kernelsDir: string;
-  private advice: LoadedAdvice | undefined;
+  private readonly extensionUri: vscode.Uri;
 
   constructor(
     context: vscode.ExtensionContext,
     private readonly log: Log,
     private readonly reports: ReportStore,
   ) {
-    this.kernelsDir = vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath;
-    this.capabilities = new TorchCapabilityProvider(this.kernelsDir, log);
+    this.extensionUri = context.extensionUri;
+    this.capabilities = new TorchCapabilityProvider(vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath, log);
     this.disposables.push(this.capabilities, this.capabilities.onDidChange(() => this.rescanAll()));
     // The grammar loads after activation returns, so activation stays fast.
     this.ready = createScanner({ assetDir: vscode.Uri.joinPath(context.extensionUri, 'dist').fsPath }).then(
@@ -118,22 +116,13 @@ export class ScanFeature implements vscode.Disposable {
     if (loaded && doc.uri.scheme === 'file') {
       opts.hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
     }
-    const tables = this.sparseTables();
+    const tables = sparseAdviceTables(this.extensionUri, this.log);
     if (tables.length) {
       // The GPU the last run used is the one the user trains on; otherwise the tables speak for theirs.
       const device = loaded?.index.report.run.device;
       opts.sparse24 = { tables, gpu: device?.type === 'cuda' ? device.name : undefined };
     }
     return opts;
-  }
-
-  /** The measured 2:4 speed tables shipped in dist/kernels, read once. */
-  private sparseTables(): SparseAdviceTable[] {
-    if (!this.advice) {
-      this.advice = loadAdviceTables(this.kernelsDir);
-      for (const e of this.advice.errors) this.log.warn(`2:4 speed advice: ${e}`);
-    }
-    return this.advice.tables;
   }
 
   /** Runs `fn` for `key` after `ms` without a newer call for the same key. */
