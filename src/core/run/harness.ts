@@ -4,7 +4,16 @@
  * differ in what they put in front of it.
  */
 import type { Variant } from '../settings';
-import type { OverlayArg } from './overlays';
+
+/**
+ * An overlay as the harness takes it (`--overlay ORIG=REPLACEMENT`): both paths on the machine
+ * that runs. Declared here, not in overlays.ts, so the webview's build (no Node types) can import
+ * this module.
+ */
+export interface OverlayArg {
+  orig: string;
+  replacement: string;
+}
 
 export interface HarnessOptions {
   python: string;

@@ -29,11 +29,7 @@ export interface OverlayFile {
   changes: string[];
 }
 
-/** An overlay as the harness takes it: both paths on the machine that runs. */
-export interface OverlayArg {
-  orig: string;
-  replacement: string;
-}
+export type { OverlayArg } from './harness';
 
 export interface OverlaySearch {
   overlays: OverlayFile[];
