@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -35,25 +34,7 @@ let hostKeyPub = '';
 let knownInfo: RemoteInfo | undefined;
 const servers = new Set<ChildProcess>();
 
-function sshdPath(): string {
-  for (const p of ['/usr/sbin/sshd', '/usr/local/sbin/sshd']) if (existsSync(p)) return p;
-  try {
-    return execFileSync('sh', ['-c', 'command -v sshd'], { encoding: 'utf8' }).trim();
-  } catch {
-    throw new Error('sshd not found: install openssh-server (apt-get install -y openssh-server); .ci/run does this');
-  }
-}
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 /** Starts sshd in the foreground (-D), logging to stderr (-e); resolves once it listens. */
 async function startSshd(): Promise<Server> {
@@ -249,6 +230,7 @@ for step in range(100000):
     opt.step()
     time.sleep(0.2)
 `;
+import { freePort, sshdPath } from './sshdSupport';
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'membit-sshd-'));

@@ -4,8 +4,7 @@
 // repository's .venv as the target's Python, through the ProfileRun the extension uses.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -13,6 +12,7 @@ import { validate } from '../../src/core/report/jsonSchema';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
 import { createRun, type RunEvent } from '../../src/core/run/target';
+import { freePort, sshdPath } from './sshdSupport';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
@@ -22,21 +22,7 @@ let dir = '';
 let sshd: ChildProcess | undefined;
 let sshConfig = '';
 
-function sshdPath(): string {
-  for (const p of ['/usr/sbin/sshd', '/usr/local/sbin/sshd']) if (existsSync(p)) return p;
-  throw new Error('sshd not found: install openssh-server (apt-get install -y openssh-server); .ci/run does this');
-}
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'membit-variants-ssh-'));
