@@ -10,6 +10,18 @@ import torch  # noqa: E402  (must fail loudly if torch is missing: CI must not s
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+HAS_SDPA = hasattr(torch.nn.functional, "scaled_dot_product_attention")
+
+
+def cpu_bf16_autocast() -> bool:
+    """Whether this torch runs CPU matmuls in bf16 under autocast (membit.capabilities' own check)."""
+    from membit.capabilities import autocast_bf16_cpu
+
+    try:
+        return bool(autocast_bf16_cpu())
+    except (RuntimeError, TypeError, AttributeError):
+        return False
+
 
 def pytest_collection_modifyitems(config, items):
     # GPU tests are skipped for exactly one reason: no CUDA device.

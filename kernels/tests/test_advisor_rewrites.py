@@ -48,16 +48,9 @@ CLI = REPO / "dist" / "cli.js"
 GPT = REPO / "samples" / "gpt_tiny.py"
 NANOGPT = REPO / "test" / "fixtures" / "scan" / "nanogpt_style.py"
 
-HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+from conftest import HAS_SDPA, cpu_bf16_autocast  # noqa: E402
 needs_sdpa = pytest.mark.skipif(not HAS_SDPA, reason="this torch has no F.scaled_dot_product_attention (added in 2.0)")
 
-
-def cpu_bf16_autocast():
-    try:
-        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            return torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
-    except (RuntimeError, TypeError, AttributeError):
-        return False
 
 
 def convert(files, lever, root, extra=()):

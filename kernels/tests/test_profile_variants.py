@@ -32,15 +32,8 @@ from membit.profile.overlay import LineMap, OverlayError, parse_overlay_arg
 from test_profile import GPT, GPT_ARGS, GPT_SHAPE, REPO, assert_consistent, assert_valid, line_of, progress_events, run_harness
 
 CLI = Path(REPO) / "dist" / "cli.js"
-HAS_SDPA = hasattr(torch.nn.functional, "scaled_dot_product_attention")
+from conftest import HAS_SDPA, cpu_bf16_autocast  # noqa: E402
 
-
-def cpu_bf16_autocast():
-    try:
-        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            return torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
-    except (RuntimeError, TypeError, AttributeError):
-        return False
 
 
 def checkpoint_saves_its_inputs():
