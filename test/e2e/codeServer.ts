@@ -9,7 +9,7 @@
  * scripts/setup-e2e.sh. Screenshots and logs go to test-artifacts/e2e/.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
@@ -222,7 +222,10 @@ async function main(): Promise<void> {
       // The suite asks for screenshots by logging a marker, then waits for the file.
       const m = /^@@screenshot ([\w.-]+)$/.exec(line.trim());
       if (m) {
-        await page.screenshot({ path: join(artifacts, `${m[1]}.png`) });
+        // Written whole, then renamed: the suite polls for the file and reads it at once.
+        const file = join(artifacts, `${m[1]}.png`);
+        await page.screenshot({ path: `${file}.tmp.png` });
+        renameSync(`${file}.tmp.png`, file);
         return;
       }
       // The suite asks about the report view's DOM, two iframes deep: count and read, or click.
