@@ -15,6 +15,7 @@ PORT="${MEMBIT_DEMO_PORT:-8080}"
 WS="$ROOT/samples"
 
 echo "demo: [1/3] installing and building"
+bash scripts/setup-system.sh
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi

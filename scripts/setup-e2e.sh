@@ -9,16 +9,7 @@ NODE_PKG_VERSION="24.21.0"
 CODE_SERVER_VERSION="4.139.1"
 PLAYWRIGHT_VERSION="1.64.1"
 
-need_apt=()
-command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-dpkg -s libkrb5-dev >/dev/null 2>&1 || need_apt+=(libkrb5-dev)
-command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-if [ "${#need_apt[@]}" -gt 0 ]; then
-  echo "setup-e2e: installing Debian packages: ${need_apt[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+bash "$(dirname "$0")/setup-system.sh"
 
 mkdir -p "$E2E_HOME"
 stamp="$E2E_HOME/.installed-node${NODE_PKG_VERSION}-cs${CODE_SERVER_VERSION}-pw${PLAYWRIGHT_VERSION}"

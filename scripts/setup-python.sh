@@ -11,9 +11,34 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 WHEEL_DIR="${MEMBIT_TORCH_WHEEL_DIR:-/opt/wheels}"
 
+# The packages the tests use beyond torch and pytest: transformers (the HF BERT sample and
+# the HF advisor tests), scikit-learn (the ViT sample's digits data), filelock (torch.compile
+# imports it; the offline torch wheel is installed without its dependencies), jsonschema (the
+# report schema tests) and ruff (the Python linter). pip's configured index is used: a local
+# mirror where the machine has one, PyPI elsewhere.
+EXTRAS=(transformers scikit-learn filelock jsonschema ruff)
+EXTRA_MODULES="transformers, sklearn, filelock, jsonschema"
+
 py_ok() { "$1" -c 'import torch, pytest' >/dev/null 2>&1; }
+extras_ok() { "$1" -c "import $EXTRA_MODULES" >/dev/null 2>&1 && [ -x "$(dirname "$1")/ruff" ]; }
+
+install_extras() {
+  local vpy="$1"
+  extras_ok "$vpy" && return 0
+  echo "setup-python: installing ${EXTRAS[*]}" >&2
+  # --retries 0: where only a local mirror is reachable, an unreachable default index
+  # costs one quick failure instead of minutes of retries.
+  "$vpy" -m pip install -q --retries 0 --timeout 15 "${EXTRAS[@]}" >&2 2>/tmp/membit-pip-$$.log || true
+  if ! extras_ok "$vpy"; then
+    cat /tmp/membit-pip-$$.log >&2 || true
+    echo "setup-python: could not install ${EXTRAS[*]} into $vpy (pip's index unreachable?)" >&2
+    return 1
+  fi
+  rm -f /tmp/membit-pip-$$.log
+}
 
 if [ -x "$VENV/bin/python" ] && py_ok "$VENV/bin/python"; then
+  install_extras "$PWD/$VENV/bin/python" || exit 1
   echo "setup-python: $VENV already has torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')" >&2
   echo "$PWD/$VENV/bin/python"; exit 0
 fi
@@ -46,5 +71,6 @@ fi
 if ! py_ok "$VPY"; then
   echo "setup-python: torch or pytest still missing in $VPY" >&2; exit 1
 fi
+install_extras "$VPY" || exit 1
 echo "setup-python: torch $("$VPY" -c 'import torch; print(torch.__version__)') in $VPY" >&2
 echo "$VPY"

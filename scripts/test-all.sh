@@ -14,6 +14,7 @@ stage() { printf '\n=== %s ===\n' "$1"; }
 die() { echo "test-all: $*" >&2; exit 1; }
 
 stage "install"
+bash scripts/setup-system.sh --tests || die "installing the Debian packages the tests need failed"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
 fi

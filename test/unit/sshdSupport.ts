@@ -8,7 +8,7 @@ export function sshdPath(): string {
   try {
     return execFileSync('sh', ['-c', 'command -v sshd'], { encoding: 'utf8' }).trim();
   } catch {
-    throw new Error('sshd not found: install openssh-server (apt-get install -y openssh-server); .ci/run does this');
+    throw new Error('sshd not found: install openssh-server (bash scripts/setup-system.sh --tests does)');
   }
 }
 
