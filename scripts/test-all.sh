@@ -30,6 +30,13 @@ stage "build and package"
 npm run package || die "npm run package failed"
 node esbuild.mjs --tests || die "building the tests failed"
 
+stage "report fixtures from the current harness"
+# The unit tests read reports the harness of this checkout writes, not committed copies
+# that could drift from it.
+export MEMBIT_REPORT_FIXTURES="$ROOT/test-artifacts/report-fixtures"
+bash scripts/make-report-fixtures.sh "$MEMBIT_REPORT_FIXTURES" > "$LOGS/report-fixtures.log" 2>&1 \
+  || { cat "$LOGS/report-fixtures.log"; failed_stages+=("report-fixtures"); unset MEMBIT_REPORT_FIXTURES; }
+
 stage "unit tests (node:test)"
 node --test --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$LOGS/unit.tap" out/test/unit/ \

@@ -419,10 +419,23 @@ def test_replay_finds_peak_and_attributes_live_blocks():
 
 
 def test_calibrate_uses_marker_entries():
-    events = [{"action": "alloc", "addr": 77, "size": allocator.MARKER_BYTES, "time_us": 5_000_100},
-              {"action": "alloc", "addr": 88, "size": allocator.MARKER_BYTES, "time_us": 6_000_130}]
+    m = allocator.MARKER_BYTES
+    # Marker 77 was allocated between our clock's 90 and 110 µs (midpoint 100, half-window 10):
+    # the allocator stamped it 5_000_100, so the offset is 5_000_000 ± 11. Marker 88: window
+    # 110..150 (mid 130, ± 21), stamped 5_000_134: offset 5_000_004. A second entry at 88 far
+    # from its window (an address reused later) must not be picked.
+    events = [{"action": "alloc", "addr": 77, "size": m, "time_us": 5_000_100},
+              {"action": "alloc", "addr": 88, "size": m, "time_us": 5_000_134},
+              {"action": "alloc", "addr": 88, "size": m, "time_us": 9_000_000},
+              {"action": "alloc", "addr": 77, "size": m + 512, "time_us": 1}]  # not marker-sized
     offset, unc = allocator.calibrate(events, [(90, 110, 77), (110, 150, 88)])
-    assert offset in (5_000_000, 5_500_000) or abs(offset - 5_000_000) < 10 ** 6
+    # Mean of the two offsets; uncertainty = the widest half-window plus the offsets' spread.
+    assert offset == 5_000_002
+    assert unc == 21 + 4
+    # Markers that disagree widen the uncertainty by their spread, so a bad clock shows.
+    offset, unc = allocator.calibrate(events[:2] + [{"action": "alloc", "addr": 99, "size": m, "time_us": 7_000_300}],
+                                      [(90, 110, 77), (290, 310, 99)])
+    assert offset == (5_000_000 + 7_000_000) // 2 and unc == 11 + 2_000_000
     assert allocator.downsample([1, 5, 2, 9, 3, 3, 7, 1], 4) == [1, 3, 4, 6]
 
 

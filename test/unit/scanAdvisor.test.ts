@@ -26,10 +26,11 @@ import {
   transformerParams,
 } from '../../src/core/scan';
 import { capture } from './cliCapture';
+import { reportFixture } from './reportFixtures';
 import { fixture, repoRoot, scanner } from './scanSupport';
 
 const sample = (name: string) => readFileSync(join(repoRoot(), 'samples', name), 'utf8');
-const report = (name: string) => JSON.parse(readFileSync(join(repoRoot(), 'test', 'fixtures', 'reports', name), 'utf8'));
+const report = (name: string) => JSON.parse(readFileSync(reportFixture(name), 'utf8'));
 const kind = (r: ScanResult, k: string): Site[] => r.sites.filter((s) => s.kind === k);
 const one = (r: ScanResult, k: string): Site => {
   const all = kind(r, k);

@@ -10,6 +10,7 @@ import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import { buildView } from '../../src/core/report/view';
 import { formatHint, formatHover } from '../../src/core/scan';
 import { repoRoot, scanner } from './scanSupport';
+import { reportFixture } from './reportFixtures';
 
 // The table measured on an H200 and shipped with the package: the tests read their expectations off it.
 const KERNELS = resolve(__dirname, '..', '..', '..', 'kernels');
@@ -138,7 +139,7 @@ test('scanner: FFN sites carry the measured 2:4 advice for their widths and toke
 
 test('report view: a real sparse24 run lists its FFNs with the 2:4 advice and plots the flip rates', () => {
   assert.ok(h200);
-  const path = join(repoRoot(), 'test', 'fixtures', 'reports', 'gpt_tiny_cpu_sparse24.json');
+  const path = reportFixture('gpt_tiny_cpu_sparse24.json');
   const parsed = parseReport(readFileSync(path, 'utf8'), REPORT_SCHEMA, 'gpt_tiny_cpu_sparse24.json');
   assert.ok(parsed.ok, parsed.ok ? '' : parsed.error);
   const report = parsed.report;
@@ -155,7 +156,14 @@ test('report view: a real sparse24 run lists its FFNs with the 2:4 advice and pl
   assert.deepEqual(view.flipRate?.series.map((s) => s.name).sort(), Object.keys(report.flip_rate?.layers ?? {}).sort());
   // Without tables the FFNs are still listed, with no advice; old reports have none.
   assert.equal(buildView(report, 'x').ffn[0]?.advice, null);
-  const old = parseReport(readFileSync(join(repoRoot(), 'test', 'fixtures', 'reports', 'gpt_tiny_cpu_baseline.json'), 'utf8'), REPORT_SCHEMA, 'old');
-  assert.ok(old.ok);
+  // A baseline run lists the same FFN blocks, not converted.
+  const baseJson = JSON.parse(readFileSync(reportFixture('gpt_tiny_cpu_baseline.json'), 'utf8')) as Record<string, unknown>;
+  const base = parseReport(JSON.stringify(baseJson), REPORT_SCHEMA, 'baseline');
+  assert.ok(base.ok, base.ok ? '' : base.error);
+  assert.deepEqual(buildView(base.report, 'baseline', { sparse24: [h200] }).ffn.map((f) => f.converted), [false, false]);
+  // A report written before FFN blocks were recorded has no `ffn` field: no rows, no error.
+  delete baseJson.ffn;
+  const old = parseReport(JSON.stringify(baseJson), REPORT_SCHEMA, 'old');
+  assert.ok(old.ok, old.ok ? '' : old.error);
   assert.deepEqual(buildView(old.report, 'old', { sparse24: [h200] }).ffn, []);
 });

@@ -17,6 +17,7 @@ import { harnessArgv } from '../../src/core/run/harness';
 import { findSdpaOverlays, replacementName, writeOverlays } from '../../src/core/run/overlays';
 import { createRun, type RunEvent } from '../../src/core/run/target';
 import { ADVISOR_LEVERS, ALL_ADVISOR_LEVERS, canonicalVariant, describeVariant, hasLever, LEVERS, parseVariant, VariantError, variantName } from '../../src/core/run/variants';
+import { reportFixture } from './reportFixtures';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const GPT = join(REPO, 'samples', 'gpt_tiny.py');
@@ -171,7 +172,7 @@ test('a local sdpa run executes the rewrite from a folder with hostile names, an
 
   // The comparison says how the lever was applied and where line figures are approximate,
   // next to a baseline written before levers existed (which the reader still accepts).
-  const oldPath = join(REPO, 'test', 'fixtures', 'reports', 'gpt_tiny_cpu_baseline.json');
+  const oldPath = reportFixture('gpt_tiny_cpu_baseline.json');
   const old = parseReport(readFileSync(oldPath, 'utf8'), REPORT_SCHEMA, oldPath);
   assert.ok(old.ok, old.ok ? '' : old.error);
   const c = compareRuns([
