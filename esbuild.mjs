@@ -70,7 +70,7 @@ function listTs(dir, out = []) {
 /** Tests: unit tests and benches run in plain Node; the e2e suite runs inside VS Code. */
 function testBuilds() {
   const entries = {};
-  for (const f of [...listTs(join(root, 'test/unit')), ...listTs(join(root, 'test/bench')), ...listTs(join(root, 'test/e2e'))]) {
+  for (const f of [...listTs(join(root, 'test/unit')), ...listTs(join(root, 'test/integration')), ...listTs(join(root, 'test/bench')), ...listTs(join(root, 'test/e2e'))]) {
     const rel = relative(join(root, 'test'), f).replace(/\.ts$/, '');
     entries[rel] = f;
   }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite, from a fresh clone: installs what is missing, builds, packages,
-# then runs the type check, the unit tests (node:test), the Python tests (pytest on
+# then runs the type check, the unit tests (node:test), the integration tests (node:test
+# against real services started on this machine: sshd, SLURM), the Python tests (pytest on
 # real CPU or GPU PyTorch) and the end-to-end suite inside a real VS Code (code-server).
 # Nothing is skipped for a missing tool: a missing tool is a failure.
 set -uo pipefail
@@ -42,6 +43,11 @@ node --test --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$LOGS/unit.tap" out/test/unit/ \
   || failed_stages+=("unit")
 
+stage "integration tests (node:test; a real sshd on 127.0.0.1)"
+node --test --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$LOGS/integration.tap" out/test/integration/ \
+  || failed_stages+=("integration")
+
 stage "Python tests (pytest)"
 (cd kernels && "$PY" -m pytest -q -rs -p no:cacheprovider --junitxml="$LOGS/pytest.xml" tests) | tee "$LOGS/pytest.log"
 py_rc=${PIPESTATUS[0]}
@@ -55,6 +61,8 @@ node out/test/e2e/codeServer.js | tee "$LOGS/e2e.log"
 stage "summary"
 unit_pass=$(grep -E '^# pass ' "$LOGS/unit.tap" | awk '{s+=$3} END {print s+0}')
 unit_fail=$(grep -E '^# fail ' "$LOGS/unit.tap" | awk '{s+=$3} END {print s+0}')
+int_pass=$(grep -E '^# pass ' "$LOGS/integration.tap" 2>/dev/null | awk '{s+=$3} END {print s+0}')
+int_fail=$(grep -E '^# fail ' "$LOGS/integration.tap" 2>/dev/null | awk '{s+=$3} END {print s+0}')
 py_pass=$(grep -oE '[0-9]+ passed' "$LOGS/pytest.log" | tail -n 1 | awk '{print $1+0}')
 py_fail=$(grep -oE '[0-9]+ (failed|error)' "$LOGS/pytest.log" | awk '{s+=$1} END {print s+0}')
 py_skip=$(grep -oE '[0-9]+ skipped' "$LOGS/pytest.log" | tail -n 1 | awk '{print $1+0}')
@@ -63,10 +71,11 @@ e2e_pass=$(echo "$e2e_line" | awk '{print $2+0}')
 e2e_fail=$(echo "$e2e_line" | awk '{print $4+0}')
 [ -n "$e2e_line" ] || e2e_fail=1
 echo "unit:   ${unit_pass} passed, ${unit_fail} failed"
+echo "integration: ${int_pass} passed, ${int_fail} failed"
 echo "python: ${py_pass:-0} passed, ${py_fail:-0} failed, ${py_skip:-0} skipped (CUDA-only tests without a GPU, and tests of optional packages not installed here; reasons above)"
 echo "e2e:    ${e2e_pass:-0} passed, ${e2e_fail:-0} failed"
-total_pass=$(( unit_pass + ${py_pass:-0} + ${e2e_pass:-0} ))
-total_fail=$(( unit_fail + ${py_fail:-0} + ${e2e_fail:-0} ))
+total_pass=$(( unit_pass + int_pass + ${py_pass:-0} + ${e2e_pass:-0} ))
+total_fail=$(( unit_fail + int_fail + ${py_fail:-0} + ${e2e_fail:-0} ))
 if [ "${#failed_stages[@]}" -gt 0 ] && [ "$total_fail" -eq 0 ]; then total_fail=${#failed_stages[@]}; fi
 echo "${total_pass} passed, ${total_fail} failed"
 if [ "${#failed_stages[@]}" -gt 0 ]; then

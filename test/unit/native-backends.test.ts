@@ -112,9 +112,10 @@ for (const [name, make] of implementations) {
         { index: 1, usedBytes: 300 * MIB, pidUsedBytes: 100 * MIB },
       ]);
       assert.ok(Math.abs(first.tMs - Date.now()) < 5000, 'timestamps are wall-clock ms');
+      // Sampling goes on after the first sample (a hang guard, not a rate check: rates belong
+      // in test/gpu's measurements), and arrives in batches rather than one call per sample.
       const n0 = c.samples.length;
-      await sleep(200);
-      assert.ok(c.samples.length - n0 >= 5, `about 20 samples in 200 ms at 10 ms, got ${c.samples.length - n0}`);
+      await waitFor(() => c.samples.length - n0 >= 5, 10_000, 'five more samples');
       assert.ok(batches < c.samples.length, 'samples come in batches, not one call each');
       await s.stop();
       assert.equal(s.running, false);

@@ -52,15 +52,13 @@ describe('Profile and Compare Variants with the advisor levers', function () {
     }, 60_000);
     assert.ok(rendered);
     const how = await webview('21-comparison-levers', 'count', '#comparison-levers li');
-    if (how) {
-      // sdpa 1 + checkpoint 1 + combined 3 levers, plus the rewritten-source notes of the two sdpa runs.
-      assert.equal(how.count, 7, how.texts.join(' | '));
-      assert.ok(how.texts.some((t) => /— checkpoint: torch\.utils\.checkpoint \(use_reentrant=False\) on h \(2 Block blocks\)/.test(t)), how.texts.join(' | '));
-      assert.ok(how.texts.some((t) => /ran rewritten source: line figures approximate in gpt_tiny\.py lines \d+–\d+/.test(t)), how.texts.join(' | '));
-    }
+    // sdpa 1 + checkpoint 1 + combined 3 levers, plus the rewritten-source notes of the two sdpa runs.
+    assert.equal(how.count, 7, how.texts.join(' | '));
+    assert.ok(how.texts.some((t) => /— checkpoint: torch\.utils\.checkpoint \(use_reentrant=False\) on h \(2 Block blocks\)/.test(t)), how.texts.join(' | '));
+    assert.ok(how.texts.some((t) => /ran rewritten source: line figures approximate in gpt_tiny\.py lines \d+–\d+/.test(t)), how.texts.join(' | '));
     const rows = await webview('21-comparison-rows', 'count', '#comparison-table tbody tr');
     // Checkpointing keeps far less for backward: its Δpeak is negative.
-    if (rows) assert.match(rows.texts[2] ?? '', /checkpoint\s+ok\s+[\d.]+ [kMG]?B\s+−[\d.]+%/);
+    assert.match(rows.texts[2] ?? '', /checkpoint\s+ok\s+[\d.]+ [kMG]?B\s+−[\d.]+%/);
     await screenshot('21-compare-variants');
   });
 });

@@ -72,9 +72,11 @@ export async function uiShows(name: string, where: 'statusbar', text: string): P
  * Reads (count) or clicks the report view's DOM through the driver, inside the webview's
  * frames. Undefined where no driver listens.
  */
-export async function webview(name: string, action: 'count' | 'click', selector: string): Promise<{ count: number; texts: string[]; error?: string } | undefined> {
+export async function webview(name: string, action: 'count' | 'click', selector: string): Promise<{ count: number; texts: string[]; error?: string }> {
   const dir = process.env.MEMBIT_E2E_ARTIFACTS;
-  if (!dir) return undefined;
+  // Without the driver the webview's DOM cannot be read: fail, so a check is never passed
+  // by not being made.
+  if (!dir) throw new Error(`no UI driver to read the webview (${selector}): run the suite with test/e2e/codeServer.js`);
   console.log(`@@webview ${name} ${action} ${selector}`);
   const file = join(dir, `${name}.result.json`);
   await waitFor(`the driver's answer about ${selector}`, () => existsSync(file), 60_000);
