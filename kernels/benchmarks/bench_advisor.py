@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import benchenv  # noqa: E402  (beside this script: GPU, versions, date and commit of a result)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.dirname(HERE)
@@ -265,6 +266,7 @@ def main(argv=None):
         "device": dev,
         "versions": versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": benchenv.commit(),
         "argv": sys.argv if argv is None else ["bench_advisor.py", *argv],
         "smoke": a.smoke,
         "steps": a.steps,

@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from membit.nn.functional import packed_dropout  # noqa: E402
 from membit.ops import packed_dropout as pd  # noqa: E402
+import benchenv  # noqa: E402  (beside this script: GPU, versions, date and commit of a result)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -153,6 +154,7 @@ def environment():
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": benchenv.commit(),
     }
     try:
         env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],

@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 import membit  # noqa: E402
+import benchenv  # noqa: E402  (beside this script: GPU, versions, date and commit of a result)
 
 RESULTS = os.path.join(HERE, "results")
 MODELS = {
@@ -268,7 +269,7 @@ def environment():
     return {"gpu": torch.cuda.get_device_name(0), "total_bytes": torch.cuda.get_device_properties(0).total_memory,
             "torch": torch.__version__, "transformers": transformers.__version__,
             "triton": __import__("triton").__version__ if membit.ops.utils.triton_available() else None,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": benchenv.commit()}
 
 
 def main(argv=None):

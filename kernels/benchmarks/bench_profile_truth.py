@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+import benchenv  # noqa: E402  (beside this script: GPU, versions, date and commit of a result)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.dirname(HERE)
@@ -142,7 +143,7 @@ def device_info():
     except ImportError:
         tv = None
     return {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "transformers": tv,
-            "cuda": torch.version.cuda, "date": datetime.date.today().isoformat()}
+            "cuda": torch.version.cuda, "date": datetime.date.today().isoformat(), "commit": benchenv.commit()}
 
 
 def fmt(x):

@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 import membit  # noqa: E402
 from membit.sparse import SparseLinear24, cusparselt  # noqa: E402
 from membit.sparse.linear import _Cslt  # noqa: E402
+import benchenv  # noqa: E402  (beside this script: GPU, versions, date and commit of a result)
 
 RESULTS = os.path.join(HERE, "results")
 ADVICE_DIR = os.path.join(HERE, "..", "membit", "sparse", "advice")
@@ -65,7 +66,7 @@ def log(*a):
 
 def environment():
     env = {"torch": torch.__version__, "python": platform.python_version(),
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": benchenv.commit()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         env.update(gpu=torch.cuda.get_device_name(0), capability=f"{props.major}.{props.minor}",
