@@ -27,6 +27,10 @@ export MEMBIT_PYTHON="$PY"
 stage "type check"
 npm run --silent typecheck || failed_stages+=("typecheck")
 
+stage "lint (ruff)"
+# Python: pyflakes and pycodestyle's correctness classes, configured in kernels/pyproject.toml.
+"$(dirname "$PY")/ruff" check --config kernels/pyproject.toml kernels samples test/gpu || failed_stages+=("ruff")
+
 stage "build and package"
 npm run package || die "npm run package failed"
 node esbuild.mjs --tests || die "building the tests failed"

@@ -22,7 +22,6 @@ Target (issue): >= 1.3x FFN fwd+bwd for d_model, d_ff >= 4096 at >= 16k tokens, 
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import re
@@ -171,10 +170,10 @@ def ffn_case(d, h, gated, tokens, dtype, device, warmup, iters, rounds, backend)
     # What a step pays to mask and compress W and W^T of every linear, and one mask refresh.
     lins = [m for m in sparse.modules() if isinstance(m, SparseLinear24)]
     if backend_used == "cusparselt":
-        comp = timed(lambda: [_Cslt(l.weight, l.mask, dtype) for l in lins], 2, max(3, iters // 2), device)
+        comp = timed(lambda: [_Cslt(lin.weight, lin.mask, dtype) for lin in lins], 2, max(3, iters // 2), device)
     else:
         comp = [float("nan")]
-    refresh = timed(lambda: [l.refresh_mask() for l in lins], 1, 3, device)
+    refresh = timed(lambda: [lin.refresh_mask() for lin in lins], 1, 3, device)
     med = {k: statistics.median(v) for k, v in res.items()}
     flops = 2 * tokens * d * h * (3 if gated else 2) * 3  # fwd + dX + dW for each linear
     out = {"d_model": d, "d_ff": h, "gated": gated, "tokens": tokens, "dtype": str(dtype).replace("torch.", ""),

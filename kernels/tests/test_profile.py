@@ -383,8 +383,9 @@ def test_replay_finds_peak_and_attributes_live_blocks():
             self.ptr, self.nbytes, self.mask, self.t_pack, self.t_release = ptr, nbytes, mask, t_pack, t_release
 
     offset = 1_000_000  # allocator clock = ours + offset
-    ev = lambda action, addr, size, t: {"action": action, "addr": addr, "size": size, "time_us": t + offset, "frames": [
-        {"filename": "/work/train.py", "line": t, "name": "step"}]}
+    def ev(action, addr, size, t):
+        return {"action": action, "addr": addr, "size": size, "time_us": t + offset,
+                "frames": [{"filename": "/work/train.py", "line": t, "name": "step"}]}
     events = [
         {"action": "segment_alloc", "addr": 0, "size": 1 << 20, "time_us": offset},
         ev("alloc", 0x1000, 5000, 10),  # activation, saved at t=12

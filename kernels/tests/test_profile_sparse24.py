@@ -1,7 +1,6 @@
 """The harness's report on 2:4 matters: each FFN block with the tokens and dtype it ran with (for the
 editor's speed advice), and the 2:4 layers' mask flip rates (for the report view's chart)."""
 
-import pytest
 
 from test_profile import GPT, assert_valid, line_of, run_harness
 

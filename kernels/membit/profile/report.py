@@ -432,10 +432,10 @@ def _flip_doc(h):
         return None
     steps, layers = [], {}
     for root in h.tracker.roots:
-        s, l = flip_rate_series(root)
+        s, per_layer = flip_rate_series(root)
         if len(s) > len(steps):
             steps = s
-        layers.update(l)
+        layers.update(per_layer)
     return {"step": steps, "layers": layers} if layers else None
 
 
