@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { globToRegExp, hashFiles, listPackageFiles, listWorkspaceFiles, treeHash, UploadTooLargeError } from '../../src/core/run/files';
+import { hashFiles, listPackageFiles, listWorkspaceFiles, treeHash, UploadTooLargeError } from '../../src/core/run/files';
 import { interpretPreflight, treeManifest } from '../../src/core/run/remote';
 import { remoteCommand, shellQuote } from '../../src/core/run/quote';
 import { isFinal, RUN_TRANSITIONS, RunStateMachine, type RunState } from '../../src/core/run/runState';
@@ -199,16 +199,23 @@ test('the upload cap names the largest files', () => {
   );
 });
 
-test('gitignore globs: anchoring, **, folders, character classes', () => {
-  const m = (pattern: string, path: string) => globToRegExp(pattern).re.test(path);
-  assert.ok(m('*.log', 'a/b/c.log'));
-  assert.ok(!m('/x.log', 'a/x.log'));
-  assert.ok(m('/x.log', 'x.log'));
-  assert.ok(m('a/**/b', 'a/b') && m('a/**/b', 'a/x/y/b'));
-  assert.ok(m('**/cache', 'deep/er/cache'));
-  assert.ok(m('file[0-9].txt', 'file7.txt') && !m('file[!0-9].txt', 'file7.txt'));
-  assert.ok(m('d?t', 'dat') && !m('d?t', 'd/t'));
-  assert.equal(globToRegExp('build/').dirOnly, true);
+test('outside git, .gitignore files apply per folder: anchoring, **, folders, classes, negation', () => {
+  const ws = mkdtempSync(join(tmpdir(), 'membit-gi-'));
+  const files: Record<string, string> = {
+    '.gitignore': '*.log\n/x.txt\na/**/b.txt\n**/cache/\nfile[0-9].dat\nd?t.bin\nbuild/\n',
+    'deep/er/c.log': '', 'x.txt': '', 'a/x.txt': '', 'a/b.txt': '', 'a/m/n/b.txt': '', 'a/b.txt.keep': '',
+    'deep/er/cache/k.py': '', 'cache.py': '', 'file7.dat': '', 'fileX.dat': '', 'dat.bin': '', 'd/t.bin': '',
+    'build/o.py': '', 'src/build': '',
+    'sub/.gitignore': '!keep.log\nonly-here.py\n', 'sub/keep.log': '', 'sub/drop.log': '', 'sub/only-here.py': '', 'only-here.py': '',
+  };
+  for (const [p, text] of Object.entries(files)) {
+    mkdirSync(join(ws, p, '..'), { recursive: true });
+    writeFileSync(join(ws, p), text);
+  }
+  assert.deepEqual(listWorkspaceFiles(ws).map((f) => f.path), [
+    '.gitignore', 'a/b.txt.keep', 'a/x.txt', 'cache.py', 'd/t.bin', 'fileX.dat', 'only-here.py',
+    'src/build', 'sub/.gitignore', 'sub/keep.log',
+  ]);
 });
 
 test('tree hashes depend on names, modes and contents only', () => {

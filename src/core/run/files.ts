@@ -2,14 +2,13 @@
  * Which workspace files travel to a remote target. In a git work tree git decides
  * (`git ls-files -co --exclude-standard`: tracked plus untracked-but-not-ignored, so
  * .gitignore, .git/info/exclude and the global excludes all apply exactly). Elsewhere
- * a walk applies the .gitignore files it finds, with the common subset of the syntax:
- * comments, `!` negation, a trailing `/` for folders, a leading or inner `/` to anchor
- * to the .gitignore's folder, `*`, `?`, `[...]` and `**`.
+ * a walk applies the .gitignore files it finds, matched by the `ignore` package.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
+import ignore, { type Ignore } from 'ignore';
 import { formatBytes } from './harness';
 
 /** Never uploaded, whatever the ignore files say: VCS data, environments, our own runs. */
@@ -57,75 +56,27 @@ function gitListing(root: string): string[] | undefined {
   }
 }
 
-interface IgnoreRule {
-  re: RegExp;
-  negate: boolean;
-  dirOnly: boolean;
-}
-
-/** One .gitignore glob as a regex over paths relative to the .gitignore's folder. */
-export function globToRegExp(pattern: string): { re: RegExp; dirOnly: boolean } {
-  let p = pattern;
-  const dirOnly = p.endsWith('/');
-  if (dirOnly) p = p.slice(0, -1);
-  // A slash anywhere but the end anchors the pattern to the .gitignore's folder.
-  const anchored = p.includes('/');
-  if (p.startsWith('/')) p = p.slice(1);
-  let re = '';
-  for (let i = 0; i < p.length; i++) {
-    const c = p[i] as string;
-    if (c === '*' && p[i + 1] === '*') {
-      const slashAfter = p[i + 2] === '/';
-      const atStart = i === 0 || p[i - 1] === '/';
-      if (atStart && slashAfter) {
-        re += '(?:.*/)?'; // `**/` : zero or more folders
-        i += 2;
-      } else {
-        re += '.*';
-        i += 1;
-      }
-    } else if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const end = p.indexOf(']', i + 1);
-      if (end < 0) re += '\\[';
-      else {
-        const body = p.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\');
-        re += `[${body}]`;
-        i = end;
-      }
-    } else if (c === '\\' && i + 1 < p.length) {
-      re += (p[++i] as string).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-    } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-  }
-  return { re: new RegExp(`^${anchored ? '' : '(?:.*/)?'}${re}$`), dirOnly };
-}
-
-export function parseGitignore(text: string): IgnoreRule[] {
-  const rules: IgnoreRule[] = [];
-  for (const raw of text.split(/\r?\n/)) {
-    let line = raw.replace(/(?<!\\)\s+$/, '');
-    if (!line || line.startsWith('#')) continue;
-    const negate = line.startsWith('!');
-    if (negate) line = line.slice(1);
-    if (line.startsWith('\\#') || line.startsWith('\\!')) line = line.slice(1);
-    const { re, dirOnly } = globToRegExp(line);
-    rules.push({ re, negate, dirOnly });
-  }
-  return rules;
+/** One folder's .gitignore, matched by the `ignore` package (git's own rules and edge cases). */
+interface IgnoreLevel {
+  /** The folder holding the .gitignore, relative to the root ('' for the root). */
+  base: string;
+  rules: Ignore;
 }
 
 /**
- * The last matching rule decides, as in git; rules of outer folders come first.
- * The walk tests a folder before entering it, so an ignored folder's files are never
- * seen (git cannot re-include them either).
+ * Whether a path is ignored: the deepest .gitignore with a matching rule decides, as in git
+ * (an inner `!keep.tmp` re-includes what an outer `*.tmp` ignored, and the reverse). The walk
+ * tests a folder before entering it, so an ignored folder's files are never seen (git cannot
+ * re-include them either).
  */
-function ignored(rules: readonly { base: string; rule: IgnoreRule }[], rel: string, isDir: boolean): boolean {
+function ignored(levels: readonly IgnoreLevel[], rel: string, isDir: boolean): boolean {
   let result = false;
-  for (const { base, rule } of rules) {
+  for (const { base, rules } of levels) {
     if (base && !rel.startsWith(`${base}/`)) continue;
-    if (rule.dirOnly && !isDir) continue;
-    if (rule.re.test(base ? rel.slice(base.length + 1) : rel)) result = !rule.negate;
+    const local = (base ? rel.slice(base.length + 1) : rel) + (isDir ? '/' : '');
+    const r = rules.test(local);
+    if (r.ignored) result = true;
+    else if (r.unignored) result = false;
   }
   return result;
 }
@@ -133,12 +84,12 @@ function ignored(rules: readonly { base: string; rule: IgnoreRule }[], rel: stri
 /** Files under root by walking, honouring .gitignore files on the way down. */
 function walkListing(root: string): string[] {
   const out: string[] = [];
-  const walk = (dir: string, rel: string, rules: { base: string; rule: IgnoreRule }[]) => {
-    let here = rules;
+  const walk = (dir: string, rel: string, levels: IgnoreLevel[]) => {
+    let here = levels;
     const gi = join(dir, '.gitignore');
     if (existsSync(gi)) {
       try {
-        here = [...rules, ...parseGitignore(readFileSync(gi, 'utf8')).map((rule) => ({ base: rel, rule }))];
+        here = [...levels, { base: rel, rules: ignore().add(readFileSync(gi, 'utf8')) }];
       } catch {
         // An unreadable .gitignore ignores nothing.
       }
