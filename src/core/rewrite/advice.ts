@@ -13,6 +13,7 @@
  * is reported in `skipped` with the reason, and nothing is edited there. Pure
  * functions over text, like the rest of the rewriter; they never throw.
  */
+import { BERT_LARGE_SDPA, describeMeasured } from '../advice/measured';
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
 import { importAnchor } from './imports';
 import { findAutocast } from './leverAutocast';
@@ -188,8 +189,8 @@ export const ADVICE: Record<AdviceTopic, LeverAdvice> = {
     title: 'Fused attention (scaled_dot_product_attention)',
     text:
       'Eager attention keeps the B·H·L² attention probabilities (and a dropout mask of the same size) for backward; ' +
-      'F.scaled_dot_product_attention recomputes them blockwise and keeps only O(B·H·L) statistics. Measured on an H100, ' +
-      'HF BERT-large eager → SDPA cut the training peak from 27.9 GB to 16.7 GB. The result equals eager attention up to ' +
+      'F.scaled_dot_product_attention recomputes them blockwise and keeps only O(B·H·L) statistics. Eager → SDPA, ' +
+      `${describeMeasured(BERT_LARGE_SDPA)}. The result equals eager attention up to ` +
       'floating-point rounding; with dropout on, SDPA draws its own mask.',
     docs: 'https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html',
   },

@@ -60,9 +60,10 @@ export function fileAdviceKey(f: FileAdvice): unknown[] {
  *   softmax output, kept by its backward: 4 B (fp32; autocast runs softmax in fp32)
  *   with dropout: its mask (maskBytes) + the dropped probabilities kept by `@ v` (2 B under autocast, 4 B in fp32)
  *   without dropout under autocast: `@ v` keeps a bf16 copy of the probabilities (2 B); in fp32 it keeps the softmax output itself
- * Under bf16 autocast with dropout that is 7 B/element: on an H100, BERT-large 16×512
- * (24 layers × 16 heads) went from 27.9 GB eager to 16.7 GB with SDPA, 11.2 GB for
- * 1.61e9 elements, 6.96 B each.
+ * Under bf16 autocast with dropout that is 7 B/element; in fp32 with dropout, 9. Measured
+ * (kernels/benchmarks/results/advisor_NVIDIA-H200.json): HF BERT-large 16×512 in fp32
+ * (24 layers × 16 heads, 1.61e9 probability elements) peaked 14.48e9 B lower with SDPA
+ * than eager: 8.99 B per element.
  */
 export function eagerBytesPerElement(amp: boolean, dropout: boolean, maskBytes = 1): number {
   return 4 + (dropout ? maskBytes + (amp ? 2 : 4) : amp ? 2 : 0);

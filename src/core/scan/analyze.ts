@@ -3,6 +3,7 @@
  * each call's kind, pairs FFN projections, and attaches estimates and messages.
  * Everything here is plain data; no tree is touched.
  */
+import { BERT_LARGE_SDPA, describeMeasured } from '../advice/measured';
 import {
   advisorSite,
   applyCapabilities,
@@ -885,7 +886,7 @@ function adviseFile(file: string, chunks: readonly PlacedChunk[], headers: reado
           attention,
           remedy: advice.unavailable
             ? `Fused attention is not available: ${advice.unavailable}.`
-            : `${how}: the fused kernel keeps none of it (BERT-large 16×512 on an H100: 27.9 → 16.7 GB peak).`,
+            : `${how}: the fused kernel keeps none of it (${describeMeasured(BERT_LARGE_SDPA)}).`,
         },
         message,
       ),
