@@ -320,16 +320,17 @@ function fakeKernels(): string {
   writeFileSync(
     join(k, 'membit', 'profile', '__main__.py'),
     `import json, os, signal, sys, time
+P = "@@membit " + (os.environ["MEMBIT_PROGRESS_TOKEN"] + " " if os.environ.get("MEMBIT_PROGRESS_TOKEN") else "")
 a = sys.argv[1:]
 out = a[a.index("--out") + 1]
 script = a[a.index("--") + 1]
 def finish(status, error=None, code=0):
     with open(out, "w") as f:
         json.dump({"schema": "membit.report/1", "run": {"status": status, "error": error, "script": os.path.basename(script), "harness_argv": a}}, f)
-    sys.stderr.write('@@membit {"event":"finished","status":"%s"}\\n' % status)
+    sys.stderr.write(P + '{"event":"finished","status":"%s"}\\n' % status)
     sys.exit(code)
 signal.signal(signal.SIGTERM, lambda *_: finish("cancelled", "cancelled (SIGTERM)", 143))
-sys.stderr.write('@@membit {"event":"started","pid":%d,"device":"cpu"}\\n' % os.getpid())
+sys.stderr.write(P + '{"event":"started","pid":%d,"device":"cpu"}\\n' % os.getpid())
 sys.stderr.flush()
 mode = open(script).read().strip()
 print("user output")
@@ -337,7 +338,7 @@ if mode == "raise":
     sys.stderr.write('Traceback (most recent call last):\\n  File "t.py", line 1\\nValueError: bad lr\\n')
     finish("error", "Traceback (most recent call last):\\nValueError: bad lr", 1)
 for step in range(1, 3 if mode == "ok" else 10000):
-    sys.stderr.write('@@membit {"event":"step","step":%d,"total":2}\\n' % step)
+    sys.stderr.write(P + '{"event":"step","step":%d,"total":2}\\n' % step)
     sys.stderr.flush()
     time.sleep(0.05 if mode == "ok" else 0.2)
 finish("ok")
