@@ -9,7 +9,10 @@
                              [--steps N] [--warmup K] [--root DIR] -- script.py ARGS...
 
 Exit codes: 0 ok, 1 the script failed, 2 bad command line, 3 CUDA out of memory,
-130/143 cancelled by SIGINT/SIGTERM. The report is written before the process exits.
+130/143 cancelled by SIGINT/SIGTERM. The report is written before the process exits. A code
+means this only when the report exists and the last progress event is "finished": the
+script runs in this process and can end it with any status itself (os._exit(3) is not an
+out-of-memory), and then it leaves neither.
 """
 
 from __future__ import annotations
@@ -58,6 +61,27 @@ def _bytes(text: str) -> int:
     scale = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12,
              "ki": 2 ** 10, "mi": 2 ** 20, "gi": 2 ** 30, "ti": 2 ** 40}[unit]
     return int(value * scale)
+
+
+def _out_problem(out: str) -> Optional[str]:
+    """Why the report could not be written at `out`, found before the run rather than after it."""
+    path = os.path.abspath(out)
+    if os.path.isdir(path):
+        return f"is a folder: give the report's file name (e.g. {os.path.join(out, 'run.json')})"
+    folder = os.path.dirname(path)
+    probe = folder
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write in {probe}"
+    if os.path.exists(path) and not os.access(path, os.W_OK) and not os.access(folder, os.W_OK):
+        return "exists and cannot be replaced"
+    return None
 
 
 def _nonneg(text: str) -> int:
@@ -114,6 +138,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error("no script given: python -m membit.profile --out run.json -- script.py ARGS...")
     if not os.path.isfile(ns.script):
         ap.error(f"script not found: {ns.script}")
+    why = _out_problem(ns.out)
+    if why:
+        ap.error(f"--out {ns.out}: {why}")
     root = os.path.realpath(ns.root or os.getcwd())
     try:
         variant = canonical(ns.variant)

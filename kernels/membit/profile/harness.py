@@ -5,7 +5,13 @@ caller's working directory). The run ends in one of four ways, each with a repor
   ok         the last profiled step finished (StopScript from the optimizer hook) or the script ended;
   oom        CUDA ran out of memory: allocator state and holders at the failure are kept;
   error      the script raised (or the harness could not apply the variant or an overlay): traceback kept;
-  cancelled  SIGTERM or Ctrl-C.
+  cancelled  SIGTERM or Ctrl-C, a cancel on the launcher's control channel, or the launcher's death
+             (see control.py); a script that does not stop within the grace period still gets a
+             partial report, written by the watchdog, and its process group is ended.
+
+Exit codes (cli.py) say how the harness ended only together with its report and its
+`finished` event: a script can end the process itself with any status (os._exit(3)), and
+then there is neither.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from . import allocator, levers, report
 from .frames import CodeFilter, PathMapper
 from .nvml import NvmlSampler
 from .overlay import OverlayError, Overlays
+from .control import Control, grace_seconds
 from .progress import Progress
 from .tracker import Cancelled, HarnessAbort, StopScript, Tracker, now_us
 
@@ -136,6 +143,13 @@ class Harness:
                                on_root_enter=self._on_root_enter, on_root_exit=self._on_root_exit)
         self.tracker.snapshots = not (self.cuda and opts.allocator_history)
         self._cpu_peak = 0
+        # Stopping from the control channel's thread: the report is written once, by
+        # whichever thread gets there first.
+        self._write_lock = threading.Lock()
+        self._report_written = False
+        self._done = threading.Event()
+        self._stop_reason: Optional[str] = None
+        self.control = Control.from_env(self._stop_requested)
         self.ffns: List[dict] = []
         self._probed_roots: list = []
         self.failure_live: list = []
@@ -146,6 +160,8 @@ class Harness:
     def run(self) -> int:
         self.progress.install()
         old_term = signal.signal(signal.SIGTERM, self._on_sigterm) if threading.current_thread() is threading.main_thread() else None
+        if self.control is not None:
+            self.control.start()
         try:
             try:
                 self._start()
@@ -160,13 +176,84 @@ class Harness:
                 self._finishing = True
                 traceback.print_exc()
                 doc = self._fallback_doc(e)
-            report.write_atomic(self.opts.out, doc)
+            with self._write_lock:
+                if not self._report_written:
+                    self._write_report(doc)
+                    self._emit_finished()
         finally:
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
-            self.progress.emit("finished", status=self.status, report=os.path.abspath(self.opts.out))
             self.progress.uninstall()
+            self._done.set()
         return self.exit_code
+
+    def _write_report(self, doc: dict) -> None:
+        """Writes the report (atomically); a failure is said on stderr and becomes exit status 1."""
+        try:
+            report.write_atomic(self.opts.out, doc)
+            self._report_written = True
+        except (OSError, ValueError) as e:
+            self.exit_code = EXIT_ERROR
+            self.status = "error"
+            try:
+                sys.__stderr__.write(f"membit: could not write the report to {self.opts.out}: {e}\n")
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _emit_finished(self) -> None:
+        if self._report_written:
+            self.progress.emit("finished", status=self.status, report=os.path.abspath(self.opts.out))
+        else:
+            self.progress.emit("finished", status="error", report=None)
+
+    def _stop_requested(self, reason: str) -> None:
+        """From the control thread: cancel, or the launcher died. Ask, wait, then force."""
+        self._stop_reason = reason
+        self.tracker.cancel_requested = True
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except OSError:
+            pass
+        grace = grace_seconds()
+        if self._done.wait(grace):
+            if reason != "cancelled":
+                self._kill_group()  # nobody is left to end what the script started
+            return
+        with self._write_lock:
+            if not self._report_written:
+                self._finishing = True
+                self._fail("cancelled", f"{self._cancel_message()}: the script did not stop within {grace:g} s of SIGTERM "
+                                        "(it ignores SIGTERM, or is stuck in a call), so the harness wrote this partial "
+                                        "report and ended the run's process group", EXIT_SIGTERM)
+                try:
+                    self.tracker.uninstall()
+                    self._collect()
+                    doc = report.build(self)
+                except Exception as e:  # noqa: BLE001 - the main thread is still in the script: best effort
+                    doc = self._fallback_doc(e)
+                self._write_report(doc)
+                self._emit_finished()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        """SIGKILL to the run's process group when the harness leads it (launched by Membit), else just exit."""
+        code = self.exit_code if self.exit_code else EXIT_SIGTERM
+        try:
+            if os.getpgrp() == os.getpid():
+                os.killpg(0, signal.SIGKILL)
+        except OSError:
+            pass
+        os._exit(code)
+
+    def _cancel_message(self) -> str:
+        if self._stop_reason and self._stop_reason != "cancelled":
+            return f"cancelled: {self._stop_reason}"
+        return "cancelled (SIGTERM)"
 
     def _start(self) -> None:
         device_name = "cpu"
@@ -214,7 +301,7 @@ class Harness:
         except StopScript:
             pass
         except Cancelled:
-            self._fail("cancelled", "cancelled (SIGTERM)", EXIT_SIGTERM)
+            self._fail("cancelled", self._cancel_message(), EXIT_SIGTERM)
         except KeyboardInterrupt:
             self._fail("cancelled", "cancelled (interrupted)", EXIT_SIGINT)
         except HarnessAbort as e:
@@ -236,7 +323,7 @@ class Harness:
             sys.argv = saved_argv
             sys.path[:] = saved_path0
         if self.tracker.cancel_requested and self.status == "ok":
-            self._fail("cancelled", "cancelled (SIGTERM)", EXIT_SIGTERM)
+            self._fail("cancelled", self._cancel_message(), EXIT_SIGTERM)
 
     def _fail(self, status, message, code, exc=None) -> None:
         self.status, self.error, self.exit_code = status, message, code

@@ -1,5 +1,11 @@
 """Progress events on stderr: one line each, `@@membit ` then a compact JSON object.
 
+When the launcher sets MEMBIT_PROGRESS_TOKEN (a random word per run), every line is
+`@@membit TOKEN {json}` and the launcher believes only lines with its token: a script that
+prints `@@membit ...` itself (or logs a harness's output it captured) cannot fake progress.
+The variable is removed from the environment when this module loads, before the script
+runs, so neither the script's os.environ nor the processes it starts carry it.
+
 The user's own output passes through untouched. The one thing we add: if the user's last write
 to stderr left a line unfinished (tqdm redraws its bar with \\r and no newline), an event line
 starts with a newline, so that every event still begins a line of its own.
@@ -13,6 +19,9 @@ import sys
 import threading
 
 PREFIX = "@@membit "
+_TOKEN = os.environ.pop("MEMBIT_PROGRESS_TOKEN", None) or None
+if _TOKEN is not None and not (8 <= len(_TOKEN) <= 64 and _TOKEN.isalnum() and _TOKEN.isascii()):
+    _TOKEN = None
 
 
 class _TrackingStderr:
@@ -59,7 +68,7 @@ class Progress:
             return
         payload = {"event": event}
         payload.update(fields)
-        line = PREFIX + json.dumps(payload, separators=(",", ":"), allow_nan=False) + "\n"
+        line = PREFIX + (_TOKEN + " " if _TOKEN else "") + json.dumps(payload, separators=(",", ":"), allow_nan=False) + "\n"
         with self._lock:
             lead = ""
             for stream in (sys.stderr, sys.__stderr__):

@@ -38,12 +38,20 @@ def write_atomic(path: str, doc: dict) -> None:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # No half-written temporary file left behind (a folder at `path`, a full disk).
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _num(x: Optional[float], nd: int = 4) -> Optional[float]:

@@ -10,12 +10,16 @@
  * unsaved editor changes are the extension's business (it edits the open document
  * through a WorkspaceEdit instead of the file).
  *
+ * Writes go to a temporary file in the same folder, renamed over the original, so a
+ * failed write never leaves half a file; a file with several hard links is refused.
+ *
  * Exit status: 0 done (sites may have been skipped, with reasons), 1 a file was
  * refused or could not be read or written, 2 usage errors.
  */
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, relative, sep } from 'node:path';
 import { applyEdits, applyLever, convertAll, type ConvertOptions, type ConvertResult, type Lever, LEVERS, type LeverResult, revertConversions, type RevertResult, unifiedDiff } from '../rewrite';
+import { atomicWriteRefusal, writeFileAtomic } from '../atomicWrite';
 import { createScanner, DEFAULT_MAX_BYTES, type Scanner } from '../scan';
 import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
@@ -100,13 +104,20 @@ export function convertFile(abs: string, file: string, action: ConvertAction, sc
   if (after === text) return report;
   report.status = 'changed';
   if (!write) return report;
+  try {
+    const refusal = atomicWriteRefusal(abs);
+    if (refusal) return { ...report, status: 'refused', message: `${refusal}: nothing written` };
+  } catch (e) {
+    return { ...report, status: 'error', message: `cannot write: ${e instanceof Error ? e.message : String(e)}` };
+  }
 
   hooks.beforeWrite?.(abs);
   try {
     const now = statSync(abs);
     const same = now.mtimeMs === st.mtimeMs && now.size === st.size && readFileSync(abs).equals(bytes);
     if (!same) return { ...report, status: 'refused', message: 'changed on disk while it was being converted: nothing written, run again' };
-    writeFileSync(abs, bom + after);
+    // Temporary file + rename: a failed write (full disk, EFBIG) leaves the original whole.
+    writeFileAtomic(abs, bom + after);
   } catch (e) {
     return { ...report, status: 'error', message: `cannot write: ${e instanceof Error ? e.message : String(e)}` };
   }
@@ -223,10 +234,13 @@ export const convertCommand: Subcommand = {
       scanner?.dispose();
     }
     for (const n of notes) say(`${n}\n`);
+    // Count sites only in files that were (or, with --dry-run/--diff, would be) written: a
+    // refused or failed file keeps its conversion in the report but none of it reached disk.
+    const written = reports.filter((r) => r.status === 'changed' || r.status === 'unchanged');
     const changed = reports.filter((r) => r.status === 'changed').length;
     const failed = reports.filter((r) => r.status === 'refused' || r.status === 'error');
-    const sites = reports.reduce((n, r) => n + (r.conversion?.converted.length ?? r.reversion?.reverted.length ?? r.lever?.applied ?? 0), 0);
-    const skipped = reports.reduce((n, r) => n + (r.conversion?.skipped.length ?? r.lever?.skipped.length ?? 0), 0);
+    const sites = written.reduce((n, r) => n + (r.conversion?.converted.length ?? r.reversion?.reverted.length ?? r.lever?.applied ?? 0), 0);
+    const skipped = written.reduce((n, r) => n + (r.conversion?.skipped.length ?? r.lever?.skipped.length ?? 0), 0);
     const what = revert ? 'reverted' : 'converted';
     const done = lever
       ? `${sites} ${lever} rewrite${sites === 1 ? '' : 's'} ${diff || dryRun ? 'to apply' : 'applied'}`

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { UsageError } from './args';
 import type { Subcommand } from './command';
@@ -74,6 +74,8 @@ export const profileCommand: Subcommand = {
     const out = args.flags.get('out')
       ? resolve(io.cwd, String(args.flags.get('out')))
       : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: targetLabel(target), variant }));
+    // Found now, not after the whole run (the harness checks too, before the script starts).
+    if (existsSync(out) && statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a folder: give the report's file name (e.g. ${join(out, 'run.json')})`);
     mkdirSync(dirname(out), { recursive: true });
     const ac = new AbortController();
     const onSig = () => ac.abort();

@@ -7,6 +7,7 @@ import { parseReport } from '../report/model';
 import { REPORT_SCHEMA } from '../report/schema';
 import { peakBytes, type Report } from '../report/types';
 import { formatBytes } from '../run/harness';
+import { jsonTerminalSafe, terminalSafe } from '../untrusted';
 
 function load(path: string): Report {
   let text: string;
@@ -16,7 +17,8 @@ function load(path: string): Report {
     throw new UsageError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
   const r = parseReport(text, REPORT_SCHEMA, path);
-  if (!r.ok) throw new Error(r.error);
+  // The error can quote the report's strings: no control character reaches the terminal.
+  if (!r.ok) throw new Error(terminalSafe(r.error));
   return r.report;
 }
 
@@ -59,10 +61,14 @@ export const reportCommand: Subcommand = {
     { name: 'markdown', help: 'print the comparison as a Markdown table (the first report is the baseline)' },
   ],
   details: 'With several reports, the first is the baseline and the others are compared against it.',
-  async run(args, io) {
+  async run(args, io0) {
     if (args.positionals.length === 0) throw new UsageError('no report given');
+    // A report is untrusted: its strings (script, module, error, op names) could carry
+    // escape sequences that retitle the terminal, write the clipboard or hide text.
+    const json = args.flags.get('json') === true;
+    const io = { out: (t: string) => io0.out(json ? jsonTerminalSafe(t) : terminalSafe(t)), cwd: io0.cwd };
     const reports = args.positionals.map((p) => ({ label: p.split('/').pop() ?? p, report: load(resolve(io.cwd, p)) }));
-    if (args.flags.get('json')) {
+    if (json) {
       io.out(`${JSON.stringify(reports.length === 1 ? (reports[0] as { report: Report }).report.summary : compareRuns(reports), null, 2)}\n`);
       return 0;
     }

@@ -18,9 +18,43 @@ export interface ClassTotals {
   savingIfPacked: number;
 }
 
-/** `h.*.attn` as a RegExp over module paths (the harness writes * for varying parts). */
-export function pathPattern(p: string): RegExp {
-  return new RegExp(`^${p.split('.').map((part) => (part === '*' ? '[^.]+' : part.replace(/[\\^$+?()[\]{}|]/g, '\\$&'))).join('\\.')}$`);
+/**
+ * A matcher for a module path with `*` for varying parts (`h.*.attn`), as the harness
+ * writes them. Compared segment by segment, never through a RegExp: the path comes from
+ * a report or the webview, and a regex built from it could be made to backtrack for
+ * seconds (`*` inside a segment is a literal character here, as in the harness).
+ */
+export function pathMatcher(p: string): (path: string) => boolean {
+  const want = p.split('.');
+  return (path) => {
+    const got = path.split('.');
+    if (got.length !== want.length) return false;
+    for (let i = 0; i < want.length; i++) if (want[i] !== '*' && want[i] !== got[i]) return false;
+    return true;
+  };
+}
+
+const IDENT = /[\p{L}\p{Nl}\p{Mn}\p{Mc}\p{Nd}\p{Pc}_]/u;
+
+/**
+ * The 0-based index of the line that opens `class NAME` (NAME exactly, then not an
+ * identifier character), nearest to `near` within `window` lines; -1 when none. NAME
+ * comes from a report: it is compared as text, never turned into a RegExp.
+ */
+export function findClassLine(lines: readonly string[], name: string, near: number, window = 2000): number {
+  if (!name) return -1;
+  let best = -1;
+  for (let i = Math.max(0, near - window + 1); i < Math.min(lines.length, near + window); i++) {
+    const l = (lines[i] as string).trimStart();
+    if (!l.startsWith('class')) continue;
+    const rest = l.slice(5);
+    const body = rest.trimStart();
+    if (body.length === rest.length || !body.startsWith(name)) continue;
+    const next = body.charAt(name.length);
+    if (next && IDENT.test(next)) continue;
+    if (best < 0 || Math.abs(i - near) < Math.abs(best - near)) best = i;
+  }
+  return best;
 }
 
 /** A module path with its instance numbers made wildcards: `h.3.attn` → `h.*.attn`. */

@@ -31,6 +31,10 @@ export interface SchemaError {
   message: string;
 }
 
+function hasOwn(o: object, k: string): boolean {
+  return Object.prototype.hasOwnProperty.call(o, k);
+}
+
 function typeOf(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'array';
@@ -147,13 +151,15 @@ export function validate(schema: Schema, value: unknown, limit = 20): SchemaErro
     }
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const obj = v as Record<string, unknown>;
-      if (s.required) for (const r of s.required) if (!(r in obj)) errors.push({ path: pathOf(), message: `is missing required field "${r}"` });
+      // Own keys only, here and below: `in` and `properties[k]` would also see the
+      // prototype's `toString`, `constructor` and `__proto__`.
+      if (s.required) for (const r of s.required) if (!hasOwn(obj, r)) errors.push({ path: pathOf(), message: `is missing required field "${r}"` });
       if (s.properties !== undefined || s.additionalProperties !== undefined) {
         const depth = segments.length;
         segments.push('');
         for (const k in obj) {
-          if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
-          const sub = s.properties?.[k];
+          if (!hasOwn(obj, k)) continue;
+          const sub = s.properties !== undefined && hasOwn(s.properties, k) ? s.properties[k] : undefined;
           segments[depth] = k;
           if (sub !== undefined) walk(sub, obj[k], errors);
           else if (s.additionalProperties !== undefined) walk(s.additionalProperties, obj[k], errors);

@@ -9,6 +9,8 @@ export interface FailureInput {
   exitCode: number | null;
   stderrTail: readonly string[];
   spawnError?: string;
+  /** The process ended without the harness writing a report (nor saying it finished). */
+  noReport?: boolean;
 }
 
 export function explainFailure(f: FailureInput): string {
@@ -27,6 +29,13 @@ export function explainFailure(f: FailureInput): string {
     return `the run ran out of GPU memory${on}; the report shows what was held at the failure.`;
   }
   const last = lastTracebackLines(f.stderrTail, 3);
+  if (f.noReport) {
+    // The script runs inside the harness's process and can end it with any status
+    // (os._exit(3) is not the harness's out-of-memory code): without a report the code says nothing.
+    const how = f.exitCode === null ? 'was killed' : `ended with status ${f.exitCode}`;
+    if (last.length) return `the run ${how}${on} and left no report: ${last.join(' | ')}`;
+    return `the run ${how}${on} before the harness wrote a report: the script ended the process itself (os._exit, a crash or a signal), so the status says nothing about memory`;
+  }
   if (last.length) return `the script failed${on}: ${last.join(' | ')}`;
   return `the run exited with code ${f.exitCode ?? 'unknown'}${on}; see the Membit output for details.`;
 }

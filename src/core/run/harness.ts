@@ -55,12 +55,23 @@ export type ProgressEvent =
 /** Lines the harness writes to stderr for us start with this; the user's own lines do not. */
 export const PROGRESS_PREFIX = '@@membit ';
 
-/** Parses one stderr line; undefined for the user's own output or a malformed line. */
-export function parseProgressLine(line: string): ProgressEvent | undefined {
-  if (!line.startsWith(PROGRESS_PREFIX)) return undefined;
+/**
+ * Environment variable that gives the harness a per-run token: its progress lines are then
+ * `@@membit TOKEN {json}`, and only those are believed. The harness removes it from its
+ * environment before the script runs, so a script (or a log it replays) cannot fake progress.
+ */
+export const PROGRESS_TOKEN_ENV = 'MEMBIT_PROGRESS_TOKEN';
+
+/**
+ * Parses one stderr line; undefined for the user's own output or a malformed line. With a
+ * `token`, only lines that carry it count: `@@membit {…}` without it is the script's output.
+ */
+export function parseProgressLine(line: string, token?: string): ProgressEvent | undefined {
+  const prefix = token ? `${PROGRESS_PREFIX}${token} ` : PROGRESS_PREFIX;
+  if (!line.startsWith(prefix)) return undefined;
   try {
-    const v = JSON.parse(line.slice(PROGRESS_PREFIX.length)) as unknown;
-    if (v && typeof v === 'object' && typeof (v as { event?: unknown }).event === 'string') return v as ProgressEvent;
+    const v = JSON.parse(line.slice(prefix.length)) as unknown;
+    if (v && typeof v === 'object' && !Array.isArray(v) && typeof (v as { event?: unknown }).event === 'string') return v as ProgressEvent;
   } catch {
     // A truncated line (process killed mid-write) is not progress.
   }

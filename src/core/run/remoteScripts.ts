@@ -243,16 +243,34 @@ env = dict(os.environ)
 env.update(cfg["env"])
 if cfg.get("pythonpath"):
     env["PYTHONPATH"] = os.pathsep.join([cfg["pythonpath"]] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+# The harness's control channel (membit/profile/control.py): "c" cancels, end of file (we died) stops it.
+ctl_r, ctl_w = os.pipe()
+env["MEMBIT_CONTROL_FD"] = str(ctl_r)
+token = cfg.get("token") or ""
 try:
     # A working folder with no uploaded files in it does not exist in the copy yet.
     os.makedirs(cfg["cwd"], exist_ok=True)
-    p = subprocess.Popen(cfg["argv"], cwd=cfg["cwd"], env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(cfg["argv"], cwd=cfg["cwd"], env=env, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(ctl_r,))
 except OSError as e:
     say("membit: could not start %s: %s" % (cfg["argv"][0], e))
     sys.exit(127)
+os.close(ctl_r)
 with open(os.path.join(rundir, "pid"), "w") as f:
     f.write("%d\\n" % p.pid)
-say("@@membit " + json.dumps({"event": "remote", "pid": p.pid, "pgid": p.pid}))
+say("@@membit " + (token + " " if token else "") + json.dumps({"event": "remote", "pid": p.pid, "pgid": p.pid}))
+
+def tell(data):
+    global ctl_w
+    if ctl_w is None:
+        return
+    try:
+        if data:
+            os.write(ctl_w, data)
+        else:
+            os.close(ctl_w)
+            ctl_w = None
+    except OSError:
+        pass
 
 def killpg(sig):
     try:
@@ -292,10 +310,13 @@ while p.poll() is None:
             pass
     if (state["cancel"] or state["lost"]) and term_at is None:
         term_at = time.time()
+        tell(b"c")
         killpg(signal.SIGTERM)
     if term_at is not None and time.time() - term_at > grace:
         killpg(signal.SIGKILL)
+# The run is over: whatever the script started and left behind goes with it.
 killpg(signal.SIGKILL)
+tell(b"")
 if state["lost"]:
     shutil.rmtree(rundir, ignore_errors=True)
 code = p.returncode

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import { delimiter, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { explainFailure } from './errors';
 import { DEFAULT_MAX_UPLOAD_BYTES, hashFiles, listPackageFiles, listWorkspaceFiles, treeHash, UploadTooLargeError } from './files';
-import { formatBytes, harnessArgv, LineSplitter, parseProgressLine, type ProgressEvent } from './harness';
+import { formatBytes, harnessArgv, LineSplitter, parseProgressLine, PROGRESS_TOKEN_ENV, type ProgressEvent } from './harness';
 import { runLocal } from './local';
 import { describeSearch, findSdpaOverlays, type OverlayArg, type OverlayFile, writeOverlays } from './overlays';
 import { fetchReport, killRemoteGroup, preflight, uploadTrees, type LocalTree, type RemoteInfo, type UploadProgress } from './remote';
@@ -162,6 +162,8 @@ export class ProfileRun {
   /** What cancel() must do beyond aborting, in the current step (e.g. stop the remote group). */
   private onCancel?: () => void;
   private cancelRequested = false;
+  /** This run's progress token: lines without it are the script's output, whatever they say. */
+  private readonly token = randomBytes(12).toString('hex');
 
   constructor(
     readonly target: RunTarget,
@@ -250,7 +252,7 @@ export class ProfileRun {
     const errLines = (facts?.error ?? '').split('\n').filter((l) => l.trim());
     const lastErr = errLines[errLines.length - 1]?.trim();
     const tail = lastErr && !o.stderrTail.some((l) => l.trim() === lastErr) ? [...o.stderrTail, ...errLines.slice(-6)] : o.stderrTail;
-    const message = explainFailure({ python: o.python, where: o.where, exitCode: o.exitCode, stderrTail: tail });
+    const message = explainFailure({ python: o.python, where: o.where, exitCode: o.exitCode, stderrTail: tail, noReport: o.reportText === undefined });
     return this.end({ ...common, state: 'failed', message });
   }
 
@@ -305,6 +307,9 @@ export class ProfileRun {
       PYTHONPATH: [this.options.kernelsDir, process.env.PYTHONPATH].filter(Boolean).join(delimiter),
       PYTHONUNBUFFERED: '1',
       MEMBIT_TARGET_KIND: 'local',
+      [PROGRESS_TOKEN_ENV]: this.token,
+      // The harness writes the partial report itself this long after a cancel, before our SIGKILL.
+      MEMBIT_STOP_GRACE_S: '5',
     };
     if (this.cancelRequested) return this.end({ state: 'cancelled', exitCode: null, stderrTail: [] });
     this.machine.to('running');
@@ -316,6 +321,7 @@ export class ProfileRun {
         cwd: r.cwd ? resolve(r.workspace, r.cwd) : r.workspace,
         env,
         signal: this.abort.signal,
+        token: this.token,
         onOutput: (line, stream) => this.emit({ type: 'output', line, stream }),
         onProgress: (event) => this.emit({ type: 'progress', event }),
       });
@@ -444,7 +450,16 @@ export class ProfileRun {
       rundir,
       cwd: cwdRel ? `${wsDir}/${cwdRel}` : wsDir,
       argv,
-      env: { ...(t.env ?? {}), ...(r.env ?? {}), PYTHONUNBUFFERED: '1', MEMBIT_TARGET_KIND: 'ssh', MEMBIT_TARGET_HOST: t.host },
+      env: {
+        ...(t.env ?? {}),
+        ...(r.env ?? {}),
+        PYTHONUNBUFFERED: '1',
+        MEMBIT_TARGET_KIND: 'ssh',
+        MEMBIT_TARGET_HOST: t.host,
+        [PROGRESS_TOKEN_ENV]: this.token,
+        MEMBIT_STOP_GRACE_S: String(Math.max(1, (this.options.graceS ?? 10) / 2)),
+      },
+      token: this.token,
       pythonpath: up.dirs.get(pkg.hash),
       sites: sites ?? null,
       trees: ov ? [ws.hash, pkg.hash, ov.hash] : [ws.hash, pkg.hash],
@@ -505,7 +520,7 @@ export class ProfileRun {
       const split = { stdout: new LineSplitter(), stderr: new LineSplitter() };
       const onLines = (stream: 'stdout' | 'stderr', lines: string[]) => {
         for (const line of lines) {
-          const ev = stream === 'stderr' ? parseProgressLine(line) : undefined;
+          const ev = stream === 'stderr' ? parseProgressLine(line, this.token) : undefined;
           if (ev) {
             if (ev.event === 'remote' && typeof ev.pgid === 'number') pgid = ev.pgid;
             this.emit({ type: 'progress', event: ev });

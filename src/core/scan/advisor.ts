@@ -213,11 +213,16 @@ export function measuredBlocks(modules: readonly MeasuredModule[], line?: number
   let best: { path: string; blocks: number[] } | undefined;
   for (const list of lists) {
     const prefix = list.path ? `${list.path}.` : '';
-    const child = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\d+)(\\.|$)`);
     const sums = new Map<string, number>();
     for (const m of modules) {
-      const hit = child.exec(m.path);
-      if (hit) sums.set(hit[1] as string, (sums.get(hit[1] as string) ?? 0) + m.savedBytes);
+      // `prefix` + digits, then a dot or the end (paths come from a report: string
+      // operations, never a RegExp built from them).
+      if (!m.path.startsWith(prefix)) continue;
+      const rest = m.path.slice(prefix.length);
+      const dot = rest.indexOf('.');
+      const index = dot < 0 ? rest : rest.slice(0, dot);
+      if (!/^\d+$/.test(index)) continue;
+      sums.set(index, (sums.get(index) ?? 0) + m.savedBytes);
     }
     if (sums.size < 2) continue;
     const blocks = [...sums.values()];

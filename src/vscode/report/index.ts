@@ -4,7 +4,7 @@ import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
 import { formatBytes } from '../../core/run/harness';
 import { peakBytes } from '../../core/report/types';
-import { classTotals, type ClassTotals } from '../../core/report/classes';
+import { classTotals, findClassLine, type ClassTotals } from '../../core/report/classes';
 import { relative } from 'node:path';
 import { getSettings } from '../settings';
 import { registerMembitCommand } from '../commandRegistry';
@@ -65,7 +65,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       onDidChangeCodeLenses: lensChanged.event,
       provideCodeLenses(doc) {
         const loaded = store.report;
-        if (!loaded || !getSettings(doc.uri).codeLens.enabled || !overlays.isEnabled) return [];
+        if (!vscode.workspace.isTrusted || !loaded || !getSettings(doc.uri).codeLens.enabled || !overlays.isEnabled) return [];
         const rel = relative(loaded.root.fsPath, doc.uri.fsPath);
         // Computed once per report and file: the provider runs on every change event.
         if (totalsFor?.report !== loaded || !totalsFor.byFile.has(rel)) {
@@ -76,9 +76,9 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
         const lines = doc.getText().split('\n');
         const lenses: vscode.CodeLens[] = [];
         for (const t of totals.values()) {
-          // Find the class statement by name, so the lens follows edits made after the run.
-          const re = new RegExp(`^\\s*class\\s+${t.type}\\b`);
-          const near = lines.findIndex((l, i) => re.test(l) && Math.abs(i - (t.line - 1)) < 2000);
+          // Find the class statement by name, so the lens follows edits made after the run
+          // (the name is the report's: compared as text, never made a RegExp).
+          const near = findClassLine(lines, t.type, t.line - 1);
           if (near < 0) continue;
           const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
           const saving = t.savingIfPacked > 0 ? ` — packing saves ${formatBytes(t.savingIfPacked)}` : '';
@@ -93,6 +93,10 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   );
 
   const root = () => vscode.workspace.workspaceFolders?.[0]?.uri;
+  /** Reports in the workspace are untrusted data: shown only once the workspace is trusted. */
+  const requireTrust = () => {
+    if (!vscode.workspace.isTrusted) throw new Error('run reports in this workspace are shown only once you trust it (Workspaces: Manage Workspace Trust): a report is data from the workspace.');
+  };
 
   registerMembitCommand(context, log, Commands.toggleOverlays, () => {
     const on = overlays.toggle();
@@ -101,6 +105,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   });
 
   registerMembitCommand(context, log, Commands.showReport, async (arg?: unknown) => {
+    requireTrust();
     const folder = root();
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     const uri = arg instanceof vscode.Uri ? arg : store.report?.uri ?? (await store.history())[0];
@@ -113,6 +118,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   });
 
   registerMembitCommand(context, log, Commands.compareRuns, async (arg?: unknown) => {
+    requireTrust();
     const folder = root();
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     let uris = Array.isArray(arg) ? arg.filter((u): u is vscode.Uri => u instanceof vscode.Uri) : [];
@@ -169,7 +175,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
       deserializeWebviewPanel: async (panel, state) => {
         const folder = root();
-        if (folder) ReportPanel.revive(panel, context.extensionUri, log, folder, state);
+        if (folder && vscode.workspace.isTrusted) ReportPanel.revive(panel, context.extensionUri, log, folder, state);
         else panel.dispose();
       },
     }),

@@ -6,6 +6,7 @@ import { inlineText, linesForFile, normalizePath, showsInline, type HeatBucket, 
 import type { SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';
 import { Commands } from '../../commands';
+import { mdCode } from '../../core/untrusted';
 import { getSettings, onSettingsChanged } from '../settings';
 import type { LoadedReport, ReportStore } from './store';
 
@@ -192,6 +193,8 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       if (!getSettings(doc.uri).hover.enabled || !overlays.isEnabled) return undefined;
       const info = overlays.linesOf(doc)?.get(pos.line);
       if (!info) return undefined;
+      // Trusted for one command link; every report string below goes through mdCode, so a
+      // report cannot add links of its own.
       const md = new vscode.MarkdownString(undefined, true);
       md.isTrusted = { enabledCommands: [Commands.convertToPackedDropout] };
       md.appendMarkdown(`**Membit** — measured: ${formatBytes(info.savedBytes)} saved for backward on this line\n\n`);
@@ -208,11 +211,11 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       }
       if (ops.size) {
         md.appendMarkdown('| op | bytes | tensors |\n|---|---:|---:|\n');
-        for (const [op, o] of [...ops].sort((a, b) => b[1].bytes - a[1].bytes)) md.appendMarkdown(`| \`${op}\` | ${formatBytes(o.bytes)} | ${o.count} |\n`);
+        for (const [op, o] of [...ops].sort((a, b) => b[1].bytes - a[1].bytes)) md.appendMarkdown(`| ${mdCode(op, { table: true })} | ${formatBytes(o.bytes)} | ${o.count} |\n`);
         md.appendMarkdown('\n');
       }
       md.appendMarkdown(`Activations ${formatBytes(info.savedBytes - info.maskBytes)} · masks ${formatBytes(info.maskBytes)}\n\n`);
-      if (modules.size) md.appendMarkdown(`Module: ${[...modules].map((m) => `\`${m}\``).join(', ')}\n\n`);
+      if (modules.size) md.appendMarkdown(`Module: ${[...modules].map((m) => mdCode(m)).join(', ')}\n\n`);
       const sites = overlays.sitesAt(doc, pos.line);
       if (sites.length) {
         const elements = sites.reduce((a, x) => a + x.elements, 0);

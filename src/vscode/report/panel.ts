@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { isAbsolute, relative, resolve } from 'node:path';
+import { resolveInside } from '../../core/untrusted';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { parseFromWebview, type RenderedSummary, type ToWebview } from '../../../media/report/messages';
 import { Commands } from '../../commands';
-import { pathPattern } from '../../core/report/classes';
+import { pathMatcher } from '../../core/report/classes';
 import { compareRuns, comparisonMarkdown } from '../../core/report/compare';
 import { parseReport } from '../../core/report/model';
 import { REPORT_SCHEMA } from '../../core/report/schema';
@@ -158,9 +158,9 @@ export class ReportPanel implements vscode.Disposable {
   /** The line that built the site's module (from the report), or the site's own line. */
   private constructionLine(file: string, line: number, module: string | null): number {
     if (!module) return line;
-    const re = pathPattern(module);
+    const matches = pathMatcher(module);
     for (const r of this.reports) {
-      const m = r.modules.find((x) => re.test(x.path) && x.created_at && x.created_at.file === file);
+      const m = r.modules.find((x) => matches(x.path) && x.created_at && x.created_at.file === file);
       if (m?.created_at) return m.created_at.line;
     }
     return line;
@@ -168,10 +168,9 @@ export class ReportPanel implements vscode.Disposable {
 
   /** A report path, relative to the run root or absolute, only if it stays inside the workspace. */
   private resolveInWorkspace(file: string): vscode.Uri | undefined {
-    const abs = isAbsolute(file) ? file : resolve(this.root.fsPath, file);
-    const rel = relative(this.root.fsPath, abs);
-    if (rel.startsWith('..') || isAbsolute(rel)) return undefined;
-    return vscode.Uri.file(abs);
+    // Symlinks are resolved first: a link inside the workspace may point outside it.
+    const abs = resolveInside(this.root.fsPath, file);
+    return abs === undefined ? undefined : vscode.Uri.file(abs);
   }
 
   private html(): string {

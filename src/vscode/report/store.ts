@@ -29,7 +29,10 @@ export class ReportStore implements vscode.Disposable {
   private readonly warned = new Set<string>();
 
   constructor(private readonly log: Log) {
-    this.disposables.push(onSettingsChanged(['runHistory'], () => void this.rewatch()));
+    this.disposables.push(
+      onSettingsChanged(['runHistory'], () => void this.rewatch()),
+      vscode.workspace.onDidGrantWorkspaceTrust(() => void this.loadLatest()),
+    );
   }
 
   get report(): LoadedReport | undefined {
@@ -73,7 +76,8 @@ export class ReportStore implements vscode.Disposable {
 
   async loadLatest(): Promise<void> {
     const folder = vscode.workspace.workspaceFolders?.[0];
-    if (!folder) return;
+    // A workspace can carry a crafted report: read none until the workspace is trusted.
+    if (!folder || !vscode.workspace.isTrusted) return;
     for (const uri of await this.history()) {
       if (await this.load(uri, folder.uri, false)) return;
     }
@@ -86,6 +90,10 @@ export class ReportStore implements vscode.Disposable {
 
   /** Loads a report; a malformed one is reported once and leaves the current one shown. */
   async load(uri: vscode.Uri, root: vscode.Uri, explicit = true): Promise<boolean> {
+    if (!vscode.workspace.isTrusted) {
+      this.complain(uri, 'run reports are read only in a trusted workspace (Manage Workspace Trust)', explicit);
+      return false;
+    }
     let text: string;
     try {
       text = await readFile(uri.fsPath, 'utf8');
