@@ -29,6 +29,8 @@ import {
   DROPOUT_CLASSES,
   DROPOUT_FUNCS,
   FUSED_ATTENTION,
+  HF_MASK_HELPER,
+  HF_MASK_HELPERS,
   type ImportFact,
   LINEAR_PARAMS,
   MLP_FACTORY_PARAMS,
@@ -71,15 +73,8 @@ export interface GCall {
 
 const FULL_LIKE = new Set(['ones', 'full', 'zeros', 'empty', 'ones_like', 'full_like', 'zeros_like', 'empty_like', 'new_ones', 'new_full', 'new_zeros', 'new_empty']);
 const TRI = new Set(['tril', 'triu', 'tril_', 'triu_']);
-const HF_MASK_HELPERS = new Set([
-  '_prepare_4d_causal_attention_mask',
-  '_prepare_4d_attention_mask',
-  '_expand_mask',
-  '_make_causal_mask',
-  '_prepare_4d_causal_attention_mask_with_cache_position',
-]);
 /** Fill values that mean "masked out" in attention: -inf, dtype minimum, large negatives. */
-const NEG_INF = /inf|finfo|masked_bias|mask_value|min_value|min_dtype|large_neg|-\s*\d+(?:\.\d*)?e\+?\d+|-\s*1000+\b|-\s*65504|-\s*32768/i;
+const NEG_INF = /inf|finfo|masked_bias|mask_value|min_value|min_dtype|large_neg|-\s*\d+(?:\.\d*)?e\+?\d+|-\s*1000+\b|-\s*100(?:\.0*)?(?![\d.])|-\s*65504|-\s*32768/i;
 /** Receivers that are attention scores (`att`, `scores`, `attn_weights`, `dots`, `sim`). */
 const SCORES = /att|score|weight|sim\b|dots?\b|energ|qk|affinit|product/i;
 const ATTN_MEMBER = /attn|attention|(^|_)att(_|$)/i;
@@ -440,12 +435,15 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     return ctx.measured(own) ?? ctx.measured(usesOf(g).map((u) => u.range.startLine));
   };
 
-  const dropoutEstimate = (g: GCall, attn: boolean, p: string | undefined): Estimate => {
+  const dropoutEstimate = (g: GCall, attn: boolean, p: string | undefined, fallback = false): Estimate => {
     const m = measuredFor(g);
     if (m) return fromReport(m, true);
     if (p !== undefined && /^0*\.?0*$/.test(p.trim()) && p.trim() !== '.') {
       return { elements: 0, maskBytes: 0, packedBytes: 0, source: 'config', note: 'p is 0 as written: no mask is kept' };
     }
+    const zero = zeroByConfig(p, config);
+    if (zero) return { elements: 0, maskBytes: 0, packedBytes: 0, source: 'config', note: zero };
+    if (fallback) return fallbackEstimate();
     return attn
       ? fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], 1, true, 'mask elements')
       : fromDims(ctx, ['batch', 'seqLen', 'hidden'], 1, true, 'mask elements (assuming a (B, L, d) input)');
@@ -492,7 +490,9 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
         // A dropout member of an attention class that is never called itself is handed to
         // the attention function (`attention(q, k, v, dropout=self.dropout)`).
         (used.length === 0 && member !== '' && !g.f.path && ATTN_CLASS.test(g.className ?? '') && !NOT_ATTN_MEMBER.test(member));
-      makeSite(g, attn ? 'attn-dropout' : 'dropout', 'construct', args, dropoutEstimate(g, attn, args.p));
+      // Used only where fused attention is missing: no mask on a torch that has it.
+      const fallback = used.length > 0 && used.every((u) => u.f.fallback === true);
+      makeSite(g, attn ? 'attn-dropout' : 'dropout', 'construct', args, dropoutEstimate(g, attn, args.p, fallback));
       continue;
     }
     const dparams = DROPOUT_FUNCS.get(q);
@@ -500,7 +500,7 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
       const args = argMap(g.f, dparams);
       const arg0 = (g.f.arg0 ?? '').trim();
       const attn = probsUse(g) || ATTN_ARG.test(arg0) || (args.p !== undefined && /attn|attention/i.test(args.p));
-      makeSite(g, attn ? 'attn-dropout' : 'dropout-call', 'call', args, dropoutEstimate(g, attn, args.p));
+      makeSite(g, attn ? 'attn-dropout' : 'dropout-call', 'call', args, dropoutEstimate(g, attn, args.p, g.f.fallback === true));
       continue;
     }
     let fused: { params: readonly string[]; dropout: string } | undefined;
@@ -597,9 +597,10 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     }
     if (final === 'expand' || final === 'repeat') {
       const pos = g.f.args.filter((x) => x.name === null);
-      if (pos.length !== 4 || g.f.args.length !== 4) continue;
+      // (B, 1, L, S) padding masks, (B, L, L) before a repeat per head, (B/nW, nW, H, N, N) window masks.
+      if (pos.length < 3 || pos.length > 5 || g.f.args.length !== pos.length) continue;
       const receiver = g.f.callee.slice(0, -final.length - 1);
-      if (!/mask/i.test(receiver)) continue;
+      if (!/mask/i.test(receiver) || NOT_ATTN_MASK.test(receiver)) continue;
       if (withinMask(g)) continue;
       addMask(g);
       makeSite(g, 'attn-mask', 'call', argMap(g.f, ['d0', 'd1', 'd2', 'd3']), expandEstimate(ctx, g, pos.map((p) => p.text)), {
@@ -607,7 +608,21 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
       });
       continue;
     }
-    if (HF_MASK_HELPERS.has(final) && (g.res.binding !== 'member' || final.startsWith('_'))) {
+    if (final === 'repeat_interleave' || final === 'unsqueeze') {
+      // `mask.expand(B, L, L).repeat_interleave(H, dim=0)` (B·H × L × L) and outer products
+      // `m.unsqueeze(1) * m.unsqueeze(2)` / Swin's `mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)`.
+      if (withinMask(g) || !paddingMaskBuild(g, chunkCalls.get(g.chunk) ?? [])) continue;
+      addMask(g);
+      const windowed = /window/i.test(g.f.callee);
+      const est: Estimate = windowed
+        ? { source: 'unknown', note: 'shifted-window mask: windows × N × N with N the window area, not read from the file' }
+        : fromDims(ctx, ['batch', 'seqLen', 'seqLen'], 1, false, 'mask elements (one per query and key)');
+      makeSite(g, 'attn-mask', 'call', argMap(g.f, []), measuredEstimate(measuredFor(g)) ?? est, {
+        remedy: PADDING_REMEDY,
+      });
+      continue;
+    }
+    if (isMaskHelper(g)) {
       const causal = /causal/.test(final);
       makeSite(g, 'attn-mask', 'call', argMap(g.f, []), helperEstimate(ctx, g), {
         remedy: causal ? causalRemedy(causalSdpa, g) : PADDING_REMEDY,
@@ -653,6 +668,18 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     const causal = !!buffer || /causal|tril|triu|bias/i.test(maskText);
     makeSite(g, 'attn-mask', 'call', final === 'where' ? { condition: maskText, input: receiver, other: fill } : { mask: maskText, value: fill }, est, {
       remedy: causal ? causalRemedy(causalSdpa, g) : PADDING_REMEDY,
+    });
+  }
+
+  // Additive masks built on their own: `m = torch.zeros(L, S); m.masked_fill_(~keep, -inf)` and
+  // `mask.masked_fill(mask == 0, -1e8)`, where nothing else in the function already reported the mask.
+  for (const g of byChunkOrder) {
+    if (taken.has(g) || !g.f.detailed) continue;
+    const target = additiveMaskBuild(g, calls, sites, file);
+    if (!target) continue;
+    addMask(target);
+    makeSite(target, 'attn-mask', 'call', argMap(target.f, []), measuredEstimate(measuredFor(target)) ?? fromDims(ctx, ['seqLen', 'seqLen'], 1, false, 'mask elements'), {
+      remedy: causalRemedy(causalSdpa, target),
     });
   }
 
@@ -1350,4 +1377,90 @@ function splitFfns(leftovers: readonly { l: LinearFact; base: number }[], file: 
     }
   }
   return sites;
+}
+
+/**
+ * `nn.Dropout(config.dropout)` where the file's own config says `dropout: float = 0.0`:
+ * the module keeps no mask. Read like head counts and sequence lengths are.
+ */
+function zeroByConfig(p: string | undefined, config: ConfigTable): string | undefined {
+  if (p === undefined || !/^[A-Za-z_][\w.]*$/.test(p.trim())) return undefined;
+  const v = evalDim(p.trim(), config.values, config.bareValues);
+  if (v !== 0) return undefined;
+  return `p is 0 in the file's config defaults (${p.trim()} = 0.0): no mask is kept unless the config is changed`;
+}
+
+/** A dropout used only on the eager fallback branch of `if <fused attention>: ... else: ...`. */
+export const FALLBACK_NOTE =
+  'only on the fallback path: used only in the branch taken where fused attention is unavailable, so a torch with it keeps no mask here';
+function fallbackEstimate(): Estimate {
+  return { elements: 0, maskBytes: 0, packedBytes: 0, source: 'config', note: FALLBACK_NOTE };
+}
+
+/** An HF mask helper, by name (a release's list) or by its naming pattern; members only when private. */
+function isMaskHelper(g: GCall): boolean {
+  const final = g.res.final;
+  if (!HF_MASK_HELPERS.has(final) && !HF_MASK_HELPER.test(final)) return false;
+  return g.res.binding !== 'member' || final.startsWith('_');
+}
+
+const MASKY = /mask|padding|pad_/i;
+/** Mask tokens and masked-patch positions (BEiT/SimMIM) are inputs, not attention masks. */
+const NOT_ATTN_MASK = /mask_token|masked_pos|mask_emb|token_mask|mask_ratio/i;
+
+/**
+ * `x.repeat_interleave(H, dim=0)` of an expanded mask, or one half of an outer product
+ * `m.unsqueeze(i) <op> m.unsqueeze(j)` of a mask with itself (the first half only).
+ */
+function paddingMaskBuild(g: GCall, chunk: readonly GCall[]): boolean {
+  const final = g.res.final;
+  const receiver = g.f.callee.slice(0, -final.length - 1);
+  if (!MASKY.test(receiver) || NOT_ATTN_MASK.test(receiver)) return false;
+  if (final === 'repeat_interleave') return /\.(expand|repeat|unsqueeze)\(|\[/.test(receiver) || /mask/i.test(g.f.binding ?? '');
+  // An outer product: another unsqueeze of the same receiver on another axis, in the same statement.
+  const dim = (g.f.arg0 ?? '').trim();
+  const other = chunk.find(
+    (o) =>
+      o !== g &&
+      o.res.final === 'unsqueeze' &&
+      o.f.callee === g.f.callee &&
+      o.range.startLine === g.range.startLine &&
+      (o.f.arg0 ?? '').trim() !== dim &&
+      (o.range.startLine > g.range.startLine || o.range.startCol > g.range.startCol),
+  );
+  return other !== undefined;
+}
+
+/**
+ * The call that builds an additive mask: a `zeros`/`full` tensor of 2+ dims that is then
+ * filled with -inf in place (`m.masked_fill_(…, -inf)`), or a mask converted by
+ * `mask.masked_fill(mask == 0, -1e8)` in a function that reports no other mask. Returns the
+ * call to report, undefined for anything else.
+ */
+function additiveMaskBuild(g: GCall, calls: readonly GCall[], sites: readonly Site[], file: string): GCall | undefined {
+  const final = g.res.final;
+  if (final !== 'masked_fill' && final !== 'masked_fill_') return undefined;
+  if (g.res.qname === 'torch.masked_fill') return undefined;
+  const receiver = g.f.callee.slice(0, -final.length - 1);
+  const pos = g.f.args.filter((x) => x.name === null).map((x) => x.text);
+  const fill = pos[1] ?? g.f.args.find((x) => x.name === 'value')?.text;
+  if (!fill || !NEG_INF.test(fill)) return undefined;
+  const base = /^(self\.)?[A-Za-z_]\w*$/.exec(receiver.trim())?.[0];
+  const sameScope = (o: GCall) => (o.funcKey ?? o.classKey) === (g.funcKey ?? g.classKey);
+  if (base) {
+    // `bias = torch.zeros(L, S); bias.masked_fill_(…, -inf)`: the mask is where the tensor is built.
+    const built = calls.find((o) => FULL_LIKE.has(o.res.final) && !o.res.final.endsWith('_like') && o.f.binding === base && sameScope(o) && o.range.startLine <= g.range.startLine);
+    const dims = built ? fullDims(built) : [];
+    // (L, S) or (B, H, L, S); a (B, 1, 1, S) padding row is not quadratic.
+    if (built && dims.length >= 2 && !/^\(?1\)?$/.test((dims[dims.length - 2] ?? '').trim())) {
+      if (sites.some((s) => s.file === file && s.range.startLine === built.range.startLine && s.kind === 'attn-mask')) return undefined;
+      return built;
+    }
+    if (built) return undefined;
+  }
+  if (!/mask/i.test(receiver)) return undefined;
+  // A conversion of a mask reported elsewhere in the function (`_expand_mask`'s inverted mask) adds nothing.
+  const fnSites = sites.filter((s) => s.kind === 'attn-mask' && s.funcName === g.funcName && s.className === g.className);
+  if (fnSites.length > 0) return undefined;
+  return g;
 }

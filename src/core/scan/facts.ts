@@ -8,6 +8,7 @@
  */
 import type { Node, Query, QueryMatch } from 'web-tree-sitter';
 import { type AdviceFacts, emptyAdvice, readAdviceFacts } from './adviceFacts';
+import { inFallbackBranch } from './branches';
 import { BUILTINS, canonicalModule, type ImportFact, INTERESTING_FINALS } from './names';
 
 export interface RelRange {
@@ -55,6 +56,8 @@ export interface CallFact {
   kwKey?: string;
   /** Innermost def (index into `defs`) holding the call, -1 at chunk level. */
   scope: number;
+  /** The call runs only where a fused attention feature is missing (see branches.ts). */
+  fallback?: boolean;
 }
 
 export interface DefFact {
@@ -533,6 +536,7 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
     }
     if (arg0Node) fact.arg0 = arg0Node.text;
     if (interesting) walkUp(node, chunk, fact);
+    if ((interesting || member || dropish) && inFallbackBranch(node)) fact.fallback = true;
     facts.calls.push(fact);
     pending.push({ fact, node, arg0Node, wantsProbs: dropish || member || bare });
   }
