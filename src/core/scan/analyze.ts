@@ -691,7 +691,12 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
   }
 
   // Pass 4: FFNs.
-  const leftovers = findFfns(calls, taken, config, makeSite, activated, env.localLinear);
+  const paramsOf = (g: GCall): readonly string[] | undefined => {
+    if (!g.funcKey) return undefined;
+    const [ci, s] = g.funcKey.split(':').map(Number);
+    return (chunks[ci as number]?.facts.defs[s as number] as DefFact | undefined)?.params;
+  };
+  const leftovers = findFfns(calls, taken, config, makeSite, activated, env.localLinear, paramsOf);
 
   // Pass 5: the memory advisor.
   adviseGroup(file, chunks, header, groupBase, env, ctx, calls, sites, softmaxMembers);
@@ -1218,12 +1223,14 @@ function findFfns(
   makeSite: MakeSite,
   activated: ReadonlySet<string>,
   localLinear: ReadonlySet<string>,
+  paramsOf: (g: GCall) => readonly string[] | undefined = () => undefined,
 ): LinearFact[] {
   const groups = new Map<string, LinearFact[]>();
   for (const g of calls) {
     if (!g.f.detailed || taken.has(g)) continue;
-    const l = linearOf(g, config, localLinear);
-    if (!l) continue;
+    const own = linearOf(g, config, localLinear);
+    if (!own) continue;
+    const l = own.member === null ? (viaBuilder(own, calls, paramsOf, config) ?? own) : own;
     const key = g.classKey ?? g.funcKey ?? '<module>';
     let list = groups.get(key);
     if (!list) groups.set(key, (list = []));
@@ -1260,6 +1267,7 @@ function findFfns(
         if (same(D.in, D.litIn, D.out, D.litOut)) continue;
         // A classifier head ends in classes, not the model width.
         if (HEAD_OUT.test(D.outText)) continue;
+        if (smallMlp(U, D)) continue;
         const mirrored = same(U.in, U.litIn, D.out, D.litOut);
         // Names say FFN: of the members (fc1/fc2, w_1/w_2) or of the class (SpatialMlp, FeedForward).
         const named = (FFN_NAME.test(lastSeg(U.member)) && FFN_NAME.test(lastSeg(D.member))) || FFN_CLASS.test(className ?? '');
@@ -1463,4 +1471,56 @@ function additiveMaskBuild(g: GCall, calls: readonly GCall[], sites: readonly Si
   const fnSites = sites.filter((s) => s.kind === 'attn-mask' && s.funcName === g.funcName && s.className === g.className);
   if (fnSites.length > 0) return undefined;
   return g;
+}
+
+/**
+ * Not a feed-forward block: an MLP from a handful of inputs (Swin V2's continuous
+ * relative-position bias, 2 → 512 → heads) or one that ends in per-head values.
+ * A 2:4 mask on 2 inputs would keep one of them.
+ */
+function smallMlp(U: LinearFact, D: LinearFact): boolean {
+  if (U.litIn !== undefined && U.litIn < 16) return true;
+  return /head/i.test(D.outText) && !/head_?dim|dim_?head/i.test(D.outText);
+}
+
+/**
+ * A projection built in a builder method and returned (`def build_fc1(self, input_dim,
+ * output_dim, ...): return quant_noise(nn.Linear(input_dim, output_dim), ...)`), seen through
+ * the call that binds it (`self.fc1 = self.build_fc1(self.embed_dim, cfg.ffn_dim, ...)`):
+ * the member and widths of the caller, the site where the Linear is written.
+ */
+function viaBuilder(l: LinearFact, calls: readonly GCall[], paramsOf: (g: GCall) => readonly string[] | undefined, config: ConfigTable): LinearFact | undefined {
+  const g = l.call;
+  if (!g.funcName || !g.classKey || g.f.binding) return undefined;
+  const params = paramsOf(g);
+  if (!params) return undefined;
+  const callers = calls.filter((o) => o.classKey === g.classKey && o.f.callee === `self.${g.funcName}` && o.f.binding?.startsWith('self.'));
+  if (callers.length !== 1) return undefined;
+  const caller = callers[0] as GCall;
+  const named = new Map<string, string>();
+  const formal = params[0] === 'self' ? params.slice(1) : params;
+  let i = 0;
+  for (const a of caller.f.args) {
+    if (a.name === null) {
+      const p = formal[i++];
+      if (p) named.set(p, a.text);
+    } else if (a.name !== '*' && a.name !== '**') named.set(a.name, a.text);
+  }
+  const subst = (t: string) => (/^[A-Za-z_]\w*$/.test(t.trim()) ? (named.get(t.trim()) ?? t) : t);
+  const inText = subst(l.inText);
+  const outText = subst(l.outText);
+  const out: LinearFact = { ...l, member: (caller.f.binding as string).slice(5), inText, outText, in: normDim(inText), out: normDim(outText), outAlts: [] };
+  delete out.inVal;
+  delete out.outVal;
+  delete out.litIn;
+  delete out.litOut;
+  const iv = evalDim(inText, config.values, config.bareValues);
+  const ov = evalDim(outText, config.values, config.bareValues);
+  if (iv !== undefined) out.inVal = iv;
+  if (ov !== undefined) out.outVal = ov;
+  const li = evalDim(inText, NO_VALUES);
+  const lo = evalDim(outText, NO_VALUES);
+  if (li !== undefined) out.litIn = li;
+  if (lo !== undefined) out.litOut = lo;
+  return out;
 }

@@ -25,10 +25,11 @@ function testsFeature(cond: Node): { negated: boolean } | undefined {
     negated = true;
     c = arg;
   }
-  // `if self.flash`, `if self.fused_attn and not output_attentions`, `if hasattr(F, "scaled_dot_product_attention")`.
+  // `if self.flash`, `if not self.fused_attn`, `if hasattr(F, "scaled_dot_product_attention")`.
   if (!FUSED_FEATURE.test(c.text)) return undefined;
-  // `if self.flash and x is None or y`: only a plain flag, a call or an `and` of them.
-  if (c.type === 'boolean_operator' && c.children.some((k) => k?.type === 'or')) return undefined;
+  // Only a plain flag or check (`self.flash`, `hasattr(F, "scaled_dot_product_attention")`): the
+  // `else` of `if self.use_sdpa and not output_attentions:` also runs when weights are asked for.
+  if (!['attribute', 'identifier', 'call'].includes(c.type)) return undefined;
   return { negated };
 }
 

@@ -58,6 +58,9 @@ export const FUSED_ATTENTION = new Map<string, { module: string; params: readonl
     { module: 'flash_attn', params: ['q', 'kv', 'cu_seqlens_q', 'cu_seqlens_k', 'max_seqlen_q', 'max_seqlen_k', 'dropout_p', 'softmax_scale', 'causal'], dropout: 'dropout_p' },
   ],
   ['memory_efficient_attention', { module: 'xformers', params: ['query', 'key', 'value', 'attn_bias', 'p', 'scale'], dropout: 'p' }],
+  // HF's wrappers around flash-attn take `dropout=` (transformers.modeling_flash_attention_utils, integrations.flash_attention).
+  ['_flash_attention_forward', { module: 'transformers', params: ['query_states', 'key_states', 'value_states', 'attention_mask', 'query_length'], dropout: 'dropout' }],
+  ['flash_attention_forward', { module: 'transformers', params: ['module', 'query', 'key', 'value', 'attention_mask'], dropout: 'dropout' }],
 ]);
 
 /** Constructors of dense projections, with the order of their parameters. */
@@ -171,6 +174,8 @@ export function canonicalModule(moduleText: string): string {
   // HF modeling files import Conv1D and ACT2FN relatively.
   if (tail === 'pytorch_utils' || tail === 'modeling_utils') return 'transformers.pytorch_utils';
   if (tail === 'activations') return 'transformers.activations';
+  if (tail === 'modeling_flash_attention_utils' || tail === 'masking_utils') return `transformers.${tail}`;
+  if (tail === 'flash_attention' && parts[parts.length - 2] === 'integrations') return 'transformers.integrations.flash_attention';
   return m;
 }
 
