@@ -611,7 +611,9 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     if (final === 'repeat_interleave' || final === 'unsqueeze') {
       // `mask.expand(B, L, L).repeat_interleave(H, dim=0)` (B·H × L × L) and outer products
       // `m.unsqueeze(1) * m.unsqueeze(2)` / Swin's `mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)`.
-      if (withinMask(g) || !paddingMaskBuild(g, chunkCalls.get(g.chunk) ?? [])) continue;
+      // Once per statement: `m.expand(B, T, -1).repeat_interleave(H, dim=0)` is one mask.
+      const holdsMask = (maskByChunk.get(g.chunk) ?? []).some((o) => inside(g, o));
+      if (withinMask(g) || holdsMask || !paddingMaskBuild(g, chunkCalls.get(g.chunk) ?? [])) continue;
       addMask(g);
       const windowed = /window/i.test(g.f.callee);
       const est: Estimate = windowed
@@ -1082,6 +1084,8 @@ function expandEstimate(ctx: ShapeContext, g: GCall, dims: string[]): Estimate {
   let known = 1;
   for (const d of dims) {
     const v = evalDim(d, ctx.config.values, ctx.config.bareValues);
+    // `expand(B, -1, H, -1, -1)`: -1 keeps the input's size, which is not written here.
+    if (v !== undefined && v < 0) return { source: 'unknown', note: `shape unknown: ${d.trim()} keeps the size of the expanded tensor` };
     if (v !== undefined) {
       known *= v;
       continue;
@@ -1392,8 +1396,10 @@ function splitFfns(leftovers: readonly { l: LinearFact; base: number }[], file: 
  * the module keeps no mask. Read like head counts and sequence lengths are.
  */
 function zeroByConfig(p: string | undefined, config: ConfigTable): string | undefined {
-  if (p === undefined || !/^[A-Za-z_][\w.]*$/.test(p.trim())) return undefined;
-  const v = evalDim(p.trim(), config.values, config.bareValues);
+  // `config.dropout`, `cfg.attn_pdrop`: a config's field, not a parameter of some other function.
+  if (p === undefined || !/^(?!self\.)[A-Za-z_]\w*\.[A-Za-z_]\w*$/.test(p.trim())) return undefined;
+  // Only class fields and module-level values (`dropout: float = 0.0` in a config dataclass).
+  const v = evalDim(p.trim(), config.bareValues, config.bareValues);
   if (v !== 0) return undefined;
   return `p is 0 in the file's config defaults (${p.trim()} = 0.0): no mask is kept unless the config is changed`;
 }
@@ -1457,7 +1463,10 @@ function additiveMaskBuild(g: GCall, calls: readonly GCall[], sites: readonly Si
   const sameScope = (o: GCall) => (o.funcKey ?? o.classKey) === (g.funcKey ?? g.classKey);
   if (base) {
     // `bias = torch.zeros(L, S); bias.masked_fill_(…, -inf)`: the mask is where the tensor is built.
-    const built = calls.find((o) => FULL_LIKE.has(o.res.final) && !o.res.final.endsWith('_like') && o.f.binding === base && sameScope(o) && o.range.startLine <= g.range.startLine);
+    const built = calls.find((o) => FULL_LIKE.has(o.res.final) && o.f.binding === base && sameScope(o) && o.range.startLine <= g.range.startLine);
+    // `bias = torch.zeros_like(mask, dtype=...); bias.masked_fill_(~mask, -inf)`: the same mask in another
+    // dtype, reported where the mask itself is built.
+    if (built?.res.final.endsWith('_like')) return undefined;
     const dims = built ? fullDims(built) : [];
     // (L, S) or (B, H, L, S); a (B, 1, 1, S) padding row is not quadratic.
     if (built && dims.length >= 2 && !/^\(?1\)?$/.test((dims[dims.length - 2] ?? '').trim())) {
