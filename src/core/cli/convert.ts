@@ -15,7 +15,7 @@
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { isAbsolute, relative, sep } from 'node:path';
-import { applyEdits, applyLever, convertAll, type ConvertOptions, type ConvertResult, type Lever, LEVERS, type LeverResult, revertConversions, type RevertResult, unifiedDiff } from '../rewrite';
+import { applyEdits, applyLever, convertAll, type ConvertOptions, type ConvertResult, type Lever, LEVERS, type LeverResult, patchHeaderPath, revertAll, type RevertResult, unifiedDiff } from '../rewrite';
 import { createScanner, DEFAULT_MAX_BYTES, type Scanner } from '../scan';
 import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
@@ -79,7 +79,7 @@ export function convertFile(abs: string, file: string, action: ConvertAction, sc
   const report: FileReport = { file, status: 'unchanged', before: bom + text };
   let after: string;
   if (action.kind === 'revert') {
-    const r = revertConversions(text);
+    const r = revertAll(text);
     report.reversion = r;
     after = applyEdits(text, r.edits);
   } else if (action.kind === 'lever') {
@@ -205,6 +205,7 @@ export const convertCommand: Subcommand = {
     const say = diff ? io.err.bind(io) : io.out.bind(io);
     const verb = revert ? (diff || dryRun ? 'would revert' : 'reverted') : diff || dryRun ? 'would convert' : 'converted';
     const reports: FileReport[] = [];
+    let outside = false;
     try {
       for (const abs of [...new Set(files)]) {
         const file = displayPath(abs, io.cwd);
@@ -215,7 +216,8 @@ export const convertCommand: Subcommand = {
         const r = convertFile(abs, file, action, scanner, !diff && !dryRun);
         reports.push(r);
         if (diff && r.before !== undefined && r.after !== undefined && r.status === 'changed') {
-          io.out(unifiedDiff(r.before, r.after, { oldPath: `a/${file}`, newPath: `b/${file}` }));
+          io.out(unifiedDiff(r.before, r.after, { oldPath: patchHeaderPath('a', file), newPath: patchHeaderPath('b', file) }));
+          if (isAbsolute(file)) outside = true;
         }
         for (const l of describe(r, verb)) say(`${l}\n`);
       }
@@ -223,6 +225,7 @@ export const convertCommand: Subcommand = {
       scanner?.dispose();
     }
     for (const n of notes) say(`${n}\n`);
+    if (outside) say('note: files outside the current folder are named from the filesystem root in the patch (a/home/...): run `git apply` from /\n');
     const changed = reports.filter((r) => r.status === 'changed').length;
     const failed = reports.filter((r) => r.status === 'refused' || r.status === 'error');
     const sites = reports.reduce((n, r) => n + (r.conversion?.converted.length ?? r.reversion?.reverted.length ?? r.lever?.applied ?? 0), 0);
