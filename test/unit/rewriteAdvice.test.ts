@@ -8,21 +8,32 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { applyEdits, applyLever, type Lever, type LeverResult, LEVERS, leversAt } from '../../src/core/rewrite';
+import { applyEdits, applyLever, type Lever, type LeverResult, LEVERS, leversAt, revertAll } from '../../src/core/rewrite';
 import { FIXTURES, fixture, repoRoot } from './scanSupport';
 
 function sample(name: string): string {
   return readFileSync(join(repoRoot(), 'samples', name), 'utf8');
 }
 
-/** Applies a lever and checks the invariants every result must keep. */
-function lever(text: string, l: Lever, opts: { line?: number; scaleKwarg?: boolean } = {}): LeverResult {
+/** The rewritten text without the comment records that --revert reads (leverRecord.ts). */
+function plain(text: string): string {
+  return text.replace(/^[ \t]*# membit: (sdpa|checkpoint|autocast) rewrote the \d+ lines? above; .*\r?\n(?:[ \t]*#\|.*\r?\n?)*/gm, '');
+}
+
+/**
+ * Applies a lever and checks the invariants every result must keep, including that
+ * --revert gives the input back byte for byte. `text` is returned without the records;
+ * `raw` is what the file holds.
+ */
+function lever(text: string, l: Lever, opts: { line?: number; scaleKwarg?: boolean } = {}): LeverResult & { raw: string } {
   const r = applyLever(text, l, opts);
   assert.equal(applyEdits(text, r.edits), r.text, 'the edits do not reproduce the text');
   assert.equal(r.applied, r.changes.length);
   assert.equal(r.applied === 0, r.text === text);
   assert.ok(!r.skipped.some((s) => s.code === 'internal-error'), JSON.stringify(r.skipped));
-  return r;
+  const back = revertAll(r.text);
+  assert.equal(applyEdits(r.text, back.edits), text, 'revert does not give the input back');
+  return { ...r, raw: r.text, text: plain(r.text) };
 }
 
 /** `text` with each [from, to] replaced exactly once (and present). */
@@ -91,25 +102,35 @@ test('autocast on the GPT sample: only the forward/loss statement goes under bf1
   assert.equal(r.changes[0]?.line, backward);
 });
 
-test('the nanoGPT fixture converts: the chain in the else branch, the loop over transformer.h', () => {
+test('the nanoGPT fixture: the chain in the else branch of `if self.flash:` is the fallback and stays; the loop over transformer.h converts', () => {
   const src = fixture('nanogpt_style.py');
   const s = lever(src, 'sdpa');
-  assert.equal(s.applied, 1);
+  assert.equal(s.applied, 0);
+  assert.equal(s.skipped[0]?.code, 'fallback-branch');
+  assert.match(s.skipped[0]?.reason ?? '', /`else:` of `if self.flash:`/);
+  // The same model without the fused path (minGPT style) converts.
+  const eager = fixture('mingpt_style.py');
+  const e = lever(eager, 'sdpa');
+  assert.equal(e.applied, 1);
   assert.equal(
-    s.text,
-    replaced(src, [
-      `            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))  # expect: attn-mask
-            att = F.softmax(att, dim=-1)
-            att = self.attn_dropout(att)
-            y = att @ v
+    e.text,
+    replaced(eager, [
+      `        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))  # expect: attn-mask
+        att = F.softmax(att, dim=-1)  # expect: eager-attn
+        att = self.attn_dropout(att)
+        y = att @ v
 `,
       // A comment of a replaced statement is kept, on its own line.
-      `            # expect: attn-mask
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=self.attn_dropout.p if self.training else 0.0, is_causal=True)
+      `        # expect: attn-mask
+        # expect: eager-attn
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=self.attn_dropout.p if self.training else 0.0, is_causal=True)
 `,
     ]),
   );
+  // `if not self.flash:` guards a fallback too.
+  const guarded = lever(eager.replace('        att = (q @ k', '        if not self.flash:\n            pass\n        att = (q @ k'), 'sdpa');
+  assert.equal(guarded.applied, 1, 'a sibling `if not self.flash:` block does not make the chain after it a fallback');
   const c = lever(src, 'checkpoint');
   assert.equal(c.applied, 1);
   assert.match(c.text, /for block in self\.transformer\.h:.*\n {12}if self\.training and torch\.is_grad_enabled\(\):\n {16}x = torch\.utils\.checkpoint\.checkpoint\(block, x, use_reentrant=False\)\n {12}else:\n {16}x = block\(x\)\n/);
@@ -461,7 +482,7 @@ test('a line selects one pattern; a line with none says so', () => {
   assert.equal(all.checkpoint.applied, 1);
   assert.equal(all.sdpa.applied, 0);
   assert.equal(all.autocast.applied, 0);
-  assert.equal(all.checkpoint.text, lever(src, 'checkpoint').text);
+  assert.equal(all.checkpoint.text, lever(src, 'checkpoint').raw);
 });
 
 test('CRLF files stay CRLF: the same rewrite with CRLF line breaks', () => {

@@ -153,3 +153,57 @@ test('--sdpa-scale lets a non-default scale through as scale=; without it the ch
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('--revert undoes every lever, alone or after a conversion, byte for byte (BOM and CRLF kept)', async () => {
+  const dir = workspace();
+  try {
+    const before = ['gpt.py', 'crlf.py', 'hf.py'].map((f) => read(dir, f));
+    for (const argv of [
+      ['convert', '.', '--lever', 'sdpa'],
+      ['convert', '.', '--lever', 'checkpoint'],
+      ['convert', '.', '--lever', 'autocast'],
+      ['convert', '.', '--dropout', 'packed'],
+    ]) {
+      const io = capture(dir);
+      assert.equal(await main(argv, io), 0, `${argv.join(' ')}: ${io.stderr}`);
+    }
+    assert.notEqual(read(dir, 'gpt.py'), before[0]);
+    assert.match(read(dir, 'gpt.py'), /# membit: sdpa rewrote the 1 line above; `membit convert --revert` restores the 5 below/);
+    const io = capture(dir);
+    assert.equal(await main(['convert', '.', '--revert'], io), 0, io.stderr);
+    assert.match(io.stdout, /gpt\.py:\d+: reverted sdpa rewrite -> the 5 original lines/);
+    assert.match(io.stdout, /gpt\.py:\d+: reverted checkpoint rewrite/);
+    assert.deepEqual(['gpt.py', 'crlf.py', 'hf.py'].map((f) => read(dir, f)), before);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--lever checkpoint leaves an HF model that is only read from (its weights copied), and says why', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'membit-lever-'));
+  try {
+    const copyOnly = [
+      'from transformers import GPT2LMHeadModel',
+      '',
+      'def load(model):',
+      '    model_hf = GPT2LMHeadModel.from_pretrained("gpt2")',
+      '    sd_hf = model_hf.state_dict()',
+      '    for k in sd_hf:',
+      '        model.state_dict()[k].copy_(sd_hf[k])',
+      '    return model',
+      '',
+      'def train():',
+      '    model = GPT2LMHeadModel.from_pretrained("gpt2")',
+      '    model.train()',
+      '    return model',
+      '',
+    ].join('\n');
+    writeFileSync(join(dir, 'load.py'), copyOnly);
+    const io = capture(dir);
+    assert.equal(await main(['convert', 'load.py', '--lever', 'checkpoint', '--dry-run'], io), 0, io.stderr);
+    assert.match(io.stdout, /load\.py:4: skipped: the GPT2LMHeadModel is built only to read from \(`model_hf\.state_dict`\), not trained here/);
+    assert.match(io.stdout, /load\.py:11: would rewrite model\.gradient_checkpointing_enable\(\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { unifiedDiff } from '../../src/core/rewrite';
+import { patchHeaderPath, unifiedDiff } from '../../src/core/rewrite';
 import { diffLines, splitLines } from '../../src/core/rewrite/diff';
 
 const P = { oldPath: 'a/m.py', newPath: 'b/m.py' };
@@ -89,6 +89,35 @@ test('fuzz: git apply accepts every patch and reproduces the new text exactly', 
       assert.equal(r.status, 0, `git apply failed (${r.error?.message ?? r.stderr}) on case ${i}:\n${JSON.stringify(a)}\n${JSON.stringify(b)}`);
       assert.equal(readFileSync(join(dir, 'm.py'), 'utf8'), b, `case ${i}`);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('patch headers: an absolute path is named from the root, odd names are C-quoted, and git apply takes both', () => {
+  assert.equal(patchHeaderPath('a', '/home/u/m.py'), 'a/home/u/m.py');
+  assert.equal(patchHeaderPath('b', 'C:/work/m.py'), 'b/C/work/m.py');
+  assert.equal(patchHeaderPath('a', 'pkg/m.py'), 'a/pkg/m.py');
+  assert.equal(patchHeaderPath('a', 'odd\nname "x"\\.py'), '"a/odd\\nname \\"x\\"\\\\.py"');
+  assert.equal(patchHeaderPath('b', 'bell\x07.py'), '"b/bell\\a.py"');
+  const dir = mkdtempSync(join(tmpdir(), 'membit-diff-'));
+  try {
+    for (const name of ['odd\nname.py', 'tab\there.py', 'quote"d.py', 'back\\slash.py', 'plain.py']) {
+      writeFileSync(join(dir, name), 'a\nb\n');
+      const patch = unifiedDiff('a\nb\n', 'a\nB\n', { oldPath: patchHeaderPath('a', name), newPath: patchHeaderPath('b', name) });
+      writeFileSync(join(dir, 'p.diff'), patch);
+      const r = spawnSync('git', ['apply', 'p.diff'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(r.status, 0, `git apply failed for ${JSON.stringify(name)}: ${r.error?.message ?? r.stderr}\n${patch}`);
+      assert.equal(readFileSync(join(dir, name), 'utf8'), 'a\nB\n');
+    }
+    // An absolute path: the patch applies from the filesystem root's view, here from a folder standing in for it.
+    const abs = join(dir, 'root', 'home', 'u');
+    mkdirSync(abs, { recursive: true });
+    writeFileSync(join(abs, 'm.py'), 'x\n');
+    writeFileSync(join(dir, 'q.diff'), unifiedDiff('x\n', 'y\n', { oldPath: patchHeaderPath('a', '/home/u/m.py'), newPath: patchHeaderPath('b', '/home/u/m.py') }));
+    const r = spawnSync('git', ['apply', join(dir, 'q.diff')], { cwd: join(dir, 'root'), encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(join(abs, 'm.py'), 'utf8'), 'y\n');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -94,7 +94,7 @@ test('sites carry 0-based ranges in UTF-16 columns, the enclosing class and func
 
 test('estimates: settings beat literal config, config is used when settings are silent, never invented', async () => {
   const s = await scanner();
-  const text = fixture('nanogpt_style.py');
+  const text = fixture('mingpt_style.py');
   const fromConfig = s.scan(text, 'm.py');
   const attn = only(fromConfig, 'attn-dropout')[0] as Site;
   // block_size = 1024, n_head = 12 from the dataclass; no batch: per sample.
@@ -122,7 +122,7 @@ test('estimates: settings beat literal config, config is used when settings are 
 
 test('estimates: the measured report wins, on the site line or the lines that call the module', async () => {
   const s = await scanner();
-  const text = fixture('nanogpt_style.py');
+  const text = fixture('mingpt_style.py');
   const lineOf = (needle: string) => text.split('\n').findIndex((l) => l.includes(needle)) + 1;
   const report = {
     sites: [{ kind: 'dropout', file: 'pkg/m.py', line: lineOf('self.resid_dropout = nn.Dropout'), elements: 8_000_000, mask_bytes: 8_000_000 }],
@@ -322,7 +322,7 @@ test('format: bytes, hover markdown and per-class summaries for CodeLens', async
   assert.equal(formatBytes(96 * 1024 * 1024), '96 MiB');
   assert.equal(formatBytes(3.25 * 1024 ** 3), '3.25 GiB');
   const s = await scanner();
-  const r = s.scan(fixture('nanogpt_style.py'), 'n.py', { shapes: { batch: 8 } });
+  const r = s.scan(fixture('mingpt_style.py'), 'n.py', { shapes: { batch: 8 } });
   const attn = only(r, 'attn-dropout')[0] as Site;
   const hover = formatHover(attn);
   assert.match(hover, /^\*\*Membit · attention dropout\*\* `membit.attn-dropout`/);
@@ -333,14 +333,14 @@ test('format: bytes, hover markdown and per-class summaries for CodeLens', async
     lenses.map((l) => [l.className, l.range.startLine, l.sites]),
     [
       ['CausalSelfAttention', 27, 5],
-      ['MLP', 69, 2],
+      ['MLP', 61, 2],
       // The embedding dropout and the advisor's `for block in self.transformer.h` (no checkpointing in the file).
-      ['GPT', 110, 2],
+      ['GPT', 102, 2],
     ],
   );
-  assert.match(lenses[0]?.title ?? '', /^Membit: 1 dropout · 1 attn dropout · 1 fused attn · 2 attn mask — masks 107 MiB, dropout 102 MiB → 12.8 MiB packed$/);
+  assert.match(lenses[0]?.title ?? '', /^Membit: 1 dropout · 1 attn dropout · 2 attn mask · 1 eager attn — masks 107 MiB, dropout 102 MiB → 12.8 MiB packed; fused attention saves ~10.1 GiB$/);
   const ffnHover = formatHover(only(r, 'ffn')[0] as Site);
-  assert.match(ffnHover, /\| up \| `c_fc` \| config.n_embd → 4 \* config.n_embd \| 73 \|/);
+  assert.match(ffnHover, /\| up \| `c_fc` \| config.n_embd → 4 \* config.n_embd \| 65 \|/);
 });
 
 test('evalDim evaluates widths as written with the file literals, and refuses unknown names', () => {
@@ -354,4 +354,33 @@ test('evalDim evaluates widths as written with the file literals, and refuses un
   assert.equal(evalDim('hidden', v), undefined);
   assert.equal(evalDim('f(n_embd)', v), undefined);
   assert.equal(evalDim('2 ** 10', v), 1024);
+});
+
+test('estimates: a dropout whose p is 0 in the config defaults, or used only on the fallback branch, keeps no mask', async () => {
+  const s = await scanner();
+  const text = fixture('nanogpt_style.py');
+  const zero = s.scan(text, 'n.py');
+  for (const site of [...only(zero, 'attn-dropout'), ...only(zero, 'dropout')]) {
+    assert.equal(site.estimate.maskBytes, 0, `line ${site.range.startLine + 1}`);
+    assert.match(site.estimate.note ?? '', /config defaults/);
+    assert.doesNotMatch(site.message, /largest|≈/);
+  }
+  // With p = 0.1, the attention dropout still runs only where SDPA is missing (`else` of `if self.flash:`).
+  const live = s.scan(text.replace('dropout: float = 0.0', 'dropout: float = 0.1'), 'n.py');
+  const attn = only(live, 'attn-dropout')[0] as Site;
+  assert.equal(attn.estimate.maskBytes, 0);
+  assert.match(attn.estimate.note ?? '', /only on the fallback path/);
+  assert.match(attn.message, /only on the fallback path/);
+  assert.doesNotMatch(attn.message, /largest/);
+  // The residual dropout runs on every path and keeps its mask.
+  const resid = live.sites.find((x) => x.binding === 'self.resid_dropout') as Site;
+  assert.ok((resid.estimate.maskBytes ?? 0) > 0);
+  // `if not self.flash:` guards the fallback too; a condition about something else does not.
+  const guarded = s.scan(
+    'import torch.nn as nn\nimport torch.nn.functional as F\nclass A(nn.Module):\n    def f(self, a):\n        if not self.flash:\n            a = F.dropout(F.softmax(a, dim=-1), 0.1, self.training)\n        if self.training:\n            a = F.dropout(a, 0.1, True)\n        return a\n',
+    'g.py',
+  );
+  const [first, second] = guarded.sites.filter((x) => x.kind === 'attn-dropout' || x.kind === 'dropout-call');
+  assert.match(first?.estimate.note ?? '', /fallback/);
+  assert.doesNotMatch(second?.estimate.note ?? '', /fallback/);
 });

@@ -22,6 +22,8 @@ import { reportFixture } from './reportFixtures';
 const REPO = resolve(__dirname, '..', '..', '..');
 const GPT = join(REPO, 'samples', 'gpt_tiny.py');
 const NANOGPT = join(REPO, 'test', 'fixtures', 'scan', 'nanogpt_style.py');
+// Eager attention only: nanoGPT's own is the fallback of its SDPA path and is left alone.
+const MINGPT = join(REPO, 'test', 'fixtures', 'scan', 'mingpt_style.py');
 const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
 
 test('variant names: canonical order, old names unchanged, any order accepted', () => {
@@ -103,7 +105,7 @@ test('the sdpa search rewrites eager attention in the script and the files besid
   mkdirSync(join(ws, 'models'), { recursive: true });
   mkdirSync(join(ws, '.venv', 'lib'), { recursive: true });
   cpSync(GPT, join(ws, 'train', 'run.py'));
-  cpSync(NANOGPT, join(ws, 'models', 'nano.py'));
+  cpSync(MINGPT, join(ws, 'models', 'nano.py'));
   cpSync(NANOGPT, join(ws, '.venv', 'lib', 'vendored.py'));
   writeFileSync(join(ws, 'models', 'plain.py'), 'def f(x):\n    return x.softmax(-1)\n');
   writeFileSync(join(ws, 'huge.py'), readFileSync(NANOGPT, 'utf8') + '#'.repeat(64 * 1024));

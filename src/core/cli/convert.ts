@@ -18,7 +18,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, relative, sep } from 'node:path';
-import { applyEdits, applyLever, convertAll, type ConvertOptions, type ConvertResult, type Lever, LEVERS, type LeverResult, revertConversions, type RevertResult, unifiedDiff } from '../rewrite';
+import { applyEdits, applyLever, convertAll, type ConvertOptions, type ConvertResult, type Lever, LEVERS, type LeverResult, patchHeaderPath, revertAll, type RevertResult, unifiedDiff } from '../rewrite';
 import { atomicWriteRefusal, writeFileAtomic } from '../atomicWrite';
 import { createScanner, DEFAULT_MAX_BYTES, type Scanner } from '../scan';
 import { type ParsedArgs, UsageError } from './args';
@@ -83,7 +83,7 @@ export function convertFile(abs: string, file: string, action: ConvertAction, sc
   const report: FileReport = { file, status: 'unchanged', before: bom + text };
   let after: string;
   if (action.kind === 'revert') {
-    const r = revertConversions(text);
+    const r = revertAll(text);
     report.reversion = r;
     after = applyEdits(text, r.edits);
   } else if (action.kind === 'lever') {
@@ -216,6 +216,7 @@ export const convertCommand: Subcommand = {
     const say = diff ? io.err.bind(io) : io.out.bind(io);
     const verb = revert ? (diff || dryRun ? 'would revert' : 'reverted') : diff || dryRun ? 'would convert' : 'converted';
     const reports: FileReport[] = [];
+    let outside = false;
     try {
       for (const abs of [...new Set(files)]) {
         const file = displayPath(abs, io.cwd);
@@ -226,7 +227,8 @@ export const convertCommand: Subcommand = {
         const r = convertFile(abs, file, action, scanner, !diff && !dryRun);
         reports.push(r);
         if (diff && r.before !== undefined && r.after !== undefined && r.status === 'changed') {
-          io.out(unifiedDiff(r.before, r.after, { oldPath: `a/${file}`, newPath: `b/${file}` }));
+          io.out(unifiedDiff(r.before, r.after, { oldPath: patchHeaderPath('a', file), newPath: patchHeaderPath('b', file) }));
+          if (isAbsolute(file)) outside = true;
         }
         for (const l of describe(r, verb)) say(`${l}\n`);
       }
@@ -234,6 +236,7 @@ export const convertCommand: Subcommand = {
       scanner?.dispose();
     }
     for (const n of notes) say(`${n}\n`);
+    if (outside) say('note: files outside the current folder are named from the filesystem root in the patch (a/home/...): run `git apply` from /\n');
     // Count sites only in files that were (or, with --dry-run/--diff, would be) written: a
     // refused or failed file keeps its conversion in the report but none of it reached disk.
     const written = reports.filter((r) => r.status === 'changed' || r.status === 'unchanged');

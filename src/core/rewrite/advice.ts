@@ -19,6 +19,7 @@ import { importAnchor } from './imports';
 import { findAutocast } from './leverAutocast';
 import { findCheckpoint } from './leverCheckpoint';
 import { type Ctx, context, type Found, type LeverForm, type LeverSkipCode } from './leverCommon';
+import { withRevertRecords } from './leverRecord';
 import { findSdpa } from './leverSdpa';
 import { lineEnd } from './tokens';
 
@@ -153,7 +154,8 @@ function apply(ctx: Ctx, lever: Lever, line: number | undefined): LeverResult {
   }
   if (changes.length === 0) return unchanged(text, skipped);
   if (imports.length) accepted.push(importInsertion(ctx, imports, useLines));
-  const edits = toTextEdits(text, accepted, ctx.t.lineStarts);
+  // The replaced lines stay in the file as a comment record, so --revert restores them exactly.
+  const edits = toTextEdits(text, withRevertRecords(ctx.t, accepted, lever, ctx.eol), ctx.t.lineStarts);
   return { text: applyEdits(text, edits), edits, applied: changes.length, skipped, changes, imports };
 }
 

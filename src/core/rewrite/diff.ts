@@ -166,3 +166,27 @@ export function unifiedDiff(oldText: string, newText: string, opts: DiffOptions)
   }
   return out;
 }
+
+const NEEDS_QUOTE = /[\x00-\x1f"\\\x7f]/;
+const C_ESCAPES: Record<string, string> = { '\x07': '\\a', '\b': '\\b', '\t': '\\t', '\n': '\\n', '\v': '\\v', '\f': '\\f', '\r': '\\r', '"': '\\"', '\\': '\\\\' };
+
+/**
+ * A path for a `--- a/…` / `+++ b/…` header that `git apply` reads back: a path outside the
+ * current folder (absolute) is written from the filesystem root without its leading `/`
+ * (`a/home/u/m.py`, apply from `/`), never `a//home/…`, which git rejects; a name with a
+ * newline, tab, quote, backslash or control character is C-quoted the way git writes it
+ * (`"a/odd\nname.py"`).
+ */
+export function patchHeaderPath(prefix: 'a' | 'b', file: string): string {
+  const rel = file.replace(/^[A-Za-z]:[\\/]/, (m) => `${m[0]}/`).replace(/^\/+/, '');
+  const full = `${prefix}/${rel}`;
+  if (!NEEDS_QUOTE.test(full)) return full;
+  let out = '"';
+  for (const ch of full) {
+    const esc = C_ESCAPES[ch];
+    if (esc) out += esc;
+    else if (ch < ' ' || ch === '\x7f') out += `\\${ch.charCodeAt(0).toString(8).padStart(3, '0')}`;
+    else out += ch;
+  }
+  return `${out}"`;
+}

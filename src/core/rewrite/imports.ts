@@ -295,6 +295,27 @@ export interface ImportAnchor {
  * at the top.
  */
 export function importAnchor(t: Tokens, imports: Imports, useLines: readonly number[]): ImportAnchor {
+  const a = importAnchorLine(t, imports, useLines);
+  return { afterLine: pastLeverRecord(t, a.afterLine) };
+}
+
+/**
+ * A lever's revert record (leverRecord.ts) belongs to the lines right above it: an import
+ * added after the last of those lines goes after the record instead, so the record still
+ * counts the right lines.
+ */
+function pastLeverRecord(t: Tokens, afterLine: number): number {
+  if (afterLine < 0) return afterLine;
+  const lineText = (l: number) => t.text.slice(t.lineStarts[l], lineEnd(t.text, t.lineStarts, l));
+  let l = afterLine;
+  if (l + 1 < t.lineStarts.length && /^[ \t]*# membit: (sdpa|checkpoint|autocast) rewrote the \d+ lines? above;/.test(lineText(l + 1))) {
+    l++;
+    while (l + 1 < t.lineStarts.length && /^[ \t]*#\|/.test(lineText(l + 1))) l++;
+  }
+  return l;
+}
+
+function importAnchorLine(t: Tokens, imports: Imports, useLines: readonly number[]): ImportAnchor {
   const header: LogicalLine[] = [];
   const firstUse = useLines.length ? Math.min(...useLines) : Infinity;
   for (const line of t.lines) {

@@ -6,6 +6,7 @@
  *   sitesIn, canConvert                        which sites a selection touches; which actions to offer
  *   insertPatchCall                            `membit.patch(model, ...)` after the line that builds the model
  *   revertConversions                          back to the stock PyTorch calls, from the text alone
+ *   revertAll                                  lever rewrites (from their records) and conversions, undone together
  *   applyEdits, unifiedDiff                    helpers for previews, tests and the CLI
  *   applyLever, ADVICE                         the memory advisor's levers (SDPA, checkpointing, bf16 autocast) and its advice
  */
@@ -27,8 +28,8 @@ export { applyEdits, type TextEdit } from './edits';
 export { IMPORT_MARK } from './imports';
 export { SITE_MARK, MEMBIT_QUALIFIED, MEMBIT_BARE, STOCK, type TargetKind } from './calls';
 export { insertPatchCall, patchCallText, type PatchOptions, type PatchResult } from './patch';
-export { type Reverted, type RevertOptions, type RevertResult, revertConversions } from './revert';
-export { type DiffOptions, unifiedDiff } from './diff';
+export { type Reverted, type RevertOptions, type RevertResult, revertAll, revertConversions } from './revert';
+export { type DiffOptions, patchHeaderPath, unifiedDiff } from './diff';
 export {
   ADVICE,
   type LeverAdvice,

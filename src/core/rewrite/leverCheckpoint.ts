@@ -27,7 +27,7 @@
 import type { OffsetEdit } from './edits';
 import { type Ctx, type Found, indentUnit, loads, localFor, resolved, shortText, skipAt, spanOf, torchName } from './leverCommon';
 import { compact, dottedName, type Expr, parseExpr, src } from './pyexpr';
-import { assignOf, bodyOf, boundNames, classOfMethod, enclosingDef, exprOf, hasMultilineString, nextSibling, paramsOf, type Stmt } from './structure';
+import { assignOf, bodyOf, boundNames, classOfMethod, enclosingDef, exprOf, hasMultilineString, nextSibling, paramsOf, type Stmt, uses } from './structure';
 import { lineEnd, type Tok, tokText } from './tokens';
 
 /** Keywords `checkpoint()` takes itself: a block argument of that name would be swallowed. */
@@ -219,6 +219,11 @@ function hfModels(ctx: Ctx): Found[] {
       out.push(skipAt(s, 'already', `\`${model}.gradient_checkpointing_enable()\` is already called`));
       continue;
     }
+    const reads = onlyReadFrom(ctx, s, model);
+    if (reads) {
+      out.push(skipAt(s, 'not-trained', `the ${cls} is built only to read from (\`${model}.${reads}\`), not trained here: checkpointing would change nothing`));
+      continue;
+    }
     const at = lineEnd(ctx.t.text, ctx.t.lineStarts, s.line.endLine);
     const edit: OffsetEdit = { start: at, end: at, newText: `${ctx.eol}${s.indent}${model}.gradient_checkpointing_enable()` };
     out.push({ first: s.line.startLine, last: s.line.endLine, line: s.line.startLine, edits: [edit], form: 'hf-checkpoint', description: `${model}.gradient_checkpointing_enable() after the ${cls} is built` });
@@ -230,3 +235,31 @@ export function findCheckpoint(ctx: Ctx): Found[] {
   return [...loops(ctx), ...hfModels(ctx)];
 }
 
+
+/** What a model is used for when it is only read: its weights, config or a copy, never a forward or training. */
+const READ_ONLY = new Set(['state_dict', 'named_parameters', 'named_buffers', 'config', 'eval', 'save_pretrained', 'get_input_embeddings', 'get_output_embeddings', 'num_parameters', 'generation_config', 'cpu', 'requires_grad_']);
+
+/**
+ * The model bound by `s` is only read from in the rest of its function (nanoGPT's
+ * `model_hf = GPT2LMHeadModel.from_pretrained(...); sd_hf = model_hf.state_dict()`): the
+ * first attribute read, or undefined when it is called, passed on, returned or never used.
+ */
+function onlyReadFrom(ctx: Ctx, s: Stmt, model: string): string | undefined {
+  if (!/^[A-Za-z_]\w*$/.test(model)) return undefined;
+  const st = ctx.st;
+  const t = ctx.t;
+  const def = enclosingDef(st, s);
+  const scope = def ? bodyOf(st, def) : st.stmts;
+  let first: string | undefined;
+  for (const o of scope) {
+    if (o.index <= s.index) continue;
+    for (const k of uses(st, o, model)) {
+      // `model.attr`: the next code tokens are `.` and a name.
+      if (tokText(t, k + 1) !== '.') return undefined;
+      const attr = tokText(t, k + 2);
+      if (!READ_ONLY.has(attr)) return undefined;
+      first ??= attr;
+    }
+  }
+  return first;
+}

@@ -53,6 +53,13 @@ export type LeverSkipCode =
   | 'no-forward'
   /** A statement holds a string over several lines (re-indenting would change it) or `;`. */
   | 'layout'
+  /**
+   * The pattern sits in the branch that runs only where the feature is missing (`else:` of
+   * `if self.flash:`): rewriting it would make that branch need the feature it exists without.
+   */
+  | 'fallback-branch'
+  /** The model is built only to read its weights (`sd_hf = model_hf.state_dict()`), never trained. */
+  | 'not-trained'
   /** The rewriter failed on this text (a bug): nothing was changed. */
   | 'internal-error';
 
@@ -178,4 +185,51 @@ export function shortText(ctx: Ctx, s: Stmt, max = 60): string {
 
 export function skipAt(s: Stmt, code: LeverSkipCode, reason: string, first = s.line.startLine, last = s.line.endLine): Found {
   return { first, last, line: s.line.startLine, skip: { code, reason } };
+}
+
+/**
+ * The condition of an `if`/`elif` header as written: `self.flash` for `if self.flash:`,
+ * null for anything that is not a plain flag, call or `not` of one.
+ */
+function plainCondition(ctx: Ctx, h: Stmt): { text: string; negated: boolean } | undefined {
+  const t = ctx.t;
+  let k = h.line.first + 1;
+  let negated = false;
+  if (tokText(t, k) === 'not') {
+    negated = true;
+    k++;
+  }
+  // Up to the header's colon: a dotted name, optionally called (`hasattr(F, "scaled_dot_product_attention")`).
+  const first = t.toks[k];
+  const last = t.toks[h.last - 1];
+  if (!first || !last || k > h.last - 1) return undefined;
+  const text = t.text.slice(first.start, last.end);
+  if (!/^[A-Za-z_][\w.]*(\(.*\))?$/s.test(text)) return undefined;
+  return { text, negated };
+}
+
+/**
+ * `s` runs only where a fused feature is missing (returns the branch, as written for a message): inside `else:` of `if <feature>:` or inside
+ * `if not <feature>:`, where `feature` names it (`FEATURE`: SDPA, flash, fused attention, ...).
+ */
+export function inFallbackBranch(ctx: Ctx, s: Stmt, feature: RegExp): string | undefined {
+  const st = ctx.st;
+  for (let p = s.parent; p >= 0; p = (st.stmts[p] as Stmt).parent) {
+    const h = st.stmts[p] as Stmt;
+    if (h.head === 'def' || h.head === 'class') return undefined;
+    if (h.head === 'if' || h.head === 'elif') {
+      const c = plainCondition(ctx, h);
+      if (c?.negated && feature.test(c.text)) return `if not ${c.text}:`;
+    }
+    if (h.head === 'else') {
+      const sibs = st.children.get(h.parent) ?? [];
+      const prev = sibs[h.sibling - 1];
+      // Only `if <feature>: ... else:`; an `elif` chain tests other things too.
+      if (prev && prev.head === 'if') {
+        const c = plainCondition(ctx, prev);
+        if (c && !c.negated && feature.test(c.text)) return `else:\` of \`if ${c.text}:`;
+      }
+    }
+  }
+  return undefined;
 }

@@ -33,7 +33,8 @@
  *   stored or reused).
  */
 import type { OffsetEdit } from './edits';
-import { type Ctx, type Found, functionalName, resolved, shortText, skipAt, spanOf } from './leverCommon';
+import { FUSED_FEATURE } from '../scan/branches';
+import { type Ctx, type Found, functionalName, inFallbackBranch, resolved, shortText, skipAt, spanOf } from './leverCommon';
 import { callArgs, compact, dottedName, type Expr, numberValue, parseExpr, src, stringValue, walk } from './pyexpr';
 import { type Assign, assignOf, bodyOf, classOfMethod, enclosingDef, exprOf, nextSibling, paramsOf, prevSibling, type Stmt, uses } from './structure';
 import { type Tok, tokText } from './tokens';
@@ -395,6 +396,12 @@ function eagerChains(ctx: Ctx): Found[] {
     const sm = softmaxOf(ctx, sa.value);
     if (!sm) continue;
     const scoresName = sm.input;
+    const fallback = inFallbackBranch(ctx, s, FUSED_FEATURE);
+    if (fallback) {
+      // nanoGPT's `if self.flash: F.scaled_dot_product_attention(...) else: <eager>`: the else runs only without SDPA.
+      out.push(skipAt(s, 'fallback-branch', `this attention runs only where fused attention is unavailable (\`${fallback}\`): the file already uses it where it exists, and rewriting the fallback would make that branch need it`));
+      continue;
+    }
 
     // Backwards: an optional masked_fill, then the scores.
     let maskStmt: Stmt | undefined;

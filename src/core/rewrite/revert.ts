@@ -12,6 +12,7 @@
 import type { SiteRange } from '../scan/types';
 import { findMembitCalls, type LineMark, lineMark, markText, type MembitCall, STOCK } from './calls';
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
+import { revertLevers, wholeEdit } from './leverRecord';
 import { type Imports, type MembitImport, MEMBIT_IMPORTS, readImports, stockSpelling } from './imports';
 import { lineEnd, type LogicalLine, matchingClose, nextCode, prevCode, type Tok, tokText, type Tokens, tokenize } from './tokens';
 
@@ -273,4 +274,16 @@ function membitUses(t: Tokens): { modules: Set<string>; names: Set<string> } {
     } else if (word === 'PackedDropout' || word === 'packed_dropout' || word === 'SparseLinear24') names.add(word);
   }
   return { modules, names };
+}
+
+/**
+ * Everything Membit wrote, undone: lever rewrites (from their records, see leverRecord.ts)
+ * and conversions. One edit from the input to the result, so the editor applies it as one.
+ */
+export function revertAll(text: string, opts: RevertOptions = {}): RevertResult {
+  const levers = revertLevers(text, opts.range);
+  const conv = revertConversions(levers.text, levers.text === text ? opts : {});
+  if (levers.reverted.length === 0) return conv;
+  const after = applyEdits(levers.text, conv.edits);
+  return { ...conv, edits: wholeEdit(text, after), reverted: [...levers.reverted, ...conv.reverted] };
 }

@@ -12,6 +12,11 @@ export interface AttnChainFact {
   /** The softmax call (the site's range). */
   pos: RelRange;
   scope: number;
+  /**
+   * Heads are mixed before the softmax or after it (talking-heads attention, DeepViT's
+   * re-attention): SDPA cannot compute this chain.
+   */
+  headsMixed?: boolean;
   /** Callee and arguments of the softmax as written. */
   callee: string;
   args: string[];
@@ -132,7 +137,7 @@ function keyword(args: Node | null, name: string): Node | undefined {
 
 /** What a value holds on the way through an attention block. */
 type Cls =
-  | { k: 'scores'; row: number; maskRow?: number }
+  | { k: 'scores'; row: number; maskRow?: number; mixed?: boolean }
   | { k: 'probs'; chain: AttnChainFact; dropoutRow?: number; dropoutP?: string }
   | undefined;
 
@@ -165,6 +170,7 @@ function readChains(
         args: args && args.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map((c) => c.text) : [],
         scoresRow,
       };
+      if (input.k === 'scores' && input.mixed) chain.headsMixed = true;
       const maskRow = input.k === 'scores' ? input.maskRow : input.chain.maskRow;
       if (maskRow !== undefined) chain.maskRow = maskRow;
       chains.set(call.startIndex, chain);
@@ -222,6 +228,11 @@ function readChains(
           if (p) out.dropoutP = p.text;
           return out;
         }
+        if (final === 'einsum' && pos[0] && mixesHeads(pos[0].text)) {
+          const c = pos.slice(1).map((o) => classify(o, sc, depth + 1)).find((x) => x !== undefined);
+          if (c?.k === 'probs') c.chain.headsMixed = true;
+          return c?.k === 'scores' ? { ...c, mixed: true } : c;
+        }
         if (MATMUL.has(final) || final === 'einsum' || final === 'baddbmm') {
           const operands = final === 'einsum' ? pos.slice(1) : obj && MATMUL.has(final) && !/^(torch|th)$/.test(obj.text) ? [obj, ...pos] : pos;
           if (operands.some((o) => classify(o, sc, depth + 1)?.k === 'probs')) return undefined;
@@ -239,6 +250,11 @@ function readChains(
         if (obj?.type === 'identifier' && obj.text === 'self') {
           // A member applied to scores may be an nn.Softmax (`self.attend(dots)`): the analyzer confirms it.
           const c = classify(pos[0] ?? null, sc, depth + 1);
+          // `self.proj_l(attn.permute(0, 2, 3, 1))`: a Linear over the heads (talking heads).
+          if (c && pos[0] && /\.permute\(\s*0\s*,\s*2\s*,\s*3\s*,\s*1\s*\)\s*$/.test(pos[0].text)) {
+            if (c.k === 'probs') c.chain.headsMixed = true;
+            return c.k === 'scores' ? { ...c, mixed: true } : c;
+          }
           if (c?.k === 'probs') return c;
           if (c?.k === 'scores') {
             const r = chainAt(n, callee, args, c, sc);
@@ -435,4 +451,24 @@ export function readAdviceFacts(inp: AdviceInputs): AdviceFacts {
     readChains(out, assigns, consumers, baseRow);
   }
   return out;
+}
+
+/**
+ * An einsum that maps the heads of the scores or probabilities onto other heads
+ * (`'b h i j, h g -> b g i j'`): the query/key axes stay, the head axis changes.
+ */
+function mixesHeads(equation: string): boolean {
+  const m = /^[rRuU]?["']([^"']*)["']$/.exec(equation.trim());
+  if (!m) return false;
+  const eq = (m[1] as string).replace(/\s+/g, '');
+  const arrow = eq.indexOf('->');
+  if (arrow < 0) return false;
+  const ins = eq.slice(0, arrow).split(',');
+  const out = eq.slice(arrow + 2);
+  if (ins.length !== 2 || out.length < 3) return false;
+  // One 2-D operand of head weights, one with the output's last two axes (i, j).
+  const [a, b] = ins as [string, string];
+  const big = a.length >= 3 ? a : b;
+  const small = big === a ? b : a;
+  return small.length === 2 && big.slice(-2) === out.slice(-2) && big !== out && [...small].some((ch) => big.includes(ch)) && [...small].some((ch) => out.includes(ch));
 }

@@ -352,6 +352,8 @@ export function eagerChains(
   }
   return chains.filter(({ chain, names }) => {
     if (chain.outputRow === undefined || chain.scoresRow === undefined) return false;
+    // Talking heads: SDPA attends each head on its own and cannot mix them.
+    if (chain.headsMixed) return false;
     if (chain.via && !softmaxMembers.has(`${names.classKey}|${chain.via}`)) return false;
     // A fused path next to this one (nanoGPT's `if self.flash`), in the function or its class: the eager one is the fallback.
     if ((names.funcKey && fusedFuncs.has(names.funcKey)) || (names.classKey && fusedClasses.has(names.classKey))) return false;

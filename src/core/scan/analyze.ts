@@ -30,6 +30,8 @@ import {
   DROPOUT_CLASSES,
   DROPOUT_FUNCS,
   FUSED_ATTENTION,
+  HF_MASK_HELPER,
+  HF_MASK_HELPERS,
   type ImportFact,
   LINEAR_PARAMS,
   MLP_FACTORY_PARAMS,
@@ -72,15 +74,8 @@ export interface GCall {
 
 const FULL_LIKE = new Set(['ones', 'full', 'zeros', 'empty', 'ones_like', 'full_like', 'zeros_like', 'empty_like', 'new_ones', 'new_full', 'new_zeros', 'new_empty']);
 const TRI = new Set(['tril', 'triu', 'tril_', 'triu_']);
-const HF_MASK_HELPERS = new Set([
-  '_prepare_4d_causal_attention_mask',
-  '_prepare_4d_attention_mask',
-  '_expand_mask',
-  '_make_causal_mask',
-  '_prepare_4d_causal_attention_mask_with_cache_position',
-]);
 /** Fill values that mean "masked out" in attention: -inf, dtype minimum, large negatives. */
-const NEG_INF = /inf|finfo|masked_bias|mask_value|min_value|min_dtype|large_neg|-\s*\d+(?:\.\d*)?e\+?\d+|-\s*1000+\b|-\s*65504|-\s*32768/i;
+const NEG_INF = /inf|finfo|masked_bias|mask_value|min_value|min_dtype|large_neg|-\s*\d+(?:\.\d*)?e\+?\d+|-\s*1000+\b|-\s*100(?:\.0*)?(?![\d.])|-\s*65504|-\s*32768/i;
 /** Receivers that are attention scores (`att`, `scores`, `attn_weights`, `dots`, `sim`). */
 const SCORES = /att|score|weight|sim\b|dots?\b|energ|qk|affinit|product/i;
 const ATTN_MEMBER = /attn|attention|(^|_)att(_|$)/i;
@@ -441,12 +436,15 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     return ctx.measured(own) ?? ctx.measured(usesOf(g).map((u) => u.range.startLine));
   };
 
-  const dropoutEstimate = (g: GCall, attn: boolean, p: string | undefined): Estimate => {
+  const dropoutEstimate = (g: GCall, attn: boolean, p: string | undefined, fallback = false): Estimate => {
     const m = measuredFor(g);
     if (m) return fromReport(m, true);
     if (p !== undefined && /^0*\.?0*$/.test(p.trim()) && p.trim() !== '.') {
       return { elements: 0, maskBytes: 0, packedBytes: 0, source: 'config', note: 'p is 0 as written: no mask is kept' };
     }
+    const zero = zeroByConfig(p, config);
+    if (zero) return { elements: 0, maskBytes: 0, packedBytes: 0, source: 'config', note: zero };
+    if (fallback) return fallbackEstimate();
     return attn
       ? fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], 1, true, 'mask elements')
       : fromDims(ctx, ['batch', 'seqLen', 'hidden'], 1, true, 'mask elements (assuming a (B, L, d) input)');
@@ -493,7 +491,9 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
         // A dropout member of an attention class that is never called itself is handed to
         // the attention function (`attention(q, k, v, dropout=self.dropout)`).
         (used.length === 0 && member !== '' && !g.f.path && ATTN_CLASS.test(g.className ?? '') && !NOT_ATTN_MEMBER.test(member));
-      makeSite(g, attn ? 'attn-dropout' : 'dropout', 'construct', args, dropoutEstimate(g, attn, args.p));
+      // Used only where fused attention is missing: no mask on a torch that has it.
+      const fallback = used.length > 0 && used.every((u) => u.f.fallback === true);
+      makeSite(g, attn ? 'attn-dropout' : 'dropout', 'construct', args, dropoutEstimate(g, attn, args.p, fallback));
       continue;
     }
     const dparams = DROPOUT_FUNCS.get(q);
@@ -501,7 +501,7 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
       const args = argMap(g.f, dparams);
       const arg0 = (g.f.arg0 ?? '').trim();
       const attn = probsUse(g) || ATTN_ARG.test(arg0) || (args.p !== undefined && /attn|attention/i.test(args.p));
-      makeSite(g, attn ? 'attn-dropout' : 'dropout-call', 'call', args, dropoutEstimate(g, attn, args.p));
+      makeSite(g, attn ? 'attn-dropout' : 'dropout-call', 'call', args, dropoutEstimate(g, attn, args.p, g.f.fallback === true));
       continue;
     }
     let fused: { params: readonly string[]; dropout: string } | undefined;
@@ -598,9 +598,10 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     }
     if (final === 'expand' || final === 'repeat') {
       const pos = g.f.args.filter((x) => x.name === null);
-      if (pos.length !== 4 || g.f.args.length !== 4) continue;
+      // (B, 1, L, S) padding masks, (B, L, L) before a repeat per head, (B/nW, nW, H, N, N) window masks.
+      if (pos.length < 3 || pos.length > 5 || g.f.args.length !== pos.length) continue;
       const receiver = g.f.callee.slice(0, -final.length - 1);
-      if (!/mask/i.test(receiver)) continue;
+      if (!/mask/i.test(receiver) || NOT_ATTN_MASK.test(receiver)) continue;
       if (withinMask(g)) continue;
       addMask(g);
       makeSite(g, 'attn-mask', 'call', argMap(g.f, ['d0', 'd1', 'd2', 'd3']), expandEstimate(ctx, g, pos.map((p) => p.text)), {
@@ -608,7 +609,23 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
       });
       continue;
     }
-    if (HF_MASK_HELPERS.has(final) && (g.res.binding !== 'member' || final.startsWith('_'))) {
+    if (final === 'repeat_interleave' || final === 'unsqueeze') {
+      // `mask.expand(B, L, L).repeat_interleave(H, dim=0)` (B·H × L × L) and outer products
+      // `m.unsqueeze(1) * m.unsqueeze(2)` / Swin's `mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)`.
+      // Once per statement: `m.expand(B, T, -1).repeat_interleave(H, dim=0)` is one mask.
+      const holdsMask = (maskByChunk.get(g.chunk) ?? []).some((o) => inside(g, o));
+      if (withinMask(g) || holdsMask || !paddingMaskBuild(g, chunkCalls.get(g.chunk) ?? [])) continue;
+      addMask(g);
+      const windowed = /window/i.test(g.f.callee);
+      const est: Estimate = windowed
+        ? { source: 'unknown', note: 'shifted-window mask: windows × N × N with N the window area, not read from the file' }
+        : fromDims(ctx, ['batch', 'seqLen', 'seqLen'], 1, false, 'mask elements (one per query and key)');
+      makeSite(g, 'attn-mask', 'call', argMap(g.f, []), measuredEstimate(measuredFor(g)) ?? est, {
+        remedy: PADDING_REMEDY,
+      });
+      continue;
+    }
+    if (isMaskHelper(g)) {
       const causal = /causal/.test(final);
       makeSite(g, 'attn-mask', 'call', argMap(g.f, []), helperEstimate(ctx, g), {
         remedy: causal ? causalRemedy(causalSdpa, g) : PADDING_REMEDY,
@@ -657,6 +674,18 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     });
   }
 
+  // Additive masks built on their own: `m = torch.zeros(L, S); m.masked_fill_(~keep, -inf)` and
+  // `mask.masked_fill(mask == 0, -1e8)`, where nothing else in the function already reported the mask.
+  for (const g of byChunkOrder) {
+    if (taken.has(g) || !g.f.detailed) continue;
+    const target = additiveMaskBuild(g, calls, sites, file);
+    if (!target) continue;
+    addMask(target);
+    makeSite(target, 'attn-mask', 'call', argMap(target.f, []), measuredEstimate(measuredFor(target)) ?? fromDims(ctx, ['seqLen', 'seqLen'], 1, false, 'mask elements'), {
+      remedy: causalRemedy(causalSdpa, target),
+    });
+  }
+
   // Projections whose output goes straight into an activation (`self.act(self.w0(x))`): gates.
   const activated = new Set<string>();
   for (const g of calls) {
@@ -665,7 +694,12 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
   }
 
   // Pass 4: FFNs.
-  const leftovers = findFfns(calls, taken, config, makeSite, activated, env.localLinear);
+  const paramsOf = (g: GCall): readonly string[] | undefined => {
+    if (!g.funcKey) return undefined;
+    const [ci, s] = g.funcKey.split(':').map(Number);
+    return (chunks[ci as number]?.facts.defs[s as number] as DefFact | undefined)?.params;
+  };
+  const leftovers = findFfns(calls, taken, config, makeSite, activated, env.localLinear, paramsOf);
 
   // Pass 5: the memory advisor.
   adviseGroup(file, chunks, header, groupBase, env, ctx, calls, sites, softmaxMembers);
@@ -1051,6 +1085,8 @@ function expandEstimate(ctx: ShapeContext, g: GCall, dims: string[]): Estimate {
   let known = 1;
   for (const d of dims) {
     const v = evalDim(d, ctx.config.values, ctx.config.bareValues);
+    // `expand(B, -1, H, -1, -1)`: -1 keeps the input's size, which is not written here.
+    if (v !== undefined && v < 0) return { source: 'unknown', note: `shape unknown: ${d.trim()} keeps the size of the expanded tensor` };
     if (v !== undefined) {
       known *= v;
       continue;
@@ -1192,12 +1228,14 @@ function findFfns(
   makeSite: MakeSite,
   activated: ReadonlySet<string>,
   localLinear: ReadonlySet<string>,
+  paramsOf: (g: GCall) => readonly string[] | undefined = () => undefined,
 ): LinearFact[] {
   const groups = new Map<string, LinearFact[]>();
   for (const g of calls) {
     if (!g.f.detailed || taken.has(g)) continue;
-    const l = linearOf(g, config, localLinear);
-    if (!l) continue;
+    const own = linearOf(g, config, localLinear);
+    if (!own) continue;
+    const l = own.member === null ? (viaBuilder(own, calls, paramsOf, config) ?? own) : own;
     const key = g.classKey ?? g.funcKey ?? '<module>';
     let list = groups.get(key);
     if (!list) groups.set(key, (list = []));
@@ -1234,6 +1272,7 @@ function findFfns(
         if (same(D.in, D.litIn, D.out, D.litOut)) continue;
         // A classifier head ends in classes, not the model width.
         if (HEAD_OUT.test(D.outText)) continue;
+        if (smallMlp(U, D)) continue;
         const mirrored = same(U.in, U.litIn, D.out, D.litOut);
         // Names say FFN: of the members (fc1/fc2, w_1/w_2) or of the class (SpatialMlp, FeedForward).
         const named = (FFN_NAME.test(lastSeg(U.member)) && FFN_NAME.test(lastSeg(D.member))) || FFN_CLASS.test(className ?? '');
@@ -1351,4 +1390,147 @@ function splitFfns(leftovers: readonly { l: LinearFact; base: number }[], file: 
     }
   }
   return sites;
+}
+
+/**
+ * `nn.Dropout(config.dropout)` where the file's own config says `dropout: float = 0.0`:
+ * the module keeps no mask. Read like head counts and sequence lengths are.
+ */
+function zeroByConfig(p: string | undefined, config: ConfigTable): string | undefined {
+  // `config.dropout`, `cfg.attn_pdrop`: a config's field, not a parameter of some other function.
+  if (p === undefined || !/^(?!self\.)[A-Za-z_]\w*\.[A-Za-z_]\w*$/.test(p.trim())) return undefined;
+  // Only class fields and module-level values (`dropout: float = 0.0` in a config dataclass).
+  const v = evalDim(p.trim(), config.bareValues, config.bareValues);
+  if (v !== 0) return undefined;
+  return `p is 0 in the file's config defaults (${p.trim()} = 0.0): no mask is kept unless the config is changed`;
+}
+
+/** A dropout used only on the eager fallback branch of `if <fused attention>: ... else: ...`. */
+export const FALLBACK_NOTE =
+  'only on the fallback path: used only in the branch taken where fused attention is unavailable, so a torch with it keeps no mask here';
+function fallbackEstimate(): Estimate {
+  return { elements: 0, maskBytes: 0, packedBytes: 0, source: 'config', note: FALLBACK_NOTE };
+}
+
+/** An HF mask helper, by name (a release's list) or by its naming pattern; members only when private. */
+function isMaskHelper(g: GCall): boolean {
+  const final = g.res.final;
+  if (!HF_MASK_HELPERS.has(final) && !HF_MASK_HELPER.test(final)) return false;
+  return g.res.binding !== 'member' || final.startsWith('_');
+}
+
+const MASKY = /mask|padding|pad_/i;
+/** Mask tokens and masked-patch positions (BEiT/SimMIM) are inputs, not attention masks. */
+const NOT_ATTN_MASK = /mask_token|masked_pos|mask_emb|token_mask|mask_ratio/i;
+
+/**
+ * `x.repeat_interleave(H, dim=0)` of an expanded mask, or one half of an outer product
+ * `m.unsqueeze(i) <op> m.unsqueeze(j)` of a mask with itself (the first half only).
+ */
+function paddingMaskBuild(g: GCall, chunk: readonly GCall[]): boolean {
+  const final = g.res.final;
+  const receiver = g.f.callee.slice(0, -final.length - 1);
+  if (!MASKY.test(receiver) || NOT_ATTN_MASK.test(receiver)) return false;
+  if (final === 'repeat_interleave') return /\.(expand|repeat|unsqueeze)\(|\[/.test(receiver) || /mask/i.test(g.f.binding ?? '');
+  // An outer product: another unsqueeze of the same receiver on another axis, in the same statement.
+  const dim = (g.f.arg0 ?? '').trim();
+  const other = chunk.find(
+    (o) =>
+      o !== g &&
+      o.res.final === 'unsqueeze' &&
+      o.f.callee === g.f.callee &&
+      o.range.startLine === g.range.startLine &&
+      (o.f.arg0 ?? '').trim() !== dim &&
+      (o.range.startLine > g.range.startLine || o.range.startCol > g.range.startCol),
+  );
+  return other !== undefined;
+}
+
+/**
+ * The call that builds an additive mask: a `zeros`/`full` tensor of 2+ dims that is then
+ * filled with -inf in place (`m.masked_fill_(…, -inf)`), or a mask converted by
+ * `mask.masked_fill(mask == 0, -1e8)` in a function that reports no other mask. Returns the
+ * call to report, undefined for anything else.
+ */
+function additiveMaskBuild(g: GCall, calls: readonly GCall[], sites: readonly Site[], file: string): GCall | undefined {
+  const final = g.res.final;
+  if (final !== 'masked_fill' && final !== 'masked_fill_') return undefined;
+  if (g.res.qname === 'torch.masked_fill') return undefined;
+  const receiver = g.f.callee.slice(0, -final.length - 1);
+  const pos = g.f.args.filter((x) => x.name === null).map((x) => x.text);
+  const fill = pos[1] ?? g.f.args.find((x) => x.name === 'value')?.text;
+  if (!fill || !NEG_INF.test(fill)) return undefined;
+  const base = /^(self\.)?[A-Za-z_]\w*$/.exec(receiver.trim())?.[0];
+  const sameScope = (o: GCall) => (o.funcKey ?? o.classKey) === (g.funcKey ?? g.classKey);
+  if (base) {
+    // `bias = torch.zeros(L, S); bias.masked_fill_(…, -inf)`: the mask is where the tensor is built.
+    const built = calls.find((o) => FULL_LIKE.has(o.res.final) && o.f.binding === base && sameScope(o) && o.range.startLine <= g.range.startLine);
+    // `bias = torch.zeros_like(mask, dtype=...); bias.masked_fill_(~mask, -inf)`: the same mask in another
+    // dtype, reported where the mask itself is built.
+    if (built?.res.final.endsWith('_like')) return undefined;
+    const dims = built ? fullDims(built) : [];
+    // (L, S) or (B, H, L, S); a (B, 1, 1, S) padding row is not quadratic.
+    if (built && dims.length >= 2 && !/^\(?1\)?$/.test((dims[dims.length - 2] ?? '').trim())) {
+      if (sites.some((s) => s.file === file && s.range.startLine === built.range.startLine && s.kind === 'attn-mask')) return undefined;
+      return built;
+    }
+    if (built) return undefined;
+  }
+  if (!/mask/i.test(receiver)) return undefined;
+  // A conversion of a mask reported elsewhere in the function (`_expand_mask`'s inverted mask) adds nothing.
+  const fnSites = sites.filter((s) => s.kind === 'attn-mask' && s.funcName === g.funcName && s.className === g.className);
+  if (fnSites.length > 0) return undefined;
+  return g;
+}
+
+/**
+ * Not a feed-forward block: an MLP from a handful of inputs (Swin V2's continuous
+ * relative-position bias, 2 → 512 → heads) or one that ends in per-head values.
+ * A 2:4 mask on 2 inputs would keep one of them.
+ */
+function smallMlp(U: LinearFact, D: LinearFact): boolean {
+  if (U.litIn !== undefined && U.litIn < 16) return true;
+  return /head/i.test(D.outText) && !/head_?dim|dim_?head/i.test(D.outText);
+}
+
+/**
+ * A projection built in a builder method and returned (`def build_fc1(self, input_dim,
+ * output_dim, ...): return quant_noise(nn.Linear(input_dim, output_dim), ...)`), seen through
+ * the call that binds it (`self.fc1 = self.build_fc1(self.embed_dim, cfg.ffn_dim, ...)`):
+ * the member and widths of the caller, the site where the Linear is written.
+ */
+function viaBuilder(l: LinearFact, calls: readonly GCall[], paramsOf: (g: GCall) => readonly string[] | undefined, config: ConfigTable): LinearFact | undefined {
+  const g = l.call;
+  if (!g.funcName || !g.classKey || g.f.binding) return undefined;
+  const params = paramsOf(g);
+  if (!params) return undefined;
+  const callers = calls.filter((o) => o.classKey === g.classKey && o.f.callee === `self.${g.funcName}` && o.f.binding?.startsWith('self.'));
+  if (callers.length !== 1) return undefined;
+  const caller = callers[0] as GCall;
+  const named = new Map<string, string>();
+  const formal = params[0] === 'self' ? params.slice(1) : params;
+  let i = 0;
+  for (const a of caller.f.args) {
+    if (a.name === null) {
+      const p = formal[i++];
+      if (p) named.set(p, a.text);
+    } else if (a.name !== '*' && a.name !== '**') named.set(a.name, a.text);
+  }
+  const subst = (t: string) => (/^[A-Za-z_]\w*$/.test(t.trim()) ? (named.get(t.trim()) ?? t) : t);
+  const inText = subst(l.inText);
+  const outText = subst(l.outText);
+  const out: LinearFact = { ...l, member: (caller.f.binding as string).slice(5), inText, outText, in: normDim(inText), out: normDim(outText), outAlts: [] };
+  delete out.inVal;
+  delete out.outVal;
+  delete out.litIn;
+  delete out.litOut;
+  const iv = evalDim(inText, config.values, config.bareValues);
+  const ov = evalDim(outText, config.values, config.bareValues);
+  if (iv !== undefined) out.inVal = iv;
+  if (ov !== undefined) out.outVal = ov;
+  const li = evalDim(inText, NO_VALUES);
+  const lo = evalDim(outText, NO_VALUES);
+  if (li !== undefined) out.litIn = li;
+  if (lo !== undefined) out.litOut = lo;
+  return out;
 }

@@ -8,6 +8,7 @@
  */
 import type { Node, Query, QueryMatch } from 'web-tree-sitter';
 import { type AdviceFacts, emptyAdvice, readAdviceFacts } from './adviceFacts';
+import { inFallbackBranch } from './branches';
 import { BUILTINS, canonicalModule, type ImportFact, INTERESTING_FINALS } from './names';
 
 export interface RelRange {
@@ -55,6 +56,8 @@ export interface CallFact {
   kwKey?: string;
   /** Innermost def (index into `defs`) holding the call, -1 at chunk level. */
   scope: number;
+  /** The call runs only where a fused attention feature is missing (see branches.ts). */
+  fallback?: boolean;
 }
 
 export interface DefFact {
@@ -65,6 +68,8 @@ export interface DefFact {
   ei: number;
   parent: number;
   bases: string[];
+  /** Parameter names of a function, in order (`self` included). */
+  params?: string[];
 }
 
 export interface ConfigFact {
@@ -98,6 +103,8 @@ const PASS_METHODS = new Set([
   'view', 'reshape', 'view_as', 'nan_to_num', 'mul', 'mul_', 'div', 'div_', 'cuda', 'squeeze', 'unsqueeze',
 ]);
 const SOFTMAX = /softmax/i;
+/** `self.build_fc1(...)`: builder methods whose value may be a projection built in the method. */
+const BUILDER_METHOD = /^self\._?(build|make|create)_\w+$/;
 const ACTIVATION = /^(gelu|silu|relu|relu6|swish|sigmoid|mish|tanh|softplus|quick_gelu|gelu_new)$/;
 const NOT_SOFTMAX = /log_?softmax|gumbel/i;
 const NUMBER = /^\d[\d_]*(\.\d*)?([eE][+-]?\d+)?$/;
@@ -294,6 +301,10 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
         const owner = p.parent;
         if (!owner || owner.type !== 'call') return;
         const ownerFinal = finalName(owner.childForFieldName('function')?.text ?? '');
+        if (wrapsModule(p, n, ownerFinal)) {
+          n = owner;
+          continue;
+        }
         if (!CONTAINERS.has(ownerFinal) || p.namedChildCount > MAX_ITEMS) return;
         const items = p.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment' && c.type !== 'keyword_argument');
         const idx = items.findIndex((c) => c.equals(n));
@@ -314,6 +325,17 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
         return;
     }
   }
+}
+
+/**
+ * `quant_noise(nn.Linear(d, 4 * d), p, block)`, `spectral_norm(nn.Linear(...))`: a wrapper that
+ * takes the module as its first argument and returns it (or a module around it), so the
+ * module ends up where the wrapper's value goes.
+ */
+function wrapsModule(args: Node, n: Node, ownerFinal: string): boolean {
+  if (CONTAINERS.has(ownerFinal) || BUILTINS.has(ownerFinal) || ownerFinal === '' || ownerFinal === 'append' || ownerFinal === 'add_module') return false;
+  const first = args.namedChildren.find((c) => c !== null && c.type !== 'comment');
+  return !!first && first.equals(n);
 }
 
 /** Reads one chunk. Never throws for well-formed trees; callers still guard it. */
@@ -371,7 +393,10 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
           }
         } else {
           const p = capture(m, 'func.params');
-          if (p) funcParams.set(facts.defs.length, p);
+          if (p) {
+            funcParams.set(facts.defs.length, p);
+            def.params = paramNames(p);
+          }
         }
         facts.defs.push(def);
         break;
@@ -480,7 +505,7 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
     allCalls.push({ node, callee, final, args: argsNode });
     const bare = /^[A-Za-z_]\w*$/.test(callee);
     const member = callee.startsWith('self.');
-    const interesting = INTERESTING_FINALS.has(final) || (bare && !BUILTINS.has(callee));
+    const interesting = INTERESTING_FINALS.has(final) || (bare && !BUILTINS.has(callee)) || BUILDER_METHOD.test(callee);
     const dropish = /drop/i.test(final);
     // Activations are kept for their argument: the projection they wrap is a gate.
     const activation = ACTIVATION.test(final);
@@ -533,6 +558,7 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
     }
     if (arg0Node) fact.arg0 = arg0Node.text;
     if (interesting) walkUp(node, chunk, fact);
+    if ((interesting || member || dropish) && inFallbackBranch(node)) fact.fallback = true;
     facts.calls.push(fact);
     pending.push({ fact, node, arg0Node, wantsProbs: dropish || member || bare });
   }

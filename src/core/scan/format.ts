@@ -194,6 +194,12 @@ function adviceMessage(site: Site, caps: TorchCapabilities | null | undefined): 
   }
 }
 
+/** A dropout that keeps no mask: p is 0 as written or in the config, or it sits on a fallback path. */
+function noMaskMessage(what: string, e: Site['estimate']): string {
+  if (e.note && !/as written/.test(e.note)) return `${what} ${e.note}.`;
+  return `${what} with p=0 as written: no mask is kept.`;
+}
+
 /**
  * One sentence for the diagnostic: what the site is and what it costs. `caps`: what
  * the installed torch can do, for the advisor's kinds (null or absent: not checked).
@@ -208,10 +214,10 @@ export function siteMessage(site: Site, caps?: TorchCapabilities | null): string
   switch (site.kind) {
     case 'dropout':
     case 'dropout-call':
-      if (e.maskBytes === 0 && e.source !== 'report') return `Dropout with p=0 as written: no mask is kept.`;
+      if (e.maskBytes === 0 && e.source !== 'report') return noMaskMessage('Dropout', e);
       return `Dropout keeps a 1-byte-per-element mask for backward on CUDA${fig}; packed dropout keeps 1 bit per element.`;
     case 'attn-dropout':
-      if (e.maskBytes === 0 && e.source !== 'report') return `Attention dropout with p=0 as written: no mask is kept.`;
+      if (e.maskBytes === 0 && e.source !== 'report') return noMaskMessage('Attention dropout', e);
       return `Dropout on attention probabilities keeps a B×H×L×L mask, the largest in the model${fig}; packed dropout keeps 1 bit per element.${site.remedy ? ` ${site.remedy}` : ''}`;
     case 'fused-attn-dropout':
       return 'Attention dropout inside a fused kernel: no mask is stored, already optimal.';

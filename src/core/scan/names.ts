@@ -58,6 +58,9 @@ export const FUSED_ATTENTION = new Map<string, { module: string; params: readonl
     { module: 'flash_attn', params: ['q', 'kv', 'cu_seqlens_q', 'cu_seqlens_k', 'max_seqlen_q', 'max_seqlen_k', 'dropout_p', 'softmax_scale', 'causal'], dropout: 'dropout_p' },
   ],
   ['memory_efficient_attention', { module: 'xformers', params: ['query', 'key', 'value', 'attn_bias', 'p', 'scale'], dropout: 'p' }],
+  // HF's wrappers around flash-attn take `dropout=` (transformers.modeling_flash_attention_utils, integrations.flash_attention).
+  ['_flash_attention_forward', { module: 'transformers', params: ['query_states', 'key_states', 'value_states', 'attention_mask', 'query_length'], dropout: 'dropout' }],
+  ['flash_attention_forward', { module: 'transformers', params: ['module', 'query', 'key', 'value', 'attention_mask'], dropout: 'dropout' }],
 ]);
 
 /** Constructors of dense projections, with the order of their parameters. */
@@ -84,6 +87,37 @@ export const MLP_FACTORY_PARAMS = new Set(['mlp_layer', 'ffn_layer', 'mlp_block'
 export const MLP_MODULE_PARAMS = ['in_features', 'hidden_features', 'out_features'];
 
 /**
+ * HF helpers that build 4-D (B, 1, L, L) or (L, L) attention masks, across releases. A
+ * supplement only: helpers are also recognised by what they are called (see HF_MASK_HELPER)
+ * and masks by how they are built.
+ */
+export const HF_MASK_HELPERS = new Set([
+  '_prepare_4d_causal_attention_mask',
+  '_prepare_4d_attention_mask',
+  '_prepare_4d_causal_attention_mask_for_sdpa',
+  '_prepare_4d_attention_mask_for_sdpa',
+  '_prepare_4d_causal_attention_mask_with_cache_position',
+  '_create_4d_causal_attention_mask',
+  '_expand_mask',
+  '_make_causal_mask',
+  '_update_causal_mask',
+  '_update_full_mask',
+  '_update_cross_attn_mask',
+  'create_causal_mask',
+  'create_sliding_window_causal_mask',
+  'create_chunked_causal_mask',
+  'create_bidirectional_mask',
+  'create_masks_for_generate',
+  'create_bidirectional_sliding_window_mask',
+]);
+/**
+ * The naming pattern of those helpers: (create|make|prepare|build|expand|update) … mask, with
+ * something that says causal, 4-D, sliding window, bidirectional or attention. Not the
+ * `*_mask_function` callables of masking_utils, which build nothing by themselves.
+ */
+export const HF_MASK_HELPER = /^_?(create|make|prepare|build|expand|update)_\w*?(causal|4d|sliding|window|bidirectional|attention|attn)\w*_mask(s)?(_for_\w+|_with_\w+)?$/;
+
+/**
  * The last identifiers of every callee the scanner may care about. Calls whose
  * last identifier is outside this set (and that are not bare names, which may be
  * aliases) are not examined further: this keeps big files fast.
@@ -100,8 +134,8 @@ export const INTERESTING_FINALS = new Set<string>([
   'tril', 'triu', 'tril_', 'triu_',
   'ones', 'full', 'zeros', 'empty', 'ones_like', 'full_like', 'zeros_like', 'empty_like', 'new_ones', 'new_full', 'new_zeros', 'new_empty',
   'expand', 'repeat', 'masked_fill', 'masked_fill_', 'where',
-  '_prepare_4d_causal_attention_mask', '_prepare_4d_attention_mask', '_expand_mask', '_make_causal_mask',
-  '_prepare_4d_causal_attention_mask_with_cache_position',
+  ...HF_MASK_HELPERS,
+  'unsqueeze', 'repeat_interleave',
   // The memory advisor: optimizers, module lists of blocks, HF model constructors.
   'AdamW', 'Adam', 'ModuleList', 'Sequential', 'from_pretrained', '_from_config', 'from_config',
 ]);
@@ -140,6 +174,8 @@ export function canonicalModule(moduleText: string): string {
   // HF modeling files import Conv1D and ACT2FN relatively.
   if (tail === 'pytorch_utils' || tail === 'modeling_utils') return 'transformers.pytorch_utils';
   if (tail === 'activations') return 'transformers.activations';
+  if (tail === 'modeling_flash_attention_utils' || tail === 'masking_utils') return `transformers.${tail}`;
+  if (tail === 'flash_attention' && parts[parts.length - 2] === 'integrations') return 'transformers.integrations.flash_attention';
   return m;
 }
 

@@ -1,6 +1,6 @@
 import * as vscode from 'vscode';
 import { Commands, type CommandId } from '../../commands';
-import { canConvert, convertAll, insertPatchCall, revertConversions, sitesIn, type ConvertOptions, type ConvertResult } from '../../core/rewrite';
+import { canConvert, convertAll, insertPatchCall, revertAll, sitesIn, type ConvertOptions, type ConvertResult } from '../../core/rewrite';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { notify } from '../notify';
@@ -189,7 +189,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
   registerMembitCommand(context, log, Commands.revertConversions, async (uriArg?: unknown) => {
     const t = await target(uriArg instanceof vscode.Uri ? uriArg : undefined, 0);
     if (!t) return undefined;
-    const r = revertConversions(t.doc.getText());
+    const r = revertAll(t.doc.getText());
     if (r.edits.length === 0) {
       void notify.info('Membit: no Membit conversion in this file.');
       return r;
