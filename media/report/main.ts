@@ -18,7 +18,7 @@ import {
 } from 'chart.js';
 import { formatPct } from '../../src/core/report/compare';
 import type { ReportView } from '../../src/core/report/view';
-import { formatBytes } from '../../src/core/run/harness';
+import { formatBytes } from '../../src/core/units';
 import type { FromWebview, RenderedSummary, ToWebview } from './messages';
 
 Chart.register(LineController, LineElement, PointElement, BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip, Filler);

@@ -6,7 +6,7 @@ import { compareRuns, comparisonMarkdown } from '../report/compare';
 import { parseReport } from '../report/model';
 import { REPORT_SCHEMA } from '../report/schema';
 import { peakBytes, type Report } from '../report/types';
-import { formatBytes } from '../run/harness';
+import { formatBytes } from '../units';
 
 function load(path: string): Report {
   let text: string;

@@ -3,7 +3,7 @@
  * time and throughput against the first run, per-module differences, and how each
  * run's levers were applied.
  */
-import { formatBytes } from '../run/harness';
+import { formatBytes } from '../units';
 import { peakBytes, type Report } from './types';
 
 export interface CompareRow {

@@ -2,7 +2,7 @@
  * Reading a report: parse, validate against the schema, and index it by file and line
  * for the overlays. Pure; the VS Code adapter only maps results onto editors.
  */
-import { formatBytes } from '../run/harness';
+import { formatBytes } from '../units';
 import { validate, type Schema } from './jsonSchema';
 import { peakBytes, type LineEntry, type Report } from './types';
 

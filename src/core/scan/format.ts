@@ -5,21 +5,7 @@
  */
 import type { AdviceLever, ClassInfo, Estimate, Site, SiteKind, SiteRange, TorchCapabilities } from './types';
 import { ADVISOR_KINDS } from './types';
-
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-
-/** Binary units, three significant digits: `96 MiB`, `1.5 GiB`, `512 B`. */
-export function formatBytes(n: number): string {
-  if (!Number.isFinite(n) || n < 0) return '?';
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  const digits = u === 0 || v >= 100 ? 0 : v >= 10 ? 1 : 2;
-  return `${Number(v.toFixed(digits))} ${UNITS[u]}`;
-}
+import { formatBytes } from '../units';
 
 /** `4.7M`, `38K`, `512`. */
 export function formatCount(n: number): string {

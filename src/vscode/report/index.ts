@@ -2,7 +2,7 @@ import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
-import { formatBytes } from '../../core/run/harness';
+import { formatBytes } from '../../core/units';
 import { peakBytes } from '../../core/report/types';
 import { classTotals, type ClassTotals } from '../../core/report/classes';
 import { relative } from 'node:path';

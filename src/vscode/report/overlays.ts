@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { relative } from 'node:path';
 import * as vscode from 'vscode';
-import { formatBytes } from '../../core/run/harness';
+import { formatBytes } from '../../core/units';
 import { inlineText, linesForFile, normalizePath, showsInline, type HeatBucket, type LineInfo } from '../../core/report/model';
 import type { SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';

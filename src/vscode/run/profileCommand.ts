@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import * as vscode from 'vscode';
 import { Commands } from '../../commands';
 import { splitArgs } from '../../core/run/argsplit';
-import { formatBytes } from '../../core/run/harness';
+import { formatBytes } from '../../core/units';
 import { runFileName } from '../../core/run/history';
 import type { RemoteInfo } from '../../core/run/remote';
 import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';

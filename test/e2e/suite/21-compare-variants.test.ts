@@ -60,7 +60,7 @@ describe('Profile and Compare Variants with the advisor levers', function () {
     }
     const rows = await webview('21-comparison-rows', 'count', '#comparison-table tbody tr');
     // Checkpointing keeps far less for backward: its Δpeak is negative.
-    if (rows) assert.match(rows.texts[2] ?? '', /checkpoint\s+ok\s+[\d.]+ [kMG]?B\s+−[\d.]+%/);
+    if (rows) assert.match(rows.texts[2] ?? '', /checkpoint\s+ok\s+[\d.]+ (?:[KMG]i)?B\s+−[\d.]+%/);
     await screenshot('21-compare-variants');
   });
 });
