@@ -17,6 +17,7 @@ export const Commands = {
   showReport: 'membit.showReport',
   deleteRuns: 'membit.deleteRuns',
   toggleOverlays: 'membit.toggleOverlays',
+  selectRun: 'membit.selectRun',
   selectRunTarget: 'membit.selectRunTarget',
 } as const;
 

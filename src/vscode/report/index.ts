@@ -4,6 +4,7 @@ import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
 import { formatBytes } from '../../core/units';
 import { peakBytes } from '../../core/report/types';
+import { runBrief, runDetail, runName } from '../../core/report/runLabel';
 import { classTotals, type ClassTotals } from '../../core/report/classes';
 import { relative } from 'node:path';
 import { getSettings } from '../settings';
@@ -46,10 +47,18 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       return;
     }
     const run = r.index.report.run;
+    const brief = runBrief(r.index.report);
     const peak = formatBytes(peakBytes(r.index.report));
     const label = run.status === 'ok' ? `peak ${peak}` : `${run.status.toUpperCase()} at ${peak}`;
-    status.text = `$(pulse) Membit: ${label}`;
-    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
+    // The status bar names the run the overlays show: its variant and when it ran.
+    const name = brief ? runName(brief) : run.variant;
+    status.text = `$(pulse) Membit: ${label} · ${name}${store.isPinned ? ' $(pinned)' : ''}`;
+    const why = store.isPinned
+      ? 'You picked this run (Membit: Show Run in Editor…).'
+      : run.variant === 'baseline'
+        ? 'The newest baseline run: variant runs are not shown on unconverted code.'
+        : `No baseline run in the history: this ${run.variant} run measured code the harness changed.`;
+    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${brief ? runDetail(brief) : ''}\n${why}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
     status.command = Commands.showReport;
     status.show();
   };
@@ -117,10 +126,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     let uris = Array.isArray(arg) ? arg.filter((u): u is vscode.Uri => u instanceof vscode.Uri) : [];
     if (uris.length === 0) {
-      const items = (await store.history()).map((u) => {
-        const name = parseRunFileName(u.path.split('/').pop() ?? '');
-        return { label: `${name?.variant ?? '?'} on ${name?.target ?? '?'}`, description: name?.started.toLocaleString(), uri: u };
-      });
+      const items = await historyItems(store, 40);
       if (items.length < 2) {
         void notify.info('Membit: comparing needs at least two runs in the run history.');
         return undefined;
@@ -133,6 +139,29 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     return uris;
   });
 
+  registerMembitCommand(context, log, Commands.selectRun, async (arg?: unknown) => {
+    if (arg === 'auto' || arg instanceof vscode.Uri) {
+      await store.pin(arg instanceof vscode.Uri ? arg : undefined);
+      return store.report?.uri;
+    }
+    const runs = await historyItems(store, 40);
+    if (runs.length === 0) {
+      void notify.info('Membit: the run history is empty. Profile a run first (Membit: Profile Training Run).');
+      return undefined;
+    }
+    const shown = store.report?.uri.fsPath;
+    type Item = vscode.QuickPickItem & { uri?: vscode.Uri };
+    const items: Item[] = [
+      { label: '$(history) Newest baseline run', description: store.isPinned ? '' : 'shown now', detail: 'Follows new runs; variant runs measured code the harness changed, so they are never shown on their own' },
+      { label: 'runs', kind: vscode.QuickPickItemKind.Separator },
+      ...runs.map((i) => ({ ...i, description: `${i.description ?? ''}${i.uri.fsPath === shown ? ' · shown now' : ''}` })),
+    ];
+    const pick = await vscode.window.showQuickPick(items, { title: 'Membit: the run the editor overlays, hints and CodeLens show', matchOnDetail: true });
+    if (!pick) return undefined;
+    await store.pin(pick.uri);
+    return store.report?.uri;
+  });
+
   /** Run history: pick old reports and delete them (after a confirmation). */
   registerMembitCommand(context, log, Commands.deleteRuns, async (arg?: unknown) => {
     const history = await store.history();
@@ -142,10 +171,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
         void notify.info('Membit: the run history is empty.');
         return 0;
       }
-      const items = history.map((u, i) => {
-        const name = parseRunFileName(u.path.split('/').pop() ?? '');
-        return { label: `${name?.variant ?? '?'} on ${name?.target ?? '?'}`, description: name?.started.toLocaleString(), detail: i === 0 ? 'newest' : undefined, uri: u };
-      });
+      const items = await historyItems(store, 40);
       const picked = await vscode.window.showQuickPick(items, { canPickMany: true, title: 'Membit: runs to delete' });
       if (!picked || picked.length === 0) return 0;
       const ok = await vscode.window.showWarningMessage(`Delete ${picked.length} run report(s)? This cannot be undone.`, { modal: true }, 'Delete');
@@ -183,5 +209,21 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     liveText = text;
     showStatus();
   };
-  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns, Commands.deleteRuns] };
+  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns, Commands.deleteRuns, Commands.selectRun] };
+}
+
+/**
+ * Run-history entries for pickers, newest first: variant, target and time as the label,
+ * peak, device and arguments beside it (the newest `limit` are read; older ones by name only).
+ */
+async function historyItems(store: ReportStore, limit: number): Promise<(vscode.QuickPickItem & { uri: vscode.Uri })[]> {
+  const history = await store.history();
+  return Promise.all(
+    history.map(async (u, i) => {
+      const name = parseRunFileName(u.path.split('/').pop() ?? '');
+      const brief = i < limit ? await store.brief(u) : undefined;
+      const label = brief ? runName(brief) : `${name?.variant ?? '?'} · ${name?.target ?? '?'} ${name?.started.toLocaleTimeString('en-GB', { hour12: false }) ?? ''}`;
+      return { label, description: brief ? runDetail(brief) : 'not read', detail: name ? name.started.toLocaleString() : undefined, uri: u };
+    }),
+  );
 }
