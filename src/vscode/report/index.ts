@@ -52,17 +52,22 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     const label = run.status === 'ok' ? `peak ${peak}` : `${run.status.toUpperCase()} at ${peak}`;
     // The status bar names the run the overlays show: its variant and when it ran.
     const name = brief ? runName(brief) : run.variant;
-    status.text = `$(pulse) Membit: ${label} · ${name}${store.isPinned ? ' $(pinned)' : ''}`;
+    const active = vscode.window.activeTextEditor?.document;
+    const edited = active ? overlays.isStale(active) : undefined;
+    status.text = `$(pulse) Membit: ${label} · ${name}${store.isPinned ? ' $(pinned)' : ''}${edited ? ' · $(warning) file edited' : ''}`;
     const why = store.isPinned
       ? 'You picked this run (Membit: Show Run in Editor…).'
       : run.variant === 'baseline'
         ? 'The newest baseline run: variant runs are not shown on unconverted code.'
         : `No baseline run in the history: this ${run.variant} run measured code the harness changed.`;
-    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${brief ? runDetail(brief) : ''}\n${why}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
+    const freshness = edited
+      ? `\n${vscode.workspace.asRelativePath(active?.uri ?? r.uri)} differs from the text this run profiled: figures follow your edits, and lines whose text was removed show none. Undo back to the profiled text, or profile again.`
+      : '';
+    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${brief ? runDetail(brief) : ''}\n${why}${freshness}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
     status.command = Commands.showReport;
     status.show();
   };
-  context.subscriptions.push(store.onDidChange(showStatus));
+  context.subscriptions.push(store.onDidChange(showStatus), overlays.onDidRender(showStatus), vscode.window.onDidChangeActiveTextEditor(showStatus));
 
   // Measured totals above each model class (all its instances, their whole subtree).
   const lensChanged = new vscode.EventEmitter<void>();
@@ -82,12 +87,12 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
           totalsFor.byFile.set(rel, classTotals(loaded.index.report, rel));
         }
         const totals = totalsFor.byFile.get(rel) as Map<number, ClassTotals>;
-        const lines = doc.getText().split('\n');
         const lenses: vscode.CodeLens[] = [];
         for (const t of totals.values()) {
-          // Find the class statement by name, so the lens follows edits made after the run.
-          const re = new RegExp(`^\\s*class\\s+${t.type}\\b`);
-          const near = lines.findIndex((l, i) => re.test(l) && Math.abs(i - (t.line - 1)) < 2000);
+          // Where the class statement is now: the report's line mapped through edits made since
+          // the run, checked against the text (never a regex built from report data).
+          const mapped = overlays.currentLine(doc, t.line);
+          const near = mapped !== undefined && mapped - 1 < doc.lineCount && isClassLine(doc.lineAt(mapped - 1).text, t.type) ? mapped - 1 : -1;
           if (near < 0) continue;
           const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
           const saving = t.savingIfPacked > 0 ? ` — packing saves ${formatBytes(t.savingIfPacked)}` : '';
@@ -226,4 +231,12 @@ async function historyItems(store: ReportStore, limit: number): Promise<(vscode.
       return { label, description: brief ? runDetail(brief) : 'not read', detail: name ? name.started.toLocaleString() : undefined, uri: u };
     }),
   );
+}
+
+/** `class Name(` / `class Name:` at the start of a line (after indentation). */
+export function isClassLine(text: string, name: string): boolean {
+  const t = text.trimStart();
+  if (!t.startsWith('class ')) return false;
+  const rest = t.slice(6).trimStart();
+  return rest.startsWith(name) && /^[(:\s]/.test(rest.slice(name.length));
 }

@@ -21,6 +21,7 @@ import type { Log } from '../log';
 import { sparseAdviceTables } from '../sparseAdvice';
 import { TorchCapabilityProvider } from './capabilities';
 import type { ReportStore } from '../report/store';
+import { remapShapeHints } from '../../core/report/freshness';
 import { getSettings, onSettingsChanged } from '../settings';
 
 /** What the scan adapter shows for one document; the e2e suite reads it through a test command. */
@@ -33,6 +34,18 @@ export interface ScanState {
 }
 
 const DEBOUNCE_MS = 250;
+
+/** Where the shown run's lines are now in an edited document (the overlays track edits). */
+export interface ReportLines {
+  /** 1-based report line → 1-based current line; undefined where its text is gone. */
+  currentLine(doc: vscode.TextDocument, reportLine: number): number | undefined;
+  /** Whether the shown run measured this document (its class CodeLens then shows measured totals). */
+  measures(doc: vscode.TextDocument): boolean;
+}
+
+function isTextDocument(d: { uri: vscode.Uri }): d is vscode.TextDocument {
+  return typeof (d as vscode.TextDocument).getText === 'function' && typeof (d as vscode.TextDocument).lineAt === 'function';
+}
 
 /**
  * Shows the static scanner's findings in the editor: Information diagnostics with
@@ -59,6 +72,7 @@ export class ScanFeature implements vscode.Disposable {
     context: vscode.ExtensionContext,
     private readonly log: Log,
     private readonly reports: ReportStore,
+    private readonly reportLines?: ReportLines,
   ) {
     this.extensionUri = context.extensionUri;
     this.capabilities = new TorchCapabilityProvider(vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath, log);
@@ -114,7 +128,11 @@ export class ScanFeature implements vscode.Disposable {
     const caps = this.capabilities.get(doc.uri);
     if (caps) opts.capabilities = caps;
     if (loaded && doc.uri.scheme === 'file') {
-      opts.hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
+      const hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
+      // Report lines are those of the profiled text; after edits they sit elsewhere.
+      const lines = this.reportLines;
+      const text = isTextDocument(doc) ? doc : undefined;
+      opts.hints = lines && text ? remapShapeHints(hints, (l) => lines.currentLine(text, l)) : hints;
     }
     const tables = sparseAdviceTables(this.extensionUri, this.log);
     if (tables.length) {
@@ -225,6 +243,8 @@ export class ScanFeature implements vscode.Disposable {
   private lenses(doc: vscode.TextDocument): vscode.CodeLens[] {
     const result = this.results.get(doc.uri.toString());
     if (!result || !getSettings(doc.uri).codeLens.enabled) return [];
+    // One lens per class: where the run measured the file, its measured totals replace the estimate.
+    if (this.reportLines?.measures(doc)) return [];
     return summarizeClasses(result).map((c) => {
       const line = Math.min(c.range.startLine, doc.lineCount - 1);
       // A lens with no command is shown as plain text.
@@ -289,8 +309,8 @@ function toRange(s: Site): vscode.Range {
   return new vscode.Range(s.range.startLine, s.range.startCol, s.range.endLine, s.range.endCol);
 }
 
-export function registerScanFeature(context: vscode.ExtensionContext, log: Log, reports: ReportStore): ScanFeature {
-  const f = new ScanFeature(context, log, reports);
+export function registerScanFeature(context: vscode.ExtensionContext, log: Log, reports: ReportStore, reportLines?: ReportLines): ScanFeature {
+  const f = new ScanFeature(context, log, reports, reportLines);
   context.subscriptions.push(f);
   return f;
 }
