@@ -7,7 +7,9 @@ import { freshness, profiledHash, remapShapeHints, textSha256 } from '../../src/
 import { LineMapper } from '../../src/core/report/lineMap';
 import { runBrief, runDetail, runName } from '../../src/core/report/runLabel';
 import type { Report } from '../../src/core/report/types';
-import { shapeHintsFromReport } from '../../src/core/scan';
+import { formatHint, formatHover, shapeHintsFromReport } from '../../src/core/scan';
+import { formatBytes } from '../../src/core/units';
+import { scanner } from './scanSupport';
 import { repoRoot } from './nativeFakes';
 
 const fixture = (name: string) => JSON.parse(readFileSync(join(repoRoot, 'test', 'fixtures', 'reports', name), 'utf8')) as Report;
@@ -62,4 +64,27 @@ test('run labels name the variant, target, time, peak, device and arguments', ()
   assert.match(runDetail(b), /^peak [\d.]+ (?:[KMG]i)?B · CPU · --steps/);
   assert.equal(runBrief({ run: 'x' }), undefined);
   assert.equal(runBrief(null), undefined);
+});
+
+test('scope: a construction line sums every layer built there, in the run device\'s bytes, and says so', async () => {
+  const r = fixture('gpt_tiny_cpu_baseline.json');
+  const hints = shapeHintsFromReport(r, 'gpt_tiny.py');
+  const site = r.sites.find((s) => s.module === 'h.*.attn.attn_dropout');
+  const built = r.modules.filter((m) => m.path.endsWith('.attn.attn_dropout'));
+  const line = built[0]?.created_at?.line as number;
+  assert.ok(site && built.length === 2);
+  // Both layers, with the elements of the site they ran as: not one layer's bytes.
+  assert.deepEqual(hints.byLine.get(line), { elements: site.elements, maskBytes: site.mask_bytes, instances: 2, device: 'cpu' });
+  assert.equal(site.mask_bytes, built.reduce((a, m) => a + m.mask_bytes, 0));
+  const s = await scanner();
+  const res = s.scan(sample, 'gpt_tiny.py', { hints });
+  const ctor = res.sites.find((x) => x.range.startLine === line - 1);
+  assert.ok(ctor, res.sites.map((x) => `${x.kind}@${x.range.startLine + 1}`).join(', '));
+  const hint = formatHint(ctor);
+  // The same figure the overlays print for the call line (the report's mask bytes), its packed size from the elements.
+  assert.equal(hint, `attn dropout mask ${formatBytes(site.mask_bytes)} → ${formatBytes(Math.ceil(site.elements / 8))} packed (measured, 2× summed, CPU)`);
+  const hover = formatHover(ctor, null);
+  assert.match(hover, /summed over 2 instances \(layers or calls\), on CPU: dropout masks take 4 B per element there \(1 B on CUDA\)/);
+  assert.doesNotMatch(hover, /measured in the (latest profile run|run the editor shows)[^\n]*measured in the/);
+  assert.match(hover, /\n\n\| \| now \| packed \| saved \|/);
 });

@@ -94,10 +94,9 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
           const mapped = overlays.currentLine(doc, t.line);
           const near = mapped !== undefined && mapped - 1 < doc.lineCount && isClassLine(doc.lineAt(mapped - 1).text, t.type) ? mapped - 1 : -1;
           if (near < 0) continue;
-          const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
-          const saving = t.savingIfPacked > 0 ? ` — packing saves ${formatBytes(t.savingIfPacked)}` : '';
           lenses.push(new vscode.CodeLens(new vscode.Range(near, 0, near, 0), {
-            title: `Measured: ${t.instances} × ${t.type} — ${parts.join(' · ')}${saving}`,
+            title: classLensTitle(t, loaded.index.device),
+            tooltip: `Measured in run ${runName(runBrief(loaded.index.report) ?? { variant: '?', target: '?', started: '' })}: every instance of ${t.type} and its submodules, summed. Click to open the report.`,
             command: Commands.showReport,
           }));
         }
@@ -239,4 +238,12 @@ export function isClassLine(text: string, name: string): boolean {
   if (!t.startsWith('class ')) return false;
   const rest = t.slice(6).trimStart();
   return rest.startsWith(name) && /^[(:\s]/.test(rest.slice(name.length));
+}
+
+/** `Measured: 2× CausalSelfAttention (summed, CPU) — activations 1 MiB · masks 256 KiB · params 64 KiB · packing saves 248 KiB`. */
+export function classLensTitle(t: ClassTotals, device: string): string {
+  const scope = [t.instances > 1 ? 'summed' : '', device === 'cpu' ? 'CPU' : ''].filter(Boolean).join(', ');
+  const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
+  if (t.savingIfPacked > 0) parts.push(`packing saves ${formatBytes(t.savingIfPacked)}`);
+  return `Measured: ${t.instances}× ${t.type}${scope ? ` (${scope})` : ''} — ${parts.join(' · ')}`;
 }

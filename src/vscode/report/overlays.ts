@@ -6,6 +6,7 @@ import { inlineText, linesForFile, normalizePath, showsInline, type HeatBucket, 
 import type { SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';
 import { profiledHash, textSha256 } from '../../core/report/freshness';
+import { runBrief, runName } from '../../core/report/runLabel';
 import { Commands } from '../../commands';
 import { getSettings, onSettingsChanged } from '../settings';
 import type { LoadedReport, ReportStore } from './store';
@@ -86,6 +87,11 @@ export class Overlays implements vscode.Disposable {
     this.enabled = !this.enabled;
     this.schedule(0);
     return this.enabled;
+  }
+
+  /** The run the overlays show. */
+  get shown(): LoadedReport | undefined {
+    return this.store.report;
   }
 
   /** What is applied now, per visible editor (for tests and the hover). */
@@ -197,7 +203,7 @@ export class Overlays implements vscode.Disposable {
         }
         if (settings.overlays.inline && showsInline(info)) {
           // Staleness is said once (status bar, hover), not on every line.
-          const text = inlineText(info);
+          const text = inlineText(info, this.store.report?.index.device);
           inline.push({ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: text } } });
           applied.inline.push({ line: line + 1, text });
         }
@@ -247,7 +253,14 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       if (!info) return undefined;
       const md = new vscode.MarkdownString(undefined, true);
       md.isTrusted = { enabledCommands: [Commands.convertToPackedDropout] };
-      md.appendMarkdown(`**Membit** — measured: ${formatBytes(info.savedBytes)} saved for backward on this line\n\n`);
+      const loaded = overlays.shown;
+      const brief = loaded ? runBrief(loaded.index.report) : undefined;
+      const device = loaded?.index.device;
+      const scope = info.instances > 1 ? `, summed over ${info.instances} instances` : '';
+      md.appendMarkdown(`**Membit** — ${formatBytes(info.savedBytes)} kept for backward on this line${scope}\n\n`);
+      md.appendMarkdown(`Measured in run ${brief ? runName(brief) : '?'}${device === 'cpu' ? ' on CPU (dropout masks 4 B per element there; 1 B on CUDA)' : device === 'cuda' ? ` on ${brief?.device ?? 'CUDA'}` : ''}.`);
+      if (overlays.isStale(doc)) md.appendMarkdown(' This file changed since that run: the figure follows the line through your edits.');
+      md.appendMarkdown('\n\n');
       const ops = new Map<string, { bytes: number; count: number }>();
       const modules = new Set<string>();
       for (const e of info.entries) {
@@ -260,7 +273,7 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
         }
       }
       if (ops.size) {
-        md.appendMarkdown('| op | bytes | tensors |\n|---|---:|---:|\n');
+        md.appendMarkdown('\n| op | bytes | tensors |\n|---|---:|---:|\n');
         for (const [op, o] of [...ops].sort((a, b) => b[1].bytes - a[1].bytes)) md.appendMarkdown(`| \`${op}\` | ${formatBytes(o.bytes)} | ${o.count} |\n`);
         md.appendMarkdown('\n');
       }
@@ -272,8 +285,8 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
         const mask = sites.reduce((a, x) => a + x.mask_bytes, 0);
         const saving = sites.reduce((a, x) => a + x.saving_if_packed, 0);
         md.appendMarkdown(
-          `Dropout here stores a ${formatBytes(mask)} mask for ${elements.toLocaleString()} elements. ` +
-            `Packed (1 bit/element) saves ${formatBytes(saving)}; mask-free (recompute) saves ${formatBytes(mask)}.\n\n`,
+          `Dropout here keeps masks of ${formatBytes(mask)} in all (${elements.toLocaleString('en-US')} elements). ` +
+            `Packed (1 bit per element) saves ${formatBytes(saving)}; mask-free (recompute) saves ${formatBytes(mask)}.\n\n`,
         );
         md.appendMarkdown(`[Convert to packed dropout](command:${Commands.convertToPackedDropout})`);
       }
