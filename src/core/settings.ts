@@ -63,7 +63,7 @@ export const DEFAULT_SETTINGS: MembitSettings = {
   python: '',
   targets: [],
   runs: [],
-  profile: { steps: 3, warmup: 1 },
+  profile: { steps: 10, warmup: 1 },
   shapes: {},
   scan: { maxFileSizeKB: 2048 },
   diagnostics: { enabled: true },
