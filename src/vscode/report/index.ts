@@ -207,6 +207,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     vscode.commands.registerCommand(InternalCommands.appliedOverlays, () => overlays.appliedOverlays()),
     vscode.commands.registerCommand(InternalCommands.reloadReports, () => store.loadLatest()),
     vscode.commands.registerCommand(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered),
+    vscode.commands.registerCommand(InternalCommands.statusBar, () => ({ text: status.text, tooltip: typeof status.tooltip === 'string' ? status.tooltip : '', report: store.report?.uri.fsPath })),
   );
   void store.start();
   const setLive = (text: string | undefined) => {
