@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { freshness, profiledHash, remapShapeHints, textSha256 } from '../../src/core/report/freshness';
 import { LineMapper } from '../../src/core/report/lineMap';
+import { contradicts, formatLeverMeasurement, leverDeltas } from '../../src/core/report/leverDeltas';
 import { runBrief, runDetail, runName } from '../../src/core/report/runLabel';
 import type { Report } from '../../src/core/report/types';
 import { formatHint, formatHover, shapeHintsFromReport } from '../../src/core/scan';
@@ -87,4 +88,28 @@ test('scope: a construction line sums every layer built there, in the run device
   assert.match(hover, /summed over 2 instances \(layers or calls\), on CPU: dropout masks take 4 B per element there \(1 B on CUDA\)/);
   assert.doesNotMatch(hover, /measured in the (latest profile run|run the editor shows)[^\n]*measured in the/);
   assert.match(hover, /\n\n\| \| now \| packed \| saved \|/);
+});
+
+test('leverDeltas: each single-lever variant of the same configuration after the baseline, and contradictions', () => {
+  const base = runBrief(fixture('gpt_tiny_cpu_baseline.json'));
+  const packed = runBrief(fixture('gpt_tiny_cpu_packed.json'));
+  assert.ok(base && packed && base.peak && packed.peak);
+  const later = (b: typeof base, variant: string, peak: number, extra: Partial<typeof base> = {}) => ({ ...b, variant, peak, started: new Date(Date.parse(base.started) + 60_000).toISOString(), ...extra });
+  const runs = [
+    { ...packed, argv: base.argv, started: later(base, 'x', 0).started },
+    later(base, 'sdpa', base.peak * 0.999),
+    later(base, 'sdpa+bf16', base.peak / 2),
+    later(base, 'checkpoint', base.peak / 5, { argv: ['--other'] }),
+    later(base, 'bf16', base.peak / 2, { started: new Date(Date.parse(base.started) - 60_000).toISOString() }),
+  ];
+  const m = leverDeltas(base, runs);
+  assert.deepEqual([...m.keys()].sort(), ['packed', 'sdpa']);
+  const p = m.get('packed');
+  assert.ok(p && p.rel < 0 && p.savedBytes === base.peak - packed.peak);
+  const sdpa = m.get('sdpa');
+  assert.ok(sdpa);
+  assert.match(formatLeverMeasurement(sdpa), /^sdpa: −0\.1% peak \(measured, run sdpa · local \d\d:\d\d:\d\d\)$/);
+  // An estimate of 24 MiB saved, measured as no saving: contradicted.
+  assert.equal(contradicts(sdpa, 24 * 1024 * 1024), true);
+  assert.equal(contradicts(p, 1), false);
 });

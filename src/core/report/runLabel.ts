@@ -6,6 +6,7 @@ import { formatBytes } from '../units';
 
 /** What a picker shows about a run; read from an untrusted report, so every field is checked. */
 export interface RunBrief {
+  script: string;
   variant: string;
   target: string;
   started: string;
@@ -29,6 +30,7 @@ export function runBrief(doc: unknown): RunBrief | undefined {
   const target = run.target && typeof run.target === 'object' ? (run.target as Record<string, unknown>) : {};
   const device = run.device && typeof run.device === 'object' ? (run.device as Record<string, unknown>) : {};
   return {
+    script: str(run.script, '?'),
     variant: str(run.variant, '?'),
     target: target.kind === 'ssh' ? str(target.host, 'ssh') : 'local',
     started: str(run.started, ''),

@@ -6,6 +6,7 @@ import { parseRunFileName } from '../../core/run/history';
 import { indexReport, parseReport, type ReportIndex } from '../../core/report/model';
 import { REPORT_SCHEMA } from '../../core/report/schema';
 import { runBrief, type RunBrief } from '../../core/report/runLabel';
+import { leverDeltas, type LeverMeasurement } from '../../core/report/leverDeltas';
 import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
 
@@ -48,6 +49,7 @@ export class ReportStore implements vscode.Disposable {
   private readonly warned = new Set<string>();
   /** The run the user chose to see (fsPath); undefined: the newest baseline run. */
   private pinned: string | undefined;
+  private leverMap = new Map<string, LeverMeasurement>();
   private readonly briefs = new Map<string, { mtimeMs: number | undefined; brief: RunBrief | undefined }>();
 
   constructor(private readonly log: Log) {
@@ -56,6 +58,30 @@ export class ReportStore implements vscode.Disposable {
 
   get report(): LoadedReport | undefined {
     return this.current;
+  }
+
+  /** What each lever measured against the shown baseline (variant → peak change), from the run history. */
+  get levers(): ReadonlyMap<string, LeverMeasurement> {
+    return this.leverMap;
+  }
+
+  /** Recomputes the lever measurements for the shown run; true when they changed. */
+  private async refreshLevers(): Promise<boolean> {
+    const cur = this.current;
+    const base = cur ? runBrief(cur.index.report) : undefined;
+    let next = new Map<string, LeverMeasurement>();
+    if (cur && base && base.variant === 'baseline') {
+      const briefs: RunBrief[] = [];
+      for (const u of (await this.history()).slice(0, 40)) {
+        if (u.fsPath === cur.uri.fsPath) continue;
+        const b = await this.brief(u);
+        if (b) briefs.push(b);
+      }
+      next = leverDeltas(base, briefs);
+    }
+    const same = next.size === this.leverMap.size && [...next].every(([k, v]) => JSON.stringify(this.leverMap.get(k)) === JSON.stringify(v));
+    this.leverMap = next;
+    return !same;
   }
 
   /** Whether the shown run was picked by the user rather than chosen automatically. */
@@ -124,7 +150,11 @@ export class ReportStore implements vscode.Disposable {
     // choose); only a history without any baseline falls back to the newest variant run.
     const ordered = [...history.filter((u) => isBaseline(u)), ...history.filter((u) => !isBaseline(u))];
     for (const uri of ordered) {
-      if (this.current?.uri.fsPath === uri.fsPath && (await this.unchanged(uri))) return;
+      if (this.current?.uri.fsPath === uri.fsPath && (await this.unchanged(uri))) {
+        // Same run on screen; a variant run may have just finished: its measurement is news.
+        if (await this.refreshLevers()) this.changed.fire(this.current);
+        return;
+      }
       if (await this.load(uri, folder.uri, false)) return;
     }
     // Nothing loadable is left (the history was deleted): stop showing the old run.
@@ -158,6 +188,7 @@ export class ReportStore implements vscode.Disposable {
       return false;
     }
     this.current = { index: indexReport(parsed.report), uri, root, mtimeMs: await mtime(uri) };
+    await this.refreshLevers();
     this.log.info(`loaded report ${uri.fsPath}`);
     this.changed.fire(this.current);
     return true;

@@ -22,6 +22,7 @@ import { sparseAdviceTables } from '../sparseAdvice';
 import { TorchCapabilityProvider } from './capabilities';
 import type { ReportStore } from '../report/store';
 import { remapShapeHints } from '../../core/report/freshness';
+import { contradicts, formatLeverMeasurement } from '../../core/report/leverDeltas';
 import { getSettings, onSettingsChanged } from '../settings';
 
 /** What the scan adapter shows for one document; the e2e suite reads it through a test command. */
@@ -212,7 +213,8 @@ export class ScanFeature implements vscode.Disposable {
       uri,
       sites.map((s) => {
         const severity = siteSeverity(s, peakBytes) === 'hint' ? vscode.DiagnosticSeverity.Hint : vscode.DiagnosticSeverity.Information;
-        const d = new vscode.Diagnostic(toRange(s), s.message, severity);
+        const measured = this.measuredFor(s);
+        const d = new vscode.Diagnostic(toRange(s), measured ? `${s.message} — ${measured.text}` : s.message, severity);
         d.code = s.code;
         d.source = 'Membit';
         return d;
@@ -258,7 +260,28 @@ export class ScanFeature implements vscode.Disposable {
     const site = result?.sites.find((s) => toRange(s).contains(pos));
     if (!site) return undefined;
     const md = new vscode.MarkdownString(formatHover(site, this.capabilities.get(doc.uri) ?? null));
+    const measured = this.measuredFor(site);
+    if (measured) {
+      md.appendMarkdown('\n\n---\n\n**Measured:** ');
+      // Plain text: the run's name comes from a report (untrusted).
+      md.appendText(measured.text);
+    }
     return new vscode.Hover(md, toRange(site));
+  }
+
+  /**
+   * The measured peak change of this site's lever, from the variant runs compared with the
+   * shown baseline; says so where the measurement contradicts the estimate.
+   */
+  private measuredFor(site: Site): { text: string; contradicted: boolean } | undefined {
+    const variants = leverVariants(site);
+    for (const v of variants) {
+      const m = this.reports.levers.get(v);
+      if (!m) continue;
+      const contradicted = contradicts(m, site.advice?.savingBytes ?? (site.estimate.maskBytes !== undefined && site.estimate.packedBytes !== undefined ? site.estimate.maskBytes - site.estimate.packedBytes : undefined));
+      return { text: `${formatLeverMeasurement(m)}${contradicted ? '; this contradicts the estimate: the lever did not lower the peak here' : ''}`, contradicted };
+    }
+    return undefined;
   }
 
   private state(uri: vscode.Uri): ScanState {
@@ -303,6 +326,23 @@ export class ScanFeature implements vscode.Disposable {
     this.scanner?.dispose();
     for (const d of this.disposables) d.dispose();
   }
+}
+
+/** The harness variants that measure a site's lever (packed dropout for dropout sites, sdpa for eager attention, …). */
+function leverVariants(site: Site): string[] {
+  switch (site.advice?.lever) {
+    case 'sdpa':
+      return ['sdpa'];
+    case 'autocast':
+      return ['bf16'];
+    case 'checkpoint':
+      return ['checkpoint'];
+    default:
+      break;
+  }
+  if (site.kind === 'dropout' || site.kind === 'dropout-call' || site.kind === 'attn-dropout') return ['packed', 'recompute'];
+  if (site.kind === 'ffn') return ['sparse24'];
+  return [];
 }
 
 function toRange(s: Site): vscode.Range {
