@@ -28,7 +28,7 @@ import { getSettings, onSettingsChanged } from '../settings';
 /** What the scan adapter shows for one document; the e2e suite reads it through a test command. */
 export interface ScanState {
   uri: string;
-  sites: { line: number; kind: string; code: string; hint: string; severity: 'information' | 'hint'; message: string }[];
+  sites: { line: number; kind: string; code: string; hint: string; severity: 'information' | 'hint' | 'warning'; message: string }[];
   lenses: { line: number; title: string }[];
   skipped?: string;
   error?: string;
@@ -212,7 +212,7 @@ export class ScanFeature implements vscode.Disposable {
     this.diagnostics.set(
       uri,
       sites.map((s) => {
-        const severity = siteSeverity(s, peakBytes) === 'hint' ? vscode.DiagnosticSeverity.Hint : vscode.DiagnosticSeverity.Information;
+        const severity = SEVERITY[effectiveSeverity(s, peakBytes, getSettings(uri).diagnostics.estimateSeverity)];
         const measured = this.measuredFor(s);
         const d = new vscode.Diagnostic(toRange(s), measured ? `${s.message} — ${measured.text}` : s.message, severity);
         d.code = s.code;
@@ -294,7 +294,7 @@ export class ScanFeature implements vscode.Disposable {
         kind: s.kind,
         code: s.code,
         hint: formatHint(s),
-        severity: siteSeverity(s, result?.peakBytes),
+        severity: effectiveSeverity(s, result?.peakBytes, getSettings(uri).diagnostics.estimateSeverity),
         message: s.message,
       })),
       lenses: doc ? this.lenses(doc).map((l) => ({ line: l.range.start.line + 1, title: l.command?.title ?? '' })) : [],
@@ -326,6 +326,20 @@ export class ScanFeature implements vscode.Disposable {
     this.scanner?.dispose();
     for (const d of this.disposables) d.dispose();
   }
+}
+
+const SEVERITY = { hint: vscode.DiagnosticSeverity.Hint, information: vscode.DiagnosticSeverity.Information, warning: vscode.DiagnosticSeverity.Warning } as const;
+
+/**
+ * How loud a finding is: the scanner's own rule (Hint for what proposes nothing here), and
+ * for a finding whose figure is only an estimate, the level `membit.diagnostics.estimateSeverity`
+ * sets (a faint Hint by default); measured findings stay Information.
+ */
+function effectiveSeverity(site: Site, peakBytes: number | undefined, estimates: 'hint' | 'information' | 'warning'): 'hint' | 'information' | 'warning' {
+  const base = siteSeverity(site, peakBytes);
+  if (base === 'hint') return 'hint';
+  const measured = site.estimate.source === 'report' || site.advice?.basis === 'measured';
+  return measured ? base : estimates;
 }
 
 /** The harness variants that measure a site's lever (packed dropout for dropout sites, sdpa for eager attention, …). */
