@@ -99,6 +99,9 @@ export class ScanFeature implements vscode.Disposable {
       vscode.workspace.onDidOpenNotebookDocument((nb) => this.scheduleNotebook(nb)),
       vscode.workspace.onDidChangeNotebookDocument((e) => this.scheduleNotebook(e.notebook)),
       vscode.window.onDidChangeVisibleTextEditors(() => this.renderHints()),
+      // The context menu offers only the conversions that apply to the site under the cursor.
+      vscode.window.onDidChangeTextEditorSelection((e) => this.updateCursorContext(e.textEditor)),
+      vscode.window.onDidChangeActiveTextEditor((e) => this.updateCursorContext(e)),
       onSettingsChanged(['shapes', 'scan', 'diagnostics', 'hints', 'codeLens', 'hover'], () => this.rescanAll()),
       reports.onDidChange(() => this.rescanAll()),
       vscode.languages.registerCodeLensProvider({ language: 'python' }, { onDidChangeCodeLenses: this.lensChanged.event, provideCodeLenses: (d) => this.lenses(d) }),
@@ -182,6 +185,7 @@ export class ScanFeature implements vscode.Disposable {
     this.publish(doc.uri, result.sites, result.peakBytes);
     this.renderHints();
     this.lensChanged.fire();
+    if (vscode.window.activeTextEditor?.document === doc) this.updateCursorContext(vscode.window.activeTextEditor);
   }
 
   /** Notebooks: the Python cells are scanned together; findings land on their cells. */
@@ -267,6 +271,18 @@ export class ScanFeature implements vscode.Disposable {
       md.appendText(measured.text);
     }
     return new vscode.Hover(md, toRange(site));
+  }
+
+  private cursorKinds = '';
+
+  /** Sets `membit.cursorSite` to the kinds of the sites on the cursor's line (`dropout attn-dropout`, `ffn`, or ''). */
+  private updateCursorContext(editor: vscode.TextEditor | undefined): void {
+    const result = editor ? this.results.get(editor.document.uri.toString()) : undefined;
+    const line = editor?.selection.active.line;
+    const kinds = result && line !== undefined ? [...new Set(result.sites.filter((s) => s.range.startLine <= line && line <= s.range.endLine).map((s) => s.kind))].sort().join(' ') : '';
+    if (kinds === this.cursorKinds) return;
+    this.cursorKinds = kinds;
+    void vscode.commands.executeCommand('setContext', 'membit.cursorSite', kinds);
   }
 
   /**
