@@ -17,6 +17,7 @@ export const Commands = {
   showReport: 'membit.showReport',
   deleteRuns: 'membit.deleteRuns',
   toggleOverlays: 'membit.toggleOverlays',
+  selectRun: 'membit.selectRun',
   selectRunTarget: 'membit.selectRunTarget',
 } as const;
 
@@ -27,6 +28,7 @@ export const InternalCommands = {
   reportViewRendered: 'membit._test.reportViewRendered',
   scanState: 'membit._test.scanState',
   recentlyShown: 'membit._test.recentlyShown',
+  statusBar: 'membit._test.statusBar',
   gpuBackend: 'membit._test.gpuBackend',
   /** The advisor's code actions: apply a lever at a line; show a lever's explanation and docs. */
   applyLever: 'membit._applyLever',

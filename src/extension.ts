@@ -23,7 +23,7 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   const started = performance.now();
   const log = createLog(context);
   const reports = registerReportFeature(context, log);
-  const scan = registerScanFeature(context, log, reports.store);
+  const scan = registerScanFeature(context, log, reports.store, reports.overlays);
   const convert = registerConvertFeature(context, log, scan);
   const gpus = new LocalGpus(context, log);
   context.subscriptions.push(gpus, vscode.commands.registerCommand(InternalCommands.gpuBackend, () => gpus.status()));

@@ -121,6 +121,33 @@ def test_gpt_report_validates_and_adds_up(gpt):
     assert report["timeline"] is None and report["summary"]["peak_allocated"] is None
 
 
+def test_gpt_report_hashes_every_attributed_source_and_keeps_each_step_time(gpt):
+    import hashlib
+    _, report = gpt
+    sources = {s["file"]: s for s in report["sources"]}
+    # The script and every file under the root that a line, site or module names; never
+    # the standard library or site-packages (absolute paths).
+    named = {e["file"] for e in report["lines"]} | {s["file"] for s in report["sites"]}
+    named |= {m["created_at"]["file"] for m in report["modules"] if m["created_at"]}
+    assert {f for f in named if not os.path.isabs(f)} <= set(sources), sorted(named)
+    assert "samples/gpt_tiny.py" in sources and all(not os.path.isabs(f) for f in sources)
+    with open(GPT, "rb") as fh:
+        data = fh.read()
+    assert sources["samples/gpt_tiny.py"] == {"file": "samples/gpt_tiny.py", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    times = report["summary"]["step_times_s"]
+    assert len(times) == report["run"]["steps"]
+    assert report["summary"]["step_time_s"] == pytest.approx(sorted(times)[len(times) // 2] if len(times) % 2 else sum(sorted(times)[len(times) // 2 - 1:len(times) // 2 + 1]) / 2, rel=1e-4)
+
+
+def test_source_hashes_skip_a_byte_order_mark(tmp_path):
+    import hashlib
+    from membit.profile.report import source_hashes
+    (tmp_path / "a.py").write_bytes(b"\xef\xbb\xbfx = 1\n")
+    doc = {"run": {"script": "a.py"}, "lines": [{"file": "/usr/lib/python3/os.py"}], "sites": [], "modules": [],
+           "peak": {"top": []}, "oom": None}
+    assert source_hashes(doc, str(tmp_path)) == [{"file": "a.py", "sha256": hashlib.sha256(b"x = 1\n").hexdigest(), "bytes": 6}]
+
+
 def test_gpt_progress_lines_and_passthrough(gpt):
     proc, report = gpt
     events = progress_events(proc.stderr)

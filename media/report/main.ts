@@ -18,7 +18,8 @@ import {
 } from 'chart.js';
 import { formatPct } from '../../src/core/report/compare';
 import type { ReportView } from '../../src/core/report/view';
-import { formatBytes } from '../../src/core/run/harness';
+import { formatBytes } from '../../src/core/units';
+import { formatStepTime, stepStats } from '../../src/core/report/stepTime';
 import type { FromWebview, RenderedSummary, ToWebview } from './messages';
 
 Chart.register(LineController, LineElement, PointElement, BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip, Filler);
@@ -133,7 +134,7 @@ function renderSummary(v: ReportView): void {
   ];
   if (cpu) sec.append(el('p', { class: 'meta' }, 'CPU run: PyTorch keeps no allocator record on CPU, so the peak is what the harness could name (parameters, gradients, optimizer state and tensors saved for backward).'));
   sec.append(table('summary-table', ['at the peak', 'bytes'], cat.filter(([, b]) => b !== null).map(([k, b]) => [k, formatBytes(b as number)])));
-  if (s.step_time_s !== null) sec.append(el('p', {}, `Step time ${(s.step_time_s * 1000).toFixed(1)} ms${s.samples_per_s !== null ? ` · ${s.samples_per_s.toFixed(1)} samples/s` : ''}`));
+  if (s.step_time_s !== null) sec.append(el('p', { id: 'step-time' }, `Step time ${formatStepTime(stepStats(s.step_times_s), s.step_time_s)}${s.samples_per_s !== null ? ` · ${s.samples_per_s.toFixed(1)} samples/s` : ''}`));
 }
 
 function renderTimeline(v: ReportView): void {
@@ -328,8 +329,8 @@ function renderComparison(msg: ToWebview): void {
       ['run', 'variant', 'status', 'peak', 'Δpeak', 'step time', 'Δstep', 'samples/s', 'Δsamples/s'],
       msg.comparison.rows.map((r) => [
         r.label, r.variant, r.status, formatBytes(r.peak), formatPct(r.dPeak),
-        r.stepTime === null ? '—' : `${(r.stepTime * 1000).toFixed(1)} ms`, formatPct(r.dStepTime),
-        r.samplesPerS === null ? '—' : r.samplesPerS.toFixed(1), formatPct(r.dSamplesPerS),
+        r.stepText, r.dStepText,
+        r.samplesPerS === null ? '—' : r.samplesPerS.toFixed(1), r.dSamplesText,
       ]),
     ),
   );

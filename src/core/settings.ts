@@ -51,7 +51,8 @@ export interface MembitSettings {
   };
   shapes: ShapeSetting;
   scan: { maxFileSizeKB: number };
-  diagnostics: { enabled: boolean };
+  /** `estimateSeverity`: how loud a finding whose figure is an estimate (not measured) is. */
+  diagnostics: { enabled: boolean; estimateSeverity: 'hint' | 'information' | 'warning' };
   hints: { enabled: boolean };
   codeLens: { enabled: boolean };
   hover: { enabled: boolean };
@@ -63,10 +64,10 @@ export const DEFAULT_SETTINGS: MembitSettings = {
   python: '',
   targets: [],
   runs: [],
-  profile: { steps: 3, warmup: 1 },
+  profile: { steps: 10, warmup: 1 },
   shapes: {},
   scan: { maxFileSizeKB: 2048 },
-  diagnostics: { enabled: true },
+  diagnostics: { enabled: true, estimateSeverity: 'hint' },
   hints: { enabled: true },
   codeLens: { enabled: true },
   hover: { enabled: true },
@@ -115,7 +116,10 @@ export function readSettings(get: (key: string) => unknown): MembitSettings {
     },
     shapes: pick('shapes', d.shapes, (v) => !!v && typeof v === 'object' && !Array.isArray(v)),
     scan: { maxFileSizeKB: pick('scan.maxFileSizeKB', d.scan.maxFileSizeKB, isInt(1)) },
-    diagnostics: { enabled: pick('diagnostics.enabled', true, isBool) },
+    diagnostics: {
+      enabled: pick('diagnostics.enabled', true, isBool),
+      estimateSeverity: pick('diagnostics.estimateSeverity', d.diagnostics.estimateSeverity, (v) => v === 'hint' || v === 'information' || v === 'warning'),
+    },
     hints: { enabled: pick('hints.enabled', true, isBool) },
     codeLens: { enabled: pick('codeLens.enabled', true, isBool) },
     hover: { enabled: pick('hover.enabled', true, isBool) },

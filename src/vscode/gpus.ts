@@ -1,5 +1,5 @@
 import * as vscode from 'vscode';
-import { formatBytes } from '../core/run/harness';
+import { formatBytes } from '../core/units';
 import { loadGpuBackend, type GpuSampler, type LoadedGpuBackend } from '../native';
 import type { Log } from './log';
 

@@ -14,6 +14,7 @@ const WHAT: Partial<Record<CommandId, string>> = {
   [Commands.findMaxBatchSize]: 'Finding the largest batch that fits',
   [Commands.showReport]: 'The report view',
   [Commands.toggleOverlays]: 'Memory overlays',
+  [Commands.selectRun]: 'Choosing the run the editor shows',
   [Commands.selectRunTarget]: 'Choosing a local or SSH run target',
 };
 

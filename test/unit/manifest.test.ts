@@ -28,12 +28,28 @@ test('untrusted workspaces are limited, and code-running settings are restricted
   for (const k of ['membit.python', 'membit.targets', 'membit.runs']) assert.ok(u.restrictedConfigurations.includes(k), k);
 });
 
-test('the convert commands are in the editor context menu for Python only', () => {
+test('the convert commands are in a Membit group of the context menu, for Python, each only on a site it applies to', () => {
   const menu = pkg.contributes.menus['editor/context'];
-  for (const id of [Commands.convertToPackedDropout, Commands.convertToRecomputeDropout, Commands.convertFfnToSparse24, Commands.convertAllInFile]) {
+  /** Evaluates an entry's `when` as VS Code would for a Python file with these site kinds at the cursor. */
+  const shows = (when: string, kinds: string) =>
+    when.split(' && ').every((part) => {
+      if (part === 'editorLangId == python') return true;
+      const m = /^membit\.cursorSite =~ \/(.*)\/$/.exec(part);
+      assert.ok(m, `unexpected clause ${part}`);
+      return new RegExp(m[1] as string).test(kinds);
+    });
+  const expect: Record<string, [string, boolean][]> = {
+    [Commands.convertToPackedDropout]: [['dropout', true], ['attn-dropout', true], ['dropout-call', true], ['ffn', false], ['fused-attn-dropout', false], ['', false]],
+    [Commands.convertToRecomputeDropout]: [['attn-dropout eager-attn', true], ['ffn', false]],
+    [Commands.convertFfnToSparse24]: [['ffn', true], ['dropout', false], ['', false]],
+    [Commands.convertAllInFile]: [['', true]],
+  };
+  for (const [id, cases] of Object.entries(expect)) {
     const entry = menu.find((m: { command: string }) => m.command === id);
     assert.ok(entry, `${id} is not in the editor context menu`);
-    assert.equal(entry.when, 'editorLangId == python');
+    assert.match(entry.group, /^membit@\d+$/);
+    assert.ok(entry.when.startsWith('editorLangId == python'));
+    for (const [kinds, shown] of cases) assert.equal(shows(entry.when, kinds), shown, `${id} with "${kinds}" at the cursor`);
   }
 });
 

@@ -37,8 +37,8 @@ test('membit report prints the peak, the categories and the top lines', async ()
   const io = capture(dir);
   assert.equal(await main(['report', 'gpt_tiny_cpu_baseline.json'], io), 0, io.stderr);
   assert.match(io.stdout, /^gpt_tiny\.py · baseline · .* · ok$/m);
-  assert.match(io.stdout, /^peak [\d.]+ [kMG]B \(named by the harness/m);
-  assert.match(io.stdout, /^ {2}gpt_tiny\.py:\d+ +[\d.]+ [kMG]?B {2}mask /m);
+  assert.match(io.stdout, /^peak [\d.]+ [KMG]iB \(named by the harness/m);
+  assert.match(io.stdout, /^ {2}gpt_tiny\.py:\d+ +[\d.]+ (?:[KMG]i)?B {2}mask /m);
 });
 
 test('membit report compares runs as Markdown against the first', async () => {
@@ -49,7 +49,7 @@ test('membit report compares runs as Markdown against the first', async () => {
   assert.equal(rows.length, 4);
   assert.match(rows[2] as string, /\| baseline \| ok \| .* \| ±0\.0% \|/);
   // Packed dropout holds less at the peak than the baseline: the Δpeak is negative.
-  assert.match(rows[3] as string, /\| packed \| ok \| [\d.]+ [kMG]B \| −[\d.]+% \|/);
+  assert.match(rows[3] as string, /\| packed \| ok \| [\d.]+ [KMG]iB \| −[\d.]+% \|/);
 });
 
 test('membit report refuses malformed files with the reason', async () => {

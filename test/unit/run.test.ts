@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { explainFailure } from '../../src/core/run/errors';
-import { formatBytes, harnessArgv, LineSplitter, parseProgressLine } from '../../src/core/run/harness';
+import { harnessArgv, LineSplitter, parseProgressLine } from '../../src/core/run/harness';
 import { parseRunFileName, runFileName, safeNamePart } from '../../src/core/run/history';
 import { runLocal } from '../../src/core/run/local';
 
@@ -28,13 +28,6 @@ test('LineSplitter joins lines split across chunks', () => {
   assert.deepEqual(s.push('ab'), []);
   assert.deepEqual(s.push('c\r\nde\nf'), ['abc', 'de']);
   assert.deepEqual(s.flush(), ['f']);
-});
-
-test('formatBytes uses decimal units with 3 significant digits', () => {
-  assert.equal(formatBytes(0), '0 B');
-  assert.equal(formatBytes(1_240_000_000), '1.24 GB');
-  assert.equal(formatBytes(96_000_000), '96.0 MB');
-  assert.equal(formatBytes(512), '512 B');
 });
 
 test('run file names round-trip and stay safe', () => {

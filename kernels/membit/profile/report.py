@@ -13,6 +13,7 @@ Accounting rules (the tests check them on every report):
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import linecache
@@ -381,6 +382,8 @@ def build(h) -> dict:
         "masks_at_peak": sums["mask"], "unattributed_at_peak": unattributed, "tracked_at_peak": tracked,
         "step_time_s": _num(step_time, 6), "samples_per_s": _num(batch / step_time, 3) if batch and step_time else None,
         "batch_size": batch,
+        # Every profiled step, so readers can show the spread and call small differences noise.
+        "step_times_s": [_num(t, 6) for t in step_times],
     }
 
     t0 = tr.profile_start_t if tr.profile_start_t is not None else h.start_t
@@ -414,7 +417,48 @@ def build(h) -> dict:
     if overlays:
         # Lines of rewritten text back onto the user's file (see overlay.py).
         overlays.remap(doc, paths)
+    doc["sources"] = source_hashes(doc, paths.root)
     return doc
+
+
+def _attributed_files(doc: dict) -> set:
+    """Every file the report names a line of (relative to the run's root)."""
+    files = {doc["run"]["script"]}
+    files.update(e["file"] for e in doc["lines"])
+    files.update(s["file"] for s in doc["sites"])
+    for m in doc["modules"]:
+        for k in ("defined_at", "created_at"):
+            if m.get(k):
+                files.add(m[k]["file"])
+    for f in doc.get("ffn") or []:
+        if f.get("created_at"):
+            files.add(f["created_at"]["file"])
+    for top in (doc["peak"]["top"], (doc["oom"] or {}).get("top") or []):
+        for holder in top:
+            files.update(fr["file"] for fr in holder["frames"])
+    return files
+
+
+def source_hashes(doc: dict, root: str) -> List[dict]:
+    """sha256 of the text of every attributed file under the run's root, as the run read it.
+
+    The editor compares these with the text on screen: a file that hashes the same is the
+    code that was profiled, whatever edits happened in between. Hashed as UTF-8 text without
+    a byte-order mark, which is what an editor buffer holds.
+    """
+    out = []
+    for rel in sorted(_attributed_files(doc)):
+        if not rel or rel.startswith("<") or os.path.isabs(rel):
+            continue  # the standard library and site-packages: not the user's code
+        try:
+            with open(os.path.join(root, rel), "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        out.append({"file": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
+    return out
 
 
 def _ffn_doc(h, paths) -> list:

@@ -4,6 +4,7 @@
  * a message never carries a number that no result file in the repository holds.
  */
 import advisorRun from '../../../kernels/benchmarks/results/advisor_NVIDIA-H200.json';
+import { formatBytes } from '../units';
 
 interface AdvisorRunRow {
   case: string;
@@ -11,8 +12,6 @@ interface AdvisorRunRow {
   status: string;
   peak_allocated: number | null;
 }
-
-const GIB = 1024 ** 3;
 
 /** One lever's measured effect on one model: peak before and after, where and when. */
 export interface MeasuredLever {
@@ -38,9 +37,8 @@ function measured(caseName: string, model: string, variant: string): MeasuredLev
 /** HF BERT-large, 16 × 512, fp32, AdamW: eager attention against SDPA. */
 export const BERT_LARGE_SDPA = measured('bert-large', 'HF BERT-large 16×512 (fp32)', 'sdpa');
 
-/** "HF BERT-large 16×512 (fp32) on an NVIDIA H200: 30.7 → 17.2 GiB peak (−44%)". */
+/** "HF BERT-large 16×512 (fp32) on an NVIDIA H200: 30.7 GiB → 17.2 GiB peak (−44%, measured 2026-12-04)". */
 export function describeMeasured(m: MeasuredLever): string {
   const pct = Math.round((100 * (m.leverPeak - m.baselinePeak)) / m.baselinePeak);
-  const gib = (b: number) => `${(b / GIB).toFixed(1)} GiB`;
-  return `${m.model} on an ${m.device}: ${gib(m.baselinePeak)} → ${gib(m.leverPeak)} peak (${pct < 0 ? '−' : '+'}${Math.abs(pct)}%, measured ${m.date})`;
+  return `${m.model} on an ${m.device}: ${formatBytes(m.baselinePeak)} → ${formatBytes(m.leverPeak)} peak (${pct < 0 ? '−' : '+'}${Math.abs(pct)}%, measured ${m.date})`;
 }

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { UsageError } from './args';
 import type { Subcommand } from './command';
-import { formatBytes } from '../run/harness';
+import { formatBytes } from '../units';
 import { runFileName } from '../run/history';
 import { DEFAULT_REMOTE_PYTHON, DEFAULT_REMOTE_WORKDIR } from '../run/sshConfig';
 import { createRun, targetLabel, type RunTarget } from '../run/target';

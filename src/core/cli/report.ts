@@ -6,7 +6,8 @@ import { compareRuns, comparisonMarkdown } from '../report/compare';
 import { parseReport } from '../report/model';
 import { REPORT_SCHEMA } from '../report/schema';
 import { peakBytes, type Report } from '../report/types';
-import { formatBytes } from '../run/harness';
+import { formatBytes } from '../units';
+import { formatStepTime, stepStats } from '../report/stepTime';
 import { jsonTerminalSafe, terminalSafe } from '../untrusted';
 
 function load(path: string): Report {
@@ -38,7 +39,7 @@ export function summaryText(r: Report, topLines = 10): string {
     ['unattributed', s.unattributed_at_peak],
   ];
   for (const [k, v] of rows) if (v !== null) out.push(`  ${k.padEnd(16)}${formatBytes(v).padStart(10)}`);
-  if (s.step_time_s !== null) out.push(`step ${(s.step_time_s * 1000).toFixed(1)} ms${s.samples_per_s !== null ? ` · ${s.samples_per_s.toFixed(1)} samples/s` : ''}`);
+  if (s.step_time_s !== null) out.push(`step ${formatStepTime(stepStats(s.step_times_s), s.step_time_s)}${s.samples_per_s !== null ? ` · ${s.samples_per_s.toFixed(1)} samples/s` : ''}`);
   if (r.lines.length) {
     out.push('', 'lines holding the most (saved for backward):');
     for (const l of [...r.lines].sort((a, b) => b.saved_bytes - a.saved_bytes).slice(0, topLines)) {

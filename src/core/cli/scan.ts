@@ -42,6 +42,7 @@ import {
   siteSeverity,
   type TorchCapabilities,
 } from '../scan';
+import { formatBytes } from '../units';
 import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
 import { loadAdviceTables } from '../advice/load';
@@ -253,7 +254,7 @@ export const scanCommand: Subcommand = {
     { name: 'hidden', value: true, metavar: 'N', help: 'hidden size for estimates' },
     { name: 'heads', value: true, metavar: 'N', help: 'attention heads for estimates' },
     { name: 'report', value: true, metavar: 'FILE', help: 'use the measured figures of a profile report (membit.report/1)' },
-    { name: 'max-size-kb', value: true, metavar: 'KB', help: `skip files larger than this (default ${DEFAULT_MAX_KB})` },
+    { name: 'max-size-kb', value: true, metavar: 'N', help: `skip files larger than N KiB (default ${DEFAULT_MAX_KB})` },
     { name: 'gpu', value: true, metavar: 'NAME', help: 'read the measured 2:4 speed advice for this GPU (default: the --report run\'s GPU)' },
     { name: 'python', value: true, metavar: 'PY', help: 'check the advisor against what the torch of this interpreter can do (runs PY -m membit.capabilities)' },
   ],
@@ -345,7 +346,7 @@ export const scanCommand: Subcommand = {
           const st = statSync(abs);
           // Notebooks carry outputs (images): their limit applies to the code cells instead.
           if (!abs.endsWith('.ipynb') && st.size > maxBytes) {
-            outcomes.push({ file, status: 'skipped', message: `skipped: ${Math.round(st.size / 1024)} KB is over the ${maxBytes / 1024} KB limit` });
+            outcomes.push({ file, status: 'skipped', message: `skipped: ${formatBytes(st.size)} is over the ${formatBytes(maxBytes)} limit` });
             continue;
           }
           // Invalid UTF-8 becomes U+FFFD: the scan goes on around it.

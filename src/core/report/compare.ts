@@ -3,8 +3,9 @@
  * time and throughput against the first run, per-module differences, and how each
  * run's levers were applied.
  */
-import { formatBytes } from '../run/harness';
+import { formatBytes } from '../units';
 import { peakBytes, type Report } from './types';
+import { compareSteps, formatStepTime, formatVerdict, stepStats, type StepStats, type StepVerdict } from './stepTime';
 
 export interface CompareRow {
   label: string;
@@ -18,6 +19,15 @@ export interface CompareRow {
   samplesPerS: number | null;
   dSamplesPerS: number | null;
   masks: number;
+  /** Median and spread of the profiled steps; null for reports without per-step times. */
+  step: StepStats | null;
+  /** Whether the step time differs from the baseline's by more than the noise. */
+  stepVerdict: StepVerdict;
+  /** `84.2 ms ± 3.1 (10 steps)`. */
+  stepText: string;
+  /** `within noise`, `−12.3%`, `too few steps (2)`; for step time and for samples/s. */
+  dStepText: string;
+  dSamplesText: string;
   /** How each lever was applied ("checkpoint: torch.utils.checkpoint … on h (6 Block blocks)"). */
   levers: string[];
   /** Where line figures are approximate because the run executed rewritten source. */
@@ -45,8 +55,12 @@ export function compareRuns(runs: readonly { label: string; report: Report }[]):
   if (runs.length === 0) return { rows: [], modules: [] };
   const base = (runs[0] as { report: Report }).report;
   const baseSummary = base.summary;
+  const baseStep = stepStats(baseSummary.step_times_s);
   const rows = runs.map(({ label, report }) => {
     const s = report.summary;
+    const step = stepStats(s.step_times_s);
+    // Reports without per-step times: no spread, so a difference cannot be told from noise.
+    const stepVerdict: StepVerdict = report === base ? { kind: 'noise', rel: 0 } : compareSteps(baseStep, step);
     return {
       label,
       variant: report.run.variant,
@@ -58,6 +72,11 @@ export function compareRuns(runs: readonly { label: string; report: Report }[]):
       samplesPerS: s.samples_per_s,
       dSamplesPerS: rel(s.samples_per_s, baseSummary.samples_per_s),
       masks: s.masks_at_peak,
+      step,
+      stepVerdict,
+      stepText: formatStepTime(step, s.step_time_s),
+      dStepText: report === base ? '—' : formatVerdict(stepVerdict),
+      dSamplesText: report === base || s.samples_per_s === null ? '—' : formatVerdict(stepVerdict, true),
       levers: (report.run.levers ?? []).map((l) => `${l.lever}: ${l.how}`),
       approximate: (report.run.overlays ?? [])
         .filter((o) => o.used && o.approximate.length)
@@ -100,10 +119,10 @@ export function comparisonMarkdown(c: Comparison): string {
       r.status,
       formatBytes(r.peak),
       formatPct(r.dPeak),
-      r.stepTime === null ? '—' : `${(r.stepTime * 1000).toFixed(1)} ms`,
-      formatPct(r.dStepTime),
+      r.stepText,
+      r.dStepText,
       r.samplesPerS === null ? '—' : r.samplesPerS.toFixed(1),
-      formatPct(r.dSamplesPerS),
+      r.dSamplesText,
       formatBytes(r.masks),
     ].join(' | '),
   );

@@ -63,6 +63,12 @@ export class LineMapper {
     return this.map.get(reportLine);
   }
 
+  /** The report line now at `line` (0-based both), or undefined. */
+  reportLineAt(line: number): number | undefined {
+    for (const [orig, cur] of this.map) if (cur === line) return orig;
+    return undefined;
+  }
+
   entries(): [number, number][] {
     return [...this.map.entries()];
   }

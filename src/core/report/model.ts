@@ -2,7 +2,7 @@
  * Reading a report: parse, validate against the schema, and index it by file and line
  * for the overlays. Pure; the VS Code adapter only maps results onto editors.
  */
-import { formatBytes } from '../run/harness';
+import { formatBytes } from '../units';
 import { validate, type Schema } from './jsonSchema';
 import { peakBytes, type LineEntry, type Report } from './types';
 
@@ -51,6 +51,8 @@ export interface LineInfo {
   bucket: HeatBucket | undefined;
   /** Rank among the file's lines by bytes, 0 = largest. */
   rank: number;
+  /** Module instances the figures sum over (`h.*.attn` in a 4-layer model: 4); 1 when one. */
+  instances: number;
 }
 
 export interface ReportIndex {
@@ -58,6 +60,8 @@ export interface ReportIndex {
   peak: number;
   /** Relative (to the run root) path → line number (1-based) → info. */
   files: Map<string, Map<number, LineInfo>>;
+  /** `cpu`, `cuda`, …: whose bytes per element the figures are. */
+  device: string;
 }
 
 /** Normalizes a report path for lookups: forward slashes, no leading ./ */
@@ -65,15 +69,31 @@ export function normalizePath(p: string): string {
   return p.replace(/\\/g, '/').replace(/^\.\//, '');
 }
 
+/** Whether a module path (`h.0.attn`) is one a wildcard path names (`h.*.attn`; `*` is one segment). */
+export function globMatches(pattern: string, path: string): boolean {
+  const a = pattern.split('.');
+  const b = path.split('.');
+  return a.length === b.length && a.every((seg, i) => seg === '*' || seg === b[i]);
+}
+
 export function indexReport(report: Report): ReportIndex {
   const peak = peakBytes(report);
+  // Lines name their module with wildcards for the instances they sum over; count them once per pattern.
+  const counts = new Map<string, number>();
+  const instancesOf = (module: string | null): number => {
+    if (!module || !module.includes('*')) return 1;
+    let n = counts.get(module);
+    if (n === undefined) counts.set(module, (n = Math.max(1, report.modules.filter((m) => globMatches(module, m.path)).length)));
+    return n;
+  };
   const files = new Map<string, Map<number, LineInfo>>();
   for (const e of report.lines) {
     const file = normalizePath(e.file);
     let byLine = files.get(file);
     if (!byLine) files.set(file, (byLine = new Map()));
-    const info = byLine.get(e.line) ?? { line: e.line, entries: [], savedBytes: 0, maskBytes: 0, bucket: undefined, rank: 0 };
+    const info = byLine.get(e.line) ?? { line: e.line, entries: [], savedBytes: 0, maskBytes: 0, bucket: undefined, rank: 0, instances: 1 };
     info.entries.push(e);
+    info.instances = Math.max(info.instances, instancesOf(e.module));
     info.savedBytes += e.saved_bytes;
     info.maskBytes += e.mask_bytes;
     byLine.set(e.line, info);
@@ -85,14 +105,25 @@ export function indexReport(report: Report): ReportIndex {
       info.bucket = heatBucket(info.savedBytes, peak);
     });
   }
-  return { report, peak, files };
+  return { report, peak, files, device: report.run.device?.type ?? 'unknown' };
 }
 
-/** The end-of-line text: "▲ 1.24 GB saved for backward · mask 96.0 MB". */
-export function inlineText(info: Pick<LineInfo, 'savedBytes' | 'maskBytes'>): string {
-  const parts = [`▲ ${formatBytes(info.savedBytes)} saved for backward`];
+/**
+ * The end-of-line text, short enough for an 80–100 column view (details in the hover):
+ * `▲ 256 KiB kept for backward · mask 256 KiB (2× summed, CPU)`.
+ */
+export function inlineText(info: Pick<LineInfo, 'savedBytes' | 'maskBytes'> & Partial<Pick<LineInfo, 'instances'>>, device?: string): string {
+  const parts = [`▲ ${formatBytes(info.savedBytes)} kept for backward`];
   if (info.maskBytes > 0) parts.push(`mask ${formatBytes(info.maskBytes)}`);
-  return parts.join(' · ');
+  return `${parts.join(' · ')}${scopeSuffix(info.instances ?? 1, device)}`;
+}
+
+/** ` (2× summed, CPU)`: how many instances a figure sums and whose bytes it is; '' for one instance on CUDA. */
+export function scopeSuffix(instances: number, device: string | undefined): string {
+  const parts: string[] = [];
+  if (instances > 1) parts.push(`${instances}× summed`);
+  if (device === 'cpu') parts.push('CPU');
+  return parts.length ? ` (${parts.join(', ')})` : '';
 }
 
 /** Which lines get end-of-line text: the top few by bytes, and only visible shares. */

@@ -81,6 +81,8 @@ export interface Summary {
   step_time_s: number | null;
   samples_per_s: number | null;
   batch_size: number | null;
+  /** Each profiled step's time; absent in reports of earlier versions. */
+  step_times_s?: number[];
 }
 
 export interface OpBytes {
@@ -166,8 +168,17 @@ export interface Report {
   oom: Oom | null;
   /** FFN blocks with the tokens and dtype they ran with; absent in reports of models without one. */
   ffn?: FfnEntry[];
+  /** sha256 of each attributed file under the run's root; absent in reports of earlier versions. */
+  sources?: SourceHash[];
   /** Mask flip rates of the 2:4 layers; absent without them. */
   flip_rate?: { step: number[]; layers: Record<string, number[]> };
+}
+
+export interface SourceHash {
+  file: string;
+  /** Of the UTF-8 text without a byte-order mark, as an editor buffer holds it. */
+  sha256: string;
+  bytes: number;
 }
 
 export interface FfnEntry {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import ignore, { type Ignore } from 'ignore';
-import { formatBytes } from './harness';
+import { formatBytes } from '../units';
 
 /** Never uploaded, whatever the ignore files say: VCS data, environments, our own runs. */
 export const ALWAYS_SKIPPED_DIRS = new Set(['.git', '.hg', '.svn', 'node_modules', '.venv', 'venv', '.membit', '__pycache__', '.mypy_cache', '.pytest_cache', '.ruff_cache', '.tox']);

@@ -92,19 +92,3 @@ export class LineSplitter {
     return t ? [t] : [];
   }
 }
-
-/** A readable byte size: 1.24 GB, 96 MB, 512 B (decimal units, as nvidia-smi and PyTorch docs use). */
-export function formatBytes(n: number): string {
-  if (!Number.isFinite(n)) return '?';
-  const abs = Math.abs(n);
-  const units: [number, string][] = [
-    [1e12, 'TB'],
-    [1e9, 'GB'],
-    [1e6, 'MB'],
-    [1e3, 'kB'],
-  ];
-  for (const [size, unit] of units) {
-    if (abs >= size) return `${(n / size).toFixed(abs >= size * 100 ? 0 : abs >= size * 10 ? 1 : 2)} ${unit}`;
-  }
-  return `${n} B`;
-}

@@ -10,7 +10,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import { delimiter, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { explainFailure } from './errors';
 import { DEFAULT_MAX_UPLOAD_BYTES, hashFiles, listPackageFiles, listWorkspaceFiles, treeHash, UploadTooLargeError } from './files';
-import { formatBytes, harnessArgv, LineSplitter, parseProgressLine, PROGRESS_TOKEN_ENV, type ProgressEvent } from './harness';
+import { formatBytes } from '../units';
+import { harnessArgv, LineSplitter, parseProgressLine, PROGRESS_TOKEN_ENV, type ProgressEvent } from './harness';
 import { runLocal } from './local';
 import { describeSearch, findSdpaOverlays, type OverlayArg, type OverlayFile, writeOverlays } from './overlays';
 import { fetchReport, killRemoteGroup, preflight, uploadTrees, type LocalTree, type RemoteInfo, type UploadProgress } from './remote';

@@ -12,6 +12,7 @@ import type { AttnChainFact, BackwardFact, LoopFact } from './adviceFacts';
 import type { Env, GCall, PlacedChunk } from './analyze';
 import type { DefFact, RelRange } from './facts';
 import { SDPA, FUSED_ATTENTION } from './names';
+import { formatBytes } from '../units';
 import { type Dim, fromDims, type ShapeContext } from './shapes';
 import type { Advice, AttentionInfo, Estimate, EstimateShape, MeasuredModule, Site, SiteArgs, SiteRange, TorchCapabilities, TorchFeature } from './types';
 
@@ -305,7 +306,7 @@ export function eagerAttnAdvice(
         advice: applyCapabilities(advice, env.opts.capabilities),
         estimate: {
           source: 'report',
-          note: `measured in the latest profile run: probabilities ${probs} B on the softmax line${mask ? `, ${mask} B on the dropout line` : ''}${copy ? `, ${copy} B of the copy kept by the product with v` : ''}`,
+          note: `probabilities ${formatBytes(probs)} on the softmax line${mask ? `, ${formatBytes(mask)} on the dropout line` : ''}${copy ? `, ${formatBytes(copy)} of the copy kept by the product with v` : ''}`,
         },
       };
     }
@@ -314,7 +315,7 @@ export function eagerAttnAdvice(
     advice.basis = 'measured';
     return {
       advice: applyCapabilities(advice, env.opts.capabilities),
-      estimate: { source: 'report', note: 'softmax outputs and attention-dropout masks measured in the latest profile run (the copy kept by the product with v not counted)' },
+      estimate: { source: 'report', note: 'softmax outputs and attention-dropout masks (the copy kept by the product with v not counted)' },
     };
   }
   const est = fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], 1, false, 'attention probabilities');
@@ -436,7 +437,7 @@ export function checkpointAdvice(env: Env, ctx: ShapeContext, measured: { line?:
       advice: applyCapabilities(advice, env.opts.capabilities),
       estimate: {
         source: 'report',
-        note: `${found.blocks.length} blocks under ${found.path || 'the model'} kept ${total} B in the latest profile run; one block is re-materialised in backward; the input each block keeps is not subtracted (an upper bound)`,
+        note: `${found.blocks.length} blocks under ${found.path || 'the model'} kept ${formatBytes(total)}; one block is re-materialised in backward; the input each block keeps is not subtracted (an upper bound)`,
       },
     };
   }
@@ -513,7 +514,7 @@ export function optimizerAdvice(env: Env, ctx: ShapeContext): { estimate: Estima
       advice: applyCapabilities(advice, caps),
       stateBytes: run.optimizerState,
       ...(run.params !== undefined ? { params: Math.round(run.params / 4) } : {}),
-      estimate: { source: 'report', note: 'optimizer state measured in the latest profile run' },
+      estimate: { source: 'report', note: 'the optimizer state' },
     };
   }
   const n = layersOf(ctx);
@@ -550,7 +551,7 @@ export function autocastAdvice(env: Env, ctx: ShapeContext): { estimate: Estimat
     advice.savingBytes = Math.max(0, Math.round(run.activationsAtPeak / 2 - (run.params ?? 0) / 2));
     return {
       advice: applyCapabilities(advice, env.opts.capabilities),
-      estimate: { source: 'report', note: `half of the ${run.activationsAtPeak} B of activations measured at the peak, less bf16 copies of the weights (an estimate: softmax and norms stay fp32)` },
+      estimate: { source: 'report', note: `half of the ${formatBytes(run.activationsAtPeak)} of activations measured at the peak, less bf16 copies of the weights (an estimate: softmax and norms stay fp32)` },
     };
   }
   const B = ctx.dim('batch');

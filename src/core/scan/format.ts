@@ -6,21 +6,7 @@
 import { BERT_LARGE_SDPA, describeMeasured } from '../advice/measured';
 import type { AdviceLever, ClassInfo, Estimate, Site, SiteKind, SiteRange, TorchCapabilities } from './types';
 import { ADVISOR_KINDS } from './types';
-
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-
-/** Binary units, three significant digits: `96 MiB`, `1.5 GiB`, `512 B`. */
-export function formatBytes(n: number): string {
-  if (!Number.isFinite(n) || n < 0) return '?';
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  const digits = u === 0 || v >= 100 ? 0 : v >= 10 ? 1 : 2;
-  return `${Number(v.toFixed(digits))} ${UNITS[u]}`;
-}
+import { formatBytes } from '../units';
 
 /** `4.7M`, `38K`, `512`. */
 export function formatCount(n: number): string {
@@ -126,7 +112,7 @@ function adviceHint(site: Site): string {
 export function formatHint(site: Site): string {
   if (isAdvisor(site.kind)) return adviceHint(site);
   const e = site.estimate;
-  const measured = e.source === 'report' ? ' (measured)' : '';
+  const measured = measuredLabel(e);
   if (isDropout(site.kind)) {
     const label = site.kind === 'attn-dropout' ? 'attn dropout mask' : 'dropout mask';
     if (e.maskBytes === 0 && e.source !== 'report') return `${label}: none (p=0)`;
@@ -256,10 +242,29 @@ export function siteSeverity(site: Site, peakBytes?: number): SiteSeverity {
   return 'information';
 }
 
+/** ` (measured, 4× summed, CPU)`: a measured figure's scope, short enough for the end of a line. */
+export function measuredLabel(e: Estimate): string {
+  if (e.source !== 'report') return '';
+  const parts = ['measured'];
+  if (e.scope && e.scope.instances > 1) parts.push(`${e.scope.instances}× summed`);
+  if (e.scope?.device === 'cpu') parts.push('CPU');
+  else if (e.scope?.device === 'cuda') parts.push('CUDA');
+  return ` (${parts.join(', ')})`;
+}
+
+/** `summed over 4 instances, measured on CPU (4 B per mask element there, 1 B on CUDA)`. */
+function scopeText(e: Estimate): string {
+  const sc = e.scope;
+  if (!sc) return '';
+  const n = sc.instances > 1 ? `, summed over ${sc.instances} instances (layers or calls)` : ', one instance';
+  const dev = sc.device === 'cpu' ? ', on CPU: dropout masks take 4 B per element there (1 B on CUDA)' : sc.device === 'cuda' ? ', on CUDA: dropout masks take 1 B per element' : '';
+  return `${n}${dev}`;
+}
+
 function sourceText(e: Estimate): string {
   switch (e.source) {
     case 'report':
-      return 'measured in the latest profile run';
+      return `measured in the run the editor shows${scopeText(e)}`;
     case 'settings':
       return 'from `membit.shapes` (and the file where the setting is silent)';
     case 'config':
@@ -367,7 +372,9 @@ export function formatHover(site: Site, caps?: TorchCapabilities | null): string
     }
   } else if (e.maskBytes !== undefined) {
     if (e.packedBytes !== undefined) {
-      lines.push('| | now | packed | saved |', '|---|---|---|---|');
+      // A blank line first: without it the table renders as one run-on paragraph.
+      if (lines.length && lines[lines.length - 1] !== '') lines.push('');
+      lines.push('| | now | packed | saved |', '|---|---:|---:|---:|');
       lines.push(`| mask${perSample(e)} | ${formatBytes(e.maskBytes)} | ${formatBytes(e.packedBytes)} | ${formatBytes(e.maskBytes - e.packedBytes)} |`);
     } else if (site.kind === 'fused-attn-dropout') {
       if (e.elements !== undefined) lines.push(`An eager dropout here would keep ${formatBytes(e.elements)}${perSample(e)}${shapeLabel(e)}.`);
@@ -378,7 +385,9 @@ export function formatHover(site: Site, caps?: TorchCapabilities | null): string
     lines.push('Size: shape unknown. Set `membit.shapes` (batch, seqLen, hidden, heads) or profile a run.');
   }
   lines.push('');
-  lines.push(`_${sourceText(e)}${e.note ? `: ${e.note}` : ''}._`);
+  // The note may repeat the source (an older estimate's note): say it once.
+  const src = sourceText(e);
+  lines.push(`_${src}${e.note && !src.startsWith(e.note) ? `: ${e.note}` : ''}._`);
   if (site.remedy) {
     lines.push('');
     lines.push(site.remedy);

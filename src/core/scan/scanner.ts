@@ -9,7 +9,7 @@
 import type { Edit, Node, Parser, Query, Tree } from 'web-tree-sitter';
 import { Analyzer, type ClassHeader, type PlacedChunk } from './analyze';
 import { type ChunkFacts, extractFacts } from './facts';
-import { formatBytes } from './format';
+import { formatBytes } from '../units';
 import { type AssetOptions, loadRuntime, type ScanRuntime } from './parser';
 import { DEFAULT_MAX_BYTES, type ScanOptions, type ScanResult, type SiteRange } from './types';
 import { withSparseAdvice } from './sparse24';

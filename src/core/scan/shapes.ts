@@ -220,6 +220,8 @@ export class ShapeContext {
     let maskBytes = 0;
     let hit = false;
     let haveElements = true;
+    let instances = 0;
+    let device: string | undefined;
     const seen = new Set<number>();
     for (const l of lines) {
       if (seen.has(l)) continue;
@@ -231,9 +233,14 @@ export class ShapeContext {
       else haveElements = false;
       if (m.maskBytes !== undefined) maskBytes += m.maskBytes;
       else if (m.elements !== undefined) maskBytes += m.elements;
+      instances = Math.max(instances, m.instances ?? 0);
+      device ??= m.device;
     }
     if (!hit) return undefined;
-    return haveElements ? { elements, maskBytes } : { maskBytes };
+    const out: MeasuredLine = haveElements ? { elements, maskBytes } : { maskBytes };
+    if (instances > 0) out.instances = instances;
+    if (device) out.device = device;
+    return out;
   }
 }
 
@@ -290,7 +297,8 @@ export function fromDims(
 
 /** An estimate straight from the report. */
 export function fromReport(m: MeasuredLine, packable: boolean): Estimate {
-  const est: Estimate = { source: 'report', note: 'measured in the latest profile run' };
+  const est: Estimate = { source: 'report' };
+  if (m.instances !== undefined) est.scope = { instances: m.instances, device: m.device ?? 'unknown' };
   if (m.elements !== undefined) est.elements = m.elements;
   if (m.maskBytes !== undefined) est.maskBytes = m.maskBytes;
   if (packable) {
@@ -313,10 +321,10 @@ export function dtypeBytes(text: string | undefined): number | undefined {
 
 /** Accepts any object shaped like a `membit.report/1` document. */
 export interface ReportLike {
-  sites?: readonly { kind?: unknown; file?: unknown; line?: unknown; elements?: unknown; mask_bytes?: unknown }[];
+  sites?: readonly { kind?: unknown; file?: unknown; line?: unknown; elements?: unknown; mask_bytes?: unknown; module?: unknown; calls?: unknown }[];
   modules?: readonly { path?: unknown; type?: unknown; created_at?: { file?: unknown; line?: unknown } | null; mask_bytes?: unknown; saved_bytes?: unknown; at_peak_bytes?: unknown }[];
   lines?: readonly { file?: unknown; line?: unknown; mask_bytes?: unknown; saved_bytes?: unknown; at_peak_bytes?: unknown; ops?: unknown }[];
-  run?: { script?: unknown } | null;
+  run?: { script?: unknown; device?: { type?: unknown } | null } | null;
   summary?: { peak_allocated?: unknown; tracked_at_peak?: unknown; optimizer_state?: unknown; params?: unknown; activations_at_peak?: unknown } | null;
 }
 
@@ -326,6 +334,17 @@ function sameFile(reportPath: unknown, file: string): boolean {
   const b = file.replace(/\\/g, '/');
   // Report paths are relative to the run's root; the editor knows absolute ones.
   return a === b || b.endsWith(`/${a}`) || a.endsWith(`/${b}`);
+}
+
+function scopeOf(instances: number, device: string | undefined): Pick<MeasuredLine, 'instances' | 'device'> {
+  return device ? { instances, device } : { instances };
+}
+
+/** Whether a module path (`h.0.attn.drop`) is one a site's path names (`h.*.attn.drop`; `*` is one segment). */
+function globMatches(pattern: string, path: string): boolean {
+  const a = pattern.split('.');
+  const b = path.split('.');
+  return a.length === b.length && a.every((seg, i) => seg === '*' || seg === b[i]);
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined);
@@ -351,9 +370,30 @@ export function shapeHintsFromReport(report: ReportLike | null | undefined, file
     if (b !== undefined) m.maskBytes = b;
     return m;
   };
-  for (const s of Array.isArray(report.sites) ? report.sites : []) if (s && sameFile(s.file, file)) put(s.line, clean(s.elements, s.mask_bytes));
+  const device = report.run && typeof report.run.device === 'object' && report.run.device && typeof report.run.device.type === 'string' ? report.run.device.type : undefined;
+  const siteList = (Array.isArray(report.sites) ? report.sites : []).filter((s) => s && typeof s === 'object');
+  for (const s of siteList) if (sameFile(s.file, file)) put(s.line, { ...clean(s.elements, s.mask_bytes), ...scopeOf(num(s.calls) ?? 1, device) });
+  // Construction lines: every module built on the line, summed (one per layer), with the
+  // elements of the sites those modules ran as; never one layer's figure for all of them.
+  const built = new Map<number, { instances: number; maskBytes: number; sites: Set<number> }>();
   for (const m of Array.isArray(report.modules) ? report.modules : []) {
-    if (m?.created_at && sameFile(m.created_at.file, file) && num(m.mask_bytes)) put(m.created_at.line, clean(undefined, m.mask_bytes));
+    const line = num(m?.created_at?.line);
+    if (!m?.created_at || line === undefined || !sameFile(m.created_at.file, file) || !num(m.mask_bytes) || typeof m.path !== 'string') continue;
+    const b = built.get(line) ?? { instances: 0, maskBytes: 0, sites: new Set<number>() };
+    b.instances++;
+    b.maskBytes += num(m.mask_bytes) ?? 0;
+    siteList.forEach((s, i) => {
+      if (typeof s.module === 'string' && globMatches(s.module, m.path as string)) b.sites.add(i);
+    });
+    built.set(line, b);
+  }
+  for (const [line, b] of built) {
+    const sites = [...b.sites].map((i) => siteList[i] as NonNullable<typeof siteList[number]>);
+    const elements = sites.reduce((a, s) => a + (num(s.elements) ?? 0), 0);
+    const maskBytes = sites.reduce((a, s) => a + (num(s.mask_bytes) ?? 0), 0);
+    // The sites cover exactly these modules' masks: use their elements; else the modules' bytes.
+    const m = sites.length && maskBytes === b.maskBytes ? clean(elements, maskBytes) : clean(undefined, b.maskBytes);
+    put(line, { ...m, ...scopeOf(b.instances, device) });
   }
   for (const l of Array.isArray(report.lines) ? report.lines : []) if (l && sameFile(l.file, file) && num(l.mask_bytes)) put(l.line, clean(undefined, l.mask_bytes));
   const hints: ShapeHints = { byLine };

@@ -165,6 +165,8 @@ export interface Estimate {
   shape?: EstimateShape;
   /** Why no figure, where each dimension came from, or what the figure assumes. */
   note?: string;
+  /** Measured figures: how many instances they sum over and the device whose bytes they are. */
+  scope?: { instances: number; device: string };
 }
 
 /** One projection of a feed-forward pair, named as a rewriter needs it. */
@@ -299,6 +301,10 @@ export interface ShapeSettings {
 export interface MeasuredLine {
   elements?: number;
   maskBytes?: number;
+  /** Module instances the figures are summed over (every layer built on the line). */
+  instances?: number;
+  /** The device type the run measured on (`cpu`, `cuda`): CPU dropout masks take 4 B/element, CUDA 1 B. */
+  device?: string;
 }
 
 /** A module of the measured run. */

@@ -2,9 +2,10 @@ import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
-import { formatBytes } from '../../core/run/harness';
+import { formatBytes } from '../../core/units';
 import { peakBytes } from '../../core/report/types';
-import { classTotals, findClassLine, type ClassTotals } from '../../core/report/classes';
+import { runBrief, runDetail, runName } from '../../core/report/runLabel';
+import { classTotals, type ClassTotals } from '../../core/report/classes';
 import { relative } from 'node:path';
 import { getSettings } from '../settings';
 import { registerMembitCommand } from '../commandRegistry';
@@ -46,14 +47,27 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       return;
     }
     const run = r.index.report.run;
+    const brief = runBrief(r.index.report);
     const peak = formatBytes(peakBytes(r.index.report));
     const label = run.status === 'ok' ? `peak ${peak}` : `${run.status.toUpperCase()} at ${peak}`;
-    status.text = `$(pulse) Membit: ${label}`;
-    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
+    // The status bar names the run the overlays show: its variant and when it ran.
+    const name = brief ? runName(brief) : run.variant;
+    const active = vscode.window.activeTextEditor?.document;
+    const edited = active ? overlays.isStale(active) : undefined;
+    status.text = `$(pulse) Membit: ${label} · ${name}${store.isPinned ? ' $(pinned)' : ''}${edited ? ' · $(warning) file edited' : ''}`;
+    const why = store.isPinned
+      ? 'You picked this run (Membit: Show Run in Editor…).'
+      : run.variant === 'baseline'
+        ? 'The newest baseline run: variant runs are not shown on unconverted code.'
+        : `No baseline run in the history: this ${run.variant} run measured code the harness changed.`;
+    const freshness = edited
+      ? `\n${vscode.workspace.asRelativePath(active?.uri ?? r.uri)} differs from the text this run profiled: figures follow your edits, and lines whose text was removed show none. Undo back to the profiled text, or profile again.`
+      : '';
+    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${brief ? runDetail(brief) : ''}\n${why}${freshness}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
     status.command = Commands.showReport;
     status.show();
   };
-  context.subscriptions.push(store.onDidChange(showStatus));
+  context.subscriptions.push(store.onDidChange(showStatus), overlays.onDidRender(showStatus), vscode.window.onDidChangeActiveTextEditor(showStatus));
 
   // Measured totals above each model class (all its instances, their whole subtree).
   const lensChanged = new vscode.EventEmitter<void>();
@@ -73,17 +87,16 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
           totalsFor.byFile.set(rel, classTotals(loaded.index.report, rel));
         }
         const totals = totalsFor.byFile.get(rel) as Map<number, ClassTotals>;
-        const lines = doc.getText().split('\n');
         const lenses: vscode.CodeLens[] = [];
         for (const t of totals.values()) {
-          // Find the class statement by name, so the lens follows edits made after the run
-          // (the name is the report's: compared as text, never made a RegExp).
-          const near = findClassLine(lines, t.type, t.line - 1);
+          // Where the class statement is now: the report's line mapped through edits made since
+          // the run, checked against the text (never a regex built from report data).
+          const mapped = overlays.currentLine(doc, t.line);
+          const near = mapped !== undefined && mapped - 1 < doc.lineCount && isClassLine(doc.lineAt(mapped - 1).text, t.type) ? mapped - 1 : -1;
           if (near < 0) continue;
-          const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
-          const saving = t.savingIfPacked > 0 ? ` — packing saves ${formatBytes(t.savingIfPacked)}` : '';
           lenses.push(new vscode.CodeLens(new vscode.Range(near, 0, near, 0), {
-            title: `Measured: ${t.instances} × ${t.type} — ${parts.join(' · ')}${saving}`,
+            title: classLensTitle(t, loaded.index.device),
+            tooltip: `Measured in run ${runName(runBrief(loaded.index.report) ?? { variant: '?', target: '?', started: '' })}: every instance of ${t.type} and its submodules, summed. Click to open the report.`,
             command: Commands.showReport,
           }));
         }
@@ -123,10 +136,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     let uris = Array.isArray(arg) ? arg.filter((u): u is vscode.Uri => u instanceof vscode.Uri) : [];
     if (uris.length === 0) {
-      const items = (await store.history()).map((u) => {
-        const name = parseRunFileName(u.path.split('/').pop() ?? '');
-        return { label: `${name?.variant ?? '?'} on ${name?.target ?? '?'}`, description: name?.started.toLocaleString(), uri: u };
-      });
+      const items = await historyItems(store, 40);
       if (items.length < 2) {
         void notify.info('Membit: comparing needs at least two runs in the run history.');
         return undefined;
@@ -139,6 +149,29 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     return uris;
   });
 
+  registerMembitCommand(context, log, Commands.selectRun, async (arg?: unknown) => {
+    if (arg === 'auto' || arg instanceof vscode.Uri) {
+      await store.pin(arg instanceof vscode.Uri ? arg : undefined);
+      return store.report?.uri;
+    }
+    const runs = await historyItems(store, 40);
+    if (runs.length === 0) {
+      void notify.info('Membit: the run history is empty. Profile a run first (Membit: Profile Training Run).');
+      return undefined;
+    }
+    const shown = store.report?.uri.fsPath;
+    type Item = vscode.QuickPickItem & { uri?: vscode.Uri };
+    const items: Item[] = [
+      { label: '$(history) Newest baseline run', description: store.isPinned ? '' : 'shown now', detail: 'Follows new runs; variant runs measured code the harness changed, so they are never shown on their own' },
+      { label: 'runs', kind: vscode.QuickPickItemKind.Separator },
+      ...runs.map((i) => ({ ...i, description: `${i.description ?? ''}${i.uri.fsPath === shown ? ' · shown now' : ''}` })),
+    ];
+    const pick = await vscode.window.showQuickPick(items, { title: 'Membit: the run the editor overlays, hints and CodeLens show', matchOnDetail: true });
+    if (!pick) return undefined;
+    await store.pin(pick.uri);
+    return store.report?.uri;
+  });
+
   /** Run history: pick old reports and delete them (after a confirmation). */
   registerMembitCommand(context, log, Commands.deleteRuns, async (arg?: unknown) => {
     const history = await store.history();
@@ -148,10 +181,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
         void notify.info('Membit: the run history is empty.');
         return 0;
       }
-      const items = history.map((u, i) => {
-        const name = parseRunFileName(u.path.split('/').pop() ?? '');
-        return { label: `${name?.variant ?? '?'} on ${name?.target ?? '?'}`, description: name?.started.toLocaleString(), detail: i === 0 ? 'newest' : undefined, uri: u };
-      });
+      const items = await historyItems(store, 40);
       const picked = await vscode.window.showQuickPick(items, { canPickMany: true, title: 'Membit: runs to delete' });
       if (!picked || picked.length === 0) return 0;
       const ok = await vscode.window.showWarningMessage(`Delete ${picked.length} run report(s)? This cannot be undone.`, { modal: true }, 'Delete');
@@ -183,11 +213,44 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     vscode.commands.registerCommand(InternalCommands.appliedOverlays, () => overlays.appliedOverlays()),
     vscode.commands.registerCommand(InternalCommands.reloadReports, () => store.loadLatest()),
     vscode.commands.registerCommand(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered),
+    vscode.commands.registerCommand(InternalCommands.statusBar, () => ({ text: status.text, tooltip: typeof status.tooltip === 'string' ? status.tooltip : '', report: store.report?.uri.fsPath })),
   );
   void store.start();
   const setLive = (text: string | undefined) => {
     liveText = text;
     showStatus();
   };
-  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns, Commands.deleteRuns] };
+  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns, Commands.deleteRuns, Commands.selectRun] };
+}
+
+/**
+ * Run-history entries for pickers, newest first: variant, target and time as the label,
+ * peak, device and arguments beside it (the newest `limit` are read; older ones by name only).
+ */
+async function historyItems(store: ReportStore, limit: number): Promise<(vscode.QuickPickItem & { uri: vscode.Uri })[]> {
+  const history = await store.history();
+  return Promise.all(
+    history.map(async (u, i) => {
+      const name = parseRunFileName(u.path.split('/').pop() ?? '');
+      const brief = i < limit ? await store.brief(u) : undefined;
+      const label = brief ? runName(brief) : `${name?.variant ?? '?'} · ${name?.target ?? '?'} ${name?.started.toLocaleTimeString('en-GB', { hour12: false }) ?? ''}`;
+      return { label, description: brief ? runDetail(brief) : 'not read', detail: name ? name.started.toLocaleString() : undefined, uri: u };
+    }),
+  );
+}
+
+/** `class Name(` / `class Name:` at the start of a line (after indentation). */
+export function isClassLine(text: string, name: string): boolean {
+  const t = text.trimStart();
+  if (!t.startsWith('class ')) return false;
+  const rest = t.slice(6).trimStart();
+  return rest.startsWith(name) && /^[(:\s]/.test(rest.slice(name.length));
+}
+
+/** `Measured: 2× CausalSelfAttention (summed, CPU) — activations 1 MiB · masks 256 KiB · params 64 KiB · packing saves 248 KiB`. */
+export function classLensTitle(t: ClassTotals, device: string): string {
+  const scope = [t.instances > 1 ? 'summed' : '', device === 'cpu' ? 'CPU' : ''].filter(Boolean).join(', ');
+  const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
+  if (t.savingIfPacked > 0) parts.push(`packing saves ${formatBytes(t.savingIfPacked)}`);
+  return `Measured: ${t.instances}× ${t.type}${scope ? ` (${scope})` : ''} — ${parts.join(' · ')}`;
 }

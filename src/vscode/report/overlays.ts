@@ -1,10 +1,12 @@
 import { statSync } from 'node:fs';
 import { relative } from 'node:path';
 import * as vscode from 'vscode';
-import { formatBytes } from '../../core/run/harness';
+import { formatBytes } from '../../core/units';
 import { inlineText, linesForFile, normalizePath, showsInline, type HeatBucket, type LineInfo } from '../../core/report/model';
 import type { SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';
+import { profiledHash, textSha256 } from '../../core/report/freshness';
+import { runBrief, runName } from '../../core/report/runLabel';
 import { Commands } from '../../commands';
 import { mdCode } from '../../core/untrusted';
 import { getSettings, onSettingsChanged } from '../settings';
@@ -21,9 +23,16 @@ export interface AppliedOverlays {
 }
 
 interface DocState {
+  /** Every line of the profiled text (0-based) → where it is now; absent when its text is gone. */
   mapper: LineMapper;
+  /** The report's lines for this file (1-based report line → info); empty when it names none. */
   lines: Map<number, LineInfo>;
+  /** sha256 the run recorded for this file; undefined for reports without hashes. */
+  profiled: string | undefined;
+  /** The text on screen is not the text that ran. */
   stale: boolean;
+  /** How many lines the profiled text had, so the mapper can be reset to identity. */
+  size: number;
 }
 
 /**
@@ -39,6 +48,9 @@ export class Overlays implements vscode.Disposable {
   private enabled = true;
   private timer: NodeJS.Timeout | undefined;
   private readonly applied = new Map<string, AppliedOverlays>();
+  private readonly rendered = new vscode.EventEmitter<void>();
+  /** After each repaint (staleness may have changed). */
+  readonly onDidRender = this.rendered.event;
 
   constructor(extensionUri: vscode.Uri, private readonly store: ReportStore) {
     const settings = getSettings();
@@ -53,7 +65,7 @@ export class Overlays implements vscode.Disposable {
     this.inlineType = vscode.window.createTextEditorDecorationType({
       after: { color: new vscode.ThemeColor('membit.inlineText'), margin: '0 0 0 2em', fontStyle: 'italic' },
     });
-    this.disposables.push(this.gutterTypes.low, this.gutterTypes.medium, this.gutterTypes.high, this.inlineType);
+    this.disposables.push(this.gutterTypes.low, this.gutterTypes.medium, this.gutterTypes.high, this.inlineType, this.rendered);
     this.disposables.push(
       store.onDidChange(() => {
         this.docs.clear();
@@ -62,6 +74,8 @@ export class Overlays implements vscode.Disposable {
       vscode.window.onDidChangeVisibleTextEditors(() => this.schedule()),
       vscode.workspace.onDidChangeTextDocument((e) => this.onEdit(e)),
       vscode.workspace.onDidSaveTextDocument(() => this.schedule()),
+      // Closing drops unsaved edits: the reopened text is judged afresh by its hash.
+      vscode.workspace.onDidCloseTextDocument((d) => this.docs.delete(d.uri.toString())),
       onSettingsChanged(['overlays'], () => this.schedule(0)),
     );
   }
@@ -76,6 +90,11 @@ export class Overlays implements vscode.Disposable {
     return this.enabled;
   }
 
+  /** The run the overlays show. */
+  get shown(): LoadedReport | undefined {
+    return this.store.report;
+  }
+
   /** What is applied now, per visible editor (for tests and the hover). */
   appliedOverlays(): AppliedOverlays[] {
     return [...this.applied.values()];
@@ -86,7 +105,7 @@ export class Overlays implements vscode.Disposable {
     const st = this.state(doc);
     const loaded = this.store.report;
     if (!st || !loaded) return [];
-    const reportLine = st.mapper.entries().find(([, cur]) => cur === line)?.[0];
+    const reportLine = st.mapper.reportLineAt(line);
     if (reportLine === undefined) return [];
     const rel = normalizePath(relative(loaded.root.fsPath, doc.uri.fsPath));
     return loaded.index.report.sites.filter((s) => normalizePath(s.file) === rel && s.line === reportLine + 1);
@@ -97,11 +116,27 @@ export class Overlays implements vscode.Disposable {
     const st = this.state(doc);
     if (!st) return undefined;
     const out = new Map<number, LineInfo>();
-    for (const [reportLine, cur] of st.mapper.entries()) {
-      const info = st.lines.get(reportLine + 1);
-      if (info) out.set(cur, info);
+    for (const [line, info] of st.lines) {
+      const cur = st.mapper.current(line - 1);
+      if (cur !== undefined) out.set(cur, info);
     }
     return out;
+  }
+
+  /** Where a 1-based report line of this document is now (1-based); undefined when its text is gone or the file was not profiled. */
+  currentLine(doc: vscode.TextDocument, reportLine: number): number | undefined {
+    const cur = this.state(doc)?.mapper.current(reportLine - 1);
+    return cur === undefined ? undefined : cur + 1;
+  }
+
+  /** Whether the shown run measured lines of this document. */
+  measures(doc: vscode.TextDocument): boolean {
+    return (this.state(doc)?.lines.size ?? 0) > 0;
+  }
+
+  /** Whether the document's text differs from what the shown run measured (undefined: not in the run). */
+  isStale(doc: vscode.TextDocument): boolean | undefined {
+    return this.state(doc)?.stale;
   }
 
   private state(doc: vscode.TextDocument): DocState | undefined {
@@ -110,10 +145,15 @@ export class Overlays implements vscode.Disposable {
     const key = doc.uri.toString();
     let st = this.docs.get(key);
     if (!st) {
-      const lines = linesForFile(loaded.index, relative(loaded.root.fsPath, doc.uri.fsPath));
-      if (!lines) return undefined;
-      // Report lines are 1-based; the mapper works in 0-based document lines.
-      st = { mapper: new LineMapper([...lines.keys()].map((l) => l - 1)), lines, stale: isStale(doc, loaded) };
+      const rel = relative(loaded.root.fsPath, doc.uri.fsPath);
+      const lines = linesForFile(loaded.index, rel);
+      const profiled = profiledHash(loaded.index.report, rel);
+      if (!lines && !profiled && !mentions(loaded, rel)) return undefined;
+      const text = doc.getText();
+      const stale = profiled ? textSha256(text) !== profiled : isStale(doc, loaded);
+      // Every line, not only the measured ones: construction lines, classes and sites map too.
+      const size = [...(lines?.keys() ?? [])].reduce((a, l) => Math.max(a, l), doc.lineCount);
+      st = { mapper: identity(size), lines: lines ?? new Map(), profiled, stale, size };
       this.docs.set(key, st);
     }
     return st;
@@ -131,7 +171,12 @@ export class Overlays implements vscode.Disposable {
         text: c.text,
       })),
     );
-    st.stale = true;
+    if (st.profiled && textSha256(e.document.getText()) === st.profiled) {
+      // The text is again exactly what ran (undo, or edits that cancel out): every line is
+      // where the report says, whatever the mapping went through.
+      st.mapper = identity(st.size);
+      st.stale = false;
+    } else st.stale = true;
     this.schedule();
   }
 
@@ -158,7 +203,8 @@ export class Overlays implements vscode.Disposable {
           applied.gutter[info.bucket].push(line + 1);
         }
         if (settings.overlays.inline && showsInline(info)) {
-          const text = `${st?.stale ? '⚠ stale · ' : ''}${inlineText(info)}`;
+          // Staleness is said once (status bar, hover), not on every line.
+          const text = inlineText(info, this.store.report?.index.device);
           inline.push({ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: text } } });
           applied.inline.push({ line: line + 1, text });
         }
@@ -167,6 +213,7 @@ export class Overlays implements vscode.Disposable {
       editor.setDecorations(this.inlineType, inline);
       if (lines) this.applied.set(doc.uri.toString(), applied);
     }
+    this.rendered.fire();
   }
 
   dispose(): void {
@@ -175,7 +222,19 @@ export class Overlays implements vscode.Disposable {
   }
 }
 
-/** A file saved after the run started may no longer match the report's lines. */
+/** Lines 0..n-1 mapped onto themselves. */
+function identity(n: number): LineMapper {
+  return new LineMapper(Array.from({ length: n }, (_, i) => i));
+}
+
+/** Whether the report names the file anywhere (a module built there, a site). */
+function mentions(loaded: LoadedReport, rel: string): boolean {
+  const r = loaded.index.report;
+  const f = normalizePath(rel);
+  return r.sites.some((s) => normalizePath(s.file) === f) || r.modules.some((m) => m.created_at !== null && normalizePath(m.created_at.file) === f);
+}
+
+/** Reports without hashes (earlier versions): a file saved after the run started may no longer match. */
 function isStale(doc: vscode.TextDocument, loaded: LoadedReport): boolean {
   if (doc.isDirty) return true;
   const started = Date.parse(loaded.index.report.run.started);
@@ -197,7 +256,14 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       // report cannot add links of its own.
       const md = new vscode.MarkdownString(undefined, true);
       md.isTrusted = { enabledCommands: [Commands.convertToPackedDropout] };
-      md.appendMarkdown(`**Membit** — measured: ${formatBytes(info.savedBytes)} saved for backward on this line\n\n`);
+      const loaded = overlays.shown;
+      const brief = loaded ? runBrief(loaded.index.report) : undefined;
+      const device = loaded?.index.device;
+      const scope = info.instances > 1 ? `, summed over ${info.instances} instances` : '';
+      md.appendMarkdown(`**Membit** — ${formatBytes(info.savedBytes)} kept for backward on this line${scope}\n\n`);
+      md.appendMarkdown(`Measured in run ${brief ? runName(brief) : '?'}${device === 'cpu' ? ' on CPU (dropout masks 4 B per element there; 1 B on CUDA)' : device === 'cuda' ? ` on ${brief?.device ?? 'CUDA'}` : ''}.`);
+      if (overlays.isStale(doc)) md.appendMarkdown(' This file changed since that run: the figure follows the line through your edits.');
+      md.appendMarkdown('\n\n');
       const ops = new Map<string, { bytes: number; count: number }>();
       const modules = new Set<string>();
       for (const e of info.entries) {
@@ -210,7 +276,7 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
         }
       }
       if (ops.size) {
-        md.appendMarkdown('| op | bytes | tensors |\n|---|---:|---:|\n');
+        md.appendMarkdown('\n| op | bytes | tensors |\n|---|---:|---:|\n');
         for (const [op, o] of [...ops].sort((a, b) => b[1].bytes - a[1].bytes)) md.appendMarkdown(`| ${mdCode(op, { table: true })} | ${formatBytes(o.bytes)} | ${o.count} |\n`);
         md.appendMarkdown('\n');
       }
@@ -222,8 +288,8 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
         const mask = sites.reduce((a, x) => a + x.mask_bytes, 0);
         const saving = sites.reduce((a, x) => a + x.saving_if_packed, 0);
         md.appendMarkdown(
-          `Dropout here stores a ${formatBytes(mask)} mask for ${elements.toLocaleString()} elements. ` +
-            `Packed (1 bit/element) saves ${formatBytes(saving)}; mask-free (recompute) saves ${formatBytes(mask)}.\n\n`,
+          `Dropout here keeps masks of ${formatBytes(mask)} in all (${elements.toLocaleString('en-US')} elements). ` +
+            `Packed (1 bit per element) saves ${formatBytes(saving)}; mask-free (recompute) saves ${formatBytes(mask)}.\n\n`,
         );
         md.appendMarkdown(`[Convert to packed dropout](command:${Commands.convertToPackedDropout})`);
       }

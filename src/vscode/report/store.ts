@@ -1,10 +1,12 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { parseRunFileName } from '../../core/run/history';
 import { indexReport, parseReport, type ReportIndex } from '../../core/report/model';
 import { REPORT_SCHEMA } from '../../core/report/schema';
+import { runBrief, type RunBrief } from '../../core/report/runLabel';
+import { leverDeltas, type LeverMeasurement } from '../../core/report/leverDeltas';
 import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
 
@@ -14,11 +16,29 @@ export interface LoadedReport {
   uri: vscode.Uri;
   /** Workspace folder the report's relative paths resolve against. */
   root: vscode.Uri;
+  /** The file's modification time when it was read. */
+  mtimeMs: number | undefined;
+}
+
+/** A run of the unchanged code, by its file name (`…_baseline.json`). */
+export function isBaseline(uri: vscode.Uri): boolean {
+  return parseRunFileName(uri.path.split('/').pop() ?? '')?.variant === 'baseline';
+}
+
+async function mtime(uri: vscode.Uri): Promise<number | undefined> {
+  try {
+    return (await stat(uri.fsPath)).mtimeMs;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
- * Holds the report the overlays show: the newest one in the run-history folder,
- * reloaded when a run writes a new one, or one the user opens explicitly.
+ * Holds the report the editor shows. By default the newest *baseline* run of the
+ * run history: a variant run (packed, sdpa, checkpoint…) measured code that the
+ * harness changed in memory, so its figures are not true for the code on screen.
+ * The user can pin another run (Membit: Show Run in Editor…); a pin lasts until the
+ * user picks again, the pinned file is deleted, or a new single run is profiled.
  */
 export class ReportStore implements vscode.Disposable {
   private current: LoadedReport | undefined;
@@ -27,6 +47,10 @@ export class ReportStore implements vscode.Disposable {
   private readonly disposables: vscode.Disposable[] = [this.changed];
   private watcher: vscode.FileSystemWatcher | undefined;
   private readonly warned = new Set<string>();
+  /** The run the user chose to see (fsPath); undefined: the newest baseline run. */
+  private pinned: string | undefined;
+  private leverMap = new Map<string, LeverMeasurement>();
+  private readonly briefs = new Map<string, { mtimeMs: number | undefined; brief: RunBrief | undefined }>();
 
   constructor(private readonly log: Log) {
     this.disposables.push(
@@ -37,6 +61,49 @@ export class ReportStore implements vscode.Disposable {
 
   get report(): LoadedReport | undefined {
     return this.current;
+  }
+
+  /** What each lever measured against the shown baseline (variant → peak change), from the run history. */
+  get levers(): ReadonlyMap<string, LeverMeasurement> {
+    return this.leverMap;
+  }
+
+  /** Recomputes the lever measurements for the shown run; true when they changed. */
+  private async refreshLevers(): Promise<boolean> {
+    const cur = this.current;
+    const base = cur ? runBrief(cur.index.report) : undefined;
+    let next = new Map<string, LeverMeasurement>();
+    if (cur && base && base.variant === 'baseline') {
+      const briefs: RunBrief[] = [];
+      for (const u of (await this.history()).slice(0, 40)) {
+        if (u.fsPath === cur.uri.fsPath) continue;
+        const b = await this.brief(u);
+        if (b) briefs.push(b);
+      }
+      next = leverDeltas(base, briefs);
+    }
+    const same = next.size === this.leverMap.size && [...next].every(([k, v]) => JSON.stringify(this.leverMap.get(k)) === JSON.stringify(v));
+    this.leverMap = next;
+    return !same;
+  }
+
+  /** Whether the shown run was picked by the user rather than chosen automatically. */
+  get isPinned(): boolean {
+    return this.pinned !== undefined && this.current?.uri.fsPath === this.pinned;
+  }
+
+  /** Shows `uri` until the user picks again; undefined goes back to the newest baseline run. */
+  async pin(uri: vscode.Uri | undefined): Promise<boolean> {
+    this.pinned = uri?.fsPath;
+    if (!uri) {
+      await this.loadLatest();
+      return this.current !== undefined;
+    }
+    const folder = vscode.workspace.workspaceFolders?.[0];
+    if (!folder) return false;
+    const ok = await this.load(uri, folder.uri, true);
+    if (!ok) this.pinned = undefined;
+    return ok;
   }
 
   async start(): Promise<void> {
@@ -78,13 +145,35 @@ export class ReportStore implements vscode.Disposable {
     const folder = vscode.workspace.workspaceFolders?.[0];
     // A workspace can carry a crafted report: read none until the workspace is trusted.
     if (!folder || !vscode.workspace.isTrusted) return;
-    for (const uri of await this.history()) {
+    const history = await this.history();
+    if (this.pinned) {
+      if (history.some((u) => u.fsPath === this.pinned) && (await this.load(vscode.Uri.file(this.pinned), folder.uri, false))) return;
+      this.pinned = undefined;
+    }
+    // The newest baseline run first (file names carry the variant, so no file is read to
+    // choose); only a history without any baseline falls back to the newest variant run.
+    const ordered = [...history.filter((u) => isBaseline(u)), ...history.filter((u) => !isBaseline(u))];
+    for (const uri of ordered) {
+      if (this.current?.uri.fsPath === uri.fsPath && (await this.unchanged(uri))) {
+        // Same run on screen; a variant run may have just finished: its measurement is news.
+        if (await this.refreshLevers()) this.changed.fire(this.current);
+        return;
+      }
       if (await this.load(uri, folder.uri, false)) return;
     }
     // Nothing loadable is left (the history was deleted): stop showing the old run.
     if (this.current) {
       this.current = undefined;
       this.changed.fire(undefined);
+    }
+  }
+
+  /** Whether `uri` is a valid report (for "Open Report" on a run the editor does not show). */
+  async readable(uri: vscode.Uri): Promise<boolean> {
+    try {
+      return parseReport(await readFile(uri.fsPath, 'utf8'), REPORT_SCHEMA, vscode.workspace.asRelativePath(uri)).ok;
+    } catch {
+      return false;
     }
   }
 
@@ -106,10 +195,32 @@ export class ReportStore implements vscode.Disposable {
       this.complain(uri, parsed.error, explicit);
       return false;
     }
-    this.current = { index: indexReport(parsed.report), uri, root };
+    this.current = { index: indexReport(parsed.report), uri, root, mtimeMs: await mtime(uri) };
+    await this.refreshLevers();
     this.log.info(`loaded report ${uri.fsPath}`);
     this.changed.fire(this.current);
     return true;
+  }
+
+  /** The shown report's file is as it was loaded (the watcher fires for every new run). */
+  private async unchanged(uri: vscode.Uri): Promise<boolean> {
+    return this.current !== undefined && this.current.mtimeMs === (await mtime(uri));
+  }
+
+  /** What pickers show about a run of the history; cached by file and modification time. */
+  async brief(uri: vscode.Uri): Promise<RunBrief | undefined> {
+    if (this.current?.uri.fsPath === uri.fsPath) return runBrief(this.current.index.report);
+    const m = await mtime(uri);
+    const hit = this.briefs.get(uri.fsPath);
+    if (hit && hit.mtimeMs === m) return hit.brief;
+    let brief: RunBrief | undefined;
+    try {
+      brief = runBrief(JSON.parse(await readFile(uri.fsPath, 'utf8')));
+    } catch {
+      brief = undefined;
+    }
+    this.briefs.set(uri.fsPath, { mtimeMs: m, brief });
+    return brief;
   }
 
   private complain(uri: vscode.Uri, msg: string, explicit: boolean): void {

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import * as vscode from 'vscode';
 import { Commands } from '../../commands';
 import { splitArgs } from '../../core/run/argsplit';
-import { formatBytes } from '../../core/run/harness';
+import { formatBytes } from '../../core/units';
 import { runFileName } from '../../core/run/history';
 import type { RemoteInfo } from '../../core/run/remote';
 import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';
@@ -11,7 +11,7 @@ import { canonicalVariant, VariantError } from '../../core/run/variants';
 import type { RunSetting, Variant } from '../../core/settings';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
-import type { ReportStore } from '../report/store';
+import { isBaseline, type ReportStore } from '../report/store';
 import { getSettings } from '../settings';
 import type { TargetSelection } from './targets';
 import { variantItems } from './variantPicker';
@@ -162,9 +162,17 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     return outcome;
   };
 
-  const report = async (folder: vscode.WorkspaceFolder, outcome: RunOutcome | undefined, target: string): Promise<string | undefined> => {
+  /**
+   * Says how a run ended. `show`: the editor shows this run (a single run the user asked
+   * for; a variant run is pinned, since its figures are for code the harness changed);
+   * otherwise the editor keeps the newest baseline run and the report is only checked.
+   */
+  const report = async (outcome: RunOutcome | undefined, target: string, show = true): Promise<string | undefined> => {
     if (!outcome) return undefined;
-    const loaded = outcome.report ? await store.load(vscode.Uri.file(outcome.report), folder.uri, false) : false;
+    const uri = outcome.report ? vscode.Uri.file(outcome.report) : undefined;
+    let loaded = false;
+    if (uri && show) loaded = isBaseline(uri) ? (await store.pin(undefined), store.report?.uri.fsPath === uri.fsPath) : await store.pin(uri);
+    else if (uri) loaded = await store.readable(uri);
     if (outcome.state === 'done' && outcome.status === 'ok') return outcome.report;
     if (outcome.state === 'cancelled') {
       void notify.info(`Membit: run cancelled${loaded ? '; the partial report is loaded' : ''}.`);
@@ -190,7 +198,7 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     const plan = await choosePlan(context, folder, arg);
     if (!plan) return undefined;
     const variant = plan.variants[0] ?? 'baseline';
-    const out = await report(folder, await runWithTarget(folder, plan, variant), targets.choice);
+    const out = await report(await runWithTarget(folder, plan, variant), targets.choice);
     if (out) {
       void notify.info('Membit: run finished; report loaded.', 'Open Report').then((c) => {
         if (c) void vscode.commands.executeCommand(Commands.showReport, vscode.Uri.file(out));
@@ -222,10 +230,12 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
       if (outcome?.report) reports.push(vscode.Uri.file(outcome.report));
       if (!outcome || outcome.state === 'cancelled') break;
       if (outcome.state === 'failed' && outcome.status === undefined) {
-        await report(folder, outcome, targets.choice);
+        await report(outcome, targets.choice, false);
         break;
       }
     }
+    // The editor shows the comparison's baseline: the code on screen is unconverted.
+    await store.pin(undefined);
     if (reports.length >= 2) await vscode.commands.executeCommand(Commands.compareRuns, reports);
     return reports;
   });
@@ -242,7 +252,7 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     if (a.memoryLimit) harnessArgs.push('--memory-limit', String(a.memoryLimit));
     const outcome = await runWithTarget(folder, plan, plan.variants[0] ?? 'baseline', { harnessArgs, title: 'finding the largest batch for' });
     if (!outcome) return undefined;
-    if (!outcome.report || outcome.state !== 'done') return report(folder, outcome, targets.choice);
+    if (!outcome.report || outcome.state !== 'done') return report(outcome, targets.choice, false);
     let result: { variants?: { variant: string; largest: number | null; error: string | null }[] };
     try {
       result = JSON.parse(readFileSync(outcome.report, 'utf8'));

@@ -21,18 +21,32 @@ import type { Log } from '../log';
 import { sparseAdviceTables } from '../sparseAdvice';
 import { TorchCapabilityProvider } from './capabilities';
 import type { ReportStore } from '../report/store';
+import { remapShapeHints } from '../../core/report/freshness';
+import { contradicts, formatLeverMeasurement } from '../../core/report/leverDeltas';
 import { getSettings, onSettingsChanged } from '../settings';
 
 /** What the scan adapter shows for one document; the e2e suite reads it through a test command. */
 export interface ScanState {
   uri: string;
-  sites: { line: number; kind: string; code: string; hint: string; severity: 'information' | 'hint'; message: string }[];
+  sites: { line: number; kind: string; code: string; hint: string; severity: 'information' | 'hint' | 'warning'; message: string }[];
   lenses: { line: number; title: string }[];
   skipped?: string;
   error?: string;
 }
 
 const DEBOUNCE_MS = 250;
+
+/** Where the shown run's lines are now in an edited document (the overlays track edits). */
+export interface ReportLines {
+  /** 1-based report line → 1-based current line; undefined where its text is gone. */
+  currentLine(doc: vscode.TextDocument, reportLine: number): number | undefined;
+  /** Whether the shown run measured this document (its class CodeLens then shows measured totals). */
+  measures(doc: vscode.TextDocument): boolean;
+}
+
+function isTextDocument(d: { uri: vscode.Uri }): d is vscode.TextDocument {
+  return typeof (d as vscode.TextDocument).getText === 'function' && typeof (d as vscode.TextDocument).lineAt === 'function';
+}
 
 /**
  * Shows the static scanner's findings in the editor: Information diagnostics with
@@ -59,6 +73,7 @@ export class ScanFeature implements vscode.Disposable {
     context: vscode.ExtensionContext,
     private readonly log: Log,
     private readonly reports: ReportStore,
+    private readonly reportLines?: ReportLines,
   ) {
     this.extensionUri = context.extensionUri;
     this.capabilities = new TorchCapabilityProvider(vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath, log);
@@ -84,6 +99,9 @@ export class ScanFeature implements vscode.Disposable {
       vscode.workspace.onDidOpenNotebookDocument((nb) => this.scheduleNotebook(nb)),
       vscode.workspace.onDidChangeNotebookDocument((e) => this.scheduleNotebook(e.notebook)),
       vscode.window.onDidChangeVisibleTextEditors(() => this.renderHints()),
+      // The context menu offers only the conversions that apply to the site under the cursor.
+      vscode.window.onDidChangeTextEditorSelection((e) => this.updateCursorContext(e.textEditor)),
+      vscode.window.onDidChangeActiveTextEditor((e) => this.updateCursorContext(e)),
       onSettingsChanged(['shapes', 'scan', 'diagnostics', 'hints', 'codeLens', 'hover'], () => this.rescanAll()),
       reports.onDidChange(() => this.rescanAll()),
       vscode.languages.registerCodeLensProvider({ language: 'python' }, { onDidChangeCodeLenses: this.lensChanged.event, provideCodeLenses: (d) => this.lenses(d) }),
@@ -114,7 +132,11 @@ export class ScanFeature implements vscode.Disposable {
     const caps = this.capabilities.get(doc.uri);
     if (caps) opts.capabilities = caps;
     if (loaded && doc.uri.scheme === 'file') {
-      opts.hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
+      const hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
+      // Report lines are those of the profiled text; after edits they sit elsewhere.
+      const lines = this.reportLines;
+      const text = isTextDocument(doc) ? doc : undefined;
+      opts.hints = lines && text ? remapShapeHints(hints, (l) => lines.currentLine(text, l)) : hints;
     }
     const tables = sparseAdviceTables(this.extensionUri, this.log);
     if (tables.length) {
@@ -163,6 +185,7 @@ export class ScanFeature implements vscode.Disposable {
     this.publish(doc.uri, result.sites, result.peakBytes);
     this.renderHints();
     this.lensChanged.fire();
+    if (vscode.window.activeTextEditor?.document === doc) this.updateCursorContext(vscode.window.activeTextEditor);
   }
 
   /** Notebooks: the Python cells are scanned together; findings land on their cells. */
@@ -193,8 +216,9 @@ export class ScanFeature implements vscode.Disposable {
     this.diagnostics.set(
       uri,
       sites.map((s) => {
-        const severity = siteSeverity(s, peakBytes) === 'hint' ? vscode.DiagnosticSeverity.Hint : vscode.DiagnosticSeverity.Information;
-        const d = new vscode.Diagnostic(toRange(s), s.message, severity);
+        const severity = SEVERITY[effectiveSeverity(s, peakBytes, getSettings(uri).diagnostics.estimateSeverity)];
+        const measured = this.measuredFor(s);
+        const d = new vscode.Diagnostic(toRange(s), measured ? `${s.message} — ${measured.text}` : s.message, severity);
         d.code = s.code;
         d.source = 'Membit';
         return d;
@@ -225,6 +249,8 @@ export class ScanFeature implements vscode.Disposable {
   private lenses(doc: vscode.TextDocument): vscode.CodeLens[] {
     const result = this.results.get(doc.uri.toString());
     if (!result || !getSettings(doc.uri).codeLens.enabled) return [];
+    // One lens per class: where the run measured the file, its measured totals replace the estimate.
+    if (this.reportLines?.measures(doc)) return [];
     return summarizeClasses(result).map((c) => {
       const line = Math.min(c.range.startLine, doc.lineCount - 1);
       // A lens with no command is shown as plain text.
@@ -238,7 +264,40 @@ export class ScanFeature implements vscode.Disposable {
     const site = result?.sites.find((s) => toRange(s).contains(pos));
     if (!site) return undefined;
     const md = new vscode.MarkdownString(formatHover(site, this.capabilities.get(doc.uri) ?? null));
+    const measured = this.measuredFor(site);
+    if (measured) {
+      md.appendMarkdown('\n\n---\n\n**Measured:** ');
+      // Plain text: the run's name comes from a report (untrusted).
+      md.appendText(measured.text);
+    }
     return new vscode.Hover(md, toRange(site));
+  }
+
+  private cursorKinds = '';
+
+  /** Sets `membit.cursorSite` to the kinds of the sites on the cursor's line (`dropout attn-dropout`, `ffn`, or ''). */
+  private updateCursorContext(editor: vscode.TextEditor | undefined): void {
+    const result = editor ? this.results.get(editor.document.uri.toString()) : undefined;
+    const line = editor?.selection.active.line;
+    const kinds = result && line !== undefined ? [...new Set(result.sites.filter((s) => s.range.startLine <= line && line <= s.range.endLine).map((s) => s.kind))].sort().join(' ') : '';
+    if (kinds === this.cursorKinds) return;
+    this.cursorKinds = kinds;
+    void vscode.commands.executeCommand('setContext', 'membit.cursorSite', kinds);
+  }
+
+  /**
+   * The measured peak change of this site's lever, from the variant runs compared with the
+   * shown baseline; says so where the measurement contradicts the estimate.
+   */
+  private measuredFor(site: Site): { text: string; contradicted: boolean } | undefined {
+    const variants = leverVariants(site);
+    for (const v of variants) {
+      const m = this.reports.levers.get(v);
+      if (!m) continue;
+      const contradicted = contradicts(m, site.advice?.savingBytes ?? (site.estimate.maskBytes !== undefined && site.estimate.packedBytes !== undefined ? site.estimate.maskBytes - site.estimate.packedBytes : undefined));
+      return { text: `${formatLeverMeasurement(m)}${contradicted ? '; this contradicts the estimate: the lever did not lower the peak here' : ''}`, contradicted };
+    }
+    return undefined;
   }
 
   private state(uri: vscode.Uri): ScanState {
@@ -251,7 +310,7 @@ export class ScanFeature implements vscode.Disposable {
         kind: s.kind,
         code: s.code,
         hint: formatHint(s),
-        severity: siteSeverity(s, result?.peakBytes),
+        severity: effectiveSeverity(s, result?.peakBytes, getSettings(uri).diagnostics.estimateSeverity),
         message: s.message,
       })),
       lenses: doc ? this.lenses(doc).map((l) => ({ line: l.range.start.line + 1, title: l.command?.title ?? '' })) : [],
@@ -285,12 +344,43 @@ export class ScanFeature implements vscode.Disposable {
   }
 }
 
+const SEVERITY = { hint: vscode.DiagnosticSeverity.Hint, information: vscode.DiagnosticSeverity.Information, warning: vscode.DiagnosticSeverity.Warning } as const;
+
+/**
+ * How loud a finding is: the scanner's own rule (Hint for what proposes nothing here), and
+ * for a finding whose figure is only an estimate, the level `membit.diagnostics.estimateSeverity`
+ * sets (a faint Hint by default); measured findings stay Information.
+ */
+function effectiveSeverity(site: Site, peakBytes: number | undefined, estimates: 'hint' | 'information' | 'warning'): 'hint' | 'information' | 'warning' {
+  const base = siteSeverity(site, peakBytes);
+  if (base === 'hint') return 'hint';
+  const measured = site.estimate.source === 'report' || site.advice?.basis === 'measured';
+  return measured ? base : estimates;
+}
+
+/** The harness variants that measure a site's lever (packed dropout for dropout sites, sdpa for eager attention, …). */
+function leverVariants(site: Site): string[] {
+  switch (site.advice?.lever) {
+    case 'sdpa':
+      return ['sdpa'];
+    case 'autocast':
+      return ['bf16'];
+    case 'checkpoint':
+      return ['checkpoint'];
+    default:
+      break;
+  }
+  if (site.kind === 'dropout' || site.kind === 'dropout-call' || site.kind === 'attn-dropout') return ['packed', 'recompute'];
+  if (site.kind === 'ffn') return ['sparse24'];
+  return [];
+}
+
 function toRange(s: Site): vscode.Range {
   return new vscode.Range(s.range.startLine, s.range.startCol, s.range.endLine, s.range.endCol);
 }
 
-export function registerScanFeature(context: vscode.ExtensionContext, log: Log, reports: ReportStore): ScanFeature {
-  const f = new ScanFeature(context, log, reports);
+export function registerScanFeature(context: vscode.ExtensionContext, log: Log, reports: ReportStore, reportLines?: ReportLines): ScanFeature {
+  const f = new ScanFeature(context, log, reports, reportLines);
   context.subscriptions.push(f);
   return f;
 }

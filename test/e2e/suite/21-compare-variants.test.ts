@@ -58,7 +58,7 @@ describe('Profile and Compare Variants with the advisor levers', function () {
     assert.ok(how.texts.some((t) => /ran rewritten source: line figures approximate in gpt_tiny\.py lines \d+–\d+/.test(t)), how.texts.join(' | '));
     const rows = await webview('21-comparison-rows', 'count', '#comparison-table tbody tr');
     // Checkpointing keeps far less for backward: its Δpeak is negative.
-    assert.match(rows.texts[2] ?? '', /checkpoint\s+ok\s+[\d.]+ [kMG]?B\s+−[\d.]+%/);
+    assert.match(rows.texts[2] ?? '', /checkpoint\s+ok\s+[\d.]+ (?:[KMG]i)?B\s+−[\d.]+%/);
     await screenshot('21-compare-variants');
   });
 });
