@@ -6,6 +6,7 @@ import { formatBytes } from '../run/harness';
 import { runFileName } from '../run/history';
 import { DEFAULT_REMOTE_PYTHON, DEFAULT_REMOTE_WORKDIR } from '../run/sshConfig';
 import { createRun, targetLabel, type RunTarget } from '../run/target';
+import { checkLauncher, LauncherError, type Launcher } from '../run/torchrun';
 import { canonicalVariant, LEVERS, VariantError } from '../run/variants';
 
 /** The membit Python package shipped beside the bundle (dist/kernels), or the source tree's. */
@@ -38,6 +39,11 @@ export const profileCommand: Subcommand = {
     { name: 'ssh-config', value: true, metavar: 'FILE', help: 'ssh config file to use instead of ~/.ssh/config' },
     { name: 'workdir', value: true, metavar: 'DIR', help: `remote folder for the upload cache and runs (default ${DEFAULT_REMOTE_WORKDIR})` },
     { name: 'cpu', help: 'with --target: run even if the target has no CUDA GPU' },
+    { name: 'nproc-per-node', value: true, metavar: 'N', help: 'run the script under torchrun with N ranks on this host, the harness in every rank (one report per rank, merged in a run set)' },
+    { name: 'nnodes', value: true, metavar: 'M', help: 'with --nproc-per-node: hosts in the job (run the same command on each; needs --rdzv-endpoint)' },
+    { name: 'node-rank', value: true, metavar: 'I', help: "with --nnodes: this host's index" },
+    { name: 'rdzv-endpoint', value: true, metavar: 'HOST:PORT', help: 'with --nnodes: the rendezvous (c10d) address, on the first host' },
+    { name: 'rdzv-id', value: true, metavar: 'ID', help: 'with --nnodes: the job id at the rendezvous (the same on every host)' },
   ],
   details:
     'The script runs unchanged as __main__; everything after -- is passed to it.\n' +
@@ -46,6 +52,9 @@ export const profileCommand: Subcommand = {
     'A variant with sdpa runs the advisor\'s SDPA rewrite of the script and the .py files under its\n' +
     'folder and --root where eager attention is found (transformers models are switched at run time);\n' +
     'your files are not changed. The report\'s run.levers says how each lever was applied.\n' +
+    'With --nproc-per-node, the script runs under torchrun (python -m torch.distributed.run) and\n' +
+    '--out names the run-set file; each rank writes <out>.ranks/rankN.json. A rank that fails ends\n' +
+    'the job; the others still write their reports. `membit report RUNSET.json` shows them merged.\n' +
     'Exit code: 0 ok, 1 the run failed (the report still says why), 2 usage error.',
   async run(args, io) {
     const [script, ...scriptArgs] = args.rest.length ? args.rest : args.positionals;
@@ -71,6 +80,26 @@ export const profileCommand: Subcommand = {
           ssh: args.flags.get('ssh-config') ? { configFile: resolve(io.cwd, String(args.flags.get('ssh-config'))) } : {},
         }
       : { kind: 'local', python };
+    let launcher: Launcher | undefined;
+    if (args.flags.get('nproc-per-node') !== undefined) {
+      if (host) throw new UsageError('--nproc-per-node runs torchrun on this machine; it does not combine with --target');
+      const num = (k: string) => (args.flags.get(k) === undefined ? undefined : Number(args.flags.get(k)));
+      try {
+        launcher = checkLauncher({
+          kind: 'torchrun',
+          nprocPerNode: num('nproc-per-node'),
+          nnodes: num('nnodes'),
+          nodeRank: num('node-rank'),
+          rdzvEndpoint: args.flags.get('rdzv-endpoint'),
+          rdzvId: args.flags.get('rdzv-id'),
+        });
+      } catch (e) {
+        if (e instanceof LauncherError) throw new UsageError(e.message.replace(/launcher\.(\w+)/g, (_m, k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`));
+        throw e;
+      }
+    } else {
+      for (const k of ['nnodes', 'node-rank', 'rdzv-endpoint', 'rdzv-id']) if (args.flags.get(k) !== undefined) throw new UsageError(`--${k} needs --nproc-per-node`);
+    }
     const out = args.flags.get('out')
       ? resolve(io.cwd, String(args.flags.get('out')))
       : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: targetLabel(target), variant }));
@@ -91,6 +120,7 @@ export const profileCommand: Subcommand = {
         variant,
         steps: intFlag(args.flags.get('steps'), 'steps') ?? 3,
         warmup: intFlag(args.flags.get('warmup'), 'warmup') ?? 1,
+        ...(launcher ? { launcher } : {}),
       },
       { kernelsDir: bundledKernelsDir(), signal: ac.signal, allowCpu: !!args.flags.get('cpu') },
     );
@@ -99,11 +129,14 @@ export const profileCommand: Subcommand = {
       else if (e.type === 'log' && (host || e.notice)) io.err(`membit: ${e.message}\n`);
       else if (e.type === 'progress') {
         const p = e.event;
-        if (p.event === 'started') io.err(`membit: profiling ${script} (${String(p.device ?? 'device ?')}, variant ${variant})\n`);
+        // Ranks of a torchrun job tag their events: every rank's progress is shown, named.
+        const rank = (p as { rank?: unknown }).rank;
+        const who = typeof rank === 'number' ? `rank ${rank}: ` : '';
+        if (p.event === 'started') io.err(`membit: ${who}profiling ${script} (${String(p.device ?? 'device ?')}, variant ${variant})\n`);
         else if (p.event === 'step' && typeof p.step === 'number') {
           const mem = typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : '';
-          io.err(`membit: step ${p.step}/${String(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
-        }
+          io.err(`membit: ${who}step ${p.step}/${String(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
+        } else if (p.event === 'finished' && who) io.err(`membit: ${who}finished (${String(p.status)})\n`);
       }
     });
     let outcome;
@@ -113,7 +146,7 @@ export const profileCommand: Subcommand = {
       process.off('SIGINT', onSig);
       process.off('SIGTERM', onSig);
     }
-    if (outcome.report && existsSync(outcome.report)) io.err(`membit: report ${outcome.report} (status ${outcome.status ?? 'unknown'})\n`);
+    if (outcome.report && existsSync(outcome.report)) io.err(`membit: ${launcher ? 'run set' : 'report'} ${outcome.report} (status ${outcome.status ?? 'unknown'})\n`);
     if (outcome.state === 'done') return 0;
     const hint = outcome.error?.code === 'no-cuda' ? ' (add --cpu to run on it anyway)' : '';
     io.err(`membit profile: ${outcome.state === 'cancelled' ? 'cancelled' : (outcome.message ?? 'the run failed')}${hint}\n`);
