@@ -13,6 +13,9 @@ import { describeRankFailures, RUNSET_SCHEMA, type RunSetDoc, type RunSetRank } 
 import type { Schema } from './jsonSchema';
 import { parseReport } from './model';
 import { peakBytes, type LineEntry, type Report } from './types';
+import type { RankPeaks, RankSummary, RunSetInfo } from './runsetTypes';
+
+export type { RankPeaks, RankSummary, RunSetInfo };
 
 export type RunSetParse = { ok: true; doc: RunSetDoc } | { ok: false; error: string };
 
@@ -101,17 +104,6 @@ export function rankEntry(rank: number, file: string | undefined, report: Report
   };
   if (file !== undefined) e.file = file;
   return e;
-}
-
-export interface RankPeaks {
-  peaks: { rank: number; peak: number | null; status: RankEntry['status']; host: string | null }[];
-  max?: { rank: number; peak: number };
-  min?: { rank: number; peak: number };
-  mean?: number;
-  /** max / mean − 1 over the ranks with a report: 0 when all ranks peak alike. */
-  imbalance?: number;
-  /** The rank that ran out of memory first (by its failure time), if any did. */
-  firstOom?: { rank: number; at: number | null; host: string | null };
 }
 
 export function rankPeaks(set: Pick<RunSet, 'ranks'>): RankPeaks {
@@ -241,4 +233,52 @@ export function jobMessage(set: Pick<RunSet, 'ranks'>): string | undefined {
   return describeRankFailures(
     set.ranks.map((r) => ({ rank: r.rank, status: r.status, error: r.report?.run.error ?? r.error ?? null, failedAt: r.report?.run.distributed?.failed_at ?? null, host: r.host })),
   );
+}
+
+const TIMELINE_POINTS = 400;
+
+function thin(xs: readonly number[], ys: readonly number[], max: number): { t_ms: number[]; bytes: number[] } {
+  if (xs.length <= max) return { t_ms: [...xs], bytes: [...ys] };
+  // Keep each bucket's maximum: the peaks are what the overlaid chart is for.
+  const t_ms: number[] = [];
+  const bytes: number[] = [];
+  const step = xs.length / max;
+  for (let b = 0; b < max; b++) {
+    const lo = Math.floor(b * step);
+    const hi = Math.min(xs.length, Math.floor((b + 1) * step));
+    let best = lo;
+    for (let i = lo; i < hi; i++) if ((ys[i] as number) > (ys[best] as number)) best = i;
+    t_ms.push(xs[best] as number);
+    bytes.push(ys[best] as number);
+  }
+  return { t_ms, bytes };
+}
+
+export function runSetInfo(set: RunSet): RunSetInfo {
+  const d = set.doc;
+  const ranks: RankSummary[] = set.ranks.map((r) => {
+    const s = r.report?.summary;
+    return {
+      rank: r.rank,
+      host: r.host,
+      device: r.device,
+      status: r.status,
+      peak: r.peak,
+      named: s ? s.peak_allocated === null : false,
+      params: s?.params ?? null,
+      grads: s?.grads ?? null,
+      optimizer_state: s?.optimizer_state ?? null,
+      activations: s?.activations_at_peak ?? null,
+      unsharded_params_max: s?.distributed?.unsharded_params_max ?? null,
+      ddp_buckets: s?.distributed?.ddp?.bucket_bytes ?? null,
+      outside_allocator: s?.distributed?.outside_allocator ?? null,
+      error: r.error ?? r.report?.run.error ?? null,
+    };
+  });
+  const timelines: RunSetInfo['timelines'] = [];
+  for (const r of set.ranks) {
+    const tl = r.report ? rankTimeline(r.report) : undefined;
+    if (tl) timelines.push({ rank: r.rank, ...thin(tl.t_ms, tl.bytes, TIMELINE_POINTS), source: tl.source });
+  }
+  return { file: set.file, id: d.id, script: d.script, variant: d.variant, launcher: d.launcher, world_size: d.world_size, status: d.status, message: d.message, ranks, peaks: rankPeaks(set), timelines };
 }

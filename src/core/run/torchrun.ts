@@ -8,21 +8,9 @@
  * so the torch that runs the ranks is the one the user picked, whatever `torchrun` is on PATH.
  */
 import { basename, dirname, join } from 'node:path';
+import type { TorchrunLauncher } from '../settings';
 
-/** How the ranks are launched (`membit.runs[].launcher`, `membit profile --nproc-per-node`). */
-export interface TorchrunLauncher {
-  kind: 'torchrun';
-  /** Ranks on this host (torchrun --nproc-per-node). */
-  nprocPerNode: number;
-  /** Hosts in the job (default 1; more need a rendezvous endpoint, and the same command on each host). */
-  nnodes?: number;
-  /** This host's index among nnodes (static rendezvous). */
-  nodeRank?: number;
-  /** host:port of the rendezvous (c10d) when nnodes > 1. */
-  rdzvEndpoint?: string;
-  /** The job's id at the rendezvous (default: the run set's id). */
-  rdzvId?: string;
-}
+export type { TorchrunLauncher };
 
 export type Launcher = TorchrunLauncher;
 
@@ -100,31 +88,8 @@ export function rankReportPath(runSetFile: string, rank: number): string {
   return join(rankDir(runSetFile), `rank${rank}.json`);
 }
 
-/** One rank as the run-set file records it. */
-export interface RunSetRank {
-  rank: number;
-  /** The report, relative to the run-set file's folder (posix separators); null when the rank wrote none. */
-  report: string | null;
-  status: 'ok' | 'oom' | 'error' | 'cancelled' | 'missing';
-}
-
-/** The run-set file (`membit.runset/1`): all ranks of one job, each with its report. */
-export interface RunSetDoc {
-  schema: 'membit.runset/1';
-  id: string;
-  launcher: 'torchrun' | 'slurm';
-  started: string;
-  world_size: number;
-  script: string;
-  argv: string[];
-  variant: string;
-  /** The job's own outcome (torchrun's exit, SLURM's state), in words. */
-  status: 'ok' | 'failed' | 'cancelled';
-  message: string | null;
-  ranks: RunSetRank[];
-  /** SLURM: the job id and the login node it was submitted through. */
-  slurm?: { job: string; host: string; state: string | null };
-}
+export type { RunSetDoc, RunSetRank } from './runSetTypes';
+import type { RunSetRank } from './runSetTypes';
 
 export const RUNSET_SCHEMA = 'membit.runset/1';
 

@@ -80,6 +80,11 @@ export class Overlays implements vscode.Disposable {
     return [...this.applied.values()];
   }
 
+  /** A run set's picked rank; undefined for the max over ranks (or a single report). */
+  get rankPick(): number | undefined {
+    return this.store.report?.set?.pick;
+  }
+
   /** Dropout sites the run measured on a document line (by its current position). */
   sitesAt(doc: vscode.TextDocument, line: number): SiteEntry[] {
     const st = this.state(doc);
@@ -157,7 +162,7 @@ export class Overlays implements vscode.Disposable {
           applied.gutter[info.bucket].push(line + 1);
         }
         if (settings.overlays.inline && showsInline(info)) {
-          const text = `${st?.stale ? '⚠ stale · ' : ''}${inlineText(info)}`;
+          const text = `${st?.stale ? '⚠ stale · ' : ''}${inlineText(info)}${rankNote(info, this.store.report?.set?.pick)}`;
           inline.push({ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: text } } });
           applied.inline.push({ line: line + 1, text });
         }
@@ -185,6 +190,13 @@ function isStale(doc: vscode.TextDocument, loaded: LoadedReport): boolean {
   }
 }
 
+/** A run set's lines name their rank: "· rank 3 (max over ranks)", or "· rank 3" when picked. */
+function rankNote(info: LineInfo, pick: number | undefined): string {
+  const rank = (info.entries[0] as { rank?: unknown } | undefined)?.rank;
+  if (typeof rank !== 'number') return '';
+  return pick === undefined ? ` · rank ${rank} (max over ranks)` : ` · rank ${rank}`;
+}
+
 /** Hover on a measured line: the breakdown and what converting would save. */
 export function registerReportHover(overlays: Overlays): vscode.Disposable {
   return vscode.languages.registerHoverProvider({ language: 'python', scheme: 'file' }, {
@@ -194,7 +206,7 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       if (!info) return undefined;
       const md = new vscode.MarkdownString(undefined, true);
       md.isTrusted = { enabledCommands: [Commands.convertToPackedDropout] };
-      md.appendMarkdown(`**Membit** — measured: ${formatBytes(info.savedBytes)} saved for backward on this line\n\n`);
+      md.appendMarkdown(`**Membit** — measured: ${formatBytes(info.savedBytes)} saved for backward on this line${rankNote(info, overlays.rankPick)}\n\n`);
       const ops = new Map<string, { bytes: number; count: number }>();
       const modules = new Set<string>();
       for (const e of info.entries) {
