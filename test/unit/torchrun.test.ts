@@ -11,6 +11,7 @@ import { main } from '../../src/core/cli/main';
 import { loadRunSet, overlayReport, parseRunSet, rankPeaks, type RankedLine } from '../../src/core/report/runset';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import { createRun } from '../../src/core/run/target';
+import { RunSetClient } from '../../src/vscode/report/runSetProtocol';
 import { checkLauncher, describeRankFailures, LauncherError, rankOutPattern, rankReportPath, torchrunArgv, type RunSetDoc } from '../../src/core/run/torchrun';
 
 const REPO = resolve(__dirname, '..', '..', '..');
@@ -103,6 +104,19 @@ test('membit profile --nproc-per-node 2: FSDP2 under torchrun, a report per rank
     assert.ok((other?.saved_bytes ?? 0) <= line.saved_bytes);
   }
   assert.deepEqual(overlayReport(set, 1)?.lines.map((l) => l.saved_bytes), set.ranks[1]?.report?.lines.map((l) => l.saved_bytes));
+
+  // The editor reads the same run set in its worker thread (the bundled dist/runSetWorker.js).
+  const client = new RunSetClient(join(REPO, 'dist', 'runSetWorker.js'));
+  try {
+    const w = await client.load(out);
+    assert.deepEqual(w.info.ranks.map((r) => [r.rank, r.status, r.peak]), set.ranks.map((r) => [r.rank, r.status, r.peak]));
+    assert.deepEqual(w.info.peaks, peaks);
+    assert.deepEqual(w.info.timelines.map((t) => [t.rank, t.source]), [[0, 'steps'], [1, 'steps']]);
+    assert.deepEqual(w.overlay?.lines, merged?.lines);
+    assert.deepEqual((await client.pick(1))?.lines, overlayReport(set, 1)?.lines);
+  } finally {
+    client.dispose();
+  }
 
   const text = capture(ws);
   assert.equal(await main(['report', out], text), 0, text.stderr);

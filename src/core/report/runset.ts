@@ -70,8 +70,12 @@ export interface RunSet {
   ranks: RankEntry[];
 }
 
-/** Reads a run set and each rank's report through `read` (a path → text function). */
-export function loadRunSet(file: string, read: (path: string) => string, schema: Schema): RunSet {
+/**
+ * Reads a run set and each rank's report through `read` (a path → text function). `keep`, if
+ * given, sees each report as it is parsed and returns what to hold on to (the worker drops the
+ * timelines of 64 large reports once it has thinned them).
+ */
+export function loadRunSet(file: string, read: (path: string) => string, schema: Schema, keep?: (rank: number, r: Report) => Report): RunSet {
   const parsed = parseRunSet(read(file), file);
   if (!parsed.ok) throw new Error(parsed.error);
   const dir = dirname(resolve(file));
@@ -87,7 +91,7 @@ export function loadRunSet(file: string, read: (path: string) => string, schema:
     }
     const p = parseReport(text, schema, path);
     if (!p.ok) return { ...base, file: path, error: p.error };
-    return rankEntry(r.rank, path, p.report);
+    return rankEntry(r.rank, path, keep ? keep(r.rank, p.report) : p.report);
   });
   ranks.sort((a, b) => a.rank - b.rank);
   return { doc: parsed.doc, file: resolve(file), ranks };
@@ -254,7 +258,14 @@ function thin(xs: readonly number[], ys: readonly number[], max: number): { t_ms
   return { t_ms, bytes };
 }
 
-export function runSetInfo(set: RunSet): RunSetInfo {
+/** A rank's timeline thinned for the overlaid chart (bucket maxima, at most 400 points). */
+export function thinTimeline(rank: number, r: Report): RunSetInfo['timelines'][number] | undefined {
+  const tl = rankTimeline(r);
+  return tl ? { rank, ...thin(tl.t_ms, tl.bytes, TIMELINE_POINTS), source: tl.source } : undefined;
+}
+
+/** `timelines`: already thinned (when the reports' own timelines were dropped on load). */
+export function runSetInfo(set: RunSet, timelines?: RunSetInfo['timelines']): RunSetInfo {
   const d = set.doc;
   const ranks: RankSummary[] = set.ranks.map((r) => {
     const s = r.report?.summary;
@@ -275,10 +286,12 @@ export function runSetInfo(set: RunSet): RunSetInfo {
       error: r.error ?? r.report?.run.error ?? null,
     };
   });
-  const timelines: RunSetInfo['timelines'] = [];
-  for (const r of set.ranks) {
-    const tl = r.report ? rankTimeline(r.report) : undefined;
-    if (tl) timelines.push({ rank: r.rank, ...thin(tl.t_ms, tl.bytes, TIMELINE_POINTS), source: tl.source });
+  if (!timelines) {
+    timelines = [];
+    for (const r of set.ranks) {
+      const tl = r.report ? thinTimeline(r.rank, r.report) : undefined;
+      if (tl) timelines.push(tl);
+    }
   }
   return { file: set.file, id: d.id, script: d.script, variant: d.variant, launcher: d.launcher, world_size: d.world_size, status: d.status, message: d.message, ranks, peaks: rankPeaks(set), timelines };
 }

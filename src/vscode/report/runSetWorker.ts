@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import { loadRunSet, overlayReport, runSetInfo, type RunSet } from '../../core/report/runset';
+import { loadRunSet, overlayReport, runSetInfo, thinTimeline, type RunSet, type RunSetInfo } from '../../core/report/runset';
 import { REPORT_SCHEMA } from '../../core/report/schema';
 import type { RunSetRequest, RunSetResponse } from './runSetProtocol';
 
@@ -15,8 +15,17 @@ let set: RunSet | undefined;
 function answer(req: RunSetRequest): RunSetResponse {
   try {
     if (req.type === 'load') {
-      set = loadRunSet(req.file, (p) => readFileSync(p, 'utf8'), REPORT_SCHEMA);
-      return { id: req.id, ok: true, info: runSetInfo(set), overlay: overlayReport(set, req.pick) ?? null };
+      set = undefined; // the previous set's memory goes first
+      const timelines: RunSetInfo['timelines'] = [];
+      // Each rank's timeline is thinned as it is parsed, then dropped: the overlays need lines,
+      // modules and sites, and 64 full allocator timelines would hold gigabytes.
+      set = loadRunSet(req.file, (p) => readFileSync(p, 'utf8'), REPORT_SCHEMA, (rank, r) => {
+        const tl = thinTimeline(rank, r);
+        if (tl) timelines.push(tl);
+        return { ...r, timeline: null };
+      });
+      timelines.sort((a, b) => a.rank - b.rank);
+      return { id: req.id, ok: true, info: runSetInfo(set, timelines), overlay: overlayReport(set, req.pick) ?? null };
     }
     if (!set) return { id: req.id, ok: false, error: 'no run set loaded' };
     return { id: req.id, ok: true, overlay: overlayReport(set, req.pick) ?? null };
