@@ -19,6 +19,11 @@ export interface CollectOptions {
   cancelled: boolean;
   stderrTail: readonly string[];
   started?: Date;
+  /** Who launched the ranks (default torchrun). */
+  kind?: 'torchrun' | 'slurm';
+  slurm?: RunSetDoc['slurm'];
+  /** Every rank of the job reports into this folder (SLURM's shared file system): all are expected. */
+  expectAll?: boolean;
 }
 
 interface RankFacts {
@@ -70,7 +75,8 @@ export function collectRunSet(o: CollectOptions): CollectedRunSet {
   // One host: ranks 0..nproc-1 are expected here. Several hosts: this host's ranks are the ones
   // that wrote reports here, plus node_rank's block when it is known.
   const expected = new Set<number>(found.keys());
-  if ((o.launcher.nnodes ?? 1) === 1) for (let i = 0; i < local; i++) expected.add(i);
+  if (o.expectAll) for (let i = 0; i < world; i++) expected.add(i);
+  else if ((o.launcher.nnodes ?? 1) === 1) for (let i = 0; i < local; i++) expected.add(i);
   else if (o.launcher.nodeRank !== undefined) for (let i = 0; i < local; i++) expected.add(o.launcher.nodeRank * local + i);
   const facts: RankFacts[] = [...expected].sort((a, b) => a - b).map((rank) => {
     const name = found.get(rank);
@@ -83,7 +89,7 @@ export function collectRunSet(o: CollectOptions): CollectedRunSet {
   let status: RunSetDoc['status'] = o.cancelled ? 'cancelled' : allOk && o.exitCode === 0 ? 'ok' : 'failed';
   if (status === 'failed' && !message) {
     const last = o.stderrTail.filter((l) => l.trim()).slice(-3).join(' · ');
-    message = `torchrun exited with ${o.exitCode === null ? 'a signal' : `status ${o.exitCode}`}${last ? `: ${last}` : ''}`;
+    message = `${o.kind === 'slurm' ? 'the job' : 'torchrun'} exited with ${o.exitCode === null ? 'a signal' : `status ${o.exitCode}`}${last ? `: ${last}` : ''}`;
   }
   if (facts.length && facts.every((f) => f.status === 'cancelled') && !o.cancelled) status = 'failed';
   if (worlds.size > 1) message = `${message ? `${message}; ` : ''}ranks disagree on the world size (${[...worlds].join(' vs ')})`;
@@ -91,7 +97,7 @@ export function collectRunSet(o: CollectOptions): CollectedRunSet {
   const doc: RunSetDoc = {
     schema: RUNSET_SCHEMA,
     id: o.id,
-    launcher: 'torchrun',
+    launcher: o.kind ?? 'torchrun',
     started: (o.started ?? new Date()).toISOString(),
     world_size: worlds.size === 1 ? ([...worlds][0] as number) : world,
     script: o.script,
@@ -100,6 +106,7 @@ export function collectRunSet(o: CollectOptions): CollectedRunSet {
     status,
     message,
     ranks: facts.map((f) => ({ rank: f.rank, status: f.status, report: found.has(f.rank) ? `${basename(dir)}/${found.get(f.rank) as string}` : null })),
+    ...(o.slurm ? { slurm: o.slurm } : {}),
   };
   const tmp = `${o.file}.${process.pid}.tmp`;
   writeFileSync(tmp, `${JSON.stringify(doc, null, 1)}\n`);
