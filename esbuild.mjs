@@ -27,7 +27,7 @@ const common = {
 const nodeBuilds = [
   {
     ...common,
-    entryPoints: { extension: 'src/extension.ts' },
+    entryPoints: { extension: 'src/extension.ts', runSetWorker: 'src/vscode/report/runSetWorker.ts' },
     outdir: 'dist',
     platform: 'node',
     format: 'cjs',

@@ -15,6 +15,7 @@ export const Commands = {
   compareVariants: 'membit.compareVariants',
   findMaxBatchSize: 'membit.findMaxBatchSize',
   showReport: 'membit.showReport',
+  pickRank: 'membit.pickRank',
   deleteRuns: 'membit.deleteRuns',
   toggleOverlays: 'membit.toggleOverlays',
   selectRun: 'membit.selectRun',

@@ -352,6 +352,83 @@ function renderComparison(msg: ToWebview): void {
   }
 }
 
+/** A run set: the rank picker, per-rank peaks side by side with the imbalance, overlaid per-rank timelines. */
+function renderRanks(msg: ToWebview): void {
+  const set = msg.ranks;
+  if (!set) return;
+  const { info, pick } = set;
+  const sec = section(`Ranks — ${info.launcher}, ${info.world_size} rank${info.world_size === 1 ? '' : 's'}`, 'ranks');
+  const p = palette();
+  const picker = el('select', { id: 'rank-picker', 'aria-label': 'Rank shown here and in the editor' });
+  picker.append(el('option', { value: 'max' }, 'max over ranks'));
+  for (const r of info.ranks) {
+    const o = el('option', { value: String(r.rank) }, `rank ${r.rank}${r.host ? ` · ${r.host}` : ''} · ${r.status}`);
+    if (r.status === 'missing') o.setAttribute('disabled', '');
+    picker.append(o);
+  }
+  picker.value = pick === null ? 'max' : String(pick);
+  picker.addEventListener('change', () => vscode.postMessage({ command: 'pickRank', rank: picker.value === 'max' ? null : Number(picker.value) }));
+  sec.append(el('p', {}, 'Show: ', picker, pick === null ? ' — each line shows the most any rank held there, naming the rank.' : ` — rank ${pick}'s own figures.`));
+  const pk = info.peaks;
+  const facts: string[] = [];
+  if (pk.max && pk.min && pk.imbalance !== undefined) facts.push(`Peak ${formatBytes(pk.max.peak)} on rank ${pk.max.rank}, lowest ${formatBytes(pk.min.peak)} on rank ${pk.min.rank}: imbalance ${formatPct(pk.imbalance)} (max / mean − 1).`);
+  if (pk.firstOom) facts.push(`Rank ${pk.firstOom.rank}${pk.firstOom.host ? ` on ${pk.firstOom.host}` : ''} ran out of memory first.`);
+  if (info.status !== 'ok' && info.message) facts.push(`Job ${info.status}: ${info.message}`);
+  for (const f of facts) sec.append(el('p', { class: 'headline' }, f));
+  const named = info.ranks.some((r) => r.named);
+  if (named) sec.append(el('p', { class: 'meta' }, 'CPU ranks: each peak is what the harness named (no allocator record on CPU).'));
+  const canvas = el('canvas', { id: 'rank-peaks-chart', height: '90' });
+  sec.append(canvas);
+  const colors = info.ranks.map((r) => (r.status === 'oom' ? p.red : pick !== null && r.rank === pick ? p.orange : p.blue));
+  charts.push(new Chart(canvas, {
+    type: 'bar',
+    data: { labels: info.ranks.map((r) => `rank ${r.rank}`), datasets: [{ label: named ? 'peak (named)' : 'peak allocated', data: info.ranks.map((r) => r.peak ?? 0), backgroundColor: colors }] },
+    options: {
+      animation: false,
+      scales: { x: { ticks: { color: p.fg }, grid: { color: p.grid } }, y: { ticks: { color: p.fg, callback: (val) => formatBytes(Number(val)) }, grid: { color: p.grid } } },
+      plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => formatBytes(Number(c.parsed.y)) } } },
+      onClick: (_e, els) => {
+        const i = els[0]?.index;
+        const r = i === undefined ? undefined : info.ranks[i];
+        if (r && r.status !== 'missing') vscode.postMessage({ command: 'pickRank', rank: r.rank });
+      },
+    },
+  }));
+  rendered.charts.push('rank-peaks');
+  const b = (x: number | null) => (x === null ? '—' : formatBytes(x));
+  sec.append(table('ranks-table', ['rank', 'host', 'device', 'status', 'peak', 'params', 'grads', 'optimizer', 'unsharded max', 'DDP buckets', 'outside allocator'],
+    info.ranks.map((r) => [String(r.rank), r.host ?? '?', r.device ?? '?', r.status, b(r.peak), b(r.params), b(r.grads), b(r.optimizer_state), b(r.unsharded_params_max), b(r.ddp_buckets), b(r.outside_allocator)])));
+  if (info.timelines.length) {
+    const tl = el('canvas', { id: 'rank-timelines-chart', height: '110' });
+    const source = info.timelines.every((t) => t.source === 'steps') ? 'peak so far at each step (CPU: no allocator timeline)' : 'allocated (allocator history)';
+    sec.append(el('h3', {}, `Per-rank memory over time — ${source}`), tl);
+    const hues = [p.blue, p.orange, p.green, p.red, p.purple, p.yellow];
+    charts.push(new Chart(tl, {
+      type: 'line',
+      data: {
+        datasets: info.timelines.map((t, i) => ({
+          label: `rank ${t.rank}`,
+          data: t.t_ms.map((x, j) => ({ x, y: t.bytes[j] ?? null })),
+          borderColor: hues[i % hues.length],
+          backgroundColor: hues[i % hues.length],
+          pointRadius: t.source === 'steps' ? 2 : 0,
+          borderWidth: pick !== null && t.rank === pick ? 3 : 1.2,
+        })) as never,
+      },
+      options: {
+        animation: false,
+        parsing: false,
+        scales: {
+          x: { type: 'linear', title: { display: true, text: 'ms', color: p.fg }, ticks: { color: p.fg }, grid: { color: p.grid } },
+          y: { ticks: { color: p.fg, callback: (val) => formatBytes(Number(val)) }, grid: { color: p.grid } },
+        },
+        plugins: { legend: { labels: { color: p.fg } }, tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${formatBytes(Number(c.parsed.y))}` } } },
+      },
+    }));
+    rendered.charts.push('rank-timelines');
+  }
+}
+
 function render(msg: ToWebview): void {
   for (const c of charts.splice(0)) c.destroy();
   rendered.charts = [];
@@ -359,6 +436,7 @@ function render(msg: ToWebview): void {
   document.getElementById('root')?.replaceChildren();
   const v = msg.views[0];
   if (!v) return;
+  renderRanks(msg);
   renderSummary(v);
   renderComparison(msg);
   renderOom(v);

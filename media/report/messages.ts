@@ -3,6 +3,7 @@
  * extension validates everything that comes from the webview before acting on it.
  */
 import type { Comparison } from '../../src/core/report/compare';
+import type { RunSetInfo } from '../../src/core/report/runsetTypes';
 import type { ReportView } from '../../src/core/report/view';
 
 export type ToWebview = {
@@ -12,6 +13,8 @@ export type ToWebview = {
   markdown: string | null;
   /** Report files shown, kept as webview state so the view comes back after a reload. */
   uris: string[];
+  /** A run set: every rank's facts and which rank the view (and the editor) shows; null for one report. */
+  ranks?: { info: RunSetInfo; pick: number | null } | null;
 };
 
 export type FromWebview =
@@ -19,6 +22,8 @@ export type FromWebview =
   | { command: 'open'; file: string; line: number }
   | { command: 'convert'; file: string; line: number; kind: string; module: string | null }
   | { command: 'copy'; text: string }
+  /** Show this rank of the run set (null: the max over ranks), here and in the editor. */
+  | { command: 'pickRank'; rank: number | null }
   | { command: 'rendered'; summary: RenderedSummary };
 
 /** What the view drew, reported back so tests check figures, not pixels. */
@@ -42,6 +47,8 @@ export function parseFromWebview(m: unknown): FromWebview | undefined {
       return okLoc && typeof o.kind === 'string' && (o.module === null || (typeof o.module === 'string' && o.module.length < 1000))
         ? { command: 'convert', file: o.file as string, line: o.line as number, kind: o.kind, module: o.module as string | null }
         : undefined;
+    case 'pickRank':
+      return o.rank === null || (Number.isInteger(o.rank) && (o.rank as number) >= 0 && (o.rank as number) < 1_000_000) ? { command: 'pickRank', rank: o.rank as number | null } : undefined;
     case 'copy':
       return typeof o.text === 'string' && o.text.length < 1_000_000 ? { command: 'copy', text: o.text } : undefined;
     case 'rendered': {

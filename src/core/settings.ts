@@ -19,6 +19,21 @@ export interface SshTargetSetting {
   env?: Record<string, string>;
 }
 
+/** How the ranks are launched (`membit.runs[].launcher`, `membit profile --nproc-per-node`); core/run/torchrun.ts checks it. */
+export interface TorchrunLauncher {
+  kind: 'torchrun';
+  /** Ranks on this host (torchrun --nproc-per-node). */
+  nprocPerNode: number;
+  /** Hosts in the job (default 1; more need a rendezvous endpoint, and the same command on each host). */
+  nnodes?: number;
+  /** This host's index among nnodes (static rendezvous). */
+  nodeRank?: number;
+  /** host:port of the rendezvous (c10d) when nnodes > 1. */
+  rdzvEndpoint?: string;
+  /** The job's id at the rendezvous (default: the run set's id). */
+  rdzvId?: string;
+}
+
 /** A saved run configuration (`membit.runs`). */
 export interface RunSetting {
   name?: string;
@@ -28,6 +43,8 @@ export interface RunSetting {
   env?: Record<string, string>;
   steps?: number;
   variants?: Variant[];
+  /** Run under torchrun, the harness in every rank (checked by core/run/torchrun.ts checkLauncher). */
+  launcher?: TorchrunLauncher;
 }
 
 /** Shapes for static estimates (`membit.shapes`). */

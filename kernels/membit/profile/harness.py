@@ -32,13 +32,13 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import allocator, levers, report
+from . import allocator, distributed, levers, report
 from .frames import CodeFilter, PathMapper
 from .nvml import NvmlSampler
 from .overlay import OverlayError, Overlays
 from .control import Control, grace_seconds
 from .progress import Progress
-from .tracker import Cancelled, HarnessAbort, StopScript, Tracker, now_us
+from .tracker import Cancelled, HarnessAbort, StopScript, Tracker, now_us, tensor_bytes
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -154,6 +154,8 @@ class Harness:
         self._probed_roots: list = []
         self.failure_live: list = []
         self.failure_t: Optional[int] = None
+        # One rank of a torchrun/SLURM job: its report path, identity and distributed figures.
+        self.dist = distributed.attach(self)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -181,6 +183,8 @@ class Harness:
                     self._write_report(doc)
                     self._emit_finished()
         finally:
+            if self.dist is not None:
+                self.dist.uninstall()
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
             self.progress.uninstall()
@@ -190,6 +194,8 @@ class Harness:
     def _write_report(self, doc: dict) -> None:
         """Writes the report (atomically); a failure is said on stderr and becomes exit status 1."""
         try:
+            if self.dist is not None:  # rank, world size, host and the distributed categories
+                doc = self.dist.decorate(doc)
             report.write_atomic(self.opts.out, doc)
             self._report_written = True
         except (OSError, ValueError) as e:
@@ -376,7 +382,7 @@ class Harness:
             allocated, peak = stats["current"], stats["peak"]
         else:
             # No allocator on CPU: the tensors the harness knows of.
-            persistent = sum(p.numel() * p.element_size() for p in tr._all_params()) + tr.optimizer_state_bytes()
+            persistent = sum(tensor_bytes(p) for p in tr._all_params()) + tr.optimizer_state_bytes()
             allocated = persistent + sum(info.grads.values())
             snap = info.bwd_snapshot
             at_bwd = persistent + (snap.saved + sum(snap.grads.values()) if snap is not None else 0)

@@ -27,7 +27,7 @@ import torch
 
 from . import allocator
 from .frames import frame_dict, frames_from_allocator
-from .tracker import Record, now_us, op_name, storage_key
+from .tracker import Record, local_tensor, now_us, op_name, storage_key, tensor_bytes
 
 TOP = 20
 TIMELINE_POINTS = 1500
@@ -125,7 +125,7 @@ class ModuleIndex:
 
     def __init__(self, roots: List[torch.nn.Module]):
         def weight(m):
-            return sum(p.numel() * p.element_size() for p in m.parameters())
+            return sum(tensor_bytes(p) for p in m.parameters())
 
         ordered = sorted(roots, key=weight, reverse=True)
         self.paths: Dict[int, str] = {}
@@ -305,7 +305,7 @@ def build(h) -> dict:
     for pid, path in index.param_owner.items():
         p = index.params[pid]
         if p.device.type == dev_type:
-            mod_entry(path)["params"] += p.numel() * p.element_size()
+            mod_entry(path)["params"] += tensor_bytes(p)
         if pid in grads_by_param:
             mod_entry(path)["grads"] += grads_by_param[pid]
     outside = 0
@@ -644,7 +644,7 @@ def _tensor_peak(h, params_total, buffers_total, state_total, keep, index) -> Pe
         owner = index.modules.get(path) if path is not None else None
         made = tr.created_at.get(owner) if owner is not None else None
         m_frames = [frame_dict(made, paths)] if made else []
-        holders.append(_holder(p.numel() * p.element_size(), "param", m_frames, None, tuple(p.shape), p.dtype))
+        holders.append(_holder(tensor_bytes(p), "param", m_frames, None, tuple(local_tensor(p).shape), p.dtype))
     holders.sort(key=lambda x: -x["bytes"])
     peak.top = holders[:TOP]
     return peak

@@ -110,8 +110,25 @@ def _storage(t):
     return fn() if fn is not None else t.storage()
 
 
+def local_tensor(t):
+    """The tensor this process holds: a DTensor's (FSDP2, tensor parallel) local shard, else t itself.
+
+    A DTensor is a wrapper with no storage of its own, and its numel() is the global size: each
+    rank's memory is its local shard's.
+    """
+    local = getattr(t, "_local_tensor", None)
+    return local if isinstance(local, torch.Tensor) else t
+
+
+def tensor_bytes(t) -> int:
+    """Bytes of the elements this process holds (a DTensor's local shard)."""
+    t = local_tensor(t)
+    return t.numel() * t.element_size()
+
+
 def storage_key(t) -> Tuple[int, int]:
-    """(data pointer, bytes) of a tensor's storage; (0, 0) when it has none."""
+    """(data pointer, bytes) of a tensor's storage (a DTensor's local shard's); (0, 0) when it has none."""
+    t = local_tensor(t)
     try:
         st = _storage(t)
         return st.data_ptr(), st.nbytes()
@@ -483,7 +500,7 @@ class Tracker:
         for p in self._all_params():
             g = p.grad
             if g is not None:
-                grads[id(p)] = storage_key(g)[1]
+                grads[id(p)] = tensor_bytes(g)
         snap = BwdSnapshot(now_us(), list(self.live.values()), grads, self.optimizer_state_bytes())
         cur = self.cur
         if cur.bwd_snapshot is None or snap.saved > cur.bwd_snapshot.saved:
@@ -502,7 +519,9 @@ class Tracker:
                 g = p.grad
                 if g is not None:
                     ptr, n = storage_key(g)
-                    grads[id(p)] = n
+                    # The grad's own elements: FSDP2's reduce-scatter output and DDP's bucket views
+                    # put many grads in one storage, which would otherwise count once per grad.
+                    grads[id(p)] = tensor_bytes(g)
                     if note is not None and ptr:
                         note(ptr, n)
 

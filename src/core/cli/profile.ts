@@ -6,6 +6,8 @@ import { formatBytes } from '../units';
 import { runFileName } from '../run/history';
 import { DEFAULT_REMOTE_PYTHON, DEFAULT_REMOTE_WORKDIR } from '../run/sshConfig';
 import { createRun, targetLabel, type RunTarget } from '../run/target';
+import { checkSlurmTarget, createSlurmRun, type SlurmTarget } from '../run/slurm';
+import { checkLauncher, LauncherError, type Launcher } from '../run/torchrun';
 import { canonicalVariant, LEVERS, VariantError } from '../run/variants';
 
 /** The membit Python package shipped beside the bundle (dist/kernels), or the source tree's. */
@@ -38,6 +40,21 @@ export const profileCommand: Subcommand = {
     { name: 'ssh-config', value: true, metavar: 'FILE', help: 'ssh config file to use instead of ~/.ssh/config' },
     { name: 'workdir', value: true, metavar: 'DIR', help: `remote folder for the upload cache and runs (default ${DEFAULT_REMOTE_WORKDIR})` },
     { name: 'cpu', help: 'with --target: run even if the target has no CUDA GPU' },
+    { name: 'slurm', help: 'with --target: the host is a SLURM login node; submit the run as a job (see the resource flags below)' },
+    { name: 'partition', value: true, metavar: 'P', help: 'with --slurm: partition' },
+    { name: 'account', value: true, metavar: 'A', help: 'with --slurm: account to charge' },
+    { name: 'nodes', value: true, metavar: 'N', help: 'with --slurm: nodes (default 1)' },
+    { name: 'gpus-per-node', value: true, metavar: 'G', help: 'with --slurm: GPUs per node (--gres=gpu:G)' },
+    { name: 'ranks-per-node', value: true, metavar: 'R', help: 'with --slurm: ranks per node (default: GPUs per node, else 1)' },
+    { name: 'time', value: true, metavar: 'T', help: 'with --slurm: time limit (e.g. 00:30:00)' },
+    { name: 'launch', value: true, choices: ['torchrun', 'srun'], metavar: 'HOW', help: 'with --slurm: torchrun per node (default) or one srun task per rank' },
+    { name: 'pending-timeout', value: true, metavar: 'S', help: 'with --slurm: cancel the job if it is still pending after S seconds (default 600)' },
+    { name: 'target-env', value: true, repeat: true, metavar: 'K=V', help: 'with --target: environment for the remote commands and the run (repeatable; e.g. SLURM_CONF=/etc/slurm/x.conf)' },
+    { name: 'nproc-per-node', value: true, metavar: 'N', help: 'run the script under torchrun with N ranks on this host, the harness in every rank (one report per rank, merged in a run set)' },
+    { name: 'nnodes', value: true, metavar: 'M', help: 'with --nproc-per-node: hosts in the job (run the same command on each; needs --rdzv-endpoint)' },
+    { name: 'node-rank', value: true, metavar: 'I', help: "with --nnodes: this host's index" },
+    { name: 'rdzv-endpoint', value: true, metavar: 'HOST:PORT', help: 'with --nnodes: the rendezvous (c10d) address, on the first host' },
+    { name: 'rdzv-id', value: true, metavar: 'ID', help: 'with --nnodes: the job id at the rendezvous (the same on every host)' },
   ],
   details:
     'The script runs unchanged as __main__; everything after -- is passed to it.\n' +
@@ -46,6 +63,9 @@ export const profileCommand: Subcommand = {
     'A variant with sdpa runs the advisor\'s SDPA rewrite of the script and the .py files under its\n' +
     'folder and --root where eager attention is found (transformers models are switched at run time);\n' +
     'your files are not changed. The report\'s run.levers says how each lever was applied.\n' +
+    'With --nproc-per-node, the script runs under torchrun (python -m torch.distributed.run) and\n' +
+    '--out names the run-set file; each rank writes <out>.ranks/rankN.json. A rank that fails ends\n' +
+    'the job; the others still write their reports. `membit report RUNSET.json` shows them merged.\n' +
     'Exit code: 0 ok, 1 the run failed (the report still says why), 2 usage error.',
   async run(args, io) {
     const [script, ...scriptArgs] = args.rest.length ? args.rest : args.positionals;
@@ -62,6 +82,12 @@ export const profileCommand: Subcommand = {
     }
     const host = args.flags.get('target') as string | undefined;
     const python = String(args.flags.get('python') ?? (host ? DEFAULT_REMOTE_PYTHON : (process.env.MEMBIT_PYTHON ?? 'python3')));
+    const targetEnv: Record<string, string> = {};
+    for (const kv of (args.flags.get('target-env') as string[] | undefined) ?? []) {
+      const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(kv);
+      if (!m) throw new UsageError(`--target-env takes NAME=VALUE (got "${kv}")`);
+      targetEnv[m[1] as string] = m[2] as string;
+    }
     const target: RunTarget = host
       ? {
           kind: 'ssh',
@@ -69,8 +95,47 @@ export const profileCommand: Subcommand = {
           python,
           workdir: String(args.flags.get('workdir') ?? DEFAULT_REMOTE_WORKDIR),
           ssh: args.flags.get('ssh-config') ? { configFile: resolve(io.cwd, String(args.flags.get('ssh-config'))) } : {},
+          ...(Object.keys(targetEnv).length ? { env: targetEnv } : {}),
         }
       : { kind: 'local', python };
+    let launcher: Launcher | undefined;
+    if (args.flags.get('nproc-per-node') !== undefined) {
+      if (host) throw new UsageError('--nproc-per-node runs torchrun on this machine; it does not combine with --target');
+      const num = (k: string) => (args.flags.get(k) === undefined ? undefined : Number(args.flags.get(k)));
+      try {
+        launcher = checkLauncher({
+          kind: 'torchrun',
+          nprocPerNode: num('nproc-per-node'),
+          nnodes: num('nnodes'),
+          nodeRank: num('node-rank'),
+          rdzvEndpoint: args.flags.get('rdzv-endpoint'),
+          rdzvId: args.flags.get('rdzv-id'),
+        });
+      } catch (e) {
+        if (e instanceof LauncherError) throw new UsageError(e.message.replace(/launcher\.(\w+)/g, (_m, k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`));
+        throw e;
+      }
+    } else {
+      for (const k of ['nnodes', 'node-rank', 'rdzv-endpoint', 'rdzv-id']) if (args.flags.get(k) !== undefined) throw new UsageError(`--${k} needs --nproc-per-node`);
+    }
+    let slurm: SlurmTarget | undefined;
+    if (args.flags.get('slurm')) {
+      if (!host) throw new UsageError('--slurm needs --target LOGIN-NODE');
+      if (launcher) throw new UsageError('--slurm launches the ranks itself: use --nodes/--ranks-per-node instead of --nproc-per-node');
+      const num = (k: string) => (args.flags.get(k) === undefined ? undefined : Number(args.flags.get(k)));
+      try {
+        slurm = checkSlurmTarget({
+          kind: 'slurm', host, python, workdir: String(args.flags.get('workdir') ?? DEFAULT_REMOTE_WORKDIR), env: targetEnv,
+          partition: args.flags.get('partition'), account: args.flags.get('account'), nodes: num('nodes'), gpusPerNode: num('gpus-per-node'),
+          ranksPerNode: num('ranks-per-node'), time: args.flags.get('time'), launch: args.flags.get('launch'), pendingTimeoutS: num('pending-timeout'),
+        });
+      } catch (e) {
+        throw new UsageError((e instanceof Error ? e.message : String(e)).replace(/^membit.targets "[^"]*": /, ''));
+      }
+      if (args.flags.get('ssh-config')) slurm.ssh = { configFile: resolve(io.cwd, String(args.flags.get('ssh-config'))) };
+    } else {
+      for (const k of ['partition', 'account', 'nodes', 'gpus-per-node', 'ranks-per-node', 'time', 'launch', 'pending-timeout']) if (args.flags.get(k) !== undefined) throw new UsageError(`--${k} needs --slurm`);
+    }
     const out = args.flags.get('out')
       ? resolve(io.cwd, String(args.flags.get('out')))
       : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: targetLabel(target), variant }));
@@ -81,7 +146,17 @@ export const profileCommand: Subcommand = {
     const onSig = () => ac.abort();
     process.once('SIGINT', onSig);
     process.once('SIGTERM', onSig);
-    const run = createRun(
+    const request = {
+        workspace: root,
+        script: scriptPath,
+        args: scriptArgs,
+        cwd: host && (relative(root, io.cwd).startsWith('..') || isAbsolute(relative(root, io.cwd))) ? undefined : io.cwd,
+        out,
+        variant,
+        steps: intFlag(args.flags.get('steps'), 'steps') ?? 3,
+        warmup: intFlag(args.flags.get('warmup'), 'warmup') ?? 1,
+    };
+    const run = slurm ? createSlurmRun(slurm, request, { kernelsDir: bundledKernelsDir(), signal: ac.signal }) : createRun(
       target,
       {
         workspace: root,
@@ -93,6 +168,7 @@ export const profileCommand: Subcommand = {
         variant,
         steps: intFlag(args.flags.get('steps'), 'steps') ?? 3,
         warmup: intFlag(args.flags.get('warmup'), 'warmup') ?? 1,
+        ...(launcher ? { launcher } : {}),
       },
       { kernelsDir: bundledKernelsDir(), signal: ac.signal, allowCpu: !!args.flags.get('cpu') },
     );
@@ -101,11 +177,15 @@ export const profileCommand: Subcommand = {
       else if (e.type === 'log' && (host || e.notice)) io.err(`membit: ${e.message}\n`);
       else if (e.type === 'progress') {
         const p = e.event;
-        if (p.event === 'started') io.err(`membit: profiling ${script} (${String(p.device ?? 'device ?')}, variant ${variant})\n`);
+        // Ranks of a torchrun job tag their events: every rank's progress is shown, named.
+        const rank = (p as { rank?: unknown }).rank;
+        const who = typeof rank === 'number' ? `rank ${rank}: ` : '';
+        if (p.event === 'started') io.err(`membit: ${who}profiling ${script} (${String(p.device ?? 'device ?')}, variant ${variant})\n`);
         else if (p.event === 'step' && typeof p.step === 'number') {
           const mem = typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : '';
-          io.err(`membit: step ${p.step}/${String(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
-        }
+          io.err(`membit: ${who}step ${p.step}/${String(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
+        } else if (p.event === 'finished' && who) io.err(`membit: ${who}finished (${String(p.status)})\n`);
+        else if (p.event === 'queued' && typeof p.state === 'string') io.err(`membit: job ${String(p.job)} ${p.state === 'PENDING' ? 'pending in queue' : p.state.toLowerCase()}${p.reason ? ` (${String(p.reason)})` : ''}\n`);
       }
     });
     let outcome;
@@ -115,7 +195,7 @@ export const profileCommand: Subcommand = {
       process.off('SIGINT', onSig);
       process.off('SIGTERM', onSig);
     }
-    if (outcome.report && existsSync(outcome.report)) io.err(`membit: report ${outcome.report} (status ${outcome.status ?? 'unknown'})\n`);
+    if (outcome.report && existsSync(outcome.report)) io.err(`membit: ${launcher || slurm ? 'run set' : 'report'} ${outcome.report} (status ${outcome.status ?? 'unknown'})\n`);
     if (outcome.state === 'done') return 0;
     const hint = outcome.error?.code === 'no-cuda' ? ' (add --cpu to run on it anyway)' : '';
     io.err(`membit profile: ${outcome.state === 'cancelled' ? 'cancelled' : (outcome.message ?? 'the run failed')}${hint}\n`);

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { UsageError } from './args';
 import type { Subcommand } from './command';
@@ -9,6 +9,9 @@ import { peakBytes, type Report } from '../report/types';
 import { formatBytes } from '../units';
 import { formatStepTime, stepStats } from '../report/stepTime';
 import { jsonTerminalSafe, terminalSafe } from '../untrusted';
+import { isRunSetText, loadRunSet, rankPeaks, runSetText } from '../report/runset';
+import type { ParsedArgs } from './args';
+import type { Io } from './command';
 
 function load(path: string): Report {
   let text: string;
@@ -60,14 +63,21 @@ export const reportCommand: Subcommand = {
   flags: [
     { name: 'json', help: 'print the validated summary (one report) or the comparison (several) as JSON' },
     { name: 'markdown', help: 'print the comparison as a Markdown table (the first report is the baseline)' },
+    { name: 'rank', value: true, metavar: 'N', help: "with a run set: show rank N's own report" },
   ],
-  details: 'With several reports, the first is the baseline and the others are compared against it.',
+  details:
+    'With several reports, the first is the baseline and the others are compared against it.\n' +
+    'A run set (membit profile --nproc-per-node) shows every rank: peaks side by side, the imbalance,\n' +
+    'the rank that ran out of memory first, and per line the most any rank held (naming the rank).',
   async run(args, io0) {
     if (args.positionals.length === 0) throw new UsageError('no report given');
     // A report is untrusted: its strings (script, module, error, op names) could carry
     // escape sequences that retitle the terminal, write the clipboard or hide text.
     const json = args.flags.get('json') === true;
-    const io = { out: (t: string) => io0.out(json ? jsonTerminalSafe(t) : terminalSafe(t)), cwd: io0.cwd };
+    const io: Io = { out: (t: string) => io0.out(json ? jsonTerminalSafe(t) : terminalSafe(t)), err: (t: string) => io0.err(terminalSafe(t)), cwd: io0.cwd };
+    const first = resolve(io.cwd, args.positionals[0] as string);
+    if (args.positionals.length === 1 && isRunSetFile(first)) return runSetReport(first, args.flags, io);
+    if (args.flags.get('rank') !== undefined) throw new UsageError('--rank needs a run set (the file membit profile --nproc-per-node writes)');
     const reports = args.positionals.map((p) => ({ label: p.split('/').pop() ?? p, report: load(resolve(io.cwd, p)) }));
     if (json) {
       io.out(`${JSON.stringify(reports.length === 1 ? (reports[0] as { report: Report }).report.summary : compareRuns(reports), null, 2)}\n`);
@@ -81,3 +91,42 @@ export const reportCommand: Subcommand = {
     return 0;
   },
 };
+
+function isRunSetFile(path: string): boolean {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      const buf = Buffer.alloc(200);
+      const n = readSync(fd, buf, 0, 200, 0);
+      return isRunSetText(buf.subarray(0, n).toString('utf8'));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
+function runSetReport(file: string, flags: ParsedArgs['flags'], io: Io): number {
+  let set;
+  try {
+    set = loadRunSet(file, (p) => readFileSync(p, 'utf8'), REPORT_SCHEMA);
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+  const pick = flags.get('rank');
+  if (pick !== undefined) {
+    const n = Number(pick);
+    const r = set.ranks.find((x) => x.rank === n);
+    if (!r) throw new UsageError(`--rank ${String(pick)}: the run set has ranks ${set.ranks.map((x) => x.rank).join(', ')}`);
+    if (!r.report) throw new Error(`rank ${n} has no report${r.error ? `: ${r.error}` : ' (it was killed or never started)'}`);
+    io.out(flags.get('json') ? `${JSON.stringify(r.report.summary, null, 2)}\n` : summaryText(r.report));
+    return 0;
+  }
+  if (flags.get('json')) {
+    io.out(`${JSON.stringify({ ...set.doc, peaks: rankPeaks(set) }, null, 2)}\n`);
+    return 0;
+  }
+  io.out(runSetText(set, !!flags.get('markdown')));
+  return 0;
+}

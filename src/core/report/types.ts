@@ -43,6 +43,40 @@ export interface RunInfo {
   levers?: LeverRecord[];
   /** Files whose rewritten text ran instead (`--overlay`); absent in reports of earlier versions. */
   overlays?: OverlayRecord[];
+  /** One rank of a torchrun/SLURM job; absent for a single process. */
+  distributed?: DistributedRun;
+}
+
+/** Who a rank was (report.schema.json $defs/distributedRun). */
+export interface DistributedRun {
+  rank: number;
+  local_rank: number;
+  world_size: number;
+  local_world_size: number | null;
+  node_rank: number | null;
+  host: string;
+  launcher: 'torchrun' | 'slurm' | 'env';
+  run_set: string | null;
+  slurm_job: string | null;
+  process_group: boolean;
+  backend: string | null;
+  /** Unix time (s) the rank's run failed; null when it ended ok. */
+  failed_at: number | null;
+  notes: string[];
+}
+
+/** What the distributed machinery held in a rank (report.schema.json $defs/distributedSummary). */
+export interface DistributedSummary {
+  fsdp_units: { module: string; params: number; sharded_bytes: number; unsharded_bytes: number | null }[];
+  unsharded_params_max: number | null;
+  unsharded_params_max_units: string[];
+  all_gather_buffer_max: number | null;
+  reduce_scatter_buffer_max: number | null;
+  ddp: { wrappers: number; buckets: number; bucket_bytes: number | null; bucket_sizes: number[]; grads_are_bucket_views: boolean } | null;
+  nvml_process_used_max: number | null;
+  outside_allocator: number | null;
+  /** [ms since the run started, bytes allocated, peak so far] per step event. */
+  step_memory: (number | null)[][];
 }
 
 export interface LeverRecord {
@@ -78,6 +112,8 @@ export interface Summary {
   masks_at_peak: number;
   unattributed_at_peak: number | null;
   tracked_at_peak: number;
+  /** Distributed categories of a rank's run; absent for a single process. */
+  distributed?: DistributedSummary;
   step_time_s: number | null;
   samples_per_s: number | null;
   batch_size: number | null;

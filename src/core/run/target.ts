@@ -20,6 +20,8 @@ import { isFinal, RunStateMachine, type FinalRunState, type RunState } from './r
 import { classifySshFailure, killSoftly, RunError, spawnError, sshArgv, type SshOptions } from './ssh';
 import type { Variant } from '../settings';
 import { hasLever } from './variants';
+import { collectRunSet } from './runSetFile';
+import { rankOutPattern, torchrunArgv, type Launcher } from './torchrun';
 
 export type RunTarget = LocalTarget | SshTarget;
 
@@ -72,6 +74,11 @@ export interface RunRequest {
    * none otherwise.
    */
   overlays?: readonly OverlayFile[];
+  /**
+   * Launch the script under torchrun (local targets): every rank runs the harness, `out` becomes
+   * the run-set file and the ranks' reports go beside it (torchrun.ts).
+   */
+  launcher?: Launcher;
 }
 
 /** harnessArgv plus the request's extra harness flags, which belong before the script's `--`. */
@@ -145,6 +152,11 @@ function reportFacts(text: string): { status?: HarnessStatus; error?: string } |
   } catch {
     return undefined;
   }
+}
+
+/** A path relative to root when inside it (posix separators), else as given. */
+function relativeOr(root: string, p: string): string {
+  return insideRoot(resolve(root), resolve(p)) ?? p;
 }
 
 /** A path inside root as a relative `/` path; undefined when it is outside. */
@@ -290,11 +302,12 @@ export class ProfileRun {
 
   private async runLocalArgv(t: LocalTarget, script: string, overlays: readonly OverlayArg[]): Promise<RunOutcome> {
     const r = this.request;
-    const argv = withHarnessArgs(harnessArgv({
+    const runSetId = `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
+    const harness = withHarnessArgs(harnessArgv({
       python: t.python,
       script,
       scriptArgs: [...(r.args ?? [])],
-      out: r.out,
+      out: r.launcher ? rankOutPattern(r.out) : r.out,
       variant: r.variant,
       steps: r.steps,
       warmup: r.warmup,
@@ -302,6 +315,7 @@ export class ProfileRun {
       sites: r.sites,
       overlays,
     }), r.harnessArgs);
+    const argv = r.launcher ? torchrunArgv(r.launcher, harness, runSetId) : harness;
     const env = {
       ...process.env,
       ...(r.env ?? {}),
@@ -311,6 +325,7 @@ export class ProfileRun {
       [PROGRESS_TOKEN_ENV]: this.token,
       // The harness writes the partial report itself this long after a cancel, before our SIGKILL.
       MEMBIT_STOP_GRACE_S: '5',
+      ...(r.launcher ? { MEMBIT_RUN_SET: runSetId } : {}),
     };
     if (this.cancelRequested) return this.end({ state: 'cancelled', exitCode: null, stderrTail: [] });
     this.machine.to('running');
@@ -331,6 +346,13 @@ export class ProfileRun {
       return this.end({ state: 'failed', message, exitCode: null, stderrTail: [] });
     }
     this.machine.to('collecting');
+    if (r.launcher) {
+      const set = collectRunSet({ file: r.out, id: runSetId, launcher: r.launcher, script: relativeOr(r.workspace, script), argv: [...(r.args ?? [])], variant: r.variant ?? 'baseline', exitCode: result.exitCode, cancelled: this.cancelRequested, stderrTail: result.stderrTail });
+      const common = { exitCode: result.exitCode, stderrTail: result.stderrTail, report: r.out };
+      if (set.status === 'cancelled') return this.end({ ...common, state: 'cancelled', status: 'cancelled' });
+      if (set.status === 'ok') return this.end({ ...common, state: 'done', status: 'ok' });
+      return this.end({ ...common, state: 'failed', status: set.firstStatus, message: set.message ?? undefined });
+    }
     const report = existsSync(r.out) ? r.out : undefined;
     return this.settle({
       python: t.python,
@@ -348,6 +370,7 @@ export class ProfileRun {
     const r = this.request;
     const ssh: SshOptions = { ...(t.ssh ?? {}), host: t.host };
     this.machine.to('preparing', `checking ${t.host}`);
+    if (r.launcher) throw new RunError('request', `torchrun launches run on the local machine: run membit profile --nproc-per-node on ${t.host} itself, or use a SLURM target for a cluster`);
 
     // Local checks first: they cost no connection and fail fastest.
     const workspace = resolve(r.workspace);

@@ -6,7 +6,11 @@ import { formatBytes } from '../../core/units';
 import { peakBytes } from '../../core/report/types';
 import { runBrief, runDetail, runName } from '../../core/report/runLabel';
 import { classTotals, type ClassTotals } from '../../core/report/classes';
+import { existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { relative } from 'node:path';
+import { isRunSetText } from '../../core/report/runset';
+import { rankDir } from '../../core/run/torchrun';
 import { getSettings } from '../settings';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
@@ -32,6 +36,12 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   context.subscriptions.push(store, overlays, status, registerReportHover(overlays));
   context.subscriptions.push({ dispose: () => ReportPanel.instance?.dispose() });
   ReportPanel.cached = (uri) => (store.report && store.report.uri.fsPath === uri.fsPath ? store.report.index.report : undefined);
+  ReportPanel.cachedSet = (uri) => (store.report?.set && store.report.uri.fsPath === uri.fsPath ? store.report.set : undefined);
+  // A picked rank (from the view or the command) redraws the view showing that run set.
+  context.subscriptions.push(store.onDidChange((r) => {
+    const panel = ReportPanel.instance;
+    if (r?.set && panel?.showing(r.uri)) void panel.show([r.uri]);
+  }));
 
   let liveText: string | undefined;
   const showStatus = () => {
@@ -49,7 +59,14 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     const run = r.index.report.run;
     const brief = runBrief(r.index.report);
     const peak = formatBytes(peakBytes(r.index.report));
-    const label = run.status === 'ok' ? `peak ${peak}` : `${run.status.toUpperCase()} at ${peak}`;
+    let label = run.status === 'ok' ? `peak ${peak}` : `${run.status.toUpperCase()} at ${peak}`;
+    if (r.set) {
+      // A run set: the overlays show the max over ranks (naming each line's rank) or the picked rank.
+      const { info, pick } = r.set;
+      const max = info.peaks.max;
+      label = pick !== undefined ? `rank ${pick}/${info.world_size} ${label}` : max ? `peak ${formatBytes(max.peak)} on rank ${max.rank}/${info.world_size}` : label;
+      if (info.peaks.firstOom) label += ` · OOM rank ${info.peaks.firstOom.rank}`;
+    }
     // The status bar names the run the overlays show: its variant and when it ran.
     const name = brief ? runName(brief) : run.variant;
     const active = vscode.window.activeTextEditor?.document;
@@ -126,8 +143,32 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       void notify.info('Membit: no run report yet. Profile a run first (Membit: Profile Training Run, or `membit profile` in a terminal).');
       return undefined;
     }
+    // A run set is read by the store's worker; the view shows what the store holds.
+    if (store.report?.uri.fsPath !== uri.fsPath && (await isRunSetFile(uri.fsPath))) await store.load(uri, folder);
     ReportPanel.createOrShow(context.extensionUri, log, folder, [uri]);
     return uri;
+  });
+
+  /** A run set's rank for the overlays and the report view: a number, 'max' (the max over ranks), or a quick pick. */
+  registerMembitCommand(context, log, Commands.pickRank, async (arg?: unknown) => {
+    const set = store.report?.set;
+    if (!set) {
+      void notify.info('Membit: the shown run is a single process. Rank picking needs a torchrun or SLURM run set (a membit.runs entry with a launcher, or membit profile --nproc-per-node).');
+      return undefined;
+    }
+    let pick: number | 'max' | undefined = arg === 'max' || arg === null ? 'max' : Number.isInteger(arg) ? (arg as number) : undefined;
+    if (pick === undefined) {
+      const items = [
+        { label: 'Max over ranks', description: set.info.peaks.max ? `peak ${formatBytes(set.info.peaks.max.peak)} on rank ${set.info.peaks.max.rank}` : '', rank: 'max' as const },
+        ...set.info.ranks.filter((r) => r.status !== 'missing').map((r) => ({ label: `Rank ${r.rank}`, description: `${r.peak !== null ? formatBytes(r.peak) : '?'} · ${r.status} · ${r.host ?? '?'}`, rank: r.rank })),
+      ];
+      const chosen = await vscode.window.showQuickPick(items, { title: 'Membit: show which rank in the editor' });
+      if (!chosen) return undefined;
+      pick = chosen.rank;
+    }
+    const ok = await store.pickRank(pick === 'max' ? undefined : pick);
+    if (!ok) throw new Error(`rank ${String(pick)} has no report in this run set`);
+    return pick;
   });
 
   registerMembitCommand(context, log, Commands.compareRuns, async (arg?: unknown) => {
@@ -194,6 +235,9 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       // Only files of the run history, never an arbitrary path passed in.
       if (!known.has(u.fsPath)) continue;
       await vscode.workspace.fs.delete(u);
+      // A run set's rank reports live in the folder beside it.
+      const ranks = vscode.Uri.file(rankDir(u.fsPath));
+      if (existsSync(ranks.fsPath)) await vscode.workspace.fs.delete(ranks, { recursive: true });
       n++;
     }
     await store.loadLatest();
@@ -220,7 +264,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     liveText = text;
     showStatus();
   };
-  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.compareRuns, Commands.deleteRuns, Commands.selectRun] };
+  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.pickRank, Commands.compareRuns, Commands.deleteRuns, Commands.selectRun] };
 }
 
 /**
@@ -253,4 +297,18 @@ export function classLensTitle(t: ClassTotals, device: string): string {
   const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
   if (t.savingIfPacked > 0) parts.push(`packing saves ${formatBytes(t.savingIfPacked)}`);
   return `Measured: ${t.instances}× ${t.type}${scope ? ` (${scope})` : ''} — ${parts.join(' · ')}`;
+}
+
+async function isRunSetFile(path: string): Promise<boolean> {
+  try {
+    const f = await open(path, 'r');
+    try {
+      const { buffer, bytesRead } = await f.read(Buffer.alloc(200), 0, 200, 0);
+      return isRunSetText(buffer.subarray(0, bytesRead).toString('utf8'));
+    } finally {
+      await f.close();
+    }
+  } catch {
+    return false;
+  }
 }

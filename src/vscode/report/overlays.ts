@@ -100,6 +100,11 @@ export class Overlays implements vscode.Disposable {
     return [...this.applied.values()];
   }
 
+  /** A run set's picked rank; undefined for the max over ranks (or a single report). */
+  get rankPick(): number | undefined {
+    return this.store.report?.set?.pick;
+  }
+
   /** Dropout sites the run measured on a document line (by its current position). */
   sitesAt(doc: vscode.TextDocument, line: number): SiteEntry[] {
     const st = this.state(doc);
@@ -204,7 +209,7 @@ export class Overlays implements vscode.Disposable {
         }
         if (settings.overlays.inline && showsInline(info)) {
           // Staleness is said once (status bar, hover), not on every line.
-          const text = inlineText(info, this.store.report?.index.device);
+          const text = `${inlineText(info, this.store.report?.index.device)}${rankNote(info, this.store.report?.set?.pick)}`;
           inline.push({ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: text } } });
           applied.inline.push({ line: line + 1, text });
         }
@@ -245,6 +250,13 @@ function isStale(doc: vscode.TextDocument, loaded: LoadedReport): boolean {
   }
 }
 
+/** A run set's lines name their rank: "· rank 3 (max over ranks)", or "· rank 3" when picked. */
+function rankNote(info: LineInfo, pick: number | undefined): string {
+  const rank = (info.entries[0] as { rank?: unknown } | undefined)?.rank;
+  if (typeof rank !== 'number') return '';
+  return pick === undefined ? ` · rank ${rank} (max over ranks)` : ` · rank ${rank}`;
+}
+
 /** Hover on a measured line: the breakdown and what converting would save. */
 export function registerReportHover(overlays: Overlays): vscode.Disposable {
   return vscode.languages.registerHoverProvider({ language: 'python', scheme: 'file' }, {
@@ -260,7 +272,7 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       const brief = loaded ? runBrief(loaded.index.report) : undefined;
       const device = loaded?.index.device;
       const scope = info.instances > 1 ? `, summed over ${info.instances} instances` : '';
-      md.appendMarkdown(`**Membit** — ${formatBytes(info.savedBytes)} kept for backward on this line${scope}\n\n`);
+      md.appendMarkdown(`**Membit** — ${formatBytes(info.savedBytes)} kept for backward on this line${scope}${rankNote(info, overlays.rankPick)}\n\n`);
       md.appendMarkdown(`Measured in run ${brief ? runName(brief) : '?'}${device === 'cpu' ? ' on CPU (dropout masks 4 B per element there; 1 B on CUDA)' : device === 'cuda' ? ` on ${brief?.device ?? 'CUDA'}` : ''}.`);
       if (overlays.isStale(doc)) md.appendMarkdown(' This file changed since that run: the figure follows the line through your edits.');
       md.appendMarkdown('\n\n');

@@ -9,6 +9,7 @@ import { pathMatcher } from '../../core/report/classes';
 import { compareRuns, comparisonMarkdown } from '../../core/report/compare';
 import { parseReport } from '../../core/report/model';
 import { REPORT_SCHEMA } from '../../core/report/schema';
+import type { RunSetInfo } from '../../core/report/runsetTypes';
 import type { Report } from '../../core/report/types';
 import { buildView } from '../../core/report/view';
 import type { Log } from '../log';
@@ -30,6 +31,8 @@ export class ReportPanel implements vscode.Disposable {
 
   /** Reports already parsed elsewhere (the overlays' store), so a large one is read once. */
   static cached: (uri: vscode.Uri) => Report | undefined = () => undefined;
+  /** A run set the store holds (read by its worker): its ranks and the rank picked. */
+  static cachedSet: (uri: vscode.Uri) => { info: RunSetInfo; pick: number | undefined } | undefined = () => undefined;
 
   static createOrShow(extensionUri: vscode.Uri, log: Log, root: vscode.Uri, uris: vscode.Uri[]): ReportPanel {
     if (ReportPanel.current) {
@@ -65,6 +68,11 @@ export class ReportPanel implements vscode.Disposable {
       panel.onDidDispose(() => this.dispose()),
       panel.webview.onDidReceiveMessage((m) => void this.onMessage(m)),
     );
+  }
+
+  /** Whether the view shows exactly this one report. */
+  showing(uri: vscode.Uri): boolean {
+    return this.uris.length === 1 && this.uris[0]?.fsPath === uri.fsPath;
   }
 
   get rendered(): RenderedSummary | undefined {
@@ -105,7 +113,13 @@ export class ReportPanel implements vscode.Disposable {
     this.panel.title = `Membit: ${loaded[0]?.report.run.script.split('/').pop() ?? 'report'}`;
     this.reports = loaded.map((l) => l.report);
     const comparison = loaded.length > 1 ? compareRuns(loaded) : null;
+    const set = loaded.length === 1 ? ReportPanel.cachedSet((loaded[0] as { uri: vscode.Uri }).uri) : undefined;
+    if (set) {
+      const pick = set.pick;
+      (loaded[0] as { label: string }).label = pick === undefined ? `max over ${set.info.ranks.length} ranks` : `rank ${pick}`;
+    }
     const msg: ToWebview = {
+      ranks: set ? { info: set.info, pick: set.pick ?? null } : null,
       type: 'show',
       views: loaded.map((l) => buildView(l.report, l.label, { sparse24: sparseAdviceTables(this.extensionUri, this.log) })),
       comparison,
@@ -128,6 +142,10 @@ export class ReportPanel implements vscode.Disposable {
         return;
       case 'rendered':
         this.lastRendered = m.summary;
+        return;
+      case 'pickRank':
+        // The editor's overlays follow the view's picker; the store's change re-posts this view.
+        await vscode.commands.executeCommand(Commands.pickRank, m.rank === null ? 'max' : m.rank);
         return;
       case 'copy':
         await vscode.env.clipboard.writeText(m.text);

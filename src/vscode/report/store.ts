@@ -7,11 +7,16 @@ import { indexReport, parseReport, type ReportIndex } from '../../core/report/mo
 import { REPORT_SCHEMA } from '../../core/report/schema';
 import { runBrief, type RunBrief } from '../../core/report/runLabel';
 import { leverDeltas, type LeverMeasurement } from '../../core/report/leverDeltas';
+import { isRunSetText, type RunSetInfo } from '../../core/report/runset';
+import { RunSetClient } from './runSetProtocol';
 import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
 
 export interface LoadedReport {
+  /** For a run set: the report the overlays show (the max over ranks, or the picked rank's). */
   index: ReportIndex;
+  /** A run set (torchrun/SLURM job): its ranks, and which one is picked (undefined: the max over ranks). */
+  set?: { info: RunSetInfo; pick: number | undefined };
   /** The report file. */
   uri: vscode.Uri;
   /** Workspace folder the report's relative paths resolve against. */
@@ -51,6 +56,8 @@ export class ReportStore implements vscode.Disposable {
   private pinned: string | undefined;
   private leverMap = new Map<string, LeverMeasurement>();
   private readonly briefs = new Map<string, { mtimeMs: number | undefined; brief: RunBrief | undefined }>();
+  /** The worker holding the shown run set's reports; ended when another report is shown. */
+  private client: RunSetClient | undefined;
 
   constructor(private readonly log: Log) {
     this.disposables.push(
@@ -190,11 +197,14 @@ export class ReportStore implements vscode.Disposable {
       this.complain(uri, `cannot read ${uri.fsPath}: ${String(e)}`, explicit);
       return false;
     }
+    if (isRunSetText(text)) return this.loadRunSet(uri, root, explicit);
     const parsed = parseReport(text, REPORT_SCHEMA, vscode.workspace.asRelativePath(uri));
     if (!parsed.ok) {
       this.complain(uri, parsed.error, explicit);
       return false;
     }
+    this.client?.dispose();
+    this.client = undefined;
     this.current = { index: indexReport(parsed.report), uri, root, mtimeMs: await mtime(uri) };
     await this.refreshLevers();
     this.log.info(`loaded report ${uri.fsPath}`);
@@ -223,6 +233,42 @@ export class ReportStore implements vscode.Disposable {
     return brief;
   }
 
+  /** A run set: every rank's report is read and merged in a worker thread, off the extension host's. */
+  private async loadRunSet(uri: vscode.Uri, root: vscode.Uri, explicit: boolean): Promise<boolean> {
+    const client = new RunSetClient();
+    let loaded;
+    try {
+      loaded = await client.load(uri.fsPath);
+    } catch (e) {
+      client.dispose();
+      this.complain(uri, e instanceof Error ? e.message : String(e), explicit);
+      return false;
+    }
+    if (!loaded.overlay) {
+      client.dispose();
+      this.complain(uri, `${vscode.workspace.asRelativePath(uri)}: no rank of this job wrote a report${loaded.info.message ? ` (${loaded.info.message})` : ''}`, explicit);
+      return false;
+    }
+    this.client?.dispose();
+    this.client = client;
+    this.current = { index: indexReport(loaded.overlay), uri, root, mtimeMs: await mtime(uri), set: { info: loaded.info, pick: undefined } };
+    this.log.info(`loaded run set ${uri.fsPath} (${loaded.info.ranks.length} ranks)`);
+    this.changed.fire(this.current);
+    return true;
+  }
+
+  /** Shows one rank's figures in the overlays (undefined: the max over ranks, naming the rank). */
+  async pickRank(rank: number | undefined): Promise<boolean> {
+    const cur = this.current;
+    if (!cur?.set || !this.client) return false;
+    if (rank !== undefined && !cur.set.info.ranks.some((r) => r.rank === rank && r.status !== 'missing')) return false;
+    const overlay = await this.client.pick(rank);
+    if (!overlay || this.current !== cur) return false;
+    this.current = { ...cur, index: indexReport(overlay), set: { info: cur.set.info, pick: rank } };
+    this.changed.fire(this.current);
+    return true;
+  }
+
   private complain(uri: vscode.Uri, msg: string, explicit: boolean): void {
     this.log.warn(msg);
     if (explicit || !this.warned.has(uri.fsPath)) {
@@ -232,6 +278,7 @@ export class ReportStore implements vscode.Disposable {
   }
 
   dispose(): void {
+    this.client?.dispose();
     this.watcher?.dispose();
     for (const d of this.disposables) d.dispose();
   }

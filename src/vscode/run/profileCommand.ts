@@ -9,6 +9,7 @@ import type { RemoteInfo } from '../../core/run/remote';
 import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';
 import { canonicalVariant, VariantError } from '../../core/run/variants';
 import type { RunSetting, Variant } from '../../core/settings';
+import { checkLauncher, LauncherError, type Launcher } from '../../core/run/torchrun';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { isBaseline, type ReportStore } from '../report/store';
@@ -28,6 +29,8 @@ export interface RunPlan {
   steps: number;
   warmup: number;
   variants: Variant[];
+  /** torchrun: every rank under the harness; the run's report is then a run set. */
+  launcher?: Launcher;
 }
 
 const LAST_ARGS_KEY = 'membit.lastArgs';
@@ -42,6 +45,16 @@ function checkedVariants(names: readonly string[], where: string): Variant[] {
       throw e;
     }
   });
+}
+
+/** A launcher from settings or a caller, checked; a bad one stops with the field and the fix. */
+function checkedLauncher(l: unknown, where: string): Launcher {
+  try {
+    return checkLauncher(l);
+  } catch (e) {
+    if (e instanceof LauncherError) throw new Error(`${where}: ${e.message}`);
+    throw e;
+  }
 }
 
 /** Live memory during a run, for the status bar (the report feature owns the item). */
@@ -63,6 +76,9 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     mkdirSync(dirname(out), { recursive: true });
     const request: RunRequest = { workspace: folder.uri.fsPath, script: plan.script, args: plan.args, cwd: plan.cwd, env: plan.env, variant, steps: plan.steps, warmup: plan.warmup, out };
     if (extra.harnessArgs) request.harnessArgs = extra.harnessArgs;
+    if (plan.launcher) request.launcher = plan.launcher;
+    // Every rank's progress, by rank: "rank 0 2/3 · rank 1 2/3".
+    const rankSteps = new Map<number, string>();
     const ac = new AbortController();
     active.add(ac);
     log.channel.show(true);
@@ -107,6 +123,14 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
               case 'progress': {
                 const p = e.event as { event: string; step?: number; total?: number; allocated?: number; peak?: number; phase?: string; batch?: number; fits?: boolean };
                 const pid = (p as { pid?: unknown }).pid;
+                const rank = (p as { rank?: unknown }).rank;
+                if (typeof rank === 'number') {
+                  if (p.event === 'step' && typeof p.step === 'number') rankSteps.set(rank, `${p.step}/${String(p.total)}${p.phase === 'warmup' ? 'w' : ''}`);
+                  else if (p.event === 'finished') rankSteps.set(rank, String((p as { status?: unknown }).status ?? 'done'));
+                  else if (p.event === 'started') rankSteps.set(rank, 'started');
+                  progress.report({ message: [...rankSteps].sort((a, b) => a[0] - b[0]).map(([r, t]) => `rank ${r} ${t}`).join(' · ') });
+                  break;
+                }
                 if (p.event === 'started' && target.kind === 'local' && typeof pid === 'number' && !sampler) {
                   sampler = gpus.follow(pid, (bytes) => {
                     deviceText = `GPU ${formatBytes(bytes)}`;
@@ -281,8 +305,10 @@ async function choosePlan(context: vscode.ExtensionContext, folder: vscode.Works
   const base = { cwd: folder.uri.fsPath, env: {}, steps: settings.profile.steps, warmup: settings.profile.warmup, variants: [] as Variant[] };
   // Programmatic use (tests, other commands): { script, args?, steps?, warmup?, variants? }.
   if (arg && typeof arg === 'object' && typeof (arg as { script?: unknown }).script === 'string') {
-    const a = arg as { script: string; args?: string[]; steps?: number; warmup?: number; variants?: Variant[] };
-    return { ...base, script: a.script, args: a.args ?? [], steps: a.steps ?? base.steps, warmup: a.warmup ?? base.warmup, variants: checkedVariants(a.variants ?? [], 'variants') };
+    const a = arg as { script: string; args?: string[]; steps?: number; warmup?: number; variants?: Variant[]; launcher?: unknown };
+    const plan: RunPlan = { ...base, script: a.script, args: a.args ?? [], steps: a.steps ?? base.steps, warmup: a.warmup ?? base.warmup, variants: checkedVariants(a.variants ?? [], 'variants') };
+    if (a.launcher !== undefined) plan.launcher = checkedLauncher(a.launcher, 'launcher');
+    return plan;
   }
   const editor = vscode.window.activeTextEditor;
   const activePy = editor?.document.languageId === 'python' && editor.document.uri.scheme === 'file' ? editor.document.uri : undefined;
@@ -298,7 +324,9 @@ async function choosePlan(context: vscode.ExtensionContext, folder: vscode.Works
   if (!pick) return undefined;
   if (pick.run) {
     const r = pick.run;
-    return { ...base, script: join(folder.uri.fsPath, r.script), args: r.args ?? [], cwd: r.cwd ? join(folder.uri.fsPath, r.cwd) : base.cwd, env: r.env ?? {}, steps: r.steps ?? base.steps, variants: checkedVariants(r.variants ?? [], `membit.runs "${r.name ?? r.script}"`) };
+    const plan: RunPlan = { ...base, script: join(folder.uri.fsPath, r.script), args: r.args ?? [], cwd: r.cwd ? join(folder.uri.fsPath, r.cwd) : base.cwd, env: r.env ?? {}, steps: r.steps ?? base.steps, variants: checkedVariants(r.variants ?? [], `membit.runs "${r.name ?? r.script}"`) };
+    if (r.launcher !== undefined) plan.launcher = checkedLauncher(r.launcher, `membit.runs "${r.name ?? r.script}"`);
+    return plan;
   }
   const uri = pick.uri as vscode.Uri;
   if (editor?.document.isDirty && editor.document.uri.toString() === uri.toString()) await editor.document.save();
