@@ -12,10 +12,11 @@
  * No Python runs at all: the file is read as bytes by JavaScript.
  *
  * Streaming: `feed` takes chunks as they arrive (from disk or a gunzip stream), so a file
- * of several GB is never held whole. `onAppend` lets the caller turn list items into
- * compact stand-ins as they are appended (the snapshot reader turns each trace entry into
- * a row of typed arrays); `replace` swaps a memoised object for its stand-in, so later
- * back-references get the stand-in and the object itself can be collected.
+ * of several GB is never held whole. Hooks let the caller turn containers into compact
+ * stand-ins while they are built, straight from the stack (the snapshot reader keeps each
+ * trace entry as a row of typed arrays and each stack as one number): a stand-in replaces
+ * the container on the stack and in the memo, so later back-references get the stand-in
+ * and the container is never filled at all.
  */
 
 export type PickleErrorKind = 'refused' | 'truncated' | 'malformed' | 'unsupported';
@@ -54,23 +55,49 @@ const CALLS: Record<number, string> = {
 };
 
 const MARK = Symbol('mark');
-/** Where a dict or list sits in the memo, for `replace`. */
-const MEMO_AT = Symbol('memo');
 /** Largest single string or bytes value accepted: snapshots hold file names and function names. */
 const MAX_STRING = 64 * 1024 * 1024;
 /** Strings up to this many bytes are interned: file and function names repeat across frames. */
 const INTERN_MAX = 256;
 const INTERN_LIMIT = 1_000_000;
 
+/** The stack the hooks read: `stack[from]`, `stack[from + 1]`, … up to `to` (exclusive). */
+export type Stack = readonly unknown[];
+
 export interface UnpicklerOptions {
   /**
-   * Called for each item appended to a list (APPEND, APPENDS, LIST); returns what to
-   * store instead, or `SKIP` to store nothing.
+   * Called for each item appended to a list (APPEND, LIST, and APPENDS when `onAppends`
+   * left it); returns what to store instead, or `SKIP` to store nothing.
    */
   onAppend?: (list: PyValue[], item: PyValue) => PyValue | typeof SKIP;
+  /**
+   * Called for APPENDS with the items on the stack. Returns undefined to append them one by
+   * one (through onAppend), SKIP to append nothing, or a stand-in for the list itself
+   * (only while the list is empty).
+   */
+  onAppends?: (list: PyValue[], stack: Stack, from: number, to: number) => PyValue | typeof SKIP | undefined;
+  /**
+   * Called for SETITEMS with the keys and values on the stack (key, value, key, …).
+   * Returns undefined to set them on the dict, or a stand-in for the dict itself.
+   */
+  onSetItems?: (dict: PyDict, stack: Stack, from: number, to: number) => PyValue | undefined;
+  /**
+   * Called for a list pickled as back-references to Refs only, with their ids; returns a
+   * stand-in for the list, or undefined to read it opcode by opcode.
+   */
+  onRefList?: (ids: Int32Array, n: number) => PyValue | undefined;
 }
 
 export const SKIP = Symbol('skip');
+
+/**
+ * A stand-in with a numeric id (the snapshot reader's frames). A list that holds only
+ * back-references to Refs (`EMPTY_LIST MEMOIZE MARK BINGET… APPENDS`, how torch's frames
+ * lists are pickled) goes to `onRefList` in one tight loop instead of opcode by opcode.
+ */
+export class Ref {
+  constructor(readonly id: number) {}
+}
 
 type StackItem = PyValue | typeof MARK;
 
@@ -86,10 +113,19 @@ export class Unpickler {
   private result: PyValue = null;
   private protocol = 0;
   private readonly intern = new Map<string, string>();
+  /** Memo index of the object at each stack position, set by MEMOIZE (checked before use). */
+  private memoAt: number[] = [];
   private readonly onAppend: UnpicklerOptions['onAppend'];
+  private readonly onAppends: UnpicklerOptions['onAppends'];
+  private readonly onSetItems: UnpicklerOptions['onSetItems'];
+  private readonly onRefList: UnpicklerOptions['onRefList'];
+  private readonly refIds = new Int32Array(1000);
 
   constructor(opts: UnpicklerOptions = {}) {
+    this.onRefList = opts.onRefList;
     this.onAppend = opts.onAppend;
+    this.onAppends = opts.onAppends;
+    this.onSetItems = opts.onSetItems;
   }
 
   /** Bytes read so far (decompressed). */
@@ -105,11 +141,12 @@ export class Unpickler {
     return this.protocol;
   }
 
-  /** Makes later back-references to `obj` (a dict or list read from this pickle) yield `value`. */
-  replace(obj: PyValue, value: PyValue): void {
-    if (obj === null || typeof obj !== 'object') return;
-    const at = (obj as unknown as Record<symbol, number | undefined>)[MEMO_AT];
-    if (at !== undefined && this.memo[at] === obj) this.memo[at] = value;
+  /** Puts `value` where the container at stack position `i` was, on the stack and in the memo. */
+  private standIn(i: number, value: PyValue): void {
+    const obj = this.stack[i];
+    const idx = this.memoAt[i];
+    if (idx !== undefined && this.memo[idx] === obj) this.memo[idx] = value;
+    this.stack[i] = value;
   }
 
   /** Feeds the next chunk; parses every complete opcode in it. */
@@ -120,14 +157,30 @@ export class Unpickler {
     }
     const rest = this.buf.length - this.pos;
     const c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
-    if (rest === 0) {
-      this.base += this.buf.length;
-      this.buf = c;
-    } else {
+    if (rest > 0) {
+      // An opcode was cut at the chunk's edge. Finish it in a small joined buffer and go
+      // on in the new chunk itself, rather than copying the whole chunk behind the tail.
       this.base += this.pos;
-      this.buf = Buffer.concat([this.buf.subarray(this.pos), c]);
+      const joined = Buffer.concat([this.buf.subarray(this.pos), c.subarray(0, 1 << 16)]);
+      this.buf = joined;
+      this.pos = 0;
+      this.run(rest);
+      if (this.done) return;
+      if (this.pos < rest) {
+        // A value longer than the joined part (a very long string): join it all.
+        this.buf = Buffer.concat([this.buf.subarray(this.pos, rest), c]);
+        this.base += this.pos;
+        this.pos = 0;
+        this.run();
+        return;
+      }
+      this.base += rest;
+      this.pos -= rest;
+    } else {
+      this.base += this.buf.length;
+      this.pos = 0;
     }
-    this.pos = 0;
+    this.buf = c;
     this.run();
   }
 
@@ -181,7 +234,7 @@ export class Unpickler {
 
   private memoize(v: StackItem, idx: number, at: number): void {
     if (idx > this.memo.length) this.fail('malformed', `the pickle stores memo entry ${idx} out of order`, at);
-    if (v !== null && typeof v === 'object') (v as unknown as Record<symbol, number>)[MEMO_AT] = idx;
+    this.memoAt[this.stack.length - 1] = idx;
     this.memo[idx] = v;
   }
 
@@ -232,14 +285,15 @@ export class Unpickler {
     return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   }
 
-  /** Parses complete opcodes; leaves `pos` at the first incomplete one. */
-  private run(): void {
+  /** Parses complete opcodes (those starting before `limit`); leaves `pos` at the first incomplete one. */
+  private run(limit = Infinity): void {
     const b = this.buf;
     const len = b.length;
+    const end = Math.min(len, limit);
     const stack = this.stack;
     let pos = this.pos;
     try {
-      while (pos < len) {
+      while (pos < end) {
         const at = pos;
         const op = b[pos] as number;
         switch (op) {
@@ -371,10 +425,21 @@ export class Unpickler {
             pos += head + n;
             break;
           }
-          case 0x5d: // EMPTY_LIST
+          case 0x5d: {
+            // EMPTY_LIST; with MEMOIZE MARK (BINGET|LONG_BINGET)* APPENDS after it, a list of
+            // back-references, read in one loop when they all name Refs.
+            if (this.onRefList && b[pos + 1] === 0x94 && b[pos + 2] === 0x28) {
+              const next = this.refList(pos + 3, len);
+              if (next === -1) return; // incomplete: wait for more bytes
+              if (next > 0) {
+                pos = next;
+                break;
+              }
+            }
             stack.push([]);
             pos += 1;
             break;
+          }
           case 0x29: // EMPTY_TUPLE
             stack.push([]);
             pos += 1;
@@ -393,12 +458,27 @@ export class Unpickler {
             break;
           }
           case 0x65: {
-            // APPENDS
-            const items = this.popMark(at);
-            items.shift();
-            const list = this.top(at);
+            // APPENDS: the items sit above the mark; no intermediate array (hot: every frames list)
+            const m = this.marks.pop();
+            if (m === undefined || m < 1) this.fail('malformed', 'the pickle pops a mark that was never set', at);
+            const list = stack[m - 1];
             if (!Array.isArray(list)) this.fail('malformed', 'the pickle appends to something that is not a list', at);
-            for (const it of items) this.append(list, it as PyValue);
+            const r = this.onAppends ? this.onAppends(list, stack, m + 1, stack.length) : undefined;
+            if (r === undefined) {
+              const onAppend = this.onAppend;
+              for (let k = m + 1; k < stack.length; k++) {
+                const it = stack[k] as PyValue;
+                if (onAppend) {
+                  const v = onAppend(list, it);
+                  if (v !== SKIP) list.push(v);
+                } else list.push(it);
+              }
+            }
+            stack.length = m;
+            if (r !== undefined && r !== SKIP) {
+              if (list.length) this.fail('malformed', 'a list was replaced after items were added to it', at);
+              this.standIn(m - 1, r);
+            }
             pos += 1;
             break;
           }
@@ -441,10 +521,20 @@ export class Unpickler {
             break;
           }
           case 0x75: {
-            // SETITEMS
-            const items = this.popMark(at);
-            items.shift();
-            this.setItems(this.top(at), items, at);
+            // SETITEMS: keys and values sit above the mark (hot: every trace entry)
+            const m = this.marks.pop();
+            if (m === undefined || m < 1) this.fail('malformed', 'the pickle pops a mark that was never set', at);
+            const d = stack[m - 1];
+            if (d === null || typeof d !== 'object' || Array.isArray(d)) this.fail('malformed', 'the pickle sets items on something that is not a dict', at);
+            const r = this.onSetItems ? this.onSetItems(d as PyDict, stack, m + 1, stack.length) : undefined;
+            if (r === undefined) {
+              for (let k = m + 1; k + 1 < stack.length; k += 2) {
+                const key = stack[k];
+                (d as PyDict)[typeof key === 'string' ? key : this.key(key as StackItem, at)] = stack[k + 1] as PyValue;
+              }
+            }
+            stack.length = m;
+            if (r !== undefined) this.standIn(m - 1, r);
             pos += 1;
             break;
           }
@@ -496,6 +586,42 @@ export class Unpickler {
     } finally {
       this.pos = pos;
     }
+  }
+
+  /**
+   * The fast path for lists of back-references to Refs starting at `q` (after EMPTY_LIST
+   * MEMOIZE MARK): the position after APPENDS when taken, 0 to read opcode by opcode,
+   * -1 when the bytes end first.
+   */
+  private refList(q: number, len: number): number {
+    const b = this.buf;
+    const memo = this.memo;
+    const ids = this.refIds;
+    let n = 0;
+    for (;;) {
+      if (q >= len) return -1;
+      const op = b[q] as number;
+      let idx: number;
+      if (op === 0x68) {
+        if (q + 2 > len) return -1;
+        idx = b[q + 1] as number;
+        q += 2;
+      } else if (op === 0x6a) {
+        if (q + 5 > len) return -1;
+        idx = b.readUInt32LE(q + 1);
+        q += 5;
+      } else if (op === 0x65) break;
+      else return 0;
+      const v = memo[idx];
+      if (!(v instanceof Ref) || n === ids.length) return 0;
+      ids[n++] = v.id;
+    }
+    if (n === 0) return 0;
+    const r = (this.onRefList as NonNullable<UnpicklerOptions['onRefList']>)(ids, n);
+    if (r === undefined) return 0;
+    this.stack.push(r);
+    this.memoize(r, memo.length, q);
+    return q + 1;
   }
 
   /** Names what the file asked for when it can (the module and name pushed before STACK_GLOBAL). */

@@ -13,7 +13,7 @@
  */
 import { createReadStream, openSync, readSync, closeSync, statSync } from 'node:fs';
 import { createGunzip } from 'node:zlib';
-import { PickleError, SKIP, Unpickler, type PyDict, type PyValue } from './pickle';
+import { PickleError, Ref, SKIP, Unpickler, type PyDict, type PyValue, type Stack } from './pickle';
 
 export const ACTIONS = [
   'alloc',
@@ -110,7 +110,70 @@ export function stackFrames(stacks: Stacks, node: number): number[] {
 
 const FRAME_LIMIT = 1 << 24;
 
-/** The compactor: an `onAppend` for the unpickler that keeps trace entries as rows. */
+/**
+ * The stack tree's child index: (parent node, frame) → child node, open addressing over
+ * typed arrays. A Map keyed by the pair costs ~10x more per lookup, and a snapshot of a
+ * million entries with stacks of 80 frames does 80 million of them.
+ */
+class ChildTable {
+  private parent = new Int32Array(1 << 16);
+  private frame = new Int32Array(1 << 16);
+  private child = new Int32Array(1 << 16).fill(-1);
+  private size = 0;
+
+  get(parent: number, frame: number): number {
+    const mask = this.child.length - 1;
+    let i = hash(parent, frame) & mask;
+    for (;;) {
+      const c = this.child[i] as number;
+      if (c < 0) return -1;
+      if (this.parent[i] === parent && this.frame[i] === frame) return c;
+      i = (i + 1) & mask;
+    }
+  }
+
+  set(parent: number, frame: number, child: number): void {
+    if ((this.size + 1) * 2 > this.child.length) this.grow();
+    this.insert(parent, frame, child);
+    this.size++;
+  }
+
+  private insert(parent: number, frame: number, child: number): void {
+    const mask = this.child.length - 1;
+    let i = hash(parent, frame) & mask;
+    while ((this.child[i] as number) >= 0) i = (i + 1) & mask;
+    this.parent[i] = parent;
+    this.frame[i] = frame;
+    this.child[i] = child;
+  }
+
+  private grow(): void {
+    const { parent, frame, child } = this;
+    const cap = child.length * 2;
+    this.parent = new Int32Array(cap);
+    this.frame = new Int32Array(cap);
+    this.child = new Int32Array(cap).fill(-1);
+    for (let i = 0; i < child.length; i++) if ((child[i] as number) >= 0) this.insert(parent[i] as number, frame[i] as number, child[i] as number);
+  }
+}
+
+function hash(a: number, b: number): number {
+  let h = Math.imul(a ^ 0x5bd1e995, 0x9e3779b1) ^ Math.imul(b, 0x85ebca77);
+  h ^= h >>> 15;
+  return Math.imul(h, 0x2c1b3c6d) >>> 0;
+}
+
+/** A frame's stand-in: one object per distinct frame, shared by every reference to it. */
+const FrameRef = Ref;
+type FrameRef = Ref;
+
+/** A trace entry's stand-in after its fields went into the columns (one shared object). */
+const ENTRY = Object.freeze(Object.create(null) as PyDict);
+
+/**
+ * The compactor: unpickler hooks that keep trace entries as rows, frames as FrameRefs and
+ * frames lists as stack nodes, reading them off the stack before any object is filled.
+ */
 class Compactor {
   readonly action = new Column((n) => new Uint8Array(n));
   readonly addr = new Column((n) => new Float64Array(n));
@@ -121,91 +184,189 @@ class Compactor {
   readonly deviceFree = new Map<number, number>();
   readonly unknownActions = new Map<string, number>();
   readonly frames: FrameTable = { file: [], line: [], name: [] };
-  private readonly frameIds = new Map<string, number>();
+  private readonly frameIds = new Map<string, FrameRef>();
   readonly nodeParent = new Column((n) => new Int32Array(n));
   readonly nodeFrame = new Column((n) => new Int32Array(n));
-  private readonly nodes = new Map<number, number>();
+  private readonly children = new ChildTable();
+  /** Whole stacks by their hashes → their innermost node. */
+  private readonly whole = new ChildTable();
   /** Trace lists by identity, in the order their first entry arrived. */
   readonly lists = new Map<PyValue[], number>();
-  u!: Unpickler;
+  /** Rows not yet appended to a trace list (entries are appended in the order they were built). */
+  private assigned = 0;
 
-  onAppend = (list: PyValue[], item: PyValue): PyValue | typeof SKIP => {
-    if (item === null || typeof item !== 'object' || Array.isArray(item)) return item;
-    const d = item as PyDict;
-    const action = d.action;
-    if (typeof action === 'string' && ('addr' in d || 'size' in d)) {
-      this.entry(list, d, action);
-      this.u.replace(d, null);
+  onSetItems = (_d: PyDict, st: Stack, from: number, to: number): PyValue | undefined => {
+    // Entries: {action, addr, size, stream, time_us, frames, …}; frames: {name, filename, line}.
+    let action: unknown;
+    let filename: unknown;
+    for (let k = from; k < to; k += 2) {
+      const key = st[k];
+      if (key === 'action') action = st[k + 1];
+      else if (key === 'filename') filename = st[k + 1];
+    }
+    if (typeof action === 'string') return this.entry(st, from, to, action);
+    if (typeof filename === 'string') {
+      let line = 0;
+      let name = '';
+      for (let k = from; k < to; k += 2) {
+        if (st[k] === 'line') line = num(st[k + 1] as PyValue);
+        else if (st[k] === 'name') name = String(st[k + 1]);
+      }
+      return this.frame(filename, line, name) as unknown as PyValue;
+    }
+    return undefined;
+  };
+
+  onAppends = (list: PyValue[], st: Stack, from: number, to: number): PyValue | typeof SKIP | undefined => {
+    const first = st[from];
+    if (first instanceof FrameRef) {
+      // A frames list, whole in one batch (pickle batches 1000 items): intern it as a stack.
+      if (list.length || to - from >= 1000) return undefined;
+      return this.intern(st, from, to);
+    }
+    if (first === ENTRY) {
+      for (let k = from; k < to; k++) if (st[k] === ENTRY) this.assign(list);
       return SKIP;
     }
-    const filename = d.filename;
-    if (typeof filename === 'string' && 'line' in d && 'name' in d) {
-      const id = this.frame(filename, num(d.line), typeof d.name === 'string' ? d.name : String(d.name));
-      this.u.replace(d, id);
-      return id;
+    return undefined;
+  };
+
+  onRefList = (ids: Int32Array, n: number): PyValue => this.internIds(ids, n);
+
+  /** `intern` for frame ids already off the stack (the unpickler's fast path for frames lists). */
+  private internIds(ids: Int32Array, n: number): number {
+    let h1 = 0x811c9dc5;
+    let h2 = n;
+    for (let k = 0; k < n; k++) {
+      const f = ids[k] as number;
+      h1 = Math.imul(h1 ^ f, 0x01000193);
+      h2 = Math.imul(h2 + f, 0x9e3779b1) ^ (h2 >>> 13);
     }
+    const known = this.whole.get(h1, h2);
+    if (known >= 0) return known;
+    let node = -1;
+    for (let k = n - 1; k >= 0; k--) node = this.child(node, ids[k] as number);
+    this.whole.set(h1, h2, node);
+    return node;
+  }
+
+  onAppend = (list: PyValue[], item: PyValue): PyValue | typeof SKIP => {
+    if (item === ENTRY) {
+      this.assign(list);
+      return SKIP;
+    }
+    if ((item as unknown) instanceof FrameRef) return (item as unknown as FrameRef).id;
     return item;
   };
 
-  frame(file: string, line: number, name: string): number {
+  private assign(list: PyValue[]): void {
+    let li = this.lists.get(list);
+    if (li === undefined) this.lists.set(list, (li = this.lists.size));
+    if (this.assigned < this.list.length) this.list.data[this.assigned++] = li;
+  }
+
+  frame(file: string, line: number, name: string): FrameRef {
     const key = `${file}\u0000${line}\u0000${name}`;
-    let id = this.frameIds.get(key);
-    if (id === undefined) {
-      id = this.frames.file.length;
+    let ref = this.frameIds.get(key);
+    if (ref === undefined) {
+      const id = this.frames.file.length;
       if (id >= FRAME_LIMIT) throw new SnapshotError('the snapshot has more than 16 million distinct frames; Membit cannot read it');
-      this.frameIds.set(key, id);
+      this.frameIds.set(key, (ref = new FrameRef(id)));
       this.frames.file.push(file);
       this.frames.line.push(line);
       this.frames.name.push(name);
     }
-    return id;
+    return ref;
   }
 
-  /** Interns a frames value (list of frame ids/dicts, or a stack id it was replaced by). */
-  stackOf(v: PyValue | undefined): number {
+  /**
+   * Interns frames (FrameRefs at st[from..to), innermost first) as a stack node. Whole
+   * stacks are looked up first by two independent 32-bit hashes of their frame ids (a
+   * false match needs both to collide, ~1e-8 for a million distinct stacks); the tree
+   * walk runs only for stacks not seen before.
+   */
+  private intern(st: Stack, from: number, to: number): number | undefined {
+    let h1 = 0x811c9dc5;
+    let h2 = to - from;
+    for (let k = from; k < to; k++) {
+      const r = st[k];
+      // Not all frames (not a frames list after all): let the items be appended one by one.
+      if (!(r instanceof FrameRef)) return undefined;
+      const f = r.id;
+      h1 = Math.imul(h1 ^ f, 0x01000193);
+      h2 = Math.imul(h2 + f, 0x9e3779b1) ^ (h2 >>> 13);
+    }
+    const known = this.whole.get(h1, h2);
+    if (known >= 0) return known;
+    let node = -1;
+    for (let k = to - 1; k >= from; k--) node = this.child(node, (st[k] as FrameRef).id);
+    this.whole.set(h1, h2, node);
+    return node;
+  }
+
+  private child(node: number, fid: number): number {
+    let next = this.children.get(node, fid);
+    if (next < 0) {
+      next = this.nodeParent.length;
+      this.nodeParent.push(node);
+      this.nodeFrame.push(fid);
+      this.children.set(node, fid, next);
+    }
+    return next;
+  }
+
+  /** A frames value: a stack node (interned list), a list of frame ids, or nothing. */
+  stackOf(v: unknown): number {
     if (typeof v === 'number') return v;
     if (!Array.isArray(v) || v.length === 0) return -1;
     let node = -1;
     for (let i = v.length - 1; i >= 0; i--) {
       const f = v[i];
-      const fid = typeof f === 'number' ? f : this.frameOf(f);
-      if (fid < 0) continue;
-      const key = (node + 1) * FRAME_LIMIT + fid;
-      let next = this.nodes.get(key);
-      if (next === undefined) {
-        next = this.nodeParent.length;
-        this.nodeParent.push(node);
-        this.nodeFrame.push(fid);
-        this.nodes.set(key, next);
-      }
-      node = next;
+      if (typeof f === 'number') node = this.child(node, f);
     }
-    this.u.replace(v, node);
     return node;
   }
 
-  private frameOf(f: PyValue | undefined): number {
-    if (f && typeof f === 'object' && !Array.isArray(f) && typeof f.filename === 'string') return this.frame(f.filename, num(f.line), String(f.name ?? ''));
-    return -1;
-  }
-
-  private entry(list: PyValue[], d: PyDict, action: string): void {
+  private entry(st: Stack, from: number, to: number, action: string): PyValue {
     let code = ACTION_CODE.get(action);
     if (code === undefined) {
       code = OTHER_ACTION;
       this.unknownActions.set(action, (this.unknownActions.get(action) ?? 0) + 1);
     }
+    let addr = 0;
+    let size = 0;
+    let time = NaN;
+    let stack = -1;
+    let free: number | undefined;
+    for (let k = from; k < to; k += 2) {
+      const v = st[k + 1] as PyValue;
+      switch (st[k]) {
+        case 'addr':
+          addr = num(v);
+          break;
+        case 'size':
+          size = num(v);
+          break;
+        case 'time_us':
+          if (typeof v === 'number' || typeof v === 'bigint') time = Number(v);
+          break;
+        case 'frames':
+          stack = this.stackOf(v);
+          break;
+        case 'device_free':
+          free = num(v);
+          break;
+      }
+    }
     const row = this.action.length;
     this.action.push(code);
-    this.addr.push(num(d.addr));
-    this.size.push(num(d.size));
-    const t = d.time_us;
-    this.time.push(typeof t === 'number' ? t : typeof t === 'bigint' ? Number(t) : NaN);
-    this.stack.push(this.stackOf(d.frames));
-    let li = this.lists.get(list);
-    if (li === undefined) this.lists.set(list, (li = this.lists.size));
-    this.list.push(li);
-    if (code === 8 && d.device_free !== undefined) this.deviceFree.set(row, num(d.device_free));
+    this.addr.push(addr);
+    this.size.push(size);
+    this.time.push(time);
+    this.stack.push(stack);
+    this.list.push(0);
+    if (code === 8 && free !== undefined) this.deviceFree.set(row, free);
+    return ENTRY;
   }
 }
 
@@ -254,8 +415,7 @@ export async function readSnapshot(path: string, opts: ReadOptions = {}): Promis
     if (bad) throw bad;
   }
   const c = new Compactor();
-  const u = new Unpickler({ onAppend: c.onAppend });
-  c.u = u;
+  const u = new Unpickler({ onAppend: c.onAppend, onAppends: c.onAppends, onSetItems: c.onSetItems, onRefList: c.onRefList });
   const file = createReadStream(path, { highWaterMark: 4 << 20 });
   let read = 0;
   file.on('data', (chunk) => {
