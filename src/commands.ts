@@ -15,6 +15,7 @@ export const Commands = {
   compareVariants: 'membit.compareVariants',
   findMaxBatchSize: 'membit.findMaxBatchSize',
   showReport: 'membit.showReport',
+  openSnapshot: 'membit.openSnapshot',
   deleteRuns: 'membit.deleteRuns',
   toggleOverlays: 'membit.toggleOverlays',
   selectRunTarget: 'membit.selectRunTarget',

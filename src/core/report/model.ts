@@ -88,9 +88,13 @@ export function indexReport(report: Report): ReportIndex {
   return { report, peak, files };
 }
 
-/** The end-of-line text: "▲ 1.24 GB saved for backward · mask 96.0 MB". */
-export function inlineText(info: Pick<LineInfo, 'savedBytes' | 'maskBytes'>): string {
-  const parts = [`▲ ${formatBytes(info.savedBytes)} saved for backward`];
+/**
+ * The end-of-line text: "▲ 1.24 GB saved for backward · mask 96.0 MB". For a report
+ * from a memory snapshot (`live`), a line's bytes are what it allocated that was still
+ * live at the peak: "▲ 1.24 GB live at peak".
+ */
+export function inlineText(info: Pick<LineInfo, 'savedBytes' | 'maskBytes'>, live = false): string {
+  const parts = [`▲ ${formatBytes(info.savedBytes)} ${live ? 'live at peak' : 'saved for backward'}`];
   if (info.maskBytes > 0) parts.push(`mask ${formatBytes(info.maskBytes)}`);
   return parts.join(' · ');
 }

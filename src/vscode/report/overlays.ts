@@ -3,7 +3,7 @@ import { relative } from 'node:path';
 import * as vscode from 'vscode';
 import { formatBytes } from '../../core/run/harness';
 import { inlineText, linesForFile, normalizePath, showsInline, type HeatBucket, type LineInfo } from '../../core/report/model';
-import type { SiteEntry } from '../../core/report/types';
+import type { ReportSource, SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';
 import { Commands } from '../../commands';
 import { getSettings, onSettingsChanged } from '../settings';
@@ -73,6 +73,11 @@ export class Overlays implements vscode.Disposable {
     this.enabled = !this.enabled;
     this.schedule(0);
     return this.enabled;
+  }
+
+  /** The loaded report's source when it is not a harness run (a memory snapshot). */
+  source(): ReportSource | undefined {
+    return this.store.report?.index.report.source;
   }
 
   /** What is applied now, per visible editor (for tests and the hover). */
@@ -157,7 +162,7 @@ export class Overlays implements vscode.Disposable {
           applied.gutter[info.bucket].push(line + 1);
         }
         if (settings.overlays.inline && showsInline(info)) {
-          const text = `${st?.stale ? '⚠ stale · ' : ''}${inlineText(info)}`;
+          const text = `${st?.stale ? '⚠ stale · ' : ''}${inlineText(info, this.store.report?.index.report.source?.kind === 'snapshot')}`;
           inline.push({ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: text } } });
           applied.inline.push({ line: line + 1, text });
         }
@@ -194,6 +199,13 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       if (!info) return undefined;
       const md = new vscode.MarkdownString(undefined, true);
       md.isTrusted = { enabledCommands: [Commands.convertToPackedDropout] };
+      const snap = overlays.source();
+      if (snap) {
+        // A memory snapshot: the line's own allocations still live at the peak, from the allocator's record.
+        const blocks = info.entries.reduce((a, e) => a + e.tensors, 0);
+        md.appendMarkdown(`**Membit** — from the memory snapshot ${snap.files.map((f) => `\`${f}\``).join(', ')}: ${formatBytes(info.savedBytes)} allocated on this line (innermost workspace frame) and live at the peak, in ${blocks} block${blocks === 1 ? '' : 's'}.\n\n`);
+        return new vscode.Hover(md);
+      }
       md.appendMarkdown(`**Membit** — measured: ${formatBytes(info.savedBytes)} saved for backward on this line\n\n`);
       const ops = new Map<string, { bytes: number; count: number }>();
       const modules = new Set<string>();

@@ -5,6 +5,7 @@ import { notify } from '../notify';
 import { parseRunFileName } from '../../core/run/history';
 import { indexReport, parseReport, type ReportIndex } from '../../core/report/model';
 import { REPORT_SCHEMA } from '../../core/report/schema';
+import type { Report } from '../../core/report/types';
 import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
 
@@ -102,6 +103,16 @@ export class ReportStore implements vscode.Disposable {
     this.log.info(`loaded report ${uri.fsPath}`);
     this.changed.fire(this.current);
     return true;
+  }
+
+  /**
+   * Shows a report read elsewhere (a memory snapshot converted off the host thread);
+   * it stays until another report is loaded or a run writes a new one.
+   */
+  showReport(report: Report, uri: vscode.Uri, root: vscode.Uri): void {
+    this.current = { index: indexReport(report), uri, root };
+    this.log.info(`showing ${uri.fsPath}`);
+    this.changed.fire(this.current);
   }
 
   private complain(uri: vscode.Uri, msg: string, explicit: boolean): void {
