@@ -1,5 +1,5 @@
 /**
- * Large-snapshot benchmark: `node out/test/bench/snapshotBench.js [--entries 1000000]`.
+ * Large-snapshot benchmark: `node out/test/bench/snapshotBench.js [--entries 1000000] [--no-baseline]`.
  *
  * Generates (once, cached in the temp folder) a synthetic snapshot laid out as torch
  * writes one (snapshotGen.ts), then runs each variant in a fresh process:
@@ -14,7 +14,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { indexReport } from '../../src/core/report/model';
 import { buildView } from '../../src/core/report/view';
@@ -46,12 +46,14 @@ async function runMembit(file: string): Promise<Record<string, number | string>>
     last = now;
   }, 10);
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const [loaded] = await loadSnapshotsInWorker({ workerPath, paths: [file], root });
   const tReport = performance.now();
   if (!loaded?.report) throw new Error(loaded?.error ?? 'no report');
   const index = indexReport(loaded.report);
   buildView(loaded.report, 'bench');
   const tOverlay = performance.now();
+  const cpu = process.cpuUsage(cpu0);
   // Let the timer see the main thread's last stretch of work.
   await new Promise((r) => setTimeout(r, 30));
   clearInterval(timer);
@@ -59,6 +61,8 @@ async function runMembit(file: string): Promise<Record<string, number | string>>
     report_s: (tReport - t0) / 1000,
     first_overlay_s: (tOverlay - t0) / 1000,
     worker_parse_s: (loaded.ms ?? 0) / 1000,
+    // Both threads' CPU time to the first overlay: the wall time an unloaded core would take.
+    cpu_s: (cpu.user + cpu.system) / 1e6,
     max_host_stall_ms: Math.round(maxGap),
     worker_heap_mb: Math.round(loaded.heapMb ?? 0),
     max_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
@@ -99,7 +103,8 @@ async function parent(): Promise<void> {
     console.log(`generated ${file}: ${(gen.bytes / 1e6).toFixed(0)} MB, ${gen.entries} entries in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
   const results: Record<string, unknown> = {};
-  for (const variant of ['membit', 'python-pickle']) {
+  const variants = process.argv.includes('--no-baseline') ? ['membit'] : ['membit', 'python-pickle'];
+  for (const variant of variants) {
     const r = spawnSync(process.execPath, [__filename, '--child', variant, '--file', file], { encoding: 'utf8', maxBuffer: 1 << 24 });
     const line = r.stdout.split('\n').find((l) => l.startsWith('@@result '));
     results[variant] = line ? JSON.parse(line.slice(9)) : { error: `exit ${r.status}: ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}` };
@@ -114,7 +119,7 @@ async function parent(): Promise<void> {
   const record = {
     date: new Date().toISOString(),
     commit,
-    device: `${cpus()[0]?.model ?? 'cpu'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
+    device: `${cpus()[0]?.model ?? 'cpu'} × ${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, load average ${loadavg()[0]?.toFixed(1)}`,
     node: process.version,
     python: existsSync(py) ? execFileSync(py, ['-c', 'import sys;print(sys.version.split()[0])'], { encoding: 'utf8' }).trim() : null,
     file: { bytes: statSync(file).size, entries: gen.entries, generator_peak: gen.peak },

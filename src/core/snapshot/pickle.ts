@@ -82,10 +82,12 @@ export interface UnpicklerOptions {
    */
   onSetItems?: (dict: PyDict, stack: Stack, from: number, to: number) => PyValue | undefined;
   /**
-   * Called for a list pickled as back-references to Refs only, with their ids; returns a
+   * Called for a list pickled as back-references only (`EMPTY_LIST MEMOIZE MARK BINGET…
+   * APPENDS`), with two independent 32-bit hashes of the memo indices it names and their
+   * count; `resolve` fills `ids` with the Refs' ids (-1 when one is not a Ref). Returns a
    * stand-in for the list, or undefined to read it opcode by opcode.
    */
-  onRefList?: (ids: Int32Array, n: number) => PyValue | undefined;
+  onRefList?: (h1: number, h2: number, n: number, resolve: (ids: Int32Array) => number) => PyValue | undefined;
 }
 
 export const SKIP = Symbol('skip');
@@ -119,7 +121,6 @@ export class Unpickler {
   private readonly onAppends: UnpicklerOptions['onAppends'];
   private readonly onSetItems: UnpicklerOptions['onSetItems'];
   private readonly onRefList: UnpicklerOptions['onRefList'];
-  private readonly refIds = new Int32Array(1000);
 
   constructor(opts: UnpicklerOptions = {}) {
     this.onRefList = opts.onRefList;
@@ -589,14 +590,16 @@ export class Unpickler {
   }
 
   /**
-   * The fast path for lists of back-references to Refs starting at `q` (after EMPTY_LIST
-   * MEMOIZE MARK): the position after APPENDS when taken, 0 to read opcode by opcode,
-   * -1 when the bytes end first.
+   * The fast path for lists of back-references starting at `q` (after EMPTY_LIST MEMOIZE
+   * MARK): the position after APPENDS when taken, 0 to read opcode by opcode, -1 when the
+   * bytes end first. Only the memo indices are hashed here; the hook resolves them to
+   * Refs only for a list it has not seen.
    */
   private refList(q: number, len: number): number {
     const b = this.buf;
-    const memo = this.memo;
-    const ids = this.refIds;
+    const start = q;
+    let h1 = 0x811c9dc5;
+    let h2 = 0;
     let n = 0;
     for (;;) {
       if (q >= len) return -1;
@@ -608,21 +611,46 @@ export class Unpickler {
         q += 2;
       } else if (op === 0x6a) {
         if (q + 5 > len) return -1;
-        idx = b.readUInt32LE(q + 1);
+        idx = ((b[q + 1] as number) | ((b[q + 2] as number) << 8) | ((b[q + 3] as number) << 16) | ((b[q + 4] as number) << 24)) >>> 0;
         q += 5;
       } else if (op === 0x65) break;
       else return 0;
-      const v = memo[idx];
-      if (!(v instanceof Ref) || n === ids.length) return 0;
-      ids[n++] = v.id;
+      if (++n >= 1000) return 0;
+      h1 = Math.imul(h1 ^ idx, 0x01000193);
+      h2 = Math.imul(h2 + idx, 0x9e3779b1) ^ (h2 >>> 13);
     }
     if (n === 0) return 0;
-    const r = (this.onRefList as NonNullable<UnpicklerOptions['onRefList']>)(ids, n);
+    this.refStart = start;
+    const r = (this.onRefList as NonNullable<UnpicklerOptions['onRefList']>)(h1, h2 ^ n, n, this.resolveRefs);
     if (r === undefined) return 0;
     this.stack.push(r);
-    this.memoize(r, memo.length, q);
+    this.memoize(r, this.memo.length, q);
     return q + 1;
   }
+
+  private refStart = 0;
+
+  /** The Refs' ids of the back-reference list at `refStart` (see refList), or -1. */
+  private readonly resolveRefs = (ids: Int32Array): number => {
+    const b = this.buf;
+    const memo = this.memo;
+    let q = this.refStart;
+    let n = 0;
+    for (;;) {
+      const op = b[q] as number;
+      let idx: number;
+      if (op === 0x68) {
+        idx = b[q + 1] as number;
+        q += 2;
+      } else if (op === 0x6a) {
+        idx = b.readUInt32LE(q + 1);
+        q += 5;
+      } else return n;
+      const v = memo[idx];
+      if (!(v instanceof Ref) || n === ids.length) return -1;
+      ids[n++] = v.id;
+    }
+  };
 
   /** Names what the file asked for when it can (the module and name pushed before STACK_GLOBAL). */
   private refuse(name: string, at: number): never {

@@ -231,7 +231,19 @@ class Compactor {
     return undefined;
   };
 
-  onRefList = (ids: Int32Array, n: number): PyValue => this.internIds(ids, n);
+  /** Frames lists by the hashes of the memo indices they name → their stack node. */
+  private readonly byMemo = new ChildTable();
+  private readonly ids = new Int32Array(1000);
+
+  onRefList = (h1: number, h2: number, _n: number, resolve: (ids: Int32Array) => number): PyValue | undefined => {
+    const known = this.byMemo.get(h1, h2);
+    if (known >= 0) return known;
+    const n = resolve(this.ids);
+    if (n <= 0) return undefined;
+    const node = this.internIds(this.ids, n);
+    this.byMemo.set(h1, h2, node);
+    return node;
+  };
 
   /** `intern` for frame ids already off the stack (the unpickler's fast path for frames lists). */
   private internIds(ids: Int32Array, n: number): number {
