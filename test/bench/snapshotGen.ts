@@ -4,7 +4,7 @@
  * reference, one fresh frames list per trace entry, addresses and clocks as LONG1. The
  * trace is a training loop: each step allocates activations in the forward, frees them
  * in the backward and allocates and frees temporaries, so the timeline has a peak per
- * step. Stacks look like `stacks="all"`: ~70 outer frames per call site (Python and C++)
+ * step. Stacks look like `stacks="all"`: ~80 outer frames per call site (Python and C++)
  * plus a varying inner tail, so entries cost ~500 bytes as in real deep-model snapshots.
  *
  * Streaming: the file is written in 4 MB pieces, never held whole.
@@ -126,7 +126,7 @@ export function generateSnapshot(path: string, entries: number, seed = 1): GenSt
     o.op(0x75);
   };
   const SITES = 2000;
-  const OUTER = 70;
+  const OUTER = 80;
   const siteFrames = Array.from({ length: SITES }, (_, s) => Array.from({ length: OUTER }, (_, k) => (s * 7 + k * 131) % 5000));
   const stack = (site: number) => {
     o.op(0x5d);

@@ -12,7 +12,7 @@ import { gzipSync } from 'node:zlib';
 import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
 import { validate } from '../../src/core/report/jsonSchema';
-import { parseReport } from '../../src/core/report/model';
+import { indexReport, inlineText, parseReport } from '../../src/core/report/model';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
 import { openSnapshot, SnapshotError } from '../../src/core/snapshot';
@@ -70,6 +70,11 @@ test('a snapshot taken during a harness run gives the harness its own peak and t
 test('python stacks, plain pickle: timeline, peak, lines by the innermost workspace frame, segments', async () => {
   const r = await open('gpt_python.pickle');
   valid(r);
+  // The overlays' text says what a snapshot's line figure is.
+  const idx = indexReport(r);
+  const first = idx.files.get('samples/gpt_tiny.py')?.get(r.lines[0]?.line ?? -1);
+  assert.ok(first);
+  assert.match(inlineText(first, true), /^▲ [\d.]+ [kMG]?B live at peak$/);
   assert.equal(r.source?.stacks, 'python');
   assert.equal(r.source?.history, true);
   assert.ok((r.source?.entries ?? 0) > 1000);

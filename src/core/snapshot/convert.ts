@@ -66,8 +66,12 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   const segments = (Array.isArray(data.top.segments) ? data.top.segments : []).filter((s): s is PyDict => !!s && typeof s === 'object' && !Array.isArray(s));
 
   // Which device: the one with the most entries, else the most reserved.
+  const counts = new Uint32Array(65536);
+  for (let i = 0; i < trace.length; i++) counts[trace.device[i] as number]++;
   const perDevice = new Map<number, number>();
-  for (let i = 0; i < trace.length; i++) perDevice.set(trace.device[i] as number, (perDevice.get(trace.device[i] as number) ?? 0) + 1);
+  counts.forEach((c, dev) => {
+    if (c) perDevice.set(dev, c);
+  });
   const reservedBy = new Map<number, number>();
   for (const s of segments) reservedBy.set(n(s.device), (reservedBy.get(n(s.device)) ?? 0) + n(s.total_size));
   const devices = new Set([...perDevice.keys(), ...reservedBy.keys()]);
@@ -125,8 +129,16 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   if (legacyHistory) notes.push('an older snapshot format (block history): frames come from each block\'s first history record');
 
   // Replay the device's trace.
-  const rows: number[] = [];
-  for (let i = 0; i < trace.length; i++) if (trace.device[i] === device && trace.action[i] !== OTHER_ACTION) rows.push(i);
+  // Rows of the device's known entries (all rows, in the usual one-device snapshot).
+  let rows: Int32Array | Uint32Array;
+  let count = 0;
+  for (let i = 0; i < trace.length; i++) if (trace.device[i] === device && trace.action[i] !== OTHER_ACTION) count++;
+  if (count === trace.length) rows = identity(count);
+  else {
+    rows = new Int32Array(count);
+    let k = 0;
+    for (let i = 0; i < trace.length; i++) if (trace.device[i] === device && trace.action[i] !== OTHER_ACTION) rows[k++] = i;
+  }
   const nEv = rows.length;
   const history = nEv > 0;
   const open = new Map<number, Block>();
@@ -426,4 +438,10 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
     segments: segView,
     oom_events: oomEvents,
   };
+}
+
+function identity(n: number): Uint32Array {
+  const a = new Uint32Array(n);
+  for (let i = 0; i < n; i++) a[i] = i;
+  return a;
 }
