@@ -16,6 +16,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
+import { performance as nodePerformance } from 'node:perf_hooks';
 import { indexReport } from '../../src/core/report/model';
 import { buildView } from '../../src/core/report/view';
 import { loadSnapshotsInWorker } from '../../src/core/snapshot/load';
@@ -54,14 +55,19 @@ async function runMembit(file: string): Promise<Record<string, number | string>>
     }, 3000);
   });
   let maxGap = 0;
+  let maxGapAt = 0;
   let last = performance.now();
   const timer = setInterval(() => {
     const now = performance.now();
-    maxGap = Math.max(maxGap, now - last - 10);
+    if (now - last - 10 > maxGap) {
+      maxGap = now - last - 10;
+      maxGapAt = now;
+    }
     last = now;
   }, 10);
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
+  const elu0 = nodePerformance.eventLoopUtilization();
   const [loaded] = await loadSnapshotsInWorker({ workerPath, paths: [file], root });
   const tReport = performance.now();
   if (!loaded?.report) throw new Error(loaded?.error ?? 'no report');
@@ -69,6 +75,8 @@ async function runMembit(file: string): Promise<Record<string, number | string>>
   buildView(loaded.report, 'bench');
   const tOverlay = performance.now();
   const cpu = process.cpuUsage(cpu0);
+  // The main thread's own busy time over the whole load (its event loop's active time).
+  const elu = nodePerformance.eventLoopUtilization(elu0);
   // Let the timer see the main thread's last stretch of work.
   await new Promise((r) => setTimeout(r, 30));
   clearInterval(timer);
@@ -80,6 +88,9 @@ async function runMembit(file: string): Promise<Record<string, number | string>>
     cpu_s: (cpu.user + cpu.system) / 1e6,
     max_host_stall_ms: Math.round(maxGap),
     idle_timer_max_lateness_ms: Math.round(idleGap),
+    max_stall_ended_s: (maxGapAt - t0) / 1000,
+    host_busy_ms: Math.round(elu.active),
+    host_work_after_report_ms: Math.round(tOverlay - tReport),
     worker_heap_mb: Math.round(loaded.heapMb ?? 0),
     max_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     peak_allocated: loaded.report.summary.peak_allocated ?? -1,
@@ -146,7 +157,8 @@ async function parent(): Promise<void> {
   if (m && m.peak_allocated !== undefined && m.peak_allocated !== gen.peak) console.log(`WARNING: peak ${m.peak_allocated} differs from the generator's ${gen.peak}`);
   const outDir = join(repoRoot(), 'test', 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, `snapshot-${entries}-${record.date.slice(0, 10)}.json`), `${JSON.stringify(record, null, 2)}\n`);
+  const tag = variants.length === 1 ? '-membit-only' : '';
+  writeFileSync(join(outDir, `snapshot-${entries}${tag}-${record.date.slice(0, 10)}.json`), `${JSON.stringify(record, null, 2)}\n`);
 }
 
 const ci = process.argv.indexOf('--child');

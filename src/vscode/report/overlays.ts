@@ -203,7 +203,10 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       if (snap) {
         // A memory snapshot: the line's own allocations still live at the peak, from the allocator's record.
         const blocks = info.entries.reduce((a, e) => a + e.tensors, 0);
-        md.appendMarkdown(`**Membit** — from the memory snapshot ${snap.files.map((f) => `\`${f}\``).join(', ')}: ${formatBytes(info.savedBytes)} allocated on this line (innermost workspace frame) and live at the peak, in ${blocks} block${blocks === 1 ? '' : 's'}.\n\n`);
+        md.appendMarkdown('**Membit** — from the memory snapshot ');
+        // File names are the user's, not Markdown: appended as plain text.
+        md.appendText(snap.files.join(', '));
+        md.appendMarkdown(`: ${formatBytes(info.savedBytes)} allocated on this line (innermost workspace frame) and live at the peak, in ${blocks} block${blocks === 1 ? '' : 's'}.\n\n`);
         return new vscode.Hover(md);
       }
       md.appendMarkdown(`**Membit** — measured: ${formatBytes(info.savedBytes)} saved for backward on this line\n\n`);
