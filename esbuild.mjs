@@ -35,6 +35,15 @@ const nodeBuilds = [
     external: ['vscode'],
   },
   {
+    // Reads memory snapshots off the extension host's (and the CLI's) thread.
+    ...common,
+    entryPoints: { snapshotWorker: 'src/core/snapshot/worker.ts' },
+    outdir: 'dist',
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+  },
+  {
     ...common,
     entryPoints: { cli: 'src/core/cli/bin.ts' },
     outdir: 'dist',

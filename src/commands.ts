@@ -16,6 +16,7 @@ export const Commands = {
   findMaxBatchSize: 'membit.findMaxBatchSize',
   showReport: 'membit.showReport',
   pickRank: 'membit.pickRank',
+  openSnapshot: 'membit.openSnapshot',
   deleteRuns: 'membit.deleteRuns',
   toggleOverlays: 'membit.toggleOverlays',
   selectRun: 'membit.selectRun',

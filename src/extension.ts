@@ -8,6 +8,7 @@ import { registerReportFeature } from './vscode/report';
 import { registerRunCommands } from './vscode/run/profileCommand';
 import { registerTargets } from './vscode/run/targets';
 import { registerScanFeature } from './vscode/scan';
+import { registerSnapshotFeature } from './vscode/snapshot';
 import { registerConvertFeature } from './vscode/convert';
 
 /** What `activate` returns: a small API that the end-to-end tests read. */
@@ -23,6 +24,7 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   const started = performance.now();
   const log = createLog(context);
   const reports = registerReportFeature(context, log);
+  registerSnapshotFeature(context, log, reports);
   const scan = registerScanFeature(context, log, reports.store, reports.overlays);
   const convert = registerConvertFeature(context, log, scan);
   const gpus = new LocalGpus(context, log);
@@ -31,6 +33,7 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   registerRunCommands(context, log, reports.store, targets, reports.setLive, gpus);
   const built: CommandId[] = [
     ...reports.commands,
+    Commands.openSnapshot,
     ...convert,
     Commands.selectRunTarget,
     Commands.profileRun,

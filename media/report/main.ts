@@ -118,6 +118,10 @@ function renderSummary(v: ReportView): void {
     el('p', { class: 'headline' }, `Peak ${formatBytes(v.peakBytes)}${cpu ? ' named by the harness' : ''}${v.timeline.peak ? ` at ${(v.timeline.peak.t_ms / 1000).toFixed(2)} s` : ''}${status}`),
     el('p', { class: 'meta' }, `${v.run.script} · variant ${v.run.variant} · ${v.run.device?.name ?? 'unknown device'} · torch ${v.run.torch} · ${v.run.steps} steps · ${v.run.started}`),
   );
+  if (v.source) {
+    renderSnapshotSummary(v, sec);
+    return;
+  }
   const cat: [string, number | null][] = [
     ['parameters', s.params_at_peak],
     ['buffers', s.buffers_at_peak],
@@ -137,10 +141,66 @@ function renderSummary(v: ReportView): void {
   if (s.step_time_s !== null) sec.append(el('p', { id: 'step-time' }, `Step time ${formatStepTime(stepStats(s.step_times_s), s.step_time_s)}${s.samples_per_s !== null ? ` · ${s.samples_per_s.toFixed(1)} samples/s` : ''}`));
 }
 
+/**
+ * A memory snapshot's summary: only what the allocator's record says. Categories are
+ * named only where the frames make them certain; the rest is unattributed.
+ */
+function renderSnapshotSummary(v: ReportView, sec: HTMLElement): void {
+  const src = v.source;
+  if (!src) return;
+  const s = v.summary;
+  sec.append(
+    el('p', { class: 'meta', id: 'snapshot-source' }, `From the PyTorch memory snapshot ${src.files.join(', ')}${src.rank !== null && src.rank !== undefined ? ` (rank ${src.rank})` : ''} · ${v.run.device.name} · ${(src.entries ?? 0).toLocaleString()} trace entries · stacks: ${src.stacks ?? 'none'}${src.history ? '' : ' · no allocation history: the figures are the memory at the dump'}`),
+  );
+  const cat: [string, number | null][] = [['optimizer state (Adam/SGD state from _init_group)', s.optimizer_state_at_peak]];
+  if (src.stacks === 'all') cat.push(['gradients (AccumulateGrad)', s.grads_at_peak]);
+  cat.push(['unattributed', s.unattributed_at_peak], ['allocated (peak)', s.peak_allocated], ['reserved (peak)', s.peak_reserved]);
+  sec.append(table('summary-table', ['at the peak', 'bytes'], cat.filter(([, b]) => b !== null).map(([k, b]) => [k, formatBytes(b as number)])));
+  for (const n of v.run.notes) sec.append(el('p', { class: 'meta' }, n));
+  const lines = el('section', { id: 'snapshot-lines' });
+  lines.append(el('h3', {}, 'Lines whose allocations were live at the peak (innermost workspace frame)'));
+  lines.append(
+    table(
+      'lines-table',
+      ['line', 'live at peak', 'function'],
+      v.lines.slice(0, 30).map((l) => [frameLink(l.file, l.line), formatBytes(l.saved_bytes), l.func]),
+    ),
+  );
+  sec.append(lines);
+}
+
+/** Segments at the dump: reserved, allocated and reserved-but-free per segment (fragmentation). */
+function renderSegments(v: ReportView): void {
+  const g = v.segments;
+  if (!g) return;
+  const sec = section('Segments at the dump (fragmentation)', 'segments');
+  const pct = g.reserved ? ((g.free / g.reserved) * 100).toFixed(1) : '0';
+  sec.append(el('p', {}, `${g.count} segments reserve ${formatBytes(g.reserved)}: ${formatBytes(g.allocated)} allocated in blocks (${formatBytes(g.requested)} asked for), ${formatBytes(g.free)} reserved but free (${pct}%); the largest free block is ${formatBytes(g.largest_free)}.`));
+  sec.append(
+    table(
+      'segments-table',
+      ['segment', 'stream', 'pool', 'reserved', 'allocated', 'free', 'largest free', 'blocks'],
+      g.items.slice(0, 100).map((x) => [`0x${x.address.toString(16)}`, String(x.stream), x.type, formatBytes(x.total), formatBytes(x.allocated), formatBytes(x.free), formatBytes(x.largest_free), String(x.blocks)]),
+    ),
+  );
+}
+
+function renderOomEvents(v: ReportView): void {
+  if (v.oomEvents.length < 2) return;
+  const sec = section(`Out-of-memory events (${v.oomEvents.length})`, 'oom-events');
+  sec.append(
+    table(
+      'oom-events-table',
+      ['at', 'asked for', 'allocated', 'reserved', 'where'],
+      v.oomEvents.map((e) => [e.t_ms === null ? '—' : `${(e.t_ms / 1000).toFixed(3)} s`, formatBytes(e.requested_bytes), formatBytes(e.allocated), formatBytes(e.reserved), e.frames[0] ? frameLink(e.frames[0].file, e.frames[0].line) : '—']),
+    ),
+  );
+}
+
 function renderTimeline(v: ReportView): void {
   const sec = section('Memory over time', 'timeline');
   if (v.timeline.t_ms.length === 0) {
-    sec.append(el('p', { class: 'meta' }, 'No timeline: the allocator history is recorded on CUDA runs only.'));
+    sec.append(el('p', { class: 'meta' }, v.source ? 'No timeline: the snapshot was dumped without torch.cuda.memory._record_memory_history.' : 'No timeline: the allocator history is recorded on CUDA runs only.'));
     return;
   }
   const canvas = el('canvas', { id: 'timeline-chart', height: '110' });
@@ -182,7 +242,7 @@ function renderTimeline(v: ReportView): void {
 function showHolders(v: ReportView, box: HTMLElement, t: number, bytes: number): void {
   box.replaceChildren();
   const atPeak = v.timeline.peak && Math.abs(v.timeline.peak.t_ms - t) < 1e-6;
-  box.append(el('h3', {}, `${formatBytes(bytes)} allocated at ${(t / 1000).toFixed(3)} s${atPeak ? ' (peak)' : ''}`));
+  box.append(el('h3', {}, `${formatBytes(bytes)} allocated at ${(t / 1000).toFixed(3)} s${atPeak ? ' (peak)' : ''}${atPeak && v.source ? ' — largest blocks, unattributed unless their frames say what they are' : ''}`));
   if (!atPeak) {
     box.append(el('p', { class: 'meta' }, 'Holders with stacks are recorded at the peak; click the dashed line to see them.'));
     return;
@@ -296,7 +356,10 @@ function renderOom(v: ReportView): void {
   const sec = section('Out of memory — post-mortem', 'oom');
   const o = v.oom;
   sec.append(el('p', { class: 'error' }, o.message));
-  sec.append(el('p', {}, `Failed in step ${o.step} (${o.phase}) asking for ${o.requested_bytes === null ? 'an unknown size' : formatBytes(o.requested_bytes)}; allocated ${o.allocated === null ? '?' : formatBytes(o.allocated)} of ${o.device_total === null ? '?' : formatBytes(o.device_total)}.`));
+  if (v.source) {
+    const at = v.run.error_at;
+    sec.append(el('p', {}, 'Failed asking for ', o.requested_bytes === null ? 'an unknown size' : formatBytes(o.requested_bytes), at ? ' at ' : '', ...(at ? [frameLink(at.file, at.line)] : [])));
+  } else sec.append(el('p', {}, `Failed in step ${o.step} (${o.phase}) asking for ${o.requested_bytes === null ? 'an unknown size' : formatBytes(o.requested_bytes)}; allocated ${o.allocated === null ? '?' : formatBytes(o.allocated)} of ${o.device_total === null ? '?' : formatBytes(o.device_total)}.`));
   sec.append(el('h3', {}, 'Lines holding the most at the failure'));
   sec.append(table('oom-lines', ['line', 'bytes'], o.lines.map((l) => [frameLink(l.file, l.line), formatBytes(l.bytes)])));
   sec.append(el('h3', {}, 'Largest blocks alive at the failure'));
@@ -440,8 +503,10 @@ function render(msg: ToWebview): void {
   renderSummary(v);
   renderComparison(msg);
   renderOom(v);
+  renderOomEvents(v);
   renderTimeline(v);
-  renderModules(v);
+  renderSegments(v);
+  if (!v.source) renderModules(v);
   renderSites(v);
   renderFfn(v);
   renderFlipRate(v);

@@ -39,6 +39,7 @@ test('the .vsix holds what runs and nothing else', async () => {
     'LICENSE.txt',
     'dist/extension.js',
     'dist/cli.js',
+    'dist/snapshotWorker.js',
     'dist/tree-sitter.wasm',
     'dist/tree-sitter-python.wasm',
     'dist/kernels/pyproject.toml',

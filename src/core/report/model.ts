@@ -110,10 +110,12 @@ export function indexReport(report: Report): ReportIndex {
 
 /**
  * The end-of-line text, short enough for an 80–100 column view (details in the hover):
- * `▲ 256 KiB kept for backward · mask 256 KiB (2× summed, CPU)`.
+ * `▲ 256 KiB kept for backward · mask 256 KiB (2× summed, CPU)`. For a report from a memory
+ * snapshot (`live`), a line's bytes are what it allocated that was still live at the peak:
+ * `▲ 1.2 GiB live at peak`.
  */
-export function inlineText(info: Pick<LineInfo, 'savedBytes' | 'maskBytes'> & Partial<Pick<LineInfo, 'instances'>>, device?: string): string {
-  const parts = [`▲ ${formatBytes(info.savedBytes)} kept for backward`];
+export function inlineText(info: Pick<LineInfo, 'savedBytes' | 'maskBytes'> & Partial<Pick<LineInfo, 'instances'>>, device?: string, live = false): string {
+  const parts = [`▲ ${formatBytes(info.savedBytes)} ${live ? 'live at peak' : 'kept for backward'}`];
   if (info.maskBytes > 0) parts.push(`mask ${formatBytes(info.maskBytes)}`);
   return `${parts.join(' · ')}${scopeSuffix(info.instances ?? 1, device)}`;
 }

@@ -208,6 +208,56 @@ export interface Report {
   sources?: SourceHash[];
   /** Mask flip rates of the 2:4 layers; absent without them. */
   flip_rate?: { step: number[]; layers: Record<string, number[]> };
+  /** Where the report came from when not from a harness run (a memory snapshot); absent otherwise. */
+  source?: ReportSource;
+  /** The allocator's segments at a snapshot's dump; absent in harness reports. */
+  segments?: SegmentsView;
+  /** Every out-of-memory entry of a snapshot's trace; absent in harness reports. */
+  oom_events?: OomEvent[];
+}
+
+export interface ReportSource {
+  kind: 'snapshot';
+  files: string[];
+  stacks?: 'python' | 'all' | 'none';
+  /** Whether the snapshot had an allocation history; without it, figures are the state at the dump. */
+  history?: boolean;
+  entries?: number;
+  device?: number | null;
+  rank?: number | null;
+}
+
+export interface SegmentRow {
+  address: number;
+  stream: number;
+  type: string;
+  total: number;
+  allocated: number;
+  requested: number;
+  /** Reserved but free: the segment's inactive blocks. */
+  free: number;
+  largest_free: number;
+  blocks: number;
+}
+
+export interface SegmentsView {
+  reserved: number;
+  allocated: number;
+  requested: number;
+  free: number;
+  largest_free: number;
+  count: number;
+  /** The segments with the most free bytes first (at most 500). */
+  items: SegmentRow[];
+}
+
+export interface OomEvent {
+  t_ms: number | null;
+  requested_bytes: number;
+  device_free: number | null;
+  allocated: number;
+  reserved: number;
+  frames: Frame[];
 }
 
 export interface SourceHash {

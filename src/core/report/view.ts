@@ -5,7 +5,7 @@
  * report never crosses the message channel.
  */
 import { adviseSparse24, type SparseAdviceTable } from '../advice/sparse24';
-import { peakBytes, type FfnEntry, type Holder, type Report } from './types';
+import { peakBytes, type FfnEntry, type Holder, type OomEvent, type Report, type ReportSource, type SegmentsView } from './types';
 
 export interface TimelineView {
   t_ms: number[];
@@ -25,7 +25,7 @@ export interface ReportView {
   /** The peak shares are measured against (see peakBytes). */
   peakBytes: number;
   timeline: TimelineView;
-  lines: { file: string; line: number; saved_bytes: number; mask_bytes: number; module: string | null }[];
+  lines: { file: string; line: number; func: string; saved_bytes: number; mask_bytes: number; module: string | null }[];
   modules: { path: string; type: string; params: number; grads: number; activations: number; masks: number; created_at: { file: string; line: number } | null }[];
   /** The sites with the largest saving (at most `topSites`); `sitesTotal` counts all of them. */
   sites: Report['sites'];
@@ -35,6 +35,12 @@ export interface ReportView {
   flipRate: { step: number[]; series: { name: string; values: number[] }[] } | null;
   /** FFN blocks of the run with the measured 2:4 speed advice for their shape and tokens. */
   ffn: FfnView[];
+  /** Where the report came from when not from a harness run (a memory snapshot); null otherwise. */
+  source: ReportSource | null;
+  /** A snapshot's segments at the dump; null in harness reports. */
+  segments: SegmentsView | null;
+  /** A snapshot's out-of-memory events; empty in harness reports. */
+  oomEvents: OomEvent[];
 }
 
 export interface FfnView extends FfnEntry {
@@ -119,7 +125,7 @@ export function buildView(
     lines: [...report.lines]
       .sort((a, b) => b.saved_bytes - a.saved_bytes)
       .slice(0, topLines)
-      .map(({ file, line, saved_bytes, mask_bytes, module }) => ({ file, line, saved_bytes, mask_bytes, module })),
+      .map(({ file, line, func, saved_bytes, mask_bytes, module }) => ({ file, line, func, saved_bytes, mask_bytes, module })),
     modules: [...report.modules]
       .sort((a, b) => b.saved_bytes + b.params - (a.saved_bytes + a.params))
       .slice(0, topModules)
@@ -138,5 +144,8 @@ export function buildView(
     oom: report.oom,
     flipRate: flips ? { step: flips.step, series: Object.entries(flips.layers).map(([name, values]) => ({ name, values })) } : null,
     ffn: ffnViews(report, opts.sparse24 ?? []),
+    source: report.source ?? null,
+    segments: report.segments ?? null,
+    oomEvents: report.oom_events ?? [],
   };
 }

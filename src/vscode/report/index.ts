@@ -256,7 +256,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     // Test-only: what the overlays applied and what the view drew, so the e2e suite checks figures.
     vscode.commands.registerCommand(InternalCommands.appliedOverlays, () => overlays.appliedOverlays()),
     vscode.commands.registerCommand(InternalCommands.reloadReports, () => store.loadLatest()),
-    vscode.commands.registerCommand(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered),
+    vscode.commands.registerCommand(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered ?? ReportPanel.latestRendered),
     vscode.commands.registerCommand(InternalCommands.statusBar, () => ({ text: status.text, tooltip: typeof status.tooltip === 'string' ? status.tooltip : '', report: store.report?.uri.fsPath })),
   );
   void store.start();

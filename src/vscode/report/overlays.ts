@@ -3,7 +3,7 @@ import { relative } from 'node:path';
 import * as vscode from 'vscode';
 import { formatBytes } from '../../core/units';
 import { inlineText, linesForFile, normalizePath, showsInline, type HeatBucket, type LineInfo } from '../../core/report/model';
-import type { SiteEntry } from '../../core/report/types';
+import type { ReportSource, SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';
 import { profiledHash, textSha256 } from '../../core/report/freshness';
 import { runBrief, runName } from '../../core/report/runLabel';
@@ -93,6 +93,11 @@ export class Overlays implements vscode.Disposable {
   /** The run the overlays show. */
   get shown(): LoadedReport | undefined {
     return this.store.report;
+  }
+
+  /** The loaded report's source when it is not a harness run (a memory snapshot). */
+  source(): ReportSource | undefined {
+    return this.store.report?.index.report.source;
   }
 
   /** What is applied now, per visible editor (for tests and the hover). */
@@ -209,7 +214,8 @@ export class Overlays implements vscode.Disposable {
         }
         if (settings.overlays.inline && showsInline(info)) {
           // Staleness is said once (status bar, hover), not on every line.
-          const text = `${inlineText(info, this.store.report?.index.device)}${rankNote(info, this.store.report?.set?.pick)}`;
+          const shown = this.store.report;
+          const text = `${inlineText(info, shown?.index.device, shown?.index.report.source?.kind === 'snapshot')}${rankNote(info, shown?.set?.pick)}`;
           inline.push({ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: text } } });
           applied.inline.push({ line: line + 1, text });
         }
@@ -268,6 +274,16 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       // report cannot add links of its own.
       const md = new vscode.MarkdownString(undefined, true);
       md.isTrusted = { enabledCommands: [Commands.convertToPackedDropout] };
+      const snap = overlays.source();
+      if (snap) {
+        // A memory snapshot: the line's own allocations still live at the peak, from the allocator's record.
+        const blocks = info.entries.reduce((a, e) => a + e.tensors, 0);
+        md.appendMarkdown('**Membit** — from the memory snapshot ');
+        // File names are the user's, not Markdown: appended as plain text.
+        md.appendText(snap.files.join(', '));
+        md.appendMarkdown(`: ${formatBytes(info.savedBytes)} allocated on this line (innermost workspace frame) and live at the peak, in ${blocks} block${blocks === 1 ? '' : 's'}.\n\n`);
+        return new vscode.Hover(md);
+      }
       const loaded = overlays.shown;
       const brief = loaded ? runBrief(loaded.index.report) : undefined;
       const device = loaded?.index.device;

@@ -29,6 +29,9 @@ export class ReportPanel implements vscode.Disposable {
   private reports: Report[] = [];
   private ready = false;
 
+  /** What the most recently drawn view (shared panel or a custom editor's) drew, for the tests. */
+  static latestRendered: RenderedSummary | undefined;
+
   /** Reports already parsed elsewhere (the overlays' store), so a large one is read once. */
   static cached: (uri: vscode.Uri) => Report | undefined = () => undefined;
   /** A run set the store holds (read by its worker): its ranks and the rank picked. */
@@ -43,6 +46,17 @@ export class ReportPanel implements vscode.Disposable {
     }
     void ReportPanel.current.show(uris);
     return ReportPanel.current;
+  }
+
+  /**
+   * The report view inside a panel VS Code made (a custom editor's): not the shared
+   * panel, disposed with its editor.
+   */
+  static attach(panel: vscode.WebviewPanel, extensionUri: vscode.Uri, log: Log, root: vscode.Uri, uris: vscode.Uri[]): ReportPanel {
+    panel.webview.options = webviewOptions(extensionUri);
+    const p = new ReportPanel(panel, extensionUri, log, root);
+    void p.show(uris);
+    return p;
   }
 
   static revive(panel: vscode.WebviewPanel, extensionUri: vscode.Uri, log: Log, root: vscode.Uri, state: unknown): void {
@@ -89,7 +103,8 @@ export class ReportPanel implements vscode.Disposable {
     for (const uri of this.uris) {
       const known = ReportPanel.cached(uri);
       if (known) {
-        loaded.push({ label: `${known.run.variant} · ${known.run.started.slice(0, 19).replace('T', ' ')}`, report: known, uri });
+        const label = known.source ? `snapshot ${known.source.files.join(', ')}${known.source.rank !== null && known.source.rank !== undefined ? ` (rank ${known.source.rank})` : ''}` : `${known.run.variant} · ${known.run.started.slice(0, 19).replace('T', ' ')}`;
+        loaded.push({ label, report: known, uri });
         continue;
       }
       let text: string;
@@ -110,7 +125,8 @@ export class ReportPanel implements vscode.Disposable {
       this.panel.title = 'Membit Report';
       return;
     }
-    this.panel.title = `Membit: ${loaded[0]?.report.run.script.split('/').pop() ?? 'report'}`;
+    const first = loaded[0]?.report;
+    this.panel.title = `Membit: ${first?.source ? first.source.files[0] : (first?.run.script.split('/').pop() ?? 'report')}`;
     this.reports = loaded.map((l) => l.report);
     const comparison = loaded.length > 1 ? compareRuns(loaded) : null;
     const set = loaded.length === 1 ? ReportPanel.cachedSet((loaded[0] as { uri: vscode.Uri }).uri) : undefined;
@@ -142,6 +158,7 @@ export class ReportPanel implements vscode.Disposable {
         return;
       case 'rendered':
         this.lastRendered = m.summary;
+        ReportPanel.latestRendered = m.summary;
         return;
       case 'pickRank':
         // The editor's overlays follow the view's picker; the store's change re-posts this view.

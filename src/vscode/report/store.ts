@@ -9,6 +9,7 @@ import { runBrief, type RunBrief } from '../../core/report/runLabel';
 import { leverDeltas, type LeverMeasurement } from '../../core/report/leverDeltas';
 import { isRunSetText, type RunSetInfo } from '../../core/report/runset';
 import { RunSetClient } from './runSetProtocol';
+import type { Report } from '../../core/report/types';
 import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
 
@@ -267,6 +268,16 @@ export class ReportStore implements vscode.Disposable {
     this.current = { ...cur, index: indexReport(overlay), set: { info: cur.set.info, pick: rank } };
     this.changed.fire(this.current);
     return true;
+  }
+
+  /**
+   * Shows a report read elsewhere (a memory snapshot converted off the host thread);
+   * it stays until another report is loaded or a run writes a new one.
+   */
+  showReport(report: Report, uri: vscode.Uri, root: vscode.Uri): void {
+    this.current = { index: indexReport(report), uri, root, mtimeMs: undefined };
+    this.log.info(`showing ${uri.fsPath}`);
+    this.changed.fire(this.current);
   }
 
   private complain(uri: vscode.Uri, msg: string, explicit: boolean): void {
