@@ -54,6 +54,8 @@ class Predictor(Harness):
         self.gpu = gpu
         self.ranks = ranks
         self.env = FakeCuda(gpu, self.code, tracker_mod.now_us, ranks)
+        # Even where a GPU exists, a prediction touches none of it.
+        self.cuda = False
         self.tracker.snapshots = False
         self.prediction: dict = {}
         self.fake_cuda = True
