@@ -216,6 +216,7 @@ class FakeCuda:
         self._patch_functions()
         self._patch_optimizers()
         self._patch_parameters()
+        self._patch_membit_kernels()
 
     def uninstall(self) -> None:
         for owner, name, original in reversed(self._restore):
@@ -440,6 +441,35 @@ class FakeCuda:
             return original(cls, data, requires_grad)
 
         self._replace(torch.nn.Parameter, "__new__", staticmethod(new))
+
+    def _patch_membit_kernels(self) -> None:
+        # membit's packed dropout runs its Triton kernels on CUDA; on meta it would take the pure-torch
+        # reference, whose temporaries (random words per element) no GPU run allocates. These keep
+        # exactly the kernels' allocations: the output, the int16 mask words (or none) and the seed.
+        try:
+            from ..ops import packed_dropout as pd
+        except ImportError:
+            return
+        fwd, bwd = pd.packed_dropout_forward, pd.packed_dropout_backward
+
+        def forward(x, p, store_mask=True, seed=None, config=None):
+            if x.device.type != "meta":
+                return fwd(x, p, store_mask, seed, config)
+            if seed is None:
+                seed = torch.empty((1,), dtype=torch.int64, device=x.device)
+            xc = x.contiguous()
+            y = torch.empty_like(xc, memory_format=torch.contiguous_format)
+            nwords = pd.cdiv(x.numel(), pd.MASK_WORD_BITS)
+            mask = torch.empty((nwords if store_mask else 0,), dtype=torch.int16, device=x.device)
+            return y, mask, seed
+
+        def backward(grad, mask, seed, p, packed=True, config=None):
+            if grad.device.type != "meta":
+                return bwd(grad, mask, seed, p, packed, config)
+            return torch.empty_like(grad.contiguous(), memory_format=torch.contiguous_format)
+
+        self._replace(pd, "packed_dropout_forward", forward)
+        self._replace(pd, "packed_dropout_backward", backward)
 
     def _patch_functions(self) -> None:
         env = self
