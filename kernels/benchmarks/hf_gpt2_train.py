@@ -12,7 +12,10 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "samples"))
-from gpt_tiny import get_batch, stdlib_text  # noqa: E402  (same real text as the GPT sample)
+from gpt_tiny import (
+    get_batch,
+    stdlib_text,
+)
 
 SIZES = {"small": (12, 768, 12), "medium": (24, 1024, 16), "large": (36, 1280, 20)}
 

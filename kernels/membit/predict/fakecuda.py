@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -93,8 +92,8 @@ class AutocastState:
     """CUDA autocast as the script asked for it: a stack of (enabled, dtype, cache)."""
 
     def __init__(self):
-        self.stack: List[Tuple[bool, torch.dtype, bool]] = []
-        self.cache: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self.stack: list[tuple[bool, torch.dtype, bool]] = []
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.nesting = 0
 
     @property
@@ -148,8 +147,8 @@ class FakeCuda:
         self.now = now
         self.ranks = ranks
         self.autocast = AutocastState()
-        self.host_reads: Dict[Tuple[str, int, str], HostRead] = {}
-        self.sdpa_backends: Dict[str, int] = {}
+        self.host_reads: dict[tuple[str, int, str], HostRead] = {}
+        self.sdpa_backends: dict[str, int] = {}
         self.matmuls = 0
         self.accountant = Accountant(self)
         self.fmode = _FunctionMode(self)
@@ -157,7 +156,7 @@ class FakeCuda:
         self._lower = _lower_ops()
         self._fp32 = _fp32_ops()
         self._promote = _promote_ops()
-        self.shadows: "weakref.WeakKeyDictionary" = None  # set in install (needs torch.utils.weak)
+        self.shadows: weakref.WeakKeyDictionary = None  # set in install (needs torch.utils.weak)
 
     # -- host reads -------------------------------------------------------------------------
 
@@ -175,7 +174,7 @@ class FakeCuda:
 
     # -- shadows ----------------------------------------------------------------------------
 
-    def shadow(self, t) -> Optional[torch.Tensor]:
+    def shadow(self, t) -> torch.Tensor | None:
         try:
             return self.shadows.get(t)
         except TypeError:
@@ -287,7 +286,7 @@ class FakeCuda:
             def __exit__(self, *a):
                 return False
 
-        noop = lambda *a, **k: None  # noqa: E731
+        noop = lambda *a, **k: None
         patches = {
             "is_available": lambda: True,
             "device_count": lambda: self.ranks,
@@ -355,7 +354,7 @@ class FakeCuda:
         env = self
         original = torch.amp.autocast_mode.autocast
 
-        class autocast(original):  # noqa: N801 - stands in for torch.autocast
+        class autocast(original):
             """torch.autocast: CUDA (and meta) regions go to the prediction's own autocast."""
 
             def __init__(self, device_type="cuda", dtype=None, enabled=True, cache_enabled=None):
@@ -615,7 +614,7 @@ class FakeCuda:
             ts = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor) and x.is_floating_point()]
             if len({x.dtype for x in ts}) > 1:
                 widest = functools.reduce(torch.promote_types, [x.dtype for x in ts])
-                conv = lambda x: x.to(widest) if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
+                conv = lambda x: x.to(widest) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
                 return tree_map(conv, args), tree_map(conv, kwargs)
         return args, kwargs
 
@@ -671,9 +670,7 @@ class _FunctionMode(TorchFunctionMode):
         env = self.env
         T = torch.Tensor
         dev = kwargs.get("device")
-        if dev is not None and is_cuda_device(dev):
-            kwargs = dict(kwargs, device=META)
-        elif isinstance(dev, int) and func is not T.to and not isinstance(dev, bool):
+        if dev is not None and is_cuda_device(dev) or isinstance(dev, int) and func is not T.to and not isinstance(dev, bool):
             kwargs = dict(kwargs, device=META)
         if func is T.cuda or func is T.to or func is T.cpu or func in self._reads:
             return self._tensor_method(func, args, kwargs)
@@ -770,8 +767,8 @@ class Accountant(TorchDispatchMode):
     def __init__(self, env: FakeCuda):
         super().__init__()
         self.env = env
-        self.events: List[Event] = []
-        self.live: Dict[int, int] = {}
+        self.events: list[Event] = []
+        self.live: dict[int, int] = {}
         self.current = 0
         self.peak = 0
         self.frames_depth = 24
@@ -803,8 +800,7 @@ class Accountant(TorchDispatchMode):
         self.live[key] = n
         size = max(512, (n + 511) // 512 * 512) if n else 0
         self.current += size
-        if self.current > self.peak:
-            self.peak = self.current
+        self.peak = max(self.peak, self.current)
         self.events.append(Event("alloc", key, n, self.env.now(), self._frames()))
         weakref.finalize(st, self._free, key)
 
@@ -825,7 +821,14 @@ class Accountant(TorchDispatchMode):
                 return sh.item()
             env.note_read(".item()", "0", depth=4)
             return False if t.dtype is torch.bool else (0.0 if t.is_floating_point() else 0)
-        out = func(*args, **kwargs)
+        try:
+            out = func(*args, **kwargs)
+        except (NotImplementedError, RuntimeError):
+            # An op whose output shape depends on values (nonzero, boolean indexing, unique): with
+            # every input's values known, the CPU computes it and the result moves to the fake GPU.
+            out = self._from_shadows(func, args, kwargs)
+            if out is None:
+                raise
         metas = [x for x in tree_leaves(out) if isinstance(x, torch.Tensor) and x.device.type == "meta"]
         for x in metas:
             self._see(x)
@@ -833,11 +836,39 @@ class Accountant(TorchDispatchMode):
             self._propagate(func, args, kwargs, out)
         return out
 
+    def _from_shadows(self, func, args, kwargs):
+        env = self.env
+        ins = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor) and x.device.type == "meta"]
+        if not ins or any(env.shadow(x) is None for x in ins):
+            return None
+
+        def to_real(x):
+            if isinstance(x, torch.Tensor) and x.device.type == "meta":
+                return env.shadow(x)
+            return x
+        try:
+            r_out = func(*tree_map(to_real, args), **tree_map(to_real, kwargs))
+        except Exception:  # noqa: BLE001
+            return None
+        pairs = []
+
+        def to_meta(r):
+            if isinstance(r, torch.Tensor):
+                m = torch.empty_strided(r.shape, r.stride(), dtype=r.dtype, device=META)
+                pairs.append((m, r))
+                return m
+            return r
+        out = tree_map(to_meta, r_out)
+        for m, r in pairs:
+            if r.numel() <= SHADOW_LIMIT:
+                env.set_shadow(m, r)
+        return out
+
     def _propagate(self, func, args, kwargs, out) -> None:
         """Computes small outputs on the CPU from their inputs' shadows, when every meta input has one."""
         env = self.env
         ins = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor) and x.device.type == "meta"]
-        real: Dict[int, torch.Tensor] = {}
+        real: dict[int, torch.Tensor] = {}
         for x in ins:
             sh = env.shadow(x)
             if sh is None:

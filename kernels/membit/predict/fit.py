@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
 
 from ..profile.maxbatch import with_batch
 from ..profile.progress import Progress
@@ -29,9 +28,9 @@ class Prober:
         self.steps, self.ranks, self.root = steps, ranks, root
         self.progress = progress
         self.tmp = tempfile.mkdtemp(prefix="membit-predict-")
-        self.kept: Dict[str, str] = {}
+        self.kept: dict[str, str] = {}
 
-    def predict(self, variant: str, args: List[str], tag: str) -> Optional[dict]:
+    def predict(self, variant: str, args: list[str], tag: str) -> dict | None:
         out = os.path.join(self.tmp, f"{tag}.json")
         cmd = [sys.executable, "-m", "membit.predict", "--out", out, "--gpu", self.gpu, "--variant", variant,
                "--steps", str(self.steps), "--ranks", str(self.ranks), "--root", self.root, "--", self.script] + args
@@ -47,7 +46,7 @@ class Prober:
             return None
 
 
-def _row(doc: Optional[dict], value: int) -> dict:
+def _row(doc: dict | None, value: int) -> dict:
     if doc is None:
         return {"value": value, "fits": False, "complete": False, "peak_allocated": None, "device_need": None,
                 "error": "the predictor wrote no report"}
@@ -59,7 +58,7 @@ def _row(doc: Optional[dict], value: int) -> dict:
 
 
 def search(prober: Prober, variant: str, batch_arg: str, lo: int, hi: int, capacity: int) -> dict:
-    rows: Dict[int, dict] = {}
+    rows: dict[int, dict] = {}
 
     def probe(b: int) -> dict:
         if b not in rows:

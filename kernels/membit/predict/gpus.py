@@ -21,7 +21,6 @@ Every figure here is labelled in the report as coming from this table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -58,7 +57,7 @@ WORKSPACES_PER_STEP = 2
 # Reserved memory above allocated memory at the peak, as a share of the peak: what "fits" keeps free.
 FRAGMENTATION = 0.03
 
-GPUS: List[Gpu] = [
+GPUS: list[Gpu] = [
     Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_045_870_592, "9.0", 520 * MiB),
     Gpu("H200", "NVIDIA H200", 150_754_820_096, "9.0", 520 * MiB),
     Gpu("A100-80GB", "NVIDIA A100-SXM4-80GB", 85_097_971_712, "8.0", 470 * MiB),
@@ -72,16 +71,16 @@ GPUS: List[Gpu] = [
     Gpu("V100-32GB", "Tesla V100-SXM2-32GB", 34_089_730_048, "7.0", 380 * MiB),
 ]
 
-_BY_KEY: Dict[str, Gpu] = {g.key.lower(): g for g in GPUS}
+_BY_KEY: dict[str, Gpu] = {g.key.lower(): g for g in GPUS}
 _ALIASES = {"h100": "h100-80gb", "a100": "a100-80gb", "4090": "rtx4090", "3090": "rtx3090", "v100": "v100-32gb",
             "h200-141gb": "h200"}
 
 
-def keys() -> List[str]:
+def keys() -> list[str]:
     return [g.key for g in GPUS]
 
 
-def lookup(text: str) -> Optional[Gpu]:
+def lookup(text: str) -> Gpu | None:
     k = text.strip().lower()
     k = _ALIASES.get(k, k)
     return _BY_KEY.get(k)
@@ -93,7 +92,7 @@ def custom(total_bytes: int, capability: str = "9.0") -> Gpu:
                note="capacity given on the command line")
 
 
-def fixed_costs(gpu: Gpu, used_matmul: bool) -> List[dict]:
+def fixed_costs(gpu: Gpu, used_matmul: bool) -> list[dict]:
     """What the prediction adds from this table, each labelled (see the module's doc)."""
     out = []
     if used_matmul:

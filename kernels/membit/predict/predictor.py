@@ -10,16 +10,13 @@ reporting: figures of time are left out).
 
 from __future__ import annotations
 
-import os
-from typing import List, Optional
-
 import torch
 
 from ..profile import allocator, levers, report
 from ..profile import tracker as tracker_mod
 from ..profile.harness import EXIT_ERROR, Harness, Options
 from . import gpus
-from .fakecuda import FakeCuda, META
+from .fakecuda import META, FakeCuda
 
 
 class LogicalClock:
@@ -104,7 +101,6 @@ class Predictor(Harness):
 
     def _on_step(self, info) -> None:
         acc = self.env.accountant
-        tr = self.tracker
         self.progress.emit("step", step=info.index, total=self.opts.steps, allocated=int(acc.current),
                            peak=int(acc.peak), phase="predicting")
 
@@ -157,7 +153,7 @@ class Predictor(Harness):
                 out["before_step"] += nbytes
         return out
 
-    def _fsdp(self, cats: dict) -> Optional[dict]:
+    def _fsdp(self, cats: dict) -> dict | None:
         n = self.ranks
         if n <= 1:
             return None
