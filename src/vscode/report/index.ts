@@ -3,7 +3,7 @@ import { notify } from '../notify';
 import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
 import { formatBytes } from '../../core/run/harness';
-import { peakBytes } from '../../core/report/types';
+import { readPrediction, statusLabel } from '../../core/report/prediction';
 import { classTotals, type ClassTotals } from '../../core/report/classes';
 import { relative } from 'node:path';
 import { getSettings } from '../settings';
@@ -22,13 +22,18 @@ export interface ReportFeature {
   commands: CommandId[];
 }
 
+function lensKind(loaded: LoadedReport): string {
+  const p = readPrediction(loaded.index.report);
+  return p ? `Predicted (${p.gpuKey}, no GPU)` : 'Measured';
+}
+
 /** Loads run reports and shows them: overlays, hover, status bar, report view, comparisons. */
 export function registerReportFeature(context: vscode.ExtensionContext, log: Log): ReportFeature {
   const store = new ReportStore(log);
   const overlays = new Overlays(context.extensionUri, store);
   const status = vscode.window.createStatusBarItem('membit.peak', vscode.StatusBarAlignment.Left, 50);
   status.name = 'Membit peak memory';
-  context.subscriptions.push(store, overlays, status, registerReportHover(overlays));
+  context.subscriptions.push(store, overlays, status, registerReportHover(overlays, store));
   context.subscriptions.push({ dispose: () => ReportPanel.instance?.dispose() });
   ReportPanel.cached = (uri) => (store.report && store.report.uri.fsPath === uri.fsPath ? store.report.index.report : undefined);
 
@@ -46,10 +51,12 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       return;
     }
     const run = r.index.report.run;
-    const peak = formatBytes(peakBytes(r.index.report));
-    const label = run.status === 'ok' ? `peak ${peak}` : `${run.status.toUpperCase()} at ${peak}`;
-    status.text = `$(pulse) Membit: ${label}`;
-    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
+    const prediction = readPrediction(r.index.report);
+    status.text = `${prediction ? '$(beaker)' : '$(pulse)'} Membit: ${statusLabel(r.index.report)}`;
+    const kind = prediction
+      ? `Predicted without a GPU for ${prediction.gpuName}${prediction.complete ? '' : ` — PARTIAL: ${prediction.partialReason ?? ''}`}; a measured run replaces it`
+      : `Measured on ${run.device?.name ?? 'device unknown'}`;
+    status.tooltip = `${kind}\n${run.script} · ${run.variant} · ${run.started}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
     status.command = Commands.showReport;
     status.show();
   };
@@ -83,7 +90,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
           const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
           const saving = t.savingIfPacked > 0 ? ` — packing saves ${formatBytes(t.savingIfPacked)}` : '';
           lenses.push(new vscode.CodeLens(new vscode.Range(near, 0, near, 0), {
-            title: `Measured: ${t.instances} × ${t.type} — ${parts.join(' · ')}${saving}`,
+            title: `${lensKind(loaded)}: ${t.instances} × ${t.type} — ${parts.join(' · ')}${saving}`,
             command: Commands.showReport,
           }));
         }

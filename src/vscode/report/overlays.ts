@@ -5,6 +5,7 @@ import { formatBytes } from '../../core/run/harness';
 import { inlineText, linesForFile, normalizePath, showsInline, type HeatBucket, type LineInfo } from '../../core/report/model';
 import type { SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';
+import { readPrediction } from '../../core/report/prediction';
 import { Commands } from '../../commands';
 import { getSettings, onSettingsChanged } from '../settings';
 import type { LoadedReport, ReportStore } from './store';
@@ -17,6 +18,8 @@ export interface AppliedOverlays {
   stale: boolean;
   gutter: Record<HeatBucket, number[]>;
   inline: { line: number; text: string }[];
+  /** The figures are a prediction (no GPU used): drawn in their own colour and words. */
+  predicted: boolean;
 }
 
 interface DocState {
@@ -33,6 +36,8 @@ interface DocState {
 export class Overlays implements vscode.Disposable {
   private readonly gutterTypes: Record<HeatBucket, vscode.TextEditorDecorationType>;
   private readonly inlineType: vscode.TextEditorDecorationType;
+  /** Predicted figures look different from measured ones: own colour, not italic. */
+  private readonly predictedType: vscode.TextEditorDecorationType;
   private readonly disposables: vscode.Disposable[] = [];
   private readonly docs = new Map<string, DocState>();
   private enabled = true;
@@ -52,7 +57,10 @@ export class Overlays implements vscode.Disposable {
     this.inlineType = vscode.window.createTextEditorDecorationType({
       after: { color: new vscode.ThemeColor('membit.inlineText'), margin: '0 0 0 2em', fontStyle: 'italic' },
     });
-    this.disposables.push(this.gutterTypes.low, this.gutterTypes.medium, this.gutterTypes.high, this.inlineType);
+    this.predictedType = vscode.window.createTextEditorDecorationType({
+      after: { color: new vscode.ThemeColor('membit.predictedText'), margin: '0 0 0 2em' },
+    });
+    this.disposables.push(this.gutterTypes.low, this.gutterTypes.medium, this.gutterTypes.high, this.inlineType, this.predictedType);
     this.disposables.push(
       store.onDidChange(() => {
         this.docs.clear();
@@ -142,13 +150,15 @@ export class Overlays implements vscode.Disposable {
   private render(): void {
     this.applied.clear();
     const settings = getSettings();
+    const loaded = this.store.report;
+    const prediction = loaded ? readPrediction(loaded.index.report) : undefined;
     for (const editor of vscode.window.visibleTextEditors) {
       const doc = editor.document;
       const lines = this.enabled ? this.linesOf(doc) : undefined;
       const st = this.docs.get(doc.uri.toString());
       const gutter: Record<HeatBucket, vscode.Range[]> = { low: [], medium: [], high: [] };
       const inline: vscode.DecorationOptions[] = [];
-      const applied: AppliedOverlays = { file: doc.uri.fsPath, stale: !!st?.stale, gutter: { low: [], medium: [], high: [] }, inline: [] };
+      const applied: AppliedOverlays = { file: doc.uri.fsPath, stale: !!st?.stale, gutter: { low: [], medium: [], high: [] }, inline: [], predicted: !!prediction };
       for (const [line, info] of lines ?? []) {
         if (line >= doc.lineCount || !info.bucket) continue;
         const range = doc.lineAt(line).range;
@@ -157,13 +167,15 @@ export class Overlays implements vscode.Disposable {
           applied.gutter[info.bucket].push(line + 1);
         }
         if (settings.overlays.inline && showsInline(info)) {
-          const text = `${st?.stale ? '⚠ stale · ' : ''}${inlineText(info)}`;
+          const base = inlineText(info);
+          const text = `${st?.stale ? '⚠ stale · ' : ''}${prediction ? `≈ ${base.replace(/^▲ /, '')} (predicted, ${prediction.gpuKey})` : base}`;
           inline.push({ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: text } } });
           applied.inline.push({ line: line + 1, text });
         }
       }
       for (const b of BUCKETS) editor.setDecorations(this.gutterTypes[b], gutter[b]);
-      editor.setDecorations(this.inlineType, inline);
+      editor.setDecorations(this.inlineType, prediction ? [] : inline);
+      editor.setDecorations(this.predictedType, prediction ? inline : []);
       if (lines) this.applied.set(doc.uri.toString(), applied);
     }
   }
@@ -186,7 +198,7 @@ function isStale(doc: vscode.TextDocument, loaded: LoadedReport): boolean {
 }
 
 /** Hover on a measured line: the breakdown and what converting would save. */
-export function registerReportHover(overlays: Overlays): vscode.Disposable {
+export function registerReportHover(overlays: Overlays, store: ReportStore): vscode.Disposable {
   return vscode.languages.registerHoverProvider({ language: 'python', scheme: 'file' }, {
     provideHover(doc, pos) {
       if (!getSettings(doc.uri).hover.enabled || !overlays.isEnabled) return undefined;
@@ -194,7 +206,12 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
       if (!info) return undefined;
       const md = new vscode.MarkdownString(undefined, true);
       md.isTrusted = { enabledCommands: [Commands.convertToPackedDropout] };
-      md.appendMarkdown(`**Membit** — measured: ${formatBytes(info.savedBytes)} saved for backward on this line\n\n`);
+      const loaded = store.report;
+      const prediction = loaded ? readPrediction(loaded.index.report) : undefined;
+      const how = prediction
+        ? `predicted for ${prediction.gpuName} (no GPU was used${prediction.complete ? '' : '; partial: a lower bound'})`
+        : 'measured';
+      md.appendMarkdown(`**Membit** — ${how}: ${formatBytes(info.savedBytes)} saved for backward on this line\n\n`);
       const ops = new Map<string, { bytes: number; count: number }>();
       const modules = new Set<string>();
       for (const e of info.entries) {
