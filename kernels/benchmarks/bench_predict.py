@@ -31,6 +31,7 @@ GPT = os.path.join(REPO, "samples", "gpt_tiny.py")
 VIT = os.path.join(REPO, "samples", "vit_digits.py")
 BERT = os.path.join(REPO, "samples", "bert_mlm.py")
 HF_GPT2 = os.path.join(HERE, "hf_gpt2_train.py")
+sys.path.insert(0, KERNELS)  # membit from this tree, as the probes get it through PYTHONPATH
 
 GPT_ARGS = ["--n-layer", "6", "--n-embd", "768", "--n-head", "12", "--seq-len", "1024", "--steps", "3",
             "--data-bytes", "2000000"]
@@ -177,7 +178,7 @@ def main():
                "prediction_error": p.get("error")}
         b = p.get("max_batch")
         if b and time.perf_counter() - t_start < ns.budget + 60:
-            from membit.profile.maxbatch import with_batch
+            from membit.profile.maxbatch import with_batch  # noqa: PLC0415
             at = measure(tmp, tag + "-at", script, with_batch(args, "--batch-size", b), v, timeout=150)
             above = measure(tmp, tag + "-above", script, with_batch(args, "--batch-size", b + 1), v, timeout=150)
             row["measured_at"] = {"batch": b, "status": at["status"], "peak": at.get("peak")}
