@@ -409,6 +409,16 @@ class FakeCuda:
             return orig_enabled(device_type)
 
         self._replace(torch, "is_autocast_enabled", is_autocast_enabled)
+        # Activation checkpointing re-enters autocast for its recompute only where the device type
+        # has one: the fake GPU's must count, or the recompute runs in float32 and fails its check.
+        orig_avail = getattr(torch.amp, "is_autocast_available", None)
+        if orig_avail is not None:
+            def is_autocast_available(device_type):
+                return device_type in ("cuda", "meta") or orig_avail(device_type)
+
+            self._replace(torch.amp, "is_autocast_available", is_autocast_available)
+            if getattr(torch.amp.autocast_mode, "is_autocast_available", None) is orig_avail:
+                self._replace(torch.amp.autocast_mode, "is_autocast_available", is_autocast_available)
         if hasattr(torch, "get_autocast_dtype"):
             orig_dtype = torch.get_autocast_dtype
 
@@ -485,6 +495,24 @@ class FakeCuda:
 
         dropout.__wrapped__ = original_dropout
         self._replace(F, "dropout", dropout)
+
+        # Activation checkpointing recomputes in backward, on autograd's thread, where this
+        # thread's function modes are not on the stack: the recompute gets ours back (device
+        # mapping, CUDA autocast), or it would run other ops than the forward it repeats.
+        import torch.utils.checkpoint as ckpt
+
+        orig_ckpt = ckpt.checkpoint
+
+        def checkpoint(function, *args, **kwargs):
+            def run(*a, **k):
+                if any(m is env.fmode for m in torch.overrides._get_current_function_mode_stack()):
+                    return function(*a, **k)
+                with env.fmode:
+                    return function(*a, **k)
+            return orig_ckpt(run, *args, **kwargs)
+
+        checkpoint.__wrapped__ = orig_ckpt
+        self._replace(ckpt, "checkpoint", checkpoint)
 
         sdpa = getattr(F, "scaled_dot_product_attention", None)
         if sdpa is not None:
