@@ -67,9 +67,9 @@ export function readPrediction(report: Report): Prediction | undefined {
   return out;
 }
 
-/** Bytes in GiB with one decimal, the unit GPU capacities are usually quoted in. */
+/** Bytes in GiB with one decimal, the unit GPU capacities are usually quoted in (MiB below 1 GiB). */
 export function formatGiB(n: number): string {
-  return `${(n / 2 ** 30).toFixed(1)} GiB`;
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /**
