@@ -14,6 +14,7 @@ export const Commands = {
   compareRuns: 'membit.compareRuns',
   compareVariants: 'membit.compareVariants',
   findMaxBatchSize: 'membit.findMaxBatchSize',
+  predictMemory: 'membit.predictMemory',
   showReport: 'membit.showReport',
   pickRank: 'membit.pickRank',
   openSnapshot: 'membit.openSnapshot',
@@ -44,4 +45,6 @@ export const RUNS_CODE: ReadonlySet<CommandId> = new Set<CommandId>([
   Commands.profileRun,
   Commands.compareVariants,
   Commands.findMaxBatchSize,
+  // Predicting runs the user's script too (with CUDA faked).
+  Commands.predictMemory,
 ]);

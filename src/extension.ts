@@ -4,6 +4,7 @@ import { LocalGpus } from './vscode/gpus';
 import { createLog } from './vscode/log';
 import { recentlyShown } from './vscode/notify';
 import { registerPendingCommands } from './vscode/pending';
+import { registerPredictCommand } from './vscode/predict/command';
 import { registerReportFeature } from './vscode/report';
 import { registerRunCommands } from './vscode/run/profileCommand';
 import { registerTargets } from './vscode/run/targets';
@@ -31,6 +32,7 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   context.subscriptions.push(gpus, vscode.commands.registerCommand(InternalCommands.gpuBackend, () => gpus.status()));
   const targets = registerTargets(context, log, () => gpus.describe());
   registerRunCommands(context, log, reports.store, targets, reports.setLive, gpus);
+  registerPredictCommand(context, log, reports.store);
   const built: CommandId[] = [
     ...reports.commands,
     Commands.openSnapshot,
@@ -39,6 +41,7 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
     Commands.profileRun,
     Commands.compareVariants,
     Commands.findMaxBatchSize,
+    Commands.predictMemory,
   ];
   registerPendingCommands(context, log, Object.values(Commands).filter((id) => !built.includes(id)));
   context.subscriptions.push(vscode.commands.registerCommand(InternalCommands.recentlyShown, () => recentlyShown()));

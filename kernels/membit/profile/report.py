@@ -197,7 +197,8 @@ def build(h) -> dict:
     paths = h.paths
     dev = tr.device
     dev_type = dev.type if dev is not None else ("cuda" if h.cuda_used else "cpu")
-    on_cuda = dev_type == "cuda"
+    # A prediction (membit.predict) runs "cuda" as meta tensors and replays its own allocator trace.
+    on_cuda = dev_type == "cuda" or (dev_type == "meta" and getattr(h, "fake_cuda", False))
     index = ModuleIndex(tr.roots)
 
     def keep(rec: Record) -> bool:

@@ -688,7 +688,8 @@ class Tracker:
             if call is not None and not call.fused:
                 mask = True
             stack = self.stack
-            cuda = t.is_cuda
+            # Meta tensors are a prediction's fake CUDA tensors (membit.predict).
+            cuda = t.is_cuda or t.device.type == "meta"
             rec = Record(ptr, st.nbytes(), dtype, tuple(t.shape), cuda,
                          self.code.user_frames(sys._getframe(1), limit=1 if cuda else 3),
                          stack[-1][0] if stack else None, mask, call if mask else None, self.step, self.phase, now_us())

@@ -5,6 +5,7 @@ import { parseRunFileName } from '../../core/run/history';
 import { formatBytes } from '../../core/units';
 import { peakBytes } from '../../core/report/types';
 import { runBrief, runDetail, runName } from '../../core/report/runLabel';
+import { readPrediction, statusLabel } from '../../core/report/prediction';
 import { classTotals, type ClassTotals } from '../../core/report/classes';
 import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -25,6 +26,11 @@ export interface ReportFeature {
   setLive(text: string | undefined): void;
   /** The commands this feature implements. */
   commands: CommandId[];
+}
+
+function lensKind(loaded: LoadedReport): string {
+  const p = readPrediction(loaded.index.report);
+  return p ? `Predicted (${p.gpuKey}, no GPU)` : 'Measured';
 }
 
 /** Loads run reports and shows them: overlays, hover, status bar, report view, comparisons. */
@@ -57,6 +63,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       return;
     }
     const run = r.index.report.run;
+    const prediction = readPrediction(r.index.report);
     const brief = runBrief(r.index.report);
     const peak = formatBytes(peakBytes(r.index.report));
     let label = run.status === 'ok' ? `peak ${peak}` : `${run.status.toUpperCase()} at ${peak}`;
@@ -67,11 +74,13 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       label = pick !== undefined ? `rank ${pick}/${info.world_size} ${label}` : max ? `peak ${formatBytes(max.peak)} on rank ${max.rank}/${info.world_size}` : label;
       if (info.peaks.firstOom) label += ` · OOM rank ${info.peaks.firstOom.rank}`;
     }
+    // A prediction says so first: "predicted peak 47.2 GiB on A100-80GB · fits to batch 11".
+    if (prediction) label = statusLabel(r.index.report);
     // The status bar names the run the overlays show: its variant and when it ran.
     const name = brief ? runName(brief) : run.variant;
     const active = vscode.window.activeTextEditor?.document;
     const edited = active ? overlays.isStale(active) : undefined;
-    status.text = `$(pulse) Membit: ${label} · ${name}${store.isPinned ? ' $(pinned)' : ''}${edited ? ' · $(warning) file edited' : ''}`;
+    status.text = `${prediction ? '$(beaker)' : '$(pulse)'} Membit: ${label} · ${name}${store.isPinned ? ' $(pinned)' : ''}${edited ? ' · $(warning) file edited' : ''}`;
     const why = store.isPinned
       ? 'You picked this run (Membit: Show Run in Editor…).'
       : run.variant === 'baseline'
@@ -80,7 +89,10 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     const freshness = edited
       ? `\n${vscode.workspace.asRelativePath(active?.uri ?? r.uri)} differs from the text this run profiled: figures follow your edits, and lines whose text was removed show none. Undo back to the profiled text, or profile again.`
       : '';
-    status.tooltip = `${run.script} · ${run.variant} · ${run.device?.name ?? 'device unknown'} · ${run.started}\n${brief ? runDetail(brief) : ''}\n${why}${freshness}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
+    const kind = prediction
+      ? `Predicted without a GPU for ${prediction.gpuName}${prediction.complete ? '' : ` — PARTIAL: ${prediction.partialReason ?? ''}`}; a measured run replaces it`
+      : `Measured on ${run.device?.name ?? 'device unknown'}`;
+    status.tooltip = `${kind}\n${run.script} · ${run.variant} · ${run.started}\n${brief ? runDetail(brief) : ''}\n${why}${freshness}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
     status.command = Commands.showReport;
     status.show();
   };
@@ -112,8 +124,8 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
           const near = mapped !== undefined && mapped - 1 < doc.lineCount && isClassLine(doc.lineAt(mapped - 1).text, t.type) ? mapped - 1 : -1;
           if (near < 0) continue;
           lenses.push(new vscode.CodeLens(new vscode.Range(near, 0, near, 0), {
-            title: classLensTitle(t, loaded.index.device),
-            tooltip: `Measured in run ${runName(runBrief(loaded.index.report) ?? { variant: '?', target: '?', started: '' })}: every instance of ${t.type} and its submodules, summed. Click to open the report.`,
+            title: classLensTitle(t, loaded.index.device, lensKind(loaded)),
+            tooltip: `${lensKind(loaded)} in run ${runName(runBrief(loaded.index.report) ?? { variant: '?', target: '?', started: '' })}: every instance of ${t.type} and its submodules, summed. Click to open the report.`,
             command: Commands.showReport,
           }));
         }
@@ -292,11 +304,11 @@ export function isClassLine(text: string, name: string): boolean {
 }
 
 /** `Measured: 2× CausalSelfAttention (summed, CPU) — activations 1 MiB · masks 256 KiB · params 64 KiB · packing saves 248 KiB`. */
-export function classLensTitle(t: ClassTotals, device: string): string {
+export function classLensTitle(t: ClassTotals, device: string, kind = 'Measured'): string {
   const scope = [t.instances > 1 ? 'summed' : '', device === 'cpu' ? 'CPU' : ''].filter(Boolean).join(', ');
   const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
   if (t.savingIfPacked > 0) parts.push(`packing saves ${formatBytes(t.savingIfPacked)}`);
-  return `Measured: ${t.instances}× ${t.type}${scope ? ` (${scope})` : ''} — ${parts.join(' · ')}`;
+  return `${kind}: ${t.instances}× ${t.type}${scope ? ` (${scope})` : ''} — ${parts.join(' · ')}`;
 }
 
 async function isRunSetFile(path: string): Promise<boolean> {

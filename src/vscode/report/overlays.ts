@@ -7,6 +7,7 @@ import type { ReportSource, SiteEntry } from '../../core/report/types';
 import { LineMapper } from '../../core/report/lineMap';
 import { profiledHash, textSha256 } from '../../core/report/freshness';
 import { runBrief, runName } from '../../core/report/runLabel';
+import { readPrediction } from '../../core/report/prediction';
 import { Commands } from '../../commands';
 import { mdCode } from '../../core/untrusted';
 import { getSettings, onSettingsChanged } from '../settings';
@@ -20,6 +21,8 @@ export interface AppliedOverlays {
   stale: boolean;
   gutter: Record<HeatBucket, number[]>;
   inline: { line: number; text: string }[];
+  /** The figures are a prediction (no GPU used): drawn in their own colour and words. */
+  predicted: boolean;
 }
 
 interface DocState {
@@ -43,6 +46,8 @@ interface DocState {
 export class Overlays implements vscode.Disposable {
   private readonly gutterTypes: Record<HeatBucket, vscode.TextEditorDecorationType>;
   private readonly inlineType: vscode.TextEditorDecorationType;
+  /** Predicted figures look different from measured ones: own colour, not italic. */
+  private readonly predictedType: vscode.TextEditorDecorationType;
   private readonly disposables: vscode.Disposable[] = [];
   private readonly docs = new Map<string, DocState>();
   private enabled = true;
@@ -65,7 +70,10 @@ export class Overlays implements vscode.Disposable {
     this.inlineType = vscode.window.createTextEditorDecorationType({
       after: { color: new vscode.ThemeColor('membit.inlineText'), margin: '0 0 0 2em', fontStyle: 'italic' },
     });
-    this.disposables.push(this.gutterTypes.low, this.gutterTypes.medium, this.gutterTypes.high, this.inlineType, this.rendered);
+    this.predictedType = vscode.window.createTextEditorDecorationType({
+      after: { color: new vscode.ThemeColor('membit.predictedText'), margin: '0 0 0 2em' },
+    });
+    this.disposables.push(this.gutterTypes.low, this.gutterTypes.medium, this.gutterTypes.high, this.inlineType, this.predictedType, this.rendered);
     this.disposables.push(
       store.onDidChange(() => {
         this.docs.clear();
@@ -198,13 +206,15 @@ export class Overlays implements vscode.Disposable {
   private render(): void {
     this.applied.clear();
     const settings = getSettings();
+    const loaded = this.store.report;
+    const prediction = loaded ? readPrediction(loaded.index.report) : undefined;
     for (const editor of vscode.window.visibleTextEditors) {
       const doc = editor.document;
       const lines = this.enabled ? this.linesOf(doc) : undefined;
       const st = this.docs.get(doc.uri.toString());
       const gutter: Record<HeatBucket, vscode.Range[]> = { low: [], medium: [], high: [] };
       const inline: vscode.DecorationOptions[] = [];
-      const applied: AppliedOverlays = { file: doc.uri.fsPath, stale: !!st?.stale, gutter: { low: [], medium: [], high: [] }, inline: [] };
+      const applied: AppliedOverlays = { file: doc.uri.fsPath, stale: !!st?.stale, gutter: { low: [], medium: [], high: [] }, inline: [], predicted: !!prediction };
       for (const [line, info] of lines ?? []) {
         if (line >= doc.lineCount || !info.bucket) continue;
         const range = doc.lineAt(line).range;
@@ -215,13 +225,15 @@ export class Overlays implements vscode.Disposable {
         if (settings.overlays.inline && showsInline(info)) {
           // Staleness is said once (status bar, hover), not on every line.
           const shown = this.store.report;
-          const text = `${inlineText(info, shown?.index.device, shown?.index.report.source?.kind === 'snapshot')}${rankNote(info, shown?.set?.pick)}`;
+          const base = inlineText(info, shown?.index.device, shown?.index.report.source?.kind === 'snapshot');
+          const text = `${prediction ? `≈ ${base.replace(/^▲ /, '')} (predicted, ${prediction.gpuKey})` : base}${rankNote(info, shown?.set?.pick)}`;
           inline.push({ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: text } } });
           applied.inline.push({ line: line + 1, text });
         }
       }
       for (const b of BUCKETS) editor.setDecorations(this.gutterTypes[b], gutter[b]);
-      editor.setDecorations(this.inlineType, inline);
+      editor.setDecorations(this.inlineType, prediction ? [] : inline);
+      editor.setDecorations(this.predictedType, prediction ? inline : []);
       if (lines) this.applied.set(doc.uri.toString(), applied);
     }
     this.rendered.fire();
@@ -285,11 +297,16 @@ export function registerReportHover(overlays: Overlays): vscode.Disposable {
         return new vscode.Hover(md);
       }
       const loaded = overlays.shown;
+      const prediction = loaded ? readPrediction(loaded.index.report) : undefined;
       const brief = loaded ? runBrief(loaded.index.report) : undefined;
       const device = loaded?.index.device;
       const scope = info.instances > 1 ? `, summed over ${info.instances} instances` : '';
       md.appendMarkdown(`**Membit** — ${formatBytes(info.savedBytes)} kept for backward on this line${scope}${rankNote(info, overlays.rankPick)}\n\n`);
-      md.appendMarkdown(`Measured in run ${brief ? runName(brief) : '?'}${device === 'cpu' ? ' on CPU (dropout masks 4 B per element there; 1 B on CUDA)' : device === 'cuda' ? ` on ${brief?.device ?? 'CUDA'}` : ''}.`);
+      if (prediction) {
+        md.appendMarkdown(`Predicted for ${prediction.gpuName} with CUDA's semantics (no GPU was used${prediction.complete ? '' : '; partial: a lower bound'}), run ${brief ? runName(brief) : '?'}. A measured run replaces it.`);
+      } else {
+        md.appendMarkdown(`Measured in run ${brief ? runName(brief) : '?'}${device === 'cpu' ? ' on CPU (dropout masks 4 B per element there; 1 B on CUDA)' : device === 'cuda' ? ` on ${brief?.device ?? 'CUDA'}` : ''}.`);
+      }
       if (overlays.isStale(doc)) md.appendMarkdown(' This file changed since that run: the figure follows the line through your edits.');
       md.appendMarkdown('\n\n');
       const ops = new Map<string, { bytes: number; count: number }>();

@@ -1,0 +1,198 @@
+"""Predicted vs measured: membit.predict's peak and largest batch against the GPU's own numbers.
+
+For every case, in the same run on the GPU machine: the prediction (`python -m membit.predict`,
+fake CUDA on the machine's CPUs, several at a time) and the measurement (`python -m
+membit.profile --warmup 0 --steps 2`, the harness on the GPU, one at a time, each in a fresh
+process): `torch.cuda.max_memory_allocated` from the script's start through its second optimizer
+step, which is what the prediction covers. For the largest-batch cases the prediction's own
+search runs, then the GPU checks the predicted largest batch and the next one up.
+
+    python benchmarks/bench_predict.py --out results/predict_<gpu>.json      # on a GPU machine
+    python benchmarks/bench_predict.py --speed                                # CPU: GPT-2 medium timing
+
+Each result row says the case, the variant, predicted and measured bytes, and the error.
+"""
+
+import argparse
+import concurrent.futures as cf
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KERNELS = os.path.dirname(HERE)
+REPO = os.path.dirname(KERNELS)
+GPT = os.path.join(REPO, "samples", "gpt_tiny.py")
+VIT = os.path.join(REPO, "samples", "vit_digits.py")
+BERT = os.path.join(REPO, "samples", "bert_mlm.py")
+HF_GPT2 = os.path.join(HERE, "hf_gpt2_train.py")
+sys.path.insert(0, KERNELS)  # membit from this tree, as the probes get it through PYTHONPATH
+
+GPT_ARGS = ["--n-layer", "6", "--n-embd", "768", "--n-head", "12", "--seq-len", "1024", "--steps", "3",
+            "--data-bytes", "2000000"]
+# (case, script, args, variants); the order is the priority when time runs short.
+CASES = [
+    ("hf-gpt2-medium eager s1024 b8", HF_GPT2, ["--attn", "eager", "--batch-size", "8"], ["bf16", "packed+bf16", "recompute+bf16", "checkpoint+bf16"]),
+    ("hf-gpt2-medium sdpa s1024 b8", HF_GPT2, ["--attn", "sdpa", "--batch-size", "8"], ["bf16"]),
+    ("gpt sample 6L/768 s1024 b8", GPT, GPT_ARGS + ["--batch-size", "8"], ["baseline", "bf16", "packed", "recompute", "checkpoint"]),
+    ("hf-bert-large eager s512 b16", BERT, ["--size", "large", "--attn", "eager", "--batch-size", "16", "--steps", "3"], ["bf16", "packed+bf16"]),
+    ("hf-bert-large sdpa s512 b16", BERT, ["--size", "large", "--attn", "sdpa", "--batch-size", "16", "--steps", "3"], ["bf16"]),
+    ("vit sample b512", VIT, ["--batch-size", "512", "--steps", "3"], ["baseline", "bf16"]),
+    ("hf-gpt2-medium eager s1024 b4", HF_GPT2, ["--attn", "eager", "--batch-size", "4"], ["baseline"]),
+    ("hf-gpt2-medium sdpa s1024 b4", HF_GPT2, ["--attn", "sdpa", "--batch-size", "4"], ["baseline"]),
+    ("hf-bert-large eager s512 b8", BERT, ["--size", "large", "--attn", "eager", "--batch-size", "8", "--steps", "3"], ["baseline"]),
+]
+# Largest-batch cases: (case, script, args, variant).
+FIT = [
+    ("hf-gpt2-medium eager s1024", HF_GPT2, ["--attn", "eager", "--batch-size", "8"], "bf16"),
+    ("gpt sample 6L/768 s1024", GPT, GPT_ARGS + ["--batch-size", "8"], "bf16"),
+]
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join(x for x in (KERNELS, e.get("PYTHONPATH")) if x)
+    e["MEMBIT_PROGRESS"] = "0"
+    e["PYTHONUNBUFFERED"] = "1"
+    return e
+
+
+def predict(tmp, tag, script, args, variant, gpu, find=False):
+    out = os.path.join(tmp, f"pred-{tag}.json")
+    cmd = [sys.executable, "-m", "membit.predict", "--out", out, "--gpu", gpu, "--variant", variant, "--root", REPO]
+    if find:
+        cmd += ["--find-max-batch", "--max", "512"]
+    cmd += ["--", script] + args
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
+    secs = time.perf_counter() - t0
+    try:
+        with open(out) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {"error": f"no prediction (exit {r.returncode}): {r.stderr[-400:]}", "seconds": secs}
+    p = doc["run"]["prediction"]
+    return {"peak": p["peak_allocated"], "complete": p["complete"], "partial_reason": p["partial_reason"],
+            "categories": p["categories"], "sdpa": p["sdpa_backends"], "seconds": round(secs, 1),
+            "max_batch": (p["max_batch"] or {}).get("largest") if find else None,
+            "probes": [(x["value"], x["fits"], x["device_need"]) for x in (p["max_batch"] or {}).get("probes", [])] if find else None}
+
+
+def measure(tmp, tag, script, args, variant, timeout=120):
+    out = os.path.join(tmp, f"meas-{tag}.json")
+    cmd = [sys.executable, "-m", "membit.profile", "--out", out, "--variant", variant, "--warmup", "0", "--steps", "2",
+           "--no-allocator-history", "--nvml-interval", "0", "--no-module-timing", "--root", REPO, "--", script] + args
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "peak": None, "seconds": timeout}
+    try:
+        with open(out) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {"status": "no report", "peak": None, "seconds": round(time.perf_counter() - t0, 1)}
+    return {"status": doc["run"]["status"], "peak": doc["summary"]["peak_allocated"],
+            "seconds": round(time.perf_counter() - t0, 1), "device": doc["run"]["device"]["name"],
+            "error": (doc["run"]["error"] or "")[-300:] or None}
+
+
+def gpu_key(name):
+    n = name.upper()
+    if "H200" in n:
+        return "H200"
+    if "H100" in n:
+        return "H100-80GB"
+    if "A100" in n:
+        return "A100-80GB" if "80" in n else "A100-40GB"
+    return "H100-80GB"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--budget", type=float, default=480, help="seconds of measuring before the rest is skipped")
+    ap.add_argument("--jobs", type=int, default=8)
+    ap.add_argument("--speed", action="store_true", help="CPU only: time GPT-2 medium's prediction")
+    ns = ap.parse_args()
+    import torch
+
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    commit = open(os.path.join(REPO, "COMMIT")).read().strip() if os.path.exists(os.path.join(REPO, "COMMIT")) else None
+    tmp = tempfile.mkdtemp(prefix="bench-predict-")
+    if ns.speed:
+        rows = []
+        for attn in ("eager", "sdpa"):
+            r = predict(tmp, f"speed-{attn}", HF_GPT2, ["--attn", attn, "--batch-size", "8"], "bf16", "H100-80GB")
+            rows.append({"case": f"hf-gpt2-medium {attn} s1024 b8 bf16", **r})
+            print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps({"cpus": os.cpu_count(), "torch": torch.__version__, "date": started, "commit": commit}))
+        return
+    name = torch.cuda.get_device_name(0)
+    key = gpu_key(name)
+    meta = {"gpu": name, "gpu_key": key, "total_bytes": torch.cuda.get_device_properties(0).total_memory,
+            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "driver": subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                     capture_output=True, text=True).stdout.strip(),
+            "date": started, "commit": commit}
+    try:
+        import transformers
+        meta["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    print(json.dumps(meta), flush=True)
+    jobs = []
+    pool = cf.ThreadPoolExecutor(ns.jobs)
+    for case, script, args, variants in CASES:
+        for v in variants:
+            tag = f"{len(jobs)}"
+            jobs.append((case, script, args, v, tag, pool.submit(predict, tmp, tag, script, args, v, key)))
+    fits = []
+    for case, script, args, v in FIT:
+        tag = f"fit{len(fits)}"
+        fits.append((case, script, args, v, tag, pool.submit(predict, tmp, tag, script, args, v, key, True)))
+    t_start = time.perf_counter()
+    rows = []
+    for case, script, args, v, tag, fut in jobs:
+        if time.perf_counter() - t_start > ns.budget:
+            rows.append({"case": case, "variant": v, "skipped": "measuring budget spent"})
+            continue
+        m = measure(tmp, tag, script, args, v)
+        p = fut.result()
+        err = None
+        if m.get("peak") and p.get("peak"):
+            err = round(100.0 * (p["peak"] - m["peak"]) / m["peak"], 2)
+        row = {"case": case, "variant": v, "predicted": p.get("peak"), "measured": m.get("peak"), "error_pct": err,
+               "measure_status": m["status"], "prediction": p, "measure": m}
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("case", "variant", "predicted", "measured", "error_pct", "measure_status")}), flush=True)
+    fit_rows = []
+    for case, script, args, v, tag, fut in fits:
+        p = fut.result()
+        row = {"case": case, "variant": v, "predicted_largest": p.get("max_batch"), "probes": p.get("probes"),
+               "prediction_error": p.get("error")}
+        b = p.get("max_batch")
+        if b and time.perf_counter() - t_start < ns.budget + 60:
+            from membit.profile.maxbatch import with_batch  # noqa: PLC0415
+            at = measure(tmp, tag + "-at", script, with_batch(args, "--batch-size", b), v, timeout=150)
+            above = measure(tmp, tag + "-above", script, with_batch(args, "--batch-size", b + 1), v, timeout=150)
+            row["measured_at"] = {"batch": b, "status": at["status"], "peak": at.get("peak")}
+            row["measured_above"] = {"batch": b + 1, "status": above["status"], "peak": above.get("peak")}
+            row["within_one"] = at["status"] == "ok" or above["status"] == "oom"
+        fit_rows.append(row)
+        print(json.dumps(row), flush=True)
+    doc = {"meta": meta, "rows": rows, "max_batch": fit_rows}
+    if ns.out:
+        os.makedirs(os.path.dirname(os.path.abspath(ns.out)), exist_ok=True)
+        with open(ns.out, "w") as f:
+            json.dump(doc, f, indent=1)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
