@@ -160,6 +160,9 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=0, help="evaluate on held-out text every N steps (0: only at the end)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", action="store_true", help="train through torch.compile(model)")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend (aot_eager traces and partitions like inductor, without code generation)")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -173,6 +176,9 @@ def main(argv=None):
         block_size=args.seq_len, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout
     )
     model = GPT(config).to(device)
+    if args.compile:
+        # The optimizer holds the same Parameters; the compiled wrapper shares them.
+        model = torch.compile(model, backend=args.compile_backend)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed)
     print(f"gpt_tiny: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
