@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from . import allocator, levers, report
+from .compiled import is_compiling
 from .frames import CodeFilter, PathMapper
 from .nvml import NvmlSampler
 from .overlay import OverlayError, Overlays
@@ -344,6 +345,8 @@ class Harness:
             self.ffns.append(entry)
 
             def pre(module, args, entry=entry):
+                if is_compiling():
+                    return  # dynamo would trace it (and break the graph at remove())
                 x = args[0] if args else None
                 if entry["tokens"] is None and isinstance(x, torch.Tensor) and x.dim() >= 1 and torch.is_grad_enabled():
                     entry["tokens"] = int(x.numel() // max(1, x.shape[-1]))
