@@ -8,6 +8,7 @@ on real text that is already on every machine with Python.
 """
 
 import argparse
+import contextlib
 import math
 import os
 import sysconfig
@@ -157,10 +158,14 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=GPTConfig.dropout)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--data-bytes", type=int, default=4_000_000)
+    ap.add_argument("--eval-batches", type=int, default=8, help="held-out batches evaluated at the end (0: none)")
     ap.add_argument("--eval-every", type=int, default=0, help="evaluate on held-out text every N steps (0: only at the end)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile", action="store_true", help="train through torch.compile(model)")
+    ap.add_argument("--bf16", action="store_true", help="forward and loss under torch.autocast(dtype=torch.bfloat16)")
+    ap.add_argument("--timing", action="store_true",
+                    help="print each step's wall time (the loss print syncs the device) and, on CUDA, max_memory_allocated")
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend (aot_eager traces and partitions like inductor, without code generation)")
     args = ap.parse_args(argv)
@@ -192,17 +197,25 @@ def main(argv=None):
         model.train()
         return sum(losses) / len(losses)
 
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
     t0 = time.time()
     for step in range(1, args.steps + 1):
+        ts = time.perf_counter()
         x, y = get_batch(train, args.batch_size, args.seq_len, gen, device)
-        _, loss = model(x, y)
+        with autocast():
+            _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         print(f"step {step} loss {loss.item():.4f}", flush=True)
+        if args.timing:
+            print(f"step_ms {step} {(time.perf_counter() - ts) * 1000:.3f}", flush=True)
         if args.eval_every and step % args.eval_every == 0:
             print(f"step {step} val_loss {evaluate():.4f}", flush=True)
-    print(f"val_loss {evaluate():.4f} time {time.time() - t0:.1f}s", flush=True)
+    if args.timing and device.type == "cuda":
+        print(f"max_memory_allocated {torch.cuda.max_memory_allocated(device)}", flush=True)
+    if args.eval_batches > 0:
+        print(f"val_loss {evaluate(args.eval_batches):.4f} time {time.time() - t0:.1f}s", flush=True)
 
 
 if __name__ == "__main__":

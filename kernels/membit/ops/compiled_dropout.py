@@ -79,7 +79,10 @@ class _RecomputeSeed(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (seed,) = ctx.saved_tensors
-        keep = _philox_uniform(g.shape, seed, g.device) >= ctx.p
+        # `seed + 0`: a node of its own, so common-subexpression elimination does not merge
+        # this draw with the forward's (the partitioner would then save the forward's mask,
+        # since random ops are never recomputed). Same value, same uniforms.
+        keep = _philox_uniform(g.shape, seed + 0, g.device) >= ctx.p
         return g * keep * (1.0 / (1.0 - ctx.p)), None
 
 
