@@ -8,7 +8,6 @@ on real text that is already on every machine with Python.
 """
 
 import argparse
-import contextlib
 import math
 import os
 import sysconfig
@@ -147,7 +146,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def main(argv=None):
+def main(argv=None, prepare=None, autocast_for=None):
+    """prepare(model) -> the model to train; autocast_for(device) -> a context for forward and loss."""
+    import contextlib
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -162,12 +163,8 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=0, help="evaluate on held-out text every N steps (0: only at the end)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--compile", action="store_true", help="train through torch.compile(model)")
-    ap.add_argument("--bf16", action="store_true", help="forward and loss under torch.autocast(dtype=torch.bfloat16)")
     ap.add_argument("--timing", action="store_true",
                     help="print each step's wall time (the loss print syncs the device) and, on CUDA, max_memory_allocated")
-    ap.add_argument("--compile-backend", default="inductor",
-                    help="torch.compile backend (aot_eager traces and partitions like inductor, without code generation)")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -181,9 +178,9 @@ def main(argv=None):
         block_size=args.seq_len, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout
     )
     model = GPT(config).to(device)
-    if args.compile:
-        # The optimizer holds the same Parameters; the compiled wrapper shares them.
-        model = torch.compile(model, backend=args.compile_backend)
+    if prepare is not None:
+        # e.g. samples/gpt_compiled.py compiles it; the optimizer below holds the same Parameters.
+        model = prepare(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed)
     print(f"gpt_tiny: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
@@ -197,12 +194,12 @@ def main(argv=None):
         model.train()
         return sum(losses) / len(losses)
 
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
+    forward_context = (lambda: autocast_for(device)) if autocast_for is not None else contextlib.nullcontext
     t0 = time.time()
     for step in range(1, args.steps + 1):
         ts = time.perf_counter()
         x, y = get_batch(train, args.batch_size, args.seq_len, gen, device)
-        with autocast():
+        with forward_context():
             _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

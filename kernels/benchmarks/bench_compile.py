@@ -6,7 +6,7 @@ max_memory_allocated), one after another on the same GPU, in this order of prior
   gpt6-compiled      6-layer GPT (samples/gpt_tiny.py: d 768, 12 heads, eager attention with
                      attention dropout, vocab 256), 8 x 1024 tokens, bf16 autocast, AdamW,
                      torch.compile: stock vs membit.patch(dropout="packed") vs "recompute"
-  harness            samples/gpt_tiny.py --compile at the same size: plain vs under
+  harness            samples/gpt_compiled.py --bf16 at the same size: plain vs under
                      python -m membit.profile (peak equality and step-time overhead)
   sdpa-eager         HF BERT-large SDPA b16 s512 and HF GPT-2 medium SDPA b8 s1024, eager, bf16
                      autocast, AdamW: stock vs packed (step time)
@@ -177,9 +177,9 @@ def measure(model_name, variant, compiled, batch, seq, steps, warmup, smoke):
 
 def _gpt_cmd(smoke, steps):
     size = (["--n-layer", "2", "--n-embd", "32", "--n-head", "2", "--seq-len", "64", "--batch-size", "2",
-             "--compile-backend", "aot_eager", "--device", "cpu"] if smoke else
+             "--backend", "aot_eager", "--device", "cpu"] if smoke else
             ["--n-layer", "6", "--n-embd", "768", "--n-head", "12", "--seq-len", "1024", "--batch-size", "8"])
-    return ["samples/gpt_tiny.py", "--steps", str(steps), "--compile", "--bf16", "--timing", "--eval-batches", "0",
+    return ["samples/gpt_compiled.py", "--steps", str(steps), "--bf16", "--timing", "--eval-batches", "0",
             "--data-bytes", "2000000", *size]
 
 

@@ -23,9 +23,10 @@ from test_profile import assert_consistent, assert_valid, line_of, run_harness  
 KERNELS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(KERNELS)
 GPT = os.path.join(REPO, "samples", "gpt_tiny.py")
+COMPILED = os.path.join(REPO, "samples", "gpt_compiled.py")
 COMPILED_ARGS = ["--steps", "20", "--batch-size", "2", "--seq-len", "32", "--n-layer", "2", "--n-embd", "32",
                  "--n-head", "2", "--data-bytes", "100000", "--dropout", "0.1", "--device", "cpu",
-                 "--compile", "--compile-backend", "aot_eager"]
+                 "--backend", "aot_eager"]
 
 
 def saved_by(fn, *args):
@@ -132,7 +133,7 @@ def compiled_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compiled")
     runs = {}
     for variant in ("baseline", "packed"):
-        proc, report = run_harness(tmp, "samples/gpt_tiny.py", COMPILED_ARGS, "--steps", "2", "--warmup", "1",
+        proc, report = run_harness(tmp, "samples/gpt_compiled.py", COMPILED_ARGS, "--steps", "2", "--warmup", "1",
                                    "--variant", variant, name=f"{variant}.json", timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[variant] = report
@@ -146,7 +147,8 @@ def test_compiled_script_profiles_with_lines_from_fx_nodes(compiled_runs):
     assert report["run"]["status"] == "ok"
     comp = report["run"]["compile"]
     assert comp["graph_breaks"] == 0 and comp["graphs"] == 1
-    assert comp["calls"][0]["line"] == line_of(GPT, "model = torch.compile(model")
+    assert comp["calls"][0]["file"] == "samples/gpt_compiled.py"
+    assert comp["calls"][0]["line"] == line_of(COMPILED, "torch.compile(model, backend=args.backend)")
     assert comp["calls"][0]["backend"] == "aot_eager"
     graph = comp["per_graph"][0]
     assert graph["saved_bytes"] == report["summary"]["saved_bytes"]
@@ -177,3 +179,23 @@ def test_packed_variant_under_compile_keeps_one_bit_per_mask_element(compiled_ru
             for r in (base, packed)}
     assert mask["packed"] * 8 == mask["baseline"]
     assert packed["summary"]["mask_bytes"] * 8 == base["summary"]["mask_bytes"]
+
+
+def test_compile_lever_profiles_the_eager_script_compiled(tmp_path):
+    # Compare Variants' `compile` lever: the harness compiles the model's forward itself.
+    args = [a for a in COMPILED_ARGS if a not in ("--backend", "aot_eager")]
+    proc, report = run_harness(tmp_path, "samples/gpt_tiny.py", args, "--steps", "2", "--warmup", "1",
+                               "--variant", "packed+compile", timeout=600,
+                               env_extra={"MEMBIT_COMPILE_BACKEND": "aot_eager"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_valid(report)
+    assert report["run"]["variant"] == "packed+compile"
+    how = {r["lever"]: r["how"] for r in report["run"]["levers"]}
+    assert "torch.compile(GPT.forward, backend='aot_eager')" in how["compile"]
+    comp = report["run"]["compile"]
+    assert comp["graph_breaks"] == 0 and comp["graphs"] == 1
+    line = line_of(GPT, "att = self.attn_dropout(att)")
+    attn = next(e for e in report["lines"] if e["line"] == line and e["file"] == "samples/gpt_tiny.py")
+    # Packed under compile: 1 bit per attention-probability element, attributed through FX.
+    assert attn["mask_bytes"] == 2 * 2 * 32 * 32 * 2 // 8
+    assert attn["compiled_bytes"] == attn["saved_bytes"]

@@ -39,7 +39,7 @@ def is_compiling() -> bool:
 class SavedNode:
     """One tensor a compiled forward keeps for backward, as the partitioner saw it."""
 
-    __slots__ = ("name", "op", "shape", "dtype", "frames", "module_path")
+    __slots__ = ("name", "op", "shape", "dtype", "frames", "module_path", "_resolved")
 
     def __init__(self, name, op, shape, dtype, frames, module_path):
         self.name = name
@@ -48,17 +48,38 @@ class SavedNode:
         self.dtype = dtype
         self.frames = frames
         self.module_path = module_path
+        self._resolved = None  # (weakref to the root, module or None): resolved once per root
+
+    def module_in(self, root):
+        """The module this node ran in, under `root`; None for a node outside modules (an input)."""
+        import weakref
+
+        cached = self._resolved
+        if cached is not None and cached[0]() is root:
+            return cached[1]
+        module = None
+        if self.module_path is not None:
+            try:
+                module = root.get_submodule(self.module_path)
+            except Exception:  # noqa: BLE001 - a path dynamo spelled differently: outside modules
+                module = None
+        try:
+            self._resolved = (weakref.ref(root), module)
+        except TypeError:
+            pass
+        return module
 
 
 class Graph:
     """A compiled forward graph (one AOTAutograd id) and what the run saw it save."""
 
-    __slots__ = ("aot_id", "calls", "saved")
+    __slots__ = ("aot_id", "calls", "expected", "saved")
 
     def __init__(self, aot_id: int, saved: List[SavedNode]):
         self.aot_id = aot_id
         self.saved = saved
         self.calls = 0
+        self.expected: Optional[int] = None  # packs per call (tensors saved through save_for_backward)
 
 
 def _op_of(node) -> str:
@@ -280,8 +301,11 @@ class CompileWatch:
         # tensors saved through ctx.save_for_backward (AOTAutograd keeps the rest on ctx
         # directly, unseen by hooks). Only the frame's id is kept: holding the frame would
         # keep its arguments alive.
-        expected = len(graph.saved) - int(getattr(getattr(cls, "metadata", None), "num_tensors_saved_with_no_vc_check", 0) or 0)
-        if id(frame) != self._last_frame or self._index >= max(expected, 1):
+        expected = graph.expected
+        if expected is None:
+            meta = getattr(cls, "metadata", None)
+            expected = graph.expected = max(1, len(graph.saved) - int(getattr(meta, "num_tensors_saved_with_no_vc_check", 0) or 0))
+        if id(frame) != self._last_frame or self._index >= expected:
             self._last_frame = id(frame)
             self._index = 0
             graph.calls += 1

@@ -327,6 +327,8 @@ class Harness:
                 factory, how = levers.bf16_autocast(self._device_of(root), type(root).__name__)
                 self._autocast[id(root)] = factory
                 self.lever_records.append({"lever": "bf16", "how": how})
+            if "compile" in self.levers:
+                self.lever_records.append({"lever": "compile", "how": levers.apply_compile(root)})
         except levers.LeverError as e:
             raise HarnessAbort(f"variant {self.variant!r}: {e}")
         self._patched_roots.append(root)

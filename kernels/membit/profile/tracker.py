@@ -292,6 +292,11 @@ class Tracker:
         self._restore: list = []
         self._saved_hooks = None
         self.compiled = CompileWatch(code)
+        # On CUDA: the step in which max_memory_allocated last rose, i.e. the step holding the
+        # allocator's peak (the first one to reach it): its records must outlive KEEP_STEPS, or
+        # the peak's saved tensors (a compiled graph's, in steady state) read as unattributed.
+        self._max_step: Optional[int] = None
+        self._max_seen = 0
         self.cur = self._new_step(1)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -304,7 +309,7 @@ class Tracker:
         if len(self.steps_info) > self.KEEP_STEPS:
             best = self.best_bwd_step()
             for k in sorted(self.steps_info)[: len(self.steps_info) - self.KEEP_STEPS]:
-                if k != best:
+                if k != best and k != self._max_step:
                     del self.steps_info[k]
         return info
 
@@ -565,6 +570,11 @@ class Tracker:
     def _end_step(self) -> None:
         cur = self.cur
         cur.end_t = now_us()
+        if self.profiling and self.device is not None and self.device.type == "cuda":
+            # A host-side counter of the caching allocator: no device sync.
+            m = torch.cuda.max_memory_allocated(self.device)
+            if m > self._max_seen:
+                self._max_seen, self._max_step = m, self.step
         # Params can move (model.to(...)): re-read their addresses once a step.
         self._refresh_persistent()
         done = self.step
@@ -729,11 +739,7 @@ class Tracker:
         frames = node.frames[:1 if t.is_cuda else 3] if node is not None and node.frames else []
         module = outer
         if node is not None and module is not None:
-            # A node with no module (a graph input, say) counts outside modules, not as the model's.
-            try:
-                module = module.get_submodule(node.module_path) if node.module_path is not None else None
-            except Exception:  # noqa: BLE001 - a path dynamo spelled differently: outside modules
-                module = None
+            module = node.module_in(module)
         mapped = bool(frames)
         if not frames:
             # The graph's figure alone: the line that called the compiled module.

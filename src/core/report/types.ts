@@ -67,7 +67,7 @@ export interface CompileRecord {
 }
 
 export interface LeverRecord {
-  lever: 'packed' | 'recompute' | 'sparse24' | 'sdpa' | 'checkpoint' | 'bf16';
+  lever: 'packed' | 'recompute' | 'sparse24' | 'sdpa' | 'checkpoint' | 'bf16' | 'compile';
   /** e.g. "torch.utils.checkpoint (use_reentrant=False) on h (6 Block blocks)". */
   how: string;
 }
