@@ -146,7 +146,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def main(argv=None):
+def main(argv=None, prepare=None, autocast_for=None):
+    """prepare(model) -> the model to train; autocast_for(device) -> a context for forward and loss."""
+    import contextlib
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -157,9 +159,12 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=GPTConfig.dropout)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--data-bytes", type=int, default=4_000_000)
+    ap.add_argument("--eval-batches", type=int, default=8, help="held-out batches evaluated at the end (0: none)")
     ap.add_argument("--eval-every", type=int, default=0, help="evaluate on held-out text every N steps (0: only at the end)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timing", action="store_true",
+                    help="print each step's wall time (the loss print syncs the device) and, on CUDA, max_memory_allocated")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -173,6 +178,9 @@ def main(argv=None):
         block_size=args.seq_len, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout
     )
     model = GPT(config).to(device)
+    if prepare is not None:
+        # e.g. samples/gpt_compiled.py compiles it; the optimizer below holds the same Parameters.
+        model = prepare(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed)
     print(f"gpt_tiny: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
@@ -186,17 +194,25 @@ def main(argv=None):
         model.train()
         return sum(losses) / len(losses)
 
+    forward_context = (lambda: autocast_for(device)) if autocast_for is not None else contextlib.nullcontext
     t0 = time.time()
     for step in range(1, args.steps + 1):
+        ts = time.perf_counter()
         x, y = get_batch(train, args.batch_size, args.seq_len, gen, device)
-        _, loss = model(x, y)
+        with forward_context():
+            _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         print(f"step {step} loss {loss.item():.4f}", flush=True)
+        if args.timing:
+            print(f"step_ms {step} {(time.perf_counter() - ts) * 1000:.3f}", flush=True)
         if args.eval_every and step % args.eval_every == 0:
             print(f"step {step} val_loss {evaluate():.4f}", flush=True)
-    print(f"val_loss {evaluate():.4f} time {time.time() - t0:.1f}s", flush=True)
+    if args.timing and device.type == "cuda":
+        print(f"max_memory_allocated {torch.cuda.max_memory_allocated(device)}", flush=True)
+    if args.eval_batches > 0:
+        print(f"val_loss {evaluate(args.eval_batches):.4f} time {time.time() - t0:.1f}s", flush=True)
 
 
 if __name__ == "__main__":

@@ -333,7 +333,10 @@ _router = _DropoutRouter()
 
 
 def _routed_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
-    mode = _caller_mode(sys._getframe(1))
+    if _is_compiling():
+        mode = _traced_mode()
+    else:
+        mode = _caller_mode(sys._getframe(1))
     if mode is not None:
         return packed_dropout(input, p, training, inplace, mode)
     return _router.original(input, p, training, inplace)
@@ -360,6 +363,73 @@ def _caller_mode(frame) -> Optional[str]:
                     return mode
         frame = frame.f_back
     return None
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def _traced_mode_impl() -> Optional[str]:
+    """_caller_mode for code torch.compile traces.
+
+    While dynamo traces, the Python stack holds dynamo's own frames, not the user's: each
+    traced function is an instruction translator (the `self` of its frames), whose symbolic
+    locals hold the traced `self` / `module` as variable trackers wrapping the real module.
+    Walked innermost first, like _caller_mode walks real frames.
+    """
+    if not _router.modules:
+        return None
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslatorBase
+    except Exception:  # noqa: BLE001 - another torch: no routing rather than a failure
+        return None
+    frame, seen, depth = sys._getframe(1), set(), 0
+    while frame is not None and depth < 400:
+        tx = frame.f_locals.get("self")
+        if isinstance(tx, InstructionTranslatorBase) and id(tx) not in seen:
+            seen.add(id(tx))
+            local = getattr(tx, "symbolic_locals", None) or {}
+            for key in ("self", "module"):
+                m = _module_of(local.get(key))
+                if m is not None:
+                    mode = _router.modules.get(m)
+                    if mode is not None:
+                        return mode
+            if len(seen) >= _MAX_FRAMES:
+                break
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+def _module_of(vt) -> Optional[nn.Module]:
+    """The nn.Module behind a dynamo variable tracker, if it wraps one."""
+    if vt is None:
+        return None
+    for attr in ("peek_value", "original_value"):  # LazyVariableTracker: the unrealised value
+        fn = getattr(vt, attr, None)
+        if fn is not None:
+            try:
+                v = fn()
+            except Exception:  # noqa: BLE001
+                continue
+            if isinstance(v, nn.Module):
+                return v
+    v = getattr(vt, "value", None)
+    return v if isinstance(v, nn.Module) else None
+
+
+def _make_traced_mode():
+    # Evaluated for real while dynamo traces (not traced itself); the answer is baked into the
+    # graph. A model's patch state changes only through patch/unpatch, which users do before
+    # compiling; unpatching a compiled model needs torch._dynamo.reset() to take effect.
+    dynamo = getattr(torch, "_dynamo", None)
+    deco = getattr(dynamo, "assume_constant_result", None) if dynamo is not None else None
+    return deco(_traced_mode_impl) if deco is not None else _traced_mode_impl
+
+
+_traced_mode = _make_traced_mode()
 
 
 _routed_dropout.__doc__ = "torch.nn.functional.dropout, routed to membit inside models patched by membit.patch."

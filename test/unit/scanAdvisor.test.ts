@@ -424,3 +424,45 @@ test('membit scan --python checks the advice against that torch; a Python that c
   assert.equal(await main(['scan', 'samples/gpt_tiny.py', '--python', ''], empty), 2);
   assert.match(empty.stderr, /--python needs an interpreter/);
 });
+
+test('torch.compile in the file: dropout findings say what packing measured under compile; re.compile is not compile', async () => {
+  const s = await scanner();
+  const body = [
+    'import re',
+    'import torch',
+    'import torch.nn as nn',
+    'import torch.nn.functional as F',
+    '',
+    'class Block(nn.Module):',
+    '    def __init__(self):',
+    '        super().__init__()',
+    '        self.drop = nn.Dropout(0.1)',
+    '',
+    '    def forward(self, x):',
+    '        return F.dropout(self.drop(x), 0.1, self.training)',
+    '',
+  ];
+  const plain = s.scan([...body, "PAT = re.compile('x')", ''].join('\n'), 'plain.py');
+  for (const site of plain.sites.filter((x) => x.kind === 'dropout' || x.kind === 'dropout-call')) {
+    assert.equal(site.compiled, undefined);
+    assert.doesNotMatch(site.message, /torch\.compile/);
+  }
+  for (const [tail, what] of [
+    ['model = torch.compile(Block())', 'torch.compile(...)'],
+    ['@torch.compile\ndef step(x):\n    return x', '@torch.compile'],
+    ['@torch.compile(mode="max-autotune")\ndef step(x):\n    return x', 'torch.compile(...)'],
+    ['model = Block()\nmodel.compile()', 'model.compile(...)'],
+  ] as const) {
+    const text = [...body, tail, ''].join('\n');
+    const r = s.scan(text, 'compiled.py');
+    const drops = r.sites.filter((x) => x.kind === 'dropout' || x.kind === 'dropout-call');
+    assert.equal(drops.length, 2, tail);
+    for (const site of drops) {
+      assert.deepEqual(site.compiled, { what, line: body.length + (tail.startsWith('model = Block()') ? 1 : 0) }, tail);
+      assert.match(site.message, /Compiled \(torch\.compile\): packed measured −7\.4% peak, \+1\.9% step/);
+      const hover = formatHover(site, ALL);
+      assert.match(hover, /Inductor fuses/);
+      assert.match(hover, new RegExp(`at line ${body.length + 1 + (tail.startsWith('model = Block()') ? 1 : 0)}\\.`));
+    }
+  }
+});

@@ -39,6 +39,8 @@ test('variant names: canonical order, old names unchanged, any order accepted', 
   assert.equal(hasLever('packed', 'sdpa'), false);
   assert.equal(hasLever('nonsense', 'sdpa'), false);
   assert.equal(describeVariant('sdpa+bf16'), 'fused attention (SDPA) + bf16 autocast');
+  assert.equal(canonicalVariant('compile+packed'), 'packed+compile');
+  assert.equal(describeVariant('compile'), 'torch.compile of the forward');
 });
 
 test('bad variant names say what is wrong and what to write', () => {
@@ -68,7 +70,7 @@ test("the report schema's variant pattern accepts exactly the canonical names, a
   const run = (REPORT_SCHEMA as { properties: { run: { properties: { variant: { pattern: string } } } } }).properties.run.properties.variant;
   const re = new RegExp(run.pattern, 'u');
   const sets = allLeverSets();
-  assert.equal(sets.length, 47);
+  assert.equal(sets.length, 95);
   for (const set of sets) {
     const name = variantName(set as never[]);
     assert.ok(re.test(name), name);

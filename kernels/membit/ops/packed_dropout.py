@@ -456,15 +456,27 @@ def _is_compiling() -> bool:
     return bool(dynamo is not None and hasattr(dynamo, "is_compiling") and dynamo.is_compiling())
 
 
+def _compile_formulation() -> str:
+    import os
+
+    return os.environ.get("MEMBIT_COMPILE_DROPOUT", "fused")
+
+
 def packed_dropout(x: torch.Tensor, p: float, mode: str = "packed") -> torch.Tensor:
     """Training-mode dropout, 0 < p < 1, with a 1-bit ("packed") or no ("recompute") saved mask.
 
     Argument checks, eval mode and p in {0, 1} live in membit.nn.functional.packed_dropout.
     Eager calls take the autograd.Function (a custom op's Python dispatch costs a few times
-    more host time per call); under torch.compile the registered custom op is traced instead,
-    so the graph does not break. Both run the same host functions and kernels.
+    more host time per call). Under torch.compile the plain-op formulation of
+    compiled_dropout.py is traced, which Inductor fuses into its neighbours' kernels; the
+    registered custom op (opaque to Inductor: its input and output are materialised) is kept
+    for comparison, chosen by MEMBIT_COMPILE_DROPOUT=op, read when the graph is traced.
     """
     store_mask = mode == "packed"
-    if _op is not None and _is_compiling():
-        return _op(x, float(p), store_mask)[0]
+    if _is_compiling():
+        if _op is not None and _compile_formulation() == "op":
+            return _op(x, float(p), store_mask)[0]
+        from .compiled_dropout import compiled_dropout
+
+        return compiled_dropout(x, p, mode)
     return PackedDropoutFunction.apply(x, float(p), store_mask)

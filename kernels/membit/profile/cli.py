@@ -43,7 +43,8 @@ on machines without a GPU.
 Variants: """ + VARIANT_HELP + """. packed, recompute and sparse24
 convert modules with membit.patch; sdpa switches a transformers model to SDPA attention (other
 models need the rewritten source through --overlay); checkpoint checkpoints the model's blocks
-(transformers: gradient_checkpointing_enable); bf16 runs the model's forward under bf16 autocast.
+(transformers: gradient_checkpointing_enable); bf16 runs the model's forward under bf16 autocast;
+compile runs the model's forward through torch.compile (MEMBIT_COMPILE_BACKEND, default inductor).
 The report's run.levers says how each lever was applied.
 
 --overlay ORIG=REPLACEMENT (repeatable) runs REPLACEMENT's text wherever the file ORIG would run

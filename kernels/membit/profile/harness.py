@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from . import allocator, distributed, levers, report
+from .compiled import is_compiling
 from .frames import CodeFilter, PathMapper
 from .nvml import NvmlSampler
 from .overlay import OverlayError, Overlays
@@ -419,6 +420,8 @@ class Harness:
                 factory, how = levers.bf16_autocast(self._device_of(root), type(root).__name__)
                 self._autocast[id(root)] = factory
                 self.lever_records.append({"lever": "bf16", "how": how})
+            if "compile" in self.levers:
+                self.lever_records.append({"lever": "compile", "how": levers.apply_compile(root)})
         except levers.LeverError as e:
             raise HarnessAbort(f"variant {self.variant!r}: {e}")
         self._patched_roots.append(root)
@@ -437,6 +440,8 @@ class Harness:
             self.ffns.append(entry)
 
             def pre(module, args, entry=entry):
+                if is_compiling():
+                    return  # dynamo would trace it (and break the graph at remove())
                 x = args[0] if args else None
                 if entry["tokens"] is None and isinstance(x, torch.Tensor) and x.dim() >= 1 and torch.is_grad_enabled():
                     entry["tokens"] = int(x.numel() // max(1, x.shape[-1]))

@@ -8,6 +8,8 @@ A variant is `baseline` or a `+`-joined set of levers:
                         source given with --overlay (the editor's rewriter makes it)
     checkpoint          activation checkpointing of the model's blocks
     bf16                the model's forward under torch.autocast(dtype=torch.bfloat16)
+    compile             the model's forward through torch.compile (backend: MEMBIT_COMPILE_BACKEND,
+                        default inductor); the first step runs eager, the next ones compiled
 
 Names are canonical when the levers appear in the order above (`packed+sparse24`,
 `sdpa+checkpoint+bf16`); any order is accepted and canonicalised. Every lever is applied to
@@ -21,7 +23,7 @@ from typing import Iterable, List, Optional, Tuple
 
 import torch
 
-LEVERS = ("packed", "recompute", "sparse24", "sdpa", "checkpoint", "bf16")
+LEVERS = ("packed", "recompute", "sparse24", "sdpa", "checkpoint", "bf16", "compile")
 ADVISOR_LEVERS = ("sdpa", "checkpoint", "bf16")
 EXCLUSIVE = (("packed", "recompute"),)
 
@@ -176,6 +178,26 @@ def _checkpointed(block, fn):
 
     forward.__wrapped__ = original
     return forward
+
+
+def apply_compile(root) -> str:
+    """Compiles the model's forward in place (the instance's `forward`); returns how.
+
+    Only `forward` is wrapped, not the module's call: its hooks (the harness's root hooks
+    among them) keep running eagerly around the compiled forward. The call in progress
+    already holds the eager forward, so the first step runs eager and later ones compiled.
+    """
+    import os
+
+    fn = getattr(torch, "compile", None)
+    if fn is None:
+        raise LeverError(f"compile: this torch ({torch.__version__}) has no torch.compile (2.0 or later)")
+    backend = os.environ.get("MEMBIT_COMPILE_BACKEND", "") or "inductor"
+    if getattr(root, "_membit_compiled", False):
+        return f"{type(root).__name__}.forward already compiled"
+    root.forward = fn(root.forward, backend=backend)
+    root._membit_compiled = True
+    return f"torch.compile({type(root).__name__}.forward, backend={backend!r}); step 1 ran eager"
 
 
 def apply_checkpoint(root) -> str:

@@ -269,6 +269,10 @@ def build(h) -> dict:
                               "mask_bytes": 0, "at_peak_bytes": 0, "tensors": 0, "_ops": {}}
         e["saved_bytes"] += r.nbytes
         e["tensors"] += 1
+        if r.graph is not None:
+            # Compiled graphs: through an FX node's stack trace, or the graph's call line alone.
+            k = "compiled_bytes" if r.mapped else "graph_only_bytes"
+            e[k] = e.get(k, 0) + r.nbytes
         if r.mask:
             e["mask_bytes"] += r.nbytes
         if id(r) in peak_ids:
@@ -408,6 +412,9 @@ def build(h) -> dict:
         "peak": peak_doc,
         "oom": oom_doc,
     }
+    compiled = tr.compiled.doc(paths, records)
+    if compiled is not None:
+        doc["run"]["compile"] = compiled
     ffn = _ffn_doc(h, paths)
     if ffn:
         doc["ffn"] = ffn

@@ -12,6 +12,11 @@ Hooks, all installed for the whole run and removed at its end:
   * wrappers around F.dropout and F.scaled_dot_product_attention: they tag what those calls
     save as masks and describe the call site (elements, kind).
 
+Inside code that torch.compile traces, every hook and wrapper returns at once (dynamo inlines
+them, and a hook that touched the module stack broke its side-effect tracking): a compiled
+graph runs as one autograd Function, and what it saves is attributed through its FX graph by
+compiled.CompileWatch.
+
 Timestamps are wall-clock microseconds (time.time_ns() // 1000): the CUDA allocator stamps its
 trace with the same epoch, which is what lets allocator blocks be matched to what we saw.
 """
@@ -25,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from .compiled import CompileWatch, is_compiling
 from .frames import CodeFilter
 
 _now_ns = time.time_ns
@@ -50,7 +56,7 @@ class Record:
     """One storage saved for backward."""
 
     __slots__ = ("ptr", "nbytes", "dtype", "shape", "cuda", "frames", "module", "mask", "op", "site",
-                 "step", "phase", "t_pack", "t_release", "refs")
+                 "step", "phase", "t_pack", "t_release", "refs", "graph", "mapped")
 
     def __init__(self, ptr, nbytes, dtype, shape, cuda, frames, module, mask, site, step, phase, t_pack):
         self.ptr = ptr
@@ -68,6 +74,9 @@ class Record:
         self.t_pack = t_pack
         self.t_release: Optional[int] = None
         self.refs = 0
+        # Saved by a compiled graph (its AOTAutograd id), and whether its FX node gave the line.
+        self.graph: Optional[int] = None
+        self.mapped = False
 
 
 class SiteCall:
@@ -102,6 +111,18 @@ class _Packed:
         hook = _release_hook
         if hook is not None:
             hook(self.rec)
+
+
+def unwrap_compiled(module):
+    """The model behind torch.compile's OptimizedModule wrapper (paths stay the model's own).
+
+    The wrapper's call runs eagerly (hooks fire for it, not for the model inside, whose
+    forward is compiled): the tracker sees it as the model itself.
+    """
+    inner = getattr(module, "_orig_mod", None)
+    if inner is not None and type(module).__name__ == "OptimizedModule":
+        return inner
+    return module
 
 
 def _storage(t):
@@ -287,6 +308,12 @@ class Tracker:
         self._handles: list = []
         self._restore: list = []
         self._saved_hooks = None
+        self.compiled = CompileWatch(code)
+        # On CUDA: the step in which max_memory_allocated last rose, i.e. the step holding the
+        # allocator's peak (the first one to reach it): its records must outlive KEEP_STEPS, or
+        # the peak's saved tensors (a compiled graph's, in steady state) read as unattributed.
+        self._max_step: Optional[int] = None
+        self._max_seen = 0
         self.cur = self._new_step(1)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -299,7 +326,7 @@ class Tracker:
         if len(self.steps_info) > self.KEEP_STEPS:
             best = self.best_bwd_step()
             for k in sorted(self.steps_info)[: len(self.steps_info) - self.KEEP_STEPS]:
-                if k != best:
+                if k != best and k != self._max_step:
                     del self.steps_info[k]
         return info
 
@@ -315,6 +342,7 @@ class Tracker:
                 kwargs["always_call"] = True
         except (TypeError, ValueError):
             pass
+        self.compiled.install()
         self._handles.append(nn_module.register_module_forward_pre_hook(self._pre))
         self._handles.append(nn_module.register_module_forward_hook(self._post, **kwargs))
         self._install_optimizer_hooks()
@@ -345,6 +373,7 @@ class Tracker:
             if getattr(owner, name, None) is ours:
                 setattr(owner, name, original)
         self._restore.clear()
+        self.compiled.uninstall()
         _release_hook = None
 
     def _replace(self, owner, name, new):
@@ -411,6 +440,8 @@ class Tracker:
         tracker = self
 
         def dropout(input, p=0.5, training=True, inplace=False):
+            if is_compiling():
+                return original_dropout(input, p, training, inplace)
             if not training or p == 0.0 or tracker.in_dropout is not None or not torch.is_grad_enabled() \
                     or not isinstance(input, torch.Tensor) or not input.requires_grad or tracker.replaying:
                 return original_dropout(input, p, training, inplace)
@@ -434,6 +465,8 @@ class Tracker:
         sdpa = getattr(F, "scaled_dot_product_attention", None)
         if sdpa is not None:
             def scaled_dot_product_attention(query, key, value, *args, **kwargs):
+                if is_compiling():
+                    return sdpa(query, key, value, *args, **kwargs)
                 if not tracker.replaying:
                     tracker.sdpa_calls += 1
                 p = kwargs.get("dropout_p", args[1] if len(args) > 1 else 0.0)
@@ -459,6 +492,8 @@ class Tracker:
         original_backward = torch.autograd.backward
 
         def backward(*args, **kwargs):
+            if is_compiling():
+                return original_backward(*args, **kwargs)
             tracker.on_backward_start()
             tracker._backward_depth += 1
             try:
@@ -554,6 +589,11 @@ class Tracker:
     def _end_step(self) -> None:
         cur = self.cur
         cur.end_t = now_us()
+        if self.profiling and self.device is not None and self.device.type == "cuda":
+            # A host-side counter of the caching allocator: no device sync.
+            m = torch.cuda.max_memory_allocated(self.device)
+            if m > self._max_seen:
+                self._max_seen, self._max_step = m, self.step
         # Params can move (model.to(...)): re-read their addresses once a step.
         self._refresh_persistent()
         done = self.step
@@ -586,6 +626,9 @@ class Tracker:
         return self._node is not None and self._node() is not None
 
     def _pre(self, module, args):
+        if is_compiling():
+            return
+        module = unwrap_compiled(module)
         if self.cancel_requested:
             raise Cancelled()
         stack = self.stack
@@ -621,6 +664,9 @@ class Tracker:
         stack.append((module, prev, call, start))
 
     def _post(self, module, args, output):
+        if is_compiling():
+            return
+        module = unwrap_compiled(module)
         stack = self.stack
         while stack:
             m, prev, call, start = stack.pop()
@@ -673,6 +719,10 @@ class Tracker:
     # -- saved tensors ----------------------------------------------------------------------
 
     def _pack(self, t):
+        graph = node = None
+        if self.compiled.graphs or self.compiled.compile_calls:
+            # Before any early return: the index of a compiled graph's saves must advance.
+            graph, node = self.compiled.saved_node(t, sys._getframe(1))
         try:
             st = _storage(t)
             ptr = st.data_ptr()
@@ -681,6 +731,8 @@ class Tracker:
         if not ptr or ptr in self.persistent:
             return t
         rec = self.live.get(ptr)
+        if rec is None and graph is not None:
+            rec = self._compiled_record(t, st, ptr, graph, node)
         if rec is None:
             call = self.in_dropout
             dtype = t.dtype
@@ -699,6 +751,29 @@ class Tracker:
             self.cur.records.append(rec)
         rec.refs += 1
         return _Packed(t, rec)
+
+    def _compiled_record(self, t, st, ptr, graph, node) -> Record:
+        """A tensor saved by a compiled graph: its line and module from the FX node when mapped."""
+        stack = self.stack
+        outer = stack[-1][0] if stack else None
+        frames = node.frames[:1 if t.is_cuda else 3] if node is not None and node.frames else []
+        module = outer
+        if node is not None and module is not None:
+            module = node.module_in(module)
+        mapped = bool(frames)
+        if not frames:
+            # The graph's figure alone: the line that called the compiled module.
+            frames = self.code.user_frames(sys._getframe(2), limit=1 if t.is_cuda else 3)
+        dtype = t.dtype
+        rec = Record(ptr, st.nbytes(), dtype, tuple(t.shape), t.is_cuda, frames, module,
+                     dtype is torch.bool or dtype is torch.uint8, None, self.step, self.phase, now_us())
+        rec.graph = graph.aot_id
+        rec.mapped = mapped
+        if node is not None:
+            rec.op = node.op
+        self.live[ptr] = rec
+        self.cur.records.append(rec)
+        return rec
 
     def _unpack(self, x):
         if type(x) is not _Packed:

@@ -45,6 +45,8 @@ export interface RunInfo {
   overlays?: OverlayRecord[];
   /** One rank of a torchrun/SLURM job; absent for a single process. */
   distributed?: DistributedRun;
+  /** Present when the script used torch.compile (absent in reports of earlier versions). */
+  compile?: CompileRecord;
 }
 
 /** Who a rank was (report.schema.json $defs/distributedRun). */
@@ -79,8 +81,27 @@ export interface DistributedSummary {
   step_memory: (number | null)[][];
 }
 
+/** How the script compiled, and per compiled graph what it saved in the report's step. */
+export interface CompileRecord {
+  calls: { file: string | null; line: number | null; backend: string; mode: string | null }[];
+  graphs: number;
+  graph_breaks: number;
+  attribution: 'fx-stack-trace';
+  per_graph: {
+    id: number;
+    saved_tensors: number;
+    calls: number;
+    saved_bytes: number;
+    /** Attributed to source lines through FX node stack traces. */
+    lines_bytes: number;
+    /** Known only per graph: shown at the graph's call line, never spread. */
+    graph_only_bytes: number;
+    lines: number;
+  }[];
+}
+
 export interface LeverRecord {
-  lever: 'packed' | 'recompute' | 'sparse24' | 'sdpa' | 'checkpoint' | 'bf16';
+  lever: 'packed' | 'recompute' | 'sparse24' | 'sdpa' | 'checkpoint' | 'bf16' | 'compile';
   /** e.g. "torch.utils.checkpoint (use_reentrant=False) on h (6 Block blocks)". */
   how: string;
 }
@@ -136,6 +157,10 @@ export interface LineEntry extends FileLine {
   mask_bytes: number;
   at_peak_bytes: number;
   tensors: number;
+  /** Of saved_bytes, saved by torch.compile graphs and attributed through FX node stack traces. */
+  compiled_bytes?: number;
+  /** Of saved_bytes, a compiled graph's figure known only per graph (this is its call line). */
+  graph_only_bytes?: number;
   ops: OpBytes[];
 }
 

@@ -8,9 +8,10 @@
  *   sdpa                 fused attention (HF switch, or rewritten source through --overlay)
  *   checkpoint           activation checkpointing of the model's blocks
  *   bf16                 the model's forward under bf16 autocast
+ *   compile              the model's forward through torch.compile (eager vs compiled)
  */
 
-export const LEVERS = ['packed', 'recompute', 'sparse24', 'sdpa', 'checkpoint', 'bf16'] as const;
+export const LEVERS = ['packed', 'recompute', 'sparse24', 'sdpa', 'checkpoint', 'bf16', 'compile'] as const;
 export type Lever = (typeof LEVERS)[number];
 
 /** The memory advisor's levers: the big ones, measured against the baseline by Compare Variants. */
@@ -80,6 +81,7 @@ export function describeVariant(text: string): string {
     sdpa: 'fused attention (SDPA)',
     checkpoint: 'activation checkpointing',
     bf16: 'bf16 autocast',
+    compile: 'torch.compile of the forward',
   };
   const levers = parseVariant(text);
   return levers.length ? levers.map((l) => words[l]).join(' + ') : 'the script as written';

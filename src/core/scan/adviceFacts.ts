@@ -86,10 +86,12 @@ export interface AdviceFacts {
   ckpt: Evidence[];
   /** `_attn_implementation` is read or set: attention is chosen by a config at run time. */
   dispatch: boolean;
+  /** torch.compile in this chunk: `torch.compile(model)`, `model.compile()`, `@torch.compile`. */
+  compile: Evidence[];
 }
 
 export function emptyAdvice(): AdviceFacts {
-  return { chains: [], loops: [], backward: [], attnImpl: [], eager: [], amp: [], ckpt: [], dispatch: false };
+  return { chains: [], loops: [], backward: [], attnImpl: [], eager: [], amp: [], ckpt: [], dispatch: false, compile: [] };
 }
 
 const SOFTMAX = /softmax/i;
@@ -312,6 +314,8 @@ function loopTargets(text: string): string[] {
 
 export interface AdviceInputs {
   matches: readonly QueryMatch[];
+  /** Decorators of the chunk (`@torch.compile` without parentheses is no call). */
+  decorators?: readonly { text: string; row: number }[];
   /** Every call of the chunk with its callee as written and final name. */
   calls: readonly { node: Node; callee: string; final: string; args: Node | null }[];
   assigns: readonly { node: Node; left: Node; right: Node }[];
@@ -322,10 +326,25 @@ export interface AdviceInputs {
   targetNames(text: string): string[];
 }
 
+/**
+ * `torch.compile(...)` (any alias of torch) and `model.compile(...)` (nn.Module.compile),
+ * but not `re.compile` / `regex.compile` nor Python's builtin `compile(...)`.
+ */
+export function isCompileCall(callee: string, final: string): boolean {
+  if (final !== 'compile' || !callee.includes('.')) return false;
+  const receiver = callee.slice(0, callee.length - '.compile'.length);
+  return !/^(re|regex|sre_compile|jax|tf|keras|numba|triton)$/.test(receiver) && !/\.(re|regex)$/.test(receiver);
+}
+
 /** Reads the advisor's facts of one chunk. */
 export function readAdviceFacts(inp: AdviceInputs): AdviceFacts {
   const { baseRow, baseIdx } = inp;
   const out = emptyAdvice();
+  for (const d of inp.decorators ?? []) {
+    const text = d.text.replace(/^@\s*/, '').replace(/\s+/g, '');
+    // `@torch.compile(mode=...)` is a call and is read below; the bare form only here.
+    if (/^[A-Za-z_]\w*\.compile$/.test(text) && isCompileCall(text, 'compile')) out.compile.push({ what: `@${text}`, row: d.row - baseRow });
+  }
   const consumers: { node: Node; si: number; scope: number; operands: Node[] }[] = [];
 
   for (const c of inp.calls) {
@@ -351,6 +370,10 @@ export function readAdviceFacts(inp: AdviceInputs): AdviceFacts {
     }
     if (CKPT_CALLS.has(final)) {
       out.ckpt.push({ what: `${callee}(...)`, row });
+      continue;
+    }
+    if (isCompileCall(callee, final)) {
+      out.compile.push({ what: `${callee}(...)`, row });
       continue;
     }
     if (MATMUL.has(final) || final === 'einsum') {

@@ -28,6 +28,8 @@ export interface FileAdvice {
   framework?: string;
   /** Some function holds an eager attention chain (for per-block estimates). */
   eager: boolean;
+  /** First torch.compile evidence (0-based line): `torch.compile(model)`, `@torch.compile`, `model.compile()`. */
+  compiled?: { what: string; line: number };
 }
 
 const FRAMEWORKS = /^(accelerate|lightning|pytorch_lightning|lightning_fabric|deepspeed|colossalai)(\.|$)/;
@@ -38,6 +40,7 @@ export function fileAdvice(chunks: readonly PlacedChunk[], importTargets: readon
     const a = facts.advice;
     if (!out.amp && a.amp[0]) out.amp = { what: a.amp[0].what, line: a.amp[0].row + baseRow };
     if (!out.ckpt && a.ckpt[0]) out.ckpt = { what: a.ckpt[0].what, line: a.ckpt[0].row + baseRow };
+    if (!out.compiled && a.compile[0]) out.compiled = { what: a.compile[0].what, line: a.compile[0].row + baseRow };
     if (a.dispatch) out.dispatch = true;
     if (a.chains.some((c) => c.outputRow !== undefined && c.scoresRow !== undefined)) out.eager = true;
   }
@@ -48,7 +51,7 @@ export function fileAdvice(chunks: readonly PlacedChunk[], importTargets: readon
 
 /** The part of the file's advice that changes analysis results (part of the cache key). */
 export function fileAdviceKey(f: FileAdvice): unknown[] {
-  return [!!f.amp, !!f.ckpt, f.dispatch, f.framework ?? '', f.eager];
+  return [!!f.amp, !!f.ckpt, f.dispatch, f.framework ?? '', f.eager, f.compiled?.line ?? -1];
 }
 
 // ---------------------------------------------------------------------------

@@ -749,6 +749,16 @@ function adviseGroup(
     s.remedy = 'Fused attention removes this mask altogether (see the eager-attn finding in the same code): switch to it before packing.';
     s.message = message(s);
   }
+  // Under torch.compile packing works differently (plain ops Inductor fuses): the finding says
+  // what was measured there. The evidence line is file-absolute; sites here are group-relative.
+  const compiled = env.advice.compiled;
+  if (compiled) {
+    for (const s of sites) {
+      if (s.kind !== 'dropout' && s.kind !== 'dropout-call' && s.kind !== 'attn-dropout') continue;
+      s.compiled = { what: compiled.what, line: compiled.line };
+      s.message = message(s);
+    }
+  }
 
   for (const { l, list } of checkpointLoops(loops, calls, env)) {
     const { estimate, advice } = checkpointAdvice(env, ctx, { line: list.range.startLine + groupBase + 1 });

@@ -563,7 +563,8 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
     pending.push({ fact, node, arg0Node, wantsProbs: dropish || member || bare });
   }
 
-  facts.advice = readAdviceFacts({ matches, calls: allCalls, assigns, baseRow, baseIdx, scopeOf, targetNames });
+  const decorators = chunk.descendantsOfType('decorator').flatMap((d) => (d ? [{ text: d.text, row: d.startPosition.row }] : []));
+  facts.advice = readAdviceFacts({ matches, decorators, calls: allCalls, assigns, baseRow, baseIdx, scopeOf, targetNames });
 
   // Attention-probability flow, one scope at a time, in source order: a call sees
   // the assignments that ended before it starts (`att = self.drop(att)` reads the old `att`).

@@ -239,6 +239,8 @@ export interface Site {
   advice?: Advice;
   /** For `eager-attn`: the parts of the attention the analysis found. */
   attention?: AttentionInfo;
+  /** For dropout kinds in a file that calls torch.compile: where, as written (0-based line). */
+  compiled?: { what: string; line: number };
 }
 
 /** A class found in the file, for per-class summaries (CodeLens). */

@@ -38,5 +38,8 @@ export function variantItems(scriptUri: vscode.Uri): VariantItem[] {
     item(ALL_ADVISOR_LEVERS, 'all levers combined'),
     { label: 'conversions', kind: vscode.QuickPickItemKind.Separator },
     ...CONVERSION_VARIANTS.map((v) => item(v, describeVariant(v))),
+    { label: 'torch.compile', kind: vscode.QuickPickItemKind.Separator },
+    item('compile', `${describeVariant('compile')}: eager against compiled`),
+    item('packed+compile', describeVariant('packed+compile')),
   ];
 }

@@ -20,13 +20,15 @@ describe('Profile and Compare Variants with the advisor levers', function () {
     );
     const items = variantItems(uri);
     const variants = items.filter((i) => i.variant).map((i) => i.variant);
-    assert.deepEqual(variants, ['sdpa', 'checkpoint', 'bf16', 'sdpa+checkpoint+bf16', 'packed', 'recompute', 'sparse24', 'packed+sparse24']);
+    assert.deepEqual(variants, ['sdpa', 'checkpoint', 'bf16', 'sdpa+checkpoint+bf16', 'packed', 'recompute', 'sparse24', 'packed+sparse24', 'compile', 'packed+compile']);
     const sdpa = items.find((i) => i.variant === 'sdpa');
     assert.equal(sdpa?.picked, true);
     assert.match(sdpa?.description ?? '', /found in this file/);
     // The sample has dropout sites, so packed dropout is offered preselected too; recompute is not.
     assert.equal(items.find((i) => i.variant === 'packed')?.picked, true);
     assert.equal(items.find((i) => i.variant === 'recompute')?.picked, false);
+    // Eager against compiled is offered, never preselected: it compiles for minutes on a CPU.
+    assert.equal(items.find((i) => i.variant === 'compile')?.picked, false);
   });
 
   it('runs baseline, each lever and all combined, then compares them with how each was applied', async () => {
