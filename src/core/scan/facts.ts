@@ -475,7 +475,14 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
 
   const pending: PendingCall[] = [];
   const allCalls: { node: Node; callee: string; final: string; args: Node | null }[] = [];
-  for (const m of callMatches) {
+  for (let ci = 0; ci < callMatches.length; ci++) {
+    // Reading a call walks up its parents, each step costing the node's depth in
+    // web-tree-sitter: thousands of nested calls are quadratic, so the deadline holds here too.
+    if ((ci & 63) === 63 && performance.now() > deadline) {
+      facts.truncated = 'time-budget';
+      break;
+    }
+    const m = callMatches[ci] as QueryMatch;
     const node = m.captures[0]?.node as Node;
     const calleeNode = capture(m, 'call.callee');
     const argsNode = capture(m, 'call.args');

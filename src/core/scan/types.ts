@@ -395,4 +395,4 @@ export const DEFAULT_MAX_BYTES = 2048 * 1024;
  * Default time budget for parsing and querying one file. The analysis after it is linear
  * in what was read, so a file's whole scan stays near this (the goal is ≤ 2 s).
  */
-export const DEFAULT_BUDGET_MS = 1500;
+export const DEFAULT_BUDGET_MS = 1000;
