@@ -95,7 +95,8 @@ test('membit scan --json | head: no EPIPE stack trace, the SIGPIPE status', { ti
   try {
     const body = Array.from({ length: 3000 }, (_, i) => `        self.d${i} = nn.Dropout(0.1)`).join('\n');
     writeFileSync(join(dir, 'm.py'), `import torch.nn as nn\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n${body}\n`);
-    const child = spawn(process.execPath, [cli, 'scan', '--json', 'm.py'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    // No budget: all 3,000 sites (3 MB of JSON, far over a pipe's buffer) must be written.
+    const child = spawn(process.execPath, [cli, 'scan', '--json', '--budget-ms', '0', 'm.py'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     // What `head -c 100` does: read a little, then close the pipe.
