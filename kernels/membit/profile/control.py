@@ -19,6 +19,7 @@ the channel (an orphan holding it would hide the launcher's death).
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from typing import Callable, Optional
 
@@ -48,6 +49,9 @@ class Control:
             return None
         try:
             inherited = int(raw)
+            # Only a pipe or socket is a channel: a stale variable must not take over a file.
+            if not (stat.S_ISFIFO(os.fstat(inherited).st_mode) or stat.S_ISSOCK(os.fstat(inherited).st_mode)):
+                return None
             fd = os.dup(inherited)  # os.dup makes a non-inheritable descriptor (PEP 446)
             os.close(inherited)
         except (ValueError, OSError):

@@ -70,6 +70,7 @@ class Prober:
         cmd += ["--", self.script] + with_batch(self.args, self.batch_arg, batch)
         env = dict(os.environ)
         env["MEMBIT_PROGRESS"] = "0"  # the probes' own progress lines would confuse our reader
+        env.pop("MEMBIT_CONTROL_FD", None)  # the channel is ours; the probe does not inherit its descriptor
         pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(x for x in (pkg_parent, env.get("PYTHONPATH")) if x)
         t0 = time.perf_counter()

@@ -4,7 +4,8 @@
  * JSON output (schema `membit.scan/1`, stable; fields are added, never renamed):
  *
  *   { "schema": "membit.scan/1",
- *     "files":   [ { "file", "status": "ok"|"skipped"|"error", "sites", "message"? } ],
+ *     "files":   [ { "file", "status": "ok"|"skipped"|"error", "sites", "message"?,
+ *                    "partial": { "reason": "time-budget"|"match-limit", "message", "lines": [ { "start", "end" } ] } | null } ],
  *     "sites":   [ { "file", "line", "column", "endLine", "endColumn", "cell",
  *                    "kind", "class", "function", "callee", "resolved", "binding",
  *                    "args": { "<param>": "<as written>" },
@@ -14,7 +15,7 @@
  *                    "attention": { "form", "scoresLine", "maskLine", "softmaxLine", "dropoutLine", "outputLine",
  *                                   "funcName", "setting", "valueText", "defaultLine" },
  *                    "severity": "information"|"hint" } ],
- *     "summary": { "files", "scanned", "skipped", "errors", "sites", "byKind": { "<kind>": n } },
+ *     "summary": { "files", "scanned", "skipped", "errors", "partial", "sites", "byKind": { "<kind>": n } },
  *     "capabilities": { "schema": "membit.capabilities/1", "torch", "features" } | null }
  *
  * `advice` is set for the memory advisor's kinds (eager-attn, no-autocast, checkpoint,
@@ -23,13 +24,16 @@
  *
  * Lines, columns and cells are 1-based (columns count UTF-16 code units, as
  * editors do); `file` is relative to the working directory when inside it.
- * Absent values are null. Exit status: 0 scanned (sites or not), 1 a file could
+ * Absent values are null. `partial` says which lines were not read within the scan's
+ * budget (see ScanResult.partial); argument texts longer than 240 characters are cut
+ * with "…", so the output stays linear in the input. Exit status: 0 scanned (sites or not), 1 a file could
  * not be read or the parser could not load, 2 usage errors (a path that does not exist).
  */
 import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import {
   createScanner,
+  DEFAULT_BUDGET_MS,
   formatHint,
   probeCapabilities,
   type ScanOptions,
@@ -236,7 +240,10 @@ function summaryLine(outcomes: FileOutcome[]): string {
   }
   const scanned = outcomes.filter((o) => o.status === 'ok').length;
   const kinds = SITE_KINDS.filter((k) => byKind.has(k)).map((k) => `${byKind.get(k)} ${k}`);
-  const notes = outcomes.filter((o) => o.status !== 'ok').map((o) => `${o.file}: ${o.message}`);
+  const notes = [
+    ...outcomes.filter((o) => o.status !== 'ok').map((o) => `${o.file}: ${o.message}`),
+    ...outcomes.filter((o) => o.status === 'ok' && o.result?.partial).map((o) => `${o.file}: ${o.result?.partial?.message.replace(/^Membit: /, '')}`),
+  ];
   return [
     `${sites} site${sites === 1 ? '' : 's'} in ${scanned} file${scanned === 1 ? '' : 's'}${kinds.length ? ` (${kinds.join(', ')})` : ''}`,
     ...notes.map((n) => `  ${n}`),
@@ -254,6 +261,7 @@ export const scanCommand: Subcommand = {
     { name: 'hidden', value: true, metavar: 'N', help: 'hidden size for estimates' },
     { name: 'heads', value: true, metavar: 'N', help: 'attention heads for estimates' },
     { name: 'report', value: true, metavar: 'FILE', help: 'use the measured figures of a profile report (membit.report/1)' },
+    { name: 'budget-ms', value: true, metavar: 'MS', help: `time to parse and read each file before it is reported as partially scanned (default ${DEFAULT_BUDGET_MS}; 0: none)` },
     { name: 'max-size-kb', value: true, metavar: 'N', help: `skip files larger than N KiB (default ${DEFAULT_MAX_KB})` },
     { name: 'gpu', value: true, metavar: 'NAME', help: 'read the measured 2:4 speed advice for this GPU (default: the --report run\'s GPU)' },
     { name: 'python', value: true, metavar: 'PY', help: 'check the advisor against what the torch of this interpreter can do (runs PY -m membit.capabilities)' },
@@ -281,6 +289,9 @@ export const scanCommand: Subcommand = {
     if (hidden) shapes.hidden = hidden;
     if (heads) shapes.heads = heads;
     const maxBytes = (intFlag(args, 'max-size-kb') ?? DEFAULT_MAX_KB) * 1024;
+    const budgetFlag = args.flags.get('budget-ms');
+    const budgetMs = budgetFlag === undefined ? DEFAULT_BUDGET_MS : Number(budgetFlag);
+    if (!Number.isInteger(budgetMs) || budgetMs < 0) throw new UsageError(`--budget-ms must be a whole number of milliseconds ≥ 0 (0: no budget), got "${String(budgetFlag)}"`);
 
     let report: unknown;
     const reportPath = args.flags.get('report');
@@ -338,6 +349,7 @@ export const scanCommand: Subcommand = {
       for (const abs of [...new Set(files)]) {
         const file = displayPath(abs, io.cwd);
         const opts: ScanOptions = { maxBytes, shapes };
+        if (budgetMs > 0) opts.budgetMs = budgetMs;
         if (capabilities) opts.capabilities = capabilities;
         if (sparse24) opts.sparse24 = sparse24;
         if (report) opts.hints = shapeHintsFromReport(report as Parameters<typeof shapeHintsFromReport>[0], file);
@@ -374,21 +386,29 @@ export const scanCommand: Subcommand = {
           sites.push(siteJson(s, o.result?.peakBytes));
         }
       }
+      const partialJson = (r: ScanResult | undefined) =>
+        r?.partial ? { reason: r.partial.reason, message: r.partial.message, lines: r.partial.lines.map((l) => ({ start: l.start + 1, end: l.end + 1 })) } : null;
       const doc = {
         schema: 'membit.scan/1',
-        files: outcomes.map((o) => ({ file: o.file, status: o.status, sites: o.result?.sites.length ?? 0, message: o.message ?? null })),
-        sites,
+        files: outcomes.map((o) => ({ file: o.file, status: o.status, sites: o.result?.sites.length ?? 0, message: o.message ?? null, partial: partialJson(o.result) })),
+        sites: [] as unknown[],
         summary: {
           files: outcomes.length,
           scanned: outcomes.filter((o) => o.status === 'ok').length,
           skipped: outcomes.filter((o) => o.status === 'skipped').length,
           errors: outcomes.filter((o) => o.status === 'error').length,
+          partial: outcomes.filter((o) => o.result?.partial).length,
           sites: sites.length,
           byKind,
         },
         capabilities: capabilities ?? null,
       };
-      io.out(`${JSON.stringify(doc, null, 2)}\n`);
+      // Written site by site: one string for the whole document is what failed with
+      // "Invalid string length" on huge inputs, losing every file's output.
+      const [head, tail] = JSON.stringify(doc, null, 2).split('"sites": []') as [string, string];
+      io.out(`${head}"sites": [`);
+      sites.forEach((site, i) => io.out(`${i ? ',' : ''}\n    ${JSON.stringify(site, null, 2).replace(/\n/g, '\n    ')}`));
+      io.out(`${sites.length ? '\n  ' : ''}]${tail}\n`);
     } else {
       io.out(table(outcomes));
       io.out(`${summaryLine(outcomes)}\n`);

@@ -106,14 +106,26 @@ function abs(r: RelRange, baseRow: number): SiteRange {
 }
 
 /** Maps arguments as written onto parameter names; extra positionals become `arg<i>`. */
+/**
+ * Longest argument text a site carries. An argument is shown as written, and nested calls
+ * would otherwise repeat the whole nest in every site (`F.dropout(` 3,000 deep made 84 MB
+ * of JSON; 10,000 deep, a string too long for V8): with the cap, output is linear in input.
+ */
+export const MAX_ARG_CHARS = 240;
+
+/** `text`, cut to MAX_ARG_CHARS with an ellipsis. */
+export function clipArg(text: string): string {
+  return text.length <= MAX_ARG_CHARS ? text : `${text.slice(0, MAX_ARG_CHARS - 1)}…`;
+}
+
 export function argMap(f: CallFact, params: readonly string[]): SiteArgs {
   const out: SiteArgs = {};
   let i = 0;
   for (const a of f.args) {
     if (a.name === null) {
-      out[params[i] ?? `arg${i}`] = a.text;
+      out[params[i] ?? `arg${i}`] = clipArg(a.text);
       i++;
-    } else out[a.name] = a.text;
+    } else out[a.name] = clipArg(a.text);
   }
   return out;
 }
@@ -772,7 +784,7 @@ function adviseGroup(
           names: l.names,
           callee: 'for',
           resolved: null,
-          args: { target: l.loop.targets.join(', '), iter: l.loop.iter },
+          args: { target: clipArg(l.loop.targets.join(', ')), iter: clipArg(l.loop.iter) },
           binding: l.loop.iter,
           estimate,
           advice,
@@ -1231,6 +1243,9 @@ function setWidths(info: FfnInfo, inWidth: number | undefined, hiddenWidth: numb
   if (hiddenWidth !== undefined && Number.isInteger(hiddenWidth)) info.hiddenWidth = hiddenWidth;
 }
 
+/** How many layers apart an FFN's projections may be declared and still be paired (see findFfns). */
+const FFN_WINDOW = 256;
+
 function findFfns(
   calls: readonly GCall[],
   taken: Set<GCall>,
@@ -1256,18 +1271,50 @@ function findFfns(
     const className = list[0]?.call.className ?? null;
     const used = new Set<LinearFact>();
     if (className && (ATTN_CLASS.test(className) || SE_CLASS.test(className))) continue;
+    // Linear in the class's size (a generated class with 20k pairs took 57 s and 521 MB when
+    // every layer was compared with every earlier one): an up projection is looked for among
+    // the FFN_WINDOW nearest unused layers before the down projection, a gate among the
+    // FFN_WINDOW layers around the pair. Classes with fewer layers pair exactly as before.
+    const n = list.length;
+    const boxes = list.map(containerOf);
+    const isUsed = new Uint8Array(n);
+    // jump[k]: an index below k to continue from when k is used (path-compressed).
+    const jump = Int32Array.from({ length: n }, (_, k) => k - 1);
+    const prevUnused = (k: number): number => {
+      let x = k;
+      while (x >= 0 && isUsed[x]) x = jump[x] as number;
+      for (let y = k; y >= 0 && isUsed[y]; ) {
+        const next = jump[y] as number;
+        jump[y] = x;
+        y = next;
+      }
+      return x;
+    };
+    // prevSameBox[j]: the last index before j in the same Sequential/ModuleList as j, or -1.
+    const prevSameBox = new Int32Array(n).fill(-1);
+    const lastInBox = new Map<string, number>();
+    boxes.forEach((b, k) => {
+      if (b === null) return;
+      prevSameBox[k] = lastInBox.get(b) ?? -1;
+      lastInBox.set(b, k);
+    });
+    const markUsed = (l: LinearFact, k: number) => {
+      used.add(l);
+      isUsed[k] = 1;
+    };
     for (let j = 0; j < list.length; j++) {
       const D = list[j] as LinearFact;
       if (used.has(D)) continue;
-      for (let i = j - 1; i >= 0; i--) {
+      let tried = 0;
+      for (let i = prevUnused(j - 1); i >= 0 && tried < FFN_WINDOW; i = prevUnused(i - 1), tried++) {
         const U = list[i] as LinearFact;
         if (used.has(U) || ATTN_PROJ.test(lastSeg(U.member))) continue;
         // Inside a Sequential, an up/down pair is two consecutive projections of that Sequential.
         // Two different Sequentials are two different heads.
-        const box = containerOf(U);
-        const dbox = containerOf(D);
+        const box = boxes[i] as string | null;
+        const dbox = boxes[j] as string | null;
         if (box !== null && dbox !== null && box !== dbox) continue;
-        if (box !== null && box === dbox && list.slice(i + 1, j).some((o) => containerOf(o) === box)) continue;
+        if (box !== null && box === dbox && (prevSameBox[j] as number) > i) continue;
         // One variable rebound in a loop is not two layers.
         if (U.member !== null && U.member === D.member) continue;
         const plain = same(U.out, U.litOut, D.in, D.litIn) || U.outAlts.includes(D.in);
@@ -1290,10 +1337,16 @@ function findFfns(
         if (ADAPTER.test(`${lastSeg(U.member)} ${lastSeg(D.member)}`) && !FFN_CLASS.test(className ?? '')) continue;
         // Gated: another projection with U's widths (gate_proj next to up_proj).
         let G: LinearFact | undefined;
+        let gi = -1;
         if (plain) {
-          G = list.find(
-            (o) => o !== U && o !== D && !used.has(o) && containerOf(o) === box && same(o.in, o.litIn, U.in, U.litIn) && same(o.out, o.litOut, U.out, U.litOut) && !ATTN_PROJ.test(lastSeg(o.member)),
-          );
+          for (let k = Math.max(0, i - FFN_WINDOW); k < Math.min(n, j + FFN_WINDOW); k++) {
+            const o = list[k] as LinearFact;
+            if (o !== U && o !== D && !used.has(o) && boxes[k] === box && same(o.in, o.litIn, U.in, U.litIn) && same(o.out, o.litOut, U.out, U.litOut) && !ATTN_PROJ.test(lastSeg(o.member))) {
+              G = o;
+              gi = k;
+              break;
+            }
+          }
         }
         let up = U;
         let gate = G;
@@ -1317,8 +1370,9 @@ function findFfns(
             gate = U;
           }
         }
-        used.add(U).add(D);
-        if (G) used.add(G);
+        markUsed(U, i);
+        markUsed(D, j);
+        if (G) markUsed(G, gi);
         const info: FfnInfo = {
           form: gate ? 'gated' : fusedGate ? 'fused-gated' : 'pair',
           up: toMember(up),

@@ -91,7 +91,16 @@ export interface ChunkFacts {
   /** What the memory advisor needs from this chunk. */
   advice: AdviceFacts;
   hasError: boolean;
+  /** The query stopped early on this chunk (its deadline, or the match limit): facts are incomplete. */
+  truncated?: 'time-budget' | 'match-limit';
 }
+
+/**
+ * In-progress matches the query cursor may hold. Real code needs a few dozen; a chain of
+ * 20,000 `+` or attribute accesses opened one per level and made the cursor quadratic.
+ * The same bound Neovim uses for its tree-sitter queries.
+ */
+export const QUERY_MATCH_LIMIT = 256;
 
 /** Longest container literal whose item positions are worked out. */
 const MAX_ITEMS = 256;
@@ -338,12 +347,23 @@ function wrapsModule(args: Node, n: Node, ownerFinal: string): boolean {
   return !!first && first.equals(n);
 }
 
-/** Reads one chunk. Never throws for well-formed trees; callers still guard it. */
-export function extractFacts(query: Query, chunk: Node): ChunkFacts {
+/**
+ * Reads one chunk. Never throws for well-formed trees; callers still guard it. `deadline`
+ * (a performance.now() time) stops the query early; what it found by then is kept and the
+ * facts are marked `truncated`.
+ */
+export function extractFacts(query: Query, chunk: Node, deadline = Infinity): ChunkFacts {
   const baseRow = chunk.startPosition.row;
   const baseIdx = chunk.startIndex;
   const facts: ChunkFacts = { calls: [], defs: [], imports: [], configs: [], chunkBound: [], advice: emptyAdvice(), hasError: chunk.hasError };
-  const matches = query.matches(chunk);
+  let timedOut = false;
+  const matches = query.matches(chunk, {
+    matchLimit: QUERY_MATCH_LIMIT,
+    // Called periodically by the cursor; returning true ends the query.
+    progressCallback: () => (timedOut ||= performance.now() > deadline),
+  });
+  if (timedOut) facts.truncated = 'time-budget';
+  else if (query.didExceedMatchLimit()) facts.truncated = 'match-limit';
 
   interface PendingAssign {
     si: number;
@@ -480,7 +500,14 @@ export function extractFacts(query: Query, chunk: Node): ChunkFacts {
 
   const pending: PendingCall[] = [];
   const allCalls: { node: Node; callee: string; final: string; args: Node | null }[] = [];
-  for (const m of callMatches) {
+  for (let ci = 0; ci < callMatches.length; ci++) {
+    // Reading a call walks up its parents, each step costing the node's depth in
+    // web-tree-sitter: thousands of nested calls are quadratic, so the deadline holds here too.
+    if ((ci & 63) === 63 && performance.now() > deadline) {
+      facts.truncated = 'time-budget';
+      break;
+    }
+    const m = callMatches[ci] as QueryMatch;
     const node = m.captures[0]?.node as Node;
     const calleeNode = capture(m, 'call.callee');
     const argsNode = capture(m, 'call.args');

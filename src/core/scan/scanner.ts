@@ -5,13 +5,19 @@
  *
  * Nothing here throws on any input text: failures come back as a result with
  * `error` set. Only loading the grammar (`createScanner`) can reject.
+ *
+ * Nothing here runs unbounded either: the query cursor holds a bounded number of
+ * in-progress matches, and with `budgetMs` (the editor and the CLI pass DEFAULT_BUDGET_MS)
+ * parsing and querying share a time budget, a single statement getting at most a
+ * quarter of it. What is cut short is named in
+ * `result.partial`, with its lines; the sites found are kept.
  */
 import type { Edit, Node, Parser, Query, Tree } from 'web-tree-sitter';
 import { Analyzer, type ClassHeader, type PlacedChunk } from './analyze';
 import { type ChunkFacts, extractFacts } from './facts';
 import { formatBytes } from '../units';
 import { type AssetOptions, loadRuntime, type ScanRuntime } from './parser';
-import { DEFAULT_MAX_BYTES, type ScanOptions, type ScanResult, type SiteRange } from './types';
+import { DEFAULT_MAX_BYTES, type ScanOptions, type ScanPartial, type ScanResult, type SiteRange } from './types';
 import { withSparseAdvice } from './sparse24';
 
 type FactCache = Map<string, ChunkFacts>;
@@ -136,8 +142,9 @@ export class Scanner {
     if (skipped) return skipped;
     let tree: Tree | null = null;
     try {
-      tree = this.parser.parse(text);
-      if (!tree) return emptyResult(file, { error: 'the parser gave no tree' });
+      const deadline = started + budgetOf(opts);
+      tree = this.parse(text, null, deadline);
+      if (!tree) return notParsed(file, text, opts, started);
       return this.scanTree(tree, file, opts, undefined, new Analyzer(), started);
     } catch (e) {
       return emptyResult(file, { error: messageOf(e) });
@@ -173,9 +180,12 @@ export class Scanner {
     });
   }
 
-  /** @internal Parses `text`, reusing `old` (already edited) when given. */
-  parse(text: string, old: Tree | null): Tree | null {
-    return this.parser.parse(text, old);
+  /** @internal Parses `text`, reusing `old` (already edited) when given; null past `deadline`. */
+  parse(text: string, old: Tree | null, deadline = Infinity): Tree | null {
+    const tree = this.parser.parse(text, old, { progressCallback: () => performance.now() > deadline });
+    // A cancelled parse would be resumed by the next call, whatever its text: start afresh.
+    if (!tree) this.parser.reset();
+    return tree;
   }
 
   /** @internal */
@@ -186,20 +196,34 @@ export class Scanner {
     const placed: PlacedChunk[] = [];
     let reused = 0;
     let firstError: string | undefined;
-    for (const c of chunks) {
+    const budget = budgetOf(opts);
+    const deadline = started + budget;
+    const cut: { reason: ScanPartial['reason']; start: number; end: number }[] = [];
+    for (let ci = 0; ci < chunks.length; ci++) {
+      const c = chunks[ci] as ChunkNode;
       const text = c.node.text;
       const key = `${c.node.startPosition.column}\u0000${text}`;
       let facts = cache?.get(key);
       if (facts) reused++;
       else {
+        const now = performance.now();
+        if (now > deadline) {
+          // Out of time: the remaining statements are not read at all.
+          const last = chunks[chunks.length - 1] as ChunkNode;
+          cut.push({ reason: 'time-budget', start: c.node.startPosition.row, end: last.node.endPosition.row });
+          break;
+        }
         try {
-          facts = extractFacts(this.query, c.node);
+          // One statement gets at most a quarter of the budget, so one pathological
+          // expression does not cost the rest of the file.
+          facts = extractFacts(this.query, c.node, Math.min(deadline, now + budget / 4));
         } catch (e) {
           // One unreadable statement must not hide the rest of the file.
           firstError ??= messageOf(e);
           continue;
         }
       }
+      if (facts.truncated) cut.push({ reason: facts.truncated, start: c.node.startPosition.row, end: c.node.endPosition.row });
       if (next && !facts.hasError) next.set(key, facts);
       placed.push({ facts, baseRow: c.node.startPosition.row, context: c.context });
     }
@@ -216,8 +240,54 @@ export class Scanner {
       stats: { ms: performance.now() - started, lines: root.endPosition.row + 1, chunks: chunks.length, reusedChunks: reused },
     };
     if (firstError) result.error = firstError;
+    if (cut.length) result.partial = partialOf(cut, budget);
     return result;
   }
+}
+
+/** The time budget in ms; Infinity when the caller set none (tests and library use stay deterministic). */
+function budgetOf(opts: ScanOptions): number {
+  const b = opts.budgetMs;
+  return b !== undefined && b > 0 ? b : Infinity;
+}
+
+function lineList(cut: readonly { start: number; end: number }[]): string {
+  const shown = cut.slice(0, 3).map((c) => (c.start === c.end ? `${c.start + 1}` : `${c.start + 1}-${c.end + 1}`));
+  const one = cut.length === 1 && cut[0]?.start === cut[0]?.end;
+  return `${one ? 'line' : 'lines'} ${shown.join(', ')}${cut.length > 3 ? ` and ${cut.length - 3} more` : ''}`;
+}
+
+/** The user's sentence for what was not read, and why. */
+function partialOf(cut: readonly { reason: ScanPartial['reason']; start: number; end: number }[], budget: number): ScanPartial {
+  const lines = cut.map(({ start, end }) => ({ start, end }));
+  const timed = cut.filter((c) => c.reason === 'time-budget');
+  if (timed.length) {
+    return {
+      reason: 'time-budget',
+      message: `Membit: partially scanned, ${lineList(timed)} not read within the ${budget} ms scan budget (deeply nested or very long expressions); sites there may be missing.`,
+      lines,
+    };
+  }
+  return {
+    reason: 'match-limit',
+    message: `Membit: partially scanned, ${lineList(cut)}: nested too deeply to be read completely; sites there may be missing.`,
+    lines,
+  };
+}
+
+/** The parser itself ran out of budget: nothing was read. */
+function notParsed(file: string, text: string, opts: ScanOptions, started: number): ScanResult {
+  const budget = budgetOf(opts);
+  let lines = 1;
+  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) lines++;
+  return emptyResult(file, {
+    partial: {
+      reason: 'time-budget',
+      message: `Membit: not scanned, the file could not be parsed within the ${budget} ms scan budget (deeply nested or very long expressions).`,
+      lines: [{ start: 0, end: lines - 1 }],
+    },
+    stats: { ms: performance.now() - started, lines, chunks: 0, reusedChunks: 0 },
+  });
 }
 
 /**
@@ -259,19 +329,23 @@ export class ScanDocument {
         this.text = text;
         return (this.current = skipped);
       }
+      const deadline = started + budgetOf(this.opts);
       if (this.tree) {
         const edit = diffEdit(this.text, text);
         if (edit) {
           this.tree.edit(edit);
-          const next = this.scanner.parse(text, this.tree);
+          const next = this.scanner.parse(text, this.tree, deadline);
           this.tree.delete();
           this.tree = next;
         }
       } else {
-        this.tree = this.scanner.parse(text, null);
+        this.tree = this.scanner.parse(text, null, deadline);
       }
       this.text = text;
-      if (!this.tree) return (this.current = emptyResult(this.file, { error: 'the parser gave no tree' }));
+      if (!this.tree) {
+        this.reset();
+        return (this.current = notParsed(this.file, text, this.opts, started));
+      }
       return (this.current = this.scanner.scanTree(this.tree, this.file, this.opts, this.cache, this.analyzer, started));
     } catch (e) {
       // Start from scratch next time rather than trust a half-edited tree.

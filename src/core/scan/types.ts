@@ -288,7 +288,21 @@ export interface ScanResult {
   skipped?: { reason: 'too-large'; bytes: number; limitBytes: number; message: string };
   /** Set when scanning failed; `sites` then holds what was found before the failure (often nothing). */
   error?: string;
+  /**
+   * Set when part of the file was not read within the scan's budget (time, or the parser's
+   * match limit on pathologically nested code): the sites found are real, others may be missing.
+   */
+  partial?: ScanPartial;
   stats: { ms: number; lines: number; chunks: number; reusedChunks: number };
+}
+
+/** Why a scan is partial, and where (0-based lines). */
+export interface ScanPartial {
+  reason: 'time-budget' | 'match-limit';
+  /** One sentence for the user: what was not read, and why. */
+  message: string;
+  /** Lines of the statements that were cut short or skipped. */
+  lines: { start: number; end: number }[];
 }
 
 /** `membit.shapes`: the same shape as the setting. */
@@ -361,6 +375,12 @@ export interface ScanOptions {
   capabilities?: TorchCapabilities;
   /** Measured dense-vs-2:4 FFN speed tables and the GPU to read them for (see src/core/advice). */
   sparse24?: { tables: readonly SparseAdviceTable[]; gpu?: string };
+  /**
+   * Milliseconds the parser and the queries may take for this file (none when absent; the
+   * editor and the CLI pass DEFAULT_BUDGET_MS). Past it the rest of the file is not read
+   * and the result is `partial`, with the reason.
+   */
+  budgetMs?: number;
 }
 
 /** The 2:4 speed advice attached to an `ffn` site. */
@@ -378,3 +398,9 @@ export interface Sparse24SiteAdvice {
 }
 
 export const DEFAULT_MAX_BYTES = 2048 * 1024;
+
+/**
+ * Default time budget for parsing and querying one file. The analysis after it is linear
+ * in what was read, so a file's whole scan stays near this (the goal is ≤ 2 s).
+ */
+export const DEFAULT_BUDGET_MS = 1000;

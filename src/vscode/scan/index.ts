@@ -3,6 +3,7 @@ import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { InternalCommands } from '../../commands';
 import {
+  DEFAULT_BUDGET_MS,
   createScanner,
   formatHint,
   formatHover,
@@ -32,6 +33,8 @@ export interface ScanState {
   lenses: { line: number; title: string }[];
   skipped?: string;
   error?: string;
+  /** The scan stopped early (its budget): what was not read, and why. */
+  partial?: string;
 }
 
 const DEBOUNCE_MS = 250;
@@ -66,6 +69,7 @@ export class ScanFeature implements vscode.Disposable {
   private readonly lensChanged = new vscode.EventEmitter<void>();
   private readonly disposables: vscode.Disposable[] = [this.diagnostics, this.hintType, this.lensChanged];
   private readonly warnedTooLarge = new Set<string>();
+  private readonly warnedPartial = new Set<string>();
   private readonly capabilities: TorchCapabilityProvider;
   private readonly extensionUri: vscode.Uri;
 
@@ -128,7 +132,8 @@ export class ScanFeature implements vscode.Disposable {
   private options(doc: { uri: vscode.Uri }): ScanOptions {
     const s = getSettings(doc.uri);
     const loaded = this.reports.report;
-    const opts: ScanOptions = { maxBytes: s.scan.maxFileSizeKB * 1024, shapes: s.shapes };
+    // The budget bounds how long one scan can hold this thread (see ScanResult.partial).
+    const opts: ScanOptions = { maxBytes: s.scan.maxFileSizeKB * 1024, shapes: s.shapes, budgetMs: DEFAULT_BUDGET_MS };
     const caps = this.capabilities.get(doc.uri);
     if (caps) opts.capabilities = caps;
     if (loaded && doc.uri.scheme === 'file') {
@@ -182,6 +187,13 @@ export class ScanFeature implements vscode.Disposable {
       void notify.info(`Membit: ${result.skipped.message}`);
     }
     if (result.error) this.log.warn(`scan of ${doc.uri.fsPath}: ${result.error}`);
+    if (result.partial) {
+      this.log.warn(`scan of ${doc.uri.fsPath}: ${result.partial.message}`);
+      if (!this.warnedPartial.has(key)) {
+        this.warnedPartial.add(key);
+        void notify.info(result.partial.message);
+      }
+    }
     this.publish(doc.uri, result.sites, result.peakBytes);
     this.renderHints();
     this.lensChanged.fire();
@@ -317,6 +329,7 @@ export class ScanFeature implements vscode.Disposable {
     };
     if (result?.skipped) state.skipped = result.skipped.message;
     if (result?.error) state.error = result.error;
+    if (result?.partial) state.partial = result.partial.message;
     return state;
   }
 
