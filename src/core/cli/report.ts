@@ -7,6 +7,7 @@ import { parseReport } from '../report/model';
 import { REPORT_SCHEMA } from '../report/schema';
 import { peakBytes, type Report } from '../report/types';
 import { formatBytes } from '../run/harness';
+import { EstimateError, estimateFsdp } from '../report/fsdpEstimate';
 import { isRunSetText, loadRunSet, rankPeaks, runSetText } from '../report/runset';
 import type { ParsedArgs } from './args';
 import type { Io } from './command';
@@ -61,6 +62,7 @@ export const reportCommand: Subcommand = {
     { name: 'json', help: 'print the validated summary (one report) or the comparison (several) as JSON' },
     { name: 'markdown', help: 'print the comparison as a Markdown table (the first report is the baseline)' },
     { name: 'rank', value: true, metavar: 'N', help: "with a run set: show rank N's own report" },
+    { name: 'fsdp', value: true, metavar: 'N,M,...', help: 'estimate per-rank memory under FSDP for these world sizes from a single-GPU or DDP report (labelled an estimate)' },
   ],
   details:
     'With several reports, the first is the baseline and the others are compared against it.\n' +
@@ -71,6 +73,27 @@ export const reportCommand: Subcommand = {
     const first = resolve(io.cwd, args.positionals[0] as string);
     if (args.positionals.length === 1 && isRunSetFile(first)) return runSetReport(first, args.flags, io);
     if (args.flags.get('rank') !== undefined) throw new UsageError('--rank needs a run set (the file membit profile --nproc-per-node writes)');
+    if (args.flags.get('fsdp') !== undefined) {
+      if (args.positionals.length !== 1) throw new UsageError('--fsdp takes one report');
+      const sizes = String(args.flags.get('fsdp')).split(',').map((x) => Number(x.trim()));
+      let est;
+      try {
+        est = estimateFsdp(load(first), sizes);
+      } catch (e) {
+        if (e instanceof EstimateError) throw new UsageError(e.message);
+        throw e;
+      }
+      if (args.flags.get('json')) {
+        io.out(`${JSON.stringify(est, null, 2)}\n`);
+        return 0;
+      }
+      const head = ['ranks', 'params', 'grads', 'optimizer', 'unsharded units', 'reduce-scatter', 'activations', 'rest', 'per rank'];
+      const rows = est.rows.map((r) => [String(r.worldSize), ...[r.params, r.grads, r.optimizerState, r.unshardedUnits, r.reduceScatter, r.activations, r.rest, r.perRank].map(formatBytes)]);
+      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+      const fmt = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i] as number)).join('  ');
+      io.out(`${est.label}\n${est.unit ? `unit: ${est.unit.module} (${formatBytes(est.unit.params)} of parameters)` : 'no unit found: the unsharded layer is left out'}\nmeasured on one process: ${formatBytes(est.rows[0]?.measured ?? 0)}\n\n${fmt(head)}\n${rows.map(fmt).join('\n')}\n`);
+      return 0;
+    }
     const reports = args.positionals.map((p) => ({ label: p.split('/').pop() ?? p, report: load(resolve(io.cwd, p)) }));
     if (args.flags.get('json')) {
       io.out(`${JSON.stringify(reports.length === 1 ? (reports[0] as { report: Report }).report.summary : compareRuns(reports), null, 2)}\n`);
