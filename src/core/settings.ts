@@ -17,6 +17,17 @@ export interface SshTargetSetting {
   workdir?: string;
   /** Extra environment for the run. */
   env?: Record<string, string>;
+  /** `slurm`: host is a login node and runs are submitted as jobs (core/run/slurm.ts checks the rest). */
+  kind?: 'ssh' | 'slurm';
+  partition?: string;
+  account?: string;
+  nodes?: number;
+  gpusPerNode?: number;
+  ranksPerNode?: number;
+  cpusPerTask?: number;
+  time?: string;
+  launch?: 'torchrun' | 'srun';
+  pendingTimeoutS?: number;
 }
 
 /** How the ranks are launched (`membit.runs[].launcher`, `membit profile --nproc-per-node`); core/run/torchrun.ts checks it. */

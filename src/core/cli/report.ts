@@ -9,6 +9,7 @@ import { peakBytes, type Report } from '../report/types';
 import { formatBytes } from '../units';
 import { formatStepTime, stepStats } from '../report/stepTime';
 import { jsonTerminalSafe, terminalSafe } from '../untrusted';
+import { EstimateError, estimateFsdp } from '../report/fsdpEstimate';
 import { isRunSetText, loadRunSet, rankPeaks, runSetText } from '../report/runset';
 import { isSnapshotName, openSnapshot, SnapshotError } from '../snapshot';
 import { writeFileAtomic } from '../atomicWrite';
@@ -115,6 +116,7 @@ export const reportCommand: Subcommand = {
     { name: 'json', help: 'print the validated summary (one report) or the comparison (several) as JSON' },
     { name: 'markdown', help: 'print the comparison as a Markdown table (the first report is the baseline)' },
     { name: 'rank', value: true, metavar: 'N', help: "with a run set: show rank N's own report" },
+    { name: 'fsdp', value: true, metavar: 'N,M,...', help: 'estimate per-rank memory under FSDP for these world sizes from a single-GPU or DDP report (labelled an estimate)' },
     { name: 'out', value: true, metavar: 'FILE', help: 'write the report (of one PyTorch memory snapshot) as membit.report JSON' },
     { name: 'root', value: true, metavar: 'DIR', help: "folder a snapshot's frames are mapped onto by relative path (default: the working directory)" },
   ],
@@ -133,6 +135,27 @@ export const reportCommand: Subcommand = {
     const first = resolve(io.cwd, args.positionals[0] as string);
     if (args.positionals.length === 1 && isRunSetFile(first)) return runSetReport(first, args.flags, io);
     if (args.flags.get('rank') !== undefined) throw new UsageError('--rank needs a run set (the file membit profile --nproc-per-node writes)');
+    if (args.flags.get('fsdp') !== undefined) {
+      if (args.positionals.length !== 1) throw new UsageError('--fsdp takes one report');
+      const sizes = String(args.flags.get('fsdp')).split(',').map((x) => Number(x.trim()));
+      let est;
+      try {
+        est = estimateFsdp(load(first), sizes);
+      } catch (e) {
+        if (e instanceof EstimateError) throw new UsageError(e.message);
+        throw e;
+      }
+      if (json) {
+        io.out(`${JSON.stringify(est, null, 2)}\n`);
+        return 0;
+      }
+      const head = ['ranks', 'params', 'grads', 'optimizer', 'unsharded units', 'reduce-scatter', 'activations', 'rest', 'per rank'];
+      const rows = est.rows.map((r) => [String(r.worldSize), ...[r.params, r.grads, r.optimizerState, r.unshardedUnits, r.reduceScatter, r.activations, r.rest, r.perRank].map(formatBytes)]);
+      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+      const fmt = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i] as number)).join('  ');
+      io.out(`${est.label}\n${est.unit ? `unit: ${est.unit.module} (${formatBytes(est.unit.params)} of parameters)` : 'no unit found: the unsharded layer is left out'}\nmeasured on one process: ${formatBytes(est.rows[0]?.measured ?? 0)}\n\n${fmt(head)}\n${rows.map(fmt).join('\n')}\n`);
+      return 0;
+    }
     const rootFlag = args.flags.get('root');
     const root = resolve(io.cwd, typeof rootFlag === 'string' ? rootFlag : '.');
     const reports: { label: string; report: Report }[] = [];

@@ -145,7 +145,7 @@ export function jobScript(t: SlurmTarget, o: { harness: readonly string[]; cwd: 
     const run = [python as string, '-m', 'torch.distributed.run', '--nnodes', String(t.nodes ?? 1), '--nproc-per-node', String(n), '--max-restarts', '0', '-m', 'membit.profile', ...rest];
     lines.push(
       // One torchrun per node; the c10d rendezvous on the first node ties them into one job.
-      `srun --kill-on-bad-exit=1 --ntasks-per-node=1 ${q(run[0] as string)} ${run.slice(1, 8).map(q).join(' ')} --rdzv-backend c10d --rdzv-endpoint "$head:$port" --rdzv-id "$SLURM_JOB_ID" ${run.slice(8).map(q).join(' ')}`,
+      `srun --kill-on-bad-exit=1 --ntasks-per-node=1 ${q(run[0] as string)} ${run.slice(1, 9).map(q).join(' ')} --rdzv-backend c10d --rdzv-endpoint "$head:$port" --rdzv-id "$SLURM_JOB_ID" ${run.slice(9).map(q).join(' ')}`,
     );
   } else {
     const run = [python as string, '-m', 'membit.profile', ...rest];
@@ -209,6 +209,8 @@ export class SlurmRun {
   private promise?: Promise<RunOutcome>;
   private job?: string;
   private cancelRequested = false;
+  /** The job waited longer than pendingTimeoutS and was cancelled by us: a failure, not a cancel. */
+  private timedOut = false;
   private readonly ssh: SshOptions;
 
   constructor(
@@ -375,13 +377,14 @@ export class SlurmRun {
       argv: [...(r.args ?? [])],
       variant: r.variant ?? 'baseline',
       exitCode: end.exit,
-      cancelled: this.cancelRequested,
+      cancelled: this.cancelRequested || this.timedOut,
       stderrTail: end.tail,
       kind: 'slurm',
       slurm: { job: this.job, host: t.host, state: end.state },
       expectAll: true,
     });
     const common = { exitCode: end.exit, stderrTail: end.tail, report: r.out };
+    if (this.timedOut) return { ...common, state: 'failed', message: end.message ?? `job ${this.job} was cancelled after waiting in the queue` };
     if (collected.status === 'cancelled') return { ...common, state: 'cancelled', status: 'cancelled' };
     if (collected.status === 'ok') return { ...common, state: 'done', status: 'ok' };
     const msg = end.message ?? collected.message ?? `job ${this.job} ended ${end.state ?? 'unknown'}`;
@@ -428,11 +431,11 @@ export class SlurmRun {
         if (st.reason !== lastReason) {
           lastReason = st.reason;
           this.progress({ event: 'queued', job, state: st.state, reason: st.reason, host: t.host });
-          this.log(`job ${job} pending in queue${st.reason ? ` (${st.reason})` : ''}`, true);
+          this.log(`job ${job} pending in queue${st.reason ? ` (${st.reason})` : ''}`);
         }
-        if (!this.cancelRequested && Date.now() - t0 > pendingLimit) {
+        if (!this.cancelRequested && !this.timedOut && Date.now() - t0 > pendingLimit) {
           message = `job ${job} was still pending after ${Math.round(pendingLimit / 1000)} s${lastReason ? ` (reason: ${lastReason})` : ''}; Membit cancelled it. Raise pendingTimeoutS, or ask for fewer nodes/GPUs or another partition`;
-          this.cancelRequested = true;
+          this.timedOut = true;
           await this.scancel();
         }
       } else if (!running) {

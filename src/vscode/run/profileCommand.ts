@@ -9,6 +9,7 @@ import type { RemoteInfo } from '../../core/run/remote';
 import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';
 import { canonicalVariant, VariantError } from '../../core/run/variants';
 import type { RunSetting, Variant } from '../../core/settings';
+import { createSlurmRun } from '../../core/run/slurm';
 import { checkLauncher, LauncherError, type Launcher } from '../../core/run/torchrun';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
@@ -88,12 +89,17 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
         { title: `Membit: ${extra.title ?? 'profiling'} ${vscode.workspace.asRelativePath(plan.script)} (${variant}, ${targetLabel(target)})`, cancellable: true },
         async (progress, token) => {
           const cancelSub = token.onCancellationRequested(() => ac.abort());
-          const run = createRun(target, request, {
-            kernelsDir: vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath,
-            signal: ac.signal,
-            ...(extra.remoteInfo ? { remoteInfo: extra.remoteInfo } : {}),
-            ...(extra.allowCpu ? { allowCpu: true } : {}),
-          });
+          const kernelsDir = vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath;
+          // A SLURM login node: the run is a job; its report is a run set like a torchrun launch's.
+          const slurm = target.kind === 'ssh' ? targets.slurm(target.host) : undefined;
+          const run = slurm
+            ? createSlurmRun(slurm, request, { kernelsDir, signal: ac.signal })
+            : createRun(target, request, {
+                kernelsDir,
+                signal: ac.signal,
+                ...(extra.remoteInfo ? { remoteInfo: extra.remoteInfo } : {}),
+                ...(extra.allowCpu ? { allowCpu: true } : {}),
+              });
           let lastPct = 0;
           let lastUpload = 0;
           // Local runs on a GPU: the device-level memory of the run's process tree, live.
@@ -123,6 +129,11 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
               case 'progress': {
                 const p = e.event as { event: string; step?: number; total?: number; allocated?: number; peak?: number; phase?: string; batch?: number; fits?: boolean };
                 const pid = (p as { pid?: unknown }).pid;
+                if (p.event === 'queued') {
+                  const q = p as { job?: unknown; state?: unknown; reason?: unknown };
+                  progress.report({ message: `job ${String(q.job)} ${q.state === 'PENDING' ? `pending in queue${q.reason ? ` (${String(q.reason)})` : ''}` : 'submitted'}` });
+                  break;
+                }
                 const rank = (p as { rank?: unknown }).rank;
                 if (typeof rank === 'number') {
                   if (p.event === 'step' && typeof p.step === 'number') rankSteps.set(rank, `${p.step}/${String(p.total)}${p.phase === 'warmup' ? 'w' : ''}`);

@@ -6,6 +6,7 @@ import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
 import { resolveLocalPython } from './python';
+import { checkSlurmTarget, type SlurmTarget } from '../../core/run/slurm';
 
 const TARGET_KEY = 'membit.target';
 
@@ -54,6 +55,12 @@ export class TargetSelection implements vscode.Disposable {
     return { kind: 'ssh', host: t.host, python: t.python, workdir: t.workdir, env: t.env };
   }
 
+  /** The SLURM target for a chosen host (a membit.targets entry with kind "slurm"), checked; undefined for plain SSH. */
+  slurm(host: string): SlurmTarget | undefined {
+    const raw = getSettings().targets.find((t) => t.host === host && t.kind === 'slurm');
+    return raw ? checkSlurmTarget(raw) : undefined;
+  }
+
   async pick(): Promise<string | undefined> {
     type Item = vscode.QuickPickItem & { value: string };
     const gpus = await this.gpus().catch(() => [] as string[]);
@@ -66,7 +73,7 @@ export class TargetSelection implements vscode.Disposable {
         value: 'local',
       },
       ...this.sshTargetsNow().map((t) => ({
-        label: `$(remote) ${t.host}`,
+        label: `${getSettings().targets.some((x) => x.host === t.host && x.kind === 'slurm') ? '$(server-environment) SLURM' : '$(remote)'} ${t.host}`,
         description: `${t.python} · ${t.workdir}`,
         detail: `from ${t.source}`,
         value: t.host,
