@@ -15,8 +15,10 @@ module. Attribution therefore goes through the graphs themselves:
     The i-th pack of a call is the i-th saved node; its shape and dtype must match the node's,
     or the tensor is attributed to the graph alone (the call line), never guessed.
 
-The AOTAutograd cache is turned off for the run (a cache hit skips the partitioner); Inductor's
-own FX graph cache stays on. Graph counts and graph breaks come from dynamo's counters.
+All this is hooked at the script's first torch.compile call (a script that never compiles does
+not pay for importing the compiler). From then on the AOTAutograd cache is off (a cache hit
+skips the partitioner); Inductor's own FX graph cache stays on. Graph breaks come from dynamo's
+counters.
 """
 
 from __future__ import annotations
@@ -179,50 +181,66 @@ class CompileWatch:
         self._last_frame = 0
         self._index = 0
         self._counters_before: Dict[str, int] = {}
+        self._hooked = False
 
     # -- install ----------------------------------------------------------------------------
 
     def install(self) -> None:
+        """Wraps torch.compile; the compiler's own modules are hooked at the first compile call.
+
+        Importing AOTAutograd's partitioner and dynamo costs seconds of start-up: a script that
+        never compiles must not pay it. Every way into compilation that a script uses in practice
+        (torch.compile(model), @torch.compile, nn.Module.compile) calls torch.compile first, and
+        graphs are only traced later, at their first call.
+        """
+        compile_fn = getattr(torch, "compile", None)
+        if compile_fn is None:
+            return
+        watch = self
+
+        def compile(model=None, *args, **kwargs):
+            try:
+                watch._hook_compiler()
+                frames = watch.code.user_frames(sys._getframe(1), limit=1)
+                backend = kwargs.get("backend", "inductor")
+                watch.compile_calls.append({"frame": frames[0] if frames else None,
+                                            "backend": backend if isinstance(backend, str) else getattr(backend, "__name__", "custom"),
+                                            "mode": kwargs.get("mode")})
+            except Exception:  # noqa: BLE001 - never break the user's compile
+                pass
+            return compile_fn(model, *args, **kwargs)
+
+        compile.__wrapped__ = compile_fn
+        compile.__doc__ = compile_fn.__doc__
+        self._set(torch, "compile", compile)
+
+    def _hook_compiler(self) -> None:
+        if self._hooked:
+            return
+        self._hooked = True
+        self._counters_before = self._counters()
         try:
             import torch._functorch.partitioners as partitioners
-        except Exception:  # noqa: BLE001 - a torch without AOTAutograd: nothing to watch
-            partitioners = None
-        if partitioners is not None and hasattr(partitioners, "_extract_fwd_bwd_modules"):
-            original = partitioners._extract_fwd_bwd_modules
-            watch = self
+        except Exception:  # noqa: BLE001 - a torch without AOTAutograd: nothing to map
+            return
+        if not hasattr(partitioners, "_extract_fwd_bwd_modules"):
+            return
+        original = partitioners._extract_fwd_bwd_modules
+        watch = self
 
-            def extract(*args, **kwargs):
-                fw, bw = original(*args, **kwargs)
-                try:
-                    watch._note_partition(fw, bw, kwargs.get("num_fwd_outputs"), kwargs)
-                except Exception:  # noqa: BLE001 - never break the user's compile
-                    pass
-                return fw, bw
+        def extract(*args, **kwargs):
+            fw, bw = original(*args, **kwargs)
+            try:
+                watch._note_partition(fw, bw, kwargs.get("num_fwd_outputs"), kwargs)
+            except Exception:  # noqa: BLE001 - never break the user's compile
+                pass
+            return fw, bw
 
-            extract.__wrapped__ = original
-            self._set(partitioners, "_extract_fwd_bwd_modules", extract)
-            cfg = getattr(torch._functorch, "config", None)
-            if cfg is not None and hasattr(cfg, "enable_autograd_cache"):
-                self._set(cfg, "enable_autograd_cache", False)
-        compile_fn = getattr(torch, "compile", None)
-        if compile_fn is not None:
-            watch = self
-
-            def compile(model=None, *args, **kwargs):
-                try:
-                    frames = watch.code.user_frames(sys._getframe(1), limit=1)
-                    backend = kwargs.get("backend", "inductor")
-                    watch.compile_calls.append({"frame": frames[0] if frames else None,
-                                                "backend": backend if isinstance(backend, str) else getattr(backend, "__name__", "custom"),
-                                                "mode": kwargs.get("mode")})
-                except Exception:  # noqa: BLE001
-                    pass
-                return compile_fn(model, *args, **kwargs)
-
-            compile.__wrapped__ = compile_fn
-            compile.__doc__ = compile_fn.__doc__
-            self._set(torch, "compile", compile)
-        self._counters_before = self._counters()
+        extract.__wrapped__ = original
+        self._set(partitioners, "_extract_fwd_bwd_modules", extract)
+        cfg = getattr(torch._functorch, "config", None)
+        if cfg is not None and hasattr(cfg, "enable_autograd_cache"):
+            self._set(cfg, "enable_autograd_cache", False)
 
     def uninstall(self) -> None:
         for owner, name, original, ours in reversed(self._restore):
