@@ -551,3 +551,25 @@ test('fuzz: 1000 mutated inputs never throw, never fail internally, and their ed
   const deep = `x = ${'('.repeat(5000)}1${')'.repeat(5000)}\ny = ${'1 + '.repeat(20000)}1\nz = ${'-'.repeat(5000)}1\n`;
   for (const l of LEVERS) lever(deep, l);
 });
+
+test('checkpoint leaves a block loop that hands each block a KV cache (the recomputation would update it twice)', () => {
+  const src = [
+    'import torch',
+    'import torch.nn as nn',
+    '',
+    'class Decoder(nn.Module):',
+    '    def forward(self, x, past_key_values=None):',
+    '        for layer in self.layers:',
+    '            x = layer(x, layer_past=past_key_values, use_cache=True)',
+    '        for block in self.blocks:',
+    '            x = block(x, kv_cache)',
+    '        for block in self.more:',
+    '            x = block(x, mask=None)',
+    '        return x',
+    '',
+  ].join('\n');
+  const r = lever(src, 'checkpoint');
+  assert.deepEqual(r.skipped.map((s) => [s.line, s.code]), [[5, 'kv-cache'], [7, 'kv-cache']]);
+  assert.equal(r.applied, 1);
+  assert.match(r.text, /torch\.utils\.checkpoint\.checkpoint\(block, x, mask=None, use_reentrant=False\)/);
+});

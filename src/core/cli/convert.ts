@@ -165,7 +165,7 @@ export const convertCommand: Subcommand = {
     { name: 'sdpa-scale', help: 'with --lever sdpa: attention with a non-default scale gets scale= (needs torch >= 2.1 where the code runs)' },
     { name: 'dry-run', help: 'list what would change, write nothing' },
     { name: 'diff', help: 'print a unified diff, write nothing' },
-    { name: 'revert', help: 'undo Membit conversions: back to the stock PyTorch calls' },
+    { name: 'revert', help: 'undo Membit conversions and lever rewrites: back to the original text' },
   ],
   details: [
     'Without --dropout or --ffn, dropout is converted to packed (1-bit masks). Folders are',

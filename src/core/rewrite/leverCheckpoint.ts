@@ -122,6 +122,13 @@ function loops(ctx: Ctx): Found[] {
       skip('loop-form', `the block takes \`${clash.kw}=\`, a keyword checkpoint() keeps for itself`);
       continue;
     }
+    // A KV cache passed in is appended to by the forward; the recomputation in backward would
+    // append again (HF turns `use_cache` off for checkpointing for this reason).
+    const cache = call.args.find((x) => (x.kw !== undefined && CACHE_KWARG.test(x.kw)) || (x.value.k === 'name' && CACHE_KWARG.test(x.value.id)));
+    if (cache) {
+      skip('kv-cache', `the block is passed a KV cache (\`${cache.kw ?? (cache.value.k === 'name' ? cache.value.id : '')}\`) that its forward updates: recomputing it in backward would update it twice`);
+      continue;
+    }
     // `self.training` needs a module: a class with no base class is not one.
     if (!hasBases(ctx, cls)) {
       skip('loop-form', `\`${tokText(ctx.t, cls.line.first + 1)}\` has no base class, so it is not an nn.Module with \`${self}.training\``);
@@ -235,6 +242,9 @@ export function findCheckpoint(ctx: Ctx): Found[] {
   return [...loops(ctx), ...hfModels(ctx)];
 }
 
+
+/** Arguments that hand a block a KV cache. */
+const CACHE_KWARG = /^(past_key_values?|layer_past|past|use_cache|kv_cache|cache|cache_params|past_key_value_states)$/;
 
 /** What a model is used for when it is only read: its weights, config or a copy, never a forward or training. */
 const READ_ONLY = new Set(['state_dict', 'named_parameters', 'named_buffers', 'config', 'eval', 'save_pretrained', 'get_input_embeddings', 'get_output_embeddings', 'num_parameters', 'generation_config', 'cpu', 'requires_grad_']);

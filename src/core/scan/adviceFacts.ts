@@ -98,6 +98,8 @@ const SOFTMAX = /softmax/i;
 const NOT_SOFTMAX = /log_?softmax|gumbel/i;
 /** Methods that keep scores scores and probabilities probabilities. */
 const PASS = new Set([
+  // fairseq transposes (B*H, T, S) scores around a padding mask and back.
+  'transpose', 'permute',
   'to', 'type', 'type_as', 'float', 'half', 'bfloat16', 'double', 'contiguous', 'masked_fill', 'masked_fill_', 'clone', 'view', 'reshape',
   'view_as', 'nan_to_num', 'mul', 'mul_', 'div', 'div_', 'add', 'add_', 'cuda', 'squeeze', 'unsqueeze', 'clamp', 'clamp_',
 ]);
@@ -161,6 +163,9 @@ function readChains(
 
   const chainAt = (call: Node, callee: string, args: Node | null, input: Cls, sc: number): Cls => {
     if (!input) return undefined;
+    // `if mask is not None: attn = softmax(attn + mask) else: attn = softmax(attn)` (Swin): read in source
+    // order, the second branch's softmax sees the first branch's probabilities. One chain.
+    if (input.k === 'probs' && !input.chain.via && SOFTMAX.test(callee)) return input;
     const scoresRow = input.k === 'scores' ? input.row : input.chain.via ? input.chain.scoresRow : undefined;
     if (scoresRow === undefined) return undefined;
     let chain = chains.get(call.startIndex);
@@ -258,6 +263,8 @@ function readChains(
             return c.k === 'scores' ? { ...c, mixed: true } : c;
           }
           if (c?.k === 'probs') return c;
+          // `self.apply_sparse_mask(scores, ...)`, `self.add_rel_pos_bias(scores)`: still scores, not a softmax.
+          if (c?.k === 'scores' && /mask|bias|pos/i.test(final)) return c;
           if (c?.k === 'scores') {
             const r = chainAt(n, callee, args, c, sc);
             if (r?.k === 'probs' && r.chain.via === undefined && !SOFTMAX.test(final)) r.chain.via = callee;

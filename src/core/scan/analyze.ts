@@ -98,6 +98,8 @@ const NARROW = /\/\/|rd_|reduc|squeeze|bottleneck/i;
 const HEAD_OUT = /class|label|vocab/i;
 /** `project_in`/`project_out` adapters between widths. */
 const ADAPTER = /proj(ect)?_?in\b.*proj(ect)?_?out/i;
+/** Dropouts named after the attention block they follow, not its probabilities. */
+const AFTER_ATTN = /^(post|after)_?(attn|attention)|(attn|attention)_?(out|output|resid)/i;
 /** Dropouts of attention classes that act on the output, not the probabilities. */
 const NOT_ATTN_MEMBER = /resid|proj|(^|_)out(put)?(_|$)|hidden|ffn|mlp|fc|emb/i;
 
@@ -498,7 +500,8 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
       const attn =
         used.some(probsUse) ||
         afterSoftmax(g) ||
-        (member !== '' && !g.f.path && ATTN_MEMBER.test(member)) ||
+        // `attn_dropout`, but not GPT-NeoX's `post_attention_dropout` (on the attention block's output).
+        (member !== '' && !g.f.path && ATTN_MEMBER.test(member) && !AFTER_ATTN.test(member) && !/hidden|resid/i.test(args.p ?? '')) ||
         (args.p !== undefined && /attn|attention/i.test(args.p)) ||
         // A dropout member of an attention class that is never called itself is handed to
         // the attention function (`attention(q, k, v, dropout=self.dropout)`).
@@ -524,7 +527,8 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     }
     if (fused) {
       const args = argMap(g.f, fused.params);
-      if (args[fused.dropout] === undefined) continue;
+      // `dropout_p=0.0` as written: no dropout at all, fused or not.
+      if (args[fused.dropout] === undefined || /^0*\.?0*$/.test((args[fused.dropout] as string).trim())) continue;
       const m = measuredFor(g);
       const est: Estimate = m ? fromReport(m, false) : fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], 0, false, 'attention elements');
       est.maskBytes = 0;
@@ -551,6 +555,8 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
     if (!l) chunkCalls.set(g.chunk, (l = []));
     l.push(g);
   }
+  // The class's own methods (`self._create_attention_masks(...)`): their masks are reported inside them.
+  const classMethods = new Set(chunks.flatMap((c) => c.facts.defs.filter((d) => d.kind === 'func').map((d) => d.name)));
   /** Square constructors later shaped by tril/triu: masks whatever their name. */
   const forced = new Set<GCall>();
   const maskByChunk = new Map<number, GCall[]>();
@@ -637,7 +643,7 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
       });
       continue;
     }
-    if (isMaskHelper(g)) {
+    if (isMaskHelper(g) && !(g.f.callee.startsWith('self.') && classMethods.has(final))) {
       const causal = /causal/.test(final);
       makeSite(g, 'attn-mask', 'call', argMap(g.f, []), helperEstimate(ctx, g), {
         remedy: causal ? causalRemedy(causalSdpa, g) : PADDING_REMEDY,
@@ -1400,7 +1406,8 @@ function findFfns(
   for (const g of calls) {
     if (!g.f.detailed || taken.has(g)) continue;
     const final = g.res.final;
-    const factory = MLP_FACTORY_PARAMS.has(g.f.callee) || (g.f.callee.startsWith('self.') && MLP_FACTORY_PARAMS.has(final));
+    // DeiT spells the parameter `Mlp_block`.
+    const factory = MLP_FACTORY_PARAMS.has(g.f.callee.toLowerCase()) || (g.f.callee.startsWith('self.') && MLP_FACTORY_PARAMS.has(final.toLowerCase()));
     const imported =
       MLP_MODULES.has(final) && (g.res.binding === 'import' || g.res.binding === 'star' || g.res.binding === 'unbound' || g.res.binding === 'fallback') && !(g.res.qname ?? '').startsWith('<local>');
     if (!factory && !imported) continue;
@@ -1485,7 +1492,7 @@ function isMaskHelper(g: GCall): boolean {
 
 const MASKY = /mask|padding|pad_/i;
 /** Mask tokens and masked-patch positions (BEiT/SimMIM) are inputs, not attention masks. */
-const NOT_ATTN_MASK = /mask_token|masked_pos|mask_emb|token_mask|mask_ratio/i;
+const NOT_ATTN_MASK = /mask_token|masked_pos|mask_emb|token_mask|mask_ratio|mask_time|mask_feature|time_indices/i;
 
 /**
  * `x.repeat_interleave(H, dim=0)` of an expanded mask, or one half of an outer product

@@ -343,6 +343,8 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
  */
 function wrapsModule(args: Node, n: Node, ownerFinal: string): boolean {
   if (CONTAINERS.has(ownerFinal) || BUILTINS.has(ownerFinal) || ownerFinal === '' || ownerFinal === 'append' || ownerFinal === 'add_module') return false;
+  // Tensor functions (`torch.cat((x.new_zeros(...), mask))`) make a new value, not a module around this one.
+  if (/^(torch|th|F|np|numpy|math)\./.test(args.parent?.childForFieldName('function')?.text ?? '')) return false;
   const first = args.namedChildren.find((c) => c !== null && c.type !== 'comment');
   return !!first && first.equals(n);
 }
