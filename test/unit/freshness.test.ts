@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { freshness, profiledHash, remapShapeHints, textSha256 } from '../../src/core/report/freshness';
 import { LineMapper } from '../../src/core/report/lineMap';
+import { layerCount } from '../../src/core/report/model';
 import { contradicts, formatLeverMeasurement, leverDeltas } from '../../src/core/report/leverDeltas';
 import { runBrief, runDetail, runName } from '../../src/core/report/runLabel';
 import type { Report } from '../../src/core/report/types';
@@ -112,4 +113,12 @@ test('leverDeltas: each single-lever variant of the same configuration after the
   // An estimate of 24 MiB saved, measured as no saving: contradicted.
   assert.equal(contradicts(sdpa, 24 * 1024 * 1024), true);
   assert.equal(contradicts(p, 1), false);
+});
+
+test('layerCount: a wildcard path counts the layers it sums over, not every child it covers', () => {
+  const paths = ['h.0.attn', 'h.0.attn.c_attn', 'h.0.attn.resid_dropout', 'h.1.attn', 'h.1.attn.c_attn', 'h.1.attn.resid_dropout', 'drop'];
+  assert.equal(layerCount('h.*.attn', paths), 2);
+  assert.equal(layerCount('h.*.attn.*', paths), 2);
+  assert.equal(layerCount('*', paths), 1);
+  assert.equal(layerCount('nothing.*', paths), 1);
 });

@@ -76,6 +76,22 @@ export function globMatches(pattern: string, path: string): boolean {
   return a.length === b.length && a.every((seg, i) => seg === '*' || seg === b[i]);
 }
 
+/**
+ * How many instances a wildcard path sums over: the distinct layer indices (numeric
+ * segments) its `*`s stand for. `h.*.attn` in a 4-layer model is 4; `h.*.attn.*`, which also
+ * covers the block's differently named children, is still 4, not 4 × children.
+ */
+export function layerCount(pattern: string, paths: readonly string[]): number {
+  const stars = pattern.split('.').flatMap((seg, i) => (seg === '*' ? [i] : []));
+  const seen = new Set<string>();
+  for (const p of paths) {
+    if (!globMatches(pattern, p)) continue;
+    const segs = p.split('.');
+    seen.add(stars.map((i) => (/^\d+$/.test(segs[i] as string) ? segs[i] : '')).join('.'));
+  }
+  return Math.max(1, seen.size);
+}
+
 export function indexReport(report: Report): ReportIndex {
   const peak = peakBytes(report);
   // Lines name their module with wildcards for the instances they sum over; count them once per pattern.
@@ -83,7 +99,7 @@ export function indexReport(report: Report): ReportIndex {
   const instancesOf = (module: string | null): number => {
     if (!module || !module.includes('*')) return 1;
     let n = counts.get(module);
-    if (n === undefined) counts.set(module, (n = Math.max(1, report.modules.filter((m) => globMatches(module, m.path)).length)));
+    if (n === undefined) counts.set(module, (n = layerCount(module, report.modules.map((m) => m.path))));
     return n;
   };
   const files = new Map<string, Map<number, LineInfo>>();

@@ -120,8 +120,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
         for (const t of totals.values()) {
           // Where the class statement is now: the report's line mapped through edits made since
           // the run, checked against the text (never a regex built from report data).
-          const mapped = overlays.currentLine(doc, t.line);
-          const near = mapped !== undefined && mapped - 1 < doc.lineCount && isClassLine(doc.lineAt(mapped - 1).text, t.type) ? mapped - 1 : -1;
+          const near = classLineNow(doc, t.type, overlays.currentLine(doc, t.line) ?? t.line);
           if (near < 0) continue;
           lenses.push(new vscode.CodeLens(new vscode.Range(near, 0, near, 0), {
             title: classLensTitle(t, loaded.index.device, lensKind(loaded)),
@@ -323,4 +322,19 @@ async function isRunSetFile(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * The 0-based line of `class name` in the document: the mapped line when it still holds the
+ * statement, else the nearest line that does (an edit the mapping could not follow, such as a
+ * replaced block); -1 when the class is gone.
+ */
+function classLineNow(doc: vscode.TextDocument, name: string, mapped: number): number {
+  const at = mapped - 1;
+  if (at >= 0 && at < doc.lineCount && isClassLine(doc.lineAt(at).text, name)) return at;
+  let best = -1;
+  for (let i = 0; i < doc.lineCount; i++) {
+    if (isClassLine(doc.lineAt(i).text, name) && (best < 0 || Math.abs(i - at) < Math.abs(best - at))) best = i;
+  }
+  return best;
 }
