@@ -100,11 +100,16 @@ def test_cuda_graph_replays_draw_fresh_masks():
         assert abs((out == 0).float().mean().item() - 0.5) < 0.02
 
 
-def test_inductor_compiles_through_the_op():
+def test_inductor_compiles_through_the_op(monkeypatch):
+    """The custom-op formulation under Inductor (MEMBIT_COMPILE_DROPOUT=op): the op's own
+    kernels draw the same mask compiled and eager. The default formulation under compile
+    draws its mask with Inductor's Philox instead (test_compile_gpu.py checks that one)."""
     _needs_triton()
     if not pd.uses_custom_op():
         pytest.skip("torch.library.custom_op needs torch >= 2.4")
     import torch._dynamo as dynamo
+
+    monkeypatch.setenv("MEMBIT_COMPILE_DROPOUT", "op")
 
     lin = torch.nn.Linear(256, 256).cuda()
 

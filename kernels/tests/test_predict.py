@@ -199,6 +199,25 @@ def test_partial_prediction_says_where_it_stopped(tmp_path):
     assert p["tensors_peak"] >= (32 * 32 + 32) * 4 + 8 * 32 * 4
 
 
+def test_checkpoint_recompute_under_autocast(tmp_path):
+    """Checkpointing recomputes in backward on autograd's thread: it must see the same fake CUDA and autocast."""
+    script = tmp_path / "ckpt.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from torch.utils.checkpoint import checkpoint
+        lin = torch.nn.Linear(64, 64).cuda()
+        opt = torch.optim.SGD(lin.parameters())
+        x = torch.randn(32, 64, device="cuda", requires_grad=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = checkpoint(lambda t: lin(t).relu(), x, use_reentrant=False)
+        y.float().sum().backward()
+        opt.step()
+    """))
+    proc, doc = predict(tmp_path, script, (), "--steps", "1")
+    assert proc.returncode == 0, doc["run"]["error"]
+    assert doc["run"]["prediction"]["complete"] is True
+
+
 def test_values_from_real_data_steer_control_flow(tmp_path):
     """Small integer tensors copied from real data keep their values: no guess is needed."""
     script = tmp_path / "mask.py"

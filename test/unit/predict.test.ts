@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { main } from '../../src/core/cli/main';
 import { validate } from '../../src/core/report/jsonSchema';
 import { parseReport } from '../../src/core/report/model';
-import { predictArgv, readPrediction, statusLabel } from '../../src/core/report/prediction';
+import { predictArgv, readPrediction, relabelPredicted, statusLabel } from '../../src/core/report/prediction';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
 import { capture } from './cliCapture';
@@ -89,4 +89,11 @@ test('membit predict refuses a malformed GPU name and a missing script with the 
   const io2 = capture(REPO);
   assert.equal(await main(['predict', '--', 'nope.py'], io2), 2);
   assert.match(io2.stderr, /script not found/);
+});
+
+test('scanner hints built from a predicted report say predicted, not measured', () => {
+  assert.equal(relabelPredicted('dropout mask 16 KiB → 2 KiB packed (measured)'), 'dropout mask 16 KiB → 2 KiB packed (predicted)');
+  assert.equal(relabelPredicted('AdamW state 1.2 MB (8 B/param, measured) · fused: faster step'), 'AdamW state 1.2 MB (8 B/param, predicted) · fused: faster step');
+  assert.equal(relabelPredicted('eager attention: 3 MB probs (3 MB measured)'), 'eager attention: 3 MB probs (3 MB predicted)');
+  assert.equal(relabelPredicted('attn mask 4 MB (estimate @ B=32)'), 'attn mask 4 MB (estimate @ B=32)');
 });

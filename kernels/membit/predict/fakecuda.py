@@ -286,7 +286,9 @@ class FakeCuda:
             def __exit__(self, *a):
                 return False
 
-        noop = lambda *a, **k: None
+        def noop(*a, **k):
+            return None
+
         patches = {
             "is_available": lambda: True,
             "device_count": lambda: self.ranks,
@@ -642,7 +644,10 @@ class FakeCuda:
             ts = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor) and x.is_floating_point()]
             if len({x.dtype for x in ts}) > 1:
                 widest = functools.reduce(torch.promote_types, [x.dtype for x in ts])
-                conv = lambda x: x.to(widest) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+                def conv(x):
+                    return x.to(widest) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
                 return tree_map(conv, args), tree_map(conv, kwargs)
         return args, kwargs
 

@@ -67,6 +67,14 @@ export function readPrediction(report: Report): Prediction | undefined {
   return out;
 }
 
+/**
+ * The scanner's hint text when its figures came from a predicted report: the scanner says
+ * "measured" of report figures, which for a prediction would be untrue.
+ */
+export function relabelPredicted(text: string): string {
+  return text.replace(/\(measured\)/g, '(predicted)').replace(/([ ,]) ?measured\b/g, '$1 predicted').replace(/  predicted/g, ' predicted');
+}
+
 /** Bytes in GiB with one decimal, the unit GPU capacities are usually quoted in (MiB below 1 GiB). */
 export function formatGiB(n: number): string {
   return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;

@@ -1,3 +1,4 @@
+import { readPrediction, relabelPredicted } from '../../core/report/prediction';
 import { relative } from 'node:path';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
@@ -238,6 +239,13 @@ export class ScanFeature implements vscode.Disposable {
     );
   }
 
+  /** A site's hint; figures taken from a predicted report say "predicted", not "measured". */
+  private hintText(s: Parameters<typeof formatHint>[0]): string {
+    const loaded = this.reports.report;
+    const text = formatHint(s);
+    return loaded && readPrediction(loaded.index.report) ? relabelPredicted(text) : text;
+  }
+
   private renderHints(): void {
     for (const editor of vscode.window.visibleTextEditors) {
       const result = this.results.get(editor.document.uri.toString());
@@ -252,7 +260,7 @@ export class ScanFeature implements vscode.Disposable {
           .filter((s) => s.range.startLine < editor.document.lineCount)
           .map((s) => {
             const end = editor.document.lineAt(s.range.startLine).range.end;
-            return { range: new vscode.Range(end, end), renderOptions: { after: { contentText: formatHint(s) } } };
+            return { range: new vscode.Range(end, end), renderOptions: { after: { contentText: this.hintText(s) } } };
           }),
       );
     }
@@ -321,7 +329,7 @@ export class ScanFeature implements vscode.Disposable {
         line: s.range.startLine + 1,
         kind: s.kind,
         code: s.code,
-        hint: formatHint(s),
+        hint: this.hintText(s),
         severity: effectiveSeverity(s, result?.peakBytes, getSettings(uri).diagnostics.estimateSeverity),
         message: s.message,
       })),
