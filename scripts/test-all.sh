@@ -47,7 +47,7 @@ node --test --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$LOGS/unit.tap" out/test/unit/ \
   || failed_stages+=("unit")
 
-stage "integration tests (node:test; a real sshd on 127.0.0.1)"
+stage "integration tests (node:test; a real sshd on 127.0.0.1 and a one-node SLURM cluster)"
 node --test --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$LOGS/integration.tap" out/test/integration/ \
   || failed_stages+=("integration")
