@@ -146,9 +146,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def main(argv=None, prepare=None, autocast_for=None):
-    """prepare(model) -> the model to train; autocast_for(device) -> a context for forward and loss."""
-    import contextlib
+def main(argv=None, prepare=None):
+    """prepare(model) -> the model to train (samples/gpt_compiled.py compiles it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -194,13 +193,11 @@ def main(argv=None, prepare=None, autocast_for=None):
         model.train()
         return sum(losses) / len(losses)
 
-    forward_context = (lambda: autocast_for(device)) if autocast_for is not None else contextlib.nullcontext
     t0 = time.time()
     for step in range(1, args.steps + 1):
         ts = time.perf_counter()
         x, y = get_batch(train, args.batch_size, args.seq_len, gen, device)
-        with forward_context():
-            _, loss = model(x, y)
+        _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

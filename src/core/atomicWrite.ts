@@ -13,7 +13,7 @@
  * the other names would keep the old text, silently splitting what the user thinks is
  * one file.
  */
-import { closeSync, fchmodSync, fchownSync, fsyncSync, openSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fchownSync, fsyncSync, openSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -32,22 +32,27 @@ export function atomicWriteRefusal(path: string): string | undefined {
  * Throws (with the original untouched) on failure or when `atomicWriteRefusal` names a reason.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  const target = realpathSync(path);
-  const refusal = atomicWriteRefusal(target);
-  if (refusal) throw new Error(refusal);
-  const st = statSync(target);
+  // A new file (a report written with --out, say) gets the mode a plain write would give it.
+  const exists = existsSync(path);
+  const target = exists ? realpathSync(path) : join(realpathSync(dirname(path)), basename(path));
+  if (exists) {
+    const refusal = atomicWriteRefusal(target);
+    if (refusal) throw new Error(refusal);
+  }
+  const st = exists ? statSync(target) : undefined;
   const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   // A dot name so editors and `membit scan` skip it should it ever be left behind.
   const tmp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.membit-tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
+  // An existing file's mode is copied below; a new one gets 0o666 less the umask, as a plain write.
+  const fd = openSync(tmp, 'wx', st ? 0o600 : 0o666);
   let renamed = false;
   try {
     try {
       let off = 0;
       while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
       // The umask applied to openSync's mode; set the original's bits exactly.
-      fchmodSync(fd, st.mode & 0o7777);
-      if (typeof process.getuid === 'function' && (st.uid !== process.getuid() || st.gid !== process.getgid?.())) {
+      if (st) fchmodSync(fd, st.mode & 0o7777);
+      if (st && typeof process.getuid === 'function' && (st.uid !== process.getuid() || st.gid !== process.getgid?.())) {
         try {
           fchownSync(fd, st.uid, st.gid);
         } catch {

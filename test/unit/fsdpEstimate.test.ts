@@ -37,7 +37,7 @@ test('membit report --fsdp prints the labelled estimate', async () => {
   assert.equal(await main(['report', 'gpt_tiny_cpu_baseline.json', '--fsdp', '2,4'], io), 0, io.stderr);
   assert.match(io.stdout, /^estimate, not measured:/);
   assert.match(io.stdout, /^unit: h\.0 \(/m);
-  assert.match(io.stdout, /^ +2 +[\d.]+ [kM]B/m);
+  assert.match(io.stdout, /^ +2 +[\d.]+ (?:[KMG]i)?B/m);
   const bad = capture(dir);
   assert.equal(await main(['report', 'gpt_tiny_cpu_baseline.json', '--fsdp', '2,x'], bad), 2);
   assert.match(bad.stderr, /world sizes must be whole numbers/);

@@ -117,7 +117,7 @@ test('an OOM dump: the failure, what it asked for, and what held the memory', as
   assert.ok((o.device_free as number) > 0);
   assert.ok(o.top.length > 0 && o.lines.length > 0);
   assert.ok(o.lines.every((l) => l.file === 'samples/gpt_tiny.py'));
-  assert.match(o.message, /tried to allocate 268 MB/);
+  assert.match(o.message, /tried to allocate 256 MiB/);
   assert.ok(r.run.error_at && r.run.error_at.file === 'samples/gpt_tiny.py');
 });
 
@@ -269,7 +269,7 @@ test('membit report reads snapshots: the peak, the lines, segments, OOM and --ou
   assert.match(io.stdout, /^snapshot gpt_oom\.pickle\.gz · CUDA device 0 · \d+ trace entries · stacks python · oom$/m);
   assert.match(io.stdout, /^peak [\d.]+ (?:[KMG]i)?B allocated \(replayed from the allocation history\)/m);
   assert.match(io.stdout, /^ {2}samples\/gpt_tiny\.py:\d+ +[\d.]+ (?:[KMG]i)?B {2}\d+ blocks? {2}forward$/m);
-  assert.match(io.stdout, /^out of memory at [\d.]+ s: asked for 268 MB with [\d.]+ MB allocated, [\d.]+ MB reserved at samples\/gpt_tiny\.py:\d+$/m);
+  assert.match(io.stdout, /^out of memory at [\d.]+ s: asked for 256 MiB with [\d.]+ (?:[KMG]i)?B allocated, [\d.]+ (?:[KMG]i)?B reserved at samples\/gpt_tiny\.py:\d+$/m);
   assert.match(io.stdout, /^segments at the dump: \d+ · reserved /m);
   const d = mkdtempSync(join(tmpdir(), 'membit-out-'));
   const out = join(d, 'r.json');

@@ -34,7 +34,7 @@ describe('predicted memory, then a measured run', function () {
     assert.equal(doc.run.prediction?.gpu.key, 'A100-80GB');
     assert.equal(doc.run.prediction?.complete, true);
     const applied = await overlaysOn(file, 'predicted overlays on gpt_tiny.py', (a) => a.predicted);
-    for (const i of applied.inline) assert.match(i.text, /^(⚠ stale · )?≈ [\d.]+ [kMG]?B saved for backward.* \(predicted, A100-80GB\)$/);
+    for (const i of applied.inline) assert.match(i.text, /^≈ [\d.]+ (?:[KMG]i)?B kept for backward.* \(predicted, A100-80GB\)$/);
     // The line the prediction says saves the most carries its figure at the end of the line.
     const lines = (JSON.parse(readFileSync(out, 'utf8')) as { lines: { file: string; line: number; saved_bytes: number }[] }).lines.filter((l) => l.file === 'gpt_tiny.py');
     const top = lines.reduce((a, b) => (b.saved_bytes > a.saved_bytes ? b : a));
