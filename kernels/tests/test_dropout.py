@@ -416,8 +416,13 @@ def test_registered_as_custom_op_and_passes_opcheck():
 
 
 @needs_compile_stack
-def test_torch_compile_does_not_graph_break():
+def test_torch_compile_does_not_graph_break(monkeypatch):
+    """The custom-op formulation (MEMBIT_COMPILE_DROPOUT=op) under compile: no graph break, and
+    the op's own reference draws the same mask compiled and eager. The default formulation
+    under compile draws its mask from torch's RNG instead (tests/test_compile.py checks it)."""
     import torch._dynamo as dynamo
+
+    monkeypatch.setenv("MEMBIT_COMPILE_DROPOUT", "op")
 
     lin = nn.Linear(24, 24)
 
