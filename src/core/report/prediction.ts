@@ -72,7 +72,7 @@ export function readPrediction(report: Report): Prediction | undefined {
  * "measured" of report figures, which for a prediction would be untrue.
  */
 export function relabelPredicted(text: string): string {
-  return text.replace(/\(measured\)/g, '(predicted)').replace(/([ ,]) ?measured\b/g, '$1 predicted').replace(/  predicted/g, ' predicted');
+  return text.replace(/\(measured\)/g, '(predicted)').replace(/\(measured,/g, '(predicted,').replace(/([ ,]) ?measured\b/g, '$1 predicted').replace(/  predicted/g, ' predicted');
 }
 
 /** Bytes in GiB with one decimal, the unit GPU capacities are usually quoted in (MiB below 1 GiB). */
