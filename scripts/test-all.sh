@@ -76,7 +76,7 @@ e2e_fail=$(echo "$e2e_line" | awk '{print $4+0}')
 [ -n "$e2e_line" ] || e2e_fail=1
 echo "unit:   ${unit_pass} passed, ${unit_fail} failed"
 echo "integration: ${int_pass} passed, ${int_fail} failed"
-echo "python: ${py_pass:-0} passed, ${py_fail:-0} failed, ${py_skip:-0} skipped (CUDA-only tests without a GPU, and tests of optional packages not installed here; reasons above)"
+echo "python: ${py_pass:-0} passed, ${py_fail:-0} failed, ${py_skip:-0} skipped (CUDA-only tests on a machine without a GPU; reasons above)"
 echo "e2e:    ${e2e_pass:-0} passed, ${e2e_fail:-0} failed"
 total_pass=$(( unit_pass + int_pass + ${py_pass:-0} + ${e2e_pass:-0} ))
 total_fail=$(( unit_fail + int_fail + ${py_fail:-0} + ${e2e_fail:-0} ))
