@@ -196,3 +196,40 @@ def test_a_report_that_cannot_be_written_is_an_error_not_ok(tmp_path):
     finished = [json.loads(line[len("@@membit "):]) for line in proc.stderr.splitlines() if line.startswith("@@membit ")][-1]
     assert finished == {"event": "finished", "status": "error", "report": None}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.json")] == []
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (SigCgt in /proc/PID/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except OSError:
+        pass
+    return False
+
+
+def test_sigterm_while_the_harness_starts_still_writes_a_cancelled_report(tmp_path):
+    # torchrun stops the other ranks as soon as one fails, and a rank may still be importing
+    # torch then: it must end with a report, not die of the default SIGTERM action.
+    script = tmp_path / "marks.py"
+    marker = tmp_path / "script-ran"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    out = tmp_path / "run.json"
+    env = dict(os.environ, PYTHONPATH=KERNELS, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "membit.profile", "--out", str(out), "--", str(script)],
+                            cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The first handler is in place well before torch has been imported (seconds): signal then.
+    deadline = time.time() + 60
+    while not catches_sigterm(proc.pid) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    assert proc.poll() is None, "the harness ended before it caught SIGTERM"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    report = json.loads(out.read_text())
+    assert schema.validate(report) == []
+    assert report["run"]["status"] == "cancelled"
+    assert "SIGTERM" in report["run"]["error"]
+    assert not marker.exists(), "the script must not start after the run was cancelled"

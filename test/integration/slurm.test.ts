@@ -199,8 +199,11 @@ test('cancel is scancel: every rank stops and writes a cancelled report', real, 
   const outcome = await run.start();
   assert.equal(outcome.state, 'cancelled', outcome.message);
   const doc = JSON.parse(readFileSync(out, 'utf8')) as RunSetDoc;
-  assert.equal(doc.status, 'cancelled');
-  assert.deepEqual(doc.ranks.map((r) => r.status), ['cancelled', 'cancelled']);
+  // On failure, say what each rank's own report says.
+  const errorOf = (rel: string | null) => (rel ? (JSON.parse(readFileSync(join(ws, 'runs', rel), 'utf8')) as { run: { error: string | null } }).run.error : null);
+  const seen = JSON.stringify(doc.ranks.map((r) => ({ rank: r.rank, status: r.status, error: errorOf(r.report) })));
+  assert.equal(doc.status, 'cancelled', seen);
+  assert.deepEqual(doc.ranks.map((r) => r.status), ['cancelled', 'cancelled'], seen);
   const q = execFileSync('squeue', ['-h', '-j', doc.slurm?.job ?? '0', '-o', '%T'], { env: { ...process.env, SLURM_CONF: slurmConf }, encoding: 'utf8' }).trim();
   assert.equal(q, '', 'the job left the queue');
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { comparisonMarkdown, compareRuns } from '../../src/core/report/compare';
+import { comparisonMarkdown, compareRuns, sameConfiguration } from '../../src/core/report/compare';
 import { compareSteps, formatStepTime, formatVerdict, stepStats } from '../../src/core/report/stepTime';
 import type { Report } from '../../src/core/report/types';
 import { repoRoot } from './nativeFakes';
@@ -53,4 +53,32 @@ test('a comparison of two identical configurations says "within noise", never a 
   // Reports of earlier versions carry no per-step times: no verdict is made up.
   const old = compareRuns([{ label: 'a', report: base }, { label: 'b', report: base }]);
   assert.equal(old.rows[1]?.dStepText, '—');
+});
+
+test('the same code and settings: a difference in step time is the machine\'s, called noise however large', () => {
+  const base = fixture('gpt_tiny_cpu_baseline.json');
+  const sources = [{ file: 'gpt_tiny.py', sha256: 'a'.repeat(64), bytes: 100 }];
+  // Step times from two runs of one configuration on a loaded two-core machine.
+  const quick = [0.012, 0.026, 0.05, 0.02, 0.031, 0.026, 0.06, 0.019];
+  const slow = [0.06, 0.068, 0.09, 0.055, 0.07, 0.069, 0.1, 0.064];
+  const a: Report = { ...base, sources, summary: { ...base.summary, step_times_s: quick } };
+  const b: Report = { ...base, sources: [...sources], summary: { ...base.summary, step_times_s: slow } };
+  assert.equal(compareSteps(stepStats(quick), stepStats(slow)).kind, 'change', 'the spreads alone call it a change');
+  assert.equal(sameConfiguration(a, b), true);
+  const c = compareRuns([{ label: 'first', report: a }, { label: 'second', report: b }]);
+  assert.equal(c.rows[1]?.dStepText, 'within noise (same code and settings)');
+  assert.equal(c.rows[1]?.dSamplesText, 'within noise (same code and settings)');
+
+  // Anything that could change the step time makes it a comparison of two configurations.
+  const edited: Report = { ...b, sources: [{ file: 'gpt_tiny.py', sha256: 'b'.repeat(64), bytes: 100 }] };
+  const moreFiles: Report = { ...b, sources: [...sources, { file: 'model.py', sha256: 'c'.repeat(64), bytes: 10 }] };
+  const otherArgs: Report = { ...b, run: { ...b.run, argv: [...b.run.argv, '--batch-size', '64'] } };
+  const otherVariant: Report = { ...b, run: { ...b.run, variant: 'packed' } };
+  const otherDevice: Report = { ...b, run: { ...b.run, device: { ...b.run.device, name: 'other' } } };
+  const unhashed: Report = { ...b, sources: undefined };
+  for (const [why, r] of Object.entries({ edited, moreFiles, otherArgs, otherVariant, otherDevice, unhashed })) {
+    assert.equal(sameConfiguration(a, r), false, why);
+    const row = compareRuns([{ label: 'first', report: a }, { label: why, report: r }]).rows[1];
+    assert.match(row?.dStepText ?? '', /^\+\d+\.\d%$/, why);
+  }
 });

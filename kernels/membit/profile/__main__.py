@@ -4,7 +4,12 @@ import os
 import sys
 import threading
 
-from .cli import main
+from . import early
+
+# Before the command line's imports pull in torch: a SIGTERM from now on ends in a report.
+early.install()
+
+from .cli import main  # noqa: E402 - after the early handler, on purpose
 
 code = main()
 for stream in (sys.stdout, sys.stderr):

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import allocator, distributed, levers, report
+from . import allocator, distributed, early, levers, report
 from .compiled import is_compiling
 from .frames import CodeFilter, PathMapper
 from .nvml import NvmlSampler
@@ -43,6 +43,9 @@ from .tracker import Cancelled, HarnessAbort, StopScript, Tracker, now_us, tenso
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+# Seconds a failed rank of a multi-rank job waits for the SIGTERM that the launcher sends every
+# rank on a cancel, before it reports its error as its own (see Harness._settle_peer_stop).
+PEER_STOP_SETTLE_S = 3.0
 
 # Allocator trace entries kept (a ring buffer): a few profiled steps of a large model fit.
 HISTORY_ENTRIES = 400_000
@@ -150,6 +153,7 @@ class Harness:
         self._report_written = False
         self._done = threading.Event()
         self._stop_reason: Optional[str] = None
+        self._script_running = False
         self.control = Control.from_env(self._stop_requested)
         self.ffns: List[dict] = []
         self._probed_roots: list = []
@@ -293,9 +297,14 @@ class Harness:
         if self._setup_error is not None:
             self._fail("error", self._setup_error, EXIT_ERROR)
             return
+        if self.tracker.cancel_requested or early.pending():
+            self.tracker.cancel_requested = True
+            self._fail("cancelled", f"{self._cancel_message()} before the script started", EXIT_SIGTERM)
+            return
         saved_argv, saved_path0 = sys.argv, list(sys.path)
         sys.argv = [self.opts.script] + list(self.opts.args)
         sys.path.insert(0, os.path.dirname(script))
+        self._script_running = True
         try:
             self.overlays.install()
             item = self.overlays.for_file(script)
@@ -323,14 +332,30 @@ class Harness:
             else:
                 self._fail("error", self._format_error(e), EXIT_ERROR, e)
         finally:
+            self._script_running = False
             self.overlays.uninstall()
             # A forward that raised (torch without always_call hooks) leaves its autocast entered.
             while self._autocast_open:
                 self._autocast_open.pop().__exit__(None, None, None)
             sys.argv = saved_argv
             sys.path[:] = saved_path0
+        if self.status == "error" and self.dist is not None and self.dist.info["world_size"] > 1:
+            self._settle_peer_stop()
         if self.tracker.cancel_requested and self.status == "ok":
             self._fail("cancelled", self._cancel_message(), EXIT_SIGTERM)
+
+    def _settle_peer_stop(self) -> None:
+        """A rank whose peer was stopped first fails in its next collective ("connection closed
+        by peer") a moment before its own SIGTERM arrives: scancel and torchrun signal every
+        rank, but not at the same instant. Wait briefly for that signal; if it comes, this rank
+        was cancelled like the others, and its error is kept as what it saw first."""
+        deadline = time.monotonic() + PEER_STOP_SETTLE_S
+        while not self.tracker.cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.tracker.cancel_requested:
+            first = (self.error or "").strip().splitlines()
+            self.status, self.exit_code = "cancelled", EXIT_SIGTERM
+            self.error = f"{self._cancel_message()}; a peer rank had stopped first: {first[-1] if first else 'no error text'}"
 
     def _fail(self, status, message, code, exc=None) -> None:
         self.status, self.error, self.exit_code = status, message, code
@@ -342,7 +367,9 @@ class Harness:
 
     def _on_sigterm(self, signum, frame) -> None:
         self.tracker.cancel_requested = True
-        if not self._finishing:
+        # Before the script runs there is nothing to interrupt: _run_script sees the flag and
+        # ends the run as cancelled (raising here would escape the harness's own set-up).
+        if self._script_running and not self._finishing:
             raise Cancelled()
 
     # -- hooks' callbacks -------------------------------------------------------------------

@@ -50,6 +50,41 @@ function rel(v: number | null, base: number | null): number | null {
   return (v - base) / base;
 }
 
+/**
+ * Whether two reports ran the same code with the same settings: script, arguments, variant,
+ * steps, target, device, torch and Membit, and the same hash for every source file both
+ * attributes. Then a step-time difference cannot come from the code: one run's spread says
+ * nothing about the machine's load between runs (the same configuration has measured 88, 405
+ * and 1089 ms per step on one shared machine), so it is noise however large. Reports without
+ * source hashes (earlier versions) are never proven the same.
+ */
+export function sameConfiguration(a: Report, b: Report): boolean {
+  const ra = a.run;
+  const rb = b.run;
+  const same = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
+  if (!a.sources?.length || !b.sources?.length) return false;
+  if (
+    ra.script !== rb.script ||
+    !same(ra.argv, rb.argv) ||
+    ra.variant !== rb.variant ||
+    ra.steps !== rb.steps ||
+    ra.warmup !== rb.warmup ||
+    !same(ra.target, rb.target) ||
+    ra.device.name !== rb.device.name ||
+    ra.device.type !== rb.device.type ||
+    ra.torch !== rb.torch ||
+    ra.membit !== rb.membit ||
+    !same(ra.levers ?? [], rb.levers ?? []) ||
+    (ra.overlays?.length ?? 0) + (rb.overlays?.length ?? 0) > 0 ||
+    (ra.distributed?.world_size ?? 1) !== (rb.distributed?.world_size ?? 1)
+  ) {
+    return false;
+  }
+  // The same files, each with the same text.
+  const hashes = new Map(a.sources.map((s) => [s.file, s.sha256]));
+  return hashes.size === b.sources.length && b.sources.every((s) => hashes.get(s.file) === s.sha256);
+}
+
 /** Compares runs against the first one (the baseline). */
 export function compareRuns(runs: readonly { label: string; report: Report }[]): Comparison {
   if (runs.length === 0) return { rows: [], modules: [] };
@@ -60,7 +95,8 @@ export function compareRuns(runs: readonly { label: string; report: Report }[]):
     const s = report.summary;
     const step = stepStats(s.step_times_s);
     // Reports without per-step times: no spread, so a difference cannot be told from noise.
-    const stepVerdict: StepVerdict = report === base ? { kind: 'noise', rel: 0 } : compareSteps(baseStep, step);
+    let stepVerdict: StepVerdict = report === base ? { kind: 'noise', rel: 0 } : compareSteps(baseStep, step);
+    if (stepVerdict.kind === 'change' && sameConfiguration(base, report)) stepVerdict = { kind: 'noise', rel: stepVerdict.rel, sameConfig: true };
     return {
       label,
       variant: report.run.variant,

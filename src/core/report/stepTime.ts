@@ -40,7 +40,8 @@ export function stepStats(times: readonly number[] | undefined): StepStats | nul
 
 export type StepVerdict =
   | { kind: 'change'; rel: number }
-  | { kind: 'noise'; rel: number }
+  /** `sameConfig`: both runs ran the same code with the same settings, so the difference is the machine's. */
+  | { kind: 'noise'; rel: number; sameConfig?: true }
   | { kind: 'too-few'; steps: number }
   | { kind: 'unknown' };
 
@@ -67,7 +68,7 @@ export function formatStepTime(s: StepStats | null, fallbackS: number | null): s
 export function formatVerdict(v: StepVerdict, invert = false): string {
   switch (v.kind) {
     case 'noise':
-      return 'within noise';
+      return v.sameConfig ? 'within noise (same code and settings)' : 'within noise';
     case 'too-few':
       return `too few steps (${v.steps})`;
     case 'unknown':
