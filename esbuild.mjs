@@ -35,9 +35,9 @@ const nodeBuilds = [
     external: ['vscode'],
   },
   {
-    // Reads memory snapshots off the extension host's (and the CLI's) thread.
+    // Read memory snapshots and scan Python off the extension host's (and the CLI's) thread.
     ...common,
-    entryPoints: { snapshotWorker: 'src/core/snapshot/worker.ts' },
+    entryPoints: { snapshotWorker: 'src/core/snapshot/worker.ts', scanWorker: 'src/core/scan/worker.ts' },
     outdir: 'dist',
     platform: 'node',
     format: 'cjs',

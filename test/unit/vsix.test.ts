@@ -40,6 +40,7 @@ test('the .vsix holds what runs and nothing else', async () => {
     'dist/extension.js',
     'dist/cli.js',
     'dist/snapshotWorker.js',
+    'dist/scanWorker.js',
     'dist/tree-sitter.wasm',
     'dist/tree-sitter-python.wasm',
     'dist/kernels/pyproject.toml',

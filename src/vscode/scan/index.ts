@@ -5,16 +5,12 @@ import { notify } from '../notify';
 import { InternalCommands } from '../../commands';
 import {
   DEFAULT_BUDGET_MS,
-  createScanner,
   formatHint,
   formatHover,
   hintSites,
-  scanCells,
   shapeHintsFromReport,
   siteSeverity,
   summarizeClasses,
-  type ScanDocument,
-  type Scanner,
   type ScanOptions,
   type ScanResult,
   type Site,
@@ -22,6 +18,7 @@ import {
 import type { Log } from '../log';
 import { sparseAdviceTables } from '../sparseAdvice';
 import { TorchCapabilityProvider } from './capabilities';
+import { ScanRestartedError, ScanWorker } from '../../core/scan/workerClient';
 import type { ReportStore } from '../report/store';
 import { remapShapeHints } from '../../core/report/freshness';
 import { contradicts, formatLeverMeasurement } from '../../core/report/leverDeltas';
@@ -55,12 +52,15 @@ function isTextDocument(d: { uri: vscode.Uri }): d is vscode.TextDocument {
 /**
  * Shows the static scanner's findings in the editor: Information diagnostics with
  * codes (code actions hook into them), end-of-line estimates, a CodeLens per model
- * class, and hovers. Rescans are incremental and debounced; nothing blocks typing.
+ * class, and hovers. Rescans are incremental and debounced, and run in a worker thread
+ * (core/scan/worker.ts): no file, however pathological, can hold the extension host.
  */
 export class ScanFeature implements vscode.Disposable {
-  private scanner: Scanner | undefined;
-  private readonly ready: Promise<void>;
-  private readonly docs = new Map<string, ScanDocument>();
+  private readonly worker: ScanWorker;
+  /** The newest scan asked for each document (or notebook); older answers are dropped. */
+  private readonly latest = new Map<string, { seq: number; done: Promise<void> }>();
+  private seq = 0;
+  private warnedGrammar = false;
   private readonly results = new Map<string, ScanResult>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly diagnostics = vscode.languages.createDiagnosticCollection('membit');
@@ -83,18 +83,16 @@ export class ScanFeature implements vscode.Disposable {
     this.extensionUri = context.extensionUri;
     this.capabilities = new TorchCapabilityProvider(vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath, log);
     this.disposables.push(this.capabilities, this.capabilities.onDidChange(() => this.rescanAll()));
-    // The grammar loads after activation returns, so activation stays fast.
-    this.ready = createScanner({ assetDir: vscode.Uri.joinPath(context.extensionUri, 'dist').fsPath }).then(
-      (s) => {
-        this.scanner = s;
-        for (const doc of vscode.workspace.textDocuments) this.schedule(doc, 0);
-        for (const nb of vscode.workspace.notebookDocuments) this.scheduleNotebook(nb);
-      },
-      (e) => {
-        this.log.error(`scanner unavailable: ${e instanceof Error ? e.message : String(e)}`);
-        void notify.error(`Membit: the Python scanner could not load (${e instanceof Error ? e.message : String(e)}). Reinstall the extension.`);
-      },
-    );
+    // The grammar loads in the worker with its first scan, after activation has returned.
+    const dist = vscode.Uri.joinPath(context.extensionUri, 'dist').fsPath;
+    this.worker = new ScanWorker({
+      workerPath: vscode.Uri.joinPath(context.extensionUri, 'dist', 'scanWorker.js').fsPath,
+      assetDir: dist,
+      onRestart: (why) => this.log.warn(`scanner: ${why}`),
+    });
+    this.disposables.push({ dispose: () => this.worker.dispose() });
+    for (const doc of vscode.workspace.textDocuments) this.schedule(doc, 0);
+    for (const nb of vscode.workspace.notebookDocuments) this.scheduleNotebook(nb);
     this.disposables.push(
       vscode.workspace.onDidOpenTextDocument((d) => this.schedule(d, 0)),
       vscode.workspace.onDidChangeTextDocument((e) => {
@@ -112,21 +110,29 @@ export class ScanFeature implements vscode.Disposable {
       vscode.languages.registerCodeLensProvider({ language: 'python' }, { onDidChangeCodeLenses: this.lensChanged.event, provideCodeLenses: (d) => this.lenses(d) }),
       vscode.languages.registerHoverProvider({ language: 'python' }, { provideHover: (d, p) => this.hover(d, p) }),
       vscode.commands.registerCommand(InternalCommands.scanState, async (uri?: vscode.Uri) => {
-        await this.ready;
-        return uri ? this.state(uri) : undefined;
+        if (!uri) return undefined;
+        await this.latest.get(uri.toString())?.done;
+        return this.state(uri);
       }),
     );
   }
 
   /** The latest scan of a document (after pending rescans), for code actions. */
   async resultFor(doc: vscode.TextDocument): Promise<ScanResult | undefined> {
-    await this.ready;
     const key = doc.uri.toString();
-    if (this.timers.has(key)) {
+    if (doc.uri.scheme === 'vscode-notebook-cell') {
+      // A cell's findings come from its notebook's scan.
+      const nb = vscode.workspace.notebookDocuments.find((n) => n.getCells().some((c) => c.document === doc));
+      if (nb) await this.latest.get(nb.uri.toString())?.done;
+      return this.results.get(key);
+    }
+    if (doc.languageId !== 'python') return undefined;
+    if (this.timers.has(key) || !this.latest.has(key)) {
       clearTimeout(this.timers.get(key));
       this.timers.delete(key);
       this.scanNow(doc);
     }
+    await this.latest.get(key)?.done;
     return this.results.get(key);
   }
 
@@ -171,17 +177,44 @@ export class ScanFeature implements vscode.Disposable {
     this.debounce(doc.uri.toString(), ms, () => this.scanNow(doc));
   }
 
+  /**
+   * Sends `run` to the worker as the newest scan of `key`; `apply` runs only if no newer scan
+   * of it was asked for meanwhile (typing sends scans faster than a slow file answers).
+   */
+  private track(key: string, run: () => Promise<ScanResult>, apply: (r: ScanResult) => void, again: () => void): void {
+    const seq = ++this.seq;
+    const done = run().then(
+      (result) => {
+        if (this.latest.get(key)?.seq === seq) apply(result);
+      },
+      (e: unknown) => {
+        if (this.latest.get(key)?.seq !== seq) return;
+        if (e instanceof ScanRestartedError) return again();
+        const message = e instanceof Error ? e.message : String(e);
+        this.log.warn(`scan of ${key}: ${message}`);
+        if (/grammar could not load/.test(message) && !this.warnedGrammar) {
+          this.warnedGrammar = true;
+          void notify.error(`Membit: the Python scanner could not load (${message}). Reinstall the extension.`);
+        }
+      },
+    );
+    this.latest.set(key, { seq, done });
+  }
+
   private scanNow(doc: vscode.TextDocument): void {
-    if (!this.scanner || doc.isClosed) return;
+    if (doc.isClosed) return;
     const key = doc.uri.toString();
-    const opts = this.options(doc);
-    let sd = this.docs.get(key);
-    let result: ScanResult;
-    if (!sd) {
-      sd = this.scanner.open(doc.uri.fsPath, doc.getText(), opts);
-      this.docs.set(key, sd);
-      result = sd.result;
-    } else result = sd.update(doc.getText(), opts);
+    this.track(
+      key,
+      () => this.worker.scan(key, doc.uri.fsPath, doc.getText(), this.options(doc)),
+      (result) => {
+        if (!doc.isClosed) this.show(doc, key, result);
+      },
+      () => this.schedule(doc, 0),
+    );
+  }
+
+  private show(doc: vscode.TextDocument, key: string, result: ScanResult): void {
     this.results.set(key, result);
     if (result.skipped && !this.warnedTooLarge.has(key)) {
       this.warnedTooLarge.add(key);
@@ -204,16 +237,23 @@ export class ScanFeature implements vscode.Disposable {
   /** Notebooks: the Python cells are scanned together; findings land on their cells. */
   private scheduleNotebook(nb: vscode.NotebookDocument): void {
     this.debounce(nb.uri.toString(), DEBOUNCE_MS, () => {
-      if (!this.scanner || nb.isClosed) return;
+      if (nb.isClosed) return;
       const cells = nb.getCells().filter((c) => c.kind === vscode.NotebookCellKind.Code && c.document.languageId === 'python');
-      const result = scanCells(this.scanner, cells.map((c) => ({ index: c.index, text: c.document.getText() })), nb.uri.fsPath, this.options(nb));
-      for (const c of cells) {
-        const sites = result.sites.filter((s) => s.cell === c.index);
-        this.results.set(c.document.uri.toString(), { ...result, sites, classes: result.classes.filter((k) => k.cell === c.index) });
-        this.publish(c.document.uri, sites, result.peakBytes);
-      }
-      this.renderHints();
-      this.lensChanged.fire();
+      this.track(
+        nb.uri.toString(),
+        () => this.worker.scanCells(nb.uri.fsPath, cells.map((c) => ({ index: c.index, text: c.document.getText() })), this.options(nb)),
+        (result) => {
+          if (nb.isClosed) return;
+          for (const c of cells) {
+            const sites = result.sites.filter((s) => s.cell === c.index);
+            this.results.set(c.document.uri.toString(), { ...result, sites, classes: result.classes.filter((k) => k.cell === c.index) });
+            this.publish(c.document.uri, sites, result.peakBytes);
+          }
+          this.renderHints();
+          this.lensChanged.fire();
+        },
+        () => this.scheduleNotebook(nb),
+      );
     });
   }
 
@@ -348,8 +388,8 @@ export class ScanFeature implements vscode.Disposable {
 
   private forget(uri: vscode.Uri): void {
     const key = uri.toString();
-    this.docs.get(key)?.dispose();
-    this.docs.delete(key);
+    this.worker.forget(key);
+    this.latest.delete(key);
     this.results.delete(key);
     this.diagnostics.delete(uri);
     const t = this.timers.get(key);
@@ -359,8 +399,6 @@ export class ScanFeature implements vscode.Disposable {
 
   dispose(): void {
     for (const t of this.timers.values()) clearTimeout(t);
-    for (const d of this.docs.values()) d.dispose();
-    this.scanner?.dispose();
     for (const d of this.disposables) d.dispose();
   }
 }

@@ -1,0 +1,48 @@
+/**
+ * Worker-thread entry (bundled as dist/scanWorker.js): the scanner runs here, off the caller's
+ * thread, so a pathological file can slow only its own scan, never the editor. One scanner and
+ * one incremental document per key live as long as the worker.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { scanCells } from './notebook';
+import { createScanner, type ScanDocument } from './scanner';
+import type { ScanRequest, ScanResponse, ScanWorkerData } from './workerProtocol';
+
+const port = parentPort;
+if (port) {
+  const data = (workerData ?? {}) as ScanWorkerData;
+  const ready = createScanner(data.assetDir ? { assetDir: data.assetDir } : {});
+  const docs = new Map<string, ScanDocument>();
+  const answer = (r: ScanResponse) => port.postMessage(r);
+  port.on('message', (req: ScanRequest) => {
+    ready.then(
+      (scanner) => {
+        try {
+          switch (req.type) {
+            case 'scan': {
+              const doc = docs.get(req.key);
+              if (doc) return answer({ id: req.id, ok: true, result: doc.update(req.text, req.opts) });
+              const opened = scanner.open(req.file, req.text, req.opts);
+              docs.set(req.key, opened);
+              return answer({ id: req.id, ok: true, result: opened.result });
+            }
+            case 'cells':
+              return answer({ id: req.id, ok: true, result: scanCells(scanner, req.cells, req.file, req.opts) });
+            case 'forget':
+              docs.get(req.key)?.dispose();
+              docs.delete(req.key);
+              return answer({ id: req.id, ok: true });
+          }
+        } catch (e) {
+          // A failed update leaves the document's tree unknown: the next scan starts afresh.
+          if (req.type === 'scan') {
+            docs.get(req.key)?.dispose();
+            docs.delete(req.key);
+          }
+          answer({ id: req.id, ok: false, error: e instanceof Error ? e.message : String(e) });
+        }
+      },
+      (e: unknown) => answer({ id: req.id, ok: false, error: `the Python grammar could not load: ${e instanceof Error ? e.message : String(e)}` }),
+    );
+  });
+}
