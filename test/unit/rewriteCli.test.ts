@@ -167,3 +167,19 @@ test('usage errors exit 2', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a pathological file is bounded by the scan budget: what was read is converted, what was not is named', { timeout: 180_000 }, async () => {
+  const ws = workspace();
+  // A 60 KB attribute chain: reading it whole takes the query cursor over 30 s.
+  const chain = `import torch\nimport torch.nn as nn\nx = torch.${'nn.'.repeat(20_000)}Dropout(0.1)\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.drop = nn.Dropout(0.1)\n`;
+  writeFileSync(join(ws, 'chain.py'), chain);
+  const io = capture(ws);
+  assert.equal(await main(['convert', '--budget-ms', '3000', 'chain.py'], io), 0, io.stderr);
+  assert.match(io.stdout, /chain\.py: partially scanned, line 3 not read within the 3000 ms scan budget[^\n;]*; sites there were not converted\n/);
+  const after = readFileSync(join(ws, 'chain.py'), 'utf8');
+  assert.match(after, /self\.drop = membit\.nn\.PackedDropout\(0\.1\)/, 'the site after the chain was converted');
+  assert.ok(after.includes(`x = torch.${'nn.'.repeat(20_000)}Dropout(0.1)`), 'the unread line is untouched');
+  const bad = capture(ws);
+  assert.equal(await main(['convert', '--budget-ms', 'soon', 'chain.py'], bad), 2);
+  assert.match(bad.stderr, /--budget-ms must be a whole number of milliseconds/);
+});

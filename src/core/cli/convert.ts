@@ -1,5 +1,5 @@
 /**
- * `membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--lever sdpa|checkpoint|autocast] [--dry-run|--diff] [--revert]`:
+ * `membit convert PATH... [--dropout packed|recompute] [--ffn 2:4] [--lever sdpa|checkpoint|autocast] [--dry-run|--diff] [--revert] [--budget-ms MS]`:
  * the rewriter over files and folders, with the same engine as the editor's code actions.
  * `--lever` applies one of the memory advisor's rewrites (fused attention, activation
  * checkpointing, bf16 autocast) wherever it provably applies, and lists where it did not and why.
@@ -20,7 +20,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, relative, sep } from 'node:path';
 import { applyEdits, applyLever, convertAll, type ConvertOptions, type ConvertResult, type Lever, LEVERS, type LeverResult, patchHeaderPath, revertAll, type RevertResult, unifiedDiff } from '../rewrite';
 import { atomicWriteRefusal, writeFileAtomic } from '../atomicWrite';
-import { createScanner, DEFAULT_MAX_BYTES, type Scanner } from '../scan';
+import { createScanner, DEFAULT_BUDGET_MS, DEFAULT_MAX_BYTES, type Scanner } from '../scan';
 import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
 import { expandPaths } from './scan';
@@ -43,6 +43,8 @@ export interface FileReport {
   lever?: LeverResult;
   /** The file had syntax errors: only sites outside them were converted. */
   syntaxErrors?: boolean;
+  /** Part of the file was not read within the scan budget (the scanner's message): sites there were left alone. */
+  partial?: string;
 }
 
 export interface FileHooks {
@@ -59,7 +61,7 @@ function displayPath(abs: string, cwd: string): string {
 }
 
 /** Reads, converts (or reverts) and, when `write`, writes one file. Never throws. */
-export function convertFile(abs: string, file: string, action: ConvertAction, scanner: Scanner | undefined, write: boolean, hooks: FileHooks = {}): FileReport {
+export function convertFile(abs: string, file: string, action: ConvertAction, scanner: Scanner | undefined, write: boolean, hooks: FileHooks = {}, budgetMs = DEFAULT_BUDGET_MS): FileReport {
   let bytes: Buffer;
   let st;
   try {
@@ -92,10 +94,12 @@ export function convertFile(abs: string, file: string, action: ConvertAction, sc
     after = r.text;
   } else {
     if (!scanner) return { file, status: 'error', message: 'no scanner' };
-    const result = scanner.scan(text, file, { maxBytes: DEFAULT_MAX_BYTES });
+    // The scan budget bounds a pathological file as in `membit scan`; what was found is converted.
+    const result = scanner.scan(text, file, budgetMs > 0 ? { maxBytes: DEFAULT_MAX_BYTES, budgetMs } : { maxBytes: DEFAULT_MAX_BYTES });
     if (result.skipped) return { file, status: 'skipped', message: result.skipped.message };
     if (result.error && result.sites.length === 0) return { file, status: 'error', message: result.error };
     if (result.hasSyntaxErrors) report.syntaxErrors = true;
+    if (result.partial) report.partial = result.partial.message;
     const c = convertAll(text, result.sites, action.options);
     report.conversion = c;
     after = applyEdits(text, c.edits);
@@ -136,6 +140,7 @@ function describe(r: FileReport, verb: string): string[] {
     return out;
   }
   if (r.syntaxErrors) out.push(`${r.file}: has syntax errors; only sites outside them were converted`);
+  if (r.partial) out.push(`${r.file}: ${r.partial.replace(/^Membit: /, '').replace(/;\s*sites there may be missing\.?$/, '')}; sites there were not converted`);
   for (const c of r.conversion?.converted ?? []) {
     const m = c.member ? (c.site.ffn?.[c.member] ?? undefined) : undefined;
     const col = m ? m.range.startCol : c.site.range.startCol;
@@ -166,6 +171,7 @@ export const convertCommand: Subcommand = {
     { name: 'dry-run', help: 'list what would change, write nothing' },
     { name: 'diff', help: 'print a unified diff, write nothing' },
     { name: 'revert', help: 'undo Membit conversions and lever rewrites: back to the original text' },
+    { name: 'budget-ms', value: true, metavar: 'MS', help: `time to parse and read each file; sites past it are left alone and named (default ${DEFAULT_BUDGET_MS}; 0: none)` },
   ],
   details: [
     'Without --dropout or --ffn, dropout is converted to packed (1-bit masks). Folders are',
@@ -200,6 +206,9 @@ export const convertCommand: Subcommand = {
     const scaleKwarg = args.flags.get('sdpa-scale') === true;
     if (scaleKwarg && lever !== 'sdpa') throw new UsageError('--sdpa-scale goes with --lever sdpa');
     const action: ConvertAction = revert ? { kind: 'revert' } : lever ? { kind: 'lever', lever, scaleKwarg } : { kind: 'convert', options };
+    const budgetFlag = args.flags.get('budget-ms');
+    const budgetMs = budgetFlag === undefined ? DEFAULT_BUDGET_MS : Number(budgetFlag);
+    if (!Number.isInteger(budgetMs) || budgetMs < 0) throw new UsageError(`--budget-ms must be a whole number of milliseconds ≥ 0 (0: no budget), got "${String(budgetFlag)}"`);
 
     const files = expandPaths(args.positionals, io.cwd);
     const notes: string[] = [];
@@ -224,7 +233,7 @@ export const convertCommand: Subcommand = {
           notes.push(`${file}: skipped: notebooks are converted in the editor, cell by cell`);
           continue;
         }
-        const r = convertFile(abs, file, action, scanner, !diff && !dryRun);
+        const r = convertFile(abs, file, action, scanner, !diff && !dryRun, {}, budgetMs);
         reports.push(r);
         if (diff && r.before !== undefined && r.after !== undefined && r.status === 'changed') {
           io.out(unifiedDiff(r.before, r.after, { oldPath: patchHeaderPath('a', file), newPath: patchHeaderPath('b', file) }));
