@@ -2,6 +2,7 @@
  * membit predict: the CLI runs the real predictor (CUDA faked, no GPU) on the GPT sample, and the
  * report reader, status label and argv builder are checked on what it wrote.
  */
+import { formatBytes } from '../../src/core/units';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,7 +31,7 @@ async function predictedReport(): Promise<{ report: Report; text: string }> {
   const io = capture(REPO);
   const code = await main(['predict', '--python', PYTHON, '--gpu', 'A100-80GB', '--out', out, '--', GPT, ...GPT_ARGS], io);
   assert.equal(code, 0, io.stderr);
-  assert.match(io.stdout, /^predicted peak \d+\.\d [MG]iB on A100-80GB · fits$/m);
+  assert.match(io.stdout, /^predicted peak \d+(\.\d+)? [KMG]iB on A100-80GB · fits$/m);
   assert.match(io.stdout, /\+ CUDA context .*per-GPU table/);
   // The sample prints loss.item(): a value a fake run cannot know, named with its line.
   assert.match(io.stdout, /not followed: \.item\(\) at samples\/gpt_tiny\.py:\d+/);
@@ -57,7 +58,8 @@ test('membit predict writes a valid report marked predicted for the chosen GPU',
 test('status label: predicted, partial, searched and measured reports read differently', { timeout: 300_000 }, async () => {
   const { text } = await predictedReport();
   const doc = JSON.parse(text) as Report & { run: { prediction: Record<string, unknown> } };
-  const gib = (n: number) => (n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`);
+  // One unit module formats every byte count on screen (src/core/units.ts).
+  const gib = formatBytes;
   const peak = doc.run.prediction.peak_allocated as number;
   doc.run.prediction.max_batch = { arg: '--batch-size', largest: 11, probes: [] };
   assert.equal(statusLabel(doc), `predicted peak ${gib(peak)} on A100-80GB · fits to batch 11`);

@@ -1,3 +1,4 @@
+import { formatBytes } from '../units';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -9,7 +10,7 @@ import { runFileName } from '../run/history';
 import { canonicalVariant, VariantError } from '../run/variants';
 import { parseReport } from '../report/model';
 import { REPORT_SCHEMA } from '../report/schema';
-import { formatGiB, predictArgv, PREDICT_GPUS, readPrediction, statusLabel } from '../report/prediction';
+import { predictArgv, PREDICT_GPUS, readPrediction, statusLabel } from '../report/prediction';
 
 function positiveInt(v: unknown, name: string): number | undefined {
   if (v === undefined) return undefined;
@@ -47,8 +48,8 @@ export function describePrediction(text: string, io: Io, where: string): number 
     return 1;
   }
   io.out(`${statusLabel(report)}\n`);
-  io.out(`  needs ${formatGiB(p.deviceNeed)} of ${formatGiB(p.totalBytes)} on ${p.gpuName} (peak allocated + allocator slack + CUDA context)\n`);
-  for (const f of p.fixed) io.out(`  + ${f.what} ${formatGiB(f.bytes)}: ${f.source}\n`);
+  io.out(`  needs ${formatBytes(p.deviceNeed)} of ${formatBytes(p.totalBytes)} on ${p.gpuName} (peak allocated + allocator slack + CUDA context)\n`);
+  for (const f of p.fixed) io.out(`  + ${f.what} ${formatBytes(f.bytes)}: ${f.source}\n`);
   if (!p.complete) io.out(`  PARTIAL: ${p.partialReason ?? 'the step was not followed to its end'}\n`);
   for (const r of p.userHostReads) io.out(`  not followed: ${r.what} at ${r.file}:${r.line} (its value is unknown without a GPU; the script got a placeholder)\n`);
   return p.complete ? 0 : 4;
@@ -122,7 +123,7 @@ export const predictCommand: Subcommand = {
         } catch {
           return undefined;
         }
-        if (e.event === 'step' && typeof e.peak === 'number') io.err(`membit: step ${String(e.step)} · peak so far ${formatGiB(e.peak)} (tensors)\n`);
+        if (e.event === 'step' && typeof e.peak === 'number') io.err(`membit: step ${String(e.step)} · peak so far ${formatBytes(e.peak)} (tensors)\n`);
         else if (e.event === 'probe') io.err(`membit: ${String(e.variant)} at ${String(e.batch)}: ${e.fits ? 'fits' : 'does not fit'}\n`);
         return undefined;
       });

@@ -3,6 +3,7 @@
  * nothing measured. Reports are untrusted input, so every field read here is checked, and a
  * report whose run.prediction does not have the expected shape counts as not predicted.
  */
+import { formatBytes } from '../units';
 import type { Report } from './types';
 
 /** GPUs the predictor's table knows (kernels/membit/predict/gpus.py), for pickers and --help. */
@@ -75,11 +76,6 @@ export function relabelPredicted(text: string): string {
   return text.replace(/\(measured\)/g, '(predicted)').replace(/\(measured,/g, '(predicted,').replace(/([ ,]) ?measured\b/g, '$1 predicted').replace(/  predicted/g, ' predicted');
 }
 
-/** Bytes in GiB with one decimal, the unit GPU capacities are usually quoted in (MiB below 1 GiB). */
-export function formatGiB(n: number): string {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
-}
-
 /**
  * The status bar's words for a report: "predicted peak 47.2 GiB on A100-80GB · fits to batch 11"
  * for a prediction (a partial one says "at least"), "peak 47.2 GiB" for a measured run.
@@ -88,10 +84,10 @@ export function statusLabel(report: Report): string {
   const p = readPrediction(report);
   if (!p) {
     const peak = report.summary.peak_allocated ?? report.summary.tracked_at_peak;
-    return report.run.status === 'ok' ? `peak ${formatGiB(peak)}` : `${report.run.status.toUpperCase()} at ${formatGiB(peak)}`;
+    return report.run.status === 'ok' ? `peak ${formatBytes(peak)}` : `${report.run.status.toUpperCase()} at ${formatBytes(peak)}`;
   }
-  if (!p.complete) return `predicted peak ≥ ${formatGiB(p.peakAllocated)} on ${p.gpuKey} (partial)`;
-  let text = `predicted peak ${formatGiB(p.peakAllocated)} on ${p.gpuKey}`;
+  if (!p.complete) return `predicted peak ≥ ${formatBytes(p.peakAllocated)} on ${p.gpuKey} (partial)`;
+  let text = `predicted peak ${formatBytes(p.peakAllocated)} on ${p.gpuKey}`;
   if (p.maxBatch) {
     const what = p.maxBatch.arg.replace(/^--?/, '').replace(/[-_]size$/, '');
     text += p.maxBatch.largest === null ? ` · no ${what} fits` : ` · fits to ${what} ${p.maxBatch.largest}`;

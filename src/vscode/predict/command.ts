@@ -1,3 +1,4 @@
+import { formatBytes } from '../../core/units';
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,7 +8,7 @@ import { Commands } from '../../commands';
 import { bundledKernelsDir } from '../../core/cli/profile';
 import { splitArgs } from '../../core/run/argsplit';
 import { runFileName } from '../../core/run/history';
-import { formatGiB, predictArgv, PREDICT_GPUS, readPrediction, statusLabel } from '../../core/report/prediction';
+import { predictArgv, PREDICT_GPUS, readPrediction, statusLabel } from '../../core/report/prediction';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { notify } from '../notify';
@@ -87,7 +88,7 @@ export function registerPredictCommand(context: vscode.ExtensionContext, log: Lo
             if (!l.startsWith('@@membit ')) return log.info(`script: ${l}`);
             try {
               const e = JSON.parse(l.slice(9)) as Record<string, unknown>;
-              if (e.event === 'step' && typeof e.peak === 'number') progress.report({ message: `step ${String(e.step)} · peak so far ${formatGiB(e.peak)}` });
+              if (e.event === 'step' && typeof e.peak === 'number') progress.report({ message: `step ${String(e.step)} · peak so far ${formatBytes(e.peak)}` });
               else if (e.event === 'probe') progress.report({ message: `batch ${String(e.batch)}: ${e.fits ? 'fits' : 'does not fit'}` });
             } catch {
               // A malformed progress line only loses a progress message.
