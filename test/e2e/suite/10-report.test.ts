@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { Commands, InternalCommands } from '../../../src/commands';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import type { RenderedSummary } from '../../../media/report/messages';
-import { EXTENSION_ID, openSample, screenshot, waitFor, webview, workspaceDir } from './util';
+import { EXTENSION_ID, openSample, profileSampleWithCli, screenshot, waitFor, webview, workspaceDir } from './util';
 
 /** 1-based numbers of the lines whose text matches. */
 function linesMatching(file: string, re: RegExp): number[] {
@@ -20,25 +20,7 @@ describe('measured memory in the editor', function () {
   let reportFile = '';
 
   before(() => {
-    // A real run: the installed extension's CLI runs the real harness on CPU PyTorch.
-    const ext = vscode.extensions.getExtension(EXTENSION_ID);
-    assert.ok(ext);
-    const python = process.env.MEMBIT_PYTHON;
-    assert.ok(python, 'MEMBIT_PYTHON must name a Python with torch for the e2e suite');
-    const ws = workspaceDir();
-    execFileSync(
-      process.execPath,
-      [
-        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', python, '--root', ws, '--steps', '2', '--warmup', '1', '--',
-        join(ws, 'gpt_tiny.py'), '--steps', '5', '--batch-size', '4', '--seq-len', '64', '--n-layer', '2', '--n-embd', '64', '--n-head', '2',
-        '--data-bytes', '200000', '--device', 'cpu',
-      ],
-      { cwd: ws, stdio: 'inherit', timeout: 240_000 },
-    );
-    const runs = join(ws, '.membit', 'runs');
-    const files = readdirSync(runs).filter((f) => f.endsWith('.json'));
-    assert.equal(files.length, 1, `expected one report in ${runs}`);
-    reportFile = join(runs, files[0] as string);
+    reportFile = profileSampleWithCli();
   });
 
   it('loads the newest report and marks the dropout lines in the gutter, with mask sizes at the end of the line', async () => {

@@ -1,4 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 
@@ -81,4 +83,29 @@ export async function webview(name: string, action: 'count' | 'click', selector:
   const file = join(dir, `${name}.result.json`);
   await waitFor(`the driver's answer about ${selector}`, () => existsSync(file), 60_000);
   return JSON.parse(readFileSync(file, 'utf8'));
+}
+
+/**
+ * A real run written by the test, not the extension: the installed extension's CLI runs the
+ * real harness on CPU PyTorch over the GPT sample. Returns the one report in .membit/runs.
+ */
+export function profileSampleWithCli(): string {
+  const ext = vscode.extensions.getExtension(EXTENSION_ID);
+  assert.ok(ext);
+  const python = process.env.MEMBIT_PYTHON;
+  assert.ok(python, 'MEMBIT_PYTHON must name a Python with torch for the e2e suite');
+  const ws = workspaceDir();
+  execFileSync(
+    process.execPath,
+    [
+      join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', python, '--root', ws, '--steps', '2', '--warmup', '1', '--',
+      join(ws, 'gpt_tiny.py'), '--steps', '5', '--batch-size', '4', '--seq-len', '64', '--n-layer', '2', '--n-embd', '64', '--n-head', '2',
+      '--data-bytes', '200000', '--device', 'cpu',
+    ],
+    { cwd: ws, stdio: 'inherit', timeout: 240_000 },
+  );
+  const runs = join(ws, '.membit', 'runs');
+  const files = readdirSync(runs).filter((f) => f.endsWith('.json'));
+  assert.equal(files.length, 1, `expected one report in ${runs}`);
+  return join(runs, files[0] as string);
 }

@@ -6,14 +6,13 @@
  * once the workspace is trusted.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { Commands, InternalCommands, RUNS_CODE } from '../../../src/commands';
 import type { Shown } from '../../../src/vscode/notify';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
-import { EXTENSION_ID, openSample, screenshot, waitFor, workspaceDir } from '../suite/util';
+import { openSample, profileSampleWithCli, screenshot, waitFor, workspaceDir } from '../suite/util';
 
 const shownSince = async (n: number) => ((await vscode.commands.executeCommand<Shown[]>(InternalCommands.recentlyShown)) ?? []).slice(n);
 
@@ -23,25 +22,7 @@ describe('an untrusted workspace (Restricted Mode)', function () {
 
   before(() => {
     assert.equal(vscode.workspace.isTrusted, false, 'this suite needs a window whose workspace is not trusted');
-    const ext = vscode.extensions.getExtension(EXTENSION_ID);
-    assert.ok(ext);
-    const python = process.env.MEMBIT_PYTHON;
-    assert.ok(python, 'MEMBIT_PYTHON must name a Python with torch for the e2e suite');
-    const ws = workspaceDir();
-    // The test, not the extension, runs the real harness: a real report now sits in the workspace.
-    execFileSync(
-      process.execPath,
-      [
-        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', python, '--root', ws, '--steps', '2', '--warmup', '1', '--',
-        join(ws, 'gpt_tiny.py'), '--steps', '5', '--batch-size', '4', '--seq-len', '64', '--n-layer', '2', '--n-embd', '64', '--n-head', '2',
-        '--data-bytes', '200000', '--device', 'cpu',
-      ],
-      { cwd: ws, stdio: 'inherit', timeout: 240_000 },
-    );
-    const runs = join(ws, '.membit', 'runs');
-    const files = readdirSync(runs).filter((f) => f.endsWith('.json'));
-    assert.equal(files.length, 1);
-    report = join(runs, files[0] as string);
+    report = profileSampleWithCli();
   });
 
   it('still scans: static diagnostics on the GPT sample', async () => {
