@@ -321,6 +321,9 @@ async function main(): Promise<void> {
   } finally {
     writeFileSync(join(artifacts, 'code-server.log'), serverLog);
     cleanup();
+    // The window's own logs (the Membit output channel among them) say why a test waited in vain.
+    const logs = join(userData, 'logs');
+    if (existsSync(logs)) cpSync(logs, join(artifacts, 'logs'), { recursive: true });
     rmSync(tmp, { recursive: true, force: true, maxRetries: 3 });
   }
   process.exit(exitCode);

@@ -305,32 +305,23 @@ class Harness:
         sys.argv = [self.opts.script] + list(self.opts.args)
         sys.path.insert(0, os.path.dirname(script))
         self._script_running = True
+        caught: Optional[BaseException] = None
         try:
-            self.overlays.install()
-            item = self.overlays.for_file(script)
-            if item is not None:
-                self.overlays.run_main(item)
-            else:
-                runpy.run_path(script, run_name="__main__")
-        except OverlayError as e:
-            self._fail("error", str(e), EXIT_ERROR)
-        except StopScript:
-            pass
-        except Cancelled:
-            self._fail("cancelled", self._cancel_message(), EXIT_SIGTERM)
-        except KeyboardInterrupt:
-            self._fail("cancelled", "cancelled (interrupted)", EXIT_SIGINT)
-        except HarnessAbort as e:
-            self._fail("error", str(e), EXIT_ERROR)
-        except SystemExit as e:
-            if e.code not in (None, 0):
-                self._fail("error", f"the script exited with status {e.code}", EXIT_ERROR)
-        except BaseException as e:  # noqa: BLE001 - every failure of the script ends in a report
-            if is_oom(e):
-                self._note_oom(e)
-                self._fail("oom", self._format_error(e), EXIT_OOM, e)
-            else:
-                self._fail("error", self._format_error(e), EXIT_ERROR, e)
+            try:
+                self.overlays.install()
+                item = self.overlays.for_file(script)
+                if item is not None:
+                    self.overlays.run_main(item)
+                else:
+                    runpy.run_path(script, run_name="__main__")
+            except BaseException as e:  # noqa: BLE001 - every end of the script is classified below
+                self._script_running = False
+                caught = e
+        except Cancelled as e:
+            # A SIGTERM that landed while the script's own exception was being caught: the run
+            # was cancelled (e.__context__ is what the script raised first).
+            self._script_running = False
+            caught = e
         finally:
             self._script_running = False
             self.overlays.uninstall()
@@ -339,10 +330,36 @@ class Harness:
                 self._autocast_open.pop().__exit__(None, None, None)
             sys.argv = saved_argv
             sys.path[:] = saved_path0
+        # Classified with the flag down: no SIGTERM can interrupt the harness's own work from here.
+        if caught is not None:
+            self._classify(caught)
         if self.status == "error" and self.dist is not None and self.dist.info["world_size"] > 1:
             self._settle_peer_stop()
         if self.tracker.cancel_requested and self.status == "ok":
             self._fail("cancelled", self._cancel_message(), EXIT_SIGTERM)
+
+    def _classify(self, e: BaseException) -> None:
+        """The run's status from how the script ended (`e`: what it raised, or what stopped it)."""
+        if isinstance(e, OverlayError):
+            self._fail("error", str(e), EXIT_ERROR)
+        elif isinstance(e, StopScript):
+            pass
+        elif isinstance(e, Cancelled):
+            first = e.__context__
+            seen = "" if first is None or isinstance(first, Cancelled) else f"; the script had just raised {type(first).__name__}: {first}"
+            self._fail("cancelled", self._cancel_message() + seen, EXIT_SIGTERM)
+        elif isinstance(e, KeyboardInterrupt):
+            self._fail("cancelled", "cancelled (interrupted)", EXIT_SIGINT)
+        elif isinstance(e, HarnessAbort):
+            self._fail("error", str(e), EXIT_ERROR)
+        elif isinstance(e, SystemExit):
+            if e.code not in (None, 0):
+                self._fail("error", f"the script exited with status {e.code}", EXIT_ERROR)
+        elif is_oom(e):
+            self._note_oom(e)
+            self._fail("oom", self._format_error(e), EXIT_OOM, e)
+        else:
+            self._fail("error", self._format_error(e), EXIT_ERROR, e)
 
     def _settle_peer_stop(self) -> None:
         """A rank whose peer was stopped first fails in its next collective ("connection closed

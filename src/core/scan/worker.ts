@@ -6,14 +6,19 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { scanCells } from './notebook';
 import { createScanner, type ScanDocument } from './scanner';
-import type { ScanRequest, ScanResponse, ScanWorkerData } from './workerProtocol';
+import type { ScanReady, ScanRequest, ScanResponse, ScanWorkerData } from './workerProtocol';
 
 const port = parentPort;
 if (port) {
   const data = (workerData ?? {}) as ScanWorkerData;
   const ready = createScanner(data.assetDir ? { assetDir: data.assetDir } : {});
   const docs = new Map<string, ScanDocument>();
-  const answer = (r: ScanResponse) => port.postMessage(r);
+  const answer = (r: ScanResponse | ScanReady) => port.postMessage(r);
+  // Loading the grammar is not a scan: the client starts its deadlines after this.
+  ready.then(
+    () => answer({ type: 'ready' }),
+    () => answer({ type: 'ready' }),
+  );
   port.on('message', (req: ScanRequest) => {
     ready.then(
       (scanner) => {

@@ -2,13 +2,14 @@
  * The client of the scan worker (worker.ts): scans in a worker thread with a heap limit and a
  * deadline. The scanner's own budget (ScanOptions.budgetMs) keeps a scan near a second; the
  * deadline here is the guard behind it: a scan that still has not answered is ended by
- * terminating the thread, and the next scan starts a fresh one. Every pending request is
+ * terminating the thread, and the next scan starts a fresh one. Deadlines start once the
+ * thread has loaded the grammar, which is not a scan and may take seconds on a loaded machine. Every pending request is
  * answered, with a result or an error that says what happened. Pure Node: no VS Code.
  */
 import { Worker } from 'node:worker_threads';
 import type { CellInput } from './notebook';
 import type { ScanOptions, ScanResult } from './types';
-import type { ScanAsk, ScanRequest, ScanResponse, ScanWorkerData } from './workerProtocol';
+import type { ScanAsk, ScanReady, ScanRequest, ScanResponse, ScanWorkerData } from './workerProtocol';
 
 export interface ScanWorkerOptions extends ScanWorkerData {
   /** Path of the bundled worker script (dist/scanWorker.js). */
@@ -38,6 +39,8 @@ export class ScanWorker {
   private readonly pending = new Map<number, Pending>();
   /** The deadline of the request the worker is on (the oldest pending one). */
   private timer: { id: number; handle: NodeJS.Timeout } | undefined;
+  /** The thread has loaded the grammar: deadlines run only from then (a loaded machine may take seconds). */
+  private loaded = false;
   private disposed = false;
 
   constructor(private readonly options: ScanWorkerOptions) {}
@@ -90,6 +93,7 @@ export class ScanWorker {
 
   /** The deadline runs for the request the worker is on, not for those queued behind it. */
   private armHead(): void {
+    if (!this.loaded) return;
     const head = this.pending.keys().next();
     if (head.done) {
       if (this.timer) clearTimeout(this.timer.handle);
@@ -103,10 +107,15 @@ export class ScanWorker {
     this.timer = {
       id,
       handle: setTimeout(() => {
-        const what = this.pending.get(id)?.what ?? 'a file';
-        const why = `the scan of ${what} did not finish within ${Math.round(deadline / 1000)} s, so it was stopped; the file is scanned again when it changes`;
-        this.options.onRestart?.(why);
-        this.stop(why, id);
+        // If this thread was itself blocked past the deadline, the answer may already be queued:
+        // look once more after pending I/O (the worker's messages) before ending the thread.
+        setImmediate(() => {
+          if (!this.pending.has(id)) return;
+          const what = this.pending.get(id)?.what ?? 'a file';
+          const why = `the scan of ${what} did not finish within ${Math.round(deadline / 1000)} s, so it was stopped; the file is scanned again when it changes`;
+          this.options.onRestart?.(why);
+          this.stop(why, id);
+        });
       }, deadline),
     };
   }
@@ -117,7 +126,12 @@ export class ScanWorker {
     const w = new Worker(this.options.workerPath, { workerData: data, resourceLimits: { maxOldGenerationSizeMb: this.options.maxHeapMb ?? 512 } });
     // The thread must not keep a CLI or a test process alive once nothing waits on it.
     w.unref();
-    w.on('message', (r: ScanResponse) => {
+    w.on('message', (r: ScanResponse | ScanReady) => {
+      if ('type' in r) {
+        this.loaded = true;
+        this.armHead();
+        return;
+      }
       const p = this.pending.get(r.id);
       if (!p) return;
       this.pending.delete(r.id);
@@ -132,6 +146,7 @@ export class ScanWorker {
     w.on('error', (e) => died(/heap|memory/i.test(e.message) ? `the scan ran out of memory (${e.message})` : `the scan worker failed: ${e.message}`));
     w.on('exit', (code) => died(`the scan worker stopped (exit code ${code})`));
     this.worker = w;
+    this.loaded = false;
     return w;
   }
 

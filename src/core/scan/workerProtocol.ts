@@ -21,3 +21,8 @@ export type ScanResponse =
   | { id: number; ok: true; result?: ScanResult }
   /** `retry`: this request did nothing wrong; the thread was ended for another one. */
   | { id: number; ok: false; error: string; retry?: boolean };
+
+/** Sent once the grammar has loaded (or failed to): from then on requests are answered in order. */
+export interface ScanReady {
+  type: 'ready';
+}
