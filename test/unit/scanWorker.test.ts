@@ -5,11 +5,12 @@
  * limits here are deadlines of the component under test or hang guards, never speed targets.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ScanRestartedError, ScanWorker } from '../../src/core/scan/workerClient';
-import { repoRoot } from './scanSupport';
+import { cloneable, ScanRestartedError, ScanWorker } from '../../src/core/scan/workerClient';
+import { shapeHintsFromReport, type ReportLike } from '../../src/core/scan';
+import { repoRoot, scanner } from './scanSupport';
 
 const dist = join(repoRoot(), 'dist');
 const workerPath = join(dist, 'scanWorker.js');
@@ -68,13 +69,34 @@ test('a disposed client answers with an error instead of starting a thread', asy
   await assert.rejects(w.scan('k', 'm.py', MODEL, {}), /the scanner was closed/);
 });
 
-test('options that the structured clone refuses (a Proxy, as VS Code settings are) are sent as plain data', async () => {
+test('options that the structured clone refuses (a Proxy, as VS Code settings are) are sent as data, Maps kept', async () => {
   const w = new ScanWorker({ workerPath, assetDir: dist });
   try {
     const shapes = new Proxy({ batch: 8, seqLen: 128 }, {});
     assert.throws(() => structuredClone(shapes), /could not be cloned/);
-    const r = await w.scan('p', 'm.py', MODEL, { shapes } as never);
+    // Shape hints from a report are Maps: they must arrive as Maps, not as {} (JSON would do that).
+    const hints = { byLine: new Map([[5, { batch: 3 }]]), byModule: new Map(), fromReport: true };
+    const copy = cloneable({ shapes, hints });
+    assert.ok(copy.hints.byLine instanceof Map && copy.hints.byLine.get(5)?.batch === 3);
+    const r = await w.scan('p', 'm.py', MODEL, { shapes, hints } as never);
     assert.equal(r.sites.length, 1);
+  } finally {
+    w.dispose();
+  }
+});
+
+test('with a real report\'s shape hints the worker finds what the scanner finds in this thread', async () => {
+  const report = JSON.parse(readFileSync(join(repoRoot(), 'test', 'fixtures', 'reports', 'gpt_tiny_cpu_baseline.json'), 'utf8')) as ReportLike;
+  const text = readFileSync(join(repoRoot(), 'samples', 'gpt_tiny.py'), 'utf8');
+  const opts = { hints: shapeHintsFromReport(report, 'gpt_tiny.py') };
+  assert.ok(opts.hints.byLine.size > 0, 'the report has measured lines for the sample');
+  const here = (await scanner()).scan(text, 'gpt_tiny.py', opts);
+  const w = new ScanWorker({ workerPath, assetDir: dist });
+  try {
+    const there = await w.scan('gpt', 'gpt_tiny.py', text, opts);
+    assert.equal(there.error, undefined);
+    assert.ok(there.sites.some((s) => s.estimate.source === 'report'), 'measured figures reached the worker');
+    assert.deepEqual(there.sites, here.sites);
   } finally {
     w.dispose();
   }

@@ -24,6 +24,22 @@ export interface ScanWorkerOptions extends ScanWorkerData {
 
 export const DEFAULT_DEADLINE_MS = 15_000;
 
+/**
+ * A copy of scan options the structured clone accepts. They are data (numbers, strings, arrays,
+ * Maps of shape hints), but callers may hand over objects the clone refuses: VS Code's
+ * configuration values are Proxies. Maps and Sets stay Maps and Sets (JSON would flatten them).
+ */
+export function cloneable<T>(v: T): T {
+  const copy = (x: unknown): unknown => {
+    if (x === null || typeof x !== 'object') return typeof x === 'function' ? undefined : x;
+    if (x instanceof Map) return new Map([...x].map(([k, val]) => [copy(k), copy(val)]));
+    if (x instanceof Set) return new Set([...x].map(copy));
+    if (Array.isArray(x)) return x.map(copy);
+    return Object.fromEntries(Object.entries(x).map(([k, val]) => [k, copy(val)]));
+  };
+  return copy(v) as T;
+}
+
 /** The scan was ended because another file's scan stopped the thread: scan this one again. */
 export class ScanRestartedError extends Error {}
 
@@ -78,9 +94,7 @@ export class ScanWorker {
     return new Promise((resolve) => {
       let message: ScanRequest;
       try {
-        // Options are plain data, but callers may hand over objects the structured clone
-        // refuses (VS Code's configuration values are proxies): send their JSON form.
-        message = 'opts' in req ? { ...req, opts: JSON.parse(JSON.stringify(req.opts)) as ScanOptions, id } : { ...req, id };
+        message = 'opts' in req ? { ...req, opts: cloneable(req.opts), id } : { ...req, id };
         worker.postMessage(message);
       } catch (e) {
         resolve({ id, ok: false, error: `could not send ${what} to the scanner: ${e instanceof Error ? e.message : String(e)}` });

@@ -58,7 +58,9 @@ function isTextDocument(d: { uri: vscode.Uri }): d is vscode.TextDocument {
 export class ScanFeature implements vscode.Disposable {
   private readonly worker: ScanWorker;
   /** The newest scan asked for each document (or notebook); older answers are dropped. */
-  private readonly latest = new Map<string, { seq: number; done: Promise<void> }>();
+  private readonly latest = new Map<string, { seq: number; done: Promise<void>; version?: number }>();
+  /** The document version each shown result was scanned from. */
+  private readonly scannedVersion = new Map<string, number>();
   private seq = 0;
   private warnedGrammar = false;
   private readonly results = new Map<string, ScanResult>();
@@ -127,13 +129,18 @@ export class ScanFeature implements vscode.Disposable {
       return this.results.get(key);
     }
     if (doc.languageId !== 'python') return undefined;
-    if (this.timers.has(key) || !this.latest.has(key)) {
-      clearTimeout(this.timers.get(key));
-      this.timers.delete(key);
-      this.scanNow(doc);
+    // Code actions edit by the result's ranges: only a scan of this very text will do. A failed
+    // scan leaves the older result on screen, never in an edit.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (this.timers.has(key) || !this.latest.has(key) || (this.latest.get(key)?.version ?? -1) !== doc.version) {
+        clearTimeout(this.timers.get(key));
+        this.timers.delete(key);
+        this.scanNow(doc);
+      }
+      await this.latest.get(key)?.done;
+      if (this.scannedVersion.get(key) === doc.version) return this.results.get(key);
     }
-    await this.latest.get(key)?.done;
-    return this.results.get(key);
+    return undefined;
   }
 
   private options(doc: { uri: vscode.Uri }): ScanOptions {
@@ -181,7 +188,7 @@ export class ScanFeature implements vscode.Disposable {
    * Sends `run` to the worker as the newest scan of `key`; `apply` runs only if no newer scan
    * of it was asked for meanwhile (typing sends scans faster than a slow file answers).
    */
-  private track(key: string, run: () => Promise<ScanResult>, apply: (r: ScanResult) => void, again: () => void): void {
+  private track(key: string, run: () => Promise<ScanResult>, apply: (r: ScanResult) => void, again: () => void, version?: number): void {
     const seq = ++this.seq;
     const done = run().then(
       (result) => {
@@ -198,19 +205,23 @@ export class ScanFeature implements vscode.Disposable {
         }
       },
     );
-    this.latest.set(key, { seq, done });
+    this.latest.set(key, version === undefined ? { seq, done } : { seq, done, version });
   }
 
   private scanNow(doc: vscode.TextDocument): void {
     if (doc.isClosed) return;
     const key = doc.uri.toString();
+    const version = doc.version;
     this.track(
       key,
       () => this.worker.scan(key, doc.uri.fsPath, doc.getText(), this.options(doc)),
       (result) => {
-        if (!doc.isClosed) this.show(doc, key, result);
+        if (doc.isClosed) return;
+        this.scannedVersion.set(key, version);
+        this.show(doc, key, result);
       },
       () => this.schedule(doc, 0),
+      version,
     );
   }
 
@@ -390,6 +401,7 @@ export class ScanFeature implements vscode.Disposable {
     const key = uri.toString();
     this.worker.forget(key);
     this.latest.delete(key);
+    this.scannedVersion.delete(key);
     this.results.delete(key);
     this.diagnostics.delete(uri);
     const t = this.timers.get(key);
