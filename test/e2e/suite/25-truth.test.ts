@@ -171,9 +171,15 @@ describe('what the editor shows is true for the code on screen', function () {
       return s?.sites.find((x) => x.line === ctor && /\(measured/.test(x.hint));
     }, 60_000);
     assert.match(state.hint, new RegExp(`mask ${figure.replace('.', '\\.')} → .* \\(measured, 2× summed, CPU\\)$`));
-    const applied = await waitFor('overlays', () => overlaysOf(doc.uri.fsPath));
-    const inline = applied.inline.find((i) => i.line === call)?.text ?? '';
-    assert.ok(inline.includes(`mask ${figure}`) && inline.endsWith('(2× summed, CPU)'), inline);
+    // The previous test's revert re-maps the overlays; wait until they show the call line's mask.
+    let seen = '';
+    const inline = await waitFor('the mask on the call line', async () => {
+      seen = (await overlaysOf(doc.uri.fsPath))?.inline.find((i) => i.line === call)?.text ?? '';
+      return seen.includes(`mask ${figure}`) ? seen : undefined;
+    }).catch((e: unknown) => {
+      throw new Error(`${e instanceof Error ? e.message : String(e)}; the call line showed "${seen}"`);
+    });
+    assert.ok(inline.endsWith('(2× summed, CPU)'), inline);
     const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', doc.uri, new vscode.Position(call - 1, 12));
     const hover = hovers.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n');
     assert.ok(hover.includes(`masks of ${figure} in all`), hover);
