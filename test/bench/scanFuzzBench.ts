@@ -15,6 +15,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { siteJson } from '../../src/core/cli/scan';
 import { createScanner, DEFAULT_BUDGET_MS, type Scanner } from '../../src/core/scan';
+import { mutate, rng } from '../unit/fuzzInputs';
 
 function repoRoot(): string {
   let dir = __dirname;
@@ -22,50 +23,6 @@ function repoRoot(): string {
   return dir;
 }
 
-function rng(seed: number): (n: number) => number {
-  let s = seed >>> 0;
-  return (n) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
-}
-
-const decoder = new TextDecoder('utf-8', { fatal: false });
-
-/** The same mutations as the fuzz test: deletions, random bytes, lone surrogates, truncation, duplicated spans, stray punctuation. */
-function mutate(text: string, r: (n: number) => number): string {
-  let t = text;
-  const ops = 1 + r(6);
-  for (let i = 0; i < ops; i++) {
-    const at = r(t.length + 1);
-    switch (r(6)) {
-      case 0:
-        t = t.slice(0, at) + t.slice(at + r(60));
-        break;
-      case 1:
-        t = t.slice(0, at) + decoder.decode(new Uint8Array(1 + r(12)).map(() => r(256))) + t.slice(at);
-        break;
-      case 2:
-        t = t.slice(0, at) + String.fromCharCode(...Array.from({ length: 1 + r(6) }, () => r(0x10000))) + t.slice(at);
-        break;
-      case 3:
-        t = t.slice(0, at);
-        break;
-      case 4: {
-        const from = r(t.length + 1);
-        t = t.slice(0, at) + t.slice(from, from + r(400)) + t.slice(at);
-        break;
-      }
-      default:
-        t = t.slice(0, at) + ['(', ')', ':', '"""', "'", '\\', '\n    ', '\t', 'def ', 'class ', '@', '[', '=', ','][r(14)] + t.slice(at);
-    }
-  }
-  return t;
-}
 
 /** Pathological inputs by name; sizes reach the 2 MB default file limit where that is the point. */
 function pathological(): Record<string, () => string> {
@@ -148,7 +105,7 @@ async function child(): Promise<void> {
       const src = sources[r(sources.length)] as string;
       // Half whole fixtures, half windows of them.
       const start = i % 2 ? r(Math.max(1, src.length - 2000)) : 0;
-      const text = mutate(i % 2 ? src.slice(start, start + 300 + r(3000)) : src, r);
+      const text = mutate(i % 2 ? src.slice(start, start + 300 + r(3000)) : src, r, 6, 400);
       rows.push(scanOne(s, `mutated-${i}`, text));
     }
   }

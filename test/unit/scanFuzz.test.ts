@@ -8,55 +8,8 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { FIXTURES, fixture, scanner } from './scanSupport';
+import { mutate, rng } from './fuzzInputs';
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return (n: number) => {
-    // xorshift32: deterministic, so a failure reproduces from its seed.
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
-}
-
-const decoder = new TextDecoder('utf-8', { fatal: false });
-
-function mutate(text: string, r: (n: number) => number): string {
-  let t = text;
-  const ops = 1 + r(4);
-  for (let i = 0; i < ops; i++) {
-    const at = r(t.length + 1);
-    switch (r(6)) {
-      case 0: // delete a span
-        t = t.slice(0, at) + t.slice(at + r(60));
-        break;
-      case 1: {
-        // random bytes decoded as UTF-8 (invalid sequences become U+FFFD)
-        const bytes = new Uint8Array(1 + r(12)).map(() => r(256));
-        t = t.slice(0, at) + decoder.decode(bytes) + t.slice(at);
-        break;
-      }
-      case 2: // raw UTF-16 units, lone surrogates and NUL included
-        t = t.slice(0, at) + String.fromCharCode(...Array.from({ length: 1 + r(6) }, () => r(0x10000))) + t.slice(at);
-        break;
-      case 3: // truncate
-        t = t.slice(0, at);
-        break;
-      case 4: {
-        // duplicate a span elsewhere (unbalanced brackets, repeated defs)
-        const from = r(t.length + 1);
-        t = t.slice(0, at) + t.slice(from, from + r(200)) + t.slice(at);
-        break;
-      }
-      default: // Python punctuation that breaks structure
-        t = t.slice(0, at) + ['(', ')', ':', '"""', "'", '\\', '\n    ', '\t', 'def ', 'class ', '@', '[', '=', ','][r(14)] + t.slice(at);
-    }
-  }
-  return t;
-}
 
 test('fuzz: 3000 mutated inputs never throw and never error', { timeout: 600_000 }, async () => {
   const s = await scanner();
@@ -72,7 +25,7 @@ test('fuzz: 3000 mutated inputs never throw and never error', { timeout: 600_000
     const src = sources[r(sources.length)] as string;
     // A window of the fixture keeps each input small and the whole test quick.
     const start = r(Math.max(1, src.length - 1500));
-    const input = mutate(src.slice(start, start + 300 + r(1500)), r);
+    const input = mutate(src.slice(start, start + 300 + r(1500)), r, 4, 200);
     const t0 = performance.now();
     const res = s.scan(input, 'fuzz.py');
     const ms = performance.now() - t0;
@@ -92,7 +45,7 @@ test('fuzz: incremental documents survive 1000 random edits and match fresh scan
   let text = fixture('nanogpt_style.py');
   const doc = s.open('fuzz.py', text);
   for (let i = 0; i < 1000; i++) {
-    text = r(20) === 0 ? fixture('timm_style.py') : mutate(text, r).slice(0, 20000);
+    text = r(20) === 0 ? fixture('timm_style.py') : mutate(text, r, 4, 200).slice(0, 20000);
     const inc = doc.update(text);
     assert.equal(inc.error, undefined, `edit ${i}: ${inc.error}`);
     if (i % 50 === 0) {
