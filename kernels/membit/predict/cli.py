@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from ..profile.cli import parse_with_script
 from ..profile.levers import VariantError, canonical
 from . import gpus
 
@@ -61,24 +61,8 @@ def parse_gpu(text: str) -> gpus.Gpu | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" in argv:
-        k = argv.index("--")
-        ours, rest = argv[:k], argv[k + 1:]
-    else:
-        ours, rest = argv, None
     ap = parser()
-    ns = ap.parse_args(ours)
-    if rest is not None:
-        if ns.script is not None:
-            ap.error("put the script after '--' only")
-        if not rest:
-            ap.error("no script after '--'")
-        ns.script, ns.args = rest[0], rest[1:]
-    if not ns.script:
-        ap.error("no script given: python -m membit.predict --out pred.json -- script.py ARGS...")
-    if not os.path.isfile(ns.script):
-        ap.error(f"script not found: {ns.script}")
+    ns = parse_with_script(ap, argv, "python -m membit.predict --out pred.json -- script.py ARGS...")
     gpu = parse_gpu(ns.gpu)
     if gpu is None:
         ap.error(f"--gpu: unknown GPU {ns.gpu!r}; known: {', '.join(gpus.keys())}, or a capacity such as 24GB")

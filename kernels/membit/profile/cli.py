@@ -120,14 +120,15 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def parse_with_script(ap: argparse.ArgumentParser, argv: Optional[List[str]], usage: str) -> argparse.Namespace:
+    """Our options, then the script and its arguments (after '--', or as the first positional);
+    `usage` is the example named when no script is given. Shared by membit.profile and membit.predict."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
         k = argv.index("--")
         ours, rest = argv[:k], argv[k + 1:]
     else:
         ours, rest = argv, None
-    ap = parser()
     ns = ap.parse_args(ours)
     if rest is not None:
         if ns.script is not None:
@@ -136,9 +137,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             ap.error("no script after '--'")
         ns.script, ns.args = rest[0], rest[1:]
     if not ns.script:
-        ap.error("no script given: python -m membit.profile --out run.json -- script.py ARGS...")
+        ap.error(f"no script given: {usage}")
     if not os.path.isfile(ns.script):
         ap.error(f"script not found: {ns.script}")
+    return ns
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = parser()
+    ns = parse_with_script(ap, argv, "python -m membit.profile --out run.json -- script.py ARGS...")
     why = _out_problem(ns.out)
     if why:
         ap.error(f"--out {ns.out}: {why}")
