@@ -6,6 +6,7 @@ import { recentlyShown } from './vscode/notify';
 import { registerPendingCommands } from './vscode/pending';
 import { registerPredictCommand } from './vscode/predict/command';
 import { registerReportFeature } from './vscode/report';
+import { ReportPanel } from './vscode/report/panel';
 import { registerRunCommands } from './vscode/run/profileCommand';
 import { registerTargets } from './vscode/run/targets';
 import { registerScanFeature } from './vscode/scan';
@@ -28,6 +29,8 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   registerSnapshotFeature(context, log, reports);
   const scan = registerScanFeature(context, log, reports.store, reports.overlays);
   const convert = registerConvertFeature(context, log, scan);
+  // The report view ranks the scanner's estimated levers beside the measured ones.
+  ReportPanel.leverEstimates = (script) => scan.leverEstimates(script);
   const gpus = new LocalGpus(context, log);
   context.subscriptions.push(gpus, vscode.commands.registerCommand(InternalCommands.gpuBackend, () => gpus.status()));
   const targets = registerTargets(context, log, () => gpus.describe());

@@ -20,7 +20,10 @@ import { formatPct } from '../../src/core/report/compare';
 import type { ReportView } from '../../src/core/report/view';
 import { formatBytes } from '../../src/core/units';
 import { formatStepTime, stepStats } from '../../src/core/report/stepTime';
-import type { FromWebview, RenderedSummary, ToWebview } from './messages';
+import { groupLabel, type Segment } from '../../src/core/report/layers';
+import type { LeverRow } from '../../src/core/report/levers';
+import type { SiteState } from '../../src/core/report/siteState';
+import type { FromWebview, RenderedSummary, ShowMessage, ToWebview } from './messages';
 
 Chart.register(LineController, LineElement, PointElement, BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip, Filler);
 
@@ -266,25 +269,40 @@ function holderTable(id: string, top: ReportView['peakTop']): HTMLTableElement {
 
 function renderModules(v: ReportView): void {
   const sec = section('Per layer', 'modules');
-  const mods = v.modules.slice(0, 40);
-  if (!mods.length) {
+  const { groups, segments, omitted } = v.layers;
+  if (!groups.length) {
     sec.append(el('p', { class: 'meta' }, 'No module data in this report.'));
     return;
   }
-  const canvas = el('canvas', { id: 'modules-chart', height: String(Math.max(80, mods.length * 9)) });
-  sec.append(canvas);
+  const cpu = v.summary.peak_allocated === null;
+  sec.append(
+    el(
+      'p',
+      { class: 'meta' },
+      `Each bar is what a layer holds itself (its children have their own bars), summed over identical layers (×N). Drawn: ${segments.join(', ')} — the kinds of memory held at the peak${cpu ? '; CPU run: bytes per element as on CPU' : ''}.${omitted ? ` ${omitted} smaller layer groups are not drawn.` : ''}`,
+    ),
+  );
+  // The figure is in every bar's label, so nothing needs an axis that scrolled out of sight.
+  const labels = groups.map((g) => `${groupLabel(g)} — ${formatBytes(g.total)}`);
+  rendered.layers = labels;
+  rendered.segments = [...segments];
+  const wrap = el('div', { class: 'chart-scroll' });
+  const canvas = el('canvas', { id: 'modules-chart', height: String(Math.max(80, groups.length * 14)) });
+  wrap.append(canvas);
+  sec.append(wrap);
   const p = palette();
-  const ds = (label: string, key: 'params' | 'grads' | 'activations' | 'masks', color: string) => ({ label, data: mods.map((m) => m[key]), backgroundColor: color });
+  const colors: Record<Segment, string> = { params: p.blue, grads: p.purple, activations: p.orange, masks: p.red };
+  const names: Record<Segment, string> = { params: 'parameters', grads: 'gradients', activations: 'saved activations', masks: 'masks' };
   charts.push(
     new Chart(canvas, {
       type: 'bar',
-      data: { labels: mods.map((m) => m.path), datasets: [ds('params', 'params', p.blue), ds('grads', 'grads', p.purple), ds('activations', 'activations', p.orange), ds('masks', 'masks', p.red)] },
+      data: { labels, datasets: segments.map((s) => ({ label: names[s], data: groups.map((g) => g[s]), backgroundColor: colors[s] })) },
       options: {
         animation: false,
         indexAxis: 'y',
         scales: {
-          x: { stacked: true, ticks: { color: p.fg, callback: (val) => formatBytes(Number(val)) }, grid: { color: p.grid } },
-          y: { stacked: true, ticks: { color: p.fg, autoSkip: false, font: { size: 10 } }, grid: { display: false } },
+          x: { stacked: true, position: 'top', ticks: { color: p.fg, callback: (val) => formatBytes(Number(val)) }, grid: { color: p.grid } },
+          y: { stacked: true, ticks: { color: p.fg, autoSkip: false, font: { size: 11 } }, grid: { display: false } },
         },
         plugins: { legend: { labels: { color: p.fg } }, tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${formatBytes(Number(c.parsed.x))}` } } },
       },
@@ -300,7 +318,23 @@ function renderModules(v: ReportView): void {
   );
 }
 
-function renderSites(v: ReportView): void {
+/** Every lever, measured or estimated, largest saving first. */
+function renderLevers(rows: readonly LeverRow[]): void {
+  if (!rows.length) return;
+  const sec = section('Levers, largest saving first', 'levers');
+  const saved = (r: LeverRow) => (r.savedBytes === null ? '?' : r.savedBytes < 0 ? `costs ${formatBytes(-r.savedBytes)}` : formatBytes(r.savedBytes));
+  const pct = (r: LeverRow) => (r.share === null ? '' : `${(Math.abs(r.share) * 100).toFixed(1)}% of peak`);
+  rendered.levers = rows.map((r) => `${r.title}: ${saved(r)} (${r.basis})`);
+  sec.append(
+    table(
+      'levers-table',
+      ['lever', 'at the peak', 'share', 'basis', 'where', 'note'],
+      rows.map((r) => [r.title, saved(r), pct(r), r.basis, r.where ? frameLink(r.where.file, r.where.line) : '', r.note ?? '']),
+    ),
+  );
+}
+
+function renderSites(v: ReportView, states: readonly SiteState[]): void {
   const sec = section('What converting would save', 'sites');
   if (!v.sites.length) {
     sec.append(el('p', { class: 'meta' }, 'No dropout or mask sites were measured in this run.'));
@@ -309,16 +343,39 @@ function renderSites(v: ReportView): void {
   const total = v.sites.reduce((a, s) => a + s.saving_if_packed, 0);
   if (v.sitesTotal > v.sites.length) sec.append(el('p', { class: 'meta' }, `The ${v.sites.length} sites with the largest saving of ${v.sitesTotal}.`));
   sec.append(el('p', {}, `Packing every mask would save ${formatBytes(total)} (${((total / Math.max(1, v.peakBytes)) * 100).toFixed(1)}% of peak).`));
-  sec.append(
-    table(
-      'sites-table',
-      ['site', 'kind', 'module', 'elements', 'mask', 'saving if packed', ''],
-      v.sites.map((s) => {
-        const b = el('button', {}, 'Convert');
-        b.addEventListener('click', () => vscode.postMessage({ command: 'convert', file: s.file, line: s.line, kind: s.kind, module: s.module }));
-        return [frameLink(s.file, s.line), s.kind, s.module ?? '', s.elements.toLocaleString(), formatBytes(s.mask_bytes), formatBytes(s.saving_if_packed), b];
-      }),
-    ),
+  const box = el('div', { id: 'sites-box' });
+  sec.append(box);
+  fillSites(v, states);
+}
+
+/** The sites table, where each site is now: links follow edits, converted sites say so. */
+function fillSites(v: ReportView, states: readonly SiteState[]): void {
+  const box = document.getElementById('sites-box');
+  if (!box) return;
+  const edited = states.some((s) => s.edited);
+  const rows = v.sites.map((s, i) => {
+    const st = states[i];
+    const line = st ? st.line : s.line;
+    let action: Node;
+    let kind: 'convert' | 'converted' | 'gone';
+    if (st?.converted) {
+      kind = 'converted';
+      action = el('span', { class: 'meta' }, 'converted — profile again to measure');
+    } else if (line === null) {
+      kind = 'gone';
+      action = el('span', { class: 'meta' }, 'line removed since the run');
+    } else {
+      kind = 'convert';
+      const b = el('button', {}, 'Convert');
+      b.addEventListener('click', () => vscode.postMessage({ command: 'convert', file: s.file, line, kind: s.kind, module: s.module }));
+      action = b;
+    }
+    return { cells: [line === null ? `${s.file}:${s.line} (removed)` : frameLink(s.file, line), s.kind, s.module ?? '', s.elements.toLocaleString(), formatBytes(s.mask_bytes), formatBytes(s.saving_if_packed), action], line, kind };
+  });
+  rendered.sites = rows.map((r) => ({ line: r.line, action: r.kind }));
+  box.replaceChildren(
+    ...(edited ? [el('p', { class: 'meta' }, 'The code was edited since this run: lines are where the sites are now; figures are the run\'s.')] : []),
+    table('sites-table', ['site', 'kind', 'module', 'elements', 'mask', 'saving if packed', ''], rows.map((r) => r.cells)),
   );
 }
 
@@ -383,7 +440,7 @@ function renderFlipRate(v: ReportView): void {
   rendered.charts.push('flip-rate');
 }
 
-function renderComparison(msg: ToWebview): void {
+function renderComparison(msg: ShowMessage): void {
   if (!msg.comparison || msg.comparison.rows.length < 2) return;
   const sec = section('Comparison', 'comparison');
   sec.append(
@@ -416,7 +473,7 @@ function renderComparison(msg: ToWebview): void {
 }
 
 /** A run set: the rank picker, per-rank peaks side by side with the imbalance, overlaid per-rank timelines. */
-function renderRanks(msg: ToWebview): void {
+function renderRanks(msg: ShowMessage): void {
   const set = msg.ranks;
   if (!set) return;
   const { info, pick } = set;
@@ -492,24 +549,39 @@ function renderRanks(msg: ToWebview): void {
   }
 }
 
-function render(msg: ToWebview): void {
+let shown: ReportView | undefined;
+
+function render(msg: ShowMessage): void {
+  // A redraw of the same reports (a rank picked) keeps the reader's place; a command's focus moves it.
+  const keepY = window.scrollY;
   for (const c of charts.splice(0)) c.destroy();
   rendered.charts = [];
   rendered.tables = {};
+  for (const k of ['layers', 'segments', 'sites', 'levers', 'focused'] as const) delete rendered[k];
   document.getElementById('root')?.replaceChildren();
   const v = msg.views[0];
+  shown = v;
   if (!v) return;
   renderRanks(msg);
   renderSummary(v);
   renderComparison(msg);
+  if (!v.source) renderLevers(msg.levers ?? []);
   renderOom(v);
   renderOomEvents(v);
   renderTimeline(v);
   renderSegments(v);
   if (!v.source) renderModules(v);
-  renderSites(v);
+  renderSites(v, msg.sites ?? []);
   renderFfn(v);
   renderFlipRate(v);
+  const target = msg.focus ? document.getElementById(msg.focus) : null;
+  if (target) {
+    target.scrollIntoView({ block: 'start' });
+    rendered.focused = { id: target.id, top: Math.round(target.getBoundingClientRect().top) };
+  } else {
+    window.scrollTo(0, keepY);
+    rendered.focused = null;
+  }
   vscode.postMessage({ command: 'rendered', summary: rendered });
 }
 
@@ -518,6 +590,9 @@ window.addEventListener('message', (e: MessageEvent) => {
   if (msg && msg.type === 'show' && Array.isArray(msg.views)) {
     vscode.setState({ uris: msg.uris });
     render(msg);
+  } else if (msg && msg.type === 'sites' && Array.isArray(msg.states) && shown) {
+    fillSites(shown, msg.states);
+    vscode.postMessage({ command: 'rendered', summary: rendered });
   }
 });
 vscode.postMessage({ command: 'ready' });

@@ -3,10 +3,20 @@
  * extension validates everything that comes from the webview before acting on it.
  */
 import type { Comparison } from '../../src/core/report/compare';
+import type { LeverRow } from '../../src/core/report/levers';
 import type { RunSetInfo } from '../../src/core/report/runsetTypes';
+import type { SiteState } from '../../src/core/report/siteState';
 import type { ReportView } from '../../src/core/report/view';
 
-export type ToWebview = {
+export type ToWebview = ShowMessage | SitesMessage;
+
+/** The sites of the shown report, where they are now: sent again after every edit of their files. */
+export interface SitesMessage {
+  type: 'sites';
+  states: SiteState[];
+}
+
+export type ShowMessage = {
   type: 'show';
   views: ReportView[];
   comparison: Comparison | null;
@@ -15,6 +25,12 @@ export type ToWebview = {
   uris: string[];
   /** A run set: every rank's facts and which rank the view (and the editor) shows; null for one report. */
   ranks?: { info: RunSetInfo; pick: number | null } | null;
+  /** Per site of the first view (same order): where it is now and whether it was converted. */
+  sites?: SiteState[];
+  /** Every lever, measured or estimated, largest saving first. */
+  levers?: LeverRow[];
+  /** The section a command just added or asked for: the view scrolls to it. */
+  focus?: string | null;
 };
 
 export type FromWebview =
@@ -31,6 +47,16 @@ export interface RenderedSummary {
   charts: string[];
   tables: Record<string, number>;
   peakText: string;
+  /** The per-layer chart's bar labels, top first. */
+  layers?: string[];
+  /** The per-layer chart's drawn segments. */
+  segments?: string[];
+  /** Per site row: the line its link opens and what the row offers. */
+  sites?: { line: number | null; action: 'convert' | 'converted' | 'gone' }[];
+  /** The levers table's rows as drawn. */
+  levers?: string[];
+  /** The section scrolled to, and how far its top is from the view's top (px). */
+  focused?: { id: string; top: number } | null;
 }
 
 /** Validates a message from the webview; anything else is dropped. */

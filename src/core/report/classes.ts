@@ -58,7 +58,7 @@ export function findClassLine(lines: readonly string[], name: string, near: numb
 }
 
 /** A module path with its instance numbers made wildcards: `h.3.attn` → `h.*.attn`. */
-function generalize(path: string): string {
+export function generalize(path: string): string {
   return path
     .split('.')
     .map((p) => (/^\d+$/.test(p) ? '*' : p))

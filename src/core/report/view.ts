@@ -5,6 +5,7 @@
  * report never crosses the message channel.
  */
 import { adviseSparse24, type SparseAdviceTable } from '../advice/sparse24';
+import { layerChart, type LayerChart } from './layers';
 import { peakBytes, type FfnEntry, type Holder, type OomEvent, type Report, type ReportSource, type SegmentsView } from './types';
 
 export interface TimelineView {
@@ -27,6 +28,8 @@ export interface ReportView {
   timeline: TimelineView;
   lines: { file: string; line: number; func: string; saved_bytes: number; mask_bytes: number; module: string | null }[];
   modules: { path: string; type: string; params: number; grads: number; activations: number; masks: number; created_at: { file: string; line: number } | null }[];
+  /** The per-layer chart: identical layers grouped, only the kinds of memory held at the peak. */
+  layers: LayerChart;
   /** The sites with the largest saving (at most `topSites`); `sitesTotal` counts all of them. */
   sites: Report['sites'];
   sitesTotal: number;
@@ -138,6 +141,10 @@ export function buildView(
         masks: m.mask_bytes,
         created_at: m.created_at,
       })),
+    layers: layerChart(
+      report.modules.map((m) => ({ path: m.path, type: m.type, params: m.params, grads: m.grads, activations: m.saved_bytes - m.mask_bytes, masks: m.mask_bytes })),
+      report.summary,
+    ),
     sites: report.sites.length <= topSites ? report.sites : [...report.sites].sort((a, b) => b.saving_if_packed - a.saving_if_packed).slice(0, topSites),
     sitesTotal: report.sites.length,
     peakTop: report.peak.top.slice(0, 20),

@@ -9,8 +9,8 @@
  * convert appends `  # membit: was <spelling>, ...` to the line, one entry per
  * converted call on that line in order, and revert reads it back.
  */
-import { boundToMembit, type Imports, type MembitImport, type Style, stockSpelling } from './imports';
-import { lineEnd, lineOf, matchingClose, nextCode, prevCode, type Tok, tokenCovering, tokText, type Tokens } from './tokens';
+import { boundToMembit, type Imports, type MembitImport, readImports, type Style, stockSpelling } from './imports';
+import { lineEnd, lineOf, matchingClose, nextCode, prevCode, type Tok, tokenCovering, tokenize, tokText, type Tokens } from './tokens';
 
 /** What a converted call stands in for. */
 export type TargetKind = 'Dropout' | 'dropout' | 'Linear';
@@ -167,4 +167,13 @@ export function originalsOnLine(t: Tokens, imports: Imports, calls: readonly Mem
   const mark = lineMark(t, (calls[0] as MembitCall).line);
   if (mark && mark.spellings.length === calls.length) return mark.spellings;
   return defaults;
+}
+
+/**
+ * The 1-based lines of `text` that call one of Membit's replacements: where a site has
+ * been converted. The report view uses it to stop offering Convert on such a site.
+ */
+export function convertedLines(text: string): Set<number> {
+  const t = tokenize(text);
+  return new Set(findMembitCalls(t, readImports(t)).map((c) => c.line + 1));
 }

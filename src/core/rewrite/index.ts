@@ -26,7 +26,7 @@ export {
 } from './convert';
 export { applyEdits, type TextEdit } from './edits';
 export { IMPORT_MARK } from './imports';
-export { SITE_MARK, MEMBIT_QUALIFIED, MEMBIT_BARE, STOCK, type TargetKind } from './calls';
+export { convertedLines, SITE_MARK, MEMBIT_QUALIFIED, MEMBIT_BARE, STOCK, type TargetKind } from './calls';
 export { insertPatchCall, patchCallText, type PatchOptions, type PatchResult } from './patch';
 export { type Reverted, type RevertOptions, type RevertResult, revertAll, revertConversions } from './revert';
 export { type DiffOptions, patchHeaderPath, unifiedDiff } from './diff';

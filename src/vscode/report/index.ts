@@ -42,6 +42,8 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   context.subscriptions.push(store, overlays, status, registerReportHover(overlays));
   context.subscriptions.push({ dispose: () => ReportPanel.instance?.dispose() });
   ReportPanel.cached = (uri) => (store.report && store.report.uri.fsPath === uri.fsPath ? store.report.index.report : undefined);
+  ReportPanel.editor = { shows: (uri) => store.report?.uri.fsPath === uri.fsPath, currentLine: (d, l) => overlays.currentLine(d, l), isStale: (d) => overlays.isStale(d) };
+  ReportPanel.storeLevers = (uri) => (store.report?.uri.fsPath === uri.fsPath ? store.levers : undefined);
   ReportPanel.cachedSet = (uri) => (store.report?.set && store.report.uri.fsPath === uri.fsPath ? store.report.set : undefined);
   // A picked rank (from the view or the command) redraws the view showing that run set.
   context.subscriptions.push(store.onDidChange((r) => {
@@ -197,7 +199,8 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       if (!picked || picked.length < 2) return undefined;
       uris = picked.map((p) => p.uri);
     }
-    ReportPanel.createOrShow(context.extensionUri, log, folder, uris);
+    // The view scrolls to the comparison it just drew.
+    ReportPanel.createOrShow(context.extensionUri, log, folder, uris, 'comparison');
     return uris;
   });
 

@@ -1,9 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { relative } from 'node:path';
 import { resolveInside } from '../../core/untrusted';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { parseFromWebview, type RenderedSummary, type ToWebview } from '../../../media/report/messages';
+import { convertedLines } from '../../core/rewrite';
+import { freshness } from '../../core/report/freshness';
+import { leverDeltas, type LeverMeasurement } from '../../core/report/leverDeltas';
+import { rankLevers, type LeverEstimate, type LeverRow } from '../../core/report/levers';
+import { normalizePath } from '../../core/report/model';
+import { runBrief } from '../../core/report/runLabel';
+import { siteStates, type FileNow, type SiteState } from '../../core/report/siteState';
 import { Commands } from '../../commands';
 import { pathMatcher } from '../../core/report/classes';
 import { compareRuns, comparisonMarkdown } from '../../core/report/compare';
@@ -28,23 +36,34 @@ export class ReportPanel implements vscode.Disposable {
   private lastRendered: RenderedSummary | undefined;
   private reports: Report[] = [];
   private ready = false;
+  private focus: string | null = null;
+  /** The sites of the first report, for re-sending where they are after an edit. */
+  private sites: { report: Report; uri: vscode.Uri; sites: Report['sites'] } | undefined;
+  private sitesTimer: NodeJS.Timeout | undefined;
 
   /** What the most recently drawn view (shared panel or a custom editor's) drew, for the tests. */
   static latestRendered: RenderedSummary | undefined;
 
   /** Reports already parsed elsewhere (the overlays' store), so a large one is read once. */
   static cached: (uri: vscode.Uri) => Report | undefined = () => undefined;
+  /** The editor's view of the run it shows: report lines mapped through edits made since. */
+  static editor: { shows(uri: vscode.Uri): boolean; currentLine(doc: vscode.TextDocument, reportLine: number): number | undefined; isStale(doc: vscode.TextDocument): boolean | undefined } | undefined;
+  /** What each lever measured against this report from the run history, when the store shows it. */
+  static storeLevers: (uri: vscode.Uri) => ReadonlyMap<string, LeverMeasurement> | undefined = () => undefined;
+  /** The scanner's estimated lever savings for a script (absolute paths). */
+  static leverEstimates: (script: vscode.Uri) => Promise<LeverEstimate[]> = async () => [];
   /** A run set the store holds (read by its worker): its ranks and the rank picked. */
   static cachedSet: (uri: vscode.Uri) => { info: RunSetInfo; pick: number | undefined } | undefined = () => undefined;
 
-  static createOrShow(extensionUri: vscode.Uri, log: Log, root: vscode.Uri, uris: vscode.Uri[]): ReportPanel {
+  /** `focus`: the section the view scrolls to once drawn (what the command just added). */
+  static createOrShow(extensionUri: vscode.Uri, log: Log, root: vscode.Uri, uris: vscode.Uri[], focus: string | null = null): ReportPanel {
     if (ReportPanel.current) {
       ReportPanel.current.panel.reveal(vscode.ViewColumn.Beside);
     } else {
       const panel = vscode.window.createWebviewPanel(REPORT_VIEW_TYPE, 'Membit Report', vscode.ViewColumn.Beside, webviewOptions(extensionUri));
       ReportPanel.current = new ReportPanel(panel, extensionUri, log, root);
     }
-    void ReportPanel.current.show(uris);
+    void ReportPanel.current.show(uris, focus);
     return ReportPanel.current;
   }
 
@@ -81,6 +100,11 @@ export class ReportPanel implements vscode.Disposable {
     this.disposables.push(
       panel.onDidDispose(() => this.dispose()),
       panel.webview.onDidReceiveMessage((m) => void this.onMessage(m)),
+      // The sites table follows edits of the files its sites are in (a conversion, a moved line).
+      vscode.workspace.onDidChangeTextDocument((e) => {
+        if (e.contentChanges.length && this.sitesIn(e.document.uri)) this.scheduleSites();
+      }),
+      { dispose: () => clearTimeout(this.sitesTimer) },
     );
   }
 
@@ -93,8 +117,9 @@ export class ReportPanel implements vscode.Disposable {
     return this.lastRendered;
   }
 
-  async show(uris: vscode.Uri[]): Promise<void> {
+  async show(uris: vscode.Uri[], focus: string | null = null): Promise<void> {
     this.uris = uris;
+    this.focus = focus;
     if (this.ready) await this.post();
   }
 
@@ -134,15 +159,107 @@ export class ReportPanel implements vscode.Disposable {
       const pick = set.pick;
       (loaded[0] as { label: string }).label = pick === undefined ? `max over ${set.info.ranks.length} ranks` : `rank ${pick}`;
     }
+    const views = loaded.map((l) => buildView(l.report, l.label, { sparse24: sparseAdviceTables(this.extensionUri, this.log) }));
+    const head = loaded[0] as (typeof loaded)[number];
+    this.sites = head.report.source || !views[0] ? undefined : { report: head.report, uri: head.uri, sites: views[0].sites };
     const msg: ToWebview = {
       ranks: set ? { info: set.info, pick: set.pick ?? null } : null,
       type: 'show',
-      views: loaded.map((l) => buildView(l.report, l.label, { sparse24: sparseAdviceTables(this.extensionUri, this.log) })),
+      views,
       comparison,
       markdown: comparison ? comparisonMarkdown(comparison) : null,
       uris: loaded.map((l) => l.uri.toString()),
+      sites: await this.siteStates(),
+      levers: head.report.source ? [] : await this.levers(loaded, views[0]?.sites.reduce((a, s) => a + s.saving_if_packed, 0) ?? 0),
+      focus: this.focus,
     };
+    this.focus = null;
     await this.panel.webview.postMessage(msg);
+  }
+
+  /**
+   * Every lever for the first report, largest saving first: measured by the compared variant
+   * runs (or the run history, for the run the editor shows), else estimated by the scanner.
+   */
+  private async levers(loaded: { report: Report; uri: vscode.Uri }[], packSaving: number): Promise<LeverRow[]> {
+    const head = loaded[0];
+    if (!head) return [];
+    const base = runBrief(head.report);
+    let measured: ReadonlyMap<string, LeverMeasurement> = new Map();
+    if (loaded.length > 1 && base) {
+      measured = leverDeltas(base, loaded.slice(1).flatMap((l) => runBrief(l.report) ?? []));
+    } else measured = ReportPanel.storeLevers(head.uri) ?? new Map();
+    let estimates: LeverEstimate[] = [];
+    const script = resolveInside(this.root.fsPath, head.report.run.script);
+    if (script) {
+      try {
+        estimates = (await ReportPanel.leverEstimates(vscode.Uri.file(script))).map((e) => ({ ...e, file: normalizePath(relative(this.root.fsPath, e.file)) }));
+      } catch (e) {
+        // Without a scan the list still ranks what was measured.
+        this.log.warn(`report view: no lever estimates for ${head.report.run.script}: ${String(e)}`);
+      }
+    }
+    const peak = base?.peak ?? 0;
+    return rankLevers({ peak, measured, estimates, packSaving: head.report.sites.length ? packSaving : null, scanned: head.report.run.script });
+  }
+
+  /** Whether a document holds one of the shown sites. */
+  private sitesIn(uri: vscode.Uri): boolean {
+    const r = this.sites?.report;
+    if (!r || uri.scheme !== 'file') return false;
+    const rel = normalizePath(relative(this.root.fsPath, uri.fsPath));
+    return r.sites.some((s) => normalizePath(s.file) === rel);
+  }
+
+  private scheduleSites(): void {
+    clearTimeout(this.sitesTimer);
+    this.sitesTimer = setTimeout(() => {
+      void this.siteStates().then((states) => this.panel.webview.postMessage({ type: 'sites', states } satisfies ToWebview));
+    }, 250);
+  }
+
+  /**
+   * Where the shown sites are now: through the editor's line mapping when the editor shows
+   * this run, else as recorded while the file is unchanged; converted when the line that
+   * builds (or calls) the site now uses Membit's replacement.
+   */
+  private async siteStates(): Promise<SiteState[]> {
+    const shown = this.sites;
+    if (!shown) return [];
+    const { report, uri, sites } = shown;
+    const files = new Map<string, FileNow | undefined>();
+    for (const s of sites) {
+      if (files.has(s.file)) continue;
+      files.set(s.file, await this.fileNow(report, uri, s.file));
+    }
+    return siteStates(
+      sites.map((s) => {
+        const built = this.constructionLine(s.file, s.line, s.module);
+        return { file: s.file, line: s.line, builtAt: built === s.line ? undefined : built };
+      }),
+      (f) => files.get(f),
+    );
+  }
+
+  private async fileNow(report: Report, reportUri: vscode.Uri, file: string): Promise<FileNow | undefined> {
+    const abs = this.resolveInWorkspace(file);
+    if (!abs) return undefined;
+    let doc: vscode.TextDocument;
+    try {
+      doc = await vscode.workspace.openTextDocument(abs);
+    } catch {
+      return undefined;
+    }
+    const text = doc.getText();
+    const converted = convertedLines(text);
+    const editor = ReportPanel.editor;
+    if (editor?.shows(reportUri)) {
+      return { current: (l) => editor.currentLine(doc, l), converted, edited: editor.isStale(doc) ?? false };
+    }
+    // Another run than the editor's: its lines hold only while the file is the text that ran.
+    // A report without hashes ('unknown') is taken at its word.
+    const same = freshness(report, normalizePath(relative(this.root.fsPath, abs.fsPath)), text) !== 'edited';
+    return { current: (l) => (same ? l : undefined), converted, edited: !same };
   }
 
   private async onMessage(raw: unknown): Promise<void> {

@@ -22,6 +22,7 @@ import { ScanRestartedError, ScanWorker } from '../../core/scan/workerClient';
 import type { ReportStore } from '../report/store';
 import { remapShapeHints } from '../../core/report/freshness';
 import { contradicts, formatLeverMeasurement } from '../../core/report/leverDeltas';
+import type { LeverEstimate } from '../../core/report/levers';
 import { getSettings, onSettingsChanged } from '../settings';
 
 /** What the scan adapter shows for one document; the e2e suite reads it through a test command. */
@@ -141,6 +142,17 @@ export class ScanFeature implements vscode.Disposable {
       if (this.scannedVersion.get(key) === doc.version) return this.results.get(key);
     }
     return undefined;
+  }
+
+  /** The levers the scanner proposes in a script, with their estimated savings (absolute paths). */
+  async leverEstimates(script: vscode.Uri): Promise<LeverEstimate[]> {
+    const doc = await vscode.workspace.openTextDocument(script);
+    const result = await this.resultFor(doc);
+    return (result?.sites ?? []).flatMap((s) =>
+      s.advice && !s.advice.unavailable && s.advice.savingBytes !== undefined && s.advice.savingBytes > 0
+        ? [{ lever: s.advice.lever, savingBytes: s.advice.savingBytes, file: script.fsPath, line: s.range.startLine + 1 }]
+        : [],
+    );
   }
 
   private options(doc: { uri: vscode.Uri }): ScanOptions {
