@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { applyEdits, applyLever, type Lever, type LeverResult, LEVERS, leversAt, revertAll } from '../../src/core/rewrite';
+import { adviceMarkdown, applyEdits, applyLever, type Lever, type LeverResult, LEVERS, leversAt, revertAll } from '../../src/core/rewrite';
 import { FIXTURES, fixture, repoRoot } from './scanSupport';
 
 function sample(name: string): string {
@@ -572,4 +572,13 @@ test('checkpoint leaves a block loop that hands each block a KV cache (the recom
   assert.deepEqual(r.skipped.map((s) => [s.line, s.code]), [[5, 'kv-cache'], [7, 'kv-cache']]);
   assert.equal(r.applied, 1);
   assert.match(r.text, /torch\.utils\.checkpoint\.checkpoint\(block, x, mask=None, use_reentrant=False\)/);
+});
+
+test('advice page: Markdown with the lever, why this site was left, and the docs; code from the file is escaped', () => {
+  const md = adviceMarkdown('sdpa', 'the mask [x](command:membit.profileRun) is used again.', 'https://pytorch.org/docs/x', 'models/gpt_2.py:12');
+  assert.match(md, /^# Fused attention \(scaled_dot_product_attention\)\n\n\*models\/gpt\\_2\\\.py:12\*\n/);
+  assert.match(md, /\n## Why Membit did not rewrite it here\n\nthe mask \\\[x\\\]\\\(command:membit\\\.profileRun\\\) is used again\.\n/);
+  assert.ok(!/\]\(command:/.test(md), 'no link can be made from the reason');
+  assert.match(md, /\n## Read more\n\n\[https:\/\/pytorch\.org\/docs\/x\]\(https:\/\/pytorch\.org\/docs\/x\)\n$/);
+  assert.ok(!adviceMarkdown('checkpoint', undefined, 'https://d').includes('Why Membit'), 'no reason, no section');
 });

@@ -12,7 +12,7 @@ import { interpretPreflight, treeManifest } from '../../src/core/run/remote';
 import { remoteCommand, shellQuote } from '../../src/core/run/quote';
 import { isFinal, RUN_TRANSITIONS, RunStateMachine, type RunState } from '../../src/core/run/runState';
 import { classifySshFailure, RunError, sshArgv, type SshOptions } from '../../src/core/run/ssh';
-import { expandInclude, listSshHosts, parseSshConfig, splitConfigLine, sshTargets } from '../../src/core/run/sshConfig';
+import { expandInclude, listSshHosts, newHostProblem, parseSshConfig, splitConfigLine, sshTargets } from '../../src/core/run/sshConfig';
 import { tarEnd, tarEntry } from '../../src/core/run/tar';
 import { createRun, sitesForRemote, type RunEvent } from '../../src/core/run/target';
 
@@ -396,4 +396,22 @@ test('ProfileRun on the local target: a failing script is explained, cancel keep
   const missing = await createRun({ kind: 'local', python: 'python3' }, { workspace: tmpdir(), script: 'nope-missing.py', out: join(tmpdir(), 'x.json') }, { kernelsDir: fakeKernels() }).start();
   assert.equal(missing.state, 'failed');
   assert.match(missing.message ?? '', /script not found/);
+});
+
+test('Add SSH host: what ssh can take passes, the rest is refused with the fix', () => {
+  for (const ok of ['gpu1', 'me@gpu1.example.org', 'a_b-c.d', '10.0.0.7', 'me@fe80::1']) assert.equal(newHostProblem(ok, []), undefined, ok);
+  const cases: [string, RegExp][] = [
+    ['', /Host alias/],
+    ['   ', /Host alias/],
+    ['-oProxyCommand=touch /tmp/x', /start with "-"/],
+    ['gpu 1', /no spaces.*~\/\.ssh\/config/],
+    ['a@b@c', /one "@"/],
+    ['me@', /missing/],
+    ['gpu1:2222', /Port/],
+    ['me@gpu1:22', /Port/],
+    ['gpu1;rm', /Only letters/],
+    ['$(id)@gpu1', /Only letters/],
+    ['gpu1', /already a target/],
+  ];
+  for (const [input, re] of cases) assert.match(newHostProblem(input, ['gpu1']) ?? '(accepted)', re, JSON.stringify(input));
 });

@@ -186,6 +186,26 @@ export interface LeverAdvice {
 
 export type AdviceTopic = 'sdpa' | 'is-causal' | 'padding-mask' | 'checkpoint' | 'autocast' | 'fused-optimizer';
 
+/** Markdown's special characters escaped, for text that comes from the user's code. */
+function mdEscape(s: string): string {
+  return s.replace(/[\\`*_{}[\]()#+\-.!<>|~]/g, (c) => `\\${c}`);
+}
+
+/**
+ * A lever's advice as a Markdown page (for a preview beside the code, not a toast): what
+ * it does, why Membit left this site alone, and the docs.
+ */
+export function adviceMarkdown(topic: AdviceTopic, reason: string | undefined, docs: string, where?: string): string {
+  const a = ADVICE[topic];
+  const out = [`# ${a.title}`, ''];
+  if (where) out.push(`*${mdEscape(where)}*`, '');
+  // The advice is one paragraph of sentences; a line each reads better in a narrow preview.
+  out.push(...a.text.split(/(?<=\.) (?=[A-Z])/).map((s) => `${s}  `), '');
+  if (reason) out.push('## Why Membit did not rewrite it here', '', mdEscape(reason.replace(/\.$/, '')) + '.', '');
+  out.push('## Read more', '', `[${docs}](${docs})`, '');
+  return out.join('\n');
+}
+
 export const ADVICE: Record<AdviceTopic, LeverAdvice> = {
   sdpa: {
     title: 'Fused attention (scaled_dot_product_attention)',

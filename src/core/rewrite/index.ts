@@ -32,6 +32,7 @@ export { type Reverted, type RevertOptions, type RevertResult, revertAll, revert
 export { type DiffOptions, patchHeaderPath, unifiedDiff } from './diff';
 export {
   ADVICE,
+  adviceMarkdown,
   type LeverAdvice,
   type AdviceTopic,
   applyLever,

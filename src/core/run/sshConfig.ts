@@ -131,3 +131,24 @@ export function sshTargets(settings: readonly SshTargetSetting[], configHosts: r
   }
   return out;
 }
+
+/**
+ * What is wrong with a host typed into "Add SSH host…", or undefined when ssh can take it:
+ * an alias from the ssh config, a hostname or address, optionally `user@` before it.
+ * Ports, keys and jump hosts belong in ~/.ssh/config, where the terminal uses them too.
+ */
+export function newHostProblem(input: string, known: readonly string[]): string | undefined {
+  const h = input.trim();
+  if (!h) return 'Type a Host alias from ~/.ssh/config, or user@hostname.';
+  if (h.startsWith('-')) return 'A host cannot start with "-" (ssh would read it as an option).';
+  if (/\s/.test(h)) return 'A host has no spaces: put options such as a port in ~/.ssh/config (Host … / Port …) and type the alias here.';
+  if ((h.match(/@/g) ?? []).length > 1) return 'At most one "@": user@hostname.';
+  const name = h.includes('@') ? h.slice(h.indexOf('@') + 1) : h;
+  if (!name) return 'The hostname after "@" is missing.';
+  if (/^[^@]*:\d+$/.test(h) || /^[^:]+:\d+$/.test(name)) return 'ssh takes no port after ":": add `Port` for this host in ~/.ssh/config and type its alias here.';
+  if (!/^[A-Za-z0-9_][A-Za-z0-9._%:-]*$/.test(name) || (h.includes('@') && !/^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(h.slice(0, h.indexOf('@'))))) {
+    return 'Only letters, digits and . _ - (and : for IPv6 addresses) may appear in a user or host name.';
+  }
+  if (known.includes(h)) return `${h} is already a target.`;
+  return undefined;
+}

@@ -1,6 +1,6 @@
 import * as vscode from 'vscode';
 import { InternalCommands } from '../../commands';
-import { ADVICE, type AdviceTopic, applyLever, type Lever, LEVER_TITLES, type LeverResult, LEVERS, leversAt } from '../../core/rewrite';
+import { ADVICE, adviceMarkdown, type AdviceTopic, applyLever, type Lever, LEVER_TITLES, type LeverResult, LEVERS, leversAt } from '../../core/rewrite';
 import type { ScanResult, Site } from '../../core/scan';
 import type { Log } from '../log';
 import { notify } from '../notify';
@@ -83,6 +83,7 @@ function unavailable(result: ScanResult | undefined, lever: Lever): string | und
  * recomputed from the document's text at that moment.
  */
 export function registerAdvisorActions(context: vscode.ExtensionContext, log: Log, scan: ScanFeature): void {
+  const pages = new AdvicePages();
   const leverAction = (doc: vscode.TextDocument, lever: Lever, line: number, r: LeverResult, kind: vscode.CodeActionKind, scaleKwarg: boolean, diag?: vscode.Diagnostic) => {
     const change = r.changes[0];
     const title = change ? LEVER_TITLES[change.form] : GENERIC_TITLE[lever];
@@ -136,7 +137,7 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
             const title = `Show advice: ${ADVICE[topic].title}`;
             const explain = new vscode.CodeAction(title, vscode.CodeActionKind.QuickFix);
             explain.diagnostics = [d];
-            explain.command = { title, command: InternalCommands.showAdvice, arguments: [topic, reason, advice?.docs] };
+            explain.command = { title, command: InternalCommands.showAdvice, arguments: [topic, reason, advice?.docs, `${vscode.workspace.asRelativePath(doc.uri)}:${d.range.start.line + 1}`] };
             actions.push(explain);
           }
           // From the cursor: the levers whose pattern covers this line.
@@ -197,20 +198,52 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
         return r;
       }),
     ),
+    pages,
+    vscode.workspace.registerTextDocumentContentProvider(ADVICE_SCHEME, pages),
     vscode.commands.registerCommand(
       InternalCommands.showAdvice,
-      guarded(InternalCommands.showAdvice, (topicArg: unknown, reasonArg: unknown, docsArg: unknown) => {
-        const advice = ADVICE[topicArg as AdviceTopic];
-        if (!advice) throw new Error(`no advice on "${String(topicArg)}"`);
-        const docs = typeof docsArg === 'string' && /^https:\/\//.test(docsArg) ? docsArg : advice.docs;
-        const here = typeof reasonArg === 'string' && reasonArg ? ` Not rewritten here: ${reasonArg.replace(/\.$/, '')}.` : '';
-        const text = `Membit — ${advice.title}: ${advice.text}${here}`;
-        // Not awaited: the message stays until dismissed, and the command answers now.
-        void notify.info(text, 'Open Docs').then((choice) => {
-          if (choice) void vscode.env.openExternal(vscode.Uri.parse(docs));
-        });
-        return { text, docs };
+      guarded(InternalCommands.showAdvice, async (topicArg: unknown, reasonArg: unknown, docsArg: unknown, whereArg: unknown) => {
+        const topic = topicArg as AdviceTopic;
+        if (!Object.hasOwn(ADVICE, topic)) throw new Error(`no advice on "${String(topicArg)}"`);
+        const advice = ADVICE[topic];
+        const docs = typeof docsArg === 'string' && /^https:\/\/[^\s()]+$/.test(docsArg) ? docsArg : advice.docs;
+        const reason = typeof reasonArg === 'string' && reasonArg ? reasonArg : undefined;
+        const where = typeof whereArg === 'string' && whereArg ? whereArg : undefined;
+        const text = adviceMarkdown(topic, reason, docs, where);
+        const uri = pages.put(topic, text);
+        // Formatted, beside the code, and kept until closed: not a toast that hides the text.
+        try {
+          await vscode.commands.executeCommand('markdown.showPreviewToSide', uri);
+        } catch {
+          // Without the built-in Markdown extension the page opens as text.
+          await vscode.window.showTextDocument(uri, { viewColumn: vscode.ViewColumn.Beside, preview: true });
+        }
+        return { text, docs, uri: uri.toString() };
       }),
     ),
   );
+}
+
+const ADVICE_SCHEME = 'membit-advice';
+
+/** Read-only advice pages, served from memory under membit-advice: (one per topic, the latest text). */
+class AdvicePages implements vscode.TextDocumentContentProvider, vscode.Disposable {
+  private readonly pages = new Map<string, string>();
+  private readonly changed = new vscode.EventEmitter<vscode.Uri>();
+  readonly onDidChange = this.changed.event;
+
+  put(topic: string, text: string): vscode.Uri {
+    const uri = vscode.Uri.from({ scheme: ADVICE_SCHEME, path: `/${topic}.md` });
+    this.pages.set(uri.path, text);
+    this.changed.fire(uri);
+    return uri;
+  }
+
+  provideTextDocumentContent(uri: vscode.Uri): string {
+    return this.pages.get(uri.path) ?? '';
+  }
+
+  dispose(): void {
+    this.changed.dispose();
+  }
 }

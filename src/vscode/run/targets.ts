@@ -1,6 +1,8 @@
 import * as vscode from 'vscode';
 import { Commands } from '../../commands';
-import { listSshHosts, sshTargets, type SshTargetInfo } from '../../core/run/sshConfig';
+import { DEFAULT_REMOTE_PYTHON, DEFAULT_REMOTE_WORKDIR, listSshHosts, newHostProblem, sshTargets, type SshTargetInfo } from '../../core/run/sshConfig';
+import { preflight } from '../../core/run/remote';
+import { notify } from '../notify';
 import type { RunTarget } from '../../core/run/target';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
@@ -9,6 +11,7 @@ import { resolveLocalPython } from './python';
 import { checkSlurmTarget, type SlurmTarget } from '../../core/run/slurm';
 
 const TARGET_KEY = 'membit.target';
+const ADD_HOST = '\u0000add';
 
 /** Extra GPU facts for the local entry of the picker (from NVML or nvidia-smi when present). */
 export type LocalGpuLister = () => Promise<string[]>;
@@ -80,14 +83,75 @@ export class TargetSelection implements vscode.Disposable {
       })),
     ];
     for (const i of items) if (i.value === this.choice) i.label += '  $(check)';
+    items.push({ label: '$(add) Add SSH host…', detail: 'a GPU machine you reach with ssh: checked, then saved in membit.targets', value: ADD_HOST });
     const picked = await vscode.window.showQuickPick(items, {
       title: 'Membit: where to run',
       placeHolder: 'SSH hosts come from membit.targets and ~/.ssh/config',
     });
     if (!picked) return undefined;
-    await this.context.workspaceState.update(TARGET_KEY, picked.value);
+    const value = picked.value === ADD_HOST ? await this.addHost() : picked.value;
+    if (!value) return undefined;
+    await this.context.workspaceState.update(TARGET_KEY, value);
     this.render();
-    return picked.value;
+    return value;
+  }
+
+  /**
+   * Asks for a host, its python and work folder, checks them over ssh (login, python,
+   * torch, GPUs, a writable folder) and saves the target in membit.targets. A failed check
+   * says why and offers to save it anyway (the host may be down right now).
+   */
+  private async addHost(): Promise<string | undefined> {
+    const known = this.sshTargetsNow().map((t) => t.host);
+    const host = (
+      await vscode.window.showInputBox({
+        title: 'Membit: add an SSH host (1/3)',
+        prompt: 'A Host alias from ~/.ssh/config, or user@hostname. Ports, keys and jump hosts go in ~/.ssh/config.',
+        placeHolder: 'gpu1 or me@gpu1.example.org',
+        validateInput: (v) => newHostProblem(v, known),
+        ignoreFocusOut: true,
+      })
+    )?.trim();
+    if (!host) return undefined;
+    const python = (await vscode.window.showInputBox({ title: `Membit: add ${host} (2/3)`, prompt: `The Python on ${host} that has torch`, value: DEFAULT_REMOTE_PYTHON, ignoreFocusOut: true, validateInput: (v) => (v.trim() ? undefined : 'A python command or path, e.g. python3 or ~/venv/bin/python') }))?.trim();
+    if (!python) return undefined;
+    const workdir = (await vscode.window.showInputBox({ title: `Membit: add ${host} (3/3)`, prompt: `A folder on ${host} for Membit's uploads and run files`, value: DEFAULT_REMOTE_WORKDIR, ignoreFocusOut: true, validateInput: (v) => (v.trim() ? undefined : 'A folder, e.g. ~/.cache/membit') }))?.trim();
+    if (!workdir) return undefined;
+    let verdict: string;
+    if (!vscode.workspace.isTrusted) {
+      verdict = 'not checked: the workspace is not trusted';
+    } else {
+      const checked = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: `Membit: checking ${host} (ssh, python, torch, GPUs)…`, cancellable: true },
+        async (_p, token) => {
+          const abort = new AbortController();
+          const sub = token.onCancellationRequested(() => abort.abort());
+          try {
+            const info = await preflight({ host }, { python, workdir, allowCpu: true, timeoutMs: 60_000, signal: abort.signal });
+            return { ok: true as const, text: `torch ${info.torch ?? '?'}${info.cuda ? `, ${info.gpus.length} GPU${info.gpus.length === 1 ? '' : 's'}` : ', no CUDA GPU (runs would use the CPU)'}` };
+          } catch (e) {
+            return { ok: false as const, text: token.isCancellationRequested ? 'check cancelled' : e instanceof Error ? e.message : String(e) };
+          } finally {
+            sub.dispose();
+          }
+        },
+      );
+      if (!checked.ok) {
+        const keep = 'Add Anyway';
+        const choice = await notify.warn(`Membit: ${host} did not pass the check: ${checked.text}`, keep);
+        if (choice !== keep) return undefined;
+      }
+      verdict = checked.ok ? checked.text : 'not reachable when added';
+    }
+    const scope = vscode.workspace.workspaceFolders?.length ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
+    const config = vscode.workspace.getConfiguration('membit');
+    const current = config.get<unknown[]>('targets') ?? [];
+    const entry: Record<string, string> = { host };
+    if (python !== DEFAULT_REMOTE_PYTHON) entry.python = python;
+    if (workdir !== DEFAULT_REMOTE_WORKDIR) entry.workdir = workdir;
+    await config.update('targets', [...current, entry], scope);
+    void notify.info(`Membit: added ${host} to membit.targets (${scope === vscode.ConfigurationTarget.Workspace ? 'workspace' : 'user'} settings): ${verdict}.`);
+    return host;
   }
 
   private render(): void {

@@ -151,11 +151,21 @@ describe('Memory advisor code actions', () => {
     assert.ok(!actions.some((a) => a.command?.command === InternalCommands.applyLever), actions.map((a) => a.title).join(' | '));
     const advice = actions.find((a) => a.title === 'Show advice: Fused optimizer step');
     assert.ok(advice, actions.map((a) => a.title).join(' | '));
-    const shown = (await run(advice)) as { text: string; docs: string };
+    const shown = (await run(advice)) as { text: string; docs: string; uri: string };
+    assert.match(shown.text, /^# Fused optimizer step\n/);
     assert.match(shown.text, /fused=True/);
+    assert.ok(shown.text.includes(`*gpt\\_tiny\\.py:${line + 1}*`), `the page names the line it is about: ${shown.text}`);
     assert.match(shown.docs, /^https:\/\/pytorch\.org\/docs\/.*AdamW/);
+    // A formatted page beside the code, not a notification.
+    await waitFor('the advice preview', () =>
+      vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label.includes('fused-optimizer.md')),
+    );
+    const page = await vscode.workspace.openTextDocument(vscode.Uri.parse(shown.uri));
+    assert.equal(page.getText(), shown.text);
     const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
-    assert.ok(notes.some((n) => n.kind === 'info' && n.text === shown.text));
+    assert.ok(!notes.some((n) => n.text.includes('fused=True')), 'no toast carries the advice');
+    await screenshot('08-advice-preview');
+    await vscode.commands.executeCommand('workbench.action.closeEditorsInOtherGroups');
     assert.equal(doc.getText(), original);
   });
 
@@ -212,7 +222,7 @@ describe('Memory advisor code actions', () => {
       assert.ok(advice?.command, titles);
       assert.match(String(advice.command.arguments?.[1]), /`att` is used again at line 11 \(`return y, att`\)/);
       const shown = (await run(advice)) as { text: string };
-      assert.match(shown.text, /Not rewritten here: `att` is used again/);
+      assert.match(shown.text, /## Why Membit did not rewrite it here\n\n\\`att\\` is used again at line 11/);
       assert.equal(doc.getText(), source);
     } finally {
       await vscode.commands.executeCommand('workbench.action.closeActiveEditor');

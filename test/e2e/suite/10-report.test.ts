@@ -85,8 +85,17 @@ describe('measured memory in the editor', function () {
     const rendered = await waitFor('the report view to render', () =>
       vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered),
     );
-    const report = JSON.parse(readFileSync(reportFile, 'utf8')) as { sites: unknown[]; summary: { tracked_at_peak: number; peak_allocated: number | null } };
+    const report = JSON.parse(readFileSync(reportFile, 'utf8')) as { sites: unknown[]; summary: { tracked_at_peak: number; peak_allocated: number | null; grads_at_peak: number } };
     assert.ok(rendered.charts.includes('modules'), `charts: ${rendered.charts.join(', ')}`);
+    // Identical layers are one labelled bar carrying its figure; the root module has a name.
+    const layers = rendered.layers ?? [];
+    assert.ok(layers.some((l) => /^h\.\*\.attn\.attn_dropout ×2 \(Dropout\) — [\d.]+ (?:[KMG]i)?B$/.test(l)), layers.join('\n'));
+    assert.ok(layers.some((l) => l.startsWith('(model) (GPT) — ')), layers.join('\n'));
+    assert.ok(!layers.some((l) => /^h\.\d/.test(l)), 'no layer of one block drawn on its own');
+    // Gradients are drawn only when the peak held some.
+    assert.equal(rendered.segments?.includes('grads'), report.summary.grads_at_peak > 0, `segments ${rendered.segments?.join()} with ${report.summary.grads_at_peak} B of gradients at the peak`);
+    // Every lever on one list: the dropout packing from this run's masks among them.
+    assert.ok(rendered.levers?.some((l) => /^Packed 1-bit dropout masks: [\d.]+ (?:[KMG]i)?B \(this run's mask sizes\)$/.test(l)), rendered.levers?.join('\n'));
     assert.equal(rendered.tables['sites-table'], report.sites.length);
     assert.ok((rendered.tables['summary-table'] ?? 0) >= 5);
     assert.match(rendered.peakText, /^peak [\d.]+ (?:[KMG]i)?B$/);
@@ -125,6 +134,10 @@ describe('measured memory in the editor', function () {
     assert.equal(rows.count, 2);
     // Packing holds less at the peak: the second row's Δpeak is negative.
     assert.match(rows.texts[1] ?? '', /packed\s+ok\s+[\d.]+ (?:[KMG]i)?B\s+−[\d.]+%/);
+    // The view scrolled to the comparison it just drew, and ranks the packing it measured.
+    assert.equal(rendered.focused?.id, 'comparison');
+    assert.ok(Math.abs(rendered.focused?.top ?? 999) < 40, `the comparison's top is ${rendered.focused?.top} px from the view's top`);
+    assert.ok(rendered.levers?.some((l) => /^Packed 1-bit dropout masks: [\d.]+ (?:[KMG]i)?B \(measured, run packed · /.test(l)), rendered.levers?.join('\n'));
     await screenshot('13-comparison');
   });
 
@@ -147,13 +160,35 @@ describe('measured memory in the editor', function () {
     await waitFor('the report view', () => vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered));
     const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(join(workspaceDir(), 'gpt_tiny.py')));
     const before = doc.getText();
+    const first = (await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered))?.sites ?? [];
+    assert.ok(first.length > 1 && first.every((s) => s.action === 'convert'), JSON.stringify(first));
     const clicked = await webview('12-convert-click', 'click', '#sites-table tbody tr button');
     assert.equal(clicked.error, undefined, clicked.error);
     await waitFor('the conversion from the report view', () => doc.getText() !== before, 30_000);
     assert.match(doc.getText(), /membit\.nn\.PackedDropout\(|membit\.nn\.functional\.packed_dropout\(/);
+    // The table follows: the converted site no longer offers Convert, and every link opens
+    // the line its site is on now (the conversion added an import line above them all).
+    const after = await waitFor('the sites table to follow the conversion', async () => {
+      const s = (await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered))?.sites;
+      return s && s[0]?.action === 'converted' ? s : undefined;
+    });
+    const text = doc.getText().split('\n');
+    const old = before.split('\n');
+    const added = text.length - old.length;
+    assert.ok(added >= 1, 'the conversion added an import');
+    for (const [i, s] of after.entries()) {
+      assert.equal(s.line, (first[i]?.line ?? 0) + added, `site ${i} moved with the inserted import`);
+      // A site is where it is called; the conversion rewrote where its module is built.
+      assert.equal(text[(s.line ?? 0) - 1], old[(first[i]?.line ?? 0) - 1], `site ${i}'s link opens the line it was measured on`);
+    }
+    assert.ok(after.slice(1).some((s) => s.action === 'convert'), 'the other sites still offer Convert');
     await screenshot('12-converted-from-report');
     await vscode.commands.executeCommand(Commands.revertConversions, doc.uri);
     await waitFor('revert', () => doc.getText() === before);
     await doc.save();
+    await waitFor('the sites table to offer Convert again after the revert', async () => {
+      const s = (await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered))?.sites;
+      return s && JSON.stringify(s) === JSON.stringify(first);
+    });
   });
 });
