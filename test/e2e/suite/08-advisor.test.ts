@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { InternalCommands } from '../../../src/commands';
-import { openSample, screenshot, waitFor, workspaceDir } from './util';
+import { openSample, screenshot, waitFor, webview, workspaceDir } from './util';
 
 function membitDiagnostic(doc: vscode.TextDocument, code: string, line?: number): vscode.Diagnostic | undefined {
   return vscode.languages.getDiagnostics(doc.uri).find((d) => d.source === 'Membit' && d.code === code && (line === undefined || d.range.start.line === line));
@@ -164,6 +164,12 @@ describe('Memory advisor code actions', () => {
     assert.equal(page.getText(), shown.text);
     const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
     assert.ok(!notes.some((n) => n.text.includes('fused=True')), 'no toast carries the advice');
+    // Rendered as Markdown: a heading and a link, not the raw text.
+    const h = await webview('08-advice-heading', 'count', 'h1');
+    assert.equal(h.error, undefined, h.error);
+    assert.equal(h.texts[0], 'Fused optimizer step');
+    const link = await webview('08-advice-link', 'count', `a[href="${shown.docs}"]`);
+    assert.equal(link.count, 1, link.error);
     await screenshot('08-advice-preview');
     await vscode.commands.executeCommand('workbench.action.closeEditorsInOtherGroups');
     assert.equal(doc.getText(), original);

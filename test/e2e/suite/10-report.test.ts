@@ -108,6 +108,9 @@ describe('measured memory in the editor', function () {
     const canvases = await webview('11-charts', 'count', 'canvas');
     assert.ok(canvases.count >= 1);
     await screenshot('11-report-view');
+    // Clicking a heading scrolls the view to it (for the pictures of each part).
+    assert.equal((await webview('11-layers-scroll', 'click', '#modules h2')).error, undefined);
+    await screenshot('11-report-layers');
   });
 
   it('compares a baseline and a packed run side by side', async () => {
@@ -182,6 +185,7 @@ describe('measured memory in the editor', function () {
       assert.equal(text[(s.line ?? 0) - 1], old[(first[i]?.line ?? 0) - 1], `site ${i}'s link opens the line it was measured on`);
     }
     assert.ok(after.slice(1).some((s) => s.action === 'convert'), 'the other sites still offer Convert');
+    assert.equal((await webview('12-sites-scroll', 'click', '#sites h2')).error, undefined);
     await screenshot('12-converted-from-report');
     await vscode.commands.executeCommand(Commands.revertConversions, doc.uri);
     await waitFor('revert', () => doc.getText() === before);
