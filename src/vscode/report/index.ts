@@ -126,7 +126,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
           if (near < 0) continue;
           lenses.push(new vscode.CodeLens(new vscode.Range(near, 0, near, 0), {
             title: classLensTitle(t, loaded.index.device, lensKind(loaded)),
-            tooltip: `${lensKind(loaded)} in run ${runName(runBrief(loaded.index.report) ?? { variant: '?', target: '?', started: '' })}: every instance of ${t.type} and its submodules, summed. Click to open the report.`,
+            tooltip: `${lensKind(loaded)} in run ${runName(runBrief(loaded.index.report) ?? { variant: '?', target: '?', started: '' })}: every instance of ${t.type} and its submodules, summed.\n${classLensDetail(t)}\nClick to open the report.`,
             command: Commands.showReport,
           }));
         }
@@ -305,12 +305,22 @@ export function isClassLine(text: string, name: string): boolean {
   return rest.startsWith(name) && /^[(:\s]/.test(rest.slice(name.length));
 }
 
-/** `Measured: 2× CausalSelfAttention (summed, CPU) — activations 1 MiB · masks 256 KiB · params 64 KiB · packing saves 248 KiB`. */
+/**
+ * `Measured: 2× CausalSelfAttention (summed, CPU) — activations 1 MiB · masks 256 KiB`: short
+ * enough for an 80–100 column editor; the full breakdown is in {@link classLensDetail}.
+ */
 export function classLensTitle(t: ClassTotals, device: string, kind = 'Measured'): string {
   const scope = [t.instances > 1 ? 'summed' : '', device === 'cpu' ? 'CPU' : ''].filter(Boolean).join(', ');
-  const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
-  if (t.savingIfPacked > 0) parts.push(`packing saves ${formatBytes(t.savingIfPacked)}`);
+  const parts = [`activations ${formatBytes(t.activations)}`];
+  if (t.masks > 0) parts.push(`masks ${formatBytes(t.masks)}`);
   return `${kind}: ${t.instances}× ${t.type}${scope ? ` (${scope})` : ''} — ${parts.join(' · ')}`;
+}
+
+/** The lens's tooltip: every figure, and what packing the masks would save. */
+export function classLensDetail(t: ClassTotals): string {
+  const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
+  if (t.savingIfPacked > 0) parts.push(`packing the masks saves ${formatBytes(t.savingIfPacked)}`);
+  return parts.join(' · ');
 }
 
 async function isRunSetFile(path: string): Promise<boolean> {
