@@ -283,11 +283,12 @@ function renderModules(v: ReportView): void {
     ),
   );
   // The figure is in every bar's label, so nothing needs an axis that scrolled out of sight.
-  const labels = groups.map((g) => `${groupLabel(g)} — ${formatBytes(g.total)}`);
-  rendered.layers = labels;
+  rendered.layers = groups.map((g) => `${groupLabel(g)} — ${formatBytes(g.total)}`);
+  // Two lines per bar (path, then class and figure), so a narrow view does not cut the names.
+  const labels = groups.map((g) => [`${g.path}${g.count > 1 ? ` ×${g.count}` : ''}`, `${g.type} — ${formatBytes(g.total)}`]);
   rendered.segments = [...segments];
   const wrap = el('div', { class: 'chart-scroll' });
-  const canvas = el('canvas', { id: 'modules-chart', height: String(Math.max(80, groups.length * 14)) });
+  const canvas = el('canvas', { id: 'modules-chart', height: String(Math.max(80, groups.length * 24)) });
   wrap.append(canvas);
   sec.append(wrap);
   const p = palette();

@@ -92,7 +92,8 @@ test('view model: bounded timeline keeps the peak; phases become spans', () => {
   assert.ok(v.lines.length > 0 && v.lines.every((l, i, a) => i === 0 || (a[i - 1]?.saved_bytes ?? 0) >= l.saved_bytes));
 });
 
-import { classTotals } from '../../src/core/report/classes';
+import { formatBytes } from '../../src/core/units';
+import { classLensDetail, classLensTitle, classTotals } from '../../src/core/report/classes';
 
 test('class totals: every instance of a class, its whole subtree, and the packing saving inside it', () => {
   const r = load(baselinePath);
@@ -110,4 +111,10 @@ test('class totals: every instance of a class, its whole subtree, and the packin
   // The model class holds everything: its masks are the run's masks.
   const gpt = [...totals.values()].find((t) => t.type === 'GPT');
   assert.equal(gpt?.masks, r.modules.reduce((a, m) => a + m.mask_bytes, 0));
+  // The lens fits an 80-100 column editor; its tooltip carries every figure.
+  const title = classLensTitle(attn, 'cpu');
+  assert.equal(title, `Measured: ${blocks.length}× CausalSelfAttention (summed, CPU) — activations ${formatBytes(attn.activations)} · masks ${formatBytes(attn.masks)}`);
+  for (const t of totals.values()) assert.ok(classLensTitle(t, 'cpu').length <= 100, classLensTitle(t, 'cpu'));
+  assert.equal(classLensDetail(attn), `activations ${formatBytes(attn.activations)} · masks ${formatBytes(attn.masks)} · params ${formatBytes(attn.params)} · packing the masks saves ${formatBytes(attn.savingIfPacked)}`);
+  assert.ok(!classLensTitle({ ...attn, masks: 0 }, 'cuda').includes('masks'), 'no mask figure where a class holds none');
 });

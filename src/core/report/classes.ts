@@ -3,6 +3,7 @@
  * of the class hold (their whole subtree: params, activations, masks) and what packing
  * the dropout masks measured inside them would save.
  */
+import { formatBytes } from '../units';
 import { normalizePath } from './model';
 import type { Report } from './types';
 
@@ -145,4 +146,22 @@ export function classTotals(report: Report, relFile: string): Map<number, ClassT
     }
   }
   return out;
+}
+
+/**
+ * `Measured: 2× CausalSelfAttention (summed, CPU) — activations 1 MiB · masks 256 KiB`: short
+ * enough for an 80–100 column editor; the full breakdown is in {@link classLensDetail}.
+ */
+export function classLensTitle(t: ClassTotals, device: string, kind = 'Measured'): string {
+  const scope = [t.instances > 1 ? 'summed' : '', device === 'cpu' ? 'CPU' : ''].filter(Boolean).join(', ');
+  const parts = [`activations ${formatBytes(t.activations)}`];
+  if (t.masks > 0) parts.push(`masks ${formatBytes(t.masks)}`);
+  return `${kind}: ${t.instances}× ${t.type}${scope ? ` (${scope})` : ''} — ${parts.join(' · ')}`;
+}
+
+/** The lens's tooltip: every figure, and what packing the masks would save. */
+export function classLensDetail(t: ClassTotals): string {
+  const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
+  if (t.savingIfPacked > 0) parts.push(`packing the masks saves ${formatBytes(t.savingIfPacked)}`);
+  return parts.join(' · ');
 }

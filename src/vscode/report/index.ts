@@ -6,7 +6,7 @@ import { formatBytes } from '../../core/units';
 import { peakBytes } from '../../core/report/types';
 import { runBrief, runDetail, runName } from '../../core/report/runLabel';
 import { readPrediction, statusLabel } from '../../core/report/prediction';
-import { classTotals, type ClassTotals } from '../../core/report/classes';
+import { classLensDetail, classLensTitle, classTotals, type ClassTotals } from '../../core/report/classes';
 import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { relative } from 'node:path';
@@ -303,24 +303,6 @@ export function isClassLine(text: string, name: string): boolean {
   if (!t.startsWith('class ')) return false;
   const rest = t.slice(6).trimStart();
   return rest.startsWith(name) && /^[(:\s]/.test(rest.slice(name.length));
-}
-
-/**
- * `Measured: 2× CausalSelfAttention (summed, CPU) — activations 1 MiB · masks 256 KiB`: short
- * enough for an 80–100 column editor; the full breakdown is in {@link classLensDetail}.
- */
-export function classLensTitle(t: ClassTotals, device: string, kind = 'Measured'): string {
-  const scope = [t.instances > 1 ? 'summed' : '', device === 'cpu' ? 'CPU' : ''].filter(Boolean).join(', ');
-  const parts = [`activations ${formatBytes(t.activations)}`];
-  if (t.masks > 0) parts.push(`masks ${formatBytes(t.masks)}`);
-  return `${kind}: ${t.instances}× ${t.type}${scope ? ` (${scope})` : ''} — ${parts.join(' · ')}`;
-}
-
-/** The lens's tooltip: every figure, and what packing the masks would save. */
-export function classLensDetail(t: ClassTotals): string {
-  const parts = [`activations ${formatBytes(t.activations)}`, `masks ${formatBytes(t.masks)}`, `params ${formatBytes(t.params)}`];
-  if (t.savingIfPacked > 0) parts.push(`packing the masks saves ${formatBytes(t.savingIfPacked)}`);
-  return parts.join(' · ');
 }
 
 async function isRunSetFile(path: string): Promise<boolean> {
