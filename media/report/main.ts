@@ -478,6 +478,7 @@ function renderRanks(msg: ShowMessage): void {
   const set = msg.ranks;
   if (!set) return;
   const { info, pick } = set;
+  rendered.rankPick = pick;
   const sec = section(`Ranks — ${info.launcher}, ${info.world_size} rank${info.world_size === 1 ? '' : 's'}`, 'ranks');
   const p = palette();
   const picker = el('select', { id: 'rank-picker', 'aria-label': 'Rank shown here and in the editor' });
@@ -558,7 +559,7 @@ function render(msg: ShowMessage): void {
   for (const c of charts.splice(0)) c.destroy();
   rendered.charts = [];
   rendered.tables = {};
-  for (const k of ['layers', 'segments', 'sites', 'levers', 'focused'] as const) delete rendered[k];
+  for (const k of ['layers', 'segments', 'sites', 'levers', 'focused', 'rankPick'] as const) delete rendered[k];
   document.getElementById('root')?.replaceChildren();
   const v = msg.views[0];
   shown = v;

@@ -55,6 +55,8 @@ export interface RenderedSummary {
   sites?: { line: number | null; action: 'convert' | 'converted' | 'gone' }[];
   /** The levers table's rows as drawn. */
   levers?: string[];
+  /** A run set's rank the view shows (null: the max over ranks); absent for one report. */
+  rankPick?: number | null;
   /** The section scrolled to, and how far its top is from the view's top (px). */
   focused?: { id: string; top: number } | null;
 }

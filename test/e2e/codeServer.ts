@@ -42,7 +42,7 @@ function fail(msg: string): never {
 
 /** The part of playwright-core's API this driver uses (it lives outside the repo). */
 interface PwLocator {
-  first(): { waitFor(o: { state: 'attached' | 'visible'; timeout: number }): Promise<void>; click(): Promise<void> };
+  first(): { waitFor(o: { state: 'attached' | 'visible'; timeout: number }): Promise<void>; click(): Promise<void>; selectOption(value: string): Promise<string[]> };
   count(): Promise<number>;
   allInnerTexts(): Promise<string[]>;
 }
@@ -237,7 +237,8 @@ async function main(): Promise<void> {
         return;
       }
       // The suite asks about the report view's DOM, two iframes deep: count and read, or click.
-      const wv = /^@@webview ([\w.-]+) (count|click) (.+)$/.exec(line.trim());
+      // `select=VALUE` picks an option of a <select>, as a user would.
+      const wv = /^@@webview ([\w.-]+) (count|click|select=[\w-]+) (.+)$/.exec(line.trim());
       if (wv) {
         const [, name, action, selector] = wv as unknown as [string, string, string, string];
         const frame = page.frameLocator('iframe.webview').frameLocator('#active-frame');
@@ -248,6 +249,7 @@ async function main(): Promise<void> {
           result.count = await loc.count();
           result.texts = (await loc.allInnerTexts()).slice(0, 50);
           if (action === 'click') await loc.first().click();
+          else if (action.startsWith('select=')) await loc.first().selectOption(action.slice('select='.length));
         } catch (e) {
           result.error = String(e);
         }

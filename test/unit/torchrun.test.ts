@@ -11,7 +11,8 @@ import { main } from '../../src/core/cli/main';
 import { loadRunSet, overlayReport, parseRunSet, rankPeaks, type RankedLine } from '../../src/core/report/runset';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import { createRun } from '../../src/core/run/target';
-import { RunSetClient } from '../../src/vscode/report/runSetProtocol';
+import { generateLargeReport, MB } from '../bench/largeReport';
+import { overlayText, parseOverlay, RunSetClient } from '../../src/vscode/report/runSetProtocol';
 import { checkLauncher, describeRankFailures, LauncherError, rankOutPattern, rankReportPath, torchrunArgv, type RunSetDoc } from '../../src/core/run/torchrun';
 
 const REPO = resolve(__dirname, '..', '..', '..');
@@ -208,4 +209,14 @@ test('membit profile: bad launcher flags are usage errors', async () => {
   const io3 = capture(ws);
   assert.equal(await main(['profile', '--nproc-per-node', '2', '--target', 'gpu1', '--', 'gpt_dist.py'], io3), 2);
   assert.match(io3.stderr, /does not combine with --target/);
+});
+
+test('the run-set overlay crosses threads as JSON pieces and comes back equal', async () => {
+  const { report } = generateLargeReport({ targetBytes: 8 * MB, seed: 5 });
+  assert.ok(report.lines.length > 1000 && report.modules.length > 0, `${report.lines.length} lines`);
+  const pieces = overlayText(report);
+  assert.ok(pieces.chunks.length >= 2, 'long lists are split');
+  assert.ok(pieces.chunks.every((c) => JSON.parse(c.text).length <= 1000));
+  assert.deepEqual(await parseOverlay(pieces), JSON.parse(JSON.stringify(report)));
+  await assert.rejects(parseOverlay({ head: '{"lines":3}', chunks: [{ key: 'lines', text: '[1]' }] }), /overlay's lines is not a list/);
 });

@@ -96,10 +96,11 @@ export function indexReport(report: Report): ReportIndex {
   const peak = peakBytes(report);
   // Lines name their module with wildcards for the instances they sum over; count them once per pattern.
   const counts = new Map<string, number>();
+  let paths: string[] | undefined;
   const instancesOf = (module: string | null): number => {
     if (!module || !module.includes('*')) return 1;
     let n = counts.get(module);
-    if (n === undefined) counts.set(module, (n = layerCount(module, report.modules.map((m) => m.path))));
+    if (n === undefined) counts.set(module, (n = layerCount(module, (paths ??= report.modules.map((m) => m.path)))));
     return n;
   };
   const files = new Map<string, Map<number, LineInfo>>();

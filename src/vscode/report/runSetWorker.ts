@@ -8,9 +8,14 @@ import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { loadRunSet, overlayReport, runSetInfo, thinTimeline, type RunSet, type RunSetInfo } from '../../core/report/runset';
 import { REPORT_SCHEMA } from '../../core/report/schema';
-import type { RunSetRequest, RunSetResponse } from './runSetProtocol';
+import { overlayText, type OverlayText, type RunSetRequest, type RunSetResponse } from './runSetProtocol';
 
 let set: RunSet | undefined;
+
+function overlayOf(s: RunSet, pick: number | undefined): OverlayText | null {
+  const o = overlayReport(s, pick);
+  return o ? overlayText(o) : null;
+}
 
 function answer(req: RunSetRequest): RunSetResponse {
   try {
@@ -25,10 +30,10 @@ function answer(req: RunSetRequest): RunSetResponse {
         return { ...r, timeline: null };
       });
       timelines.sort((a, b) => a.rank - b.rank);
-      return { id: req.id, ok: true, info: runSetInfo(set, timelines), overlay: overlayReport(set, req.pick) ?? null };
+      return { id: req.id, ok: true, info: runSetInfo(set, timelines), overlay: overlayOf(set, req.pick) };
     }
     if (!set) return { id: req.id, ok: false, error: 'no run set loaded' };
-    return { id: req.id, ok: true, overlay: overlayReport(set, req.pick) ?? null };
+    return { id: req.id, ok: true, overlay: overlayOf(set, req.pick) };
   } catch (e) {
     return { id: req.id, ok: false, error: e instanceof Error ? e.message : String(e) };
   }

@@ -8,7 +8,7 @@ import { REPORT_SCHEMA } from '../../core/report/schema';
 import { runBrief, type RunBrief } from '../../core/report/runLabel';
 import { leverDeltas, type LeverMeasurement } from '../../core/report/leverDeltas';
 import { isRunSetText, type RunSetInfo } from '../../core/report/runset';
-import { RunSetClient } from './runSetProtocol';
+import { RunSetClient, yieldToLoop } from './runSetProtocol';
 import type { Report } from '../../core/report/types';
 import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
@@ -252,6 +252,8 @@ export class ReportStore implements vscode.Disposable {
     }
     this.client?.dispose();
     this.client = client;
+    // The parse and the index are two short pieces of host work, with typing served in between.
+    await yieldToLoop();
     this.current = { index: indexReport(loaded.overlay), uri, root, mtimeMs: await mtime(uri), set: { info: loaded.info, pick: undefined } };
     this.log.info(`loaded run set ${uri.fsPath} (${loaded.info.ranks.length} ranks)`);
     this.changed.fire(this.current);
@@ -265,6 +267,7 @@ export class ReportStore implements vscode.Disposable {
     if (rank !== undefined && !cur.set.info.ranks.some((r) => r.rank === rank && r.status !== 'missing')) return false;
     const overlay = await this.client.pick(rank);
     if (!overlay || this.current !== cur) return false;
+    await yieldToLoop();
     this.current = { ...cur, index: indexReport(overlay), set: { info: cur.set.info, pick: rank } };
     this.changed.fire(this.current);
     return true;

@@ -74,7 +74,7 @@ export async function uiShows(name: string, where: 'statusbar', text: string): P
  * Reads (count) or clicks the report view's DOM through the driver, inside the webview's
  * frames. Undefined where no driver listens.
  */
-export async function webview(name: string, action: 'count' | 'click', selector: string): Promise<{ count: number; texts: string[]; error?: string }> {
+export async function webview(name: string, action: 'count' | 'click' | `select=${string}`, selector: string): Promise<{ count: number; texts: string[]; error?: string }> {
   const dir = process.env.MEMBIT_E2E_ARTIFACTS;
   // Without the driver the webview's DOM cannot be read: fail, so a check is never passed
   // by not being made.
