@@ -493,7 +493,14 @@ function renderRanks(msg: ShowMessage): void {
   sec.append(el('p', {}, 'Show: ', picker, pick === null ? ' — each line shows the most any rank held there, naming the rank.' : ` — rank ${pick}'s own figures.`));
   const pk = info.peaks;
   const facts: string[] = [];
-  if (pk.max && pk.min && pk.imbalance !== undefined) facts.push(`Peak ${formatBytes(pk.max.peak)} on rank ${pk.max.rank}, lowest ${formatBytes(pk.min.peak)} on rank ${pk.min.rank}: imbalance ${formatPct(pk.imbalance)} (max / mean − 1).`);
+  if (pk.max && pk.min && pk.imbalance !== undefined) {
+    // Equal peaks have no highest and lowest rank to name.
+    facts.push(
+      pk.max.peak === pk.min.peak
+        ? `Every rank peaked at ${formatBytes(pk.max.peak)}: no imbalance.`
+        : `Peak ${formatBytes(pk.max.peak)} on rank ${pk.max.rank}, lowest ${formatBytes(pk.min.peak)} on rank ${pk.min.rank}: imbalance ${formatPct(pk.imbalance)} (max / mean − 1).`,
+    );
+  }
   if (pk.firstOom) facts.push(`Rank ${pk.firstOom.rank}${pk.firstOom.host ? ` on ${pk.firstOom.host}` : ''} ran out of memory first.`);
   if (info.status !== 'ok' && info.message) facts.push(`Job ${info.status}: ${info.message}`);
   for (const f of facts) sec.append(el('p', { class: 'headline' }, f));

@@ -180,7 +180,11 @@ export function runSetText(set: RunSet, markdown = false): string {
   const title = `${d.script} · ${d.variant} · ${d.launcher}, ${d.world_size} rank${d.world_size === 1 ? '' : 's'} · ${d.status}${d.message ? `: ${d.message}` : ''}`;
   out.push(markdown ? `### ${mdEscape(title)}` : title);
   if (rp.max && rp.min && rp.imbalance !== undefined) {
-    const line = `peak ${formatBytes(rp.max.peak)} on rank ${rp.max.rank}, lowest ${formatBytes(rp.min.peak)} on rank ${rp.min.rank}; imbalance ${pct(rp.imbalance)} (max / mean − 1)`;
+    // Equal peaks have no highest and lowest rank to name.
+    const line =
+      rp.max.peak === rp.min.peak
+        ? `every rank peaked at ${formatBytes(rp.max.peak)}: no imbalance`
+        : `peak ${formatBytes(rp.max.peak)} on rank ${rp.max.rank}, lowest ${formatBytes(rp.min.peak)} on rank ${rp.min.rank}; imbalance ${pct(rp.imbalance)} (max / mean − 1)`;
     out.push(markdown ? '' : '', line);
   }
   if (rp.firstOom) out.push(`rank ${rp.firstOom.rank}${rp.firstOom.host ? ` on ${rp.firstOom.host}` : ''} ran out of memory first`);
