@@ -7,7 +7,7 @@
  *     "files":   [ { "file", "status": "ok"|"skipped"|"error", "sites", "message"?,
  *                    "partial": { "reason": "time-budget"|"match-limit", "message", "lines": [ { "start", "end" } ] } | null } ],
  *     "sites":   [ { "file", "line", "column", "endLine", "endColumn", "cell",
- *                    "kind", "class", "function", "callee", "resolved", "binding",
+ *                    "kind", "class", "function", "callee", "resolved", "binding", "aliasOf",
  *                    "args": { "<param>": "<as written>" },
  *                    "estimate": { "source", "elements", "maskBytes", "packedBytes", "perSample", "shape", "note", "stateBytes" },
  *                    "code", "message", "remedy", "ffn",
@@ -150,6 +150,7 @@ export function siteJson(s: Site, peakBytes?: number): Record<string, unknown> {
     callee: s.callee,
     resolved: s.resolved,
     binding: s.binding ?? null,
+    aliasOf: s.aliasOf ?? null,
     args: s.args,
     estimate: {
       source: e.source,

@@ -24,7 +24,7 @@ import {
   optimizerAdvice,
   scopeNames,
 } from './advisor';
-import type { CallFact, ChunkFacts, DefFact, RelRange } from './facts';
+import type { AliasTarget, CallFact, ChunkFacts, DefFact, RelRange } from './facts';
 import { siteMessage } from './format';
 import {
   DROPOUT_CLASSES,
@@ -70,6 +70,8 @@ export interface GCall {
   funcName: string | null;
   funcKey: string | null;
   res: Resolved;
+  /** For a call through a local variable: the name it stands for, as written, that `res` resolves. */
+  alias?: string;
 }
 
 const FULL_LIKE = new Set(['ones', 'full', 'zeros', 'empty', 'ones_like', 'full_like', 'zeros_like', 'empty_like', 'new_ones', 'new_full', 'new_zeros', 'new_empty']);
@@ -408,6 +410,18 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
         classKey = 'h';
       }
       const g: GCall = { f, chunk: ci, range: abs(f.pos, baseRow), className, classKey, funcName, funcKey, res: resolver.resolve(f.callee, f.headLocal) };
+      // `mask_fn = create_causal_mask if … else create_sliding_window_causal_mask; mask_fn(...)`:
+      // the call is taken for the first name the variable may stand for that makes a site by name.
+      if (f.aliasOf) {
+        const rs = f.aliasOf.map((t) => resolver.resolve(t.callee, t.headLocal));
+        const i = rs.findIndex((r) => namedSite(r) !== null);
+        const r = rs[i];
+        // "Fused, no mask stored" must hold on every path: not for `sdpa if c else eager_attention`.
+        if (r && (namedSite(r) !== 'fused' || rs.every((o) => namedSite(o) === 'fused'))) {
+          g.res = r;
+          g.alias = (f.aliasOf[i] as AliasTarget).callee;
+        }
+      }
       calls.push(g);
     }
   });
@@ -643,7 +657,8 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
       });
       continue;
     }
-    if (isMaskHelper(g) && !(g.f.callee.startsWith('self.') && classMethods.has(final))) {
+    const written = g.alias ?? g.f.callee;
+    if (isMaskHelper(g) && !(written.startsWith('self.') && classMethods.has(final))) {
       const causal = /causal/.test(final);
       makeSite(g, 'attn-mask', 'call', argMap(g.f, []), helperEstimate(ctx, g), {
         remedy: causal ? causalRemedy(causalSdpa, g) : PADDING_REMEDY,
@@ -1030,6 +1045,7 @@ function buildSite(file: string, g: GCall, kind: SiteKind, form: Site['form'], a
     ...extra,
   };
   if (g.f.binding) site.binding = g.f.path ? `${g.f.binding}.${g.f.path}` : g.f.binding;
+  if (g.alias) site.aliasOf = g.alias;
   site.message = siteMessage(site);
   return site;
 }
@@ -1485,9 +1501,28 @@ function fallbackEstimate(): Estimate {
 
 /** An HF mask helper, by name (a release's list) or by its naming pattern; members only when private. */
 function isMaskHelper(g: GCall): boolean {
-  const final = g.res.final;
+  return maskHelperName(g.res);
+}
+
+function maskHelperName(r: Resolved): boolean {
+  const final = r.final;
   if (!HF_MASK_HELPERS.has(final) && !HF_MASK_HELPER.test(final)) return false;
-  return g.res.binding !== 'member' || final.startsWith('_');
+  return r.binding !== 'member' || final.startsWith('_');
+}
+
+/**
+ * Callees that make a site by their name alone: torch's dropouts and SDPA, fused attention
+ * kernels, HF mask helpers. Calls through a local variable are followed to these only;
+ * projections, softmax and tensor builders are told apart by their arguments and uses,
+ * which an alias would blur.
+ */
+function namedSite(r: Resolved): 'fused' | 'other' | null {
+  const q = r.qname;
+  if (q && (DROPOUT_CLASSES.has(q) || DROPOUT_FUNCS.has(q))) return 'other';
+  if (q === SDPA) return 'fused';
+  const fused = FUSED_ATTENTION.get(r.final);
+  if (fused && q && (q.startsWith(fused.module) || r.binding === 'unbound' || r.binding === 'star')) return 'fused';
+  return maskHelperName(r) ? 'other' : null;
 }
 
 const MASKY = /mask|padding|pad_/i;

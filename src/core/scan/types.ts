@@ -222,6 +222,12 @@ export interface Site {
   resolved: string | null;
   /** Attribute or variable the construction is bound to (`self.attn_dropout`), when there is one. */
   binding?: string;
+  /**
+   * For a call through a local variable (`mask_fn(...)` after `mask_fn = create_causal_mask if c
+   * else create_sliding_window_causal_mask`): the name it stands for, as written, that `resolved`
+   * and the kind come from. `callee` is then the variable.
+   */
+  aliasOf?: string;
   estimate: Estimate;
   /** One sentence: what the site is and what it costs. */
   message: string;
