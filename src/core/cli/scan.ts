@@ -30,7 +30,7 @@
  * not be read or the parser could not load, 2 usage errors (a path that does not exist).
  */
 import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import {
   createScanner,
   DEFAULT_BUDGET_MS,
@@ -349,7 +349,8 @@ export const scanCommand: Subcommand = {
     try {
       for (const abs of [...new Set(files)]) {
         const file = displayPath(abs, io.cwd);
-        const opts: ScanOptions = { maxBytes, shapes };
+        // The config classes a modeling file imports from its folder give its shapes (related.ts).
+        const opts: ScanOptions = { maxBytes, shapes, relatedDir: dirname(abs) };
         if (budgetMs > 0) opts.budgetMs = budgetMs;
         if (capabilities) opts.capabilities = capabilities;
         if (sparse24) opts.sparse24 = sparse24;

@@ -237,10 +237,10 @@ export interface Env {
   key: string;
 }
 
-function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, hintsId: number): Env {
+function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, hintsId: number, imported: readonly RawConfig[]): Env {
   const imports: ImportFact[] = [];
   const moduleBound = new Set<string>();
-  const raw: RawConfig[] = [];
+  const raw: RawConfig[] = [...imported];
   const classes: ClassInfo[] = headers.map((h) => ({ name: h.name, range: h.range, bases: h.bases }));
   for (const h of headers) moduleBound.add(h.name);
   for (const { facts, baseRow, context } of chunks) {
@@ -270,6 +270,8 @@ function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[
     [...moduleBound].sort(),
     [...config.values],
     [...config.bareValues],
+    [...config.fieldValues],
+    [...config.fieldFiles],
     config.file,
     config.imgSize ?? null,
     config.patchSize ?? null,
@@ -305,8 +307,9 @@ export class Analyzer {
     return id;
   }
 
-  run(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions): AnalyzeResult {
-    const env = buildEnv(chunks, headers, opts, opts.hints ? this.idOf(opts.hints) : 0);
+  /** `imported`: defaults of the config classes the file imports from its folder (see related.ts). */
+  run(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, imported: readonly RawConfig[] = []): AnalyzeResult {
+    const env = buildEnv(chunks, headers, opts, opts.hints ? this.idOf(opts.hints) : 0, imported);
     // A short stand-in for the (long) environment key, so group keys stay small.
     if (env.key !== this.envKey) {
       this.envKey = env.key;
@@ -1486,10 +1489,12 @@ function splitFfns(leftovers: readonly { l: LinearFact; base: number }[], file: 
 function zeroByConfig(p: string | undefined, config: ConfigTable): string | undefined {
   // `config.dropout`, `cfg.attn_pdrop`: a config's field, not a parameter of some other function.
   if (p === undefined || !/^(?!self\.)[A-Za-z_]\w*\.[A-Za-z_]\w*$/.test(p.trim())) return undefined;
-  // Only class fields and module-level values (`dropout: float = 0.0` in a config dataclass).
-  const v = evalDim(p.trim(), config.bareValues, config.bareValues);
+  // Only class fields and module-level values (`dropout: float = 0.0` in a config dataclass),
+  // and the defaults of a config class imported from the file's folder.
+  const v = evalDim(p.trim(), config.fieldValues, config.bareValues);
   if (v !== 0) return undefined;
-  return `p is 0 in the file's config defaults (${p.trim()} = 0.0): no mask is kept unless the config is changed`;
+  const from = config.fieldFiles.get(p.trim().slice(p.trim().lastIndexOf('.') + 1));
+  return `p is 0 in the ${from ? `config defaults of ${from}` : "file's config defaults"} (${p.trim()} = 0.0): no mask is kept unless the config is changed`;
 }
 
 /** A dropout used only on the eager fallback branch of `if <fused attention>: ... else: ...`. */
