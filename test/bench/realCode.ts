@@ -3,7 +3,9 @@
  * from: per-kind precision and recall against hand labels (test/realcode/labels.json), and
  * for every file and rewrite kind: the output compiles, a second run changes nothing,
  * --revert gives the file back byte for byte, and (where the file imports with CPU torch)
- * the rewritten model computes what the original does.
+ * the rewritten model computes what the original does. Also how many of the found sites get a
+ * figure, alone and with the config classes next to each HF file in the installed transformers
+ * of the labelled version (the scan's `relatedDir`).
  *
  *   node esbuild.mjs --tests && node out/test/bench/realCode.js DIR [--python PY] [--json OUT]
  *
@@ -15,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { applyEdits, applyLever, convertAll, type ConvertOptions, type Lever, LEVERS, revertAll } from '../../src/core/rewrite';
 import { createScanner, type Scanner, type SiteKind } from '../../src/core/scan';
 import { repoRoot } from '../unit/scanSupport';
@@ -106,10 +108,13 @@ async function main(): Promise<number> {
       }
     }
   }
+  const python = arg('--python') ?? process.env.MEMBIT_PYTHON ?? join(repoRoot(), '.venv', 'bin', 'python');
+  const estimates = estimateCoverage(s, dir, labels.files, python);
   const pct = (a: number, b: number) => (b === 0 ? '-' : (a / b).toFixed(2));
   console.log(`real code: ${labels.files.length} files, labelled ${labels.labelled}\n| kind | labelled | found | false positives | missed | precision | recall |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |`);
   for (const [k, t] of tally) console.log(`| \`${k}\` | ${t.tp + t.fn} | ${t.tp} | ${t.fp} | ${t.fn} | ${pct(t.tp, t.tp + t.fp)} | ${pct(t.tp, t.tp + t.fn)} |`);
   if (misses.length) console.log(`\nmisses and extras:\n  ${misses.join('\n  ')}`);
+  console.log(`\n${estimates}`);
 
   // Every rewrite kind on every file.
   const work = mkdtempSync(join(tmpdir(), 'membit-realcode-'));
@@ -137,7 +142,6 @@ async function main(): Promise<number> {
       rows.push(`| ${r.name} | ${changedFiles} | ${sites} |`);
     }
     // Compile every output (syntax only: third-party imports are not needed for that).
-    const python = arg('--python') ?? process.env.MEMBIT_PYTHON ?? join(repoRoot(), '.venv', 'bin', 'python');
     const manifest = join(work, 'manifest.json');
     writeFileSync(manifest, JSON.stringify(outputs));
     const check = spawnSync(python, [join(repoRoot(), 'test', 'realcode', 'check_outputs.py'), manifest], { encoding: 'utf8', timeout: 20 * 60 * 1000, env: { ...process.env, PYTHONPATH: join(repoRoot(), 'kernels') } });
@@ -155,6 +159,36 @@ async function main(): Promise<number> {
     return 1;
   }
   return 0;
+}
+
+/**
+ * Sites of the scored kinds with a figure (an estimate whose source is not "unknown"), scanned
+ * alone and, for HF files, with their folder in the installed transformers when its version is
+ * the labelled one, so the config class the file imports is read as the editor and the CLI do.
+ */
+function estimateCoverage(s: Scanner, dir: string, files: readonly LabelledFile[], python: string): string {
+  const count = (f: LabelledFile, relatedDir?: string) => {
+    const text = readFileSync(join(dir, f.name), 'utf8');
+    const sites = s.scan(text, f.name, relatedDir ? { relatedDir } : {}).sites.filter((x) => KINDS.includes(x.kind));
+    return { sites: sites.length, figured: sites.filter((x) => x.estimate.source !== 'unknown').length };
+  };
+  const hf = files.filter((f) => /^transformers==/.test(f.repo));
+  const lines = ['estimates: sites found with a figure (estimate source other than "unknown")', '| files | sites | with a figure, file alone | with the config class next to it |', '| --- | ---: | ---: | ---: |'];
+  const alone = files.map((f) => count(f));
+  const sum = (xs: { sites: number; figured: number }[], k: 'sites' | 'figured') => xs.reduce((a, x) => a + x[k], 0);
+  const probe = spawnSync(python, ['-c', 'import os, transformers; print(transformers.__version__); print(os.path.dirname(os.path.dirname(transformers.__file__)))'], { encoding: 'utf8', timeout: 120_000 });
+  const [version, site] = probe.status === 0 ? probe.stdout.trim().split('\n') : [];
+  const wanted = hf[0]?.repo.slice('transformers=='.length);
+  const hfAlone = hf.map((f) => count(f));
+  if (!version || !site || !wanted || version !== wanted || hf.some((f) => f.repo !== hf[0]?.repo)) {
+    lines.push(`| all ${files.length} | ${sum(alone, 'sites')} | ${sum(alone, 'figured')} | - |`);
+    lines.push(`(with configs: skipped: ${!version ? `no transformers importable with ${python}` : `installed transformers ${version}, labelled ${wanted}`})`);
+    return lines.join('\n');
+  }
+  const hfWith = hf.map((f) => count(f, dirname(join(site, f.path))));
+  lines.push(`| HF transformers ${version} (${hf.length}) | ${sum(hfAlone, 'sites')} | ${sum(hfAlone, 'figured')} | ${sum(hfWith, 'figured')} |`);
+  lines.push(`| all ${files.length} | ${sum(alone, 'sites')} | ${sum(alone, 'figured')} | ${sum(alone, 'figured') - sum(hfAlone, 'figured') + sum(hfWith, 'figured')} |`);
+  return lines.join('\n');
 }
 
 main().then(

@@ -580,3 +580,22 @@ test('tokenizer: nested f-strings, prefixes, continuation lines and unterminated
     ],
   );
 });
+
+test('a dropout called through a local variable is found but not converted: the variable may stand for something else', async () => {
+  const src = `import torch.nn as nn
+import torch.nn.functional as F
+
+
+class M(nn.Module):
+    def forward(self, x, p):
+        drop = F.dropout if p > 0 else (lambda t, *a: t)
+        x = drop(x, p, self.training)
+        return F.dropout(x, p, self.training)
+`;
+  const out = await convert(src);
+  assert.deepEqual(out.skipped.map((s) => `${s.site.callee}:${s.code}`), ['drop:local-alias']);
+  assert.match(out.skipped[0]?.reason ?? '', /`drop` is a local variable bound to `F\.dropout`/);
+  assert.deepEqual(out.converted.map((c) => c.from), ['F.dropout']);
+  assert.equal(canConvert(out.skipped[0]?.site as Site).ok, false);
+  assert.equal(revert(out.text), src);
+});

@@ -45,7 +45,7 @@ test('membit scan --json over a folder: stable shape, 1-based positions, skipped
     );
     const a = doc.sites.find((s: { file: string }) => s.file === 'a.py');
     assert.deepEqual(Object.keys(a), [
-      'file', 'line', 'column', 'endLine', 'endColumn', 'cell', 'kind', 'class', 'function', 'callee', 'resolved', 'binding', 'args', 'estimate', 'code', 'message', 'remedy', 'ffn',
+      'file', 'line', 'column', 'endLine', 'endColumn', 'cell', 'kind', 'class', 'function', 'callee', 'resolved', 'binding', 'aliasOf', 'args', 'estimate', 'code', 'message', 'remedy', 'ffn',
       // Added with the memory advisor (fields are only ever added).
       'advice', 'attention', 'severity',
     ]);

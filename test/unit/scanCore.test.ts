@@ -384,3 +384,52 @@ test('estimates: a dropout whose p is 0 in the config defaults, or used only on 
   assert.match(first?.estimate.note ?? '', /fallback/);
   assert.doesNotMatch(second?.estimate.note ?? '', /fallback/);
 });
+
+test('calls through a local variable: the name it was last bound to gives the kind; rebinding, other names and other functions do not', async () => {
+  const s = await scanner();
+  const r = s.scan(
+    [
+      'import torch.nn.functional as F',
+      'from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask',
+      'from flash_attn import flash_attn_func',
+      'def eager(q, k, v, dropout_p=0.0):',
+      '    return q',
+      'class M:',
+      '    def forward(self, x, cfg):',
+      '        mask_fn = create_causal_mask if cfg.sliding_window is None else create_sliding_window_causal_mask',
+      '        m = mask_fn(config=cfg, input_embeds=x)',
+      '        drop = F.dropout if self.training else (lambda t, p: t)',
+      '        x = drop(x, 0.1)',
+      '        attn = F.scaled_dot_product_attention if cfg.fused else eager',
+      '        y = attn(x, x, x, dropout_p=0.1)',
+      '        attn = flash_attn_func if cfg.flash else F.scaled_dot_product_attention',
+      '        y = attn(x, x, x, dropout_p=0.1)',
+      '        mask_fn = eager',
+      '        n = mask_fn(x, x, x)',
+      '        with open(cfg.path) as drop:',
+      '            pass',
+      '        x = drop(x, 0.1)',
+      '        return m, n, x, y',
+      '    def other(self, x, mask_fn):',
+      '        return mask_fn(x)',
+      '    def later(self, x):',
+      '        for _ in range(2):',
+      '            x = g(x)',
+      '            g = create_causal_mask',
+      '        return x',
+    ].join('\n'),
+    'a.py',
+  );
+  assert.deepEqual(
+    r.sites.map((x) => [x.range.startLine, x.kind, x.callee, x.aliasOf, x.resolved]),
+    [
+      [8, 'attn-mask', 'mask_fn', 'create_causal_mask', 'transformers.masking_utils.create_causal_mask'],
+      [10, 'dropout-call', 'drop', 'F.dropout', 'torch.nn.functional.dropout'],
+      // `sdpa if c else eager` is not "fused on every path": no fused-attention site.
+      [14, 'fused-attn-dropout', 'attn', 'flash_attn_func', 'flash_attn.flash_attn_func'],
+    ],
+  );
+  const drop = r.sites[1] as Site;
+  assert.deepEqual(drop.args, { input: 'x', p: '0.1' });
+  assert.match(formatHover(drop), /`drop\(.*\)`, through a local variable bound to `F\.dropout` in `M\.forward`/);
+});

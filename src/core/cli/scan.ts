@@ -7,7 +7,7 @@
  *     "files":   [ { "file", "status": "ok"|"skipped"|"error", "sites", "message"?,
  *                    "partial": { "reason": "time-budget"|"match-limit", "message", "lines": [ { "start", "end" } ] } | null } ],
  *     "sites":   [ { "file", "line", "column", "endLine", "endColumn", "cell",
- *                    "kind", "class", "function", "callee", "resolved", "binding",
+ *                    "kind", "class", "function", "callee", "resolved", "binding", "aliasOf",
  *                    "args": { "<param>": "<as written>" },
  *                    "estimate": { "source", "elements", "maskBytes", "packedBytes", "perSample", "shape", "note", "stateBytes" },
  *                    "code", "message", "remedy", "ffn",
@@ -30,7 +30,7 @@
  * not be read or the parser could not load, 2 usage errors (a path that does not exist).
  */
 import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import {
   createScanner,
   DEFAULT_BUDGET_MS,
@@ -150,6 +150,7 @@ export function siteJson(s: Site, peakBytes?: number): Record<string, unknown> {
     callee: s.callee,
     resolved: s.resolved,
     binding: s.binding ?? null,
+    aliasOf: s.aliasOf ?? null,
     args: s.args,
     estimate: {
       source: e.source,
@@ -348,7 +349,8 @@ export const scanCommand: Subcommand = {
     try {
       for (const abs of [...new Set(files)]) {
         const file = displayPath(abs, io.cwd);
-        const opts: ScanOptions = { maxBytes, shapes };
+        // The config classes a modeling file imports from its folder give its shapes (related.ts).
+        const opts: ScanOptions = { maxBytes, shapes, relatedDir: dirname(abs) };
         if (budgetMs > 0) opts.budgetMs = budgetMs;
         if (capabilities) opts.capabilities = capabilities;
         if (sparse24) opts.sparse24 = sparse24;

@@ -43,6 +43,8 @@ export type SkipCode =
   | 'other-dropout'
   /** `torch.dropout(..., train=...)` or `**kwargs`: the flag is named differently in membit. */
   | 'keyword-args'
+  /** A call through a local variable (`drop = F.dropout if p > 0 else None; drop(x, p)`): the converter rewrites direct calls only. */
+  | 'local-alias'
   /** The callee does not resolve to a torch name (for FFNs: not `nn.Linear`). */
   | 'not-linear'
   | 'unresolved'
@@ -187,6 +189,11 @@ function finalName(q: string): string {
 
 /** Which stock dropout a site is, or why it is not converted. */
 function dropoutKind(site: Site): { kind: TargetKind; torchDropout?: boolean } | { code: SkipCode; reason: string } {
+  // The variable may stand for something else on another path, and rewriting the call
+  // would leave its assignment as it was: call the dropout directly to convert it.
+  if (site.aliasOf) {
+    return { code: 'local-alias', reason: `\`${site.callee}\` is a local variable bound to \`${site.aliasOf}\`; only direct calls are converted` };
+  }
   const q = site.resolved;
   const name = q ? finalName(q) : '';
   if (q === 'torch.nn.Dropout') return { kind: 'Dropout' };

@@ -24,7 +24,7 @@ import {
   optimizerAdvice,
   scopeNames,
 } from './advisor';
-import type { CallFact, ChunkFacts, DefFact, RelRange } from './facts';
+import type { AliasTarget, CallFact, ChunkFacts, DefFact, RelRange } from './facts';
 import { siteMessage } from './format';
 import {
   DROPOUT_CLASSES,
@@ -70,6 +70,8 @@ export interface GCall {
   funcName: string | null;
   funcKey: string | null;
   res: Resolved;
+  /** For a call through a local variable: the name it stands for, as written, that `res` resolves. */
+  alias?: string;
 }
 
 const FULL_LIKE = new Set(['ones', 'full', 'zeros', 'empty', 'ones_like', 'full_like', 'zeros_like', 'empty_like', 'new_ones', 'new_full', 'new_zeros', 'new_empty']);
@@ -235,10 +237,10 @@ export interface Env {
   key: string;
 }
 
-function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, hintsId: number): Env {
+function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, hintsId: number, imported: readonly RawConfig[]): Env {
   const imports: ImportFact[] = [];
   const moduleBound = new Set<string>();
-  const raw: RawConfig[] = [];
+  const raw: RawConfig[] = [...imported];
   const classes: ClassInfo[] = headers.map((h) => ({ name: h.name, range: h.range, bases: h.bases }));
   for (const h of headers) moduleBound.add(h.name);
   for (const { facts, baseRow, context } of chunks) {
@@ -268,6 +270,8 @@ function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[
     [...moduleBound].sort(),
     [...config.values],
     [...config.bareValues],
+    [...config.fieldValues],
+    [...config.fieldFiles],
     config.file,
     config.imgSize ?? null,
     config.patchSize ?? null,
@@ -303,8 +307,9 @@ export class Analyzer {
     return id;
   }
 
-  run(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions): AnalyzeResult {
-    const env = buildEnv(chunks, headers, opts, opts.hints ? this.idOf(opts.hints) : 0);
+  /** `imported`: defaults of the config classes the file imports from its folder (see related.ts). */
+  run(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, imported: readonly RawConfig[] = []): AnalyzeResult {
+    const env = buildEnv(chunks, headers, opts, opts.hints ? this.idOf(opts.hints) : 0, imported);
     // A short stand-in for the (long) environment key, so group keys stay small.
     if (env.key !== this.envKey) {
       this.envKey = env.key;
@@ -408,6 +413,18 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
         classKey = 'h';
       }
       const g: GCall = { f, chunk: ci, range: abs(f.pos, baseRow), className, classKey, funcName, funcKey, res: resolver.resolve(f.callee, f.headLocal) };
+      // `mask_fn = create_causal_mask if … else create_sliding_window_causal_mask; mask_fn(...)`:
+      // the call is taken for the first name the variable may stand for that makes a site by name.
+      if (f.aliasOf) {
+        const rs = f.aliasOf.map((t) => resolver.resolve(t.callee, t.headLocal));
+        const i = rs.findIndex((r) => namedSite(r) !== null);
+        const r = rs[i];
+        // "Fused, no mask stored" must hold on every path: not for `sdpa if c else eager_attention`.
+        if (r && (namedSite(r) !== 'fused' || rs.every((o) => namedSite(o) === 'fused'))) {
+          g.res = r;
+          g.alias = (f.aliasOf[i] as AliasTarget).callee;
+        }
+      }
       calls.push(g);
     }
   });
@@ -643,7 +660,8 @@ function analyzeGroup(file: string, chunks: readonly PlacedChunk[], header: Clas
       });
       continue;
     }
-    if (isMaskHelper(g) && !(g.f.callee.startsWith('self.') && classMethods.has(final))) {
+    const written = g.alias ?? g.f.callee;
+    if (isMaskHelper(g) && !(written.startsWith('self.') && classMethods.has(final))) {
       const causal = /causal/.test(final);
       makeSite(g, 'attn-mask', 'call', argMap(g.f, []), helperEstimate(ctx, g), {
         remedy: causal ? causalRemedy(causalSdpa, g) : PADDING_REMEDY,
@@ -1030,6 +1048,7 @@ function buildSite(file: string, g: GCall, kind: SiteKind, form: Site['form'], a
     ...extra,
   };
   if (g.f.binding) site.binding = g.f.path ? `${g.f.binding}.${g.f.path}` : g.f.binding;
+  if (g.alias) site.aliasOf = g.alias;
   site.message = siteMessage(site);
   return site;
 }
@@ -1470,10 +1489,12 @@ function splitFfns(leftovers: readonly { l: LinearFact; base: number }[], file: 
 function zeroByConfig(p: string | undefined, config: ConfigTable): string | undefined {
   // `config.dropout`, `cfg.attn_pdrop`: a config's field, not a parameter of some other function.
   if (p === undefined || !/^(?!self\.)[A-Za-z_]\w*\.[A-Za-z_]\w*$/.test(p.trim())) return undefined;
-  // Only class fields and module-level values (`dropout: float = 0.0` in a config dataclass).
-  const v = evalDim(p.trim(), config.bareValues, config.bareValues);
+  // Only class fields and module-level values (`dropout: float = 0.0` in a config dataclass),
+  // and the defaults of a config class imported from the file's folder.
+  const v = evalDim(p.trim(), config.fieldValues, config.bareValues);
   if (v !== 0) return undefined;
-  return `p is 0 in the file's config defaults (${p.trim()} = 0.0): no mask is kept unless the config is changed`;
+  const from = config.fieldFiles.get(p.trim().slice(p.trim().lastIndexOf('.') + 1));
+  return `p is 0 in the ${from ? `config defaults of ${from}` : "file's config defaults"} (${p.trim()} = 0.0): no mask is kept unless the config is changed`;
 }
 
 /** A dropout used only on the eager fallback branch of `if <fused attention>: ... else: ...`. */
@@ -1485,9 +1506,28 @@ function fallbackEstimate(): Estimate {
 
 /** An HF mask helper, by name (a release's list) or by its naming pattern; members only when private. */
 function isMaskHelper(g: GCall): boolean {
-  const final = g.res.final;
+  return maskHelperName(g.res);
+}
+
+function maskHelperName(r: Resolved): boolean {
+  const final = r.final;
   if (!HF_MASK_HELPERS.has(final) && !HF_MASK_HELPER.test(final)) return false;
-  return g.res.binding !== 'member' || final.startsWith('_');
+  return r.binding !== 'member' || final.startsWith('_');
+}
+
+/**
+ * Callees that make a site by their name alone: torch's dropouts and SDPA, fused attention
+ * kernels, HF mask helpers. Calls through a local variable are followed to these only;
+ * projections, softmax and tensor builders are told apart by their arguments and uses,
+ * which an alias would blur.
+ */
+function namedSite(r: Resolved): 'fused' | 'other' | null {
+  const q = r.qname;
+  if (q && (DROPOUT_CLASSES.has(q) || DROPOUT_FUNCS.has(q))) return 'other';
+  if (q === SDPA) return 'fused';
+  const fused = FUSED_ATTENTION.get(r.final);
+  if (fused && q && (q.startsWith(fused.module) || r.binding === 'unbound' || r.binding === 'star')) return 'fused';
+  return maskHelperName(r) ? 'other' : null;
 }
 
 const MASKY = /mask|padding|pad_/i;

@@ -58,6 +58,19 @@ export interface CallFact {
   scope: number;
   /** The call runs only where a fused attention feature is missing (see branches.ts). */
   fallback?: boolean;
+  /**
+   * A bare callee that is a local variable of its function, last bound before the call by
+   * `f = g` or `f = g if c else h`: the dotted names it may stand for, in source order.
+   */
+  aliasOf?: AliasTarget[];
+}
+
+/** One name a local variable may stand for (`create_causal_mask` in `fn = create_causal_mask if c else …`). */
+export interface AliasTarget {
+  /** As written, whitespace removed. */
+  callee: string;
+  /** Its first name is a parameter or local of an enclosing function (see CallFact.headLocal). */
+  headLocal: boolean;
 }
 
 export interface DefFact {
@@ -249,6 +262,84 @@ function mayBeProbs(text: string, taint: ReadonlySet<string>): boolean {
   return false;
 }
 
+/**
+ * The dotted names an assignment's value may be: `g`, `F.dropout`, each branch of
+ * `g if c else h` (nested and parenthesised ones too). Anything else (a call, a lambda,
+ * `None`, a subscript) contributes nothing.
+ */
+function aliasTargets(node: Node | null, out: string[], depth: number): void {
+  if (!node || depth > 4) return;
+  switch (node.type) {
+    case 'identifier':
+    case 'attribute': {
+      const t = node.text.replace(/\s+/g, '');
+      if (/^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$/.test(t)) out.push(t);
+      return;
+    }
+    case 'parenthesized_expression':
+      aliasTargets(node.namedChild(0), out, depth + 1);
+      return;
+    case 'conditional_expression': {
+      // Children: the value if true, the condition, the value if false.
+      const parts = node.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment');
+      aliasTargets(parts[0] ?? null, out, depth + 1);
+      aliasTargets(parts[2] ?? null, out, depth + 1);
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+/** Node types a target name is nested in (`for a, (b, f) in …`, `with x as (f, g)`). */
+const TARGET_WRAPPERS = new Set(['pattern_list', 'tuple_pattern', 'list_pattern', 'list_splat_pattern', 'tuple', 'list', 'parenthesized_expression', 'expression_list']);
+
+/** Is this identifier a name being bound (not read)? */
+function bindsHere(id: Node): boolean {
+  let n = id;
+  for (let depth = 0; depth < 8; depth++) {
+    const p = n.parent;
+    if (!p) return false;
+    if (TARGET_WRAPPERS.has(p.type)) {
+      n = p;
+      continue;
+    }
+    switch (p.type) {
+      case 'as_pattern_target':
+      case 'delete_statement':
+      case 'global_statement':
+      case 'nonlocal_statement':
+      case 'import_statement':
+      case 'import_from_statement':
+      case 'aliased_import':
+      case 'dotted_name':
+        return true;
+      case 'assignment':
+      case 'augmented_assignment':
+      case 'for_statement':
+      case 'for_in_clause':
+        return p.childForFieldName('left')?.equals(n) ?? false;
+      case 'named_expression':
+      case 'function_definition':
+      case 'class_definition':
+        return p.childForFieldName('name')?.equals(n) ?? false;
+      default:
+        return false;
+    }
+  }
+  return false;
+}
+
+/** Is `name` bound again anywhere after `from` ends and before `to` starts? */
+function reboundBetween(chunk: Node, name: string, from: Node, to: Node): boolean {
+  if (to.startIndex <= from.endIndex) return false;
+  for (const id of chunk.descendantsOfType('identifier', from.endPosition, to.startPosition)) {
+    if (!id || id.text !== name || id.startIndex < from.endIndex || id.endIndex > to.startIndex) continue;
+    if (bindsHere(id)) return true;
+  }
+  return false;
+}
+
 interface PendingCall {
   fact: CallFact;
   node: Node;
@@ -368,9 +459,12 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
   else if (query.didExceedMatchLimit()) facts.truncated = 'match-limit';
 
   interface PendingAssign {
+    node: Node;
     si: number;
     ei: number;
     names: string[];
+    /** The target is one plain name (`f = …`, `f: T = …`). */
+    single: boolean;
     right: Node;
     rightText: string;
     scope: number;
@@ -478,7 +572,7 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
     const names = targetNames(leftText);
     for (const n of names) boundIn(scope).add(n);
     const rightText = a.right.text;
-    pendingAssigns.push({ si, ei, names, right: a.right, rightText, scope });
+    pendingAssigns.push({ node: a.node, si, ei, names, single: a.left.type === 'identifier', right: a.right, rightText, scope });
     if (NUMBER.test(rightText)) {
       const m = /([A-Za-z_]\w*)\s*$/.exec(leftText);
       if (m) {
@@ -498,6 +592,40 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
       if ((defs[s] as DefFact).kind === 'func' && bound.get(s)?.has(name)) return true;
     }
     return false;
+  };
+
+  // Assignments of each function by target name, in source order, for calls through local aliases.
+  const assignsOf = new Map<string, PendingAssign[]>();
+  for (const a of pendingAssigns) {
+    if (a.scope < 0 || (defs[a.scope] as DefFact).kind !== 'func') continue;
+    for (const n of a.names) {
+      const key = `${a.scope}|${n}`;
+      let list = assignsOf.get(key);
+      if (!list) assignsOf.set(key, (list = []));
+      list.push(a);
+    }
+  }
+  for (const list of assignsOf.values()) list.sort((x, y) => x.ei - y.ei);
+  /**
+   * What a bare local callee stands for at the call: the function's last assignment to it that
+   * ends before the call, when that binds the one name to dotted names and nothing rebinds it
+   * in between (a loop, `with … as`, `:=`, `+=`, `del`, an import or a def of the same name).
+   * Source order stands in for control flow: of `if c: f = a` / `else: f = b`, the later one counts.
+   */
+  const aliasAt = (name: string, scope: number, call: Node, si: number): AliasTarget[] | undefined => {
+    const list = assignsOf.get(`${scope}|${name}`);
+    if (!list) return undefined;
+    let last: PendingAssign | undefined;
+    for (const a of list) {
+      if (a.ei > si) break;
+      last = a;
+    }
+    if (!last || !last.single) return undefined;
+    const targets: string[] = [];
+    aliasTargets(last.right, targets, 0);
+    if (targets.length === 0) return undefined;
+    if (reboundBetween(chunk, name, last.node, call)) return undefined;
+    return targets.map((t) => ({ callee: t, headLocal: isBoundAround(scope, (/^[A-Za-z_]\w*/.exec(t) ?? [''])[0]) }));
   };
 
   const pending: PendingCall[] = [];
@@ -586,6 +714,10 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
       fact.args.push({ name: null, text: argsNode.text });
     }
     if (arg0Node) fact.arg0 = arg0Node.text;
+    if (bare && fact.headLocal && scope >= 0) {
+      const alias = aliasAt(callee, scope, node, si);
+      if (alias) fact.aliasOf = alias;
+    }
     if (interesting) walkUp(node, chunk, fact);
     if ((interesting || member || dropish) && inFallbackBranch(node)) fact.fallback = true;
     facts.calls.push(fact);

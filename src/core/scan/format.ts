@@ -359,7 +359,8 @@ export function formatHover(site: Site, caps?: TorchCapabilities | null): string
   lines.push(`**Membit · ${KIND_TITLE[site.kind]}** \`${site.code}\``);
   lines.push('');
   const args = argsText(site);
-  lines.push(`\`${site.callee}(${args.length > 80 ? `${args.slice(0, 77)}…` : args})\`${where(site)}${site.binding ? `, bound to \`${site.binding}\`` : ''}.`);
+  const via = site.aliasOf ? `, through a local variable bound to \`${site.aliasOf}\`` : '';
+  lines.push(`\`${site.callee}(${args.length > 80 ? `${args.slice(0, 77)}…` : args})\`${via}${where(site)}${site.binding ? `, bound to \`${site.binding}\`` : ''}.`);
   lines.push('');
   lines.push(WHY[site.kind]);
   lines.push('');

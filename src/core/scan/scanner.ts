@@ -17,7 +17,9 @@ import { Analyzer, type ClassHeader, type PlacedChunk } from './analyze';
 import { type ChunkFacts, extractFacts } from './facts';
 import { formatBytes } from '../units';
 import { type AssetOptions, loadRuntime, type ScanRuntime } from './parser';
-import { DEFAULT_MAX_BYTES, type ScanOptions, type ScanPartial, type ScanResult, type SiteRange } from './types';
+import { readRelated, RELATED_MAX_BYTES } from './related';
+import type { RawConfig } from './shapes';
+import { DEFAULT_MAX_BYTES, type RelatedSource, type ScanOptions, type ScanPartial, type ScanResult, type SiteRange } from './types';
 import { withSparseAdvice } from './sparse24';
 
 type FactCache = Map<string, ChunkFacts>;
@@ -119,9 +121,17 @@ export function diffEdit(a: string, b: string): Edit | null {
   };
 }
 
+/** `.configuration_bert.BertConfig` (an import's target): the module and a class named like a config. */
+const CONFIG_IMPORT = /^(\.[A-Za-z_]\w*)\.([A-Za-z_]\w*Config)$/;
+/** Config classes read per scan at most, and their defaults kept between scans. */
+const MAX_CONFIG_CLASSES = 8;
+const CONFIG_CACHE_ENTRIES = 16;
+
 export class Scanner {
   private readonly parser: Parser;
   private readonly query: Query;
+  /** Defaults per config class, keyed by file, class and source text (the editor rescans often). */
+  private readonly configCache = new Map<string, RawConfig[]>();
 
   constructor(readonly runtime: ScanRuntime) {
     this.parser = runtime.newParser();
@@ -231,7 +241,7 @@ export class Scanner {
       cache.clear();
       for (const [k, v] of next) cache.set(k, v);
     }
-    const analysed = analyzer.run(file, placed, headers, opts);
+    const analysed = analyzer.run(file, placed, headers, opts, this.importedConfig(placed, opts, deadline));
     analysed.sites = withSparseAdvice(analysed.sites, analysed.config, opts);
     const result: ScanResult = {
       file,
@@ -242,6 +252,89 @@ export class Scanner {
     if (firstError) result.error = firstError;
     if (cut.length) result.partial = partialOf(cut, budget);
     return result;
+  }
+
+  /**
+   * The defaults of the config classes the file imports from a module of its folder
+   * (`from .configuration_bert import BertConfig`): class fields and `__init__` keyword
+   * defaults. A name two imported classes give different values is left out (CLIP's text and
+   * vision configs): which one a `config.hidden_size` means cannot be told from the name.
+   */
+  private importedConfig(placed: readonly PlacedChunk[], opts: ScanOptions, deadline: number): RawConfig[] {
+    if (!opts.related && !opts.relatedDir) return [];
+    const wanted = new Map<string, Set<string>>();
+    for (const p of placed) {
+      for (const i of p.facts.imports) {
+        const m = i.star ? null : CONFIG_IMPORT.exec(i.target);
+        if (!m) continue;
+        const mod = m[1] as string;
+        let names = wanted.get(mod);
+        if (!names) wanted.set(mod, (names = new Set()));
+        names.add(m[2] as string);
+      }
+    }
+    if (wanted.size === 0) return [];
+    const maxBytes = Math.min(opts.maxBytes ?? DEFAULT_MAX_BYTES, RELATED_MAX_BYTES);
+    const sources: readonly RelatedSource[] = opts.related ?? readRelated(opts.relatedDir as string, [...wanted.keys()], maxBytes);
+    const perClass: RawConfig[][] = [];
+    for (const src of sources) {
+      for (const name of wanted.get(src.module) ?? []) {
+        if (perClass.length >= MAX_CONFIG_CLASSES || performance.now() > deadline) break;
+        if (src.text.length * 3 > maxBytes && Buffer.byteLength(src.text, 'utf8') > maxBytes) continue;
+        perClass.push(this.classDefaults(src, name, deadline));
+      }
+    }
+    const byName = new Map<string, RawConfig | null>();
+    for (const list of perClass) {
+      for (const r of list) {
+        const prev = byName.get(r.name);
+        if (prev === undefined) byName.set(r.name, r);
+        else if (prev && prev.value !== r.value) byName.set(r.name, null);
+      }
+    }
+    return [...byName.values()].filter((r): r is RawConfig => r !== null);
+  }
+
+  /** One config class's literal defaults, one per name: its fields, else its `__init__` keyword defaults. */
+  private classDefaults(src: RelatedSource, className: string, deadline: number): RawConfig[] {
+    const key = `${src.file}\u0000${className}\u0000${src.text}`;
+    const hit = this.configCache.get(key);
+    if (hit) return hit;
+    const best = new Map<string, RawConfig>();
+    let complete = false;
+    let tree: Tree | null = null;
+    try {
+      tree = this.parse(src.text, null, deadline);
+      const { chunks, headers } = tree ? chunksOf(tree.rootNode) : { chunks: [], headers: [] };
+      const hi = headers.findIndex((h) => h.name === className);
+      for (const c of hi < 0 ? [] : chunks) {
+        if (c.context !== hi) continue;
+        const facts = extractFacts(this.query, c.node, deadline);
+        const baseRow = c.node.startPosition.row;
+        for (const cf of facts.configs) {
+          const d = cf.scope >= 0 ? facts.defs[cf.scope] : undefined;
+          // `hidden_size: int = 768` in the class body; `def __init__(self, hidden_size=768)`.
+          const field = cf.rank === 0 && !d;
+          const initDefault = cf.rank === 2 && d?.kind === 'func' && d.name === '__init__' && d.parent < 0;
+          if (!field && !initDefault) continue;
+          const r: RawConfig = { name: cf.name, value: cf.value, rank: field ? 0 : 3, line: cf.row + baseRow, from: src.file };
+          const prev = best.get(r.name);
+          if (!prev || r.rank < prev.rank) best.set(r.name, r);
+        }
+      }
+      // A reading cut short by the deadline is tried again at the next scan.
+      complete = tree !== null && performance.now() <= deadline;
+    } catch {
+      // A config that cannot be read gives no defaults; the scan of the file goes on.
+    } finally {
+      tree?.delete();
+    }
+    const out = [...best.values()];
+    if (complete) {
+      this.configCache.set(key, out);
+      if (this.configCache.size > CONFIG_CACHE_ENTRIES) this.configCache.delete(this.configCache.keys().next().value as string);
+    }
+    return out;
   }
 }
 

@@ -32,6 +32,18 @@ export interface RawConfig {
   /** Lower is more trustworthy: 0 class/dataclass field, 1 module global, 2 body assignment, 3 parameter default, 4 call keyword. */
   rank: number;
   line: number;
+  /**
+   * The file it was read from when that is not the scanned file: the defaults of a config class
+   * the file imports from its folder (see related.ts). Any value of the file itself wins.
+   */
+  from?: string;
+}
+
+/** Trust: the scanned file's own values before any imported default, then by rank. Lower is better. */
+const trust = (r: RawConfig) => (r.from ? 100 : 0) + r.rank;
+
+function better(a: RawConfig, b: RawConfig): boolean {
+  return trust(a) < trust(b) || (trust(a) === trust(b) && a.line < b.line);
 }
 
 export interface ConfigTable {
@@ -43,6 +55,13 @@ export interface ConfigTable {
    * parameter default of one function says nothing about another function's parameter.
    */
   bareValues: Map<string, number>;
+  /**
+   * Fields of a config (`config.attention_dropout`): the file's class fields and module
+   * globals, then the defaults of the config classes it imports.
+   */
+  fieldValues: Map<string, number>;
+  /** Names in `fieldValues` that came from another file, with that file (for notes). */
+  fieldFiles: Map<string, string>;
   imgSize?: ConfigValue;
   patchSize?: ConfigValue;
 }
@@ -52,17 +71,28 @@ export function buildConfig(raw: readonly RawConfig[]): ConfigTable {
   for (const r of raw) {
     if (!Number.isFinite(r.value) || r.value < 0) continue;
     const prev = best.get(r.name);
-    if (!prev || r.rank < prev.rank || (r.rank === prev.rank && r.line < prev.line)) best.set(r.name, r);
+    if (!prev || better(r, prev)) best.set(r.name, r);
   }
   const specific = new Set(Object.values(ROLE_NAMES).flat().filter((n) => !GENERIC.has(n)));
   const values = new Map<string, number>();
   const bareValues = new Map<string, number>();
+  const fieldValues = new Map<string, number>();
+  const fieldFiles = new Map<string, string>();
   for (const [k, v] of best) {
+    // An imported config's field or default is a field wherever it is (dropout rates of 0 included).
+    if (v.from) {
+      fieldValues.set(k, v.value);
+      fieldFiles.set(k, v.from);
+    }
     // Keywords of arbitrary calls (`dim=1`, `size=3`) are not model widths; config-looking names are.
     if (v.rank >= 4 && !specific.has(k)) continue;
     if (GENERIC.has(k) && v.value < 16) continue;
     values.set(k, v.value);
-    if (v.rank <= 1) bareValues.set(k, v.value);
+    // A bare name (`dim`) is one of this file's own: another file's defaults say nothing of it.
+    if (v.rank <= 1 && !v.from) {
+      bareValues.set(k, v.value);
+      fieldValues.set(k, v.value);
+    }
   }
   const pick = (role: keyof typeof ROLE_NAMES, integer = true): ConfigValue | undefined => {
     let found: RawConfig | undefined;
@@ -72,9 +102,12 @@ export function buildConfig(raw: readonly RawConfig[]): ConfigTable {
       // `torch.cat(xs, dim=1)` is not a model width: generic names count only where defined.
       if (r.rank >= 4 && GENERIC.has(name)) continue;
       // A better-ranked definition under a less specific name beats a worse-ranked one.
-      if (!found || r.rank < found.rank) found = r;
+      if (!found || trust(r) < trust(found)) found = r;
     }
-    return found ? { value: found.value, name: found.name, line: found.line } : undefined;
+    if (!found) return undefined;
+    const v: ConfigValue = { value: found.value, name: found.name, line: found.line };
+    if (found.from) v.file = found.from;
+    return v;
   };
   const file: FileConfig = {};
   for (const role of ['hidden', 'seqLen', 'heads', 'batch', 'intermediate', 'layers', 'vocab'] as const) {
@@ -83,7 +116,7 @@ export function buildConfig(raw: readonly RawConfig[]): ConfigTable {
   }
   const ratio = pick('mlpRatio', false);
   if (ratio) file.mlpRatio = ratio;
-  const table: ConfigTable = { file, values, bareValues };
+  const table: ConfigTable = { file, values, bareValues, fieldValues, fieldFiles };
   const img = pick('imgSize');
   const patch = pick('patchSize');
   if (img) table.imgSize = img;
@@ -175,6 +208,11 @@ export function evalDim(text: string, values: ReadonlyMap<string, number>, bareV
   return i === toks.length && v !== undefined && Number.isFinite(v) ? v : undefined;
 }
 
+/** `n_embd (line 12)`, or `hidden_size (configuration_bert.py line 45)` for an imported config's default. */
+export function configLabel(c: ConfigValue): string {
+  return `${c.name} (${c.file ? `${c.file} ` : ''}line ${c.line + 1})`;
+}
+
 /** One dimension and where it came from. */
 export interface Dim {
   value: number;
@@ -197,14 +235,14 @@ export class ShapeContext {
   /** A dimension only the file's literals give (`n_layer`, `vocab_size`, `intermediate_size`). */
   configDim(role: 'layers' | 'vocab' | 'intermediate'): Dim | undefined {
     const c = this.config.file[role];
-    return c && Number.isInteger(c.value) && c.value >= 1 ? { value: c.value, origin: 'config', label: `${c.name} (line ${c.line + 1})` } : undefined;
+    return c && Number.isInteger(c.value) && c.value >= 1 ? { value: c.value, origin: 'config', label: configLabel(c) } : undefined;
   }
 
   dim(role: Role): Dim | undefined {
     const s = this.settings[role];
     if (typeof s === 'number' && Number.isFinite(s) && s >= 1) return { value: Math.floor(s), origin: 'settings', label: `membit.shapes.${role}` };
     const c = this.config.file[role];
-    if (c) return { value: c.value, origin: 'config', label: `${c.name} (line ${c.line + 1})` };
+    if (c) return { value: c.value, origin: 'config', label: configLabel(c) };
     if (role === 'seqLen' && this.config.imgSize && this.config.patchSize && this.config.patchSize.value > 0) {
       // A ViT sees (img/patch)² patches plus the class token.
       const n = Math.floor(this.config.imgSize.value / this.config.patchSize.value);

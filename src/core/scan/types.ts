@@ -222,6 +222,12 @@ export interface Site {
   resolved: string | null;
   /** Attribute or variable the construction is bound to (`self.attn_dropout`), when there is one. */
   binding?: string;
+  /**
+   * For a call through a local variable (`mask_fn(...)` after `mask_fn = create_causal_mask if c
+   * else create_sliding_window_causal_mask`): the name it stands for, as written, that `resolved`
+   * and the kind come from. `callee` is then the variable.
+   */
+  aliasOf?: string;
   estimate: Estimate;
   /** One sentence: what the site is and what it costs. */
   message: string;
@@ -260,6 +266,8 @@ export interface ConfigValue {
   name: string;
   /** 0-based line. */
   line: number;
+  /** Set when the value is a default of a config class imported from another file: that file's name. */
+  file?: string;
 }
 
 /** Shape dimensions read from literal defaults in the file (dataclass fields, `hidden_size=768` defaults, globals). */
@@ -381,6 +389,24 @@ export interface ScanOptions {
    * and the result is `partial`, with the reason.
    */
   budgetMs?: number;
+  /**
+   * The folder of the scanned file. When set, the config classes the file imports from a module
+   * of that folder (`from .configuration_bert import BertConfig`) are read from it, and their
+   * field and `__init__` defaults give shapes and dropout rates the file itself does not write.
+   * Nothing outside the folder is read; files over 2 MiB or unreadable are ignored (related.ts).
+   */
+  relatedDir?: string;
+  /** Those modules' sources given directly (tests, callers without a file system); wins over `relatedDir`. */
+  related?: readonly RelatedSource[];
+}
+
+/** The source of a module the scanned file imports relatively. */
+export interface RelatedSource {
+  /** As imported, e.g. `.configuration_bert`. */
+  module: string;
+  /** Its file name, for notes (`configuration_bert.py`). */
+  file: string;
+  text: string;
 }
 
 /** The 2:4 speed advice attached to an `ffn` site. */

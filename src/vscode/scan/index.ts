@@ -1,5 +1,5 @@
 import { readPrediction, relabelPredicted } from '../../core/report/prediction';
-import { relative } from 'node:path';
+import { dirname, relative } from 'node:path';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { InternalCommands } from '../../commands';
@@ -162,6 +162,8 @@ export class ScanFeature implements vscode.Disposable {
     const opts: ScanOptions = { maxBytes: s.scan.maxFileSizeKB * 1024, shapes: s.shapes, budgetMs: DEFAULT_BUDGET_MS };
     const caps = this.capabilities.get(doc.uri);
     if (caps) opts.capabilities = caps;
+    // The config classes a modeling file imports from its folder give its shapes (related.ts).
+    if (doc.uri.scheme === 'file') opts.relatedDir = dirname(doc.uri.fsPath);
     if (loaded && doc.uri.scheme === 'file') {
       const hints = shapeHintsFromReport(loaded.index.report, relative(loaded.root.fsPath, doc.uri.fsPath));
       // Report lines are those of the profiled text; after edits they sit elsewhere.
