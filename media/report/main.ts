@@ -371,12 +371,13 @@ function fillSites(v: ReportView, states: readonly SiteState[]): void {
       b.addEventListener('click', () => vscode.postMessage({ command: 'convert', file: s.file, line, kind: s.kind, module: s.module }));
       action = b;
     }
-    return { cells: [line === null ? `${s.file}:${s.line} (removed)` : frameLink(s.file, line), s.kind, s.module ?? '', s.elements.toLocaleString(), formatBytes(s.mask_bytes), formatBytes(s.saving_if_packed), action], line, kind };
+    // What to do and what it saves first, so a narrow view still shows them.
+    return { cells: [line === null ? `${s.file}:${s.line} (removed)` : frameLink(s.file, line), action, formatBytes(s.saving_if_packed), formatBytes(s.mask_bytes), s.kind, s.module ?? '', s.elements.toLocaleString()], line, kind };
   });
   rendered.sites = rows.map((r) => ({ line: r.line, action: r.kind }));
   box.replaceChildren(
     ...(edited ? [el('p', { class: 'meta' }, 'The code was edited since this run: lines are where the sites are now; figures are the run\'s.')] : []),
-    table('sites-table', ['site', 'kind', 'module', 'elements', 'mask', 'saving if packed', ''], rows.map((r) => r.cells)),
+    table('sites-table', ['site', '', 'saving if packed', 'mask', 'kind', 'module', 'elements'], rows.map((r) => r.cells)),
   );
 }
 

@@ -161,6 +161,9 @@ describe('measured memory in the editor', function () {
   });
 
   it('converts a site from the report view with its Convert button', async () => {
+    // The code on the left, the view beside it (as a user would have them).
+    await vscode.commands.executeCommand('workbench.action.closeAllEditors');
+    await openSample('gpt_tiny.py');
     await vscode.commands.executeCommand(Commands.showReport);
     // The one report, not the comparison the view drew before: a click must land on the new table.
     await waitFor('the report view of the one run', async () => {
