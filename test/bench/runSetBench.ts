@@ -18,7 +18,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
-import { indexReport } from '../../src/core/report/model';
+import { indexReport, indexReportInTurns } from '../../src/core/report/model';
 import { loadRunSet, overlayReport, runSetInfo } from '../../src/core/report/runset';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
@@ -89,7 +89,7 @@ async function child(variant: string, file: string): Promise<void> {
     marks.loaded = Math.round(performance.now() - t0);
     // As the store does: the parse and the index with the event loop served in between.
     await yieldToLoop();
-    lines = indexReport(overlay as Report).report.lines.length;
+    lines = (await indexReportInTurns(overlay as Report)).report.lines.length;
     marks.indexed = Math.round(performance.now() - t0);
     client.dispose();
   }

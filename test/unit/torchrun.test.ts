@@ -12,6 +12,7 @@ import { loadRunSet, overlayReport, parseRunSet, rankPeaks, type RankedLine } fr
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import { createRun } from '../../src/core/run/target';
 import { generateLargeReport, MB } from '../bench/largeReport';
+import { indexReport, indexReportInTurns } from '../../src/core/report/model';
 import { overlayText, parseOverlay, RunSetClient } from '../../src/vscode/report/runSetProtocol';
 import { checkLauncher, describeRankFailures, LauncherError, rankOutPattern, rankReportPath, torchrunArgv, type RunSetDoc } from '../../src/core/run/torchrun';
 
@@ -222,4 +223,14 @@ test('the run-set overlay crosses threads as JSON pieces and comes back equal', 
   assert.ok(pieces.chunks.every((c) => JSON.parse(c.text).length <= 1000));
   assert.deepEqual(await parseOverlay(pieces), JSON.parse(JSON.stringify(report)));
   await assert.rejects(parseOverlay({ head: '{"lines":3}', chunks: [{ key: 'lines', text: '[1]' }] }), /overlay's lines is not a list/);
+});
+
+test('the overlay index built a slice at a time equals the one built at once', async () => {
+  const { report } = generateLargeReport({ targetBytes: 4 * MB, seed: 9 });
+  assert.ok(report.lines.length > 300);
+  const once = indexReport(report);
+  const turns = await indexReportInTurns(report, 97);
+  assert.equal(turns.peak, once.peak);
+  assert.deepEqual([...turns.files.keys()], [...once.files.keys()]);
+  for (const [f, lines] of once.files) assert.deepEqual([...(turns.files.get(f) ?? new Map())].sort((a, b) => a[0] - b[0]), [...lines].sort((a, b) => a[0] - b[0]));
 });

@@ -92,37 +92,74 @@ export function layerCount(pattern: string, paths: readonly string[]): number {
   return Math.max(1, seen.size);
 }
 
-export function indexReport(report: Report): ReportIndex {
-  const peak = peakBytes(report);
-  // Lines name their module with wildcards for the instances they sum over; count them once per pattern.
-  const counts = new Map<string, number>();
-  let paths: string[] | undefined;
-  const instancesOf = (module: string | null): number => {
+/**
+ * Builds a report's index a slice of lines at a time, so a caller on a busy thread can let
+ * its event loop run between slices ({@link indexReportInTurns}).
+ */
+class IndexBuilder {
+  private readonly peak: number;
+  /** Lines name their module with wildcards for the instances they sum over; count them once per pattern. */
+  private readonly counts = new Map<string, number>();
+  private paths: string[] | undefined;
+  private readonly files = new Map<string, Map<number, LineInfo>>();
+
+  constructor(private readonly report: Report) {
+    this.peak = peakBytes(report);
+  }
+
+  private instancesOf(module: string | null): number {
     if (!module || !module.includes('*')) return 1;
-    let n = counts.get(module);
-    if (n === undefined) counts.set(module, (n = layerCount(module, (paths ??= report.modules.map((m) => m.path)))));
+    let n = this.counts.get(module);
+    if (n === undefined) this.counts.set(module, (n = layerCount(module, (this.paths ??= this.report.modules.map((m) => m.path)))));
     return n;
-  };
-  const files = new Map<string, Map<number, LineInfo>>();
-  for (const e of report.lines) {
-    const file = normalizePath(e.file);
-    let byLine = files.get(file);
-    if (!byLine) files.set(file, (byLine = new Map()));
-    const info = byLine.get(e.line) ?? { line: e.line, entries: [], savedBytes: 0, maskBytes: 0, bucket: undefined, rank: 0, instances: 1 };
-    info.entries.push(e);
-    info.instances = Math.max(info.instances, instancesOf(e.module));
-    info.savedBytes += e.saved_bytes;
-    info.maskBytes += e.mask_bytes;
-    byLine.set(e.line, info);
   }
-  for (const byLine of files.values()) {
-    const sorted = [...byLine.values()].sort((a, b) => b.savedBytes - a.savedBytes);
-    sorted.forEach((info, i) => {
-      info.rank = i;
-      info.bucket = heatBucket(info.savedBytes, peak);
-    });
+
+  add(from: number, to: number): void {
+    const lines = this.report.lines;
+    for (let i = from; i < to && i < lines.length; i++) {
+      const e = lines[i] as Report['lines'][number];
+      const file = normalizePath(e.file);
+      let byLine = this.files.get(file);
+      if (!byLine) this.files.set(file, (byLine = new Map()));
+      const info = byLine.get(e.line) ?? { line: e.line, entries: [], savedBytes: 0, maskBytes: 0, bucket: undefined, rank: 0, instances: 1 };
+      info.entries.push(e);
+      info.instances = Math.max(info.instances, this.instancesOf(e.module));
+      info.savedBytes += e.saved_bytes;
+      info.maskBytes += e.mask_bytes;
+      byLine.set(e.line, info);
+    }
   }
-  return { report, peak, files, device: report.run.device?.type ?? 'unknown' };
+
+  finish(): ReportIndex {
+    for (const byLine of this.files.values()) {
+      const sorted = [...byLine.values()].sort((a, b) => b.savedBytes - a.savedBytes);
+      sorted.forEach((info, i) => {
+        info.rank = i;
+        info.bucket = heatBucket(info.savedBytes, this.peak);
+      });
+    }
+    return { report: this.report, peak: this.peak, files: this.files, device: this.report.run.device?.type ?? 'unknown' };
+  }
+}
+
+export function indexReport(report: Report): ReportIndex {
+  const b = new IndexBuilder(report);
+  b.add(0, report.lines.length);
+  return b.finish();
+}
+
+/**
+ * indexReport with the event loop served every `perTurn` lines: the merged report of a large
+ * run set has tens of thousands of lines, and indexing them at once held the extension host
+ * for about 100 ms.
+ */
+export async function indexReportInTurns(report: Report, perTurn = 10_000): Promise<ReportIndex> {
+  const b = new IndexBuilder(report);
+  for (let i = 0; i < report.lines.length; i += perTurn) {
+    if (i > 0) await new Promise((r) => setTimeout(r, 0));
+    b.add(i, i + perTurn);
+  }
+  return b.finish();
 }
 
 /**

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
 import { parseRunFileName } from '../../core/run/history';
-import { indexReport, parseReport, type ReportIndex } from '../../core/report/model';
+import { indexReport, indexReportInTurns, parseReport, type ReportIndex } from '../../core/report/model';
 import { REPORT_SCHEMA } from '../../core/report/schema';
 import { runBrief, type RunBrief } from '../../core/report/runLabel';
 import { leverDeltas, type LeverMeasurement } from '../../core/report/leverDeltas';
@@ -254,7 +254,7 @@ export class ReportStore implements vscode.Disposable {
     this.client = client;
     // The parse and the index are two short pieces of host work, with typing served in between.
     await yieldToLoop();
-    this.current = { index: indexReport(loaded.overlay), uri, root, mtimeMs: await mtime(uri), set: { info: loaded.info, pick: undefined } };
+    this.current = { index: await indexReportInTurns(loaded.overlay), uri, root, mtimeMs: await mtime(uri), set: { info: loaded.info, pick: undefined } };
     this.log.info(`loaded run set ${uri.fsPath} (${loaded.info.ranks.length} ranks)`);
     this.changed.fire(this.current);
     return true;
@@ -268,7 +268,10 @@ export class ReportStore implements vscode.Disposable {
     const overlay = await this.client.pick(rank);
     if (!overlay || this.current !== cur) return false;
     await yieldToLoop();
-    this.current = { ...cur, index: indexReport(overlay), set: { info: cur.set.info, pick: rank } };
+    const index = await indexReportInTurns(overlay);
+    // Another run or pick may have come while this one was indexed: the newer one stands.
+    if (this.current !== cur) return false;
+    this.current = { ...cur, index, set: { info: cur.set.info, pick: rank } };
     this.changed.fire(this.current);
     return true;
   }
