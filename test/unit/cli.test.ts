@@ -21,7 +21,7 @@ test('an unknown command names itself and the valid ones', async () => {
   const io = capture();
   assert.equal(await main(['scna'], io), 2);
   assert.match(io.stderr, /unknown command "scna"/);
-  assert.match(io.stderr, /scan, convert, profile, report/);
+  assert.match(io.stderr, /scan, convert, profile, maxbatch, report, predict/);
 });
 
 test('each subcommand has real --help text with its options', async () => {
@@ -29,6 +29,7 @@ test('each subcommand has real --help text with its options', async () => {
     ['scan', '--json'],
     ['convert', '--dropout'],
     ['report', '--markdown'],
+    ['maxbatch', '--nproc-per-node'],
   ]) {
     const io = capture();
     assert.equal(await main([cmd as string, '--help'], io), 0, cmd);

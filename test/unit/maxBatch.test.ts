@@ -66,3 +66,65 @@ test('world sizes: a comma list of whole numbers, duplicates dropped', () => {
   assert.deepEqual(parseWorldSizes('1, 2,4,2'), [1, 2, 4]);
   for (const bad of ['0', '2.5', 'two', '', '1,,2', '-1']) assert.throws(() => parseWorldSizes(bad), /a world size is a whole number/, bad);
 });
+
+import { cpSync, mkdtempSync, readFileSync as readText } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { main } from '../../src/core/cli/main';
+import type { MaxBatchDoc } from '../../src/core/run/maxBatch';
+import { capture } from './cliCapture';
+
+const REPO = resolve(__dirname, '..', '..', '..');
+const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+
+function workspace(): string {
+  const ws = mkdtempSync(join(tmpdir(), 'membit-maxbatch-'));
+  for (const f of ['gpt_dist.py', 'gpt_tiny.py']) cpSync(join(REPO, 'samples', f), join(ws, f));
+  return ws;
+}
+
+test('membit maxbatch per world size: real torchrun probes under FSDP; two ranks fit a larger batch than one', { timeout: 600_000 }, async () => {
+  const ws = workspace();
+  const limit = 3 * 1024 * 1024;
+  const io = capture(ws);
+  const code = await main(
+    ['maxbatch', '--python', PYTHON, '--nproc-per-node', '1,2', '--memory-limit', String(limit), '--max', '8', '--out', 'mb.json', '--',
+      'gpt_dist.py', '--parallel', 'fsdp', '--steps', '3', '--seq-len', '32', '--n-layer', '2', '--n-embd', '64', '--n-head', '2', '--data-bytes', '200000'],
+    io,
+  );
+  assert.equal(code, 0, io.stderr.slice(-3000));
+  const doc = JSON.parse(readText(join(ws, 'mb.json'), 'utf8')) as MaxBatchDoc;
+  assert.equal(doc.schema, 'membit.maxbatch/1');
+  assert.equal(doc.launcher, 'torchrun');
+  assert.deepEqual(doc.variants.map((v) => [v.world_size, v.status]), [[1, 'ok'], [2, 'ok']]);
+  for (const v of doc.variants) {
+    assert.ok(v.largest !== null, `world size ${v.world_size}: something fits`);
+    const at = v.probes.find((p) => p.batch === v.largest);
+    assert.ok(at?.fits && (at.peak ?? Infinity) <= limit, JSON.stringify(at));
+    // The boundary was seen: one more does not fit, and by the limit, not by an error.
+    const over = v.probes.find((p) => p.batch === (v.largest as number) + 1);
+    assert.ok(over && !over.fits && over.status === 'over_limit' && (over.peak ?? 0) > limit, JSON.stringify(v.probes));
+  }
+  const [one, two] = doc.variants;
+  assert.ok((two?.largest ?? 0) > (one?.largest ?? 0), `FSDP shards parameters, gradients and optimizer state: ${one?.largest} on one rank, ${two?.largest} on two`);
+  assert.match(io.stdout, new RegExp(`^world size 1: batch ${one?.largest} \\(peak [\\d.]+ (?:[KMG]i)?B on rank 0\\)$`, 'm'));
+  assert.match(io.stdout, new RegExp(`^world size 2: batch ${two?.largest} \\(peak [\\d.]+ (?:[KMG]i)?B on rank [01]\\)$`, 'm'));
+  assert.match(io.stderr, /^membit: world size 2, batch \d+: over the limit \(peak/m);
+});
+
+test('membit maxbatch on CPU without a memory limit says why it cannot search; bad flags are named', { timeout: 300_000 }, async () => {
+  const ws = workspace();
+  const io = capture(ws);
+  const code = await main(['maxbatch', '--python', PYTHON, '--max', '1', '--', 'gpt_tiny.py', '--steps', '3', '--seq-len', '32', '--n-layer', '1', '--n-embd', '32', '--n-head', '2', '--data-bytes', '100000', '--device', 'cpu'], io);
+  assert.equal(code, 2);
+  assert.match(io.stderr, /on the CPU, where nothing runs out of memory: give a memory limit in bytes \(--memory-limit\)/);
+  for (const [flags, re] of [
+    [['--nproc-per-node', '2,x'], /--nproc-per-node: a world size is a whole number/],
+    [['--min', '4', '--max', '2'], /--max 2 is below --min 4/],
+    [['--memory-limit', '1.5GB'], /--memory-limit must be a whole number/],
+  ] as [string[], RegExp][]) {
+    const bad = capture(ws);
+    assert.equal(await main(['maxbatch', ...flags, '--', 'gpt_tiny.py'], bad), 2, flags.join(' '));
+    assert.match(bad.stderr, re);
+  }
+});

@@ -6,7 +6,14 @@
  * process (`membit.profile --find-max-batch`): doubling from the smallest size until a probe
  * fails, then bisection. Pure apart from the probe it is given.
  */
-import type { RunSet } from '../report/runset';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseReport } from '../report/model';
+import { loadRunSet, type RunSet } from '../report/runset';
+import { REPORT_SCHEMA } from '../report/schema';
+import { peakBytes, type Report } from '../report/types';
+import { createRun, type RunOptions } from './target';
 
 export interface ProbeRow {
   batch: number;
@@ -128,4 +135,141 @@ export function parseWorldSizes(text: string): number[] {
     if (!out.includes(n)) out.push(n);
   }
   return out;
+}
+
+/** One search: the script, its batch flag and bounds, and the world sizes to search at. */
+export interface MaxBatchJob {
+  python: string;
+  workspace: string;
+  script: string;
+  args: readonly string[];
+  cwd?: string;
+  batchArg: string;
+  lo: number;
+  hi: number | null;
+  /** Required where there is no out-of-memory to find (CPU); compared with every rank's peak. */
+  memoryLimit: number | null;
+  /** null: one process, no torchrun; N: a torchrun job of N ranks on this host. */
+  worldSizes: (number | null)[];
+  steps: number;
+  warmup: number;
+  variant: string;
+}
+
+export interface MaxBatchDoc {
+  schema: 'membit.maxbatch/1';
+  script: string;
+  argv: string[];
+  batch_arg: string;
+  min: number;
+  max: number | null;
+  memory_limit: number | null;
+  launcher: 'torchrun' | null;
+  device: string | null;
+  started: string;
+  duration_s: number;
+  /** One entry per world size (world_size 1 for a single process without torchrun). */
+  variants: WorldSizeResult[];
+}
+
+/** What a single process's report says about fitting, in the run-set verdict's terms. */
+function reportVerdict(r: Report, batch: number, memoryLimit: number | null): ProbeRow {
+  const status = r.run.status === 'ok' || r.run.status === 'oom' ? r.run.status : 'error';
+  const one = { doc: { status, message: null }, ranks: [{ rank: 0, status: r.run.status === 'cancelled' ? 'error' : r.run.status, host: null, device: null, peak: peakBytes(r), report: r }] };
+  return runSetVerdict(one as unknown as Pick<RunSet, 'doc' | 'ranks'>, batch, memoryLimit);
+}
+
+/**
+ * Searches the largest batch at each world size, every probe a fresh run (a torchrun job for a
+ * world size). Ends early, with a clear error, where the first probe shows a CPU run and no
+ * memory limit was given (nothing on CPU runs out of memory).
+ */
+export async function runMaxBatch(
+  job: MaxBatchJob,
+  options: Pick<RunOptions, 'kernelsDir' | 'signal'> & { onProbe?: (worldSize: number | null, row: ProbeRow) => void },
+): Promise<MaxBatchDoc> {
+  const started = new Date();
+  const tmp = mkdtempSync(join(tmpdir(), 'membit-maxbatch-'));
+  let device: string | null = null;
+  const results: WorldSizeResult[] = [];
+  try {
+    for (const ws of job.worldSizes) {
+      const probe = async (batch: number): Promise<ProbeRow> => {
+        const out = join(tmp, `ws${ws ?? 0}-b${batch}.json`);
+        const run = createRun(
+          { kind: 'local', python: job.python },
+          {
+            workspace: job.workspace,
+            script: job.script,
+            args: withBatch(job.args, job.batchArg, batch),
+            ...(job.cwd ? { cwd: job.cwd } : {}),
+            out,
+            variant: job.variant,
+            steps: job.steps,
+            warmup: job.warmup,
+            ...(ws ? { launcher: { kind: 'torchrun' as const, nprocPerNode: ws, nnodes: 1 } } : {}),
+          },
+          { kernelsDir: options.kernelsDir, ...(options.signal ? { signal: options.signal } : {}) },
+        );
+        const outcome = await run.start();
+        if (outcome.state === 'cancelled') throw new Error('cancelled');
+        let row: ProbeRow;
+        if (!outcome.report) {
+          row = { batch, fits: false, status: 'error', peak: null, rank: null, error: outcome.message ?? 'the run wrote no report' };
+        } else if (ws) {
+          const set = loadRunSet(outcome.report, (p) => readFileSync(p, 'utf8'), REPORT_SCHEMA);
+          device ??= set.ranks.find((r) => r.device)?.device ?? null;
+          row = runSetVerdict(set, batch, job.memoryLimit);
+          if (set.ranks.some((r) => r.report?.run.device.type === 'cpu') && job.memoryLimit === null) throw new CpuWithoutLimit();
+        } else {
+          const parsed = parseReport(readFileSync(outcome.report, 'utf8'), REPORT_SCHEMA, outcome.report);
+          if (!parsed.ok) throw new Error(parsed.error);
+          device ??= parsed.report.run.device.name;
+          row = reportVerdict(parsed.report, batch, job.memoryLimit);
+          if (parsed.report.run.device.type === 'cpu' && job.memoryLimit === null) throw new CpuWithoutLimit();
+        }
+        options.onProbe?.(ws, row);
+        return row;
+      };
+      const found = await searchLargest(probe, job.lo, job.hi, () => options.signal?.aborted ?? false);
+      results.push({ world_size: ws ?? 1, variant: job.variant, ...found });
+      if (found.status === 'cancelled') break;
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return {
+    schema: 'membit.maxbatch/1',
+    script: job.script,
+    argv: [...job.args],
+    batch_arg: job.batchArg,
+    min: job.lo,
+    max: job.hi,
+    memory_limit: job.memoryLimit,
+    launcher: job.worldSizes.some((w) => w !== null) ? 'torchrun' : null,
+    device,
+    started: started.toISOString(),
+    duration_s: Math.round((Date.now() - started.getTime()) / 10) / 100,
+    variants: results,
+  };
+}
+
+/** CPU runs never run out of memory: without a limit every batch would fit. */
+export class CpuWithoutLimit extends Error {
+  constructor() {
+    super('the run is on the CPU, where nothing runs out of memory: give a memory limit in bytes (--memory-limit) to search against');
+  }
+}
+
+/** `world size 2: batch 6 (peak 1.2 MiB, rank 1)` lines for a finished search. */
+export function describeMaxBatch(doc: MaxBatchDoc, bytes: (n: number) => string): string[] {
+  return doc.variants.map((v) => {
+    const at = v.largest === null ? undefined : v.probes.find((p) => p.batch === v.largest);
+    const where = `${doc.launcher ? `world size ${v.world_size}` : 'one process'}`;
+    if (v.status === 'cancelled') return `${where}: cancelled`;
+    if (v.status === 'error') return `${where}: ${v.error ?? 'a probe failed'}`;
+    if (v.largest === null) return `${where}: not even batch ${doc.min} fits`;
+    const peak = at?.peak === null || at?.peak === undefined ? '' : ` (peak ${bytes(at.peak)}${doc.launcher && at.rank !== null ? ` on rank ${at.rank}` : ''})`;
+    return `${where}: batch ${v.largest}${peak}${doc.max !== null && v.largest === doc.max ? ' — the maximum asked for' : ''}`;
+  });
 }

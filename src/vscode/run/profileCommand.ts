@@ -11,6 +11,8 @@ import { canonicalVariant, VariantError } from '../../core/run/variants';
 import type { RunSetting, Variant } from '../../core/settings';
 import { createSlurmRun } from '../../core/run/slurm';
 import { checkLauncher, LauncherError, type Launcher } from '../../core/run/torchrun';
+import { CpuWithoutLimit, describeMaxBatch, runMaxBatch, type MaxBatchDoc } from '../../core/run/maxBatch';
+import { resolveLocalPython } from './python';
 import { registerMembitCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { isBaseline, type ReportStore } from '../report/store';
@@ -282,6 +284,7 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     const a = (arg ?? {}) as { batchArg?: string; max?: number; memoryLimit?: number };
     const batchArg = a.batchArg ?? (await vscode.window.showInputBox({ title: 'Membit: the script flag that sets the batch size', value: '--batch-size' }));
     if (!batchArg) return undefined;
+    if (plan.launcher) return findMaxBatchPerWorldSize(folder, plan, batchArg, a);
     const harnessArgs = ['--find-max-batch', `--batch-arg=${batchArg}`, `--variants=${plan.variants.join(',') || 'baseline'}`];
     if (a.max) harnessArgs.push('--max', String(a.max));
     if (a.memoryLimit) harnessArgs.push('--memory-limit', String(a.memoryLimit));
@@ -299,6 +302,55 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     void notify.info(`Membit: largest batch that fits — ${lines.join('; ')}`);
     return result;
   });
+
+  /**
+   * A torchrun configuration: the largest batch at its world size, every probe a torchrun job on
+   * this machine (the same search as `membit maxbatch --nproc-per-node N`).
+   */
+  async function findMaxBatchPerWorldSize(folder: vscode.WorkspaceFolder, plan: RunPlan, batchArg: string, a: { max?: number; memoryLimit?: number }): Promise<MaxBatchDoc | undefined> {
+    if (targets.choice !== 'local') throw new Error('the largest batch per world size is searched with torchrun on this machine; pick the Local target, or run membit maxbatch on the GPU host');
+    const worldSize = (plan.launcher?.nprocPerNode ?? 1) * (plan.launcher?.nnodes ?? 1);
+    if ((plan.launcher?.nnodes ?? 1) > 1) throw new Error('the search runs one host: set nnodes to 1 in the launcher, or run membit maxbatch on each host');
+    const { python } = await resolveLocalPython(folder.uri);
+    const ac = new AbortController();
+    active.add(ac);
+    try {
+      const doc = await notify.progress(
+        { title: `Membit: finding the largest batch for ${vscode.workspace.asRelativePath(plan.script)} at world size ${worldSize}`, cancellable: true },
+        async (progress, token) => {
+          const sub = token.onCancellationRequested(() => ac.abort());
+          try {
+            return await runMaxBatch(
+              {
+                python, workspace: folder.uri.fsPath, script: plan.script, args: plan.args, cwd: plan.cwd, batchArg, lo: 1, hi: a.max ?? null,
+                memoryLimit: a.memoryLimit ?? null, worldSizes: [worldSize], steps: Math.max(1, Math.min(plan.steps, 2)), warmup: plan.warmup, variant: plan.variants[0] ?? 'baseline',
+              },
+              {
+                kernelsDir: vscode.Uri.joinPath(context.extensionUri, 'dist', 'kernels').fsPath,
+                signal: ac.signal,
+                onProbe: (_ws, row) => {
+                  const text = `batch ${row.batch}: ${row.fits ? 'fits' : row.status === 'over_limit' ? 'over the limit' : row.status}${row.peak !== null ? ` (peak ${formatBytes(row.peak)}${row.rank !== null ? ` on rank ${row.rank}` : ''})` : ''}`;
+                  log.info(`max batch, world size ${worldSize}: ${text}`);
+                  progress.report({ message: text });
+                },
+              },
+            );
+          } finally {
+            sub.dispose();
+          }
+        },
+      );
+      const lines = describeMaxBatch(doc, formatBytes);
+      log.info(`largest batch: ${lines.join('; ')}`);
+      void notify.info(`Membit: largest batch that fits — ${lines.join('; ')}`);
+      return doc;
+    } catch (e) {
+      if (e instanceof CpuWithoutLimit) throw new Error(`${e.message}; from the command palette, pass { memoryLimit } or search on a GPU machine`);
+      throw e;
+    } finally {
+      active.delete(ac);
+    }
+  }
 }
 
 function requireFolder(): vscode.WorkspaceFolder {
