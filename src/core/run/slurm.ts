@@ -18,13 +18,14 @@ import { shellQuote } from './quote';
 import { preflight, uploadTrees, type LocalTree } from './remote';
 import { collectRunSet } from './runSetFile';
 import { execFailure, RunError, sshExec, type SshOptions } from './ssh';
+import type { SlurmJobSetting } from '../settings';
 import { RunBase } from './runBase';
 import type { RunOutcome, RunRequest } from './target';
 import { rankDir } from './torchrun';
 import { hasLever } from './variants';
 
-/** A `membit.targets` entry with `kind: "slurm"`. */
-export interface SlurmTarget {
+/** A `membit.targets` entry with `kind: "slurm"`, checked; the job's resources are the setting's. */
+export interface SlurmTarget extends SlurmJobSetting {
   kind: 'slurm';
   /** The login node, as ssh takes it (alias or user@host). */
   host: string;
@@ -32,22 +33,6 @@ export interface SlurmTarget {
   python: string;
   /** A folder on the shared file system for uploads and runs (~/ allowed). */
   workdir: string;
-  partition?: string;
-  account?: string;
-  /** Nodes for the job (default 1). */
-  nodes?: number;
-  /** GPUs per node (`--gres=gpu:N`); 0 or absent: none requested. */
-  gpusPerNode?: number;
-  /** Ranks per node (default gpusPerNode, else 1). */
-  ranksPerNode?: number;
-  /** CPUs per rank (`--cpus-per-task`). */
-  cpusPerTask?: number;
-  /** Time limit as sbatch takes it (e.g. "00:30:00"). */
-  time?: string;
-  /** `torchrun`: srun starts one torchrun per node; `srun`: one task per rank (RANK from SLURM_PROCID). */
-  launch?: 'torchrun' | 'srun';
-  /** Seconds the job may wait in the queue before Membit cancels it (default 600). */
-  pendingTimeoutS?: number;
   /** Seconds between squeue polls (default 3). */
   pollS?: number;
   /** Environment for the SLURM commands and the job (e.g. SLURM_CONF, a module path). */
