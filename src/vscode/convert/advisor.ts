@@ -2,6 +2,7 @@ import * as vscode from 'vscode';
 import { InternalCommands } from '../../commands';
 import { ADVICE, type AdviceTopic, applyLever, type Lever, LEVER_TITLES, type LeverResult, LEVERS, leversAt } from '../../core/rewrite';
 import type { ScanResult, Site } from '../../core/scan';
+import { guardCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { notify } from '../notify';
 import type { ScanFeature } from '../scan';
@@ -157,23 +158,10 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
     ),
   );
 
-  const guarded =
-    (id: string, handler: (...args: unknown[]) => Promise<unknown> | unknown) =>
-    async (...args: unknown[]) => {
-      try {
-        return await handler(...args);
-      } catch (e) {
-        const msg = e instanceof Error ? e.message : String(e);
-        log.error(`${id} failed: ${e instanceof Error && e.stack ? e.stack : msg}`);
-        void notify.error(`Membit: ${msg}`);
-        return undefined;
-      }
-    };
-
   context.subscriptions.push(
     vscode.commands.registerCommand(
       InternalCommands.applyLever,
-      guarded(InternalCommands.applyLever, async (uriArg: unknown, leverArg: unknown, lineArg: unknown, scaleArg: unknown) => {
+      guardCommand(log, InternalCommands.applyLever, async (uriArg: unknown, leverArg: unknown, lineArg: unknown, scaleArg: unknown) => {
         if (!(uriArg instanceof vscode.Uri) || !LEVERS.includes(leverArg as Lever) || typeof lineArg !== 'number') {
           throw new Error('the advisor action was called without a file, lever and line');
         }
@@ -199,7 +187,7 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
     ),
     vscode.commands.registerCommand(
       InternalCommands.showAdvice,
-      guarded(InternalCommands.showAdvice, (topicArg: unknown, reasonArg: unknown, docsArg: unknown) => {
+      guardCommand(log, InternalCommands.showAdvice, (topicArg: unknown, reasonArg: unknown, docsArg: unknown) => {
         const advice = ADVICE[topicArg as AdviceTopic];
         if (!advice) throw new Error(`no advice on "${String(topicArg)}"`);
         const docs = typeof docsArg === 'string' && /^https:\/\//.test(docsArg) ? docsArg : advice.docs;
