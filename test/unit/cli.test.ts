@@ -82,6 +82,7 @@ test('parseArgs: short flags, values that look like flags, and what is refused, 
     { name: 'env', value: true, repeat: true, help: '' },
     { name: 'json', short: 'j', help: '' },
     { name: 'help', short: 'h', help: '' },
+    { name: 'q', help: '' },
   ];
   const ok = (argv: string[]) => {
     const p = parseArgs(argv, specs);
@@ -99,6 +100,7 @@ test('parseArgs: short flags, values that look like flags, and what is refused, 
     [['--outt', 'x'], /^unknown option --outt \(did you mean --out\?\)$/],
     [['--nope=1'], /^unknown option --nope$/],
     [['-x'], /^unknown option -x$/],
+    [['-q'], /^unknown option -q$/],
     [['-jh'], /^unknown option -jh$/],
     [['-or.json'], /^unknown option -or\.json$/],
     [['-1'], /^unknown option -1$/],
