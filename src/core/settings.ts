@@ -7,8 +7,28 @@
 /** `baseline` or levers joined by `+` (packed+sparse24, sdpa+checkpoint+bf16); core/run/variants.ts parses them. */
 export type Variant = string;
 
+/** A SLURM job's resources, as a `membit.targets` entry of kind `slurm` gives them (core/run/slurm.ts checks them). */
+export interface SlurmJobSetting {
+  partition?: string;
+  account?: string;
+  /** Nodes for the job (default 1). */
+  nodes?: number;
+  /** GPUs per node (`--gres=gpu:N`); 0 or absent: none requested. */
+  gpusPerNode?: number;
+  /** Ranks per node (default gpusPerNode, else 1). */
+  ranksPerNode?: number;
+  /** CPUs per rank (`--cpus-per-task`). */
+  cpusPerTask?: number;
+  /** Time limit as sbatch takes it (e.g. "00:30:00"). */
+  time?: string;
+  /** `torchrun`: srun starts one torchrun per node; `srun`: one task per rank (RANK from SLURM_PROCID). */
+  launch?: 'torchrun' | 'srun';
+  /** Seconds the job may wait in the queue before Membit cancels it (default 600). */
+  pendingTimeoutS?: number;
+}
+
 /** An SSH run target (`membit.targets`). */
-export interface SshTargetSetting {
+export interface SshTargetSetting extends SlurmJobSetting {
   /** Host alias from ~/.ssh/config, or user@host. */
   host: string;
   /** Python on the remote; default `python3`. */
@@ -17,17 +37,8 @@ export interface SshTargetSetting {
   workdir?: string;
   /** Extra environment for the run. */
   env?: Record<string, string>;
-  /** `slurm`: host is a login node and runs are submitted as jobs (core/run/slurm.ts checks the rest). */
+  /** `slurm`: host is a login node and runs are submitted as jobs, with the SlurmJobSetting fields. */
   kind?: 'ssh' | 'slurm';
-  partition?: string;
-  account?: string;
-  nodes?: number;
-  gpusPerNode?: number;
-  ranksPerNode?: number;
-  cpusPerTask?: number;
-  time?: string;
-  launch?: 'torchrun' | 'srun';
-  pendingTimeoutS?: number;
 }
 
 /** How the ranks are launched (`membit.runs[].launcher`, `membit profile --nproc-per-node`); core/run/torchrun.ts checks it. */

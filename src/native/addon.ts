@@ -1,7 +1,7 @@
 /**
  * The NVML addon (native/src/nvml.cc) behind the GpuBackend interface.
  */
-import { ManagedSampler, type RawBatch } from './sampler';
+import { SamplerSet, type RawBatch } from './sampler';
 import type { GpuBackend, GpuInfo, GpuProcess, GpuSampler, SampleListener, SamplerErrorListener, SamplerOptions } from './types';
 
 /** The addon's own status(). */
@@ -52,7 +52,7 @@ export function loadAddon(path: string): NvmlAddon {
 
 export class AddonBackend implements GpuBackend {
   readonly kind = 'addon' as const;
-  private readonly samplers = new Set<ManagedSampler>();
+  private readonly samplers = new SamplerSet();
 
   constructor(
     readonly addon: NvmlAddon,
@@ -68,7 +68,7 @@ export class AddonBackend implements GpuBackend {
   }
 
   startSampler(options: SamplerOptions, onSamples: SampleListener, onError?: SamplerErrorListener): GpuSampler {
-    const s = new ManagedSampler(
+    return this.samplers.start(
       (o, deliver) => {
         const raw = this.addon.startSampler(o, deliver);
         return { setPids: (p) => raw.setPids(p), stop: () => raw.stop(), followsTree: true };
@@ -76,14 +76,10 @@ export class AddonBackend implements GpuBackend {
       options,
       onSamples,
       onError,
-      (ended) => this.samplers.delete(ended),
     );
-    if (s.running) this.samplers.add(s);
-    return s;
   }
 
   dispose(): void {
-    for (const s of this.samplers) void s.stop();
-    this.samplers.clear();
+    this.samplers.stopAll();
   }
 }

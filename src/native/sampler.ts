@@ -174,3 +174,22 @@ export class ManagedSampler implements GpuSampler {
     this.onEnd?.(this);
   }
 }
+
+/**
+ * The samplers one backend has running: each leaves the set when it ends, and
+ * stopAll() (the backend's dispose) stops the rest. Both backends keep one.
+ */
+export class SamplerSet {
+  private readonly running = new Set<ManagedSampler>();
+
+  start(factory: RawSamplerFactory, options: SamplerOptions, onSamples: SampleListener, onError?: SamplerErrorListener): GpuSampler {
+    const s = new ManagedSampler(factory, options, onSamples, onError, (ended) => this.running.delete(ended));
+    if (s.running) this.running.add(s);
+    return s;
+  }
+
+  stopAll(): void {
+    for (const s of this.running) void s.stop();
+    this.running.clear();
+  }
+}

@@ -6,7 +6,7 @@
  */
 import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { ManagedSampler, type RawBatch, type RawSampler } from './sampler';
+import { SamplerSet, type RawBatch, type RawSampler } from './sampler';
 import type {
   GpuBackend,
   GpuInfo,
@@ -165,7 +165,7 @@ export function runSmi(command: string, args: readonly string[]): Promise<string
 
 export class SmiBackend implements GpuBackend {
   readonly kind = 'nvidia-smi' as const;
-  private readonly samplers = new Set<ManagedSampler>();
+  private readonly samplers = new SamplerSet();
   /** Drivers before about R510 have no compute_cap field; learnt on the first call. */
   private computeCap = true;
 
@@ -192,20 +192,11 @@ export class SmiBackend implements GpuBackend {
   }
 
   startSampler(options: SamplerOptions, onSamples: SampleListener, onError?: SamplerErrorListener): GpuSampler {
-    const s = new ManagedSampler(
-      (o, deliver) => new SmiLoopSampler(this.command, o, deliver),
-      options,
-      onSamples,
-      onError,
-      (ended) => this.samplers.delete(ended),
-    );
-    if (s.running) this.samplers.add(s);
-    return s;
+    return this.samplers.start((o, deliver) => new SmiLoopSampler(this.command, o, deliver), options, onSamples, onError);
   }
 
   dispose(): void {
-    for (const s of this.samplers) void s.stop();
-    this.samplers.clear();
+    this.samplers.stopAll();
   }
 }
 

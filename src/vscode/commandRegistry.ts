@@ -17,6 +17,7 @@ export function registerMembitCommand(
   id: CommandId,
   handler: Handler,
 ): void {
+  const guarded = guardCommand(log, id, handler);
   context.subscriptions.push(
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
       if (RUNS_CODE.has(id) && !vscode.workspace.isTrusted) {
@@ -28,14 +29,24 @@ export function registerMembitCommand(
         if (choice === manage) await vscode.commands.executeCommand('workbench.trust.manage');
         return undefined;
       }
-      try {
-        return await handler(...args);
-      } catch (e) {
-        const msg = e instanceof Error ? e.message : String(e);
-        log.error(`${id} failed: ${e instanceof Error && e.stack ? e.stack : msg}`);
-        void notify.error(`Membit: ${msg}`);
-        return undefined;
-      }
+      return guarded(...args);
     }),
   );
+}
+
+/**
+ * The handler with its exception turned into an error message plus a log entry (with
+ * the stack), instead of a silent failure; for internal commands as well as Membit's.
+ */
+export function guardCommand(log: Log, id: string, handler: Handler): (...args: unknown[]) => Promise<unknown> {
+  return async (...args: unknown[]) => {
+    try {
+      return await handler(...args);
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      log.error(`${id} failed: ${e instanceof Error && e.stack ? e.stack : msg}`);
+      void notify.error(`Membit: ${msg}`);
+      return undefined;
+    }
+  };
 }

@@ -7,26 +7,16 @@
  *
  * Target: the whole load in about a second.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { validate } from '../../src/core/report/jsonSchema';
 import { indexReport } from '../../src/core/report/model';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
 import { buildView } from '../../src/core/report/view';
+import { machine, median, writeResult } from './benchKit';
 import { generateLargeReport, MB } from './largeReport';
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-}
-
-function repoRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 8 && !existsSync(join(dir, 'package.json')); i++) dir = dirname(dir);
-  return dir;
-}
 
 const STAGES = ['read', 'parse', 'validate', 'index', 'view', 'total'] as const;
 type Stage = (typeof STAGES)[number];
@@ -71,12 +61,7 @@ function main(): void {
     }),
   ) as Record<Stage, { medianMs: number; minMs: number; maxMs: number }>;
   const result = {
-    date: new Date().toISOString(),
-    node: process.version,
-    cpu: cpus()[0]?.model ?? 'unknown',
-    cores: cpus().length,
-    platform: `${process.platform}-${process.arch}`,
-    loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
+    ...machine(),
     report: { bytes: g.bytes, ...g.counts, generateMs: Number(genMs.toFixed(0)) },
     runs: runs.length,
     stages,
@@ -89,11 +74,7 @@ function main(): void {
   console.log(`${'stage'.padEnd(10)} ${'median ms'.padStart(10)} ${'min'.padStart(8)} ${'max'.padStart(8)}`);
   for (const s of STAGES) console.log(`${s.padEnd(10)} ${String(stages[s].medianMs).padStart(10)} ${String(stages[s].minMs).padStart(8)} ${String(stages[s].maxMs).padStart(8)}`);
   console.log(`target: total ${stages.total.medianMs} ms (≤ 1000) ${result.target.ok ? 'ok' : 'MISSED'}`);
-  const outDir = join(repoRoot(), 'test', 'bench', 'results');
-  mkdirSync(outDir, { recursive: true });
-  const out = join(outDir, `report-${result.date.slice(0, 10)}.json`);
-  writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
-  console.log(`wrote ${out}`);
+  console.log(`wrote ${writeResult(`report-${result.date.slice(0, 10)}.json`, result)}`);
 }
 
 main();

@@ -15,22 +15,17 @@
  * Target: the calling thread never stalls more than 100 ms with the worker.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { indexReport, indexReportInTurns } from '../../src/core/report/model';
 import { loadRunSet, overlayReport, runSetInfo } from '../../src/core/report/runset';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
 import { RUNSET_SCHEMA, type RunSetDoc } from '../../src/core/run/torchrun';
 import { RunSetClient, yieldToLoop } from '../../src/vscode/report/runSetProtocol';
+import { repoRoot, writeResult } from './benchKit';
 import { generateLargeReport, MB } from './largeReport';
-
-function repoRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 8 && !existsSync(join(dir, 'package.json')); i++) dir = dirname(dir);
-  return dir;
-}
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -140,11 +135,7 @@ function main(): void {
     console.log(`${'variant'.padEnd(12)} ${'first overlay ms'.padStart(17)} ${'max stall ms'.padStart(13)} ${'rss MB'.padStart(8)}`);
     for (const r of results) console.log(`${r.variant.padEnd(12)} ${String(r.firstOverlayMs).padStart(17)} ${String(r.maxStallMs).padStart(13)} ${String(r.rssMB).padStart(8)}`);
     console.log(`target: worker's calling thread stalls ≤ 100 ms: ${result.target.ok ? 'ok' : 'MISSED'} (${String(result.target.measured)} ms)`);
-    const outDir = join(repoRoot(), 'test', 'bench', 'results');
-    mkdirSync(outDir, { recursive: true });
-    const out = join(outDir, `runset-${result.date.slice(0, 10)}-${ranks}x${mb}MB.json`);
-    writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
-    console.log(`wrote ${out}`);
+    console.log(`wrote ${writeResult(`runset-${result.date.slice(0, 10)}-${ranks}x${mb}MB.json`, result)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -6,27 +6,9 @@
  * Targets on the reference 2-core machine: incremental 5k ≤ 20 ms, full ≤ 60 ms per 1k lines.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
 import { createScanner } from '../../src/core/scan';
+import { machine, median, percentile, writeResult } from './benchKit';
 import { generate } from './scanGen';
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))] as number;
-}
-
-function repoRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 8 && !existsSync(join(dir, 'package.json')); i++) dir = dirname(dir);
-  return dir;
-}
 
 async function cold(): Promise<void> {
   const t0 = performance.now();
@@ -86,7 +68,7 @@ async function measure(size: number): Promise<void> {
       fullMinMsPer1kLines: Number(((Math.min(...full) / size) * 1000).toFixed(1)),
       incrementalMs: Number(median(inc).toFixed(2)),
       incrementalMinMs: Number(Math.min(...inc).toFixed(2)),
-      incrementalP95Ms: Number(pct(inc, 0.95).toFixed(2)),
+      incrementalP95Ms: Number(percentile(inc, 0.95).toFixed(2)),
       reusedChunks: reused,
       chunks,
     }),
@@ -112,13 +94,7 @@ async function main(): Promise<void> {
   const five = rows.find((r) => r.lines === 5000) as { incrementalMs: number };
   const worstPer1k = Math.max(...rows.map((r) => r.fullMsPer1kLines as number));
   const result = {
-    date: new Date().toISOString(),
-    node: process.version,
-    cpu: cpus()[0]?.model ?? 'unknown',
-    cores: cpus().length,
-    platform: `${process.platform}-${process.arch}`,
-    // The machine is shared: the 1-minute load average says how much the figures were disturbed.
-    loadAverage: loadavg().map((x) => Number(x.toFixed(2))),
+    ...machine(),
     coldStart: { initMs: Number(coldInit.toFixed(1)), firstScanMs: Number(coldFirst.toFixed(1)), runs: colds.length },
     sizes: rows,
     targets: {
@@ -140,11 +116,7 @@ async function main(): Promise<void> {
   console.log(
     `targets: incremental 5k ${five.incrementalMs} ms (≤ 20) ${result.targets.incremental5kMs.ok ? 'ok' : 'MISSED'}; full ${worstPer1k} ms/1k lines worst (≤ 60) ${result.targets.fullMsPer1kLines.ok ? 'ok' : 'MISSED'}`,
   );
-  const outDir = join(repoRoot(), 'test', 'bench', 'results');
-  mkdirSync(outDir, { recursive: true });
-  const out = join(outDir, `scan-${result.date.slice(0, 10)}.json`);
-  writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
-  console.log(`wrote ${out}`);
+  console.log(`wrote ${writeResult(`scan-${result.date.slice(0, 10)}.json`, result)}`);
 }
 
 main().catch((e) => {

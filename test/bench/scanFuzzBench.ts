@@ -10,18 +10,13 @@
  * of 500 per process (their peak RSS is the batch's, an upper bound per input).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { siteJson } from '../../src/core/cli/scan';
 import { createScanner, DEFAULT_BUDGET_MS, type Scanner } from '../../src/core/scan';
 import { mutate, rng } from '../unit/fuzzInputs';
-
-function repoRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 8 && !existsSync(join(dir, 'package.json')); i++) dir = dirname(dir);
-  return dir;
-}
+import { repoRoot, writeResult } from './benchKit';
 
 
 /** Pathological inputs by name; sizes reach the 2 MB default file limit where that is the point. */
@@ -176,10 +171,7 @@ async function main(): Promise<void> {
     seconds: Math.round((Date.now() - started) / 1000),
     rows: path,
   };
-  const outDir = join(repoRoot(), 'test', 'bench', 'results');
-  mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `scan-fuzz-${result.date.slice(0, 10)}.json`);
-  writeFileSync(file, `${JSON.stringify(result, null, 1)}\n`);
+  const file = writeResult(`scan-fuzz-${result.date.slice(0, 10)}.json`, result, 1);
   const { rows: _rows, ...summary } = result;
   process.stdout.write(`${JSON.stringify(summary, null, 1)}\nwrote ${file}\n`);
 }

@@ -15,18 +15,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { performance as nodePerformance } from 'node:perf_hooks';
 import { indexReport } from '../../src/core/report/model';
 import { buildView } from '../../src/core/report/view';
 import { loadSnapshotsInWorker } from '../../src/core/snapshot/load';
+import { repoRoot, writeResult } from './benchKit';
 import { generateSnapshot, type GenStats } from './snapshotGen';
-
-function repoRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 8 && !existsSync(join(dir, 'package.json')); i++) dir = dirname(dir);
-  return dir;
-}
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -155,10 +150,8 @@ async function parent(): Promise<void> {
   console.log(JSON.stringify(record, null, 2));
   const m = results.membit as Record<string, number> | undefined;
   if (m && m.peak_allocated !== undefined && m.peak_allocated !== gen.peak) console.log(`WARNING: peak ${m.peak_allocated} differs from the generator's ${gen.peak}`);
-  const outDir = join(repoRoot(), 'test', 'bench', 'results');
-  mkdirSync(outDir, { recursive: true });
   const tag = variants.length === 1 ? '-membit-only' : '';
-  writeFileSync(join(outDir, `snapshot-${entries}${tag}-${record.date.slice(0, 10)}.json`), `${JSON.stringify(record, null, 2)}\n`);
+  writeResult(`snapshot-${entries}${tag}-${record.date.slice(0, 10)}.json`, record);
 }
 
 const ci = process.argv.indexOf('--child');

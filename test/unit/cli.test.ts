@@ -74,3 +74,47 @@ test('parseArgs: a value flag at the end without a value is an error', () => {
   assert.throws(() => parseArgs(['--out'], [{ name: 'out', value: true, help: '' }]), UsageError);
   assert.throws(() => parseArgs(['--json=1'], [{ name: 'json', help: '' }]), /takes no value/);
 });
+
+test('parseArgs: short flags, values that look like flags, and what is refused, each naming the flag', () => {
+  const specs = [
+    { name: 'out', short: 'o', value: true, metavar: 'FILE', help: '' },
+    { name: 'python', value: true, help: '' },
+    { name: 'launch', value: true, choices: ['torchrun', 'srun'], help: '' },
+    { name: 'env', value: true, repeat: true, help: '' },
+    { name: 'json', short: 'j', help: '' },
+    { name: 'help', short: 'h', help: '' },
+    { name: 'q', help: '' },
+  ];
+  const ok = (argv: string[]) => {
+    const p = parseArgs(argv, specs);
+    return { flags: Object.fromEntries(p.flags), positionals: p.positionals, rest: p.rest };
+  };
+  // A value is the next word, whatever it looks like (a flag, a dash, even --).
+  assert.deepEqual(ok(['--out', '-x', '--python', '--', 'a.py']), { flags: { out: '-x', python: '--' }, positionals: ['a.py'], rest: [] });
+  assert.deepEqual(ok(['-o', 'r.json', '-j', '-', 'a.py']), { flags: { out: 'r.json', json: true }, positionals: ['-', 'a.py'], rest: [] });
+  assert.deepEqual(ok(['--out=a=b', '--env', 'A=1', '--env=B=', '--json', '--json']), { flags: { out: 'a=b', env: ['A=1', 'B='], json: true }, positionals: [], rest: [] });
+  // The last of a repeated single-value flag wins; `--` keeps the rest verbatim, an empty one too.
+  assert.deepEqual(ok(['--out', 'a', '--out', 'b', 'x', '--', '--json', '-h', '--']), { flags: { out: 'b' }, positionals: ['x'], rest: ['--json', '-h', '--'] });
+  assert.deepEqual(ok(['--']), { flags: {}, positionals: [], rest: [] });
+  assert.deepEqual(ok(['--launch=srun']), { flags: { launch: 'srun' }, positionals: [], rest: [] });
+  const refused: [string[], RegExp][] = [
+    [['--outt', 'x'], /^unknown option --outt \(did you mean --out\?\)$/],
+    [['--nope=1'], /^unknown option --nope$/],
+    [['-x'], /^unknown option -x$/],
+    [['-q'], /^unknown option -q$/],
+    [['-jh'], /^unknown option -jh$/],
+    [['-or.json'], /^unknown option -or\.json$/],
+    [['-1'], /^unknown option -1$/],
+    [['--out'], /^--out needs a value \(FILE\)$/],
+    [['-o'], /^-o needs a value$/],
+    [['--python'], /^--python needs a value$/],
+    [['--json=yes'], /^--json takes no value$/],
+    [['--launch', 'mpirun'], /^--launch must be one of torchrun, srun \(got "mpirun"\)$/],
+    [['--launch='], /^--launch must be one of torchrun, srun \(got ""\)$/],
+    // The first problem is the one named.
+    [['--json=1', '--nope'], /^--json takes no value$/],
+  ];
+  for (const [argv, message] of refused) {
+    assert.throws(() => parseArgs(argv, specs), (e: unknown) => e instanceof UsageError && message.test(e.message), argv.join(' '));
+  }
+});

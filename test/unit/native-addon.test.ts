@@ -4,13 +4,12 @@
  * thread's life (stop, re-init under it, a GPU that comes back).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { loadAddon, type NvmlAddon } from '../../src/native/addon';
 import type { RawBatch } from '../../src/native/sampler';
-import { addonBinary, buildFakeNvml, GIB, MIB, Scenario, sleep, tempDir, twoGpus, waitFor } from './nativeFakes';
+import { addonBinary, buildFakeNvml, childWithGrandchild, GIB, MIB, Scenario, sleep, tempDir, twoGpus, waitFor } from './nativeFakes';
 
 const dir = tempDir('native-addon');
 const scenario = new Scenario(dir, twoGpus());
@@ -216,19 +215,10 @@ test('memory the driver cannot attribute makes the pid figure null, and a failin
 
 test('rootPid: the thread follows a process tree by asking /proc about each GPU process', async () => {
   addon.init(fakeLib);
-  // A child that starts a grandchild and prints its pid.
-  const child = spawn(
-    process.execPath,
-    ['-e', `const c = require('child_process').spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)'], { stdio: 'ignore' }); console.log(c.pid); setTimeout(() => c.kill(), 20000);`],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
-  );
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
+  const { child, grandchild, kill } = await childWithGrandchild();
   try {
-    await waitFor(() => /\d+\n/.test(out), 5000, 'the grandchild pid');
-    const grandchild = Number(out.trim());
     // The test runner (this process's parent) holds memory too, but is not in the tree.
-    scenario.write(twoGpus(`proc 0 ${child.pid} ${64 * MIB}\nproc 1 ${grandchild} ${32 * MIB}\nproc 0 ${process.ppid} ${999 * MIB}`));
+    scenario.write(twoGpus(`proc 0 ${child} ${64 * MIB}\nproc 1 ${grandchild} ${32 * MIB}\nproc 0 ${process.ppid} ${999 * MIB}`));
     const r = rawSampler({ intervalMs: 10, batchMs: 20, rootPid: process.pid });
     await waitFor(() => r.samples().some((x) => x.pidUsedBytes === 96 * MIB), 4000, 'child and grandchild');
     const last = r.samples().at(-1)!;
@@ -240,7 +230,7 @@ test('rootPid: the thread follows a process tree by asking /proc about each GPU 
     await waitFor(r.final, 2000, 'the final batch');
     assert.deepEqual(r.errors(), []);
   } finally {
-    child.kill('SIGKILL');
+    kill();
   }
 });
 

@@ -189,6 +189,23 @@ for (const [name, make] of implementations) {
       assert.equal(c.samples.length, n);
     });
 
+    test('dispose() stops every sampler still running; nothing is delivered after', async () => {
+      scenario.write(twoGpus());
+      const own = make();
+      const a = collect();
+      const b = collect();
+      const sa = own.startSampler({ intervalMs: 10, batchMs: 20 }, a.onSamples, a.onError);
+      const sb = own.startSampler({ intervalMs: 10, batchMs: 20 }, b.onSamples, b.onError);
+      await waitFor(() => a.samples.length > 0 && b.samples.length > 0, 4000, 'samples from both samplers');
+      own.dispose();
+      assert.equal(sa.running, false);
+      assert.equal(sb.running, false);
+      await Promise.all([sa.stop(), sb.stop()]);
+      const n = [a.samples.length, b.samples.length];
+      await sleep(100);
+      assert.deepEqual([a.samples.length, b.samples.length], n);
+    });
+
     test('a listener that throws is reported, and sampling goes on', async () => {
       scenario.write(twoGpus());
       const errors: Error[] = [];

@@ -1,11 +1,10 @@
 /** The pid-tree helper: /proc parsing, the tree walk, and a real process tree. */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { descendants, parseStatPpid, pidTree, PidTreeReader } from '../../src/native/pidTree';
-import { tempDir, waitFor } from './nativeFakes';
+import { childWithGrandchild, tempDir } from './nativeFakes';
 
 test('parseStatPpid reads the parent even when the command name holds spaces and parentheses', () => {
   assert.equal(parseStatPpid('1234 (python3) S 1200 1234 1200 0 -1 4194560'), 1200);
@@ -72,24 +71,15 @@ test('PidTreeReader reads each process once, sees new ones, forgets ended ones',
 });
 
 test('pidTree follows a real process tree: child and grandchild of this process', async () => {
-  // The child starts a grandchild and prints its pid.
-  const child = spawn(
-    process.execPath,
-    ['-e', `const c = require('child_process').spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)'], { stdio: 'ignore' }); console.log(c.pid); setTimeout(() => c.kill(), 20000);`],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
-  );
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
+  const { child, grandchild, kill } = await childWithGrandchild();
   try {
-    await waitFor(() => /\d+\n/.test(out), 5000, 'the grandchild pid');
-    const grandchild = Number(out.trim());
     const tree = pidTree(process.pid);
     assert.equal(tree[0], process.pid);
-    assert.ok(tree.includes(child.pid!), 'child in the tree');
+    assert.ok(tree.includes(child), 'child in the tree');
     assert.ok(tree.includes(grandchild), 'grandchild in the tree');
-    assert.ok(tree.indexOf(child.pid!) < tree.indexOf(grandchild), 'parents before children');
+    assert.ok(tree.indexOf(child) < tree.indexOf(grandchild), 'parents before children');
     assert.deepEqual(pidTree(grandchild), [grandchild]);
   } finally {
-    child.kill('SIGKILL');
+    kill();
   }
 });

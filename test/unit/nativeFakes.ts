@@ -3,7 +3,7 @@
  * fixtures/native/fake_nvml.c), the fake nvidia-smi, scenario files both read, and
  * small waiting helpers. Not a test file itself.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -112,4 +112,42 @@ export async function waitFor(pred: () => boolean, timeoutMs = 4000, what = 'a c
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }
+}
+
+/** A real process tree below this process: a child and the grandchild it started. */
+export interface ChildTree {
+  child: number;
+  grandchild: number;
+  /** Ends both (each also ends by itself after 20 s). */
+  kill(): void;
+}
+
+/** Starts a child that starts a grandchild and prints its pid; resolves once that pid is known. */
+export async function childWithGrandchild(): Promise<ChildTree> {
+  const child = spawn(
+    process.execPath,
+    ['-e', `const c = require('child_process').spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)'], { stdio: 'ignore' }); console.log(c.pid); setTimeout(() => c.kill(), 20000);`],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  try {
+    await waitFor(() => /\d+\n/.test(out), 5000, 'the grandchild pid');
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+  const grandchild = Number(out.trim());
+  return {
+    child: child.pid!,
+    grandchild,
+    kill: () => {
+      child.kill('SIGKILL');
+      try {
+        process.kill(grandchild, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    },
+  };
 }

@@ -68,6 +68,47 @@ test('--diff prints a patch that git apply turns into exactly what a write produ
   }
 });
 
+test('--diff round-trips through git apply --check in a repository: nested, CRLF, odd names, absolute paths', async () => {
+  const repo = mkdtempSync(join(tmpdir(), 'membit-convert-repo-'));
+  const written = mkdtempSync(join(tmpdir(), 'membit-convert-written-'));
+  const elsewhere = mkdtempSync(join(tmpdir(), 'membit-convert-cwd-'));
+  const git = (...argv: string[]) => spawnSync('git', ['-c', 'user.name=m', '-c', 'user.email=m@example.com', '-c', 'core.autocrlf=false', ...argv], { cwd: repo, encoding: 'utf8' });
+  try {
+    writeFileSync(join(repo, 'a.py'), A);
+    mkdirSync(join(repo, 'pkg'));
+    writeFileSync(join(repo, 'pkg', 'b.py'), `\uFEFF${B.replace(/\n/g, '\r\n')}`);
+    writeFileSync(join(repo, 'odd\nname "x".py'), A);
+    for (const argv of [['init', '-q'], ['add', '-A'], ['commit', '-qm', 'models']]) assert.equal(git(...argv).status, 0, argv.join(' '));
+    cpSync(repo, written, { recursive: true });
+    const w = capture(written);
+    assert.equal(await main(['convert', '.'], w), 0, w.stderr);
+
+    const io = capture(repo);
+    assert.equal(await main(['convert', '.', '--diff'], io), 0, io.stderr);
+    assert.match(io.stdout, /^--- "a\/odd\\nname \\"x\\"\.py"$/m);
+    const patch = join(elsewhere, 'p.diff');
+    writeFileSync(patch, io.stdout);
+    const check = git('apply', '--check', '--index', patch);
+    assert.equal(check.status, 0, check.stderr);
+    const applied = git('apply', '--index', patch);
+    assert.equal(applied.status, 0, applied.stderr);
+    for (const f of ['a.py', 'pkg/b.py', 'odd\nname "x".py']) assert.equal(readFileSync(join(repo, f), 'utf8'), readFileSync(join(written, f), 'utf8'), f);
+
+    // A file outside the current folder is named from the filesystem root: with the
+    // repository's own components stripped, git applies it from the repository's top.
+    assert.equal(git('reset', '-q', '--hard').status, 0);
+    const abs = capture(elsewhere);
+    assert.equal(await main(['convert', join(repo, 'pkg', 'b.py'), '--diff'], abs), 0, abs.stderr);
+    assert.match(abs.stdout, new RegExp(`^--- a${repo.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/pkg/b\\.py$`, 'm'));
+    writeFileSync(patch, abs.stdout);
+    const strip = `-p${1 + repo.split('/').filter(Boolean).length}`;
+    const absCheck = git('apply', '--check', strip, patch);
+    assert.equal(absCheck.status, 0, absCheck.stderr);
+  } finally {
+    for (const d of [repo, written, elsewhere]) rmSync(d, { recursive: true, force: true });
+  }
+});
+
 test('write, convert again (nothing), then --revert restores every byte', async () => {
   const dir = workspace();
   try {

@@ -1,7 +1,7 @@
 /**
- * The unified-diff generator behind `membit convert --diff`: exact output on small
- * cases, and on random texts a patch that `git apply` accepts and that reproduces
- * the new text byte for byte.
+ * The unified diffs behind `membit convert --diff`: exact output on small cases, and on
+ * random texts a patch that `git apply` accepts and that reproduces the new text byte
+ * for byte.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -10,9 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { patchHeaderPath, unifiedDiff } from '../../src/core/rewrite';
-import { diffLines, splitLines } from '../../src/core/rewrite/diff';
 
 const P = { oldPath: 'a/m.py', newPath: 'b/m.py' };
+
+/** Lines as git reads them: each up to and with its \\n (a CR is part of the line). */
+function splitLines(text: string): string[] {
+  return text.match(/[^\n]*\n|[^\n]+$/g) ?? [];
+}
 
 test('equal texts give no diff', () => {
   assert.equal(unifiedDiff('a\nb\n', 'a\nb\n', P), '');
@@ -45,15 +49,26 @@ test('a missing final newline is marked on the side that lacks it', () => {
   assert.equal(unifiedDiff('a\n', 'a\nc', P), '--- a/m.py\n+++ b/m.py\n@@ -1 +1,2 @@\n a\n+c\n\\ No newline at end of file\n');
 });
 
-test('lines keep their CRLF breaks', () => {
+test('lines keep their CRLF breaks; a lone CR is inside its line, as git reads it', () => {
   assert.deepEqual(splitLines('a\r\nb\nc'), ['a\r\n', 'b\n', 'c']);
   assert.equal(unifiedDiff('a\r\nb\r\n', 'a\r\nc\r\n', P), '--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n a\r\n-b\r\n+c\r\n');
+  assert.equal(unifiedDiff('a\rb\nc\n', 'a\rB\nc\n', P), '--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n-a\rb\n+a\rB\n c\n');
+  const dir = mkdtempSync(join(tmpdir(), 'membit-diff-'));
+  try {
+    writeFileSync(join(dir, 'm.py'), 'x = 1\r# old mac break\ny = 2\n');
+    writeFileSync(join(dir, 'p.diff'), unifiedDiff('x = 1\r# old mac break\ny = 2\n', 'x = 1\r# old mac break\ny = 3\n', P));
+    const r = spawnSync('git', ['apply', 'p.diff'], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(join(dir, 'm.py'), 'utf8'), 'x = 1\r# old mac break\ny = 3\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('the edit script is minimal on a textbook case', () => {
   // Myers' example: ABCABBA -> CBABAC has 5 differences.
-  const ops = diffLines([...'ABCABBA'], [...'CBABAC']);
-  assert.equal(ops.filter((o) => o !== '=').length, 5);
+  const d = unifiedDiff([...'ABCABBA'].map((c) => `${c}\n`).join(''), [...'CBABAC'].map((c) => `${c}\n`).join(''), P);
+  assert.equal(d.split('\n').filter((l) => /^[-+][A-C]$/.test(l)).length, 5);
 });
 
 test('fuzz: git apply accepts every patch and reproduces the new text exactly', () => {

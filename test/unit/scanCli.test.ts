@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
+import { collectFiles } from '../../src/core/cli/scan';
 import { FIXTURES } from './scanSupport';
 
 
@@ -105,5 +106,22 @@ test('membit scan --report uses measured figures for the files it names', async 
     assert.deepEqual([site.estimate.source, site.estimate.maskBytes, site.estimate.packedBytes], ['report', 1048576, 131072]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('collectFiles lists .py and .ipynb files in name order and follows no link', () => {
+  const dir = workspace();
+  const outside = mkdtempSync(join(tmpdir(), 'membit-scan-outside-'));
+  try {
+    writeFileSync(join(outside, 'far.py'), 'x = 1\n');
+    symlinkSync(outside, join(dir, 'linked-folder'));
+    symlinkSync(join(dir, 'a.py'), join(dir, 'z-link.py'));
+    writeFileSync(join(dir, 'B.py'), 'x = 1\n');
+    const rel = collectFiles(dir).map((f) => f.slice(dir.length + 1));
+    assert.deepEqual(rel, ['B.py', 'a.py', 'latin1.py', 'nb.ipynb', join('pkg', 'sub', 'b.py')]);
+    assert.deepEqual(collectFiles(join(dir, 'missing')), [], 'a folder that is gone lists nothing');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(outside, { recursive: true, force: true });
   }
 });

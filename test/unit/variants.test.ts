@@ -4,7 +4,7 @@
 // the advisor can rewrite. The last test runs the real harness on the GPT sample through
 // the same ProfileRun the extension uses, from a folder whose names need quoting.
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
@@ -110,6 +110,8 @@ test('the sdpa search rewrites eager attention in the script and the files besid
   cpSync(MINGPT, join(ws, 'models', 'nano.py'));
   cpSync(NANOGPT, join(ws, '.venv', 'lib', 'vendored.py'));
   writeFileSync(join(ws, 'models', 'plain.py'), 'def f(x):\n    return x.softmax(-1)\n');
+  // A link is not followed: it may lead out of the workspace.
+  symlinkSync(NANOGPT, join(ws, 'models', 'linked.py'));
   writeFileSync(join(ws, 'huge.py'), readFileSync(NANOGPT, 'utf8') + '#'.repeat(64 * 1024));
   const found = findSdpaOverlays(join(ws, 'train', 'run.py'), ws, { maxBytes: 32 * 1024 });
   assert.deepEqual(found.overlays.map((o) => o.orig), [join(ws, 'train', 'run.py'), join(ws, 'models', 'nano.py')]);

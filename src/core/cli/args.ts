@@ -1,7 +1,8 @@
 /**
- * A small, strict argument parser for the `membit` CLI. Strict because a typo in a
- * flag of a tool that rewrites model code must stop it, not be ignored.
+ * The `membit` CLI's argument parsing, strict: a typo in a flag of a tool that rewrites
+ * model code must stop it, not be ignored.
  */
+import { parseArgs as nodeParseArgs } from 'node:util';
 
 export interface FlagSpec {
   /** Long name without dashes, e.g. "dry-run". */
@@ -33,59 +34,53 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * Parses one subcommand's argv. node's util.parseArgs splits the words into tokens
+ * (`--name=value`, a value in the next word, the `--` terminator); the checks are ours,
+ * in argv order, so the first problem is the one named, with the flag as typed:
+ *  - strict mode is off: its messages offer no "did you mean", and it refuses a value
+ *    that starts with `-` (`--python -x`), which this CLI takes as given;
+ *  - a short flag stands alone (`-h`, `-o FILE`): grouped or glued forms (`-jh`,
+ *    `-oFILE`), which parseArgs would accept, stay refused;
+ *  - everything after the first bare `--` is the script's own argv, untouched.
+ */
 export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): ParsedArgs {
   const byName = new Map(specs.map((s) => [s.name, s]));
-  const byShort = new Map(specs.filter((s) => s.short).map((s) => [s.short as string, s]));
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
+  for (const s of specs) options[s.name] = { type: s.value ? 'string' : 'boolean', ...(s.short ? { short: s.short } : {}) };
+  const { tokens } = nodeParseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
   const flags = new Map<string, string | boolean | string[]>();
   const positionals: string[] = [];
-  let rest: string[] = [];
 
-  const set = (spec: FlagSpec, value: string | boolean) => {
-    if (typeof value === 'string' && spec.choices && !spec.choices.includes(value)) {
-      throw new UsageError(`--${spec.name} must be one of ${spec.choices.join(', ')} (got "${value}")`);
+  for (const t of tokens) {
+    if (t.kind === 'option-terminator') return { flags, positionals, rest: argv.slice(t.index + 1) };
+    if (t.kind === 'positional') {
+      positionals.push(t.value);
+      continue;
+    }
+    const word = argv[t.index] as string;
+    const short = !t.rawName.startsWith('--');
+    const spec = byName.get(t.name);
+    // parseArgs names an unknown `-q` after its letter, which could be a long flag's name.
+    if (short && (spec?.short !== t.rawName.slice(1) || word !== t.rawName)) throw new UsageError(`unknown option ${word}`);
+    if (!spec) throw new UsageError(`unknown option ${t.rawName}${suggest(t.name, specs)}`);
+    if (!spec.value) {
+      if (t.inlineValue) throw new UsageError(`--${spec.name} takes no value`);
+      flags.set(spec.name, true);
+      continue;
+    }
+    if (t.value === undefined) throw new UsageError(`${t.rawName} needs a value${!short && spec.metavar ? ` (${spec.metavar})` : ''}`);
+    if (spec.choices && !spec.choices.includes(t.value)) {
+      throw new UsageError(`--${spec.name} must be one of ${spec.choices.join(', ')} (got "${t.value}")`);
     }
     if (spec.repeat) {
       const prev = flags.get(spec.name);
-      flags.set(spec.name, [...(Array.isArray(prev) ? prev : []), String(value)]);
+      flags.set(spec.name, [...(Array.isArray(prev) ? prev : []), t.value]);
     } else {
-      flags.set(spec.name, value);
-    }
-  };
-
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--') {
-      rest = argv.slice(i + 1);
-      break;
-    }
-    if (arg.startsWith('--')) {
-      const eq = arg.indexOf('=');
-      const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
-      const spec = byName.get(name);
-      if (!spec) throw new UsageError(`unknown option --${name}${suggest(name, specs)}`);
-      if (spec.value) {
-        let v: string | undefined;
-        if (eq >= 0) v = arg.slice(eq + 1);
-        else if (i + 1 < argv.length) v = argv[++i];
-        if (v === undefined) throw new UsageError(`--${name} needs a value${spec.metavar ? ` (${spec.metavar})` : ''}`);
-        set(spec, v);
-      } else {
-        if (eq >= 0) throw new UsageError(`--${name} takes no value`);
-        set(spec, true);
-      }
-    } else if (arg.startsWith('-') && arg.length > 1) {
-      const spec = byShort.get(arg.slice(1));
-      if (!spec) throw new UsageError(`unknown option ${arg}`);
-      if (spec.value) {
-        const v = argv[++i];
-        if (v === undefined) throw new UsageError(`${arg} needs a value`);
-        set(spec, v);
-      } else set(spec, true);
-    } else {
-      positionals.push(arg);
+      flags.set(spec.name, t.value);
     }
   }
-  return { flags, positionals, rest };
+  return { flags, positionals, rest: [] };
 }
 
 function suggest(name: string, specs: readonly FlagSpec[]): string {

@@ -98,10 +98,11 @@ export const profileCommand: Subcommand = {
           ...(Object.keys(targetEnv).length ? { env: targetEnv } : {}),
         }
       : { kind: 'local', python };
+    // Numbers for checkLauncher/checkSlurmTarget, which name what is wrong with them.
+    const num = (k: string) => (args.flags.get(k) === undefined ? undefined : Number(args.flags.get(k)));
     let launcher: Launcher | undefined;
     if (args.flags.get('nproc-per-node') !== undefined) {
       if (host) throw new UsageError('--nproc-per-node runs torchrun on this machine; it does not combine with --target');
-      const num = (k: string) => (args.flags.get(k) === undefined ? undefined : Number(args.flags.get(k)));
       try {
         launcher = checkLauncher({
           kind: 'torchrun',
@@ -122,7 +123,6 @@ export const profileCommand: Subcommand = {
     if (args.flags.get('slurm')) {
       if (!host) throw new UsageError('--slurm needs --target LOGIN-NODE');
       if (launcher) throw new UsageError('--slurm launches the ranks itself: use --nodes/--ranks-per-node instead of --nproc-per-node');
-      const num = (k: string) => (args.flags.get(k) === undefined ? undefined : Number(args.flags.get(k)));
       try {
         slurm = checkSlurmTarget({
           kind: 'slurm', host, python, workdir: String(args.flags.get('workdir') ?? DEFAULT_REMOTE_WORKDIR), env: targetEnv,
@@ -142,36 +142,25 @@ export const profileCommand: Subcommand = {
     // Found now, not after the whole run (the harness checks too, before the script starts).
     if (existsSync(out) && statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a folder: give the report's file name (e.g. ${join(out, 'run.json')})`);
     mkdirSync(dirname(out), { recursive: true });
+    const request = {
+      workspace: root,
+      script: scriptPath,
+      args: scriptArgs,
+      // Remote runs can only start inside the uploaded folder; elsewhere they start at its top.
+      cwd: host && (relative(root, io.cwd).startsWith('..') || isAbsolute(relative(root, io.cwd))) ? undefined : io.cwd,
+      out,
+      variant,
+      steps: intFlag(args.flags.get('steps'), 'steps') ?? 3,
+      warmup: intFlag(args.flags.get('warmup'), 'warmup') ?? 1,
+    };
     const ac = new AbortController();
     const onSig = () => ac.abort();
     process.once('SIGINT', onSig);
     process.once('SIGTERM', onSig);
-    const request = {
-        workspace: root,
-        script: scriptPath,
-        args: scriptArgs,
-        cwd: host && (relative(root, io.cwd).startsWith('..') || isAbsolute(relative(root, io.cwd))) ? undefined : io.cwd,
-        out,
-        variant,
-        steps: intFlag(args.flags.get('steps'), 'steps') ?? 3,
-        warmup: intFlag(args.flags.get('warmup'), 'warmup') ?? 1,
-    };
-    const run = slurm ? createSlurmRun(slurm, request, { kernelsDir: bundledKernelsDir(), signal: ac.signal }) : createRun(
-      target,
-      {
-        workspace: root,
-        script: scriptPath,
-        args: scriptArgs,
-        // Remote runs can only start inside the uploaded folder; elsewhere they start at its top.
-        cwd: host && (relative(root, io.cwd).startsWith('..') || isAbsolute(relative(root, io.cwd))) ? undefined : io.cwd,
-        out,
-        variant,
-        steps: intFlag(args.flags.get('steps'), 'steps') ?? 3,
-        warmup: intFlag(args.flags.get('warmup'), 'warmup') ?? 1,
-        ...(launcher ? { launcher } : {}),
-      },
-      { kernelsDir: bundledKernelsDir(), signal: ac.signal, allowCpu: !!args.flags.get('cpu') },
-    );
+    const options = { kernelsDir: bundledKernelsDir(), signal: ac.signal };
+    const run = slurm
+      ? createSlurmRun(slurm, request, options)
+      : createRun(target, { ...request, ...(launcher ? { launcher } : {}) }, { ...options, allowCpu: !!args.flags.get('cpu') });
     run.onEvent((e) => {
       if (e.type === 'output') (e.stream === 'stdout' ? io.out : io.err)(`${e.line}\n`);
       else if (e.type === 'log' && (host || e.notice)) io.err(`membit: ${e.message}\n`);

@@ -29,7 +29,7 @@
  * with "…", so the output stays linear in the input. Exit status: 0 scanned (sites or not), 1 a file could
  * not be read or the parser could not load, 2 usage errors (a path that does not exist).
  */
-import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import {
   createScanner,
@@ -51,6 +51,7 @@ import { type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
 import { loadAdviceTables } from '../advice/load';
 import { bundledKernelsDir } from './profile';
+import { sortedEntries } from '../run/files';
 
 /** Folders never worth scanning: VCS data, dependencies, caches, virtual environments. */
 const SKIP_DIRS = new Set([
@@ -68,7 +69,6 @@ function isVenv(dir: string): boolean {
   }
 }
 
-/** .py and .ipynb files under `dir`, sorted, without following symlinked folders. */
 /** Files named on the command line, folders expanded; a missing path is a usage error. */
 export function expandPaths(paths: readonly string[], cwd: string): string[] {
   const files: string[] = [];
@@ -86,25 +86,14 @@ export function expandPaths(paths: readonly string[], cwd: string): string[] {
   return files;
 }
 
+/** .py and .ipynb files under `dir`, sorted, without following symlinked folders. */
 export function collectFiles(dir: string, out: string[] = []): string[] {
-  let names: string[];
-  try {
-    names = readdirSync(dir).sort();
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    const p = join(dir, name);
-    let st;
-    try {
-      st = lstatSync(p);
-    } catch {
-      continue;
-    }
-    if (st.isDirectory()) {
-      if (SKIP_DIRS.has(name) || name.endsWith('.egg-info') || isVenv(p)) continue;
+  for (const ent of sortedEntries(dir)) {
+    const p = join(dir, ent.name);
+    if (ent.isDirectory()) {
+      if (SKIP_DIRS.has(ent.name) || ent.name.endsWith('.egg-info') || isVenv(p)) continue;
       collectFiles(p, out);
-    } else if (st.isFile() && (name.endsWith('.py') || name.endsWith('.ipynb'))) out.push(p);
+    } else if (ent.isFile() && (ent.name.endsWith('.py') || ent.name.endsWith('.ipynb'))) out.push(p);
   }
   return out;
 }

@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { type Dirent, existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import ignore, { type Ignore } from 'ignore';
 import { formatBytes } from '../units';
@@ -104,6 +104,19 @@ function walkListing(root: string): string[] {
   };
   walk(root, '', []);
   return out;
+}
+
+/**
+ * A folder's entries sorted by name, with their types as the folder lists them (links are
+ * links, never followed); none when it cannot be read (gone, or not ours to read), so a
+ * walker skips it.
+ */
+export function sortedEntries(dir: string): Dirent[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  } catch {
+    return [];
+  }
 }
 
 export class UploadTooLargeError extends Error {

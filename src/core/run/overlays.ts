@@ -9,11 +9,11 @@
  * workspace root, bounded (200 files of 1 MiB at most, 2000 folders; VCS, environment and
  * hidden folders skipped).
  */
-import { lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { applyLever } from '../rewrite';
-import { ALWAYS_SKIPPED_DIRS } from './files';
+import { ALWAYS_SKIPPED_DIRS, sortedEntries } from './files';
 
 export const OVERLAY_MAX_FILES = 200;
 export const OVERLAY_MAX_BYTES = 1024 * 1024;
@@ -56,25 +56,13 @@ function pyFiles(dir: string, limit: number, seenDirs: Set<string>, maxDirs: num
     }
     if (seenDirs.has(real)) return;
     seenDirs.add(real);
-    let names: string[];
-    try {
-      names = readdirSync(d).sort();
-    } catch {
-      return;
-    }
     const sub: string[] = [];
-    for (const name of names) {
+    for (const ent of sortedEntries(d)) {
       if (out.length >= limit) return;
-      const p = join(d, name);
-      let st;
-      try {
-        st = lstatSync(p);
-      } catch {
-        continue;
-      }
-      if (st.isDirectory()) {
-        if (!ALWAYS_SKIPPED_DIRS.has(name) && name !== 'site-packages' && !name.startsWith('.')) sub.push(p);
-      } else if (st.isFile() && name.endsWith('.py')) out.push(p);
+      const p = join(d, ent.name);
+      if (ent.isDirectory()) {
+        if (!ALWAYS_SKIPPED_DIRS.has(ent.name) && ent.name !== 'site-packages' && !ent.name.startsWith('.')) sub.push(p);
+      } else if (ent.isFile() && ent.name.endsWith('.py')) out.push(p);
     }
     for (const s of sub) walk(s);
   };

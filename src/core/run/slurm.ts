@@ -18,12 +18,14 @@ import { shellQuote } from './quote';
 import { preflight, uploadTrees, type LocalTree } from './remote';
 import { collectRunSet } from './runSetFile';
 import { execFailure, RunError, sshExec, type SshOptions } from './ssh';
-import type { RunEvent, RunOutcome, RunRequest } from './target';
+import type { SlurmJobSetting } from '../settings';
+import { RunBase } from './runBase';
+import type { RunOutcome, RunRequest } from './target';
 import { rankDir } from './torchrun';
 import { hasLever } from './variants';
 
-/** A `membit.targets` entry with `kind: "slurm"`. */
-export interface SlurmTarget {
+/** A `membit.targets` entry with `kind: "slurm"`, checked; the job's resources are the setting's. */
+export interface SlurmTarget extends SlurmJobSetting {
   kind: 'slurm';
   /** The login node, as ssh takes it (alias or user@host). */
   host: string;
@@ -31,22 +33,6 @@ export interface SlurmTarget {
   python: string;
   /** A folder on the shared file system for uploads and runs (~/ allowed). */
   workdir: string;
-  partition?: string;
-  account?: string;
-  /** Nodes for the job (default 1). */
-  nodes?: number;
-  /** GPUs per node (`--gres=gpu:N`); 0 or absent: none requested. */
-  gpusPerNode?: number;
-  /** Ranks per node (default gpusPerNode, else 1). */
-  ranksPerNode?: number;
-  /** CPUs per rank (`--cpus-per-task`). */
-  cpusPerTask?: number;
-  /** Time limit as sbatch takes it (e.g. "00:30:00"). */
-  time?: string;
-  /** `torchrun`: srun starts one torchrun per node; `srun`: one task per rank (RANK from SLURM_PROCID). */
-  launch?: 'torchrun' | 'srun';
-  /** Seconds the job may wait in the queue before Membit cancels it (default 600). */
-  pendingTimeoutS?: number;
   /** Seconds between squeue polls (default 3). */
   pollS?: number;
   /** Environment for the SLURM commands and the job (e.g. SLURM_CONF, a module path). */
@@ -202,11 +188,9 @@ export interface SlurmRunOptions {
   signal?: AbortSignal;
 }
 
-/** One profiling job on a SLURM cluster; the same surface as ProfileRun (onEvent, start, cancel). */
-export class SlurmRun {
-  private readonly listeners = new Set<(e: RunEvent) => void>();
+/** One profiling job on a SLURM cluster; the same surface as ProfileRun (RunBase, plus cancel). */
+export class SlurmRun extends RunBase {
   private readonly abort = new AbortController();
-  private promise?: Promise<RunOutcome>;
   private job?: string;
   private cancelRequested = false;
   /** The job waited longer than pendingTimeoutS and was cancelled by us: a failure, not a cancel. */
@@ -218,19 +202,10 @@ export class SlurmRun {
     readonly request: RunRequest,
     readonly options: SlurmRunOptions,
   ) {
+    super();
     this.ssh = { ...(target.ssh ?? {}), host: target.host };
     if (options.signal?.aborted) this.cancel();
     options.signal?.addEventListener('abort', () => this.cancel(), { once: true });
-  }
-
-  onEvent(l: (e: RunEvent) => void): () => void {
-    this.listeners.add(l);
-    return () => this.listeners.delete(l);
-  }
-
-  start(): Promise<RunOutcome> {
-    this.promise ??= this.execute();
-    return this.promise;
   }
 
   /** scancel the job (its ranks get SIGTERM and write partial reports, which are still collected). */
@@ -240,20 +215,6 @@ export class SlurmRun {
     this.log('cancelling');
     if (this.job) void this.scancel();
     else this.abort.abort();
-  }
-
-  private emit(e: RunEvent): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch {
-        // A listener's bug must not break the job's clean-up.
-      }
-    }
-  }
-
-  private log(message: string, notice = false): void {
-    this.emit(notice ? { type: 'log', message, notice } : { type: 'log', message });
   }
 
   private progress(event: ProgressEvent): void {
@@ -280,7 +241,7 @@ export class SlurmRun {
     }
   }
 
-  private async execute(): Promise<RunOutcome> {
+  protected async execute(): Promise<RunOutcome> {
     const base = { exitCode: null, stderrTail: [] as string[] };
     try {
       return await this.run();

@@ -22,6 +22,7 @@ import type { Variant } from '../settings';
 import { hasLever } from './variants';
 import { collectRunSet } from './runSetFile';
 import { rankOutPattern, torchrunArgv, type Launcher } from './torchrun';
+import { RunBase } from './runBase';
 
 export type RunTarget = LocalTarget | SshTarget;
 
@@ -167,11 +168,9 @@ function insideRoot(root: string, p: string): string | undefined {
   return rel.split(sep).join('/');
 }
 
-export class ProfileRun {
+export class ProfileRun extends RunBase {
   private readonly machine = new RunStateMachine();
-  private readonly listeners = new Set<(e: RunEvent) => void>();
   private readonly abort = new AbortController();
-  private promise?: Promise<RunOutcome>;
   /** What cancel() must do beyond aborting, in the current step (e.g. stop the remote group). */
   private onCancel?: () => void;
   private cancelRequested = false;
@@ -183,6 +182,7 @@ export class ProfileRun {
     readonly request: RunRequest,
     readonly options: RunOptions,
   ) {
+    super();
     this.machine.onChange((state, previous, detail) => this.emit({ type: 'state', state, previous, detail }));
     if (options.signal?.aborted) this.cancel();
     options.signal?.addEventListener('abort', () => this.cancel(), { once: true });
@@ -190,18 +190,6 @@ export class ProfileRun {
 
   get state(): RunState {
     return this.machine.state;
-  }
-
-  /** Subscribes to the run's events; returns the unsubscribe function. */
-  onEvent(listener: (e: RunEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  /** Starts the run (once); the promise never rejects, failures are outcomes. */
-  start(): Promise<RunOutcome> {
-    this.promise ??= this.execute();
-    return this.promise;
   }
 
   /**
@@ -217,21 +205,7 @@ export class ProfileRun {
     this.onCancel?.();
   }
 
-  private emit(e: RunEvent): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch {
-        // A listener's bug must not break the run or its clean-up.
-      }
-    }
-  }
-
-  private log(message: string, notice = false): void {
-    this.emit(notice ? { type: 'log', message, notice } : { type: 'log', message });
-  }
-
-  private async execute(): Promise<RunOutcome> {
+  protected async execute(): Promise<RunOutcome> {
     const base = { exitCode: null, stderrTail: [] as string[] };
     try {
       if (this.cancelRequested) return this.end({ ...base, state: 'cancelled' });

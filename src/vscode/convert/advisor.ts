@@ -2,6 +2,7 @@ import * as vscode from 'vscode';
 import { InternalCommands } from '../../commands';
 import { ADVICE, adviceMarkdown, type AdviceTopic, applyLever, type Lever, LEVER_TITLES, type LeverResult, LEVERS, leversAt } from '../../core/rewrite';
 import type { ScanResult, Site } from '../../core/scan';
+import { guardCommand } from '../commandRegistry';
 import type { Log } from '../log';
 import { notify } from '../notify';
 import type { ScanFeature } from '../scan';
@@ -158,23 +159,10 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
     ),
   );
 
-  const guarded =
-    (id: string, handler: (...args: unknown[]) => Promise<unknown> | unknown) =>
-    async (...args: unknown[]) => {
-      try {
-        return await handler(...args);
-      } catch (e) {
-        const msg = e instanceof Error ? e.message : String(e);
-        log.error(`${id} failed: ${e instanceof Error && e.stack ? e.stack : msg}`);
-        void notify.error(`Membit: ${msg}`);
-        return undefined;
-      }
-    };
-
   context.subscriptions.push(
     vscode.commands.registerCommand(
       InternalCommands.applyLever,
-      guarded(InternalCommands.applyLever, async (uriArg: unknown, leverArg: unknown, lineArg: unknown, scaleArg: unknown) => {
+      guardCommand(log, InternalCommands.applyLever, async (uriArg: unknown, leverArg: unknown, lineArg: unknown, scaleArg: unknown) => {
         if (!(uriArg instanceof vscode.Uri) || !LEVERS.includes(leverArg as Lever) || typeof lineArg !== 'number') {
           throw new Error('the advisor action was called without a file, lever and line');
         }
@@ -202,7 +190,7 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
     vscode.workspace.registerTextDocumentContentProvider(ADVICE_SCHEME, pages),
     vscode.commands.registerCommand(
       InternalCommands.showAdvice,
-      guarded(InternalCommands.showAdvice, async (topicArg: unknown, reasonArg: unknown, docsArg: unknown, whereArg: unknown) => {
+      guardCommand(log, InternalCommands.showAdvice, async (topicArg: unknown, reasonArg: unknown, docsArg: unknown, whereArg: unknown) => {
         const topic = topicArg as AdviceTopic;
         if (!Object.hasOwn(ADVICE, topic)) throw new Error(`no advice on "${String(topicArg)}"`);
         const advice = ADVICE[topic];
