@@ -1,12 +1,11 @@
 import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomic } from '../atomicWrite';
 import { formatBytes } from '../units';
-import { canonicalVariant, VariantError } from '../run/variants';
 import { CpuWithoutLimit, describeMaxBatch, parseWorldSizes, runMaxBatch } from '../run/maxBatch';
 import { UsageError } from './args';
 import type { Subcommand } from './command';
-import { bundledKernelsDir } from './profile';
+import { bundledKernelsDir, scriptOf } from './profile';
 
 function whole(v: unknown, name: string, min: number): number | undefined {
   if (v === undefined) return undefined;
@@ -40,18 +39,7 @@ export const maxBatchCommand: Subcommand = {
     'a larger world size can fit a larger batch per rank; under DDP each rank holds everything.\n' +
     'Exit code: 0 every search ended, 1 a probe failed for another reason than memory, 2 usage error.',
   async run(args, io) {
-    const [script, ...scriptArgs] = args.rest.length ? args.rest : args.positionals;
-    if (!script) throw new UsageError('no script given: membit maxbatch -- train.py [args]');
-    const root = resolve(io.cwd, String(args.flags.get('root') ?? '.'));
-    const scriptPath = isAbsolute(script) ? script : resolve(io.cwd, script);
-    if (!existsSync(scriptPath)) throw new UsageError(`script not found: ${scriptPath}`);
-    let variant: string;
-    try {
-      variant = canonicalVariant(String(args.flags.get('variant') ?? 'baseline'));
-    } catch (e) {
-      if (e instanceof VariantError) throw new UsageError(`--variant: ${e.message}`);
-      throw e;
-    }
+    const { scriptArgs, scriptPath, root, variant } = scriptOf(args, io, 'maxbatch');
     let worldSizes: (number | null)[] = [null];
     const nproc = args.flags.get('nproc-per-node');
     if (nproc !== undefined) {

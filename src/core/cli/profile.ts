@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import { UsageError } from './args';
-import type { Subcommand } from './command';
+import { type ParsedArgs, UsageError } from './args';
+import type { Io, Subcommand } from './command';
 import { formatBytes } from '../units';
 import { runFileName } from '../run/history';
 import { DEFAULT_REMOTE_PYTHON, DEFAULT_REMOTE_WORKDIR } from '../run/sshConfig';
@@ -23,6 +23,21 @@ function intFlag(v: unknown, name: string): number | undefined {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number ≥ 0 (got "${String(v)}")`);
   return n;
+}
+
+/** The script after `--`, its arguments, --root and --variant, checked: shared by the commands that run a script. */
+export function scriptOf(args: ParsedArgs, io: Io, command: string): { script: string; scriptArgs: string[]; scriptPath: string; root: string; variant: string } {
+  const [script, ...scriptArgs] = args.rest.length ? args.rest : args.positionals;
+  if (!script) throw new UsageError(`no script given: membit ${command} -- train.py [args]`);
+  const root = resolve(io.cwd, String(args.flags.get('root') ?? '.'));
+  const scriptPath = isAbsolute(script) ? script : resolve(io.cwd, script);
+  if (!existsSync(scriptPath)) throw new UsageError(`script not found: ${scriptPath}`);
+  try {
+    return { script, scriptArgs, scriptPath, root, variant: canonicalVariant(String(args.flags.get('variant') ?? 'baseline')) };
+  } catch (e) {
+    if (e instanceof VariantError) throw new UsageError(`--variant: ${e.message}`);
+    throw e;
+  }
 }
 
 export const profileCommand: Subcommand = {
@@ -68,18 +83,7 @@ export const profileCommand: Subcommand = {
     'the job; the others still write their reports. `membit report RUNSET.json` shows them merged.\n' +
     'Exit code: 0 ok, 1 the run failed (the report still says why), 2 usage error.',
   async run(args, io) {
-    const [script, ...scriptArgs] = args.rest.length ? args.rest : args.positionals;
-    if (!script) throw new UsageError('no script given: membit profile -- train.py [args]');
-    const root = resolve(io.cwd, String(args.flags.get('root') ?? '.'));
-    const scriptPath = isAbsolute(script) ? script : resolve(io.cwd, script);
-    if (!existsSync(scriptPath)) throw new UsageError(`script not found: ${scriptPath}`);
-    let variant: string;
-    try {
-      variant = canonicalVariant(String(args.flags.get('variant') ?? 'baseline'));
-    } catch (e) {
-      if (e instanceof VariantError) throw new UsageError(`--variant: ${e.message}`);
-      throw e;
-    }
+    const { script, scriptArgs, scriptPath, root, variant } = scriptOf(args, io, 'profile');
     const host = args.flags.get('target') as string | undefined;
     const python = String(args.flags.get('python') ?? (host ? DEFAULT_REMOTE_PYTHON : (process.env.MEMBIT_PYTHON ?? 'python3')));
     const targetEnv: Record<string, string> = {};
