@@ -194,6 +194,16 @@ class Harness:
                 signal.signal(signal.SIGTERM, old_term)
             self.progress.uninstall()
             self._done.set()
+        if self._stop_reason is not None and self._stop_reason != "cancelled":
+            # The launcher is gone, so nobody else will end what the script started. The control
+            # thread would, but this thread may leave the interpreter (and take that daemon thread
+            # with it) before it runs again: end the group from here too.
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001
+                    pass
+            self._kill_group()
         return self.exit_code
 
     def _write_report(self, doc: dict) -> None:
