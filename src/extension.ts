@@ -3,7 +3,6 @@ import { Commands, InternalCommands, type CommandId } from './commands';
 import { LocalGpus } from './vscode/gpus';
 import { createLog } from './vscode/log';
 import { recentlyShown } from './vscode/notify';
-import { registerPendingCommands } from './vscode/pending';
 import { registerPredictCommand } from './vscode/predict/command';
 import { registerReportFeature } from './vscode/report';
 import { ReportPanel } from './vscode/report/panel';
@@ -28,7 +27,7 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   const reports = registerReportFeature(context, log);
   registerSnapshotFeature(context, log, reports);
   const scan = registerScanFeature(context, log, reports.store, reports.overlays);
-  const convert = registerConvertFeature(context, log, scan);
+  registerConvertFeature(context, log, scan);
   // The report view ranks the scanner's estimated levers beside the measured ones.
   ReportPanel.leverEstimates = (script) => scan.leverEstimates(script);
   const gpus = new LocalGpus(context, log);
@@ -36,17 +35,6 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   const targets = registerTargets(context, log, () => gpus.describe());
   registerRunCommands(context, log, reports.store, targets, reports.setLive, gpus);
   registerPredictCommand(context, log, reports.store);
-  const built: CommandId[] = [
-    ...reports.commands,
-    Commands.openSnapshot,
-    ...convert,
-    Commands.selectRunTarget,
-    Commands.profileRun,
-    Commands.compareVariants,
-    Commands.findMaxBatchSize,
-    Commands.predictMemory,
-  ];
-  registerPendingCommands(context, log, Object.values(Commands).filter((id) => !built.includes(id)));
   context.subscriptions.push(vscode.commands.registerCommand(InternalCommands.recentlyShown, () => recentlyShown()));
   const activationMs = performance.now() - started;
   log.info(`Membit activated in ${activationMs.toFixed(1)} ms (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted'})`);
