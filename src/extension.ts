@@ -1,4 +1,5 @@
 import * as vscode from 'vscode';
+import { testHook } from './vscode/testHooks';
 import { Commands, InternalCommands, type CommandId } from './commands';
 import { LocalGpus } from './vscode/gpus';
 import { createLog } from './vscode/log';
@@ -31,11 +32,11 @@ export function activate(context: vscode.ExtensionContext): MembitApi {
   // The report view ranks the scanner's estimated levers beside the measured ones.
   ReportPanel.leverEstimates = (script) => scan.leverEstimates(script);
   const gpus = new LocalGpus(context, log);
-  context.subscriptions.push(gpus, vscode.commands.registerCommand(InternalCommands.gpuBackend, () => gpus.status()));
+  context.subscriptions.push(gpus, testHook(InternalCommands.gpuBackend, () => gpus.status()));
   const targets = registerTargets(context, log, () => gpus.describe());
   registerRunCommands(context, log, reports.store, targets, reports.setLive, gpus);
   registerPredictCommand(context, log, reports.store);
-  context.subscriptions.push(vscode.commands.registerCommand(InternalCommands.recentlyShown, () => recentlyShown()));
+  context.subscriptions.push(testHook(InternalCommands.recentlyShown, () => recentlyShown()));
   const activationMs = performance.now() - started;
   log.info(`Membit activated in ${activationMs.toFixed(1)} ms (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted'})`);
   return { commands: Object.values(Commands), activationMs };

@@ -165,6 +165,8 @@ async function main(): Promise<void> {
     XDG_DATA_HOME: join(tmp, 'xdg-data'),
     MEMBIT_E2E_ARTIFACTS: artifacts,
     MEMBIT_E2E_REPO: repo,
+    // The extension registers the commands the suite reads its state through only when asked.
+    MEMBIT_TEST_HOOKS: '1',
     ...(process.env.MEMBIT_PYTHON || !existsSync(pyEnv) ? {} : { MEMBIT_PYTHON: pyEnv }),
   };
 

@@ -1,4 +1,5 @@
 import * as vscode from 'vscode';
+import { testHook } from '../testHooks';
 import { notify } from '../notify';
 import { Commands, InternalCommands, type CommandId } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
@@ -268,10 +269,10 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       },
     }),
     // Test-only: what the overlays applied and what the view drew, so the e2e suite checks figures.
-    vscode.commands.registerCommand(InternalCommands.appliedOverlays, () => overlays.appliedOverlays()),
+    testHook(InternalCommands.appliedOverlays, () => overlays.appliedOverlays()),
     vscode.commands.registerCommand(InternalCommands.reloadReports, () => store.loadLatest()),
-    vscode.commands.registerCommand(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered ?? ReportPanel.latestRendered),
-    vscode.commands.registerCommand(InternalCommands.statusBar, () => ({ text: status.text, tooltip: typeof status.tooltip === 'string' ? status.tooltip : '', report: store.report?.uri.fsPath })),
+    testHook(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered ?? ReportPanel.latestRendered),
+    testHook(InternalCommands.statusBar, () => ({ text: status.text, tooltip: typeof status.tooltip === 'string' ? status.tooltip : '', report: store.report?.uri.fsPath })),
   );
   void store.start();
   const setLive = (text: string | undefined) => {

@@ -1,4 +1,5 @@
 import { readPrediction, relabelPredicted } from '../../core/report/prediction';
+import { testHook } from '../testHooks';
 import { dirname, relative } from 'node:path';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
@@ -112,7 +113,7 @@ export class ScanFeature implements vscode.Disposable {
       reports.onDidChange(() => this.rescanAll()),
       vscode.languages.registerCodeLensProvider({ language: 'python' }, { onDidChangeCodeLenses: this.lensChanged.event, provideCodeLenses: (d) => this.lenses(d) }),
       vscode.languages.registerHoverProvider({ language: 'python' }, { provideHover: (d, p) => this.hover(d, p) }),
-      vscode.commands.registerCommand(InternalCommands.scanState, async (uri?: vscode.Uri) => {
+      testHook(InternalCommands.scanState, async (uri?: vscode.Uri) => {
         if (!uri) return undefined;
         await this.latest.get(uri.toString())?.done;
         return this.state(uri);
