@@ -30,7 +30,7 @@ async function main(): Promise<void> {
     vscodeExecutablePath: exe,
     extensionDevelopmentPath: join(extDir, installed.replace('@', '-')),
     extensionTestsPath: join(repo, 'out', 'test', 'e2e', 'suite', 'index.js'),
-    extensionTestsEnv: { MEMBIT_E2E_REPO: repo },
+    extensionTestsEnv: { MEMBIT_E2E_REPO: repo, MEMBIT_TEST_HOOKS: '1' },
     launchArgs: [workspace, '--extensions-dir', extDir, '--disable-workspace-trust'],
   });
 }
