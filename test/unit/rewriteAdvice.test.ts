@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { rng } from './fuzzInputs';
 import { adviceMarkdown, applyEdits, applyLever, type Lever, type LeverResult, LEVERS, leversAt, revertAll } from '../../src/core/rewrite';
 import { FIXTURES, fixture, repoRoot } from './scanSupport';
 
@@ -516,17 +517,6 @@ test('idempotence on every sample and fixture: a second application changes noth
   assert.ok(applied >= 6, `only ${applied} rewrites over the fixtures and samples`);
 });
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return (n: number) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
-}
 
 test('fuzz: 1000 mutated inputs never throw, never fail internally, and their edits reproduce the text', () => {
   const sources = [sample('gpt_tiny.py'), sample('vit_digits.py'), fixture('nanogpt_style.py'), fixture('hf_bert_style.py'), STEP, LOOP, attention(CHAIN)];

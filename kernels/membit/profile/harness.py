@@ -198,11 +198,6 @@ class Harness:
             # The launcher is gone, so nobody else will end what the script started. The control
             # thread would, but this thread may leave the interpreter (and take that daemon thread
             # with it) before it runs again: end the group from here too.
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:  # noqa: BLE001
-                    pass
             self._kill_group()
         return self.exit_code
 
@@ -254,15 +249,16 @@ class Harness:
                     doc = self._fallback_doc(e)
                 self._write_report(doc)
                 self._emit_finished()
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        """SIGKILL to the run's process group when the harness leads it (launched by Membit), else just exit."""
+        # os._exit skips Python's own flush: what the script and the harness printed goes out first.
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:  # noqa: BLE001
                 pass
-        self._kill_group()
-
-    def _kill_group(self) -> None:
-        """SIGKILL to the run's process group when the harness leads it (launched by Membit), else just exit."""
         code = self.exit_code if self.exit_code else EXIT_SIGTERM
         try:
             if os.getpgrp() == os.getpid():

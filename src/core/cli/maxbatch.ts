@@ -5,14 +5,7 @@ import { formatBytes } from '../units';
 import { CpuWithoutLimit, describeMaxBatch, parseWorldSizes, runMaxBatch } from '../run/maxBatch';
 import { UsageError } from './args';
 import type { Subcommand } from './command';
-import { bundledKernelsDir, scriptOf } from './profile';
-
-function whole(v: unknown, name: string, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!/^\d+$/.test(String(v)) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be a whole number ≥ ${min} (got "${String(v)}")`);
-  return n;
-}
+import { bundledKernelsDir, intFlag, scriptOf } from './profile';
 
 export const maxBatchCommand: Subcommand = {
   name: 'maxbatch',
@@ -49,8 +42,8 @@ export const maxBatchCommand: Subcommand = {
         throw new UsageError(`--nproc-per-node: ${(e as Error).message}`);
       }
     }
-    const lo = whole(args.flags.get('min'), 'min', 1) ?? 1;
-    const hi = whole(args.flags.get('max'), 'max', 1) ?? null;
+    const lo = intFlag(args.flags.get('min'), 'min', 1) ?? 1;
+    const hi = intFlag(args.flags.get('max'), 'max', 1) ?? null;
     if (hi !== null && hi < lo) throw new UsageError(`--max ${hi} is below --min ${lo}`);
     const out = resolve(root, String(args.flags.get('out') ?? join('.membit', 'maxbatch.json')));
     if (existsSync(out) && statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a folder: give the result's file name`);
@@ -70,10 +63,10 @@ export const maxBatchCommand: Subcommand = {
           batchArg: String(args.flags.get('batch-arg') ?? '--batch-size'),
           lo,
           hi,
-          memoryLimit: whole(args.flags.get('memory-limit'), 'memory-limit', 1) ?? null,
+          memoryLimit: intFlag(args.flags.get('memory-limit'), 'memory-limit', 1) ?? null,
           worldSizes,
-          steps: whole(args.flags.get('steps'), 'steps', 1) ?? 1,
-          warmup: whole(args.flags.get('warmup'), 'warmup', 0) ?? 1,
+          steps: intFlag(args.flags.get('steps'), 'steps', 1) ?? 1,
+          warmup: intFlag(args.flags.get('warmup'), 'warmup', 0) ?? 1,
           variant,
         },
         {

@@ -18,10 +18,11 @@ export function bundledKernelsDir(): string {
   throw new Error('the bundled membit Python package is missing; rebuild with `npm run build`');
 }
 
-function intFlag(v: unknown, name: string): number | undefined {
+/** A whole-number flag of at least `min`, or undefined when not given. */
+export function intFlag(v: unknown, name: string, min = 0): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number ≥ 0 (got "${String(v)}")`);
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be a whole number ≥ ${min} (got "${String(v)}")`);
   return n;
 }
 
