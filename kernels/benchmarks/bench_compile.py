@@ -37,9 +37,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.dirname(HERE)
 REPO = os.path.dirname(KERNELS)
-sys.path.insert(0, KERNELS)
+# MEMBIT_BENCH_KERNELS: the membit package of another checkout (--baseline-kernels), for a
+# child that measures it beside this checkout's.
+sys.path.insert(0, os.environ.get("MEMBIT_BENCH_KERNELS") or KERNELS)
 
-CASES = ("gpt6-compiled", "harness", "sdpa-eager", "gpt2m-compiled", "gpt6-compiled-op")
+CASES = ("gpt6-compiled", "harness", "sdpa-eager", "gpt2m-compiled", "gpt6-compiled-op", "sdpa-bert")
 
 
 # -- one measurement, in its own process ------------------------------------------------------
@@ -265,7 +267,7 @@ def environment():
     return env
 
 
-def plan(cases, smoke):
+def plan(cases, smoke, rounds=1, baseline=None):
     steps, warmup = (3, 2) if smoke else (20, 3)
     b_gpt, s_gpt = (2, 64) if smoke else (8, 1024)
     b_bert, s_bert = (2, 64) if smoke else (16, 512)
@@ -277,9 +279,15 @@ def plan(cases, smoke):
             out += [("gpt6", v, True, b_gpt, s_gpt, steps, warmup, {"MEMBIT_COMPILE_DROPOUT": "op"}) for v in ("packed",)]
         elif case == "gpt2m-compiled":
             out += [("gpt2m-eager", v, True, b_gpt, s_gpt, steps, warmup, {}) for v in ("stock", "packed", "recompute")]
-        elif case == "sdpa-eager":
-            out += [(m, v, False, b, s, steps + 5, warmup, {}) for m, b, s in (("bertl-sdpa", b_bert, s_bert), ("gpt2m-sdpa", b_gpt, s_gpt))
-                    for v in ("stock", "packed")]
+        elif case in ("sdpa-eager", "sdpa-bert"):
+            models = (("bertl-sdpa", b_bert, s_bert), ("gpt2m-sdpa", b_gpt, s_gpt))[:1 if case == "sdpa-bert" else 2]
+            # Rounds interleave the variants, so a drift of the GPU's clocks over the run
+            # lands on every variant alike.
+            for _ in range(rounds):
+                for m, b, s in models:
+                    out += [(m, v, False, b, s, steps + 5, warmup, {}) for v in ("stock", "packed", "recompute")]
+                    if baseline:
+                        out.append((m, "packed", False, b, s, steps + 5, warmup, {"MEMBIT_BENCH_KERNELS": baseline}))
         elif case == "harness":
             out.append(("harness",))
     return out
@@ -292,6 +300,9 @@ def main(argv=None):
     ap.add_argument("--timeout-s", type=float, default=300, help="per measurement")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rounds", type=int, default=1, help="sdpa cases: interleaved rounds of every variant")
+    ap.add_argument("--baseline-kernels", default=None,
+                    help="sdpa cases: also measure packed with the membit package of this kernels/ folder")
     ap.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -316,7 +327,8 @@ def main(argv=None):
                 json.dump(results, f, indent=1)
             os.replace(tmp, args.out)
 
-    for job in plan([c for c in args.cases.split(",") if c], args.smoke):
+    baseline = os.path.abspath(args.baseline_kernels) if args.baseline_kernels else None
+    for job in plan([c for c in args.cases.split(",") if c], args.smoke, args.rounds, baseline):
         if time.time() - start > args.budget_s:
             results["skipped"].append(list(job[:3]))
             log(f"budget spent: skipped {job[:3]}")
@@ -358,7 +370,8 @@ def main(argv=None):
         dp = (f"{100 * (r['peak_allocated'] / b['peak_allocated'] - 1):+.1f}%"
               if b and r["peak_allocated"] and b["peak_allocated"] else "-")
         peak = f"{r['peak_allocated'] / 2**30:.2f}" if r["peak_allocated"] else "-"
-        print(f"{r['model']} | {r['variant']}{' (op)' if r.get('env') else ''} | {r['compiled']} | {r['step_ms_median']} | {peak} | {ds} | {dp} | {r.get('graph_breaks', '-')}")
+        tag = " (op)" if (r.get("env") or {}).get("MEMBIT_COMPILE_DROPOUT") else " (baseline)" if r.get("env") else ""
+        print(f"{r['model']} | {r['variant']}{tag} | {r['compiled']} | {r['step_ms_median']} | {peak} | {ds} | {dp} | {r.get('graph_breaks', '-')}")
     for r in results["runs"]:
         if r.get("case") == "harness":
             print("harness:", {k: v for k, v in r.items() if k not in ("per_graph", "top_lines")})

@@ -102,6 +102,40 @@ def measure(tmp, tag, script, args, variant, timeout=120):
             "error": (doc["run"]["error"] or "")[-300:] or None}
 
 
+def check_largest(tmp, tag, script, args, variant, predicted):
+    """Measure around the predicted largest batch b until the real largest m is known or |m - b| > 1.
+
+    b fits and b + 1 runs out of memory: m = b. b fits, b + 1 fits: b + 2 decides between m = b + 1
+    and "more than one above". b runs out: b - 1 decides between m = b - 1 and "more than one below".
+    """
+    from membit.profile.maxbatch import with_batch  # noqa: PLC0415
+
+    probes = {}
+
+    def probe(batch):
+        if batch < 1:
+            return "oom"
+        m = measure(tmp, f"{tag}-b{batch}", script, with_batch(args, "--batch-size", batch), variant, timeout=180)
+        probes[batch] = {"status": m["status"], "peak": m.get("peak")}
+        return m["status"]
+
+    b = predicted
+    at = probe(b)
+    if at == "ok":
+        if probe(b + 1) == "oom":
+            largest, within = b, True
+        else:
+            nxt = probe(b + 2)
+            largest, within = (b + 1, True) if nxt == "oom" else (None, False)
+    elif at == "oom":
+        below = probe(b - 1)
+        largest, within = (b - 1, True) if below == "ok" else (None, False)
+    else:
+        largest, within = None, False
+    return {"measured_probes": probes, "measured_largest": largest, "within_one": within,
+            "statuses_ok": all(p["status"] in ("ok", "oom") for p in probes.values())}
+
+
 def gpu_key(name):
     n = name.upper()
     if "H200" in n:
@@ -119,6 +153,9 @@ def main():
     ap.add_argument("--budget", type=float, default=480, help="seconds of measuring before the rest is skipped")
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--speed", action="store_true", help="CPU only: time GPT-2 medium's prediction")
+    ap.add_argument("--only", default=None, help="comma-separated substrings: run only the cases whose name has one")
+    ap.add_argument("--no-fit", action="store_true", help="skip the largest-batch checks")
+    ap.add_argument("--keep", default=None, help="copy every prediction and measured report into this folder")
     ns = ap.parse_args()
     import torch
 
@@ -148,12 +185,19 @@ def main():
     print(json.dumps(meta), flush=True)
     jobs = []
     pool = cf.ThreadPoolExecutor(ns.jobs)
+    def wanted(case):
+        return not ns.only or any(w.strip() in case for w in ns.only.split(","))
+
     for case, script, args, variants in CASES:
+        if not wanted(case):
+            continue
         for v in variants:
             tag = f"{len(jobs)}"
             jobs.append((case, script, args, v, tag, pool.submit(predict, tmp, tag, script, args, v, key)))
     fits = []
     for case, script, args, v in FIT:
+        if ns.no_fit or not wanted(case):
+            continue
         tag = f"fit{len(fits)}"
         fits.append((case, script, args, v, tag, pool.submit(predict, tmp, tag, script, args, v, key, True)))
     t_start = time.perf_counter()
@@ -178,15 +222,17 @@ def main():
                "prediction_error": p.get("error")}
         b = p.get("max_batch")
         if b and time.perf_counter() - t_start < ns.budget + 60:
-            from membit.profile.maxbatch import with_batch  # noqa: PLC0415
-            at = measure(tmp, tag + "-at", script, with_batch(args, "--batch-size", b), v, timeout=150)
-            above = measure(tmp, tag + "-above", script, with_batch(args, "--batch-size", b + 1), v, timeout=150)
-            row["measured_at"] = {"batch": b, "status": at["status"], "peak": at.get("peak")}
-            row["measured_above"] = {"batch": b + 1, "status": above["status"], "peak": above.get("peak")}
-            row["within_one"] = at["status"] == "ok" or above["status"] == "oom"
+            row.update(check_largest(tmp, tag, script, args, v, b))
         fit_rows.append(row)
         print(json.dumps(row), flush=True)
     doc = {"meta": meta, "rows": rows, "max_batch": fit_rows}
+    if ns.keep:
+        import shutil  # noqa: PLC0415
+
+        os.makedirs(ns.keep, exist_ok=True)
+        for name in sorted(os.listdir(tmp)):
+            if name.endswith(".json"):
+                shutil.copy(os.path.join(tmp, name), ns.keep)
     if ns.out:
         os.makedirs(os.path.dirname(os.path.abspath(ns.out)), exist_ok=True)
         with open(ns.out, "w") as f:
