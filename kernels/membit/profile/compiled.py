@@ -41,7 +41,7 @@ def is_compiling() -> bool:
 class SavedNode:
     """One tensor a compiled forward keeps for backward, as the partitioner saw it."""
 
-    __slots__ = ("name", "op", "shape", "dtype", "frames", "module_path", "_resolved")
+    __slots__ = ("name", "op", "shape", "dtype", "frames", "module_path", "_resolved", "static_shape")
 
     def __init__(self, name, op, shape, dtype, frames, module_path):
         self.name = name
@@ -50,6 +50,8 @@ class SavedNode:
         self.dtype = dtype
         self.frames = frames
         self.module_path = module_path
+        # Every size known: the run-time check is one tuple comparison (it runs for every save).
+        self.static_shape = tuple(shape) if all(d is not None for d in shape) else None
         self._resolved = None  # (weakref to the root, module or None): resolved once per root
 
     def module_in(self, root):
@@ -179,6 +181,7 @@ class CompileWatch:
         self.compile_calls: List[dict] = []
         self._restore: list = []
         self._last_frame = 0
+        self._last_graph = None
         self._index = 0
         self._counters_before: Dict[str, int] = {}
         self._hooked = False
@@ -306,25 +309,28 @@ class CompileWatch:
 
         `frame` is the pack hook's caller: Function.apply of the graph's CompiledFunction.
         """
-        if frame is None or frame.f_code.co_name != "apply":
-            return None, None
-        cls = frame.f_locals.get("cls")
-        aot_id = getattr(cls, "_aot_id", None)
-        if aot_id is None or not hasattr(cls, "compiled_fw"):
-            return None, None
-        graph = self.graphs.get(aot_id)
-        if graph is None:
-            graph = self.graphs[aot_id] = Graph(aot_id, [])
-        # Packs of one call come one after another from the same apply frame, as many as the
-        # tensors saved through ctx.save_for_backward (AOTAutograd keeps the rest on ctx
-        # directly, unseen by hooks). Only the frame's id is kept: holding the frame would
-        # keep its arguments alive.
-        expected = graph.expected
-        if expected is None:
-            meta = getattr(cls, "metadata", None)
-            expected = graph.expected = max(1, len(graph.saved) - int(getattr(meta, "num_tensors_saved_with_no_vc_check", 0) or 0))
-        if id(frame) != self._last_frame or self._index >= expected:
+        graph = self._last_graph
+        if id(frame) != self._last_frame or graph is None or self._index >= graph.expected:
+            # The first save of a call. Reading the apply frame's locals builds a dict, so it is
+            # done once per call, not per save: the hook's cost is paid on every saved tensor.
+            if frame is None or frame.f_code.co_name != "apply":
+                return None, None
+            cls = frame.f_locals.get("cls")
+            aot_id = getattr(cls, "_aot_id", None)
+            if aot_id is None or not hasattr(cls, "compiled_fw"):
+                return None, None
+            graph = self.graphs.get(aot_id)
+            if graph is None:
+                graph = self.graphs[aot_id] = Graph(aot_id, [])
+            # Packs of one call come one after another from the same apply frame, as many as
+            # the tensors saved through ctx.save_for_backward (AOTAutograd keeps the rest on
+            # ctx directly, unseen by hooks). Only the frame's id is kept: holding the frame
+            # would keep its arguments alive.
+            if graph.expected is None:
+                meta = getattr(cls, "metadata", None)
+                graph.expected = max(1, len(graph.saved) - int(getattr(meta, "num_tensors_saved_with_no_vc_check", 0) or 0))
             self._last_frame = id(frame)
+            self._last_graph = graph
             self._index = 0
             graph.calls += 1
         i = self._index
@@ -332,8 +338,11 @@ class CompileWatch:
         if i >= len(graph.saved):
             return graph, None
         node = graph.saved[i]
-        if node.dtype != t.dtype or len(node.shape) != t.dim() or any(
-                s is not None and s != int(d) for s, d in zip(node.shape, t.shape)):
+        if node.dtype != t.dtype:
+            return graph, None
+        if node.static_shape is not None:
+            return (graph, node) if t.shape == node.static_shape else (graph, None)
+        if len(node.shape) != t.dim() or any(s is not None and s != int(d) for s, d in zip(node.shape, t.shape)):
             return graph, None
         return graph, node
 
