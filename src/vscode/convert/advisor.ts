@@ -2,12 +2,15 @@ import * as vscode from 'vscode';
 import { InternalCommands } from '../../commands';
 import { ADVICE, adviceMarkdown, type AdviceTopic, applyLever, type Lever, LEVER_TITLES, type LeverResult, LEVERS, leversAt } from '../../core/rewrite';
 import type { ScanResult, Site } from '../../core/scan';
-import { guardCommand } from '../commandRegistry';
+import type { Handler } from '../commandTable';
 import type { Log } from '../log';
 import { notify } from '../notify';
 import type { ScanFeature } from '../scan';
 import { getSettings } from '../settings';
 import { refuse, workspaceEditFor } from './edit';
+
+/** The commands the advisor's code actions call (InternalCommands.applyLever and .showAdvice). */
+export type AdvisorCommands = Readonly<Record<'applyLever' | 'showAdvice', Handler>>;
 
 /** The advisor's part of a site (`site.advice` in the scanner's model), read structurally. */
 interface SiteAdvice {
@@ -81,9 +84,10 @@ function unavailable(result: ScanResult | undefined, lever: Lever): string | und
  * "Show advice" (an explanation and a docs link, no edit); the fused optimizer and
  * padding masks get only that. At the cursor, any lever that applies there is offered
  * as a refactoring, with or without a diagnostic. Applying is one undoable WorkspaceEdit,
- * recomputed from the document's text at that moment.
+ * recomputed from the document's text at that moment. Returns the handlers of the two
+ * commands its actions call; the command table registers them.
  */
-export function registerAdvisorActions(context: vscode.ExtensionContext, log: Log, scan: ScanFeature): void {
+export function registerAdvisorActions(context: vscode.ExtensionContext, log: Log, scan: ScanFeature): AdvisorCommands {
   const pages = new AdvicePages();
   const leverAction = (doc: vscode.TextDocument, lever: Lever, line: number, r: LeverResult, kind: vscode.CodeActionKind, scaleKwarg: boolean, diag?: vscode.Diagnostic) => {
     const change = r.changes[0];
@@ -159,57 +163,52 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
     ),
   );
 
-  context.subscriptions.push(
-    vscode.commands.registerCommand(
-      InternalCommands.applyLever,
-      guardCommand(log, InternalCommands.applyLever, async (uriArg: unknown, leverArg: unknown, lineArg: unknown, scaleArg: unknown) => {
-        if (!(uriArg instanceof vscode.Uri) || !LEVERS.includes(leverArg as Lever) || typeof lineArg !== 'number') {
-          throw new Error('the advisor action was called without a file, lever and line');
-        }
-        const lever = leverArg as Lever;
-        const doc = await vscode.workspace.openTextDocument(uriArg);
-        const why = refuse(doc, NOTEBOOK);
-        if (why) {
-          void notify.warn(`Membit: ${why}`);
-          return undefined;
-        }
-        const r = applyLever(doc.getText(), lever, { line: lineArg, scaleKwarg: scaleArg === true });
-        const change = r.changes[0];
-        if (!change) {
-          void notify.info(`Membit: nothing rewritten: ${r.skipped[0]?.reason ?? 'the pattern is no longer there'}.`);
-          return r;
-        }
-        const ok = await vscode.workspace.applyEdit(workspaceEditFor(doc.uri, r.edits));
-        if (!ok) throw new Error(`the edit to ${vscode.workspace.asRelativePath(doc.uri)} could not be applied (the file changed?)`);
-        log.info(`advisor: ${change.description} in ${doc.uri.fsPath}`);
-        void notify.info(`Membit: ${change.description}${r.imports.length ? `; added \`${r.imports.join('`, `')}\`` : ''}. Undo restores the original.`);
-        return r;
-      }),
-    ),
-    pages,
-    vscode.workspace.registerTextDocumentContentProvider(ADVICE_SCHEME, pages),
-    vscode.commands.registerCommand(
-      InternalCommands.showAdvice,
-      guardCommand(log, InternalCommands.showAdvice, async (topicArg: unknown, reasonArg: unknown, docsArg: unknown, whereArg: unknown) => {
-        const topic = topicArg as AdviceTopic;
-        if (!Object.hasOwn(ADVICE, topic)) throw new Error(`no advice on "${String(topicArg)}"`);
-        const advice = ADVICE[topic];
-        const docs = typeof docsArg === 'string' && /^https:\/\/[^\s()]+$/.test(docsArg) ? docsArg : advice.docs;
-        const reason = typeof reasonArg === 'string' && reasonArg ? reasonArg : undefined;
-        const where = typeof whereArg === 'string' && whereArg ? whereArg : undefined;
-        const text = adviceMarkdown(topic, reason, docs, where);
-        const uri = pages.put(topic, text);
-        // Formatted, beside the code, and kept until closed: not a toast that hides the text.
-        try {
-          await vscode.commands.executeCommand('markdown.showPreviewToSide', uri);
-        } catch {
-          // Without the built-in Markdown extension the page opens as text.
-          await vscode.window.showTextDocument(uri, { viewColumn: vscode.ViewColumn.Beside, preview: true });
-        }
-        return { text, docs, uri: uri.toString() };
-      }),
-    ),
-  );
+  context.subscriptions.push(pages, vscode.workspace.registerTextDocumentContentProvider(ADVICE_SCHEME, pages));
+
+  const applyLeverAt = async (uriArg: unknown, leverArg: unknown, lineArg: unknown, scaleArg: unknown) => {
+    if (!(uriArg instanceof vscode.Uri) || !LEVERS.includes(leverArg as Lever) || typeof lineArg !== 'number') {
+      throw new Error('the advisor action was called without a file, lever and line');
+    }
+    const lever = leverArg as Lever;
+    const doc = await vscode.workspace.openTextDocument(uriArg);
+    const why = refuse(doc, NOTEBOOK);
+    if (why) {
+      void notify.warn(`Membit: ${why}`);
+      return undefined;
+    }
+    const r = applyLever(doc.getText(), lever, { line: lineArg, scaleKwarg: scaleArg === true });
+    const change = r.changes[0];
+    if (!change) {
+      void notify.info(`Membit: nothing rewritten: ${r.skipped[0]?.reason ?? 'the pattern is no longer there'}.`);
+      return r;
+    }
+    const ok = await vscode.workspace.applyEdit(workspaceEditFor(doc.uri, r.edits));
+    if (!ok) throw new Error(`the edit to ${vscode.workspace.asRelativePath(doc.uri)} could not be applied (the file changed?)`);
+    log.info(`advisor: ${change.description} in ${doc.uri.fsPath}`);
+    void notify.info(`Membit: ${change.description}${r.imports.length ? `; added \`${r.imports.join('`, `')}\`` : ''}. Undo restores the original.`);
+    return r;
+  };
+
+  const showAdvice = async (topicArg: unknown, reasonArg: unknown, docsArg: unknown, whereArg: unknown) => {
+    const topic = topicArg as AdviceTopic;
+    if (!Object.hasOwn(ADVICE, topic)) throw new Error(`no advice on "${String(topicArg)}"`);
+    const advice = ADVICE[topic];
+    const docs = typeof docsArg === 'string' && /^https:\/\/[^\s()]+$/.test(docsArg) ? docsArg : advice.docs;
+    const reason = typeof reasonArg === 'string' && reasonArg ? reasonArg : undefined;
+    const where = typeof whereArg === 'string' && whereArg ? whereArg : undefined;
+    const text = adviceMarkdown(topic, reason, docs, where);
+    const uri = pages.put(topic, text);
+    // Formatted, beside the code, and kept until closed: not a toast that hides the text.
+    try {
+      await vscode.commands.executeCommand('markdown.showPreviewToSide', uri);
+    } catch {
+      // Without the built-in Markdown extension the page opens as text.
+      await vscode.window.showTextDocument(uri, { viewColumn: vscode.ViewColumn.Beside, preview: true });
+    }
+    return { text, docs, uri: uri.toString() };
+  };
+
+  return { applyLever: applyLeverAt, showAdvice };
 }
 
 const ADVICE_SCHEME = 'membit-advice';

@@ -1,11 +1,10 @@
 import * as vscode from 'vscode';
 import { Commands, type CommandId } from '../../commands';
 import { canConvert, convertAll, insertPatchCall, revertAll, sitesIn, type ConvertOptions, type ConvertResult } from '../../core/rewrite';
-import { registerMembitCommand } from '../commandRegistry';
+import type { Features } from '../commandTable';
 import type { Log } from '../log';
 import { notify } from '../notify';
 import type { ScanFeature } from '../scan';
-import { registerAdvisorActions } from './advisor';
 import { refuse as refuseEdit, toRange, workspaceEditFor } from './edit';
 
 const DROPOUT_CODES = new Set(['membit.dropout', 'membit.dropout-call', 'membit.attn-dropout']);
@@ -30,9 +29,9 @@ function skippedText(r: ConvertResult): string {
  * site, a selection, a file or the workspace; `membit.patch(model)` for code the user
  * does not want to touch; and reverting. Every edit is one undoable WorkspaceEdit, built
  * from a fresh scan so a site that changed since the last scan is re-validated.
+ * Returns the commands' handlers; the command table registers them.
  */
-export function registerConvertFeature(context: vscode.ExtensionContext, log: Log, scan: ScanFeature): CommandId[] {
-  registerAdvisorActions(context, log, scan);
+export function registerConvertFeature(context: vscode.ExtensionContext, log: Log, scan: ScanFeature): Features['convert'] {
   context.subscriptions.push(
     vscode.languages.registerCodeActionsProvider(
       { language: 'python' },
@@ -131,12 +130,12 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
     return apply(t.doc, convertAll(t.doc.getText(), sites, opts), what);
   };
 
-  registerMembitCommand(context, log, Commands.convertToPackedDropout, convertAt({ dropout: 'packed' }, 'packed dropout'));
-  registerMembitCommand(context, log, Commands.convertToRecomputeDropout, convertAt({ dropout: 'recompute' }, 'mask-free dropout'));
-  registerMembitCommand(context, log, Commands.convertFfnToSparse24, convertAt({ ffn: '2:4' }, '2:4 sparse FFN', new Set(['membit.ffn'])));
+  const convertToPackedDropout = convertAt({ dropout: 'packed' }, 'packed dropout');
+  const convertToRecomputeDropout = convertAt({ dropout: 'recompute' }, 'mask-free dropout');
+  const convertFfnToSparse24 = convertAt({ ffn: '2:4' }, '2:4 sparse FFN', new Set(['membit.ffn']));
 
   /** Whole file: every dropout site, previewed (refactor preview) before it is applied. */
-  registerMembitCommand(context, log, Commands.convertAllInFile, async (uriArg?: unknown, opts?: unknown) => {
+  const convertAllInFile = async (uriArg?: unknown, opts?: unknown) => {
     const t = await target(uriArg instanceof vscode.Uri ? uriArg : undefined, 0);
     if (!t) return undefined;
     const result = await scan.resultFor(t.doc);
@@ -150,10 +149,10 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
     const ok = await vscode.workspace.applyEdit(workspaceEditFor(t.doc.uri, r.edits, preview ? 'Convert to packed dropout' : undefined), { isRefactoring: true });
     if (ok) void notify.info(`Membit: ${r.converted.length} site(s) converted to packed dropout.${skippedText(r)}`);
     return r;
-  });
+  };
 
   /** Whole workspace: every Python file's dropout sites in one previewed WorkspaceEdit. */
-  registerMembitCommand(context, log, Commands.convertAllInWorkspace, async (opts?: unknown) => {
+  const convertAllInWorkspace = async (opts?: unknown) => {
     const files = await vscode.workspace.findFiles('**/*.py', '{**/node_modules/**,**/.venv/**,**/venv/**,**/.git/**,**/site-packages/**,**/.membit/**}', 5000);
     const we = new vscode.WorkspaceEdit();
     const preview = (opts as { preview?: boolean } | undefined)?.preview !== false;
@@ -184,9 +183,9 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
     const ok = await vscode.workspace.applyEdit(we, { isRefactoring: true });
     if (ok) void notify.info(`Membit: ${converted} site(s) in ${touched} file(s) converted to packed dropout.`);
     return converted;
-  });
+  };
 
-  registerMembitCommand(context, log, Commands.revertConversions, async (uriArg?: unknown) => {
+  const revertConversions = async (uriArg?: unknown) => {
     const t = await target(uriArg instanceof vscode.Uri ? uriArg : undefined, 0);
     if (!t) return undefined;
     const r = revertAll(t.doc.getText());
@@ -197,9 +196,9 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
     await vscode.workspace.applyEdit(workspaceEditFor(t.doc.uri, r.edits));
     void notify.info(`Membit: restored ${r.reverted.length} stock PyTorch call(s)${r.patchCalls ? ` and removed ${r.patchCalls} membit.patch line(s)` : ''}.${r.warnings.length ? ` ${r.warnings.join(' ')}` : ''}`);
     return r;
-  });
+  };
 
-  registerMembitCommand(context, log, Commands.insertPatchCall, async (uriArg?: unknown, lineArg?: unknown) => {
+  const insertPatch = async (uriArg?: unknown, lineArg?: unknown) => {
     const t = await target(uriArg, lineArg);
     if (!t) return undefined;
     const mode = await vscode.window.showQuickPick(
@@ -217,7 +216,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
     }
     await vscode.workspace.applyEdit(workspaceEditFor(t.doc.uri, r.edits));
     return r;
-  });
+  };
 
-  return [Commands.convertToPackedDropout, Commands.convertToRecomputeDropout, Commands.convertFfnToSparse24, Commands.convertAllInFile, Commands.convertAllInWorkspace, Commands.revertConversions, Commands.insertPatchCall];
+  return { convertToPackedDropout, convertToRecomputeDropout, convertFfnToSparse24, convertAllInFile, convertAllInWorkspace, revertConversions, insertPatchCall: insertPatch };
 }

@@ -4,12 +4,11 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import * as vscode from 'vscode';
-import { Commands } from '../../commands';
 import { bundledKernelsDir } from '../../core/cli/profile';
 import { splitArgs } from '../../core/run/argsplit';
 import { runFileName } from '../../core/run/history';
 import { predictArgv, PREDICT_GPUS, readPrediction, statusLabel } from '../../core/report/prediction';
-import { registerMembitCommand } from '../commandRegistry';
+import type { Features } from '../commandTable';
 import type { Log } from '../log';
 import { notify } from '../notify';
 import type { ReportStore } from '../report/store';
@@ -35,10 +34,10 @@ function isPredictArg(v: unknown): v is PredictArg {
  * Membit: Predict Memory (no GPU). Runs the script's first two steps with CUDA faked, in a child
  * process off the extension host, writes the report into the run history (where the overlays pick
  * it up, drawn as predicted) and says what it found. A measured run written later replaces it,
- * being the newer report.
+ * being the newer report. Returns the handler; the command table registers it.
  */
-export function registerPredictCommand(context: vscode.ExtensionContext, log: Log, store: ReportStore): void {
-  registerMembitCommand(context, log, Commands.predictMemory, async (raw?: unknown) => {
+export function createPredictCommand(context: vscode.ExtensionContext, log: Log, store: ReportStore): Features['predict'] {
+  const predictMemory = async (raw?: unknown) => {
     const arg: PredictArg = raw instanceof vscode.Uri ? { uri: raw } : isPredictArg(raw) ? raw : {};
     const uri = arg.uri ?? vscode.window.activeTextEditor?.document.uri;
     if (!uri || !uri.fsPath.endsWith('.py')) throw new Error('open the Python training script to predict (or pass its file)');
@@ -118,5 +117,6 @@ export function registerPredictCommand(context: vscode.ExtensionContext, log: Lo
       else void notify.warn(msg);
     }
     return out;
-  });
+  };
+  return { predictMemory };
 }

@@ -1,7 +1,6 @@
 import * as vscode from 'vscode';
-import { testHook } from '../testHooks';
 import { notify } from '../notify';
-import { Commands, InternalCommands, type CommandId } from '../../commands';
+import { Commands } from '../../commands';
 import { parseRunFileName } from '../../core/run/history';
 import { formatBytes } from '../../core/units';
 import { peakBytes } from '../../core/report/types';
@@ -14,7 +13,7 @@ import { relative } from 'node:path';
 import { isRunSetText } from '../../core/report/runset';
 import { rankDir } from '../../core/run/torchrun';
 import { getSettings } from '../settings';
-import { registerMembitCommand } from '../commandRegistry';
+import type { HandlersOf } from '../commandTable';
 import type { Log } from '../log';
 import { Overlays, registerReportHover } from './overlays';
 import { REPORT_VIEW_TYPE, ReportPanel } from './panel';
@@ -25,8 +24,10 @@ export interface ReportFeature {
   overlays: Overlays;
   /** Shows live memory while a run is going (undefined: back to the loaded run's peak). */
   setLive(text: string | undefined): void;
-  /** The commands this feature implements. */
-  commands: CommandId[];
+  /** Handlers of the report commands, for the command table. */
+  commands: HandlersOf<'toggleOverlays' | 'showReport' | 'pickRank' | 'compareRuns' | 'selectRun' | 'deleteRuns'>;
+  /** What the e2e suite reads through the test hooks: what the report view drew, what the status bar says. */
+  testReads: { reportViewRendered(): unknown; statusBar(): { text: string; tooltip: string; report: string | undefined } };
 }
 
 function lensKind(loaded: LoadedReport): string {
@@ -137,19 +138,16 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   );
 
   const root = () => vscode.workspace.workspaceFolders?.[0]?.uri;
-  /** Reports in the workspace are untrusted data: shown only once the workspace is trusted. */
-  const requireTrust = () => {
-    if (!vscode.workspace.isTrusted) throw new Error('run reports in this workspace are shown only once you trust it (Workspaces: Manage Workspace Trust): a report is data from the workspace.');
-  };
 
-  registerMembitCommand(context, log, Commands.toggleOverlays, () => {
+  // Show Report and Compare Runs read reports from the workspace: the command table runs them
+  // only once it is trusted (UNTRUSTED.readsReports).
+  const toggleOverlays = () => {
     const on = overlays.toggle();
     void vscode.window.setStatusBarMessage(`Membit: memory overlays ${on ? 'on' : 'off'}`, 3000);
     return on;
-  });
+  };
 
-  registerMembitCommand(context, log, Commands.showReport, async (arg?: unknown) => {
-    requireTrust();
+  const showReport = async (arg?: unknown) => {
     const folder = root();
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     const uri = arg instanceof vscode.Uri ? arg : store.report?.uri ?? (await store.history())[0];
@@ -161,10 +159,10 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     if (store.report?.uri.fsPath !== uri.fsPath && (await isRunSetFile(uri.fsPath))) await store.load(uri, folder);
     ReportPanel.createOrShow(context.extensionUri, log, folder, [uri]);
     return uri;
-  });
+  };
 
   /** A run set's rank for the overlays and the report view: a number, 'max' (the max over ranks), or a quick pick. */
-  registerMembitCommand(context, log, Commands.pickRank, async (arg?: unknown) => {
+  const pickRank = async (arg?: unknown) => {
     const set = store.report?.set;
     if (!set) {
       void notify.info('Membit: the shown run is a single process. Rank picking needs a torchrun or SLURM run set (a membit.runs entry with a launcher, or membit profile --nproc-per-node).');
@@ -183,10 +181,9 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     const ok = await store.pickRank(pick === 'max' ? undefined : pick);
     if (!ok) throw new Error(`rank ${String(pick)} has no report in this run set`);
     return pick;
-  });
+  };
 
-  registerMembitCommand(context, log, Commands.compareRuns, async (arg?: unknown) => {
-    requireTrust();
+  const compareRuns = async (arg?: unknown) => {
     const folder = root();
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     let uris = Array.isArray(arg) ? arg.filter((u): u is vscode.Uri => u instanceof vscode.Uri) : [];
@@ -203,9 +200,9 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     // The view scrolls to the comparison it just drew.
     ReportPanel.createOrShow(context.extensionUri, log, folder, uris, 'comparison');
     return uris;
-  });
+  };
 
-  registerMembitCommand(context, log, Commands.selectRun, async (arg?: unknown) => {
+  const selectRun = async (arg?: unknown) => {
     if (arg === 'auto' || arg instanceof vscode.Uri) {
       await store.pin(arg instanceof vscode.Uri ? arg : undefined);
       return store.report?.uri;
@@ -226,10 +223,10 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     if (!pick) return undefined;
     await store.pin(pick.uri);
     return store.report?.uri;
-  });
+  };
 
   /** Run history: pick old reports and delete them (after a confirmation). */
-  registerMembitCommand(context, log, Commands.deleteRuns, async (arg?: unknown) => {
+  const deleteRuns = async (arg?: unknown) => {
     const history = await store.history();
     let uris = Array.isArray(arg) ? arg.filter((u): u is vscode.Uri => u instanceof vscode.Uri) : [];
     if (uris.length === 0) {
@@ -258,7 +255,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
     await store.loadLatest();
     void notify.info(`Membit: deleted ${n} run report(s).`);
     return n;
-  });
+  };
 
   context.subscriptions.push(
     vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
@@ -268,18 +265,22 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
         else panel.dispose();
       },
     }),
-    // Test-only: what the overlays applied and what the view drew, so the e2e suite checks figures.
-    testHook(InternalCommands.appliedOverlays, () => overlays.appliedOverlays()),
-    vscode.commands.registerCommand(InternalCommands.reloadReports, () => store.loadLatest()),
-    testHook(InternalCommands.reportViewRendered, () => ReportPanel.instance?.rendered ?? ReportPanel.latestRendered),
-    testHook(InternalCommands.statusBar, () => ({ text: status.text, tooltip: typeof status.tooltip === 'string' ? status.tooltip : '', report: store.report?.uri.fsPath })),
   );
   void store.start();
   const setLive = (text: string | undefined) => {
     liveText = text;
     showStatus();
   };
-  return { store, overlays, setLive, commands: [Commands.toggleOverlays, Commands.showReport, Commands.pickRank, Commands.compareRuns, Commands.deleteRuns, Commands.selectRun] };
+  return {
+    store,
+    overlays,
+    setLive,
+    commands: { toggleOverlays, showReport, pickRank, compareRuns, selectRun, deleteRuns },
+    testReads: {
+      reportViewRendered: () => ReportPanel.instance?.rendered ?? ReportPanel.latestRendered,
+      statusBar: () => ({ text: status.text, tooltip: typeof status.tooltip === 'string' ? status.tooltip : '', report: store.report?.uri.fsPath }),
+    },
+  };
 }
 
 /**

@@ -13,7 +13,7 @@ import { createSlurmRun } from '../../core/run/slurm';
 import { checkLauncher, LauncherError, type Launcher } from '../../core/run/torchrun';
 import { CpuWithoutLimit, describeMaxBatch, runMaxBatch, type MaxBatchDoc } from '../../core/run/maxBatch';
 import { resolveLocalPython } from './python';
-import { registerMembitCommand } from '../commandRegistry';
+import type { Features } from '../commandTable';
 import type { Log } from '../log';
 import { isBaseline, type ReportStore } from '../report/store';
 import { getSettings } from '../settings';
@@ -67,9 +67,10 @@ export type LiveMemory = (text: string | undefined) => void;
  * The commands that run the harness: Profile Training Run, Profile and Compare
  * Variants, Find Max Batch Size. Each run owns its cancellation and listeners and
  * tears them down on finish, cancel or failure; closing VS Code cancels runs still
- * going, locally and on SSH targets.
+ * going, locally and on SSH targets. Returns the commands' handlers; the command table
+ * registers them.
  */
-export function registerRunCommands(context: vscode.ExtensionContext, log: Log, store: ReportStore, targets: TargetSelection, live: LiveMemory, gpus: LocalGpus): void {
+export function registerRunFeature(context: vscode.ExtensionContext, log: Log, store: ReportStore, targets: TargetSelection, live: LiveMemory, gpus: LocalGpus): Features['run'] {
   const active = new Set<AbortController>();
   context.subscriptions.push({ dispose: () => active.forEach((a) => a.abort()) });
 
@@ -230,7 +231,7 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     return undefined;
   };
 
-  registerMembitCommand(context, log, Commands.profileRun, async (arg?: unknown) => {
+  const profileRun = async (arg?: unknown) => {
     const folder = requireFolder();
     const plan = await choosePlan(context, folder, arg);
     if (!plan) return undefined;
@@ -242,9 +243,9 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
       });
     }
     return out;
-  });
+  };
 
-  registerMembitCommand(context, log, Commands.compareVariants, async (arg?: unknown) => {
+  const compareVariants = async (arg?: unknown) => {
     const folder = requireFolder();
     const plan = await choosePlan(context, folder, arg);
     if (!plan) return undefined;
@@ -275,9 +276,9 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     await store.pin(undefined);
     if (reports.length >= 2) await vscode.commands.executeCommand(Commands.compareRuns, reports);
     return reports;
-  });
+  };
 
-  registerMembitCommand(context, log, Commands.findMaxBatchSize, async (arg?: unknown) => {
+  const findMaxBatchSize = async (arg?: unknown) => {
     const folder = requireFolder();
     const plan = await choosePlan(context, folder, arg);
     if (!plan) return undefined;
@@ -301,7 +302,7 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
     log.info(`largest batch: ${lines.join('; ')}`);
     void notify.info(`Membit: largest batch that fits — ${lines.join('; ')}`);
     return result;
-  });
+  };
 
   /**
    * A torchrun configuration: the largest batch at its world size, every probe a torchrun job on
@@ -351,6 +352,8 @@ export function registerRunCommands(context: vscode.ExtensionContext, log: Log, 
       active.delete(ac);
     }
   }
+
+  return { profileRun, compareVariants, findMaxBatchSize };
 }
 
 function requireFolder(): vscode.WorkspaceFolder {

@@ -4,8 +4,6 @@ import { DEFAULT_REMOTE_PYTHON, DEFAULT_REMOTE_WORKDIR, listSshHosts, newHostPro
 import { preflight } from '../../core/run/remote';
 import { notify } from '../notify';
 import type { RunTarget } from '../../core/run/target';
-import { registerMembitCommand } from '../commandRegistry';
-import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
 import { resolveLocalPython } from './python';
 import { checkSlurmTarget, type SlurmTarget } from '../../core/run/slurm';
@@ -166,9 +164,8 @@ export class TargetSelection implements vscode.Disposable {
   }
 }
 
-export function registerTargets(context: vscode.ExtensionContext, log: Log, gpus: LocalGpuLister): TargetSelection {
+export function registerTargets(context: vscode.ExtensionContext, gpus: LocalGpuLister): TargetSelection {
   const sel = new TargetSelection(context, gpus);
   context.subscriptions.push(sel);
-  registerMembitCommand(context, log, Commands.selectRunTarget, () => sel.pick());
   return sel;
 }

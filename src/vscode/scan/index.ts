@@ -1,9 +1,7 @@
 import { readPrediction, relabelPredicted } from '../../core/report/prediction';
-import { testHook } from '../testHooks';
 import { dirname, relative } from 'node:path';
 import * as vscode from 'vscode';
 import { notify } from '../notify';
-import { InternalCommands } from '../../commands';
 import {
   DEFAULT_BUDGET_MS,
   formatHint,
@@ -113,12 +111,13 @@ export class ScanFeature implements vscode.Disposable {
       reports.onDidChange(() => this.rescanAll()),
       vscode.languages.registerCodeLensProvider({ language: 'python' }, { onDidChangeCodeLenses: this.lensChanged.event, provideCodeLenses: (d) => this.lenses(d) }),
       vscode.languages.registerHoverProvider({ language: 'python' }, { provideHover: (d, p) => this.hover(d, p) }),
-      testHook(InternalCommands.scanState, async (uri?: vscode.Uri) => {
-        if (!uri) return undefined;
-        await this.latest.get(uri.toString())?.done;
-        return this.state(uri);
-      }),
     );
+  }
+
+  /** What the adapter shows for a document once its pending scan is done (for the e2e suite's test hook). */
+  async stateAfterScan(uri: vscode.Uri): Promise<ScanState> {
+    await this.latest.get(uri.toString())?.done;
+    return this.state(uri);
   }
 
   /** The latest scan of a document (after pending rescans), for code actions. */

@@ -1,12 +1,11 @@
 import { dirname } from 'node:path';
 import * as vscode from 'vscode';
-import { Commands } from '../../commands';
 import type { Report } from '../../core/report/types';
 import { formatBytes } from '../../core/units';
 import { isSnapshotName } from '../../core/snapshot';
 import { loadSnapshotsInWorker, type LoadedSnapshot } from '../../core/snapshot/load';
 import { groupRunSets } from '../../core/snapshot/runSet';
-import { registerMembitCommand } from '../commandRegistry';
+import type { Features } from '../commandTable';
 import type { Log } from '../log';
 import { notify } from '../notify';
 import type { ReportFeature } from '../report';
@@ -18,9 +17,10 @@ export const SNAPSHOT_EDITOR = 'membit.snapshot';
  * PyTorch memory snapshots in the editor: the command that opens them, and a read-only
  * custom editor for *.pickle ("Open With…"). Files are read in a worker thread by the
  * restricted reader (never unpickled); the report they become drives the overlays, the
- * status bar and the report view like a run's report.
+ * status bar and the report view like a run's report. Returns the command's handler; the
+ * command table registers it.
  */
-export function registerSnapshotFeature(context: vscode.ExtensionContext, log: Log, reports: ReportFeature): void {
+export function registerSnapshotFeature(context: vscode.ExtensionContext, log: Log, reports: ReportFeature): Features['snapshot'] {
   /** Reports read from snapshots, by file, for the report view. */
   const loaded = new Map<string, Report>();
   const previous = ReportPanel.cached;
@@ -81,7 +81,7 @@ export function registerSnapshotFeature(context: vscode.ExtensionContext, log: L
     return done;
   }
 
-  registerMembitCommand(context, log, Commands.openSnapshot, async (arg?: unknown, all?: unknown) => {
+  const openSnapshot = async (arg?: unknown, all?: unknown) => {
     // From the explorer: the clicked file, or every selected one.
     let uris = Array.isArray(all) ? all.filter((u): u is vscode.Uri => u instanceof vscode.Uri) : [];
     if (uris.length === 0 && arg instanceof vscode.Uri) uris = [arg];
@@ -106,7 +106,7 @@ export function registerSnapshotFeature(context: vscode.ExtensionContext, log: L
     if (done.length === 0) return undefined;
     ReportPanel.createOrShow(context.extensionUri, log, rootFor(done[0]?.uri as vscode.Uri), done.map((d) => d.uri));
     return done.map((d) => d.uri);
-  });
+  };
 
   const provider: vscode.CustomReadonlyEditorProvider<vscode.CustomDocument> = {
     openCustomDocument: (uri) => ({ uri, dispose: () => loaded.delete(uri.toString()) }),
@@ -135,6 +135,7 @@ export function registerSnapshotFeature(context: vscode.ExtensionContext, log: L
   context.subscriptions.push(
     vscode.window.registerCustomEditorProvider(SNAPSHOT_EDITOR, provider, { supportsMultipleEditorsPerDocument: false, webviewOptions: { retainContextWhenHidden: false } }),
   );
+  return { openSnapshot };
 }
 
 function escapeHtml(s: string): string {
