@@ -230,12 +230,22 @@ export interface RunInfo {
     fsdp?: null | {
       ranks: number;
       per_rank_peak: Bytes;
+      /**
+       * Parameter bytes of the largest block (a ModuleList child): the all-gather and reduce-scatter buffers of the estimate are sized by it.
+       */
+      largest_block_params?: number;
       how: string;
       [k: string]: unknown;
     };
     max_batch?: null | {
+      variant?: string;
       arg: string;
       largest: number | null;
+      /**
+       * partial: a probe's fake run could not follow the whole step (error names it); largest counts only the complete probes before it.
+       */
+      status?: 'ok' | 'partial';
+      error?: string | null;
       probes: unknown[];
       [k: string]: unknown;
     };
