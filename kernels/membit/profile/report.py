@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 import torch
 
 from . import allocator
-from .accounting import local_tensor, storage_key, tensor_bytes
+from .accounting import local_tensor, storage_key, tensor_bytes, unique_storage_bytes
 from .frames import frame_dict, frames_from_allocator
 from .saved import Record, op_name
 from .tracker import now_us
@@ -207,19 +207,8 @@ def build(h) -> dict:
         return rec.cuda == on_cuda
 
     # -- persistent sizes -------------------------------------------------------------------
-    def unique_bytes(tensors) -> int:
-        seen, total = set(), 0
-        for t in tensors:
-            if t.device.type != dev_type:
-                continue
-            ptr, n = storage_key(t)
-            if ptr and ptr not in seen:
-                seen.add(ptr)
-                total += n
-        return total
-
-    params_total = unique_bytes(tr.params())
-    buffers_total = unique_bytes(tr.buffers())
+    params_total = unique_storage_bytes(tr.params(), dev_type)
+    buffers_total = unique_storage_bytes(tr.buffers(), dev_type)
     state_total = tr.optimizer_state_bytes(dev_type)
 
     # -- the peak ---------------------------------------------------------------------------
