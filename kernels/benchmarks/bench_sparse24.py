@@ -38,8 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 import membit  # noqa: E402
+from membit.ops.sparse24 import _Cslt  # noqa: E402
 from membit.sparse import SparseLinear24, cusparselt  # noqa: E402
-from membit.sparse.linear import _Cslt  # noqa: E402
 import benchenv  # noqa: E402  (beside this script: GPU, versions, date and commit of a result)
 
 RESULTS = os.path.join(HERE, "results")

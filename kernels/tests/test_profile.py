@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from membit.profile import allocator, schema
+from membit.profile.accounting import storage_key
 from membit.profile.maxbatch import with_batch
 from membit.profile.report import _wildcard
-from membit.profile.tracker import op_name, storage_key
+from membit.profile.saved import op_name
 
 KERNELS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(KERNELS)

@@ -181,7 +181,7 @@ def test_gradcheck_float64():
     mask = layer.mask
 
     def f(x, w, b):
-        return sparse_linear._Sparse24Linear.apply(x, w, b, mask, torch.float64, False, 0.0, False)
+        return sparse24._Sparse24Linear.apply(x, w, b, mask, torch.float64, False, 0.0, False)
 
     w = layer.weight.detach().clone().requires_grad_(True)
     b = layer.bias.detach().clone().requires_grad_(True)

@@ -1,4 +1,5 @@
-"""2:4 sparsity kernels: transposable masks, masked weight copies, and the unbiased 2:4 gradient.
+"""2:4 sparsity: transposable masks, masked weight copies, the unbiased 2:4 gradient, and the
+autograd Function of the 2:4 linear layer that runs on them.
 
 Three ops, each a Triton kernel on CUDA with a pure-torch reference that computes the same
 function bit for bit (the tests' oracle, and the path on every other device):
@@ -25,6 +26,13 @@ mvue24(g, u)
     the two halves of every group of four (Chmiel et al., ICLR 2023); it is unbiased and 2:4,
     but not the minimum-variance 2:4 estimator. The uniform numbers u are drawn by the caller
     (torch.rand), so kernel and reference see the same randomness.
+
+_Sparse24Linear.apply(x, weight, bias, mask, dtype, use_cslt, decay, mvue)
+    The autograd Function of membit.sparse.SparseLinear24: y = x @ (W*M)^T + b, with the
+    straight-through weight gradient plus masked decay. With use_cslt, the forward and the
+    input gradient are cuSPARSELt 2:4 products of masked_weights' two copies (and with mvue,
+    the weight gradient a 2:4 product of mvue24's output); without it, the same maths as masked
+    dense matmuls, which is the reference.
 """
 
 import itertools
@@ -292,3 +300,121 @@ def mvue24(g: torch.Tensor, u: torch.Tensor, rows_to: Optional[int] = None, cols
         _mvue24_kernel[(cdiv(cols_to // 2, bp), cdiv(rows_to, bn))](
             g, u.contiguous(), out, T, N, rows_to, cols_to, BP=bp, BN=bn, num_warps=4)
     return out
+
+# ----------------------------------------------------------------------------------------------
+# The 2:4 linear layer's autograd Function (membit.sparse.SparseLinear24 runs it)
+# ----------------------------------------------------------------------------------------------
+
+
+def _cusparselt():
+    # membit.sparse holds the cuSPARSELt wrappers and imports this module from its __init__:
+    # imported at call time, so that importing membit.ops.sparse24 first is not circular.
+    from ..sparse import cusparselt
+
+    return cusparselt
+
+
+class _Cslt:
+    """W*M and (W*M)^T compressed for cuSPARSELt, zero-padded to ALIGN, for one forward and its backward."""
+
+    __slots__ = ("out_f", "in_f", "out_p", "in_p", "w_c", "wt_c")
+
+    def __init__(self, weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype):
+        cusparselt = _cusparselt()
+        self.out_f, self.in_f = weight.shape
+        self.out_p, self.in_p = cusparselt.padded(self.out_f), cusparselt.padded(self.in_f)
+        wm, wmt = masked_weights(weight, mask, dtype, self.out_p, self.in_p)
+        self.w_c = cusparselt.compress(wm)
+        self.wt_c = cusparselt.compress(wmt)
+
+    @staticmethod
+    def pad(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        # Contiguous always: cuSPARSELt reads a non-contiguous B as the transpose of a
+        # contiguous matrix, so any other strides (a slice, an expanded gradient) would be misread.
+        r, c = t.shape
+        return t.contiguous() if (r, c) == (rows, cols) else F.pad(t, (0, cols - c, 0, rows - r))
+
+    def forward(self, x2: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        cusparselt = _cusparselt()
+        T = x2.shape[0]
+        tp = cusparselt.padded(T, cusparselt.TOKEN_ALIGN)
+        xp = self.pad(x2, tp, self.in_p)
+        bp = None if bias is None else F.pad(bias, (0, self.out_p - self.out_f))
+        y = cusparselt.spmm(self.w_c, self.out_p, self.in_p, xp.t(), bias=bp, transpose_result=True)
+        return y if (tp, self.out_p) == (T, self.out_f) else y[:T, :self.out_f]
+
+    def input_grad(self, g2: torch.Tensor) -> torch.Tensor:
+        cusparselt = _cusparselt()
+        T = g2.shape[0]
+        tp = cusparselt.padded(T, cusparselt.TOKEN_ALIGN)
+        gp = self.pad(g2, tp, self.out_p)
+        gx = cusparselt.spmm(self.wt_c, self.in_p, self.out_p, gp.t(), transpose_result=True)
+        return gx if (tp, self.in_p) == (T, self.in_f) else gx[:T, :self.in_f]
+
+    def weight_grad_mvue(self, g2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        cusparselt = _cusparselt()
+        T = g2.shape[0]
+        tp = cusparselt.padded(T, cusparselt.ALIGN)
+        s = mvue24(g2, mvue24_uniforms(tp, self.out_p, g2.device), self.out_p, tp)  # [out_p, tp], 2:4 along tokens
+        gw = cusparselt.spmm(cusparselt.compress(s), self.out_p, tp, self.pad(x2, tp, self.in_p))
+        return gw[:self.out_f, :self.in_f]
+
+
+# The class name is its backward node's (_Sparse24LinearBackward), which profiler reports show
+# as the op that saved the layer's input: renaming it changes their op labels.
+class _Sparse24Linear(torch.autograd.Function):
+    """y = x @ (W*M)^T + b with the straight-through weight gradient plus masked decay."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mask, dtype, use_cslt, decay, mvue):
+        # detach: a view made here of an input that requires grad would itself require grad,
+        # and torch 1.13 cannot save such a leaf under saved-tensor hooks (we do the backward).
+        x2 = x.detach().reshape(-1, x.shape[-1]).to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        if use_cslt:
+            ops = _Cslt(weight, mask, dtype)
+            y2 = ops.forward(x2, b)
+        else:
+            ops = None
+            y2 = F.linear(x2, torch.where(mask, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)).to(dtype), b)
+        ctx.ops, ctx.dtype, ctx.decay, ctx.mvue = ops, dtype, decay, mvue
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        # Only the activation goes through save_for_backward (and so through saved-tensor hooks,
+        # where profilers count it); the weight and mask are the layer's own tensors, held by
+        # reference (torch 1.13 cannot unpack a saved leaf parameter under saved-tensor hooks).
+        ctx.save_for_backward(x2)
+        ctx.weight, ctx.mask = weight, mask
+        return y2.reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, gy):
+        (x2,) = ctx.saved_tensors
+        weight, mask, ops = ctx.weight, ctx.mask, ctx.ops
+        g2 = gy.reshape(-1, weight.shape[0]).to(ctx.dtype)
+        gx = gw = gb = None
+        zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
+        if ctx.needs_input_grad[0]:
+            if ops is not None:
+                gx2 = ops.input_grad(g2)
+            else:
+                gx2 = g2 @ torch.where(mask, weight, zero).to(ctx.dtype)
+            gx = gx2.reshape(ctx.x_shape).to(ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
+            if ctx.mvue and ops is not None:
+                gw = ops.weight_grad_mvue(g2, x2)
+            elif ctx.mvue:
+                T = g2.shape[0]
+                tp = T + T % 2
+                s = mvue24(g2, mvue24_uniforms(tp, weight.shape[0], g2.device), weight.shape[0], tp)
+                gw = s[:, :T] @ x2
+            else:
+                gw = g2.t() @ x2
+            gw = gw.to(weight.dtype)
+            if ctx.decay:
+                gw = gw + ctx.decay * torch.where(mask, zero, weight)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            # 16-bit gradients are summed in float32 (T terms each), as cuBLAS accumulates.
+            acc = torch.float32 if g2.element_size() < 4 else g2.dtype
+            gb = g2.sum(0, dtype=acc).to(ctx.bias_dtype)
+        return gx, gw, gb, None, None, None, None, None

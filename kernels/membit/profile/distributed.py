@@ -13,7 +13,7 @@ rank knows:
     DDP's gradient buckets, from DDP's own logging data (bucket_sizes);
     memory outside PyTorch's allocator (NCCL, the CUDA context), from NVML's per-process usage;
   the sharded parameters, gradients and optimizer state themselves are counted by the tracker
-  from each DTensor's local shard (tracker.local_tensor);
+  from each DTensor's local shard (accounting.local_tensor);
 - faults that would otherwise hang or mislead: a world_size the script asks for that differs
   from the launcher's (init_process_group would wait for ranks that never come), and a script
   that never calls init_process_group (every rank then trains alone).
@@ -33,7 +33,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .tracker import HarnessAbort, tensor_bytes
+from .accounting import tensor_bytes
+from .tracker import HarnessAbort
 
 RANK_PLACEHOLDER = "{rank}"
 

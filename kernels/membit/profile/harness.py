@@ -39,7 +39,8 @@ from .nvml import NvmlSampler
 from .overlay import OverlayError, Overlays
 from .control import Control, grace_seconds
 from .progress import Progress
-from .tracker import Cancelled, HarnessAbort, StopScript, Tracker, now_us, tensor_bytes
+from .accounting import tensor_bytes
+from .tracker import Cancelled, HarnessAbort, StopScript, Tracker, TrackerHooks, now_us
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -140,11 +141,12 @@ class Harness:
             self.overlays = Overlays([])
             self._setup_error = str(e)
         self.sites = load_sites(opts.sites, self.paths)
+        hooks = TrackerHooks(on_step=self._on_step, on_profiling_start=self._on_profiling_start,
+                             on_first_call=self._on_first_call, on_root_enter=self._on_root_enter,
+                             on_root_exit=self._on_root_exit,
+                             route_dropout=self._route_dropout if self.sites else None)
         self.tracker = Tracker(warmup=opts.warmup, steps=opts.steps, code=self.code,
-                               module_timing=opts.module_timing, on_step=self._on_step,
-                               on_profiling_start=self._on_profiling_start, on_first_call=self._on_first_call,
-                               route_dropout=self._route_dropout if self.sites else None,
-                               on_root_enter=self._on_root_enter, on_root_exit=self._on_root_exit)
+                               module_timing=opts.module_timing, hooks=hooks)
         self.tracker.snapshots = not (self.cuda and opts.allocator_history)
         self._cpu_peak = 0
         # Stopping from the control channel's thread: the report is written once, by
@@ -383,7 +385,7 @@ class Harness:
     def _fail(self, status, message, code, exc=None) -> None:
         self.status, self.error, self.exit_code = status, message, code
         # What autograd holds now is freed with the exception's traceback: keep the list.
-        self.failure_live = list(self.tracker.live.values())
+        self.failure_live = self.tracker.live_records()
         self.failure_t = now_us()
         if exc is not None:
             self.error_at = self._user_frame_of(exc)
@@ -433,7 +435,7 @@ class Harness:
             allocated, peak = stats["current"], stats["peak"]
         else:
             # No allocator on CPU: the tensors the harness knows of.
-            persistent = sum(tensor_bytes(p) for p in tr._all_params()) + tr.optimizer_state_bytes()
+            persistent = sum(tensor_bytes(p) for p in tr.params()) + tr.optimizer_state_bytes()
             allocated = persistent + sum(info.grads.values())
             snap = info.bwd_snapshot
             at_bwd = persistent + (snap.saved + sum(snap.grads.values()) if snap is not None else 0)

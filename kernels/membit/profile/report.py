@@ -26,8 +26,10 @@ from typing import Dict, List, Optional
 import torch
 
 from . import allocator
+from .accounting import local_tensor, storage_key, tensor_bytes, unique_storage_bytes
 from .frames import frame_dict, frames_from_allocator
-from .tracker import Record, local_tensor, now_us, op_name, storage_key, tensor_bytes
+from .saved import Record, op_name
+from .tracker import now_us
 
 TOP = 20
 TIMELINE_POINTS = 1500
@@ -205,19 +207,8 @@ def build(h) -> dict:
         return rec.cuda == on_cuda
 
     # -- persistent sizes -------------------------------------------------------------------
-    def unique_bytes(tensors) -> int:
-        seen, total = set(), 0
-        for t in tensors:
-            if t.device.type != dev_type:
-                continue
-            ptr, n = storage_key(t)
-            if ptr and ptr not in seen:
-                seen.add(ptr)
-                total += n
-        return total
-
-    params_total = unique_bytes(tr._all_params())
-    buffers_total = unique_bytes(tr._all_buffers())
+    params_total = unique_storage_bytes(tr.params(), dev_type)
+    buffers_total = unique_storage_bytes(tr.buffers(), dev_type)
     state_total = tr.optimizer_state_bytes(dev_type)
 
     # -- the peak ---------------------------------------------------------------------------
@@ -232,8 +223,8 @@ def build(h) -> dict:
     # -- which step the lines describe ------------------------------------------------------
     steps = tr.steps_info
     rep_step = None
-    if h.status != "ok" and tr.cur.records:
-        rep_step = tr.cur.index
+    if h.status != "ok" and tr.current.records:
+        rep_step = tr.current.index
     if rep_step is None and peak.t_ours is not None:
         for k, info in steps.items():
             if info.start_t <= peak.t_ours and (info.end_t is None or peak.t_ours <= info.end_t) and info.records:
@@ -242,8 +233,8 @@ def build(h) -> dict:
         rep_step = tr.best_bwd_step()
     if rep_step is None:
         with_records = [k for k, info in steps.items() if info.records]
-        rep_step = max(with_records) if with_records else tr.cur.index
-    info = steps.get(rep_step, tr.cur)
+        rep_step = max(with_records) if with_records else tr.current.index
+    info = steps.get(rep_step, tr.current)
 
     peak_ids = {id(r) for r in peak.records}
     records = [r for r in info.records if keep(r)]
@@ -392,7 +383,7 @@ def build(h) -> dict:
     }
 
     t0 = tr.profile_start_t if tr.profile_start_t is not None else h.start_t
-    peak_step, peak_phase = _step_and_phase(tr, peak.t_ours)
+    peak_step, peak_phase = tr.step_and_phase_at(peak.t_ours)
     peak_doc = {"t_ms": _num((peak.t_ours - t0) / 1000.0, 3) if peak.t_ours is not None else None,
                 "step": peak_step, "phase": peak_phase, "source": peak.source, "replay_bytes": peak.replay_bytes,
                 "top": peak.top}
@@ -509,17 +500,8 @@ def _op_label(r: Record) -> str:
 
 
 def _step_and_phase(tr, t: Optional[int]):
-    if t is None:
-        return None, None
-    step = None
-    for k, info in sorted(tr.steps_info.items()):
-        if info.start_t <= t and (info.end_t is None or t <= info.end_t):
-            step = k
-    phase = None
-    for tp, ph in tr.phase_log:
-        if tp <= t:
-            phase = ph
-    return step, phase
+    # membit.predict reads the peak's step through this name.
+    return tr.step_and_phase_at(t)
 
 
 def _identities(h) -> Dict[int, list]:
@@ -535,9 +517,9 @@ def _identities(h) -> Dict[int, list]:
         if ptr:
             out.setdefault(ptr, []).append(Identity(t, cat, n))
 
-    for b in tr._all_buffers():
+    for b in tr.buffers():
         note(b, "buffer")
-    for p in tr._all_params():
+    for p in tr.params():
         note(p, "param")
         if p.grad is not None:
             note(p.grad, "grad")
@@ -551,7 +533,7 @@ def _records_by_ptr(tr) -> Dict[int, list]:
     recs = []
     for info in tr.steps_info.values():
         recs.extend(info.records)
-    recs.extend(tr.live.values())
+    recs.extend(tr.live_records())
     seen = set()
     for r in sorted(recs, key=lambda r: r.t_pack):
         if id(r) in seen or not r.cuda:
@@ -588,7 +570,7 @@ def _allocator_peak(h, replay):
     t_alloc = replay.times[p_idx] if p_idx >= 0 else None
     if offset is not None and t_alloc is not None:
         peak.t_ours = t_alloc - offset
-        step, _ = _step_and_phase(tr, peak.t_ours)
+        step, _ = tr.step_and_phase_at(peak.t_ours)
         if step is not None and step in tr.steps_info:
             start_t = tr.steps_info[step].start_t
     sums, rows = allocator.attribute(replay.live_at(p_idx), identities, by_ptr, t_alloc, offset, delta, start_t)
@@ -602,7 +584,7 @@ def _allocator_peak(h, replay):
         t_oom = replay.times[o_idx]
         o_start = None
         if offset is not None and t_oom is not None:
-            step, _ = _step_and_phase(tr, t_oom - offset)
+            step, _ = tr.step_and_phase_at(t_oom - offset)
             if step is not None and step in tr.steps_info:
                 o_start = tr.steps_info[step].start_t
         _, o_rows = allocator.attribute(replay.live_at(o_idx - 1), identities, by_ptr, t_oom, offset, delta, o_start)
@@ -625,8 +607,8 @@ def _tensor_peak(h, params_total, buffers_total, state_total, keep, index) -> Pe
         records, grads, state, t = snap.records, sum(snap.grads.values()), snap.state, snap.t
     else:
         # A run that failed: what was alive when it failed (the step that failed, as far as it got).
-        records = list(h.failure_live) if h.failure_t is not None else list(tr.live.values())
-        grads = sum(storage_key(p.grad)[1] for p in tr._all_params() if p.grad is not None)
+        records = list(h.failure_live) if h.failure_t is not None else tr.live_records()
+        grads = sum(storage_key(p.grad)[1] for p in tr.params() if p.grad is not None)
         state, t = state_total, (h.failure_t or now_us())
         if snap is not None and snap.saved > sum(r.nbytes for r in records):
             records, grads, state, t = snap.records, sum(snap.grads.values()), snap.state, snap.t
@@ -646,7 +628,7 @@ def _tensor_peak(h, params_total, buffers_total, state_total, keep, index) -> Pe
                                [frame_dict(f, paths) for f in r.frames],
                                {"file": paths(r.frames[0][0]), "line": int(r.frames[0][1])} if r.frames else None,
                                r.shape, r.dtype))
-    for p in tr._all_params():
+    for p in tr.params():
         # A parameter was allocated where its module was built.
         path = index.param_owner.get(id(p))
         owner = index.modules.get(path) if path is not None else None
@@ -671,7 +653,7 @@ def _oom_doc(h, oom_view, keep) -> dict:
         device_free = int(ev["device_free"]) if ev.get("device_free") is not None else st.get("device_free")
         allocated = oom_view["allocated"]
     else:
-        live = [r for r in (h.failure_live or tr.live.values()) if keep(r)]
+        live = [r for r in (h.failure_live or tr.live_records()) if keep(r)]
         top = [_holder(r.nbytes, "mask" if r.mask else "activation", [frame_dict(f, paths) for f in r.frames],
                        {"file": paths(r.frames[0][0]), "line": int(r.frames[0][1])} if r.frames else None, r.shape, r.dtype)
                for r in sorted(live, key=lambda r: -r.nbytes)[:TOP]]
@@ -684,7 +666,7 @@ def _oom_doc(h, oom_view, keep) -> dict:
     oom_lines = [{"file": k[0], "line": k[1], "bytes": v} for k, v in sorted(by_line.items(), key=lambda kv: -kv[1])][:TOP]
     return {"message": st.get("message", ""), "requested_bytes": requested, "device_free": device_free,
             "device_total": st.get("device_total"), "allocated": allocated, "reserved": st.get("reserved"),
-            "step": tr.cur.index, "phase": tr.phase if tr.phase in ("forward", "backward", "optimizer") else "other",
+            "step": tr.current.index, "phase": tr.phase if tr.phase in ("forward", "backward", "optimizer") else "other",
             "top": top, "lines": oom_lines}
 
 

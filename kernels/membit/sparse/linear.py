@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..ops.sparse24 import masked_weights, mvue24, mvue24_uniforms, transposable_mask, transposable_patterns
+from ..ops.sparse24 import _Sparse24Linear, transposable_mask, transposable_patterns
 from . import cusparselt
 
 __all__ = ["SparseLinear24", "densify", "transposable_mask", "transposable_patterns", "BACKENDS", "flip_rate_series"]
@@ -58,106 +58,6 @@ def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
     if get is not None:
         return get(device_type)
     return torch.get_autocast_gpu_dtype() if device_type == "cuda" else torch.get_autocast_cpu_dtype()
-
-
-class _Cslt:
-    """W*M and (W*M)^T compressed for cuSPARSELt, zero-padded to ALIGN, for one forward and its backward."""
-
-    __slots__ = ("out_f", "in_f", "out_p", "in_p", "w_c", "wt_c")
-
-    def __init__(self, weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype):
-        self.out_f, self.in_f = weight.shape
-        self.out_p, self.in_p = cusparselt.padded(self.out_f), cusparselt.padded(self.in_f)
-        wm, wmt = masked_weights(weight, mask, dtype, self.out_p, self.in_p)
-        self.w_c = cusparselt.compress(wm)
-        self.wt_c = cusparselt.compress(wmt)
-
-    @staticmethod
-    def pad(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        # Contiguous always: cuSPARSELt reads a non-contiguous B as the transpose of a
-        # contiguous matrix, so any other strides (a slice, an expanded gradient) would be misread.
-        r, c = t.shape
-        return t.contiguous() if (r, c) == (rows, cols) else F.pad(t, (0, cols - c, 0, rows - r))
-
-    def forward(self, x2: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        T = x2.shape[0]
-        tp = cusparselt.padded(T, cusparselt.TOKEN_ALIGN)
-        xp = self.pad(x2, tp, self.in_p)
-        bp = None if bias is None else F.pad(bias, (0, self.out_p - self.out_f))
-        y = cusparselt.spmm(self.w_c, self.out_p, self.in_p, xp.t(), bias=bp, transpose_result=True)
-        return y if (tp, self.out_p) == (T, self.out_f) else y[:T, :self.out_f]
-
-    def input_grad(self, g2: torch.Tensor) -> torch.Tensor:
-        T = g2.shape[0]
-        tp = cusparselt.padded(T, cusparselt.TOKEN_ALIGN)
-        gp = self.pad(g2, tp, self.out_p)
-        gx = cusparselt.spmm(self.wt_c, self.in_p, self.out_p, gp.t(), transpose_result=True)
-        return gx if (tp, self.in_p) == (T, self.in_f) else gx[:T, :self.in_f]
-
-    def weight_grad_mvue(self, g2: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        T = g2.shape[0]
-        tp = cusparselt.padded(T, cusparselt.ALIGN)
-        s = mvue24(g2, mvue24_uniforms(tp, self.out_p, g2.device), self.out_p, tp)  # [out_p, tp], 2:4 along tokens
-        gw = cusparselt.spmm(cusparselt.compress(s), self.out_p, tp, self.pad(x2, tp, self.in_p))
-        return gw[:self.out_f, :self.in_f]
-
-
-class _Sparse24Linear(torch.autograd.Function):
-    """y = x @ (W*M)^T + b with the straight-through weight gradient plus masked decay."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, mask, dtype, use_cslt, decay, mvue):
-        # detach: a view made here of an input that requires grad would itself require grad,
-        # and torch 1.13 cannot save such a leaf under saved-tensor hooks (we do the backward).
-        x2 = x.detach().reshape(-1, x.shape[-1]).to(dtype)
-        b = None if bias is None else bias.to(dtype)
-        if use_cslt:
-            ops = _Cslt(weight, mask, dtype)
-            y2 = ops.forward(x2, b)
-        else:
-            ops = None
-            y2 = F.linear(x2, torch.where(mask, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)).to(dtype), b)
-        ctx.ops, ctx.dtype, ctx.decay, ctx.mvue = ops, dtype, decay, mvue
-        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        # Only the activation goes through save_for_backward (and so through saved-tensor hooks,
-        # where profilers count it); the weight and mask are the layer's own tensors, held by
-        # reference (torch 1.13 cannot unpack a saved leaf parameter under saved-tensor hooks).
-        ctx.save_for_backward(x2)
-        ctx.weight, ctx.mask = weight, mask
-        return y2.reshape(*x.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, gy):
-        (x2,) = ctx.saved_tensors
-        weight, mask, ops = ctx.weight, ctx.mask, ctx.ops
-        g2 = gy.reshape(-1, weight.shape[0]).to(ctx.dtype)
-        gx = gw = gb = None
-        zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
-        if ctx.needs_input_grad[0]:
-            if ops is not None:
-                gx2 = ops.input_grad(g2)
-            else:
-                gx2 = g2 @ torch.where(mask, weight, zero).to(ctx.dtype)
-            gx = gx2.reshape(ctx.x_shape).to(ctx.x_dtype)
-        if ctx.needs_input_grad[1]:
-            if ctx.mvue and ops is not None:
-                gw = ops.weight_grad_mvue(g2, x2)
-            elif ctx.mvue:
-                T = g2.shape[0]
-                tp = T + T % 2
-                s = mvue24(g2, mvue24_uniforms(tp, weight.shape[0], g2.device), weight.shape[0], tp)
-                gw = s[:, :T] @ x2
-            else:
-                gw = g2.t() @ x2
-            gw = gw.to(weight.dtype)
-            if ctx.decay:
-                gw = gw + ctx.decay * torch.where(mask, zero, weight)
-        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
-            # 16-bit gradients are summed in float32 (T terms each), as cuBLAS accumulates.
-            acc = torch.float32 if g2.element_size() < 4 else g2.dtype
-            gb = g2.sum(0, dtype=acc).to(ctx.bias_dtype)
-        return gx, gw, gb, None, None, None, None, None
 
 
 class SparseLinear24(nn.Linear):
