@@ -115,6 +115,18 @@ class ParamAccounting:
                     seen.add(id(b))
                     yield b
 
+    def persistent_tensors(self, state_only: bool = False) -> Iterator[tuple]:
+        """(tensor, category) for every buffer, param, grad and optimizer-state tensor (state alone if asked)."""
+        if not state_only:
+            for b in self.buffers():
+                yield b, "buffer"
+            for p in self.params():
+                yield p, "param"
+                if p.grad is not None:
+                    yield p.grad, "grad"
+        for v in self.state_tensors():
+            yield v, "optimizer"
+
     def state_tensors(self) -> Iterator[torch.Tensor]:
         seen = set()
         for opt in self.optimizers:
@@ -210,12 +222,5 @@ class ParamAccounting:
             if len(lst) > _IDENTITIES_PER_ADDRESS:
                 del lst[0]
 
-        if not state_only:
-            for b in self.buffers():
-                note(b, "buffer")
-            for p in self.params():
-                note(p, "param")
-                if p.grad is not None:
-                    note(p.grad, "grad")
-        for v in self.state_tensors():
-            note(v, "optimizer")
+        for tensor, cat in self.persistent_tensors(state_only):
+            note(tensor, cat)

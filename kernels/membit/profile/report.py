@@ -517,14 +517,8 @@ def _identities(h) -> Dict[int, list]:
         if ptr:
             out.setdefault(ptr, []).append(Identity(t, cat, n))
 
-    for b in tr.buffers():
-        note(b, "buffer")
-    for p in tr.params():
-        note(p, "param")
-        if p.grad is not None:
-            note(p.grad, "grad")
-    for v in tr.state_tensors():
-        note(v, "optimizer")
+    for tensor, cat in tr.accounting.persistent_tensors():
+        note(tensor, cat)
     return out
 
 
