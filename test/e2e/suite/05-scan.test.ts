@@ -62,6 +62,7 @@ describe('static scan in the editor', () => {
     const editor = await openSample('gpt_tiny.py');
     const uri = editor.document.uri;
     const key = (d: vscode.Diagnostic, shift: number) => `${d.range.start.line + shift}:${String(d.code)}`;
+    const original = editor.document.getText();
     const before = vscode.languages.getDiagnostics(uri).filter((x) => x.source === 'Membit');
     assert.ok(before.length > 0, 'the sample has findings before the edit');
     // A syntax error in two new lines at the top: only a rescan puts findings two lines further
@@ -78,8 +79,12 @@ describe('static scan in the editor', () => {
         return expected.some((k) => keys.has(k)) && now.length >= before.length - 1;
       });
     } finally {
-      // Later suites open the same file: never leave the broken text in the editor.
+      // Later suites open the same file (and save it): never leave the broken text in the
+      // editor. Revert acts on the active editor, so make it this one first, then check it
+      // took, rather than letting a later suite inherit a broken file.
+      await vscode.window.showTextDocument(editor.document);
       await vscode.commands.executeCommand('workbench.action.files.revert');
+      await waitFor('the sample restored by revert', () => !editor.document.isDirty && editor.document.getText() === original);
     }
   });
 });
