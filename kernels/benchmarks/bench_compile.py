@@ -20,6 +20,7 @@ over the timed steps (after warmup, which includes compilation), the median step
 timed steps (each step synchronised), samples/s from it, and dynamo's graph-break count.
 
     python benchmarks/bench_compile.py --out results/compile.json [--cases gpt6-compiled,harness] [--budget-s 500]
+    python benchmarks/bench_compile.py --cases sdpa-bert --rounds 3 [--baseline-kernels ../other/kernels]
     python benchmarks/bench_compile.py --smoke            # CPU, tiny sizes, aot_eager: checks the plumbing
 """
 

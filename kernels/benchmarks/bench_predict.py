@@ -8,6 +8,7 @@ step, which is what the prediction covers. For the largest-batch cases the predi
 search runs, then the GPU checks the predicted largest batch and the next one up.
 
     python benchmarks/bench_predict.py --out results/predict_<gpu>.json      # on a GPU machine
+    python benchmarks/bench_predict.py --only "gpt sample" --keep DIR         # one case, every report kept
     python benchmarks/bench_predict.py --speed                                # CPU: GPT-2 medium timing
 
 Each result row says the case, the variant, predicted and measured bytes, and the error.
