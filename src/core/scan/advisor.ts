@@ -8,29 +8,12 @@
  * literal config values) with the formulas below (basis `estimate`). A lever whose
  * torch feature the installed torch lacks is still reported, marked unavailable.
  */
-import type { AttnChainFact, BackwardFact, LoopFact } from './adviceFacts';
-import type { Env, GCall, PlacedChunk } from './analyze';
-import type { DefFact, RelRange } from './facts';
+import type { Env, FileAdvice, GCall, PlacedChunk, ScopeNames } from './context';
+import type { AttnChainFact, BackwardFact, DefFact, LoopFact, RelRange } from './factTypes';
 import { SDPA, FUSED_ATTENTION } from './names';
 import { formatBytes } from '../units';
 import { type Dim, fromDims, type ShapeContext } from './shapes';
 import type { Advice, AttentionInfo, Estimate, EstimateShape, MeasuredModule, Site, SiteArgs, SiteRange, TorchCapabilities, TorchFeature } from './types';
-
-/** What the whole file says about precision, checkpointing and attention dispatch. */
-export interface FileAdvice {
-  /** First mixed-precision evidence (0-based line). */
-  amp?: { what: string; line: number };
-  /** First activation-checkpointing evidence (0-based line). */
-  ckpt?: { what: string; line: number };
-  /** `_attn_implementation` is read: the attention is chosen by a config at run time. */
-  dispatch: boolean;
-  /** A framework that sets precision or checkpointing outside the file (accelerate, Lightning, DeepSpeed). */
-  framework?: string;
-  /** Some function holds an eager attention chain (for per-block estimates). */
-  eager: boolean;
-  /** First torch.compile evidence (0-based line): `torch.compile(model)`, `@torch.compile`, `model.compile()`. */
-  compiled?: { what: string; line: number };
-}
 
 const FRAMEWORKS = /^(accelerate|lightning|pytorch_lightning|lightning_fabric|deepspeed|colossalai)(\.|$)/;
 
@@ -154,13 +137,6 @@ export function capabilityNote(caps: TorchCapabilities | undefined | null): stri
 
 // ---------------------------------------------------------------------------
 // Building sites.
-
-export interface ScopeNames {
-  className: string | null;
-  classKey: string | null;
-  funcName: string | null;
-  funcKey: string | null;
-}
 
 /** The enclosing class and function of a scope (index into the chunk's defs). */
 export function scopeNames(defs: readonly DefFact[], scope: number, ci: number, headerName: string | null): ScopeNames {

@@ -15,7 +15,6 @@ import {
   eagerAttnAdvice,
   eagerBlockSite,
   eagerChains,
-  type FileAdvice,
   fileAdvice,
   fileAdviceKey,
   isLossBackward,
@@ -24,7 +23,8 @@ import {
   optimizerAdvice,
   scopeNames,
 } from './advisor';
-import type { AliasTarget, CallFact, ChunkFacts, DefFact, RelRange } from './facts';
+import type { AliasTarget, CallFact, DefFact, RelRange } from './factTypes';
+import type { AnalyzeResult, ClassHeader, Env, GCall, PlacedChunk } from './context';
 import { siteMessage } from './format';
 import {
   DROPOUT_CLASSES,
@@ -43,36 +43,7 @@ import {
   SDPA_PARAMS,
 } from './names';
 import { buildConfig, type ConfigTable, dtypeBytes, evalDim, fromDims, fromReport, type RawConfig, type Role, ShapeContext } from './shapes';
-import type { Advice, AttentionInfo, ClassInfo, Estimate, FfnInfo, FfnMember, FileConfig, ScanOptions, Site, SiteArgs, SiteKind, SiteRange } from './types';
-
-/** A chunk as placed in the current document. */
-export interface PlacedChunk {
-  facts: ChunkFacts;
-  /** Absolute row of the chunk's first line. */
-  baseRow: number;
-  /** Index into the class headers for statements of a top-level class body, else -1. */
-  context: number;
-}
-
-export interface ClassHeader {
-  name: string;
-  bases: string[];
-  range: SiteRange;
-}
-
-export interface GCall {
-  f: CallFact;
-  /** Index of the chunk; calls nest only within one chunk. */
-  chunk: number;
-  range: SiteRange;
-  className: string | null;
-  classKey: string | null;
-  funcName: string | null;
-  funcKey: string | null;
-  res: Resolved;
-  /** For a call through a local variable: the name it stands for, as written, that `res` resolves. */
-  alias?: string;
-}
+import type { Advice, AttentionInfo, ClassInfo, Estimate, FfnInfo, FfnMember, ScanOptions, Site, SiteArgs, SiteKind, SiteRange } from './types';
 
 const FULL_LIKE = new Set(['ones', 'full', 'zeros', 'empty', 'ones_like', 'full_like', 'zeros_like', 'empty_like', 'new_ones', 'new_full', 'new_zeros', 'new_empty']);
 const TRI = new Set(['tril', 'triu', 'tril_', 'triu_']);
@@ -215,26 +186,6 @@ interface LinearFact {
   litOut?: number;
   /** The constructor's parameters, for reporting its arguments. */
   params: readonly string[];
-}
-
-export interface AnalyzeResult {
-  sites: Site[];
-  classes: ClassInfo[];
-  config: FileConfig;
-  peakBytes?: number;
-}
-
-/** What every part of the file shares: imports, module names, literal config values, settings. */
-export interface Env {
-  resolver: Resolver;
-  config: ConfigTable;
-  classes: ClassInfo[];
-  localLinear: Set<string>;
-  opts: ScanOptions;
-  /** Precision, checkpointing and attention dispatch, file-wide (the advisor). */
-  advice: FileAdvice;
-  /** Changes whenever anything above changes; part of every group's cache key. */
-  key: string;
 }
 
 function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, hintsId: number, imported: readonly RawConfig[]): Env {

@@ -7,106 +7,10 @@
  * character; columns are absolute (a chunk that moves keeps its columns).
  */
 import type { Node, Query, QueryMatch } from 'web-tree-sitter';
-import { type AdviceFacts, emptyAdvice, readAdviceFacts } from './adviceFacts';
+import { emptyAdvice, readAdviceFacts } from './adviceFacts';
 import { inFallbackBranch } from './branches';
+import type { AliasTarget, CallFact, ChunkFacts, DefFact, RelRange } from './factTypes';
 import { BUILTINS, canonicalModule, type ImportFact, INTERESTING_FINALS } from './names';
-
-export interface RelRange {
-  sr: number;
-  sc: number;
-  er: number;
-  ec: number;
-}
-
-export interface ArgFact {
-  /** Keyword name, `*`/`**` for splats, null for a positional argument. */
-  name: string | null;
-  text: string;
-}
-
-export interface CallFact {
-  /** Callee as written, whitespace removed. */
-  callee: string;
-  /** Last identifier of the callee, '' when it ends in a call or subscript. */
-  final: string;
-  pos: RelRange;
-  si: number;
-  ei: number;
-  /** Arguments were read (only for calls that may be sites). */
-  detailed: boolean;
-  args: ArgFact[];
-  /** The callee's first name is a parameter or local of an enclosing function. */
-  headLocal: boolean;
-  /** The first argument is attention probabilities (a softmax output, possibly cast or masked). */
-  arg0Probs: boolean;
-  /** First argument as written. */
-  arg0?: string;
-  /**
-   * The member call that produced the first argument (`self.attend` for
-   * `attn = self.attend(dots); self.drop(attn)`): probabilities when that member is an nn.Softmax.
-   */
-  arg0Via?: string;
-  /** The assignment target the call's value ends up in (`self.drop`, `self.net` for items of a Sequential). */
-  binding?: string;
-  /** Path below `binding` for items of Sequential/ModuleList/OrderedDict (`0`, `c_fc`). */
-  path?: string;
-  /** `self.register_buffer("bias", <this>)`: the buffer name. */
-  buffer?: string;
-  /** The keyword the value is passed as (`h` in `ModuleDict(dict(h=nn.ModuleList(...)))`), when not assigned. */
-  kwKey?: string;
-  /** Innermost def (index into `defs`) holding the call, -1 at chunk level. */
-  scope: number;
-  /** The call runs only where a fused attention feature is missing (see branches.ts). */
-  fallback?: boolean;
-  /**
-   * A bare callee that is a local variable of its function, last bound before the call by
-   * `f = g` or `f = g if c else h`: the dotted names it may stand for, in source order.
-   */
-  aliasOf?: AliasTarget[];
-}
-
-/** One name a local variable may stand for (`create_causal_mask` in `fn = create_causal_mask if c else …`). */
-export interface AliasTarget {
-  /** As written, whitespace removed. */
-  callee: string;
-  /** Its first name is a parameter or local of an enclosing function (see CallFact.headLocal). */
-  headLocal: boolean;
-}
-
-export interface DefFact {
-  kind: 'class' | 'func';
-  name: string;
-  pos: RelRange;
-  si: number;
-  ei: number;
-  parent: number;
-  bases: string[];
-  /** Parameter names of a function, in order (`self` included). */
-  params?: string[];
-}
-
-export interface ConfigFact {
-  name: string;
-  value: number;
-  /** 0 class field / chunk-level (decided later), 1 function body, 2 parameter default, 3 call keyword. */
-  rank: number;
-  row: number;
-  scope: number;
-}
-
-export interface ChunkFacts {
-  calls: CallFact[];
-  defs: DefFact[];
-  imports: ImportFact[];
-  configs: ConfigFact[];
-  /** Names bound at chunk level (assignment targets, defs): module bindings when the chunk is top-level. */
-  chunkBound: string[];
-  /** What the memory advisor needs from this chunk. */
-  advice: AdviceFacts;
-  hasError: boolean;
-  /** The query stopped early on this chunk (its deadline, or the match limit): facts are incomplete. */
-  truncated?: 'time-budget' | 'match-limit';
-}
 
 /**
  * In-progress matches the query cursor may hold. Real code needs a few dozen; a chain of
