@@ -6,13 +6,8 @@
 import { BERT_LARGE_SDPA, describeMeasured } from '../advice/measured';
 import {
   advisorSite,
-  applyCapabilities,
-  autocastAdvice,
   type ChainInGroup,
-  checkpointAdvice,
   checkpointLoops,
-  DOCS,
-  eagerAttnAdvice,
   eagerBlockSite,
   eagerChains,
   fileAdvice,
@@ -20,12 +15,12 @@ import {
   isLossBackward,
   type LoopInGroup,
   OPTIMIZERS,
-  optimizerAdvice,
   scopeNames,
 } from './advisor';
 import type { AliasTarget, CallFact, DefFact, RelRange } from './factTypes';
 import type { AnalyzeResult, ClassHeader, Env, GCall, PlacedChunk } from './context';
 import { siteMessage } from './format';
+import { applyCapabilities, autocastAdvice, checkpointAdvice, DOCS, eagerAttnAdvice, optimizerAdvice } from './levers';
 import {
   DROPOUT_CLASSES,
   DROPOUT_FUNCS,
