@@ -5,10 +5,11 @@
  * What each lever saves is worked out in levers.ts; here, where it applies.
  */
 import type { Env, FileAdvice, GCall, PlacedChunk, ScopeNames } from './context';
-import type { AttnChainFact, BackwardFact, DefFact, LoopFact, RelRange } from './factTypes';
+import type { AttnChainFact, BackwardFact, LoopFact } from './factTypes';
 import { eagerAttnAdvice } from './levers';
 import { FUSED_ATTENTION, SDPA } from './names';
 import type { ShapeContext } from './shapes';
+import { abs } from './sites';
 import type { Advice, AttentionInfo, Estimate, Site, SiteArgs, SiteRange } from './types';
 
 const FRAMEWORKS = /^(accelerate|lightning|pytorch_lightning|lightning_fabric|deepspeed|colossalai)(\.|$)/;
@@ -31,35 +32,6 @@ export function fileAdvice(chunks: readonly PlacedChunk[], importTargets: readon
 /** The part of the file's advice that changes analysis results (part of the cache key). */
 export function fileAdviceKey(f: FileAdvice): unknown[] {
   return [!!f.amp, !!f.ckpt, f.dispatch, f.framework ?? '', f.eager, f.compiled?.line ?? -1];
-}
-
-// ---------------------------------------------------------------------------
-// Building sites.
-
-/** The enclosing class and function of a scope (index into the chunk's defs). */
-export function scopeNames(defs: readonly DefFact[], scope: number, ci: number, headerName: string | null): ScopeNames {
-  const out: ScopeNames = { className: null, classKey: null, funcName: null, funcKey: null };
-  for (let s = scope; s >= 0; s = (defs[s] as DefFact).parent) {
-    const d = defs[s] as DefFact;
-    if (d.kind === 'func' && out.funcName === null) {
-      out.funcName = d.name;
-      out.funcKey = `${ci}:${s}`;
-    }
-    if (d.kind === 'class') {
-      out.className = d.name;
-      out.classKey = `${ci}:${s}`;
-      break;
-    }
-  }
-  if (out.className === null && headerName !== null) {
-    out.className = headerName;
-    out.classKey = 'h';
-  }
-  return out;
-}
-
-function abs(r: RelRange, baseRow: number): SiteRange {
-  return { startLine: r.sr + baseRow, startCol: r.sc, endLine: r.er + baseRow, endCol: r.ec };
 }
 
 const isZero = (p: string | undefined) => p !== undefined && /^0*\.?0*$/.test(p.trim()) && p.trim() !== '.';

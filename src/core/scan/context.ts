@@ -5,8 +5,8 @@
  */
 import type { CallFact, ChunkFacts } from './factTypes';
 import type { Resolved, Resolver } from './names';
-import type { ConfigTable } from './shapes';
-import type { ClassInfo, FileConfig, ScanOptions, Site, SiteRange } from './types';
+import type { ConfigTable, ShapeContext } from './shapes';
+import type { ClassInfo, Estimate, FileConfig, MeasuredLine, ScanOptions, Site, SiteArgs, SiteKind, SiteRange } from './types';
 
 /** A chunk as placed in the current document. */
 export interface PlacedChunk {
@@ -76,4 +76,35 @@ export interface AnalyzeResult {
   classes: ClassInfo[];
   config: FileConfig;
   peakBytes?: number;
+}
+
+export type MakeSite = (g: GCall, kind: SiteKind, form: Site['form'], args: SiteArgs, estimate: Estimate, extra?: Partial<Site>) => Site;
+
+/**
+ * One group as its passes see it. Passes run in a fixed order over the same calls: each
+ * adds its sites and takes their calls, and a later pass skips what an earlier one took
+ * (a dropout is never also a mask) or reads the sites found before it (the advisor).
+ * Rows are relative to the group, so a group that only moved is reused as it was.
+ */
+export interface Group {
+  file: string;
+  chunks: readonly PlacedChunk[];
+  /** The class whose body statements the group holds, if it is a top-level class. */
+  header: ClassHeader | undefined;
+  /** Absolute row of the group's first line. */
+  base: number;
+  env: Env;
+  /** Shapes from settings, config values and the report (whose lines are absolute). */
+  shapes: ShapeContext;
+  /** In chunk order, each chunk's calls in source order. */
+  calls: readonly GCall[];
+  sites: Site[];
+  /** Calls that are sites already. */
+  taken: Set<GCall>;
+  /** The calls of what a construction is bound to: `self.drop(x)` in its class, `drop(x)` in its function. */
+  usesOf(g: GCall): GCall[];
+  /** Adds a site for the call and takes it. */
+  makeSite: MakeSite;
+  /** Report figures on the call's own lines, else on the lines that call what it builds. */
+  measuredFor(g: GCall): MeasuredLine | undefined;
 }
