@@ -5,7 +5,8 @@
  * its text (rows relative to the chunk, columns absolute), so they are cached with it.
  */
 import type { Node, QueryMatch } from 'web-tree-sitter';
-import type { AdviceFacts, AttnChainFact, RelRange } from './factTypes';
+import type { AdviceFacts, AttnChainFact } from './factTypes';
+import { argFact, capture, finalName, rel } from './nodes';
 
 export function emptyAdvice(): AdviceFacts {
   return { chains: [], loops: [], backward: [], attnImpl: [], eager: [], amp: [], ckpt: [], dispatch: false, compile: [] };
@@ -28,20 +29,6 @@ const CKPT_CALLS = new Set([
 ]);
 const LOW_PRECISION = /bfloat16|float16|\bhalf\b|bf16|fp16|16-mixed|mixed/;
 const MODEL_BUILDERS = /^(from_pretrained|_from_config|from_config|to)$/;
-
-function rel(node: Node, baseRow: number): RelRange {
-  return { sr: node.startPosition.row - baseRow, sc: node.startPosition.column, er: node.endPosition.row - baseRow, ec: node.endPosition.column };
-}
-
-function finalName(text: string): string {
-  const m = /([A-Za-z_]\w*)$/.exec(text);
-  return m ? (m[1] as string) : '';
-}
-
-function capture(m: QueryMatch, name: string): Node | undefined {
-  for (const c of m.captures) if (c.name === name) return c.node;
-  return undefined;
-}
 
 function positional(args: Node | null): Node[] {
   if (!args || args.type !== 'argument_list') return [];
@@ -91,7 +78,7 @@ function readChains(
         pos: rel(call, baseRow),
         scope: sc,
         callee,
-        args: args && args.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map((c) => c.text) : [],
+        args: args && args.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map(argFact) : [],
         scoresRow,
       };
       if (input.k === 'scores' && input.mixed) chain.headsMixed = true;

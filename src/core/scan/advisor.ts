@@ -249,10 +249,10 @@ function eagerBlockSite(file: string, c: ChainInGroup, env: Env, ctx: ShapeConte
   const { estimate, advice } = eagerAttnAdvice(env, ctx, { softmaxLine, dropoutLine: attention.dropoutLine, outputLine: attention.outputLine, dropout, form: 'eager-block' });
   const args: SiteArgs = {};
   const params = ['input', 'dim'];
+  // Splats take a positional's place, as written.
   chain.args.forEach((a, i) => {
-    const eq = /^([A-Za-z_]\w*)\s*=(?!=)\s*([\s\S]*)$/.exec(a);
-    if (eq) args[eq[1] as string] = eq[2] as string;
-    else args[params[i] ?? `arg${i}`] = a;
+    if (a.name !== null && a.name !== '*' && a.name !== '**') args[a.name] = a.text;
+    else args[params[i] ?? `arg${i}`] = a.text;
   });
   return advisorSite(
     {

@@ -3,7 +3,7 @@
  * normalised so two spellings of one width compare equal.
  */
 import type { GCall } from './context';
-import type { CallFact } from './factTypes';
+import type { ArgFact, CallFact } from './factTypes';
 import type { SiteArgs } from './types';
 
 /**
@@ -28,25 +28,6 @@ export function argMap(f: CallFact, params: readonly string[]): SiteArgs {
       i++;
     } else out[a.name] = clipArg(a.text);
   }
-  return out;
-}
-
-/** Splits `(a, b, c)` / `[a, b]` / `a, b` into its top-level items. */
-export function splitTopLevel(text: string): string[] {
-  let t = text.trim();
-  if ((t.startsWith('(') && t.endsWith(')')) || (t.startsWith('[') && t.endsWith(']'))) t = t.slice(1, -1);
-  const out: string[] = [];
-  let depth = 0;
-  let cur = '';
-  for (const ch of t) {
-    if ('([{'.includes(ch)) depth++;
-    else if (')]}'.includes(ch)) depth--;
-    if (ch === ',' && depth === 0) {
-      if (cur.trim()) out.push(cur.trim());
-      cur = '';
-    } else cur += ch;
-  }
-  if (cur.trim()) out.push(cur.trim());
   return out;
 }
 
@@ -92,12 +73,32 @@ function splitTop(t: string, sep: string): string[] {
   return out;
 }
 
-/** The dimensions passed to ones/full/zeros/empty as written. */
+/**
+ * The argument that fills parameter `name` as argMap maps them, for what argMap drops:
+ * the items and arms tree-sitter gave it.
+ */
+export function argFor(f: CallFact, params: readonly string[], name: string): ArgFact | undefined {
+  let found: ArgFact | undefined;
+  let i = 0;
+  for (const a of f.args) {
+    const key = a.name === null ? (params[i] ?? `arg${i}`) : a.name;
+    if (a.name === null) i++;
+    if (key === name) found = a;
+  }
+  return found;
+}
+
+/** The dimensions passed to ones/full/zeros/empty as written: `(L, L)`, `[L, L]`, `L, L` or `size=(L, L)`. */
 export function fullDims(g: GCall): string[] {
-  const pos = g.f.args.filter((a) => a.name === null).map((a) => a.text);
-  const size = g.f.args.find((a) => a.name === 'size')?.text;
-  if (g.res.final.endsWith('full')) return splitTopLevel(pos[0] ?? size ?? '');
-  if (size) return splitTopLevel(size);
-  if (pos.length === 1 && /^[([]/.test((pos[0] as string).trim())) return splitTopLevel(pos[0] as string);
-  return pos;
+  const pos = g.f.args.filter((a) => a.name === null);
+  const size = g.f.args.find((a) => a.name === 'size');
+  if (g.res.final.endsWith('full')) return itemsOf(pos[0] ?? size);
+  if (size) return itemsOf(size);
+  if (pos.length === 1 && pos[0]?.items) return pos[0].items;
+  return pos.map((a) => a.text);
+}
+
+/** A shape argument's dimensions: the items of a tuple or list, else the argument itself. */
+function itemsOf(a: ArgFact | undefined): string[] {
+  return a ? (a.items ?? [a.text]) : [];
 }

@@ -19,7 +19,12 @@ export interface RelRange {
 export interface ArgFact {
   /** Keyword name, `*`/`**` for splats, null for a positional argument. */
   name: string | null;
+  /** As written: the value for a keyword, the whole argument for a splat. */
   text: string;
+  /** A tuple or list literal's items as written (`(L, L)`, `[B, H, L, L]`), or the one expression in parentheses. */
+  items?: string[];
+  /** A conditional's two values as written (`hidden * 2 if glu else hidden`). */
+  arms?: [string, string];
 }
 
 export interface CallFact {
@@ -118,7 +123,7 @@ export interface AttnChainFact {
   headsMixed?: boolean;
   /** Callee and arguments of the softmax as written. */
   callee: string;
-  args: string[];
+  args: ArgFact[];
   /** Rows (relative to the chunk) of the parts found. */
   scoresRow?: number;
   maskRow?: number;

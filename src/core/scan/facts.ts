@@ -9,8 +9,9 @@
 import type { Node, Query, QueryMatch } from 'web-tree-sitter';
 import { emptyAdvice, readAdviceFacts } from './adviceFacts';
 import { inFallbackBranch } from './branches';
-import type { AliasTarget, CallFact, ChunkFacts, DefFact, RelRange } from './factTypes';
+import type { AliasTarget, CallFact, ChunkFacts, DefFact } from './factTypes';
 import { BUILTINS, canonicalModule, type ImportFact, INTERESTING_FINALS } from './names';
+import { argFact, capture, finalName, rel } from './nodes';
 
 /**
  * In-progress matches the query cursor may hold. Real code needs a few dozen; a chain of
@@ -34,22 +35,6 @@ const BUILDER_METHOD = /^self\._?(build|make|create)_\w+$/;
 const ACTIVATION = /^(gelu|silu|relu|relu6|swish|sigmoid|mish|tanh|softplus|quick_gelu|gelu_new)$/;
 const NOT_SOFTMAX = /log_?softmax|gumbel/i;
 const NUMBER = /^\d[\d_]*(\.\d*)?([eE][+-]?\d+)?$/;
-
-function rel(node: Node, baseRow: number): RelRange {
-  const s = node.startPosition;
-  const e = node.endPosition;
-  return { sr: s.row - baseRow, sc: s.column, er: e.row - baseRow, ec: e.column };
-}
-
-function finalName(callee: string): string {
-  const m = /([A-Za-z_]\w*)$/.exec(callee);
-  return m ? (m[1] as string) : '';
-}
-
-function capture(m: QueryMatch, name: string): Node | undefined {
-  for (const c of m.captures) if (c.name === name) return c.node;
-  return undefined;
-}
 
 /** Names bound by an assignment target (`a`, `a, b`, `(a, *b)`); attributes and subscripts bind none. */
 function targetNames(text: string): string[] {
@@ -594,25 +579,16 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
     };
     let arg0Node: Node | null = null;
     if (argsNode.type === 'argument_list') {
-      const children = argsNode.namedChildren;
-      for (const c of children) {
+      for (const c of argsNode.namedChildren) {
         if (!c) continue;
         const t = c.type;
         if (t === 'comment') continue;
         if (t === 'keyword_argument') {
-          const text = c.text;
-          const eq = text.indexOf('=');
-          const name = text.slice(0, eq).trim();
-          if (name === 'input' && !arg0Node) arg0Node = c.childForFieldName('value');
-          if (interesting) fact.args.push({ name, text: text.slice(eq + 1).trim() });
-          continue;
+          if (!arg0Node && c.childForFieldName('name')?.text === 'input') arg0Node = c.childForFieldName('value');
+        } else if (t !== 'list_splat' && t !== 'dictionary_splat' && !arg0Node && fact.args.every((a) => a.name === null)) {
+          arg0Node = c;
         }
-        if (t === 'list_splat' || t === 'dictionary_splat') {
-          if (interesting) fact.args.push({ name: t === 'list_splat' ? '*' : '**', text: c.text });
-          continue;
-        }
-        if (!arg0Node && fact.args.every((a) => a.name === null)) arg0Node = c;
-        if (interesting) fact.args.push({ name: null, text: c.text });
+        if (interesting) fact.args.push(argFact(c));
       }
     } else if (interesting) {
       fact.args.push({ name: null, text: argsNode.text });

@@ -4,7 +4,7 @@
  * constructions of one class; MLP modules built from a library; and HF's FFNs split over
  * two classes. The site is the first projection; `ffn` names the members a rewriter converts.
  */
-import { argMap, normDim } from './args';
+import { argFor, argMap, normDim } from './args';
 import { ATTN_CLASS } from './classify';
 import type { GCall, Group, MakeSite } from './context';
 import { ffnEstimate } from './estimates';
@@ -300,28 +300,19 @@ function linearOf(g: GCall, config: ConfigTable, localLinear: ReadonlySet<string
   if (!key) return undefined;
   const params = LINEAR_PARAMS[key] as readonly string[];
   const a = argMap(g.f, params);
-  let inText: string | undefined;
-  let outText: string | undefined;
-  if (key === 'Conv1D') {
-    outText = a.nf;
-    inText = a.nx;
-  } else if (key.startsWith('torch.nn.Conv')) {
-    // Only 1×1 convolutions are dense projections.
-    if (!/^\(?\s*1\s*(,\s*1\s*)?\)?$/.test(a.kernel_size ?? '')) return undefined;
-    inText = a.in_channels;
-    outText = a.out_channels;
-  } else {
-    inText = a[params[0] as string];
-    outText = a[params[1] as string];
-  }
+  // Only 1×1 convolutions are dense projections.
+  if (key.startsWith('torch.nn.Conv') && !/^\(?\s*1\s*(,\s*1\s*)?\)?$/.test(a.kernel_size ?? '')) return undefined;
+  const [inKey, outKey] = key === 'Conv1D' ? ['nx', 'nf'] : [params[0] as string, params[1] as string];
+  const inText = a[inKey];
+  const outText = a[outKey];
   if (!inText || !outText) return undefined;
   const b = g.f.binding;
   let member: string | null = null;
   if (b?.startsWith('self.')) member = b.slice(5) + (g.f.path ? `.${g.f.path}` : '');
   else if (b && g.f.path) member = `${b}.${g.f.path}`;
   else if (b) member = b;
-  const arms = /^(.+?)\s+if\s+.+?\s+else\s+(.+)$/s.exec(outText.trim());
-  const outAlts = arms ? [normDim(arms[1]), normDim(arms[2])] : [];
+  const arms = argFor(g.f, params, outKey)?.arms;
+  const outAlts = arms ? [normDim(arms[0]), normDim(arms[1])] : [];
   const lf: LinearFact = { call: g, member, inText, outText, in: normDim(inText), out: normDim(outText), outAlts, params };
   const iv = evalDim(inText, config.values, config.bareValues);
   const ov = evalDim(outText, config.values, config.bareValues);
