@@ -77,6 +77,63 @@ test('arguments are read as written: p positional or keyword, training=, inplace
   );
 });
 
+test('arguments are read from the parsed argument nodes: a comma, `=` or bracket inside a string splits nothing', async () => {
+  const s = await scanner();
+  const r = s.scan(
+    [
+      'import torch, torch.nn as nn, torch.nn.functional as F',
+      'DTYPES = {"fp32,cuda": torch.float32}',
+      'class Block(nn.Module):',
+      '    def __init__(self, cfg):',
+      '        super().__init__()',
+      '        self.drop = nn.Dropout(p=float("0,1".replace(",", ".")), inplace=False)',
+      '        self.head_drop = nn.Dropout(cfg["attn,p=0.1"])',
+      '',
+      '    def forward(self, q, k, v, cfg):',
+      '        mask = torch.full((cfg["n,ctx)"], cfg["n,ctx)"]), float("-inf"))',
+      '        att = (q @ k.transpose(-2, -1)) + mask',
+      '        att = F.softmax(att, dim=-1, dtype=DTYPES["fp32,cuda"])',
+      '        return self.drop(att @ v)',
+    ].join('\n'),
+    'a.py',
+    { shapes: { seqLen: 128 } },
+  );
+  assert.deepEqual(
+    r.sites.map((x) => [x.range.startLine, x.kind, x.args]),
+    [
+      [5, 'dropout', { p: 'float("0,1".replace(",", "."))', inplace: 'False' }],
+      [6, 'attn-dropout', { p: 'cfg["attn,p=0.1"]' }],
+      [9, 'attn-mask', { arg0: '(cfg["n,ctx)"], cfg["n,ctx)"])', arg1: 'float("-inf")' }],
+      [11, 'eager-attn', { input: 'att', dim: '-1', dtype: 'DTYPES["fp32,cuda"]' }],
+    ],
+  );
+  // Two dimensions (a bracket in a string no longer hides the comma between them), the same
+  // length twice: an L×L float32 mask, L from the settings.
+  const mask = only(r, 'attn-mask')[0] as Site;
+  assert.equal(mask.estimate.elements, 128 * 128);
+  assert.equal(mask.estimate.maskBytes, 128 * 128 * 4);
+});
+
+test('a conditional width is read from its parsed arms, whatever its strings hold', async () => {
+  const s = await scanner();
+  const r = s.scan(
+    [
+      'import torch.nn as nn',
+      'class Mlp(nn.Module):',
+      '    def __init__(self, cfg):',
+      '        super().__init__()',
+      '        self.fc1 = nn.Linear(cfg["d"], cfg["ff"] * 2 if cfg["glu if gated else plain"] else cfg["ff"])',
+      '        self.fc2 = nn.Linear(cfg["ff"], cfg["d"])',
+    ].join('\n'),
+    'm.py',
+  );
+  const ffn = only(r, 'ffn');
+  assert.deepEqual(
+    ffn.map((x) => [x.range.startLine, x.ffn?.form, x.ffn?.up?.name, x.ffn?.down?.name]),
+    [[4, 'pair', 'fc1', 'fc2']],
+  );
+});
+
 test('sites carry 0-based ranges in UTF-16 columns, the enclosing class and function, a code and a message', async () => {
   const s = await scanner();
   const r = s.scan('import torch.nn as nn\nclass Ünïcode(nn.Module):\n    def __init__(self):\n        self.d = nn.Dropout(0.1)  # é\n', 'u.py');

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { main } from '../../src/core/cli/main';
-import { MAX_ARG_CHARS } from '../../src/core/scan/analyze';
+import { MAX_ARG_CHARS } from '../../src/core/scan/args';
 import { capture } from './cliCapture';
 import { repoRoot, scanner } from './scanSupport';
 

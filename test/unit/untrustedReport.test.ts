@@ -16,7 +16,7 @@ import { validate, type Schema } from '../../src/core/report/jsonSchema';
 import { parseReport } from '../../src/core/report/model';
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
-import { measuredBlocks } from '../../src/core/scan/advisor';
+import { measuredBlocks } from '../../src/core/scan/levers';
 import { jsonTerminalSafe, mdCode, mdText, resolveInside, terminalSafe } from '../../src/core/untrusted';
 
 const fixture = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'reports', 'gpt_tiny_cpu_baseline.json');

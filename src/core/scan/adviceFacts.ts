@@ -5,90 +5,8 @@
  * its text (rows relative to the chunk, columns absolute), so they are cached with it.
  */
 import type { Node, QueryMatch } from 'web-tree-sitter';
-import type { RelRange } from './facts';
-
-/** softmax(q·kᵀ [· scale] [masked]) → [dropout] → @ v, in one scope. */
-export interface AttnChainFact {
-  /** The softmax call (the site's range). */
-  pos: RelRange;
-  scope: number;
-  /**
-   * Heads are mixed before the softmax or after it (talking-heads attention, DeepViT's
-   * re-attention): SDPA cannot compute this chain.
-   */
-  headsMixed?: boolean;
-  /** Callee and arguments of the softmax as written. */
-  callee: string;
-  args: string[];
-  /** Rows (relative to the chunk) of the parts found. */
-  scoresRow?: number;
-  maskRow?: number;
-  dropoutRow?: number;
-  outputRow?: number;
-  /** A dropout's p when written as a literal (`F.dropout(att, 0.1)`). */
-  dropoutP?: string;
-  /** `self.attend` when the probabilities come from a member not named softmax: an nn.Softmax, to be confirmed. */
-  via?: string;
-}
-
-/** `for <targets> in <iter>:` in a function. */
-export interface LoopFact {
-  /** The header: `for` to the colon. */
-  pos: RelRange;
-  si: number;
-  ei: number;
-  targets: string[];
-  /** The iterable as written, `enumerate(...)` unwrapped: `self.h`, `self.transformer.h`. */
-  iter: string;
-  scope: number;
-}
-
-export interface BackwardFact {
-  pos: RelRange;
-  scope: number;
-  /** What `.backward()` is called on, as written. */
-  receiver: string;
-}
-
-/** A keyword that picks the attention implementation (`attn_implementation=...`). */
-export interface AttnImplFact {
-  /** The value's range. */
-  pos: RelRange;
-  value: string;
-  /** The call it is passed to, as written (`BertForMaskedLM._from_config`). */
-  callee: string;
-  scope: number;
-}
-
-/** The literal "eager" somewhere other than an `attn_implementation=` keyword. */
-export interface EagerLiteralFact {
-  pos: RelRange;
-  /** `assign`: `x = "eager"` / `config._attn_implementation = "eager"`; `default`: a parameter or `default=` keyword. */
-  context: 'assign' | 'default';
-  /** The assignment target, parameter name, or the flag of an `add_argument("--attn", default="eager")`. */
-  name: string;
-}
-
-export interface Evidence {
-  what: string;
-  row: number;
-}
-
-export interface AdviceFacts {
-  chains: AttnChainFact[];
-  loops: LoopFact[];
-  backward: BackwardFact[];
-  attnImpl: AttnImplFact[];
-  eager: EagerLiteralFact[];
-  /** Mixed precision in this chunk: autocast, GradScaler, `.half()`, `precision="bf16-mixed"`, ... */
-  amp: Evidence[];
-  /** Activation checkpointing in this chunk: `checkpoint(...)`, `gradient_checkpointing_enable()`, ... */
-  ckpt: Evidence[];
-  /** `_attn_implementation` is read or set: attention is chosen by a config at run time. */
-  dispatch: boolean;
-  /** torch.compile in this chunk: `torch.compile(model)`, `model.compile()`, `@torch.compile`. */
-  compile: Evidence[];
-}
+import type { AdviceFacts, AttnChainFact } from './factTypes';
+import { argFact, capture, finalName, rel } from './nodes';
 
 export function emptyAdvice(): AdviceFacts {
   return { chains: [], loops: [], backward: [], attnImpl: [], eager: [], amp: [], ckpt: [], dispatch: false, compile: [] };
@@ -111,20 +29,6 @@ const CKPT_CALLS = new Set([
 ]);
 const LOW_PRECISION = /bfloat16|float16|\bhalf\b|bf16|fp16|16-mixed|mixed/;
 const MODEL_BUILDERS = /^(from_pretrained|_from_config|from_config|to)$/;
-
-function rel(node: Node, baseRow: number): RelRange {
-  return { sr: node.startPosition.row - baseRow, sc: node.startPosition.column, er: node.endPosition.row - baseRow, ec: node.endPosition.column };
-}
-
-function finalName(text: string): string {
-  const m = /([A-Za-z_]\w*)$/.exec(text);
-  return m ? (m[1] as string) : '';
-}
-
-function capture(m: QueryMatch, name: string): Node | undefined {
-  for (const c of m.captures) if (c.name === name) return c.node;
-  return undefined;
-}
 
 function positional(args: Node | null): Node[] {
   if (!args || args.type !== 'argument_list') return [];
@@ -174,7 +78,7 @@ function readChains(
         pos: rel(call, baseRow),
         scope: sc,
         callee,
-        args: args && args.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map((c) => c.text) : [],
+        args: args && args.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map(argFact) : [],
         scoresRow,
       };
       if (input.k === 'scores' && input.mixed) chain.headsMixed = true;

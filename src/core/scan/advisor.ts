@@ -3,34 +3,20 @@
  * (→ fused SDPA), training without mixed precision (→ bf16 autocast), block loops
  * without activation checkpointing, Adam/AdamW without `fused=`/`foreach=`.
  *
- * Each finding carries an estimate: from the last measured report where it names
- * these lines or modules (basis `measured`), else from the static shapes (settings,
- * literal config values) with the formulas below (basis `estimate`). A lever whose
- * torch feature the installed torch lacks is still reported, marked unavailable.
+ * It runs last in each group, over the sites the other passes found (an attention dropout
+ * next to eager attention says to switch first), and once over the whole file for the
+ * training step and HF models. What each lever saves is worked out in levers.ts.
  */
-import type { AttnChainFact, BackwardFact, LoopFact } from './adviceFacts';
-import type { Env, GCall, PlacedChunk } from './analyze';
-import type { DefFact, RelRange } from './facts';
-import { SDPA, FUSED_ATTENTION } from './names';
-import { formatBytes } from '../units';
-import { type Dim, fromDims, type ShapeContext } from './shapes';
-import type { Advice, AttentionInfo, Estimate, EstimateShape, MeasuredModule, Site, SiteArgs, SiteRange, TorchCapabilities, TorchFeature } from './types';
-
-/** What the whole file says about precision, checkpointing and attention dispatch. */
-export interface FileAdvice {
-  /** First mixed-precision evidence (0-based line). */
-  amp?: { what: string; line: number };
-  /** First activation-checkpointing evidence (0-based line). */
-  ckpt?: { what: string; line: number };
-  /** `_attn_implementation` is read: the attention is chosen by a config at run time. */
-  dispatch: boolean;
-  /** A framework that sets precision or checkpointing outside the file (accelerate, Lightning, DeepSpeed). */
-  framework?: string;
-  /** Some function holds an eager attention chain (for per-block estimates). */
-  eager: boolean;
-  /** First torch.compile evidence (0-based line): `torch.compile(model)`, `@torch.compile`, `model.compile()`. */
-  compiled?: { what: string; line: number };
-}
+import { BERT_LARGE_SDPA, describeMeasured } from '../advice/measured';
+import { argMap, clipArg } from './args';
+import type { ClassHeader, Env, FileAdvice, GCall, Group, PlacedChunk, ScopeNames } from './context';
+import type { AttnChainFact, AttnImplFact, BackwardFact, CallFact, EagerLiteralFact, LoopFact } from './factTypes';
+import { siteMessage } from './format';
+import { applyCapabilities, autocastAdvice, checkpointAdvice, DOCS, eagerAttnAdvice, optimizerAdvice } from './levers';
+import { FUSED_ATTENTION, SDPA } from './names';
+import { ShapeContext } from './shapes';
+import { abs, scopeNames } from './sites';
+import type { Advice, AttentionInfo, Estimate, Site, SiteArgs, SiteRange } from './types';
 
 const FRAMEWORKS = /^(accelerate|lightning|pytorch_lightning|lightning_fabric|deepspeed|colossalai)(\.|$)/;
 
@@ -55,187 +41,123 @@ export function fileAdviceKey(f: FileAdvice): unknown[] {
 }
 
 // ---------------------------------------------------------------------------
-// Formulas. Bytes per element assume CUDA: dropout masks are bool (1 B); pass
-// maskBytes = 4 for CPU, where dropout keeps a float mask.
+// In each group.
 
 /**
- * Bytes per attention-probability element (B·H·L² per layer) that eager attention
- * keeps for backward and a fused kernel does not:
- *   softmax output, kept by its backward: 4 B (fp32; autocast runs softmax in fp32)
- *   with dropout: its mask (maskBytes) + the dropped probabilities kept by `@ v` (2 B under autocast, 4 B in fp32)
- *   without dropout under autocast: `@ v` keeps a bf16 copy of the probabilities (2 B); in fp32 it keeps the softmax output itself
- * Under bf16 autocast with dropout that is 7 B/element; in fp32 with dropout, 9. Measured
- * (kernels/benchmarks/results/advisor_NVIDIA-H200.json): HF BERT-large 16×512 in fp32
- * (24 layers × 16 heads, 1.61e9 probability elements) peaked 14.48e9 B lower with SDPA
- * than eager: 8.99 B per element.
+ * The advisor's findings inside one group: eager attention chains, block loops
+ * without checkpointing, Adam/AdamW without fused=/foreach=; and the advice on the
+ * group's attention masks. Rows are relative to the group, like every group site.
  */
-export function eagerBytesPerElement(amp: boolean, dropout: boolean, maskBytes = 1): number {
-  return 4 + (dropout ? maskBytes + (amp ? 2 : 4) : amp ? 2 : 0);
-}
+export function adviseGroup(group: Group, softmaxMembers: ReadonlySet<string>): void {
+  const { file, chunks, header, base: groupBase, env, shapes: ctx, calls, sites } = group;
+  const caps = env.opts.capabilities;
+  const message = (s: Site) => siteMessage(s, caps ?? null);
+  const chains: ChainInGroup[] = [];
+  const loops: LoopInGroup[] = [];
+  chunks.forEach((c, ci) => {
+    const baseRow = c.baseRow - groupBase;
+    const hn = c.context >= 0 && header ? header.name : null;
+    for (const chain of c.facts.advice.chains) chains.push({ chain, baseRow, names: scopeNames(c.facts.defs, chain.scope, ci, hn) });
+    for (const loop of c.facts.advice.loops) loops.push({ loop, ci, baseRow, names: scopeNames(c.facts.defs, loop.scope, ci, hn) });
+  });
 
-/** What a fused kernel keeps instead, per query row: the fp32 log-sum-exp of the softmax. */
-export const SDPA_BYTES_PER_ROW = 4;
-
-/**
- * Activations one standard transformer block keeps for backward (Korthikanti et al.
- * 2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 1):
- * 34·B·L·d bytes in 16-bit training — 16 values of B·L·d at 2 B (QKV input, Q, K, V,
- * projection input, two LayerNorm inputs, MLP input, 4× GeLU input and 4× second
- * linear input) plus two dropout masks at 1 B; in fp32 the 16 values take 4 B: 66·B·L·d.
- * Eager attention adds B·H·L²·eagerBytesPerElement; a fused kernel only B·H·L·4.
- */
-export function blockActivationBytes(o: { batch: number; seqLen: number; hidden: number; heads?: number; amp: boolean; eager: boolean; dropout?: boolean; maskBytes?: number }): number {
-  const maskBytes = o.maskBytes ?? 1;
-  const perToken = 16 * (o.amp ? 2 : 4) + 2 * maskBytes;
-  let bytes = o.batch * o.seqLen * o.hidden * perToken;
-  if (o.heads !== undefined) {
-    const rows = o.batch * o.heads * o.seqLen;
-    bytes += o.eager ? rows * o.seqLen * eagerBytesPerElement(o.amp, o.dropout ?? true, maskBytes) : rows * SDPA_BYTES_PER_ROW;
+  const eager: Site[] = [];
+  for (const c of eagerChains(chains, calls, env, softmaxMembers)) {
+    const site = eagerBlockSite(file, c, env, ctx, message);
+    sites.push(site);
+    eager.push(site);
   }
-  return bytes;
-}
-
-/**
- * Checkpointing n blocks keeps each block's input (X bytes) instead of its
- * activations (A bytes), and re-materialises one block's activations at a time in
- * backward: saving = n·A − (n·X + A) = (n − 1)·A − n·X.
- */
-export function checkpointSaving(blocks: number, perBlock: number, input: number): number {
-  return Math.max(0, (blocks - 1) * perBlock - blocks * input);
-}
-
-/**
- * Weights of a transformer: per block 4·d² (Q, K, V, output) + 2·d·I (the FFN, I = 4·d
- * when not written), plus the token and position embeddings. Biases and norms left out.
- */
-export function transformerParams(o: { layers: number; hidden: number; intermediate?: number; vocab?: number; positions?: number }): number {
-  const d = o.hidden;
-  const inter = o.intermediate ?? 4 * d;
-  return o.layers * (4 * d * d + 2 * d * inter) + (o.vocab ?? 0) * d + (o.positions ?? 0) * d;
-}
-
-// ---------------------------------------------------------------------------
-// Capabilities.
-
-/** How each feature is named to users. */
-export const FEATURE_TEXT: Record<TorchFeature, string> = {
-  sdpa: 'F.scaled_dot_product_attention',
-  'sdpa-scale': 'the scale= argument of F.scaled_dot_product_attention',
-  'is-causal': 'is_causal=True in F.scaled_dot_product_attention',
-  'autocast-bf16-cuda': 'bf16 autocast on CUDA',
-  'autocast-bf16-cpu': 'bf16 autocast on CPU',
-  cuda: 'a CUDA device',
-  'cuda-bf16': 'bf16 on its CUDA device',
-  'checkpoint-non-reentrant': 'non-reentrant activation checkpointing (use_reentrant=False)',
-  'adamw-fused': 'fused AdamW (fused=True)',
-  'adamw-foreach': 'multi-tensor AdamW (foreach=True)',
-};
-
-export const DOCS = {
-  sdpa: 'https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html',
-  hf: 'https://huggingface.co/docs/transformers/perf_train_gpu_one',
-  autocast: 'https://pytorch.org/docs/stable/amp.html',
-  checkpoint: 'https://pytorch.org/docs/stable/checkpoint.html',
-  optimizer: 'https://pytorch.org/docs/stable/generated/torch.optim.AdamW.html',
-} as const;
-
-/** Sets `unavailable` when the installed torch is known to lack a required feature. */
-export function applyCapabilities(advice: Advice, caps: TorchCapabilities | undefined): Advice {
-  if (!caps) return advice;
-  const missing = (advice.requires ?? []).filter((f) => caps.features[f] === false);
-  if (missing.length) advice.unavailable = `the installed torch (${caps.torch}) has no ${missing.map((f) => FEATURE_TEXT[f]).join(' and no ')}`;
-  return advice;
-}
-
-/** The closing words of an advisor message: whether the advice was checked against a torch. */
-export function capabilityNote(caps: TorchCapabilities | undefined | null): string {
-  return caps ? '' : ' Not checked against an installed torch.';
-}
-
-// ---------------------------------------------------------------------------
-// Building sites.
-
-export interface ScopeNames {
-  className: string | null;
-  classKey: string | null;
-  funcName: string | null;
-  funcKey: string | null;
-}
-
-/** The enclosing class and function of a scope (index into the chunk's defs). */
-export function scopeNames(defs: readonly DefFact[], scope: number, ci: number, headerName: string | null): ScopeNames {
-  const out: ScopeNames = { className: null, classKey: null, funcName: null, funcKey: null };
-  for (let s = scope; s >= 0; s = (defs[s] as DefFact).parent) {
-    const d = defs[s] as DefFact;
-    if (d.kind === 'func' && out.funcName === null) {
-      out.funcName = d.name;
-      out.funcKey = `${ci}:${s}`;
-    }
-    if (d.kind === 'class') {
-      out.className = d.name;
-      out.classKey = `${ci}:${s}`;
-      break;
+  // The 40% lever before the 6% one: an attention dropout next to eager attention says so.
+  for (const s of sites) {
+    if (s.kind !== 'attn-dropout' || s.remedy) continue;
+    const e = eager.find((x) => (s.className !== null ? x.className === s.className : x.funcName === s.funcName) && !x.advice?.unavailable);
+    if (!e) continue;
+    s.remedy = 'Fused attention removes this mask altogether (see the eager-attn finding in the same code): switch to it before packing.';
+    s.message = message(s);
+  }
+  // Under torch.compile packing works differently (plain ops Inductor fuses): the finding says
+  // what was measured there. The evidence line is file-absolute; sites here are group-relative.
+  const compiled = env.advice.compiled;
+  if (compiled) {
+    for (const s of sites) {
+      if (s.kind !== 'dropout' && s.kind !== 'dropout-call' && s.kind !== 'attn-dropout') continue;
+      s.compiled = { what: compiled.what, line: compiled.line };
+      s.message = message(s);
     }
   }
-  if (out.className === null && headerName !== null) {
-    out.className = headerName;
-    out.classKey = 'h';
-  }
-  return out;
-}
 
-function abs(r: RelRange, baseRow: number): SiteRange {
-  return { startLine: r.sr + baseRow, startCol: r.sc, endLine: r.er + baseRow, endCol: r.ec };
+  for (const { l, list } of checkpointLoops(loops, calls, env)) {
+    const { estimate, advice } = checkpointAdvice(env, ctx, { line: list.range.startLine + groupBase + 1 });
+    sites.push(
+      advisorSite(
+        {
+          file,
+          range: abs(l.loop.pos, l.baseRow),
+          kind: 'checkpoint',
+          form: 'call',
+          names: l.names,
+          callee: 'for',
+          resolved: null,
+          args: { target: clipArg(l.loop.targets.join(', ')), iter: clipArg(l.loop.iter) },
+          binding: l.loop.iter,
+          estimate,
+          advice,
+          remedy: advice.unavailable
+            ? `Activation checkpointing is not available: ${advice.unavailable}.`
+            : `Call each block through torch.utils.checkpoint.checkpoint(${l.loop.targets[l.loop.targets.length - 1] ?? 'block'}, ..., use_reentrant=False) while training: it keeps only the block's input and recomputes the rest in backward.`,
+        },
+        message,
+      ),
+    );
+  }
+
+  for (const g of calls) {
+    if (!g.f.detailed || !OPTIMIZERS.has(g.res.qname ?? '')) continue;
+    // `**kwargs` may carry fused=True (nanoGPT's configure_optimizers does).
+    if (g.f.args.some((a) => a.name === 'fused' || a.name === 'foreach' || a.name === '**')) continue;
+    const o = optimizerAdvice(env, ctx);
+    if (o.stateBytes !== undefined) o.estimate.stateBytes = o.stateBytes;
+    const flag = o.advice.requires?.includes('adamw-foreach') ? 'foreach=True' : 'fused=True';
+    const site = advisorSite(
+      {
+        file,
+        range: g.range,
+        kind: 'optimizer',
+        form: 'construct',
+        names: g,
+        callee: g.f.callee,
+        resolved: g.res.qname,
+        args: argMap(g.f, ['params', 'lr', 'betas', 'eps', 'weight_decay', 'amsgrad']),
+        estimate: o.estimate,
+        advice: o.advice,
+        remedy: o.advice.unavailable
+          ? `Neither fused nor foreach AdamW is available: ${o.advice.unavailable}.`
+          : `${flag} runs the update as a few large kernels: a faster step with fewer temporaries; the state keeps its size. Several GPUs: sharding the state (ZeRO, FSDP) divides it by their number.`,
+      },
+      message,
+    );
+    if (g.f.binding) site.binding = g.f.binding;
+    sites.push(site);
+  }
+
+  // Attention masks: the fused alternative is a lever too, and needs a torch that has it.
+  for (const s of sites) {
+    if (s.kind !== 'attn-mask') continue;
+    const causal = s.remedy?.startsWith('Pass is_causal') ?? false;
+    const advice: Advice = { lever: causal ? 'is-causal' : 'sdpa', basis: s.estimate.source === 'report' ? 'measured' : 'estimate', requires: [causal ? 'is-causal' : 'sdpa'], docs: DOCS.sdpa };
+    if (s.estimate.maskBytes !== undefined) advice.savingBytes = s.estimate.maskBytes;
+    applyCapabilities(advice, caps);
+    s.advice = advice;
+    if (advice.unavailable) {
+      s.remedy = `${causal ? 'is_causal=True' : 'Fused masking'} would remove it, but ${advice.unavailable}.`;
+      s.message = message(s);
+    }
+  }
 }
 
 const isZero = (p: string | undefined) => p !== undefined && /^0*\.?0*$/.test(p.trim()) && p.trim() !== '.';
 
-function layersOf(ctx: ShapeContext): Dim | undefined {
-  return ctx.configDim('layers');
-}
-
-/** Sums what the report kept on these 1-based lines (each line once). */
-function savedOn(env: Env, lines: readonly (number | undefined)[]): number[] | undefined {
-  const by = env.opts.hints?.savedByLine;
-  if (!by) return undefined;
-  const seen = new Set<number>();
-  const out: number[] = [];
-  for (const l of lines) {
-    if (l === undefined || seen.has(l)) {
-      out.push(0);
-      continue;
-    }
-    seen.add(l);
-    out.push(by.get(l) ?? 0);
-  }
-  return out;
-}
-
-/** Per-block totals of the measured modules under a list built at `line` (1-based), or under the largest list. */
-export function measuredBlocks(modules: readonly MeasuredModule[], line?: number): { path: string; blocks: number[] } | undefined {
-  const lists = modules.filter((m) => (m.type === 'ModuleList' || m.type === 'Sequential') && (line === undefined || m.createdLine === line));
-  let best: { path: string; blocks: number[] } | undefined;
-  for (const list of lists) {
-    const prefix = list.path ? `${list.path}.` : '';
-    const sums = new Map<string, number>();
-    for (const m of modules) {
-      // `prefix` + digits, then a dot or the end (paths come from a report: string
-      // operations, never a RegExp built from them).
-      if (!m.path.startsWith(prefix)) continue;
-      const rest = m.path.slice(prefix.length);
-      const dot = rest.indexOf('.');
-      const index = dot < 0 ? rest : rest.slice(0, dot);
-      if (!/^\d+$/.test(index)) continue;
-      sums.set(index, (sums.get(index) ?? 0) + m.savedBytes);
-    }
-    if (sums.size < 2) continue;
-    const blocks = [...sums.values()];
-    if (!best || blocks.reduce((a, b) => a + b, 0) > best.blocks.reduce((a, b) => a + b, 0)) best = { path: list.path, blocks };
-  }
-  return best;
-}
-
-export interface AdvisorSiteParts {
+interface AdvisorSiteParts {
   file: string;
   range: SiteRange;
   kind: Site['kind'];
@@ -251,7 +173,7 @@ export interface AdvisorSiteParts {
   binding?: string;
 }
 
-export function advisorSite(p: AdvisorSiteParts, message: (s: Site) => string): Site {
+function advisorSite(p: AdvisorSiteParts, message: (s: Site) => string): Site {
   const site: Site = {
     file: p.file,
     range: p.range,
@@ -274,71 +196,14 @@ export function advisorSite(p: AdvisorSiteParts, message: (s: Site) => string): 
   return site;
 }
 
-// ---------------------------------------------------------------------------
-// Eager attention.
-
-export interface ChainInGroup {
+interface ChainInGroup {
   chain: AttnChainFact;
   baseRow: number;
   names: ScopeNames;
 }
 
-/** Estimate and advice for an eager attention chain. Rows are absolute (0-based). */
-export function eagerAttnAdvice(
-  env: Env,
-  ctx: ShapeContext,
-  parts: { softmaxLine: number; dropoutLine?: number; outputLine?: number; dropout: boolean; form: 'eager-block' | 'hf-eager' },
-): { estimate: Estimate; advice: Advice } {
-  const amp = !!env.advice.amp;
-  // A rewrite may pass the block's own scale= only where the installed torch is known to take it
-  // (SDPA before 2.1 has no scale=): then the proposal needs that feature too.
-  const scale = parts.form === 'eager-block' && env.opts.capabilities?.features['sdpa-scale'] === true;
-  const advice: Advice = { lever: 'sdpa', basis: 'estimate', requires: scale ? ['sdpa', 'sdpa-scale'] : ['sdpa'], docs: parts.form === 'hf-eager' ? DOCS.hf : DOCS.sdpa };
-  const run = env.opts.hints?.run;
-  if (parts.form === 'eager-block') {
-    // Lines are relative to the group; the report counts from the file's first line, 1-based.
-    const at = (l: number | undefined) => (l === undefined ? undefined : l + ctx.rowOffset + 1);
-    const saved = savedOn(env, [at(parts.softmaxLine), at(parts.dropoutLine), at(parts.outputLine)]);
-    if (saved && (saved[0] ?? 0) > 0) {
-      const [probs = 0, mask = 0, out = 0] = saved;
-      // `@ v` keeps the dropped (or cast) probabilities next to v: count at most the probabilities' size.
-      const copy = parts.dropout || amp ? Math.min(out, probs) : 0;
-      advice.savingBytes = probs + mask + copy;
-      advice.basis = 'measured';
-      return {
-        advice: applyCapabilities(advice, env.opts.capabilities),
-        estimate: {
-          source: 'report',
-          note: `probabilities ${formatBytes(probs)} on the softmax line${mask ? `, ${formatBytes(mask)} on the dropout line` : ''}${copy ? `, ${formatBytes(copy)} of the copy kept by the product with v` : ''}`,
-        },
-      };
-    }
-  } else if (run?.thisFile && run.softmaxBytes) {
-    advice.savingBytes = run.softmaxBytes + (run.attnMaskBytes ?? 0);
-    advice.basis = 'measured';
-    return {
-      advice: applyCapabilities(advice, env.opts.capabilities),
-      estimate: { source: 'report', note: 'softmax outputs and attention-dropout masks (the copy kept by the product with v not counted)' },
-    };
-  }
-  const est = fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], 1, false, 'attention probabilities');
-  delete est.maskBytes;
-  if (est.elements !== undefined && est.shape?.seqLen) {
-    const layers = layersOf(ctx);
-    const n = layers?.value ?? 1;
-    const bpe = eagerBytesPerElement(amp, parts.dropout);
-    const perLayer = est.elements * bpe - (est.elements / est.shape.seqLen) * SDPA_BYTES_PER_ROW;
-    advice.savingBytes = Math.max(0, n * perLayer);
-    est.elements *= n;
-    est.note = `${est.note}; ${layers ? `× ${n} layers from ${layers.label}` : 'one layer (no layer count in the file)'}; ${bpe} B per element (${
-      amp ? 'autocast: fp32 softmax output' : 'fp32 softmax output'
-    }${parts.dropout ? `, 1 B dropout mask, ${amp ? 2 : 4} B dropped copy` : amp ? ', 2 B bf16 copy' : ''}) less SDPA's 4 B per row`;
-  }
-  return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: est };
-}
-
 /** Eager attention chains of a group that are sites: confirmed, complete, and not a fallback of a fused path. */
-export function eagerChains(
+function eagerChains(
   chains: readonly ChainInGroup[],
   calls: readonly GCall[],
   env: Env,
@@ -367,7 +232,7 @@ export function eagerChains(
   });
 }
 
-export function eagerBlockSite(file: string, c: ChainInGroup, env: Env, ctx: ShapeContext, message: (s: Site) => string): Site {
+function eagerBlockSite(file: string, c: ChainInGroup, env: Env, ctx: ShapeContext, message: (s: Site) => string): Site {
   const { chain, baseRow, names } = c;
   const row = (r: number | undefined) => (r === undefined ? undefined : r + baseRow);
   const dropout = chain.dropoutRow !== undefined && !isZero(chain.dropoutP);
@@ -384,10 +249,10 @@ export function eagerBlockSite(file: string, c: ChainInGroup, env: Env, ctx: Sha
   const { estimate, advice } = eagerAttnAdvice(env, ctx, { softmaxLine, dropoutLine: attention.dropoutLine, outputLine: attention.outputLine, dropout, form: 'eager-block' });
   const args: SiteArgs = {};
   const params = ['input', 'dim'];
+  // Splats take a positional's place, as written.
   chain.args.forEach((a, i) => {
-    const eq = /^([A-Za-z_]\w*)\s*=(?!=)\s*([\s\S]*)$/.exec(a);
-    if (eq) args[eq[1] as string] = eq[2] as string;
-    else args[params[i] ?? `arg${i}`] = a;
+    if (a.name !== null && a.name !== '*' && a.name !== '**') args[a.name] = a.text;
+    else args[params[i] ?? `arg${i}`] = a.text;
   });
   return advisorSite(
     {
@@ -410,67 +275,10 @@ export function eagerBlockSite(file: string, c: ChainInGroup, env: Env, ctx: Sha
   );
 }
 
-// ---------------------------------------------------------------------------
-// Activation checkpointing.
-
 /** Leaf layers: a list of these is not a list of blocks. */
 const LEAF_ITEMS = /^\[\s*(nn|torch\.nn)\.(Linear|Conv\w*|LayerNorm|RMSNorm|GroupNorm|BatchNorm\w*|Dropout\w*|Embedding|ReLU|GELU|SiLU|Identity)\(/;
 
-/**
- * `measured`: where to look in the report: the list built at `line` (1-based), any
- * list (`{}`, for an HF model built here), or nowhere (undefined).
- */
-export function checkpointAdvice(env: Env, ctx: ShapeContext, measured: { line?: number } | undefined): { estimate: Estimate; advice: Advice } {
-  const amp = !!env.advice.amp;
-  const advice: Advice = {
-    lever: 'checkpoint',
-    basis: 'estimate',
-    cost: 'recompute: about one extra forward pass per step (~+20–35% step time)',
-    requires: ['checkpoint-non-reentrant'],
-    docs: DOCS.checkpoint,
-  };
-  const modules = env.opts.hints?.modules;
-  const found = modules && measured ? measuredBlocks(modules, measured.line) : undefined;
-  if (found) {
-    const total = found.blocks.reduce((a, b) => a + b, 0);
-    const max = Math.max(...found.blocks);
-    advice.savingBytes = total - max;
-    advice.basis = 'measured';
-    return {
-      advice: applyCapabilities(advice, env.opts.capabilities),
-      estimate: {
-        source: 'report',
-        note: `${found.blocks.length} blocks under ${found.path || 'the model'} kept ${formatBytes(total)}; one block is re-materialised in backward; the input each block keeps is not subtracted (an upper bound)`,
-      },
-    };
-  }
-  const B = ctx.dim('batch');
-  const L = ctx.dim('seqLen');
-  const d = ctx.dim('hidden');
-  const H = ctx.dim('heads');
-  const n = layersOf(ctx);
-  const missing = [L ? '' : 'L (seqLen)', d ? '' : 'd (hidden)', n ? '' : 'the number of blocks'].filter(Boolean);
-  if (!L || !d || !n) return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: { source: 'unknown', note: `shape unknown: no ${missing.join(', ')} in the file; set membit.shapes` } };
-  const batch = B?.value ?? 1;
-  const perBlock = blockActivationBytes({ batch, seqLen: L.value, hidden: d.value, ...(H ? { heads: H.value } : {}), amp, eager: env.advice.eager });
-  const input = batch * L.value * d.value * (amp ? 2 : 4);
-  advice.savingBytes = checkpointSaving(n.value, perBlock, input);
-  const shape: EstimateShape = { seqLen: L.value, hidden: d.value };
-  if (B) shape.batch = B.value;
-  if (H) shape.heads = H.value;
-  const dims = [B, L, d, H, n].filter((x): x is Dim => !!x);
-  const est: Estimate = {
-    source: dims.some((x) => x.origin === 'settings') ? 'settings' : 'config',
-    shape,
-    note: `(n−1)·A − n·X with n=${n.value} blocks, A = ${amp ? 34 : 66}·B·L·d${H ? (env.advice.eager ? ' + eager attention B·H·L²' : ' + B·H·L·4') : ''} per block (Korthikanti et al. 2022), X = B·L·d·${amp ? 2 : 4} kept per block; ${dims
-      .map((x) => `${x.label}=${x.value}`)
-      .join(', ')}${B ? '' : '; per sample (no batch size known)'}`,
-  };
-  if (!B) est.perSample = true;
-  return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: est };
-}
-
-export interface LoopInGroup {
+interface LoopInGroup {
   loop: LoopFact;
   ci: number;
   baseRow: number;
@@ -478,7 +286,7 @@ export interface LoopInGroup {
 }
 
 /** The block loops of a group that checkpointing would cover: `for block in self.<list>` in `forward`. */
-export function checkpointLoops(loops: readonly LoopInGroup[], calls: readonly GCall[], env: Env): { l: LoopInGroup; list: GCall }[] {
+function checkpointLoops(loops: readonly LoopInGroup[], calls: readonly GCall[], env: Env): { l: LoopInGroup; list: GCall }[] {
   if (env.advice.ckpt || env.advice.framework === 'deepspeed') return [];
   const out: { l: LoopInGroup; list: GCall }[] = [];
   for (const l of loops) {
@@ -500,93 +308,179 @@ export function checkpointLoops(loops: readonly LoopInGroup[], calls: readonly G
   return out;
 }
 
-// ---------------------------------------------------------------------------
-// Optimizers.
-
-export const OPTIMIZERS = new Set(['torch.optim.AdamW', 'torch.optim.Adam', 'torch.optim.adamw.AdamW', 'torch.optim.adam.Adam']);
-
-export function optimizerAdvice(env: Env, ctx: ShapeContext): { estimate: Estimate; advice: Advice; stateBytes?: number; params?: number } {
-  const caps = env.opts.capabilities;
-  // Fused where this torch has it; else foreach; the lever is unavailable only when it has neither.
-  const requires: TorchFeature[] = caps && caps.features['adamw-fused'] === false && caps.features['adamw-foreach'] !== false ? ['adamw-foreach'] : ['adamw-fused'];
-  const advice: Advice = { lever: 'fused-optimizer', basis: 'estimate', requires, docs: DOCS.optimizer, cost: 'none: the same update, fewer kernel launches' };
-  const run = env.opts.hints?.run;
-  if (run?.thisFile && run.optimizerState) {
-    advice.basis = 'measured';
-    return {
-      advice: applyCapabilities(advice, caps),
-      stateBytes: run.optimizerState,
-      ...(run.params !== undefined ? { params: Math.round(run.params / 4) } : {}),
-      estimate: { source: 'report', note: 'the optimizer state' },
-    };
-  }
-  const n = layersOf(ctx);
-  const d = ctx.dim('hidden');
-  if (!n || !d) return { advice: applyCapabilities(advice, caps), estimate: { source: 'unknown', note: 'parameter count unknown: 8 B per parameter' } };
-  const vocab = ctx.configDim('vocab');
-  const inter = ctx.configDim('intermediate');
-  const L = ctx.dim('seqLen');
-  const params = transformerParams({ layers: n.value, hidden: d.value, ...(inter ? { intermediate: inter.value } : {}), ...(vocab ? { vocab: vocab.value } : {}), ...(L ? { positions: L.value } : {}) });
-  const dims = [n, d, inter, vocab, L].filter((x): x is Dim => !!x);
-  return {
-    advice: applyCapabilities(advice, caps),
-    stateBytes: params * 8,
-    params,
-    estimate: {
-      elements: params,
-      source: dims.some((x) => x.origin === 'settings') ? 'settings' : 'config',
-      note: `~${params.toLocaleString('en-US')} parameters = n·(4d² + 2·d·I) + V·d + L·d (biases and norms left out); ${dims.map((x) => `${x.label}=${x.value}`).join(', ')}`,
-    },
-  };
-}
+/** Adam and AdamW: the optimizers the fused-optimizer lever covers. */
+const OPTIMIZERS = new Set(['torch.optim.AdamW', 'torch.optim.Adam', 'torch.optim.adamw.AdamW', 'torch.optim.adam.Adam']);
 
 // ---------------------------------------------------------------------------
-// Mixed precision.
+// File-wide.
 
-export function autocastAdvice(env: Env, ctx: ShapeContext): { estimate: Estimate; advice: Advice } {
+const HF_BUILDERS = new Set(['from_pretrained', '_from_config', 'from_config']);
+const NOT_MODELS = /Tokenizer|Config|Processor|Extractor|Pipeline|Dataset|Scheduler/;
+const EAGER_LITERAL = /^[rRuU]?["']eager["']$/;
+
+/**
+ * The advisor's file-wide findings: the training step without mixed precision, HF
+ * models built with eager attention or trained without gradient checkpointing.
+ * Computed on every scan from the chunks' facts (cheap: a few short lists).
+ */
+export function adviseFile(file: string, chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], env: Env): Site[] {
+  const out: Site[] = [];
   const caps = env.opts.capabilities;
-  // A torch built without CUDA can still train in bf16 on the CPU: the lever then needs CPU autocast.
-  const requires: TorchFeature[] = caps && caps.features['autocast-bf16-cuda'] === false && caps.features['autocast-bf16-cpu'] !== false ? ['autocast-bf16-cpu'] : ['autocast-bf16-cuda'];
-  const advice: Advice = { lever: 'autocast', basis: 'estimate', requires, docs: DOCS.autocast, cost: 'bf16 rounding: keep the loss and optimizer in fp32 (autocast does)' };
-  const run = env.opts.hints?.run;
-  if (run?.thisFile && run.activationsAtPeak) {
-    // bf16 halves most saved activations; autocast also caches a bf16 copy of each weight (half the fp32 weights).
-    advice.savingBytes = Math.max(0, Math.round(run.activationsAtPeak / 2 - (run.params ?? 0) / 2));
-    return {
-      advice: applyCapabilities(advice, env.opts.capabilities),
-      estimate: { source: 'report', note: `half of the ${formatBytes(run.activationsAtPeak)} of activations measured at the peak, less bf16 copies of the weights (an estimate: softmax and norms stay fp32)` },
-    };
+  const message = (s: Site) => siteMessage(s, caps ?? null);
+  const ctx = new ShapeContext(env.opts.shapes ?? {}, env.config, env.opts.hints, 0);
+  interface At<T> {
+    fact: T;
+    baseRow: number;
+    names: ScopeNames;
   }
-  const B = ctx.dim('batch');
-  const L = ctx.dim('seqLen');
-  const d = ctx.dim('hidden');
-  const H = ctx.dim('heads');
-  const n = layersOf(ctx);
-  if (!L || !d || !n) {
-    const missing = [L ? '' : 'L (seqLen)', d ? '' : 'd (hidden)', n ? '' : 'the number of layers'].filter(Boolean);
-    return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: { source: 'unknown', note: `shape unknown: no ${missing.join(', ')} in the file; set membit.shapes` } };
+  const backs: At<BackwardFact>[] = [];
+  const impls: At<AttnImplFact>[] = [];
+  const eagerLits: At<EagerLiteralFact>[] = [];
+  const builds: At<CallFact>[] = [];
+  const modelNames = new Set<string>();
+  const called: string[] = [];
+  let hfTrainer = false;
+  const localClasses = new Set(env.classes.map((c) => c.name));
+  chunks.forEach((c, ci) => {
+    const hn = c.context >= 0 ? (headers[c.context]?.name ?? null) : null;
+    const a = c.facts.advice;
+    const at = <T extends { scope: number }>(fact: T): At<T> => ({ fact, baseRow: c.baseRow, names: scopeNames(c.facts.defs, fact.scope, ci, hn) });
+    for (const b of a.backward) backs.push(at(b));
+    for (const i of a.attnImpl) impls.push(at(i));
+    for (const e of a.eager) eagerLits.push({ fact: e, baseRow: c.baseRow, names: scopeNames(c.facts.defs, -1, ci, hn) });
+    for (const f of c.facts.calls) {
+      called.push(f.callee);
+      if (/^(Trainer|SFTTrainer|Seq2SeqTrainer)$/.test(f.final)) hfTrainer = true;
+      if (!f.detailed) continue;
+      const res = env.resolver.resolve(f.callee, f.headLocal);
+      const receiver = f.callee.slice(0, Math.max(0, f.callee.length - f.final.length - 1));
+      const recvLast = receiver.slice(receiver.lastIndexOf('.') + 1);
+      let model = false;
+      if (HF_BUILDERS.has(f.final) && receiver && !NOT_MODELS.test(recvLast)) {
+        model = true;
+        const q = res.qname ?? '';
+        if (q.startsWith('transformers.') || q.startsWith('peft.') || (!q.startsWith('<local>') && /^Auto|For[A-Z]|Model/.test(recvLast))) builds.push(at(f));
+      } else if (res.qname?.startsWith('<local>.') && localClasses.has(res.final) && res.final === f.callee) model = true;
+      else if (/^[A-Za-z_]\w*$/.test(f.callee) && /model/i.test(f.callee)) model = true;
+      if (model && f.binding && /^(self\.)?[A-Za-z_]\w*$/.test(f.binding)) modelNames.add(f.binding);
+    }
+  });
+  const forward = called.some((c) => modelNames.has(c) || /^(self\.)?(model|net|network)$/.test(c));
+  const lossBack = backs.find((b) => isLossBackward(b.fact));
+
+  // A training step in full fp32.
+  if (!env.advice.amp && !env.advice.framework && lossBack && forward) {
+    const { estimate, advice } = autocastAdvice(env, ctx);
+    const b = lossBack;
+    out.push(
+      advisorSite(
+        {
+          file,
+          range: abs(b.fact.pos, b.baseRow),
+          kind: 'no-autocast',
+          form: 'call',
+          names: b.names,
+          callee: `${b.fact.receiver.replace(/\s+/g, '')}.backward`,
+          resolved: null,
+          args: {},
+          estimate,
+          advice,
+          remedy: advice.unavailable
+            ? `Mixed precision is not available: ${advice.unavailable}.`
+            : advice.requires?.includes('autocast-bf16-cpu')
+              ? 'Run the forward pass and the loss under torch.autocast("cpu", dtype=torch.bfloat16) (this torch has no CUDA; on a GPU, "cuda"): most activations are then kept in 2 bytes instead of 4.'
+              : 'Run the forward pass and the loss under torch.autocast("cuda", dtype=torch.bfloat16): most activations are then kept in 2 bytes instead of 4, and matmuls run on tensor cores.',
+        },
+        message,
+      ),
+    );
   }
-  const batch = B?.value ?? 1;
-  const shape = { batch, seqLen: L.value, hidden: d.value, ...(H ? { heads: H.value } : {}), eager: env.advice.eager };
-  const fp32 = blockActivationBytes({ ...shape, amp: false });
-  const bf16 = blockActivationBytes({ ...shape, amp: true });
-  // The bf16 weight copies autocast caches are paid once, not per sample: only subtracted with a batch size.
-  const copies = B ? transformerParams({ layers: n.value, hidden: d.value }) * 2 : 0;
-  advice.savingBytes = Math.max(0, n.value * (fp32 - bf16) - copies);
-  const dims = [B, L, d, H, n].filter((x): x is Dim => !!x);
-  const est: Estimate = {
-    source: dims.some((x) => x.origin === 'settings') ? 'settings' : 'config',
-    shape: { seqLen: L.value, hidden: d.value, ...(B ? { batch: B.value } : {}), ...(H ? { heads: H.value } : {}) },
-    note: `n·(A_fp32 − A_bf16)${B ? ' − 2 B per weight (bf16 copies of the block weights)' : ''}, A per block as for checkpointing (66 vs 34·B·L·d); ${dims.map((x) => `${x.label}=${x.value}`).join(', ')}${
-      B ? '' : '; per sample (no batch size known; the bf16 weight copies are not subtracted)'
-    }`,
+
+  // HF models built with eager attention.
+  const eagerSite = (range: SiteRange, names: At<unknown>['names'], callee: string, args: SiteArgs, attention: AttentionInfo, how: string) => {
+    const { estimate, advice } = eagerAttnAdvice(env, ctx, { softmaxLine: -1, dropout: true, form: 'hf-eager' });
+    out.push(
+      advisorSite(
+        {
+          file,
+          range,
+          kind: 'eager-attn',
+          form: 'call',
+          names,
+          callee,
+          resolved: null,
+          args,
+          estimate,
+          advice,
+          attention,
+          remedy: advice.unavailable
+            ? `Fused attention is not available: ${advice.unavailable}.`
+            : `${how}: the fused kernel keeps none of it (${describeMeasured(BERT_LARGE_SDPA)}).`,
+        },
+        message,
+      ),
+    );
   };
-  if (!B) est.perSample = true;
-  return { advice: applyCapabilities(advice, env.opts.capabilities), estimate: est };
+  for (const { fact, baseRow, names } of impls) {
+    if (!HF_BUILDERS.has(fact.callee.slice(fact.callee.lastIndexOf('.') + 1)) && !/Config$/.test(fact.callee)) continue;
+    const v = fact.value.trim();
+    const range = abs(fact.pos, baseRow);
+    if (EAGER_LITERAL.test(v)) {
+      eagerSite(range, names, fact.callee, { attn_implementation: v }, { form: 'hf-eager', setting: 'attn_implementation' }, 'Pass attn_implementation="sdpa"');
+      continue;
+    }
+    if (!/^[A-Za-z_][\w.]*$/.test(v)) continue;
+    const last = v.slice(v.lastIndexOf('.') + 1);
+    const def = eagerLits.find((e) => (e.fact.context === 'default' && e.fact.name === last) || (e.fact.context === 'assign' && e.fact.name === v));
+    if (!def) continue;
+    const defaultLine = def.fact.pos.sr + def.baseRow;
+    eagerSite(
+      range,
+      names,
+      fact.callee,
+      { attn_implementation: v },
+      { form: 'hf-eager', setting: 'attn_implementation', valueText: v, defaultLine },
+      `\`${v}\` defaults to "eager" (line ${defaultLine + 1}); make "sdpa" the default`,
+    );
+  }
+  for (const { fact, baseRow, names } of eagerLits) {
+    if (fact.context !== 'assign' || !/(^|\.)_?attn_implementation$/.test(fact.name)) continue;
+    eagerSite(abs(fact.pos, baseRow), names, fact.name, { value: '"eager"' }, { form: 'hf-eager', setting: fact.name }, 'Set it to "sdpa"');
+  }
+
+  // HF models trained without gradient checkpointing.
+  if (!env.advice.ckpt && env.advice.framework !== 'deepspeed' && (lossBack || hfTrainer)) {
+    for (const { fact, baseRow, names } of builds) {
+      const range = abs(fact.pos, baseRow);
+      const built = env.opts.hints?.modules?.some((m) => m.path === '' && m.createdLine === range.startLine + 1);
+      const { estimate, advice } = checkpointAdvice(env, ctx, built ? {} : undefined);
+      out.push(
+        advisorSite(
+          {
+            file,
+            range,
+            kind: 'checkpoint',
+            form: 'call',
+            names,
+            callee: fact.callee,
+            resolved: env.resolver.resolve(fact.callee, fact.headLocal).qname,
+            args: argMap(fact, ['pretrained_model_name_or_path']),
+            ...(fact.binding ? { binding: fact.binding } : {}),
+            estimate,
+            advice,
+            remedy: advice.unavailable
+              ? `Activation checkpointing is not available: ${advice.unavailable}.`
+              : `Call ${fact.binding ?? 'model'}.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False}) before training: each layer keeps only its input and recomputes the rest in backward.`,
+          },
+          message,
+        ),
+      );
+    }
+  }
+  return out;
 }
 
 /** A `.backward()` on a loss: the training step of the file. */
-export function isLossBackward(b: BackwardFact): boolean {
+function isLossBackward(b: BackwardFact): boolean {
   return /loss/i.test(b.receiver) && !/scale\(/.test(b.receiver);
 }
-

@@ -7,106 +7,11 @@
  * character; columns are absolute (a chunk that moves keeps its columns).
  */
 import type { Node, Query, QueryMatch } from 'web-tree-sitter';
-import { type AdviceFacts, emptyAdvice, readAdviceFacts } from './adviceFacts';
+import { emptyAdvice, readAdviceFacts } from './adviceFacts';
 import { inFallbackBranch } from './branches';
+import type { AliasTarget, CallFact, ChunkFacts, DefFact } from './factTypes';
 import { BUILTINS, canonicalModule, type ImportFact, INTERESTING_FINALS } from './names';
-
-export interface RelRange {
-  sr: number;
-  sc: number;
-  er: number;
-  ec: number;
-}
-
-export interface ArgFact {
-  /** Keyword name, `*`/`**` for splats, null for a positional argument. */
-  name: string | null;
-  text: string;
-}
-
-export interface CallFact {
-  /** Callee as written, whitespace removed. */
-  callee: string;
-  /** Last identifier of the callee, '' when it ends in a call or subscript. */
-  final: string;
-  pos: RelRange;
-  si: number;
-  ei: number;
-  /** Arguments were read (only for calls that may be sites). */
-  detailed: boolean;
-  args: ArgFact[];
-  /** The callee's first name is a parameter or local of an enclosing function. */
-  headLocal: boolean;
-  /** The first argument is attention probabilities (a softmax output, possibly cast or masked). */
-  arg0Probs: boolean;
-  /** First argument as written. */
-  arg0?: string;
-  /**
-   * The member call that produced the first argument (`self.attend` for
-   * `attn = self.attend(dots); self.drop(attn)`): probabilities when that member is an nn.Softmax.
-   */
-  arg0Via?: string;
-  /** The assignment target the call's value ends up in (`self.drop`, `self.net` for items of a Sequential). */
-  binding?: string;
-  /** Path below `binding` for items of Sequential/ModuleList/OrderedDict (`0`, `c_fc`). */
-  path?: string;
-  /** `self.register_buffer("bias", <this>)`: the buffer name. */
-  buffer?: string;
-  /** The keyword the value is passed as (`h` in `ModuleDict(dict(h=nn.ModuleList(...)))`), when not assigned. */
-  kwKey?: string;
-  /** Innermost def (index into `defs`) holding the call, -1 at chunk level. */
-  scope: number;
-  /** The call runs only where a fused attention feature is missing (see branches.ts). */
-  fallback?: boolean;
-  /**
-   * A bare callee that is a local variable of its function, last bound before the call by
-   * `f = g` or `f = g if c else h`: the dotted names it may stand for, in source order.
-   */
-  aliasOf?: AliasTarget[];
-}
-
-/** One name a local variable may stand for (`create_causal_mask` in `fn = create_causal_mask if c else …`). */
-export interface AliasTarget {
-  /** As written, whitespace removed. */
-  callee: string;
-  /** Its first name is a parameter or local of an enclosing function (see CallFact.headLocal). */
-  headLocal: boolean;
-}
-
-export interface DefFact {
-  kind: 'class' | 'func';
-  name: string;
-  pos: RelRange;
-  si: number;
-  ei: number;
-  parent: number;
-  bases: string[];
-  /** Parameter names of a function, in order (`self` included). */
-  params?: string[];
-}
-
-export interface ConfigFact {
-  name: string;
-  value: number;
-  /** 0 class field / chunk-level (decided later), 1 function body, 2 parameter default, 3 call keyword. */
-  rank: number;
-  row: number;
-  scope: number;
-}
-
-export interface ChunkFacts {
-  calls: CallFact[];
-  defs: DefFact[];
-  imports: ImportFact[];
-  configs: ConfigFact[];
-  /** Names bound at chunk level (assignment targets, defs): module bindings when the chunk is top-level. */
-  chunkBound: string[];
-  /** What the memory advisor needs from this chunk. */
-  advice: AdviceFacts;
-  hasError: boolean;
-  /** The query stopped early on this chunk (its deadline, or the match limit): facts are incomplete. */
-  truncated?: 'time-budget' | 'match-limit';
-}
+import { argFact, capture, finalName, rel } from './nodes';
 
 /**
  * In-progress matches the query cursor may hold. Real code needs a few dozen; a chain of
@@ -130,22 +35,6 @@ const BUILDER_METHOD = /^self\._?(build|make|create)_\w+$/;
 const ACTIVATION = /^(gelu|silu|relu|relu6|swish|sigmoid|mish|tanh|softplus|quick_gelu|gelu_new)$/;
 const NOT_SOFTMAX = /log_?softmax|gumbel/i;
 const NUMBER = /^\d[\d_]*(\.\d*)?([eE][+-]?\d+)?$/;
-
-function rel(node: Node, baseRow: number): RelRange {
-  const s = node.startPosition;
-  const e = node.endPosition;
-  return { sr: s.row - baseRow, sc: s.column, er: e.row - baseRow, ec: e.column };
-}
-
-function finalName(callee: string): string {
-  const m = /([A-Za-z_]\w*)$/.exec(callee);
-  return m ? (m[1] as string) : '';
-}
-
-function capture(m: QueryMatch, name: string): Node | undefined {
-  for (const c of m.captures) if (c.name === name) return c.node;
-  return undefined;
-}
 
 /** Names bound by an assignment target (`a`, `a, b`, `(a, *b)`); attributes and subscripts bind none. */
 function targetNames(text: string): string[] {
@@ -690,25 +579,16 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
     };
     let arg0Node: Node | null = null;
     if (argsNode.type === 'argument_list') {
-      const children = argsNode.namedChildren;
-      for (const c of children) {
+      for (const c of argsNode.namedChildren) {
         if (!c) continue;
         const t = c.type;
         if (t === 'comment') continue;
         if (t === 'keyword_argument') {
-          const text = c.text;
-          const eq = text.indexOf('=');
-          const name = text.slice(0, eq).trim();
-          if (name === 'input' && !arg0Node) arg0Node = c.childForFieldName('value');
-          if (interesting) fact.args.push({ name, text: text.slice(eq + 1).trim() });
-          continue;
+          if (!arg0Node && c.childForFieldName('name')?.text === 'input') arg0Node = c.childForFieldName('value');
+        } else if (t !== 'list_splat' && t !== 'dictionary_splat' && !arg0Node && fact.args.every((a) => a.name === null)) {
+          arg0Node = c;
         }
-        if (t === 'list_splat' || t === 'dictionary_splat') {
-          if (interesting) fact.args.push({ name: t === 'list_splat' ? '*' : '**', text: c.text });
-          continue;
-        }
-        if (!arg0Node && fact.args.every((a) => a.name === null)) arg0Node = c;
-        if (interesting) fact.args.push({ name: null, text: c.text });
+        if (interesting) fact.args.push(argFact(c));
       }
     } else if (interesting) {
       fact.args.push({ name: null, text: argsNode.text });

@@ -10,5 +10,5 @@ export { type ReportLike, shapeHintsFromReport } from './shapes';
 export { formatBytes } from '../units';
 export { type ClassSummary, formatCount, formatHint, formatHover, hintSites, KIND_TITLE, LEVER_TITLE, siteMessage, siteSeverity, type SiteSeverity, summarizeClasses } from './format';
 export { CAPABILITIES_SCHEMA, capabilitiesArgv, parseCapabilities, probeCapabilities, type ProbeOptions, type ProbeResult } from './capabilities';
-export { blockActivationBytes, checkpointSaving, eagerBytesPerElement, FEATURE_TEXT, SDPA_BYTES_PER_ROW, transformerParams } from './advisor';
+export { blockActivationBytes, checkpointSaving, eagerBytesPerElement, FEATURE_TEXT, SDPA_BYTES_PER_ROW, transformerParams } from './levers';
 export * from './types';

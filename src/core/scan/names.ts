@@ -117,6 +117,28 @@ export const HF_MASK_HELPERS = new Set([
  */
 export const HF_MASK_HELPER = /^_?(create|make|prepare|build|expand|update)_\w*?(causal|4d|sliding|window|bidirectional|attention|attn)\w*_mask(s)?(_for_\w+|_with_\w+)?$/;
 
+/** An HF mask helper, by name (a release's list) or by its naming pattern; members only when private. */
+export function maskHelperName(r: Resolved): boolean {
+  const final = r.final;
+  if (!HF_MASK_HELPERS.has(final) && !HF_MASK_HELPER.test(final)) return false;
+  return r.binding !== 'member' || final.startsWith('_');
+}
+
+/**
+ * Callees that make a site by their name alone: torch's dropouts and SDPA, fused attention
+ * kernels, HF mask helpers. Calls through a local variable are followed to these only;
+ * projections, softmax and tensor builders are told apart by their arguments and uses,
+ * which an alias would blur.
+ */
+export function namedSite(r: Resolved): 'fused' | 'other' | null {
+  const q = r.qname;
+  if (q && (DROPOUT_CLASSES.has(q) || DROPOUT_FUNCS.has(q))) return 'other';
+  if (q === SDPA) return 'fused';
+  const fused = FUSED_ATTENTION.get(r.final);
+  if (fused && q && (q.startsWith(fused.module) || r.binding === 'unbound' || r.binding === 'star')) return 'fused';
+  return maskHelperName(r) ? 'other' : null;
+}
+
 /**
  * The last identifiers of every callee the scanner may care about. Calls whose
  * last identifier is outside this set (and that are not bare names, which may be

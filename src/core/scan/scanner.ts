@@ -13,8 +13,10 @@
  * `result.partial`, with its lines; the sites found are kept.
  */
 import type { Edit, Node, Parser, Query, Tree } from 'web-tree-sitter';
-import { Analyzer, type ClassHeader, type PlacedChunk } from './analyze';
-import { type ChunkFacts, extractFacts } from './facts';
+import { Analyzer } from './analyze';
+import type { ClassHeader, PlacedChunk } from './context';
+import { extractFacts } from './facts';
+import type { ChunkFacts } from './factTypes';
 import { formatBytes } from '../units';
 import { type AssetOptions, loadRuntime, type ScanRuntime } from './parser';
 import { readRelated, RELATED_MAX_BYTES } from './related';
