@@ -140,9 +140,9 @@ class Predictor(Harness):
         idx = rp.peak_index()
         t = rp.times[idx]
         tr = self.tracker
-        step, _ = report._step_and_phase(tr, t)
+        step, _ = tr.step_and_phase_at(t)
         start = tr.steps_info[step].start_t if step in tr.steps_info else None
-        sums, rows = allocator.attribute(rp.live_at(idx), report._identities(self), report._records_by_ptr(tr), t, 0, 0,
+        sums, rows = allocator.attribute(rp.live_at(idx), report.identities(self), report.records_by_ptr(tr), t, 0, 0,
                                          start)
         out["params"], out["buffers"], out["grads"] = sums["param"], sums["buffer"], sums["grad"]
         out["optimizer_state"], out["activations"], out["masks"] = sums["optimizer"], sums["activation"], sums["mask"]

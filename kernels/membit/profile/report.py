@@ -499,12 +499,7 @@ def _op_label(r: Record) -> str:
     return op or "unknown"
 
 
-def _step_and_phase(tr, t: Optional[int]):
-    # membit.predict reads the peak's step through this name.
-    return tr.step_and_phase_at(t)
-
-
-def _identities(h) -> Dict[int, list]:
+def identities(h) -> Dict[int, list]:
     """The tracker's sightings of params/grads/state, plus one taken now (they are still alive)."""
     from .allocator import Identity
 
@@ -522,7 +517,11 @@ def _identities(h) -> Dict[int, list]:
     return out
 
 
-def _records_by_ptr(tr) -> Dict[int, list]:
+def records_by_ptr(tr) -> Dict[int, list]:
+    """Every CUDA saved-tensor record the tracker holds, by storage pointer, oldest first.
+
+    Public with `identities`: membit.predict attributes its replayed peak through both.
+    """
     out: Dict[int, list] = {}
     recs = []
     for info in tr.steps_info.values():
@@ -554,8 +553,8 @@ def _classified_top(h, rows, limit=TOP) -> List[dict]:
 
 def _allocator_peak(h, replay):
     tr = h.tracker
-    identities = _identities(h)
-    by_ptr = _records_by_ptr(tr)
+    seen = identities(h)
+    by_ptr = records_by_ptr(tr)
     offset, delta = h.clock_offset, h.clock_delta
     start_t = None
     peak = PeakView()
@@ -567,7 +566,7 @@ def _allocator_peak(h, replay):
         step, _ = tr.step_and_phase_at(peak.t_ours)
         if step is not None and step in tr.steps_info:
             start_t = tr.steps_info[step].start_t
-    sums, rows = allocator.attribute(replay.live_at(p_idx), identities, by_ptr, t_alloc, offset, delta, start_t)
+    sums, rows = allocator.attribute(replay.live_at(p_idx), seen, by_ptr, t_alloc, offset, delta, start_t)
     peak.sums = sums
     peak.records = [rec for _, _, _, rec in rows if rec is not None]
     peak.top = _classified_top(h, rows)
@@ -581,7 +580,7 @@ def _allocator_peak(h, replay):
             step, _ = tr.step_and_phase_at(t_oom - offset)
             if step is not None and step in tr.steps_info:
                 o_start = tr.steps_info[step].start_t
-        _, o_rows = allocator.attribute(replay.live_at(o_idx - 1), identities, by_ptr, t_oom, offset, delta, o_start)
+        _, o_rows = allocator.attribute(replay.live_at(o_idx - 1), seen, by_ptr, t_oom, offset, delta, o_start)
         oom_view = {"event": replay.events[o_idx], "rows": o_rows, "allocated": int(replay.allocated_at(o_idx - 1))}
     return peak, oom_view
 
