@@ -27,7 +27,7 @@ export const Commands = {
 /** Commands not in package.json: for the end-to-end tests and internal wiring. */
 export const InternalCommands = {
   appliedOverlays: 'membit._test.appliedOverlays',
-  reloadReports: 'membit._reloadReports',
+  reloadReports: 'membit._test.reloadReports',
   reportViewRendered: 'membit._test.reportViewRendered',
   scanState: 'membit._test.scanState',
   recentlyShown: 'membit._test.recentlyShown',
@@ -40,11 +40,3 @@ export const InternalCommands = {
 
 export type CommandId = (typeof Commands)[keyof typeof Commands];
 
-/** Commands that execute user code: refused in an untrusted workspace. */
-export const RUNS_CODE: ReadonlySet<CommandId> = new Set<CommandId>([
-  Commands.profileRun,
-  Commands.compareVariants,
-  Commands.findMaxBatchSize,
-  // Predicting runs the user's script too (with CUDA faked).
-  Commands.predictMemory,
-]);

@@ -91,11 +91,13 @@ export const COMMANDS: Readonly<Record<CommandId, CommandFactory>> = {
   [Commands.selectRunTarget]: { enabled: (f) => () => f.targets.pick() },
 };
 
+/** The commands that run the workspace's code, so are refused while it is untrusted (read by the Restricted Mode e2e suite). */
+export const RUNS_CODE: readonly CommandId[] = (Object.keys(COMMANDS) as CommandId[]).filter((id) => COMMANDS[id].untrusted === UNTRUSTED.runsCode);
+
 /** Commands Membit calls itself (from code actions, or the e2e suite): never in the palette. */
 export const INTERNAL_COMMANDS: Readonly<Record<string, CommandFactory>> = {
   [InternalCommands.applyLever]: { enabled: (f) => f.advisor.applyLever },
   [InternalCommands.showAdvice]: { enabled: (f) => f.advisor.showAdvice },
-  [InternalCommands.reloadReports]: { enabled: (f) => () => f.report.store.loadLatest(), failures: 'reject' },
 };
 
 /**
@@ -104,6 +106,7 @@ export const INTERNAL_COMMANDS: Readonly<Record<string, CommandFactory>> = {
  * the editor with MEMBIT_TEST_HOOKS=1, and otherwise absent.
  */
 export const TEST_HOOKS: Readonly<Record<string, CommandFactory>> = {
+  [InternalCommands.reloadReports]: { enabled: (f) => () => f.report.store.loadLatest(), failures: 'reject' },
   [InternalCommands.appliedOverlays]: { enabled: (f) => () => f.report.overlays.appliedOverlays(), failures: 'reject' },
   [InternalCommands.reportViewRendered]: { enabled: (f) => () => f.report.testReads.reportViewRendered(), failures: 'reject' },
   [InternalCommands.statusBar]: { enabled: (f) => () => f.report.testReads.statusBar(), failures: 'reject' },
