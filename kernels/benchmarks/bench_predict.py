@@ -9,6 +9,7 @@ search runs, then the GPU checks the predicted largest batch and the next one up
 
     python benchmarks/bench_predict.py --out results/predict_<gpu>.json      # on a GPU machine
     python benchmarks/bench_predict.py --only "gpt sample" --keep DIR         # one case, every report kept
+    python benchmarks/bench_predict.py --fit-only                             # only the largest-batch checks
     python benchmarks/bench_predict.py --speed                                # CPU: GPT-2 medium timing
 
 Each result row says the case, the variant, predicted and measured bytes, and the error.
@@ -156,8 +157,11 @@ def main():
     ap.add_argument("--speed", action="store_true", help="CPU only: time GPT-2 medium's prediction")
     ap.add_argument("--only", default=None, help="comma-separated substrings: run only the cases whose name has one")
     ap.add_argument("--no-fit", action="store_true", help="skip the largest-batch checks")
+    ap.add_argument("--fit-only", action="store_true", help="only the largest-batch checks (no peak rows)")
     ap.add_argument("--keep", default=None, help="copy every prediction and measured report into this folder")
     ns = ap.parse_args()
+    if ns.fit_only and ns.no_fit:
+        ap.error("--fit-only and --no-fit leave nothing to run")
     import torch
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -190,7 +194,7 @@ def main():
         return not ns.only or any(w.strip() in case for w in ns.only.split(","))
 
     for case, script, args, variants in CASES:
-        if not wanted(case):
+        if ns.fit_only or not wanted(case):
             continue
         for v in variants:
             tag = f"{len(jobs)}"
