@@ -321,14 +321,19 @@ def run_host_breakdown(log):
     cfg = pd.DEFAULT_CONFIG
     m8 = words.view(torch.int8)
     grid = (max(1, nrows // cfg.rows),)
+    fwd_args = (x, y, m8, y, 1, 2, x.numel(), nrows, 6554, 1.1)
+    fwd_consts = (cfg.rows, cfg.rounds, True, False)
     cases = {
-        "draw_seed": lambda: pd.draw_seed(x.device),
-        "empty_like + empty(mask)": lambda: (torch.empty_like(x), torch.empty(words.numel(), dtype=torch.int16, device="cuda")),
-        "fwd kernel launch alone": lambda: pd._dropout_fwd_kernel[grid](
-            x, y, m8, seed, x.numel(), nrows, 6554, 1.1, ROWS=cfg.rows, ROUNDS=cfg.rounds, STORE_MASK=True,
-            num_warps=cfg.num_warps),
-        "bwd kernel launch alone": lambda: pd._dropout_bwd_kernel[grid](
+        "next_key (host, from the generator's state)": lambda: pd.next_key(x.device),
+        "draw_seed (key as a device tensor)": lambda: pd.draw_seed(x.device),
+        "empty_like + empty(mask)": lambda: (torch.empty_like(x), torch.empty(2 * words.numel(), dtype=torch.int8, device="cuda")),
+        "fwd kernel, Triton's own launch": lambda: pd._dropout_fwd_kernel[grid](
+            *fwd_args, *fwd_consts, num_warps=cfg.num_warps),
+        "fwd kernel, direct launch": lambda: pd._FWD(grid[0], x.device, fwd_args, fwd_consts, cfg.num_warps),
+        "bwd kernel, Triton's own launch": lambda: pd._dropout_bwd_kernel[grid](
             g, y, m8, x.numel(), nrows, 1.1, ROWS=cfg.rows, num_warps=cfg.num_warps),
+        "bwd kernel, direct launch": lambda: pd._BWD(grid[0], x.device, (g, y, m8, x.numel(), nrows, 1.1),
+                                                     (cfg.rows,), cfg.num_warps),
         "packed_dropout_forward (host fn)": lambda: pd.packed_dropout_forward(x, 0.1),
         "packed_dropout_backward (host fn)": lambda: pd.packed_dropout_backward(g, words, seed, 0.1),
         "functional.packed_dropout fwd (no grad)": lambda: packed_dropout(x, 0.1),
@@ -393,11 +398,11 @@ def main(argv=None):
     result["host_us"] = run_overhead(log)
     result["host_breakdown_us"] = run_host_breakdown(log)
     if args.host:
-        return
-    if args.variants:
+        path = args.out or os.path.join(RESULTS, f"dropout_host_{slug}.json")
+    elif args.variants:
         result["variants"] = run_variants(args.p, copy_gbps, log)
         path = args.out or os.path.join(RESULTS, f"dropout_variants_{slug}.json")
-    else:
+    if not args.host and not args.variants:
         shapes = QUICK_SHAPES if args.quick else SHAPES
         dtypes = ["bf16"] if args.quick else args.dtypes.split(",")
         rows = run_table(shapes, dtypes, args.p, copy_gbps, log)
