@@ -28,6 +28,8 @@ device and dtype, and the tests' oracle), and the autograd op, registered as a t
 custom op where the installed torch has custom_op (2.4+) so torch.compile does not graph-break.
 """
 
+import os
+import threading
 from typing import Optional, Tuple
 
 import torch
@@ -72,14 +74,55 @@ def dropout_scale(p: float) -> float:
 
 
 def draw_seed(device) -> torch.Tensor:
-    """A 62-bit Philox key drawn from torch's generator for `device`, kept on that device.
+    """The 62-bit Philox key the next dropout call on `device` takes, as an int64 [1] tensor there.
 
-    Staying on the device means no host sync, and under CUDA-graph capture the draw is
-    replayed with a fresh value each time (torch's CUDA generator is graph-safe), so a
-    captured step does not reuse one mask forever.
+    On CUDA the key is `next_key(device)` (made on the host from the generator's seed and
+    offset). While a CUDA graph is being captured it is drawn on the device instead, so each
+    replay draws a fresh one (torch's CUDA generator is graph-safe) rather than reusing the
+    key that was current at capture.
     """
-    # One op (not empty + random_): this runs once per dropout call, so host time counts.
-    return torch.randint(0, 1 << 62, (1,), dtype=torch.int64, device=device)
+    device = torch.device(device)
+    key = next_key(device)
+    if key is None:
+        return torch.randint(0, 1 << 62, (1,), dtype=torch.int64, device=device)
+    return torch.tensor([key], dtype=torch.int64, device=device)
+
+
+_M64 = (1 << 64) - 1
+_KEY_BITS = (1 << 62) - 1
+_SEED_LOCK = threading.Lock()
+
+
+def _mix64(z: int) -> int:
+    # splitmix64's finaliser: neighbouring offsets give unrelated keys.
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def next_key(device: torch.device) -> Optional[int]:
+    """The next Philox key from torch's generator for `device`, as a Python int (< 2^62).
+
+    CUDA: a function of the generator's seed and Philox offset, and the offset is advanced
+    as one of torch's own random kernels would advance it. Nothing runs on the GPU, which
+    matters because this is paid on every dropout call (a device-side draw is a kernel
+    launch). torch.manual_seed resets both, so it reproduces the masks, and activation
+    checkpointing restores both before recomputing, so the recomputation draws the same mask.
+    Returns None while a CUDA graph is being captured (a host-made key would be frozen into
+    the graph). CPU: drawn from the CPU generator, as every torch CPU random op is.
+    """
+    if device.type != "cuda":
+        return int(torch.randint(0, 1 << 62, (1,), dtype=torch.int64, device=device).item())
+    if torch.cuda.is_current_stream_capturing():
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    gen = torch.cuda.default_generators[index]
+    # Two calls that must not interleave with another thread's: each key is taken once.
+    with _SEED_LOCK:
+        offset = gen.get_offset()
+        gen.set_offset(offset + 4)
+    return _mix64(gen.initial_seed() ^ _mix64(offset)) & _KEY_BITS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,14 +284,21 @@ if triton_available():
         dst = src.to(tl.float32) * tl.where(keep, scale, 0.0)
         tl.store(dst_ptr + offs, dst.to(dst_ptr.dtype.element_ty), mask=inb)
 
-    @triton.jit
-    def _dropout_fwd_kernel(x_ptr, y_ptr, mask_ptr, seed_ptr, n, nrows, thr, scale,
-                            ROWS: tl.constexpr, ROUNDS: tl.constexpr, STORE_MASK: tl.constexpr):
+    @triton.jit(do_not_specialize=["key_lo", "key_hi"])
+    def _dropout_fwd_kernel(x_ptr, y_ptr, mask_ptr, seed_ptr, key_lo, key_hi, n, nrows, thr, scale,
+                            ROWS: tl.constexpr, ROUNDS: tl.constexpr, STORE_MASK: tl.constexpr,
+                            SEED_FROM_PTR: tl.constexpr):
         # One program: ROWS mask bytes = 8 * ROWS elements. Indices in int64 (n may pass 2^31).
         # mask_ptr is the int16 word buffer viewed as bytes: byte 2g + h of a little-endian word.
+        # The key is read from seed_ptr (a device-side draw, e.g. under CUDA-graph capture) or
+        # given as two 31-bit halves: always i32 arguments, never specialised on their value,
+        # so a new key never compiles a new variant.
         pid = tl.program_id(0)
         r = pid.to(tl.int64) * ROWS + tl.arange(0, ROWS)
-        seed = tl.load(seed_ptr)
+        if SEED_FROM_PTR:
+            seed = tl.load(seed_ptr)
+        else:
+            seed = key_lo.to(tl.int64) | (key_hi.to(tl.int64) << 31)
         byte = _keep_bytes(r, seed, n, thr, ROUNDS)
         if STORE_MASK:
             tl.store(mask_ptr + r, byte.to(tl.int8), mask=r < nrows)
@@ -283,9 +333,87 @@ def _launch(kernel, grid, device, *args, **kwargs):
     # (the context manager costs microseconds on every call otherwise).
     if device.index is not None and device.index != torch.cuda.current_device():
         with torch.cuda.device(device):
-            kernel[grid](*args, **kwargs)
-    else:
-        kernel[grid](*args, **kwargs)
+            return kernel[grid](*args, **kwargs)
+    return kernel[grid](*args, **kwargs)
+
+
+class _Launcher:
+    """Launches one @triton.jit kernel, reusing its compiled binary without Triton's dispatch.
+
+    Triton's `kernel[grid](...)` binds the arguments, works out their specialisation, looks
+    the binary up and builds launch metadata on every call: tens of microseconds of host time,
+    paid once per dropout call forward and backward, which is what made packed dropout slower
+    than F.dropout on models whose step is bound by host time. Here the binary Triton compiled
+    is kept under our own key, made of what Triton specialises on (each tensor's dtype and
+    16-byte alignment; each int's divisibility by 16, equality to 1 and 32-bit range), and
+    launched directly. A key not seen yet, a Triton whose launch interface is not the one
+    this was written against, launch hooks (profilers) or MEMBIT_DROPOUT_LAUNCH=jit take
+    Triton's own path.
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.binaries = {}
+
+    def __call__(self, grid0: int, device: torch.device, args: tuple, consts: tuple, num_warps: int):
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if _DIRECT and index == torch.cuda.current_device() and not _launch_hooks():
+            key = (index, consts, num_warps) + tuple(_spec(a) for a in args)
+            binary = self.binaries.get(key)
+            if binary is not None:
+                run, function, metadata = binary
+                run(grid0, 1, 1, _raw_stream(index), function, metadata, None, None, None, *args, *consts)
+                return
+            compiled = self.kernel[(grid0,)](*args, *consts, num_warps=num_warps)
+            if _direct_launchable(compiled):
+                self.binaries[key] = (compiled.run, compiled.function, compiled.packed_metadata)
+            return
+        _launch(self.kernel, (grid0,), device, *args, *consts, num_warps=num_warps)
+
+
+def _spec(a):
+    if isinstance(a, torch.Tensor):
+        return a.dtype, a.data_ptr() & 15 == 0
+    if isinstance(a, int):
+        return a & 15 == 0, a == 1, -(1 << 31) <= a < (1 << 31)
+    return type(a)
+
+
+def _launch_interface_known() -> bool:
+    # The direct launch passes (grid, stream, function, packed metadata, launch metadata,
+    # enter hook, exit hook, *args) to CompiledKernel.run: the interface of Triton 3.3 to 3.6.
+    if not triton_available() or os.environ.get("MEMBIT_DROPOUT_LAUNCH", "") == "jit":
+        return False
+    import triton
+
+    try:
+        major, minor = (int(v) for v in triton.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    return (3, 3) <= (major, minor) <= (3, 6) and hasattr(torch._C, "_cuda_getCurrentRawStream")
+
+
+def _direct_launchable(compiled) -> bool:
+    return all(getattr(compiled, a, None) is not None for a in ("run", "function", "packed_metadata"))
+
+
+def _launch_hooks() -> bool:
+    """Whether a Triton launch hook (a profiler's) is set: those launches go through Triton."""
+    hook = _KNOBS.launch_enter_hook
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+def _raw_stream(index: int) -> int:
+    return torch._C._cuda_getCurrentRawStream(index)
+
+
+_DIRECT = _launch_interface_known()
+if _DIRECT:
+    from triton import knobs as _triton_knobs
+
+    _KNOBS = _triton_knobs.runtime
+_FWD = _Launcher(_dropout_fwd_kernel) if triton_available() else None
+_BWD = _Launcher(_dropout_bwd_kernel) if triton_available() else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,23 +427,16 @@ def packed_dropout_forward(x: torch.Tensor, p: float, store_mask: bool = True,
     """Training-mode dropout of x (0 < p < 1). Returns (y, mask_words, seed).
 
     y is contiguous with x's shape. mask_words is int16 [ceil(n/16)] when store_mask, else
-    empty; seed is the int64 [1] Philox key (drawn from torch's RNG unless given).
+    empty; seed is the int64 [1] Philox key on x's device (taken from torch's RNG unless given).
     """
     cfg = config or DEFAULT_CONFIG
     if seed is None:
         seed = draw_seed(x.device)
-    n = x.numel()
-    nwords = cdiv(n, MASK_WORD_BITS)
     xc = x.contiguous()
-    if n > 0 and use_triton(xc):
-        y = torch.empty_like(xc, memory_format=torch.contiguous_format)
-        mask = torch.empty((nwords if store_mask else 0,), dtype=torch.int16, device=x.device)
-        nrows = 2 * nwords  # every byte of the word buffer is written, padding included
-        _launch(_dropout_fwd_kernel, (cdiv(nrows, cfg.rows),), x.device,
-                xc, y, mask.view(torch.int8) if store_mask else y, seed, n, nrows,
-                keep_threshold(p), dropout_scale(p),
-                ROWS=cfg.rows, ROUNDS=cfg.rounds, STORE_MASK=store_mask, num_warps=cfg.num_warps)
+    if xc.numel() > 0 and use_triton(xc):
+        y, mask = _kernel_forward(xc, p, store_mask, cfg, seed_ptr=seed)
         return y, mask, seed
+    n = xc.numel()
     words = keep_words_reference(seed, n, p, cfg.rounds)
     y = apply_mask_reference(xc, unpack_mask(words, n), p)
     if not store_mask:
@@ -328,25 +449,51 @@ def packed_dropout_backward(grad: torch.Tensor, mask: torch.Tensor, seed: torch.
     """grad * keep * 1/(1-p), keep unpacked from `mask` (packed) or regenerated from `seed`."""
     cfg = config or DEFAULT_CONFIG
     n = grad.numel()
-    nrows = 2 * cdiv(n, MASK_WORD_BITS)
     gc = grad.contiguous()
     if n > 0 and use_triton(gc):
-        dx = torch.empty_like(gc, memory_format=torch.contiguous_format)
-        grid = (cdiv(nrows, cfg.rows),)
-        if packed:
-            _launch(_dropout_bwd_kernel, grid, grad.device, gc, dx, mask.view(torch.int8), n, nrows,
-                    dropout_scale(p), ROWS=cfg.rows, num_warps=cfg.num_warps)
-        else:
-            # Dropout is linear in its input: the backward is the forward, same seed, on grad.
-            _launch(_dropout_fwd_kernel, grid, grad.device, gc, dx, dx, seed, n, nrows,
-                    keep_threshold(p), dropout_scale(p),
-                    ROWS=cfg.rows, ROUNDS=cfg.rounds, STORE_MASK=False, num_warps=cfg.num_warps)
-        return dx
+        return _kernel_backward(gc, mask if packed else None, p, cfg, seed_ptr=seed)
     if packed:
         keep = unpack_mask(mask, n)
     else:
         keep = unpack_mask(keep_words_reference(seed, n, p, cfg.rounds), n)
     return apply_mask_reference(gc, keep, p)
+
+
+def _kernel_forward(xc: torch.Tensor, p: float, store_mask: bool, cfg: KernelConfig,
+                    seed_ptr: Optional[torch.Tensor] = None, key: int = 0):
+    """The forward kernel on contiguous CUDA xc; the key comes from seed_ptr, or else `key`."""
+    n = xc.numel()
+    nwords = cdiv(n, MASK_WORD_BITS)
+    y = torch.empty_like(xc, memory_format=torch.contiguous_format)
+    # Allocated as the bytes the kernel writes; the int16 words are a view of them.
+    mask = torch.empty((2 * nwords if store_mask else 0,), dtype=torch.int8, device=xc.device)
+    nrows = 2 * nwords  # every byte of the word buffer is written, padding included
+    from_ptr = seed_ptr is not None
+    _FWD(cdiv(nrows, cfg.rows), xc.device,
+         (xc, y, mask if store_mask else y, seed_ptr if from_ptr else y, key & 0x7FFFFFFF, key >> 31,
+          n, nrows, keep_threshold(p), dropout_scale(p)),
+         (cfg.rows, cfg.rounds, store_mask, from_ptr), cfg.num_warps)
+    return y, mask.view(torch.int16)
+
+
+def _kernel_backward(gc: torch.Tensor, mask: Optional[torch.Tensor], p: float, cfg: KernelConfig,
+                     seed_ptr: Optional[torch.Tensor] = None, key: int = 0) -> torch.Tensor:
+    """dx from the packed mask words, or (mask None) by redrawing the forward's mask."""
+    n = gc.numel()
+    nrows = 2 * cdiv(n, MASK_WORD_BITS)
+    dx = torch.empty_like(gc, memory_format=torch.contiguous_format)
+    grid0 = cdiv(nrows, cfg.rows)
+    if mask is not None:
+        _BWD(grid0, gc.device, (gc, dx, mask.view(torch.int8), n, nrows, dropout_scale(p)),
+             (cfg.rows,), cfg.num_warps)
+    else:
+        # Dropout is linear in its input: the backward is the forward, same key, on grad.
+        from_ptr = seed_ptr is not None
+        _FWD(grid0, gc.device,
+             (gc, dx, dx, seed_ptr if from_ptr else dx, key & 0x7FFFFFFF, key >> 31,
+              n, nrows, keep_threshold(p), dropout_scale(p)),
+             (cfg.rows, cfg.rounds, False, from_ptr), cfg.num_warps)
+    return dx
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,17 +517,42 @@ class _PackedDropoutBackward(torch.autograd.Function):
 
 
 class PackedDropoutFunction(torch.autograd.Function):
-    """y = dropout(x); saves the int16 mask words (packed) or only the 8-byte seed (recompute)."""
+    """y = dropout(x); saves the int16 mask words (packed), or nothing but a host key (recompute).
+
+    On CUDA with the kernels, the key is a Python int from the generator's state (no device
+    draw) and recompute mode saves no tensor at all. Elsewhere (the reference path, and while
+    a CUDA graph is captured) the key is an int64 [1] tensor: the mask words or the 8-byte
+    seed are saved.
+    """
 
     @staticmethod
     def forward(ctx, x, p, store_mask):
-        y, mask, seed = packed_dropout_forward(x, p, store_mask)
         ctx.p, ctx.packed = p, store_mask
+        xc = x.contiguous()
+        if xc.is_cuda and use_triton(xc) and xc.numel() > 0:
+            key = next_key(xc.device)
+            if key is not None:
+                y, mask = _kernel_forward(xc, p, store_mask, DEFAULT_CONFIG, key=key)
+                ctx.key = key
+                if store_mask:
+                    ctx.save_for_backward(mask)
+                return y
+        ctx.key = None
+        y, mask, seed = packed_dropout_forward(xc, p, store_mask)
         ctx.save_for_backward(mask if store_mask else seed)
         return y
 
     @staticmethod
     def backward(ctx, gy):
+        key = ctx.key
+        if key is not None:
+            mask = ctx.saved_tensors[0] if ctx.packed else None
+            if not torch.is_grad_enabled():
+                return _kernel_backward(gy.contiguous(), mask, ctx.p, DEFAULT_CONFIG, key=key), None, None
+            # create_graph: the differentiable backward takes the key as a tensor.
+            seed = torch.tensor([key], dtype=torch.int64, device=gy.device)
+            words = mask if mask is not None else seed
+            return _PackedDropoutBackward.apply(gy, words, seed, ctx.p, ctx.packed), None, None
         # The one saved tensor is the mask (packed) or the seed (recompute); the host
         # function reads only the one it needs, so it is passed in both places.
         (saved,) = ctx.saved_tensors
