@@ -463,3 +463,52 @@ def test_import_and_run_without_triton():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+class _SaysCuda(torch.overrides.TorchFunctionMode):
+    """What membit.predict's fake CUDA does: meta tensors answer is_cuda."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func == torch.Tensor.is_cuda.__get__:  # a new method-wrapper each time: compared, not identical
+            return True
+        return func(*args, **(kwargs or {}))
+
+
+def test_fake_cuda_tensors_never_reach_the_kernels(monkeypatch):
+    """On a GPU machine (Triton present) a prediction's meta tensors say is_cuda; the op must still
+    take the path the predictor replaces, never a Triton launch on storage that does not exist."""
+    from membit.ops import utils
+
+    monkeypatch.setattr(utils, "triton_available", lambda: True)
+
+    def launched(*args, **kwargs):
+        raise AssertionError("a Triton kernel was launched on a meta tensor")
+
+    monkeypatch.setattr(pd, "_kernel_forward", launched)
+    monkeypatch.setattr(pd, "_kernel_backward", launched)
+    monkeypatch.setattr(pd, "next_key", lambda device: 12345)
+    seen = []
+
+    def forward(x, p, store_mask=True, seed=None, config=None):
+        seen.append("forward")
+        n = x.numel()
+        words = torch.empty((cdiv(n, pd.MASK_WORD_BITS) if store_mask else 0,), dtype=torch.int16, device=x.device)
+        return torch.empty_like(x), words, torch.empty((1,), dtype=torch.int64, device=x.device)
+
+    def backward(grad, mask, seed, p, packed=True, config=None):
+        seen.append("backward")
+        return torch.empty_like(grad)
+
+    monkeypatch.setattr(pd, "packed_dropout_forward", forward)
+    monkeypatch.setattr(pd, "packed_dropout_backward", backward)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        x = torch.empty(3, 67, dtype=dtype, device="meta", requires_grad=True)
+        with _SaysCuda():
+            assert x.is_cuda
+            assert not utils.use_triton(x)
+            for store_mask in (True, False):
+                seen.clear()
+                y = pd.PackedDropoutFunction.apply(x, 0.1, store_mask)
+                y.sum().backward()
+                assert y.device.type == "meta" and y.shape == x.shape
+                assert seen == ["forward", "backward"], seen

@@ -41,7 +41,9 @@ def use_triton(t: torch.Tensor) -> bool:
     Read per call (not cached) for the environment variable, so tests can force the
     reference path on a GPU machine with MEMBIT_DISABLE_TRITON=1.
     """
-    if not t.is_cuda or t.dtype not in TRITON_DTYPES:
+    # The device's type, not is_cuda: membit.predict's fake CUDA tensors are meta tensors that
+    # answer is_cuda, and a kernel launched on one writes through a null pointer.
+    if t.device.type != "cuda" or t.dtype not in TRITON_DTYPES:
         return False
     if os.environ.get("MEMBIT_DISABLE_TRITON", "") not in ("", "0"):
         return False
