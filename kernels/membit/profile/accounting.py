@@ -64,6 +64,16 @@ def unique_storage_bytes(tensors: Iterable[torch.Tensor], device_type: Optional[
     return total
 
 
+
+def _once(*sources) -> Iterator:
+    """Each object of the sources once, by identity (shared or tied tensors appear in several)."""
+    seen = set()
+    for source in sources:
+        for t in source:
+            if id(t) not in seen:
+                seen.add(id(t))
+                yield t
+
 class ParamAccounting:
     """The run's models and optimizers, and the persistent tensors reached through them."""
 
@@ -94,26 +104,11 @@ class ParamAccounting:
 
     def params(self) -> Iterator[torch.nn.Parameter]:
         """Every parameter once: the models', then those only an optimizer knows of."""
-        seen = set()
-        for root in self.roots:
-            for p in root.parameters():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    yield p
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        yield p
+        return _once(*(root.parameters() for root in self.roots),
+                     *(group["params"] for opt in self.optimizers for group in opt.param_groups))
 
     def buffers(self) -> Iterator[torch.Tensor]:
-        seen = set()
-        for root in self.roots:
-            for b in root.buffers():
-                if id(b) not in seen:
-                    seen.add(id(b))
-                    yield b
+        return _once(*(root.buffers() for root in self.roots))
 
     def persistent_tensors(self, state_only: bool = False) -> Iterator[tuple]:
         """(tensor, category) for every buffer, param, grad and optimizer-state tensor (state alone if asked)."""
