@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import { InternalCommands } from '../../../src/commands';
 import type { ScanState } from '../../../src/vscode/scan';
-import { openSample, screenshot, waitFor } from './util';
+import { openSample, restoreText, screenshot, waitFor } from './util';
 
 describe('static scan in the editor', () => {
   it('puts diagnostics with codes, end-of-line estimates and class CodeLenses on the GPT sample', async () => {
@@ -80,11 +80,9 @@ describe('static scan in the editor', () => {
       });
     } finally {
       // Later suites open the same file (and save it): never leave the broken text in the
-      // editor. Revert acts on the active editor, so make it this one first, then check it
-      // took, rather than letting a later suite inherit a broken file.
-      await vscode.window.showTextDocument(editor.document);
-      await vscode.commands.executeCommand('workbench.action.files.revert');
-      await waitFor('the sample restored by revert', () => !editor.document.isDirty && editor.document.getText() === original);
+      // editor. The original text is put back by an edit and saved, so no focus or timing can
+      // hand a broken file to a later suite.
+      await restoreText(editor.document, original);
     }
   });
 });

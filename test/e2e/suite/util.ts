@@ -40,6 +40,22 @@ export async function openSample(name: string): Promise<vscode.TextEditor> {
 }
 
 /**
+ * Puts `original` back into the document and saves it, then waits until the editor is clean.
+ * The file on disk already holds `original`, so this writes nothing new; unlike
+ * `workbench.action.files.revert`, it does not depend on which editor has focus, which under
+ * load left a broken sample dirty for every later suite to inherit.
+ */
+export async function restoreText(doc: vscode.TextDocument, original: string): Promise<void> {
+  if (doc.getText() !== original) {
+    const edit = new vscode.WorkspaceEdit();
+    edit.replace(doc.uri, new vscode.Range(doc.positionAt(0), doc.positionAt(doc.getText().length)), original);
+    assert.ok(await vscode.workspace.applyEdit(edit), `could not restore ${doc.uri.fsPath}`);
+  }
+  if (doc.isDirty) await doc.save();
+  await waitFor(`${doc.uri.fsPath} restored and saved`, () => !doc.isDirty && doc.getText() === original);
+}
+
+/**
  * Asks the driver for a screenshot of the whole window and waits until it is on
  * disk. Where no driver listens (desktop test-electron), it returns at once.
  */
