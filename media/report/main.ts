@@ -85,7 +85,7 @@ const phasePlugin = (v: ReportView): Plugin<'line'> => ({
   id: 'membitPhases',
   beforeDatasetsDraw(chart) {
     const { ctx, chartArea, scales } = chart;
-    const x = scales.x;
+    const x = scales['x'];
     if (!x) return;
     const colors: Record<string, string> = { forward: 'rgba(55,148,255,0.10)', backward: 'rgba(209,134,22,0.12)', optimizer: 'rgba(137,209,133,0.14)' };
     ctx.save();

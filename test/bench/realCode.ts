@@ -59,7 +59,7 @@ function rewrite(s: Scanner, text: string, file: string, r: Rewrite): { text: st
 }
 
 async function main(): Promise<number> {
-  const dir = process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : process.env.MEMBIT_REALCODE_DIR;
+  const dir = process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : process.env['MEMBIT_REALCODE_DIR'];
   const labels = JSON.parse(readFileSync(join(repoRoot(), 'test', 'realcode', 'labels.json'), 'utf8')) as { labelled: string; files: LabelledFile[] };
   if (!dir) {
     console.log(`realCode: skipped: no folder of real model files given (pass DIR or set MEMBIT_REALCODE_DIR); test/realcode/labels.json names the ${labels.files.length} files and where each comes from`);
@@ -108,7 +108,7 @@ async function main(): Promise<number> {
       }
     }
   }
-  const python = arg('--python') ?? process.env.MEMBIT_PYTHON ?? join(repoRoot(), '.venv', 'bin', 'python');
+  const python = arg('--python') ?? process.env['MEMBIT_PYTHON'] ?? join(repoRoot(), '.venv', 'bin', 'python');
   const estimates = estimateCoverage(s, dir, labels.files, python);
   const pct = (a: number, b: number) => (b === 0 ? '-' : (a / b).toFixed(2));
   console.log(`real code: ${labels.files.length} files, labelled ${labels.labelled}\n| kind | labelled | found | false positives | missed | precision | recall |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |`);

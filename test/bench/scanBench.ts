@@ -91,8 +91,8 @@ async function main(): Promise<void> {
     rows.push(JSON.parse(execFileSync(process.execPath, [__filename, '--size', String(size)], { encoding: 'utf8', maxBuffer: 1 << 20 })));
   }
 
-  const five = rows.find((r) => r.lines === 5000) as { incrementalMs: number };
-  const worstPer1k = Math.max(...rows.map((r) => r.fullMsPer1kLines as number));
+  const five = rows.find((r) => r['lines'] === 5000) as { incrementalMs: number };
+  const worstPer1k = Math.max(...rows.map((r) => r['fullMsPer1kLines'] as number));
   const result = {
     ...machine(),
     coldStart: { initMs: Number(coldInit.toFixed(1)), firstScanMs: Number(coldFirst.toFixed(1)), runs: colds.length },
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
   console.log(`${'lines'.padStart(7)} ${'sites'.padStart(6)} ${'full ms'.padStart(16)} ${'ms/1k lines'.padStart(14)} ${'incremental ms'.padStart(16)} ${'incr p95'.padStart(9)} ${'reused'.padStart(11)}`);
   for (const r of rows) {
     console.log(
-      `${pad(r.lines, 7)} ${pad(r.sites, 6)} ${pad(`${r.fullMs} (${r.fullMinMs})`, 16)} ${pad(`${r.fullMsPer1kLines} (${r.fullMinMsPer1kLines})`, 14)} ${pad(`${r.incrementalMs} (${r.incrementalMinMs})`, 16)} ${pad(r.incrementalP95Ms, 9)} ${pad(`${r.reusedChunks}/${r.chunks}`, 11)}`,
+      `${pad(r['lines'], 7)} ${pad(r['sites'], 6)} ${pad(`${r['fullMs']} (${r['fullMinMs']})`, 16)} ${pad(`${r['fullMsPer1kLines']} (${r['fullMinMsPer1kLines']})`, 14)} ${pad(`${r['incrementalMs']} (${r['incrementalMinMs']})`, 16)} ${pad(r['incrementalP95Ms'], 9)} ${pad(`${r['reusedChunks']}/${r['chunks']}`, 11)}`,
     );
   }
   console.log(

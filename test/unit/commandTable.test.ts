@@ -37,8 +37,8 @@ function recordingFeatures(calls: string[], throws = false): Features {
 function activateWith(opts: { trusted: boolean; hooks?: string; throws?: boolean }) {
   fake.reset();
   fake.trusted = opts.trusted;
-  if (opts.hooks === undefined) delete process.env.MEMBIT_TEST_HOOKS;
-  else process.env.MEMBIT_TEST_HOOKS = opts.hooks;
+  if (opts.hooks === undefined) delete process.env['MEMBIT_TEST_HOOKS'];
+  else process.env['MEMBIT_TEST_HOOKS'] = opts.hooks;
   const calls: string[] = [];
   const logged: string[] = [];
   const record = (m: string) => void logged.push(m);
@@ -54,7 +54,7 @@ function activateWith(opts: { trusted: boolean; hooks?: string; throws?: boolean
 }
 
 afterEach(() => {
-  delete process.env.MEMBIT_TEST_HOOKS;
+  delete process.env['MEMBIT_TEST_HOOKS'];
 });
 
 test('package.json contributes exactly the commands of the command table, and nothing internal', () => {

@@ -75,7 +75,7 @@ import type { MaxBatchDoc } from '../../src/core/run/maxBatch';
 import { capture } from './cliCapture';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 
 function workspace(): string {
   const ws = mkdtempSync(join(tmpdir(), 'membit-maxbatch-'));

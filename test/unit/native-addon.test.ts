@@ -44,12 +44,12 @@ test('no library is a clean state: no GPUs, and status says why', () => {
 });
 
 test('by default it opens libnvidia-ml.so.1, or $MEMBIT_NVML_LIB', () => {
-  delete process.env.MEMBIT_NVML_LIB;
+  delete process.env['MEMBIT_NVML_LIB'];
   const s = addon.init();
   assert.equal(s.library, 'libnvidia-ml.so.1');
   // This machine may or may not have a driver; without one the answer is exact.
   if (!s.available) assert.equal(s.reason, 'no NVML: libnvidia-ml.so.1 not found');
-  process.env.MEMBIT_NVML_LIB = fakeLib;
+  process.env['MEMBIT_NVML_LIB'] = fakeLib;
   try {
     const e = addon.init();
     assert.equal(e.library, fakeLib);
@@ -57,7 +57,7 @@ test('by default it opens libnvidia-ml.so.1, or $MEMBIT_NVML_LIB', () => {
     assert.equal(e.reason, 'NVML ready (driver 999.99.99-fake)');
     assert.equal(e.driverVersion, '999.99.99-fake');
   } finally {
-    delete process.env.MEMBIT_NVML_LIB;
+    delete process.env['MEMBIT_NVML_LIB'];
   }
 });
 

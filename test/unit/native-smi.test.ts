@@ -43,7 +43,7 @@ test('parseProcessList and parseBusProcessList skip what is not a row', () => {
 });
 
 test('a driver without the compute_cap field: listed without it, and asked only once', async () => {
-  process.env.FAKE_SMI_NO_COMPUTE_CAP = '1';
+  process.env['FAKE_SMI_NO_COMPUTE_CAP'] = '1';
   try {
     scenario.write(twoGpus());
     const b = new SmiBackend(fakeSmi);
@@ -53,7 +53,7 @@ test('a driver without the compute_cap field: listed without it, and asked only 
     assert.equal(gpus[0]!.sparse24, false);
     assert.equal((await b.listGpus()).length, 2);
   } finally {
-    delete process.env.FAKE_SMI_NO_COMPUTE_CAP;
+    delete process.env['FAKE_SMI_NO_COMPUTE_CAP'];
   }
 });
 

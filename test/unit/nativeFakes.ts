@@ -67,7 +67,7 @@ export class Scenario {
   constructor(dir: string, text: string) {
     this.path = join(dir, 'scenario.txt');
     this.write(text);
-    process.env.FAKE_NVML_STATE = this.path;
+    process.env['FAKE_NVML_STATE'] = this.path;
   }
 
   write(text: string): void {

@@ -18,7 +18,7 @@ import { capture } from './cliCapture';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const GPT = join(REPO, 'samples', 'gpt_tiny.py');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const GPT_ARGS = ['--batch-size', '4', '--seq-len', '32', '--n-layer', '2', '--n-embd', '64', '--n-head', '4', '--data-bytes', '100000'];
 
 let predicted: { report: Report; text: string } | undefined;
@@ -70,7 +70,7 @@ test('status label: predicted, partial, searched and measured reports read diffe
   // A malformed prediction is not trusted as one.
   const bad = JSON.parse(text) as Report & { run: { prediction: Record<string, unknown> } };
   // Through an untyped view: the report type would not let gpu be a string, which is the point.
-  (bad.run.prediction as Record<string, unknown>).gpu = 'A100';
+  (bad.run.prediction as Record<string, unknown>)['gpu'] = 'A100';
   assert.equal(readPrediction(bad), undefined);
   // Without run.prediction the report is a measured one.
   const measured = JSON.parse(text) as Report & { run: { prediction?: unknown } };

@@ -62,7 +62,7 @@ const OLD: TorchCapabilities = {
 
 /** An interpreter with torch: MEMBIT_PYTHON (set by scripts/test-all.sh) or the repository's .venv. */
 function torchPython(): string {
-  const env = process.env.MEMBIT_PYTHON;
+  const env = process.env['MEMBIT_PYTHON'];
   if (env) return env;
   const venv = join(repoRoot(), '.venv', 'bin', 'python');
   assert.ok(existsSync(venv), 'no Python with torch: set MEMBIT_PYTHON (scripts/setup-python.sh prints one)');
@@ -381,7 +381,7 @@ test('probeCapabilities runs the real module with the real torch, and explains f
   const missing = await probeCapabilities('/nonexistent/python9', { kernelsDir });
   assert.deepEqual(missing, { error: '/nonexistent/python9 was not found' });
   // A Python that runs but has no membit package on its path (an empty kernels folder).
-  const noPkg = await probeCapabilities(torchPython(), { kernelsDir: join(repoRoot(), 'test', 'fixtures', 'scan') , env: { PATH: process.env.PATH ?? '' } });
+  const noPkg = await probeCapabilities(torchPython(), { kernelsDir: join(repoRoot(), 'test', 'fixtures', 'scan') , env: { PATH: process.env['PATH'] ?? '' } });
   assert.match(noPkg.error ?? '', /membit\.capabilities failed: .*No module named 'membit'/);
 });
 

@@ -256,7 +256,7 @@ test('FFN sites name their members for the rewriter: pair, gated, fused, split, 
   );
   const timm = only(s.scan(fixture('timm_style.py'), 't.py'), 'ffn');
   assert.deepEqual(
-    timm.map((x) => [x.ffn?.form, x.callee, x.args.hidden_features]),
+    timm.map((x) => [x.ffn?.form, x.callee, x.args['hidden_features']]),
     [
       ['module', 'mlp_layer', 'int(dim * mlp_ratio)'],
       ['module', 'Mlp', 'int(dim * mlp_ratio)'],

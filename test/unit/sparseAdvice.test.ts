@@ -162,7 +162,7 @@ test('report view: a real sparse24 run lists its FFNs with the 2:4 advice and pl
   assert.ok(base.ok, base.ok ? '' : base.error);
   assert.deepEqual(buildView(base.report, 'baseline', { sparse24: [h200] }).ffn.map((f) => f.converted), [false, false]);
   // A report written before FFN blocks were recorded has no `ffn` field: no rows, no error.
-  delete baseJson.ffn;
+  delete baseJson['ffn'];
   const old = parseReport(JSON.stringify(baseJson), REPORT_SCHEMA, 'old');
   assert.ok(old.ok, old.ok ? '' : old.error);
   assert.deepEqual(buildView(old.report, 'old', { sparse24: [h200] }).ffn, []);

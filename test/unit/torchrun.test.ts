@@ -17,7 +17,7 @@ import { overlayText, parseOverlay, RunSetClient } from '../../src/vscode/report
 import { checkLauncher, describeRankFailures, LauncherError, rankOutPattern, rankReportPath, torchrunArgv, type RunSetDoc } from '../../src/core/run/torchrun';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const SMALL = ['--batch-size', '4', '--seq-len', '32', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000'];
 
 /** A workspace whose folder name needs quoting, holding the distributed sample. */

@@ -24,7 +24,7 @@ const GPT = join(REPO, 'samples', 'gpt_tiny.py');
 const NANOGPT = join(REPO, 'test', 'fixtures', 'scan', 'nanogpt_style.py');
 // Eager attention only: nanoGPT's own is the fallback of its SDPA path and is left alone.
 const MINGPT = join(REPO, 'test', 'fixtures', 'scan', 'mingpt_style.py');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 
 test('variant names: canonical order, old names unchanged, any order accepted', () => {
   for (const old of ['baseline', 'packed', 'recompute', 'sparse24', 'packed+sparse24']) assert.equal(canonicalVariant(old), old);

@@ -89,7 +89,7 @@ export const predictCommand: Subcommand = {
     if (!/^[A-Za-z0-9.+-]+$/.test(gpu)) throw new UsageError(`--gpu: "${gpu}" is not a GPU name or capacity (e.g. A100-80GB, 24GB)`);
     const variants = variantList(String(args.flags.get('variant') ?? 'baseline'));
     if (variants.length === 0) throw new UsageError('--variant: no variant given');
-    const python = String(args.flags.get('python') ?? process.env.MEMBIT_PYTHON ?? 'python3');
+    const python = String(args.flags.get('python') ?? process.env['MEMBIT_PYTHON'] ?? 'python3');
     const out = args.flags.get('out')
       ? resolve(io.cwd, String(args.flags.get('out')))
       : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: `predicted-${gpu}`, variant: variants[0] as string }));
@@ -108,7 +108,7 @@ export const predictCommand: Subcommand = {
       ...(positiveInt(args.flags.get('ranks'), 'ranks') !== undefined ? { ranks: positiveInt(args.flags.get('ranks'), 'ranks') as number } : {}),
     });
     const kernels = bundledKernelsDir();
-    const env = { ...process.env, PYTHONPATH: [kernels, process.env.PYTHONPATH].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };
+    const env = { ...process.env, PYTHONPATH: [kernels, process.env['PYTHONPATH']].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };
     io.err(`membit: predicting ${script} on ${gpu} (no GPU used; the script runs with CUDA faked)\n`);
     const code = await new Promise<number>((resolveCode) => {
       const child = spawn(python, argv, { cwd: io.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -123,8 +123,8 @@ export const predictCommand: Subcommand = {
         } catch {
           return undefined;
         }
-        if (e.event === 'step' && typeof e.peak === 'number') io.err(`membit: step ${String(e.step)} · peak so far ${formatBytes(e.peak)} (tensors)\n`);
-        else if (e.event === 'probe') io.err(`membit: ${String(e.variant)} at ${String(e.batch)}: ${e.fits ? 'fits' : 'does not fit'}\n`);
+        if (e['event'] === 'step' && typeof e['peak'] === 'number') io.err(`membit: step ${String(e['step'])} · peak so far ${formatBytes(e['peak'])} (tensors)\n`);
+        else if (e['event'] === 'probe') io.err(`membit: ${String(e['variant'])} at ${String(e['batch'])}: ${e['fits'] ? 'fits' : 'does not fit'}\n`);
         return undefined;
       });
       child.on('error', (err) => {

@@ -86,7 +86,7 @@ export const profileCommand: Subcommand = {
   async run(args, io) {
     const { script, scriptArgs, scriptPath, root, variant } = scriptOf(args, io, 'profile');
     const host = args.flags.get('target') as string | undefined;
-    const python = String(args.flags.get('python') ?? (host ? DEFAULT_REMOTE_PYTHON : (process.env.MEMBIT_PYTHON ?? 'python3')));
+    const python = String(args.flags.get('python') ?? (host ? DEFAULT_REMOTE_PYTHON : (process.env['MEMBIT_PYTHON'] ?? 'python3')));
     const targetEnv: Record<string, string> = {};
     for (const kv of (args.flags.get('target-env') as string[] | undefined) ?? []) {
       const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(kv);
@@ -179,7 +179,7 @@ export const profileCommand: Subcommand = {
           const mem = typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : '';
           io.err(`membit: ${who}step ${p.step}/${String(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
         } else if (p.event === 'finished' && who) io.err(`membit: ${who}finished (${String(p.status)})\n`);
-        else if (p.event === 'queued' && typeof p.state === 'string') io.err(`membit: job ${String(p.job)} ${p.state === 'PENDING' ? 'pending in queue' : p.state.toLowerCase()}${p.reason ? ` (${String(p.reason)})` : ''}\n`);
+        else if (p.event === 'queued' && typeof p['state'] === 'string') io.err(`membit: job ${String(p['job'])} ${p['state'] === 'PENDING' ? 'pending in queue' : p['state'].toLowerCase()}${p['reason'] ? ` (${String(p['reason'])})` : ''}\n`);
       }
     });
     let outcome;

@@ -190,7 +190,7 @@ function attentionJson(a: NonNullable<Site['attention']>): Record<string, unknow
 }
 
 function callText(s: Site): string {
-  if (s.kind === 'checkpoint' && s.callee === 'for') return `for ${s.args.target} in ${s.args.iter}:`;
+  if (s.kind === 'checkpoint' && s.callee === 'for') return `for ${s.args['target']} in ${s.args['iter']}:`;
   const args = Object.entries(s.args)
     .filter(([k]) => k !== 'input' || !s.kind.includes('dropout'))
     .map(([k, v]) => (/^arg\d+$/.test(k) ? v : `${k}=${v}`))

@@ -47,9 +47,9 @@ const SLURM_WORD = /^[A-Za-z0-9_.,:@+-]{1,128}$/;
 /** Checks a slurm target from settings; throws naming the field and the fix. */
 export function checkSlurmTarget(t: unknown): SlurmTarget {
   const o = (t && typeof t === 'object' ? t : {}) as Record<string, unknown>;
-  const where = `membit.targets "${typeof o.host === 'string' ? o.host : '?'}"`;
-  if (o.kind !== 'slurm') throw new Error(`${where}: kind must be "slurm"`);
-  if (typeof o.host !== 'string' || !o.host || o.host.startsWith('-')) throw new Error(`${where}: host must be the login node (an ssh alias or user@host)`);
+  const where = `membit.targets "${typeof o['host'] === 'string' ? o['host'] : '?'}"`;
+  if (o['kind'] !== 'slurm') throw new Error(`${where}: kind must be "slurm"`);
+  if (typeof o['host'] !== 'string' || !o['host'] || o['host'].startsWith('-')) throw new Error(`${where}: host must be the login node (an ssh alias or user@host)`);
   const int = (k: string, min: number) => {
     const v = o[k];
     if (v !== undefined && (!Number.isInteger(v) || (v as number) < min)) throw new Error(`${where}: ${k} must be a whole number ≥ ${min}`);
@@ -60,15 +60,15 @@ export function checkSlurmTarget(t: unknown): SlurmTarget {
     if (v !== undefined && (typeof v !== 'string' || !SLURM_WORD.test(v))) throw new Error(`${where}: ${k} must be a SLURM name (letters, digits, . _ - , : @ +)`);
     return v as string | undefined;
   };
-  if (o.time !== undefined && (typeof o.time !== 'string' || !TIME.test(o.time))) throw new Error(`${where}: time must be a SLURM time limit such as "30", "01:30:00" or "1-00:00:00"`);
-  if (o.launch !== undefined && o.launch !== 'torchrun' && o.launch !== 'srun') throw new Error(`${where}: launch must be "torchrun" or "srun"`);
-  const env = (o.env ?? {}) as Record<string, unknown>;
+  if (o['time'] !== undefined && (typeof o['time'] !== 'string' || !TIME.test(o['time']))) throw new Error(`${where}: time must be a SLURM time limit such as "30", "01:30:00" or "1-00:00:00"`);
+  if (o['launch'] !== undefined && o['launch'] !== 'torchrun' && o['launch'] !== 'srun') throw new Error(`${where}: launch must be "torchrun" or "srun"`);
+  const env = (o['env'] ?? {}) as Record<string, unknown>;
   for (const [k, v] of Object.entries(env)) if (!ENV_NAME.test(k) || typeof v !== 'string') throw new Error(`${where}: env must map variable names to strings (bad: ${JSON.stringify(k)})`);
   const out: SlurmTarget = {
     kind: 'slurm',
-    host: o.host,
-    python: typeof o.python === 'string' && o.python ? o.python : 'python3',
-    workdir: typeof o.workdir === 'string' && o.workdir ? o.workdir : '~/.cache/membit',
+    host: o['host'],
+    python: typeof o['python'] === 'string' && o['python'] ? o['python'] : 'python3',
+    workdir: typeof o['workdir'] === 'string' && o['workdir'] ? o['workdir'] : '~/.cache/membit',
     env: env as Record<string, string>,
   };
   const assign = <K extends keyof SlurmTarget>(k: K, v: SlurmTarget[K] | undefined) => {
@@ -80,8 +80,8 @@ export function checkSlurmTarget(t: unknown): SlurmTarget {
   assign('gpusPerNode', int('gpusPerNode', 0));
   assign('ranksPerNode', int('ranksPerNode', 1));
   assign('cpusPerTask', int('cpusPerTask', 1));
-  assign('time', o.time as string | undefined);
-  assign('launch', o.launch as SlurmTarget['launch']);
+  assign('time', o['time'] as string | undefined);
+  assign('launch', o['launch'] as SlurmTarget['launch']);
   assign('pendingTimeoutS', int('pendingTimeoutS', 1));
   assign('pollS', int('pollS', 1));
   return out;

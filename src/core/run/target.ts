@@ -293,7 +293,7 @@ export class ProfileRun extends RunBase {
     const env = {
       ...process.env,
       ...(r.env ?? {}),
-      PYTHONPATH: [this.options.kernelsDir, process.env.PYTHONPATH].filter(Boolean).join(delimiter),
+      PYTHONPATH: [this.options.kernelsDir, process.env['PYTHONPATH']].filter(Boolean).join(delimiter),
       PYTHONUNBUFFERED: '1',
       MEMBIT_TARGET_KIND: 'local',
       [PROGRESS_TOKEN_ENV]: this.token,
@@ -520,7 +520,7 @@ export class ProfileRun extends RunBase {
         for (const line of lines) {
           const ev = stream === 'stderr' ? parseProgressLine(line, this.token) : undefined;
           if (ev) {
-            if (ev.event === 'remote' && typeof ev.pgid === 'number') pgid = ev.pgid;
+            if (ev.event === 'remote' && typeof ev['pgid'] === 'number') pgid = ev['pgid'];
             this.emit({ type: 'progress', event: ev });
             continue;
           }

@@ -57,7 +57,7 @@ export interface ProbeResult {
 export function probeCapabilities(python: string, o: ProbeOptions): Promise<ProbeResult> {
   const [cmd, ...args] = capabilitiesArgv(python);
   const base = o.env ?? process.env;
-  const env = { ...base, PYTHONPATH: [o.kernelsDir, base.PYTHONPATH].filter(Boolean).join(delimiter), PYTHONDONTWRITEBYTECODE: '1' };
+  const env = { ...base, PYTHONPATH: [o.kernelsDir, base['PYTHONPATH']].filter(Boolean).join(delimiter), PYTHONDONTWRITEBYTECODE: '1' };
   return new Promise((resolve) => {
     try {
       // `python -m` puts its working folder first on sys.path: the kernels folder holds nothing else to import.

@@ -237,8 +237,8 @@ function moduleFfns(group: Group): void {
     // torchvision.ops.MLP takes a list of widths; the others take in/hidden/out.
     const args = argMap(g.f, MLP_MODULE_PARAMS);
     const info: FfnInfo = { form: 'module' };
-    const inF = args.in_features ?? args.dim ?? args.in_channels ?? args.d_model;
-    const hid = args.hidden_features ?? args.hidden_dim ?? args.hidden_channels ?? args.mlp_dim ?? args.dim_feedforward;
+    const inF = args['in_features'] ?? args['dim'] ?? args['in_channels'] ?? args['d_model'];
+    const hid = args['hidden_features'] ?? args['hidden_dim'] ?? args['hidden_channels'] ?? args['mlp_dim'] ?? args['dim_feedforward'];
     if (inF) info.inFeatures = inF;
     if (hid) info.hiddenFeatures = hid;
     const iv = inF ? evalDim(inF, config.values, config.bareValues) : undefined;
@@ -301,7 +301,7 @@ function linearOf(g: GCall, config: ConfigTable, localLinear: ReadonlySet<string
   const params = LINEAR_PARAMS[key] as readonly string[];
   const a = argMap(g.f, params);
   // Only 1×1 convolutions are dense projections.
-  if (key.startsWith('torch.nn.Conv') && !/^\(?\s*1\s*(,\s*1\s*)?\)?$/.test(a.kernel_size ?? '')) return undefined;
+  if (key.startsWith('torch.nn.Conv') && !/^\(?\s*1\s*(,\s*1\s*)?\)?$/.test(a['kernel_size'] ?? '')) return undefined;
   const [inKey, outKey] = key === 'Conv1D' ? ['nx', 'nf'] : [params[0] as string, params[1] as string];
   const inText = a[inKey];
   const outText = a[outKey];

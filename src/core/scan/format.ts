@@ -165,7 +165,7 @@ function adviceMessage(site: Site, caps: TorchCapabilities | null | undefined): 
     case 'no-autocast':
       return `Training step in fp32: no autocast or other mixed precision in this file${off || !saving ? '' : `; bf16 autocast would save${inline}`}.${tail}`;
     case 'checkpoint': {
-      const what = site.callee === 'for' ? `\`for ${site.args.target} in ${site.args.iter}\` keeps every block's activations for backward` : 'HF model trained without gradient checkpointing: every layer keeps its activations for backward';
+      const what = site.callee === 'for' ? `\`for ${site.args['target']} in ${site.args['iter']}\` keeps every block's activations for backward` : 'HF model trained without gradient checkpointing: every layer keeps its activations for backward';
       return `${what}${off || !saving ? '' : `; checkpointing would free${inline}`}.${tail}`;
     }
     case 'optimizer': {
@@ -319,7 +319,7 @@ function adviceHover(site: Site, caps: TorchCapabilities | null | undefined): st
   const lines: string[] = [];
   lines.push(`**Membit · ${KIND_TITLE[site.kind]}** \`${site.code}\``);
   lines.push('');
-  const call = site.callee === 'for' ? `for ${site.args.target} in ${site.args.iter}:` : `${site.callee}(${argsText(site).length > 80 ? `${argsText(site).slice(0, 77)}…` : argsText(site)})`;
+  const call = site.callee === 'for' ? `for ${site.args['target']} in ${site.args['iter']}:` : `${site.callee}(${argsText(site).length > 80 ? `${argsText(site).slice(0, 77)}…` : argsText(site)})`;
   lines.push(`\`${call}\`${where(site)}.`);
   lines.push('');
   lines.push(WHY[site.kind]);

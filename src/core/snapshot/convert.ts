@@ -63,7 +63,7 @@ const LIVE_STATES = new Set(['active_allocated', 'active_awaiting_free', 'active
 export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): SnapshotReport {
   const { trace, frames } = data;
   const notes: string[] = [];
-  const segments = (Array.isArray(data.top.segments) ? data.top.segments : []).filter((s): s is PyDict => !!s && typeof s === 'object' && !Array.isArray(s));
+  const segments = (Array.isArray(data.top['segments']) ? data.top['segments'] : []).filter((s): s is PyDict => !!s && typeof s === 'object' && !Array.isArray(s));
 
   // Which device: the one with the most entries, else the most reserved.
   const counts = new Uint32Array(65536);
@@ -73,7 +73,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
     if (c) perDevice.set(dev, c);
   });
   const reservedBy = new Map<number, number>();
-  for (const s of segments) reservedBy.set(n(s.device), (reservedBy.get(n(s.device)) ?? 0) + n(s.total_size));
+  for (const s of segments) reservedBy.set(n(s['device']), (reservedBy.get(n(s['device'])) ?? 0) + n(s['total_size']));
   const devices = new Set([...perDevice.keys(), ...reservedBy.keys()]);
   let device = opts.device;
   if (device === undefined) {
@@ -88,32 +88,32 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   let finalReserved = 0;
   let legacyHistory = false;
   for (const s of segments) {
-    if (n(s.device) !== device) continue;
-    const total = n(s.total_size);
+    if (n(s['device']) !== device) continue;
+    const total = n(s['total_size']);
     finalReserved += total;
-    let addr = n(s.address);
-    const row: SegmentRow = { address: addr, stream: n(s.stream), type: typeof s.segment_type === 'string' ? s.segment_type : '', total, allocated: 0, requested: 0, free: 0, largest_free: 0, blocks: 0 };
-    for (const b of Array.isArray(s.blocks) ? s.blocks : []) {
+    let addr = n(s['address']);
+    const row: SegmentRow = { address: addr, stream: n(s['stream']), type: typeof s['segment_type'] === 'string' ? s['segment_type'] : '', total, allocated: 0, requested: 0, free: 0, largest_free: 0, blocks: 0 };
+    for (const b of Array.isArray(s['blocks']) ? s['blocks'] : []) {
       if (!b || typeof b !== 'object' || Array.isArray(b)) continue;
-      const size = n(b.size);
+      const size = n(b['size']);
       // Older snapshots leave block addresses implicit: blocks tile their segment in order.
-      const baddr = b.address !== undefined ? n(b.address) : addr;
-      const state = typeof b.state === 'string' ? b.state : '';
+      const baddr = b['address'] !== undefined ? n(b['address']) : addr;
+      const state = typeof b['state'] === 'string' ? b['state'] : '';
       row.blocks++;
       if (LIVE_STATES.has(state)) {
         let fr: number[];
         let requested: number;
-        if (b.frames !== undefined) {
-          fr = framesValue(data, b.frames);
-          requested = b.requested_size !== undefined ? n(b.requested_size) : size;
-        } else if (Array.isArray(b.history) && b.history[0] && typeof b.history[0] === 'object' && !Array.isArray(b.history[0])) {
+        if (b['frames'] !== undefined) {
+          fr = framesValue(data, b['frames']);
+          requested = b['requested_size'] !== undefined ? n(b['requested_size']) : size;
+        } else if (Array.isArray(b['history']) && b['history'][0] && typeof b['history'][0] === 'object' && !Array.isArray(b['history'][0])) {
           legacyHistory = true;
-          const h = b.history[0] as PyDict;
-          fr = framesValue(data, h.frames);
-          requested = n(h.real_size);
+          const h = b['history'][0] as PyDict;
+          fr = framesValue(data, h['frames']);
+          requested = n(h['real_size']);
         } else {
           fr = [];
-          requested = b.requested_size !== undefined ? n(b.requested_size) : size;
+          requested = b['requested_size'] !== undefined ? n(b['requested_size']) : size;
         }
         row.allocated += size;
         row.requested += requested;

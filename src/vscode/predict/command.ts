@@ -79,7 +79,7 @@ export function createPredictCommand(context: vscode.ExtensionContext, log: Log,
       { location: vscode.ProgressLocation.Notification, title: `Membit: predicting memory on ${gpu} (no GPU)`, cancellable: true },
       (progress, token) =>
         new Promise<number>((resolve) => {
-          const env = { ...process.env, PYTHONPATH: [kernels, process.env.PYTHONPATH].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };
+          const env = { ...process.env, PYTHONPATH: [kernels, process.env['PYTHONPATH']].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };
           const child = spawn(python, argv, { cwd: folder.uri.fsPath, env, stdio: ['ignore', 'pipe', 'pipe'] });
           const cancel = token.onCancellationRequested(() => child.kill('SIGTERM'));
           createInterface({ input: child.stdout }).on('line', (l) => log.info(`script: ${l}`));
@@ -87,8 +87,8 @@ export function createPredictCommand(context: vscode.ExtensionContext, log: Log,
             if (!l.startsWith('@@membit ')) return log.info(`script: ${l}`);
             try {
               const e = JSON.parse(l.slice(9)) as Record<string, unknown>;
-              if (e.event === 'step' && typeof e.peak === 'number') progress.report({ message: `step ${String(e.step)} · peak so far ${formatBytes(e.peak)}` });
-              else if (e.event === 'probe') progress.report({ message: `batch ${String(e.batch)}: ${e.fits ? 'fits' : 'does not fit'}` });
+              if (e['event'] === 'step' && typeof e['peak'] === 'number') progress.report({ message: `step ${String(e['step'])} · peak so far ${formatBytes(e['peak'])}` });
+              else if (e['event'] === 'probe') progress.report({ message: `batch ${String(e['batch'])}: ${e['fits'] ? 'fits' : 'does not fit'}` });
             } catch {
               // A malformed progress line only loses a progress message.
             }

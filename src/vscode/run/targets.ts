@@ -145,8 +145,8 @@ export class TargetSelection implements vscode.Disposable {
     const config = vscode.workspace.getConfiguration('membit');
     const current = config.get<unknown[]>('targets') ?? [];
     const entry: Record<string, string> = { host };
-    if (python !== DEFAULT_REMOTE_PYTHON) entry.python = python;
-    if (workdir !== DEFAULT_REMOTE_WORKDIR) entry.workdir = workdir;
+    if (python !== DEFAULT_REMOTE_PYTHON) entry['python'] = python;
+    if (workdir !== DEFAULT_REMOTE_WORKDIR) entry['workdir'] = workdir;
     await config.update('targets', [...current, entry], scope);
     void notify.info(`Membit: added ${host} to membit.targets (${scope === vscode.ConfigurationTarget.Workspace ? 'workspace' : 'user'} settings): ${verdict}.`);
     return host;

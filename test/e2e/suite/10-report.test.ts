@@ -121,7 +121,7 @@ describe('measured memory in the editor', function () {
     execFileSync(
       process.execPath,
       [
-        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', process.env.MEMBIT_PYTHON as string, '--root', ws, '--variant', 'packed',
+        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', process.env['MEMBIT_PYTHON'] as string, '--root', ws, '--variant', 'packed',
         '--steps', '2', '--warmup', '1', '--out', packed, '--', join(ws, 'gpt_tiny.py'), '--steps', '5', '--batch-size', '4', '--seq-len', '64',
         '--n-layer', '2', '--n-embd', '64', '--n-head', '2', '--data-bytes', '200000', '--device', 'cpu',
       ],

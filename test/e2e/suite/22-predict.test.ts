@@ -56,7 +56,7 @@ describe('predicted memory, then a measured run', function () {
     const ws = workspaceDir();
     const ext = vscode.extensions.getExtension(EXTENSION_ID);
     assert.ok(ext);
-    const python = process.env.MEMBIT_PYTHON;
+    const python = process.env['MEMBIT_PYTHON'];
     assert.ok(python, 'MEMBIT_PYTHON must name a Python with torch for the e2e suite');
     execFileSync(process.execPath, [join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', python, '--root', ws, '--steps', '2', '--warmup', '1', '--',
       join(ws, 'gpt_tiny.py'), ...ARGS, '--device', 'cpu'], { cwd: ws, stdio: 'inherit', timeout: 240_000 });

@@ -17,7 +17,7 @@ describe('PyTorch memory snapshots', function () {
   let snap = '';
 
   before(() => {
-    const repo = process.env.MEMBIT_E2E_REPO;
+    const repo = process.env['MEMBIT_E2E_REPO'];
     assert.ok(repo, 'MEMBIT_E2E_REPO names the checkout with the fixtures');
     const dir = join(workspaceDir(), 'snapshots');
     mkdirSync(dir, { recursive: true });

@@ -44,7 +44,7 @@ export async function openSample(name: string): Promise<vscode.TextEditor> {
  * disk. Where no driver listens (desktop test-electron), it returns at once.
  */
 export async function screenshot(name: string): Promise<string | undefined> {
-  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  const dir = process.env['MEMBIT_E2E_ARTIFACTS'];
   if (!dir) return undefined;
   const file = join(dir, `${name}.png`);
   // Let the workbench paint what the test just did.
@@ -60,7 +60,7 @@ export async function screenshot(name: string): Promise<string | undefined> {
  * Where no driver listens (desktop test-electron) it resolves undefined.
  */
 export async function uiShows(name: string, where: 'statusbar', text: string): Promise<boolean | undefined> {
-  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  const dir = process.env['MEMBIT_E2E_ARTIFACTS'];
   if (!dir) return undefined;
   const selector = where === 'statusbar' ? '.statusbar-item' : 'body';
   console.log(`@@ui-wait ${name} ${selector} ${text}`);
@@ -75,7 +75,7 @@ export async function uiShows(name: string, where: 'statusbar', text: string): P
  * frames. Undefined where no driver listens.
  */
 export async function webview(name: string, action: 'count' | 'click' | `select=${string}`, selector: string): Promise<{ count: number; texts: string[]; error?: string }> {
-  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  const dir = process.env['MEMBIT_E2E_ARTIFACTS'];
   // Without the driver the webview's DOM cannot be read: fail, so a check is never passed
   // by not being made.
   if (!dir) throw new Error(`no UI driver to read the webview (${selector}): run the suite with test/e2e/codeServer.js`);
@@ -92,7 +92,7 @@ export async function webview(name: string, action: 'count' | 'click' | `select=
 export function profileSampleWithCli(): string {
   const ext = vscode.extensions.getExtension(EXTENSION_ID);
   assert.ok(ext);
-  const python = process.env.MEMBIT_PYTHON;
+  const python = process.env['MEMBIT_PYTHON'];
   assert.ok(python, 'MEMBIT_PYTHON must name a Python with torch for the e2e suite');
   const ws = workspaceDir();
   execFileSync(
