@@ -86,7 +86,6 @@ function norm(name: string): string {
 
 /** The table for `gpu` (same name, ignoring case and punctuation), else the first one. */
 export function pickTable(tables: readonly SparseAdviceTable[], gpu?: string): { table: SparseAdviceTable; otherGpu: boolean } | undefined {
-  if (tables.length === 0) return undefined;
   if (gpu) {
     const want = norm(gpu);
     const exact = tables.find((t) => norm(t.device.name) === want);
@@ -95,19 +94,25 @@ export function pickTable(tables: readonly SparseAdviceTable[], gpu?: string): {
     const prefix = tables.find((t) => want.startsWith(norm(t.device.name)) || norm(t.device.name).startsWith(want));
     if (prefix) return { table: prefix, otherGpu: false };
   }
-  return { table: tables[0], otherGpu: !!gpu };
+  const [first] = tables;
+  return first ? { table: first, otherGpu: !!gpu } : undefined;
 }
 
-function interpolate(points: { tokens: number; speedup: number }[], tokens: number): number {
+/** The speedup at `tokens`, interpolated on a log scale between the measured points; undefined without points. */
+function interpolate(points: readonly { tokens: number; speedup: number }[], tokens: number): number | undefined {
   const p = [...points].sort((a, b) => a.tokens - b.tokens);
-  if (tokens <= p[0].tokens) return p[0].speedup;
-  const last = p[p.length - 1];
+  const first = p[0];
+  const last = p.at(-1);
+  if (!first || !last) return undefined;
+  if (tokens <= first.tokens) return first.speedup;
   if (tokens >= last.tokens) return last.speedup;
-  for (let i = 1; i < p.length; i++) {
-    if (tokens <= p[i].tokens) {
-      const t = (Math.log2(tokens) - Math.log2(p[i - 1].tokens)) / (Math.log2(p[i].tokens) - Math.log2(p[i - 1].tokens));
-      return p[i - 1].speedup + t * (p[i].speedup - p[i - 1].speedup);
+  let lo = first;
+  for (const hi of p) {
+    if (tokens <= hi.tokens) {
+      const t = (Math.log2(tokens) - Math.log2(lo.tokens)) / (Math.log2(hi.tokens) - Math.log2(lo.tokens));
+      return lo.speedup + t * (hi.speedup - lo.speedup);
     }
+    lo = hi;
   }
   return last.speedup;
 }
@@ -131,10 +136,14 @@ export function adviseSparse24(tables: readonly SparseAdviceTable[], q: Sparse24
   const pool = same.length ? same : table.entries;
   const dist = (e: SparseAdviceEntry) => (Math.log2(e.d_model) - Math.log2(q.dModel)) ** 2 + (Math.log2(e.d_ff) - Math.log2(q.dFF)) ** 2;
   let best = pool[0];
+  if (!best) return undefined;
   for (const e of pool) if (dist(e) < dist(best)) best = e;
   const shape = pool.filter((e) => e.d_model === best.d_model && e.d_ff === best.d_ff && e.gated === best.gated);
   const tokens = [...new Set(shape.map((e) => e.tokens))].sort((a, b) => a - b);
   const speeds = shape.map((e) => e.speedup);
+  // `shape` holds `best`, so it has at least one measured token count.
+  const lo = tokens[0] ?? best.tokens;
+  const hi = tokens.at(-1) ?? best.tokens;
   const exactShape = best.d_model === q.dModel && best.d_ff === q.dFF;
   const shapeText = `${exactShape ? '' : 'nearest measured FFN '}${best.d_model}→${best.d_ff}${best.gated ? ' gated' : ''}`;
   const where = `${table.device.name}${otherGpu ? ` (no table for ${q.gpu})` : ''}, ${table.date}`;
@@ -142,12 +151,12 @@ export function adviseSparse24(tables: readonly SparseAdviceTable[], q: Sparse24
   let range: [number, number] | undefined;
   let at: string;
   if (q.tokens !== undefined && q.tokens > 0) {
-    speedup = interpolate(shape, q.tokens);
-    at = `${tokensLabel(q.tokens)} tokens/step${q.tokens < tokens[0] || q.tokens > tokens[tokens.length - 1] ? ` (measured ${tokensLabel(tokens[0])}–${tokensLabel(tokens[tokens.length - 1])})` : ''}`;
+    speedup = interpolate(shape, q.tokens) ?? best.speedup;
+    at = `${tokensLabel(q.tokens)} tokens/step${q.tokens < lo || q.tokens > hi ? ` (measured ${tokensLabel(lo)}–${tokensLabel(hi)})` : ''}`;
   } else {
     range = [Math.min(...speeds), Math.max(...speeds)];
     speedup = range[1];
-    at = `${tokensLabel(tokens[0])}–${tokensLabel(tokens[tokens.length - 1])} tokens/step (batch × length unknown)`;
+    at = `${tokensLabel(lo)}–${tokensLabel(hi)} tokens/step (batch × length unknown)`;
   }
   const verdict = verdictOf(speedup);
   const fig = range ? `${range[0].toFixed(2)}–${range[1].toFixed(2)}x` : `${speedup.toFixed(2)}x`;

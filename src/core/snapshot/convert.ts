@@ -67,7 +67,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
 
   // Which device: the one with the most entries, else the most reserved.
   const counts = new Uint32Array(65536);
-  for (let i = 0; i < trace.length; i++) counts[trace.device[i] as number]++;
+  for (const dev of trace.device.subarray(0, trace.length)) counts[dev] = (counts[dev] ?? 0) + 1;
   const perDevice = new Map<number, number>();
   counts.forEach((c, dev) => {
     if (c) perDevice.set(dev, c);
