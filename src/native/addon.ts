@@ -25,7 +25,7 @@ export interface NvmlAddon {
   processesOn(gpuIndex: number): GpuProcess[];
   /** rootPid: also follow that process's descendants (the thread asks /proc about each GPU process once). */
   startSampler(
-    options: { intervalMs: number; batchMs?: number; pids?: number[]; rootPid?: number },
+    options: { intervalMs: number; batchMs?: number; pids?: number[]; rootPid?: number | undefined },
     callback: (batch: RawBatch) => void,
   ): { stop(): void; setPids(pids: number[]): void; readonly running: boolean };
 }

@@ -26,7 +26,7 @@ export interface RawSamplerOptions {
   intervalMs: number;
   batchMs: number;
   pids: number[];
-  rootPid?: number;
+  rootPid?: number | undefined;
 }
 
 export type RawSamplerFactory = (options: RawSamplerOptions, deliver: (b: RawBatch) => void) => RawSampler;

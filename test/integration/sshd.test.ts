@@ -201,7 +201,7 @@ function request(ws: string, script: string, over: Partial<RunRequest> = {}): Ru
   return { workspace: ws, script, args: [], steps: 2, warmup: 1, variant: 'baseline', out: join(ws, '.membit', 'runs', runFileName({ started: new Date(), target: 'membit-ok', variant: 'baseline' })), ...over };
 }
 
-async function profile(t: SshTarget, req: RunRequest, o: { allowCpu?: boolean; remoteInfo?: RemoteInfo; onEvent?(e: RunEvent, cancel: () => void): void } = {}) {
+async function profile(t: SshTarget, req: RunRequest, o: { allowCpu?: boolean; remoteInfo?: RemoteInfo | undefined; onEvent?(e: RunEvent, cancel: () => void): void } = {}) {
   const run = createRun(t, req, { kernelsDir: KERNELS, allowCpu: o.allowCpu ?? true, graceS: 5, remoteInfo: o.remoteInfo });
   const events: RunEvent[] = [];
   run.onEvent((e) => {

@@ -34,7 +34,7 @@ function recordingFeatures(calls: string[], throws = false): Features {
  * Runs the registration as activate() does, in a workspace trusted or not, with MEMBIT_TEST_HOOKS
  * set to `hooks` (undefined: unset).
  */
-function activateWith(opts: { trusted: boolean; hooks?: string; throws?: boolean }) {
+function activateWith(opts: { trusted: boolean; hooks?: string | undefined; throws?: boolean }) {
   fake.reset();
   fake.trusted = opts.trusted;
   if (opts.hooks === undefined) delete process.env['MEMBIT_TEST_HOOKS'];

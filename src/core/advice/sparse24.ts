@@ -35,9 +35,9 @@ export interface Sparse24Query {
   dFF: number;
   gated?: boolean;
   /** Tokens per step (batch × sequence length); absent when unknown. */
-  tokens?: number;
+  tokens?: number | undefined;
   /** GPU the user will train on (from a report or the local GPU list); picks the table. */
-  gpu?: string;
+  gpu?: string | undefined;
 }
 
 export type Sparse24Verdict = 'faster' | 'no-gain' | 'slower';
@@ -46,7 +46,7 @@ export interface Sparse24Advice {
   /** Dense time over 2:4 time; for an unknown token count, the best over the measured range. */
   speedup: number;
   /** For an unknown token count: the measured range of speedups over token counts. */
-  range?: [number, number];
+  range?: [number, number] | undefined;
   verdict: Sparse24Verdict;
   /** Short, for hints: `2:4 here: 1.4x faster` or `2:4 here: 0.8x — not worth it`. */
   text: string;

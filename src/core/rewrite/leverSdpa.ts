@@ -294,8 +294,8 @@ function isMinusInf(ctx: Ctx, e: Expr): boolean {
 }
 
 /** The class's statements that assign or register `self.<name>`, with the registered value. */
-function memberDefs(ctx: Ctx, cls: Stmt, name: string): Array<{ stmt: Stmt; value?: Expr; buffer: boolean }> {
-  const out: Array<{ stmt: Stmt; value?: Expr; buffer: boolean }> = [];
+function memberDefs(ctx: Ctx, cls: Stmt, name: string): Array<{ stmt: Stmt; value: Expr | undefined; buffer: boolean }> {
+  const out: Array<{ stmt: Stmt; value: Expr | undefined; buffer: boolean }> = [];
   for (const s of bodyOf(ctx.st, cls)) {
     if (s.header) continue;
     const a = assignOf(ctx.st, s);

@@ -20,13 +20,13 @@ export interface HarnessOptions {
   script: string;
   scriptArgs: readonly string[];
   out: string;
-  variant?: Variant;
-  steps?: number;
-  warmup?: number;
+  variant?: Variant | undefined;
+  steps?: number | undefined;
+  warmup?: number | undefined;
   /** Folder that report paths are made relative to. */
   root?: string;
   /** JSON file of file:line sites to convert (chosen in the editor). */
-  sites?: string;
+  sites?: string | undefined;
   /** Files to run in place of the user's (the sdpa lever's rewritten source), paths as the target sees them. */
   overlays?: readonly OverlayArg[];
 }

@@ -32,7 +32,7 @@ export interface LocalRunResult {
   signal: NodeJS.Signals | null;
   cancelled: boolean;
   /** The last `finished` event, if the harness got to write one. */
-  finished?: Extract<ProgressEvent, { event: 'finished' }>;
+  finished?: Extract<ProgressEvent, { event: 'finished' }> | undefined;
   /** The last stderr lines, for error messages (a traceback's tail). */
   stderrTail: string[];
 }

@@ -59,7 +59,7 @@ export interface CollectedRunSet {
   status: RunSetDoc['status'];
   message: string | null;
   /** The status of the rank that failed first (for RunOutcome.status). */
-  firstStatus?: 'ok' | 'oom' | 'error' | 'cancelled';
+  firstStatus?: 'ok' | 'oom' | 'error' | 'cancelled' | undefined;
 }
 
 export function collectRunSet(o: CollectOptions): CollectedRunSet {

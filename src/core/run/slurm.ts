@@ -191,7 +191,7 @@ export interface SlurmRunOptions {
 /** One profiling job on a SLURM cluster; the same surface as ProfileRun (RunBase, plus cancel). */
 export class SlurmRun extends RunBase {
   private readonly abort = new AbortController();
-  private job?: string;
+  private job: string | undefined;
   private cancelRequested = false;
   /** The job waited longer than pendingTimeoutS and was cancelled by us: a failure, not a cancel. */
   private timedOut = false;

@@ -148,7 +148,7 @@ export interface SshExecOptions {
   feed?(stdin: NodeJS.WritableStream): Promise<void>;
   /** Whole-call limit in ms; the ssh process is killed after it. */
   timeoutMs?: number;
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 export interface SshExecResult {

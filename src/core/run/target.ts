@@ -58,9 +58,9 @@ export interface RunRequest {
   script: string;
   args?: readonly string[];
   /** Working folder, absolute or relative to the workspace; default the workspace. */
-  cwd?: string;
+  cwd?: string | undefined;
   env?: Record<string, string>;
-  variant?: Variant;
+  variant?: Variant | undefined;
   steps?: number;
   warmup?: number;
   /** A local JSON file of file:line sites to convert (the harness's --sites). */
@@ -68,7 +68,7 @@ export interface RunRequest {
   /** Where the report goes locally (the run history file). */
   out: string;
   /** More harness flags, placed before `--` (e.g. `--find-max-batch`, `--batch-arg`, `--max`). */
-  harnessArgs?: readonly string[];
+  harnessArgs?: readonly string[] | undefined;
   /**
    * Files to run rewritten (`--overlay`). Default: for a variant with the sdpa lever, the
    * advisor's SDPA rewrite of the script and the workspace files it finds (findSdpaOverlays);
@@ -106,11 +106,11 @@ export interface RunOptions {
    * SSH: what an earlier run's preflight found on this same target (outcome.remote);
    * runs back to back (compare variants) then skip the check and its torch import.
    */
-  remoteInfo?: RemoteInfo;
+  remoteInfo?: RemoteInfo | undefined;
 }
 
 export type RunEvent =
-  | { type: 'state'; state: RunState; previous: RunState; detail?: string }
+  | { type: 'state'; state: RunState; previous: RunState; detail?: string | undefined }
   /** Membit's own account of what it is doing, for the output channel. */
   | { type: 'log'; message: string; /** Worth showing even where logs are not (what the run changed). */ notice?: boolean }
   /** A line the script (or ssh) printed; progress lines are not repeated here. */
@@ -122,11 +122,11 @@ export type RunEvent =
 export interface RunOutcome {
   state: FinalRunState;
   /** The harness's status from the report, when one came back. */
-  status?: 'ok' | 'oom' | 'error' | 'cancelled';
+  status?: 'ok' | 'oom' | 'error' | 'cancelled' | undefined;
   /** The local report file, when the run left one (partial ones included). */
-  report?: string;
+  report?: string | undefined;
   /** Why it failed, in words a user can act on (failed runs only). */
-  message?: string;
+  message?: string | undefined;
   /** The failure's code when it happened before or around the script (ssh, preflight, upload). */
   error?: RunError;
   exitCode: number | null;
@@ -135,14 +135,14 @@ export interface RunOutcome {
   /** SSH runs: what the preflight found. */
   remote?: RemoteInfo;
   /** SSH runs: what the upload had to send. */
-  upload?: UploadProgress;
+  upload?: UploadProgress | undefined;
 }
 
 const TAIL_LINES = 40;
 type HarnessStatus = NonNullable<RunOutcome['status']>;
 
 /** Reads the status and error text out of a report; tolerant of a partial or odd file. */
-function reportFacts(text: string): { status?: HarnessStatus; error?: string } | undefined {
+function reportFacts(text: string): { status: HarnessStatus | undefined; error: string | undefined } | undefined {
   try {
     const doc = JSON.parse(text) as { run?: { status?: unknown; error?: unknown } };
     const st = doc.run?.status;
@@ -172,7 +172,7 @@ export class ProfileRun extends RunBase {
   private readonly machine = new RunStateMachine();
   private readonly abort = new AbortController();
   /** What cancel() must do beyond aborting, in the current step (e.g. stop the remote group). */
-  private onCancel?: () => void;
+  private onCancel: (() => void) | undefined;
   private cancelRequested = false;
   /** This run's progress token: lines without it are the script's output, whatever they say. */
   private readonly token = randomBytes(12).toString('hex');
@@ -229,7 +229,7 @@ export class ProfileRun extends RunBase {
   }
 
   /** done, failed or cancelled from what the harness left, with the explanation. */
-  private settle(o: { python: string; where: string; exitCode: number | null; stderrTail: string[]; report?: string; reportText?: string }): RunOutcome {
+  private settle(o: { python: string; where: string; exitCode: number | null; stderrTail: string[]; report?: string | undefined; reportText?: string | undefined }): RunOutcome {
     const facts = o.reportText !== undefined ? reportFacts(o.reportText) : undefined;
     const status = facts?.status;
     const common = { exitCode: o.exitCode, stderrTail: o.stderrTail, report: o.report, status };

@@ -162,7 +162,7 @@ export function measuredBlocks(modules: readonly MeasuredModule[], line?: number
 export function eagerAttnAdvice(
   env: Env,
   ctx: ShapeContext,
-  parts: { softmaxLine: number; dropoutLine?: number; outputLine?: number; dropout: boolean; form: 'eager-block' | 'hf-eager' },
+  parts: { softmaxLine: number; dropoutLine?: number | undefined; outputLine?: number | undefined; dropout: boolean; form: 'eager-block' | 'hf-eager' },
 ): { estimate: Estimate; advice: Advice } {
   const amp = !!env.advice.amp;
   // A rewrite may pass the block's own scale= only where the installed torch is known to take it

@@ -46,7 +46,7 @@ export function createPredictCommand(context: vscode.ExtensionContext, log: Log,
     let gpu = arg.gpu;
     if (!gpu) {
       const last = context.workspaceState.get<string>(GPU_KEY) ?? 'H100-80GB';
-      const items = PREDICT_GPUS.map((g) => ({ label: g, description: g === last ? 'last used' : undefined }));
+      const items: vscode.QuickPickItem[] = PREDICT_GPUS.map((g) => (g === last ? { label: g, description: 'last used' } : { label: g }));
       items.sort((a, b) => (a.label === last ? -1 : b.label === last ? 1 : 0));
       const picked = await vscode.window.showQuickPick(items, { title: 'Membit: predict memory for which GPU?' });
       if (!picked) return undefined;

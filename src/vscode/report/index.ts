@@ -294,7 +294,7 @@ async function historyItems(store: ReportStore, limit: number): Promise<(vscode.
       const name = parseRunFileName(u.path.split('/').pop() ?? '');
       const brief = i < limit ? await store.brief(u) : undefined;
       const label = brief ? runName(brief) : `${name?.variant ?? '?'} · ${name?.target ?? '?'} ${name?.started.toLocaleTimeString('en-GB', { hour12: false }) ?? ''}`;
-      return { label, description: brief ? runDetail(brief) : 'not read', detail: name ? name.started.toLocaleString() : undefined, uri: u };
+      return { label, description: brief ? runDetail(brief) : 'not read', ...(name ? { detail: name.started.toLocaleString() } : {}), uri: u };
     }),
   );
 }

@@ -61,9 +61,9 @@ export class Overlays implements vscode.Disposable {
     const settings = getSettings();
     const mk = (b: HeatBucket) =>
       vscode.window.createTextEditorDecorationType({
-        gutterIconPath: settings.overlays.gutter ? vscode.Uri.joinPath(extensionUri, 'media', `heat-${b}.svg`) : undefined,
+        ...(settings.overlays.gutter ? { gutterIconPath: vscode.Uri.joinPath(extensionUri, 'media', `heat-${b}.svg`) } : {}),
         gutterIconSize: 'contain',
-        overviewRulerColor: settings.overlays.overviewRuler ? new vscode.ThemeColor(`membit.heat.${b}`) : undefined,
+        ...(settings.overlays.overviewRuler ? { overviewRulerColor: new vscode.ThemeColor(`membit.heat.${b}`) } : {}),
         overviewRulerLane: vscode.OverviewRulerLane.Left,
       });
     this.gutterTypes = { low: mk('low'), medium: mk('medium'), high: mk('high') };
