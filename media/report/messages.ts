@@ -16,7 +16,7 @@ export interface SitesMessage {
   states: SiteState[];
 }
 
-export type ShowMessage = {
+export interface ShowMessage {
   type: 'show';
   views: ReportView[];
   comparison: Comparison | null;
@@ -31,7 +31,7 @@ export type ShowMessage = {
   levers?: LeverRow[];
   /** The section a command just added or asked for: the view scrolls to it. */
   focus?: string | null;
-};
+}
 
 export type FromWebview =
   | { command: 'ready' }
@@ -73,7 +73,7 @@ export function parseFromWebview(m: unknown): FromWebview | undefined {
       return okLoc ? { command: 'open', file: o['file'] as string, line: o['line'] as number } : undefined;
     case 'convert':
       return okLoc && typeof o['kind'] === 'string' && (o['module'] === null || (typeof o['module'] === 'string' && o['module'].length < 1000))
-        ? { command: 'convert', file: o['file'] as string, line: o['line'] as number, kind: o['kind'], module: o['module'] as string | null }
+        ? { command: 'convert', file: o['file'] as string, line: o['line'] as number, kind: o['kind'], module: o['module'] }
         : undefined;
     case 'pickRank':
       return o['rank'] === null || (Number.isInteger(o['rank']) && (o['rank'] as number) >= 0 && (o['rank'] as number) < 1_000_000) ? { command: 'pickRank', rank: o['rank'] as number | null } : undefined;

@@ -15,7 +15,7 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
  * bidirectional overrides/isolates that reorder what is shown. Tab and newline are kept
  * by `terminalSafe`, mapped to spaces by the Markdown helpers.
  */
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- these patterns match control characters on purpose
 const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 function hex(c: string): string {

@@ -179,7 +179,7 @@ export class SmiBackend implements GpuBackend {
       try {
         return parseGpuList(await runSmi(this.command, [`--query-gpu=${[...GPU_FIELDS, 'compute_cap'].join(',')}`, CSV]), true);
       } catch (e) {
-        if (!(e instanceof NvidiaSmiError) || !/compute_cap/.test(e.message)) throw e;
+        if (!(e instanceof NvidiaSmiError) || !e.message.includes('compute_cap')) throw e;
         this.computeCap = false;
       }
     }

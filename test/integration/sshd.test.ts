@@ -69,7 +69,7 @@ async function startSshd(): Promise<Server> {
       const t = setTimeout(() => res(false), 10_000);
       proc.stderr?.setEncoding('utf8').on('data', (d: string) => {
         log += d;
-        if (/Server listening on/.test(log)) (clearTimeout(t), res(true));
+        if (log.includes('Server listening on')) (clearTimeout(t), res(true));
       });
       proc.once('exit', () => (clearTimeout(t), res(false)));
     });

@@ -44,7 +44,7 @@ before(async () => {
     const t = setTimeout(() => res(false), 10_000);
     sshd?.stderr?.setEncoding('utf8').on('data', (d: string) => {
       log += d;
-      if (/Server listening on/.test(log)) (clearTimeout(t), res(true));
+      if (log.includes('Server listening on')) (clearTimeout(t), res(true));
     });
     sshd?.once('exit', () => (clearTimeout(t), res(false)));
   });

@@ -60,7 +60,7 @@ test('status label: predicted, partial, searched and measured reports read diffe
   const doc = JSON.parse(text) as Report & { run: { prediction: Record<string, unknown> } };
   // One unit module formats every byte count on screen (src/core/units.ts).
   const gib = formatBytes;
-  const peak = doc.run.prediction.peak_allocated as number;
+  const peak = doc.run.prediction.peak_allocated;
   doc.run.prediction.max_batch = { arg: '--batch-size', largest: 11, probes: [] };
   assert.equal(statusLabel(doc), `predicted peak ${gib(peak)} on A100-80GB · fits to batch 11`);
   doc.run.prediction.max_batch = { arg: '--seq-len', largest: null, probes: [] };

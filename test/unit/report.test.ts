@@ -90,7 +90,7 @@ test('indexReport sums entries per line, ranks lines, and writes the inline text
   assert.equal(l10?.rank, 0);
   assert.equal(l10?.bucket, 'high');
   assert.equal(m.get(20)?.bucket, 'medium');
-  assert.equal(inlineText(l10 as NonNullable<typeof l10>), '▲ 234 KiB kept for backward · mask 48.8 KiB');
+  assert.equal(inlineText(l10), '▲ 234 KiB kept for backward · mask 48.8 KiB');
   assert.equal(showsInline(m.get(30) as NonNullable<ReturnType<typeof m.get>>), false);
 });
 

@@ -208,7 +208,7 @@ test('the upload cap names the largest files', () => {
   writeFileSync(join(ws, 'mid.npy'), Buffer.alloc(20_000));
   assert.throws(
     () => listWorkspaceFiles(ws, 50_000),
-    (e: unknown) => e instanceof UploadTooLargeError && /over the 48\.8 KiB cap; largest files: huge\.npy \(39\.1 KiB\), mid\.npy \(19\.5 KiB\)/.test(e.message) && /\.gitignore/.test(e.message),
+    (e: unknown) => e instanceof UploadTooLargeError && e.message.includes('over the 48.8 KiB cap; largest files: huge.npy (39.1 KiB), mid.npy (19.5 KiB)') && e.message.includes('.gitignore'),
   );
 });
 

@@ -199,7 +199,7 @@ test('a rank that dies ends the job: the failure names it and the survivor repor
   assert.equal(doc.status, 'failed');
   assert.equal(doc.ranks[1]?.status, 'error');
   assert.ok(doc.ranks[0]?.report && existsSync(join(ws, 'runs', doc.ranks[0].report)), 'the surviving rank wrote its report');
-  assert.ok(['error', 'cancelled'].includes(doc.ranks[0]?.status as string));
+  assert.ok(['error', 'cancelled'].includes(doc.ranks[0]?.status));
 });
 
 test('membit profile: bad launcher flags are usage errors', async () => {

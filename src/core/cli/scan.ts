@@ -343,7 +343,7 @@ export const scanCommand: Subcommand = {
         if (budgetMs > 0) opts.budgetMs = budgetMs;
         if (capabilities) opts.capabilities = capabilities;
         if (sparse24) opts.sparse24 = sparse24;
-        if (report) opts.hints = shapeHintsFromReport(report as Parameters<typeof shapeHintsFromReport>[0], file);
+        if (report) opts.hints = shapeHintsFromReport(report, file);
         let text: string;
         try {
           const st = statSync(abs);

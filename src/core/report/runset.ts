@@ -145,7 +145,7 @@ export function overlayReport(set: Pick<RunSet, 'ranks'>, pick?: number): Report
   if (pick !== undefined) {
     const r = withReport.find((x) => x.rank === pick);
     if (!r) return undefined;
-    return { ...r.report, lines: r.report.lines.map((l) => ({ ...l, rank: r.rank })) as LineEntry[] };
+    return { ...r.report, lines: r.report.lines.map((l) => ({ ...l, rank: r.rank })) };
   }
   const top = withReport.reduce((a, b) => ((b.peak ?? -1) > (a.peak ?? -1) ? b : a));
   const best = new Map<string, RankedLine>();

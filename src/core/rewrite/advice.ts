@@ -109,7 +109,7 @@ export function leversAt(text: string, line: number, opts?: Omit<LeverOptions, '
   }
   const one = (lever: Lever): LeverResult => {
     try {
-      return apply(ctx as Ctx, lever, line);
+      return apply(ctx, lever, line);
     } catch (e) {
       return failed(text, line, e);
     }

@@ -143,8 +143,8 @@ function locate(t: Tokens, range: SiteRange, callee: string): Located | { code: 
 }
 
 /** Top-level arguments of a call: [first, last] token index of each, trivia excluded. */
-function argumentsOf(t: Tokens, open: number, close: number): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
+function argumentsOf(t: Tokens, open: number, close: number): [number, number][] {
+  const out: [number, number][] = [];
   const depth = (t.toks[open] as Tok).depth + 1;
   let first = -1;
   let last = -1;
@@ -205,7 +205,7 @@ function dropoutKind(site: Site): { kind: TargetKind; torchDropout?: boolean } |
   if (ALPHA.has(name)) {
     return { code: 'alpha-dropout', reason: `\`${site.callee}\` keeps SELU's mean and variance with its own formula; membit has no alpha-dropout variant` };
   }
-  if (q && /dropout/.test(name)) {
+  if (q && name.includes('dropout')) {
     return { code: 'other-dropout', reason: `\`${site.callee}\` (${q}) has no membit equivalent; only nn.Dropout, F.dropout and torch.dropout are converted` };
   }
   return { code: 'unresolved', reason: `\`${site.callee}\` does not resolve to a torch dropout through the file's imports` };
@@ -291,7 +291,7 @@ export function convertAll(text: string, sites: readonly Site[], opts: ConvertOp
         });
         continue;
       }
-      const members: Array<['gate' | 'up' | 'down', FfnMember]> = [];
+      const members: ['gate' | 'up' | 'down', FfnMember][] = [];
       for (const role of ['gate', 'up', 'down'] as const) {
         const m = info[role];
         if (m) members.push([role, m]);
@@ -367,7 +367,7 @@ function ffnReason(callee: string, q: string | null): string {
     return 'HF `Conv1D` stores its weight as [in, out] where nn.Linear stores [out, in]: a SparseLinear24 would not load existing checkpoints; use membit.patch(model, ffn="2:4")';
   }
   if (/^Conv[123]d$/.test(name)) return `\`${callee}\` is a convolution, not a Linear layer; 2:4 sparsity here needs a sparse convolution`;
-  if (/Parallel/.test(name)) return `\`${callee}\` is a tensor-parallel layer with sharded weights; SparseLinear24 replaces plain nn.Linear only`;
+  if (name.includes('Parallel')) return `\`${callee}\` is a tensor-parallel layer with sharded weights; SparseLinear24 replaces plain nn.Linear only`;
   return `\`${callee}\` does not resolve to torch.nn.Linear through the file's imports`;
 }
 
@@ -385,7 +385,7 @@ function markEdits(t: Tokens, imports: Imports, plans: readonly Plan[], dropped:
   for (const [line, linePlans] of byLine) {
     const old = existing.filter((c) => c.line === line);
     const oldOriginals = originalsOnLine(t, imports, old);
-    const entries: Array<{ at: number; original: string; usual: string; plan?: Plan }> = [
+    const entries: { at: number; original: string; usual: string; plan?: Plan }[] = [
       ...old.map((c: MembitCall, i) => ({ at: c.start, original: oldOriginals[i] as string, usual: stockSpelling(imports, STOCK[c.kind], c.style) })),
       ...linePlans.map((p) => ({ at: p.start, original: p.original, usual: stockSpelling(imports, STOCK[p.kind], p.style), plan: p })),
     ].sort((a, b) => a.at - b.at);

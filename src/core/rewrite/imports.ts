@@ -83,8 +83,8 @@ function dotted(t: Tokens, k: number, last: number): { name: string; next: numbe
 }
 
 /** Splits a logical line into its `;`-separated statements (token index ranges). */
-function segments(t: Tokens, line: LogicalLine): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
+function segments(t: Tokens, line: LogicalLine): [number, number][] {
+  const out: [number, number][] = [];
   const base = (t.toks[line.first] as { depth: number }).depth;
   let start = line.first;
   for (let k = line.first; k <= line.last; k++) {

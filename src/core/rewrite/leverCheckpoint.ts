@@ -77,7 +77,7 @@ function mentionsCheckpoint(ctx: Ctx, stmts: readonly Stmt[]): boolean {
   for (const s of stmts) {
     for (let k = s.line.first; k <= s.line.last; k++) {
       const tok = ctx.t.toks[k] as Tok;
-      if (tok.type === 'name' && /checkpoint/.test(tokText(ctx.t, k))) return true;
+      if (tok.type === 'name' && tokText(ctx.t, k).includes('checkpoint')) return true;
     }
   }
   return false;

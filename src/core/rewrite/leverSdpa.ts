@@ -272,7 +272,7 @@ function softmaxOf(ctx: Ctx, e: Expr): { input: string } | { input: string; bad:
 }
 
 function singleName(a: Assign | undefined): string | undefined {
-  return a && a.targets.length === 1 && isName(a.targets[0]) ? (a.targets[0] as Expr & { k: 'name' }).id : undefined;
+  return a && a.targets.length === 1 && isName(a.targets[0]) ? a.targets[0].id : undefined;
 }
 
 /** `-inf` as models write it: float("-inf"), -float("inf"), -math.inf, -torch.inf. */
@@ -294,8 +294,8 @@ function isMinusInf(ctx: Ctx, e: Expr): boolean {
 }
 
 /** The class's statements that assign or register `self.<name>`, with the registered value. */
-function memberDefs(ctx: Ctx, cls: Stmt, name: string): Array<{ stmt: Stmt; value: Expr | undefined; buffer: boolean }> {
-  const out: Array<{ stmt: Stmt; value: Expr | undefined; buffer: boolean }> = [];
+function memberDefs(ctx: Ctx, cls: Stmt, name: string): { stmt: Stmt; value: Expr | undefined; buffer: boolean }[] {
+  const out: { stmt: Stmt; value: Expr | undefined; buffer: boolean }[] = [];
   for (const s of bodyOf(ctx.st, cls)) {
     if (s.header) continue;
     const a = assignOf(ctx.st, s);
@@ -442,7 +442,7 @@ function eagerChains(ctx: Ctx): Found[] {
     const fail = (code: Parameters<typeof skipAt>[1], reason: string, last = s.line.endLine) => out.push({ ...skipAt(s, code, reason, first, last) });
 
     if ('bad' in sm) {
-      fail('softmax-form', sm.bad as string);
+      fail('softmax-form', sm.bad);
       continue;
     }
 
@@ -687,7 +687,7 @@ function outputProduct(ctx: Ctx, s: Stmt, probs: string): { node: Expr; v: strin
     if (e.k === 'bin' && e.op === '@' && isName(e.l, probs) && isName(e.r)) return { node: e, v: e.r.id };
     if (e.k === 'call' && resolved(ctx, e.fn) === 'torch.matmul') {
       const args = callArgs(e);
-      if (args && !args.kw.size && args.pos.length === 2 && isName(args.pos[0], probs) && isName(args.pos[1])) return { node: e, v: (args.pos[1] as Expr & { k: 'name' }).id };
+      if (args && !args.kw.size && args.pos.length === 2 && isName(args.pos[0], probs) && isName(args.pos[1])) return { node: e, v: args.pos[1].id };
     }
   }
   return undefined;

@@ -48,7 +48,7 @@ export function structureOf(t: Tokens): Structure {
   const stmts: Stmt[] = [];
   const children = new Map<number, Stmt[]>();
   // Open block headers: the indentation column of each and its statement.
-  const stack: Array<{ col: number; index: number }> = [];
+  const stack: { col: number; index: number }[] = [];
   for (const [index, line] of t.lines.entries()) {
     const first = t.toks[line.first] as Tok;
     const col = line.indent;

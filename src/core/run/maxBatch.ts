@@ -265,7 +265,7 @@ export class CpuWithoutLimit extends Error {
 export function describeMaxBatch(doc: MaxBatchDoc, bytes: (n: number) => string): string[] {
   return doc.variants.map((v) => {
     const at = v.largest === null ? undefined : v.probes.find((p) => p.batch === v.largest);
-    const where = `${doc.launcher ? `world size ${v.world_size}` : 'one process'}`;
+    const where = doc.launcher ? `world size ${v.world_size}` : 'one process';
     if (v.status === 'cancelled') return `${where}: cancelled`;
     if (v.status === 'error') return `${where}: ${v.error ?? 'a probe failed'}`;
     if (v.largest === null) return `${where}: not even batch ${doc.min} fits`;

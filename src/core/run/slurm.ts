@@ -58,7 +58,7 @@ export function checkSlurmTarget(t: unknown): SlurmTarget {
   const word = (k: string) => {
     const v = o[k];
     if (v !== undefined && (typeof v !== 'string' || !SLURM_WORD.test(v))) throw new Error(`${where}: ${k} must be a SLURM name (letters, digits, . _ - , : @ +)`);
-    return v as string | undefined;
+    return v;
   };
   if (o['time'] !== undefined && (typeof o['time'] !== 'string' || !TIME.test(o['time']))) throw new Error(`${where}: time must be a SLURM time limit such as "30", "01:30:00" or "1-00:00:00"`);
   if (o['launch'] !== undefined && o['launch'] !== 'torchrun' && o['launch'] !== 'srun') throw new Error(`${where}: launch must be "torchrun" or "srun"`);
@@ -80,8 +80,8 @@ export function checkSlurmTarget(t: unknown): SlurmTarget {
   assign('gpusPerNode', int('gpusPerNode', 0));
   assign('ranksPerNode', int('ranksPerNode', 1));
   assign('cpusPerTask', int('cpusPerTask', 1));
-  assign('time', o['time'] as string | undefined);
-  assign('launch', o['launch'] as SlurmTarget['launch']);
+  assign('time', o['time']);
+  assign('launch', o['launch']);
   assign('pendingTimeoutS', int('pendingTimeoutS', 1));
   assign('pollS', int('pollS', 1));
   return out;

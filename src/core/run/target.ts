@@ -579,11 +579,11 @@ export function sitesForRemote(text: string, workspace: string): string {
           const file = (it as { file?: unknown }).file;
           if (typeof file !== 'string' || !isAbsolute(file)) return it;
           const rel = insideRoot(workspace, file);
-          return rel === undefined ? it : { ...(it as object), file: rel };
+          return rel === undefined ? it : { ...it, file: rel };
         })
       : items;
   if (Array.isArray(doc)) return JSON.stringify(fix(doc));
-  if (doc && typeof doc === 'object' && 'sites' in doc) return JSON.stringify({ ...(doc as object), sites: fix((doc as { sites: unknown }).sites) });
+  if (doc && typeof doc === 'object' && 'sites' in doc) return JSON.stringify({ ...(doc as object), sites: fix(doc.sites) });
   return text;
 }
 

@@ -422,7 +422,7 @@ export function adviseFile(file: string, chunks: readonly PlacedChunk[], headers
     );
   };
   for (const { fact, baseRow, names } of impls) {
-    if (!HF_BUILDERS.has(fact.callee.slice(fact.callee.lastIndexOf('.') + 1)) && !/Config$/.test(fact.callee)) continue;
+    if (!HF_BUILDERS.has(fact.callee.slice(fact.callee.lastIndexOf('.') + 1)) && !fact.callee.endsWith('Config')) continue;
     const v = fact.value.trim();
     const range = abs(fact.pos, baseRow);
     if (EAGER_LITERAL.test(v)) {
@@ -482,5 +482,5 @@ export function adviseFile(file: string, chunks: readonly PlacedChunk[], headers
 
 /** A `.backward()` on a loss: the training step of the file. */
 function isLossBackward(b: BackwardFact): boolean {
-  return /loss/i.test(b.receiver) && !/scale\(/.test(b.receiver);
+  return /loss/i.test(b.receiver) && !b.receiver.includes('scale(');
 }

@@ -48,7 +48,7 @@ function targetNames(text: string): string[] {
 
 function unquote(text: string): string | undefined {
   const m = /^[rbuRBU]*(['"])(.*)\1$/s.exec(text.trim());
-  return m ? (m[2] as string) : undefined;
+  return m ? m[2] : undefined;
 }
 
 function readImport(node: Node, out: ImportFact[]): void {

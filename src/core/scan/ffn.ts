@@ -8,7 +8,6 @@ import { argFor, argMap, normDim } from './args';
 import { ATTN_CLASS } from './classify';
 import type { GCall, Group, MakeSite } from './context';
 import { ffnEstimate } from './estimates';
-import type { DefFact } from './factTypes';
 import { LINEAR_PARAMS, MLP_FACTORY_PARAMS, MLP_MODULE_PARAMS, MLP_MODULES } from './names';
 import { type ConfigTable, evalDim } from './shapes';
 import { buildSite, shiftMember, shiftSite } from './sites';
@@ -73,7 +72,7 @@ export function findFfns(group: Group): LinearFact[] {
   const paramsOf = (g: GCall): readonly string[] | undefined => {
     if (!g.funcKey) return undefined;
     const [ci, s] = g.funcKey.split(':').map(Number);
-    return (chunks[ci as number]?.facts.defs[s as number] as DefFact | undefined)?.params;
+    return (chunks[ci as number]?.facts.defs[s as number])?.params;
   };
   const groups = new Map<string, LinearFact[]>();
   for (const g of calls) {

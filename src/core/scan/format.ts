@@ -182,7 +182,7 @@ function adviceMessage(site: Site, caps: TorchCapabilities | null | undefined): 
 
 /** A dropout that keeps no mask: p is 0 as written or in the config, or it sits on a fallback path. */
 function noMaskMessage(what: string, e: Site['estimate']): string {
-  if (e.note && !/as written/.test(e.note)) return `${what} ${e.note}.`;
+  if (e.note && !e.note.includes('as written')) return `${what} ${e.note}.`;
   return `${what} with p=0 as written: no mask is kept.`;
 }
 

@@ -136,7 +136,7 @@ function squareMasks(m: Masks): void {
       const name = `${g.f.binding ?? ''} ${g.f.buffer ?? ''}`;
       // Index tables (`torch.empty((N, N), dtype=torch.long)`) are square too, but no mask.
       const dtype = g.f.args.find((x) => x.name === 'dtype')?.text ?? '';
-      if (/long|int(8|16|32|64)?$/.test(dtype) && !/uint8/.test(dtype)) continue;
+      if (/long|int(8|16|32|64)?$/.test(dtype) && !dtype.includes('uint8')) continue;
       const isMask = m.forced.has(g) || (fill !== undefined && NEG_INF.test(fill)) || /mask|causal/i.test(name);
       if (!isMask) continue;
       addMask(m, g);
@@ -175,7 +175,7 @@ function squareMasks(m: Masks): void {
     }
     const written = g.alias ?? g.f.callee;
     if (maskHelperName(g.res) && !(written.startsWith('self.') && classMethods.has(final))) {
-      const causal = /causal/.test(final);
+      const causal = final.includes('causal');
       makeSite(g, 'attn-mask', 'call', argMap(g.f, []), helperEstimate(shapes, g), {
         remedy: causal ? causalRemedy(m.causalSdpa, g) : PADDING_REMEDY,
       });

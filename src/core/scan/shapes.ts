@@ -426,7 +426,7 @@ export function shapeHintsFromReport(report: ReportLike | null | undefined, file
     built.set(line, b);
   }
   for (const [line, b] of built) {
-    const sites = [...b.sites].map((i) => siteList[i] as NonNullable<typeof siteList[number]>);
+    const sites = [...b.sites].map((i) => siteList[i]);
     const elements = sites.reduce((a, s) => a + (num(s.elements) ?? 0), 0);
     const maskBytes = sites.reduce((a, s) => a + (num(s.mask_bytes) ?? 0), 0);
     // The sites cover exactly these modules' masks: use their elements; else the modules' bytes.
@@ -445,7 +445,7 @@ export function shapeHintsFromReport(report: ReportLike | null | undefined, file
     const line = num(l.line);
     if (bytes !== undefined && line !== undefined && sameFile(l.file, file)) savedByLine.set(line, (savedByLine.get(line) ?? 0) + bytes);
     if (Array.isArray(l.ops)) {
-      for (const op of l.ops as { op?: unknown; bytes?: unknown }[]) if (op && typeof op.op === 'string' && /softmax/.test(op.op)) softmaxBytes += num(op.bytes) ?? 0;
+      for (const op of l.ops as { op?: unknown; bytes?: unknown }[]) if (op && typeof op.op === 'string' && op.op.includes('softmax')) softmaxBytes += num(op.bytes) ?? 0;
     }
   }
   if (savedByLine.size) hints.savedByLine = savedByLine;

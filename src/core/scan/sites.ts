@@ -70,7 +70,7 @@ export function shiftSite(site: Site, by: number): Site {
   const out: Site = { ...site, range: shiftRange(site.range, by) };
   if (site.attention) {
     const a: AttentionInfo = { ...site.attention };
-    for (const k of ['scoresLine', 'maskLine', 'softmaxLine', 'dropoutLine', 'outputLine', 'defaultLine'] as const) if (a[k] !== undefined) a[k] = (a[k] as number) + by;
+    for (const k of ['scoresLine', 'maskLine', 'softmaxLine', 'dropoutLine', 'outputLine', 'defaultLine'] as const) if (a[k] !== undefined) a[k] = a[k] + by;
     out.attention = a;
   }
   if (site.ffn) {

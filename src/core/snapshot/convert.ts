@@ -108,7 +108,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
           requested = b['requested_size'] !== undefined ? n(b['requested_size']) : size;
         } else if (Array.isArray(b['history']) && b['history'][0] && typeof b['history'][0] === 'object' && !Array.isArray(b['history'][0])) {
           legacyHistory = true;
-          const h = b['history'][0] as PyDict;
+          const h = b['history'][0];
           fr = framesValue(data, h['frames']);
           requested = n(h['real_size']);
         } else {

@@ -34,7 +34,7 @@ export class PickleError extends Error {
 }
 
 /** A Python dict: a prototype-less object, so no key can reach Object.prototype. */
-export type PyDict = { [key: string]: PyValue };
+export interface PyDict { [key: string]: PyValue }
 export type PyValue = null | boolean | number | bigint | string | PyValue[] | PyDict;
 
 /** Names of the opcodes that import or call Python objects; each is refused. */
@@ -254,7 +254,7 @@ export class Unpickler {
 
   private setItems(d: PyValue, items: StackItem[], at: number): void {
     if (d === null || typeof d !== 'object' || Array.isArray(d)) this.fail('malformed', 'the pickle sets items on something that is not a dict', at);
-    const dict = d as PyDict;
+    const dict = d;
     for (let i = 0; i + 1 < items.length; i += 2) dict[this.key(items[i] as StackItem, at)] = items[i + 1] as PyValue;
   }
 
@@ -527,11 +527,11 @@ export class Unpickler {
             if (m === undefined || m < 1) this.fail('malformed', 'the pickle pops a mark that was never set', at);
             const d = stack[m - 1];
             if (d === null || typeof d !== 'object' || Array.isArray(d)) this.fail('malformed', 'the pickle sets items on something that is not a dict', at);
-            const r = this.onSetItems ? this.onSetItems(d as PyDict, stack, m + 1, stack.length) : undefined;
+            const r = this.onSetItems ? this.onSetItems(d, stack, m + 1, stack.length) : undefined;
             if (r === undefined) {
               for (let k = m + 1; k + 1 < stack.length; k += 2) {
                 const key = stack[k];
-                (d as PyDict)[typeof key === 'string' ? key : this.key(key as StackItem, at)] = stack[k + 1] as PyValue;
+                d[typeof key === 'string' ? key : this.key(key as StackItem, at)] = stack[k + 1] as PyValue;
               }
             }
             stack.length = m;

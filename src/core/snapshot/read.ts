@@ -467,14 +467,14 @@ export async function readSnapshot(path: string, opts: ReadOptions = {}): Promis
   } catch (e) {
     throw new SnapshotError(`${path}: ${e instanceof Error ? e.message : String(e)}`);
   }
-  if (top === null || typeof top !== 'object' || Array.isArray(top) || !Array.isArray((top as PyDict)['segments'])) {
+  if (top === null || typeof top !== 'object' || Array.isArray(top) || !Array.isArray(top['segments'])) {
     const kind = top === null ? 'None' : Array.isArray(top) ? 'a list' : typeof top === 'object' ? `a dict with keys ${Object.keys(top).slice(0, 8).map((k) => JSON.stringify(k)).join(', ') || '(none)'}` : `a ${typeof top}`;
     throw new SnapshotError(`${path} is a pickle, but not a PyTorch memory snapshot: it holds ${kind}, where a snapshot is a dict with a "segments" list (written by torch.cuda.memory._dump_snapshot)`);
   }
   opts.onProgress?.(1);
   // Device index of each trace list: its position in device_traces.
   const devOfList = new Uint16Array(Math.max(1, c.lists.size));
-  const traces = (top as PyDict)['device_traces'];
+  const traces = top['device_traces'];
   if (Array.isArray(traces)) {
     traces.forEach((l, dev) => {
       const li = Array.isArray(l) ? c.lists.get(l) : undefined;
@@ -485,7 +485,7 @@ export async function readSnapshot(path: string, opts: ReadOptions = {}): Promis
   const device = new Uint16Array(list.length);
   for (let i = 0; i < list.length; i++) device[i] = devOfList[list[i] as number] as number;
   return {
-    top: top as PyDict,
+    top: top,
     trace: {
       length: c.action.length,
       action: c.action.view(),

@@ -58,7 +58,7 @@ function topicOf(code: string, site: Site | undefined): AdviceTopic {
     case 'membit.optimizer':
       return 'fused-optimizer';
     default:
-      return adviceOf(site)?.lever === 'is-causal' || /is_causal/.test(site?.remedy ?? '') ? 'is-causal' : 'padding-mask';
+      return adviceOf(site)?.lever === 'is-causal' || (site?.remedy ?? '').includes('is_causal') ? 'is-causal' : 'padding-mask';
   }
 }
 

@@ -213,7 +213,7 @@ export class ScanFeature implements vscode.Disposable {
         if (e instanceof ScanRestartedError) return again();
         const message = e instanceof Error ? e.message : String(e);
         this.log.warn(`scan of ${key}: ${message}`);
-        if (/grammar could not load/.test(message) && !this.warnedGrammar) {
+        if (message.includes('grammar could not load') && !this.warnedGrammar) {
           this.warnedGrammar = true;
           void notify.error(`Membit: the Python scanner could not load (${message}). Reinstall the extension.`);
         }

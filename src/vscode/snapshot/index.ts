@@ -108,7 +108,7 @@ export function registerSnapshotFeature(context: vscode.ExtensionContext, log: L
     return done.map((d) => d.uri);
   };
 
-  const provider: vscode.CustomReadonlyEditorProvider<vscode.CustomDocument> = {
+  const provider: vscode.CustomReadonlyEditorProvider = {
     openCustomDocument: (uri) => ({ uri, dispose: () => loaded.delete(uri.toString()) }),
     async resolveCustomEditor(document, panel) {
       const uri = document.uri;

@@ -19,7 +19,7 @@ async function run(action: vscode.CodeAction): Promise<unknown> {
 
 /** Waits until the finding's message no longer says it was not checked against an installed torch (the probe finished). */
 async function capabilitiesChecked(doc: vscode.TextDocument, code: string, line: number): Promise<boolean> {
-  const unchecked = () => /Not checked against an installed torch/.test(membitDiagnostic(doc, code, line)?.message ?? 'Not checked against an installed torch');
+  const unchecked = () => (membitDiagnostic(doc, code, line)?.message ?? 'Not checked against an installed torch').includes('Not checked against an installed torch');
   return waitFor('the advice checked against the installed torch', () => !unchecked(), 60_000).catch(() => false);
 }
 
@@ -162,7 +162,7 @@ describe('Memory advisor code actions', () => {
     );
     const page = await vscode.workspace.openTextDocument(vscode.Uri.parse(shown.uri));
     assert.equal(page.getText(), shown.text);
-    const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+    const notes = await vscode.commands.executeCommand<{ kind: string; text: string }[]>(InternalCommands.recentlyShown);
     assert.ok(!notes.some((n) => n.text.includes('fused=True')), 'no toast carries the advice');
     // Rendered as Markdown: a heading and a link, not the raw text.
     const h = await webview('08-advice-heading', 'count', 'h1');
@@ -245,7 +245,7 @@ describe('Memory advisor code actions', () => {
     try {
       const txt = await vscode.workspace.openTextDocument(uri);
       assert.equal(await vscode.commands.executeCommand(InternalCommands.applyLever, uri, 'sdpa', softmax), undefined);
-      const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+      const notes = await vscode.commands.executeCommand<{ kind: string; text: string }[]>(InternalCommands.recentlyShown);
       assert.equal(notes[notes.length - 1]?.kind, 'warning');
       assert.match(notes[notes.length - 1]?.text ?? '', /Python files only/);
       assert.equal(txt.getText(), original);
@@ -254,7 +254,7 @@ describe('Memory advisor code actions', () => {
     }
     // A line with no pattern (the file changed since the action was offered): a message, no edit.
     await vscode.commands.executeCommand(InternalCommands.applyLever, gpt.uri, 'sdpa', 0);
-    const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+    const notes = await vscode.commands.executeCommand<{ kind: string; text: string }[]>(InternalCommands.recentlyShown);
     assert.match(notes[notes.length - 1]?.text ?? '', /^Membit: nothing rewritten: line 1: no eager attention/);
     assert.equal(gpt.getText(), original);
   });

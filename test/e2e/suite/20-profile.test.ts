@@ -38,7 +38,7 @@ describe('Profile Training Run from the command palette', function () {
     const out = await running;
     assert.ok(out, 'the run did not finish with a report');
     assert.ok(existsSync(out), `${out} was not written`);
-    assert.ok(progress.updates?.some((u) => /^step 20\/20/.test(u)), `progress never reached 20/20: ${progress.updates?.slice(-3).join(' | ')}`);
+    assert.ok(progress.updates?.some((u) => u.startsWith('step 20/20')), `progress never reached 20/20: ${progress.updates?.slice(-3).join(' | ')}`);
     const report = JSON.parse(readFileSync(out, 'utf8')) as { run: { status: string; steps: number; target: { kind: string } } };
     assert.equal(report.run.status, 'ok');
     assert.equal(report.run.steps, 20);

@@ -130,14 +130,14 @@ describe('what the editor shows is true for the code on screen', function () {
     const residCtor = /self\.resid_dropout = nn\.Dropout/;
     const ready = await waitFor('measured hints on the construction lines', async () => {
       const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
-      return s && /\(measured/.test(hintAt(s, attnCtor) ?? '') && /\(measured/.test(hintAt(s, residCtor) ?? '') ? s : undefined;
+      return s && (hintAt(s, attnCtor) ?? '').includes('(measured') && (hintAt(s, residCtor) ?? '').includes('(measured') ? s : undefined;
     }, 60_000);
     const attnHint = hintAt(ready, attnCtor) as string;
     const residHint = hintAt(ready, residCtor) as string;
     assert.notEqual(attnHint, residHint);
     // Convert the embedding dropout (self.drop): the edit adds `import membit.nn` above every class.
     const lines = original.split('\n');
-    const drop = lines.findIndex((l) => /self\.drop = nn\.Dropout/.test(l));
+    const drop = lines.findIndex((l) => l.includes('self.drop = nn.Dropout'));
     assert.ok(drop > 0);
     editor.selection = new vscode.Selection(drop, (lines[drop] as string).indexOf('nn.Dropout') + 4, drop, (lines[drop] as string).indexOf('nn.Dropout') + 4);
     await waitFor('the dropout diagnostic', () => vscode.languages.getDiagnostics(doc.uri).some((d) => d.source === 'Membit' && d.range.start.line === drop));
@@ -168,7 +168,7 @@ describe('what the editor shows is true for the code on screen', function () {
     const call = lineOf(doc, /att = self\.attn_dropout\(att\)/);
     const state = await waitFor('the measured hint', async () => {
       const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
-      return s?.sites.find((x) => x.line === ctor && /\(measured/.test(x.hint));
+      return s?.sites.find((x) => x.line === ctor && x.hint.includes('(measured'));
     }, 60_000);
     assert.match(state.hint, new RegExp(`mask ${figure.replace('.', '\\.')} → .* \\(measured, 2× summed, CPU\\)$`));
     // The previous test's revert re-maps the overlays; wait until they show the call line's mask.

@@ -80,7 +80,7 @@ describe('PyTorch memory snapshots', function () {
     writeFileSync(evil, Buffer.from('8004953e000000000000007d948c087365676d656e7473945d948c05706f736978948c0673797374656d9493948c12746f756368204d454d4249545f50574e4544948594529461732e', 'hex'));
     await vscode.commands.executeCommand(Commands.openSnapshot, vscode.Uri.file(evil));
     const note = await waitFor('the refusal', async () => {
-      const notes = (await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown)) ?? [];
+      const notes = (await vscode.commands.executeCommand<{ kind: string; text: string }[]>(InternalCommands.recentlyShown)) ?? [];
       return notes.find((n) => n.text.includes('posix.system'));
     });
     assert.equal(note.kind, 'warning');
