@@ -597,10 +597,10 @@ function render(msg: ShowMessage): void {
 
 window.addEventListener('message', (e: MessageEvent) => {
   const msg = e.data as ToWebview;
-  if (msg && msg.type === 'show' && Array.isArray(msg.views)) {
+  if (msg?.type === 'show' && Array.isArray(msg.views)) {
     vscode.setState({ uris: msg.uris });
     render(msg);
-  } else if (msg && msg.type === 'sites' && Array.isArray(msg.states) && shown) {
+  } else if (msg?.type === 'sites' && Array.isArray(msg.states) && shown) {
     fillSites(shown, msg.states);
     vscode.postMessage({ command: 'rendered', summary: rendered });
   }

@@ -207,8 +207,8 @@ export function generateLargeReport(opts: LargeReportOptions = {}): LargeReport 
     notes: ['generated: a large synthetic report for the benchmarks'],
   };
   const build = (tl: Timeline | null): Report => {
-    const peakAllocated = tl && tl.allocated.length ? Math.max(...chunkMax(tl.allocated)) : base + activations;
-    const peakReserved = tl && tl.reserved.length ? (tl.reserved[tl.reserved.length - 1] as number) : peakAllocated;
+    const peakAllocated = tl?.allocated.length ? Math.max(...chunkMax(tl.allocated)) : base + activations;
+    const peakReserved = tl?.reserved.length ? (tl.reserved[tl.reserved.length - 1] as number) : peakAllocated;
     const atPeak = { params, buffers: 32 * 1024 * 1024, grads: 0, opt: optimizerState, act: activations, masks: Math.floor(activations / 10) };
     const tracked = atPeak.params + atPeak.buffers + atPeak.grads + atPeak.opt + atPeak.act + atPeak.masks;
     return {

@@ -149,7 +149,7 @@ async function parent(): Promise<void> {
   };
   console.log(JSON.stringify(record, null, 2));
   const m = results['membit'] as Record<string, number> | undefined;
-  if (m && m['peak_allocated'] !== undefined && m['peak_allocated'] !== gen.peak) console.log(`WARNING: peak ${m['peak_allocated']} differs from the generator's ${gen.peak}`);
+  if (m?.['peak_allocated'] !== undefined && m['peak_allocated'] !== gen.peak) console.log(`WARNING: peak ${m['peak_allocated']} differs from the generator's ${gen.peak}`);
   const tag = variants.length === 1 ? '-membit-only' : '';
   writeResult(`snapshot-${entries}${tag}-${record.date.slice(0, 10)}.json`, record);
 }

@@ -106,7 +106,7 @@ test('class totals: every instance of a class, its whole subtree, and the packin
   assert.equal(attn.masks, subtree.reduce((a, m) => a + m.mask_bytes, 0));
   assert.equal(attn.params, subtree.reduce((a, m) => a + m.params, 0));
   // The attention dropout and the residual dropout live inside the attention block.
-  const inside = r.sites.filter((s) => s.module && s.module.includes('.attn.'));
+  const inside = r.sites.filter((s) => s.module?.includes('.attn.'));
   assert.equal(attn.savingIfPacked, inside.reduce((a, s) => a + s.saving_if_packed, 0));
   // The model class holds everything: its masks are the run's masks.
   const gpt = [...totals.values()].find((t) => t.type === 'GPT');

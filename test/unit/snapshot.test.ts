@@ -118,7 +118,7 @@ test('an OOM dump: the failure, what it asked for, and what held the memory', as
   assert.ok(o.top.length > 0 && o.lines.length > 0);
   assert.ok(o.lines.every((l) => l.file === 'samples/gpt_tiny.py'));
   assert.match(o.message, /tried to allocate 256 MiB/);
-  assert.ok(r.run.error_at && r.run.error_at.file === 'samples/gpt_tiny.py');
+  assert.ok(r.run.error_at?.file === 'samples/gpt_tiny.py');
 });
 
 test('a snapshot without history: no timeline, the state at the dump, and a note that says so', async () => {

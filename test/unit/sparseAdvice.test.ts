@@ -143,7 +143,7 @@ test('report view: a real sparse24 run lists its FFNs with the 2:4 advice and pl
   const parsed = parseReport(readFileSync(path, 'utf8'), REPORT_SCHEMA, 'gpt_tiny_cpu_sparse24.json');
   assert.ok(parsed.ok, parsed.ok ? '' : parsed.error);
   const report = parsed.report;
-  assert.ok(report.ffn && report.ffn.length === 2);
+  assert.ok(report.ffn?.length === 2);
   const view = buildView(report, 'sparse24', { sparse24: [h200] });
   assert.equal(view.ffn.length, 2);
   for (const f of view.ffn) {

@@ -143,7 +143,7 @@ export function validate(schema: Schema, value: unknown, limit = 20): SchemaErro
       const depth = segments.length;
       segments.push(0);
       for (let i = 0; i < v.length && errors.length < limit; i++) {
-        if (fast && fast(v[i])) continue;
+        if (fast?.(v[i])) continue;
         segments[depth] = i;
         walk(s.items, v[i], errors);
       }

@@ -108,7 +108,7 @@ class IndexBuilder {
   }
 
   private instancesOf(module: string | null): number {
-    if (!module || !module.includes('*')) return 1;
+    if (!module?.includes('*')) return 1;
     let n = this.counts.get(module);
     if (n === undefined) this.counts.set(module, (n = layerCount(module, (this.paths ??= this.report.modules.map((m) => m.path)))));
     return n;

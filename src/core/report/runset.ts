@@ -161,7 +161,7 @@ export function overlayReport(set: Pick<RunSet, 'ranks'>, pick?: number): Report
 
 /** A per-rank timeline for the overlaid chart: CUDA's allocator timeline, else the step events. */
 export function rankTimeline(r: Report): { t_ms: number[]; bytes: number[]; source: 'allocator' | 'steps' } | undefined {
-  if (r.timeline && r.timeline.t_ms.length) return { t_ms: r.timeline.t_ms, bytes: r.timeline.allocated, source: 'allocator' };
+  if (r.timeline?.t_ms.length) return { t_ms: r.timeline.t_ms, bytes: r.timeline.allocated, source: 'allocator' };
   const steps = r.summary.distributed?.step_memory ?? [];
   const pts = steps.filter((s) => typeof s[0] === 'number' && typeof s[2] === 'number') as number[][];
   if (!pts.length) return undefined;
@@ -188,7 +188,7 @@ export function runSetText(set: RunSet, markdown = false): string {
     out.push(markdown ? '' : '', line);
   }
   if (rp.firstOom) out.push(`rank ${rp.firstOom.rank}${rp.firstOom.host ? ` on ${rp.firstOom.host}` : ''} ran out of memory first`);
-  const cpu = set.ranks.some((r) => r.report && r.report.summary.peak_allocated === null);
+  const cpu = set.ranks.some((r) => r.report?.summary.peak_allocated === null);
   const rows = set.ranks.map((r) => {
     const s = r.report?.summary;
     const dist = s?.distributed;

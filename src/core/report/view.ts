@@ -90,7 +90,7 @@ export function phaseSpans(t: readonly number[], phase: readonly string[]): Time
   for (let i = 0; i < t.length && i < phase.length; i++) {
     const p = phase[i] as string;
     const last = spans[spans.length - 1];
-    if (last && last.phase === p) last.end_ms = t[i] as number;
+    if (last?.phase === p) last.end_ms = t[i] as number;
     else spans.push({ phase: p, start_ms: t[i] as number, end_ms: t[i] as number });
   }
   return spans;

@@ -131,7 +131,7 @@ export function lineMark(t: Tokens, line: number): LineMark | undefined {
   const end = lineEnd(t.text, t.lineStarts, line);
   const k = tokenCovering(t, end - 1);
   const tok = t.toks[k];
-  if (!tok || tok.type !== 'comment' || tok.end !== end) return undefined;
+  if (tok?.type !== 'comment' || tok.end !== end) return undefined;
   const comment = t.text.slice(tok.start, tok.end);
   let start: number;
   if (comment.startsWith(SITE_MARK)) start = t.text.slice(tok.start - 2, tok.start) === '  ' ? tok.start - 2 : tok.start;
@@ -152,9 +152,9 @@ export function markText(spellings: readonly string[]): string {
 export function canMark(t: Tokens, line: number): boolean {
   const end = lineEnd(t.text, t.lineStarts, line);
   const across = t.toks[tokenCovering(t, end)];
-  if (across && across.type === 'string' && across.start < end) return false;
+  if (across?.type === 'string' && across.start < end) return false;
   const last = t.toks[tokenCovering(t, end - 1)];
-  return !(last && last.type === 'cont');
+  return !(last?.type === 'cont');
 }
 
 /**
@@ -165,7 +165,7 @@ export function originalsOnLine(t: Tokens, imports: Imports, calls: readonly Mem
   const defaults = calls.map((c) => stockSpelling(imports, STOCK[c.kind], c.style));
   if (calls.length === 0) return defaults;
   const mark = lineMark(t, (calls[0] as MembitCall).line);
-  if (mark && mark.spellings.length === calls.length) return mark.spellings;
+  if (mark?.spellings.length === calls.length) return mark.spellings;
   return defaults;
 }
 

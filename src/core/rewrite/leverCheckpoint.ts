@@ -187,7 +187,7 @@ function hfModel(ctx: Ctx, value: Expr): string | undefined {
   while (e.k === 'call' && e.fn.k === 'attr' && SELF_RETURNING.has(e.fn.name) && e.fn.obj.k === 'call') e = e.fn.obj;
   if (e.k !== 'call') return undefined;
   const q = resolved(ctx, e.fn);
-  if (!q || !q.startsWith('transformers.')) return undefined;
+  if (!q?.startsWith('transformers.')) return undefined;
   const parts = q.split('.');
   let cls = parts[parts.length - 1] as string;
   if (HF_LOADERS.has(cls)) cls = parts[parts.length - 2] ?? '';

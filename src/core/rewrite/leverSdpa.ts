@@ -644,7 +644,7 @@ function inputsOf(ctx: Ctx, def: Stmt, name: string, params: readonly string[]):
       continue;
     }
     for (const { a } of body) {
-      if (!a || !a.targets.some((tg) => boundNamesOf(tg).includes(n))) continue;
+      if (!a?.targets.some((tg) => boundNamesOf(tg).includes(n))) continue;
       for (const r of walkNames(a.value)) if (r !== self) todo.push(r);
     }
   }

@@ -156,7 +156,7 @@ export function revertConversions(text: string, opts: RevertOptions = {}): Rever
     for (const row of rows) {
       const onRow = inStmt.filter((c) => c.line === row);
       const mark = lineMark(t, row);
-      if (mark && mark.spellings.length === onRow.length) {
+      if (mark?.spellings.length === onRow.length) {
         onRow.forEach((c, i) => original.set(c, mark.spellings[i] as string));
         usedMarks.add(row);
       } else leftovers.push(...onRow);

@@ -31,12 +31,12 @@ const LOW_PRECISION = /bfloat16|float16|\bhalf\b|bf16|fp16|16-mixed|mixed/;
 const MODEL_BUILDERS = /^(from_pretrained|_from_config|from_config|to)$/;
 
 function positional(args: Node | null): Node[] {
-  if (!args || args.type !== 'argument_list') return [];
+  if (args?.type !== 'argument_list') return [];
   return args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment' && c.type !== 'keyword_argument' && c.type !== 'list_splat' && c.type !== 'dictionary_splat');
 }
 
 function keyword(args: Node | null, name: string): Node | undefined {
-  if (!args || args.type !== 'argument_list') return undefined;
+  if (args?.type !== 'argument_list') return undefined;
   for (const c of args.namedChildren) {
     if (c?.type === 'keyword_argument' && c.childForFieldName('name')?.text === name) return c.childForFieldName('value') ?? undefined;
   }
@@ -78,7 +78,7 @@ function readChains(
         pos: rel(call, baseRow),
         scope: sc,
         callee,
-        args: args && args.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map(argFact) : [],
+        args: args?.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map(argFact) : [],
         scoresRow,
       };
       if (input.k === 'scores' && input.mixed) chain.headsMixed = true;

@@ -72,7 +72,7 @@ function readImport(node: Node, out: ImportFact[]): void {
   if (!modNode) return;
   const module = canonicalModule(modNode.text);
   let star = false;
-  for (const c of node.namedChildren) if (c && c.type === 'wildcard_import') star = true;
+  for (const c of node.namedChildren) if (c?.type === 'wildcard_import') star = true;
   if (star) {
     out.push({ local: '', target: module, star: true });
     return;
@@ -223,7 +223,7 @@ function bindsHere(id: Node): boolean {
 function reboundBetween(chunk: Node, name: string, from: Node, to: Node): boolean {
   if (to.startIndex <= from.endIndex) return false;
   for (const id of chunk.descendantsOfType('identifier', from.endPosition, to.startPosition)) {
-    if (!id || id.text !== name || id.startIndex < from.endIndex || id.endIndex > to.startIndex) continue;
+    if (id?.text !== name || id.startIndex < from.endIndex || id.endIndex > to.startIndex) continue;
     if (bindsHere(id)) return true;
   }
   return false;
@@ -252,7 +252,7 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
     switch (p.type) {
       case 'assignment': {
         const right = p.childForFieldName('right');
-        if (right && right.equals(n)) {
+        if (right?.equals(n)) {
           const left = p.childForFieldName('left');
           if (left) fact.binding = left.text.replace(/\s+/g, '');
           if (segs.length) fact.path = segs.join('.');
@@ -262,7 +262,7 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
       case 'attribute': {
         // A method chain on the value (`torch.tril(...).view(...)`, `nn.Dropout(p).to(dev)`).
         const gp = p.parent;
-        if (!gp || gp.type !== 'call') return;
+        if (gp?.type !== 'call') return;
         n = gp;
         continue;
       }
@@ -282,13 +282,13 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
       case 'list': {
         // Positions matter only in short literal lists (`ModuleList([a, b])`); finding one in a
         // list of thousands for each item would be quadratic.
-        listIndex = p.namedChildCount <= MAX_ITEMS ? p.namedChildren.findIndex((c) => c !== null && c.equals(n)) : undefined;
+        listIndex = p.namedChildCount <= MAX_ITEMS ? p.namedChildren.findIndex((c) => c?.equals(n)) : undefined;
         n = p;
         continue;
       }
       case 'argument_list': {
         const owner = p.parent;
-        if (!owner || owner.type !== 'call') return;
+        if (owner?.type !== 'call') return;
         const ownerFinal = finalName(owner.childForFieldName('function')?.text ?? '');
         if (wrapsModule(p, n, ownerFinal)) {
           n = owner;
@@ -509,7 +509,7 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
       if (a.ei > si) break;
       last = a;
     }
-    if (!last || !last.single) return undefined;
+    if (!last?.single) return undefined;
     const targets: string[] = [];
     aliasTargets(last.right, targets, 0);
     if (targets.length === 0) return undefined;

@@ -59,7 +59,7 @@ export function notebookCells(json: string): { cells: CellInput[]; error?: strin
   const pythonNotebook = typeof lang !== 'string' || /python/i.test(lang);
   const cells: CellInput[] = [];
   nb.cells.forEach((c, index) => {
-    if (!c || c.cell_type !== 'code') return;
+    if (c?.cell_type !== 'code') return;
     const cellLang = c.metadata?.vscode?.languageId;
     if (typeof cellLang === 'string' ? cellLang !== 'python' : !pythonNotebook) return;
     const src = Array.isArray(c.source) ? c.source.filter((s): s is string => typeof s === 'string').join('') : typeof c.source === 'string' ? c.source : '';

@@ -43,7 +43,7 @@ export function readRelated(dir: string, modules: readonly string[], maxBytes = 
       const st = statSync(path);
       if (!st.isFile() || st.size > maxBytes) continue;
       let hit = cache.get(path);
-      if (!hit || hit.size !== st.size || hit.mtimeMs !== st.mtimeMs) {
+      if (hit?.size !== st.size || hit.mtimeMs !== st.mtimeMs) {
         hit = { size: st.size, mtimeMs: st.mtimeMs, text: readFileSync(path, 'utf8').replace(/^\uFEFF/, '') };
         cache.delete(path);
         cache.set(path, hit);

@@ -49,7 +49,7 @@ function chunksOf(root: Node): { chunks: ChunkNode[]; headers: ClassHeader[] } {
     if (child.type === 'class_definition') cls = child;
     else if (child.type === 'decorated_definition') {
       const d = child.childForFieldName('definition');
-      if (d && d.type === 'class_definition') cls = d;
+      if (d?.type === 'class_definition') cls = d;
     }
     const body = cls?.childForFieldName('body');
     const name = cls?.childForFieldName('name');

@@ -132,7 +132,7 @@ export function evalDim(text: string, values: ReadonlyMap<string, number>, bareV
   // Widths are short; anything long is not one (and deep nesting would only cost stack).
   if (text.length > 200) return undefined;
   const toks = text.match(/\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|[A-Za-z_][\w.]*|\/\/|\*\*|[-+*/%(),]/g);
-  if (!toks || toks.join('').length !== text.replace(/\s+/g, '').length) return undefined;
+  if (toks?.join('').length !== text.replace(/\s+/g, '').length) return undefined;
   let i = 0;
   const peek = () => toks[i];
   const expr = (): number | undefined => {

@@ -40,7 +40,7 @@ export function createPredictCommand(context: vscode.ExtensionContext, log: Log,
   const predictMemory = async (raw?: unknown) => {
     const arg: PredictArg = raw instanceof vscode.Uri ? { uri: raw } : isPredictArg(raw) ? raw : {};
     const uri = arg.uri ?? vscode.window.activeTextEditor?.document.uri;
-    if (!uri || !uri.fsPath.endsWith('.py')) throw new Error('open the Python training script to predict (or pass its file)');
+    if (!uri?.fsPath.endsWith('.py')) throw new Error('open the Python training script to predict (or pass its file)');
     const folder = vscode.workspace.getWorkspaceFolder(uri) ?? vscode.workspace.workspaceFolders?.[0];
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     let gpu = arg.gpu;

@@ -43,7 +43,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   status.name = 'Membit peak memory';
   context.subscriptions.push(store, overlays, status, registerReportHover(overlays));
   context.subscriptions.push({ dispose: () => ReportPanel.instance?.dispose() });
-  ReportPanel.cached = (uri) => (store.report && store.report.uri.fsPath === uri.fsPath ? store.report.index.report : undefined);
+  ReportPanel.cached = (uri) => (store.report?.uri.fsPath === uri.fsPath ? store.report.index.report : undefined);
   ReportPanel.editor = { shows: (uri) => store.report?.uri.fsPath === uri.fsPath, currentLine: (d, l) => overlays.currentLine(d, l), isStale: (d) => overlays.isStale(d) };
   ReportPanel.storeLevers = (uri) => (store.report?.uri.fsPath === uri.fsPath ? store.levers : undefined);
   ReportPanel.cachedSet = (uri) => (store.report?.set && store.report.uri.fsPath === uri.fsPath ? store.report.set : undefined);

@@ -312,7 +312,7 @@ export class ReportPanel implements vscode.Disposable {
     if (!module) return line;
     const matches = pathMatcher(module);
     for (const r of this.reports) {
-      const m = r.modules.find((x) => matches(x.path) && x.created_at && x.created_at.file === file);
+      const m = r.modules.find((x) => matches(x.path) && x.created_at?.file === file);
       if (m?.created_at) return m.created_at.line;
     }
     return line;

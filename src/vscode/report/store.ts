@@ -81,7 +81,7 @@ export class ReportStore implements vscode.Disposable {
     const cur = this.current;
     const base = cur ? runBrief(cur.index.report) : undefined;
     let next = new Map<string, LeverMeasurement>();
-    if (cur && base && base.variant === 'baseline') {
+    if (cur && base?.variant === 'baseline') {
       const briefs: RunBrief[] = [];
       for (const u of (await this.history()).slice(0, 40)) {
         if (u.fsPath === cur.uri.fsPath) continue;

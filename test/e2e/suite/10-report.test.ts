@@ -55,7 +55,7 @@ describe('measured memory in the editor', function () {
     const moved = await waitFor('marks to move down two lines', async () => {
       const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
       const a = all.find((x) => x.file === file);
-      return a && a.inline.some((i) => i.line === attnDrop + 2) ? a : undefined;
+      return a?.inline.some((i) => i.line === attnDrop + 2) ? a : undefined;
     });
     assert.equal(moved.stale, true);
     // Staleness is said once (status bar, hover), not as a prefix on every line.
@@ -130,7 +130,7 @@ describe('measured memory in the editor', function () {
     await vscode.commands.executeCommand(Commands.compareRuns, [vscode.Uri.file(reportFile), vscode.Uri.file(packed)]);
     const rendered = await waitFor('the comparison to render', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['comparison-table'] === 2 ? r : undefined;
+      return r?.tables['comparison-table'] === 2 ? r : undefined;
     });
     assert.ok((rendered.tables['comparison-modules'] ?? 0) > 0, 'per-layer differences are listed');
     const rows = await webview('13-comparison-rows', 'count', '#comparison-table tbody tr');

@@ -50,7 +50,7 @@ describe('Profile and Compare Variants with the advisor levers', function () {
     assert.deepEqual(docs[3]?.run.levers?.map((l) => l.lever), ['sdpa', 'checkpoint', 'bf16']);
     const rendered = await waitFor('the comparison of four runs', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['comparison-table'] === 4 ? r : undefined;
+      return r?.tables['comparison-table'] === 4 ? r : undefined;
     }, 60_000);
     assert.ok(rendered);
     const how = await webview('21-comparison-levers', 'count', '#comparison-levers li');

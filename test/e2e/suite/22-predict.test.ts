@@ -43,7 +43,7 @@ describe('predicted memory, then a measured run', function () {
     // The scanner's per-site figures come from the loaded report: now the prediction, and they say so.
     const state = await waitFor('scanner hints from the prediction', async () => {
       const st = await vscode.commands.executeCommand<{ sites: { hint?: string }[] }>(InternalCommands.scanState, editor.document.uri);
-      return st && st.sites.some((x) => x.hint?.includes('(predicted)')) ? st : undefined;
+      return st?.sites.some((x) => x.hint?.includes('(predicted)')) ? st : undefined;
     });
     for (const x of state.sites) assert.doesNotMatch(x.hint ?? '', /measured/);
     editor.revealRange(new vscode.Range(Math.max(0, attnDrop - 12), 0, attnDrop + 12, 0), vscode.TextEditorRevealType.AtTop);

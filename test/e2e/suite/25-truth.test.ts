@@ -201,7 +201,7 @@ describe('what the editor shows is true for the code on screen', function () {
     await vscode.commands.executeCommand(Commands.compareRuns, [baseline, vscode.Uri.file(again)]);
     await waitFor('the comparison', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['comparison-table'] === 2;
+      return r?.tables['comparison-table'] === 2;
     }, 60_000);
     const rows = await webview('25-noise-rows', 'count', '#comparison-table tbody tr');
     assert.match(rows.texts[1] ?? '', /within noise/, rows.texts.join(' | '));

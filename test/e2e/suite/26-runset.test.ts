@@ -55,7 +55,7 @@ describe('a torchrun job: per-rank reports in one view', function () {
     await vscode.commands.executeCommand(Commands.showReport, vscode.Uri.file(setFile));
     const first = await waitFor('the run set in the report view', async () => {
       const r = await rendered();
-      return r && r.tables['ranks-table'] === 2 && r.charts.includes('rank-peaks') ? r : undefined;
+      return r?.tables['ranks-table'] === 2 && r.charts.includes('rank-peaks') ? r : undefined;
     });
     assert.equal(first.rankPick, null, 'the view starts at the max over ranks');
     const rows = await webview('26-rank-rows', 'count', '#ranks-table tbody tr');

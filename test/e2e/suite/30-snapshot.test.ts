@@ -49,7 +49,7 @@ describe('PyTorch memory snapshots', function () {
   it('shows the report view: peak, lines, segments', async () => {
     const rendered = await waitFor('the snapshot report view', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['segments-table'] ? r : undefined;
+      return r?.tables['segments-table'] ? r : undefined;
     });
     assert.match(rendered.peakText, /^peak [\d.]+ (?:[KMG]i)?B$/);
     assert.ok((rendered.tables['lines-table'] ?? 0) > 0);
@@ -67,7 +67,7 @@ describe('PyTorch memory snapshots', function () {
     await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(snap), 'membit.snapshot');
     const rendered = await waitFor('the custom editor to render', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['segments-table'] ? r : undefined;
+      return r?.tables['segments-table'] ? r : undefined;
     }, 60_000);
     assert.ok((rendered.tables['summary-table'] ?? 0) >= 3);
     await screenshot('32-snapshot-custom-editor');
