@@ -45,6 +45,9 @@ export default tseslint.config(
       }],
       // `() => emitter.fire()` as a callback is plain; a void value used anywhere else is not.
       '@typescript-eslint/no-confusing-void-expression': ['error', { ignoreArrowShorthand: true }],
+      // An empty string is "not set" for settings, environment variables and tool output, so
+      // `s || fallback` is meant; `??` is still required for numbers, booleans and objects.
+      '@typescript-eslint/prefer-nullish-coalescing': ['error', { ignorePrimitives: { string: true } }],
     },
   },
   {

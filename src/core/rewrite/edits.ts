@@ -33,7 +33,7 @@ export function offsetOf(text: string, lineStarts: readonly number[], line: numb
   const start = lineStarts[line];
   if (start === undefined || col < 0) return undefined;
   const next = lineStarts[line + 1];
-  const limit = next === undefined ? text.length : next;
+  const limit = next ?? text.length;
   return start + col <= limit ? start + col : undefined;
 }
 

@@ -114,7 +114,7 @@ export class Analyzer {
         opts.hints ? base : '',
       ].join('\u0001');
       let result = this.cache.get(key) ?? next.get(key);
-      if (!result) result = analyzeGroup(file, group, header, base, env);
+      result ??= analyzeGroup(file, group, header, base, env);
       next.set(key, result);
       for (const site of result.sites) sites.push(base === 0 ? site : shiftSite(site, base));
       for (const l of result.leftovers) leftovers.push({ l, base });

@@ -81,7 +81,7 @@ export function argFor(f: CallFact, params: readonly string[], name: string): Ar
   let found: ArgFact | undefined;
   let i = 0;
   for (const a of f.args) {
-    const key = a.name === null ? (params[i] ?? `arg${i}`) : a.name;
+    const key = a.name ?? params[i] ?? `arg${i}`;
     if (a.name === null) i++;
     if (key === name) found = a;
   }

@@ -76,9 +76,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   for (const s of segments) reservedBy.set(n(s['device']), (reservedBy.get(n(s['device'])) ?? 0) + n(s['total_size']));
   const devices = new Set([...perDevice.keys(), ...reservedBy.keys()]);
   let device = opts.device;
-  if (device === undefined) {
-    device = [...devices].sort((a, b) => (perDevice.get(b) ?? 0) - (perDevice.get(a) ?? 0) || (reservedBy.get(b) ?? 0) - (reservedBy.get(a) ?? 0))[0] ?? 0;
-  }
+  device ??= [...devices].sort((a, b) => (perDevice.get(b) ?? 0) - (perDevice.get(a) ?? 0) || (reservedBy.get(b) ?? 0) - (reservedBy.get(a) ?? 0))[0] ?? 0;
   if (devices.size > 1) notes.push(`the snapshot covers devices ${[...devices].sort().join(', ')}; this report shows device ${device}`);
   for (const [a, c] of trace.unknownActions) notes.push(`${c} trace entries with action "${a}", unknown to this version of Membit, were skipped`);
 
@@ -224,7 +222,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
 
   // Frames.
   const frameOf = (fid: number): Frame => ({ file: frames.file[fid] as string, line: frames.line[fid] as number, name: frames.name[fid] as string });
-  const framesOfBlock = (b: Block) => (b.frames ? b.frames : b.stack >= 0 ? stackFrames(data.stacks, b.stack) : []);
+  const framesOfBlock = (b: Block) => (b.frames ?? (b.stack >= 0 ? stackFrames(data.stacks, b.stack) : []));
   const mapped = new Map<number, string | null>();
   const mapFrame = (fid: number): string | null => {
     let m = mapped.get(fid);

@@ -279,7 +279,7 @@ export class ReportPanel implements vscode.Disposable {
         return;
       case 'pickRank':
         // The editor's overlays follow the view's picker; the store's change re-posts this view.
-        await vscode.commands.executeCommand(Commands.pickRank, m.rank === null ? 'max' : m.rank);
+        await vscode.commands.executeCommand(Commands.pickRank, m.rank ?? 'max');
         return;
       case 'copy':
         await vscode.env.clipboard.writeText(m.text);
