@@ -194,7 +194,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
       return r;
     }
     await vscode.workspace.applyEdit(workspaceEditFor(t.doc.uri, r.edits));
-    void notify.info(`Membit: restored ${r.reverted.length} stock PyTorch call(s)${r.patchCalls ? ` and removed ${r.patchCalls} membit.patch line(s)` : ''}.${r.warnings.length ? ` ${r.warnings.join(' ')}` : ''}`);
+    void notify.info(`Membit: restored ${r.reverted.length} stock PyTorch call(s)${r.patchCalls.length ? ` and removed ${r.patchCalls.length} membit.patch line(s)` : ''}.${r.warnings.length ? ` ${r.warnings.join(' ')}` : ''}`);
     return r;
   };
 
