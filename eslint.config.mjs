@@ -2,10 +2,11 @@
 // typescript-eslint's strict, type-checked rules; the types come from tsconfig.json
 // (media/ from media/tsconfig.json). `npm run lint` runs it with `tsc --noEmit`.
 import js from '@eslint/js';
+import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 import globals from 'globals';
 
-export default tseslint.config(
+export default defineConfig(
   {
     ignores: [
       'node_modules/**',
@@ -48,6 +49,12 @@ export default tseslint.config(
       // An empty string is "not set" for settings, environment variables and tool output, so
       // `s || fallback` is meant; `??` is still required for numbers, booleans and objects.
       '@typescript-eslint/prefer-nullish-coalescing': ['error', { ignorePrimitives: { string: true } }],
+      // `const { key: _unused, ...rest } = o` is how a key is left out of a copy.
+      '@typescript-eslint/no-unused-vars': ['error', { ignoreRestSiblings: true }],
+      // `() => {}` is the usual no-op callback; empty functions and methods still need a comment.
+      '@typescript-eslint/no-empty-function': ['error', { allow: ['arrowFunctions'] }],
+      // `import X = require('m')` is TypeScript's typed form for CommonJS modules; bare require() is not allowed.
+      '@typescript-eslint/no-require-imports': ['error', { allowAsImport: true }],
     },
   },
   {

@@ -24,6 +24,16 @@ function hex(c: string): string {
 }
 
 /**
+ * A value read from untrusted JSON, for a message: primitives as `String` writes them,
+ * objects and arrays as JSON instead of `[object Object]`.
+ */
+export function shown(v: unknown): string {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint' || v === undefined || v === null) return String(v);
+  return JSON.stringify(v);
+}
+
+/**
  * Text for a terminal: control characters are shown as `\x1b`-style escapes instead of
  * being sent, so a report cannot move the cursor, retitle the window, write to the
  * clipboard (OSC 52) or hide text. Newlines and tabs pass.

@@ -57,22 +57,37 @@ async function measure(size: number): Promise<void> {
   }
   doc.dispose();
   s.dispose();
-  process.stdout.write(
-    JSON.stringify({
-      lines: size,
-      bytes: Buffer.byteLength(text),
-      sites,
-      fullMs: Number(median(full).toFixed(1)),
-      fullMinMs: Number(Math.min(...full).toFixed(1)),
-      fullMsPer1kLines: Number(((median(full) / size) * 1000).toFixed(1)),
-      fullMinMsPer1kLines: Number(((Math.min(...full) / size) * 1000).toFixed(1)),
-      incrementalMs: Number(median(inc).toFixed(2)),
-      incrementalMinMs: Number(Math.min(...inc).toFixed(2)),
-      incrementalP95Ms: Number(percentile(inc, 0.95).toFixed(2)),
-      reusedChunks: reused,
-      chunks,
-    }),
-  );
+  const row: SizeRow = {
+    lines: size,
+    bytes: Buffer.byteLength(text),
+    sites,
+    fullMs: Number(median(full).toFixed(1)),
+    fullMinMs: Number(Math.min(...full).toFixed(1)),
+    fullMsPer1kLines: Number(((median(full) / size) * 1000).toFixed(1)),
+    fullMinMsPer1kLines: Number(((Math.min(...full) / size) * 1000).toFixed(1)),
+    incrementalMs: Number(median(inc).toFixed(2)),
+    incrementalMinMs: Number(Math.min(...inc).toFixed(2)),
+    incrementalP95Ms: Number(percentile(inc, 0.95).toFixed(2)),
+    reusedChunks: reused,
+    chunks,
+  };
+  process.stdout.write(JSON.stringify(row));
+}
+
+/** What one `--size N` process measures. */
+interface SizeRow {
+  lines: number;
+  bytes: number;
+  sites: number;
+  fullMs: number;
+  fullMinMs: number;
+  fullMsPer1kLines: number;
+  fullMinMsPer1kLines: number;
+  incrementalMs: number;
+  incrementalMinMs: number;
+  incrementalP95Ms: number;
+  reusedChunks: number;
+  chunks: number;
 }
 
 async function main(): Promise<void> {
@@ -86,13 +101,14 @@ async function main(): Promise<void> {
   const coldInit = median(colds.map((c) => c.initMs));
   const coldFirst = median(colds.map((c) => c.firstScanMs));
 
-  const rows: Record<string, unknown>[] = [];
+  const rows: SizeRow[] = [];
   for (const size of [1000, 5000, 50000]) {
-    rows.push(JSON.parse(execFileSync(process.execPath, [__filename, '--size', String(size)], { encoding: 'utf8', maxBuffer: 1 << 20 })));
+    rows.push(JSON.parse(execFileSync(process.execPath, [__filename, '--size', String(size)], { encoding: 'utf8', maxBuffer: 1 << 20 })) as SizeRow);
   }
 
-  const five = rows.find((r) => r['lines'] === 5000) as { incrementalMs: number };
-  const worstPer1k = Math.max(...rows.map((r) => r['fullMsPer1kLines'] as number));
+  const five = rows.find((r) => r.lines === 5000);
+  if (!five) throw new Error('no row for 5000 lines');
+  const worstPer1k = Math.max(...rows.map((r) => r.fullMsPer1kLines));
   const result = {
     ...machine(),
     coldStart: { initMs: Number(coldInit.toFixed(1)), firstScanMs: Number(coldFirst.toFixed(1)), runs: colds.length },
@@ -103,14 +119,14 @@ async function main(): Promise<void> {
     },
   };
 
-  const pad = (v: unknown, n: number) => String(v).padStart(n);
+  const pad = (v: string | number, n: number) => String(v).padStart(n);
   console.log(`membit scanner benchmark — ${result.cpu}, ${result.cores} cores, node ${result.node}, load ${result.loadAverage.join(' ')}`);
   console.log(`cold start: ${result.coldStart.initMs} ms (WASM + grammar + queries), first scan of 200 lines ${result.coldStart.firstScanMs} ms (median of ${colds.length} processes)`);
   console.log('medians, with the best run in brackets');
   console.log(`${'lines'.padStart(7)} ${'sites'.padStart(6)} ${'full ms'.padStart(16)} ${'ms/1k lines'.padStart(14)} ${'incremental ms'.padStart(16)} ${'incr p95'.padStart(9)} ${'reused'.padStart(11)}`);
   for (const r of rows) {
     console.log(
-      `${pad(r['lines'], 7)} ${pad(r['sites'], 6)} ${pad(`${r['fullMs']} (${r['fullMinMs']})`, 16)} ${pad(`${r['fullMsPer1kLines']} (${r['fullMinMsPer1kLines']})`, 14)} ${pad(`${r['incrementalMs']} (${r['incrementalMinMs']})`, 16)} ${pad(r['incrementalP95Ms'], 9)} ${pad(`${r['reusedChunks']}/${r['chunks']}`, 11)}`,
+      `${pad(r.lines, 7)} ${pad(r.sites, 6)} ${pad(`${r.fullMs} (${r.fullMinMs})`, 16)} ${pad(`${r.fullMsPer1kLines} (${r.fullMinMsPer1kLines})`, 14)} ${pad(`${r.incrementalMs} (${r.incrementalMinMs})`, 16)} ${pad(r.incrementalP95Ms, 9)} ${pad(`${r.reusedChunks}/${r.chunks}`, 11)}`,
     );
   }
   console.log(

@@ -20,8 +20,11 @@ export interface FlagSpec {
   metavar?: string;
 }
 
+/** A flag's value: its text, true for a switch, every value for a repeatable flag. */
+export type FlagValue = string | boolean | string[];
+
 export interface ParsedArgs {
-  flags: Map<string, string | boolean | string[]>;
+  flags: Map<string, FlagValue>;
   positionals: string[];
   /** Everything after a bare `--`, untouched. */
   rest: string[];
@@ -49,7 +52,7 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): 
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
   for (const s of specs) options[s.name] = { type: s.value ? 'string' : 'boolean', ...(s.short ? { short: s.short } : {}) };
   const { tokens } = nodeParseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
-  const flags = new Map<string, string | boolean | string[]>();
+  const flags = new Map<string, FlagValue>();
   const positionals: string[] = [];
 
   for (const t of tokens) {

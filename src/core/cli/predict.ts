@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { UsageError } from './args';
+import { type FlagValue, UsageError } from './args';
 import type { Io, Subcommand } from './command';
 import { bundledKernelsDir } from './profile';
 import { runFileName } from '../run/history';
@@ -12,7 +12,7 @@ import { parseReport } from '../report/model';
 import { REPORT_SCHEMA } from '../report/schema';
 import { predictArgv, PREDICT_GPUS, readPrediction, statusLabel } from '../report/prediction';
 
-function positiveInt(v: unknown, name: string): number | undefined {
+function positiveInt(v: FlagValue | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a whole number ≥ 1 (got "${String(v)}")`);

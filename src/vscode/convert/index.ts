@@ -48,7 +48,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
             return a;
           };
           for (const d of ctx.diagnostics) {
-            if (d.source !== 'Membit' || !DROPOUT_CODES.has(String(d.code))) continue;
+            if (d.source !== 'Membit' || typeof d.code !== 'string' || !DROPOUT_CODES.has(d.code)) continue;
             const line = d.range.start.line;
             const site = result.sites.find((s) => s.range.startLine === line && s.code === d.code);
             if (!site || !canConvert(site).ok) continue;
@@ -56,7 +56,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
             fix('Convert to mask-free dropout (recompute, no mask stored)', vscode.CodeActionKind.QuickFix, Commands.convertToRecomputeDropout, [doc.uri, line], d);
           }
           for (const d of ctx.diagnostics) {
-            if (d.source !== 'Membit' || String(d.code) !== 'membit.ffn') continue;
+            if (d.source !== 'Membit' || d.code !== 'membit.ffn') continue;
             const site = result.sites.find((s) => s.range.startLine === d.range.start.line && s.code === d.code);
             if (!site || !canConvert(site).ok) continue;
             fix('Convert FFN to 2:4 sparse (SparseLinear24)', vscode.CodeActionKind.QuickFix, Commands.convertFfnToSparse24, [doc.uri, d.range.start.line], d);

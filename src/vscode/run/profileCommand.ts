@@ -4,6 +4,7 @@ import * as vscode from 'vscode';
 import { Commands } from '../../commands';
 import { splitArgs } from '../../core/run/argsplit';
 import { formatBytes } from '../../core/units';
+import { shown } from '../../core/untrusted';
 import { runFileName } from '../../core/run/history';
 import type { RemoteInfo } from '../../core/run/remote';
 import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';
@@ -134,13 +135,13 @@ export function registerRunFeature(context: vscode.ExtensionContext, log: Log, s
                 const pid = (p as { pid?: unknown }).pid;
                 if (p.event === 'queued') {
                   const q = p as { job?: unknown; state?: unknown; reason?: unknown };
-                  progress.report({ message: `job ${String(q.job)} ${q.state === 'PENDING' ? `pending in queue${q.reason ? ` (${String(q.reason)})` : ''}` : 'submitted'}` });
+                  progress.report({ message: `job ${shown(q.job)} ${q.state === 'PENDING' ? `pending in queue${q.reason ? ` (${shown(q.reason)})` : ''}` : 'submitted'}` });
                   break;
                 }
                 const rank = (p as { rank?: unknown }).rank;
                 if (typeof rank === 'number') {
-                  if (p.event === 'step' && typeof p.step === 'number') rankSteps.set(rank, `${p.step}/${String(p.total)}${p.phase === 'warmup' ? 'w' : ''}`);
-                  else if (p.event === 'finished') rankSteps.set(rank, String((p as { status?: unknown }).status ?? 'done'));
+                  if (p.event === 'step' && typeof p.step === 'number') rankSteps.set(rank, `${p.step}/${shown(p.total)}${p.phase === 'warmup' ? 'w' : ''}`);
+                  else if (p.event === 'finished') rankSteps.set(rank, shown((p as { status?: unknown }).status ?? 'done'));
                   else if (p.event === 'started') rankSteps.set(rank, 'started');
                   progress.report({ message: [...rankSteps].sort((a, b) => a[0] - b[0]).map(([r, t]) => `rank ${r} ${t}`).join(' · ') });
                   break;

@@ -24,10 +24,15 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, everyMs));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last instanceof Error ? String(last) : JSON.stringify(last)}` : ''}`);
 }
 
 /** Folder of the workspace the suite runs in (a copy of samples/). */
+/** A diagnostic's code as text (a code can also be a number or a { value, target } link). */
+export function codeOf(d: vscode.Diagnostic): string {
+  return typeof d.code === 'object' ? String(d.code.value) : String(d.code);
+}
+
 export function workspaceDir(): string {
   const f = vscode.workspace.workspaceFolders?.[0];
   if (!f) throw new Error('the e2e suite needs a workspace folder');

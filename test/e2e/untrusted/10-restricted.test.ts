@@ -12,7 +12,7 @@ import * as vscode from 'vscode';
 import { Commands, InternalCommands, RUNS_CODE } from '../../../src/commands';
 import type { Shown } from '../../../src/vscode/notify';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
-import { openSample, profileSampleWithCli, screenshot, waitFor, workspaceDir } from '../suite/util';
+import { codeOf, openSample, profileSampleWithCli, screenshot, waitFor, workspaceDir } from '../suite/util';
 
 const shownSince = async (n: number) => ((await vscode.commands.executeCommand<Shown[]>(InternalCommands.recentlyShown)) ?? []).slice(n);
 
@@ -31,7 +31,7 @@ describe('an untrusted workspace (Restricted Mode)', function () {
       const d = vscode.languages.getDiagnostics(editor.document.uri).filter((x) => x.source === 'Membit');
       return d.length > 0 ? d : undefined;
     }, 60_000);
-    assert.ok(diags.some((d) => String(d.code).startsWith('membit.dropout')), diags.map((d) => d.code).join(' '));
+    assert.ok(diags.some((d) => codeOf(d).startsWith('membit.dropout')), diags.map(codeOf).join(' '));
     await screenshot('untrusted-scan');
   });
 
