@@ -567,7 +567,12 @@ function render(msg: ShowMessage): void {
   for (const c of charts.splice(0)) c.destroy();
   rendered.charts = [];
   rendered.tables = {};
-  for (const k of ['layers', 'segments', 'sites', 'levers', 'focused', 'rankPick'] as const) delete rendered[k];
+  delete rendered.layers;
+  delete rendered.segments;
+  delete rendered.sites;
+  delete rendered.levers;
+  delete rendered.focused;
+  delete rendered.rankPick;
   document.getElementById('root')?.replaceChildren();
   const v = msg.views[0];
   shown = v;

@@ -61,7 +61,9 @@ export class NoGpuBackend implements GpuBackend {
     throw new Error(`cannot sample GPU memory: ${this.reason}`);
   }
 
-  dispose(): void {}
+  dispose(): void {
+    // Without a GPU there is nothing to release.
+  }
 }
 
 export async function loadGpuBackend(options: LoadGpuBackendOptions = {}): Promise<LoadedGpuBackend> {

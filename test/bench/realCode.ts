@@ -193,7 +193,7 @@ function estimateCoverage(s: Scanner, dir: string, files: readonly LabelledFile[
 
 main().then(
   (code) => process.exit(code),
-  (e) => {
+  (e: unknown) => {
     console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
     process.exit(1);
   },

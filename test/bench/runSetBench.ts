@@ -72,7 +72,7 @@ async function child(variant: string, file: string): Promise<void> {
     if (stall > 50) stalls.push([Math.round(now - t0), Math.round(stall)]);
     last = now;
   }, 10);
-  let lines = 0;
+  let lines: number;
   if (variant === 'main-thread') {
     const set = loadRunSet(file, (p) => readFileSync(p, 'utf8'), REPORT_SCHEMA);
     runSetInfo(set);

@@ -135,7 +135,7 @@ async function main(): Promise<void> {
   console.log(`wrote ${writeResult(`scan-${result.date.slice(0, 10)}.json`, result)}`);
 }
 
-main().catch((e) => {
+main().catch((e: unknown) => {
   console.error(e);
   process.exitCode = 1;
 });

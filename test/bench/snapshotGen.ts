@@ -112,7 +112,10 @@ export function generateSnapshot(path: string, entries: number, seed = 1): GenSt
         : ['', 0, `at::native::op_${id}(at::Tensor const&)`];
   const frame = (id: number) => {
     const m = frameMemo.get(id);
-    if (m !== undefined) return o.get(m);
+    if (m !== undefined) {
+      o.get(m);
+      return;
+    }
     const [file, line, name] = frameText(id);
     o.op(0x7d);
     frameMemo.set(id, memoize());

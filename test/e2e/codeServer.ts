@@ -206,7 +206,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => process.exit(130));
   process.on('SIGTERM', () => process.exit(143));
 
-  let exitCode = 1;
+  let exitCode: number;
   try {
     await waitHealthy(port, server, 60_000);
     const requireTools = createRequire(join(e2eHome, 'node_modules', 'noop.js'));
@@ -263,7 +263,7 @@ async function main(): Promise<void> {
       const w = /^@@ui-wait ([\w.-]+) (\S+) (.+)$/.exec(line.trim());
       if (w) {
         const [, name, selector, text] = w as unknown as [string, string, string, string];
-        let found = false;
+        let found: boolean;
         try {
           // Scoped to a workbench part: screen-reader live regions repeat texts off screen.
           await page.locator(selector, { hasText: text }).first().waitFor({ state: 'visible', timeout: 60_000 });

@@ -35,7 +35,7 @@ async function main(): Promise<void> {
   });
 }
 
-main().catch((e) => {
+main().catch((e: unknown) => {
   console.error(e);
   console.log('e2e: 0 passed, 1 failed');
   process.exit(1);

@@ -77,7 +77,10 @@ function startWorkload() {
   const next = (timeoutMs = 180000) =>
     new Promise<Record<string, unknown>>((res, rej) => {
       const t = setTimeout(() => rej(new Error('the workload did not answer')), timeoutMs);
-      waiting.push((v) => (clearTimeout(t), res(v)));
+      waiting.push((v) => {
+        clearTimeout(t);
+        res(v);
+      });
     });
   const ask = (cmd: string) => {
     const p = next();
@@ -186,7 +189,7 @@ async function main(): Promise<void> {
   const smi = new SmiBackend('nvidia-smi');
   results['driver'] = await runSmi('nvidia-smi', ['--query-gpu=driver_version', '--format=csv,noheader,nounits']).then(
     (t) => t.trim().split('\n')[0],
-    (e: Error) => `unknown (${e.message})`,
+    (e: unknown) => `unknown (${e instanceof Error ? e.message : String(e)})`,
   );
 
   // 1. listGpus parity: the addon, the fallback, nvidia-smi's own numbers.
@@ -338,13 +341,13 @@ async function main(): Promise<void> {
 if (argv.includes('--overhead-child')) {
   overheadMain(opt('--overhead-child', 'idle')).then(
     () => process.exit(0),
-    (e: Error) => {
+    (e: unknown) => {
       console.error(e);
       process.exit(1);
     },
   );
-} else main().catch((e: Error) => {
-  results['error'] = e.stack ?? String(e);
+} else main().catch((e: unknown) => {
+  results['error'] = e instanceof Error ? (e.stack ?? e.message) : String(e);
   save();
   console.error(e);
   process.exit(1);

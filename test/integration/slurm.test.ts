@@ -93,7 +93,10 @@ before(async () => {
     const t = setTimeout(() => rej(new Error(`sshd did not start: ${log}`)), 10_000);
     sshd?.stderr?.setEncoding('utf8').on('data', (d: string) => {
       log += d;
-      if (log.includes('Server listening on')) (clearTimeout(t), res());
+      if (log.includes('Server listening on')) {
+        clearTimeout(t);
+        res();
+      }
     });
   });
   writeFileSync(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${readFileSync(join(dir, 'host_ed25519.pub'), 'utf8')}`);

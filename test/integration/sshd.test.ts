@@ -69,9 +69,15 @@ async function startSshd(): Promise<Server> {
       const t = setTimeout(() => res(false), 10_000);
       proc.stderr?.setEncoding('utf8').on('data', (d: string) => {
         log += d;
-        if (log.includes('Server listening on')) (clearTimeout(t), res(true));
+        if (log.includes('Server listening on')) {
+          clearTimeout(t);
+          res(true);
+        }
       });
-      proc.once('exit', () => (clearTimeout(t), res(false)));
+      proc.once('exit', () => {
+        clearTimeout(t);
+        res(false);
+      });
     });
     if (ok) return { proc, port };
     stopSshd(proc);
@@ -113,7 +119,7 @@ function sshdTree(root: number | undefined): number[] {
   const pp = parents();
   const out: number[] = [];
   const walk = (pid: number) => {
-    let comm = '';
+    let comm: string;
     try {
       comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
     } catch {

@@ -44,9 +44,15 @@ before(async () => {
     const t = setTimeout(() => res(false), 10_000);
     sshd?.stderr?.setEncoding('utf8').on('data', (d: string) => {
       log += d;
-      if (log.includes('Server listening on')) (clearTimeout(t), res(true));
+      if (log.includes('Server listening on')) {
+        clearTimeout(t);
+        res(true);
+      }
     });
-    sshd?.once('exit', () => (clearTimeout(t), res(false)));
+    sshd?.once('exit', () => {
+      clearTimeout(t);
+      res(false);
+    });
   });
   assert.ok(up, `sshd did not start:\n${log}`);
   writeFileSync(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${readFileSync(join(dir, 'host_ed25519.pub'), 'utf8')}`);

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { parseArgs, UsageError } from '../../src/core/cli/args';
 import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
+import pkg from '../../package.json';
 
 
 test('top-level --help lists every subcommand and exits 0', async () => {
@@ -53,7 +54,7 @@ test('a bad choice names the allowed values', async () => {
 test('--version prints the package version', async () => {
   const io = capture();
   assert.equal(await main(['--version'], io), 0);
-  assert.equal(io.stdout.trim(), require('../../package.json').version);
+  assert.equal(io.stdout.trim(), pkg.version);
 });
 
 test('parseArgs: values, =values, repeats, and everything after -- untouched', () => {

@@ -6,10 +6,8 @@ import type * as vscode from 'vscode';
 import { Commands, InternalCommands, RUNS_CODE } from '../../src/commands';
 import { COMMANDS, INTERNAL_COMMANDS, registerCommands, TEST_HOOKS, UNTRUSTED, type Features } from '../../src/vscode/commandTable';
 import type { Log } from '../../src/vscode/log';
+import pkg from '../../package.json';
 
-const pkg = require('../../package.json') as {
-  contributes: { commands: { command: string; enablement?: string }[]; menus: Record<string, { command: string }[]> };
-};
 const contributed = pkg.contributes.commands.map((c) => c.command);
 
 /**

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { Commands } from '../../src/commands';
 import { DEFAULT_SETTINGS, flattenDefaults, readSettings } from '../../src/core/settings';
 
-const pkg = require('../../package.json');
+import pkg from '../../package.json';
 
 test('package.json contributes exactly the commands in src/commands.ts', () => {
   const contributed = pkg.contributes.commands.map((c: { command: string }) => c.command).sort();
@@ -72,6 +72,6 @@ test('readSettings falls back to defaults for values of the wrong type', () => {
 test('every overlay colour has light, dark and high-contrast defaults', () => {
   for (const c of pkg.contributes.colors) {
     assert.match(c.id, /^membit\./);
-    for (const k of ['light', 'dark', 'highContrast']) assert.ok(c.defaults[k], `${c.id}.${k}`);
+    for (const k of ['light', 'dark', 'highContrast'] as const) assert.ok(c.defaults[k], `${c.id}.${k}`);
   }
 });

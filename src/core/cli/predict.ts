@@ -116,7 +116,10 @@ export const predictCommand: Subcommand = {
       process.once('SIGINT', onSig);
       createInterface({ input: child.stdout }).on('line', (l) => io.out(`${l}\n`));
       createInterface({ input: child.stderr }).on('line', (l) => {
-        if (!l.startsWith('@@membit ')) return io.err(`${l}\n`);
+        if (!l.startsWith('@@membit ')) {
+          io.err(`${l}\n`);
+          return;
+        }
         let e: Record<string, unknown>;
         try {
           e = JSON.parse(l.slice(9)) as Record<string, unknown>;

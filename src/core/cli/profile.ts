@@ -175,7 +175,7 @@ export const profileCommand: Subcommand = {
         // Ranks of a torchrun job tag their events: every rank's progress is shown, named.
         const rank = (p as { rank?: unknown }).rank;
         const who = typeof rank === 'number' ? `rank ${rank}: ` : '';
-        if (p.event === 'started') io.err(`membit: ${who}profiling ${script} (${shown(p['device'] ?? 'device ?')}, variant ${variant})\n`);
+        if (p.event === 'started') io.err(`membit: ${who}profiling ${script} (${shown(p.device ?? 'device ?')}, variant ${variant})\n`);
         else if (p.event === 'step' && typeof p.step === 'number') {
           const mem = typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : '';
           io.err(`membit: ${who}step ${p.step}/${shown(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);

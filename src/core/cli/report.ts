@@ -34,7 +34,7 @@ async function loadSnapshot(path: string, root: string): Promise<Report> {
   try {
     return await openSnapshot(path, { root });
   } catch (e) {
-    if (e instanceof SnapshotError) throw new Error(e.message);
+    if (e instanceof SnapshotError) throw new Error(e.message, { cause: e });
     throw e;
   }
 }

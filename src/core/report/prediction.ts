@@ -73,7 +73,7 @@ export function readPrediction(report: Report): Prediction | undefined {
  * "measured" of report figures, which for a prediction would be untrue.
  */
 export function relabelPredicted(text: string): string {
-  return text.replace(/\(measured\)/g, '(predicted)').replace(/\(measured,/g, '(predicted,').replace(/([ ,]) ?measured\b/g, '$1 predicted').replace(/  predicted/g, ' predicted');
+  return text.replace(/\(measured\)/g, '(predicted)').replace(/\(measured,/g, '(predicted,').replace(/([ ,]) ?measured\b/g, '$1 predicted').replace(/ {2}predicted/g, ' predicted');
 }
 
 /**

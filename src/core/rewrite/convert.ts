@@ -330,7 +330,7 @@ export function convertAll(text: string, sites: readonly Site[], opts: ConvertOp
   // Dropping a call for want of a mark changes the marks of its line, and drops the
   // rest of its FFN: repeat until nothing more is dropped.
   let kept = plans;
-  let marks: OffsetEdit[] = [];
+  let marks: OffsetEdit[];
   for (;;) {
     const dropped = new Set<Plan>();
     marks = markEdits(t, imports, kept, dropped, skipped);

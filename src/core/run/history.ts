@@ -2,12 +2,12 @@
  * Where run reports live: `<workspace>/<folder>/<stamp>_<target>_<variant>.json`.
  * The name carries what the history list shows, so listing needs no file reads.
  */
-import type { Variant } from '../settings';
 
 export interface RunName {
   started: Date;
   target: string;
-  variant: Variant | string;
+  /** A variant (see Variant), or any name the caller gives the run. */
+  variant: string;
 }
 
 /** Keeps a name to letters, digits, dot, dash and plus: safe on every file system. */
@@ -18,7 +18,7 @@ export function safeNamePart(s: string): string {
 
 export function runFileName(r: RunName): string {
   const stamp = r.started.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  return `${stamp}_${safeNamePart(r.target)}_${safeNamePart(String(r.variant))}.json`;
+  return `${stamp}_${safeNamePart(r.target)}_${safeNamePart(r.variant)}.json`;
 }
 
 export function parseRunFileName(name: string): RunName | undefined {

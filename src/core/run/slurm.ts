@@ -409,11 +409,10 @@ export class SlurmRun extends RunBase {
     }
     await readOutput();
     for (const line of split.flush()) tail.push(line);
-    let state: string | null = null;
     const sc = await sshExec(this.ssh, this.envArgv(['scontrol', 'show', 'job', '-o', job]), { timeoutMs: 60_000 });
     const fromScontrol = sc.code === 0 ? parseJobEnd(sc.stdout.toString('utf8')) : undefined;
     const fromSacct = fromScontrol ? undefined : await sshExec(this.ssh, this.envArgv(['sacct', '-n', '-P', '-X', '-j', job, '-o', 'State,ExitCode']), { timeoutMs: 60_000 }).then((r) => (r.code === 0 ? parseJobEnd(r.stdout.toString('utf8')) : undefined));
-    state = (fromScontrol ?? fromSacct)?.state ?? null;
+    const state = (fromScontrol ?? fromSacct)?.state ?? null;
     const ex = await sshExec(this.ssh, ['cat', `${rundir}/exit`], { timeoutMs: 60_000 });
     const exit = ex.code === 0 && /^\d+$/.test(ex.stdout.toString('utf8').trim()) ? Number(ex.stdout.toString('utf8').trim()) : null;
     return { state, exit, tail, ...(message ? { message } : {}) };

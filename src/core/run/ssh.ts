@@ -170,8 +170,16 @@ export function sshExec(o: SshOptions, remoteArgv: readonly string[], e: SshExec
     let timedOut = false;
     let aborted = false;
     const stop = () => killSoftly(child);
-    const timer = e.timeoutMs ? setTimeout(() => ((timedOut = true), stop()), e.timeoutMs) : undefined;
-    const onAbort = () => ((aborted = true), stop());
+    const timer = e.timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          stop();
+        }, e.timeoutMs)
+      : undefined;
+    const onAbort = () => {
+      aborted = true;
+      stop();
+    };
     if (e.signal?.aborted) onAbort();
     e.signal?.addEventListener('abort', onAbort, { once: true });
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -404,5 +404,5 @@ function mixesHeads(equation: string): boolean {
   const [a, b] = ins as [string, string];
   const big = a.length >= 3 ? a : b;
   const small = big === a ? b : a;
-  return small.length === 2 && big.slice(-2) === out.slice(-2) && big !== out && [...small].some((ch) => big.includes(ch)) && [...small].some((ch) => out.includes(ch));
+  return small.length === 2 && big.slice(-2) === out.slice(-2) && big !== out && Array.from(small).some((ch) => big.includes(ch)) && Array.from(small).some((ch) => out.includes(ch));
 }

@@ -211,8 +211,7 @@ export class Scanner {
     const budget = budgetOf(opts);
     const deadline = started + budget;
     const cut: { reason: ScanPartial['reason']; start: number; end: number }[] = [];
-    for (let ci = 0; ci < chunks.length; ci++) {
-      const c = chunks[ci] as ChunkNode;
+    for (const c of chunks) {
       const text = c.node.text;
       const key = `${c.node.startPosition.column}\u0000${text}`;
       let facts = cache?.get(key);

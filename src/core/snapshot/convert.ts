@@ -241,8 +241,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
     return ids.filter((fid) => (frames.file[fid] as string).endsWith('.py')).slice(0, 3).map(frameOf);
   };
   let stacksKind: SnapshotSource['stacks'] = 'none';
-  for (let fid = 0; fid < frames.file.length; fid++) {
-    const f = frames.file[fid] as string;
+  for (const f of frames.file) {
     stacksKind = 'python';
     if (!f.endsWith('.py') && !f.startsWith('<')) {
       stacksKind = 'all';

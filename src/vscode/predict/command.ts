@@ -84,7 +84,10 @@ export function createPredictCommand(context: vscode.ExtensionContext, log: Log,
           const cancel = token.onCancellationRequested(() => child.kill('SIGTERM'));
           createInterface({ input: child.stdout }).on('line', (l) => log.info(`script: ${l}`));
           createInterface({ input: child.stderr }).on('line', (l) => {
-            if (!l.startsWith('@@membit ')) return log.info(`script: ${l}`);
+            if (!l.startsWith('@@membit ')) {
+              log.info(`script: ${l}`);
+              return;
+            }
             try {
               const e = JSON.parse(l.slice(9)) as Record<string, unknown>;
               if (e['event'] === 'step' && typeof e['peak'] === 'number') progress.report({ message: `step ${String(e['step'])} · peak so far ${formatBytes(e['peak'])}` });

@@ -185,10 +185,8 @@ export class ReportPanel implements vscode.Disposable {
     const head = loaded[0];
     if (!head) return [];
     const base = runBrief(head.report);
-    let measured: ReadonlyMap<string, LeverMeasurement> = new Map();
-    if (loaded.length > 1 && base) {
-      measured = leverDeltas(base, loaded.slice(1).flatMap((l) => runBrief(l.report) ?? []));
-    } else measured = ReportPanel.storeLevers(head.uri) ?? new Map();
+    const measured: ReadonlyMap<string, LeverMeasurement> =
+      loaded.length > 1 && base ? leverDeltas(base, loaded.slice(1).flatMap((l) => runBrief(l.report) ?? [])) : (ReportPanel.storeLevers(head.uri) ?? new Map());
     let estimates: LeverEstimate[] = [];
     const script = resolveInside(this.root.fsPath, head.report.run.script);
     if (script) {

@@ -45,7 +45,7 @@ function checkedVariants(names: readonly string[], where: string): Variant[] {
     try {
       return canonicalVariant(n);
     } catch (e) {
-      if (e instanceof VariantError) throw new Error(`${where}: ${e.message}`);
+      if (e instanceof VariantError) throw new Error(`${where}: ${e.message}`, { cause: e });
       throw e;
     }
   });
@@ -56,7 +56,7 @@ function checkedLauncher(l: unknown, where: string): Launcher {
   try {
     return checkLauncher(l);
   } catch (e) {
-    if (e instanceof LauncherError) throw new Error(`${where}: ${e.message}`);
+    if (e instanceof LauncherError) throw new Error(`${where}: ${e.message}`, { cause: e });
     throw e;
   }
 }
@@ -297,7 +297,7 @@ export function registerRunFeature(context: vscode.ExtensionContext, log: Log, s
     try {
       result = JSON.parse(readFileSync(outcome.report, 'utf8'));
     } catch (e) {
-      throw new Error(`the max-batch result ${outcome.report} could not be read: ${String(e)}`);
+      throw new Error(`the max-batch result ${outcome.report} could not be read: ${String(e)}`, { cause: e });
     }
     const lines = (result.variants ?? []).map((v) => `${v.variant}: ${v.largest === null ? `none fits${v.error ? ` (${v.error})` : ''}` : `batch ${v.largest}`}`);
     log.info(`largest batch: ${lines.join('; ')}`);
@@ -347,7 +347,7 @@ export function registerRunFeature(context: vscode.ExtensionContext, log: Log, s
       void notify.info(`Membit: largest batch that fits — ${lines.join('; ')}`);
       return doc;
     } catch (e) {
-      if (e instanceof CpuWithoutLimit) throw new Error(`${e.message}; from the command palette, pass { memoryLimit } or search on a GPU machine`);
+      if (e instanceof CpuWithoutLimit) throw new Error(`${e.message}; from the command palette, pass { memoryLimit } or search on a GPU machine`, { cause: e });
       throw e;
     } finally {
       active.delete(ac);

@@ -210,7 +210,10 @@ export class ScanFeature implements vscode.Disposable {
       },
       (e: unknown) => {
         if (this.latest.get(key)?.seq !== seq) return;
-        if (e instanceof ScanRestartedError) return again();
+        if (e instanceof ScanRestartedError) {
+          again();
+          return;
+        }
         const message = e instanceof Error ? e.message : String(e);
         this.log.warn(`scan of ${key}: ${message}`);
         if (message.includes('grammar could not load') && !this.warnedGrammar) {

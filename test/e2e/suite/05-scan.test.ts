@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import { InternalCommands } from '../../../src/commands';
 import type { ScanState } from '../../../src/vscode/scan';
-import { codeOf, openSample, screenshot, waitFor } from './util';
+import { codeOf, hoverText, openSample, screenshot, waitFor } from './util';
 
 describe('static scan in the editor', () => {
   it('puts diagnostics with codes, end-of-line estimates and class CodeLenses on the GPT sample', async () => {
@@ -36,7 +36,7 @@ describe('static scan in the editor', () => {
     const eagerHint = state.sites.find((s) => s.kind === 'eager-attn');
     assert.match(eagerHint?.hint ?? '', /^eager attention: ~?[\d.]+ \w+(\/sample)? probs\+mask → fused SDPA \((estimate @ .*L=\d+|measured)\)$/);
     const eagerHover = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(softmax, text[softmax]!.indexOf('softmax') + 2));
-    assert.match(eagerHover.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n'), /fused attention \(F\.scaled_dot_product_attention\)/);
+    assert.match(hoverText(eagerHover), /fused attention \(F\.scaled_dot_product_attention\)/);
     const resid = state.sites.find((s) => s.line === lineOf(/self\.resid_dropout = nn\.Dropout/) + 1);
     assert.ok(resid, JSON.stringify(state.sites));
     // The sample's dataclass gives literal shapes (block_size, n_embd), so the hint carries a size, not "unknown".
@@ -51,8 +51,7 @@ describe('static scan in the editor', () => {
     assert.ok(lenses.some((l) => l.range.start.line === attnClass), `no lens on CausalSelfAttention: ${lenses.map((l) => `${l.range.start.line}:${l.command?.title}`).join(' | ')}`);
 
     const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(lineOf(/self\.resid_dropout = nn\.Dropout/), text[lineOf(/self\.resid_dropout = nn\.Dropout/)]!.indexOf('nn.Dropout') + 3));
-    const hoverText = hovers.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n');
-    assert.match(hoverText, /packed/i);
+    assert.match(hoverText(hovers), /packed/i);
 
     editor.revealRange(new vscode.Range(attnClass, 0, attnClass + 30, 0), vscode.TextEditorRevealType.AtTop);
     await screenshot('05-scan-hints');

@@ -17,7 +17,7 @@ import { formatBytes } from '../../../src/core/units';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import type { ScanState } from '../../../src/vscode/scan';
 import type { RenderedSummary } from '../../../media/report/messages';
-import { openSample, screenshot, waitFor, webview, workspaceDir } from './util';
+import { hoverText, openSample, screenshot, waitFor, webview, workspaceDir } from './util';
 
 const ARGS = ['--steps', '30', '--batch-size', '2', '--seq-len', '64', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000', '--device', 'cpu'];
 
@@ -181,7 +181,7 @@ describe('what the editor shows is true for the code on screen', function () {
     });
     assert.ok(inline.endsWith('(2× summed, CPU)'), inline);
     const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', doc.uri, new vscode.Position(call - 1, 12));
-    const hover = hovers.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n');
+    const hover = hoverText(hovers);
     assert.ok(hover.includes(`masks of ${figure} in all`), hover);
     assert.doesNotMatch(hover, / a \d/);
     assert.match(hover, /Measured in run baseline · local/);

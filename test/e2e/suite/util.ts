@@ -28,6 +28,11 @@ export async function waitFor<T>(
 }
 
 /** Folder of the workspace the suite runs in (a copy of samples/). */
+/** The text of hovers, one line per content part (Membit writes MarkdownString, never the deprecated { language, value } form). */
+export function hoverText(hovers: readonly vscode.Hover[]): string {
+  return hovers.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c instanceof vscode.MarkdownString ? c.value : ''))).join('\n');
+}
+
 /** A diagnostic's code as text (a code can also be a number or a { value, target } link). */
 export function codeOf(d: vscode.Diagnostic): string {
   return typeof d.code === 'object' ? String(d.code.value) : String(d.code);
