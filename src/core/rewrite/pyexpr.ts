@@ -235,7 +235,7 @@ class Parser {
       if (this.isOp('.')) {
         this.take();
         const tok = this.tok();
-        if (!tok || tok.type !== 'name') throw new Fail();
+        if (tok?.type !== 'name') throw new Fail();
         const name = this.text();
         this.take();
         x = { k: 'attr', obj: x, name, s: x.s, e: tok.end };

@@ -121,7 +121,7 @@ export function enclosingDef(st: Structure, s: Stmt): Stmt | undefined {
 /** The class a method belongs to: the class header that is the def's parent. */
 export function classOfMethod(st: Structure, def: Stmt): Stmt | undefined {
   const p = st.stmts[def.parent];
-  return p && p.head === 'class' ? p : undefined;
+  return p?.head === 'class' ? p : undefined;
 }
 
 export function enclosingClass(st: Structure, s: Stmt): Stmt | undefined {
