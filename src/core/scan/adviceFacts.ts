@@ -315,7 +315,7 @@ export function readAdviceFacts(inp: AdviceInputs): AdviceFacts {
       if (!left || !right || !colon) continue;
       let iter = right.text.replace(/\s+/g, '');
       const en = /^enumerate\((.*)\)$/.exec(iter);
-      if (en) iter = en[1] as string;
+      if (en?.[1] !== undefined) iter = en[1];
       const si = forNode.startIndex - baseIdx;
       const ei = forNode.endIndex - baseIdx;
       out.loops.push({
@@ -392,9 +392,9 @@ export function readAdviceFacts(inp: AdviceInputs): AdviceFacts {
  * (`'b h i j, h g -> b g i j'`): the query/key axes stay, the head axis changes.
  */
 function mixesHeads(equation: string): boolean {
-  const m = /^[rRuU]?["']([^"']*)["']$/.exec(equation.trim());
-  if (!m) return false;
-  const eq = (m[1] as string).replace(/\s+/g, '');
+  const body = /^[rRuU]?["']([^"']*)["']$/.exec(equation.trim())?.[1];
+  if (body === undefined) return false;
+  const eq = body.replace(/\s+/g, '');
   const arrow = eq.indexOf('->');
   if (arrow < 0) return false;
   const ins = eq.slice(0, arrow).split(',');

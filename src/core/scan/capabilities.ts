@@ -11,7 +11,7 @@ import { TORCH_FEATURES, type TorchCapabilities, type TorchFeature } from './typ
 export const CAPABILITIES_SCHEMA = 'membit.capabilities/1';
 
 /** The command line, as an argv array: nothing of it passes through a shell. */
-export function capabilitiesArgv(python: string): string[] {
+export function capabilitiesArgv(python: string): [string, ...string[]] {
   return [python, '-m', 'membit.capabilities'];
 }
 
@@ -62,7 +62,7 @@ export function probeCapabilities(python: string, o: ProbeOptions): Promise<Prob
     try {
       // `python -m` puts its working folder first on sys.path: the kernels folder holds nothing else to import.
       const options = { env, cwd: o.cwd ?? o.kernelsDir, timeout: o.timeoutMs ?? 60_000, maxBuffer: 1 << 20, windowsHide: true, ...(o.signal ? { signal: o.signal } : {}) };
-      execFile(cmd as string, args, options, (err, stdout, stderr) => {
+      execFile(cmd, args, options, (err, stdout, stderr) => {
         const parsed = stdout ? parseCapabilities(stdout) : undefined;
         if (parsed && typeof parsed !== 'string') {
           resolve({ capabilities: parsed });

@@ -80,7 +80,8 @@ export function findDropouts(group: Group, softmax: ReadonlySet<string>): void {
     if (fused) {
       const args = argMap(g.f, fused.params);
       // `dropout_p=0.0` as written: no dropout at all, fused or not.
-      if (args[fused.dropout] === undefined || /^0*\.?0*$/.test((args[fused.dropout] as string).trim())) continue;
+      const dropoutArg = args[fused.dropout];
+      if (dropoutArg === undefined || /^0*\.?0*$/.test(dropoutArg.trim())) continue;
       makeSite(g, 'fused-attn-dropout', 'call', args, fusedDropoutEstimate(group, g), {
         remedy: 'Already optimal: the dropout happens inside the fused kernel, which regenerates it in backward instead of storing a mask.',
       });

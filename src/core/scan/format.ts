@@ -528,7 +528,7 @@ export function summarizeClasses(result: { sites: readonly Site[]; classes: read
     }
     if (s.unknown > 0) mem += `${mem ? ';' : ' —'} ${s.unknown} shape unknown`;
     // Levers overlap (fused attention also removes what checkpointing would free): shown side by side, never summed.
-    const levers = (Object.keys(s.savings) as AdviceLever[]).map((l) => `${LEVER_SHORT[l]} saves ~${formatBytes(s.savings[l] as number)}${per}`);
+    const levers = (Object.entries(s.savings) as [AdviceLever, number][]).map(([l, bytes]) => `${LEVER_SHORT[l]} saves ~${formatBytes(bytes)}${per}`);
     if (levers.length) mem += `${mem ? ';' : ' —'} ${levers.join(', ')}`;
     s.title = `Membit: ${parts.join(' · ')}${mem}`;
   }

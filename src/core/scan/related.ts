@@ -47,7 +47,8 @@ export function readRelated(dir: string, modules: readonly string[], maxBytes = 
         hit = { size: st.size, mtimeMs: st.mtimeMs, text: readFileSync(path, 'utf8').replace(/^\uFEFF/, '') };
         cache.delete(path);
         cache.set(path, hit);
-        if (cache.size > CACHE_ENTRIES) cache.delete(cache.keys().next().value as string);
+        const oldest = cache.keys().next();
+        if (cache.size > CACHE_ENTRIES && !oldest.done) cache.delete(oldest.value);
       }
       out.push({ module, file: name, text: hit.text });
     } catch {
