@@ -19,7 +19,7 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 function hex(c: string): string {
-  const n = c.codePointAt(0) as number;
+  const n = c.codePointAt(0) ?? 0;
   return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
 }
 
@@ -47,7 +47,7 @@ export function terminalSafe(s: string): string {
  * parses to exactly the same strings (JSON.stringify escapes C0 controls but not C1 or bidi).
  */
 export function jsonTerminalSafe(json: string): string {
-  return json.replace(CONTROLS, (c) => `\\u${(c.codePointAt(0) as number).toString(16).padStart(4, '0')}`);
+  return json.replace(CONTROLS, (c) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`);
 }
 
 /** One line of text: line breaks and tabs become spaces, other controls are escaped visibly. */

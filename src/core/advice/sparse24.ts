@@ -72,7 +72,8 @@ export function parseAdviceTable(doc: unknown, source = 'advice table'): SparseA
   if (d.schema !== 'membit.sparse-advice/1') return new Error(`${source}: schema is ${JSON.stringify(d.schema)}, expected "membit.sparse-advice/1"`);
   if (!d.device || typeof d.device.name !== 'string' || !d.device.name) return new Error(`${source}: device.name missing`);
   if (!Array.isArray(d.entries) || d.entries.length === 0) return new Error(`${source}: no entries`);
-  for (const [i, e] of d.entries.entries()) {
+  // Entries are untrusted too: any of them may be null or miss a field.
+  for (const [i, e] of (d.entries as (Partial<SparseAdviceEntry> | null)[]).entries()) {
     const ok =
       e && num(e.tokens) && e.tokens > 0 && num(e.d_model) && e.d_model > 0 && num(e.d_ff) && e.d_ff > 0 && typeof e.gated === 'boolean' && num(e.speedup) && e.speedup > 0;
     if (!ok) return new Error(`${source}: entries[${i}] needs positive tokens, d_model, d_ff, speedup and a boolean gated`);

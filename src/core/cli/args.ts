@@ -3,6 +3,7 @@
  * model code must stop it, not be ignored.
  */
 import { parseArgs as nodeParseArgs } from 'node:util';
+import { itemAt } from '../arrays';
 
 export interface FlagSpec {
   /** Long name without dashes, e.g. "dry-run". */
@@ -61,7 +62,7 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): 
       positionals.push(t.value);
       continue;
     }
-    const word = argv[t.index] as string;
+    const word = itemAt(argv, t.index);
     const short = !t.rawName.startsWith('--');
     const spec = byName.get(t.name);
     // parseArgs names an unknown `-q` after its letter, which could be a long flag's name.

@@ -88,12 +88,16 @@ export const predictCommand: Subcommand = {
     const gpu = String(args.flags.get('gpu') ?? 'H100-80GB');
     if (!/^[A-Za-z0-9.+-]+$/.test(gpu)) throw new UsageError(`--gpu: "${gpu}" is not a GPU name or capacity (e.g. A100-80GB, 24GB)`);
     const variants = variantList(String(args.flags.get('variant') ?? 'baseline'));
-    if (variants.length === 0) throw new UsageError('--variant: no variant given');
+    const [firstVariant] = variants;
+    if (firstVariant === undefined) throw new UsageError('--variant: no variant given');
     const python = String(args.flags.get('python') ?? process.env['MEMBIT_PYTHON'] ?? 'python3');
     const out = args.flags.get('out')
       ? resolve(io.cwd, String(args.flags.get('out')))
-      : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: `predicted-${gpu}`, variant: variants[0] as string }));
+      : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: `predicted-${gpu}`, variant: firstVariant }));
     mkdirSync(dirname(out), { recursive: true });
+    const max = positiveInt(args.flags.get('max'), 'max');
+    const steps = positiveInt(args.flags.get('steps'), 'steps');
+    const ranks = positiveInt(args.flags.get('ranks'), 'ranks');
     const argv = predictArgv({
       script: scriptPath,
       args: scriptArgs,
@@ -103,9 +107,9 @@ export const predictCommand: Subcommand = {
       root,
       findMaxBatch: !!args.flags.get('find-max-batch'),
       ...(args.flags.get('batch-arg') !== undefined ? { batchArg: String(args.flags.get('batch-arg')) } : {}),
-      ...(positiveInt(args.flags.get('max'), 'max') !== undefined ? { max: positiveInt(args.flags.get('max'), 'max') as number } : {}),
-      ...(positiveInt(args.flags.get('steps'), 'steps') !== undefined ? { steps: positiveInt(args.flags.get('steps'), 'steps') as number } : {}),
-      ...(positiveInt(args.flags.get('ranks'), 'ranks') !== undefined ? { ranks: positiveInt(args.flags.get('ranks'), 'ranks') as number } : {}),
+      ...(max !== undefined ? { max } : {}),
+      ...(steps !== undefined ? { steps } : {}),
+      ...(ranks !== undefined ? { ranks } : {}),
     });
     const kernels = bundledKernelsDir();
     const env = { ...process.env, PYTHONPATH: [kernels, process.env['PYTHONPATH']].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };

@@ -91,8 +91,10 @@ export const profileCommand: Subcommand = {
     const targetEnv: Record<string, string> = {};
     for (const kv of (args.flags.get('target-env') as string[] | undefined) ?? []) {
       const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(kv);
-      if (!m) throw new UsageError(`--target-env takes NAME=VALUE (got "${kv}")`);
-      targetEnv[m[1] as string] = m[2] as string;
+      const name = m?.[1];
+      const value = m?.[2];
+      if (name === undefined || value === undefined) throw new UsageError(`--target-env takes NAME=VALUE (got "${kv}")`);
+      targetEnv[name] = value;
     }
     const target: RunTarget = host
       ? {

@@ -210,10 +210,10 @@ function table(outcomes: FileOutcome[]): string {
   }
   if (rows.length === 0) return '';
   const head = ['LOCATION', 'KIND', 'CLASS', 'CALL', 'ESTIMATE'];
-  const widths = head.map((h, i) => Math.min(60, Math.max(h.length, ...rows.map((r) => (r[i] as string).length))));
+  const widths = head.map((h, i) => Math.min(60, Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length))));
   const line = (r: string[]) =>
     r
-      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number)))
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
       .join('  ')
       .trimEnd();
   return `${[line(head), ...rows.map(line)].join('\n')}\n`;

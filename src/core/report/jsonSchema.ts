@@ -50,7 +50,8 @@ function typeMatches(v: unknown, t: string): boolean {
 function resolveRef(root: SchemaObject, ref: string): Schema {
   const m = /^#\/(\$defs|definitions)\/(.+)$/.exec(ref);
   const table = m ? (m[1] === '$defs' ? root.$defs : root.definitions) : undefined;
-  const target = m && table ? table[m[2] as string] : undefined;
+  const name = m?.[2];
+  const target = name !== undefined && table ? table[name] : undefined;
   if (target === undefined) throw new Error(`schema has an unresolvable $ref ${ref}`);
   return target;
 }

@@ -32,8 +32,8 @@ export interface HarnessOptions {
 }
 
 /** argv for the harness; never a shell string, so file names need no quoting here. */
-export function harnessArgv(o: HarnessOptions): string[] {
-  const argv = [o.python, '-m', 'membit.profile', '--out', o.out];
+export function harnessArgv(o: HarnessOptions): [string, ...string[]] {
+  const argv: [string, ...string[]] = [o.python, '-m', 'membit.profile', '--out', o.out];
   if (o.variant) argv.push('--variant', o.variant);
   if (o.steps !== undefined) argv.push('--steps', String(o.steps));
   if (o.warmup !== undefined) argv.push('--warmup', String(o.warmup));

@@ -22,11 +22,10 @@ export function runFileName(r: RunName): string {
 }
 
 export function parseRunFileName(name: string): RunName | undefined {
-  const m = /^(\d{8}T\d{6}Z)_([A-Za-z0-9.+-]+)_([A-Za-z0-9.+-]+)\.json$/.exec(name);
-  if (!m) return undefined;
-  const s = m[1] as string;
+  const [, s, target, variant] = /^(\d{8}T\d{6}Z)_([A-Za-z0-9.+-]+)_([A-Za-z0-9.+-]+)\.json$/.exec(name) ?? [];
+  if (s === undefined || target === undefined || variant === undefined) return undefined;
   const iso = `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}Z`;
   const started = new Date(iso);
   if (Number.isNaN(started.getTime())) return undefined;
-  return { started, target: m[2] as string, variant: m[3] as string };
+  return { started, target, variant };
 }

@@ -23,6 +23,7 @@ import { hasLever } from './variants';
 import { collectRunSet } from './runSetFile';
 import { rankOutPattern, torchrunArgv, type Launcher } from './torchrun';
 import { RunBase } from './runBase';
+import { itemAt } from '../arrays';
 
 export type RunTarget = LocalTarget | SshTarget;
 
@@ -83,10 +84,12 @@ export interface RunRequest {
 }
 
 /** harnessArgv plus the request's extra harness flags, which belong before the script's `--`. */
-function withHarnessArgs(argv: string[], extra: readonly string[] | undefined): string[] {
+function withHarnessArgs(argv: [string, ...string[]], extra: readonly string[] | undefined): [string, ...string[]] {
   if (!extra?.length) return argv;
-  const at = argv.indexOf('--');
-  return [...argv.slice(0, at), ...extra, ...argv.slice(at)];
+  // The python executable stays first; the extra arguments go before the script's `--`.
+  const [python, ...rest] = argv;
+  const at = rest.indexOf('--');
+  return [python, ...rest.slice(0, at), ...extra, ...rest.slice(at)];
 }
 
 export interface RunOptions {
@@ -254,7 +257,7 @@ export class ProfileRun extends RunBase {
     const files = this.overlayFiles(script);
     const written = files.length ? writeOverlays(files) : undefined;
     try {
-      const overlays = written ? files.map((f, i) => ({ orig: f.orig, replacement: join(written.dir, written.names[i] as string) })) : [];
+      const overlays = written ? files.map((f, i) => ({ orig: f.orig, replacement: join(written.dir, itemAt(written.names, i)) })) : [];
       return await this.runLocalArgv(t, script, overlays);
     } finally {
       written?.dispose();
@@ -425,12 +428,16 @@ export class ProfileRun extends RunBase {
     if (this.cancelRequested) return this.end({ state: 'cancelled', exitCode: null, stderrTail: [], remote: info, upload });
 
     this.machine.to('running');
-    const wsDir = up.dirs.get(ws.hash) as string;
-    const ovDir = ov ? (up.dirs.get(ov.hash) as string) : undefined;
-    const overlays = overlayFiles.map((f, i) => ({
-      orig: `${wsDir}/${insideRoot(workspace, resolve(f.orig)) as string}`,
-      replacement: `${ovDir as string}/${(written as { names: string[] }).names[i] as string}`,
-    }));
+    const wsDir = up.dirs.get(ws.hash);
+    const ovDir = ov ? up.dirs.get(ov.hash) : undefined;
+    if (wsDir === undefined || (ov && ovDir === undefined)) throw new Error('the upload did not say where each tree went');
+    // Each overlay file is inside the workspace upload (filtered so above) and written into the overlay tree.
+    const overlays = overlayFiles.map((f, i) => {
+      const rel = insideRoot(workspace, resolve(f.orig));
+      const name = written?.names[i];
+      if (rel === undefined || ovDir === undefined || name === undefined) throw new Error(`${f.orig} has no uploaded copy to run in its place`);
+      return { orig: `${wsDir}/${rel}`, replacement: `${ovDir}/${name}` };
+    });
     const rundir = `${info.workdir}/runs/${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
     const argv = withHarnessArgs(harnessArgv({
       python: info.python,
@@ -469,6 +476,7 @@ export class ProfileRun extends RunBase {
 
     // 255 with ssh's own words: the connection failed, not the script.
     const sshFailure = res.code === 255 || res.code === null ? classifySshFailure(res.stderr, t.host) : undefined;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cancel() may have run during the awaits above
     if (sshFailure && !this.cancelRequested) {
       const msg =
         sshFailure.code === 'lost' || sshFailure.code === 'timeout'
@@ -483,6 +491,7 @@ export class ProfileRun extends RunBase {
       // Not tied to the abort signal: a cancelled run's partial report is still wanted.
       text = (await fetchReport(ssh, rundir)).toString('utf8');
     } catch (e) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cancel() may have run during the awaits above
       if (this.cancelRequested) return this.end({ state: 'cancelled', exitCode: res.code, stderrTail: res.stderrTail, ...extra });
       const settled = this.settle({ python: info.python, where: t.host, exitCode: res.code, stderrTail: res.stderrTail });
       return { ...settled, ...extra, message: `${settled.message ?? ''} (${e instanceof Error ? e.message : String(e)})`.trim() };
@@ -510,7 +519,7 @@ export class ProfileRun extends RunBase {
       // Its own process group: a Ctrl-C meant for the CLI must reach us (we then cancel
       // and still fetch the partial report), not kill ssh under the run. If we die, ssh
       // sees its stdin close and the remote supervisor stops the run.
-      const child = spawn(cmd as string, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+      const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
       const stderrTail: string[] = [];
       let stderrAll = '';
       let pgid: number | undefined;
@@ -552,7 +561,7 @@ export class ProfileRun extends RunBase {
       child.on('error', (e) => {
         clearInterval(beat);
         this.onCancel = undefined;
-        reject(spawnError(e, cmd as string));
+        reject(spawnError(e, cmd));
       });
       child.on('close', (code) => {
         clearInterval(beat);

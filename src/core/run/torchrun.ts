@@ -63,7 +63,9 @@ export function torchrunArgv(l: Launcher, harness: readonly string[], runSetId: 
     // One host: a private rendezvous on a free port, so two runs never meet by accident.
     argv.push('--standalone');
   } else {
-    argv.push('--rdzv-backend', 'c10d', '--rdzv-endpoint', l.rdzvEndpoint as string, '--rdzv-id', l.rdzvId ?? runSetId);
+    // checkLauncher asks several hosts for an endpoint; a launcher that skipped it fails here.
+    if (!l.rdzvEndpoint) throw new LauncherError(`launcher.nnodes is ${l.nnodes ?? 1}: give launcher.rdzvEndpoint (host:port of the first node)`);
+    argv.push('--rdzv-backend', 'c10d', '--rdzv-endpoint', l.rdzvEndpoint, '--rdzv-id', l.rdzvId ?? runSetId);
     if (l.nodeRank !== undefined) argv.push('--node-rank', String(l.nodeRank));
   }
   // A rank that fails ends the job: restarts would re-run the profile and mix up the reports.
