@@ -104,7 +104,7 @@ export class ManagedSampler implements GpuSampler {
         this.report(e);
       }
       const timer = setTimeout(() => this.finish(), STOP_TIMEOUT_MS);
-      timer.unref?.();
+      timer.unref();
       void this.done.then(() => clearTimeout(timer));
     }
     return this.done;

@@ -110,7 +110,7 @@ async function child(variant: string, file: string): Promise<void> {
   process.stdout.write(`@@result ${JSON.stringify(out)}\n`);
 }
 
-async function parent(): Promise<void> {
+function parent(): void {
   const entries = Number(arg('entries') ?? 1_000_000);
   const dir = join(tmpdir(), 'membit-snapbench');
   mkdirSync(dir, { recursive: true });
@@ -156,4 +156,4 @@ async function parent(): Promise<void> {
 
 const ci = process.argv.indexOf('--child');
 if (ci >= 0) void child(process.argv[ci + 1] as string, arg('file') as string);
-else void parent();
+else parent();

@@ -133,5 +133,10 @@ test('a command that fails shows the error and logs it; internal plumbing and te
   assert.ok(logged.some((m) => m.startsWith(`${Commands.convertAllInFile} failed: Error: boom`)), logged.join('\n'));
   // The hooks that read a feature (recentlyShown reads notify; scanState first wants a Uri).
   const reading = [InternalCommands.appliedOverlays, InternalCommands.reportViewRendered, InternalCommands.statusBar, InternalCommands.gpuBackend, InternalCommands.reloadReports];
-  for (const id of reading) await assert.rejects(async () => run(id), /boom/, id);
+  // As VS Code's executeCommand does, a handler's throw reaches its caller as a rejection.
+  const called = (id: string) =>
+    new Promise((resolve) => {
+      resolve(run(id));
+    });
+  for (const id of reading) await assert.rejects(called(id), /boom/, id);
 });

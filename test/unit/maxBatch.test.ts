@@ -12,11 +12,11 @@ test('withBatch sets the flag where it is, in either spelling, or appends it', (
 /** A probe against a fixed capacity: memory grows linearly with the batch. */
 function capacity(cap: number, perSample: number, fail?: number) {
   const asked: number[] = [];
-  const probe = async (b: number): Promise<ProbeRow> => {
+  const probe = (b: number): Promise<ProbeRow> => {
     asked.push(b);
-    if (b === fail) return { batch: b, fits: false, status: 'error', peak: null, rank: 0, error: 'rank 0 error: ValueError: bad shape' };
+    if (b === fail) return Promise.resolve({ batch: b, fits: false, status: 'error', peak: null, rank: 0, error: 'rank 0 error: ValueError: bad shape' });
     const peak = 100 + b * perSample;
-    return { batch: b, fits: peak <= cap, status: peak <= cap ? 'ok' : 'over_limit', peak, rank: 0, error: null };
+    return Promise.resolve({ batch: b, fits: peak <= cap, status: peak <= cap ? 'ok' : 'over_limit', peak, rank: 0, error: null });
   };
   return { probe, asked };
 }
@@ -43,7 +43,15 @@ test('search: a probe that fails for another reason ends the search with its err
   assert.equal(r.largest, null);
   assert.match(r.error ?? '', /^batch 4: rank 0 error: ValueError: bad shape$/);
   let n = 0;
-  const c = await searchLargest(async (b) => (n++, { batch: b, fits: true, status: 'ok', peak: b, rank: 0, error: null }), 1, null, () => n >= 3);
+  const c = await searchLargest(
+    (b) => {
+      n++;
+      return Promise.resolve({ batch: b, fits: true, status: 'ok', peak: b, rank: 0, error: null });
+    },
+    1,
+    null,
+    () => n >= 3,
+  );
   assert.equal(c.status, 'cancelled');
   assert.equal(n, 3);
 });

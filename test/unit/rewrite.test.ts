@@ -428,7 +428,7 @@ test('partial revert by range, and imports stay while something still uses them'
   assert.equal(revert(partial), MODEL);
 });
 
-test('revert leaves strings, comments and look-alikes alone', async () => {
+test('revert leaves strings, comments and look-alikes alone', () => {
   const src = `import torch.nn as nn
 doc = "membit.nn.PackedDropout(0.1)"
 # membit.nn.PackedDropout(0.1)

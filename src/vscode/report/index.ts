@@ -259,11 +259,13 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
 
   context.subscriptions.push(
     vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
-      deserializeWebviewPanel: async (panel, state) => {
-        const folder = root();
-        if (folder && vscode.workspace.isTrusted) ReportPanel.revive(panel, context.extensionUri, log, folder, state);
-        else panel.dispose();
-      },
+      deserializeWebviewPanel: (panel, state) =>
+        new Promise<void>((resolve) => {
+          const folder = root();
+          if (folder && vscode.workspace.isTrusted) ReportPanel.revive(panel, context.extensionUri, log, folder, state);
+          else panel.dispose();
+          resolve();
+        }),
     }),
   );
   void store.start();

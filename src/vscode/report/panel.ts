@@ -51,7 +51,7 @@ export class ReportPanel implements vscode.Disposable {
   /** What each lever measured against this report from the run history, when the store shows it. */
   static storeLevers: (uri: vscode.Uri) => ReadonlyMap<string, LeverMeasurement> | undefined = () => undefined;
   /** The scanner's estimated lever savings for a script (absolute paths). */
-  static leverEstimates: (script: vscode.Uri) => Promise<LeverEstimate[]> = async () => [];
+  static leverEstimates: (script: vscode.Uri) => Promise<LeverEstimate[]> = () => Promise.resolve([]);
   /** A run set the store holds (read by its worker): its ranks and the rank picked. */
   static cachedSet: (uri: vscode.Uri) => { info: RunSetInfo; pick: number | undefined } | undefined = () => undefined;
 
