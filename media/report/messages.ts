@@ -80,8 +80,8 @@ export function parseFromWebview(m: unknown): FromWebview | undefined {
     case 'copy':
       return typeof o['text'] === 'string' && o['text'].length < 1_000_000 ? { command: 'copy', text: o['text'] } : undefined;
     case 'rendered': {
-      const s = o['summary'] as RenderedSummary | undefined;
-      return s && Array.isArray(s.charts) && typeof s.peakText === 'string' && s.tables && typeof s.tables === 'object' ? { command: 'rendered', summary: s } : undefined;
+      const s = o['summary'] as { charts?: unknown; peakText?: unknown; tables?: unknown } | null | undefined;
+      return s && Array.isArray(s.charts) && typeof s.peakText === 'string' && s.tables && typeof s.tables === 'object' ? { command: 'rendered', summary: s as RenderedSummary } : undefined;
     }
     default:
       return undefined;

@@ -66,9 +66,9 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
           if (!range.isEmpty && inSel.length > 0) {
             fix(`Convert ${inSel.length} dropout site${inSel.length > 1 ? 's' : ''} in the selection to packed dropout`, vscode.CodeActionKind.RefactorRewrite, Commands.convertToPackedDropout, [doc.uri, range]);
           }
-          const m = MODEL_LINE.exec(doc.lineAt(range.start.line).text);
-          if (m && MODEL_NAME.test(m[1] as string)) {
-            fix(`Insert membit.patch(${m[1]}, dropout="packed") after this line`, vscode.CodeActionKind.RefactorRewrite, Commands.insertPatchCall, [doc.uri, range.start.line]);
+          const model = MODEL_LINE.exec(doc.lineAt(range.start.line).text)?.[1];
+          if (model !== undefined && MODEL_NAME.test(model)) {
+            fix(`Insert membit.patch(${model}, dropout="packed") after this line`, vscode.CodeActionKind.RefactorRewrite, Commands.insertPatchCall, [doc.uri, range.start.line]);
           }
           return actions;
         },

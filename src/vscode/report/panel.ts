@@ -22,6 +22,7 @@ import type { Report } from '../../core/report/types';
 import { buildView } from '../../core/report/view';
 import type { Log } from '../log';
 import { sparseAdviceTables } from '../sparseAdvice';
+import type { DisposableLike } from '../disposables';
 
 export const REPORT_VIEW_TYPE = 'membit.report';
 
@@ -31,7 +32,7 @@ export const REPORT_VIEW_TYPE = 'membit.report';
  */
 export class ReportPanel implements vscode.Disposable {
   private static current: ReportPanel | undefined;
-  private readonly disposables: vscode.Disposable[] = [];
+  private readonly disposables: DisposableLike[] = [];
   private uris: vscode.Uri[] = [];
   private lastRendered: RenderedSummary | undefined;
   private reports: Report[] = [];
@@ -146,21 +147,21 @@ export class ReportPanel implements vscode.Disposable {
       }
       loaded.push({ label: `${parsed.report.run.variant} · ${parsed.report.run.started.slice(0, 19).replace('T', ' ')}`, report: parsed.report, uri });
     }
-    if (loaded.length === 0) {
+    const [head] = loaded;
+    if (!head) {
       this.panel.title = 'Membit Report';
       return;
     }
-    const first = loaded[0]?.report;
-    this.panel.title = `Membit: ${first?.source ? first.source.files[0] : (first?.run.script.split('/').pop() ?? 'report')}`;
+    const first = head.report;
+    this.panel.title = `Membit: ${first.source ? first.source.files[0] : (first.run.script.split('/').pop() ?? 'report')}`;
     this.reports = loaded.map((l) => l.report);
     const comparison = loaded.length > 1 ? compareRuns(loaded) : null;
-    const set = loaded.length === 1 ? ReportPanel.cachedSet((loaded[0] as { uri: vscode.Uri }).uri) : undefined;
+    const set = loaded.length === 1 ? ReportPanel.cachedSet(head.uri) : undefined;
     if (set) {
       const pick = set.pick;
-      (loaded[0] as { label: string }).label = pick === undefined ? `max over ${set.info.ranks.length} ranks` : `rank ${pick}`;
+      head.label = pick === undefined ? `max over ${set.info.ranks.length} ranks` : `rank ${pick}`;
     }
     const views = loaded.map((l) => buildView(l.report, l.label, { sparse24: sparseAdviceTables(this.extensionUri, this.log) }));
-    const head = loaded[0] as (typeof loaded)[number];
     this.sites = head.report.source || !views[0] ? undefined : { report: head.report, uri: head.uri, sites: views[0].sites };
     const msg: ToWebview = {
       ranks: set ? { info: set.info, pick: set.pick ?? null } : null,

@@ -295,7 +295,7 @@ export function registerRunFeature(context: vscode.ExtensionContext, log: Log, s
     if (!outcome.report || outcome.state !== 'done') return report(outcome, targets.choice, false);
     let result: { variants?: { variant: string; largest: number | null; error: string | null }[] };
     try {
-      result = JSON.parse(readFileSync(outcome.report, 'utf8'));
+      result = JSON.parse(readFileSync(outcome.report, 'utf8')) as typeof result;
     } catch (e) {
       throw new Error(`the max-batch result ${outcome.report} could not be read: ${String(e)}`, { cause: e });
     }
@@ -395,7 +395,8 @@ async function choosePlan(context: vscode.ExtensionContext, folder: vscode.Works
     if (r.launcher !== undefined) plan.launcher = checkedLauncher(r.launcher, `membit.runs "${r.name ?? r.script}"`);
     return plan;
   }
-  const uri = pick.uri as vscode.Uri;
+  const uri = pick.uri;
+  if (!uri) return undefined;
   if (editor?.document.isDirty && editor.document.uri.toString() === uri.toString()) await editor.document.save();
   const remembered = context.workspaceState.get<Record<string, string>>(LAST_ARGS_KEY, {});
   const line = await vscode.window.showInputBox({
