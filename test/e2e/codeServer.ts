@@ -199,8 +199,8 @@ async function main(): Promise<void> {
     { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let serverLog = '';
-  server.stdout?.on('data', (d) => (serverLog += d));
-  server.stderr?.on('data', (d) => (serverLog += d));
+  server.stdout.on('data', (d) => (serverLog += d));
+  server.stderr.on('data', (d) => (serverLog += d));
   const cleanup = () => killGroup(server);
   process.on('exit', cleanup);
   process.on('SIGINT', () => process.exit(130));

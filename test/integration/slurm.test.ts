@@ -146,12 +146,12 @@ for (const launch of ['srun', 'torchrun'] as const) {
     assert.deepEqual(set.ranks.map((r) => [r.rank, r.status]), [[0, 'ok'], [1, 'ok']]);
     for (const r of set.ranks) {
       assert.equal(r.report?.run.distributed?.launcher, launch === 'torchrun' ? 'torchrun' : 'slurm');
-      assert.equal(r.report?.run.distributed?.slurm_job, set.doc.slurm?.job);
-      assert.equal(r.report?.run.distributed?.world_size, 2);
+      assert.equal(r.report.run.distributed.slurm_job, set.doc.slurm.job);
+      assert.equal(r.report.run.distributed.world_size, 2);
       // Paths map back onto the local workspace.
-      assert.equal(r.report?.run.script, 'gpt_dist.py');
-      assert.ok(r.report?.lines.some((l) => l.file === 'gpt_tiny.py'));
-      assert.equal(r.report?.summary.distributed?.ddp?.buckets !== undefined, true);
+      assert.equal(r.report.run.script, 'gpt_dist.py');
+      assert.ok(r.report.lines.some((l) => l.file === 'gpt_tiny.py'));
+      assert.equal(r.report.summary.distributed?.ddp?.buckets !== undefined, true);
     }
     assert.ok(!existsSync('/tmp/pwned'));
   });

@@ -67,7 +67,7 @@ async function startSshd(): Promise<Server> {
     let log = '';
     const ok = await new Promise<boolean>((res) => {
       const t = setTimeout(() => res(false), 10_000);
-      proc.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      proc.stderr.setEncoding('utf8').on('data', (d: string) => {
         log += d;
         if (log.includes('Server listening on')) {
           clearTimeout(t);

@@ -86,9 +86,9 @@ test('indexReport sums entries per line, ranks lines, and writes the inline text
   assert.ok(m);
   const l10 = m.get(10);
   assert.equal(l10?.savedBytes, 240_000);
-  assert.equal(l10?.maskBytes, 50_000);
-  assert.equal(l10?.rank, 0);
-  assert.equal(l10?.bucket, 'high');
+  assert.equal(l10.maskBytes, 50_000);
+  assert.equal(l10.rank, 0);
+  assert.equal(l10.bucket, 'high');
   assert.equal(m.get(20)?.bucket, 'medium');
   assert.equal(inlineText(l10), '▲ 234 KiB kept for backward · mask 48.8 KiB');
   assert.equal(showsInline(m.get(30) as NonNullable<ReturnType<typeof m.get>>), false);

@@ -90,7 +90,7 @@ test('samples/gpt_tiny.py: eager attention at the softmax, the causal mask, the 
     funcName: 'forward',
   });
   assert.equal(eager.advice?.lever, 'sdpa');
-  assert.deepEqual(eager.advice?.requires, ['sdpa']);
+  assert.deepEqual(eager.advice.requires, ['sdpa']);
   // The 40% lever before the 6% one: both findings say that fused attention makes packing moot.
   assert.match(eager.message, /packing this attention dropout becomes moot/);
   const attnDrop = kind(r, 'attn-dropout');
@@ -157,8 +157,8 @@ test('estimates from static shapes equal the hand-computed formulas', async () =
   const eager = one(r, 'eager-attn');
   assert.equal(eagerBytesPerElement(false, true), 9);
   assert.equal(eager.advice?.savingBytes, n * (B * H * L * L * 9 - B * H * L * 4));
-  assert.equal(eager.advice?.savingBytes, 1_206_910_976);
-  assert.equal(eager.advice?.basis, 'estimate');
+  assert.equal(eager.advice.savingBytes, 1_206_910_976);
+  assert.equal(eager.advice.basis, 'estimate');
   assert.equal(eager.estimate.elements, n * B * H * L * L);
   assert.equal(formatHint(eager), 'eager attention: ~1.12 GiB probs+mask → fused SDPA (estimate @ B=32 H=4 L=512)');
 
@@ -169,16 +169,16 @@ test('estimates from static shapes equal the hand-computed formulas', async () =
   assert.equal(blockActivationBytes({ batch: B, seqLen: L, hidden: d, heads: H, amp: false, eager: true }), A);
   const ckpt = one(r, 'checkpoint');
   assert.equal(ckpt.advice?.savingBytes, (n - 1) * A - n * X);
-  assert.equal(ckpt.advice?.savingBytes, 1_287_651_328);
+  assert.equal(ckpt.advice.savingBytes, 1_287_651_328);
   assert.equal(checkpointSaving(n, A, X), 1_287_651_328);
-  assert.match(ckpt.advice?.cost ?? '', /extra forward/);
+  assert.match(ckpt.advice.cost ?? '', /extra forward/);
 
   // bf16 autocast: n·(A_fp32 − A_bf16) with A_bf16 = 34·B·L·d + 7·B·H·L², less 2 B per block weight (bf16 copies).
   const Abf16 = 34 * B * L * d + 7 * B * H * L * L;
   const weights = n * (4 * d * d + 2 * d * 4 * d);
   const amp = one(r, 'no-autocast');
   assert.equal(amp.advice?.savingBytes, n * (A - Abf16) - 2 * weights);
-  assert.equal(amp.advice?.savingBytes, 535_298_048);
+  assert.equal(amp.advice.savingBytes, 535_298_048);
 
   // AdamW state: 8 B per parameter; parameters n·(4d² + 2·d·4d) + V·d + L·d.
   const opt = one(r, 'optimizer');
@@ -223,14 +223,14 @@ test('estimates from a real measured report: the lines and modules it names, the
   // (that line also keeps v: counted at most the probabilities' size).
   const eager = one(r, 'eager-attn');
   assert.equal(eager.advice?.basis, 'measured');
-  assert.equal(eager.advice?.savingBytes, saved(56) + saved(57) + Math.min(saved(58), saved(56)));
-  assert.equal(eager.advice?.savingBytes, 786_432);
+  assert.equal(eager.advice.savingBytes, saved(56) + saved(57) + Math.min(saved(58), saved(56)));
+  assert.equal(eager.advice.savingBytes, 786_432);
   assert.equal(formatHint(eager), 'eager attention: 768 KiB probs+mask → fused SDPA (measured)');
 
   // The two blocks under `h` (built on line 96) kept 3,162,112 B; one is re-materialised in backward.
   const ckpt = one(r, 'checkpoint');
   assert.equal(ckpt.advice?.basis, 'measured');
-  assert.equal(ckpt.advice?.savingBytes, 3_162_112 - 1_581_056);
+  assert.equal(ckpt.advice.savingBytes, 3_162_112 - 1_581_056);
 
   const opt = one(r, 'optimizer');
   assert.equal(opt.advice?.basis, 'measured');
@@ -240,7 +240,7 @@ test('estimates from a real measured report: the lines and modules it names, the
   // Autocast's figure is derived from the measured activations, and still called an estimate.
   const amp = one(r, 'no-autocast');
   assert.equal(amp.advice?.basis, 'estimate');
-  assert.equal(amp.advice?.savingBytes, Math.round(rep.summary.activations_at_peak / 2 - rep.summary.params / 2));
+  assert.equal(amp.advice.savingBytes, Math.round(rep.summary.activations_at_peak / 2 - rep.summary.params / 2));
 
   // The peak the severities compare with: what the harness tracked at the peak (CPU).
   assert.equal(r.peakBytes, rep.summary.tracked_at_peak);
@@ -280,7 +280,7 @@ test('capabilities: a missing feature makes the site unavailable, with no propos
   // No fused AdamW, but foreach: the proposal becomes foreach=True.
   const opt = one(old, 'optimizer');
   assert.deepEqual(opt.advice?.requires, ['adamw-foreach']);
-  assert.equal(opt.advice?.unavailable, undefined);
+  assert.equal(opt.advice.unavailable, undefined);
   assert.match(opt.message, /foreach=True runs the update/);
   // The levers this torch has are still proposed; without CUDA, autocast is proposed on the CPU.
   assert.equal(one(old, 'checkpoint').advice?.unavailable, undefined);

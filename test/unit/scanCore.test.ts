@@ -236,14 +236,14 @@ test('FFN sites name their members for the rewriter: pair, gated, fused, split, 
   const llama = s.scan(fixture('hf_llama_style.py'), 'l.py');
   const [gated, fused] = only(llama, 'ffn') as [Site, Site];
   assert.equal(gated.ffn?.form, 'gated');
-  assert.deepEqual([gated.ffn?.gate?.name, gated.ffn?.up?.name, gated.ffn?.down?.name], ['gate_proj', 'up_proj', 'down_proj']);
-  assert.equal(gated.ffn?.down?.line, (gated.ffn?.gate?.line ?? 0) + 2);
+  assert.deepEqual([gated.ffn.gate?.name, gated.ffn.up?.name, gated.ffn.down?.name], ['gate_proj', 'up_proj', 'down_proj']);
+  assert.equal(gated.ffn.down?.line, (gated.ffn.gate?.line ?? 0) + 2);
   assert.equal(fused.ffn?.form, 'fused-gated');
   const bert = only(s.scan(fixture('hf_bert_style.py'), 'b.py'), 'ffn')[0] as Site;
   assert.equal(bert.ffn?.form, 'split');
-  assert.deepEqual([bert.ffn?.up?.className, bert.ffn?.down?.className], ['ToyBertIntermediate', 'ToyBertOutput']);
-  assert.equal(bert.ffn?.inWidth, 768);
-  assert.equal(bert.ffn?.hiddenWidth, 3072);
+  assert.deepEqual([bert.ffn.up?.className, bert.ffn.down?.className], ['ToyBertIntermediate', 'ToyBertOutput']);
+  assert.equal(bert.ffn.inWidth, 768);
+  assert.equal(bert.ffn.hiddenWidth, 3072);
   assert.equal(bert.estimate.elements, 2 * 768 * 3072);
   assert.match(formatHint(bert), /^FFN 768→3072→768 · 4\.72M weights · 2:4 candidate$/);
   const research = only(s.scan(fixture('research_style.py'), 'r.py'), 'ffn');
@@ -278,8 +278,8 @@ test('files over the size limit are skipped with a message, not scanned', async 
   const text = 'import torch.nn as nn\nd = nn.Dropout(0.1)\n'.repeat(100);
   const r = s.scan(text, 'big.py', { maxBytes: 1000 });
   assert.equal(r.skipped?.reason, 'too-large');
-  assert.equal(r.skipped?.bytes, Buffer.byteLength(text));
-  assert.match(r.skipped?.message ?? '', /not scanned.*over the 1000 B limit/);
+  assert.equal(r.skipped.bytes, Buffer.byteLength(text));
+  assert.match(r.skipped.message ?? '', /not scanned.*over the 1000 B limit/);
   assert.deepEqual(r.sites, []);
   const doc = s.open('big.py', text, { maxBytes: 1000 });
   assert.equal(doc.result.skipped?.reason, 'too-large');
@@ -368,8 +368,8 @@ test('notebooks: cells scanned as one module, sites mapped back to cell and line
   );
   const [site] = r.sites;
   assert.equal(site?.cell, 2);
-  assert.deepEqual(site?.range, { startLine: 3, startCol: 17, endLine: 3, endCol: 32 });
-  assert.equal(site?.estimate.elements, 128 * 64);
+  assert.deepEqual(site.range, { startLine: 3, startCol: 17, endLine: 3, endCol: 32 });
+  assert.equal(site.estimate.elements, 128 * 64);
   assert.deepEqual(r.classes.map((c) => [c.name, c.cell, c.range.startLine]), [['M', 2, 1]]);
 });
 

@@ -87,11 +87,11 @@ test('membit profile --nproc-per-node 2: FSDP2 under torchrun, a report per rank
   for (const r of set.ranks) {
     const d = r.report?.run.distributed;
     assert.equal(d?.rank, r.rank);
-    assert.equal(d?.world_size, 2);
-    assert.equal(d?.launcher, 'torchrun');
-    assert.equal(d?.run_set, set.doc.id, 'the harness takes the run-set id from MEMBIT_RUN_SET');
+    assert.equal(d.world_size, 2);
+    assert.equal(d.launcher, 'torchrun');
+    assert.equal(d.run_set, set.doc.id, 'the harness takes the run-set id from MEMBIT_RUN_SET');
     assert.equal(r.report?.run.script, 'gpt_dist.py');
-    assert.ok((r.report?.summary.distributed?.fsdp_units.length ?? 0) >= 3);
+    assert.ok((r.report.summary.distributed?.fsdp_units.length ?? 0) >= 3);
   }
   const peaks = rankPeaks(set);
   assert.equal(peaks.peaks.length, 2);
@@ -199,7 +199,7 @@ test('a rank that dies ends the job: the failure names it and the survivor repor
   assert.equal(doc.status, 'failed');
   assert.equal(doc.ranks[1]?.status, 'error');
   assert.ok(doc.ranks[0]?.report && existsSync(join(ws, 'runs', doc.ranks[0].report)), 'the surviving rank wrote its report');
-  assert.ok(['error', 'cancelled'].includes(doc.ranks[0]?.status));
+  assert.ok(['error', 'cancelled'].includes(doc.ranks[0].status));
 });
 
 test('membit profile: bad launcher flags are usage errors', async () => {

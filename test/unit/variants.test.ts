@@ -191,6 +191,6 @@ test('a local sdpa run executes the rewrite from a folder with hostile names, an
   const last = readFileSync(GPT, 'utf8').split('\n').findIndex((l) => l.includes('y = att @ v')) + 1;
   assert.deepEqual(c.rows[1]?.approximate, [`${rel} lines ${first}–${last}`]);
   const md = comparisonMarkdown(c).split('\n');
-  assert.ok(md.includes(`- sdpa: ${c.rows[1]?.levers[0] ?? ''}`), md.join('\n'));
+  assert.ok(md.includes(`- sdpa: ${c.rows[1].levers[0] ?? ''}`), md.join('\n'));
   assert.ok(md.includes(`- sdpa: ran rewritten source; line figures approximate in ${rel} lines ${first}–${last}`), md.join('\n'));
 });

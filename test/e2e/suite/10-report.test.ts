@@ -139,7 +139,7 @@ describe('measured memory in the editor', function () {
     assert.match(rows.texts[1] ?? '', /packed\s+ok\s+[\d.]+ (?:[KMG]i)?B\s+−[\d.]+%/);
     // The view scrolled to the comparison it just drew, and ranks the packing it measured.
     assert.equal(rendered.focused?.id, 'comparison');
-    assert.ok(Math.abs(rendered.focused?.top ?? 999) < 40, `the comparison's top is ${rendered.focused?.top} px from the view's top`);
+    assert.ok(Math.abs(rendered.focused.top ?? 999) < 40, `the comparison's top is ${rendered.focused.top} px from the view's top`);
     assert.ok(rendered.levers?.some((l) => /^Packed 1-bit dropout masks: [\d.]+ (?:[KMG]i)?B \(measured, run packed · /.test(l)), rendered.levers?.join('\n'));
     await screenshot('13-comparison');
   });

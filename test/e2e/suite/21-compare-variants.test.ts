@@ -23,7 +23,7 @@ describe('Profile and Compare Variants with the advisor levers', function () {
     assert.deepEqual(variants, ['sdpa', 'checkpoint', 'bf16', 'sdpa+checkpoint+bf16', 'packed', 'recompute', 'sparse24', 'packed+sparse24', 'compile', 'packed+compile']);
     const sdpa = items.find((i) => i.variant === 'sdpa');
     assert.equal(sdpa?.picked, true);
-    assert.match(sdpa?.description ?? '', /found in this file/);
+    assert.match(sdpa.description ?? '', /found in this file/);
     // The sample has dropout sites, so packed dropout is offered preselected too; recompute is not.
     assert.equal(items.find((i) => i.variant === 'packed')?.picked, true);
     assert.equal(items.find((i) => i.variant === 'recompute')?.picked, false);
@@ -40,7 +40,7 @@ describe('Profile and Compare Variants with the advisor levers', function () {
       warmup: 1,
       variants: ['baseline', 'sdpa', 'checkpoint', 'bf16+checkpoint+sdpa'],
     });
-    assert.equal(reports?.length, 4, 'one report per variant');
+    assert.equal(reports.length, 4, 'one report per variant');
     const docs = reports.map((u) => JSON.parse(readFileSync(u.fsPath, 'utf8')) as Report);
     assert.deepEqual(docs.map((d) => d.run.variant), ['baseline', 'sdpa', 'checkpoint', 'sdpa+checkpoint+bf16']);
     assert.deepEqual(docs.map((d) => d.run.status), ['ok', 'ok', 'ok', 'ok']);

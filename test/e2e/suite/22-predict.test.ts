@@ -32,7 +32,7 @@ describe('predicted memory, then a measured run', function () {
     assert.ok(out && existsSync(out), `no prediction report (${String(out)})`);
     const doc = JSON.parse(readFileSync(out, 'utf8')) as { run: { prediction?: { complete: boolean; gpu: { key: string } } } };
     assert.equal(doc.run.prediction?.gpu.key, 'A100-80GB');
-    assert.equal(doc.run.prediction?.complete, true);
+    assert.equal(doc.run.prediction.complete, true);
     const applied = await overlaysOn(file, 'predicted overlays on gpt_tiny.py', (a) => a.predicted);
     for (const i of applied.inline) assert.match(i.text, /^≈ [\d.]+ (?:[KMG]i)?B kept for backward.* \(predicted, A100-80GB\)$/);
     // The line the prediction says saves the most carries its figure at the end of the line.
@@ -43,7 +43,7 @@ describe('predicted memory, then a measured run', function () {
     // The scanner's per-site figures come from the loaded report: now the prediction, and they say so.
     const state = await waitFor('scanner hints from the prediction', async () => {
       const st = await vscode.commands.executeCommand<{ sites: { hint?: string }[] }>(InternalCommands.scanState, editor.document.uri);
-      return st?.sites.some((x) => x.hint?.includes('(predicted)')) ? st : undefined;
+      return st.sites.some((x) => x.hint?.includes('(predicted)')) ? st : undefined;
     });
     for (const x of state.sites) assert.doesNotMatch(x.hint ?? '', /measured/);
     editor.revealRange(new vscode.Range(Math.max(0, attnDrop - 12), 0, attnDrop + 12, 0), vscode.TextEditorRevealType.AtTop);

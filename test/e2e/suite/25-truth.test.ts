@@ -51,7 +51,7 @@ describe('what the editor shows is true for the code on screen', function () {
       warmup: 1,
       variants: ['baseline', 'packed'],
     });
-    assert.equal(reports?.length, 2, 'one report per variant');
+    assert.equal(reports.length, 2, 'one report per variant');
     [baseline, packed] = reports as [vscode.Uri, vscode.Uri];
     assert.equal(load(packed).run.variant, 'packed');
   });
@@ -168,7 +168,7 @@ describe('what the editor shows is true for the code on screen', function () {
     const call = lineOf(doc, /att = self\.attn_dropout\(att\)/);
     const state = await waitFor('the measured hint', async () => {
       const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
-      return s?.sites.find((x) => x.line === ctor && x.hint.includes('(measured'));
+      return s.sites.find((x) => x.line === ctor && x.hint.includes('(measured'));
     }, 60_000);
     assert.match(state.hint, new RegExp(`mask ${figure.replace('.', '\\.')} → .* \\(measured, 2× summed, CPU\\)$`));
     // The previous test's revert re-maps the overlays; wait until they show the call line's mask.
