@@ -126,7 +126,7 @@ function wakeFloor(): Record<string, unknown> {
     try {
       out[mode] = JSON.parse(r.stdout) as unknown;
     } catch {
-      out[mode] = { error: r.error?.message ?? r.stderr ?? 'no output' };
+      out[mode] = { error: r.error?.message ?? r.stderr };
     }
   }
   return out;

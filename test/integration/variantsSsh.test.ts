@@ -96,7 +96,7 @@ test('an SSH sdpa run uploads the rewrite as its own tree and runs it under the 
   assert.equal(report.run.overlays?.[0]?.file, 'src dir/gpt tiny.py');
   assert.equal(report.run.overlays[0].used, true);
   // The replacement ran from the target's upload cache: its own tree beside the workspace's and the package's.
-  const replacement = report.run.overlays[0].replacement ?? '';
+  const replacement = report.run.overlays[0].replacement;
   assert.ok(replacement.startsWith(join(workdir, 'trees')), replacement);
   assert.equal(readFileSync(replacement, 'utf8').includes('F.scaled_dot_product_attention('), true);
   assert.equal(readdirSync(join(workdir, 'trees')).filter((n) => !n.endsWith('.json')).length, 3);

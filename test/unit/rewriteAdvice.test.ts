@@ -108,7 +108,7 @@ test('the nanoGPT fixture: the chain in the else branch of `if self.flash:` is t
   const s = lever(src, 'sdpa');
   assert.equal(s.applied, 0);
   assert.equal(s.skipped[0]?.code, 'fallback-branch');
-  assert.match(s.skipped[0].reason ?? '', /`else:` of `if self.flash:`/);
+  assert.match(s.skipped[0].reason, /`else:` of `if self.flash:`/);
   // The same model without the fused path (minGPT style) converts.
   const eager = fixture('mingpt_style.py');
   const e = lever(eager, 'sdpa');
@@ -252,7 +252,7 @@ test('sdpa: a non-default scale needs scale= and is written only when allowed', 
   const off = lever(src, 'sdpa');
   assert.equal(off.applied, 0);
   assert.equal(off.skipped[0]?.code, 'scale');
-  assert.match(off.skipped[0].reason ?? '', /scaled by `self\.scale`.*needs `scale=self\.scale` \(torch >= 2\.1\)/);
+  assert.match(off.skipped[0].reason, /scaled by `self\.scale`.*needs `scale=self\.scale` \(torch >= 2\.1\)/);
   const on = lever(src, 'sdpa', { scaleKwarg: true });
   assert.match(sdpaLine(on) ?? '', /is_causal=True, scale=self\.scale\)$/);
   // Unscaled scores (q scaled earlier, as timm does) need scale=1.0.
@@ -338,7 +338,7 @@ config._attn_implementation = "eager"
 test('HF: a non-literal value, another callee and output_attentions=True are skipped with reasons', () => {
   const nonLiteral = lever('from transformers import BertForMaskedLM\nm = BertForMaskedLM._from_config(cfg, attn_implementation=attn)\n', 'sdpa');
   assert.equal(nonLiteral.skipped[0]?.code, 'not-literal');
-  assert.match(nonLiteral.skipped[0].reason ?? '', /`attn_implementation=attn` in `BertForMaskedLM\._from_config\(\.\.\.\)` is not a string literal/);
+  assert.match(nonLiteral.skipped[0].reason, /`attn_implementation=attn` in `BertForMaskedLM\._from_config\(\.\.\.\)` is not a string literal/);
   const attr = lever('cfg._attn_implementation = choice\n', 'sdpa');
   assert.equal(attr.skipped[0]?.code, 'not-literal');
   const other = lever('kwargs = dict(attn_implementation="eager")\n', 'sdpa');
@@ -464,7 +464,7 @@ test('autocast skips what it cannot wrap, with the reason', () => {
     const r = lever(src, 'autocast');
     assert.equal(r.applied, 0, what);
     assert.equal(r.skipped[0]?.code, code, `${what}: ${r.skipped[0]?.reason}`);
-    assert.match(r.skipped[0].reason ?? '', reason, what);
+    assert.match(r.skipped[0].reason, reason, what);
   }
   const once = lever(STEP, 'autocast');
   assert.equal(lever(once.text, 'autocast').skipped[0]?.code, 'mixed-precision');

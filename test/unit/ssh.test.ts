@@ -100,11 +100,11 @@ test("classifySshFailure turns ssh's stderr into the message a user can act on",
   const kind = (stderr: string) => classifySshFailure(stderr, 'gpu1');
   const unknown = kind('No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\r\nHost key verification failed.\r\n');
   assert.equal(unknown?.code, 'host-key-unknown');
-  assert.match(unknown.message ?? '', /^host key for gpu1 not trusted: connect once with ssh gpu1/);
+  assert.match(unknown.message, /^host key for gpu1 not trusted: connect once with ssh gpu1/);
   assert.equal(kind('@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.')?.code, 'host-key-changed');
   const auth = kind('root@127.0.0.1: Permission denied (publickey,password).');
   assert.equal(auth?.code, 'auth');
-  assert.match(auth.message ?? '', /^ssh could not log in to gpu1 \(tried publickey,password\): no key was accepted/);
+  assert.match(auth.message, /^ssh could not log in to gpu1 \(tried publickey,password\): no key was accepted/);
   assert.match(kind('ssh: connect to host 127.0.0.1 port 1: Connection refused')?.message ?? '', /could not reach gpu1: connection refused/);
   assert.equal(kind('ssh: connect to host 10.1.1.1 port 22: Connection timed out')?.code, 'timeout');
   assert.equal(kind('Connection timed out during banner exchange')?.code, 'timeout');

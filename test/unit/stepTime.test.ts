@@ -15,7 +15,7 @@ test('stepStats: median and half the interquartile range (full range under 4 ste
   const three = stepStats([0.3, 0.1, 0.2]);
   assert.equal(three?.median, 0.2);
   assert.equal(three.n, 3);
-  assert.ok(Math.abs((three.halfSpread ?? 0) - 0.1) < 1e-12);
+  assert.ok(Math.abs(three.halfSpread - 0.1) < 1e-12);
   const s = stepStats([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 5]);
   assert.equal(s?.median, 0.1);
   // One slow step (a stall) does not widen the spread.

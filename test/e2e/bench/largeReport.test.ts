@@ -85,7 +85,7 @@ describe('a 50 MB report in the editor', function () {
     const applied = await waitFor(
       'overlays on gpt_tiny.py',
       async () => {
-        const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+        const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
         return all.find((a) => a.file === file && a.inline.length > 0);
       },
       120_000,

@@ -43,7 +43,7 @@ describe('static scan in the editor', () => {
     assert.match(resid.hint, /\d/);
 
     const lenses = await waitFor('CodeLenses', async () => {
-      const l = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', uri)) ?? [];
+      const l = (await vscode.commands.executeCommand<vscode.CodeLens[] | undefined>('vscode.executeCodeLensProvider', uri)) ?? [];
       const mine = l.filter((x) => x.command?.title.startsWith('Membit'));
       return mine.length >= 2 ? mine : undefined;
     });

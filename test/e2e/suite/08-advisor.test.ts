@@ -9,7 +9,7 @@ function membitDiagnostic(doc: vscode.TextDocument, code: string, line?: number)
 }
 
 async function actionsAt(doc: vscode.TextDocument, range: vscode.Range, kind: vscode.CodeActionKind): Promise<vscode.CodeAction[]> {
-  return (await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', doc.uri, range, kind.value)) ?? [];
+  return (await vscode.commands.executeCommand<vscode.CodeAction[] | undefined>('vscode.executeCodeActionProvider', doc.uri, range, kind.value)) ?? [];
 }
 
 async function run(action: vscode.CodeAction): Promise<unknown> {

@@ -27,7 +27,7 @@ describe('measured memory in the editor', function () {
     const editor = await openSample('gpt_tiny.py');
     await vscode.commands.executeCommand(InternalCommands.reloadReports);
     const applied = await waitFor('overlays on gpt_tiny.py', async () => {
-      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
       return all.find((a) => a.file === editor.document.uri.fsPath && a.inline.length > 0);
     });
     const file = editor.document.uri.fsPath;
@@ -53,7 +53,7 @@ describe('measured memory in the editor', function () {
     assert.ok(attnDrop);
     await editor.edit((e) => e.insert(new vscode.Position(0, 0), '# one\n# two\n'));
     const moved = await waitFor('marks to move down two lines', async () => {
-      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
       const a = all.find((x) => x.file === file);
       return a?.inline.some((i) => i.line === attnDrop + 2) ? a : undefined;
     });
@@ -71,7 +71,7 @@ describe('measured memory in the editor', function () {
       else if (line > attnDrop + 2) expected.set(line - 1, text);
     }
     await waitFor('the marks to follow the deletion', async () => {
-      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
       const a = all.find((x) => x.file === file);
       return a && JSON.stringify([...marks(a)].sort()) === JSON.stringify([...expected].sort());
     });
@@ -139,7 +139,7 @@ describe('measured memory in the editor', function () {
     assert.match(rows.texts[1] ?? '', /packed\s+ok\s+[\d.]+ (?:[KMG]i)?B\s+−[\d.]+%/);
     // The view scrolled to the comparison it just drew, and ranks the packing it measured.
     assert.equal(rendered.focused?.id, 'comparison');
-    assert.ok(Math.abs(rendered.focused.top ?? 999) < 40, `the comparison's top is ${rendered.focused.top} px from the view's top`);
+    assert.ok(Math.abs(rendered.focused.top) < 40, `the comparison's top is ${rendered.focused.top} px from the view's top`);
     assert.ok(rendered.levers?.some((l) => /^Packed 1-bit dropout masks: [\d.]+ (?:[KMG]i)?B \(measured, run packed · /.test(l)), rendered.levers?.join('\n'));
     await screenshot('13-comparison');
   });
@@ -147,7 +147,7 @@ describe('measured memory in the editor', function () {
   it('shows measured totals above the model classes', async () => {
     const editor = await openSample('gpt_tiny.py');
     const lenses = await waitFor('measured CodeLenses', async () => {
-      const l = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', editor.document.uri)) ?? [];
+      const l = (await vscode.commands.executeCommand<vscode.CodeLens[] | undefined>('vscode.executeCodeLensProvider', editor.document.uri)) ?? [];
       const mine = l.filter((x) => x.command?.title.startsWith('Measured:'));
       return mine.length > 0 ? mine : undefined;
     });
@@ -191,7 +191,7 @@ describe('measured memory in the editor', function () {
     for (const [i, s] of after.entries()) {
       assert.equal(s.line, (first[i]?.line ?? 0) + added, `site ${i} moved with the inserted import`);
       // A site is where it is called; the conversion rewrote where its module is built.
-      assert.equal(text[(s.line ?? 0) - 1], old[(first[i]?.line ?? 0) - 1], `site ${i}'s link opens the line it was measured on`);
+      assert.equal(text[s.line - 1], old[(first[i]?.line ?? 0) - 1], `site ${i}'s link opens the line it was measured on`);
     }
     assert.ok(after.slice(1).some((s) => s.action === 'convert'), 'the other sites still offer Convert');
     assert.equal((await webview('12-sites-scroll', 'click', '#sites h2')).error, undefined);

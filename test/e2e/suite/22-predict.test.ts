@@ -11,7 +11,7 @@ const ARGS = ['--steps', '5', '--batch-size', '4', '--seq-len', '64', '--n-layer
 
 async function overlaysOn(file: string, what: string, ok: (a: AppliedOverlays) => boolean): Promise<AppliedOverlays> {
   return waitFor(what, async () => {
-    const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+    const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
     return all.find((a) => a.file === file && a.inline.length > 0 && ok(a));
   }, 120_000);
 }
@@ -42,8 +42,8 @@ describe('predicted memory, then a measured run', function () {
     assert.ok(applied.inline.some((i) => i.line === attnDrop), `no predicted text on line ${attnDrop}, the largest: ${JSON.stringify(applied.inline)}`);
     // The scanner's per-site figures come from the loaded report: now the prediction, and they say so.
     const state = await waitFor('scanner hints from the prediction', async () => {
-      const st = await vscode.commands.executeCommand<{ sites: { hint?: string }[] }>(InternalCommands.scanState, editor.document.uri);
-      return st.sites.some((x) => x.hint?.includes('(predicted)')) ? st : undefined;
+      const st = await vscode.commands.executeCommand<{ sites: { hint?: string }[] } | undefined>(InternalCommands.scanState, editor.document.uri);
+      return st?.sites.some((x) => x.hint?.includes('(predicted)')) ? st : undefined;
     });
     for (const x of state.sites) assert.doesNotMatch(x.hint ?? '', /measured/);
     editor.revealRange(new vscode.Range(Math.max(0, attnDrop - 12), 0, attnDrop + 12, 0), vscode.TextEditorRevealType.AtTop);

@@ -24,12 +24,12 @@ const ARGS = ['--steps', '30', '--batch-size', '2', '--seq-len', '64', '--n-laye
 const lineOf = (doc: vscode.TextDocument, re: RegExp) => doc.getText().split('\n').findIndex((l) => re.test(l)) + 1;
 
 async function overlaysOf(file: string): Promise<AppliedOverlays | undefined> {
-  const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+  const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
   return all.find((a) => a.file === file);
 }
 
 async function statusBar(): Promise<{ text: string; tooltip: string; report?: string }> {
-  return (await vscode.commands.executeCommand<{ text: string; tooltip: string; report?: string }>(InternalCommands.statusBar)) ?? { text: '', tooltip: '' };
+  return (await vscode.commands.executeCommand<{ text: string; tooltip: string; report?: string } | undefined>(InternalCommands.statusBar)) ?? { text: '', tooltip: '' };
 }
 
 const load = (u: vscode.Uri) => JSON.parse(readFileSync(u.fsPath, 'utf8')) as Report;
@@ -44,14 +44,14 @@ describe('what the editor shows is true for the code on screen', function () {
     // editor or report view open: a webview rendering in a headless browser beside a run on two
     // cores changes its step times, which is the machine's doing, not the code's.
     await vscode.commands.executeCommand('workbench.action.closeAllEditors');
-    const reports = await vscode.commands.executeCommand<vscode.Uri[]>(Commands.compareVariants, {
+    const reports = await vscode.commands.executeCommand<vscode.Uri[] | undefined>(Commands.compareVariants, {
       script: join(workspaceDir(), 'gpt_tiny.py'),
       args: ARGS,
       steps: 8,
       warmup: 1,
       variants: ['baseline', 'packed'],
     });
-    assert.equal(reports.length, 2, 'one report per variant');
+    assert.equal(reports?.length, 2, 'one report per variant');
     [baseline, packed] = reports as [vscode.Uri, vscode.Uri];
     assert.equal(load(packed).run.variant, 'packed');
   });
@@ -129,7 +129,7 @@ describe('what the editor shows is true for the code on screen', function () {
     const attnCtor = /self\.attn_dropout = nn\.Dropout/;
     const residCtor = /self\.resid_dropout = nn\.Dropout/;
     const ready = await waitFor('measured hints on the construction lines', async () => {
-      const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
+      const s = await vscode.commands.executeCommand<ScanState | undefined>(InternalCommands.scanState, doc.uri);
       return s && (hintAt(s, attnCtor) ?? '').includes('(measured') && (hintAt(s, residCtor) ?? '').includes('(measured') ? s : undefined;
     }, 60_000);
     const attnHint = hintAt(ready, attnCtor) as string;
@@ -144,7 +144,7 @@ describe('what the editor shows is true for the code on screen', function () {
     await vscode.commands.executeCommand(Commands.convertToPackedDropout);
     await waitFor('the import line', () => /^import membit\.nn\b/m.test(doc.getText()));
     const after = await waitFor('hints to follow the edit', async () => {
-      const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
+      const s = await vscode.commands.executeCommand<ScanState | undefined>(InternalCommands.scanState, doc.uri);
       return s && hintAt(s, attnCtor) === attnHint ? s : undefined;
     }, 30_000);
     assert.equal(hintAt(after, residCtor), residHint);
@@ -167,8 +167,8 @@ describe('what the editor shows is true for the code on screen', function () {
     const ctor = lineOf(doc, /self\.attn_dropout = nn\.Dropout/);
     const call = lineOf(doc, /att = self\.attn_dropout\(att\)/);
     const state = await waitFor('the measured hint', async () => {
-      const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
-      return s.sites.find((x) => x.line === ctor && x.hint.includes('(measured'));
+      const s = await vscode.commands.executeCommand<ScanState | undefined>(InternalCommands.scanState, doc.uri);
+      return s?.sites.find((x) => x.line === ctor && x.hint.includes('(measured'));
     }, 60_000);
     assert.match(state.hint, new RegExp(`mask ${figure.replace('.', '\\.')} → .* \\(measured, 2× summed, CPU\\)$`));
     // The previous test's revert re-maps the overlays; wait until they show the call line's mask.

@@ -14,7 +14,7 @@ import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import { EXTENSION_ID, openSample, screenshot, waitFor, webview, workspaceDir } from './util';
 
 async function overlaysOf(file: string): Promise<AppliedOverlays | undefined> {
-  const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+  const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
   return all.find((a) => a.file === file);
 }
 

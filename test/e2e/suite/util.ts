@@ -72,7 +72,7 @@ export async function screenshot(name: string): Promise<string | undefined> {
 export async function uiShows(name: string, where: 'statusbar', text: string): Promise<boolean | undefined> {
   const dir = process.env['MEMBIT_E2E_ARTIFACTS'];
   if (!dir) return undefined;
-  const selector = where === 'statusbar' ? '.statusbar-item' : 'body';
+  const selector = { statusbar: '.statusbar-item' }[where];
   console.log(`@@ui-wait ${name} ${selector} ${text}`);
   return waitFor(`the driver's answer about "${text}"`, () =>
     existsSync(join(dir, `${name}.found`)) ? true : existsSync(join(dir, `${name}.missing`)) ? 'missing' : undefined,
@@ -92,7 +92,7 @@ export async function webview(name: string, action: 'count' | 'click' | `select=
   console.log(`@@webview ${name} ${action} ${selector}`);
   const file = join(dir, `${name}.result.json`);
   await waitFor(`the driver's answer about ${selector}`, () => existsSync(file), 60_000);
-  return JSON.parse(readFileSync(file, 'utf8'));
+  return JSON.parse(readFileSync(file, 'utf8')) as { count: number; texts: string[]; error?: string };
 }
 
 /**
