@@ -8,6 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { main } from '../../src/core/cli/main';
+import type { ScanJson } from '../../src/core/cli/scan';
+import type { Report } from '../../src/core/report/types';
 import {
   blockActivationBytes,
   checkpointSaving,
@@ -31,7 +33,7 @@ import { BERT_LARGE_SDPA } from '../../src/core/advice/measured';
 import { fixture, repoRoot, scanner } from './scanSupport';
 
 const sample = (name: string) => readFileSync(join(repoRoot(), 'samples', name), 'utf8');
-const report = (name: string) => JSON.parse(readFileSync(reportFixture(name), 'utf8'));
+const report = (name: string) => JSON.parse(readFileSync(reportFixture(name), 'utf8')) as Report;
 const kind = (r: ScanResult, k: string): Site[] => r.sites.filter((s) => s.kind === k);
 const one = (r: ScanResult, k: string): Site => {
   const all = kind(r, k);
@@ -217,7 +219,11 @@ test('estimates from a real measured report: the lines and modules it names, the
   const rep = report('gpt_tiny_cpu_baseline.json');
   const hints = shapeHintsFromReport(rep, 'samples/gpt_tiny.py');
   const r = s.scan(sample('gpt_tiny.py'), 'samples/gpt_tiny.py', { hints });
-  const saved = (line: number) => rep.lines.find((l: { line: number }) => l.line === line).at_peak_bytes as number;
+  const saved = (line: number) => {
+    const l = rep.lines.find((x) => x.line === line);
+    assert.ok(l?.at_peak_bytes !== undefined, `no line ${line} in the report`);
+    return l.at_peak_bytes;
+  };
 
   // Probabilities on the softmax line, the mask on the dropout line, and the dropped copy kept by `@ v`
   // (that line also keeps v: counted at most the probabilities' size).
@@ -405,14 +411,16 @@ test('membit scan --python checks the advice against that torch; a Python that c
   const io = capture(root);
   const python = relative(root, torchPython()) || torchPython();
   assert.equal(await main(['scan', 'samples/gpt_tiny.py', '--json', '--python', python], io), 0, io.stderr);
-  const doc = JSON.parse(io.stdout);
-  assert.equal(doc.capabilities.schema, 'membit.capabilities/1');
-  const eager = doc.sites.find((x: { kind: string }) => x.kind === 'eager-attn');
+  const doc = JSON.parse(io.stdout) as ScanJson;
+  const caps = doc.capabilities;
+  assert.equal(caps?.schema, 'membit.capabilities/1');
+  const eager = doc.sites.find((x) => x.kind === 'eager-attn');
+  assert.ok(eager?.attention && eager.advice);
   assert.equal(eager.line, lineOf(sample('gpt_tiny.py'), 'att = F.softmax(att, dim=-1)') + 1);
   assert.deepEqual(eager.attention.softmaxLine, eager.line);
   assert.equal(eager.advice.lever, 'sdpa');
-  assert.equal(eager.advice.unavailable, doc.capabilities.features.sdpa ? null : eager.advice.unavailable);
-  assert.equal(eager.severity, doc.capabilities.features.sdpa ? 'information' : 'hint');
+  assert.equal(eager.advice.unavailable, caps.features.sdpa ? null : eager.advice.unavailable);
+  assert.equal(eager.severity, caps.features.sdpa ? 'information' : 'hint');
   assert.doesNotMatch(eager.message, /Not checked/);
   assert.equal(doc.summary.byKind['eager-attn'], 1);
 
