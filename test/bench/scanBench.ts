@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { createScanner } from '../../src/core/scan';
 import { machine, median, percentile, writeResult } from './benchKit';
 import { generate } from './scanGen';
+import { itemAt } from '../../src/core/arrays';
 
 async function cold(): Promise<void> {
   const t0 = performance.now();
@@ -44,7 +45,7 @@ async function measure(size: number): Promise<void> {
   let chunks = 0;
   const edits = 30;
   for (let e = 0; e < edits; e++) {
-    const at = targets[Math.floor(((e + 0.5) / edits) * targets.length)] as number;
+    const at = itemAt(targets, Math.floor(((e + 0.5) / edits) * targets.length));
     const edited = [...lines];
     edited[at] = `${edited[at]}  # edit ${e}`;
     const t0 = performance.now();
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
 
   // Cold start in fresh processes: WASM instantiation, grammar load, query compile.
   const colds: { initMs: number; firstScanMs: number }[] = [];
-  for (let i = 0; i < 5; i++) colds.push(JSON.parse(execFileSync(process.execPath, [__filename, '--cold'], { encoding: 'utf8' })));
+  for (let i = 0; i < 5; i++) colds.push(JSON.parse(execFileSync(process.execPath, [__filename, '--cold'], { encoding: 'utf8' })) as { initMs: number; firstScanMs: number });
   const coldInit = median(colds.map((c) => c.initMs));
   const coldFirst = median(colds.map((c) => c.firstScanMs));
 

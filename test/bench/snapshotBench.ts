@@ -22,6 +22,8 @@ import { buildView } from '../../src/core/report/view';
 import { loadSnapshotsInWorker } from '../../src/core/snapshot/load';
 import { repoRoot, writeResult } from './benchKit';
 import { generateSnapshot, type GenStats } from './snapshotGen';
+import { itemAt } from '../../src/core/arrays';
+import { defined } from '../defined';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -101,8 +103,8 @@ function runPython(file: string): Record<string, number | string> | null {
   const code = 'import pickle,resource,sys,time\nt=time.perf_counter()\nwith open(sys.argv[1],"rb") as f: d=pickle.load(f)\ns=time.perf_counter()-t\nprint(s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, len(d["device_traces"][0]))';
   const r = spawnSync(py, ['-c', code, file], { encoding: 'utf8', maxBuffer: 1 << 20 });
   if (r.status !== 0) return { error: (r.stderr || 'failed').trim().split('\n').slice(-1)[0] ?? 'failed' };
-  const [s, rss, n] = r.stdout.trim().split(' ').map(Number);
-  return { load_s: s as number, max_rss_mb: Math.round(rss as number), entries: n as number };
+  const [s = NaN, rss = NaN, n = NaN] = r.stdout.trim().split(' ').map(Number);
+  return { load_s: s, max_rss_mb: Math.round(rss), entries: n };
 }
 
 async function child(variant: string, file: string): Promise<void> {
@@ -155,5 +157,5 @@ function parent(): void {
 }
 
 const ci = process.argv.indexOf('--child');
-if (ci >= 0) void child(process.argv[ci + 1] as string, arg('file') as string);
+if (ci >= 0) void child(itemAt(process.argv, ci + 1), defined(arg('file'), '--file'));
 else parent();

@@ -29,9 +29,11 @@ const untrusted = process.argv.includes('--untrusted');
 const artifacts = process.env['MEMBIT_E2E_ARTIFACTS_DIR'] ?? join(repo, 'test-artifacts', untrusted ? 'e2e-untrusted' : 'e2e');
 const NOISE = /^%c|ENOTFOUND|^\s+at |Creating a socket|connection token|AccountPolicyGate|AgentHost|Service Worker|builtin extensions cache|reconnection-grace-time|authentication provider/;
 
+function arg(name: string): string | undefined;
+function arg(name: string, def: string): string;
 function arg(name: string, def?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
+  return i >= 0 ? (process.argv[i + 1] ?? def) : def;
 }
 
 function fail(msg: string): never {
@@ -114,10 +116,10 @@ async function main(): Promise<void> {
   ] as const) {
     if (!existsSync(p)) fail(`${what} not found at ${p}: run scripts/setup-e2e.sh first`);
   }
-  const vsix = resolve(arg('vsix', join(repo, 'dist-vsix', 'membit.vsix')) as string);
+  const vsix = resolve(arg('vsix', join(repo, 'dist-vsix', 'membit.vsix')));
   if (!existsSync(vsix)) fail(`${vsix} not found: run npm run package first`);
   // Another suite on the same run() contract (e.g. the large-report benchmark) can be named.
-  const suite = resolve(arg('suite', join(repo, 'out', 'test', 'e2e', untrusted ? 'untrusted' : 'suite', 'index.js')) as string);
+  const suite = resolve(arg('suite', join(repo, 'out', 'test', 'e2e', untrusted ? 'untrusted' : 'suite', 'index.js')));
   if (!existsSync(suite)) fail(`${suite} not found: run node esbuild.mjs --tests first`);
 
   rmSync(artifacts, { recursive: true, force: true });
@@ -199,8 +201,8 @@ async function main(): Promise<void> {
     { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let serverLog = '';
-  server.stdout.on('data', (d) => (serverLog += d));
-  server.stderr.on('data', (d) => (serverLog += d));
+  server.stdout.on('data', (d: Buffer) => (serverLog += d.toString()));
+  server.stderr.on('data', (d: Buffer) => (serverLog += d.toString()));
   const cleanup = () => killGroup(server);
   process.on('exit', cleanup);
   process.on('SIGINT', () => process.exit(130));

@@ -18,10 +18,12 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { loadGpuBackend, SmiBackend, type GpuBackend, type GpuSample, type GpuSampler } from '../../src/native';
 import { runSmi } from '../../src/native/smi';
+import { itemAt } from '../../src/core/arrays';
+import { defined } from '../defined';
 
 const MIB = 1024 * 1024;
 const argv = process.argv.slice(2);
-const opt = (name: string, dflt: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1]! : dflt);
+const opt = (name: string, dflt: string) => (argv.includes(name) ? itemAt(argv, argv.indexOf(name) + 1) : dflt);
 const outDir = resolve(opt('--out', '.'));
 const python = opt('--python', 'python3');
 const windowMs = Number(opt('--window-ms', '8000'));
@@ -37,17 +39,17 @@ function save(): void {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)]!;
+  return s.length === 0 ? NaN : itemAt(s, Math.floor(s.length / 2));
 };
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))]!;
+  return s.length === 0 ? NaN : itemAt(s, Math.min(s.length - 1, Math.floor((s.length * p) / 100)));
 };
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 
 function intervals(samples: GpuSample[]): { count: number; medianMs: number; p99Ms: number } {
   const d: number[] = [];
-  for (let i = 1; i < samples.length; i++) d.push(samples[i]!.tMs - samples[i - 1]!.tMs);
+  for (let i = 1; i < samples.length; i++) d.push(itemAt(samples, i).tMs - itemAt(samples, i - 1).tMs);
   return { count: samples.length, medianMs: round(median(d)), p99Ms: round(pct(d, 99)) };
 }
 
@@ -139,7 +141,7 @@ function overheadChild(mode: string, pid: number): Promise<OverheadResult> {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let text = '';
-    child.stdout.on('data', (d) => (text += d));
+    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
     child.on('error', rej);
     child.on('close', (code) => {
       try {
@@ -213,7 +215,7 @@ async function main(): Promise<void> {
   results['nvmlCallCost'] = await new Promise((res) => {
     const p = spawn(python, [join(__dirname, '..', '..', 'test', 'gpu', 'nvml_call_cost.py')], { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
-    p.stdout.on('data', (d) => (text += d));
+    p.stdout.on('data', (d: Buffer) => (text += d.toString()));
     p.on('close', () => {
       try {
         res(JSON.parse(text));
@@ -230,7 +232,7 @@ async function main(): Promise<void> {
   const w = startWorkload();
   const ready = await w.next();
   results['workload'] = { torch: ready['torch'], cuda: ready['cuda'], device: ready['device'] };
-  const pid = w.child.pid!;
+  const pid = defined(w.child.pid, 'pid of the workload');
   const fast = record(addon, { intervalMs: 10, batchMs: 50, rootPid: pid });
   const slow = record(smi, { intervalMs: 100, batchMs: 100, pids: [pid] });
   await sleep(1500);

@@ -15,6 +15,7 @@ import { runFileName } from '../../src/core/run/history';
 import { uploadTrees, type RemoteInfo } from '../../src/core/run/remote';
 import { sshExec } from '../../src/core/run/ssh';
 import { createRun, type RunEvent, type RunOutcome, type RunRequest, type SshTarget } from '../../src/core/run/target';
+import { defined } from '../defined';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
@@ -312,7 +313,7 @@ test('upload: hostile file names arrive intact, only changed files are re-sent',
   const ssh = { host: 'membit-ok', configFile: sshConfig };
   const first = await uploadTrees(ssh, { python: PYTHON, workdir, trees: [tree] });
   assert.equal(first.sentFiles, Object.keys(names).length);
-  const remoteDir = first.dirs.get(tree.hash) as string;
+  const remoteDir = defined(first.dirs.get(tree.hash), 'remote folder of the tree');
   for (const [p, text] of Object.entries(names)) assert.equal(readFileSync(join(remoteDir, p), 'utf8'), text, p);
   assert.equal(existsSync(join(remoteDir, 'pwned')), false);
   assert.equal(existsSync(join(ws, 'pwned')), false);
@@ -324,7 +325,7 @@ test('upload: hostile file names arrive intact, only changed files are re-sent',
   const tree2 = { label: 'workspace', files: changed, hash: treeHash(changed) };
   const third = await uploadTrees(ssh, { python: PYTHON, workdir, trees: [tree2] });
   assert.equal(third.sentFiles, 1, 'only the edited file travels');
-  assert.equal(readFileSync(join(third.dirs.get(tree2.hash) as string, 'plain.py'), 'utf8'), 'print(2)\n');
+  assert.equal(readFileSync(join(defined(third.dirs.get(tree2.hash), 'remote folder of the second tree'), 'plain.py'), 'utf8'), 'print(2)\n');
   assert.deepEqual(readdirSync(join(workdir, 'incoming')), [], 'no upload leftovers');
 });
 

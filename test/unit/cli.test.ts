@@ -26,16 +26,17 @@ test('an unknown command names itself and the valid ones', async () => {
 });
 
 test('each subcommand has real --help text with its options', async () => {
-  for (const [cmd, flag] of [
+  const cases: [string, string][] = [
     ['scan', '--json'],
     ['convert', '--dropout'],
     ['report', '--markdown'],
     ['maxbatch', '--nproc-per-node'],
-  ]) {
+  ];
+  for (const [cmd, flag] of cases) {
     const io = capture();
-    assert.equal(await main([cmd as string, '--help'], io), 0, cmd);
+    assert.equal(await main([cmd, '--help'], io), 0, cmd);
     assert.match(io.stdout, new RegExp(`Usage: membit ${cmd}`));
-    assert.ok(io.stdout.includes(flag as string), `${cmd} --help lacks ${flag}`);
+    assert.ok(io.stdout.includes(flag), `${cmd} --help lacks ${flag}`);
   }
 });
 

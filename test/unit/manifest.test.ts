@@ -4,6 +4,7 @@ import { Commands } from '../../src/commands';
 import { DEFAULT_SETTINGS, flattenDefaults, readSettings } from '../../src/core/settings';
 
 import pkg from '../../package.json';
+import { itemAt } from '../../src/core/arrays';
 
 test('package.json contributes exactly the commands in src/commands.ts', () => {
   const contributed = pkg.contributes.commands.map((c: { command: string }) => c.command).sort();
@@ -36,7 +37,7 @@ test('the convert commands are in a Membit group of the context menu, for Python
       if (part === 'editorLangId == python') return true;
       const m = /^membit\.cursorSite =~ \/(.*)\/$/.exec(part);
       assert.ok(m, `unexpected clause ${part}`);
-      return new RegExp(m[1] as string).test(kinds);
+      return new RegExp(itemAt(m, 1)).test(kinds);
     });
   const expect: Record<string, [string, boolean][]> = {
     [Commands.convertToPackedDropout]: [['dropout', true], ['attn-dropout', true], ['dropout-call', true], ['ffn', false], ['fused-attn-dropout', false], ['', false]],

@@ -81,6 +81,7 @@ import { join, resolve } from 'node:path';
 import { main } from '../../src/core/cli/main';
 import type { MaxBatchDoc } from '../../src/core/run/maxBatch';
 import { capture } from './cliCapture';
+import { defined } from '../defined';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
@@ -110,7 +111,7 @@ test('membit maxbatch per world size: real torchrun probes under FSDP; two ranks
     const at = v.probes.find((p) => p.batch === v.largest);
     assert.ok(at?.fits && (at.peak ?? Infinity) <= limit, JSON.stringify(at));
     // The boundary was seen: one more does not fit, and by the limit, not by an error.
-    const over = v.probes.find((p) => p.batch === (v.largest as number) + 1);
+    const over = v.probes.find((p) => p.batch === defined(v.largest, 'largest batch') + 1);
     assert.ok(over && !over.fits && over.status === 'over_limit' && (over.peak ?? 0) > limit, JSON.stringify(v.probes));
   }
   const [one, two] = doc.variants;

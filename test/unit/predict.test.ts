@@ -15,6 +15,7 @@ import { predictArgv, readPrediction, relabelPredicted, statusLabel } from '../.
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
 import { capture } from './cliCapture';
+import { defined } from '../defined';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const GPT = join(REPO, 'samples', 'gpt_tiny.py');
@@ -44,7 +45,7 @@ async function predictedReport(): Promise<{ report: Report; text: string }> {
 
 test('membit predict writes a valid report marked predicted for the chosen GPU', { timeout: 300_000 }, async () => {
   const { report, text } = await predictedReport();
-  assert.deepEqual(validate(JSON.parse(text), REPORT_SCHEMA), []);
+  assert.deepEqual(validate(REPORT_SCHEMA, JSON.parse(text) as unknown), []);
   const p = readPrediction(report);
   assert.ok(p);
   assert.equal(p.gpuKey, 'A100-80GB');
@@ -76,7 +77,7 @@ test('status label: predicted, partial, searched and measured reports read diffe
   const measured = JSON.parse(text) as Report & { run: { prediction?: unknown } };
   delete measured.run.prediction;
   assert.equal(readPrediction(measured), undefined);
-  assert.equal(statusLabel(measured), `peak ${gib(measured.summary.peak_allocated as number)}`);
+  assert.equal(statusLabel(measured), `peak ${gib(defined(measured.summary.peak_allocated, 'peak'))}`);
 });
 
 test('predictArgv passes the script\'s arguments as argv entries, never through a shell', () => {

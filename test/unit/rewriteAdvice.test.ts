@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { rng } from './fuzzInputs';
 import { adviceMarkdown, applyEdits, applyLever, type Lever, type LeverResult, LEVERS, leversAt, revertAll } from '../../src/core/rewrite';
 import { FIXTURES, fixture, repoRoot } from './scanSupport';
+import { itemAt } from '../../src/core/arrays';
 
 function sample(name: string): string {
   return readFileSync(join(repoRoot(), 'samples', name), 'utf8');
@@ -523,12 +524,12 @@ test('fuzz: 1000 mutated inputs never throw, never fail internally, and their ed
   const r = rng(20261204);
   const pieces = ['(', ')', ':', '"""', "'", '\\', '\n    ', '\t', 'def ', 'for b in self.h:', '@', '[', '=', ',', '\r\n', 'att', ' @ v', '.backward()', '#', '\u0000'];
   for (let i = 0; i < 1000; i++) {
-    let t = sources[r(sources.length)] as string;
+    let t = itemAt(sources, r(sources.length));
     for (let j = 0, n = 1 + r(4); j < n; j++) {
       const at = r(t.length + 1);
       const op = r(4);
       if (op === 0) t = t.slice(0, at) + t.slice(at + r(80));
-      else if (op === 1) t = t.slice(0, at) + (pieces[r(pieces.length)] as string) + t.slice(at);
+      else if (op === 1) t = t.slice(0, at) + itemAt(pieces, r(pieces.length)) + t.slice(at);
       else if (op === 2) t = t.slice(0, at);
       else t = t.slice(0, at) + String.fromCharCode(...Array.from({ length: 1 + r(4) }, () => r(0x10000))) + t.slice(at);
     }

@@ -31,6 +31,8 @@ import { capture } from './cliCapture';
 import { reportFixture } from './reportFixtures';
 import { BERT_LARGE_SDPA } from '../../src/core/advice/measured';
 import { fixture, repoRoot, scanner } from './scanSupport';
+import { defined } from '../defined';
+import { itemAt } from '../../src/core/arrays';
 
 const sample = (name: string) => readFileSync(join(repoRoot(), 'samples', name), 'utf8');
 const report = (name: string) => JSON.parse(readFileSync(reportFixture(name), 'utf8')) as Report;
@@ -38,7 +40,7 @@ const kind = (r: ScanResult, k: string): Site[] => r.sites.filter((s) => s.kind 
 const one = (r: ScanResult, k: string): Site => {
   const all = kind(r, k);
   assert.equal(all.length, 1, `${k}: ${JSON.stringify(all.map((s) => s.range))}`);
-  return all[0] as Site;
+  return defined(all[0], `${k} site`);
 };
 /** 0-based line of the first line holding `needle`. */
 const lineOf = (text: string, needle: string) => {
@@ -129,7 +131,7 @@ test('samples/bert_mlm.py: attn_implementation=attn defaults to "eager" through 
   const r = s.scan(text, 'samples/bert_mlm.py');
   const built = lineOf(text, '_from_config(config, attn_implementation=attn)');
   const eager = one(r, 'eager-attn');
-  const col = (text.split('\n')[built] as string).indexOf('=attn)') + 1;
+  const col = itemAt(text.split('\n'), built).indexOf('=attn)') + 1;
   assert.deepEqual(eager.range, { startLine: built, startCol: col, endLine: built, endCol: col + 4 });
   assert.deepEqual(eager.attention, { form: 'hf-eager', setting: 'attn_implementation', valueText: 'attn', defaultLine: lineOf(text, 'ap.add_argument("--attn"') });
   assert.match(eager.message, /^Model built with eager attention/);
@@ -304,7 +306,7 @@ test('severity: Information for proposals that matter, Hint for what is not a pr
   const s = await scanner();
   const r = s.scan(sample('gpt_tiny.py'), 'g.py', { shapes: { batch: 8 } });
   const eager = one(r, 'eager-attn');
-  const saving = eager.advice?.savingBytes as number;
+  const saving = defined(eager.advice?.savingBytes, 'saving');
   assert.equal(siteSeverity(eager), 'information', 'no peak known: the proposal is shown');
   assert.equal(siteSeverity(eager, saving * 100), 'information', 'exactly 1% of the peak');
   assert.equal(siteSeverity(eager, saving * 100 + 100), 'hint', 'under 1% of the peak');
@@ -373,7 +375,7 @@ test('probeCapabilities runs the real module with the real torch, and explains f
   const kernelsDir = join(repoRoot(), 'kernels');
   const real = await probeCapabilities(torchPython(), { kernelsDir, timeoutMs: 120_000 });
   assert.equal(real.error, undefined);
-  const caps = real.capabilities as TorchCapabilities;
+  const caps = defined(real.capabilities, 'capabilities');
   assert.equal(caps.schema, 'membit.capabilities/1');
   assert.match(caps.torch, /^\d+\.\d+/);
   assert.equal(Object.keys(caps.features).length, 10);

@@ -7,6 +7,7 @@ import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
 import { collectFiles, type ScanJson } from '../../src/core/cli/scan';
 import { FIXTURES } from './scanSupport';
+import { itemAt } from '../../src/core/arrays';
 
 
 function workspace(): string {
@@ -76,7 +77,7 @@ test('membit scan prints a table by default, and names files it skipped', async 
     const io = capture(dir);
     assert.equal(await main(['scan', 'a.py', 'big.py', 'pkg', '--max-size-kb', '1'], io), 0, io.stderr);
     const lines = io.stdout.split('\n');
-    assert.match(lines[0] as string, /^LOCATION\s+KIND\s+CLASS\s+CALL\s+ESTIMATE$/);
+    assert.match(itemAt(lines, 0), /^LOCATION\s+KIND\s+CLASS\s+CALL\s+ESTIMATE$/);
     assert.match(io.stdout, /^a\.py:6:18\s+dropout\s+M\s+nn\.Dropout\(p=0\.1\)\s+dropout mask: shape unknown$/m);
     assert.match(io.stdout, /^pkg\/sub\/b\.py:2:5\s+dropout-call\s+-\s+F\.dropout\(p=0\.2\)/m);
     assert.match(io.stdout, /^2 sites in 2 files \(1 dropout, 1 dropout-call\)$/m);

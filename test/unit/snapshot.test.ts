@@ -20,6 +20,7 @@ import { loadSnapshotsInWorker } from '../../src/core/snapshot/load';
 import { workspaceMapper } from '../../src/core/snapshot/paths';
 import { PickleError, Unpickler, unpickle } from '../../src/core/snapshot/pickle';
 import { groupRunSets, rankOf } from '../../src/core/snapshot/runSet';
+import { defined } from '../defined';
 
 const repo = join(__dirname, '..', '..', '..');
 const dir = join(repo, 'test', 'fixtures', 'snapshots');
@@ -79,9 +80,9 @@ test('python stacks, plain pickle: timeline, peak, lines by the innermost worksp
   assert.equal(r.source.history, true);
   assert.ok(r.source.entries > 1000);
   assert.ok(r.timeline && r.timeline.t_ms.length === r.timeline.allocated.length && r.timeline.allocated.length > 100);
-  const peak = r.summary.peak_allocated as number;
+  const peak = defined(r.summary.peak_allocated, 'peak');
   assert.equal(Math.max(...r.timeline.allocated), peak);
-  assert.ok((r.summary.peak_reserved as number) >= peak);
+  assert.ok(defined(r.summary.peak_reserved, 'reserved peak') >= peak);
   // Every line maps onto a workspace file, and the lines never hold more than the peak.
   assert.ok(r.lines.length > 0);
   for (const l of r.lines) assert.ok(existsSync(join(repo, l.file)), l.file);
@@ -114,7 +115,7 @@ test('an OOM dump: the failure, what it asked for, and what held the memory', as
   const o = r.oom;
   assert.ok(o);
   assert.equal(o.requested_bytes, 256 * 2 ** 20);
-  assert.ok((o.device_free as number) > 0);
+  assert.ok(defined(o.device_free, 'device_free') > 0);
   assert.ok(o.top.length > 0 && o.lines.length > 0);
   assert.ok(o.lines.every((l) => l.file === 'samples/gpt_tiny.py'));
   assert.match(o.message, /tried to allocate 256 MiB/);
@@ -170,7 +171,7 @@ test('bad input gets a clear message: truncated, another pickle, a future protoc
 
 test('the reader takes plain data opcodes: ints of every width, floats, text, tuples', () => {
   const v = unpickle(makePickle());
-  assert.deepEqual(JSON.parse(JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x))), { a: [1, -2, 3.5, null, true, 'é', [1, 2]], big: `${2n ** 60n}n`, neg: -(2 ** 40) });
+  assert.deepEqual(JSON.parse(JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x))) as unknown, { a: [1, -2, 3.5, null, true, 'é', [1, 2]], big: `${2n ** 60n}n`, neg: -(2 ** 40) });
 });
 
 /** A protocol-2 pickle, opcode by opcode: {'a': [1, -2, 3.5, None, True, 'é', (1, 2)], 'big': 2**60, 'neg': -(2**40)}. */

@@ -15,6 +15,7 @@ import { classifySshFailure, RunError, sshArgv, type SshOptions } from '../../sr
 import { expandInclude, listSshHosts, newHostProblem, parseSshConfig, splitConfigLine, sshTargets } from '../../src/core/run/sshConfig';
 import { tarEnd, tarEntry } from '../../src/core/run/tar';
 import { createRun, sitesForRemote, type RunEvent } from '../../src/core/run/target';
+import { itemAt } from '../../src/core/arrays';
 
 /** Names that break naive quoting: spaces, quotes, expansions, globs, newlines, non-ASCII. */
 const HOSTILE = [
@@ -374,8 +375,8 @@ test('ProfileRun on the local target: states, progress, output, report', async (
   assert.equal(outcome.status, 'ok');
   assert.ok(outcome.report && existsSync(outcome.report));
   const argv = (JSON.parse(readFileSync(outcome.report, 'utf8')) as { run: { harness_argv: string[] } }).run.harness_argv;
-  assert.deepEqual(argv.slice(argv.indexOf('--find-max-batch')), ['--find-max-batch', '--max', '64', '--', argv[argv.length - 3] as string, '--lr', '1']);
-  assert.match(argv[argv.length - 3] as string, /t\.py$/);
+  assert.deepEqual(argv.slice(argv.indexOf('--find-max-batch')), ['--find-max-batch', '--max', '64', '--', itemAt(argv, argv.length - 3), '--lr', '1']);
+  assert.match(itemAt(argv, argv.length - 3), /t\.py$/);
   assert.deepEqual(events.flatMap((e) => (e.type === 'progress' ? [e.event.event] : [])), ['started', 'step', 'step', 'finished']);
   assert.ok(events.some((e) => e.type === 'output' && e.line === 'user output' && e.stream === 'stdout'));
 });

@@ -220,7 +220,7 @@ test('the run-set overlay crosses threads as JSON pieces and comes back equal', 
   assert.ok(report.lines.length > 1000 && report.modules.length > 0, `${report.lines.length} lines`);
   const pieces = overlayText(report);
   assert.ok(pieces.chunks.length >= 2, 'long lists are split');
-  assert.ok(pieces.chunks.every((c) => JSON.parse(c.text).length <= 1000));
+  assert.ok(pieces.chunks.every((c) => (JSON.parse(c.text) as unknown[]).length <= 1000));
   assert.deepEqual(await parseOverlay(pieces), JSON.parse(JSON.stringify(report)));
   await assert.rejects(parseOverlay({ head: '{"lines":3}', chunks: [{ key: 'lines', text: '[1]' }] }), /overlay's lines is not a list/);
 });

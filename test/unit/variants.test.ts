@@ -18,6 +18,7 @@ import { findSdpaOverlays, replacementName, writeOverlays } from '../../src/core
 import { createRun, type RunEvent } from '../../src/core/run/target';
 import { ADVISOR_LEVERS, ALL_ADVISOR_LEVERS, canonicalVariant, describeVariant, hasLever, LEVERS, parseVariant, VariantError, variantName } from '../../src/core/run/variants';
 import { reportFixture } from './reportFixtures';
+import { itemAt } from '../../src/core/arrays';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const GPT = join(REPO, 'samples', 'gpt_tiny.py');
@@ -87,7 +88,7 @@ test("the report schema's variant pattern accepts exactly the canonical names, a
 test('overlays become one argv entry each, whatever the file names hold', () => {
   const hostile = ["/w/a b/$(rm -rf ~)/x'y\"z.py", '/w/new\nline=odd.py', '/w/ünï;|&.py'];
   const overlays = hostile.map((orig, i) => ({ orig, replacement: `/tmp/ov dir/${replacementName(i, orig)}` }));
-  const argv = harnessArgv({ python: 'python3', script: hostile[0] as string, scriptArgs: ['--x', '$HOME'], out: '/o/r.json', variant: 'sdpa', overlays });
+  const argv = harnessArgv({ python: 'python3', script: itemAt(hostile, 0), scriptArgs: ['--x', '$HOME'], out: '/o/r.json', variant: 'sdpa', overlays });
   const at = argv.indexOf('--');
   assert.deepEqual(argv.slice(at), ['--', hostile[0], '--x', '$HOME']);
   const flags = argv.slice(0, at);

@@ -3,6 +3,7 @@ import * as vscode from 'vscode';
 import { InternalCommands } from '../../../src/commands';
 import type { ScanState } from '../../../src/vscode/scan';
 import { codeOf, hoverText, openSample, screenshot, waitFor } from './util';
+import { itemAt } from '../../../src/core/arrays';
 
 describe('static scan in the editor', () => {
   it('puts diagnostics with codes, end-of-line estimates and class CodeLenses on the GPT sample', async () => {
@@ -35,7 +36,7 @@ describe('static scan in the editor', () => {
     const state = await waitFor('scan state', () => vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, uri));
     const eagerHint = state.sites.find((s) => s.kind === 'eager-attn');
     assert.match(eagerHint?.hint ?? '', /^eager attention: ~?[\d.]+ \w+(\/sample)? probs\+mask → fused SDPA \((estimate @ .*L=\d+|measured)\)$/);
-    const eagerHover = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(softmax, text[softmax]!.indexOf('softmax') + 2));
+    const eagerHover = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(softmax, itemAt(text, softmax).indexOf('softmax') + 2));
     assert.match(hoverText(eagerHover), /fused attention \(F\.scaled_dot_product_attention\)/);
     const resid = state.sites.find((s) => s.line === lineOf(/self\.resid_dropout = nn\.Dropout/) + 1);
     assert.ok(resid, JSON.stringify(state.sites));
@@ -50,7 +51,7 @@ describe('static scan in the editor', () => {
     const attnClass = lineOf(/^class CausalSelfAttention/);
     assert.ok(lenses.some((l) => l.range.start.line === attnClass), `no lens on CausalSelfAttention: ${lenses.map((l) => `${l.range.start.line}:${l.command?.title}`).join(' | ')}`);
 
-    const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(lineOf(/self\.resid_dropout = nn\.Dropout/), text[lineOf(/self\.resid_dropout = nn\.Dropout/)]!.indexOf('nn.Dropout') + 3));
+    const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(lineOf(/self\.resid_dropout = nn\.Dropout/), itemAt(text, lineOf(/self\.resid_dropout = nn\.Dropout/)).indexOf('nn.Dropout') + 3));
     assert.match(hoverText(hovers), /packed/i);
 
     editor.revealRange(new vscode.Range(attnClass, 0, attnClass + 30, 0), vscode.TextEditorRevealType.AtTop);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import { Commands } from '../../../src/commands';
 import { openSample, screenshot, waitFor } from './util';
+import { itemAt } from '../../../src/core/arrays';
 
 describe('Convert to packed dropout from the editor', () => {
   it('rewrites the dropout under the cursor, adds the import once, and undo restores the file', async () => {
@@ -13,7 +14,7 @@ describe('Convert to packed dropout from the editor', () => {
     assert.ok(line > 0);
     // Wait until the scan marked the site, as a user would see it before right-clicking.
     await waitFor('the dropout diagnostic', () => vscode.languages.getDiagnostics(doc.uri).some((d) => d.source === 'Membit' && d.range.start.line === line));
-    const col = (lines[line] as string).indexOf('nn.Dropout');
+    const col = itemAt(lines, line).indexOf('nn.Dropout');
     editor.selection = new vscode.Selection(line, col + 4, line, col + 4);
     // The context-menu entry runs this command with no arguments: the cursor decides.
     await vscode.commands.executeCommand(Commands.convertToPackedDropout);

@@ -7,6 +7,7 @@ import { Commands, InternalCommands } from '../../../src/commands';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import type { RenderedSummary } from '../../../media/report/messages';
 import { EXTENSION_ID, openSample, profileSampleWithCli, screenshot, waitFor, webview, workspaceDir } from './util';
+import { defined } from '../../defined';
 
 /** 1-based numbers of the lines whose text matches. */
 function linesMatching(file: string, re: RegExp): number[] {
@@ -121,7 +122,7 @@ describe('measured memory in the editor', function () {
     execFileSync(
       process.execPath,
       [
-        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', process.env['MEMBIT_PYTHON'] as string, '--root', ws, '--variant', 'packed',
+        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', defined(process.env['MEMBIT_PYTHON'], 'MEMBIT_PYTHON'), '--root', ws, '--variant', 'packed',
         '--steps', '2', '--warmup', '1', '--out', packed, '--', join(ws, 'gpt_tiny.py'), '--steps', '5', '--batch-size', '4', '--seq-len', '64',
         '--n-layer', '2', '--n-embd', '64', '--n-head', '2', '--data-bytes', '200000', '--device', 'cpu',
       ],

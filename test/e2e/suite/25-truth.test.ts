@@ -18,6 +18,8 @@ import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import type { ScanState } from '../../../src/vscode/scan';
 import type { RenderedSummary } from '../../../media/report/messages';
 import { hoverText, openSample, screenshot, waitFor, webview, workspaceDir } from './util';
+import { itemAt } from '../../../src/core/arrays';
+import { defined } from '../../defined';
 
 const ARGS = ['--steps', '30', '--batch-size', '2', '--seq-len', '64', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000', '--device', 'cpu'];
 
@@ -132,14 +134,14 @@ describe('what the editor shows is true for the code on screen', function () {
       const s = await vscode.commands.executeCommand<ScanState | undefined>(InternalCommands.scanState, doc.uri);
       return s && (hintAt(s, attnCtor) ?? '').includes('(measured') && (hintAt(s, residCtor) ?? '').includes('(measured') ? s : undefined;
     }, 60_000);
-    const attnHint = hintAt(ready, attnCtor) as string;
-    const residHint = hintAt(ready, residCtor) as string;
+    const attnHint = defined(hintAt(ready, attnCtor), 'attention dropout hint');
+    const residHint = defined(hintAt(ready, residCtor), 'residual dropout hint');
     assert.notEqual(attnHint, residHint);
     // Convert the embedding dropout (self.drop): the edit adds `import membit.nn` above every class.
     const lines = original.split('\n');
     const drop = lines.findIndex((l) => l.includes('self.drop = nn.Dropout'));
     assert.ok(drop > 0);
-    editor.selection = new vscode.Selection(drop, (lines[drop] as string).indexOf('nn.Dropout') + 4, drop, (lines[drop] as string).indexOf('nn.Dropout') + 4);
+    editor.selection = new vscode.Selection(drop, itemAt(lines, drop).indexOf('nn.Dropout') + 4, drop, itemAt(lines, drop).indexOf('nn.Dropout') + 4);
     await waitFor('the dropout diagnostic', () => vscode.languages.getDiagnostics(doc.uri).some((d) => d.source === 'Membit' && d.range.start.line === drop));
     await vscode.commands.executeCommand(Commands.convertToPackedDropout);
     await waitFor('the import line', () => /^import membit\.nn\b/m.test(doc.getText()));

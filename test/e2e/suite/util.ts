@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
+import { itemAt } from '../../../src/core/arrays';
 
 export const EXTENSION_ID = 'membit.membit';
 
@@ -117,5 +118,5 @@ export function profileSampleWithCli(): string {
   const runs = join(ws, '.membit', 'runs');
   const files = readdirSync(runs).filter((f) => f.endsWith('.json'));
   assert.equal(files.length, 1, `expected one report in ${runs}`);
-  return join(runs, files[0] as string);
+  return join(runs, itemAt(files, 0));
 }
