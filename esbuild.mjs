@@ -66,6 +66,11 @@ const webBuilds = existsSync(join(root, 'media/report/main.ts'))
     }]
   : [];
 
+/**
+ * @param {string} dir
+ * @param {string[]} out
+ * @returns {string[]}
+ */
 function listTs(dir, out = []) {
   if (!existsSync(dir)) return out;
   for (const name of readdirSync(dir)) {

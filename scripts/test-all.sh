@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full test suite, from a fresh clone: installs what is missing, builds, packages,
-# then runs the type check, the unit tests (node:test), the integration tests (node:test
-# against real services started on this machine: sshd, SLURM), the Python tests (pytest on
-# real CPU or GPU PyTorch) and the end-to-end suite inside a real VS Code (code-server).
+# then runs the type check, the linters (ESLint, ruff), the unit tests (node:test), the
+# integration tests (node:test against real services started on this machine: sshd, SLURM),
+# the Python tests (pytest on real CPU or GPU PyTorch) and the end-to-end suite inside a real
+# VS Code (code-server).
 # Nothing is skipped for a missing tool: a missing tool is a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,11 @@ export MEMBIT_PYTHON="$PY"
 
 stage "type check"
 npm run --silent typecheck || failed_stages+=("typecheck")
+
+stage "lint (eslint)"
+# TypeScript and the build scripts: typescript-eslint's strict, type-checked rules, configured in
+# eslint.config.mjs (tsc itself runs in the type check stage above; `npm run lint` runs both).
+npm run --silent lint:eslint || failed_stages+=("eslint")
 
 stage "lint (ruff)"
 # Python: pyflakes and pycodestyle's correctness classes, configured in kernels/pyproject.toml.

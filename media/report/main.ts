@@ -85,7 +85,7 @@ const phasePlugin = (v: ReportView): Plugin<'line'> => ({
   id: 'membitPhases',
   beforeDatasetsDraw(chart) {
     const { ctx, chartArea, scales } = chart;
-    const x = scales.x;
+    const x = scales['x'];
     if (!x) return;
     const colors: Record<string, string> = { forward: 'rgba(55,148,255,0.10)', backward: 'rgba(209,134,22,0.12)', optimizer: 'rgba(137,209,133,0.14)' };
     ctx.save();
@@ -119,7 +119,7 @@ function renderSummary(v: ReportView): void {
   rendered.peakText = `peak ${formatBytes(v.peakBytes)}`;
   sec.append(
     el('p', { class: 'headline' }, `Peak ${formatBytes(v.peakBytes)}${cpu ? ' named by the harness' : ''}${v.timeline.peak ? ` at ${(v.timeline.peak.t_ms / 1000).toFixed(2)} s` : ''}${status}`),
-    el('p', { class: 'meta' }, `${v.run.script} · variant ${v.run.variant} · ${v.run.device?.name ?? 'unknown device'} · torch ${v.run.torch} · ${v.run.steps} steps · ${v.run.started}`),
+    el('p', { class: 'meta' }, `${v.run.script} · variant ${v.run.variant} · ${v.run.device.name} · torch ${v.run.torch} · ${v.run.steps} steps · ${v.run.started}`),
   );
   if (v.source) {
     renderSnapshotSummary(v, sec);
@@ -140,7 +140,7 @@ function renderSummary(v: ReportView): void {
     ['outside PyTorch (device used − reserved)', s.device_used_peak !== null && s.peak_reserved !== null ? Math.max(0, s.device_used_peak - s.peak_reserved) : null],
   ];
   if (cpu) sec.append(el('p', { class: 'meta' }, 'CPU run: PyTorch keeps no allocator record on CPU, so the peak is what the harness could name (parameters, gradients, optimizer state and tensors saved for backward).'));
-  sec.append(table('summary-table', ['at the peak', 'bytes'], cat.filter(([, b]) => b !== null).map(([k, b]) => [k, formatBytes(b as number)])));
+  sec.append(table('summary-table', ['at the peak', 'bytes'], cat.flatMap(([k, b]) => (b === null ? [] : [[k, formatBytes(b)]]))));
   if (s.step_time_s !== null) sec.append(el('p', { id: 'step-time' }, `Step time ${formatStepTime(stepStats(s.step_times_s), s.step_time_s)}${s.samples_per_s !== null ? ` · ${s.samples_per_s.toFixed(1)} samples/s` : ''}`));
 }
 
@@ -158,7 +158,7 @@ function renderSnapshotSummary(v: ReportView, sec: HTMLElement): void {
   const cat: [string, number | null][] = [['optimizer state (Adam/SGD state from _init_group)', s.optimizer_state_at_peak]];
   if (src.stacks === 'all') cat.push(['gradients (AccumulateGrad)', s.grads_at_peak]);
   cat.push(['unattributed', s.unattributed_at_peak], ['allocated (peak)', s.peak_allocated], ['reserved (peak)', s.peak_reserved]);
-  sec.append(table('summary-table', ['at the peak', 'bytes'], cat.filter(([, b]) => b !== null).map(([k, b]) => [k, formatBytes(b as number)])));
+  sec.append(table('summary-table', ['at the peak', 'bytes'], cat.flatMap(([k, b]) => (b === null ? [] : [[k, formatBytes(b)]]))));
   for (const n of v.run.notes) sec.append(el('p', { class: 'meta' }, n));
   const lines = el('section', { id: 'snapshot-lines' });
   lines.append(el('h3', {}, 'Lines whose allocations were live at the peak (innermost workspace frame)'));
@@ -231,8 +231,10 @@ function renderTimeline(v: ReportView): void {
       plugins: { legend: { labels: { color: p.fg } }, tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${formatBytes(Number(c.parsed.y))}` } } },
       onClick: (_e, els) => {
         const i = els[0]?.index;
-        if (i === undefined) return;
-        showHolders(v, holders, v.timeline.t_ms[i] as number, v.timeline.allocated[i] as number);
+        const t = i === undefined ? undefined : v.timeline.t_ms[i];
+        const bytes = i === undefined ? undefined : v.timeline.allocated[i];
+        if (t === undefined || bytes === undefined) return;
+        showHolders(v, holders, t, bytes);
       },
     },
     plugins: [phasePlugin(v)],
@@ -567,7 +569,12 @@ function render(msg: ShowMessage): void {
   for (const c of charts.splice(0)) c.destroy();
   rendered.charts = [];
   rendered.tables = {};
-  for (const k of ['layers', 'segments', 'sites', 'levers', 'focused', 'rankPick'] as const) delete rendered[k];
+  delete rendered.layers;
+  delete rendered.segments;
+  delete rendered.sites;
+  delete rendered.levers;
+  delete rendered.focused;
+  delete rendered.rankPick;
   document.getElementById('root')?.replaceChildren();
   const v = msg.views[0];
   shown = v;
@@ -596,11 +603,11 @@ function render(msg: ShowMessage): void {
 }
 
 window.addEventListener('message', (e: MessageEvent) => {
-  const msg = e.data as ToWebview;
-  if (msg && msg.type === 'show' && Array.isArray(msg.views)) {
+  const msg = e.data as ToWebview | null | undefined;
+  if (msg?.type === 'show' && Array.isArray(msg.views)) {
     vscode.setState({ uris: msg.uris });
     render(msg);
-  } else if (msg && msg.type === 'sites' && Array.isArray(msg.states) && shown) {
+  } else if (msg?.type === 'sites' && Array.isArray(msg.states) && shown) {
     fillSites(shown, msg.states);
     vscode.postMessage({ command: 'rendered', summary: rendered });
   }

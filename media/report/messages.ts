@@ -16,7 +16,7 @@ export interface SitesMessage {
   states: SiteState[];
 }
 
-export type ShowMessage = {
+export interface ShowMessage {
   type: 'show';
   views: ReportView[];
   comparison: Comparison | null;
@@ -31,7 +31,7 @@ export type ShowMessage = {
   levers?: LeverRow[];
   /** The section a command just added or asked for: the view scrolls to it. */
   focus?: string | null;
-};
+}
 
 export type FromWebview =
   | { command: 'ready' }
@@ -65,23 +65,23 @@ export interface RenderedSummary {
 export function parseFromWebview(m: unknown): FromWebview | undefined {
   if (!m || typeof m !== 'object') return undefined;
   const o = m as Record<string, unknown>;
-  const okLoc = typeof o.file === 'string' && o.file.length > 0 && o.file.length < 4096 && Number.isInteger(o.line) && (o.line as number) >= 1;
-  switch (o.command) {
+  const okLoc = typeof o['file'] === 'string' && o['file'].length > 0 && o['file'].length < 4096 && Number.isInteger(o['line']) && (o['line'] as number) >= 1;
+  switch (o['command']) {
     case 'ready':
       return { command: 'ready' };
     case 'open':
-      return okLoc ? { command: 'open', file: o.file as string, line: o.line as number } : undefined;
+      return okLoc ? { command: 'open', file: o['file'] as string, line: o['line'] as number } : undefined;
     case 'convert':
-      return okLoc && typeof o.kind === 'string' && (o.module === null || (typeof o.module === 'string' && o.module.length < 1000))
-        ? { command: 'convert', file: o.file as string, line: o.line as number, kind: o.kind, module: o.module as string | null }
+      return okLoc && typeof o['kind'] === 'string' && (o['module'] === null || (typeof o['module'] === 'string' && o['module'].length < 1000))
+        ? { command: 'convert', file: o['file'] as string, line: o['line'] as number, kind: o['kind'], module: o['module'] }
         : undefined;
     case 'pickRank':
-      return o.rank === null || (Number.isInteger(o.rank) && (o.rank as number) >= 0 && (o.rank as number) < 1_000_000) ? { command: 'pickRank', rank: o.rank as number | null } : undefined;
+      return o['rank'] === null || (Number.isInteger(o['rank']) && (o['rank'] as number) >= 0 && (o['rank'] as number) < 1_000_000) ? { command: 'pickRank', rank: o['rank'] as number | null } : undefined;
     case 'copy':
-      return typeof o.text === 'string' && o.text.length < 1_000_000 ? { command: 'copy', text: o.text } : undefined;
+      return typeof o['text'] === 'string' && o['text'].length < 1_000_000 ? { command: 'copy', text: o['text'] } : undefined;
     case 'rendered': {
-      const s = o.summary as RenderedSummary | undefined;
-      return s && Array.isArray(s.charts) && typeof s.peakText === 'string' && s.tables && typeof s.tables === 'object' ? { command: 'rendered', summary: s } : undefined;
+      const s = o['summary'] as { charts?: unknown; peakText?: unknown; tables?: unknown } | null | undefined;
+      return s && Array.isArray(s.charts) && typeof s.peakText === 'string' && s.tables && typeof s.tables === 'object' ? { command: 'rendered', summary: s as RenderedSummary } : undefined;
     }
     default:
       return undefined;

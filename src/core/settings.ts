@@ -117,7 +117,7 @@ export const DEFAULT_SETTINGS: MembitSettings = {
 /** Dotted setting keys (below `membit.`) and their defaults, flattened like package.json. */
 export function flattenDefaults(obj: object = DEFAULT_SETTINGS, prefix = ''): Map<string, unknown> {
   const out = new Map<string, unknown>();
-  for (const [k, v] of Object.entries(obj)) {
+  for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
     const key = prefix ? `${prefix}.${k}` : k;
     // Objects whose keys are free-form (shapes) or arrays are one setting each.
     if (v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length > 0) {

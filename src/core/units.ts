@@ -22,11 +22,11 @@ export function formatBytes(n: number): string {
     u++;
   }
   // Three significant digits; rounding 1023.6 KiB up would print "1024 KiB", so carry into the next unit.
-  let digits = u === 0 || v >= 100 ? 0 : v >= 10 ? 1 : 2;
+  const digits = u === 0 || v >= 100 ? 0 : v >= 10 ? 1 : 2;
   let rounded = Number(v.toFixed(digits));
   if (rounded >= 1024 && u < UNITS.length - 1) {
     u++;
-    rounded = Number((rounded / 1024).toFixed((digits = 2)));
+    rounded = Number((rounded / 1024).toFixed(2));
   }
   return `${sign}${rounded} ${UNITS[u]}`;
 }

@@ -15,12 +15,22 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
  * bidirectional overrides/isolates that reorder what is shown. Tab and newline are kept
  * by `terminalSafe`, mapped to spaces by the Markdown helpers.
  */
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- these patterns match control characters on purpose
 const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 function hex(c: string): string {
-  const n = c.codePointAt(0) as number;
+  const n = c.codePointAt(0) ?? 0;
   return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+}
+
+/**
+ * A value read from untrusted JSON, for a message: primitives as `String` writes them,
+ * objects and arrays as JSON instead of `[object Object]`.
+ */
+export function shown(v: unknown): string {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint' || v === undefined || v === null) return String(v);
+  return JSON.stringify(v);
 }
 
 /**
@@ -37,7 +47,7 @@ export function terminalSafe(s: string): string {
  * parses to exactly the same strings (JSON.stringify escapes C0 controls but not C1 or bidi).
  */
 export function jsonTerminalSafe(json: string): string {
-  return json.replace(CONTROLS, (c) => `\\u${(c.codePointAt(0) as number).toString(16).padStart(4, '0')}`);
+  return json.replace(CONTROLS, (c) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`);
 }
 
 /** One line of text: line breaks and tabs become spaces, other controls are escaped visibly. */

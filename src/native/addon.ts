@@ -25,7 +25,7 @@ export interface NvmlAddon {
   processesOn(gpuIndex: number): GpuProcess[];
   /** rootPid: also follow that process's descendants (the thread asks /proc about each GPU process once). */
   startSampler(
-    options: { intervalMs: number; batchMs?: number; pids?: number[]; rootPid?: number },
+    options: { intervalMs: number; batchMs?: number; pids?: number[]; rootPid?: number | undefined },
     callback: (batch: RawBatch) => void,
   ): { stop(): void; setPids(pids: number[]): void; readonly running: boolean };
 }
@@ -59,12 +59,17 @@ export class AddonBackend implements GpuBackend {
     readonly reason: string,
   ) {}
 
-  async listGpus(): Promise<GpuInfo[]> {
-    return this.addon.listGpus();
+  // The addon answers synchronously; a throw becomes a rejection, as the interface promises.
+  listGpus(): Promise<GpuInfo[]> {
+    return new Promise((resolve) => {
+      resolve(this.addon.listGpus());
+    });
   }
 
-  async processesOn(gpuIndex: number): Promise<GpuProcess[]> {
-    return this.addon.processesOn(gpuIndex);
+  processesOn(gpuIndex: number): Promise<GpuProcess[]> {
+    return new Promise((resolve) => {
+      resolve(this.addon.processesOn(gpuIndex));
+    });
   }
 
   startSampler(options: SamplerOptions, onSamples: SampleListener, onError?: SamplerErrorListener): GpuSampler {

@@ -49,19 +49,21 @@ export class NoGpuBackend implements GpuBackend {
 
   constructor(readonly reason: string) {}
 
-  async listGpus(): Promise<GpuInfo[]> {
-    return [];
+  listGpus(): Promise<GpuInfo[]> {
+    return Promise.resolve([]);
   }
 
-  async processesOn(gpuIndex: number): Promise<GpuProcess[]> {
-    throw new RangeError(`processesOn: no GPU ${gpuIndex} (${this.reason})`);
+  processesOn(gpuIndex: number): Promise<GpuProcess[]> {
+    return Promise.reject(new RangeError(`processesOn: no GPU ${gpuIndex} (${this.reason})`));
   }
 
   startSampler(): GpuSampler {
     throw new Error(`cannot sample GPU memory: ${this.reason}`);
   }
 
-  dispose(): void {}
+  dispose(): void {
+    // Without a GPU there is nothing to release.
+  }
 }
 
 export async function loadGpuBackend(options: LoadGpuBackendOptions = {}): Promise<LoadedGpuBackend> {

@@ -34,8 +34,9 @@ export function descendants(root: number, parents: ReadonlyMap<number, number>):
   }
   const out = [root];
   const seen = new Set(out);
-  for (let i = 0; i < out.length; i++) {
-    for (const child of (children.get(out[i]!) ?? []).sort((a, b) => a - b)) {
+  // `out` grows as children are found; for-of reaches the new entries too.
+  for (const pid of out) {
+    for (const child of (children.get(pid) ?? []).sort((a, b) => a - b)) {
       // A pid reused while /proc was being read could make a cycle; never loop.
       if (!seen.has(child)) {
         seen.add(child);

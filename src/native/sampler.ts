@@ -26,7 +26,7 @@ export interface RawSamplerOptions {
   intervalMs: number;
   batchMs: number;
   pids: number[];
-  rootPid?: number;
+  rootPid?: number | undefined;
 }
 
 export type RawSamplerFactory = (options: RawSamplerOptions, deliver: (b: RawBatch) => void) => RawSampler;
@@ -104,7 +104,7 @@ export class ManagedSampler implements GpuSampler {
         this.report(e);
       }
       const timer = setTimeout(() => this.finish(), STOP_TIMEOUT_MS);
-      timer.unref?.();
+      timer.unref();
       void this.done.then(() => clearTimeout(timer));
     }
     return this.done;

@@ -46,8 +46,7 @@ function lines(text: string): string[] {
 
 /** Bus ids appear as "00000000:41:00.0" and "0000:41:00.0": compare bus:device.function only. */
 function busKey(text: string): string | undefined {
-  const m = /([0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f])\b/i.exec(text);
-  return m ? m[1]!.toLowerCase() : undefined;
+  return /([0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f])\b/i.exec(text)?.[1]?.toLowerCase();
 }
 
 /**
@@ -63,7 +62,7 @@ export function parseGpuList(text: string, withComputeCap: boolean): GpuInfo[] {
     const raw = line.split(',');
     const parts = raw.map((p) => p.trim());
     const index = Number(parts[0]);
-    if (parts.length < 2 + tail || !/^\d+$/.test(parts[0]!)) {
+    if (parts.length < 2 + tail || !/^\d+$/.test(parts[0] ?? '')) {
       errors.push(line);
       continue;
     }
@@ -91,9 +90,11 @@ export function parseGpuList(text: string, withComputeCap: boolean): GpuInfo[] {
   }
   // Error lines stand for the GPUs whose rows are missing, in order.
   const present = new Set(gpus.map((g) => g.index));
-  for (let i = 0; errors.length > 0 && i < gpus.length + errors.length; i++) {
+  for (let i = 0; i < gpus.length + errors.length; i++) {
     if (present.has(i)) continue;
-    gpus.push({ index: i, name: '', uuid: '', totalBytes: 0, usedBytes: 0, freeBytes: 0, computeCapability: '', sparse24: false, error: errors.shift()! });
+    const error = errors.shift();
+    if (error === undefined) break;
+    gpus.push({ index: i, name: '', uuid: '', totalBytes: 0, usedBytes: 0, freeBytes: 0, computeCapability: '', sparse24: false, error });
   }
   return gpus.sort((a, b) => a.index - b.index);
 }
@@ -102,9 +103,9 @@ export function parseGpuList(text: string, withComputeCap: boolean): GpuInfo[] {
 export function parseProcessList(text: string): GpuProcess[] {
   const out: GpuProcess[] = [];
   for (const line of lines(text)) {
-    const m = /^(\d+)\s*,\s*(.+)$/.exec(line);
-    if (!m) continue; // "No running processes found" and the like
-    out.push({ pid: Number(m[1]), usedBytes: mibToBytes(m[2]!) ?? null });
+    const [, pid, used] = /^(\d+)\s*,\s*(.+)$/.exec(line) ?? [];
+    if (pid === undefined || used === undefined) continue; // "No running processes found" and the like
+    out.push({ pid: Number(pid), usedBytes: mibToBytes(used) ?? null });
   }
   return out;
 }
@@ -119,10 +120,10 @@ interface BusProcess {
 export function parseBusProcessList(text: string): BusProcess[] {
   const out: BusProcess[] = [];
   for (const line of lines(text)) {
-    const m = /^([^,]+),\s*(\d+)\s*,\s*(.+)$/.exec(line);
-    const bus = m ? busKey(m[1]!) : undefined;
-    if (!m || !bus) continue;
-    out.push({ bus, pid: Number(m[2]), usedBytes: mibToBytes(m[3]!) ?? null });
+    const [, busText, pid, used] = /^([^,]+),\s*(\d+)\s*,\s*(.+)$/.exec(line) ?? [];
+    const bus = busText === undefined ? undefined : busKey(busText);
+    if (!bus || pid === undefined || used === undefined) continue;
+    out.push({ bus, pid: Number(pid), usedBytes: mibToBytes(used) ?? null });
   }
   return out;
 }
@@ -179,7 +180,7 @@ export class SmiBackend implements GpuBackend {
       try {
         return parseGpuList(await runSmi(this.command, [`--query-gpu=${[...GPU_FIELDS, 'compute_cap'].join(',')}`, CSV]), true);
       } catch (e) {
-        if (!(e instanceof NvidiaSmiError) || !/compute_cap/.test(e.message)) throw e;
+        if (!(e instanceof NvidiaSmiError) || !e.message.includes('compute_cap')) throw e;
         this.computeCap = false;
       }
     }
@@ -283,14 +284,14 @@ class SmiLoopSampler implements RawSampler {
   }
 
   private onLine(line: string): void {
-    const m = /^(\d+)\s*,\s*([^,]*?)\s*,\s*(.*)$/.exec(line);
+    const [, indexText, busText, usedText] = /^(\d+)\s*,\s*([^,]*?)\s*,\s*(.*)$/.exec(line) ?? [];
     let reading: GpuReading | undefined;
-    if (m) {
-      const index = Number(m[1]);
-      const bus = busKey(m[2]!);
+    if (indexText !== undefined && busText !== undefined && usedText !== undefined) {
+      const index = Number(indexText);
+      const bus = busKey(busText);
       if (bus) this.busToIndex.set(bus, index);
-      const used = mibToBytes(m[3]!);
-      if (used === undefined) this.error(`GPU ${index}: memory.used: ${missing(m[3]!) ?? m[3]}`);
+      const used = mibToBytes(usedText);
+      if (used === undefined) this.error(`GPU ${index}: memory.used: ${missing(usedText) ?? usedText}`);
       reading = { index, usedBytes: used ?? null, pidUsedBytes: null };
     } else {
       const bus = busKey(line);
@@ -343,6 +344,7 @@ class SmiLoopSampler implements RawSampler {
     } finally {
       this.polling = false;
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await above
     if (this.stopping || this.closed) return;
     const wait = Math.max(0, Math.max(this.o.intervalMs, PROCESS_POLL_MIN_MS) - (Date.now() - started));
     this.pollTimer = setTimeout(() => void this.poll(), wait);

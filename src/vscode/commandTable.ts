@@ -121,7 +121,7 @@ export const TEST_HOOKS: Readonly<Record<string, CommandFactory>> = {
  * stays open. Returns the contributed commands it registered.
  */
 export function registerCommands(context: vscode.ExtensionContext, log: Log, features: Features): CommandId[] {
-  const tables = [COMMANDS, INTERNAL_COMMANDS, ...(process.env.MEMBIT_TEST_HOOKS === '1' ? [TEST_HOOKS] : [])];
+  const tables = [COMMANDS, INTERNAL_COMMANDS, ...(process.env['MEMBIT_TEST_HOOKS'] === '1' ? [TEST_HOOKS] : [])];
   for (const table of tables) {
     for (const [id, factory] of Object.entries(table)) {
       const built = factory.enabled(features);

@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
+import { itemAt } from '../../src/core/arrays';
 
 export function median(xs: readonly number[]): number {
   return percentile(xs, 0.5);
@@ -13,7 +14,7 @@ export function median(xs: readonly number[]): number {
 /** The value at fraction p of the sorted sample (0.5: the median, upper one for an even count). */
 export function percentile(xs: readonly number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))] as number;
+  return itemAt(s, Math.min(s.length - 1, Math.floor(s.length * p)));
 }
 
 /** The checkout the bundle was built from (out/test/bench is three levels below it). */

@@ -8,6 +8,7 @@
  */
 import fixture from '../fixtures/reports/gpt_tiny_cpu_baseline.json';
 import type { Holder, LineEntry, ModuleEntry, Phase, Report, SiteEntry, Timeline } from '../../src/core/report/types';
+import { itemAt } from '../../src/core/arrays';
 
 export interface LargeReportOptions {
   /** Target size of the JSON text in bytes; the result lands within about 1%. */
@@ -56,11 +57,11 @@ function lineEntry(r: () => number, i: number): LineEntry {
   const real = i < GPT_LINES.length;
   const inGpt = real || i % 4 === 0;
   const file = inGpt ? GPT_FILE : `models/layers_${String(i % 97).padStart(2, '0')}.py`;
-  const line = real ? (GPT_LINES[i] as number) : inGpt ? 1 + (i % GPT_MAX_LINE) : 1 + Math.floor(r() * 5000);
+  const line = real ? itemAt(GPT_LINES, i) : inGpt ? 1 + (i % GPT_MAX_LINE) : 1 + Math.floor(r() * 5000);
   const saved = real ? Math.round((2.5 - i * 0.15) * GiB) : Math.floor(r() * 4 * 1024 * 1024) * 4;
   const mask = i % 3 === 0 ? Math.floor(saved / 8) : 0;
   const nOps = 1 + (i % 3);
-  const ops = Array.from({ length: nOps }, (_, k) => ({ op: OPS[(i + k) % OPS.length] as string, bytes: Math.floor(saved / nOps), count: 1 + ((i + k) % 7) }));
+  const ops = Array.from({ length: nOps }, (_, k) => ({ op: itemAt(OPS, (i + k) % OPS.length), bytes: Math.floor(saved / nOps), count: 1 + ((i + k) % 7) }));
   return {
     file,
     line,
@@ -76,7 +77,7 @@ function lineEntry(r: () => number, i: number): LineEntry {
 
 function moduleEntry(r: () => number, i: number): ModuleEntry {
   const layer = Math.floor(i / 8);
-  const type = MODULE_TYPES[i % MODULE_TYPES.length] as string;
+  const type = itemAt(MODULE_TYPES, i % MODULE_TYPES.length);
   const params = Math.floor(r() * 64 * 1024 * 1024) * 2;
   const saved = Math.floor(r() * 32 * 1024 * 1024) * 4;
   return {
@@ -97,7 +98,7 @@ function moduleEntry(r: () => number, i: number): ModuleEntry {
 function siteEntry(r: () => number, i: number): SiteEntry {
   const elements = Math.floor(r() * 16 * 1024 * 1024);
   return {
-    kind: SITE_KINDS[i % SITE_KINDS.length] as SiteEntry['kind'],
+    kind: itemAt(SITE_KINDS, i % SITE_KINDS.length),
     file: GPT_FILE,
     line: 1 + ((i * 17) % GPT_MAX_LINE),
     module: i % 7 === 0 ? null : `h.${i % 48}.attn.attn_dropout`,
@@ -148,7 +149,7 @@ function timeline(r: () => number, points: number, base: number, activations: nu
 }
 
 function holder(i: number, bytes: number): Holder {
-  const line = GPT_LINES[i % GPT_LINES.length] as number;
+  const line = itemAt(GPT_LINES, i % GPT_LINES.length);
   return {
     bytes,
     category: i % 3 === 0 ? 'mask' : 'activation',
@@ -207,8 +208,8 @@ export function generateLargeReport(opts: LargeReportOptions = {}): LargeReport 
     notes: ['generated: a large synthetic report for the benchmarks'],
   };
   const build = (tl: Timeline | null): Report => {
-    const peakAllocated = tl && tl.allocated.length ? Math.max(...chunkMax(tl.allocated)) : base + activations;
-    const peakReserved = tl && tl.reserved.length ? (tl.reserved[tl.reserved.length - 1] as number) : peakAllocated;
+    const peakAllocated = tl?.allocated.length ? Math.max(...chunkMax(tl.allocated)) : base + activations;
+    const peakReserved = tl?.reserved.length ? itemAt(tl.reserved, tl.reserved.length - 1) : peakAllocated;
     const atPeak = { params, buffers: 32 * 1024 * 1024, grads: 0, opt: optimizerState, act: activations, masks: Math.floor(activations / 10) };
     const tracked = atPeak.params + atPeak.buffers + atPeak.grads + atPeak.opt + atPeak.act + atPeak.masks;
     return {

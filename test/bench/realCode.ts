@@ -59,7 +59,7 @@ function rewrite(s: Scanner, text: string, file: string, r: Rewrite): { text: st
 }
 
 async function main(): Promise<number> {
-  const dir = process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : process.env.MEMBIT_REALCODE_DIR;
+  const dir = process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : process.env['MEMBIT_REALCODE_DIR'];
   const labels = JSON.parse(readFileSync(join(repoRoot(), 'test', 'realcode', 'labels.json'), 'utf8')) as { labelled: string; files: LabelledFile[] };
   if (!dir) {
     console.log(`realCode: skipped: no folder of real model files given (pass DIR or set MEMBIT_REALCODE_DIR); test/realcode/labels.json names the ${labels.files.length} files and where each comes from`);
@@ -108,7 +108,7 @@ async function main(): Promise<number> {
       }
     }
   }
-  const python = arg('--python') ?? process.env.MEMBIT_PYTHON ?? join(repoRoot(), '.venv', 'bin', 'python');
+  const python = arg('--python') ?? process.env['MEMBIT_PYTHON'] ?? join(repoRoot(), '.venv', 'bin', 'python');
   const estimates = estimateCoverage(s, dir, labels.files, python);
   const pct = (a: number, b: number) => (b === 0 ? '-' : (a / b).toFixed(2));
   console.log(`real code: ${labels.files.length} files, labelled ${labels.labelled}\n| kind | labelled | found | false positives | missed | precision | recall |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |`);
@@ -172,7 +172,7 @@ function estimateCoverage(s: Scanner, dir: string, files: readonly LabelledFile[
     const sites = s.scan(text, f.name, relatedDir ? { relatedDir } : {}).sites.filter((x) => KINDS.includes(x.kind));
     return { sites: sites.length, figured: sites.filter((x) => x.estimate.source !== 'unknown').length };
   };
-  const hf = files.filter((f) => /^transformers==/.test(f.repo));
+  const hf = files.filter((f) => f.repo.startsWith('transformers=='));
   const lines = ['estimates: sites found with a figure (estimate source other than "unknown")', '| files | sites | with a figure, file alone | with the config class next to it |', '| --- | ---: | ---: | ---: |'];
   const alone = files.map((f) => count(f));
   const sum = (xs: { sites: number; figured: number }[], k: 'sites' | 'figured') => xs.reduce((a, x) => a + x[k], 0);
@@ -193,7 +193,7 @@ function estimateCoverage(s: Scanner, dir: string, files: readonly LabelledFile[
 
 main().then(
   (code) => process.exit(code),
-  (e) => {
+  (e: unknown) => {
     console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
     process.exit(1);
   },

@@ -26,10 +26,12 @@ import { RUNSET_SCHEMA, type RunSetDoc } from '../../src/core/run/torchrun';
 import { RunSetClient, yieldToLoop } from '../../src/vscode/report/runSetProtocol';
 import { repoRoot, writeResult } from './benchKit';
 import { generateLargeReport, MB } from './largeReport';
+import { itemAt } from '../../src/core/arrays';
+import { defined } from '../defined';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? (process.argv[i + 1] as string) : def;
+  return i >= 0 ? itemAt(process.argv, i + 1) : def;
 }
 
 /** Writes N rank reports (a few distinct generated reports, each rank's identity set) and the run-set file. */
@@ -38,7 +40,7 @@ function writeRunSet(dir: string, ranks: number, mb: number): string {
   const bases = Array.from({ length: distinct }, (_, i) => generateLargeReport({ targetBytes: mb * MB, seed: 11 + i }).report);
   mkdirSync(join(dir, 'bench.ranks'), { recursive: true });
   for (let r = 0; r < ranks; r++) {
-    const base = bases[r % distinct] as Report;
+    const base = itemAt(bases, r % distinct);
     const rep: Report = {
       ...base,
       run: {
@@ -72,20 +74,20 @@ async function child(variant: string, file: string): Promise<void> {
     if (stall > 50) stalls.push([Math.round(now - t0), Math.round(stall)]);
     last = now;
   }, 10);
-  let lines = 0;
+  let lines: number;
   if (variant === 'main-thread') {
     const set = loadRunSet(file, (p) => readFileSync(p, 'utf8'), REPORT_SCHEMA);
     runSetInfo(set);
-    const merged = overlayReport(set) as Report;
+    const merged = defined(overlayReport(set), 'merged report');
     lines = indexReport(merged).report.lines.length;
   } else {
     const client = new RunSetClient(join(repoRoot(), 'dist', 'runSetWorker.js'));
     const { overlay } = await client.load(file);
-    marks.loaded = Math.round(performance.now() - t0);
+    marks['loaded'] = Math.round(performance.now() - t0);
     // As the store does: the parse and the index with the event loop served in between.
     await yieldToLoop();
-    lines = (await indexReportInTurns(overlay as Report)).report.lines.length;
-    marks.indexed = Math.round(performance.now() - t0);
+    lines = (await indexReportInTurns(defined(overlay, 'merged report'))).report.lines.length;
+    marks['indexed'] = Math.round(performance.now() - t0);
     client.dispose();
   }
   const firstOverlayMs = performance.now() - t0;
@@ -117,7 +119,7 @@ function main(): void {
       // beyond the files the OS has cached for both.
       const r = spawnSync(process.execPath, ['--max-old-space-size=16000', __filename, '--child', variant, file], { encoding: 'utf8', maxBuffer: 1 << 20 });
       if (r.status !== 0) throw new Error(`${variant} failed: ${r.stderr}`);
-      results.push(JSON.parse(r.stdout.trim().split('\n').pop() as string) as { variant: string; firstOverlayMs: number; maxStallMs: number; lines: number; rssMB: number });
+      results.push(JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { variant: string; firstOverlayMs: number; maxStallMs: number; lines: number; rssMB: number });
     }
     const worker = results.find((r) => r.variant === 'worker');
     const result = {
@@ -142,5 +144,5 @@ function main(): void {
 }
 
 const ci = process.argv.indexOf('--child');
-if (ci >= 0) void child(process.argv[ci + 1] as string, process.argv[ci + 2] as string);
+if (ci >= 0) void child(itemAt(process.argv, ci + 1), itemAt(process.argv, ci + 2));
 else main();

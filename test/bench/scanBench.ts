@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { createScanner } from '../../src/core/scan';
 import { machine, median, percentile, writeResult } from './benchKit';
 import { generate } from './scanGen';
+import { itemAt } from '../../src/core/arrays';
 
 async function cold(): Promise<void> {
   const t0 = performance.now();
@@ -44,7 +45,7 @@ async function measure(size: number): Promise<void> {
   let chunks = 0;
   const edits = 30;
   for (let e = 0; e < edits; e++) {
-    const at = targets[Math.floor(((e + 0.5) / edits) * targets.length)] as number;
+    const at = itemAt(targets, Math.floor(((e + 0.5) / edits) * targets.length));
     const edited = [...lines];
     edited[at] = `${edited[at]}  # edit ${e}`;
     const t0 = performance.now();
@@ -57,22 +58,37 @@ async function measure(size: number): Promise<void> {
   }
   doc.dispose();
   s.dispose();
-  process.stdout.write(
-    JSON.stringify({
-      lines: size,
-      bytes: Buffer.byteLength(text),
-      sites,
-      fullMs: Number(median(full).toFixed(1)),
-      fullMinMs: Number(Math.min(...full).toFixed(1)),
-      fullMsPer1kLines: Number(((median(full) / size) * 1000).toFixed(1)),
-      fullMinMsPer1kLines: Number(((Math.min(...full) / size) * 1000).toFixed(1)),
-      incrementalMs: Number(median(inc).toFixed(2)),
-      incrementalMinMs: Number(Math.min(...inc).toFixed(2)),
-      incrementalP95Ms: Number(percentile(inc, 0.95).toFixed(2)),
-      reusedChunks: reused,
-      chunks,
-    }),
-  );
+  const row: SizeRow = {
+    lines: size,
+    bytes: Buffer.byteLength(text),
+    sites,
+    fullMs: Number(median(full).toFixed(1)),
+    fullMinMs: Number(Math.min(...full).toFixed(1)),
+    fullMsPer1kLines: Number(((median(full) / size) * 1000).toFixed(1)),
+    fullMinMsPer1kLines: Number(((Math.min(...full) / size) * 1000).toFixed(1)),
+    incrementalMs: Number(median(inc).toFixed(2)),
+    incrementalMinMs: Number(Math.min(...inc).toFixed(2)),
+    incrementalP95Ms: Number(percentile(inc, 0.95).toFixed(2)),
+    reusedChunks: reused,
+    chunks,
+  };
+  process.stdout.write(JSON.stringify(row));
+}
+
+/** What one `--size N` process measures. */
+interface SizeRow {
+  lines: number;
+  bytes: number;
+  sites: number;
+  fullMs: number;
+  fullMinMs: number;
+  fullMsPer1kLines: number;
+  fullMinMsPer1kLines: number;
+  incrementalMs: number;
+  incrementalMinMs: number;
+  incrementalP95Ms: number;
+  reusedChunks: number;
+  chunks: number;
 }
 
 async function main(): Promise<void> {
@@ -82,17 +98,18 @@ async function main(): Promise<void> {
 
   // Cold start in fresh processes: WASM instantiation, grammar load, query compile.
   const colds: { initMs: number; firstScanMs: number }[] = [];
-  for (let i = 0; i < 5; i++) colds.push(JSON.parse(execFileSync(process.execPath, [__filename, '--cold'], { encoding: 'utf8' })));
+  for (let i = 0; i < 5; i++) colds.push(JSON.parse(execFileSync(process.execPath, [__filename, '--cold'], { encoding: 'utf8' })) as { initMs: number; firstScanMs: number });
   const coldInit = median(colds.map((c) => c.initMs));
   const coldFirst = median(colds.map((c) => c.firstScanMs));
 
-  const rows: Record<string, unknown>[] = [];
+  const rows: SizeRow[] = [];
   for (const size of [1000, 5000, 50000]) {
-    rows.push(JSON.parse(execFileSync(process.execPath, [__filename, '--size', String(size)], { encoding: 'utf8', maxBuffer: 1 << 20 })));
+    rows.push(JSON.parse(execFileSync(process.execPath, [__filename, '--size', String(size)], { encoding: 'utf8', maxBuffer: 1 << 20 })) as SizeRow);
   }
 
-  const five = rows.find((r) => r.lines === 5000) as { incrementalMs: number };
-  const worstPer1k = Math.max(...rows.map((r) => r.fullMsPer1kLines as number));
+  const five = rows.find((r) => r.lines === 5000);
+  if (!five) throw new Error('no row for 5000 lines');
+  const worstPer1k = Math.max(...rows.map((r) => r.fullMsPer1kLines));
   const result = {
     ...machine(),
     coldStart: { initMs: Number(coldInit.toFixed(1)), firstScanMs: Number(coldFirst.toFixed(1)), runs: colds.length },
@@ -103,7 +120,7 @@ async function main(): Promise<void> {
     },
   };
 
-  const pad = (v: unknown, n: number) => String(v).padStart(n);
+  const pad = (v: string | number, n: number) => String(v).padStart(n);
   console.log(`membit scanner benchmark — ${result.cpu}, ${result.cores} cores, node ${result.node}, load ${result.loadAverage.join(' ')}`);
   console.log(`cold start: ${result.coldStart.initMs} ms (WASM + grammar + queries), first scan of 200 lines ${result.coldStart.firstScanMs} ms (median of ${colds.length} processes)`);
   console.log('medians, with the best run in brackets');
@@ -119,7 +136,7 @@ async function main(): Promise<void> {
   console.log(`wrote ${writeResult(`scan-${result.date.slice(0, 10)}.json`, result)}`);
 }
 
-main().catch((e) => {
+main().catch((e: unknown) => {
   console.error(e);
   process.exitCode = 1;
 });

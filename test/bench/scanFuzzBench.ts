@@ -17,6 +17,8 @@ import { siteJson } from '../../src/core/cli/scan';
 import { createScanner, DEFAULT_BUDGET_MS, type Scanner } from '../../src/core/scan';
 import { mutate, rng } from '../unit/fuzzInputs';
 import { repoRoot, writeResult } from './benchKit';
+import { itemAt } from '../../src/core/arrays';
+import { defined } from '../defined';
 
 
 /** Pathological inputs by name; sizes reach the 2 MB default file limit where that is the point. */
@@ -83,9 +85,9 @@ function scanOne(s: Scanner, name: string, text: string): Row {
 async function child(): Promise<void> {
   const s = await createScanner();
   const rows: Row[] = [];
-  const kind = process.argv[3] as string;
+  const kind = itemAt(process.argv, 3);
   if (kind === 'path') {
-    const name = process.argv[4] as string;
+    const name = itemAt(process.argv, 4);
     const make = pathological()[name];
     if (!make) throw new Error(`unknown input ${name}`);
     rows.push(scanOne(s, name, make()));
@@ -97,7 +99,7 @@ async function child(): Promise<void> {
     for (const src of sources) s.scan(src, 'warm.py');
     for (let i = from; i < to; i++) {
       const r = rng(1_000_003 + i);
-      const src = sources[r(sources.length)] as string;
+      const src = itemAt(sources, r(sources.length));
       // Half whole fixtures, half windows of them.
       const start = i % 2 ? r(Math.max(1, src.length - 2000)) : 0;
       const text = mutate(i % 2 ? src.slice(start, start + 300 + r(3000)) : src, r, 6, 400);
@@ -131,7 +133,7 @@ async function main(): Promise<void> {
   for (const name of Object.keys(pathological())) {
     if (only && !only.includes(name)) continue;
     const r = run(['path', name]);
-    const row = { ...(r.rows[0] as Row), maxRssMB: r.maxRssMB };
+    const row = { ...defined(r.rows[0], `${name} row`), maxRssMB: r.maxRssMB };
     path.push(row);
     process.stderr.write(`${name.padEnd(26)} ${String(row.bytes).padStart(8)} B  ${String(row.ms).padStart(7)} ms  ${String(row.maxRssMB).padStart(6)} MB  out ${row.outputBytes} B  ${row.partial ?? ''}${row.error ? ` error: ${row.error}` : ''}\n`);
   }

@@ -22,6 +22,8 @@ import { buildView } from '../../src/core/report/view';
 import { loadSnapshotsInWorker } from '../../src/core/snapshot/load';
 import { repoRoot, writeResult } from './benchKit';
 import { generateSnapshot, type GenStats } from './snapshotGen';
+import { itemAt } from '../../src/core/arrays';
+import { defined } from '../defined';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -95,14 +97,14 @@ async function runMembit(file: string): Promise<Record<string, number | string>>
 }
 
 function runPython(file: string): Record<string, number | string> | null {
-  const py = process.env.MEMBIT_PYTHON ?? join(repoRoot(), '.venv', 'bin', 'python');
+  const py = process.env['MEMBIT_PYTHON'] ?? join(repoRoot(), '.venv', 'bin', 'python');
   if (!existsSync(py)) return null;
   // The baseline loads our own generated file; it is never used on untrusted input.
   const code = 'import pickle,resource,sys,time\nt=time.perf_counter()\nwith open(sys.argv[1],"rb") as f: d=pickle.load(f)\ns=time.perf_counter()-t\nprint(s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, len(d["device_traces"][0]))';
   const r = spawnSync(py, ['-c', code, file], { encoding: 'utf8', maxBuffer: 1 << 20 });
   if (r.status !== 0) return { error: (r.stderr || 'failed').trim().split('\n').slice(-1)[0] ?? 'failed' };
-  const [s, rss, n] = r.stdout.trim().split(' ').map(Number);
-  return { load_s: s as number, max_rss_mb: Math.round(rss as number), entries: n as number };
+  const [s = NaN, rss = NaN, n = NaN] = r.stdout.trim().split(' ').map(Number);
+  return { load_s: s, max_rss_mb: Math.round(rss), entries: n };
 }
 
 async function child(variant: string, file: string): Promise<void> {
@@ -110,7 +112,7 @@ async function child(variant: string, file: string): Promise<void> {
   process.stdout.write(`@@result ${JSON.stringify(out)}\n`);
 }
 
-async function parent(): Promise<void> {
+function parent(): void {
   const entries = Number(arg('entries') ?? 1_000_000);
   const dir = join(tmpdir(), 'membit-snapbench');
   mkdirSync(dir, { recursive: true });
@@ -137,7 +139,7 @@ async function parent(): Promise<void> {
   } catch {
     // not a checkout
   }
-  const py = process.env.MEMBIT_PYTHON ?? join(repoRoot(), '.venv', 'bin', 'python');
+  const py = process.env['MEMBIT_PYTHON'] ?? join(repoRoot(), '.venv', 'bin', 'python');
   const record = {
     date: new Date().toISOString(),
     commit,
@@ -148,12 +150,12 @@ async function parent(): Promise<void> {
     results,
   };
   console.log(JSON.stringify(record, null, 2));
-  const m = results.membit as Record<string, number> | undefined;
-  if (m && m.peak_allocated !== undefined && m.peak_allocated !== gen.peak) console.log(`WARNING: peak ${m.peak_allocated} differs from the generator's ${gen.peak}`);
+  const m = results['membit'] as Record<string, number> | undefined;
+  if (m?.['peak_allocated'] !== undefined && m['peak_allocated'] !== gen.peak) console.log(`WARNING: peak ${m['peak_allocated']} differs from the generator's ${gen.peak}`);
   const tag = variants.length === 1 ? '-membit-only' : '';
   writeResult(`snapshot-${entries}${tag}-${record.date.slice(0, 10)}.json`, record);
 }
 
 const ci = process.argv.indexOf('--child');
-if (ci >= 0) void child(process.argv[ci + 1] as string, arg('file') as string);
-else void parent();
+if (ci >= 0) void child(itemAt(process.argv, ci + 1), defined(arg('file'), '--file'));
+else parent();

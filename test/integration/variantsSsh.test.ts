@@ -15,7 +15,7 @@ import { createRun, type RunEvent } from '../../src/core/run/target';
 import { freePort, sshdPath } from './sshdSupport';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const GPT_ARGS = ['--steps', '5', '--batch-size', '2', '--seq-len', '32', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '100000', '--device', 'cpu'];
 
 let dir = '';
@@ -44,9 +44,15 @@ before(async () => {
     const t = setTimeout(() => res(false), 10_000);
     sshd?.stderr?.setEncoding('utf8').on('data', (d: string) => {
       log += d;
-      if (/Server listening on/.test(log)) (clearTimeout(t), res(true));
+      if (log.includes('Server listening on')) {
+        clearTimeout(t);
+        res(true);
+      }
     });
-    sshd?.once('exit', () => (clearTimeout(t), res(false)));
+    sshd?.once('exit', () => {
+      clearTimeout(t);
+      res(false);
+    });
   });
   assert.ok(up, `sshd did not start:\n${log}`);
   writeFileSync(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${readFileSync(join(dir, 'host_ed25519.pub'), 'utf8')}`);
@@ -88,9 +94,9 @@ test('an SSH sdpa run uploads the rewrite as its own tree and runs it under the 
   assert.equal(report.run.target.kind, 'ssh');
   assert.match(report.run.levers?.[0]?.how ?? '', /^eager attention rewritten to scaled_dot_product_attention in src dir\/gpt tiny\.py \(--overlay\); 2 scaled_dot_product_attention call\(s\) in the first forward$/);
   assert.equal(report.run.overlays?.[0]?.file, 'src dir/gpt tiny.py');
-  assert.equal(report.run.overlays?.[0]?.used, true);
+  assert.equal(report.run.overlays[0].used, true);
   // The replacement ran from the target's upload cache: its own tree beside the workspace's and the package's.
-  const replacement = report.run.overlays?.[0]?.replacement ?? '';
+  const replacement = report.run.overlays[0].replacement;
   assert.ok(replacement.startsWith(join(workdir, 'trees')), replacement);
   assert.equal(readFileSync(replacement, 'utf8').includes('F.scaled_dot_product_attention('), true);
   assert.equal(readdirSync(join(workdir, 'trees')).filter((n) => !n.endsWith('.json')).length, 3);

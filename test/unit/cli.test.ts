@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { parseArgs, UsageError } from '../../src/core/cli/args';
 import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
+import pkg from '../../package.json';
 
 
 test('top-level --help lists every subcommand and exits 0', async () => {
@@ -25,16 +26,17 @@ test('an unknown command names itself and the valid ones', async () => {
 });
 
 test('each subcommand has real --help text with its options', async () => {
-  for (const [cmd, flag] of [
+  const cases: [string, string][] = [
     ['scan', '--json'],
     ['convert', '--dropout'],
     ['report', '--markdown'],
     ['maxbatch', '--nproc-per-node'],
-  ]) {
+  ];
+  for (const [cmd, flag] of cases) {
     const io = capture();
-    assert.equal(await main([cmd as string, '--help'], io), 0, cmd);
+    assert.equal(await main([cmd, '--help'], io), 0, cmd);
     assert.match(io.stdout, new RegExp(`Usage: membit ${cmd}`));
-    assert.ok(io.stdout.includes(flag as string), `${cmd} --help lacks ${flag}`);
+    assert.ok(io.stdout.includes(flag), `${cmd} --help lacks ${flag}`);
   }
 });
 
@@ -53,7 +55,7 @@ test('a bad choice names the allowed values', async () => {
 test('--version prints the package version', async () => {
   const io = capture();
   assert.equal(await main(['--version'], io), 0);
-  assert.equal(io.stdout.trim(), require('../../package.json').version);
+  assert.equal(io.stdout.trim(), pkg.version);
 });
 
 test('parseArgs: values, =values, repeats, and everything after -- untouched', () => {

@@ -6,10 +6,8 @@ import type * as vscode from 'vscode';
 import { Commands, InternalCommands } from '../../src/commands';
 import { COMMANDS, INTERNAL_COMMANDS, registerCommands, RUNS_CODE, TEST_HOOKS, UNTRUSTED, type Features } from '../../src/vscode/commandTable';
 import type { Log } from '../../src/vscode/log';
+import pkg from '../../package.json';
 
-const pkg = require('../../package.json') as {
-  contributes: { commands: { command: string; enablement?: string }[]; menus: Record<string, { command: string }[]> };
-};
 const contributed = pkg.contributes.commands.map((c) => c.command);
 
 /**
@@ -34,11 +32,11 @@ function recordingFeatures(calls: string[], throws = false): Features {
  * Runs the registration as activate() does, in a workspace trusted or not, with MEMBIT_TEST_HOOKS
  * set to `hooks` (undefined: unset).
  */
-function activateWith(opts: { trusted: boolean; hooks?: string; throws?: boolean }) {
+function activateWith(opts: { trusted: boolean; hooks?: string | undefined; throws?: boolean }) {
   fake.reset();
   fake.trusted = opts.trusted;
-  if (opts.hooks === undefined) delete process.env.MEMBIT_TEST_HOOKS;
-  else process.env.MEMBIT_TEST_HOOKS = opts.hooks;
+  if (opts.hooks === undefined) delete process.env['MEMBIT_TEST_HOOKS'];
+  else process.env['MEMBIT_TEST_HOOKS'] = opts.hooks;
   const calls: string[] = [];
   const logged: string[] = [];
   const record = (m: string) => void logged.push(m);
@@ -54,7 +52,7 @@ function activateWith(opts: { trusted: boolean; hooks?: string; throws?: boolean
 }
 
 afterEach(() => {
-  delete process.env.MEMBIT_TEST_HOOKS;
+  delete process.env['MEMBIT_TEST_HOOKS'];
 });
 
 test('package.json contributes exactly the commands of the command table, and nothing internal', () => {
@@ -135,5 +133,10 @@ test('a command that fails shows the error and logs it; internal plumbing and te
   assert.ok(logged.some((m) => m.startsWith(`${Commands.convertAllInFile} failed: Error: boom`)), logged.join('\n'));
   // The hooks that read a feature (recentlyShown reads notify; scanState first wants a Uri).
   const reading = [InternalCommands.appliedOverlays, InternalCommands.reportViewRendered, InternalCommands.statusBar, InternalCommands.gpuBackend, InternalCommands.reloadReports];
-  for (const id of reading) await assert.rejects(async () => run(id), /boom/, id);
+  // As VS Code's executeCommand does, a handler's throw reaches its caller as a rejection.
+  const called = (id: string) =>
+    new Promise((resolve) => {
+      resolve(run(id));
+    });
+  for (const id of reading) await assert.rejects(called(id), /boom/, id);
 });

@@ -62,9 +62,12 @@ const api = {
       fake.registered.set(id, handler);
       return new Disposable(() => fake.registered.delete(id));
     },
-    async executeCommand(id: string, ...args: unknown[]): Promise<unknown> {
+    executeCommand(id: string, ...args: unknown[]): Promise<unknown> {
       fake.executed.push({ id, args });
-      return fake.registered.get(id)?.(...args);
+      // As VS Code does: the handler's throw comes back as a rejection.
+      return new Promise((resolve) => {
+        resolve(fake.registered.get(id)?.(...args));
+      });
     },
   },
   workspace: {

@@ -13,6 +13,7 @@ import { formatHint, formatHover, shapeHintsFromReport } from '../../src/core/sc
 import { formatBytes } from '../../src/core/units';
 import { scanner } from './scanSupport';
 import { repoRoot } from './nativeFakes';
+import { defined } from '../defined';
 
 const fixture = (name: string) => JSON.parse(readFileSync(join(repoRoot, 'test', 'fixtures', 'reports', name), 'utf8')) as Report;
 const sample = readFileSync(join(repoRoot, 'samples', 'gpt_tiny.py'), 'utf8');
@@ -38,8 +39,8 @@ test('freshness: the text that ran is current; any other text is edited; no hash
 test('remapShapeHints: construction-line figures move with the lines they were measured on', () => {
   const r = fixture('gpt_tiny_cpu_baseline.json');
   const hints = shapeHintsFromReport(r, 'gpt_tiny.py');
-  const attn = r.modules.find((m) => m.path === 'h.0.attn.attn_dropout')?.created_at?.line as number;
-  const resid = r.modules.find((m) => m.path === 'h.0.attn.resid_dropout')?.created_at?.line as number;
+  const attn = defined(r.modules.find((m) => m.path === 'h.0.attn.attn_dropout')?.created_at?.line, 'attn_dropout line');
+  const resid = defined(r.modules.find((m) => m.path === 'h.0.attn.resid_dropout')?.created_at?.line, 'resid_dropout line');
   assert.ok(hints.byLine.has(attn) && hints.byLine.has(resid));
   // One line inserted at the top (a conversion's import): every report line moves down one.
   const mapper = new LineMapper(Array.from({ length: 200 }, (_, i) => i));
@@ -73,7 +74,7 @@ test('scope: a construction line sums every layer built there, in the run device
   const hints = shapeHintsFromReport(r, 'gpt_tiny.py');
   const site = r.sites.find((s) => s.module === 'h.*.attn.attn_dropout');
   const built = r.modules.filter((m) => m.path.endsWith('.attn.attn_dropout'));
-  const line = built[0]?.created_at?.line as number;
+  const line = defined(built[0]?.created_at?.line, 'line');
   assert.ok(site && built.length === 2);
   // Both layers, with the elements of the site they ran as: not one layer's bytes.
   assert.deepEqual(hints.byLine.get(line), { elements: site.elements, maskBytes: site.mask_bytes, instances: 2, device: 'cpu' });

@@ -8,6 +8,7 @@ import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
 import { EstimateError, estimateFsdp } from '../../src/core/report/fsdpEstimate';
 import type { Report } from '../../src/core/report/types';
+import { itemAt } from '../../src/core/arrays';
 
 const dir = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'reports');
 const report = JSON.parse(readFileSync(join(dir, 'gpt_tiny_cpu_baseline.json'), 'utf8')) as Report;
@@ -26,7 +27,7 @@ test('per-rank FSDP estimate: shards divide by N, one block is the unit, the res
     assert.equal(r.perRank, r.params + r.grads + r.optimizerState + s.buffers + r.unshardedUnits + r.reduceScatter + r.activations + r.rest);
   }
   const per = est.rows.map((r) => r.perRank);
-  assert.ok(per[1] as number > (per[2] as number) && (per[2] as number) > (per[3] as number), 'more ranks, less per rank');
+  assert.ok(itemAt(per, 1) > itemAt(per, 2) && itemAt(per, 2) > itemAt(per, 3), 'more ranks, less per rank');
   assert.throws(() => estimateFsdp(report, [0]), EstimateError);
   const sharded = { ...report, summary: { ...report.summary, distributed: { fsdp_units: [{ module: 'h.0', params: 1, sharded_bytes: 1, unsharded_bytes: 2 }] } } } as unknown as Report;
   assert.throws(() => estimateFsdp(sharded, [2]), /already sharded/);

@@ -1,4 +1,5 @@
 /** Mutated inputs for the scanner's fuzz test and fuzz benchmark: one generator, two budgets. */
+import { itemAt } from '../../src/core/arrays';
 
 /** xorshift32: deterministic, so a failure reproduces from its seed. */
 export function rng(seed: number): (n: number) => number {
@@ -45,7 +46,7 @@ export function mutate(text: string, r: (n: number) => number, maxOps: number, m
         break;
       }
       default: // Python punctuation that breaks structure
-        t = t.slice(0, at) + ['(', ')', ':', '"""', "'", '\\', '\n    ', '\t', 'def ', 'class ', '@', '[', '=', ','][r(14)] + t.slice(at);
+        t = t.slice(0, at) + itemAt(['(', ')', ':', '"""', "'", '\\', '\n    ', '\t', 'def ', 'class ', '@', '[', '=', ','], r(14)) + t.slice(at);
     }
   }
   return t;

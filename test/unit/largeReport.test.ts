@@ -26,5 +26,5 @@ test('the large report is deterministic and its gpt_tiny.py lines get overlays a
   for (const line of gpt.keys()) assert.ok(line >= 1 && line <= 203, `line ${line} is outside gpt_tiny.py`);
   const view = buildView(a.report, 'large');
   assert.ok(view.timeline.allocated.length <= 2000 && view.timeline.peak);
-  assert.equal(view.timeline.peak?.bytes, a.report.summary.peak_allocated);
+  assert.equal(view.timeline.peak.bytes, a.report.summary.peak_allocated);
 });

@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import { Commands } from '../../src/commands';
 import { DEFAULT_SETTINGS, flattenDefaults, readSettings } from '../../src/core/settings';
 
-const pkg = require('../../package.json');
+import pkg from '../../package.json';
+import { itemAt } from '../../src/core/arrays';
 
 test('package.json contributes exactly the commands in src/commands.ts', () => {
   const contributed = pkg.contributes.commands.map((c: { command: string }) => c.command).sort();
@@ -36,7 +37,7 @@ test('the convert commands are in a Membit group of the context menu, for Python
       if (part === 'editorLangId == python') return true;
       const m = /^membit\.cursorSite =~ \/(.*)\/$/.exec(part);
       assert.ok(m, `unexpected clause ${part}`);
-      return new RegExp(m[1] as string).test(kinds);
+      return new RegExp(itemAt(m, 1)).test(kinds);
     });
   const expect: Record<string, [string, boolean][]> = {
     [Commands.convertToPackedDropout]: [['dropout', true], ['attn-dropout', true], ['dropout-call', true], ['ffn', false], ['fused-attn-dropout', false], ['', false]],
@@ -72,6 +73,6 @@ test('readSettings falls back to defaults for values of the wrong type', () => {
 test('every overlay colour has light, dark and high-contrast defaults', () => {
   for (const c of pkg.contributes.colors) {
     assert.match(c.id, /^membit\./);
-    for (const k of ['light', 'dark', 'highContrast']) assert.ok(c.defaults[k], `${c.id}.${k}`);
+    for (const k of ['light', 'dark', 'highContrast'] as const) assert.ok(c.defaults[k], `${c.id}.${k}`);
   }
 });

@@ -12,11 +12,11 @@ test('withBatch sets the flag where it is, in either spelling, or appends it', (
 /** A probe against a fixed capacity: memory grows linearly with the batch. */
 function capacity(cap: number, perSample: number, fail?: number) {
   const asked: number[] = [];
-  const probe = async (b: number): Promise<ProbeRow> => {
+  const probe = (b: number): Promise<ProbeRow> => {
     asked.push(b);
-    if (b === fail) return { batch: b, fits: false, status: 'error', peak: null, rank: 0, error: 'rank 0 error: ValueError: bad shape' };
+    if (b === fail) return Promise.resolve({ batch: b, fits: false, status: 'error', peak: null, rank: 0, error: 'rank 0 error: ValueError: bad shape' });
     const peak = 100 + b * perSample;
-    return { batch: b, fits: peak <= cap, status: peak <= cap ? 'ok' : 'over_limit', peak, rank: 0, error: null };
+    return Promise.resolve({ batch: b, fits: peak <= cap, status: peak <= cap ? 'ok' : 'over_limit', peak, rank: 0, error: null });
   };
   return { probe, asked };
 }
@@ -43,7 +43,15 @@ test('search: a probe that fails for another reason ends the search with its err
   assert.equal(r.largest, null);
   assert.match(r.error ?? '', /^batch 4: rank 0 error: ValueError: bad shape$/);
   let n = 0;
-  const c = await searchLargest(async (b) => (n++, { batch: b, fits: true, status: 'ok', peak: b, rank: 0, error: null }), 1, null, () => n >= 3);
+  const c = await searchLargest(
+    (b) => {
+      n++;
+      return Promise.resolve({ batch: b, fits: true, status: 'ok', peak: b, rank: 0, error: null });
+    },
+    1,
+    null,
+    () => n >= 3,
+  );
   assert.equal(c.status, 'cancelled');
   assert.equal(n, 3);
 });
@@ -73,9 +81,10 @@ import { join, resolve } from 'node:path';
 import { main } from '../../src/core/cli/main';
 import type { MaxBatchDoc } from '../../src/core/run/maxBatch';
 import { capture } from './cliCapture';
+import { defined } from '../defined';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 
 function workspace(): string {
   const ws = mkdtempSync(join(tmpdir(), 'membit-maxbatch-'));
@@ -102,7 +111,7 @@ test('membit maxbatch per world size: real torchrun probes under FSDP; two ranks
     const at = v.probes.find((p) => p.batch === v.largest);
     assert.ok(at?.fits && (at.peak ?? Infinity) <= limit, JSON.stringify(at));
     // The boundary was seen: one more does not fit, and by the limit, not by an error.
-    const over = v.probes.find((p) => p.batch === (v.largest as number) + 1);
+    const over = v.probes.find((p) => p.batch === defined(v.largest, 'largest batch') + 1);
     assert.ok(over && !over.fits && over.status === 'over_limit' && (over.peak ?? 0) > limit, JSON.stringify(v.probes));
   }
   const [one, two] = doc.variants;

@@ -10,6 +10,7 @@ import { before, test } from 'node:test';
 import { loadAddon, type NvmlAddon } from '../../src/native/addon';
 import type { RawBatch } from '../../src/native/sampler';
 import { addonBinary, buildFakeNvml, childWithGrandchild, GIB, MIB, Scenario, sleep, tempDir, twoGpus, waitFor } from './nativeFakes';
+import { itemAt } from '../../src/core/arrays';
 
 const dir = tempDir('native-addon');
 const scenario = new Scenario(dir, twoGpus());
@@ -44,12 +45,12 @@ test('no library is a clean state: no GPUs, and status says why', () => {
 });
 
 test('by default it opens libnvidia-ml.so.1, or $MEMBIT_NVML_LIB', () => {
-  delete process.env.MEMBIT_NVML_LIB;
+  delete process.env['MEMBIT_NVML_LIB'];
   const s = addon.init();
   assert.equal(s.library, 'libnvidia-ml.so.1');
   // This machine may or may not have a driver; without one the answer is exact.
   if (!s.available) assert.equal(s.reason, 'no NVML: libnvidia-ml.so.1 not found');
-  process.env.MEMBIT_NVML_LIB = fakeLib;
+  process.env['MEMBIT_NVML_LIB'] = fakeLib;
   try {
     const e = addon.init();
     assert.equal(e.library, fakeLib);
@@ -57,7 +58,7 @@ test('by default it opens libnvidia-ml.so.1, or $MEMBIT_NVML_LIB', () => {
     assert.equal(e.reason, 'NVML ready (driver 999.99.99-fake)');
     assert.equal(e.driverVersion, '999.99.99-fake');
   } finally {
-    delete process.env.MEMBIT_NVML_LIB;
+    delete process.env['MEMBIT_NVML_LIB'];
   }
 });
 
@@ -115,8 +116,9 @@ test('each GPU query that fails is named in the listed GPU\'s error', () => {
   for (const fn of ['nvmlDeviceGetName', 'nvmlDeviceGetUUID', 'nvmlDeviceGetMemoryInfo', 'nvmlDeviceGetCudaComputeCapability', 'nvmlDeviceGetHandleByIndex']) {
     scenario.write(twoGpus(`fail ${fn} 0 4`));
     const [g0, g1] = addon.listGpus();
-    assert.equal(g0!.error, `${fn}: Insufficient Permissions`);
-    assert.equal(g1!.error, undefined);
+    assert.ok(g0 && g1);
+    assert.equal(g0.error, `${fn}: Insufficient Permissions`);
+    assert.equal(g1.error, undefined);
   }
 });
 
@@ -127,10 +129,11 @@ test('an old driver: unversioned entry points, memory v1, no compute capability,
   assert.equal(s.available, true);
   assert.equal(s.driverVersion, null);
   const [g0] = addon.listGpus();
+  assert.ok(g0);
   // v1 counts the driver's reservation as used: everything that is not free.
-  assert.equal(g0!.usedBytes, (81559 - 79800) * MIB);
-  assert.equal(g0!.computeCapability, '');
-  assert.equal(g0!.sparse24, false);
+  assert.equal(g0.usedBytes, (81559 - 79800) * MIB);
+  assert.equal(g0.computeCapability, '');
+  assert.equal(g0.sparse24, false);
   assert.deepEqual(addon.processesOn(1), [{ pid: 4242, usedBytes: 100 * MIB }]);
   scenario.write(twoGpus('fail nvmlDeviceGetComputeRunningProcesses 0 15'));
   assert.throws(() => addon.processesOn(0), { message: 'nvmlDeviceGetComputeRunningProcesses(GPU 0): NVML_ERROR_GPU_IS_LOST' });
@@ -148,13 +151,13 @@ test('more processes than the first buffer holds are all listed', () => {
 test('arguments are checked and thrown as TypeError / RangeError', () => {
   addon.init(fakeLib);
   scenario.write(twoGpus());
-  const call = addon.processesOn as unknown as (...a: unknown[]) => unknown;
+  const call = addon.processesOn.bind(addon) as unknown as (...a: unknown[]) => unknown;
   assert.throws(() => call('0'), TypeError);
   assert.throws(() => call(), TypeError);
   assert.throws(() => addon.processesOn(-1), RangeError);
   assert.throws(() => addon.processesOn(1.5), RangeError);
   assert.throws(() => addon.processesOn(7), { name: 'RangeError', message: 'processesOn: no GPU 7 (2 GPUs)' });
-  const start = addon.startSampler as unknown as (...a: unknown[]) => unknown;
+  const start = addon.startSampler.bind(addon) as unknown as (...a: unknown[]) => unknown;
   assert.throws(() => start({ intervalMs: 10 }), TypeError);
   assert.throws(() => start({ intervalMs: 0 }, () => {}), RangeError);
   assert.throws(() => start({ intervalMs: 10, batchMs: 'x' }, () => {}), RangeError);
@@ -175,7 +178,12 @@ function rawSampler(o: { intervalMs: number; batchMs?: number; pids?: number[]; 
   const samples = () => batches.flatMap((b) => b.samples);
   const errors = () => batches.flatMap((b) => b.errors);
   const final = () => batches.some((b) => b.final);
-  return { s, batches, samples, errors, final };
+  const last = () => {
+    const l = samples().at(-1);
+    assert.ok(l, 'no sample yet');
+    return l;
+  };
+  return { s, batches, samples, errors, final, last };
 }
 
 test('the raw sampler: batches, a final batch after stop(), running false', async () => {
@@ -193,7 +201,7 @@ test('the raw sampler: batches, a final batch after stop(), running false', asyn
   await sleep(60);
   assert.equal(r.samples().length, n, 'nothing after the final batch');
   const t = r.samples().map((x) => x.tMs);
-  for (let i = 1; i < t.length; i++) assert.ok(t[i]! >= t[i - 1]!, 'time goes forward');
+  for (let i = 1; i < t.length; i++) assert.ok(itemAt(t, i) >= itemAt(t, i - 1), 'time goes forward');
   assert.deepEqual(r.errors(), []);
 });
 
@@ -202,13 +210,13 @@ test('memory the driver cannot attribute makes the pid figure null, and a failin
   scenario.write(twoGpus('proc 0 6000 na'));
   const r = rawSampler({ intervalMs: 5, batchMs: 20, pids: [6000] });
   await waitFor(() => r.samples().length >= 3, 4000, 'samples');
-  assert.equal(r.samples().at(-1)!.pidUsedBytes, null);
-  assert.equal(r.samples().at(-1)!.gpus[1]!.pidUsedBytes, 0);
+  assert.equal(r.last().pidUsedBytes, null);
+  assert.equal(itemAt(r.last().gpus, 1).pidUsedBytes, 0);
   scenario.write(twoGpus('fail nvmlDeviceGetComputeRunningProcesses 1 3'));
   await waitFor(() => r.errors().length > 0, 4000, 'the process query error');
   await sleep(400); // past the 250 ms re-read: still one report
   assert.deepEqual(r.errors(), ['GPU 1: nvmlDeviceGetComputeRunningProcesses: Not Supported']);
-  assert.equal(r.samples().at(-1)!.gpus[1]!.pidUsedBytes, null);
+  assert.equal(itemAt(r.last().gpus, 1).pidUsedBytes, null);
   r.s.stop();
   await waitFor(r.final, 2000, 'the final batch');
 });
@@ -221,11 +229,11 @@ test('rootPid: the thread follows a process tree by asking /proc about each GPU 
     scenario.write(twoGpus(`proc 0 ${child} ${64 * MIB}\nproc 1 ${grandchild} ${32 * MIB}\nproc 0 ${process.ppid} ${999 * MIB}`));
     const r = rawSampler({ intervalMs: 10, batchMs: 20, rootPid: process.pid });
     await waitFor(() => r.samples().some((x) => x.pidUsedBytes === 96 * MIB), 4000, 'child and grandchild');
-    const last = r.samples().at(-1)!;
+    const last = r.last();
     assert.deepEqual(last.gpus.map((g) => g.pidUsedBytes), [64 * MIB, 32 * MIB]);
     // Followed pids add to the tree.
     r.s.setPids([4343]);
-    await waitFor(() => r.samples().at(-1)!.pidUsedBytes === (96 + 256) * MIB, 4000, 'tree plus pid 4343');
+    await waitFor(() => r.last().pidUsedBytes === (96 + 256) * MIB, 4000, 'tree plus pid 4343');
     r.s.stop();
     await waitFor(r.final, 2000, 'the final batch');
     assert.deepEqual(r.errors(), []);
@@ -238,11 +246,11 @@ test('a lost GPU that comes back is read again', async () => {
   addon.init(fakeLib);
   scenario.write(twoGpus('lost 0'));
   const r = rawSampler({ intervalMs: 10, batchMs: 20 });
-  await waitFor(() => r.samples().some((x) => x.gpus[0]!.usedBytes === null && x.gpus[1]!.usedBytes === 300 * MIB), 4000, 'GPU 0 lost');
+  await waitFor(() => r.samples().some((x) => itemAt(x.gpus, 0).usedBytes === null && itemAt(x.gpus, 1).usedBytes === 300 * MIB), 4000, 'GPU 0 lost');
   assert.deepEqual(r.errors(), ['GPU 0: nvmlDeviceGetHandleByIndex: GPU is lost']);
   scenario.write(twoGpus());
   // Handles of lost GPUs are asked for again once a second.
-  await waitFor(() => r.samples().at(-1)!.gpus[0]!.usedBytes === 1200 * MIB, 3000, 'GPU 0 back');
+  await waitFor(() => itemAt(r.last().gpus, 0).usedBytes === 1200 * MIB, 3000, 'GPU 0 back');
   r.s.stop();
   await waitFor(r.final, 2000, 'the final batch');
 });
@@ -266,8 +274,9 @@ test('large byte counts stay exact', () => {
   addon.init(fakeLib);
   scenario.write(`gpu 0 ${1024 * GIB + 1} ${512 * GIB + 3} ${511 * GIB} 10 0 GPU-big Big GPU\n`);
   const [g] = addon.listGpus();
-  assert.equal(g!.totalBytes, 1024 * GIB + 1);
-  assert.equal(g!.usedBytes, 512 * GIB + 3);
-  assert.equal(g!.computeCapability, '10.0');
-  assert.equal(g!.sparse24, true);
+  assert.ok(g);
+  assert.equal(g.totalBytes, 1024 * GIB + 1);
+  assert.equal(g.usedBytes, 512 * GIB + 3);
+  assert.equal(g.computeCapability, '10.0');
+  assert.equal(g.sparse24, true);
 });

@@ -30,15 +30,15 @@ test('the addon where NVML answers', async () => {
 });
 
 test('nvidia-smi from PATH where the addon has no NVML, saying why', async () => {
-  const path = process.env.PATH;
-  process.env.PATH = `${dirname(fakeSmi)}${delimiter}${path}`;
+  const path = process.env['PATH'];
+  process.env['PATH'] = `${dirname(fakeSmi)}${delimiter}${path}`;
   try {
     const { backend, kind, reason } = await loadGpuBackend({ nvmlLibrary: missingLib });
     assert.equal(kind, 'nvidia-smi');
     assert.equal(reason, `nvidia-smi (no NVML: ${missingLib} not found)`);
-    assert.equal((await backend.listGpus())[0]!.name, 'NVIDIA H100 80GB HBM3');
+    assert.equal((await backend.listGpus())[0]?.name, 'NVIDIA H100 80GB HBM3');
   } finally {
-    process.env.PATH = path;
+    process.env['PATH'] = path;
   }
 });
 

@@ -24,7 +24,7 @@ test('descendants walks breadth-first from the root, and survives a cycle', () =
   assert.deepEqual(descendants(30, parents), [30, 31]);
 });
 
-test('pidTree reads a /proc-like folder; entries that vanish or are not pids are skipped', async () => {
+test('pidTree reads a /proc-like folder; entries that vanish or are not pids are skipped', () => {
   const proc = tempDir('proc');
   const stat = (pid: number, ppid: number, comm = 'python') => {
     mkdirSync(join(proc, String(pid)));

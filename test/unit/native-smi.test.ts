@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { NvidiaSmiError, parseBusProcessList, parseGpuList, parseProcessList, SmiBackend } from '../../src/native/smi';
 import type { GpuSample } from '../../src/native/types';
 import { installFakeSmi, MIB, Scenario, tempDir, twoGpus, waitFor } from './nativeFakes';
+import { itemAt } from '../../src/core/arrays';
 
 const dir = tempDir('native-smi');
 const scenario = new Scenario(dir, twoGpus());
@@ -22,12 +23,12 @@ test('parseGpuList: rows, a name with a comma, missing values and an unopenable 
     index: 0, name: 'NVIDIA H100 80GB HBM3', uuid: 'GPU-aaaa', totalBytes: 81559 * MIB, usedBytes: 1200 * MIB,
     freeBytes: 79800 * MIB, computeCapability: '9.0', sparse24: true,
   });
-  assert.equal(gpus[1]!.name, 'Quadro, RTX 8000');
-  assert.equal(gpus[1]!.computeCapability, '');
-  assert.equal(gpus[1]!.error, 'memory.total: N/A; memory.used: N/A; memory.free: N/A');
-  assert.equal(gpus[2]!.index, 2);
-  assert.match(gpus[2]!.error!, /GPU is lost/);
-  assert.deepEqual(parseGpuList('0, Tesla V100-SXM2-16GB, GPU-cccc, 16160, 0, 16150\n', false)[0]!.computeCapability, '');
+  assert.equal(itemAt(gpus, 1).name, 'Quadro, RTX 8000');
+  assert.equal(itemAt(gpus, 1).computeCapability, '');
+  assert.equal(itemAt(gpus, 1).error, 'memory.total: N/A; memory.used: N/A; memory.free: N/A');
+  assert.equal(itemAt(gpus, 2).index, 2);
+  assert.match(itemAt(gpus, 2).error ?? '', /GPU is lost/);
+  assert.deepEqual(parseGpuList('0, Tesla V100-SXM2-16GB, GPU-cccc, 16160, 0, 16150\n', false)[0]?.computeCapability, '');
   assert.deepEqual(parseGpuList('', true), []);
 });
 
@@ -43,17 +44,17 @@ test('parseProcessList and parseBusProcessList skip what is not a row', () => {
 });
 
 test('a driver without the compute_cap field: listed without it, and asked only once', async () => {
-  process.env.FAKE_SMI_NO_COMPUTE_CAP = '1';
+  process.env['FAKE_SMI_NO_COMPUTE_CAP'] = '1';
   try {
     scenario.write(twoGpus());
     const b = new SmiBackend(fakeSmi);
     const gpus = await b.listGpus();
     assert.equal(gpus.length, 2);
-    assert.equal(gpus[0]!.computeCapability, '');
-    assert.equal(gpus[0]!.sparse24, false);
+    assert.equal(itemAt(gpus, 0).computeCapability, '');
+    assert.equal(itemAt(gpus, 0).sparse24, false);
     assert.equal((await b.listGpus()).length, 2);
   } finally {
-    delete process.env.FAKE_SMI_NO_COMPUTE_CAP;
+    delete process.env['FAKE_SMI_NO_COMPUTE_CAP'];
   }
 });
 

@@ -8,6 +8,8 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { GpuSample } from '../../src/native/types';
+import { itemAt } from '../../src/core/arrays';
+import { defined } from '../defined';
 
 export const MIB = 1024 * 1024;
 export const GIB = 1024 * MIB;
@@ -67,7 +69,7 @@ export class Scenario {
   constructor(dir: string, text: string) {
     this.path = join(dir, 'scenario.txt');
     this.write(text);
-    process.env.FAKE_NVML_STATE = this.path;
+    process.env['FAKE_NVML_STATE'] = this.path;
   }
 
   write(text: string): void {
@@ -98,7 +100,7 @@ export async function waitForSample(samples: GpuSample[], pred: (s: GpuSample) =
   const deadline = Date.now() + timeoutMs;
   let seen = 0;
   for (;;) {
-    for (; seen < samples.length; seen++) if (pred(samples[seen]!)) return samples[seen]!;
+    for (; seen < samples.length; seen++) if (pred(itemAt(samples, seen))) return itemAt(samples, seen);
     if (Date.now() > deadline) {
       throw new Error(`timed out waiting for ${what}; last sample: ${JSON.stringify(samples[samples.length - 1])}`);
     }
@@ -119,7 +121,7 @@ export interface ChildTree {
   child: number;
   grandchild: number;
   /** Ends both (each also ends by itself after 20 s). */
-  kill(): void;
+  kill: () => void;
 }
 
 /** Starts a child that starts a grandchild and prints its pid; resolves once that pid is known. */
@@ -130,7 +132,7 @@ export async function childWithGrandchild(): Promise<ChildTree> {
     { stdio: ['ignore', 'pipe', 'ignore'] },
   );
   let out = '';
-  child.stdout.on('data', (d) => (out += d));
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   try {
     await waitFor(() => /\d+\n/.test(out), 5000, 'the grandchild pid');
   } catch (e) {
@@ -139,7 +141,7 @@ export async function childWithGrandchild(): Promise<ChildTree> {
   }
   const grandchild = Number(out.trim());
   return {
-    child: child.pid!,
+    child: defined(child.pid, 'pid of the child'),
     grandchild,
     kill: () => {
       child.kill('SIGKILL');

@@ -15,10 +15,11 @@ import { predictArgv, readPrediction, relabelPredicted, statusLabel } from '../.
 import { REPORT_SCHEMA } from '../../src/core/report/schema';
 import type { Report } from '../../src/core/report/types';
 import { capture } from './cliCapture';
+import { defined } from '../defined';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const GPT = join(REPO, 'samples', 'gpt_tiny.py');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const GPT_ARGS = ['--batch-size', '4', '--seq-len', '32', '--n-layer', '2', '--n-embd', '64', '--n-head', '4', '--data-bytes', '100000'];
 
 let predicted: { report: Report; text: string } | undefined;
@@ -44,7 +45,7 @@ async function predictedReport(): Promise<{ report: Report; text: string }> {
 
 test('membit predict writes a valid report marked predicted for the chosen GPU', { timeout: 300_000 }, async () => {
   const { report, text } = await predictedReport();
-  assert.deepEqual(validate(JSON.parse(text), REPORT_SCHEMA), []);
+  assert.deepEqual(validate(REPORT_SCHEMA, JSON.parse(text) as unknown), []);
   const p = readPrediction(report);
   assert.ok(p);
   assert.equal(p.gpuKey, 'A100-80GB');
@@ -60,7 +61,7 @@ test('status label: predicted, partial, searched and measured reports read diffe
   const doc = JSON.parse(text) as Report & { run: { prediction: Record<string, unknown> } };
   // One unit module formats every byte count on screen (src/core/units.ts).
   const gib = formatBytes;
-  const peak = doc.run.prediction.peak_allocated as number;
+  const peak = doc.run.prediction.peak_allocated;
   doc.run.prediction.max_batch = { arg: '--batch-size', largest: 11, probes: [] };
   assert.equal(statusLabel(doc), `predicted peak ${gib(peak)} on A100-80GB · fits to batch 11`);
   doc.run.prediction.max_batch = { arg: '--seq-len', largest: null, probes: [] };
@@ -70,13 +71,13 @@ test('status label: predicted, partial, searched and measured reports read diffe
   // A malformed prediction is not trusted as one.
   const bad = JSON.parse(text) as Report & { run: { prediction: Record<string, unknown> } };
   // Through an untyped view: the report type would not let gpu be a string, which is the point.
-  (bad.run.prediction as Record<string, unknown>).gpu = 'A100';
+  (bad.run.prediction as Record<string, unknown>)['gpu'] = 'A100';
   assert.equal(readPrediction(bad), undefined);
   // Without run.prediction the report is a measured one.
   const measured = JSON.parse(text) as Report & { run: { prediction?: unknown } };
   delete measured.run.prediction;
   assert.equal(readPrediction(measured), undefined);
-  assert.equal(statusLabel(measured), `peak ${gib(measured.summary.peak_allocated as number)}`);
+  assert.equal(statusLabel(measured), `peak ${gib(defined(measured.summary.peak_allocated, 'peak'))}`);
 });
 
 test('predictArgv passes the script\'s arguments as argv entries, never through a shell', () => {

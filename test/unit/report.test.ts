@@ -4,6 +4,7 @@ import { validate, type Schema } from '../../src/core/report/jsonSchema';
 import { LineMapper } from '../../src/core/report/lineMap';
 import { heatBucket, indexReport, inlineText, parseReport, showsInline } from '../../src/core/report/model';
 import type { Report } from '../../src/core/report/types';
+import { defined } from '../defined';
 
 const schema: Schema = {
   type: 'object',
@@ -86,12 +87,12 @@ test('indexReport sums entries per line, ranks lines, and writes the inline text
   assert.ok(m);
   const l10 = m.get(10);
   assert.equal(l10?.savedBytes, 240_000);
-  assert.equal(l10?.maskBytes, 50_000);
-  assert.equal(l10?.rank, 0);
-  assert.equal(l10?.bucket, 'high');
+  assert.equal(l10.maskBytes, 50_000);
+  assert.equal(l10.rank, 0);
+  assert.equal(l10.bucket, 'high');
   assert.equal(m.get(20)?.bucket, 'medium');
-  assert.equal(inlineText(l10 as NonNullable<typeof l10>), '▲ 234 KiB kept for backward · mask 48.8 KiB');
-  assert.equal(showsInline(m.get(30) as NonNullable<ReturnType<typeof m.get>>), false);
+  assert.equal(inlineText(l10), '▲ 234 KiB kept for backward · mask 48.8 KiB');
+  assert.equal(showsInline(defined(m.get(30), 'line 30')), false);
 });
 
 test('LineMapper: insertions shift, deletions drop, in-line edits keep', () => {

@@ -47,9 +47,9 @@ test('membit report compares runs as Markdown against the first', async () => {
   // The table (header, rule, one row per run), then one note per lever applied.
   const rows = io.stdout.trim().split('\n').filter((l) => l.startsWith('|'));
   assert.equal(rows.length, 4);
-  assert.match(rows[2] as string, /\| baseline \| ok \| .* \| ±0\.0% \|/);
+  assert.match(itemAt(rows, 2), /\| baseline \| ok \| .* \| ±0\.0% \|/);
   // Packed dropout holds less at the peak than the baseline: the Δpeak is negative.
-  assert.match(rows[3] as string, /\| packed \| ok \| [\d.]+ [KMG]iB \| −[\d.]+% \|/);
+  assert.match(itemAt(rows, 3), /\| packed \| ok \| [\d.]+ [KMG]iB \| −[\d.]+% \|/);
 });
 
 test('membit report refuses malformed files with the reason', async () => {
@@ -94,6 +94,7 @@ test('view model: bounded timeline keeps the peak; phases become spans', () => {
 
 import { formatBytes } from '../../src/core/units';
 import { classLensDetail, classLensTitle, classTotals } from '../../src/core/report/classes';
+import { itemAt } from '../../src/core/arrays';
 
 test('class totals: every instance of a class, its whole subtree, and the packing saving inside it', () => {
   const r = load(baselinePath);
@@ -106,7 +107,7 @@ test('class totals: every instance of a class, its whole subtree, and the packin
   assert.equal(attn.masks, subtree.reduce((a, m) => a + m.mask_bytes, 0));
   assert.equal(attn.params, subtree.reduce((a, m) => a + m.params, 0));
   // The attention dropout and the residual dropout live inside the attention block.
-  const inside = r.sites.filter((s) => s.module && /\.attn\./.test(s.module));
+  const inside = r.sites.filter((s) => s.module?.includes('.attn.'));
   assert.equal(attn.savingIfPacked, inside.reduce((a, s) => a + s.saving_if_packed, 0));
   // The model class holds everything: its masks are the run's masks.
   const gpt = [...totals.values()].find((t) => t.type === 'GPT');

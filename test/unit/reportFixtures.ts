@@ -5,8 +5,8 @@
  */
 import { join, resolve } from 'node:path';
 
-export const reportFixtureDir = process.env.MEMBIT_REPORT_FIXTURES
-  ? resolve(process.env.MEMBIT_REPORT_FIXTURES)
+export const reportFixtureDir = process.env['MEMBIT_REPORT_FIXTURES']
+  ? resolve(process.env['MEMBIT_REPORT_FIXTURES'])
   : join(__dirname, '..', '..', '..', 'test', 'fixtures', 'reports');
 
 export const reportFixture = (name: string): string => join(reportFixtureDir, name);

@@ -80,15 +80,15 @@ test('levers: measured and estimated levers on one list, largest saving first', 
   assert.deepEqual(rows.map((r) => r.lever), ['checkpoint', 'bf16', 'packed', 'sdpa']);
   const [ckpt, bf16, packed, sdpa] = rows;
   assert.equal(ckpt?.savedBytes, 800);
-  assert.equal(ckpt?.basis, 'measured, run checkpoint · local 10:00:00');
+  assert.equal(ckpt.basis, 'measured, run checkpoint · local 10:00:00');
   assert.equal(bf16?.savedBytes, 370, 'estimates of one lever add up over its sites');
-  assert.equal(bf16?.note, '2 sites');
-  assert.equal(bf16?.basis, 'estimate (scan of gpt.py)');
+  assert.equal(bf16.note, '2 sites');
+  assert.equal(bf16.basis, 'estimate (scan of gpt.py)');
   assert.equal(packed?.basis, "this run's mask sizes");
   assert.equal(sdpa?.savedBytes, 1);
-  assert.match(sdpa?.note ?? '', /no saving/);
-  assert.match(sdpa?.note ?? '', /contradicts the estimate/, 'a measurement that found no saving contradicts a promised one');
-  assert.deepEqual(sdpa?.where, { file: 'gpt.py', line: 40 });
+  assert.match(sdpa.note ?? '', /no saving/);
+  assert.match(sdpa.note ?? '', /contradicts the estimate/, 'a measurement that found no saving contradicts a promised one');
+  assert.deepEqual(sdpa.where, { file: 'gpt.py', line: 40 });
 });
 
 test('levers: a lever that cost memory sorts last; a measured packing replaces the mask-size figure', () => {

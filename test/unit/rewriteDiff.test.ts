@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { patchHeaderPath, unifiedDiff } from '../../src/core/rewrite';
+import { itemAt } from '../../src/core/arrays';
 
 const P = { oldPath: 'a/m.py', newPath: 'b/m.py' };
 
@@ -67,7 +68,7 @@ test('lines keep their CRLF breaks; a lone CR is inside its line, as git reads i
 
 test('the edit script is minimal on a textbook case', () => {
   // Myers' example: ABCABBA -> CBABAC has 5 differences.
-  const d = unifiedDiff([...'ABCABBA'].map((c) => `${c}\n`).join(''), [...'CBABAC'].map((c) => `${c}\n`).join(''), P);
+  const d = unifiedDiff('A\nB\nC\nA\nB\nB\nA\n', 'C\nB\nA\nB\nA\nC\n', P);
   assert.equal(d.split('\n').filter((l) => /^[-+][A-C]$/.test(l)).length, 5);
 });
 
@@ -81,7 +82,7 @@ test('fuzz: git apply accepts every patch and reproduces the new text exactly', 
     };
     const words = ['import torch', 'x = 1', '', 'def f():', '    return 2', 'y = nn.Dropout(0.1)', '# note', 'z = 3'];
     const text = (n: number) => {
-      const lines = Array.from({ length: n }, () => words[rnd(words.length)] as string);
+      const lines = Array.from({ length: n }, () => itemAt(words, rnd(words.length)));
       return lines.join(rnd(5) === 0 ? '\r\n' : '\n') + (rnd(4) === 0 ? '' : '\n');
     };
     for (let i = 0; i < 40; i++) {
@@ -95,7 +96,7 @@ test('fuzz: git apply accepts every patch and reproduces the new text exactly', 
         else if (what === 1 && lines.length) lines.splice(Math.min(at, lines.length - 1), 1);
         else if (lines.length) lines[Math.min(at, lines.length - 1)] = `changed ${k}\n`;
       }
-      if (rnd(6) === 0 && lines.length) lines[lines.length - 1] = (lines[lines.length - 1] as string).replace(/\r?\n$/, '');
+      if (rnd(6) === 0 && lines.length) lines[lines.length - 1] = itemAt(lines, lines.length - 1).replace(/\r?\n$/, '');
       const b = lines.join('');
       if (a === b) continue;
       writeFileSync(join(dir, 'm.py'), a);

@@ -37,7 +37,7 @@ test('run file names round-trip and stay safe', () => {
   assert.ok(!name.includes('/'));
   const back = parseRunFileName(name);
   assert.equal(back?.started.toISOString(), '2026-11-22T10:31:05.000Z');
-  assert.equal(back?.variant, 'packed+sparse24');
+  assert.equal(back.variant, 'packed+sparse24');
   assert.equal(safeNamePart('////'), 'x');
   assert.equal(parseRunFileName('notes.json'), undefined);
 });

@@ -19,7 +19,7 @@ const KERNELS = join(repoRoot(), 'kernels');
 const CLI = join(repoRoot(), 'dist', 'cli.js');
 
 function torchPython(): string {
-  const env = process.env.MEMBIT_PYTHON;
+  const env = process.env['MEMBIT_PYTHON'];
   if (env) return env;
   const venv = join(repoRoot(), '.venv', 'bin', 'python');
   assert.ok(existsSync(venv), 'no Python with torch: set MEMBIT_PYTHON');

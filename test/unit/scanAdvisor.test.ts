@@ -8,6 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { main } from '../../src/core/cli/main';
+import type { ScanJson } from '../../src/core/cli/scan';
+import type { Report } from '../../src/core/report/types';
 import {
   blockActivationBytes,
   checkpointSaving,
@@ -29,14 +31,16 @@ import { capture } from './cliCapture';
 import { reportFixture } from './reportFixtures';
 import { BERT_LARGE_SDPA } from '../../src/core/advice/measured';
 import { fixture, repoRoot, scanner } from './scanSupport';
+import { defined } from '../defined';
+import { itemAt } from '../../src/core/arrays';
 
 const sample = (name: string) => readFileSync(join(repoRoot(), 'samples', name), 'utf8');
-const report = (name: string) => JSON.parse(readFileSync(reportFixture(name), 'utf8'));
+const report = (name: string) => JSON.parse(readFileSync(reportFixture(name), 'utf8')) as Report;
 const kind = (r: ScanResult, k: string): Site[] => r.sites.filter((s) => s.kind === k);
 const one = (r: ScanResult, k: string): Site => {
   const all = kind(r, k);
   assert.equal(all.length, 1, `${k}: ${JSON.stringify(all.map((s) => s.range))}`);
-  return all[0] as Site;
+  return defined(all[0], `${k} site`);
 };
 /** 0-based line of the first line holding `needle`. */
 const lineOf = (text: string, needle: string) => {
@@ -62,7 +66,7 @@ const OLD: TorchCapabilities = {
 
 /** An interpreter with torch: MEMBIT_PYTHON (set by scripts/test-all.sh) or the repository's .venv. */
 function torchPython(): string {
-  const env = process.env.MEMBIT_PYTHON;
+  const env = process.env['MEMBIT_PYTHON'];
   if (env) return env;
   const venv = join(repoRoot(), '.venv', 'bin', 'python');
   assert.ok(existsSync(venv), 'no Python with torch: set MEMBIT_PYTHON (scripts/setup-python.sh prints one)');
@@ -90,7 +94,7 @@ test('samples/gpt_tiny.py: eager attention at the softmax, the causal mask, the 
     funcName: 'forward',
   });
   assert.equal(eager.advice?.lever, 'sdpa');
-  assert.deepEqual(eager.advice?.requires, ['sdpa']);
+  assert.deepEqual(eager.advice.requires, ['sdpa']);
   // The 40% lever before the 6% one: both findings say that fused attention makes packing moot.
   assert.match(eager.message, /packing this attention dropout becomes moot/);
   const attnDrop = kind(r, 'attn-dropout');
@@ -127,7 +131,7 @@ test('samples/bert_mlm.py: attn_implementation=attn defaults to "eager" through 
   const r = s.scan(text, 'samples/bert_mlm.py');
   const built = lineOf(text, '_from_config(config, attn_implementation=attn)');
   const eager = one(r, 'eager-attn');
-  const col = (text.split('\n')[built] as string).indexOf('=attn)') + 1;
+  const col = itemAt(text.split('\n'), built).indexOf('=attn)') + 1;
   assert.deepEqual(eager.range, { startLine: built, startCol: col, endLine: built, endCol: col + 4 });
   assert.deepEqual(eager.attention, { form: 'hf-eager', setting: 'attn_implementation', valueText: 'attn', defaultLine: lineOf(text, 'ap.add_argument("--attn"') });
   assert.match(eager.message, /^Model built with eager attention/);
@@ -157,8 +161,8 @@ test('estimates from static shapes equal the hand-computed formulas', async () =
   const eager = one(r, 'eager-attn');
   assert.equal(eagerBytesPerElement(false, true), 9);
   assert.equal(eager.advice?.savingBytes, n * (B * H * L * L * 9 - B * H * L * 4));
-  assert.equal(eager.advice?.savingBytes, 1_206_910_976);
-  assert.equal(eager.advice?.basis, 'estimate');
+  assert.equal(eager.advice.savingBytes, 1_206_910_976);
+  assert.equal(eager.advice.basis, 'estimate');
   assert.equal(eager.estimate.elements, n * B * H * L * L);
   assert.equal(formatHint(eager), 'eager attention: ~1.12 GiB probs+mask → fused SDPA (estimate @ B=32 H=4 L=512)');
 
@@ -169,16 +173,16 @@ test('estimates from static shapes equal the hand-computed formulas', async () =
   assert.equal(blockActivationBytes({ batch: B, seqLen: L, hidden: d, heads: H, amp: false, eager: true }), A);
   const ckpt = one(r, 'checkpoint');
   assert.equal(ckpt.advice?.savingBytes, (n - 1) * A - n * X);
-  assert.equal(ckpt.advice?.savingBytes, 1_287_651_328);
+  assert.equal(ckpt.advice.savingBytes, 1_287_651_328);
   assert.equal(checkpointSaving(n, A, X), 1_287_651_328);
-  assert.match(ckpt.advice?.cost ?? '', /extra forward/);
+  assert.match(ckpt.advice.cost ?? '', /extra forward/);
 
   // bf16 autocast: n·(A_fp32 − A_bf16) with A_bf16 = 34·B·L·d + 7·B·H·L², less 2 B per block weight (bf16 copies).
   const Abf16 = 34 * B * L * d + 7 * B * H * L * L;
   const weights = n * (4 * d * d + 2 * d * 4 * d);
   const amp = one(r, 'no-autocast');
   assert.equal(amp.advice?.savingBytes, n * (A - Abf16) - 2 * weights);
-  assert.equal(amp.advice?.savingBytes, 535_298_048);
+  assert.equal(amp.advice.savingBytes, 535_298_048);
 
   // AdamW state: 8 B per parameter; parameters n·(4d² + 2·d·4d) + V·d + L·d.
   const opt = one(r, 'optimizer');
@@ -217,20 +221,24 @@ test('estimates from a real measured report: the lines and modules it names, the
   const rep = report('gpt_tiny_cpu_baseline.json');
   const hints = shapeHintsFromReport(rep, 'samples/gpt_tiny.py');
   const r = s.scan(sample('gpt_tiny.py'), 'samples/gpt_tiny.py', { hints });
-  const saved = (line: number) => rep.lines.find((l: { line: number }) => l.line === line).at_peak_bytes as number;
+  const saved = (line: number) => {
+    const l = rep.lines.find((x) => x.line === line);
+    assert.ok(l?.at_peak_bytes !== undefined, `no line ${line} in the report`);
+    return l.at_peak_bytes;
+  };
 
   // Probabilities on the softmax line, the mask on the dropout line, and the dropped copy kept by `@ v`
   // (that line also keeps v: counted at most the probabilities' size).
   const eager = one(r, 'eager-attn');
   assert.equal(eager.advice?.basis, 'measured');
-  assert.equal(eager.advice?.savingBytes, saved(56) + saved(57) + Math.min(saved(58), saved(56)));
-  assert.equal(eager.advice?.savingBytes, 786_432);
+  assert.equal(eager.advice.savingBytes, saved(56) + saved(57) + Math.min(saved(58), saved(56)));
+  assert.equal(eager.advice.savingBytes, 786_432);
   assert.equal(formatHint(eager), 'eager attention: 768 KiB probs+mask → fused SDPA (measured)');
 
   // The two blocks under `h` (built on line 96) kept 3,162,112 B; one is re-materialised in backward.
   const ckpt = one(r, 'checkpoint');
   assert.equal(ckpt.advice?.basis, 'measured');
-  assert.equal(ckpt.advice?.savingBytes, 3_162_112 - 1_581_056);
+  assert.equal(ckpt.advice.savingBytes, 3_162_112 - 1_581_056);
 
   const opt = one(r, 'optimizer');
   assert.equal(opt.advice?.basis, 'measured');
@@ -240,7 +248,7 @@ test('estimates from a real measured report: the lines and modules it names, the
   // Autocast's figure is derived from the measured activations, and still called an estimate.
   const amp = one(r, 'no-autocast');
   assert.equal(amp.advice?.basis, 'estimate');
-  assert.equal(amp.advice?.savingBytes, Math.round(rep.summary.activations_at_peak / 2 - rep.summary.params / 2));
+  assert.equal(amp.advice.savingBytes, Math.round(rep.summary.activations_at_peak / 2 - rep.summary.params / 2));
 
   // The peak the severities compare with: what the harness tracked at the peak (CPU).
   assert.equal(r.peakBytes, rep.summary.tracked_at_peak);
@@ -280,7 +288,7 @@ test('capabilities: a missing feature makes the site unavailable, with no propos
   // No fused AdamW, but foreach: the proposal becomes foreach=True.
   const opt = one(old, 'optimizer');
   assert.deepEqual(opt.advice?.requires, ['adamw-foreach']);
-  assert.equal(opt.advice?.unavailable, undefined);
+  assert.equal(opt.advice.unavailable, undefined);
   assert.match(opt.message, /foreach=True runs the update/);
   // The levers this torch has are still proposed; without CUDA, autocast is proposed on the CPU.
   assert.equal(one(old, 'checkpoint').advice?.unavailable, undefined);
@@ -298,7 +306,7 @@ test('severity: Information for proposals that matter, Hint for what is not a pr
   const s = await scanner();
   const r = s.scan(sample('gpt_tiny.py'), 'g.py', { shapes: { batch: 8 } });
   const eager = one(r, 'eager-attn');
-  const saving = eager.advice?.savingBytes as number;
+  const saving = defined(eager.advice?.savingBytes, 'saving');
   assert.equal(siteSeverity(eager), 'information', 'no peak known: the proposal is shown');
   assert.equal(siteSeverity(eager, saving * 100), 'information', 'exactly 1% of the peak');
   assert.equal(siteSeverity(eager, saving * 100 + 100), 'hint', 'under 1% of the peak');
@@ -367,7 +375,7 @@ test('probeCapabilities runs the real module with the real torch, and explains f
   const kernelsDir = join(repoRoot(), 'kernels');
   const real = await probeCapabilities(torchPython(), { kernelsDir, timeoutMs: 120_000 });
   assert.equal(real.error, undefined);
-  const caps = real.capabilities as TorchCapabilities;
+  const caps = defined(real.capabilities, 'capabilities');
   assert.equal(caps.schema, 'membit.capabilities/1');
   assert.match(caps.torch, /^\d+\.\d+/);
   assert.equal(Object.keys(caps.features).length, 10);
@@ -381,7 +389,7 @@ test('probeCapabilities runs the real module with the real torch, and explains f
   const missing = await probeCapabilities('/nonexistent/python9', { kernelsDir });
   assert.deepEqual(missing, { error: '/nonexistent/python9 was not found' });
   // A Python that runs but has no membit package on its path (an empty kernels folder).
-  const noPkg = await probeCapabilities(torchPython(), { kernelsDir: join(repoRoot(), 'test', 'fixtures', 'scan') , env: { PATH: process.env.PATH ?? '' } });
+  const noPkg = await probeCapabilities(torchPython(), { kernelsDir: join(repoRoot(), 'test', 'fixtures', 'scan') , env: { PATH: process.env['PATH'] ?? '' } });
   assert.match(noPkg.error ?? '', /membit\.capabilities failed: .*No module named 'membit'/);
 });
 
@@ -405,14 +413,16 @@ test('membit scan --python checks the advice against that torch; a Python that c
   const io = capture(root);
   const python = relative(root, torchPython()) || torchPython();
   assert.equal(await main(['scan', 'samples/gpt_tiny.py', '--json', '--python', python], io), 0, io.stderr);
-  const doc = JSON.parse(io.stdout);
-  assert.equal(doc.capabilities.schema, 'membit.capabilities/1');
-  const eager = doc.sites.find((x: { kind: string }) => x.kind === 'eager-attn');
+  const doc = JSON.parse(io.stdout) as ScanJson;
+  const caps = doc.capabilities;
+  assert.equal(caps?.schema, 'membit.capabilities/1');
+  const eager = doc.sites.find((x) => x.kind === 'eager-attn');
+  assert.ok(eager?.attention && eager.advice);
   assert.equal(eager.line, lineOf(sample('gpt_tiny.py'), 'att = F.softmax(att, dim=-1)') + 1);
   assert.deepEqual(eager.attention.softmaxLine, eager.line);
   assert.equal(eager.advice.lever, 'sdpa');
-  assert.equal(eager.advice.unavailable, doc.capabilities.features.sdpa ? null : eager.advice.unavailable);
-  assert.equal(eager.severity, doc.capabilities.features.sdpa ? 'information' : 'hint');
+  assert.equal(eager.advice.unavailable, caps.features.sdpa ? null : eager.advice.unavailable);
+  assert.equal(eager.severity, caps.features.sdpa ? 'information' : 'hint');
   assert.doesNotMatch(eager.message, /Not checked/);
   assert.equal(doc.summary.byKind['eager-attn'], 1);
 

@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { capture } from './cliCapture';
 import { main } from '../../src/core/cli/main';
-import { collectFiles } from '../../src/core/cli/scan';
+import { collectFiles, type ScanJson } from '../../src/core/cli/scan';
 import { FIXTURES } from './scanSupport';
+import { itemAt } from '../../src/core/arrays';
 
 
 function workspace(): string {
@@ -33,7 +34,7 @@ test('membit scan --json over a folder: stable shape, 1-based positions, skipped
   try {
     const io = capture(dir);
     assert.equal(await main(['scan', '.', '--json', '--batch', '4', '--seq-len', '128'], io), 0, io.stderr);
-    const doc = JSON.parse(io.stdout);
+    const doc = JSON.parse(io.stdout) as ScanJson;
     assert.equal(doc.schema, 'membit.scan/1');
     assert.deepEqual(
       doc.files.map((f: { file: string; status: string }) => [f.file, f.status]),
@@ -44,7 +45,8 @@ test('membit scan --json over a folder: stable shape, 1-based positions, skipped
         ['pkg/sub/b.py', 'ok'],
       ],
     );
-    const a = doc.sites.find((s: { file: string }) => s.file === 'a.py');
+    const a = doc.sites.find((s) => s.file === 'a.py');
+    assert.ok(a);
     assert.deepEqual(Object.keys(a), [
       'file', 'line', 'column', 'endLine', 'endColumn', 'cell', 'kind', 'class', 'function', 'callee', 'resolved', 'binding', 'aliasOf', 'args', 'estimate', 'code', 'message', 'remedy', 'ffn',
       // Added with the memory advisor (fields are only ever added).
@@ -53,15 +55,16 @@ test('membit scan --json over a folder: stable shape, 1-based positions, skipped
     assert.deepEqual([a.line, a.column, a.kind, a.class, a.function, a.args, a.cell], [6, 18, 'dropout', 'M', '__init__', { p: '0.1' }, null]);
     assert.deepEqual(Object.keys(a.estimate), ['source', 'elements', 'maskBytes', 'packedBytes', 'perSample', 'shape', 'note', 'stateBytes']);
     assert.equal(a.estimate.source, 'unknown');
-    const nb = doc.sites.filter((s: { file: string }) => s.file === 'nb.ipynb');
+    const nb = doc.sites.filter((s) => s.file === 'nb.ipynb');
     assert.ok(nb.length >= 5);
-    assert.ok(nb.every((s: { cell: number }) => s.cell >= 1));
-    const ffn = nb.find((s: { kind: string }) => s.kind === 'ffn');
-    assert.equal(ffn.ffn.form, 'pair');
-    assert.equal(ffn.ffn.up.name, 'net.0');
+    assert.ok(nb.every((s) => s.cell !== null && s.cell >= 1));
+    const ffn = nb.find((s) => s.kind === 'ffn')?.ffn;
+    assert.ok(ffn);
+    assert.equal(ffn.form, 'pair');
+    assert.equal(ffn.up?.name, 'net.0');
     assert.equal(doc.summary.sites, doc.sites.length);
-    assert.equal(doc.summary.byKind.dropout >= 2, true);
-    assert.equal(doc.sites.find((s: { file: string }) => s.file === 'latin1.py').line, 7);
+    assert.equal((doc.summary.byKind['dropout'] ?? 0) >= 2, true);
+    assert.equal(doc.sites.find((s) => s.file === 'latin1.py')?.line, 7);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -74,7 +77,7 @@ test('membit scan prints a table by default, and names files it skipped', async 
     const io = capture(dir);
     assert.equal(await main(['scan', 'a.py', 'big.py', 'pkg', '--max-size-kb', '1'], io), 0, io.stderr);
     const lines = io.stdout.split('\n');
-    assert.match(lines[0] as string, /^LOCATION\s+KIND\s+CLASS\s+CALL\s+ESTIMATE$/);
+    assert.match(itemAt(lines, 0), /^LOCATION\s+KIND\s+CLASS\s+CALL\s+ESTIMATE$/);
     assert.match(io.stdout, /^a\.py:6:18\s+dropout\s+M\s+nn\.Dropout\(p=0\.1\)\s+dropout mask: shape unknown$/m);
     assert.match(io.stdout, /^pkg\/sub\/b\.py:2:5\s+dropout-call\s+-\s+F\.dropout\(p=0\.2\)/m);
     assert.match(io.stdout, /^2 sites in 2 files \(1 dropout, 1 dropout-call\)$/m);
@@ -102,7 +105,8 @@ test('membit scan --report uses measured figures for the files it names', async 
     writeFileSync(join(dir, 'r.json'), JSON.stringify({ schema: 'membit.report/1', sites: [{ kind: 'dropout', file: 'a.py', line: 6, elements: 1048576, mask_bytes: 1048576 }] }));
     const io = capture(dir);
     assert.equal(await main(['scan', 'a.py', '--json', '--report', 'r.json'], io), 0, io.stderr);
-    const [site] = JSON.parse(io.stdout).sites;
+    const [site] = (JSON.parse(io.stdout) as ScanJson).sites;
+    assert.ok(site);
     assert.deepEqual([site.estimate.source, site.estimate.maskBytes, site.estimate.packedBytes], ['report', 1048576, 131072]);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -14,6 +14,8 @@ import {
 } from '../../src/core/scan';
 import { evalDim } from '../../src/core/scan/shapes';
 import { fixture, scanner } from './scanSupport';
+import { itemAt } from '../../src/core/arrays';
+import { defined } from '../defined';
 
 const only = (r: ScanResult, kind?: string): Site[] => r.sites.filter((s) => !kind || s.kind === kind);
 
@@ -109,7 +111,7 @@ test('arguments are read from the parsed argument nodes: a comma, `=` or bracket
   );
   // Two dimensions (a bracket in a string no longer hides the comma between them), the same
   // length twice: an L×L float32 mask, L from the settings.
-  const mask = only(r, 'attn-mask')[0] as Site;
+  const mask = defined(only(r, 'attn-mask')[0], 'attn-mask site');
   assert.equal(mask.estimate.elements, 128 * 128);
   assert.equal(mask.estimate.maskBytes, 128 * 128 * 4);
 });
@@ -153,7 +155,7 @@ test('estimates: settings beat literal config, config is used when settings are 
   const s = await scanner();
   const text = fixture('mingpt_style.py');
   const fromConfig = s.scan(text, 'm.py');
-  const attn = only(fromConfig, 'attn-dropout')[0] as Site;
+  const attn = defined(only(fromConfig, 'attn-dropout')[0], 'attn-dropout site');
   // block_size = 1024, n_head = 12 from the dataclass; no batch: per sample.
   assert.equal(attn.estimate.source, 'config');
   assert.equal(attn.estimate.elements, 12 * 1024 * 1024);
@@ -163,14 +165,14 @@ test('estimates: settings beat literal config, config is used when settings are 
   assert.equal(formatHint(attn), 'attn dropout mask 12 MiB/sample → 1.5 MiB/sample packed @ H=12 L=1024');
 
   const withSettings = s.scan(text, 'm.py', { shapes: { batch: 32, seqLen: 512 } });
-  const drop = only(withSettings, 'dropout')[0] as Site;
+  const drop = defined(only(withSettings, 'dropout')[0], 'dropout site');
   assert.equal(drop.estimate.source, 'settings');
   assert.equal(drop.estimate.elements, 32 * 512 * 768);
   assert.equal(drop.estimate.perSample, undefined);
   assert.equal(formatHint(drop), 'dropout mask 12 MiB → 1.5 MiB packed @ B=32 L=512');
 
   const unknown = s.scan('import torch.nn as nn\nd = nn.Dropout(0.1)\n', 'n.py');
-  const u = unknown.sites[0] as Site;
+  const u = defined(unknown.sites[0], 'site');
   assert.equal(u.estimate.source, 'unknown');
   assert.equal(u.estimate.maskBytes, undefined);
   assert.match(u.estimate.note ?? '', /shape unknown/);
@@ -188,12 +190,12 @@ test('estimates: the measured report wins, on the site line or the lines that ca
   };
   const hints = shapeHintsFromReport(report, '/work/ws/pkg/m.py');
   const r = s.scan(text, '/work/ws/pkg/m.py', { hints, shapes: { batch: 4, seqLen: 64 } });
-  const resid = r.sites.find((x) => x.binding === 'self.resid_dropout') as Site;
+  const resid = defined(r.sites.find((x) => x.binding === 'self.resid_dropout'), 'self.resid_dropout site');
   assert.equal(resid.estimate.source, 'report');
   assert.equal(resid.estimate.maskBytes, 8_000_000);
   assert.equal(resid.estimate.packedBytes, 1_000_000);
   assert.match(formatHint(resid), /\(measured\)$/);
-  const attn = r.sites.find((x) => x.binding === 'self.attn_dropout') as Site;
+  const attn = defined(r.sites.find((x) => x.binding === 'self.attn_dropout'), 'self.attn_dropout site');
   assert.equal(attn.estimate.source, 'report');
   assert.equal(attn.estimate.maskBytes, 50_331_648);
   // A report for another file changes nothing.
@@ -218,14 +220,14 @@ test('p=0 as written keeps no mask; fused attention keeps none either', async ()
 test('attention masks: O(L²) size with the dtype as written, and the is_causal remedy', async () => {
   const s = await scanner();
   const r = s.scan(fixture('hf_gpt2_style.py'), 'g.py', { shapes: { seqLen: 1024 } });
-  const buf = only(r, 'attn-mask')[0] as Site;
+  const buf = defined(only(r, 'attn-mask')[0], 'attn-mask site');
   // torch.ones((max_positions, max_positions), dtype=torch.bool): L = max_position_embeddings is unknown in
   // this file, so the setting's L is used for the square: 1024² bool = 1 MiB.
   assert.equal(buf.estimate.elements, 1024 * 1024);
   assert.equal(buf.estimate.maskBytes, 1024 * 1024);
   assert.match(buf.remedy ?? '', /is_causal=True/);
   const nano = s.scan(fixture('nanogpt_style.py'), 'n.py');
-  const tril = only(nano, 'attn-mask')[0] as Site;
+  const tril = defined(only(nano, 'attn-mask')[0], 'attn-mask site');
   // block_size² float32 = 4 MiB, and the file already has an is_causal path.
   assert.equal(tril.estimate.maskBytes, 1024 * 1024 * 4);
   assert.match(tril.remedy ?? '', /already does so on another path/);
@@ -236,14 +238,14 @@ test('FFN sites name their members for the rewriter: pair, gated, fused, split, 
   const llama = s.scan(fixture('hf_llama_style.py'), 'l.py');
   const [gated, fused] = only(llama, 'ffn') as [Site, Site];
   assert.equal(gated.ffn?.form, 'gated');
-  assert.deepEqual([gated.ffn?.gate?.name, gated.ffn?.up?.name, gated.ffn?.down?.name], ['gate_proj', 'up_proj', 'down_proj']);
-  assert.equal(gated.ffn?.down?.line, (gated.ffn?.gate?.line ?? 0) + 2);
+  assert.deepEqual([gated.ffn.gate?.name, gated.ffn.up?.name, gated.ffn.down?.name], ['gate_proj', 'up_proj', 'down_proj']);
+  assert.equal(gated.ffn.down?.line, (gated.ffn.gate?.line ?? 0) + 2);
   assert.equal(fused.ffn?.form, 'fused-gated');
-  const bert = only(s.scan(fixture('hf_bert_style.py'), 'b.py'), 'ffn')[0] as Site;
+  const bert = defined(only(s.scan(fixture('hf_bert_style.py'), 'b.py'), 'ffn')[0], 'ffn site');
   assert.equal(bert.ffn?.form, 'split');
-  assert.deepEqual([bert.ffn?.up?.className, bert.ffn?.down?.className], ['ToyBertIntermediate', 'ToyBertOutput']);
-  assert.equal(bert.ffn?.inWidth, 768);
-  assert.equal(bert.ffn?.hiddenWidth, 3072);
+  assert.deepEqual([bert.ffn.up?.className, bert.ffn.down?.className], ['ToyBertIntermediate', 'ToyBertOutput']);
+  assert.equal(bert.ffn.inWidth, 768);
+  assert.equal(bert.ffn.hiddenWidth, 3072);
   assert.equal(bert.estimate.elements, 2 * 768 * 3072);
   assert.match(formatHint(bert), /^FFN 768→3072→768 · 4\.72M weights · 2:4 candidate$/);
   const research = only(s.scan(fixture('research_style.py'), 'r.py'), 'ffn');
@@ -256,7 +258,7 @@ test('FFN sites name their members for the rewriter: pair, gated, fused, split, 
   );
   const timm = only(s.scan(fixture('timm_style.py'), 't.py'), 'ffn');
   assert.deepEqual(
-    timm.map((x) => [x.ffn?.form, x.callee, x.args.hidden_features]),
+    timm.map((x) => [x.ffn?.form, x.callee, x.args['hidden_features']]),
     [
       ['module', 'mlp_layer', 'int(dim * mlp_ratio)'],
       ['module', 'Mlp', 'int(dim * mlp_ratio)'],
@@ -278,8 +280,8 @@ test('files over the size limit are skipped with a message, not scanned', async 
   const text = 'import torch.nn as nn\nd = nn.Dropout(0.1)\n'.repeat(100);
   const r = s.scan(text, 'big.py', { maxBytes: 1000 });
   assert.equal(r.skipped?.reason, 'too-large');
-  assert.equal(r.skipped?.bytes, Buffer.byteLength(text));
-  assert.match(r.skipped?.message ?? '', /not scanned.*over the 1000 B limit/);
+  assert.equal(r.skipped.bytes, Buffer.byteLength(text));
+  assert.match(r.skipped.message, /not scanned.*over the 1000 B limit/);
   assert.deepEqual(r.sites, []);
   const doc = s.open('big.py', text, { maxBytes: 1000 });
   assert.equal(doc.result.skipped?.reason, 'too-large');
@@ -320,7 +322,7 @@ test('incremental rescans equal a fresh scan after many edits, and reuse unchang
   for (let i = 0; i < 60; i++) {
     const at = rnd(text.length + 1);
     const del = rnd(4) === 0 ? rnd(40) : 0;
-    text = text.slice(0, at) + (snippets[rnd(snippets.length)] as string) + text.slice(at + del);
+    text = text.slice(0, at) + itemAt(snippets, rnd(snippets.length)) + text.slice(at + del);
     const inc = doc.update(text);
     const fresh = s.scan(text, 'inc.py');
     assert.equal(key(inc), key(fresh), `edit ${i} at ${at}`);
@@ -368,8 +370,8 @@ test('notebooks: cells scanned as one module, sites mapped back to cell and line
   );
   const [site] = r.sites;
   assert.equal(site?.cell, 2);
-  assert.deepEqual(site?.range, { startLine: 3, startCol: 17, endLine: 3, endCol: 32 });
-  assert.equal(site?.estimate.elements, 128 * 64);
+  assert.deepEqual(site.range, { startLine: 3, startCol: 17, endLine: 3, endCol: 32 });
+  assert.equal(site.estimate.elements, 128 * 64);
   assert.deepEqual(r.classes.map((c) => [c.name, c.cell, c.range.startLine]), [['M', 2, 1]]);
 });
 
@@ -380,7 +382,7 @@ test('format: bytes, hover markdown and per-class summaries for CodeLens', async
   assert.equal(formatBytes(3.25 * 1024 ** 3), '3.25 GiB');
   const s = await scanner();
   const r = s.scan(fixture('mingpt_style.py'), 'n.py', { shapes: { batch: 8 } });
-  const attn = only(r, 'attn-dropout')[0] as Site;
+  const attn = defined(only(r, 'attn-dropout')[0], 'attn-dropout site');
   const hover = formatHover(attn);
   assert.match(hover, /^\*\*Membit · attention dropout\*\* `membit.attn-dropout`/);
   assert.match(hover, /\| mask \| 96 MiB \| 12 MiB \| 84 MiB \|/);
@@ -396,7 +398,7 @@ test('format: bytes, hover markdown and per-class summaries for CodeLens', async
     ],
   );
   assert.match(lenses[0]?.title ?? '', /^Membit: 1 dropout · 1 attn dropout · 2 attn mask · 1 eager attn — masks 107 MiB, dropout 102 MiB → 12.8 MiB packed; fused attention saves ~10.1 GiB$/);
-  const ffnHover = formatHover(only(r, 'ffn')[0] as Site);
+  const ffnHover = formatHover(defined(only(r, 'ffn')[0], 'ffn site'));
   assert.match(ffnHover, /\| up \| `c_fc` \| config.n_embd → 4 \* config.n_embd \| 65 \|/);
 });
 
@@ -424,13 +426,13 @@ test('estimates: a dropout whose p is 0 in the config defaults, or used only on 
   }
   // With p = 0.1, the attention dropout still runs only where SDPA is missing (`else` of `if self.flash:`).
   const live = s.scan(text.replace('dropout: float = 0.0', 'dropout: float = 0.1'), 'n.py');
-  const attn = only(live, 'attn-dropout')[0] as Site;
+  const attn = defined(only(live, 'attn-dropout')[0], 'attn-dropout site');
   assert.equal(attn.estimate.maskBytes, 0);
   assert.match(attn.estimate.note ?? '', /only on the fallback path/);
   assert.match(attn.message, /only on the fallback path/);
   assert.doesNotMatch(attn.message, /largest/);
   // The residual dropout runs on every path and keeps its mask.
-  const resid = live.sites.find((x) => x.binding === 'self.resid_dropout') as Site;
+  const resid = defined(live.sites.find((x) => x.binding === 'self.resid_dropout'), 'self.resid_dropout site');
   assert.ok((resid.estimate.maskBytes ?? 0) > 0);
   // `if not self.flash:` guards the fallback too; a condition about something else does not.
   const guarded = s.scan(
@@ -486,7 +488,7 @@ test('calls through a local variable: the name it was last bound to gives the ki
       [14, 'fused-attn-dropout', 'attn', 'flash_attn_func', 'flash_attn.flash_attn_func'],
     ],
   );
-  const drop = r.sites[1] as Site;
+  const drop = defined(r.sites[1], 'second site');
   assert.deepEqual(drop.args, { input: 'x', p: '0.1' });
   assert.match(formatHover(drop), /`drop\(.*\)`, through a local variable bound to `F\.dropout` in `M\.forward`/);
 });

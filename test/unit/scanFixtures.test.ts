@@ -8,6 +8,7 @@ import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { notebookCells, scanNotebook, SITE_KINDS, type SiteKind } from '../../src/core/scan';
 import { expectations, FIXTURES, fixture, scanner } from './scanSupport';
+import { defined } from '../defined';
 
 interface Tally {
   tp: number;
@@ -59,7 +60,7 @@ test('fixtures: every labelled site is found and nothing else (per-kind precisio
       const exp = [...(expected.get(key) ?? [])];
       const got = [...(found.get(key) ?? [])];
       for (const kind of [...got]) {
-        const t = tally.get(kind as SiteKind) as Tally;
+        const t = defined(tally.get(kind as SiteKind), `${kind} tally`);
         if (take(exp, kind)) t.tp++;
         else {
           t.fp++;

@@ -9,6 +9,7 @@ import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { FIXTURES, fixture, scanner } from './scanSupport';
 import { mutate, rng } from './fuzzInputs';
+import { itemAt } from '../../src/core/arrays';
 
 
 test('fuzz: 3000 mutated inputs never throw and never error', { timeout: 600_000 }, async () => {
@@ -22,7 +23,7 @@ test('fuzz: 3000 mutated inputs never throw and never error', { timeout: 600_000
   let total = 0;
   const N = 3000;
   for (let i = 0; i < N; i++) {
-    const src = sources[r(sources.length)] as string;
+    const src = itemAt(sources, r(sources.length));
     // A window of the fixture keeps each input small and the whole test quick.
     const start = r(Math.max(1, src.length - 1500));
     const input = mutate(src.slice(start, start + 300 + r(1500)), r, 4, 200);

@@ -25,8 +25,8 @@ test('a 60 KB attribute chain is cut at its budget; the statements after it are 
   const r = s.scan(text, 'chain.py', { budgetMs: 4000 });
   assert.equal(r.error, undefined);
   assert.equal(r.partial?.reason, 'time-budget');
-  assert.deepEqual(r.partial?.lines, [{ start: 2, end: 2 }]);
-  assert.match(r.partial?.message ?? '', /^Membit: partially scanned, line 3 not read within the 4000 ms scan budget/);
+  assert.deepEqual(r.partial.lines, [{ start: 2, end: 2 }]);
+  assert.match(r.partial.message, /^Membit: partially scanned, line 3 not read within the 4000 ms scan budget/);
   assert.ok(r.sites.some((x) => x.kind === 'dropout' && x.range.startLine === 7), JSON.stringify(r.sites.map((x) => [x.kind, x.range.startLine])));
 });
 
@@ -36,7 +36,7 @@ test('a 20,000-term sum is read under the match limit, and the scan says so', { 
   const r = s.scan(text, 'sum.py');
   assert.equal(r.error, undefined);
   assert.equal(r.partial?.reason, 'match-limit');
-  assert.deepEqual(r.partial?.lines, [{ start: 1, end: 1 }]);
+  assert.deepEqual(r.partial.lines, [{ start: 1, end: 1 }]);
   assert.ok(r.sites.some((x) => x.kind === 'dropout'));
 });
 
@@ -46,7 +46,7 @@ test('a budget too small to parse gives a partial result that says the file was 
   const r = s.scan(text, 'p.py', { budgetMs: 1 });
   assert.equal(r.error, undefined);
   assert.equal(r.partial?.reason, 'time-budget');
-  assert.match(r.partial?.message ?? '', /not scanned|not read/);
+  assert.match(r.partial.message, /not scanned|not read/);
   // The same text through a document: no exception, the same answer, and it recovers.
   const doc = s.open('p.py', text, { budgetMs: 1 });
   assert.equal(doc.result.partial?.reason, 'time-budget');
@@ -121,7 +121,7 @@ test('membit scan reports a partial file in its summary and JSON', { timeout: 12
     assert.equal(await main(['scan', '--json', '--budget-ms', '4000', 'chain.py'], js), 0, js.stderr);
     const doc = JSON.parse(js.stdout) as { files: { partial: { reason: string; lines: { start: number; end: number }[] } | null }[]; summary: { partial: number } };
     assert.equal(doc.files[0]?.partial?.reason, 'time-budget');
-    assert.deepEqual(doc.files[0]?.partial?.lines, [{ start: 2, end: 2 }]);
+    assert.deepEqual(doc.files[0].partial.lines, [{ start: 2, end: 2 }]);
     assert.equal(doc.summary.partial, 1);
     const bad = capture(dir);
     assert.equal(await main(['scan', '--budget-ms', 'soon', 'chain.py'], bad), 2);

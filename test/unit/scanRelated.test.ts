@@ -43,7 +43,7 @@ test('a modeling file reads its widths and rates from the config class next to i
   assert.match(attn.estimate.note ?? '', /p is 0 in the config defaults of configuration_pico\.py \(config\.attention_dropout = 0\.0\)/);
   const ffn = r.sites.find((x) => x.kind === 'ffn');
   assert.equal(ffn?.ffn?.inWidth, 1024);
-  assert.equal(ffn?.ffn?.hiddenWidth, 4096);
+  assert.equal(ffn.ffn.hiddenWidth, 4096);
 
   // Without the folder nothing is known: the same sites, no figures.
   const alone = s.scan(MODELING(), 'modeling_pico.py');
@@ -158,7 +158,7 @@ test('reading the config: only the scanned file\'s folder, capped in size, unrea
     assert.equal(await main(['scan', join('models', 'pico', 'modeling_pico.py'), '--json'], io), 0, io.stderr);
     const out = JSON.parse(io.stdout) as { sites: { estimate: { elements: number | null; note: string | null } }[] };
     assert.equal(out.sites[0]?.estimate.elements, 128 * 20480);
-    assert.match(out.sites[0]?.estimate.note ?? '', /configuration_pico\.py line 2/);
+    assert.match(out.sites[0].estimate.note ?? '', /configuration_pico\.py line 2/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createScanner, type Scanner } from '../../src/core/scan';
+import { itemAt } from '../../src/core/arrays';
 
 /** The repository root, found from the bundle's folder (out/test/unit) or the sources. */
 export function repoRoot(): string {
@@ -30,7 +31,7 @@ export function expectations(text: string): Map<number, string[]> {
   const out = new Map<number, string[]>();
   text.split('\n').forEach((l, i) => {
     const m = /#\s*expect:\s*([a-z\- ,]+)/.exec(l);
-    if (m) out.set(i, (m[1] as string).split(/[ ,]+/).filter(Boolean));
+    if (m) out.set(i, itemAt(m, 1).split(/[ ,]+/).filter(Boolean));
   });
   return out;
 }

@@ -54,7 +54,7 @@ test('a scan past its deadline is ended with its thread; the caller never waits 
     await assert.rejects(slow, /the scan of chain\.py did not finish within 3 s, so it was stopped/);
     clearInterval(tick);
     assert.ok(ticks > 0, 'the caller\'s event loop ran while the scan was under way');
-    await assert.rejects(queued, (e: unknown) => e instanceof ScanRestartedError && /the scanner restarted/.test(e.message));
+    await assert.rejects(queued, (e: unknown) => e instanceof ScanRestartedError && e.message.includes('the scanner restarted'));
     assert.equal(restarts.length, 1, restarts.join('\n'));
     const after = await w.scan('doc', 'm.py', MODEL, {});
     assert.equal(after.sites.length, 1, 'a fresh thread scans the next file');

@@ -20,6 +20,7 @@ import { loadSnapshotsInWorker } from '../../src/core/snapshot/load';
 import { workspaceMapper } from '../../src/core/snapshot/paths';
 import { PickleError, Unpickler, unpickle } from '../../src/core/snapshot/pickle';
 import { groupRunSets, rankOf } from '../../src/core/snapshot/runSet';
+import { defined } from '../defined';
 
 const repo = join(__dirname, '..', '..', '..');
 const dir = join(repo, 'test', 'fixtures', 'snapshots');
@@ -64,7 +65,7 @@ test('a snapshot taken during a harness run gives the harness its own peak and t
   assert.deepEqual(inner(r.peak.top), inner(h.peak.top));
   // Optimizer state is certain from its frames (Adam's _init_group): the harness counted the same bytes.
   assert.equal(r.summary.optimizer_state_at_peak, h.summary.optimizer_state_at_peak);
-  assert.equal(r.source?.kind, 'snapshot');
+  assert.equal(r.source.kind, 'snapshot');
 });
 
 test('python stacks, plain pickle: timeline, peak, lines by the innermost workspace frame, segments', async () => {
@@ -75,13 +76,13 @@ test('python stacks, plain pickle: timeline, peak, lines by the innermost worksp
   const first = idx.files.get('samples/gpt_tiny.py')?.get(r.lines[0]?.line ?? -1);
   assert.ok(first);
   assert.match(inlineText(first, 'cuda', true), /^▲ [\d.]+ (?:[KMG]i)?B live at peak$/);
-  assert.equal(r.source?.stacks, 'python');
-  assert.equal(r.source?.history, true);
-  assert.ok((r.source?.entries ?? 0) > 1000);
+  assert.equal(r.source.stacks, 'python');
+  assert.equal(r.source.history, true);
+  assert.ok(r.source.entries > 1000);
   assert.ok(r.timeline && r.timeline.t_ms.length === r.timeline.allocated.length && r.timeline.allocated.length > 100);
-  const peak = r.summary.peak_allocated as number;
-  assert.equal(Math.max(...(r.timeline?.allocated ?? [])), peak);
-  assert.ok((r.summary.peak_reserved as number) >= peak);
+  const peak = defined(r.summary.peak_allocated, 'peak');
+  assert.equal(Math.max(...r.timeline.allocated), peak);
+  assert.ok(defined(r.summary.peak_reserved, 'reserved peak') >= peak);
   // Every line maps onto a workspace file, and the lines never hold more than the peak.
   assert.ok(r.lines.length > 0);
   for (const l of r.lines) assert.ok(existsSync(join(repo, l.file)), l.file);
@@ -93,7 +94,7 @@ test('python stacks, plain pickle: timeline, peak, lines by the innermost worksp
   assert.equal(r.summary.unattributed_at_peak, peak - r.summary.tracked_at_peak);
   // Segments: reserved splits into allocated blocks and free blocks.
   const s = r.segments;
-  assert.ok(s && s.count > 0);
+  assert.ok(s.count > 0);
   assert.equal(s.reserved, s.allocated + s.free);
   assert.equal(s.items.reduce((a, x) => a + x.total, 0), s.reserved);
 });
@@ -101,7 +102,7 @@ test('python stacks, plain pickle: timeline, peak, lines by the innermost worksp
 test('stacks="all" (gzip): C++ frames are read, Python frames still map to the workspace', async () => {
   const r = await open('gpt_all.pickle.gz');
   valid(r);
-  assert.equal(r.source?.stacks, 'all');
+  assert.equal(r.source.stacks, 'all');
   assert.ok(r.lines.some((l) => l.file === 'samples/gpt_tiny.py'));
   assert.ok(r.peak.top[0]?.frames.length);
 });
@@ -110,24 +111,24 @@ test('an OOM dump: the failure, what it asked for, and what held the memory', as
   const r = await open('gpt_oom.pickle.gz');
   valid(r);
   assert.equal(r.run.status, 'oom');
-  assert.equal(r.oom_events?.length, 1);
+  assert.equal(r.oom_events.length, 1);
   const o = r.oom;
   assert.ok(o);
   assert.equal(o.requested_bytes, 256 * 2 ** 20);
-  assert.ok((o.device_free as number) > 0);
+  assert.ok(defined(o.device_free, 'device_free') > 0);
   assert.ok(o.top.length > 0 && o.lines.length > 0);
   assert.ok(o.lines.every((l) => l.file === 'samples/gpt_tiny.py'));
   assert.match(o.message, /tried to allocate 256 MiB/);
-  assert.ok(r.run.error_at && r.run.error_at.file === 'samples/gpt_tiny.py');
+  assert.ok(r.run.error_at?.file === 'samples/gpt_tiny.py');
 });
 
 test('a snapshot without history: no timeline, the state at the dump, and a note that says so', async () => {
   const r = await open('gpt_nohistory.pickle');
   valid(r);
   assert.equal(r.timeline, null);
-  assert.equal(r.source?.history, false);
+  assert.equal(r.source.history, false);
   assert.match(r.run.notes.join(' '), /no allocation history.*_record_memory_history/);
-  assert.equal(r.summary.peak_allocated, r.segments?.allocated);
+  assert.equal(r.summary.peak_allocated, r.segments.allocated);
   assert.ok(r.peak.top.length > 0);
 });
 
@@ -170,7 +171,7 @@ test('bad input gets a clear message: truncated, another pickle, a future protoc
 
 test('the reader takes plain data opcodes: ints of every width, floats, text, tuples', () => {
   const v = unpickle(makePickle());
-  assert.deepEqual(JSON.parse(JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x))), { a: [1, -2, 3.5, null, true, 'é', [1, 2]], big: `${2n ** 60n}n`, neg: -(2 ** 40) });
+  assert.deepEqual(JSON.parse(JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x))) as unknown, { a: [1, -2, 3.5, null, true, 'é', [1, 2]], big: `${2n ** 60n}n`, neg: -(2 ** 40) });
 });
 
 /** A protocol-2 pickle, opcode by opcode: {'a': [1, -2, 3.5, None, True, 'é', (1, 2)], 'big': 2**60, 'neg': -(2**40)}. */
@@ -260,7 +261,7 @@ test('the rank files of the fixture are read as ranks 0 and 1', async () => {
   const [set] = groupRunSets([fx(`${base}/rank0_memory_snapshot.pickle`), fx(`${base}/rank1_memory_snapshot.pickle`)]);
   assert.equal(set?.members.length, 2);
   const r1 = await open(`${base}/rank1_memory_snapshot.pickle`);
-  assert.equal(r1.source?.rank, 1);
+  assert.equal(r1.source.rank, 1);
 });
 
 test('membit report reads snapshots: the peak, the lines, segments, OOM and --out', async () => {
@@ -296,6 +297,6 @@ test('reading in a worker thread gives the same report, and an error per bad fil
   const got = await loadSnapshotsInWorker({ workerPath, paths: [fx('gpt_python.pickle'), join(d, 'bad.pickle')], root: repo });
   const direct = await open('gpt_python.pickle');
   assert.equal(got[0]?.report?.summary.peak_allocated, direct.summary.peak_allocated);
-  assert.deepEqual(got[0]?.report?.lines, direct.lines);
+  assert.deepEqual(got[0].report.lines, direct.lines);
   assert.match(got[1]?.error ?? '', /not a pickle/);
 });

@@ -15,6 +15,7 @@ import { classifySshFailure, RunError, sshArgv, type SshOptions } from '../../sr
 import { expandInclude, listSshHosts, newHostProblem, parseSshConfig, splitConfigLine, sshTargets } from '../../src/core/run/sshConfig';
 import { tarEnd, tarEntry } from '../../src/core/run/tar';
 import { createRun, sitesForRemote, type RunEvent } from '../../src/core/run/target';
+import { itemAt } from '../../src/core/arrays';
 
 /** Names that break naive quoting: spaces, quotes, expansions, globs, newlines, non-ASCII. */
 const HOSTILE = [
@@ -100,11 +101,11 @@ test("classifySshFailure turns ssh's stderr into the message a user can act on",
   const kind = (stderr: string) => classifySshFailure(stderr, 'gpu1');
   const unknown = kind('No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\r\nHost key verification failed.\r\n');
   assert.equal(unknown?.code, 'host-key-unknown');
-  assert.match(unknown?.message ?? '', /^host key for gpu1 not trusted: connect once with ssh gpu1/);
+  assert.match(unknown.message, /^host key for gpu1 not trusted: connect once with ssh gpu1/);
   assert.equal(kind('@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.')?.code, 'host-key-changed');
   const auth = kind('root@127.0.0.1: Permission denied (publickey,password).');
   assert.equal(auth?.code, 'auth');
-  assert.match(auth?.message ?? '', /^ssh could not log in to gpu1 \(tried publickey,password\): no key was accepted/);
+  assert.match(auth.message, /^ssh could not log in to gpu1 \(tried publickey,password\): no key was accepted/);
   assert.match(kind('ssh: connect to host 127.0.0.1 port 1: Connection refused')?.message ?? '', /could not reach gpu1: connection refused/);
   assert.equal(kind('ssh: connect to host 10.1.1.1 port 22: Connection timed out')?.code, 'timeout');
   assert.equal(kind('Connection timed out during banner exchange')?.code, 'timeout');
@@ -208,7 +209,7 @@ test('the upload cap names the largest files', () => {
   writeFileSync(join(ws, 'mid.npy'), Buffer.alloc(20_000));
   assert.throws(
     () => listWorkspaceFiles(ws, 50_000),
-    (e: unknown) => e instanceof UploadTooLargeError && /over the 48\.8 KiB cap; largest files: huge\.npy \(39\.1 KiB\), mid\.npy \(19\.5 KiB\)/.test(e.message) && /\.gitignore/.test(e.message),
+    (e: unknown) => e instanceof UploadTooLargeError && e.message.includes('over the 48.8 KiB cap; largest files: huge.npy (39.1 KiB), mid.npy (19.5 KiB)') && e.message.includes('.gitignore'),
   );
 });
 
@@ -374,8 +375,8 @@ test('ProfileRun on the local target: states, progress, output, report', async (
   assert.equal(outcome.status, 'ok');
   assert.ok(outcome.report && existsSync(outcome.report));
   const argv = (JSON.parse(readFileSync(outcome.report, 'utf8')) as { run: { harness_argv: string[] } }).run.harness_argv;
-  assert.deepEqual(argv.slice(argv.indexOf('--find-max-batch')), ['--find-max-batch', '--max', '64', '--', argv[argv.length - 3] as string, '--lr', '1']);
-  assert.match(argv[argv.length - 3] as string, /t\.py$/);
+  assert.deepEqual(argv.slice(argv.indexOf('--find-max-batch')), ['--find-max-batch', '--max', '64', '--', itemAt(argv, argv.length - 3), '--lr', '1']);
+  assert.match(itemAt(argv, argv.length - 3), /t\.py$/);
   assert.deepEqual(events.flatMap((e) => (e.type === 'progress' ? [e.event.event] : [])), ['started', 'step', 'step', 'finished']);
   assert.ok(events.some((e) => e.type === 'output' && e.line === 'user output' && e.stream === 'stdout'));
 });

@@ -17,7 +17,7 @@ import { overlayText, parseOverlay, RunSetClient } from '../../src/vscode/report
 import { checkLauncher, describeRankFailures, LauncherError, rankOutPattern, rankReportPath, torchrunArgv, type RunSetDoc } from '../../src/core/run/torchrun';
 
 const REPO = resolve(__dirname, '..', '..', '..');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 const SMALL = ['--batch-size', '4', '--seq-len', '32', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000'];
 
 /** A workspace whose folder name needs quoting, holding the distributed sample. */
@@ -87,11 +87,11 @@ test('membit profile --nproc-per-node 2: FSDP2 under torchrun, a report per rank
   for (const r of set.ranks) {
     const d = r.report?.run.distributed;
     assert.equal(d?.rank, r.rank);
-    assert.equal(d?.world_size, 2);
-    assert.equal(d?.launcher, 'torchrun');
-    assert.equal(d?.run_set, set.doc.id, 'the harness takes the run-set id from MEMBIT_RUN_SET');
+    assert.equal(d.world_size, 2);
+    assert.equal(d.launcher, 'torchrun');
+    assert.equal(d.run_set, set.doc.id, 'the harness takes the run-set id from MEMBIT_RUN_SET');
     assert.equal(r.report?.run.script, 'gpt_dist.py');
-    assert.ok((r.report?.summary.distributed?.fsdp_units.length ?? 0) >= 3);
+    assert.ok((r.report.summary.distributed?.fsdp_units.length ?? 0) >= 3);
   }
   const peaks = rankPeaks(set);
   assert.equal(peaks.peaks.length, 2);
@@ -199,7 +199,7 @@ test('a rank that dies ends the job: the failure names it and the survivor repor
   assert.equal(doc.status, 'failed');
   assert.equal(doc.ranks[1]?.status, 'error');
   assert.ok(doc.ranks[0]?.report && existsSync(join(ws, 'runs', doc.ranks[0].report)), 'the surviving rank wrote its report');
-  assert.ok(['error', 'cancelled'].includes(doc.ranks[0]?.status as string));
+  assert.ok(['error', 'cancelled'].includes(doc.ranks[0].status));
 });
 
 test('membit profile: bad launcher flags are usage errors', async () => {
@@ -220,7 +220,7 @@ test('the run-set overlay crosses threads as JSON pieces and comes back equal', 
   assert.ok(report.lines.length > 1000 && report.modules.length > 0, `${report.lines.length} lines`);
   const pieces = overlayText(report);
   assert.ok(pieces.chunks.length >= 2, 'long lists are split');
-  assert.ok(pieces.chunks.every((c) => JSON.parse(c.text).length <= 1000));
+  assert.ok(pieces.chunks.every((c) => (JSON.parse(c.text) as unknown[]).length <= 1000));
   assert.deepEqual(await parseOverlay(pieces), JSON.parse(JSON.stringify(report)));
   await assert.rejects(parseOverlay({ head: '{"lines":3}', chunks: [{ key: 'lines', text: '[1]' }] }), /overlay's lines is not a list/);
 });

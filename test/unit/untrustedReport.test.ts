@@ -86,13 +86,13 @@ test('mdCode and mdText: no report string becomes a link, HTML or a second table
 test('terminalSafe shows escape sequences instead of sending them; JSON keeps the same strings', () => {
   const evil = 'gpt.py\u001b]0;pwned\u0007\u001b[2J\u009b31m\u202ehidden\rover';
   const safe = terminalSafe(evil);
-  // eslint-disable-next-line no-control-regex
+  // eslint-disable-next-line no-control-regex -- these patterns match control characters on purpose
   assert.doesNotMatch(safe, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/);
   assert.match(safe, /\\x1b\]0;pwned\\x07/);
   assert.equal(terminalSafe('a\tb\nc'), 'a\tb\nc');
   const json = JSON.stringify({ s: evil });
   assert.deepEqual(JSON.parse(jsonTerminalSafe(json)), { s: evil });
-  // eslint-disable-next-line no-control-regex
+  // eslint-disable-next-line no-control-regex -- these patterns match control characters on purpose
   assert.doesNotMatch(jsonTerminalSafe(json), /[\u0000-\u001f\u007f-\u009f\u202e]/);
 });
 
@@ -107,7 +107,7 @@ test('membit report prints no control character a report carries, in text, JSON 
     line.module = 'h.0\u001b[8m';
     writeFileSync(join(dir, 'r.json'), JSON.stringify(r));
     writeFileSync(join(dir, 'r2.json'), JSON.stringify(r));
-    // eslint-disable-next-line no-control-regex
+    // eslint-disable-next-line no-control-regex -- these patterns match control characters on purpose
     const CTRL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
     for (const argv of [['report', 'r.json'], ['report', 'r.json', '--json'], ['report', 'r.json', 'r2.json', '--markdown'], ['report', 'r.json', 'r2.json', '--json']]) {
       const io = capture(dir);

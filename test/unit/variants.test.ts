@@ -18,13 +18,14 @@ import { findSdpaOverlays, replacementName, writeOverlays } from '../../src/core
 import { createRun, type RunEvent } from '../../src/core/run/target';
 import { ADVISOR_LEVERS, ALL_ADVISOR_LEVERS, canonicalVariant, describeVariant, hasLever, LEVERS, parseVariant, VariantError, variantName } from '../../src/core/run/variants';
 import { reportFixture } from './reportFixtures';
+import { itemAt } from '../../src/core/arrays';
 
 const REPO = resolve(__dirname, '..', '..', '..');
 const GPT = join(REPO, 'samples', 'gpt_tiny.py');
 const NANOGPT = join(REPO, 'test', 'fixtures', 'scan', 'nanogpt_style.py');
 // Eager attention only: nanoGPT's own is the fallback of its SDPA path and is left alone.
 const MINGPT = join(REPO, 'test', 'fixtures', 'scan', 'mingpt_style.py');
-const PYTHON = process.env.MEMBIT_PYTHON || join(REPO, '.venv', 'bin', 'python');
+const PYTHON = process.env['MEMBIT_PYTHON'] || join(REPO, '.venv', 'bin', 'python');
 
 test('variant names: canonical order, old names unchanged, any order accepted', () => {
   for (const old of ['baseline', 'packed', 'recompute', 'sparse24', 'packed+sparse24']) assert.equal(canonicalVariant(old), old);
@@ -87,7 +88,7 @@ test("the report schema's variant pattern accepts exactly the canonical names, a
 test('overlays become one argv entry each, whatever the file names hold', () => {
   const hostile = ["/w/a b/$(rm -rf ~)/x'y\"z.py", '/w/new\nline=odd.py', '/w/ünï;|&.py'];
   const overlays = hostile.map((orig, i) => ({ orig, replacement: `/tmp/ov dir/${replacementName(i, orig)}` }));
-  const argv = harnessArgv({ python: 'python3', script: hostile[0] as string, scriptArgs: ['--x', '$HOME'], out: '/o/r.json', variant: 'sdpa', overlays });
+  const argv = harnessArgv({ python: 'python3', script: itemAt(hostile, 0), scriptArgs: ['--x', '$HOME'], out: '/o/r.json', variant: 'sdpa', overlays });
   const at = argv.indexOf('--');
   assert.deepEqual(argv.slice(at), ['--', hostile[0], '--x', '$HOME']);
   const flags = argv.slice(0, at);
@@ -191,6 +192,6 @@ test('a local sdpa run executes the rewrite from a folder with hostile names, an
   const last = readFileSync(GPT, 'utf8').split('\n').findIndex((l) => l.includes('y = att @ v')) + 1;
   assert.deepEqual(c.rows[1]?.approximate, [`${rel} lines ${first}–${last}`]);
   const md = comparisonMarkdown(c).split('\n');
-  assert.ok(md.includes(`- sdpa: ${c.rows[1]?.levers[0] ?? ''}`), md.join('\n'));
+  assert.ok(md.includes(`- sdpa: ${c.rows[1].levers[0] ?? ''}`), md.join('\n'));
   assert.ok(md.includes(`- sdpa: ran rewritten source; line figures approximate in ${rel} lines ${first}–${last}`), md.join('\n'));
 });

@@ -16,7 +16,10 @@ const vsix = join(repo, 'dist-vsix', 'membit.vsix');
 export function zipEntries(buf: Buffer): Promise<string[]> {
   return new Promise((resolve, reject) => {
     yauzl.fromBuffer(buf, { lazyEntries: true }, (err, zip) => {
-      if (err) return reject(err);
+      if (err) {
+        reject(err);
+        return;
+      }
       const names: string[] = [];
       zip.on('entry', (e: yauzl.Entry) => {
         names.push(e.fileName);

@@ -35,9 +35,9 @@ export interface Sparse24Query {
   dFF: number;
   gated?: boolean;
   /** Tokens per step (batch × sequence length); absent when unknown. */
-  tokens?: number;
+  tokens?: number | undefined;
   /** GPU the user will train on (from a report or the local GPU list); picks the table. */
-  gpu?: string;
+  gpu?: string | undefined;
 }
 
 export type Sparse24Verdict = 'faster' | 'no-gain' | 'slower';
@@ -46,7 +46,7 @@ export interface Sparse24Advice {
   /** Dense time over 2:4 time; for an unknown token count, the best over the measured range. */
   speedup: number;
   /** For an unknown token count: the measured range of speedups over token counts. */
-  range?: [number, number];
+  range?: [number, number] | undefined;
   verdict: Sparse24Verdict;
   /** Short, for hints: `2:4 here: 1.4x faster` or `2:4 here: 0.8x — not worth it`. */
   text: string;
@@ -72,7 +72,8 @@ export function parseAdviceTable(doc: unknown, source = 'advice table'): SparseA
   if (d.schema !== 'membit.sparse-advice/1') return new Error(`${source}: schema is ${JSON.stringify(d.schema)}, expected "membit.sparse-advice/1"`);
   if (!d.device || typeof d.device.name !== 'string' || !d.device.name) return new Error(`${source}: device.name missing`);
   if (!Array.isArray(d.entries) || d.entries.length === 0) return new Error(`${source}: no entries`);
-  for (const [i, e] of d.entries.entries()) {
+  // Entries are untrusted too: any of them may be null or miss a field.
+  for (const [i, e] of (d.entries as (Partial<SparseAdviceEntry> | null)[]).entries()) {
     const ok =
       e && num(e.tokens) && e.tokens > 0 && num(e.d_model) && e.d_model > 0 && num(e.d_ff) && e.d_ff > 0 && typeof e.gated === 'boolean' && num(e.speedup) && e.speedup > 0;
     if (!ok) return new Error(`${source}: entries[${i}] needs positive tokens, d_model, d_ff, speedup and a boolean gated`);
@@ -86,7 +87,6 @@ function norm(name: string): string {
 
 /** The table for `gpu` (same name, ignoring case and punctuation), else the first one. */
 export function pickTable(tables: readonly SparseAdviceTable[], gpu?: string): { table: SparseAdviceTable; otherGpu: boolean } | undefined {
-  if (tables.length === 0) return undefined;
   if (gpu) {
     const want = norm(gpu);
     const exact = tables.find((t) => norm(t.device.name) === want);
@@ -95,19 +95,25 @@ export function pickTable(tables: readonly SparseAdviceTable[], gpu?: string): {
     const prefix = tables.find((t) => want.startsWith(norm(t.device.name)) || norm(t.device.name).startsWith(want));
     if (prefix) return { table: prefix, otherGpu: false };
   }
-  return { table: tables[0], otherGpu: !!gpu };
+  const [first] = tables;
+  return first ? { table: first, otherGpu: !!gpu } : undefined;
 }
 
-function interpolate(points: { tokens: number; speedup: number }[], tokens: number): number {
+/** The speedup at `tokens`, interpolated on a log scale between the measured points; undefined without points. */
+function interpolate(points: readonly { tokens: number; speedup: number }[], tokens: number): number | undefined {
   const p = [...points].sort((a, b) => a.tokens - b.tokens);
-  if (tokens <= p[0].tokens) return p[0].speedup;
-  const last = p[p.length - 1];
+  const first = p[0];
+  const last = p.at(-1);
+  if (!first || !last) return undefined;
+  if (tokens <= first.tokens) return first.speedup;
   if (tokens >= last.tokens) return last.speedup;
-  for (let i = 1; i < p.length; i++) {
-    if (tokens <= p[i].tokens) {
-      const t = (Math.log2(tokens) - Math.log2(p[i - 1].tokens)) / (Math.log2(p[i].tokens) - Math.log2(p[i - 1].tokens));
-      return p[i - 1].speedup + t * (p[i].speedup - p[i - 1].speedup);
+  let lo = first;
+  for (const hi of p) {
+    if (tokens <= hi.tokens) {
+      const t = (Math.log2(tokens) - Math.log2(lo.tokens)) / (Math.log2(hi.tokens) - Math.log2(lo.tokens));
+      return lo.speedup + t * (hi.speedup - lo.speedup);
     }
+    lo = hi;
   }
   return last.speedup;
 }
@@ -131,10 +137,14 @@ export function adviseSparse24(tables: readonly SparseAdviceTable[], q: Sparse24
   const pool = same.length ? same : table.entries;
   const dist = (e: SparseAdviceEntry) => (Math.log2(e.d_model) - Math.log2(q.dModel)) ** 2 + (Math.log2(e.d_ff) - Math.log2(q.dFF)) ** 2;
   let best = pool[0];
+  if (!best) return undefined;
   for (const e of pool) if (dist(e) < dist(best)) best = e;
   const shape = pool.filter((e) => e.d_model === best.d_model && e.d_ff === best.d_ff && e.gated === best.gated);
   const tokens = [...new Set(shape.map((e) => e.tokens))].sort((a, b) => a - b);
   const speeds = shape.map((e) => e.speedup);
+  // `shape` holds `best`, so it has at least one measured token count.
+  const lo = tokens[0] ?? best.tokens;
+  const hi = tokens.at(-1) ?? best.tokens;
   const exactShape = best.d_model === q.dModel && best.d_ff === q.dFF;
   const shapeText = `${exactShape ? '' : 'nearest measured FFN '}${best.d_model}→${best.d_ff}${best.gated ? ' gated' : ''}`;
   const where = `${table.device.name}${otherGpu ? ` (no table for ${q.gpu})` : ''}, ${table.date}`;
@@ -142,12 +152,12 @@ export function adviseSparse24(tables: readonly SparseAdviceTable[], q: Sparse24
   let range: [number, number] | undefined;
   let at: string;
   if (q.tokens !== undefined && q.tokens > 0) {
-    speedup = interpolate(shape, q.tokens);
-    at = `${tokensLabel(q.tokens)} tokens/step${q.tokens < tokens[0] || q.tokens > tokens[tokens.length - 1] ? ` (measured ${tokensLabel(tokens[0])}–${tokensLabel(tokens[tokens.length - 1])})` : ''}`;
+    speedup = interpolate(shape, q.tokens) ?? best.speedup;
+    at = `${tokensLabel(q.tokens)} tokens/step${q.tokens < lo || q.tokens > hi ? ` (measured ${tokensLabel(lo)}–${tokensLabel(hi)})` : ''}`;
   } else {
     range = [Math.min(...speeds), Math.max(...speeds)];
     speedup = range[1];
-    at = `${tokensLabel(tokens[0])}–${tokensLabel(tokens[tokens.length - 1])} tokens/step (batch × length unknown)`;
+    at = `${tokensLabel(lo)}–${tokensLabel(hi)} tokens/step (batch × length unknown)`;
   }
   const verdict = verdictOf(speedup);
   const fig = range ? `${range[0].toFixed(2)}–${range[1].toFixed(2)}x` : `${speedup.toFixed(2)}x`;

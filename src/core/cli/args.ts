@@ -3,6 +3,7 @@
  * model code must stop it, not be ignored.
  */
 import { parseArgs as nodeParseArgs } from 'node:util';
+import { itemAt } from '../arrays';
 
 export interface FlagSpec {
   /** Long name without dashes, e.g. "dry-run". */
@@ -20,8 +21,11 @@ export interface FlagSpec {
   metavar?: string;
 }
 
+/** A flag's value: its text, true for a switch, every value for a repeatable flag. */
+export type FlagValue = string | boolean | string[];
+
 export interface ParsedArgs {
-  flags: Map<string, string | boolean | string[]>;
+  flags: Map<string, FlagValue>;
   positionals: string[];
   /** Everything after a bare `--`, untouched. */
   rest: string[];
@@ -49,7 +53,7 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): 
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
   for (const s of specs) options[s.name] = { type: s.value ? 'string' : 'boolean', ...(s.short ? { short: s.short } : {}) };
   const { tokens } = nodeParseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
-  const flags = new Map<string, string | boolean | string[]>();
+  const flags = new Map<string, FlagValue>();
   const positionals: string[] = [];
 
   for (const t of tokens) {
@@ -58,7 +62,7 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[]): 
       positionals.push(t.value);
       continue;
     }
-    const word = argv[t.index] as string;
+    const word = itemAt(argv, t.index);
     const short = !t.rawName.startsWith('--');
     const spec = byName.get(t.name);
     // parseArgs names an unknown `-q` after its letter, which could be a long flag's name.

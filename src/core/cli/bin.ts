@@ -21,7 +21,7 @@ main(process.argv.slice(2), io).then(
   (code) => {
     process.exitCode = code;
   },
-  (e) => {
+  (e: unknown) => {
     process.stderr.write(`membit: ${e instanceof Error ? e.stack : String(e)}\n`);
     process.exitCode = 1;
   },

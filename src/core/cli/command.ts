@@ -2,8 +2,8 @@ import type { FlagSpec } from './args';
 
 /** Where a subcommand writes; injectable so tests capture output without spawning. */
 export interface Io {
-  out(text: string): void;
-  err(text: string): void;
+  out: (text: string) => void;
+  err: (text: string) => void;
   cwd: string;
 }
 

@@ -199,8 +199,8 @@ export const convertCommand: Subcommand = {
       throw new UsageError('--lever is applied on its own: run --dropout, --ffn or --revert separately');
     }
     const options: ConvertOptions = {
-      dropout: typeof dropoutFlag === 'string' ? (dropoutFlag as ConvertOptions['dropout']) : ffnFlag === undefined ? 'packed' : null,
-      ffn: typeof ffnFlag === 'string' ? (ffnFlag as ConvertOptions['ffn']) : null,
+      dropout: typeof dropoutFlag === 'string' ? (dropoutFlag as NonNullable<ConvertOptions['dropout']>) : ffnFlag === undefined ? 'packed' : null,
+      ffn: typeof ffnFlag === 'string' ? (ffnFlag as NonNullable<ConvertOptions['ffn']>) : null,
     };
     const lever = typeof leverFlag === 'string' ? (leverFlag as Lever) : undefined;
     const scaleKwarg = args.flags.get('sdpa-scale') === true;

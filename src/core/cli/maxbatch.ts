@@ -55,7 +55,7 @@ export const maxBatchCommand: Subcommand = {
     try {
       doc = await runMaxBatch(
         {
-          python: String(args.flags.get('python') ?? process.env.MEMBIT_PYTHON ?? 'python3'),
+          python: String(args.flags.get('python') ?? process.env['MEMBIT_PYTHON'] ?? 'python3'),
           workspace: root,
           script: scriptPath,
           args: scriptArgs,

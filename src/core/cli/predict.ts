@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { UsageError } from './args';
+import { type FlagValue, UsageError } from './args';
 import type { Io, Subcommand } from './command';
 import { bundledKernelsDir } from './profile';
 import { runFileName } from '../run/history';
@@ -12,7 +12,7 @@ import { parseReport } from '../report/model';
 import { REPORT_SCHEMA } from '../report/schema';
 import { predictArgv, PREDICT_GPUS, readPrediction, statusLabel } from '../report/prediction';
 
-function positiveInt(v: unknown, name: string): number | undefined {
+function positiveInt(v: FlagValue | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a whole number ≥ 1 (got "${String(v)}")`);
@@ -88,12 +88,16 @@ export const predictCommand: Subcommand = {
     const gpu = String(args.flags.get('gpu') ?? 'H100-80GB');
     if (!/^[A-Za-z0-9.+-]+$/.test(gpu)) throw new UsageError(`--gpu: "${gpu}" is not a GPU name or capacity (e.g. A100-80GB, 24GB)`);
     const variants = variantList(String(args.flags.get('variant') ?? 'baseline'));
-    if (variants.length === 0) throw new UsageError('--variant: no variant given');
-    const python = String(args.flags.get('python') ?? process.env.MEMBIT_PYTHON ?? 'python3');
+    const [firstVariant] = variants;
+    if (firstVariant === undefined) throw new UsageError('--variant: no variant given');
+    const python = String(args.flags.get('python') ?? process.env['MEMBIT_PYTHON'] ?? 'python3');
     const out = args.flags.get('out')
       ? resolve(io.cwd, String(args.flags.get('out')))
-      : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: `predicted-${gpu}`, variant: variants[0] as string }));
+      : join(root, '.membit', 'runs', runFileName({ started: new Date(), target: `predicted-${gpu}`, variant: firstVariant }));
     mkdirSync(dirname(out), { recursive: true });
+    const max = positiveInt(args.flags.get('max'), 'max');
+    const steps = positiveInt(args.flags.get('steps'), 'steps');
+    const ranks = positiveInt(args.flags.get('ranks'), 'ranks');
     const argv = predictArgv({
       script: scriptPath,
       args: scriptArgs,
@@ -103,12 +107,12 @@ export const predictCommand: Subcommand = {
       root,
       findMaxBatch: !!args.flags.get('find-max-batch'),
       ...(args.flags.get('batch-arg') !== undefined ? { batchArg: String(args.flags.get('batch-arg')) } : {}),
-      ...(positiveInt(args.flags.get('max'), 'max') !== undefined ? { max: positiveInt(args.flags.get('max'), 'max') as number } : {}),
-      ...(positiveInt(args.flags.get('steps'), 'steps') !== undefined ? { steps: positiveInt(args.flags.get('steps'), 'steps') as number } : {}),
-      ...(positiveInt(args.flags.get('ranks'), 'ranks') !== undefined ? { ranks: positiveInt(args.flags.get('ranks'), 'ranks') as number } : {}),
+      ...(max !== undefined ? { max } : {}),
+      ...(steps !== undefined ? { steps } : {}),
+      ...(ranks !== undefined ? { ranks } : {}),
     });
     const kernels = bundledKernelsDir();
-    const env = { ...process.env, PYTHONPATH: [kernels, process.env.PYTHONPATH].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };
+    const env = { ...process.env, PYTHONPATH: [kernels, process.env['PYTHONPATH']].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };
     io.err(`membit: predicting ${script} on ${gpu} (no GPU used; the script runs with CUDA faked)\n`);
     const code = await new Promise<number>((resolveCode) => {
       const child = spawn(python, argv, { cwd: io.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -116,15 +120,18 @@ export const predictCommand: Subcommand = {
       process.once('SIGINT', onSig);
       createInterface({ input: child.stdout }).on('line', (l) => io.out(`${l}\n`));
       createInterface({ input: child.stderr }).on('line', (l) => {
-        if (!l.startsWith('@@membit ')) return io.err(`${l}\n`);
+        if (!l.startsWith('@@membit ')) {
+          io.err(`${l}\n`);
+          return;
+        }
         let e: Record<string, unknown>;
         try {
           e = JSON.parse(l.slice(9)) as Record<string, unknown>;
         } catch {
           return undefined;
         }
-        if (e.event === 'step' && typeof e.peak === 'number') io.err(`membit: step ${String(e.step)} · peak so far ${formatBytes(e.peak)} (tensors)\n`);
-        else if (e.event === 'probe') io.err(`membit: ${String(e.variant)} at ${String(e.batch)}: ${e.fits ? 'fits' : 'does not fit'}\n`);
+        if (e['event'] === 'step' && typeof e['peak'] === 'number') io.err(`membit: step ${String(e['step'])} · peak so far ${formatBytes(e['peak'])} (tensors)\n`);
+        else if (e['event'] === 'probe') io.err(`membit: ${String(e['variant'])} at ${String(e['batch'])}: ${e['fits'] ? 'fits' : 'does not fit'}\n`);
         return undefined;
       });
       child.on('error', (err) => {

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import { type ParsedArgs, UsageError } from './args';
+import { type FlagValue, type ParsedArgs, UsageError } from './args';
 import type { Io, Subcommand } from './command';
 import { formatBytes } from '../units';
 import { runFileName } from '../run/history';
@@ -9,6 +9,7 @@ import { createRun, targetLabel, type RunTarget } from '../run/target';
 import { checkSlurmTarget, createSlurmRun, type SlurmTarget } from '../run/slurm';
 import { checkLauncher, LauncherError, type Launcher } from '../run/torchrun';
 import { canonicalVariant, LEVERS, VariantError } from '../run/variants';
+import { shown } from '../untrusted';
 
 /** The membit Python package shipped beside the bundle (dist/kernels), or the source tree's. */
 export function bundledKernelsDir(): string {
@@ -19,7 +20,7 @@ export function bundledKernelsDir(): string {
 }
 
 /** A whole-number flag of at least `min`, or undefined when not given. */
-export function intFlag(v: unknown, name: string, min = 0): number | undefined {
+export function intFlag(v: FlagValue | undefined, name: string, min = 0): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be a whole number ≥ ${min} (got "${String(v)}")`);
@@ -86,12 +87,14 @@ export const profileCommand: Subcommand = {
   async run(args, io) {
     const { script, scriptArgs, scriptPath, root, variant } = scriptOf(args, io, 'profile');
     const host = args.flags.get('target') as string | undefined;
-    const python = String(args.flags.get('python') ?? (host ? DEFAULT_REMOTE_PYTHON : (process.env.MEMBIT_PYTHON ?? 'python3')));
+    const python = String(args.flags.get('python') ?? (host ? DEFAULT_REMOTE_PYTHON : (process.env['MEMBIT_PYTHON'] ?? 'python3')));
     const targetEnv: Record<string, string> = {};
     for (const kv of (args.flags.get('target-env') as string[] | undefined) ?? []) {
       const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(kv);
-      if (!m) throw new UsageError(`--target-env takes NAME=VALUE (got "${kv}")`);
-      targetEnv[m[1] as string] = m[2] as string;
+      const name = m?.[1];
+      const value = m?.[2];
+      if (name === undefined || value === undefined) throw new UsageError(`--target-env takes NAME=VALUE (got "${kv}")`);
+      targetEnv[name] = value;
     }
     const target: RunTarget = host
       ? {
@@ -174,12 +177,12 @@ export const profileCommand: Subcommand = {
         // Ranks of a torchrun job tag their events: every rank's progress is shown, named.
         const rank = (p as { rank?: unknown }).rank;
         const who = typeof rank === 'number' ? `rank ${rank}: ` : '';
-        if (p.event === 'started') io.err(`membit: ${who}profiling ${script} (${String(p.device ?? 'device ?')}, variant ${variant})\n`);
+        if (p.event === 'started') io.err(`membit: ${who}profiling ${script} (${shown(p.device ?? 'device ?')}, variant ${variant})\n`);
         else if (p.event === 'step' && typeof p.step === 'number') {
           const mem = typeof p.peak === 'number' ? ` · peak ${formatBytes(p.peak)}` : '';
-          io.err(`membit: ${who}step ${p.step}/${String(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
-        } else if (p.event === 'finished' && who) io.err(`membit: ${who}finished (${String(p.status)})\n`);
-        else if (p.event === 'queued' && typeof p.state === 'string') io.err(`membit: job ${String(p.job)} ${p.state === 'PENDING' ? 'pending in queue' : p.state.toLowerCase()}${p.reason ? ` (${String(p.reason)})` : ''}\n`);
+          io.err(`membit: ${who}step ${p.step}/${shown(p.total)}${p.phase === 'warmup' ? ' (warm-up)' : ''}${mem}\n`);
+        } else if (p.event === 'finished' && who) io.err(`membit: ${who}finished (${shown(p.status)})\n`);
+        else if (p.event === 'queued' && typeof p['state'] === 'string') io.err(`membit: job ${shown(p['job'])} ${p['state'] === 'PENDING' ? 'pending in queue' : p['state'].toLowerCase()}${p['reason'] ? ` (${shown(p['reason'])})` : ''}\n`);
       }
     });
     let outcome;

@@ -15,6 +15,7 @@ import { isSnapshotName, openSnapshot, SnapshotError } from '../snapshot';
 import { writeFileAtomic } from '../atomicWrite';
 import type { ParsedArgs } from './args';
 import type { Io } from './command';
+import { itemAt } from '../arrays';
 
 function load(path: string): Report {
   let text: string;
@@ -34,7 +35,7 @@ async function loadSnapshot(path: string, root: string): Promise<Report> {
   try {
     return await openSnapshot(path, { root });
   } catch (e) {
-    if (e instanceof SnapshotError) throw new Error(e.message);
+    if (e instanceof SnapshotError) throw new Error(e.message, { cause: e });
     throw e;
   }
 }
@@ -132,7 +133,7 @@ export const reportCommand: Subcommand = {
     // escape sequences that retitle the terminal, write the clipboard or hide text.
     const json = args.flags.get('json') === true;
     const io: Io = { out: (t: string) => io0.out(json ? jsonTerminalSafe(t) : terminalSafe(t)), err: (t: string) => io0.err(terminalSafe(t)), cwd: io0.cwd };
-    const first = resolve(io.cwd, args.positionals[0] as string);
+    const first = resolve(io.cwd, itemAt(args.positionals, 0));
     if (args.positionals.length === 1 && isRunSetFile(first)) return runSetReport(first, args.flags, io);
     if (args.flags.get('rank') !== undefined) throw new UsageError('--rank needs a run set (the file membit profile --nproc-per-node writes)');
     if (args.flags.get('fsdp') !== undefined) {
@@ -151,8 +152,8 @@ export const reportCommand: Subcommand = {
       }
       const head = ['ranks', 'params', 'grads', 'optimizer', 'unsharded units', 'reduce-scatter', 'activations', 'rest', 'per rank'];
       const rows = est.rows.map((r) => [String(r.worldSize), ...[r.params, r.grads, r.optimizerState, r.unshardedUnits, r.reduceScatter, r.activations, r.rest, r.perRank].map(formatBytes)]);
-      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-      const fmt = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i] as number)).join('  ');
+      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+      const fmt = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i] ?? 0)).join('  ');
       io.out(`${est.label}\n${est.unit ? `unit: ${est.unit.module} (${formatBytes(est.unit.params)} of parameters)` : 'no unit found: the unsharded layer is left out'}\nmeasured on one process: ${formatBytes(est.rows[0]?.measured ?? 0)}\n\n${fmt(head)}\n${rows.map(fmt).join('\n')}\n`);
       return 0;
     }

@@ -37,6 +37,7 @@ import {
   formatHint,
   probeCapabilities,
   type ScanOptions,
+  type ScanPartial,
   type ScanResult,
   type ShapeSettings,
   SITE_KINDS,
@@ -120,7 +121,7 @@ interface FileOutcome {
 }
 
 /** The JSON form of one site (see the schema at the top of this file). */
-export function siteJson(s: Site, peakBytes?: number): Record<string, unknown> {
+export function siteJson(s: Site, peakBytes?: number) {
   const e = s.estimate;
   const member = (m: NonNullable<Site['ffn']>['up']) =>
     m
@@ -173,7 +174,18 @@ export function siteJson(s: Site, peakBytes?: number): Record<string, unknown> {
   };
 }
 
-function attentionJson(a: NonNullable<Site['attention']>): Record<string, unknown> {
+export type SiteJson = ReturnType<typeof siteJson>;
+
+/** `membit scan --json`: schema membit.scan/1 (see the top of this file). */
+export interface ScanJson {
+  schema: 'membit.scan/1';
+  files: { file: string; status: FileOutcome['status']; sites: number; message: string | null; partial: ScanPartial | null }[];
+  sites: SiteJson[];
+  summary: { files: number; scanned: number; skipped: number; errors: number; partial: number; sites: number; byKind: Record<string, number> };
+  capabilities: TorchCapabilities | null;
+}
+
+function attentionJson(a: NonNullable<Site['attention']>) {
   const line = (l: number | undefined) => (l === undefined ? null : l + 1);
   return {
     form: a.form,
@@ -190,7 +202,7 @@ function attentionJson(a: NonNullable<Site['attention']>): Record<string, unknow
 }
 
 function callText(s: Site): string {
-  if (s.kind === 'checkpoint' && s.callee === 'for') return `for ${s.args.target} in ${s.args.iter}:`;
+  if (s.kind === 'checkpoint' && s.callee === 'for') return `for ${s.args['target']} in ${s.args['iter']}:`;
   const args = Object.entries(s.args)
     .filter(([k]) => k !== 'input' || !s.kind.includes('dropout'))
     .map(([k, v]) => (/^arg\d+$/.test(k) ? v : `${k}=${v}`))
@@ -210,10 +222,10 @@ function table(outcomes: FileOutcome[]): string {
   }
   if (rows.length === 0) return '';
   const head = ['LOCATION', 'KIND', 'CLASS', 'CALL', 'ESTIMATE'];
-  const widths = head.map((h, i) => Math.min(60, Math.max(h.length, ...rows.map((r) => (r[i] as string).length))));
+  const widths = head.map((h, i) => Math.min(60, Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length))));
   const line = (r: string[]) =>
     r
-      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number)))
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
       .join('  ')
       .trimEnd();
   return `${[line(head), ...rows.map(line)].join('\n')}\n`;
@@ -343,7 +355,7 @@ export const scanCommand: Subcommand = {
         if (budgetMs > 0) opts.budgetMs = budgetMs;
         if (capabilities) opts.capabilities = capabilities;
         if (sparse24) opts.sparse24 = sparse24;
-        if (report) opts.hints = shapeHintsFromReport(report as Parameters<typeof shapeHintsFromReport>[0], file);
+        if (report) opts.hints = shapeHintsFromReport(report, file);
         let text: string;
         try {
           const st = statSync(abs);
@@ -370,19 +382,19 @@ export const scanCommand: Subcommand = {
     const readErrors = outcomes.filter((o) => o.status === 'error' && !o.result).length;
     if (args.flags.get('json')) {
       const byKind: Record<string, number> = {};
-      const sites: Record<string, unknown>[] = [];
+      const sites: SiteJson[] = [];
       for (const o of outcomes) {
         for (const s of o.result?.sites ?? []) {
           byKind[s.kind] = (byKind[s.kind] ?? 0) + 1;
           sites.push(siteJson(s, o.result?.peakBytes));
         }
       }
-      const partialJson = (r: ScanResult | undefined) =>
+      const partialJson = (r: ScanResult | undefined): ScanPartial | null =>
         r?.partial ? { reason: r.partial.reason, message: r.partial.message, lines: r.partial.lines.map((l) => ({ start: l.start + 1, end: l.end + 1 })) } : null;
-      const doc = {
+      const doc: ScanJson = {
         schema: 'membit.scan/1',
         files: outcomes.map((o) => ({ file: o.file, status: o.status, sites: o.result?.sites.length ?? 0, message: o.message ?? null, partial: partialJson(o.result) })),
-        sites: [] as unknown[],
+        sites: [],
         summary: {
           files: outcomes.length,
           scanned: outcomes.filter((o) => o.status === 'ok').length,

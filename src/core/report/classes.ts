@@ -6,6 +6,7 @@
 import { formatBytes } from '../units';
 import { normalizePath } from './model';
 import type { Report } from './types';
+import { itemAt } from '../arrays';
 
 export interface ClassTotals {
   type: string;
@@ -46,7 +47,7 @@ export function findClassLine(lines: readonly string[], name: string, near: numb
   if (!name) return -1;
   let best = -1;
   for (let i = Math.max(0, near - window + 1); i < Math.min(lines.length, near + window); i++) {
-    const l = (lines[i] as string).trimStart();
+    const l = itemAt(lines, i).trimStart();
     if (!l.startsWith('class')) continue;
     const rest = l.slice(5);
     const body = rest.trimStart();
@@ -71,8 +72,8 @@ function sitePathUnder(site: string[], prefix: string[]): boolean {
   if (prefix.length === 1 && prefix[0] === '') return true;
   if (site.length < prefix.length) return false;
   for (let i = 0; i < prefix.length; i++) {
-    const a = site[i] as string;
-    const b = prefix[i] as string;
+    const a = itemAt(site, i);
+    const b = itemAt(prefix, i);
     if (a !== b && a !== '*' && b !== '*') return false;
   }
   return true;
@@ -85,15 +86,17 @@ function sitePathUnder(site: string[], prefix: string[]): boolean {
 export function classTotals(report: Report, relFile: string): Map<number, ClassTotals> {
   const file = normalizePath(relFile);
   const out = new Map<number, ClassTotals>();
-  const roots = new Map<number, Set<string>>();
+  // By class line: the module paths of its instances, and its totals (the ones in `out`).
+  const roots = new Map<number, { paths: Set<string>; totals: ClassTotals }>();
   for (const m of report.modules) {
     if (!m.defined_at || normalizePath(m.defined_at.file) !== file) continue;
-    let set = roots.get(m.defined_at.line);
-    if (!set) {
-      roots.set(m.defined_at.line, (set = new Set()));
-      out.set(m.defined_at.line, { type: m.type, line: m.defined_at.line, instances: 0, params: 0, activations: 0, masks: 0, savingIfPacked: 0 });
+    let root = roots.get(m.defined_at.line);
+    if (!root) {
+      const totals: ClassTotals = { type: m.type, line: m.defined_at.line, instances: 0, params: 0, activations: 0, masks: 0, savingIfPacked: 0 };
+      roots.set(m.defined_at.line, (root = { paths: new Set(), totals }));
+      out.set(m.defined_at.line, totals);
     }
-    set.add(m.path);
+    root.paths.add(m.path);
   }
   if (out.size === 0) return out;
   // Nested instances of the same class (rare) would double count: keep the outermost.
@@ -107,42 +110,39 @@ export function classTotals(report: Report, relFile: string): Map<number, ClassT
     }
     return false;
   };
-  const lineOfRoot = new Map<string, number>();
-  for (const [line, set] of roots) {
-    const t = out.get(line) as ClassTotals;
+  const classOfRoot = new Map<string, ClassTotals>();
+  for (const { paths: set, totals: t } of roots.values()) {
     for (const p of [...set]) {
       if (ancestorIn(p, set)) set.delete(p);
-      else lineOfRoot.set(p, line);
+      else classOfRoot.set(p, t);
     }
     t.instances = set.size;
   }
   // Each module counts toward every class whose instance lies on its path (or is it).
   for (const m of report.modules) {
-    const seen = new Set<number>();
+    const seen = new Set<ClassTotals>();
     let path: string | null = m.path;
     while (path !== null) {
-      const line = lineOfRoot.get(path);
-      if (line !== undefined && !seen.has(line)) {
-        seen.add(line);
-        const t = out.get(line) as ClassTotals;
+      const t = classOfRoot.get(path);
+      if (t && !seen.has(t)) {
+        seen.add(t);
         t.params += m.params;
         t.masks += m.mask_bytes;
         t.activations += m.saved_bytes - m.mask_bytes;
       }
       if (path === '') break;
       const dot = path.lastIndexOf('.');
-      path = dot < 0 ? (lineOfRoot.has('') ? '' : null) : path.slice(0, dot);
+      path = dot < 0 ? (classOfRoot.has('') ? '' : null) : path.slice(0, dot);
     }
   }
   // Sites carry wildcard paths and one figure for all their calls: a site counts once per
   // class it lies under.
-  const prefixes = new Map<number, string[][]>();
-  for (const [line, set] of roots) prefixes.set(line, [...new Set([...set].map(generalize))].map((p) => p.split('.')));
+  const prefixes = [...roots.values()].map(({ paths, totals }) => ({ totals, list: [...new Set([...paths].map(generalize))].map((p) => p.split('.')) }));
   for (const s of report.sites) {
     if (s.module === null) continue;
     const segs = s.module.split('.');
-    for (const [line, list] of prefixes) {
-      if (list.some((p) => sitePathUnder(segs, p))) (out.get(line) as ClassTotals).savingIfPacked += s.saving_if_packed;
+    for (const { totals, list } of prefixes) {
+      if (list.some((p) => sitePathUnder(segs, p))) totals.savingIfPacked += s.saving_if_packed;
     }
   }
   return out;

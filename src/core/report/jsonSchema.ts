@@ -50,7 +50,8 @@ function typeMatches(v: unknown, t: string): boolean {
 function resolveRef(root: SchemaObject, ref: string): Schema {
   const m = /^#\/(\$defs|definitions)\/(.+)$/.exec(ref);
   const table = m ? (m[1] === '$defs' ? root.$defs : root.definitions) : undefined;
-  const target = m && table ? table[m[2] as string] : undefined;
+  const name = m?.[2];
+  const target = name !== undefined && table ? table[name] : undefined;
   if (target === undefined) throw new Error(`schema has an unresolvable $ref ${ref}`);
   return target;
 }
@@ -143,7 +144,7 @@ export function validate(schema: Schema, value: unknown, limit = 20): SchemaErro
       const depth = segments.length;
       segments.push(0);
       for (let i = 0; i < v.length && errors.length < limit; i++) {
-        if (fast && fast(v[i])) continue;
+        if (fast?.(v[i])) continue;
         segments[depth] = i;
         walk(s.items, v[i], errors);
       }

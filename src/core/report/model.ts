@@ -87,7 +87,7 @@ export function layerCount(pattern: string, paths: readonly string[]): number {
   for (const p of paths) {
     if (!globMatches(pattern, p)) continue;
     const segs = p.split('.');
-    seen.add(stars.map((i) => (/^\d+$/.test(segs[i] as string) ? segs[i] : '')).join('.'));
+    seen.add(stars.map((i) => (/^\d+$/.test(segs[i] ?? '') ? segs[i] : '')).join('.'));
   }
   return Math.max(1, seen.size);
 }
@@ -108,7 +108,7 @@ class IndexBuilder {
   }
 
   private instancesOf(module: string | null): number {
-    if (!module || !module.includes('*')) return 1;
+    if (!module?.includes('*')) return 1;
     let n = this.counts.get(module);
     if (n === undefined) this.counts.set(module, (n = layerCount(module, (this.paths ??= this.report.modules.map((m) => m.path)))));
     return n;
@@ -116,11 +116,10 @@ class IndexBuilder {
 
   add(from: number, to: number): void {
     const lines = this.report.lines;
-    for (let i = from; i < to && i < lines.length; i++) {
-      const e = lines[i] as Report['lines'][number];
+    for (const e of lines.slice(from, to)) {
       const file = normalizePath(e.file);
       let byLine = this.files.get(file);
-      if (!byLine) this.files.set(file, (byLine = new Map()));
+      if (!byLine) this.files.set(file, (byLine = new Map<number, LineInfo>()));
       const info = byLine.get(e.line) ?? { line: e.line, entries: [], savedBytes: 0, maskBytes: 0, bucket: undefined, rank: 0, instances: 1 };
       info.entries.push(e);
       info.instances = Math.max(info.instances, this.instancesOf(e.module));
@@ -138,7 +137,7 @@ class IndexBuilder {
         info.bucket = heatBucket(info.savedBytes, this.peak);
       });
     }
-    return { report: this.report, peak: this.peak, files: this.files, device: this.report.run.device?.type ?? 'unknown' };
+    return { report: this.report, peak: this.peak, files: this.files, device: this.report.run.device.type };
   }
 }
 

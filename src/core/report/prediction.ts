@@ -30,38 +30,38 @@ const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFin
 
 /** The report's prediction, or undefined for a measured report (or a malformed prediction). */
 export function readPrediction(report: Report): Prediction | undefined {
-  const p = (report.run as unknown as Record<string, unknown>).prediction;
-  if (!isObj(p) || !isObj(p.gpu)) return undefined;
-  const g = p.gpu;
-  if (typeof g.key !== 'string' || typeof g.name !== 'string' || !isNum(g.total_bytes)) return undefined;
-  if (typeof p.complete !== 'boolean' || !isNum(p.peak_allocated) || !isNum(p.device_need) || typeof p.fits !== 'boolean') return undefined;
+  const p = (report.run as unknown as Record<string, unknown>)['prediction'];
+  if (!isObj(p) || !isObj(p['gpu'])) return undefined;
+  const g = p['gpu'];
+  if (typeof g['key'] !== 'string' || typeof g['name'] !== 'string' || !isNum(g['total_bytes'])) return undefined;
+  if (typeof p['complete'] !== 'boolean' || !isNum(p['peak_allocated']) || !isNum(p['device_need']) || typeof p['fits'] !== 'boolean') return undefined;
   const out: Prediction = {
-    gpuKey: g.key,
-    gpuName: g.name,
-    totalBytes: g.total_bytes,
-    complete: p.complete,
-    partialReason: typeof p.partial_reason === 'string' ? p.partial_reason : null,
-    peakAllocated: p.peak_allocated,
-    deviceNeed: p.device_need,
-    fits: p.fits,
+    gpuKey: g['key'],
+    gpuName: g['name'],
+    totalBytes: g['total_bytes'],
+    complete: p['complete'],
+    partialReason: typeof p['partial_reason'] === 'string' ? p['partial_reason'] : null,
+    peakAllocated: p['peak_allocated'],
+    deviceNeed: p['device_need'],
+    fits: p['fits'],
     userHostReads: [],
     fixed: [],
   };
-  if (isObj(p.max_batch) && typeof p.max_batch.arg === 'string') {
-    const l = p.max_batch.largest;
-    out.maxBatch = { arg: p.max_batch.arg, largest: Number.isInteger(l) ? (l as number) : null };
+  if (isObj(p['max_batch']) && typeof p['max_batch']['arg'] === 'string') {
+    const l = p['max_batch']['largest'];
+    out.maxBatch = { arg: p['max_batch']['arg'], largest: Number.isInteger(l) ? (l as number) : null };
   }
-  if (Array.isArray(p.host_reads)) {
-    for (const r of p.host_reads) {
-      if (isObj(r) && r.user === true && typeof r.what === 'string' && typeof r.file === 'string' && Number.isInteger(r.line)) {
-        out.userHostReads.push({ what: r.what, file: r.file, line: r.line as number });
+  if (Array.isArray(p['host_reads'])) {
+    for (const r of p['host_reads']) {
+      if (isObj(r) && r['user'] === true && typeof r['what'] === 'string' && typeof r['file'] === 'string' && Number.isInteger(r['line'])) {
+        out.userHostReads.push({ what: r['what'], file: r['file'], line: r['line'] as number });
       }
     }
   }
-  if (Array.isArray(p.fixed)) {
-    for (const f of p.fixed) {
-      if (isObj(f) && typeof f.what === 'string' && isNum(f.bytes) && typeof f.in_allocator === 'boolean' && typeof f.source === 'string') {
-        out.fixed.push({ what: f.what, bytes: f.bytes, inAllocator: f.in_allocator, source: f.source });
+  if (Array.isArray(p['fixed'])) {
+    for (const f of p['fixed']) {
+      if (isObj(f) && typeof f['what'] === 'string' && isNum(f['bytes']) && typeof f['in_allocator'] === 'boolean' && typeof f['source'] === 'string') {
+        out.fixed.push({ what: f['what'], bytes: f['bytes'], inAllocator: f['in_allocator'], source: f['source'] });
       }
     }
   }
@@ -73,7 +73,7 @@ export function readPrediction(report: Report): Prediction | undefined {
  * "measured" of report figures, which for a prediction would be untrue.
  */
 export function relabelPredicted(text: string): string {
-  return text.replace(/\(measured\)/g, '(predicted)').replace(/\(measured,/g, '(predicted,').replace(/([ ,]) ?measured\b/g, '$1 predicted').replace(/  predicted/g, ' predicted');
+  return text.replace(/\(measured\)/g, '(predicted)').replace(/\(measured,/g, '(predicted,').replace(/([ ,]) ?measured\b/g, '$1 predicted').replace(/ {2}predicted/g, ' predicted');
 }
 
 /**

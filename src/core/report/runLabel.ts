@@ -27,19 +27,19 @@ export function runBrief(doc: unknown): RunBrief | undefined {
   if (!doc || typeof doc !== 'object') return undefined;
   const { run, summary } = doc as { run?: Record<string, unknown>; summary?: Record<string, unknown> };
   if (!run || typeof run !== 'object' || !summary || typeof summary !== 'object') return undefined;
-  const target = run.target && typeof run.target === 'object' ? (run.target as Record<string, unknown>) : {};
-  const device = run.device && typeof run.device === 'object' ? (run.device as Record<string, unknown>) : {};
+  const target = run['target'] && typeof run['target'] === 'object' ? (run['target'] as Record<string, unknown>) : {};
+  const device = run['device'] && typeof run['device'] === 'object' ? (run['device'] as Record<string, unknown>) : {};
   return {
-    script: str(run.script, '?'),
-    variant: str(run.variant, '?'),
-    target: target.kind === 'ssh' ? str(target.host, 'ssh') : 'local',
-    started: str(run.started, ''),
-    status: str(run.status, '?'),
-    device: str(device.name, 'device unknown'),
-    deviceType: str(device.type, '?'),
-    peak: numOrNull(summary.peak_allocated) ?? numOrNull(summary.tracked_at_peak),
-    argv: Array.isArray(run.argv) ? run.argv.filter((a): a is string => typeof a === 'string') : [],
-    stepTimeS: numOrNull(summary.step_time_s),
+    script: str(run['script'], '?'),
+    variant: str(run['variant'], '?'),
+    target: target['kind'] === 'ssh' ? str(target['host'], 'ssh') : 'local',
+    started: str(run['started'], ''),
+    status: str(run['status'], '?'),
+    device: str(device['name'], 'device unknown'),
+    deviceType: str(device['type'], '?'),
+    peak: numOrNull(summary['peak_allocated']) ?? numOrNull(summary['tracked_at_peak']),
+    argv: Array.isArray(run['argv']) ? run['argv'].filter((a): a is string => typeof a === 'string') : [],
+    stepTimeS: numOrNull(summary['step_time_s']),
   };
 }
 

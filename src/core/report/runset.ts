@@ -14,6 +14,7 @@ import type { Schema } from './jsonSchema';
 import { parseReport } from './model';
 import { peakBytes, type LineEntry, type Report } from './types';
 import type { RankPeaks, RankSummary, RunSetInfo } from './runsetTypes';
+import { itemAt } from '../arrays';
 
 export type { RankPeaks, RankSummary, RunSetInfo };
 
@@ -39,7 +40,7 @@ export function parseRunSet(text: string, source = 'run set'): RunSetParse {
   if (!Array.isArray(o.ranks) || !Number.isInteger(o.world_size)) return { ok: false, error: `${source}: ranks (array) and world_size (integer) are required` };
   for (const [i, r] of (o.ranks as unknown[]).entries()) {
     const x = r as Partial<RunSetRank> | null;
-    if (!x || !Number.isInteger(x.rank) || (x.rank as number) < 0 || !STATUSES.has(String(x.status)) || (x.report !== null && typeof x.report !== 'string')) {
+    if (!x || typeof x.rank !== 'number' || !Number.isInteger(x.rank) || x.rank < 0 || !STATUSES.has(String(x.status)) || (x.report !== null && typeof x.report !== 'string')) {
       return { ok: false, error: `${source}: ranks[${i}] needs an integer rank, a status and a report path (or null)` };
     }
     // A report path must stay inside the run set's folder: the file is untrusted.
@@ -124,8 +125,8 @@ export function rankPeaks(set: Pick<RunSet, 'ranks'>): RankPeaks {
     out.imbalance = mean > 0 ? max.peak / mean - 1 : 0;
   }
   const ooms = set.ranks.filter((r) => r.status === 'oom');
-  if (ooms.length) {
-    const first = [...ooms].sort((a, b) => (a.report?.run.distributed?.failed_at ?? Infinity) - (b.report?.run.distributed?.failed_at ?? Infinity))[0] as RankEntry;
+  const [first] = [...ooms].sort((a, b) => (a.report?.run.distributed?.failed_at ?? Infinity) - (b.report?.run.distributed?.failed_at ?? Infinity));
+  if (first) {
     out.firstOom = { rank: first.rank, at: first.report?.run.distributed?.failed_at ?? null, host: first.host };
   }
   return out;
@@ -145,7 +146,7 @@ export function overlayReport(set: Pick<RunSet, 'ranks'>, pick?: number): Report
   if (pick !== undefined) {
     const r = withReport.find((x) => x.rank === pick);
     if (!r) return undefined;
-    return { ...r.report, lines: r.report.lines.map((l) => ({ ...l, rank: r.rank })) as LineEntry[] };
+    return { ...r.report, lines: r.report.lines.map((l) => ({ ...l, rank: r.rank })) };
   }
   const top = withReport.reduce((a, b) => ((b.peak ?? -1) > (a.peak ?? -1) ? b : a));
   const best = new Map<string, RankedLine>();
@@ -161,11 +162,14 @@ export function overlayReport(set: Pick<RunSet, 'ranks'>, pick?: number): Report
 
 /** A per-rank timeline for the overlaid chart: CUDA's allocator timeline, else the step events. */
 export function rankTimeline(r: Report): { t_ms: number[]; bytes: number[]; source: 'allocator' | 'steps' } | undefined {
-  if (r.timeline && r.timeline.t_ms.length) return { t_ms: r.timeline.t_ms, bytes: r.timeline.allocated, source: 'allocator' };
+  if (r.timeline?.t_ms.length) return { t_ms: r.timeline.t_ms, bytes: r.timeline.allocated, source: 'allocator' };
   const steps = r.summary.distributed?.step_memory ?? [];
-  const pts = steps.filter((s) => typeof s[0] === 'number' && typeof s[2] === 'number') as number[][];
+  const pts = steps.flatMap((s) => {
+    const [t, , bytes] = s;
+    return typeof t === 'number' && typeof bytes === 'number' ? [{ t, bytes }] : [];
+  });
   if (!pts.length) return undefined;
-  return { t_ms: pts.map((s) => s[0] as number), bytes: pts.map((s) => s[2] as number), source: 'steps' };
+  return { t_ms: pts.map((p) => p.t), bytes: pts.map((p) => p.bytes), source: 'steps' };
 }
 
 function pct(x: number): string {
@@ -188,7 +192,7 @@ export function runSetText(set: RunSet, markdown = false): string {
     out.push(markdown ? '' : '', line);
   }
   if (rp.firstOom) out.push(`rank ${rp.firstOom.rank}${rp.firstOom.host ? ` on ${rp.firstOom.host}` : ''} ran out of memory first`);
-  const cpu = set.ranks.some((r) => r.report && r.report.summary.peak_allocated === null);
+  const cpu = set.ranks.some((r) => r.report?.summary.peak_allocated === null);
   const rows = set.ranks.map((r) => {
     const s = r.report?.summary;
     const dist = s?.distributed;
@@ -212,8 +216,8 @@ export function runSetText(set: RunSet, markdown = false): string {
     out.push(`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`);
     for (const row of rows) out.push(`| ${row.map(mdEscape).join(' | ')} |`);
   } else {
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-    const fmt = (cells: string[]) => cells.map((c, i) => (i >= 4 ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number))).join('  ');
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+    const fmt = (cells: string[]) => cells.map((c, i) => (i >= 4 ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join('  ');
     out.push(fmt(head));
     for (const row of rows) out.push(fmt(row));
   }
@@ -255,9 +259,16 @@ function thin(xs: readonly number[], ys: readonly number[], max: number): { t_ms
     const lo = Math.floor(b * step);
     const hi = Math.min(xs.length, Math.floor((b + 1) * step));
     let best = lo;
-    for (let i = lo; i < hi; i++) if ((ys[i] as number) > (ys[best] as number)) best = i;
-    t_ms.push(xs[best] as number);
-    bytes.push(ys[best] as number);
+    let bestY = itemAt(ys, lo);
+    for (let i = lo; i < hi; i++) {
+      const y = itemAt(ys, i);
+      if (y > bestY) {
+        best = i;
+        bestY = y;
+      }
+    }
+    t_ms.push(itemAt(xs, best));
+    bytes.push(bestY);
   }
   return { t_ms, bytes };
 }

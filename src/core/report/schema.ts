@@ -5,4 +5,4 @@
 import type { Schema } from './jsonSchema';
 import schemaJson from '../../../kernels/membit/profile/report.schema.json';
 
-export const REPORT_SCHEMA: Schema = schemaJson as Schema;
+export const REPORT_SCHEMA: Schema = schemaJson;

@@ -28,7 +28,7 @@ export interface SiteRef {
   file: string;
   line: number;
   /** The 1-based report line that built the site's module, if the report says. */
-  builtAt?: number;
+  builtAt?: number | undefined;
 }
 
 export function siteStates(sites: readonly SiteRef[], fileNow: (file: string) => FileNow | undefined): SiteState[] {

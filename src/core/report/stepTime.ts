@@ -4,6 +4,7 @@
  * that prints "+358%" for identical code from three steps misleads, so a difference inside
  * the runs' spread is reported as "within noise", and too few steps as too few. Pure.
  */
+import { itemAt } from '../arrays';
 
 export interface StepStats {
   /** Median of the profiled steps, seconds. */
@@ -24,8 +25,8 @@ function quantile(sorted: readonly number[], q: number): number {
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
-  const a = sorted[lo] as number;
-  const b = sorted[hi] as number;
+  const a = itemAt(sorted, lo);
+  const b = itemAt(sorted, hi);
   return a + (b - a) * (pos - lo);
 }
 
@@ -34,7 +35,7 @@ export function stepStats(times: readonly number[] | undefined): StepStats | nul
   const t = (times ?? []).filter((x) => Number.isFinite(x) && x >= 0).sort((a, b) => a - b);
   if (t.length === 0) return null;
   const median = quantile(t, 0.5);
-  const [lo, hi] = t.length >= 4 ? [quantile(t, 0.25), quantile(t, 0.75)] : [t[0] as number, t[t.length - 1] as number];
+  const [lo, hi] = t.length >= 4 ? [quantile(t, 0.25), quantile(t, 0.75)] : [itemAt(t, 0), itemAt(t, t.length - 1)];
   return { median, halfSpread: (hi - lo) / 2, n: t.length };
 }
 

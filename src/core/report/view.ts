@@ -7,6 +7,7 @@
 import { adviseSparse24, type SparseAdviceTable } from '../advice/sparse24';
 import { layerChart, type LayerChart } from './layers';
 import { peakBytes, type FfnEntry, type Holder, type OomEvent, type Report, type ReportSource, type SegmentsView } from './types';
+import { itemAt } from '../arrays';
 
 export interface TimelineView {
   t_ms: number[];
@@ -76,8 +77,9 @@ export function downsampleIndices(values: readonly number[], maxPoints: number):
     let lo = start;
     let hi = start;
     for (let i = start; i < end; i++) {
-      if ((values[i] as number) < (values[lo] as number)) lo = i;
-      if ((values[i] as number) > (values[hi] as number)) hi = i;
+      const v = itemAt(values, i);
+      if (v < itemAt(values, lo)) lo = i;
+      if (v > itemAt(values, hi)) hi = i;
     }
     if (lo === hi) out.push(lo);
     else out.push(Math.min(lo, hi), Math.max(lo, hi));
@@ -88,10 +90,11 @@ export function downsampleIndices(values: readonly number[], maxPoints: number):
 export function phaseSpans(t: readonly number[], phase: readonly string[]): TimelineView['phases'] {
   const spans: TimelineView['phases'] = [];
   for (let i = 0; i < t.length && i < phase.length; i++) {
-    const p = phase[i] as string;
-    const last = spans[spans.length - 1];
-    if (last && last.phase === p) last.end_ms = t[i] as number;
-    else spans.push({ phase: p, start_ms: t[i] as number, end_ms: t[i] as number });
+    const p = itemAt(phase, i);
+    const at = itemAt(t, i);
+    const last = spans.at(-1);
+    if (last?.phase === p) last.end_ms = at;
+    else spans.push({ phase: p, start_ms: at, end_ms: at });
   }
   return spans;
 }
@@ -103,13 +106,16 @@ export function buildView(
 ): ReportView {
   const { maxPoints = 2000, topLines = 100, topModules = 200, topSites = 300 } = opts;
   const tl = report.timeline ?? { t_ms: [], allocated: [], reserved: [], device_used: [], phase: [] };
-  const keep = downsampleIndices(tl.allocated, maxPoints);
+  // Points are read by index across the columns: a malformed report whose times are fewer
+  // than its bytes keeps the points that have both.
+  const points = Math.min(tl.t_ms.length, tl.allocated.length);
+  const keep = downsampleIndices(tl.allocated.slice(0, points), maxPoints);
   let peak: TimelineView['peak'] = null;
-  for (let i = 0; i < tl.allocated.length; i++) {
-    const v = tl.allocated[i] as number;
-    if (!peak || v > peak.bytes) peak = { t_ms: tl.t_ms[i] as number, bytes: v };
+  for (let i = 0; i < points; i++) {
+    const v = itemAt(tl.allocated, i);
+    if (!peak || v > peak.bytes) peak = { t_ms: itemAt(tl.t_ms, i), bytes: v };
   }
-  const pick = <T>(arr: readonly T[]) => keep.map((i) => arr[i] as T);
+  const pick = <T>(arr: readonly T[]) => keep.map((i) => itemAt(arr, i));
   const flips = report.flip_rate;
   return {
     id: report.run.id,

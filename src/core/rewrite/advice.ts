@@ -109,7 +109,7 @@ export function leversAt(text: string, line: number, opts?: Omit<LeverOptions, '
   }
   const one = (lever: Lever): LeverResult => {
     try {
-      return apply(ctx as Ctx, lever, line);
+      return apply(ctx, lever, line);
     } catch (e) {
       return failed(text, line, e);
     }
@@ -147,10 +147,13 @@ function apply(ctx: Ctx, lever: Lever, line: number | undefined): LeverResult {
       skipped.push({ line: f.line, code: 'extra-statement', reason: 'overlaps another rewrite of this lever: apply that one first' });
       continue;
     }
+    // A rewrite with edits always names its form; without one it is a bug, and `one` turns it into a skip.
+    const { form } = f;
+    if (!form) throw new Error(`the ${lever} rewrite at line ${f.line + 1} names no form`);
     accepted.push(...f.edits);
     for (const i of f.imports ?? []) if (!imports.includes(i)) imports.push(i);
     useLines.push(f.first);
-    changes.push({ line: f.line, first: f.first, last: f.last, form: f.form as LeverForm, description: f.description ?? '' });
+    changes.push({ line: f.line, first: f.first, last: f.last, form, description: f.description ?? '' });
   }
   if (changes.length === 0) return unchanged(text, skipped);
   if (imports.length) accepted.push(importInsertion(ctx, imports, useLines));

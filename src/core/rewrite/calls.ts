@@ -10,7 +10,8 @@
  * converted call on that line in order, and revert reads it back.
  */
 import { boundToMembit, type Imports, type MembitImport, readImports, type Style, stockSpelling } from './imports';
-import { lineEnd, lineOf, matchingClose, nextCode, prevCode, type Tok, tokenCovering, tokenize, tokText, type Tokens } from './tokens';
+import { lineEnd, lineOf, matchingClose, nextCode, prevCode, tokenCovering, tokenize, tokText, type Tokens } from './tokens';
+import { itemAt } from '../arrays';
 
 /** What a converted call stands in for. */
 export type TargetKind = 'Dropout' | 'dropout' | 'Linear';
@@ -80,7 +81,7 @@ export function dottedAt(t: Tokens, k: number): { name: string; last: number } {
     const dot = nextCode(t, last);
     if (dot < 0 || !isOpTok(t, dot, '.')) break;
     const nm = nextCode(t, dot);
-    if (nm < 0 || (t.toks[nm] as Tok).type !== 'name') break;
+    if (nm < 0 || itemAt(t.toks, nm).type !== 'name') break;
     name += `.${tokText(t, nm)}`;
     last = nm;
   }
@@ -92,7 +93,7 @@ export function findMembitCalls(t: Tokens, imports: Imports): MembitCall[] {
   const out: MembitCall[] = [];
   const toks = t.toks;
   for (let k = 0; k < toks.length; k++) {
-    const tok = toks[k] as Tok;
+    const tok = itemAt(toks, k);
     if (tok.type !== 'name') continue;
     const word = tokText(t, k);
     if (word !== 'membit' && !BARE_KIND.has(word)) continue;
@@ -115,7 +116,7 @@ export function findMembitCalls(t: Tokens, imports: Imports): MembitCall[] {
     if (open < 0 || !isOpTok(t, open, '(')) continue;
     const close = matchingClose(t, open);
     if (close < 0) continue;
-    out.push({ start: tok.start, end: (toks[last] as Tok).end, kind, style, open, close, line: lineOf(t.lineStarts, tok.start) });
+    out.push({ start: tok.start, end: itemAt(toks, last).end, kind, style, open, close, line: lineOf(t.lineStarts, tok.start) });
   }
   return out;
 }
@@ -131,7 +132,7 @@ export function lineMark(t: Tokens, line: number): LineMark | undefined {
   const end = lineEnd(t.text, t.lineStarts, line);
   const k = tokenCovering(t, end - 1);
   const tok = t.toks[k];
-  if (!tok || tok.type !== 'comment' || tok.end !== end) return undefined;
+  if (tok?.type !== 'comment' || tok.end !== end) return undefined;
   const comment = t.text.slice(tok.start, tok.end);
   let start: number;
   if (comment.startsWith(SITE_MARK)) start = t.text.slice(tok.start - 2, tok.start) === '  ' ? tok.start - 2 : tok.start;
@@ -152,9 +153,9 @@ export function markText(spellings: readonly string[]): string {
 export function canMark(t: Tokens, line: number): boolean {
   const end = lineEnd(t.text, t.lineStarts, line);
   const across = t.toks[tokenCovering(t, end)];
-  if (across && across.type === 'string' && across.start < end) return false;
+  if (across?.type === 'string' && across.start < end) return false;
   const last = t.toks[tokenCovering(t, end - 1)];
-  return !(last && last.type === 'cont');
+  return !(last?.type === 'cont');
 }
 
 /**
@@ -163,9 +164,10 @@ export function canMark(t: Tokens, line: number): boolean {
  */
 export function originalsOnLine(t: Tokens, imports: Imports, calls: readonly MembitCall[]): string[] {
   const defaults = calls.map((c) => stockSpelling(imports, STOCK[c.kind], c.style));
-  if (calls.length === 0) return defaults;
-  const mark = lineMark(t, (calls[0] as MembitCall).line);
-  if (mark && mark.spellings.length === calls.length) return mark.spellings;
+  const [first] = calls;
+  if (!first) return defaults;
+  const mark = lineMark(t, first.line);
+  if (mark?.spellings.length === calls.length) return mark.spellings;
   return defaults;
 }
 

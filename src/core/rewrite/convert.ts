@@ -19,7 +19,8 @@ import type { FfnMember, Site, SiteRange } from '../scan/types';
 import { canMark, findMembitCalls, importFor, markText, type MembitCall, lineMark, MEMBIT_BARE, membitCallee, originalsOnLine, STOCK, type TargetKind, dottedAt } from './calls';
 import { type OffsetEdit, offsetOf, type TextEdit, toTextEdits } from './edits';
 import { eolOf, IMPORT_MARK, importAnchor, type Imports, MEMBIT_IMPORTS, type MembitImport, missingImports, readImports, resolveCallee, type Style, stockSpelling, boundToMembit } from './imports';
-import { lineEnd, lineOf, matchingClose, nextCode, prevCode, type Tok, tokenAt, tokText, type Tokens, tokenize } from './tokens';
+import { lineEnd, lineOf, matchingClose, nextCode, prevCode, tokenAt, tokText, type Tokens, tokenize } from './tokens';
+import { itemAt } from '../arrays';
 
 export type DropoutMode = 'packed' | 'recompute';
 export type FfnMode = '2:4';
@@ -128,28 +129,28 @@ function locate(t: Tokens, range: SiteRange, callee: string): Located | { code: 
   const where = `line ${range.startLine + 1}`;
   if (start === undefined || end === undefined) return { code: 'stale', reason: `${where} is no longer in the file` };
   const k = tokenAt(t, start);
-  if (k < 0 || (t.toks[k] as Tok).type !== 'name') return { code: 'stale', reason: `\`${callee}\` is no longer at ${where}, column ${range.startCol + 1} (the text changed since the scan)` };
+  if (k < 0 || itemAt(t.toks, k).type !== 'name') return { code: 'stale', reason: `\`${callee}\` is no longer at ${where}, column ${range.startCol + 1} (the text changed since the scan)` };
   const before = prevCode(t, k);
   if (before >= 0 && isOp(t, before, '.')) return { code: 'stale', reason: `\`${callee}\` at ${where} is now part of a longer name` };
   const d = dottedAt(t, k);
   if (d.name !== callee) return { code: 'stale', reason: `the call at ${where} now reads \`${d.name}\`, not \`${callee}\`` };
-  const calleeEnd = (t.toks[d.last] as Tok).end;
+  const calleeEnd = itemAt(t.toks, d.last).end;
   if (t.text.slice(start, calleeEnd) !== callee) return { code: 'spaced-callee', reason: `\`${callee}\` is written with spaces or line breaks inside the name; convert it by hand` };
   const open = nextCode(t, d.last);
   if (open < 0 || !isOp(t, open, '(')) return { code: 'stale', reason: `\`${callee}\` at ${where} is no longer called` };
   const close = matchingClose(t, open);
-  if (close < 0 || (t.toks[close] as Tok).end !== end) return { code: 'stale', reason: `the arguments of \`${callee}(...)\` at ${where} changed since the scan` };
+  if (close < 0 || itemAt(t.toks, close).end !== end) return { code: 'stale', reason: `the arguments of \`${callee}(...)\` at ${where} changed since the scan` };
   return { start, end: calleeEnd, open, close };
 }
 
 /** Top-level arguments of a call: [first, last] token index of each, trivia excluded. */
-function argumentsOf(t: Tokens, open: number, close: number): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
-  const depth = (t.toks[open] as Tok).depth + 1;
+function argumentsOf(t: Tokens, open: number, close: number): [number, number][] {
+  const out: [number, number][] = [];
+  const depth = itemAt(t.toks, open).depth + 1;
   let first = -1;
   let last = -1;
   for (let k = nextCode(t, open); k >= 0 && k < close; k = nextCode(t, k)) {
-    const tok = t.toks[k] as Tok;
+    const tok = itemAt(t.toks, k);
     if (tok.depth === depth && isOp(t, k, ',')) {
       if (first >= 0) out.push([first, last]);
       first = -1;
@@ -167,7 +168,7 @@ function keywordOf(t: Tokens, arg: [number, number]): string | null {
   const [first] = arg;
   if (isOp(t, first, '*') || isOp(t, first, '**')) return tokText(t, first);
   const eq = nextCode(t, first);
-  if ((t.toks[first] as Tok).type === 'name' && eq >= 0 && isOp(t, eq, '=')) return tokText(t, first);
+  if (itemAt(t.toks, first).type === 'name' && eq >= 0 && isOp(t, eq, '=')) return tokText(t, first);
   return null;
 }
 
@@ -175,11 +176,11 @@ function keywordOf(t: Tokens, arg: [number, number]): string | null {
 function modeInsertion(t: Tokens, open: number, close: number): OffsetEdit {
   const last = prevCode(t, close);
   if (last === open) {
-    const at = (t.toks[open] as Tok).end;
+    const at = itemAt(t.toks, open).end;
     return { start: at, end: at, newText: 'mode="recompute"' };
   }
   const anchor = isOp(t, last, ',') ? prevCode(t, last) : last;
-  const at = (t.toks[anchor] as Tok).end;
+  const at = itemAt(t.toks, anchor).end;
   return { start: at, end: at, newText: ', mode="recompute"' };
 }
 
@@ -205,7 +206,7 @@ function dropoutKind(site: Site): { kind: TargetKind; torchDropout?: boolean } |
   if (ALPHA.has(name)) {
     return { code: 'alpha-dropout', reason: `\`${site.callee}\` keeps SELU's mean and variance with its own formula; membit has no alpha-dropout variant` };
   }
-  if (q && /dropout/.test(name)) {
+  if (q && name.includes('dropout')) {
     return { code: 'other-dropout', reason: `\`${site.callee}\` (${q}) has no membit equivalent; only nn.Dropout, F.dropout and torch.dropout are converted` };
   }
   return { code: 'unresolved', reason: `\`${site.callee}\` does not resolve to a torch dropout through the file's imports` };
@@ -214,7 +215,7 @@ function dropoutKind(site: Site): { kind: TargetKind; torchDropout?: boolean } |
 /** Names used anywhere in the code, to avoid taking a bare name the file already uses for something else. */
 function codeNames(t: Tokens): Set<string> {
   const names = new Set<string>();
-  for (let k = 0; k < t.toks.length; k++) if ((t.toks[k] as Tok).type === 'name') names.add(tokText(t, k));
+  for (let k = 0; k < t.toks.length; k++) if (itemAt(t.toks, k).type === 'name') names.add(tokText(t, k));
   return names;
 }
 
@@ -291,7 +292,7 @@ export function convertAll(text: string, sites: readonly Site[], opts: ConvertOp
         });
         continue;
       }
-      const members: Array<['gate' | 'up' | 'down', FfnMember]> = [];
+      const members: ['gate' | 'up' | 'down', FfnMember][] = [];
       for (const role of ['gate', 'up', 'down'] as const) {
         const m = info[role];
         if (m) members.push([role, m]);
@@ -330,7 +331,7 @@ export function convertAll(text: string, sites: readonly Site[], opts: ConvertOp
   // Dropping a call for want of a mark changes the marks of its line, and drops the
   // rest of its FFN: repeat until nothing more is dropped.
   let kept = plans;
-  let marks: OffsetEdit[] = [];
+  let marks: OffsetEdit[];
   for (;;) {
     const dropped = new Set<Plan>();
     marks = markEdits(t, imports, kept, dropped, skipped);
@@ -367,7 +368,7 @@ function ffnReason(callee: string, q: string | null): string {
     return 'HF `Conv1D` stores its weight as [in, out] where nn.Linear stores [out, in]: a SparseLinear24 would not load existing checkpoints; use membit.patch(model, ffn="2:4")';
   }
   if (/^Conv[123]d$/.test(name)) return `\`${callee}\` is a convolution, not a Linear layer; 2:4 sparsity here needs a sparse convolution`;
-  if (/Parallel/.test(name)) return `\`${callee}\` is a tensor-parallel layer with sharded weights; SparseLinear24 replaces plain nn.Linear only`;
+  if (name.includes('Parallel')) return `\`${callee}\` is a tensor-parallel layer with sharded weights; SparseLinear24 replaces plain nn.Linear only`;
   return `\`${callee}\` does not resolve to torch.nn.Linear through the file's imports`;
 }
 
@@ -385,8 +386,8 @@ function markEdits(t: Tokens, imports: Imports, plans: readonly Plan[], dropped:
   for (const [line, linePlans] of byLine) {
     const old = existing.filter((c) => c.line === line);
     const oldOriginals = originalsOnLine(t, imports, old);
-    const entries: Array<{ at: number; original: string; usual: string; plan?: Plan }> = [
-      ...old.map((c: MembitCall, i) => ({ at: c.start, original: oldOriginals[i] as string, usual: stockSpelling(imports, STOCK[c.kind], c.style) })),
+    const entries: { at: number; original: string; usual: string; plan?: Plan }[] = [
+      ...old.map((c: MembitCall, i) => ({ at: c.start, original: itemAt(oldOriginals, i), usual: stockSpelling(imports, STOCK[c.kind], c.style) })),
       ...linePlans.map((p) => ({ at: p.start, original: p.original, usual: stockSpelling(imports, STOCK[p.kind], p.style), plan: p })),
     ].sort((a, b) => a.at - b.at);
     const needed = entries.some((e) => e.original !== e.usual);

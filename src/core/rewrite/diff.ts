@@ -39,6 +39,7 @@ export function unifiedDiff(oldText: string, newText: string, opts: DiffOptions)
   return out;
 }
 
+// eslint-disable-next-line no-control-regex -- git quotes a path holding a control character
 const NEEDS_QUOTE = /[\x00-\x1f"\\\x7f]/;
 const C_ESCAPES: Record<string, string> = { '\x07': '\\a', '\b': '\\b', '\t': '\\t', '\n': '\\n', '\v': '\\v', '\f': '\\f', '\r': '\\r', '"': '\\"', '\\': '\\\\' };
 

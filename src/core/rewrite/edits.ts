@@ -4,6 +4,7 @@
  */
 import type { SiteRange } from '../scan/types';
 import { lineStartsOf } from './tokens';
+import { itemAt } from '../arrays';
 
 export interface TextEdit {
   range: SiteRange;
@@ -22,10 +23,10 @@ export function positionOf(lineStarts: readonly number[], offset: number): { lin
   let hi = lineStarts.length - 1;
   while (lo < hi) {
     const mid = (lo + hi + 1) >> 1;
-    if ((lineStarts[mid] as number) <= offset) lo = mid;
+    if (itemAt(lineStarts, mid) <= offset) lo = mid;
     else hi = mid - 1;
   }
-  return { line: lo, col: offset - (lineStarts[lo] as number) };
+  return { line: lo, col: offset - itemAt(lineStarts, lo) };
 }
 
 /** Offset of a (line, col) position, or undefined when the line does not exist or the column runs past it. */
@@ -33,7 +34,7 @@ export function offsetOf(text: string, lineStarts: readonly number[], line: numb
   const start = lineStarts[line];
   if (start === undefined || col < 0) return undefined;
   const next = lineStarts[line + 1];
-  const limit = next === undefined ? text.length : next;
+  const limit = next ?? text.length;
   return start + col <= limit ? start + col : undefined;
 }
 

@@ -83,8 +83,8 @@ function dotted(t: Tokens, k: number, last: number): { name: string; next: numbe
 }
 
 /** Splits a logical line into its `;`-separated statements (token index ranges). */
-function segments(t: Tokens, line: LogicalLine): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
+function segments(t: Tokens, line: LogicalLine): [number, number][] {
+  const out: [number, number][] = [];
   const base = (t.toks[line.first] as { depth: number }).depth;
   let start = line.first;
   for (let k = line.first; k <= line.last; k++) {
@@ -120,7 +120,7 @@ export function readImports(t: Tokens): Imports {
             bindings.push({ local: tokText(t, alias), target: canonicalModule(name), star: false, stmt });
             j = nextCode(t, alias);
           } else {
-            const head = name.split('.')[0] as string;
+            const head = name.split('.')[0] ?? name;
             bindings.push({ local: head, target: head, star: false, loads: name, stmt });
           }
           if (j < 0 || j > last || !isOp(t, j, ',')) break;
@@ -186,8 +186,7 @@ export function resolveCallee(imports: Imports, callee: string): string | null {
   if (b) return canonical(b.target + rest);
   if (dot < 0) {
     // The latest star import that exports the name wins, as the scanner decides it.
-    for (let i = imports.bindings.length - 1; i >= 0; i--) {
-      const s = imports.bindings[i] as Binding;
+    for (const s of [...imports.bindings].reverse()) {
       const q = canonical(`${s.target}.${head}`);
       if (s.star && (DROPOUT_CLASSES.has(q) || DROPOUT_FUNCS.has(q) || q === SDPA || q in LINEAR_PARAMS)) return q;
     }
@@ -246,7 +245,7 @@ export function stockSpelling(imports: Imports, target: string, style: Style): s
 export function eolOf(text: string): string {
   const i = text.search(/\r\n|\n|\r/);
   if (i < 0) return '\n';
-  return text.startsWith('\r\n', i) ? '\r\n' : (text[i] as string);
+  return text.startsWith('\r\n', i) ? '\r\n' : text.charAt(i);
 }
 
 /** Which of the imports in `needed` the file lacks. `import membit.nn` also provides `membit`. */
@@ -328,7 +327,7 @@ function importAnchorLine(t: Tokens, imports: Imports, useLines: readonly number
   const inHeader = imports.statements.filter((s) => s.topLevel && header.includes(s.line));
   const pick = (pred: (s: ImportStatement) => boolean) => {
     const hits = inHeader.filter(pred);
-    return hits.length ? (hits[hits.length - 1] as ImportStatement).line.endLine : undefined;
+    return hits.at(-1)?.line.endLine;
   };
   const membit = pick((s) => s.modules.some((m) => m === 'membit' || m.startsWith('membit.')));
   if (membit !== undefined) return { afterLine: membit };

@@ -110,7 +110,7 @@ export function findAutocast(ctx: Ctx): Found[] {
     let p = prevSibling(st, b);
     while (p && isZeroGrad(ctx, p)) p = prevSibling(st, p);
     const pa = p ? assignOf(st, p) : undefined;
-    if (!p || !pa || !pa.targets.some((tg) => boundNames(tg)?.includes(loss))) {
+    if (!p || !pa?.targets.some((tg) => boundNames(tg)?.includes(loss))) {
       out.push(
         skipAt(
           b,

@@ -49,7 +49,7 @@ function forHeader(ctx: Ctx, s: Stmt): { variable: string; iter: Expr } | undefi
   if (inAt < 0) return undefined;
   const target = parseExpr(t, s.line.first + 1, inAt - 1);
   const iter = parseExpr(t, inAt + 1, s.last - 1);
-  if (!target || target.k !== 'name' || !iter) return undefined;
+  if (target?.k !== 'name' || !iter) return undefined;
   return { variable: target.id, iter };
 }
 
@@ -77,7 +77,7 @@ function mentionsCheckpoint(ctx: Ctx, stmts: readonly Stmt[]): boolean {
   for (const s of stmts) {
     for (let k = s.line.first; k <= s.line.last; k++) {
       const tok = ctx.t.toks[k] as Tok;
-      if (tok.type === 'name' && /checkpoint/.test(tokText(ctx.t, k))) return true;
+      if (tok.type === 'name' && tokText(ctx.t, k).includes('checkpoint')) return true;
     }
   }
   return false;
@@ -106,7 +106,7 @@ function loops(ctx: Ctx): Found[] {
     }
     const stmt = body[0];
     const a = stmt && body.length === 1 ? assignOf(st, stmt) : undefined;
-    const name = a && a.targets.length === 1 ? a.targets[0] : undefined;
+    const name = a?.targets.length === 1 ? a.targets[0] : undefined;
     const call = a?.value;
     if (!stmt || body.length !== 1 || !a || name?.k !== 'name' || call?.k !== 'call' || call.fn.k !== 'name' || call.fn.id !== h.variable) {
       skip('loop-form', `the body of \`for ${h.variable} in ${iter}:\` is not exactly one \`x = ${h.variable}(x, ...)\`${stmt ? ` (it starts with \`${shortText(ctx, stmt)}\`)` : ''}`);
@@ -135,7 +135,7 @@ function loops(ctx: Ctx): Found[] {
       continue;
     }
     const after = nextSibling(st, s);
-    if (after && after.head === 'else' && after.indent === s.indent) {
+    if (after?.head === 'else' && after.indent === s.indent) {
       skip('loop-form', 'the loop has an `else:` clause');
       continue;
     }
@@ -187,7 +187,7 @@ function hfModel(ctx: Ctx, value: Expr): string | undefined {
   while (e.k === 'call' && e.fn.k === 'attr' && SELF_RETURNING.has(e.fn.name) && e.fn.obj.k === 'call') e = e.fn.obj;
   if (e.k !== 'call') return undefined;
   const q = resolved(ctx, e.fn);
-  if (!q || !q.startsWith('transformers.')) return undefined;
+  if (!q?.startsWith('transformers.')) return undefined;
   const parts = q.split('.');
   let cls = parts[parts.length - 1] as string;
   if (HF_LOADERS.has(cls)) cls = parts[parts.length - 2] ?? '';
@@ -212,12 +212,12 @@ function hfModels(ctx: Ctx): Found[] {
       continue;
     }
     const a = assignOf(st, s);
-    if (!a || a.targets.length !== 1) continue;
+    if (a?.targets.length !== 1) continue;
     const cls = hfModel(ctx, a.value);
     if (!cls) continue;
     const target = a.targets[0] as Expr;
     const names = boundNames(target);
-    const model = target.k === 'attr' && dottedName(target) ? (dottedName(target) as string) : names && names.length === 1 ? (names[0] as string) : undefined;
+    const model = target.k === 'attr' && dottedName(target) ? (dottedName(target) as string) : names?.length === 1 ? (names[0] as string) : undefined;
     if (!model) {
       out.push(skipAt(s, 'model-form', `the ${cls} is assigned to \`${src(ctx.t, target)}\`, not to one name`));
       continue;

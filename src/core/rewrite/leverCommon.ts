@@ -225,7 +225,7 @@ export function inFallbackBranch(ctx: Ctx, s: Stmt, feature: RegExp): string | u
       const sibs = st.children.get(h.parent) ?? [];
       const prev = sibs[h.sibling - 1];
       // Only `if <feature>: ... else:`; an `elif` chain tests other things too.
-      if (prev && prev.head === 'if') {
+      if (prev?.head === 'if') {
         const c = plainCondition(ctx, prev);
         if (c && !c.negated && feature.test(c.text)) return `else:\` of \`if ${c.text}:`;
       }

@@ -38,6 +38,7 @@ import { type Ctx, type Found, functionalName, inFallbackBranch, resolved, short
 import { callArgs, compact, dottedName, type Expr, numberValue, parseExpr, src, stringValue, walk } from './pyexpr';
 import { type Assign, assignOf, bodyOf, classOfMethod, enclosingDef, exprOf, nextSibling, paramsOf, prevSibling, type Stmt, uses } from './structure';
 import { type Tok, tokText } from './tokens';
+import { itemAt } from '../arrays';
 
 const HF_LOADERS = new Set(['from_pretrained', 'from_config', '_from_config']);
 
@@ -76,7 +77,7 @@ function hfSites(ctx: Ctx): Found[] {
     if (s.header) continue;
     const lines = { first: s.line.startLine, last: s.line.endLine };
     const a = assignOf(ctx.st, s);
-    if (a && a.targets.length === 1 && (a.targets[0] as Expr).k === 'attr' && (a.targets[0] as Expr & { k: 'attr' }).name === '_attn_implementation') {
+    if (a?.targets.length === 1 && (a.targets[0] as Expr).k === 'attr' && (a.targets[0] as Expr & { k: 'attr' }).name === '_attn_implementation') {
       const v = stringValue(a.value);
       if (v === 'eager') out.push(hfEdit(ctx, s, a.value, weights, `${src(ctx.t, a.targets[0] as Expr)} = "sdpa"`));
       else if (v === undefined) out.push(skipAt(s, 'not-literal', `\`${src(ctx.t, a.targets[0] as Expr)}\` is set to \`${compact(ctx.t, a.value)}\`, not a string literal: set the value it comes from to "sdpa"`));
@@ -272,7 +273,7 @@ function softmaxOf(ctx: Ctx, e: Expr): { input: string } | { input: string; bad:
 }
 
 function singleName(a: Assign | undefined): string | undefined {
-  return a && a.targets.length === 1 && isName(a.targets[0]) ? (a.targets[0] as Expr & { k: 'name' }).id : undefined;
+  return a?.targets.length === 1 && isName(a.targets[0]) ? a.targets[0].id : undefined;
 }
 
 /** `-inf` as models write it: float("-inf"), -float("inf"), -math.inf, -torch.inf. */
@@ -294,8 +295,8 @@ function isMinusInf(ctx: Ctx, e: Expr): boolean {
 }
 
 /** The class's statements that assign or register `self.<name>`, with the registered value. */
-function memberDefs(ctx: Ctx, cls: Stmt, name: string): Array<{ stmt: Stmt; value?: Expr; buffer: boolean }> {
-  const out: Array<{ stmt: Stmt; value?: Expr; buffer: boolean }> = [];
+function memberDefs(ctx: Ctx, cls: Stmt, name: string): { stmt: Stmt; value: Expr | undefined; buffer: boolean }[] {
+  const out: { stmt: Stmt; value: Expr | undefined; buffer: boolean }[] = [];
   for (const s of bodyOf(ctx.st, cls)) {
     if (s.header) continue;
     const a = assignOf(ctx.st, s);
@@ -374,7 +375,7 @@ function maskOf(ctx: Ctx, cond: Expr): { buffer: string; rank: 2 | 4 } | string 
   if (sub.k !== 'sub' || sub.obj.k !== 'attr' || !isName(sub.obj.obj, 'self')) return why;
   const items = sub.items;
   const full = (x: Expr | undefined) => !!x && x.k === 'slice' && !x.lo && !x.hi && !x.step;
-  const upto = (x: Expr | undefined) => (x && x.k === 'slice' && !x.lo && x.hi && !x.step ? compact(ctx.t, x.hi) : undefined);
+  const upto = (x: Expr | undefined) => (x?.k === 'slice' && !x.lo && x.hi && !x.step ? compact(ctx.t, x.hi) : undefined);
   if (items.length === 4 && full(items[0]) && full(items[1])) {
     const a = upto(items[2]);
     if (a !== undefined && a === upto(items[3])) return { buffer: sub.obj.name, rank: 4 };
@@ -434,7 +435,7 @@ function eagerChains(ctx: Ctx): Found[] {
       }
       if (!q) continue;
       // Name the statement nearest the softmax that is not a step of the pattern.
-      const first = between.find((b) => !scaleStep(assignOf(st, b), scoresName) && !isMaskFill(assignOf(st, b), scoresName)) ?? (between[0] as Stmt);
+      const first = between.find((b) => !scaleStep(assignOf(st, b), scoresName) && !isMaskFill(assignOf(st, b), scoresName)) ?? itemAt(between, 0);
       out.push(skipAt(s, 'extra-statement', `\`${shortText(ctx, first)}\` (line ${first.line.startLine + 1}) sits between the attention scores and the softmax: SDPA fuses only scores, causal mask, softmax, dropout and @ v`, q.line.startLine, s.line.endLine));
       continue;
     }
@@ -442,7 +443,7 @@ function eagerChains(ctx: Ctx): Found[] {
     const fail = (code: Parameters<typeof skipAt>[1], reason: string, last = s.line.endLine) => out.push({ ...skipAt(s, code, reason, first, last) });
 
     if ('bad' in sm) {
-      fail('softmax-form', sm.bad as string);
+      fail('softmax-form', sm.bad);
       continue;
     }
 
@@ -458,7 +459,7 @@ function eagerChains(ctx: Ctx): Found[] {
     if (n && na && singleName(na) === probs && na.value.k === 'call' && na.value.args.some((x) => !x.kw && !x.star && isName(x.value, probs))) {
       const call = na.value;
       const args = callArgs(call);
-      if (call.fn.k === 'attr' && isName(call.fn.obj, 'self') && args && args.pos.length === 1 && args.kw.size === 0) {
+      if (call.fn.k === 'attr' && isName(call.fn.obj, 'self') && args?.pos.length === 1 && args.kw.size === 0) {
         const defs = cls ? memberDefs(ctx, cls, call.fn.name) : [];
         const d = defs[0];
         if (defs.length === 1 && d && !d.buffer && d.value?.k === 'call' && resolved(ctx, d.value.fn) === 'torch.nn.Dropout') {
@@ -644,7 +645,7 @@ function inputsOf(ctx: Ctx, def: Stmt, name: string, params: readonly string[]):
       continue;
     }
     for (const { a } of body) {
-      if (!a || !a.targets.some((tg) => boundNamesOf(tg).includes(n))) continue;
+      if (!a?.targets.some((tg) => boundNamesOf(tg).includes(n))) continue;
       for (const r of walkNames(a.value)) if (r !== self) todo.push(r);
     }
   }
@@ -687,7 +688,7 @@ function outputProduct(ctx: Ctx, s: Stmt, probs: string): { node: Expr; v: strin
     if (e.k === 'bin' && e.op === '@' && isName(e.l, probs) && isName(e.r)) return { node: e, v: e.r.id };
     if (e.k === 'call' && resolved(ctx, e.fn) === 'torch.matmul') {
       const args = callArgs(e);
-      if (args && !args.kw.size && args.pos.length === 2 && isName(args.pos[0], probs) && isName(args.pos[1])) return { node: e, v: (args.pos[1] as Expr & { k: 'name' }).id };
+      if (args && !args.kw.size && args.pos.length === 2 && isName(args.pos[0], probs) && isName(args.pos[1])) return { node: e, v: args.pos[1].id };
     }
   }
   return undefined;

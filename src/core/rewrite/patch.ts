@@ -8,7 +8,8 @@ import type { DropoutMode, FfnMode } from './convert';
 import { importEdit } from './convert';
 import { type OffsetEdit, type TextEdit, toTextEdits } from './edits';
 import { eolOf, missingImports, readImports } from './imports';
-import { lineEnd, type LogicalLine, nextCode, type Tok, tokText, type Tokens, tokenize } from './tokens';
+import { lineEnd, type LogicalLine, nextCode, tokText, type Tokens, tokenize } from './tokens';
+import { itemAt } from '../arrays';
 
 export interface PatchOptions {
   /** Dropout mode to patch in; null leaves dropout alone. Default "packed". */
@@ -32,11 +33,11 @@ const HEADERS = new Set(['def', 'class', 'if', 'elif', 'else', 'for', 'while', '
 
 /** The assignment target of a logical line (`model`, `self.model`), or undefined. */
 function assignedName(t: Tokens, line: LogicalLine): string | undefined {
-  const depth = (t.toks[line.first] as Tok).depth;
+  const depth = itemAt(t.toks, line.first).depth;
   let target = '';
   for (let k = line.first; k <= line.last; k = nextCode(t, k)) {
     if (k < 0) return undefined;
-    const tok = t.toks[k] as Tok;
+    const tok = itemAt(t.toks, k);
     if (tok.depth === depth && (isOp(t, k, '=') || isOp(t, k, ':'))) {
       // `name = ...` or `name: Type = ...`.
       return /^[\p{L}_][\p{L}\p{N}_]*(\.[\p{L}_][\p{L}\p{N}_]*)*$/u.test(target) ? target : undefined;
@@ -72,11 +73,11 @@ export function insertPatchCall(text: string, line: number, opts: PatchOptions =
 
   const call = patchCallText(model, opts);
   const next = t.lines[idx + 1];
-  if (next && tokText(t, next.first) === 'membit' && t.text.slice((t.toks[next.first] as Tok).start).startsWith(`membit.patch(${model},`)) {
+  if (next && tokText(t, next.first) === 'membit' && t.text.slice(itemAt(t.toks, next.first).start).startsWith(`membit.patch(${model},`)) {
     return { ok: true, edits: [], model, call, imports: [], line: next.startLine };
   }
-  const lineStart = t.lineStarts[stmt.startLine] as number;
-  const indent = t.text.slice(lineStart, (t.toks[stmt.first] as Tok).start);
+  const lineStart = itemAt(t.lineStarts, stmt.startLine);
+  const indent = t.text.slice(lineStart, itemAt(t.toks, stmt.first).start);
   const eol = eolOf(text);
   const at = lineEnd(text, t.lineStarts, stmt.endLine);
   const edits: OffsetEdit[] = [];

@@ -51,7 +51,7 @@ const MAX_DEPTH = 100;
 const KEYWORDS = new Set(['lambda', 'yield', 'await', 'for', 'async', 'def', 'class', 'return', 'import', 'from', 'with', 'while', 'del', 'pass', 'global', 'nonlocal', 'assert', 'raise']);
 
 /** Binary operator tiers, loosest first (after comparisons). */
-const TIERS: ReadonlyArray<ReadonlySet<string>> = [new Set(['|']), new Set(['^']), new Set(['&']), new Set(['<<', '>>']), new Set(['+', '-']), new Set(['*', '/', '//', '%', '@'])];
+const TIERS: readonly ReadonlySet<string>[] = [new Set(['|']), new Set(['^']), new Set(['&']), new Set(['<<', '>>']), new Set(['+', '-']), new Set(['*', '/', '//', '%', '@'])];
 const CMP = new Set(['==', '!=', '<', '>', '<=', '>=']);
 
 class Parser {
@@ -235,7 +235,7 @@ class Parser {
       if (this.isOp('.')) {
         this.take();
         const tok = this.tok();
-        if (!tok || tok.type !== 'name') throw new Fail();
+        if (tok?.type !== 'name') throw new Fail();
         const name = this.text();
         this.take();
         x = { k: 'attr', obj: x, name, s: x.s, e: tok.end };

@@ -14,7 +14,8 @@ import { findMembitCalls, type LineMark, lineMark, markText, type MembitCall, ST
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
 import { revertLevers, wholeEdit } from './leverRecord';
 import { type Imports, type MembitImport, MEMBIT_IMPORTS, readImports, stockSpelling } from './imports';
-import { lineEnd, type LogicalLine, matchingClose, nextCode, prevCode, type Tok, tokText, type Tokens, tokenize } from './tokens';
+import { lineEnd, type LogicalLine, matchingClose, nextCode, prevCode, tokText, type Tokens, tokenize } from './tokens';
+import { itemAt } from '../arrays';
 
 export interface RevertOptions {
   /** Only revert calls (and patch statements) that start inside this range; imports still go when unused. */
@@ -48,7 +49,7 @@ function isOp(t: Tokens, k: number, op: string): boolean {
 function clamped(t: Tokens, line: number, col: number): number {
   if (line < 0) return 0;
   if (line >= t.lineStarts.length) return t.text.length;
-  return Math.min((t.lineStarts[line] as number) + Math.max(0, col), lineEnd(t.text, t.lineStarts, line));
+  return Math.min(itemAt(t.lineStarts, line) + Math.max(0, col), lineEnd(t.text, t.lineStarts, line));
 }
 
 function inRange(t: Tokens, offset: number, range: SiteRange | undefined): boolean {
@@ -57,15 +58,15 @@ function inRange(t: Tokens, offset: number, range: SiteRange | undefined): boole
 }
 
 function hasComment(t: Tokens, from: number, to: number): boolean {
-  for (let k = from + 1; k < to; k++) if ((t.toks[k] as Tok).type === 'comment') return true;
+  for (let k = from + 1; k < to; k++) if (itemAt(t.toks, k).type === 'comment') return true;
   return false;
 }
 
 /** The edit that removes a `mode=` keyword argument from a call, or undefined when it has none. */
 function modeRemoval(t: Tokens, call: MembitCall): OffsetEdit | undefined {
-  const depth = (t.toks[call.open] as Tok).depth + 1;
+  const depth = itemAt(t.toks, call.open).depth + 1;
   for (let k = nextCode(t, call.open); k >= 0 && k < call.close; k = nextCode(t, k)) {
-    const tok = t.toks[k] as Tok;
+    const tok = itemAt(t.toks, k);
     if (tok.depth !== depth || tok.type !== 'name' || tokText(t, k) !== 'mode') continue;
     const eq = nextCode(t, k);
     const prev = prevCode(t, k);
@@ -73,19 +74,19 @@ function modeRemoval(t: Tokens, call: MembitCall): OffsetEdit | undefined {
     // The value runs to the next top-level comma or the closing parenthesis.
     let last = eq;
     let j = nextCode(t, eq);
-    while (j >= 0 && j < call.close && !((t.toks[j] as Tok).depth === depth && isOp(t, j, ','))) {
+    while (j >= 0 && j < call.close && !(itemAt(t.toks, j).depth === depth && isOp(t, j, ','))) {
       last = j;
       j = nextCode(t, j);
     }
-    const end = (t.toks[last] as Tok).end;
+    const end = itemAt(t.toks, last).end;
     if (prev !== call.open) {
       // `x, mode="recompute"`: the comma before goes with it, unless a comment sits in between.
-      if (!hasComment(t, prev, k)) return { start: (t.toks[prev] as Tok).start, end, newText: '' };
-      return { start: tok.start, end: j < call.close ? (t.toks[j] as Tok).end : end, newText: '' };
+      if (!hasComment(t, prev, k)) return { start: itemAt(t.toks, prev).start, end, newText: '' };
+      return { start: tok.start, end: j < call.close ? itemAt(t.toks, j).end : end, newText: '' };
     }
     if (j < call.close) {
       const after = nextCode(t, j);
-      const stop = !hasComment(t, j, after) ? (t.toks[after] as Tok).start : (t.toks[j] as Tok).end;
+      const stop = !hasComment(t, j, after) ? itemAt(t.toks, after).start : itemAt(t.toks, j).end;
       return { start: tok.start, end: stop, newText: '' };
     }
     return { start: tok.start, end, newText: '' };
@@ -110,13 +111,13 @@ function isPatchStatement(t: Tokens, line: LogicalLine): boolean {
   const open = nextCode(t, name);
   if (!isOp(t, dot, '.') || tokText(t, name) !== 'patch' || !isOp(t, open, '(')) return false;
   if (matchingClose(t, open) !== line.last) return false;
-  const lineStart = t.lineStarts[line.startLine] as number;
-  return t.text.slice(lineStart, (t.toks[line.first] as Tok).start).trim() === '';
+  const lineStart = itemAt(t.lineStarts, line.startLine);
+  return t.text.slice(lineStart, itemAt(t.toks, line.first).start).trim() === '';
 }
 
 /** Would removing logical line `i` leave its block empty? */
 function onlyStatementOfBlock(t: Tokens, i: number): boolean {
-  const line = t.lines[i] as LogicalLine;
+  const line = itemAt(t.lines, i);
   const prev = t.lines[i - 1];
   if (!prev || !isOp(t, prev.last, ':') || prev.indent >= line.indent) return false;
   const next = t.lines[i + 1];
@@ -124,7 +125,7 @@ function onlyStatementOfBlock(t: Tokens, i: number): boolean {
 }
 
 function usualOrigin(imports: Imports, spelling: string): boolean {
-  const head = spelling.split('.')[0] as string;
+  const head = spelling.split('.')[0] ?? spelling;
   return imports.bindings.some((b) => b.local === head || (b.star && !spelling.includes('.')));
 }
 
@@ -147,7 +148,7 @@ export function revertConversions(text: string, opts: RevertOptions = {}): Rever
   const orphanUsers = new Map<number, MembitCall[]>();
   const byStatement = new Map<number, MembitCall[]>();
   for (const c of calls) {
-    const s = lineOfTok[c.open] as number;
+    const s = itemAt(lineOfTok, c.open);
     byStatement.set(s, [...(byStatement.get(s) ?? []), c]);
   }
   for (const [s, inStmt] of byStatement) {
@@ -156,30 +157,34 @@ export function revertConversions(text: string, opts: RevertOptions = {}): Rever
     for (const row of rows) {
       const onRow = inStmt.filter((c) => c.line === row);
       const mark = lineMark(t, row);
-      if (mark && mark.spellings.length === onRow.length) {
-        onRow.forEach((c, i) => original.set(c, mark.spellings[i] as string));
+      if (mark?.spellings.length === onRow.length) {
+        onRow.forEach((c, i) => original.set(c, itemAt(mark.spellings, i)));
         usedMarks.add(row);
       } else leftovers.push(...onRow);
     }
     const stmt = t.lines[s];
     if (leftovers.length && stmt) {
-      const orphans: number[] = [];
-      for (let row = stmt.startLine; row <= stmt.endLine; row++) if (!rows.includes(row) && lineMark(t, row)) orphans.push(row);
-      const spellings = orphans.flatMap((row) => (lineMark(t, row) as LineMark).spellings);
+      const orphans: { row: number; mark: LineMark }[] = [];
+      for (let row = stmt.startLine; row <= stmt.endLine; row++) {
+        const mark = rows.includes(row) ? undefined : lineMark(t, row);
+        if (mark) orphans.push({ row, mark });
+      }
+      const spellings = orphans.flatMap((o) => o.mark.spellings);
       if (spellings.length === leftovers.length) {
-        leftovers.forEach((c, i) => original.set(c, spellings[i] as string));
-        for (const row of orphans) {
+        leftovers.forEach((c, i) => original.set(c, itemAt(spellings, i)));
+        for (const { row } of orphans) {
           usedMarks.add(row);
           orphanUsers.set(row, leftovers);
         }
       }
     }
-    for (const c of inStmt) if (!original.has(c)) original.set(c, stockSpelling(imports, STOCK[c.kind], c.style));
   }
+  // Calls without a mark go back to the stock spelling.
+  const spellingOf = (c: MembitCall) => original.get(c) ?? stockSpelling(imports, STOCK[c.kind], c.style);
 
   for (const c of calls) {
     if (!inRange(t, c.start, opts.range)) continue;
-    const to = original.get(c) as string;
+    const to = spellingOf(c);
     edits.push({ start: c.start, end: c.end, newText: to });
     if (c.kind !== 'Linear') {
       const m = modeRemoval(t, c);
@@ -205,7 +210,7 @@ export function revertConversions(text: string, opts: RevertOptions = {}): Rever
       if (!inRange(t, mark.start, opts.range)) continue;
     } else if (stays.length === users.length) continue;
     else if (stays.length && onRow.length && usedMarks.has(row)) {
-      const keep = stays.map((c) => ({ original: original.get(c) as string, usual: stockSpelling(imports, STOCK[c.kind], c.style) }));
+      const keep = stays.map((c) => ({ original: spellingOf(c), usual: stockSpelling(imports, STOCK[c.kind], c.style) }));
       if (keep.some((k) => k.original !== k.usual)) text = markText(keep.map((k) => k.original));
     } else if (stays.length) continue;
     edits.push({ start: mark.start, end: mark.end, newText: text });
@@ -213,7 +218,7 @@ export function revertConversions(text: string, opts: RevertOptions = {}): Rever
 
   const patchCalls: number[] = [];
   t.lines.forEach((line, i) => {
-    if (!isPatchStatement(t, line) || !inRange(t, (t.toks[line.first] as Tok).start, opts.range)) return;
+    if (!isPatchStatement(t, line) || !inRange(t, itemAt(t.toks, line.first).start, opts.range)) return;
     if (onlyStatementOfBlock(t, i)) {
       warnings.push(`line ${line.startLine + 1}: \`membit.patch(...)\` is the only statement of its block; left in place`);
       return;
@@ -240,8 +245,8 @@ export function revertConversions(text: string, opts: RevertOptions = {}): Rever
   const drop = marked.filter((x) => !keep.has(x.k)).map((x) => x.s.line.startLine).sort((a, b) => a - b);
   for (let i = 0; i < drop.length; ) {
     let j = i;
-    while (j + 1 < drop.length && (drop[j + 1] as number) === (drop[j] as number) + 1) j++;
-    edits.push(lineRemoval(t, drop[i] as number, drop[j] as number));
+    while (j + 1 < drop.length && itemAt(drop, j + 1) === itemAt(drop, j) + 1) j++;
+    edits.push(lineRemoval(t, itemAt(drop, i), itemAt(drop, j)));
     i = j + 1;
   }
 
@@ -262,14 +267,14 @@ function membitUses(t: Tokens): { modules: Set<string>; names: Set<string> } {
   const modules = new Set<string>();
   const names = new Set<string>();
   for (let k = 0; k < t.toks.length; k++) {
-    if (inImport.has(k) || (t.toks[k] as Tok).type !== 'name') continue;
+    if (inImport.has(k) || itemAt(t.toks, k).type !== 'name') continue;
     const word = tokText(t, k);
     const before = prevCode(t, k);
     if (before >= 0 && isOp(t, before, '.')) continue;
     if (word === 'membit') {
       const dot = nextCode(t, k);
       const name = nextCode(t, dot);
-      if (isOp(t, dot, '.') && name >= 0 && (t.toks[name] as Tok).type === 'name') modules.add(tokText(t, name));
+      if (isOp(t, dot, '.') && name >= 0 && itemAt(t.toks, name).type === 'name') modules.add(tokText(t, name));
       else modules.add('');
     } else if (word === 'PackedDropout' || word === 'packed_dropout' || word === 'SparseLinear24') names.add(word);
   }

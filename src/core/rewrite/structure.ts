@@ -48,7 +48,7 @@ export function structureOf(t: Tokens): Structure {
   const stmts: Stmt[] = [];
   const children = new Map<number, Stmt[]>();
   // Open block headers: the indentation column of each and its statement.
-  const stack: Array<{ col: number; index: number }> = [];
+  const stack: { col: number; index: number }[] = [];
   for (const [index, line] of t.lines.entries()) {
     const first = t.toks[line.first] as Tok;
     const col = line.indent;
@@ -121,7 +121,7 @@ export function enclosingDef(st: Structure, s: Stmt): Stmt | undefined {
 /** The class a method belongs to: the class header that is the def's parent. */
 export function classOfMethod(st: Structure, def: Stmt): Stmt | undefined {
   const p = st.stmts[def.parent];
-  return p && p.head === 'class' ? p : undefined;
+  return p?.head === 'class' ? p : undefined;
 }
 
 export function enclosingClass(st: Structure, s: Stmt): Stmt | undefined {

@@ -8,7 +8,7 @@ export function splitArgs(line: string): string[] {
   let inToken = false;
   let quote: '"' | "'" | null = null;
   for (let i = 0; i < line.length; i++) {
-    const c = line[i] as string;
+    const c = line.charAt(i);
     if (quote === "'") {
       if (c === "'") quote = null;
       else cur += c;
@@ -16,7 +16,7 @@ export function splitArgs(line: string): string[] {
     }
     if (quote === '"') {
       if (c === '"') quote = null;
-      else if (c === '\\' && i + 1 < line.length && '"\\$`'.includes(line[i + 1] as string)) cur += line[++i];
+      else if (c === '\\' && i + 1 < line.length && '"\\$`'.includes(line.charAt(i + 1))) cur += line.charAt(++i);
       else cur += c;
       continue;
     }
@@ -24,7 +24,7 @@ export function splitArgs(line: string): string[] {
       quote = c;
       inToken = true;
     } else if (c === '\\' && i + 1 < line.length) {
-      cur += line[++i];
+      cur += line.charAt(++i);
       inToken = true;
     } else if (/\s/.test(c)) {
       if (inToken) out.push(cur);

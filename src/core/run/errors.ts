@@ -16,7 +16,7 @@ export interface FailureInput {
 export function explainFailure(f: FailureInput): string {
   const text = f.stderrTail.join('\n');
   const on = f.where === 'local' ? '' : ` on ${f.where}`;
-  if (f.spawnError && /ENOENT/.test(f.spawnError)) {
+  if (f.spawnError?.includes('ENOENT')) {
     return `${f.python} not found${on}: install Python 3, or set membit.python to an interpreter that has PyTorch.`;
   }
   if (/No module named ['"]?torch['"]?/.test(text)) {

@@ -20,20 +20,20 @@ export interface HarnessOptions {
   script: string;
   scriptArgs: readonly string[];
   out: string;
-  variant?: Variant;
-  steps?: number;
-  warmup?: number;
+  variant?: Variant | undefined;
+  steps?: number | undefined;
+  warmup?: number | undefined;
   /** Folder that report paths are made relative to. */
   root?: string;
   /** JSON file of file:line sites to convert (chosen in the editor). */
-  sites?: string;
+  sites?: string | undefined;
   /** Files to run in place of the user's (the sdpa lever's rewritten source), paths as the target sees them. */
   overlays?: readonly OverlayArg[];
 }
 
 /** argv for the harness; never a shell string, so file names need no quoting here. */
-export function harnessArgv(o: HarnessOptions): string[] {
-  const argv = [o.python, '-m', 'membit.profile', '--out', o.out];
+export function harnessArgv(o: HarnessOptions): [string, ...string[]] {
+  const argv: [string, ...string[]] = [o.python, '-m', 'membit.profile', '--out', o.out];
   if (o.variant) argv.push('--variant', o.variant);
   if (o.steps !== undefined) argv.push('--steps', String(o.steps));
   if (o.warmup !== undefined) argv.push('--warmup', String(o.warmup));

@@ -2,12 +2,12 @@
  * Where run reports live: `<workspace>/<folder>/<stamp>_<target>_<variant>.json`.
  * The name carries what the history list shows, so listing needs no file reads.
  */
-import type { Variant } from '../settings';
 
 export interface RunName {
   started: Date;
   target: string;
-  variant: Variant | string;
+  /** A variant (see Variant), or any name the caller gives the run. */
+  variant: string;
 }
 
 /** Keeps a name to letters, digits, dot, dash and plus: safe on every file system. */
@@ -18,15 +18,14 @@ export function safeNamePart(s: string): string {
 
 export function runFileName(r: RunName): string {
   const stamp = r.started.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  return `${stamp}_${safeNamePart(r.target)}_${safeNamePart(String(r.variant))}.json`;
+  return `${stamp}_${safeNamePart(r.target)}_${safeNamePart(r.variant)}.json`;
 }
 
 export function parseRunFileName(name: string): RunName | undefined {
-  const m = /^(\d{8}T\d{6}Z)_([A-Za-z0-9.+-]+)_([A-Za-z0-9.+-]+)\.json$/.exec(name);
-  if (!m) return undefined;
-  const s = m[1] as string;
+  const [, s, target, variant] = /^(\d{8}T\d{6}Z)_([A-Za-z0-9.+-]+)_([A-Za-z0-9.+-]+)\.json$/.exec(name) ?? [];
+  if (s === undefined || target === undefined || variant === undefined) return undefined;
   const iso = `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}Z`;
   const started = new Date(iso);
   if (Number.isNaN(started.getTime())) return undefined;
-  return { started, target: m[2] as string, variant: m[3] as string };
+  return { started, target, variant };
 }

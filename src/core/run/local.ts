@@ -10,7 +10,7 @@
  * harness stop itself, so a `membit profile` killed with SIGKILL leaves nothing training.
  */
 import { spawn } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { LineSplitter, parseProgressLine, type ProgressEvent } from './harness';
 
 export interface LocalRunOptions {
@@ -32,7 +32,7 @@ export interface LocalRunResult {
   signal: NodeJS.Signals | null;
   cancelled: boolean;
   /** The last `finished` event, if the harness got to write one. */
-  finished?: Extract<ProgressEvent, { event: 'finished' }>;
+  finished?: Extract<ProgressEvent, { event: 'finished' }> | undefined;
   /** The last stderr lines, for error messages (a traceback's tail). */
   stderrTail: string[];
 }
@@ -53,9 +53,9 @@ export function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     });
-    // Typed loosely by Node when stdio has a fourth entry; all three are pipes here.
-    const stdout = child.stdout as Readable;
-    const stderr = child.stderr as Readable;
+    // Typed loosely by Node when stdio has a fourth entry; both are pipes here.
+    const { stdout, stderr } = child;
+    if (!stdout || !stderr) throw new Error('the profiler was started without its output pipes');
     const control = child.stdio[3] as Writable | null;
     control?.on('error', () => undefined);
     const stderrTail: string[] = [];

@@ -14,6 +14,7 @@ import { loadRunSet, type RunSet } from '../report/runset';
 import { REPORT_SCHEMA } from '../report/schema';
 import { peakBytes, type Report } from '../report/types';
 import { createRun, type RunOptions } from './target';
+import { itemAt } from '../arrays';
 
 export interface ProbeRow {
   batch: number;
@@ -41,7 +42,7 @@ export function withBatch(args: readonly string[], flag: string, value: number):
   const out: string[] = [];
   let found = false;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string;
+    const a = itemAt(args, i);
     if (a === flag && i + 1 < args.length) {
       out.push(flag, String(value));
       i++;
@@ -67,7 +68,7 @@ export function runSetVerdict(set: Pick<RunSet, 'doc' | 'ranks'>, batch: number,
     const why = bad?.report?.run.error?.trim().split('\n').pop() ?? bad?.error ?? set.doc.message ?? `job ${set.doc.status}`;
     return { ...row, status: 'error', rank: bad?.rank ?? null, error: bad ? `rank ${bad.rank} ${bad.status}: ${why}` : why };
   }
-  if (memoryLimit !== null && known.some((r) => (r.peak as number) > memoryLimit)) return { ...row, status: 'over_limit' };
+  if (memoryLimit !== null && known.some((r) => r.peak !== null && r.peak > memoryLimit)) return { ...row, status: 'over_limit' };
   return { ...row, fits: true };
 }
 
@@ -265,7 +266,7 @@ export class CpuWithoutLimit extends Error {
 export function describeMaxBatch(doc: MaxBatchDoc, bytes: (n: number) => string): string[] {
   return doc.variants.map((v) => {
     const at = v.largest === null ? undefined : v.probes.find((p) => p.batch === v.largest);
-    const where = `${doc.launcher ? `world size ${v.world_size}` : 'one process'}`;
+    const where = doc.launcher ? `world size ${v.world_size}` : 'one process';
     if (v.status === 'cancelled') return `${where}: cancelled`;
     if (v.status === 'error') return `${where}: ${v.error ?? 'a probe failed'}`;
     if (v.largest === null) return `${where}: not even batch ${doc.min} fits`;

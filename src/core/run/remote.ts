@@ -23,10 +23,10 @@ export interface RemoteInfo {
   host: string;
   /** The python as it will be called (a leading ~/ expanded). */
   python: string;
-  pythonVersion?: string;
+  pythonVersion?: string | undefined;
   /** Absolute work folder. */
   workdir: string;
-  torch?: string;
+  torch?: string | undefined;
   /** CUDA usable by torch. */
   cuda: boolean;
   /** GPU names as torch sees them. */
@@ -39,7 +39,7 @@ export interface PreflightOptions {
   python: string;
   workdir: string;
   /** A target without a CUDA GPU is fine (CPU run). Default false: it is an error with code no-cuda. */
-  allowCpu?: boolean;
+  allowCpu?: boolean | undefined;
   signal?: AbortSignal;
   timeoutMs?: number;
 }
@@ -58,7 +58,7 @@ interface Probe {
 }
 
 /** Parses the preflight's tagged output; pure, so each failure is unit-tested. */
-export function interpretPreflight(stdout: string, host: string, o: { python: string; workdir: string; allowCpu?: boolean }): RemoteInfo {
+export function interpretPreflight(stdout: string, host: string, o: { python: string; workdir: string; allowCpu?: boolean | undefined }): RemoteInfo {
   const lines = stdout.split(/\r?\n/);
   const tagged = (tag: string) => lines.filter((l) => l.startsWith(`${tag} `)).map((l) => l.slice(tag.length + 1).trim());
   const python = tagged('@@membit-python')[0] || o.python;

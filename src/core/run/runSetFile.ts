@@ -59,7 +59,7 @@ export interface CollectedRunSet {
   status: RunSetDoc['status'];
   message: string | null;
   /** The status of the rank that failed first (for RunOutcome.status). */
-  firstStatus?: 'ok' | 'oom' | 'error' | 'cancelled';
+  firstStatus?: 'ok' | 'oom' | 'error' | 'cancelled' | undefined;
 }
 
 export function collectRunSet(o: CollectOptions): CollectedRunSet {
@@ -94,18 +94,22 @@ export function collectRunSet(o: CollectOptions): CollectedRunSet {
   if (facts.length && facts.every((f) => f.status === 'cancelled') && !o.cancelled) status = 'failed';
   if (worlds.size > 1) message = `${message ? `${message}; ` : ''}ranks disagree on the world size (${[...worlds].join(' vs ')})`;
   const first = facts.filter((f) => f.status === 'oom' || f.status === 'error').sort((a, b) => (a.failedAt ?? Infinity) - (b.failedAt ?? Infinity))[0];
+  const [onlyWorld] = worlds;
   const doc: RunSetDoc = {
     schema: RUNSET_SCHEMA,
     id: o.id,
     launcher: o.kind ?? 'torchrun',
     started: (o.started ?? new Date()).toISOString(),
-    world_size: worlds.size === 1 ? ([...worlds][0] as number) : world,
+    world_size: worlds.size === 1 && onlyWorld !== undefined ? onlyWorld : world,
     script: o.script,
     argv: o.argv,
     variant: o.variant,
     status,
     message,
-    ranks: facts.map((f) => ({ rank: f.rank, status: f.status, report: found.has(f.rank) ? `${basename(dir)}/${found.get(f.rank) as string}` : null })),
+    ranks: facts.map((f) => {
+      const file = found.get(f.rank);
+      return { rank: f.rank, status: f.status, report: file !== undefined ? `${basename(dir)}/${file}` : null };
+    }),
     ...(o.slurm ? { slurm: o.slurm } : {}),
   };
   const tmp = `${o.file}.${process.pid}.tmp`;

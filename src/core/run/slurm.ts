@@ -47,9 +47,9 @@ const SLURM_WORD = /^[A-Za-z0-9_.,:@+-]{1,128}$/;
 /** Checks a slurm target from settings; throws naming the field and the fix. */
 export function checkSlurmTarget(t: unknown): SlurmTarget {
   const o = (t && typeof t === 'object' ? t : {}) as Record<string, unknown>;
-  const where = `membit.targets "${typeof o.host === 'string' ? o.host : '?'}"`;
-  if (o.kind !== 'slurm') throw new Error(`${where}: kind must be "slurm"`);
-  if (typeof o.host !== 'string' || !o.host || o.host.startsWith('-')) throw new Error(`${where}: host must be the login node (an ssh alias or user@host)`);
+  const where = `membit.targets "${typeof o['host'] === 'string' ? o['host'] : '?'}"`;
+  if (o['kind'] !== 'slurm') throw new Error(`${where}: kind must be "slurm"`);
+  if (typeof o['host'] !== 'string' || !o['host'] || o['host'].startsWith('-')) throw new Error(`${where}: host must be the login node (an ssh alias or user@host)`);
   const int = (k: string, min: number) => {
     const v = o[k];
     if (v !== undefined && (!Number.isInteger(v) || (v as number) < min)) throw new Error(`${where}: ${k} must be a whole number ≥ ${min}`);
@@ -58,17 +58,17 @@ export function checkSlurmTarget(t: unknown): SlurmTarget {
   const word = (k: string) => {
     const v = o[k];
     if (v !== undefined && (typeof v !== 'string' || !SLURM_WORD.test(v))) throw new Error(`${where}: ${k} must be a SLURM name (letters, digits, . _ - , : @ +)`);
-    return v as string | undefined;
+    return v;
   };
-  if (o.time !== undefined && (typeof o.time !== 'string' || !TIME.test(o.time))) throw new Error(`${where}: time must be a SLURM time limit such as "30", "01:30:00" or "1-00:00:00"`);
-  if (o.launch !== undefined && o.launch !== 'torchrun' && o.launch !== 'srun') throw new Error(`${where}: launch must be "torchrun" or "srun"`);
-  const env = (o.env ?? {}) as Record<string, unknown>;
+  if (o['time'] !== undefined && (typeof o['time'] !== 'string' || !TIME.test(o['time']))) throw new Error(`${where}: time must be a SLURM time limit such as "30", "01:30:00" or "1-00:00:00"`);
+  if (o['launch'] !== undefined && o['launch'] !== 'torchrun' && o['launch'] !== 'srun') throw new Error(`${where}: launch must be "torchrun" or "srun"`);
+  const env = (o['env'] ?? {}) as Record<string, unknown>;
   for (const [k, v] of Object.entries(env)) if (!ENV_NAME.test(k) || typeof v !== 'string') throw new Error(`${where}: env must map variable names to strings (bad: ${JSON.stringify(k)})`);
   const out: SlurmTarget = {
     kind: 'slurm',
-    host: o.host,
-    python: typeof o.python === 'string' && o.python ? o.python : 'python3',
-    workdir: typeof o.workdir === 'string' && o.workdir ? o.workdir : '~/.cache/membit',
+    host: o['host'],
+    python: typeof o['python'] === 'string' && o['python'] ? o['python'] : 'python3',
+    workdir: typeof o['workdir'] === 'string' && o['workdir'] ? o['workdir'] : '~/.cache/membit',
     env: env as Record<string, string>,
   };
   const assign = <K extends keyof SlurmTarget>(k: K, v: SlurmTarget[K] | undefined) => {
@@ -80,8 +80,8 @@ export function checkSlurmTarget(t: unknown): SlurmTarget {
   assign('gpusPerNode', int('gpusPerNode', 0));
   assign('ranksPerNode', int('ranksPerNode', 1));
   assign('cpusPerTask', int('cpusPerTask', 1));
-  assign('time', o.time as string | undefined);
-  assign('launch', o.launch as SlurmTarget['launch']);
+  assign('time', o['time']);
+  assign('launch', o['launch']);
   assign('pendingTimeoutS', int('pendingTimeoutS', 1));
   assign('pollS', int('pollS', 1));
   return out;
@@ -117,7 +117,7 @@ export function sbatchArgv(t: SlurmTarget, o: { name: string; rundir: string; sc
  * first node). srun: one task per rank, RANK/LOCAL_RANK/WORLD_SIZE from SLURM's own variables.
  * The script's exit status is kept in the run folder: clusters without accounting have no sacct.
  */
-export function jobScript(t: SlurmTarget, o: { harness: readonly string[]; cwd: string; rundir: string; env: Record<string, string> }): string {
+export function jobScript(t: SlurmTarget, o: { harness: readonly [string, ...string[]]; cwd: string; rundir: string; env: Record<string, string> }): string {
   const q = shellQuote;
   const [python, , , ...rest] = o.harness;
   const lines = ['#!/bin/bash', '# Written by Membit: runs the profiling harness in every rank of this job.', 'set -u', `cd ${q(o.cwd)} || exit 97`];
@@ -128,13 +128,13 @@ export function jobScript(t: SlurmTarget, o: { harness: readonly string[]; cwd: 
   );
   const n = ranksPerNode(t);
   if ((t.launch ?? 'torchrun') === 'torchrun') {
-    const run = [python as string, '-m', 'torch.distributed.run', '--nnodes', String(t.nodes ?? 1), '--nproc-per-node', String(n), '--max-restarts', '0', '-m', 'membit.profile', ...rest];
+    const run = [python, '-m', 'torch.distributed.run', '--nnodes', String(t.nodes ?? 1), '--nproc-per-node', String(n), '--max-restarts', '0', '-m', 'membit.profile', ...rest];
     lines.push(
       // One torchrun per node; the c10d rendezvous on the first node ties them into one job.
-      `srun --kill-on-bad-exit=1 --ntasks-per-node=1 ${q(run[0] as string)} ${run.slice(1, 9).map(q).join(' ')} --rdzv-backend c10d --rdzv-endpoint "$head:$port" --rdzv-id "$SLURM_JOB_ID" ${run.slice(9).map(q).join(' ')}`,
+      `srun --kill-on-bad-exit=1 --ntasks-per-node=1 ${q(python)} ${run.slice(1, 9).map(q).join(' ')} --rdzv-backend c10d --rdzv-endpoint "$head:$port" --rdzv-id "$SLURM_JOB_ID" ${run.slice(9).map(q).join(' ')}`,
     );
   } else {
-    const run = [python as string, '-m', 'membit.profile', ...rest];
+    const run = [python, '-m', 'membit.profile', ...rest];
     lines.push(
       'export MASTER_ADDR="$head" MASTER_PORT="$port"',
       `srun --kill-on-bad-exit=1 bash -c 'export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS LOCAL_WORLD_SIZE=$SLURM_NTASKS_PER_NODE; exec "$@"' membit-rank ${run.map(q).join(' ')}`,
@@ -168,12 +168,12 @@ export function parseSqueue(text: string): QueueState {
 
 /** JobState and ExitCode from `scontrol show job -o ID` (or `sacct -P -n -o State,ExitCode` as "STATE|a:b"). */
 export function parseJobEnd(text: string): { state: string; exit: string | null } | undefined {
-  const st = /JobState=(\S+)/.exec(text);
-  if (st) return { state: st[1] as string, exit: /ExitCode=(\S+)/.exec(text)?.[1] ?? null };
+  const st = /JobState=(\S+)/.exec(text)?.[1];
+  if (st !== undefined) return { state: st, exit: /ExitCode=(\S+)/.exec(text)?.[1] ?? null };
   const line = text.split('\n').map((l) => l.trim()).find((l) => l.includes('|'));
   if (!line) return undefined;
   const [state = '', exit = ''] = line.split('|');
-  return { state: state.split(' ')[0] as string, exit: exit || null };
+  return { state: state.split(' ')[0] ?? state, exit: exit || null };
 }
 
 function insideRoot(root: string, p: string): string | undefined {
@@ -191,7 +191,7 @@ export interface SlurmRunOptions {
 /** One profiling job on a SLURM cluster; the same surface as ProfileRun (RunBase, plus cancel). */
 export class SlurmRun extends RunBase {
   private readonly abort = new AbortController();
-  private job?: string;
+  private job: string | undefined;
   private cancelRequested = false;
   /** The job waited longer than pendingTimeoutS and was cancelled by us: a failure, not a cancel. */
   private timedOut = false;
@@ -213,7 +213,7 @@ export class SlurmRun extends RunBase {
     if (this.cancelRequested) return;
     this.cancelRequested = true;
     this.log('cancelling');
-    if (this.job) void this.scancel();
+    if (this.job) void this.scancel(this.job);
     else this.abort.abort();
   }
 
@@ -232,12 +232,12 @@ export class SlurmRun extends RunBase {
     return r.stdout.toString('utf8');
   }
 
-  private async scancel(): Promise<void> {
+  private async scancel(job: string): Promise<void> {
     try {
-      await this.exec(['scancel', this.job as string], 'scancel');
-      this.log(`scancel ${this.job as string} sent`);
+      await this.exec(['scancel', job], 'scancel');
+      this.log(`scancel ${job} sent`);
     } catch (e) {
-      this.log(`could not cancel job ${this.job as string} on ${this.target.host}: ${e instanceof Error ? e.message : String(e)}`, true);
+      this.log(`could not cancel job ${job} on ${this.target.host}: ${e instanceof Error ? e.message : String(e)}`, true);
     }
   }
 
@@ -277,7 +277,9 @@ export class SlurmRun extends RunBase {
     this.log(up.sentFiles ? `uploaded ${up.sentFiles} file(s) to ${info.workdir}` : `${t.host} already has these files`);
     if (this.cancelRequested) return { state: 'cancelled', exitCode: null, stderrTail: [] };
 
-    const wsDir = up.dirs.get(ws.hash) as string;
+    const wsDir = up.dirs.get(ws.hash);
+    const pkgDir = up.dirs.get(pkg.hash);
+    if (wsDir === undefined || pkgDir === undefined) throw new Error('the upload did not say where the workspace and the kernels went');
     const id = `${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
     const rundir = `${info.workdir}/runs/${id}`;
     const harness = harnessArgv({
@@ -293,7 +295,7 @@ export class SlurmRun extends RunBase {
     const env = {
       ...(t.env ?? {}),
       ...(r.env ?? {}),
-      PYTHONPATH: up.dirs.get(pkg.hash) as string,
+      PYTHONPATH: pkgDir,
       PYTHONUNBUFFERED: '1',
       MEMBIT_TARGET_KIND: 'ssh',
       MEMBIT_TARGET_HOST: t.host,
@@ -307,13 +309,15 @@ export class SlurmRun extends RunBase {
       const message = explainRejection(sb.stderr, t);
       return { state: 'failed', message, error: new RunError('remote', message), exitCode: sb.code, stderrTail: sb.stderr.split('\n').filter(Boolean).slice(-6) };
     }
-    this.job = sb.stdout.toString('utf8').trim().split(';')[0];
-    if (!this.job || !/^\d+(_\d+)?$/.test(this.job)) throw new RunError('remote', `sbatch answered ${JSON.stringify(sb.stdout.toString('utf8').slice(0, 200))}, not a job id`);
-    this.log(`submitted job ${this.job} on ${t.host}`, true);
-    this.progress({ event: 'queued', job: this.job, host: t.host });
-    if (this.cancelRequested) await this.scancel();
+    const job = sb.stdout.toString('utf8').trim().split(';')[0];
+    if (!job || !/^\d+(_\d+)?$/.test(job)) throw new RunError('remote', `sbatch answered ${JSON.stringify(sb.stdout.toString('utf8').slice(0, 200))}, not a job id`);
+    this.job = job;
+    this.log(`submitted job ${job} on ${t.host}`, true);
+    this.progress({ event: 'queued', job, host: t.host });
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cancel() may have run during the awaits above
+    if (this.cancelRequested) await this.scancel(job);
 
-    const end = await this.follow(rundir);
+    const end = await this.follow(job, rundir);
     this.emit({ type: 'state', state: 'collecting', previous: 'running' });
     const local = rankDir(r.out);
     mkdirSync(local, { recursive: true });
@@ -338,6 +342,7 @@ export class SlurmRun extends RunBase {
       argv: [...(r.args ?? [])],
       variant: r.variant ?? 'baseline',
       exitCode: end.exit,
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cancel() and follow() set these during the awaits above
       cancelled: this.cancelRequested || this.timedOut,
       stderrTail: end.tail,
       kind: 'slurm',
@@ -354,9 +359,8 @@ export class SlurmRun extends RunBase {
   }
 
   /** Polls the queue until the job has left it; streams the output file's progress lines meanwhile. */
-  private async follow(rundir: string): Promise<{ state: string | null; exit: number | null; tail: string[]; message?: string }> {
+  private async follow(job: string, rundir: string): Promise<{ state: string | null; exit: number | null; tail: string[]; message?: string }> {
     const t = this.target;
-    const job = this.job as string;
     const pollMs = (t.pollS ?? 3) * 1000;
     const pendingLimit = (t.pendingTimeoutS ?? 600) * 1000;
     const t0 = Date.now();
@@ -397,7 +401,7 @@ export class SlurmRun extends RunBase {
         if (!this.cancelRequested && !this.timedOut && Date.now() - t0 > pendingLimit) {
           message = `job ${job} was still pending after ${Math.round(pendingLimit / 1000)} s${lastReason ? ` (reason: ${lastReason})` : ''}; Membit cancelled it. Raise pendingTimeoutS, or ask for fewer nodes/GPUs or another partition`;
           this.timedOut = true;
-          await this.scancel();
+          await this.scancel(job);
         }
       } else if (!running) {
         running = true;
@@ -409,11 +413,10 @@ export class SlurmRun extends RunBase {
     }
     await readOutput();
     for (const line of split.flush()) tail.push(line);
-    let state: string | null = null;
     const sc = await sshExec(this.ssh, this.envArgv(['scontrol', 'show', 'job', '-o', job]), { timeoutMs: 60_000 });
     const fromScontrol = sc.code === 0 ? parseJobEnd(sc.stdout.toString('utf8')) : undefined;
     const fromSacct = fromScontrol ? undefined : await sshExec(this.ssh, this.envArgv(['sacct', '-n', '-P', '-X', '-j', job, '-o', 'State,ExitCode']), { timeoutMs: 60_000 }).then((r) => (r.code === 0 ? parseJobEnd(r.stdout.toString('utf8')) : undefined));
-    state = (fromScontrol ?? fromSacct)?.state ?? null;
+    const state = (fromScontrol ?? fromSacct)?.state ?? null;
     const ex = await sshExec(this.ssh, ['cat', `${rundir}/exit`], { timeoutMs: 60_000 });
     const exit = ex.code === 0 && /^\d+$/.test(ex.stdout.toString('utf8').trim()) ? Number(ex.stdout.toString('utf8').trim()) : null;
     return { state, exit, tail, ...(message ? { message } : {}) };

@@ -33,14 +33,14 @@ export interface SshOptions {
  * and the like go in the user's ssh config, where they apply to their terminal too.
  * `configFile` (`membit profile --ssh-config`) is a config file the user names.
  */
-export function sshArgv(o: SshOptions, remoteArgv: readonly string[]): string[] {
+export function sshArgv(o: SshOptions, remoteArgv: readonly string[]): [string, ...string[]] {
   if (!o.host || o.host.startsWith('-') || /\s/.test(o.host)) throw new Error(`not an ssh host: "${o.host}"`);
   const seconds = (name: string, v: number | undefined, dflt: number): number => {
     const n = v ?? dflt;
     if (!Number.isInteger(n) || n < 1 || n > 86_400) throw new Error(`${name} must be a whole number of seconds from 1 to 86400, got ${String(v)}`);
     return n;
   };
-  const argv = [o.sshPath ?? 'ssh'];
+  const argv: [string, ...string[]] = [o.sshPath ?? 'ssh'];
   if (o.configFile) argv.push('-F', o.configFile);
   argv.push(
     '-o', 'BatchMode=yes',
@@ -148,7 +148,7 @@ export interface SshExecOptions {
   feed?(stdin: NodeJS.WritableStream): Promise<void>;
   /** Whole-call limit in ms; the ssh process is killed after it. */
   timeoutMs?: number;
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 export interface SshExecResult {
@@ -164,14 +164,22 @@ export interface SshExecResult {
 export function sshExec(o: SshOptions, remoteArgv: readonly string[], e: SshExecOptions = {}): Promise<SshExecResult> {
   const [cmd, ...args] = sshArgv(o, remoteArgv);
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd as string, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let stderr = '';
     let timedOut = false;
     let aborted = false;
     const stop = () => killSoftly(child);
-    const timer = e.timeoutMs ? setTimeout(() => ((timedOut = true), stop()), e.timeoutMs) : undefined;
-    const onAbort = () => ((aborted = true), stop());
+    const timer = e.timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          stop();
+        }, e.timeoutMs)
+      : undefined;
+    const onAbort = () => {
+      aborted = true;
+      stop();
+    };
     if (e.signal?.aborted) onAbort();
     e.signal?.addEventListener('abort', onAbort, { once: true });
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -189,7 +197,7 @@ export function sshExec(o: SshOptions, remoteArgv: readonly string[], e: SshExec
     child.on('error', (err) => {
       if (timer) clearTimeout(timer);
       e.signal?.removeEventListener('abort', onAbort);
-      reject(spawnError(err, cmd as string));
+      reject(spawnError(err, cmd));
     });
     child.on('close', (code) => {
       if (timer) clearTimeout(timer);

@@ -17,17 +17,17 @@ export const DEFAULT_REMOTE_WORKDIR = '~/.cache/membit';
 export function splitConfigLine(line: string): { key: string; args: string[] } | undefined {
   const trimmed = line.trim();
   if (!trimmed || trimmed.startsWith('#')) return undefined;
-  const m = /^([A-Za-z][A-Za-z0-9]*)\s*(?:=\s*|\s+)(.*)$/.exec(trimmed) ?? /^([A-Za-z][A-Za-z0-9]*)()$/.exec(trimmed);
-  if (!m) return undefined;
+  const [, key, rest = ''] = /^([A-Za-z][A-Za-z0-9]*)\s*(?:=\s*|\s+)(.*)$/.exec(trimmed) ?? /^([A-Za-z][A-Za-z0-9]*)()$/.exec(trimmed) ?? [];
+  if (key === undefined) return undefined;
   const args: string[] = [];
   const re = /"([^"]*)"|(\S+)/g;
   let a: RegExpExecArray | null;
-  while ((a = re.exec(m[2] ?? '')) !== null) {
+  while ((a = re.exec(rest)) !== null) {
     const word = a[1] ?? a[2] ?? '';
     if (a[2]?.startsWith('#')) break; // a trailing comment
     args.push(word);
   }
-  return { key: (m[1] as string).toLowerCase(), args };
+  return { key: key.toLowerCase(), args };
 }
 
 /** Host patterns that name one host: no wildcards, no negation. */

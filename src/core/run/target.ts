@@ -23,6 +23,7 @@ import { hasLever } from './variants';
 import { collectRunSet } from './runSetFile';
 import { rankOutPattern, torchrunArgv, type Launcher } from './torchrun';
 import { RunBase } from './runBase';
+import { itemAt } from '../arrays';
 
 export type RunTarget = LocalTarget | SshTarget;
 
@@ -58,9 +59,9 @@ export interface RunRequest {
   script: string;
   args?: readonly string[];
   /** Working folder, absolute or relative to the workspace; default the workspace. */
-  cwd?: string;
+  cwd?: string | undefined;
   env?: Record<string, string>;
-  variant?: Variant;
+  variant?: Variant | undefined;
   steps?: number;
   warmup?: number;
   /** A local JSON file of file:line sites to convert (the harness's --sites). */
@@ -68,7 +69,7 @@ export interface RunRequest {
   /** Where the report goes locally (the run history file). */
   out: string;
   /** More harness flags, placed before `--` (e.g. `--find-max-batch`, `--batch-arg`, `--max`). */
-  harnessArgs?: readonly string[];
+  harnessArgs?: readonly string[] | undefined;
   /**
    * Files to run rewritten (`--overlay`). Default: for a variant with the sdpa lever, the
    * advisor's SDPA rewrite of the script and the workspace files it finds (findSdpaOverlays);
@@ -83,10 +84,12 @@ export interface RunRequest {
 }
 
 /** harnessArgv plus the request's extra harness flags, which belong before the script's `--`. */
-function withHarnessArgs(argv: string[], extra: readonly string[] | undefined): string[] {
+function withHarnessArgs(argv: [string, ...string[]], extra: readonly string[] | undefined): [string, ...string[]] {
   if (!extra?.length) return argv;
-  const at = argv.indexOf('--');
-  return [...argv.slice(0, at), ...extra, ...argv.slice(at)];
+  // The python executable stays first; the extra arguments go before the script's `--`.
+  const [python, ...rest] = argv;
+  const at = rest.indexOf('--');
+  return [python, ...rest.slice(0, at), ...extra, ...rest.slice(at)];
 }
 
 export interface RunOptions {
@@ -106,11 +109,11 @@ export interface RunOptions {
    * SSH: what an earlier run's preflight found on this same target (outcome.remote);
    * runs back to back (compare variants) then skip the check and its torch import.
    */
-  remoteInfo?: RemoteInfo;
+  remoteInfo?: RemoteInfo | undefined;
 }
 
 export type RunEvent =
-  | { type: 'state'; state: RunState; previous: RunState; detail?: string }
+  | { type: 'state'; state: RunState; previous: RunState; detail?: string | undefined }
   /** Membit's own account of what it is doing, for the output channel. */
   | { type: 'log'; message: string; /** Worth showing even where logs are not (what the run changed). */ notice?: boolean }
   /** A line the script (or ssh) printed; progress lines are not repeated here. */
@@ -122,11 +125,11 @@ export type RunEvent =
 export interface RunOutcome {
   state: FinalRunState;
   /** The harness's status from the report, when one came back. */
-  status?: 'ok' | 'oom' | 'error' | 'cancelled';
+  status?: 'ok' | 'oom' | 'error' | 'cancelled' | undefined;
   /** The local report file, when the run left one (partial ones included). */
-  report?: string;
+  report?: string | undefined;
   /** Why it failed, in words a user can act on (failed runs only). */
-  message?: string;
+  message?: string | undefined;
   /** The failure's code when it happened before or around the script (ssh, preflight, upload). */
   error?: RunError;
   exitCode: number | null;
@@ -135,14 +138,14 @@ export interface RunOutcome {
   /** SSH runs: what the preflight found. */
   remote?: RemoteInfo;
   /** SSH runs: what the upload had to send. */
-  upload?: UploadProgress;
+  upload?: UploadProgress | undefined;
 }
 
 const TAIL_LINES = 40;
 type HarnessStatus = NonNullable<RunOutcome['status']>;
 
 /** Reads the status and error text out of a report; tolerant of a partial or odd file. */
-function reportFacts(text: string): { status?: HarnessStatus; error?: string } | undefined {
+function reportFacts(text: string): { status: HarnessStatus | undefined; error: string | undefined } | undefined {
   try {
     const doc = JSON.parse(text) as { run?: { status?: unknown; error?: unknown } };
     const st = doc.run?.status;
@@ -172,7 +175,7 @@ export class ProfileRun extends RunBase {
   private readonly machine = new RunStateMachine();
   private readonly abort = new AbortController();
   /** What cancel() must do beyond aborting, in the current step (e.g. stop the remote group). */
-  private onCancel?: () => void;
+  private onCancel: (() => void) | undefined;
   private cancelRequested = false;
   /** This run's progress token: lines without it are the script's output, whatever they say. */
   private readonly token = randomBytes(12).toString('hex');
@@ -229,7 +232,7 @@ export class ProfileRun extends RunBase {
   }
 
   /** done, failed or cancelled from what the harness left, with the explanation. */
-  private settle(o: { python: string; where: string; exitCode: number | null; stderrTail: string[]; report?: string; reportText?: string }): RunOutcome {
+  private settle(o: { python: string; where: string; exitCode: number | null; stderrTail: string[]; report?: string | undefined; reportText?: string | undefined }): RunOutcome {
     const facts = o.reportText !== undefined ? reportFacts(o.reportText) : undefined;
     const status = facts?.status;
     const common = { exitCode: o.exitCode, stderrTail: o.stderrTail, report: o.report, status };
@@ -254,7 +257,7 @@ export class ProfileRun extends RunBase {
     const files = this.overlayFiles(script);
     const written = files.length ? writeOverlays(files) : undefined;
     try {
-      const overlays = written ? files.map((f, i) => ({ orig: f.orig, replacement: join(written.dir, written.names[i] as string) })) : [];
+      const overlays = written ? files.map((f, i) => ({ orig: f.orig, replacement: join(written.dir, itemAt(written.names, i)) })) : [];
       return await this.runLocalArgv(t, script, overlays);
     } finally {
       written?.dispose();
@@ -293,7 +296,7 @@ export class ProfileRun extends RunBase {
     const env = {
       ...process.env,
       ...(r.env ?? {}),
-      PYTHONPATH: [this.options.kernelsDir, process.env.PYTHONPATH].filter(Boolean).join(delimiter),
+      PYTHONPATH: [this.options.kernelsDir, process.env['PYTHONPATH']].filter(Boolean).join(delimiter),
       PYTHONUNBUFFERED: '1',
       MEMBIT_TARGET_KIND: 'local',
       [PROGRESS_TOKEN_ENV]: this.token,
@@ -425,12 +428,16 @@ export class ProfileRun extends RunBase {
     if (this.cancelRequested) return this.end({ state: 'cancelled', exitCode: null, stderrTail: [], remote: info, upload });
 
     this.machine.to('running');
-    const wsDir = up.dirs.get(ws.hash) as string;
-    const ovDir = ov ? (up.dirs.get(ov.hash) as string) : undefined;
-    const overlays = overlayFiles.map((f, i) => ({
-      orig: `${wsDir}/${insideRoot(workspace, resolve(f.orig)) as string}`,
-      replacement: `${ovDir as string}/${(written as { names: string[] }).names[i] as string}`,
-    }));
+    const wsDir = up.dirs.get(ws.hash);
+    const ovDir = ov ? up.dirs.get(ov.hash) : undefined;
+    if (wsDir === undefined || (ov && ovDir === undefined)) throw new Error('the upload did not say where each tree went');
+    // Each overlay file is inside the workspace upload (filtered so above) and written into the overlay tree.
+    const overlays = overlayFiles.map((f, i) => {
+      const rel = insideRoot(workspace, resolve(f.orig));
+      const name = written?.names[i];
+      if (rel === undefined || ovDir === undefined || name === undefined) throw new Error(`${f.orig} has no uploaded copy to run in its place`);
+      return { orig: `${wsDir}/${rel}`, replacement: `${ovDir}/${name}` };
+    });
     const rundir = `${info.workdir}/runs/${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
     const argv = withHarnessArgs(harnessArgv({
       python: info.python,
@@ -469,6 +476,7 @@ export class ProfileRun extends RunBase {
 
     // 255 with ssh's own words: the connection failed, not the script.
     const sshFailure = res.code === 255 || res.code === null ? classifySshFailure(res.stderr, t.host) : undefined;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cancel() may have run during the awaits above
     if (sshFailure && !this.cancelRequested) {
       const msg =
         sshFailure.code === 'lost' || sshFailure.code === 'timeout'
@@ -483,6 +491,7 @@ export class ProfileRun extends RunBase {
       // Not tied to the abort signal: a cancelled run's partial report is still wanted.
       text = (await fetchReport(ssh, rundir)).toString('utf8');
     } catch (e) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cancel() may have run during the awaits above
       if (this.cancelRequested) return this.end({ state: 'cancelled', exitCode: res.code, stderrTail: res.stderrTail, ...extra });
       const settled = this.settle({ python: info.python, where: t.host, exitCode: res.code, stderrTail: res.stderrTail });
       return { ...settled, ...extra, message: `${settled.message ?? ''} (${e instanceof Error ? e.message : String(e)})`.trim() };
@@ -510,7 +519,7 @@ export class ProfileRun extends RunBase {
       // Its own process group: a Ctrl-C meant for the CLI must reach us (we then cancel
       // and still fetch the partial report), not kill ssh under the run. If we die, ssh
       // sees its stdin close and the remote supervisor stops the run.
-      const child = spawn(cmd as string, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+      const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
       const stderrTail: string[] = [];
       let stderrAll = '';
       let pgid: number | undefined;
@@ -520,7 +529,7 @@ export class ProfileRun extends RunBase {
         for (const line of lines) {
           const ev = stream === 'stderr' ? parseProgressLine(line, this.token) : undefined;
           if (ev) {
-            if (ev.event === 'remote' && typeof ev.pgid === 'number') pgid = ev.pgid;
+            if (ev.event === 'remote' && typeof ev['pgid'] === 'number') pgid = ev['pgid'];
             this.emit({ type: 'progress', event: ev });
             continue;
           }
@@ -552,7 +561,7 @@ export class ProfileRun extends RunBase {
       child.on('error', (e) => {
         clearInterval(beat);
         this.onCancel = undefined;
-        reject(spawnError(e, cmd as string));
+        reject(spawnError(e, cmd));
       });
       child.on('close', (code) => {
         clearInterval(beat);
@@ -579,11 +588,11 @@ export function sitesForRemote(text: string, workspace: string): string {
           const file = (it as { file?: unknown }).file;
           if (typeof file !== 'string' || !isAbsolute(file)) return it;
           const rel = insideRoot(workspace, file);
-          return rel === undefined ? it : { ...(it as object), file: rel };
+          return rel === undefined ? it : { ...it, file: rel };
         })
       : items;
   if (Array.isArray(doc)) return JSON.stringify(fix(doc));
-  if (doc && typeof doc === 'object' && 'sites' in doc) return JSON.stringify({ ...(doc as object), sites: fix((doc as { sites: unknown }).sites) });
+  if (doc && typeof doc === 'object' && 'sites' in doc) return JSON.stringify({ ...(doc as object), sites: fix(doc.sites) });
   return text;
 }
 

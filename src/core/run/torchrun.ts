@@ -23,7 +23,7 @@ const RDZV_ID = /^[A-Za-z0-9._-]{1,64}$/;
 export function checkLauncher(l: unknown): Launcher {
   if (!l || typeof l !== 'object') throw new LauncherError('launcher must be an object such as {"kind": "torchrun", "nprocPerNode": 2}');
   const o = l as Record<string, unknown>;
-  if (o.kind !== 'torchrun') throw new LauncherError(`launcher.kind must be "torchrun" (got ${JSON.stringify(o.kind)}); SLURM jobs are targets (membit.targets, kind "slurm")`);
+  if (o['kind'] !== 'torchrun') throw new LauncherError(`launcher.kind must be "torchrun" (got ${JSON.stringify(o['kind'])}); SLURM jobs are targets (membit.targets, kind "slurm")`);
   const int = (k: string, min: number, max: number): number | undefined => {
     const v = o[k];
     if (v === undefined) return undefined;
@@ -34,10 +34,10 @@ export function checkLauncher(l: unknown): Launcher {
   if (nproc === undefined) throw new LauncherError('launcher.nprocPerNode is required: how many ranks to start on this host (usually its GPU count)');
   const nnodes = int('nnodes', 1, 100_000) ?? 1;
   const nodeRank = int('nodeRank', 0, nnodes - 1);
-  const ep = o.rdzvEndpoint;
+  const ep = o['rdzvEndpoint'];
   if (ep !== undefined && (typeof ep !== 'string' || !HOST_PORT.test(ep))) throw new LauncherError(`launcher.rdzvEndpoint must be host:port (got ${JSON.stringify(ep)})`);
   if (nnodes > 1 && ep === undefined) throw new LauncherError(`launcher.nnodes is ${nnodes}: give launcher.rdzvEndpoint (host:port of the first node), and run the same command on every node`);
-  const id = o.rdzvId;
+  const id = o['rdzvId'];
   if (id !== undefined && (typeof id !== 'string' || !RDZV_ID.test(id))) throw new LauncherError('launcher.rdzvId may hold only letters, digits, ".", "_" and "-" (at most 64)');
   const out: TorchrunLauncher = { kind: 'torchrun', nprocPerNode: nproc, nnodes };
   if (nodeRank !== undefined) out.nodeRank = nodeRank;
@@ -63,7 +63,9 @@ export function torchrunArgv(l: Launcher, harness: readonly string[], runSetId: 
     // One host: a private rendezvous on a free port, so two runs never meet by accident.
     argv.push('--standalone');
   } else {
-    argv.push('--rdzv-backend', 'c10d', '--rdzv-endpoint', l.rdzvEndpoint as string, '--rdzv-id', l.rdzvId ?? runSetId);
+    // checkLauncher asks several hosts for an endpoint; a launcher that skipped it fails here.
+    if (!l.rdzvEndpoint) throw new LauncherError(`launcher.nnodes is ${l.nnodes ?? 1}: give launcher.rdzvEndpoint (host:port of the first node)`);
+    argv.push('--rdzv-backend', 'c10d', '--rdzv-endpoint', l.rdzvEndpoint, '--rdzv-id', l.rdzvId ?? runSetId);
     if (l.nodeRank !== undefined) argv.push('--node-rank', String(l.nodeRank));
   }
   // A rank that fails ends the job: restarts would re-run the profile and mix up the reports.

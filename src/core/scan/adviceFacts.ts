@@ -31,12 +31,12 @@ const LOW_PRECISION = /bfloat16|float16|\bhalf\b|bf16|fp16|16-mixed|mixed/;
 const MODEL_BUILDERS = /^(from_pretrained|_from_config|from_config|to)$/;
 
 function positional(args: Node | null): Node[] {
-  if (!args || args.type !== 'argument_list') return [];
+  if (args?.type !== 'argument_list') return [];
   return args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment' && c.type !== 'keyword_argument' && c.type !== 'list_splat' && c.type !== 'dictionary_splat');
 }
 
 function keyword(args: Node | null, name: string): Node | undefined {
-  if (!args || args.type !== 'argument_list') return undefined;
+  if (args?.type !== 'argument_list') return undefined;
   for (const c of args.namedChildren) {
     if (c?.type === 'keyword_argument' && c.childForFieldName('name')?.text === name) return c.childForFieldName('value') ?? undefined;
   }
@@ -78,7 +78,7 @@ function readChains(
         pos: rel(call, baseRow),
         scope: sc,
         callee,
-        args: args && args.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map(argFact) : [],
+        args: args?.type === 'argument_list' ? args.namedChildren.filter((c): c is Node => c !== null && c.type !== 'comment').map(argFact) : [],
         scoresRow,
       };
       if (input.k === 'scores' && input.mixed) chain.headsMixed = true;
@@ -315,7 +315,7 @@ export function readAdviceFacts(inp: AdviceInputs): AdviceFacts {
       if (!left || !right || !colon) continue;
       let iter = right.text.replace(/\s+/g, '');
       const en = /^enumerate\((.*)\)$/.exec(iter);
-      if (en) iter = en[1] as string;
+      if (en?.[1] !== undefined) iter = en[1];
       const si = forNode.startIndex - baseIdx;
       const ei = forNode.endIndex - baseIdx;
       out.loops.push({
@@ -392,9 +392,9 @@ export function readAdviceFacts(inp: AdviceInputs): AdviceFacts {
  * (`'b h i j, h g -> b g i j'`): the query/key axes stay, the head axis changes.
  */
 function mixesHeads(equation: string): boolean {
-  const m = /^[rRuU]?["']([^"']*)["']$/.exec(equation.trim());
-  if (!m) return false;
-  const eq = (m[1] as string).replace(/\s+/g, '');
+  const body = /^[rRuU]?["']([^"']*)["']$/.exec(equation.trim())?.[1];
+  if (body === undefined) return false;
+  const eq = body.replace(/\s+/g, '');
   const arrow = eq.indexOf('->');
   if (arrow < 0) return false;
   const ins = eq.slice(0, arrow).split(',');
@@ -404,5 +404,5 @@ function mixesHeads(equation: string): boolean {
   const [a, b] = ins as [string, string];
   const big = a.length >= 3 ? a : b;
   const small = big === a ? b : a;
-  return small.length === 2 && big.slice(-2) === out.slice(-2) && big !== out && [...small].some((ch) => big.includes(ch)) && [...small].some((ch) => out.includes(ch));
+  return small.length === 2 && big.slice(-2) === out.slice(-2) && big !== out && Array.from(small).some((ch) => big.includes(ch)) && Array.from(small).some((ch) => out.includes(ch));
 }

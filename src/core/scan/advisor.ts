@@ -31,7 +31,7 @@ export function fileAdvice(chunks: readonly PlacedChunk[], importTargets: readon
     if (a.chains.some((c) => c.outputRow !== undefined && c.scoresRow !== undefined)) out.eager = true;
   }
   const fw = importTargets.find((t) => FRAMEWORKS.test(t));
-  if (fw) out.framework = fw.split('.')[0] as string;
+  if (fw) out.framework = fw.split('.')[0] ?? fw;
   return out;
 }
 
@@ -339,7 +339,7 @@ export function adviseFile(file: string, chunks: readonly PlacedChunk[], headers
   const builds: At<CallFact>[] = [];
   const modelNames = new Set<string>();
   const called: string[] = [];
-  let hfTrainer = false;
+  const hfTrainer = chunks.some((c) => c.facts.calls.some((f) => /^(Trainer|SFTTrainer|Seq2SeqTrainer)$/.test(f.final)));
   const localClasses = new Set(env.classes.map((c) => c.name));
   chunks.forEach((c, ci) => {
     const hn = c.context >= 0 ? (headers[c.context]?.name ?? null) : null;
@@ -350,7 +350,6 @@ export function adviseFile(file: string, chunks: readonly PlacedChunk[], headers
     for (const e of a.eager) eagerLits.push({ fact: e, baseRow: c.baseRow, names: scopeNames(c.facts.defs, -1, ci, hn) });
     for (const f of c.facts.calls) {
       called.push(f.callee);
-      if (/^(Trainer|SFTTrainer|Seq2SeqTrainer)$/.test(f.final)) hfTrainer = true;
       if (!f.detailed) continue;
       const res = env.resolver.resolve(f.callee, f.headLocal);
       const receiver = f.callee.slice(0, Math.max(0, f.callee.length - f.final.length - 1));
@@ -422,7 +421,7 @@ export function adviseFile(file: string, chunks: readonly PlacedChunk[], headers
     );
   };
   for (const { fact, baseRow, names } of impls) {
-    if (!HF_BUILDERS.has(fact.callee.slice(fact.callee.lastIndexOf('.') + 1)) && !/Config$/.test(fact.callee)) continue;
+    if (!HF_BUILDERS.has(fact.callee.slice(fact.callee.lastIndexOf('.') + 1)) && !fact.callee.endsWith('Config')) continue;
     const v = fact.value.trim();
     const range = abs(fact.pos, baseRow);
     if (EAGER_LITERAL.test(v)) {
@@ -482,5 +481,5 @@ export function adviseFile(file: string, chunks: readonly PlacedChunk[], headers
 
 /** A `.backward()` on a loss: the training step of the file. */
 function isLossBackward(b: BackwardFact): boolean {
-  return /loss/i.test(b.receiver) && !/scale\(/.test(b.receiver);
+  return /loss/i.test(b.receiver) && !b.receiver.includes('scale(');
 }

@@ -17,6 +17,7 @@ import { type ImportFact, Resolver } from './names';
 import { buildConfig, type RawConfig } from './shapes';
 import { abs, shiftSite } from './sites';
 import type { ClassInfo, ScanOptions, Site } from './types';
+import { itemAt } from '../arrays';
 
 function buildEnv(chunks: readonly PlacedChunk[], headers: readonly ClassHeader[], opts: ScanOptions, hintsId: number, imported: readonly RawConfig[]): Env {
   const imports: ImportFact[] = [];
@@ -100,12 +101,12 @@ export class Analyzer {
     const sites: Site[] = [];
     const leftovers: { l: LinearFact; base: number }[] = [];
     for (let i = 0; i < chunks.length; ) {
-      const first = chunks[i] as PlacedChunk;
+      const first = itemAt(chunks, i);
       let j = i + 1;
-      if (first.context >= 0) while (j < chunks.length && (chunks[j] as PlacedChunk).context === first.context) j++;
+      if (first.context >= 0) while (j < chunks.length && itemAt(chunks, j).context === first.context) j++;
       const group = chunks.slice(i, j);
       const base = first.baseRow;
-      const header = first.context >= 0 ? (headers[first.context] as ClassHeader) : undefined;
+      const header = first.context >= 0 ? itemAt(headers, first.context) : undefined;
       const key = [
         this.envId,
         file,
@@ -114,7 +115,7 @@ export class Analyzer {
         opts.hints ? base : '',
       ].join('\u0001');
       let result = this.cache.get(key) ?? next.get(key);
-      if (!result) result = analyzeGroup(file, group, header, base, env);
+      result ??= analyzeGroup(file, group, header, base, env);
       next.set(key, result);
       for (const site of result.sites) sites.push(base === 0 ? site : shiftSite(site, base));
       for (const l of result.leftovers) leftovers.push({ l, base });

@@ -61,7 +61,7 @@ function splitTop(t: string, sep: string): string[] {
   let depth = 0;
   let cur = '';
   for (let i = 0; i < t.length; i++) {
-    const ch = t[i] as string;
+    const ch = t.charAt(i);
     if (ch === '(' || ch === '[') depth++;
     else if (ch === ')' || ch === ']') depth--;
     if (depth === 0 && ch === sep && t[i + 1] !== sep && t[i - 1] !== sep) {
@@ -81,7 +81,7 @@ export function argFor(f: CallFact, params: readonly string[], name: string): Ar
   let found: ArgFact | undefined;
   let i = 0;
   for (const a of f.args) {
-    const key = a.name === null ? (params[i] ?? `arg${i}`) : a.name;
+    const key = a.name ?? params[i] ?? `arg${i}`;
     if (a.name === null) i++;
     if (key === name) found = a;
   }

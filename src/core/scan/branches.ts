@@ -18,7 +18,11 @@ export const FUSED_FEATURE = /scaled_dot_product_attention|\bsdpa\b|_sdpa\b|flas
 function testsFeature(cond: Node): { negated: boolean } | undefined {
   let c = cond;
   let negated = false;
-  while (c.type === 'parenthesized_expression' && c.namedChild(0)) c = c.namedChild(0) as Node;
+  for (;;) {
+    const inner = c.type === 'parenthesized_expression' ? c.namedChild(0) : null;
+    if (!inner) break;
+    c = inner;
+  }
   if (c.type === 'not_operator') {
     const arg = c.childForFieldName('argument');
     if (!arg) return undefined;

@@ -11,7 +11,7 @@ import { TORCH_FEATURES, type TorchCapabilities, type TorchFeature } from './typ
 export const CAPABILITIES_SCHEMA = 'membit.capabilities/1';
 
 /** The command line, as an argv array: nothing of it passes through a shell. */
-export function capabilitiesArgv(python: string): string[] {
+export function capabilitiesArgv(python: string): [string, ...string[]] {
   return [python, '-m', 'membit.capabilities'];
 }
 
@@ -57,13 +57,13 @@ export interface ProbeResult {
 export function probeCapabilities(python: string, o: ProbeOptions): Promise<ProbeResult> {
   const [cmd, ...args] = capabilitiesArgv(python);
   const base = o.env ?? process.env;
-  const env = { ...base, PYTHONPATH: [o.kernelsDir, base.PYTHONPATH].filter(Boolean).join(delimiter), PYTHONDONTWRITEBYTECODE: '1' };
+  const env = { ...base, PYTHONPATH: [o.kernelsDir, base['PYTHONPATH']].filter(Boolean).join(delimiter), PYTHONDONTWRITEBYTECODE: '1' };
   return new Promise((resolve) => {
     try {
       // `python -m` puts its working folder first on sys.path: the kernels folder holds nothing else to import.
       const options = { env, cwd: o.cwd ?? o.kernelsDir, timeout: o.timeoutMs ?? 60_000, maxBuffer: 1 << 20, windowsHide: true, ...(o.signal ? { signal: o.signal } : {}) };
-      execFile(cmd as string, args, options, (err, stdout, stderr) => {
-        const parsed = stdout ? parseCapabilities(String(stdout)) : undefined;
+      execFile(cmd, args, options, (err, stdout, stderr) => {
+        const parsed = stdout ? parseCapabilities(stdout) : undefined;
         if (parsed && typeof parsed !== 'string') {
           resolve({ capabilities: parsed });
           return;
@@ -74,7 +74,7 @@ export function probeCapabilities(python: string, o: ProbeOptions): Promise<Prob
         else if (e?.name === 'AbortError') why = 'cancelled';
         else if (e?.killed) why = `${python} -m membit.capabilities did not answer within ${Math.round((o.timeoutMs ?? 60_000) / 1000)} s`;
         else if (typeof parsed === 'string' && stdout) why = parsed;
-        else why = `${python} -m membit.capabilities failed: ${String(stderr).trim().split('\n').slice(-3).join(' ') || e?.message || 'no output'}`;
+        else why = `${python} -m membit.capabilities failed: ${stderr.trim().split('\n').slice(-3).join(' ') || e?.message || 'no output'}`;
         resolve({ error: why });
       });
     } catch (e) {

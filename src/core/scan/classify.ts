@@ -53,22 +53,22 @@ export function findDropouts(group: Group, softmax: ReadonlySet<string>): void {
         used.some(probsUse) ||
         afterSoftmax(g) ||
         // `attn_dropout`, but not GPT-NeoX's `post_attention_dropout` (on the attention block's output).
-        (member !== '' && !g.f.path && ATTN_MEMBER.test(member) && !AFTER_ATTN.test(member) && !/hidden|resid/i.test(args.p ?? '')) ||
-        (args.p !== undefined && /attn|attention/i.test(args.p)) ||
+        (member !== '' && !g.f.path && ATTN_MEMBER.test(member) && !AFTER_ATTN.test(member) && !/hidden|resid/i.test(args['p'] ?? '')) ||
+        (args['p'] !== undefined && /attn|attention/i.test(args['p'])) ||
         // A dropout member of an attention class that is never called itself is handed to
         // the attention function (`attention(q, k, v, dropout=self.dropout)`).
         (used.length === 0 && member !== '' && !g.f.path && ATTN_CLASS.test(g.className ?? '') && !NOT_ATTN_MEMBER.test(member));
       // Used only where fused attention is missing: no mask on a torch that has it.
       const fallback = used.length > 0 && used.every((u) => u.f.fallback === true);
-      makeSite(g, attn ? 'attn-dropout' : 'dropout', 'construct', args, dropoutEstimate(group, g, attn, args.p, fallback));
+      makeSite(g, attn ? 'attn-dropout' : 'dropout', 'construct', args, dropoutEstimate(group, g, attn, args['p'], fallback));
       continue;
     }
     const dparams = DROPOUT_FUNCS.get(q);
     if (dparams) {
       const args = argMap(g.f, dparams);
       const arg0 = (g.f.arg0 ?? '').trim();
-      const attn = probsUse(g) || ATTN_ARG.test(arg0) || (args.p !== undefined && /attn|attention/i.test(args.p));
-      makeSite(g, attn ? 'attn-dropout' : 'dropout-call', 'call', args, dropoutEstimate(group, g, attn, args.p, g.f.fallback === true));
+      const attn = probsUse(g) || ATTN_ARG.test(arg0) || (args['p'] !== undefined && /attn|attention/i.test(args['p']));
+      makeSite(g, attn ? 'attn-dropout' : 'dropout-call', 'call', args, dropoutEstimate(group, g, attn, args['p'], g.f.fallback === true));
       continue;
     }
     let fused: { params: readonly string[]; dropout: string } | undefined;
@@ -80,7 +80,8 @@ export function findDropouts(group: Group, softmax: ReadonlySet<string>): void {
     if (fused) {
       const args = argMap(g.f, fused.params);
       // `dropout_p=0.0` as written: no dropout at all, fused or not.
-      if (args[fused.dropout] === undefined || /^0*\.?0*$/.test((args[fused.dropout] as string).trim())) continue;
+      const dropoutArg = args[fused.dropout];
+      if (dropoutArg === undefined || /^0*\.?0*$/.test(dropoutArg.trim())) continue;
       makeSite(g, 'fused-attn-dropout', 'call', args, fusedDropoutEstimate(group, g), {
         remedy: 'Already optimal: the dropout happens inside the fused kernel, which regenerates it in backward instead of storing a mask.',
       });

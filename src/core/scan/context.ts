@@ -102,9 +102,9 @@ export interface Group {
   /** Calls that are sites already. */
   taken: Set<GCall>;
   /** The calls of what a construction is bound to: `self.drop(x)` in its class, `drop(x)` in its function. */
-  usesOf(g: GCall): GCall[];
+  usesOf: (g: GCall) => GCall[];
   /** Adds a site for the call and takes it. */
   makeSite: MakeSite;
   /** Report figures on the call's own lines, else on the lines that call what it builds. */
-  measuredFor(g: GCall): MeasuredLine | undefined;
+  measuredFor: (g: GCall) => MeasuredLine | undefined;
 }

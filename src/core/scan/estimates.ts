@@ -73,7 +73,7 @@ export function maskEstimate(ctx: ShapeContext, full: GCall | undefined): Estima
   let bpe = dtypeBytes(dtype);
   const assumed = bpe === undefined;
   // Without a literal dtype: float32, torch's default (numpy's is float64).
-  if (bpe === undefined) bpe = /^(numpy|np)\./.test(full.res.qname ?? full.f.callee) ? 8 : 4;
+  bpe ??= /^(numpy|np)\./.test(full.res.qname ?? full.f.callee) ? 8 : 4;
   if (full.res.final.endsWith('_like')) {
     return fromDims(ctx, ['batch', 'heads', 'seqLen', 'seqLen'], bpe, false, 'mask elements (shaped like the scores)');
   }

@@ -56,7 +56,7 @@ export interface CallFact {
   /** `self.register_buffer("bias", <this>)`: the buffer name. */
   buffer?: string;
   /** The keyword the value is passed as (`h` in `ModuleDict(dict(h=nn.ModuleList(...)))`), when not assigned. */
-  kwKey?: string;
+  kwKey?: string | undefined;
   /** Innermost def (index into `defs`) holding the call, -1 at chunk level. */
   scope: number;
   /** The call runs only where a fused attention feature is missing (see branches.ts). */

@@ -12,6 +12,7 @@ import { inFallbackBranch } from './branches';
 import type { AliasTarget, CallFact, ChunkFacts, DefFact } from './factTypes';
 import { BUILTINS, canonicalModule, type ImportFact, INTERESTING_FINALS } from './names';
 import { argFact, capture, finalName, rel } from './nodes';
+import { itemAt } from '../arrays';
 
 /**
  * In-progress matches the query cursor may hold. Real code needs a few dozen; a chain of
@@ -48,7 +49,7 @@ function targetNames(text: string): string[] {
 
 function unquote(text: string): string | undefined {
   const m = /^[rbuRBU]*(['"])(.*)\1$/s.exec(text.trim());
-  return m ? (m[2] as string) : undefined;
+  return m ? m[2] : undefined;
 }
 
 function readImport(node: Node, out: ImportFact[]): void {
@@ -62,7 +63,7 @@ function readImport(node: Node, out: ImportFact[]): void {
       } else {
         // `import torch.nn.functional` binds `torch`.
         const name = n.text.replace(/\s+/g, '');
-        const head = name.split('.')[0] as string;
+        const head = name.split('.')[0] ?? name;
         out.push({ local: head, target: head, star: false });
       }
     }
@@ -72,7 +73,7 @@ function readImport(node: Node, out: ImportFact[]): void {
   if (!modNode) return;
   const module = canonicalModule(modNode.text);
   let star = false;
-  for (const c of node.namedChildren) if (c && c.type === 'wildcard_import') star = true;
+  for (const c of node.namedChildren) if (c?.type === 'wildcard_import') star = true;
   if (star) {
     out.push({ local: '', target: module, star: true });
     return;
@@ -96,8 +97,8 @@ function paramNames(params: Node): string[] {
   const out: string[] = [];
   for (const p of params.namedChildren) {
     if (!p) continue;
-    const m = /^\**\s*([A-Za-z_]\w*)/.exec(p.text);
-    if (m) out.push(m[1] as string);
+    const name = /^\**\s*([A-Za-z_]\w*)/.exec(p.text)?.[1];
+    if (name !== undefined) out.push(name);
   }
   return out;
 }
@@ -223,7 +224,7 @@ function bindsHere(id: Node): boolean {
 function reboundBetween(chunk: Node, name: string, from: Node, to: Node): boolean {
   if (to.startIndex <= from.endIndex) return false;
   for (const id of chunk.descendantsOfType('identifier', from.endPosition, to.startPosition)) {
-    if (!id || id.text !== name || id.startIndex < from.endIndex || id.endIndex > to.startIndex) continue;
+    if (id?.text !== name || id.startIndex < from.endIndex || id.endIndex > to.startIndex) continue;
     if (bindsHere(id)) return true;
   }
   return false;
@@ -252,7 +253,7 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
     switch (p.type) {
       case 'assignment': {
         const right = p.childForFieldName('right');
-        if (right && right.equals(n)) {
+        if (right?.equals(n)) {
           const left = p.childForFieldName('left');
           if (left) fact.binding = left.text.replace(/\s+/g, '');
           if (segs.length) fact.path = segs.join('.');
@@ -262,7 +263,7 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
       case 'attribute': {
         // A method chain on the value (`torch.tril(...).view(...)`, `nn.Dropout(p).to(dev)`).
         const gp = p.parent;
-        if (!gp || gp.type !== 'call') return;
+        if (gp?.type !== 'call') return;
         n = gp;
         continue;
       }
@@ -282,13 +283,13 @@ function walkUp(call: Node, chunk: Node, fact: CallFact): void {
       case 'list': {
         // Positions matter only in short literal lists (`ModuleList([a, b])`); finding one in a
         // list of thousands for each item would be quadratic.
-        listIndex = p.namedChildCount <= MAX_ITEMS ? p.namedChildren.findIndex((c) => c !== null && c.equals(n)) : undefined;
+        listIndex = p.namedChildCount <= MAX_ITEMS ? p.namedChildren.findIndex((c) => c?.equals(n)) : undefined;
         n = p;
         continue;
       }
       case 'argument_list': {
         const owner = p.parent;
-        if (!owner || owner.type !== 'call') return;
+        if (owner?.type !== 'call') return;
         const ownerFinal = finalName(owner.childForFieldName('function')?.text ?? '');
         if (wrapsModule(p, n, ownerFinal)) {
           n = owner;
@@ -338,7 +339,8 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
   const baseRow = chunk.startPosition.row;
   const baseIdx = chunk.startIndex;
   const facts: ChunkFacts = { calls: [], defs: [], imports: [], configs: [], chunkBound: [], advice: emptyAdvice(), hasError: chunk.hasError };
-  let timedOut = false;
+  // Set by the query's progress callback, which TypeScript's narrowing does not see.
+  let timedOut = false as boolean;
   const matches = query.matches(chunk, {
     matchLimit: QUERY_MATCH_LIMIT,
     // Called periodically by the cursor; returning true ends the query.
@@ -422,25 +424,22 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
 
   // Scopes: defs arrive in document order, so a def's parent is the last earlier def containing it.
   const defs = facts.defs;
-  for (let i = 0; i < defs.length; i++) {
-    const d = defs[i] as DefFact;
+  defs.forEach((d, i) => {
     for (let j = i - 1; j >= 0; j--) {
-      const o = defs[j] as DefFact;
+      const o = itemAt(defs, j);
       if (o.si <= d.si && d.ei <= o.ei) {
         d.parent = j;
         break;
       }
     }
-  }
+  });
   const scopeOf = (si: number, ei: number): number => {
     for (let j = defs.length - 1; j >= 0; j--) {
-      const o = defs[j] as DefFact;
+      const o = itemAt(defs, j);
       if (o.si <= si && ei <= o.ei) return j;
     }
     return -1;
   };
-  // A def's name is bound in the scope around it, not in its own.
-  const defNameScope = (i: number) => (defs[i] as DefFact).parent;
 
   // Names bound in each function: parameters and assignment targets.
   const bound = new Map<number, Set<string>>();
@@ -450,7 +449,8 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
     return s;
   };
   for (const [i, p] of funcParams) for (const n of paramNames(p)) boundIn(i).add(n);
-  for (let i = 0; i < defs.length; i++) boundIn(defNameScope(i)).add((defs[i] as DefFact).name);
+  // A def's name is bound in the scope around it, not in its own.
+  for (const d of defs) boundIn(d.parent).add(d.name);
 
   const pendingAssigns: PendingAssign[] = [];
   for (const a of assigns) {
@@ -463,10 +463,10 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
     const rightText = a.right.text;
     pendingAssigns.push({ node: a.node, si, ei, names, single: a.left.type === 'identifier', right: a.right, rightText, scope });
     if (NUMBER.test(rightText)) {
-      const m = /([A-Za-z_]\w*)\s*$/.exec(leftText);
-      if (m) {
-        const d = scope >= 0 ? (defs[scope] as DefFact) : undefined;
-        facts.configs.push({ name: m[1] as string, value: Number(rightText.replace(/_/g, '')), rank: !d || d.kind === 'class' ? 0 : 1, row: a.node.startPosition.row - baseRow, scope });
+      const name = /([A-Za-z_]\w*)\s*$/.exec(leftText)?.[1];
+      if (name !== undefined) {
+        const d = scope >= 0 ? itemAt(defs, scope) : undefined;
+        facts.configs.push({ name, value: Number(rightText.replace(/_/g, '')), rank: !d || d.kind === 'class' ? 0 : 1, row: a.node.startPosition.row - baseRow, scope });
       }
     }
   }
@@ -477,8 +477,10 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
   facts.chunkBound = [...(bound.get(-1) ?? [])];
 
   const isBoundAround = (scope: number, name: string): boolean => {
-    for (let s = scope; s >= 0; s = (defs[s] as DefFact).parent) {
-      if ((defs[s] as DefFact).kind === 'func' && bound.get(s)?.has(name)) return true;
+    for (let s = scope; s >= 0; ) {
+      const d = itemAt(defs, s);
+      if (d.kind === 'func' && bound.get(s)?.has(name)) return true;
+      s = d.parent;
     }
     return false;
   };
@@ -486,7 +488,7 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
   // Assignments of each function by target name, in source order, for calls through local aliases.
   const assignsOf = new Map<string, PendingAssign[]>();
   for (const a of pendingAssigns) {
-    if (a.scope < 0 || (defs[a.scope] as DefFact).kind !== 'func') continue;
+    if (a.scope < 0 || itemAt(defs, a.scope).kind !== 'func') continue;
     for (const n of a.names) {
       const key = `${a.scope}|${n}`;
       let list = assignsOf.get(key);
@@ -509,7 +511,7 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
       if (a.ei > si) break;
       last = a;
     }
-    if (!last || !last.single) return undefined;
+    if (!last?.single) return undefined;
     const targets: string[] = [];
     aliasTargets(last.right, targets, 0);
     if (targets.length === 0) return undefined;
@@ -519,18 +521,17 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
 
   const pending: PendingCall[] = [];
   const allCalls: { node: Node; callee: string; final: string; args: Node | null }[] = [];
-  for (let ci = 0; ci < callMatches.length; ci++) {
+  for (const [ci, m] of callMatches.entries()) {
     // Reading a call walks up its parents, each step costing the node's depth in
     // web-tree-sitter: thousands of nested calls are quadratic, so the deadline holds here too.
     if ((ci & 63) === 63 && performance.now() > deadline) {
       facts.truncated = 'time-budget';
       break;
     }
-    const m = callMatches[ci] as QueryMatch;
-    const node = m.captures[0]?.node as Node;
+    const node = m.captures[0]?.node;
     const calleeNode = capture(m, 'call.callee');
     const argsNode = capture(m, 'call.args');
-    if (!calleeNode || !argsNode) continue;
+    if (!node || !calleeNode || !argsNode) continue;
     const rawCallee = calleeNode.text;
     let startOverride: { row: number; column: number; index: number } | undefined;
     let callee = rawCallee.replace(/\s+/g, '');
@@ -538,9 +539,9 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
       // Error recovery can glue an unclosed line onto the next statement
       // (`y = f(g(x)` + newline + `return F.dropout(...)`): the callee then ends in the
       // next statement's name, which is what was written there.
-      const tail = /\n\s*(?:return\s+|[A-Za-z_]\w*\s*=\s*)?([A-Za-z_][\w.]*)$/.exec(rawCallee);
-      if (tail && calleeNode.hasError) {
-        callee = tail[1] as string;
+      const tail = /\n\s*(?:return\s+|[A-Za-z_]\w*\s*=\s*)?([A-Za-z_][\w.]*)$/.exec(rawCallee)?.[1];
+      if (tail !== undefined && calleeNode.hasError) {
+        callee = tail;
         const off = rawCallee.length - callee.length;
         const before = rawCallee.slice(0, off);
         const nl = before.lastIndexOf('\n');
@@ -611,8 +612,8 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
   // the assignments that ended before it starts (`att = self.drop(att)` reads the old `att`).
   const scopes = new Set<number>([...pending.map((p) => p.fact.scope), ...pendingAssigns.map((a) => a.scope)]);
   for (const scope of scopes) {
-    const events: { at: number; call?: PendingCall; assign?: PendingAssign }[] = [];
-    for (const p of pending) if (p.fact.scope === scope && p.wantsProbs && p.arg0Node) events.push({ at: p.fact.si, call: p });
+    const events: { at: number; call?: { p: PendingCall; arg0: Node }; assign?: PendingAssign }[] = [];
+    for (const p of pending) if (p.fact.scope === scope && p.wantsProbs && p.arg0Node) events.push({ at: p.fact.si, call: { p, arg0: p.arg0Node } });
     if (events.length === 0) continue;
     for (const a of pendingAssigns) if (a.scope === scope && a.names.length > 0) events.push({ at: a.ei, assign: a });
     events.sort((x, y) => x.at - y.at);
@@ -620,11 +621,11 @@ export function extractFacts(query: Query, chunk: Node, deadline = Infinity): Ch
     const via = new Map<string, string>();
     for (const e of events) {
       if (e.call) {
-        const a0 = e.call.arg0Node as Node;
+        const { p, arg0: a0 } = e.call;
         const text = a0.text;
-        e.call.fact.arg0Probs = mayBeProbs(text, taint) && isProbs(a0, taint);
+        p.fact.arg0Probs = mayBeProbs(text, taint) && isProbs(a0, taint);
         const v = memberCallee(text) ?? via.get(text);
-        if (v) e.call.fact.arg0Via = v;
+        if (v) p.fact.arg0Via = v;
       } else if (e.assign) {
         const a = e.assign;
         const probs = mayBeProbs(a.rightText, taint) && isProbs(a.right, taint);

@@ -8,11 +8,11 @@ import { argFor, argMap, normDim } from './args';
 import { ATTN_CLASS } from './classify';
 import type { GCall, Group, MakeSite } from './context';
 import { ffnEstimate } from './estimates';
-import type { DefFact } from './factTypes';
 import { LINEAR_PARAMS, MLP_FACTORY_PARAMS, MLP_MODULE_PARAMS, MLP_MODULES } from './names';
 import { type ConfigTable, evalDim } from './shapes';
 import { buildSite, shiftMember, shiftSite } from './sites';
 import type { FfnInfo, FfnMember, Site } from './types';
+import { itemAt } from '../arrays';
 
 /** Members that are attention projections, never half of an FFN. */
 const ATTN_PROJ =
@@ -72,8 +72,8 @@ export function findFfns(group: Group): LinearFact[] {
   }
   const paramsOf = (g: GCall): readonly string[] | undefined => {
     if (!g.funcKey) return undefined;
-    const [ci, s] = g.funcKey.split(':').map(Number);
-    return (chunks[ci as number]?.facts.defs[s as number] as DefFact | undefined)?.params;
+    const [ci = -1, s = -1] = g.funcKey.split(':').map(Number);
+    return chunks[ci]?.facts.defs[s]?.params;
   };
   const groups = new Map<string, LinearFact[]>();
   for (const g of calls) {
@@ -108,9 +108,9 @@ function pairFfns(list: readonly LinearFact[], activated: ReadonlySet<string>, m
   const jump = Int32Array.from({ length: n }, (_, k) => k - 1);
   const prevUnused = (k: number): number => {
     let x = k;
-    while (x >= 0 && isUsed[x]) x = jump[x] as number;
+    while (x >= 0 && isUsed[x]) x = itemAt(jump, x);
     for (let y = k; y >= 0 && isUsed[y]; ) {
-      const next = jump[y] as number;
+      const next = itemAt(jump, y);
       jump[y] = x;
       y = next;
     }
@@ -128,19 +128,18 @@ function pairFfns(list: readonly LinearFact[], activated: ReadonlySet<string>, m
     used.add(l);
     isUsed[k] = 1;
   };
-  for (let j = 0; j < list.length; j++) {
-    const D = list[j] as LinearFact;
+  for (const [j, D] of list.entries()) {
     if (used.has(D)) continue;
     let tried = 0;
     for (let i = prevUnused(j - 1); i >= 0 && tried < FFN_WINDOW; i = prevUnused(i - 1), tried++) {
-      const U = list[i] as LinearFact;
+      const U = itemAt(list, i);
       if (used.has(U) || ATTN_PROJ.test(lastSeg(U.member))) continue;
       // Inside a Sequential, an up/down pair is two consecutive projections of that Sequential.
       // Two different Sequentials are two different heads.
-      const box = boxes[i] as string | null;
-      const dbox = boxes[j] as string | null;
+      const box = itemAt(boxes, i);
+      const dbox = itemAt(boxes, j);
       if (box !== null && dbox !== null && box !== dbox) continue;
-      if (box !== null && box === dbox && (prevSameBox[j] as number) > i) continue;
+      if (box !== null && box === dbox && itemAt(prevSameBox, j) > i) continue;
       // One variable rebound in a loop is not two layers.
       if (U.member !== null && U.member === D.member) continue;
       const plain = same(U.out, U.litOut, D.in, D.litIn) || U.outAlts.includes(D.in);
@@ -166,7 +165,7 @@ function pairFfns(list: readonly LinearFact[], activated: ReadonlySet<string>, m
       let gi = -1;
       if (plain) {
         for (let k = Math.max(0, i - FFN_WINDOW); k < Math.min(n, j + FFN_WINDOW); k++) {
-          const o = list[k] as LinearFact;
+          const o = itemAt(list, k);
           if (o !== U && o !== D && !used.has(o) && boxes[k] === box && same(o.in, o.litIn, U.in, U.litIn) && same(o.out, o.litOut, U.out, U.litOut) && !ATTN_PROJ.test(lastSeg(o.member))) {
             G = o;
             gi = k;
@@ -237,8 +236,8 @@ function moduleFfns(group: Group): void {
     // torchvision.ops.MLP takes a list of widths; the others take in/hidden/out.
     const args = argMap(g.f, MLP_MODULE_PARAMS);
     const info: FfnInfo = { form: 'module' };
-    const inF = args.in_features ?? args.dim ?? args.in_channels ?? args.d_model;
-    const hid = args.hidden_features ?? args.hidden_dim ?? args.hidden_channels ?? args.mlp_dim ?? args.dim_feedforward;
+    const inF = args['in_features'] ?? args['dim'] ?? args['in_channels'] ?? args['d_model'];
+    const hid = args['hidden_features'] ?? args['hidden_dim'] ?? args['hidden_channels'] ?? args['mlp_dim'] ?? args['dim_feedforward'];
     if (inF) info.inFeatures = inF;
     if (hid) info.hiddenFeatures = hid;
     const iv = inF ? evalDim(inF, config.values, config.bareValues) : undefined;
@@ -253,16 +252,16 @@ function moduleFfns(group: Group): void {
 
 /** HF splits one FFN over two classes: BertIntermediate (up) and BertOutput (down). */
 export function splitFfns(leftovers: readonly { l: LinearFact; base: number }[], file: string): Site[] {
-  const byClass = new Map<string, { l: LinearFact; base: number }[]>();
+  const byClass = new Map<string | null, { l: LinearFact; base: number }[]>();
   for (const x of leftovers) {
-    const c = x.l.call.className as string;
+    const c = x.l.call.className;
     let a = byClass.get(c);
     if (!a) byClass.set(c, (a = []));
     a.push(x);
   }
   const sites: Site[] = [];
   for (const [cls, ups] of byClass) {
-    if (!cls.endsWith('Intermediate')) continue;
+    if (!cls?.endsWith('Intermediate')) continue;
     const downs = byClass.get(`${cls.slice(0, -'Intermediate'.length)}Output`);
     if (!downs) continue;
     for (const { l: U, base } of ups) {
@@ -271,7 +270,7 @@ export function splitFfns(leftovers: readonly { l: LinearFact; base: number }[],
       if (!d) continue;
       downs.splice(downs.indexOf(d), 1);
       const D = d.l;
-      const info: FfnInfo = { form: 'split', up: toMember(U), down: shiftMember(toMember(D), d.base - base) as FfnMember, inFeatures: U.inText, hiddenFeatures: U.outText };
+      const info: FfnInfo = { form: 'split', up: toMember(U), down: shiftMember(toMember(D), d.base - base), inFeatures: U.inText, hiddenFeatures: U.outText };
       setWidths(info, U.inVal, U.outVal);
       const est = ffnEstimate([
         [U.inVal, U.outVal],
@@ -298,11 +297,13 @@ function linearOf(g: GCall, config: ConfigTable, localLinear: ReadonlySet<string
   else if (q === 'torch.nn.Conv1d' || q === 'torch.nn.Conv2d') key = q;
   else if ((final === 'ColumnParallelLinear' || final === 'RowParallelLinear') && g.res.binding !== 'member') key = final;
   if (!key) return undefined;
-  const params = LINEAR_PARAMS[key] as readonly string[];
+  const params = LINEAR_PARAMS[key];
+  if (!params) return undefined;
   const a = argMap(g.f, params);
   // Only 1×1 convolutions are dense projections.
-  if (key.startsWith('torch.nn.Conv') && !/^\(?\s*1\s*(,\s*1\s*)?\)?$/.test(a.kernel_size ?? '')) return undefined;
-  const [inKey, outKey] = key === 'Conv1D' ? ['nx', 'nf'] : [params[0] as string, params[1] as string];
+  if (key.startsWith('torch.nn.Conv') && !/^\(?\s*1\s*(,\s*1\s*)?\)?$/.test(a['kernel_size'] ?? '')) return undefined;
+  const [inKey, outKey] = key === 'Conv1D' ? ['nx', 'nf'] : params;
+  if (inKey === undefined || outKey === undefined) return undefined;
   const inText = a[inKey];
   const outText = a[outKey];
   if (!inText || !outText) return undefined;
@@ -397,8 +398,10 @@ function viaBuilder(l: LinearFact, calls: readonly GCall[], paramsOf: (g: GCall)
   const params = paramsOf(g);
   if (!params) return undefined;
   const callers = calls.filter((o) => o.classKey === g.classKey && o.f.callee === `self.${g.funcName}` && o.f.binding?.startsWith('self.'));
-  if (callers.length !== 1) return undefined;
-  const caller = callers[0] as GCall;
+  const [caller] = callers;
+  if (!caller || callers.length !== 1) return undefined;
+  const binding = caller.f.binding;
+  if (binding === undefined) return undefined;
   const named = new Map<string, string>();
   const formal = params[0] === 'self' ? params.slice(1) : params;
   let i = 0;
@@ -411,7 +414,7 @@ function viaBuilder(l: LinearFact, calls: readonly GCall[], paramsOf: (g: GCall)
   const subst = (t: string) => (/^[A-Za-z_]\w*$/.test(t.trim()) ? (named.get(t.trim()) ?? t) : t);
   const inText = subst(l.inText);
   const outText = subst(l.outText);
-  const out: LinearFact = { ...l, member: (caller.f.binding as string).slice(5), inText, outText, in: normDim(inText), out: normDim(outText), outAlts: [] };
+  const out: LinearFact = { ...l, member: binding.slice(5), inText, outText, in: normDim(inText), out: normDim(outText), outAlts: [] };
   delete out.inVal;
   delete out.outVal;
   delete out.litIn;

@@ -165,7 +165,7 @@ function adviceMessage(site: Site, caps: TorchCapabilities | null | undefined): 
     case 'no-autocast':
       return `Training step in fp32: no autocast or other mixed precision in this file${off || !saving ? '' : `; bf16 autocast would save${inline}`}.${tail}`;
     case 'checkpoint': {
-      const what = site.callee === 'for' ? `\`for ${site.args.target} in ${site.args.iter}\` keeps every block's activations for backward` : 'HF model trained without gradient checkpointing: every layer keeps its activations for backward';
+      const what = site.callee === 'for' ? `\`for ${site.args['target']} in ${site.args['iter']}\` keeps every block's activations for backward` : 'HF model trained without gradient checkpointing: every layer keeps its activations for backward';
       return `${what}${off || !saving ? '' : `; checkpointing would free${inline}`}.${tail}`;
     }
     case 'optimizer': {
@@ -182,7 +182,7 @@ function adviceMessage(site: Site, caps: TorchCapabilities | null | undefined): 
 
 /** A dropout that keeps no mask: p is 0 as written or in the config, or it sits on a fallback path. */
 function noMaskMessage(what: string, e: Site['estimate']): string {
-  if (e.note && !/as written/.test(e.note)) return `${what} ${e.note}.`;
+  if (e.note && !e.note.includes('as written')) return `${what} ${e.note}.`;
   return `${what} with p=0 as written: no mask is kept.`;
 }
 
@@ -319,7 +319,7 @@ function adviceHover(site: Site, caps: TorchCapabilities | null | undefined): st
   const lines: string[] = [];
   lines.push(`**Membit · ${KIND_TITLE[site.kind]}** \`${site.code}\``);
   lines.push('');
-  const call = site.callee === 'for' ? `for ${site.args.target} in ${site.args.iter}:` : `${site.callee}(${argsText(site).length > 80 ? `${argsText(site).slice(0, 77)}…` : argsText(site)})`;
+  const call = site.callee === 'for' ? `for ${site.args['target']} in ${site.args['iter']}:` : `${site.callee}(${argsText(site).length > 80 ? `${argsText(site).slice(0, 77)}…` : argsText(site)})`;
   lines.push(`\`${call}\`${where(site)}.`);
   lines.push('');
   lines.push(WHY[site.kind]);
@@ -528,7 +528,7 @@ export function summarizeClasses(result: { sites: readonly Site[]; classes: read
     }
     if (s.unknown > 0) mem += `${mem ? ';' : ' —'} ${s.unknown} shape unknown`;
     // Levers overlap (fused attention also removes what checkpointing would free): shown side by side, never summed.
-    const levers = (Object.keys(s.savings) as AdviceLever[]).map((l) => `${LEVER_SHORT[l]} saves ~${formatBytes(s.savings[l] as number)}${per}`);
+    const levers = (Object.entries(s.savings) as [AdviceLever, number][]).map(([l, bytes]) => `${LEVER_SHORT[l]} saves ~${formatBytes(bytes)}${per}`);
     if (levers.length) mem += `${mem ? ';' : ' —'} ${levers.join(', ')}`;
     s.title = `Membit: ${parts.join(' · ')}${mem}`;
   }

@@ -3,7 +3,6 @@
  * construction is used, and gives the passes one way to make a site.
  */
 import type { ClassHeader, Env, GCall, Group, PlacedChunk } from './context';
-import type { AliasTarget } from './factTypes';
 import { namedSite } from './names';
 import { ShapeContext } from './shapes';
 import { abs, buildSite, scopeNames } from './sites';
@@ -70,13 +69,12 @@ function resolveCalls(chunks: readonly PlacedChunk[], header: ClassHeader | unde
       // `mask_fn = create_causal_mask if … else create_sliding_window_causal_mask; mask_fn(...)`:
       // the call is taken for the first name the variable may stand for that makes a site by name.
       if (f.aliasOf) {
-        const rs = f.aliasOf.map((t) => resolver.resolve(t.callee, t.headLocal));
-        const i = rs.findIndex((r) => namedSite(r) !== null);
-        const r = rs[i];
+        const rs = f.aliasOf.map((t) => ({ t, r: resolver.resolve(t.callee, t.headLocal) }));
+        const hit = rs.find(({ r }) => namedSite(r) !== null);
         // "Fused, no mask stored" must hold on every path: not for `sdpa if c else eager_attention`.
-        if (r && (namedSite(r) !== 'fused' || rs.every((o) => namedSite(o) === 'fused'))) {
-          g.res = r;
-          g.alias = (f.aliasOf[i] as AliasTarget).callee;
+        if (hit && (namedSite(hit.r) !== 'fused' || rs.every(({ r }) => namedSite(r) === 'fused'))) {
+          g.res = hit.r;
+          g.alias = hit.t.callee;
         }
       }
       calls.push(g);

@@ -162,7 +162,7 @@ export function measuredBlocks(modules: readonly MeasuredModule[], line?: number
 export function eagerAttnAdvice(
   env: Env,
   ctx: ShapeContext,
-  parts: { softmaxLine: number; dropoutLine?: number; outputLine?: number; dropout: boolean; form: 'eager-block' | 'hf-eager' },
+  parts: { softmaxLine: number; dropoutLine?: number | undefined; outputLine?: number | undefined; dropout: boolean; form: 'eager-block' | 'hf-eager' },
 ): { estimate: Estimate; advice: Advice } {
   const amp = !!env.advice.amp;
   // A rewrite may pass the block's own scale= only where the installed torch is known to take it
@@ -269,7 +269,7 @@ export function checkpointAdvice(env: Env, ctx: ShapeContext, measured: { line?:
 export function optimizerAdvice(env: Env, ctx: ShapeContext): { estimate: Estimate; advice: Advice; stateBytes?: number; params?: number } {
   const caps = env.opts.capabilities;
   // Fused where this torch has it; else foreach; the lever is unavailable only when it has neither.
-  const requires: TorchFeature[] = caps && caps.features['adamw-fused'] === false && caps.features['adamw-foreach'] !== false ? ['adamw-foreach'] : ['adamw-fused'];
+  const requires: TorchFeature[] = caps?.features['adamw-fused'] === false && caps.features['adamw-foreach'] !== false ? ['adamw-foreach'] : ['adamw-fused'];
   const advice: Advice = { lever: 'fused-optimizer', basis: 'estimate', requires, docs: DOCS.optimizer, cost: 'none: the same update, fewer kernel launches' };
   const run = env.opts.hints?.run;
   if (run?.thisFile && run.optimizerState) {
@@ -304,7 +304,7 @@ export function optimizerAdvice(env: Env, ctx: ShapeContext): { estimate: Estima
 export function autocastAdvice(env: Env, ctx: ShapeContext): { estimate: Estimate; advice: Advice } {
   const caps = env.opts.capabilities;
   // A torch built without CUDA can still train in bf16 on the CPU: the lever then needs CPU autocast.
-  const requires: TorchFeature[] = caps && caps.features['autocast-bf16-cuda'] === false && caps.features['autocast-bf16-cpu'] !== false ? ['autocast-bf16-cpu'] : ['autocast-bf16-cuda'];
+  const requires: TorchFeature[] = caps?.features['autocast-bf16-cuda'] === false && caps.features['autocast-bf16-cpu'] !== false ? ['autocast-bf16-cpu'] : ['autocast-bf16-cuda'];
   const advice: Advice = { lever: 'autocast', basis: 'estimate', requires, docs: DOCS.autocast, cost: 'bf16 rounding: keep the loss and optimizer in fp32 (autocast does)' };
   const run = env.opts.hints?.run;
   if (run?.thisFile && run.activationsAtPeak) {

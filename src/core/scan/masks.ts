@@ -61,7 +61,7 @@ function causalSdpaClasses(calls: readonly GCall[]): Set<string> {
   for (const g of calls) {
     if (g.res.qname !== SDPA) continue;
     const a = argMap(g.f, SDPA_PARAMS);
-    if (a.is_causal && a.is_causal !== 'False') out.add(g.classKey ?? '');
+    if (a['is_causal'] && a['is_causal'] !== 'False') out.add(g.classKey ?? '');
   }
   return out;
 }
@@ -132,11 +132,11 @@ function squareMasks(m: Masks): void {
       const dims = fullDims(g);
       if (dims.length < 2 || normDim(dims[dims.length - 1]) !== normDim(dims[dims.length - 2])) continue;
       const a = argMap(g.f, []);
-      const fill = final.endsWith('full') ? (g.f.args.filter((x) => x.name === null)[1]?.text ?? a.fill_value) : undefined;
+      const fill = final.endsWith('full') ? (g.f.args.filter((x) => x.name === null)[1]?.text ?? a['fill_value']) : undefined;
       const name = `${g.f.binding ?? ''} ${g.f.buffer ?? ''}`;
       // Index tables (`torch.empty((N, N), dtype=torch.long)`) are square too, but no mask.
       const dtype = g.f.args.find((x) => x.name === 'dtype')?.text ?? '';
-      if (/long|int(8|16|32|64)?$/.test(dtype) && !/uint8/.test(dtype)) continue;
+      if (/long|int(8|16|32|64)?$/.test(dtype) && !dtype.includes('uint8')) continue;
       const isMask = m.forced.has(g) || (fill !== undefined && NEG_INF.test(fill)) || /mask|causal/i.test(name);
       if (!isMask) continue;
       addMask(m, g);
@@ -175,7 +175,7 @@ function squareMasks(m: Masks): void {
     }
     const written = g.alias ?? g.f.callee;
     if (maskHelperName(g.res) && !(written.startsWith('self.') && classMethods.has(final))) {
-      const causal = /causal/.test(final);
+      const causal = final.includes('causal');
       makeSite(g, 'attn-mask', 'call', argMap(g.f, []), helperEstimate(shapes, g), {
         remedy: causal ? causalRemedy(m.causalSdpa, g) : PADDING_REMEDY,
       });
@@ -197,12 +197,12 @@ function appliedMasks(m: Masks): void {
     if (final === 'masked_fill' || final === 'masked_fill_') {
       if (g.res.qname === 'torch.masked_fill') {
         receiver = pos[0] ?? '';
-        maskText = pos[1] ?? kw.mask;
-        fill = pos[2] ?? kw.value;
+        maskText = pos[1] ?? kw['mask'];
+        fill = pos[2] ?? kw['value'];
       } else {
         receiver = g.f.callee.slice(0, -final.length - 1);
-        maskText = pos[0] ?? kw.mask;
-        fill = pos[1] ?? kw.value;
+        maskText = pos[0] ?? kw['mask'];
+        fill = pos[1] ?? kw['value'];
       }
     } else if (final === 'where' && g.res.qname === 'torch.where') {
       maskText = pos[0];

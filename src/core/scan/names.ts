@@ -231,8 +231,7 @@ export class Resolver {
    * local variable of the enclosing function, which shadows any import.
    */
   resolve(callee: string, headLocal: boolean): Resolved {
-    const fm = /([A-Za-z_]\w*)$/.exec(callee);
-    const final = fm ? (fm[1] as string) : '';
+    const final = /([A-Za-z_]\w*)$/.exec(callee)?.[1] ?? '';
     if (!/^[A-Za-z_][\w.]*$/.test(callee)) return { qname: null, binding: 'expr', final };
     const dot = callee.indexOf('.');
     const head = dot < 0 ? callee : callee.slice(0, dot);
@@ -243,8 +242,7 @@ export class Resolver {
     if (alias !== undefined) return { qname: canonical(alias + rest), binding: 'import', final };
     if (this.moduleBound.has(head)) return { qname: `<local>.${callee}`, binding: 'local', final };
     if (dot < 0 && this.stars.length > 0) {
-      for (let i = this.stars.length - 1; i >= 0; i--) {
-        const m = this.stars[i] as string;
+      for (const m of [...this.stars].reverse()) {
         if (starExports(m, head)) return { qname: canonical(`${m}.${head}`), binding: 'star', final };
       }
       return { qname: `${this.stars[this.stars.length - 1]}.${head}`, binding: 'star', final };

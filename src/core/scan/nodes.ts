@@ -17,8 +17,7 @@ export function rel(node: Node, baseRow: number): RelRange {
 
 /** Last identifier of a callee as written, '' when it ends in a call or subscript. */
 export function finalName(callee: string): string {
-  const m = /([A-Za-z_]\w*)$/.exec(callee);
-  return m ? (m[1] as string) : '';
+  return /([A-Za-z_]\w*)$/.exec(callee)?.[1] ?? '';
 }
 
 export function capture(m: QueryMatch, name: string): Node | undefined {
@@ -61,14 +60,15 @@ function readValue(out: ArgFact, value: Node): void {
       return;
     case 'parenthesized_expression': {
       // `(L)` is one item; `((L, L))` one item too, the tuple, as Python sees it.
-      const inner = parts(value);
-      if (inner.length === 1) out.items = [(inner[0] as Node).text];
+      const [only, ...more] = parts(value);
+      if (only && more.length === 0) out.items = [only.text];
       return;
     }
     case 'conditional_expression': {
       // The value if true, the condition, the value if false.
       const p = parts(value);
-      if (p.length === 3) out.arms = [(p[0] as Node).text, (p[2] as Node).text];
+      const [yes, , no] = p;
+      if (p.length === 3 && yes && no) out.arms = [yes.text, no.text];
       return;
     }
     default:

@@ -5,6 +5,7 @@
  */
 import type { Scanner } from './scanner';
 import type { ScanOptions, ScanResult, SiteRange } from './types';
+import { itemAt } from '../arrays';
 
 export interface CellInput {
   /** Index of the cell in the notebook (all cells counted, markdown included). */
@@ -22,18 +23,19 @@ const PYTHON_CELL_MAGICS = new Set(['time', 'timeit', 'capture', 'prun', 'debug'
 export function sanitizeCell(text: string): string {
   const lines = text.split('\n');
   const first = lines.findIndex((l) => l.trim() !== '');
-  if (first >= 0) {
-    const m = /^\s*%%(\w+)/.exec(lines[first] as string);
-    if (m) {
-      if (!PYTHON_CELL_MAGICS.has(m[1] as string)) return lines.map((l) => (l.length ? `#${l.slice(1)}` : l)).join('\n');
-      lines[first] = `#${(lines[first] as string).slice(1)}`;
+  const head = lines[first];
+  if (head !== undefined) {
+    const magic = /^\s*%%(\w+)/.exec(head)?.[1];
+    if (magic !== undefined) {
+      if (!PYTHON_CELL_MAGICS.has(magic)) return lines.map((l) => (l.length ? `#${l.slice(1)}` : l)).join('\n');
+      lines[first] = `#${head.slice(1)}`;
     }
   }
   return lines
     .map((l) => {
       const magic = /^(\s*)(?:[%!]|[A-Za-z_]\w*\s*=\s*[%!])/.exec(l);
       if (magic || /^\s*[\w.]+\?\??\s*$/.test(l)) {
-        const indent = (/^\s*/.exec(l) as RegExpExecArray)[0];
+        const indent = /^\s*/.exec(l)?.[0] ?? '';
         return l.length > indent.length ? `${indent}#${l.slice(indent.length + 1)}` : l;
       }
       return l;
@@ -41,25 +43,28 @@ export function sanitizeCell(text: string): string {
     .join('\n');
 }
 
+/** An .ipynb document as JSON.parse gives it: beyond the cells array, anything may be missing or odd. */
 interface NotebookJson {
-  cells?: { cell_type?: unknown; source?: unknown; metadata?: { vscode?: { languageId?: unknown } } }[];
-  metadata?: { kernelspec?: { language?: unknown }; language_info?: { name?: unknown } };
+  cells: ({ cell_type?: unknown; source?: unknown; metadata?: { vscode?: { languageId?: unknown } | null } | null } | null)[];
+  metadata?: { kernelspec?: { language?: unknown } | null; language_info?: { name?: unknown } | null } | null;
 }
+
+const isNotebook = (v: unknown): v is NotebookJson => typeof v === 'object' && v !== null && Array.isArray((v as { cells?: unknown }).cells);
 
 /** The Python code cells of an .ipynb document. */
 export function notebookCells(json: string): { cells: CellInput[]; error?: string } {
-  let nb: NotebookJson;
+  let nb: unknown;
   try {
-    nb = JSON.parse(json) as NotebookJson;
+    nb = JSON.parse(json);
   } catch (e) {
     return { cells: [], error: `not a notebook: ${e instanceof Error ? e.message : String(e)}` };
   }
-  if (!nb || typeof nb !== 'object' || !Array.isArray(nb.cells)) return { cells: [], error: 'not a notebook: no "cells" array' };
+  if (!isNotebook(nb)) return { cells: [], error: 'not a notebook: no "cells" array' };
   const lang = nb.metadata?.kernelspec?.language ?? nb.metadata?.language_info?.name;
   const pythonNotebook = typeof lang !== 'string' || /python/i.test(lang);
   const cells: CellInput[] = [];
   nb.cells.forEach((c, index) => {
-    if (!c || c.cell_type !== 'code') return;
+    if (c?.cell_type !== 'code') return;
     const cellLang = c.metadata?.vscode?.languageId;
     if (typeof cellLang === 'string' ? cellLang !== 'python' : !pythonNotebook) return;
     const src = Array.isArray(c.source) ? c.source.filter((s): s is string => typeof s === 'string').join('') : typeof c.source === 'string' ? c.source : '';
@@ -90,35 +95,35 @@ export function scanCells(scanner: Scanner, cells: readonly CellInput[], file: s
     let hi = starts.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if ((starts[mid] as number) <= l) lo = mid;
+      if (itemAt(starts, mid) <= l) lo = mid;
       else hi = mid - 1;
     }
     return lo;
   };
   for (const s of result.sites) {
     const ci = cellOf(s.range.startLine);
-    const base = starts[ci] as number;
-    s.cell = (cells[ci] as CellInput).index;
+    const base = itemAt(starts, ci);
+    s.cell = itemAt(cells, ci).index;
     s.range = shift(s.range, base);
     if (s.attention) {
       // Every line of the chain counted within its own cell, like the site's range.
       for (const k of ['scoresLine', 'maskLine', 'softmaxLine', 'dropoutLine', 'outputLine', 'defaultLine'] as const) {
         const l = s.attention[k];
-        if (l !== undefined) s.attention[k] = l - (starts[cellOf(l)] as number);
+        if (l !== undefined) s.attention[k] = l - itemAt(starts, cellOf(l));
       }
     }
     for (const m of [s.ffn?.up, s.ffn?.down, s.ffn?.gate]) {
       if (!m) continue;
       const mc = cellOf(m.line);
-      m.cell = (cells[mc] as CellInput).index;
-      m.range = shift(m.range, starts[mc] as number);
+      m.cell = itemAt(cells, mc).index;
+      m.range = shift(m.range, itemAt(starts, mc));
       m.line = m.range.startLine;
     }
   }
   for (const c of result.classes) {
     const ci = cellOf(c.range.startLine);
-    c.cell = (cells[ci] as CellInput).index;
-    c.range = shift(c.range, starts[ci] as number);
+    c.cell = itemAt(cells, ci).index;
+    c.range = shift(c.range, itemAt(starts, ci));
   }
   return result;
 }

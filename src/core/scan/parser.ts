@@ -109,7 +109,7 @@ export function loadRuntime(opts: AssetOptions = {}): Promise<ScanRuntime> {
     const paths = locateAssets(opts);
     // Reading the binary ourselves avoids the Emscripten glue guessing paths from the bundle.
     const wasmBinary = readFileSync(paths.runtimeWasm);
-    await TreeSitter.Parser.init({ wasmBinary, locateFile: (name: string) => join(dirname(paths.runtimeWasm), name) } as object);
+    await TreeSitter.Parser.init({ wasmBinary, locateFile: (name: string) => join(dirname(paths.runtimeWasm), name) });
     const language = await TreeSitter.Language.load(readFileSync(paths.pythonWasm));
     const queries = new Map<string, Query>();
     for (const name of readdirSync(paths.queryDir)) {

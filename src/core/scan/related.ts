@@ -43,11 +43,12 @@ export function readRelated(dir: string, modules: readonly string[], maxBytes = 
       const st = statSync(path);
       if (!st.isFile() || st.size > maxBytes) continue;
       let hit = cache.get(path);
-      if (!hit || hit.size !== st.size || hit.mtimeMs !== st.mtimeMs) {
+      if (hit?.size !== st.size || hit.mtimeMs !== st.mtimeMs) {
         hit = { size: st.size, mtimeMs: st.mtimeMs, text: readFileSync(path, 'utf8').replace(/^\uFEFF/, '') };
         cache.delete(path);
         cache.set(path, hit);
-        if (cache.size > CACHE_ENTRIES) cache.delete(cache.keys().next().value as string);
+        const oldest = cache.keys().next();
+        if (cache.size > CACHE_ENTRIES && !oldest.done) cache.delete(oldest.value);
       }
       out.push({ module, file: name, text: hit.text });
     } catch {

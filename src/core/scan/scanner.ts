@@ -49,7 +49,7 @@ function chunksOf(root: Node): { chunks: ChunkNode[]; headers: ClassHeader[] } {
     if (child.type === 'class_definition') cls = child;
     else if (child.type === 'decorated_definition') {
       const d = child.childForFieldName('definition');
-      if (d && d.type === 'class_definition') cls = d;
+      if (d?.type === 'class_definition') cls = d;
     }
     const body = cls?.childForFieldName('body');
     const name = cls?.childForFieldName('name');
@@ -211,8 +211,7 @@ export class Scanner {
     const budget = budgetOf(opts);
     const deadline = started + budget;
     const cut: { reason: ScanPartial['reason']; start: number; end: number }[] = [];
-    for (let ci = 0; ci < chunks.length; ci++) {
-      const c = chunks[ci] as ChunkNode;
+    for (const c of chunks) {
       const text = c.node.text;
       const key = `${c.node.startPosition.column}\u0000${text}`;
       let facts = cache?.get(key);
@@ -221,7 +220,7 @@ export class Scanner {
         const now = performance.now();
         if (now > deadline) {
           // Out of time: the remaining statements are not read at all.
-          const last = chunks[chunks.length - 1] as ChunkNode;
+          const last = chunks.at(-1) ?? c;
           cut.push({ reason: 'time-budget', start: c.node.startPosition.row, end: last.node.endPosition.row });
           break;
         }
@@ -268,16 +267,17 @@ export class Scanner {
     for (const p of placed) {
       for (const i of p.facts.imports) {
         const m = i.star ? null : CONFIG_IMPORT.exec(i.target);
-        if (!m) continue;
-        const mod = m[1] as string;
+        const mod = m?.[1];
+        const name = m?.[2];
+        if (mod === undefined || name === undefined) continue;
         let names = wanted.get(mod);
         if (!names) wanted.set(mod, (names = new Set()));
-        names.add(m[2] as string);
+        names.add(name);
       }
     }
     if (wanted.size === 0) return [];
     const maxBytes = Math.min(opts.maxBytes ?? DEFAULT_MAX_BYTES, RELATED_MAX_BYTES);
-    const sources: readonly RelatedSource[] = opts.related ?? readRelated(opts.relatedDir as string, [...wanted.keys()], maxBytes);
+    const sources: readonly RelatedSource[] = opts.related ?? (opts.relatedDir ? readRelated(opts.relatedDir, [...wanted.keys()], maxBytes) : []);
     const perClass: RawConfig[][] = [];
     for (const src of sources) {
       for (const name of wanted.get(src.module) ?? []) {
@@ -334,7 +334,8 @@ export class Scanner {
     const out = [...best.values()];
     if (complete) {
       this.configCache.set(key, out);
-      if (this.configCache.size > CONFIG_CACHE_ENTRIES) this.configCache.delete(this.configCache.keys().next().value as string);
+      const oldest = this.configCache.keys().next();
+      if (this.configCache.size > CONFIG_CACHE_ENTRIES && !oldest.done) this.configCache.delete(oldest.value);
     }
     return out;
   }

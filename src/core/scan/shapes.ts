@@ -132,7 +132,7 @@ export function evalDim(text: string, values: ReadonlyMap<string, number>, bareV
   // Widths are short; anything long is not one (and deep nesting would only cost stack).
   if (text.length > 200) return undefined;
   const toks = text.match(/\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|[A-Za-z_][\w.]*|\/\/|\*\*|[-+*/%(),]/g);
-  if (!toks || toks.join('').length !== text.replace(/\s+/g, '').length) return undefined;
+  if (toks?.join('').length !== text.replace(/\s+/g, '').length) return undefined;
   let i = 0;
   const peek = () => toks[i];
   const expr = (): number | undefined => {
@@ -197,7 +197,9 @@ export function evalDim(text: string, values: ReadonlyMap<string, number>, bareV
         if (toks[i++] !== ')') return undefined;
         if (t === 'max') return Math.max(...args);
         if (t === 'min') return Math.min(...args);
-        return t === 'round' ? Math.round(args[0] as number) : Math.trunc(args[0] as number);
+        const [first] = args;
+        if (first === undefined) return undefined;
+        return t === 'round' ? Math.round(first) : Math.trunc(first);
       }
       const dot = t.lastIndexOf('.');
       return dot < 0 ? bareValues.get(t) : values.get(t.slice(dot + 1));
@@ -314,22 +316,20 @@ export function fromDims(
     if (d) elements *= d.value;
   }
   const shape: EstimateShape = {};
-  for (const r of Object.keys(used) as Role[]) shape[r] = (used[r] as Dim).value;
-  const origins = Object.values(used).map((d) => d?.origin);
+  for (const [r, d] of Object.entries(used)) shape[r as Role] = d.value;
+  const origins = Object.values(used).map((d) => d.origin);
+  const perSample = roles.includes('batch') && !used.batch;
   const est: Estimate = {
     elements,
     maskBytes: elements * bytesPerElement,
     source: origins.includes('settings') ? 'settings' : 'config',
     shape,
     note: `${what} = ${roles.map((r) => SYMBOL[r]).join('·')}; ${Object.entries(used)
-      .map(([r, d]) => `${SYMBOL[r as Role]}=${d?.value} from ${d?.label}`)
-      .join(', ')}`,
+      .map(([r, d]) => `${SYMBOL[r as Role]}=${d.value} from ${d.label}`)
+      .join(', ')}${perSample ? '; per sample (no batch size known)' : ''}`,
   };
   if (packable) est.packedBytes = Math.ceil(elements / 8);
-  if (roles.includes('batch') && !used.batch) {
-    est.perSample = true;
-    est.note += '; per sample (no batch size known)';
-  }
+  if (perSample) est.perSample = true;
   return est;
 }
 
@@ -359,11 +359,27 @@ export function dtypeBytes(text: string | undefined): number | undefined {
 
 /** Accepts any object shaped like a `membit.report/1` document. */
 export interface ReportLike {
-  sites?: readonly { kind?: unknown; file?: unknown; line?: unknown; elements?: unknown; mask_bytes?: unknown; module?: unknown; calls?: unknown }[];
-  modules?: readonly { path?: unknown; type?: unknown; created_at?: { file?: unknown; line?: unknown } | null; mask_bytes?: unknown; saved_bytes?: unknown; at_peak_bytes?: unknown }[];
-  lines?: readonly { file?: unknown; line?: unknown; mask_bytes?: unknown; saved_bytes?: unknown; at_peak_bytes?: unknown; ops?: unknown }[];
+  sites?: readonly (SiteLike | null)[];
+  modules?: readonly ({ path?: unknown; type?: unknown; created_at?: { file?: unknown; line?: unknown } | null; mask_bytes?: unknown; saved_bytes?: unknown; at_peak_bytes?: unknown } | null)[];
+  lines?: readonly ({ file?: unknown; line?: unknown; mask_bytes?: unknown; saved_bytes?: unknown; at_peak_bytes?: unknown; ops?: unknown } | null)[];
   run?: { script?: unknown; device?: { type?: unknown } | null } | null;
   summary?: { peak_allocated?: unknown; tracked_at_peak?: unknown; optimizer_state?: unknown; params?: unknown; activations_at_peak?: unknown } | null;
+}
+
+interface SiteLike {
+  kind?: unknown;
+  file?: unknown;
+  line?: unknown;
+  elements?: unknown;
+  mask_bytes?: unknown;
+  module?: unknown;
+  calls?: unknown;
+}
+
+/** A report's array field, typed by ReportLike; anything else (reports are untrusted) reads as empty. */
+function listOf<T>(v: readonly T[] | null | undefined): readonly T[] {
+  const isList = (x: unknown): x is readonly unknown[] => Array.isArray(x);
+  return isList(v) ? v : [];
 }
 
 function sameFile(reportPath: unknown, file: string): boolean {
@@ -409,52 +425,52 @@ export function shapeHintsFromReport(report: ReportLike | null | undefined, file
     return m;
   };
   const device = report.run && typeof report.run.device === 'object' && report.run.device && typeof report.run.device.type === 'string' ? report.run.device.type : undefined;
-  const siteList = (Array.isArray(report.sites) ? report.sites : []).filter((s) => s && typeof s === 'object');
+  const siteList = listOf(report.sites).filter((s): s is SiteLike => !!s && typeof s === 'object');
   for (const s of siteList) if (sameFile(s.file, file)) put(s.line, { ...clean(s.elements, s.mask_bytes), ...scopeOf(num(s.calls) ?? 1, device) });
   // Construction lines: every module built on the line, summed (one per layer), with the
   // elements of the sites those modules ran as; never one layer's figure for all of them.
-  const built = new Map<number, { instances: number; maskBytes: number; sites: Set<number> }>();
-  for (const m of Array.isArray(report.modules) ? report.modules : []) {
+  const built = new Map<number, { instances: number; maskBytes: number; sites: Set<SiteLike> }>();
+  for (const m of listOf(report.modules)) {
     const line = num(m?.created_at?.line);
     if (!m?.created_at || line === undefined || !sameFile(m.created_at.file, file) || !num(m.mask_bytes) || typeof m.path !== 'string') continue;
-    const b = built.get(line) ?? { instances: 0, maskBytes: 0, sites: new Set<number>() };
+    const b = built.get(line) ?? { instances: 0, maskBytes: 0, sites: new Set<SiteLike>() };
     b.instances++;
     b.maskBytes += num(m.mask_bytes) ?? 0;
-    siteList.forEach((s, i) => {
-      if (typeof s.module === 'string' && globMatches(s.module, m.path as string)) b.sites.add(i);
-    });
+    const path = m.path;
+    for (const s of siteList) if (typeof s.module === 'string' && globMatches(s.module, path)) b.sites.add(s);
     built.set(line, b);
   }
   for (const [line, b] of built) {
-    const sites = [...b.sites].map((i) => siteList[i] as NonNullable<typeof siteList[number]>);
+    const sites = [...b.sites];
     const elements = sites.reduce((a, s) => a + (num(s.elements) ?? 0), 0);
     const maskBytes = sites.reduce((a, s) => a + (num(s.mask_bytes) ?? 0), 0);
     // The sites cover exactly these modules' masks: use their elements; else the modules' bytes.
     const m = sites.length && maskBytes === b.maskBytes ? clean(elements, maskBytes) : clean(undefined, b.maskBytes);
     put(line, { ...m, ...scopeOf(b.instances, device) });
   }
-  for (const l of Array.isArray(report.lines) ? report.lines : []) if (l && sameFile(l.file, file) && num(l.mask_bytes)) put(l.line, clean(undefined, l.mask_bytes));
+  for (const l of listOf(report.lines)) if (l && sameFile(l.file, file) && num(l.mask_bytes)) put(l.line, clean(undefined, l.mask_bytes));
   const hints: ShapeHints = { byLine };
 
   // For the advisor: what each line and module kept at the peak, and the run's totals.
   const savedByLine = new Map<number, number>();
   let softmaxBytes = 0;
-  for (const l of Array.isArray(report.lines) ? report.lines : []) {
+  for (const l of listOf(report.lines)) {
     if (!l) continue;
     const bytes = num(l.at_peak_bytes) ?? num(l.saved_bytes);
     const line = num(l.line);
     if (bytes !== undefined && line !== undefined && sameFile(l.file, file)) savedByLine.set(line, (savedByLine.get(line) ?? 0) + bytes);
     if (Array.isArray(l.ops)) {
-      for (const op of l.ops as { op?: unknown; bytes?: unknown }[]) if (op && typeof op.op === 'string' && /softmax/.test(op.op)) softmaxBytes += num(op.bytes) ?? 0;
+      for (const op of l.ops as ({ op?: unknown; bytes?: unknown } | null)[]) if (op && typeof op.op === 'string' && op.op.includes('softmax')) softmaxBytes += num(op.bytes) ?? 0;
     }
   }
   if (savedByLine.size) hints.savedByLine = savedByLine;
   const modules: MeasuredModule[] = [];
-  for (const m of Array.isArray(report.modules) ? report.modules : []) {
+  for (const m of listOf(report.modules)) {
     if (!m || typeof m.path !== 'string') continue;
     const mm: MeasuredModule = { path: m.path, savedBytes: num(m.at_peak_bytes) ?? num(m.saved_bytes) ?? 0 };
     if (typeof m.type === 'string') mm.type = m.type;
-    if (m.created_at && sameFile(m.created_at.file, file) && num(m.created_at.line) !== undefined) mm.createdLine = num(m.created_at.line) as number;
+    const createdLine = num(m.created_at?.line);
+    if (m.created_at && sameFile(m.created_at.file, file) && createdLine !== undefined) mm.createdLine = createdLine;
     modules.push(mm);
   }
   if (modules.length) hints.modules = modules;
@@ -472,7 +488,7 @@ export function shapeHintsFromReport(report: ReportLike | null | undefined, file
     put2('activationsAtPeak', sum?.activations_at_peak);
     if (softmaxBytes > 0) run.softmaxBytes = softmaxBytes;
     let attnMask = 0;
-    for (const st of Array.isArray(report.sites) ? report.sites : []) if (st?.kind === 'attn-dropout') attnMask += num(st.mask_bytes) ?? 0;
+    for (const st of listOf(report.sites)) if (st?.kind === 'attn-dropout') attnMask += num(st.mask_bytes) ?? 0;
     if (attnMask > 0) run.attnMaskBytes = attnMask;
     hints.run = run;
   }

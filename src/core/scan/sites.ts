@@ -6,6 +6,7 @@ import type { GCall, ScopeNames } from './context';
 import type { DefFact, RelRange } from './factTypes';
 import { siteMessage } from './format';
 import type { AttentionInfo, Estimate, FfnInfo, FfnMember, Site, SiteArgs, SiteKind, SiteRange } from './types';
+import { itemAt } from '../arrays';
 
 /** A chunk-relative range placed `baseRow` rows down. */
 export function abs(r: RelRange, baseRow: number): SiteRange {
@@ -15,8 +16,8 @@ export function abs(r: RelRange, baseRow: number): SiteRange {
 /** The enclosing class and function of a scope (index into the chunk's defs). */
 export function scopeNames(defs: readonly DefFact[], scope: number, ci: number, headerName: string | null): ScopeNames {
   const out: ScopeNames = { className: null, classKey: null, funcName: null, funcKey: null };
-  for (let s = scope; s >= 0; s = (defs[s] as DefFact).parent) {
-    const d = defs[s] as DefFact;
+  for (let s = scope; s >= 0; s = itemAt(defs, s).parent) {
+    const d = itemAt(defs, s);
     if (d.kind === 'func' && out.funcName === null) {
       out.funcName = d.name;
       out.funcKey = `${ci}:${s}`;
@@ -61,6 +62,8 @@ function shiftRange(r: SiteRange, by: number): SiteRange {
   return { startLine: r.startLine + by, startCol: r.startCol, endLine: r.endLine + by, endCol: r.endCol };
 }
 
+export function shiftMember(m: FfnMember, by: number): FfnMember;
+export function shiftMember(m: FfnMember | undefined, by: number): FfnMember | undefined;
 export function shiftMember(m: FfnMember | undefined, by: number): FfnMember | undefined {
   return m ? { ...m, line: m.line + by, range: shiftRange(m.range, by) } : undefined;
 }
@@ -70,7 +73,7 @@ export function shiftSite(site: Site, by: number): Site {
   const out: Site = { ...site, range: shiftRange(site.range, by) };
   if (site.attention) {
     const a: AttentionInfo = { ...site.attention };
-    for (const k of ['scoresLine', 'maskLine', 'softmaxLine', 'dropoutLine', 'outputLine', 'defaultLine'] as const) if (a[k] !== undefined) a[k] = (a[k] as number) + by;
+    for (const k of ['scoresLine', 'maskLine', 'softmaxLine', 'dropoutLine', 'outputLine', 'defaultLine'] as const) if (a[k] !== undefined) a[k] = a[k] + by;
     out.attention = a;
   }
   if (site.ffn) {

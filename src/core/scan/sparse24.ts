@@ -14,16 +14,15 @@ export function withSparseAdvice(sites: Site[], config: FileConfig, opts: ScanOp
   const batch = opts.shapes?.batch ?? config.batch?.value;
   const seqLen = opts.shapes?.seqLen ?? config.seqLen?.value;
   const tokens = batch && seqLen && batch > 0 && seqLen > 0 ? batch * seqLen : undefined;
-  let changed = false;
   const out = sites.map((s) => {
     const f = s.ffn;
     if (s.kind !== 'ffn' || !f?.inWidth || !f.hiddenWidth) return s;
     const a = adviseSparse24(sp.tables, { dModel: f.inWidth, dFF: f.hiddenWidth, gated: f.form === 'gated' || f.form === 'fused-gated', tokens, gpu: sp.gpu });
     if (!a) return s;
-    changed = true;
     const site: Site = { ...s, sparse24: { speedup: a.speedup, range: a.range, verdict: a.verdict, text: a.text, basis: a.basis, tokens } };
     site.message = siteMessage(site, opts.capabilities ?? null);
     return site;
   });
-  return changed ? out : sites;
+  // The same array when no site got advice, so callers can tell nothing changed.
+  return out.some((s, i) => s !== sites[i]) ? out : sites;
 }

@@ -382,7 +382,7 @@ export interface ScanOptions {
    */
   capabilities?: TorchCapabilities;
   /** Measured dense-vs-2:4 FFN speed tables and the GPU to read them for (see src/core/advice). */
-  sparse24?: { tables: readonly SparseAdviceTable[]; gpu?: string };
+  sparse24?: { tables: readonly SparseAdviceTable[]; gpu?: string | undefined };
   /**
    * Milliseconds the parser and the queries may take for this file (none when absent; the
    * editor and the CLI pass DEFAULT_BUDGET_MS). Past it the rest of the file is not read
@@ -413,14 +413,14 @@ export interface RelatedSource {
 export interface Sparse24SiteAdvice {
   /** Dense time over 2:4 time for one training step of this FFN (the best of the range when tokens are unknown). */
   speedup: number;
-  range?: [number, number];
+  range?: [number, number] | undefined;
   verdict: 'faster' | 'no-gain' | 'slower';
   /** `2:4 here: 1.40x faster` / `2:4 here: 0.30x — not worth it`. */
   text: string;
   /** Shape, token count and GPU the figure was measured at. */
   basis: string;
   /** Tokens per step the figure is for (batch × sequence length), when known. */
-  tokens?: number;
+  tokens?: number | undefined;
 }
 
 export const DEFAULT_MAX_BYTES = 2048 * 1024;

@@ -26,17 +26,23 @@ if (port) {
           switch (req.type) {
             case 'scan': {
               const doc = docs.get(req.key);
-              if (doc) return answer({ id: req.id, ok: true, result: doc.update(req.text, req.opts) });
+              if (doc) {
+                answer({ id: req.id, ok: true, result: doc.update(req.text, req.opts) });
+                return;
+              }
               const opened = scanner.open(req.file, req.text, req.opts);
               docs.set(req.key, opened);
-              return answer({ id: req.id, ok: true, result: opened.result });
+              answer({ id: req.id, ok: true, result: opened.result });
+              return;
             }
             case 'cells':
-              return answer({ id: req.id, ok: true, result: scanCells(scanner, req.cells, req.file, req.opts) });
+              answer({ id: req.id, ok: true, result: scanCells(scanner, req.cells, req.file, req.opts) });
+              return;
             case 'forget':
               docs.get(req.key)?.dispose();
               docs.delete(req.key);
-              return answer({ id: req.id, ok: true });
+              answer({ id: req.id, ok: true });
+              return;
           }
         } catch (e) {
           // A failed update leaves the document's tree unknown: the next scan starts afresh.

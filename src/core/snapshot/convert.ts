@@ -10,6 +10,7 @@
  * blocks alive at the dump take their exact size from the snapshot's segments, and blocks
  * freed without a recorded allocation were alive before the trace began.
  */
+import { itemAt } from '../arrays';
 import type { Frame, Holder, LineEntry, OomEvent, Report, ReportSource, SegmentRow, SegmentsView } from '../report/types';
 import { formatBytes as fmt } from '../units';
 import type { PyDict, PyValue } from './pickle';
@@ -63,22 +64,20 @@ const LIVE_STATES = new Set(['active_allocated', 'active_awaiting_free', 'active
 export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): SnapshotReport {
   const { trace, frames } = data;
   const notes: string[] = [];
-  const segments = (Array.isArray(data.top.segments) ? data.top.segments : []).filter((s): s is PyDict => !!s && typeof s === 'object' && !Array.isArray(s));
+  const segments = (Array.isArray(data.top['segments']) ? data.top['segments'] : []).filter((s): s is PyDict => !!s && typeof s === 'object' && !Array.isArray(s));
 
   // Which device: the one with the most entries, else the most reserved.
   const counts = new Uint32Array(65536);
-  for (let i = 0; i < trace.length; i++) counts[trace.device[i] as number]++;
+  for (const dev of trace.device.subarray(0, trace.length)) counts[dev] = (counts[dev] ?? 0) + 1;
   const perDevice = new Map<number, number>();
   counts.forEach((c, dev) => {
     if (c) perDevice.set(dev, c);
   });
   const reservedBy = new Map<number, number>();
-  for (const s of segments) reservedBy.set(n(s.device), (reservedBy.get(n(s.device)) ?? 0) + n(s.total_size));
+  for (const s of segments) reservedBy.set(n(s['device']), (reservedBy.get(n(s['device'])) ?? 0) + n(s['total_size']));
   const devices = new Set([...perDevice.keys(), ...reservedBy.keys()]);
   let device = opts.device;
-  if (device === undefined) {
-    device = [...devices].sort((a, b) => (perDevice.get(b) ?? 0) - (perDevice.get(a) ?? 0) || (reservedBy.get(b) ?? 0) - (reservedBy.get(a) ?? 0))[0] ?? 0;
-  }
+  device ??= [...devices].sort((a, b) => (perDevice.get(b) ?? 0) - (perDevice.get(a) ?? 0) || (reservedBy.get(b) ?? 0) - (reservedBy.get(a) ?? 0))[0] ?? 0;
   if (devices.size > 1) notes.push(`the snapshot covers devices ${[...devices].sort().join(', ')}; this report shows device ${device}`);
   for (const [a, c] of trace.unknownActions) notes.push(`${c} trace entries with action "${a}", unknown to this version of Membit, were skipped`);
 
@@ -88,32 +87,32 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   let finalReserved = 0;
   let legacyHistory = false;
   for (const s of segments) {
-    if (n(s.device) !== device) continue;
-    const total = n(s.total_size);
+    if (n(s['device']) !== device) continue;
+    const total = n(s['total_size']);
     finalReserved += total;
-    let addr = n(s.address);
-    const row: SegmentRow = { address: addr, stream: n(s.stream), type: typeof s.segment_type === 'string' ? s.segment_type : '', total, allocated: 0, requested: 0, free: 0, largest_free: 0, blocks: 0 };
-    for (const b of Array.isArray(s.blocks) ? s.blocks : []) {
+    let addr = n(s['address']);
+    const row: SegmentRow = { address: addr, stream: n(s['stream']), type: typeof s['segment_type'] === 'string' ? s['segment_type'] : '', total, allocated: 0, requested: 0, free: 0, largest_free: 0, blocks: 0 };
+    for (const b of Array.isArray(s['blocks']) ? s['blocks'] : []) {
       if (!b || typeof b !== 'object' || Array.isArray(b)) continue;
-      const size = n(b.size);
+      const size = n(b['size']);
       // Older snapshots leave block addresses implicit: blocks tile their segment in order.
-      const baddr = b.address !== undefined ? n(b.address) : addr;
-      const state = typeof b.state === 'string' ? b.state : '';
+      const baddr = b['address'] !== undefined ? n(b['address']) : addr;
+      const state = typeof b['state'] === 'string' ? b['state'] : '';
       row.blocks++;
       if (LIVE_STATES.has(state)) {
         let fr: number[];
         let requested: number;
-        if (b.frames !== undefined) {
-          fr = framesValue(data, b.frames);
-          requested = b.requested_size !== undefined ? n(b.requested_size) : size;
-        } else if (Array.isArray(b.history) && b.history[0] && typeof b.history[0] === 'object' && !Array.isArray(b.history[0])) {
+        if (b['frames'] !== undefined) {
+          fr = framesValue(data, b['frames']);
+          requested = b['requested_size'] !== undefined ? n(b['requested_size']) : size;
+        } else if (Array.isArray(b['history']) && b['history'][0] && typeof b['history'][0] === 'object' && !Array.isArray(b['history'][0])) {
           legacyHistory = true;
-          const h = b.history[0] as PyDict;
-          fr = framesValue(data, h.frames);
-          requested = n(h.real_size);
+          const h = b['history'][0];
+          fr = framesValue(data, h['frames']);
+          requested = n(h['real_size']);
         } else {
           fr = [];
-          requested = b.requested_size !== undefined ? n(b.requested_size) : size;
+          requested = b['requested_size'] !== undefined ? n(b['requested_size']) : size;
         }
         row.allocated += size;
         row.requested += requested;
@@ -148,40 +147,43 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   const dAlloc = new Float64Array(nEv);
   const dRes = new Float64Array(nEv);
   for (let k = 0; k < nEv; k++) {
-    const i = rows[k] as number;
-    const act = trace.action[i] as number;
-    const addr = trace.addr[i] as number;
+    const i = itemAt(rows, k);
+    const act = itemAt(trace.action, i);
+    const addr = itemAt(trace.addr, i);
+    // The change in allocated bytes at this event.
+    let d = 0;
     if (act === A.alloc) {
-      const b: Block = { addr, size: roundBlock(trace.size[i] as number), allocIdx: k, freeIdx: nEv, stack: trace.stack[i] as number, frames: null };
+      const b: Block = { addr, size: roundBlock(itemAt(trace.size, i)), allocIdx: k, freeIdx: nEv, stack: itemAt(trace.stack, i), frames: null };
       const prev = open.get(addr);
       if (prev) {
         // A free we never saw (the history's ring buffer dropped it): close it here.
         prev.freeIdx = k;
-        dAlloc[k] = (dAlloc[k] as number) - prev.size;
+        d -= prev.size;
       }
       open.set(addr, b);
       blocks.push(b);
-      dAlloc[k] = (dAlloc[k] as number) + b.size;
+      d += b.size;
     } else if (act === A.freeRequested || act === A.free || act === A.freeCompleted) {
       const b = open.get(addr);
       if (b) {
         open.delete(addr);
         b.freeIdx = k;
-        dAlloc[k] = (dAlloc[k] as number) - b.size;
+        d -= b.size;
       } else if (act !== A.freeCompleted) {
         // Allocated before the trace began; its size comes from this entry.
-        const size = roundBlock(trace.size[i] as number);
-        initial.push({ addr, size, allocIdx: -1, freeIdx: k, stack: trace.stack[i] as number, frames: null });
-        dAlloc[k] = (dAlloc[k] as number) - size;
+        const size = roundBlock(itemAt(trace.size, i));
+        initial.push({ addr, size, allocIdx: -1, freeIdx: k, stack: itemAt(trace.stack, i), frames: null });
+        d -= size;
       }
-    } else if (act === A.segAlloc || act === A.segMap) dRes[k] = trace.size[i] as number;
-    else if (act === A.segFree || act === A.segUnmap) dRes[k] = -(trace.size[i] as number);
+    } else if (act === A.segAlloc || act === A.segMap) dRes[k] = itemAt(trace.size, i);
+    else if (act === A.segFree || act === A.segUnmap) dRes[k] = -itemAt(trace.size, i);
     else if (act === A.oom) oomAt.push(k);
+    dAlloc[k] = d;
   }
   for (const [addr, b] of open) {
     const fb = finalBlocks.get(addr);
     if (fb && fb.size >= b.size) {
-      dAlloc[b.allocIdx] = (dAlloc[b.allocIdx] as number) + (fb.size - b.size);
+      dAlloc[b.allocIdx] = itemAt(dAlloc, b.allocIdx) + (fb.size - b.size);
       b.size = fb.size;
     }
   }
@@ -192,23 +194,27 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   let initialAllocated = 0;
   for (const b of initial) initialAllocated += b.size;
   let sumRes = 0;
-  for (let k = 0; k < nEv; k++) sumRes += dRes[k] as number;
+  for (const x of dRes) sumRes += x;
   const allocated = new Float64Array(nEv);
   const reserved = new Float64Array(nEv);
   let a = initialAllocated;
   let r = finalReserved - sumRes;
   let peakIdx = -1;
+  let peakAlloc = a;
   let peakRes = r;
   for (let k = 0; k < nEv; k++) {
-    a += dAlloc[k] as number;
-    r += dRes[k] as number;
+    a += itemAt(dAlloc, k);
+    r += itemAt(dRes, k);
     allocated[k] = a;
     reserved[k] = r;
-    if (peakIdx < 0 || a > (allocated[peakIdx] as number)) peakIdx = k;
+    if (peakIdx < 0 || a > peakAlloc) {
+      peakIdx = k;
+      peakAlloc = a;
+    }
     if (r > peakRes) peakRes = r;
   }
-  const allocatedAt = (k: number) => (k < 0 ? initialAllocated : (allocated[k] as number));
-  const reservedAt = (k: number) => (k < 0 ? finalReserved - sumRes : (reserved[k] as number));
+  const allocatedAt = (k: number) => (k < 0 ? initialAllocated : itemAt(allocated, k));
+  const reservedAt = (k: number) => (k < 0 ? finalReserved - sumRes : itemAt(reserved, k));
   const liveAt = (k: number) => all.filter((b) => b.allocIdx <= k && k < b.freeIdx);
   if (!history) {
     notes.push(
@@ -217,34 +223,45 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   }
 
   // Clock: the allocator's time_us is wall-clock microseconds; without it, entry order.
-  const t0 = nEv > 0 ? (trace.time[rows[0] as number] as number) : NaN;
+  const t0 = nEv > 0 ? itemAt(trace.time, itemAt(rows, 0)) : NaN;
   const timed = Number.isFinite(t0);
   if (history && !timed) notes.push('the trace has no timestamps: the timeline is in trace entries, not milliseconds');
-  const tMs = (k: number) => (timed ? ((trace.time[rows[k] as number] as number) - t0) / 1000 : k);
+  const tMs = (k: number) => (timed ? (itemAt(trace.time, itemAt(rows, k)) - t0) / 1000 : k);
 
   // Frames.
-  const frameOf = (fid: number): Frame => ({ file: frames.file[fid] as string, line: frames.line[fid] as number, name: frames.name[fid] as string });
-  const framesOfBlock = (b: Block) => (b.frames ? b.frames : b.stack >= 0 ? stackFrames(data.stacks, b.stack) : []);
+  // Frame ids come from this snapshot's own frame table.
+  const fileOf = (fid: number) => itemAt(frames.file, fid);
+  const lineOf = (fid: number) => itemAt(frames.line, fid);
+  const nameOf = (fid: number) => itemAt(frames.name, fid);
+  const frameOf = (fid: number): Frame => ({ file: fileOf(fid), line: lineOf(fid), name: nameOf(fid) });
+  const framesOfBlock = (b: Block) => (b.frames ?? (b.stack >= 0 ? stackFrames(data.stacks, b.stack) : []));
   const mapped = new Map<number, string | null>();
   const mapFrame = (fid: number): string | null => {
     let m = mapped.get(fid);
-    if (m === undefined) mapped.set(fid, (m = opts.mapPath(frames.file[fid] as string)));
+    if (m === undefined) mapped.set(fid, (m = opts.mapPath(fileOf(fid))));
     return m;
   };
   const userFrames = (ids: number[], limit = 6): Frame[] => {
     const user: Frame[] = [];
     for (const fid of ids) {
       const m = mapFrame(fid);
-      if (m !== null) user.push({ file: m, line: frames.line[fid] as number, name: frames.name[fid] as string });
+      if (m !== null) user.push({ file: m, line: lineOf(fid), name: nameOf(fid) });
       if (user.length >= limit) break;
     }
     if (user.length) return user;
     // No workspace frame: the innermost Python frames still say where.
-    return ids.filter((fid) => (frames.file[fid] as string).endsWith('.py')).slice(0, 3).map(frameOf);
+    return ids.filter((fid) => fileOf(fid).endsWith('.py')).slice(0, 3).map(frameOf);
+  };
+  /** The innermost frame that maps into the workspace, with its mapped file. */
+  const innermostMapped = (ids: number[]): { fid: number; file: string } | undefined => {
+    for (const fid of ids) {
+      const file = mapFrame(fid);
+      if (file !== null) return { fid, file };
+    }
+    return undefined;
   };
   let stacksKind: SnapshotSource['stacks'] = 'none';
-  for (let fid = 0; fid < frames.file.length; fid++) {
-    const f = frames.file[fid] as string;
+  for (const f of frames.file) {
     stacksKind = 'python';
     if (!f.endsWith('.py') && !f.startsWith('<')) {
       stacksKind = 'all';
@@ -254,8 +271,8 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   // Categories only where the frames make them certain.
   const category = (ids: number[]): Holder['category'] => {
     for (const fid of ids) {
-      const file = frames.file[fid] as string;
-      const name = frames.name[fid] as string;
+      const file = fileOf(fid);
+      const name = nameOf(fid);
       if (name === '_init_group' && /[\\/]torch[\\/]optim[\\/]/.test(file)) return 'optimizer';
       if (name.includes('AccumulateGrad')) return 'grad';
     }
@@ -282,13 +299,13 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
     const cat = category(ids);
     if (cat === 'optimizer') sums.optimizer += b.size;
     else if (cat === 'grad') sums.grad += b.size;
-    const inner = ids.find((fid) => mapFrame(fid) !== null);
+    const inner = innermostMapped(ids);
     if (inner === undefined) continue;
-    const file = mapFrame(inner) as string;
-    const line = frames.line[inner] as number;
+    const { fid, file } = inner;
+    const line = lineOf(fid);
     const key = `${file}:${line}`;
     let e = lines.get(key);
-    if (!e) lines.set(key, (e = { file, line, func: frames.name[inner] as string, module: null, saved_bytes: 0, mask_bytes: 0, at_peak_bytes: 0, tensors: 0, ops: [] }));
+    if (!e) lines.set(key, (e = { file, line, func: nameOf(fid), module: null, saved_bytes: 0, mask_bytes: 0, at_peak_bytes: 0, tensors: 0, ops: [] }));
     e.saved_bytes += b.size;
     e.at_peak_bytes += b.size;
     e.tensors++;
@@ -297,28 +314,29 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
 
   // OOM events.
   const oomEvents: OomEvent[] = oomAt.map((k) => {
-    const i = rows[k] as number;
+    const i = itemAt(rows, k);
+    const stack = itemAt(trace.stack, i);
     return {
       t_ms: history ? tMs(k) : null,
-      requested_bytes: trace.size[i] as number,
+      requested_bytes: itemAt(trace.size, i),
       device_free: trace.deviceFree.get(i) ?? null,
       allocated: allocatedAt(k - 1),
       reserved: reservedAt(k - 1),
-      frames: userFrames(trace.stack[i] as number >= 0 ? stackFrames(data.stacks, trace.stack[i] as number) : []),
+      frames: userFrames(stack >= 0 ? stackFrames(data.stacks, stack) : []),
     };
   });
   let oom: Report['oom'] = null;
-  const lastOom = oomAt[oomAt.length - 1];
-  if (lastOom !== undefined) {
-    const ev = oomEvents[oomEvents.length - 1] as OomEvent;
+  const lastOom = oomAt.at(-1);
+  const ev = oomEvents.at(-1);
+  if (lastOom !== undefined && ev) {
     const live = liveAt(lastOom - 1);
     const oomLines = new Map<string, { file: string; line: number; bytes: number }>();
     for (const b of live) {
-      const inner = framesOfBlock(b).find((fid) => mapFrame(fid) !== null);
+      const inner = innermostMapped(framesOfBlock(b));
       if (inner === undefined) continue;
-      const file = mapFrame(inner) as string;
-      const key = `${file}:${frames.line[inner]}`;
-      const l = oomLines.get(key) ?? { file, line: frames.line[inner] as number, bytes: 0 };
+      const { fid, file } = inner;
+      const key = `${file}:${lineOf(fid)}`;
+      const l = oomLines.get(key) ?? { file, line: lineOf(fid), bytes: 0 };
       l.bytes += b.size;
       oomLines.set(key, l);
     }
@@ -346,7 +364,14 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
       const lo = Math.floor(j * step);
       const hi = Math.min(nEv, Math.max(Math.floor((j + 1) * step), lo + 1));
       let best = lo;
-      for (let k = lo; k < hi; k++) if ((allocated[k] as number) > (allocated[best] as number)) best = k;
+      let bestBytes = itemAt(allocated, lo);
+      for (let k = lo; k < hi; k++) {
+        const bytes = itemAt(allocated, k);
+        if (bytes > bestBytes) {
+          best = k;
+          bestBytes = bytes;
+        }
+      }
       keep.push(best);
     }
   }
@@ -357,7 +382,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
   const script = [...fileBytes.entries()].sort((x, y) => y[1] - x[1])[0]?.[0] ?? opts.file;
 
   const startedMs = timed && t0 > 1.4e15 && t0 < Date.now() * 1000 + 86_400e6 ? t0 / 1000 : (opts.mtimeMs ?? Date.now());
-  const lastT = nEv > 0 ? (trace.time[rows[nEv - 1] as number] as number) : NaN;
+  const lastT = nEv > 0 ? itemAt(trace.time, itemAt(rows, nEv - 1)) : NaN;
   const segItems = [...segRows].sort((x, y) => y.free - x.free || y.total - x.total).slice(0, 500);
   const segView: SegmentsView = {
     reserved: segRows.reduce((s, x) => s + x.total, 0),
@@ -369,7 +394,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
     items: segItems,
   };
   if (!history && segRows.length === 0) notes.push('the snapshot holds no segments for this device: nothing was allocated when it was dumped');
-  const errorAt = oomEvents.length ? (oomEvents[oomEvents.length - 1] as OomEvent).frames.find((f) => !f.file.startsWith('/')) : undefined;
+  const errorAt = ev?.frames.find((f) => !f.file.startsWith('/'));
 
   return {
     schema: 'membit.report/1',
@@ -426,8 +451,8 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
     timeline: history
       ? {
           t_ms: keep.map(tMs),
-          allocated: keep.map((k) => allocated[k] as number),
-          reserved: keep.map((k) => Math.max(0, reserved[k] as number)),
+          allocated: keep.map((k) => itemAt(allocated, k)),
+          reserved: keep.map((k) => Math.max(0, itemAt(reserved, k))),
           device_used: [],
           phase: [],
         }

@@ -47,14 +47,18 @@ export function loadSnapshotsInWorker(opts: LoadOptions): Promise<LoadedSnapshot
         case 'progress':
           onProgress?.(m.index, m.path, m.fraction);
           break;
-        case 'report':
-          out[m.index] = { path: m.path, report: m.report, ms: m.ms, heapMb: m.heapMb };
-          onReport?.(out[m.index] as LoadedSnapshot);
+        case 'report': {
+          const loaded: LoadedSnapshot = { path: m.path, report: m.report, ms: m.ms, heapMb: m.heapMb };
+          out[m.index] = loaded;
+          onReport?.(loaded);
           break;
-        case 'error':
-          out[m.index] = { path: m.path, error: m.message };
-          onReport?.(out[m.index] as LoadedSnapshot);
+        }
+        case 'error': {
+          const failed: LoadedSnapshot = { path: m.path, error: m.message };
+          out[m.index] = failed;
+          onReport?.(failed);
           break;
+        }
         case 'done':
           finish();
           break;

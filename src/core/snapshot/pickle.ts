@@ -19,6 +19,19 @@
  * and the container is never filled at all.
  */
 
+/**
+ * Byte `i` of `b`, where the parser has already checked that the opcode's bytes are all
+ * there; a RangeError (a bug in that check), never an `undefined` read as a number.
+ */
+function byteAt(b: Buffer, i: number): number {
+  const v = b[i];
+  return v ?? pastEnd(b, i);
+}
+
+function pastEnd(b: Buffer, i: number): never {
+  throw new RangeError(`byte ${i} is past the end of the buffer (${b.length} bytes)`);
+}
+
 export type PickleErrorKind = 'refused' | 'truncated' | 'malformed' | 'unsupported';
 
 export class PickleError extends Error {
@@ -34,7 +47,7 @@ export class PickleError extends Error {
 }
 
 /** A Python dict: a prototype-less object, so no key can reach Object.prototype. */
-export type PyDict = { [key: string]: PyValue };
+export interface PyDict { [key: string]: PyValue }
 export type PyValue = null | boolean | number | bigint | string | PyValue[] | PyDict;
 
 /** Names of the opcodes that import or call Python objects; each is refused. */
@@ -166,6 +179,7 @@ export class Unpickler {
       this.buf = joined;
       this.pos = 0;
       this.run(rest);
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- run() sets `done` at STOP; TypeScript keeps the narrowing from the top
       if (this.done) return;
       if (this.pos < rest) {
         // A value longer than the joined part (a very long string): join it all.
@@ -254,7 +268,7 @@ export class Unpickler {
 
   private setItems(d: PyValue, items: StackItem[], at: number): void {
     if (d === null || typeof d !== 'object' || Array.isArray(d)) this.fail('malformed', 'the pickle sets items on something that is not a dict', at);
-    const dict = d as PyDict;
+    const dict = d;
     for (let i = 0; i + 1 < items.length; i += 2) dict[this.key(items[i] as StackItem, at)] = items[i + 1] as PyValue;
   }
 
@@ -269,20 +283,20 @@ export class Unpickler {
     if (n === 0) return 0;
     if (n <= 6) {
       let v = 0;
-      for (let i = n - 1; i >= 0; i--) v = v * 256 + (b[start + i] as number);
-      if ((b[start + n - 1] as number) & 0x80) v -= 2 ** (8 * n);
+      for (let i = n - 1; i >= 0; i--) v = v * 256 + byteAt(b, start + i);
+      if (byteAt(b, start + n - 1) & 0x80) v -= 2 ** (8 * n);
       return v;
     }
-    if (n <= 8 && !((b[start + n - 1] as number) & 0x80)) {
+    if (n <= 8 && !(byteAt(b, start + n - 1) & 0x80)) {
       // Addresses and microsecond clocks: 6 to 8 bytes, positive, below 2^53.
       let hi = 0;
-      for (let i = n - 1; i >= 4; i--) hi = hi * 256 + (b[start + i] as number);
+      for (let i = n - 1; i >= 4; i--) hi = hi * 256 + byteAt(b, start + i);
       if (hi < 2 ** 21) return hi * 4294967296 + b.readUInt32LE(start);
     }
     if (n > 64) this.fail('unsupported', `the pickle holds a ${n}-byte integer; memory snapshots hold 64-bit values at most`, at);
     let v = 0n;
-    for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[start + i] as number);
-    if ((b[start + n - 1] as number) & 0x80) v -= 1n << BigInt(8 * n);
+    for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(byteAt(b, start + i));
+    if (byteAt(b, start + n - 1) & 0x80) v -= 1n << BigInt(8 * n);
     return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   }
 
@@ -296,12 +310,12 @@ export class Unpickler {
     try {
       while (pos < end) {
         const at = pos;
-        const op = b[pos] as number;
+        const op = byteAt(b, pos);
         switch (op) {
           case 0x80: {
             // PROTO
             if (pos + 2 > len) return;
-            const p = b[pos + 1] as number;
+            const p = byteAt(b, pos + 1);
             if (p > 5) this.fail('unsupported', `the pickle uses protocol ${p}, newer than this reader knows (2 to 5); update Membit`, at);
             this.protocol = p;
             pos += 2;
@@ -357,7 +371,7 @@ export class Unpickler {
             break;
           case 0x4b: // BININT1
             if (pos + 2 > len) return;
-            stack.push(b[pos + 1] as number);
+            stack.push(byteAt(b, pos + 1));
             pos += 2;
             break;
           case 0x4d: // BININT2
@@ -368,7 +382,7 @@ export class Unpickler {
           case 0x8a: {
             // LONG1
             if (pos + 2 > len) return;
-            const n = b[pos + 1] as number;
+            const n = byteAt(b, pos + 1);
             if (pos + 2 + n > len) return;
             stack.push(this.int(pos + 2, n, at));
             pos += 2 + n;
@@ -393,7 +407,7 @@ export class Unpickler {
           case 0x8c: {
             // SHORT_BINUNICODE
             if (pos + 2 > len) return;
-            const n = b[pos + 1] as number;
+            const n = byteAt(b, pos + 1);
             if (pos + 2 + n > len) return;
             stack.push(this.str(pos + 2, pos + 2 + n));
             pos += 2 + n;
@@ -419,7 +433,7 @@ export class Unpickler {
             // SHORT_BINSTRING: bytes are kept as latin-1 text (snapshots hold none)
             const head = op === 0x43 || op === 0x55 ? 2 : op === 0x8e ? 9 : 5;
             if (pos + head > len) return;
-            const n = head === 2 ? (b[pos + 1] as number) : head === 9 ? Number(b.readBigUInt64LE(pos + 1)) : b.readUInt32LE(pos + 1);
+            const n = head === 2 ? byteAt(b, pos + 1) : head === 9 ? Number(b.readBigUInt64LE(pos + 1)) : b.readUInt32LE(pos + 1);
             if (n > MAX_STRING) this.fail('unsupported', `the pickle holds ${n.toLocaleString('en-US')} bytes of binary data; memory snapshots hold none`, at);
             if (pos + head + n > len) return;
             stack.push(b.toString('latin1', pos + head, pos + head + n));
@@ -527,11 +541,11 @@ export class Unpickler {
             if (m === undefined || m < 1) this.fail('malformed', 'the pickle pops a mark that was never set', at);
             const d = stack[m - 1];
             if (d === null || typeof d !== 'object' || Array.isArray(d)) this.fail('malformed', 'the pickle sets items on something that is not a dict', at);
-            const r = this.onSetItems ? this.onSetItems(d as PyDict, stack, m + 1, stack.length) : undefined;
+            const r = this.onSetItems ? this.onSetItems(d, stack, m + 1, stack.length) : undefined;
             if (r === undefined) {
               for (let k = m + 1; k + 1 < stack.length; k += 2) {
                 const key = stack[k];
-                (d as PyDict)[typeof key === 'string' ? key : this.key(key as StackItem, at)] = stack[k + 1] as PyValue;
+                d[typeof key === 'string' ? key : this.key(key as StackItem, at)] = stack[k + 1] as PyValue;
               }
             }
             stack.length = m;
@@ -555,7 +569,7 @@ export class Unpickler {
             break;
           case 0x71: // BINPUT
             if (pos + 2 > len) return;
-            this.memoize(this.top(at), b[pos + 1] as number, at);
+            this.memoize(this.top(at), byteAt(b, pos + 1), at);
             pos += 2;
             break;
           case 0x72: // LONG_BINPUT
@@ -565,7 +579,7 @@ export class Unpickler {
             break;
           case 0x68: // BINGET
             if (pos + 2 > len) return;
-            this.get(b[pos + 1] as number, at);
+            this.get(byteAt(b, pos + 1), at);
             pos += 2;
             break;
           case 0x6a: // LONG_BINGET
@@ -603,15 +617,15 @@ export class Unpickler {
     let n = 0;
     for (;;) {
       if (q >= len) return -1;
-      const op = b[q] as number;
+      const op = byteAt(b, q);
       let idx: number;
       if (op === 0x68) {
         if (q + 2 > len) return -1;
-        idx = b[q + 1] as number;
+        idx = byteAt(b, q + 1);
         q += 2;
       } else if (op === 0x6a) {
         if (q + 5 > len) return -1;
-        idx = ((b[q + 1] as number) | ((b[q + 2] as number) << 8) | ((b[q + 3] as number) << 16) | ((b[q + 4] as number) << 24)) >>> 0;
+        idx = (byteAt(b, q + 1) | (byteAt(b, q + 2) << 8) | (byteAt(b, q + 3) << 16) | (byteAt(b, q + 4) << 24)) >>> 0;
         q += 5;
       } else if (op === 0x65) break;
       else return 0;
@@ -619,9 +633,10 @@ export class Unpickler {
       h1 = Math.imul(h1 ^ idx, 0x01000193);
       h2 = Math.imul(h2 + idx, 0x9e3779b1) ^ (h2 >>> 13);
     }
-    if (n === 0) return 0;
+    const hook = this.onRefList;
+    if (n === 0 || !hook) return 0;
     this.refStart = start;
-    const r = (this.onRefList as NonNullable<UnpicklerOptions['onRefList']>)(h1, h2 ^ n, n, this.resolveRefs);
+    const r = hook(h1, h2 ^ n, n, this.resolveRefs);
     if (r === undefined) return 0;
     this.stack.push(r);
     this.memoize(r, this.memo.length, q);
@@ -637,10 +652,10 @@ export class Unpickler {
     let q = this.refStart;
     let n = 0;
     for (;;) {
-      const op = b[q] as number;
+      const op = byteAt(b, q);
       let idx: number;
       if (op === 0x68) {
-        idx = b[q + 1] as number;
+        idx = byteAt(b, q + 1);
         q += 2;
       } else if (op === 0x6a) {
         idx = b.readUInt32LE(q + 1);

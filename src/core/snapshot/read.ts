@@ -13,6 +13,7 @@
  */
 import { createReadStream, openSync, readSync, closeSync, statSync } from 'node:fs';
 import { createGunzip } from 'node:zlib';
+import { itemAt } from '../arrays';
 import { PickleError, Ref, SKIP, Unpickler, type PyDict, type PyValue, type Stack } from './pickle';
 
 export const ACTIONS = [
@@ -104,7 +105,7 @@ export interface SnapshotData {
 /** Frame ids of a stack node, innermost first. */
 export function stackFrames(stacks: Stacks, node: number): number[] {
   const out: number[] = [];
-  for (let n = node; n >= 0; n = stacks.parent[n] as number) out.push(stacks.frame[n] as number);
+  for (let n = node; n >= 0; n = itemAt(stacks.parent, n)) out.push(itemAt(stacks.frame, n));
   return out;
 }
 
@@ -125,7 +126,7 @@ class ChildTable {
     const mask = this.child.length - 1;
     let i = hash(parent, frame) & mask;
     for (;;) {
-      const c = this.child[i] as number;
+      const c = itemAt(this.child, i);
       if (c < 0) return -1;
       if (this.parent[i] === parent && this.frame[i] === frame) return c;
       i = (i + 1) & mask;
@@ -141,7 +142,7 @@ class ChildTable {
   private insert(parent: number, frame: number, child: number): void {
     const mask = this.child.length - 1;
     let i = hash(parent, frame) & mask;
-    while ((this.child[i] as number) >= 0) i = (i + 1) & mask;
+    while (itemAt(this.child, i) >= 0) i = (i + 1) & mask;
     this.parent[i] = parent;
     this.frame[i] = frame;
     this.child[i] = child;
@@ -153,7 +154,9 @@ class ChildTable {
     this.parent = new Int32Array(cap);
     this.frame = new Int32Array(cap);
     this.child = new Int32Array(cap).fill(-1);
-    for (let i = 0; i < child.length; i++) if ((child[i] as number) >= 0) this.insert(parent[i] as number, frame[i] as number, child[i] as number);
+    child.forEach((c, i) => {
+      if (c >= 0) this.insert(itemAt(parent, i), itemAt(frame, i), c);
+    });
   }
 }
 
@@ -249,15 +252,14 @@ class Compactor {
   private internIds(ids: Int32Array, n: number): number {
     let h1 = 0x811c9dc5;
     let h2 = n;
-    for (let k = 0; k < n; k++) {
-      const f = ids[k] as number;
+    for (const f of ids.subarray(0, n)) {
       h1 = Math.imul(h1 ^ f, 0x01000193);
       h2 = Math.imul(h2 + f, 0x9e3779b1) ^ (h2 >>> 13);
     }
     const known = this.whole.get(h1, h2);
     if (known >= 0) return known;
     let node = -1;
-    for (let k = n - 1; k >= 0; k--) node = this.child(node, ids[k] as number);
+    for (let k = n - 1; k >= 0; k--) node = this.child(node, itemAt(ids, k));
     this.whole.set(h1, h2, node);
     return node;
   }
@@ -333,7 +335,7 @@ class Compactor {
     if (!Array.isArray(v) || v.length === 0) return -1;
     let node = -1;
     for (let i = v.length - 1; i >= 0; i--) {
-      const f = v[i];
+      const f: unknown = v[i];
       if (typeof f === 'number') node = this.child(node, f);
     }
     return node;
@@ -408,7 +410,7 @@ function notPickle(head: Buffer, what: string): SnapshotError | undefined {
   if (head.length === 0) return new SnapshotError(`${what} is empty`);
   if (head[0] === 0x50 && head[1] === 0x4b) return new SnapshotError(`${what} is a zip archive (torch.save writes these), not a memory snapshot; dump one with torch.cuda.memory._dump_snapshot(path)`);
   if (head[0] === 0x7b || head[0] === 0x5b) return new SnapshotError(`${what} is JSON, not a pickle; if it is a Membit report, open it with Membit: Show Report or \`membit report\``);
-  if (head[0] !== 0x80) return new SnapshotError(`${what} is not a pickle of protocol 2 or newer (it starts with byte 0x${(head[0] as number).toString(16).padStart(2, '0')}); PyTorch writes memory snapshots with pickle protocol 4 or 5`);
+  if (head[0] !== 0x80) return new SnapshotError(`${what} is not a pickle of protocol 2 or newer (it starts with byte 0x${head.readUInt8(0).toString(16).padStart(2, '0')}); PyTorch writes memory snapshots with pickle protocol 4 or 5`);
   return undefined;
 }
 
@@ -467,14 +469,14 @@ export async function readSnapshot(path: string, opts: ReadOptions = {}): Promis
   } catch (e) {
     throw new SnapshotError(`${path}: ${e instanceof Error ? e.message : String(e)}`);
   }
-  if (top === null || typeof top !== 'object' || Array.isArray(top) || !Array.isArray((top as PyDict).segments)) {
+  if (top === null || typeof top !== 'object' || Array.isArray(top) || !Array.isArray(top['segments'])) {
     const kind = top === null ? 'None' : Array.isArray(top) ? 'a list' : typeof top === 'object' ? `a dict with keys ${Object.keys(top).slice(0, 8).map((k) => JSON.stringify(k)).join(', ') || '(none)'}` : `a ${typeof top}`;
     throw new SnapshotError(`${path} is a pickle, but not a PyTorch memory snapshot: it holds ${kind}, where a snapshot is a dict with a "segments" list (written by torch.cuda.memory._dump_snapshot)`);
   }
   opts.onProgress?.(1);
   // Device index of each trace list: its position in device_traces.
   const devOfList = new Uint16Array(Math.max(1, c.lists.size));
-  const traces = (top as PyDict).device_traces;
+  const traces = top['device_traces'];
   if (Array.isArray(traces)) {
     traces.forEach((l, dev) => {
       const li = Array.isArray(l) ? c.lists.get(l) : undefined;
@@ -483,9 +485,9 @@ export async function readSnapshot(path: string, opts: ReadOptions = {}): Promis
   }
   const list = c.list.view();
   const device = new Uint16Array(list.length);
-  for (let i = 0; i < list.length; i++) device[i] = devOfList[list[i] as number] as number;
+  for (let i = 0; i < list.length; i++) device[i] = itemAt(devOfList, itemAt(list, i));
   return {
-    top: top as PyDict,
+    top: top,
     trace: {
       length: c.action.length,
       action: c.action.view(),

@@ -32,7 +32,7 @@ export function rankOf(path: string): { rank: number | null; key: string } {
   const name = basename(path);
   for (const re of RANK_PATTERNS) {
     const m = re.exec(name);
-    if (m && m[2] !== undefined) {
+    if (m?.[2] !== undefined) {
       const start = m.index + (m[1] ?? '').length;
       const key = `${dirname(path)}/${name.slice(0, start)}${name.slice(start, start + m[0].length - (m[1] ?? '').length).replace(/\d+$/, '*')}${name.slice(start + m[0].length - (m[1] ?? '').length)}`;
       return { rank: Number(m[2]), key };

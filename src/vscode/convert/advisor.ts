@@ -58,7 +58,7 @@ function topicOf(code: string, site: Site | undefined): AdviceTopic {
     case 'membit.optimizer':
       return 'fused-optimizer';
     default:
-      return adviceOf(site)?.lever === 'is-causal' || /is_causal/.test(site?.remedy ?? '') ? 'is-causal' : 'padding-mask';
+      return adviceOf(site)?.lever === 'is-causal' || (site?.remedy ?? '').includes('is_causal') ? 'is-causal' : 'padding-mask';
   }
 }
 
@@ -113,8 +113,8 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
           // One action per lever and pattern, whether a diagnostic or the cursor found it.
           const offered = new Set<string>();
           for (const d of ctx.diagnostics) {
-            const code = String(d.code);
-            if (d.source !== 'Membit' || !ADVISOR_CODES.has(code)) continue;
+            const code = d.code;
+            if (d.source !== 'Membit' || typeof code !== 'string' || !ADVISOR_CODES.has(code)) continue;
             const line = d.range.start.line;
             const site = result?.sites.find((s) => s.code === code && s.range.startLine === line);
             const advice = adviceOf(site);

@@ -1,8 +1,7 @@
 import * as vscode from 'vscode';
 import type { TextEdit } from '../../core/rewrite';
-import type { Site } from '../../core/scan';
 
-export function toRange(r: TextEdit['range'] | Site['range']): vscode.Range {
+export function toRange(r: TextEdit['range']): vscode.Range {
   return new vscode.Range(r.startLine, r.startCol, r.endLine, r.endCol);
 }
 

@@ -48,7 +48,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
             return a;
           };
           for (const d of ctx.diagnostics) {
-            if (d.source !== 'Membit' || !DROPOUT_CODES.has(String(d.code))) continue;
+            if (d.source !== 'Membit' || typeof d.code !== 'string' || !DROPOUT_CODES.has(d.code)) continue;
             const line = d.range.start.line;
             const site = result.sites.find((s) => s.range.startLine === line && s.code === d.code);
             if (!site || !canConvert(site).ok) continue;
@@ -56,7 +56,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
             fix('Convert to mask-free dropout (recompute, no mask stored)', vscode.CodeActionKind.QuickFix, Commands.convertToRecomputeDropout, [doc.uri, line], d);
           }
           for (const d of ctx.diagnostics) {
-            if (d.source !== 'Membit' || String(d.code) !== 'membit.ffn') continue;
+            if (d.source !== 'Membit' || d.code !== 'membit.ffn') continue;
             const site = result.sites.find((s) => s.range.startLine === d.range.start.line && s.code === d.code);
             if (!site || !canConvert(site).ok) continue;
             fix('Convert FFN to 2:4 sparse (SparseLinear24)', vscode.CodeActionKind.QuickFix, Commands.convertFfnToSparse24, [doc.uri, d.range.start.line], d);
@@ -66,9 +66,9 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
           if (!range.isEmpty && inSel.length > 0) {
             fix(`Convert ${inSel.length} dropout site${inSel.length > 1 ? 's' : ''} in the selection to packed dropout`, vscode.CodeActionKind.RefactorRewrite, Commands.convertToPackedDropout, [doc.uri, range]);
           }
-          const m = MODEL_LINE.exec(doc.lineAt(range.start.line).text);
-          if (m && MODEL_NAME.test(m[1] as string)) {
-            fix(`Insert membit.patch(${m[1]}, dropout="packed") after this line`, vscode.CodeActionKind.RefactorRewrite, Commands.insertPatchCall, [doc.uri, range.start.line]);
+          const model = MODEL_LINE.exec(doc.lineAt(range.start.line).text)?.[1];
+          if (model !== undefined && MODEL_NAME.test(model)) {
+            fix(`Insert membit.patch(${model}, dropout="packed") after this line`, vscode.CodeActionKind.RefactorRewrite, Commands.insertPatchCall, [doc.uri, range.start.line]);
           }
           return actions;
         },
@@ -194,7 +194,7 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
       return r;
     }
     await vscode.workspace.applyEdit(workspaceEditFor(t.doc.uri, r.edits));
-    void notify.info(`Membit: restored ${r.reverted.length} stock PyTorch call(s)${r.patchCalls ? ` and removed ${r.patchCalls} membit.patch line(s)` : ''}.${r.warnings.length ? ` ${r.warnings.join(' ')}` : ''}`);
+    void notify.info(`Membit: restored ${r.reverted.length} stock PyTorch call(s)${r.patchCalls.length ? ` and removed ${r.patchCalls.length} membit.patch line(s)` : ''}.${r.warnings.length ? ` ${r.warnings.join(' ')}` : ''}`);
     return r;
   };
 

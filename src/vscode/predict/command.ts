@@ -40,13 +40,13 @@ export function createPredictCommand(context: vscode.ExtensionContext, log: Log,
   const predictMemory = async (raw?: unknown) => {
     const arg: PredictArg = raw instanceof vscode.Uri ? { uri: raw } : isPredictArg(raw) ? raw : {};
     const uri = arg.uri ?? vscode.window.activeTextEditor?.document.uri;
-    if (!uri || !uri.fsPath.endsWith('.py')) throw new Error('open the Python training script to predict (or pass its file)');
+    if (!uri?.fsPath.endsWith('.py')) throw new Error('open the Python training script to predict (or pass its file)');
     const folder = vscode.workspace.getWorkspaceFolder(uri) ?? vscode.workspace.workspaceFolders?.[0];
     if (!folder) throw new Error('open a folder first: reports are kept in the workspace');
     let gpu = arg.gpu;
     if (!gpu) {
       const last = context.workspaceState.get<string>(GPU_KEY) ?? 'H100-80GB';
-      const items = PREDICT_GPUS.map((g) => ({ label: g, description: g === last ? 'last used' : undefined }));
+      const items: vscode.QuickPickItem[] = PREDICT_GPUS.map((g) => (g === last ? { label: g, description: 'last used' } : { label: g }));
       items.sort((a, b) => (a.label === last ? -1 : b.label === last ? 1 : 0));
       const picked = await vscode.window.showQuickPick(items, { title: 'Membit: predict memory for which GPU?' });
       if (!picked) return undefined;
@@ -79,16 +79,19 @@ export function createPredictCommand(context: vscode.ExtensionContext, log: Log,
       { location: vscode.ProgressLocation.Notification, title: `Membit: predicting memory on ${gpu} (no GPU)`, cancellable: true },
       (progress, token) =>
         new Promise<number>((resolve) => {
-          const env = { ...process.env, PYTHONPATH: [kernels, process.env.PYTHONPATH].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };
+          const env = { ...process.env, PYTHONPATH: [kernels, process.env['PYTHONPATH']].filter(Boolean).join(process.platform === 'win32' ? ';' : ':'), PYTHONUNBUFFERED: '1' };
           const child = spawn(python, argv, { cwd: folder.uri.fsPath, env, stdio: ['ignore', 'pipe', 'pipe'] });
           const cancel = token.onCancellationRequested(() => child.kill('SIGTERM'));
           createInterface({ input: child.stdout }).on('line', (l) => log.info(`script: ${l}`));
           createInterface({ input: child.stderr }).on('line', (l) => {
-            if (!l.startsWith('@@membit ')) return log.info(`script: ${l}`);
+            if (!l.startsWith('@@membit ')) {
+              log.info(`script: ${l}`);
+              return;
+            }
             try {
               const e = JSON.parse(l.slice(9)) as Record<string, unknown>;
-              if (e.event === 'step' && typeof e.peak === 'number') progress.report({ message: `step ${String(e.step)} · peak so far ${formatBytes(e.peak)}` });
-              else if (e.event === 'probe') progress.report({ message: `batch ${String(e.batch)}: ${e.fits ? 'fits' : 'does not fit'}` });
+              if (e['event'] === 'step' && typeof e['peak'] === 'number') progress.report({ message: `step ${String(e['step'])} · peak so far ${formatBytes(e['peak'])}` });
+              else if (e['event'] === 'probe') progress.report({ message: `batch ${String(e['batch'])}: ${e['fits'] ? 'fits' : 'does not fit'}` });
             } catch {
               // A malformed progress line only loses a progress message.
             }

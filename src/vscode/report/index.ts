@@ -23,7 +23,7 @@ export interface ReportFeature {
   store: ReportStore;
   overlays: Overlays;
   /** Shows live memory while a run is going (undefined: back to the loaded run's peak). */
-  setLive(text: string | undefined): void;
+  setLive: (text: string | undefined) => void;
   /** Handlers of the report commands, for the command table. */
   commands: HandlersOf<'toggleOverlays' | 'showReport' | 'pickRank' | 'compareRuns' | 'selectRun' | 'deleteRuns'>;
   /** What the e2e suite reads through the test hooks: what the report view drew, what the status bar says. */
@@ -43,7 +43,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
   status.name = 'Membit peak memory';
   context.subscriptions.push(store, overlays, status, registerReportHover(overlays));
   context.subscriptions.push({ dispose: () => ReportPanel.instance?.dispose() });
-  ReportPanel.cached = (uri) => (store.report && store.report.uri.fsPath === uri.fsPath ? store.report.index.report : undefined);
+  ReportPanel.cached = (uri) => (store.report?.uri.fsPath === uri.fsPath ? store.report.index.report : undefined);
   ReportPanel.editor = { shows: (uri) => store.report?.uri.fsPath === uri.fsPath, currentLine: (d, l) => overlays.currentLine(d, l), isStale: (d) => overlays.isStale(d) };
   ReportPanel.storeLevers = (uri) => (store.report?.uri.fsPath === uri.fsPath ? store.levers : undefined);
   ReportPanel.cachedSet = (uri) => (store.report?.set && store.report.uri.fsPath === uri.fsPath ? store.report.set : undefined);
@@ -95,7 +95,7 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
       : '';
     const kind = prediction
       ? `Predicted without a GPU for ${prediction.gpuName}${prediction.complete ? '' : ` — PARTIAL: ${prediction.partialReason ?? ''}`}; a measured run replaces it`
-      : `Measured on ${run.device?.name ?? 'device unknown'}`;
+      : `Measured on ${run.device.name}`;
     status.tooltip = `${kind}\n${run.script} · ${run.variant} · ${run.started}\n${brief ? runDetail(brief) : ''}\n${why}${freshness}\n${vscode.workspace.asRelativePath(r.uri)}\nClick to open the report`;
     status.command = Commands.showReport;
     status.show();
@@ -115,11 +115,9 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
         if (!vscode.workspace.isTrusted || !loaded || !getSettings(doc.uri).codeLens.enabled || !overlays.isEnabled) return [];
         const rel = relative(loaded.root.fsPath, doc.uri.fsPath);
         // Computed once per report and file: the provider runs on every change event.
-        if (totalsFor?.report !== loaded || !totalsFor.byFile.has(rel)) {
-          if (totalsFor?.report !== loaded) totalsFor = { report: loaded, byFile: new Map() };
-          totalsFor.byFile.set(rel, classTotals(loaded.index.report, rel));
-        }
-        const totals = totalsFor.byFile.get(rel) as Map<number, ClassTotals>;
+        if (totalsFor?.report !== loaded) totalsFor = { report: loaded, byFile: new Map() };
+        let totals = totalsFor.byFile.get(rel);
+        if (!totals) totalsFor.byFile.set(rel, (totals = classTotals(loaded.index.report, rel)));
         const lenses: vscode.CodeLens[] = [];
         for (const t of totals.values()) {
           // Where the class statement is now: the report's line mapped through edits made since
@@ -259,11 +257,13 @@ export function registerReportFeature(context: vscode.ExtensionContext, log: Log
 
   context.subscriptions.push(
     vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
-      deserializeWebviewPanel: async (panel, state) => {
-        const folder = root();
-        if (folder && vscode.workspace.isTrusted) ReportPanel.revive(panel, context.extensionUri, log, folder, state);
-        else panel.dispose();
-      },
+      deserializeWebviewPanel: (panel, state) =>
+        new Promise<void>((resolve) => {
+          const folder = root();
+          if (folder && vscode.workspace.isTrusted) ReportPanel.revive(panel, context.extensionUri, log, folder, state);
+          else panel.dispose();
+          resolve();
+        }),
     }),
   );
   void store.start();
@@ -294,7 +294,7 @@ async function historyItems(store: ReportStore, limit: number): Promise<(vscode.
       const name = parseRunFileName(u.path.split('/').pop() ?? '');
       const brief = i < limit ? await store.brief(u) : undefined;
       const label = brief ? runName(brief) : `${name?.variant ?? '?'} · ${name?.target ?? '?'} ${name?.started.toLocaleTimeString('en-GB', { hour12: false }) ?? ''}`;
-      return { label, description: brief ? runDetail(brief) : 'not read', detail: name ? name.started.toLocaleString() : undefined, uri: u };
+      return { label, description: brief ? runDetail(brief) : 'not read', ...(name ? { detail: name.started.toLocaleString() } : {}), uri: u };
     }),
   );
 }

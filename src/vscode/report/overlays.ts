@@ -12,6 +12,7 @@ import { Commands } from '../../commands';
 import { mdCode } from '../../core/untrusted';
 import { getSettings, onSettingsChanged } from '../settings';
 import type { LoadedReport, ReportStore } from './store';
+import type { DisposableLike } from '../disposables';
 
 const BUCKETS: readonly HeatBucket[] = ['low', 'medium', 'high'];
 
@@ -48,7 +49,7 @@ export class Overlays implements vscode.Disposable {
   private readonly inlineType: vscode.TextEditorDecorationType;
   /** Predicted figures look different from measured ones: own colour, not italic. */
   private readonly predictedType: vscode.TextEditorDecorationType;
-  private readonly disposables: vscode.Disposable[] = [];
+  private readonly disposables: DisposableLike[] = [];
   private readonly docs = new Map<string, DocState>();
   private enabled = true;
   private timer: NodeJS.Timeout | undefined;
@@ -61,9 +62,9 @@ export class Overlays implements vscode.Disposable {
     const settings = getSettings();
     const mk = (b: HeatBucket) =>
       vscode.window.createTextEditorDecorationType({
-        gutterIconPath: settings.overlays.gutter ? vscode.Uri.joinPath(extensionUri, 'media', `heat-${b}.svg`) : undefined,
+        ...(settings.overlays.gutter ? { gutterIconPath: vscode.Uri.joinPath(extensionUri, 'media', `heat-${b}.svg`) } : {}),
         gutterIconSize: 'contain',
-        overviewRulerColor: settings.overlays.overviewRuler ? new vscode.ThemeColor(`membit.heat.${b}`) : undefined,
+        ...(settings.overlays.overviewRuler ? { overviewRulerColor: new vscode.ThemeColor(`membit.heat.${b}`) } : {}),
         overviewRulerLane: vscode.OverviewRulerLane.Left,
       });
     this.gutterTypes = { low: mk('low'), medium: mk('medium'), high: mk('high') };
@@ -171,7 +172,7 @@ export class Overlays implements vscode.Disposable {
       const stale = profiled ? textSha256(text) !== profiled : isStale(doc, loaded);
       // Every line, not only the measured ones: construction lines, classes and sites map too.
       const size = [...(lines?.keys() ?? [])].reduce((a, l) => Math.max(a, l), doc.lineCount);
-      st = { mapper: identity(size), lines: lines ?? new Map(), profiled, stale, size };
+      st = { mapper: identity(size), lines: lines ?? new Map<number, LineInfo>(), profiled, stale, size };
       this.docs.set(key, st);
     }
     return st;

@@ -22,6 +22,7 @@ import type { Report } from '../../core/report/types';
 import { buildView } from '../../core/report/view';
 import type { Log } from '../log';
 import { sparseAdviceTables } from '../sparseAdvice';
+import type { DisposableLike } from '../disposables';
 
 export const REPORT_VIEW_TYPE = 'membit.report';
 
@@ -31,7 +32,7 @@ export const REPORT_VIEW_TYPE = 'membit.report';
  */
 export class ReportPanel implements vscode.Disposable {
   private static current: ReportPanel | undefined;
-  private readonly disposables: vscode.Disposable[] = [];
+  private readonly disposables: DisposableLike[] = [];
   private uris: vscode.Uri[] = [];
   private lastRendered: RenderedSummary | undefined;
   private reports: Report[] = [];
@@ -51,7 +52,7 @@ export class ReportPanel implements vscode.Disposable {
   /** What each lever measured against this report from the run history, when the store shows it. */
   static storeLevers: (uri: vscode.Uri) => ReadonlyMap<string, LeverMeasurement> | undefined = () => undefined;
   /** The scanner's estimated lever savings for a script (absolute paths). */
-  static leverEstimates: (script: vscode.Uri) => Promise<LeverEstimate[]> = async () => [];
+  static leverEstimates: (script: vscode.Uri) => Promise<LeverEstimate[]> = () => Promise.resolve([]);
   /** A run set the store holds (read by its worker): its ranks and the rank picked. */
   static cachedSet: (uri: vscode.Uri) => { info: RunSetInfo; pick: number | undefined } | undefined = () => undefined;
 
@@ -146,21 +147,21 @@ export class ReportPanel implements vscode.Disposable {
       }
       loaded.push({ label: `${parsed.report.run.variant} · ${parsed.report.run.started.slice(0, 19).replace('T', ' ')}`, report: parsed.report, uri });
     }
-    if (loaded.length === 0) {
+    const [head] = loaded;
+    if (!head) {
       this.panel.title = 'Membit Report';
       return;
     }
-    const first = loaded[0]?.report;
-    this.panel.title = `Membit: ${first?.source ? first.source.files[0] : (first?.run.script.split('/').pop() ?? 'report')}`;
+    const first = head.report;
+    this.panel.title = `Membit: ${first.source ? first.source.files[0] : (first.run.script.split('/').pop() ?? 'report')}`;
     this.reports = loaded.map((l) => l.report);
     const comparison = loaded.length > 1 ? compareRuns(loaded) : null;
-    const set = loaded.length === 1 ? ReportPanel.cachedSet((loaded[0] as { uri: vscode.Uri }).uri) : undefined;
+    const set = loaded.length === 1 ? ReportPanel.cachedSet(head.uri) : undefined;
     if (set) {
       const pick = set.pick;
-      (loaded[0] as { label: string }).label = pick === undefined ? `max over ${set.info.ranks.length} ranks` : `rank ${pick}`;
+      head.label = pick === undefined ? `max over ${set.info.ranks.length} ranks` : `rank ${pick}`;
     }
     const views = loaded.map((l) => buildView(l.report, l.label, { sparse24: sparseAdviceTables(this.extensionUri, this.log) }));
-    const head = loaded[0] as (typeof loaded)[number];
     this.sites = head.report.source || !views[0] ? undefined : { report: head.report, uri: head.uri, sites: views[0].sites };
     const msg: ToWebview = {
       ranks: set ? { info: set.info, pick: set.pick ?? null } : null,
@@ -185,10 +186,8 @@ export class ReportPanel implements vscode.Disposable {
     const head = loaded[0];
     if (!head) return [];
     const base = runBrief(head.report);
-    let measured: ReadonlyMap<string, LeverMeasurement> = new Map();
-    if (loaded.length > 1 && base) {
-      measured = leverDeltas(base, loaded.slice(1).flatMap((l) => runBrief(l.report) ?? []));
-    } else measured = ReportPanel.storeLevers(head.uri) ?? new Map();
+    const measured: ReadonlyMap<string, LeverMeasurement> =
+      loaded.length > 1 && base ? leverDeltas(base, loaded.slice(1).flatMap((l) => runBrief(l.report) ?? [])) : (ReportPanel.storeLevers(head.uri) ?? new Map());
     let estimates: LeverEstimate[] = [];
     const script = resolveInside(this.root.fsPath, head.report.run.script);
     if (script) {
@@ -279,7 +278,7 @@ export class ReportPanel implements vscode.Disposable {
         return;
       case 'pickRank':
         // The editor's overlays follow the view's picker; the store's change re-posts this view.
-        await vscode.commands.executeCommand(Commands.pickRank, m.rank === null ? 'max' : m.rank);
+        await vscode.commands.executeCommand(Commands.pickRank, m.rank ?? 'max');
         return;
       case 'copy':
         await vscode.env.clipboard.writeText(m.text);
@@ -312,7 +311,7 @@ export class ReportPanel implements vscode.Disposable {
     if (!module) return line;
     const matches = pathMatcher(module);
     for (const r of this.reports) {
-      const m = r.modules.find((x) => matches(x.path) && x.created_at && x.created_at.file === file);
+      const m = r.modules.find((x) => matches(x.path) && x.created_at?.file === file);
       if (m?.created_at) return m.created_at.line;
     }
     return line;
@@ -336,12 +335,12 @@ export class ReportPanel implements vscode.Disposable {
 <meta charset="UTF-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src ${w.cspSource} data:; style-src ${w.cspSource}; font-src ${w.cspSource}; script-src 'nonce-${nonce}';">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
-<link rel="stylesheet" href="${style}">
+<link rel="stylesheet" href="${style.toString()}">
 <title>Membit Report</title>
 </head>
 <body>
 <div id="root"><p id="empty">Loading report…</p></div>
-<script nonce="${nonce}" src="${script}"></script>
+<script nonce="${nonce}" src="${script.toString()}"></script>
 </body>
 </html>`;
   }

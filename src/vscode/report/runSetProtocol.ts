@@ -87,8 +87,10 @@ export class RunSetClient {
   async load(file: string, pick?: number): Promise<{ info: RunSetInfo; overlay: Report | null }> {
     const r = await this.ask(pick === undefined ? { type: 'load', file } : { type: 'load', file, pick });
     if (!r.ok) throw new Error(r.error);
+    if (!r.info) throw new Error(`the run-set worker read ${file} but sent no ranks`);
+    const info = r.info;
     await yieldToLoop();
-    return { info: r.info as RunSetInfo, overlay: r.overlay === null ? null : await parseOverlay(r.overlay) };
+    return { info, overlay: r.overlay === null ? null : await parseOverlay(r.overlay) };
   }
 
   async pick(rank: number | undefined): Promise<Report | null> {

@@ -12,6 +12,7 @@ import { RunSetClient, yieldToLoop } from './runSetProtocol';
 import type { Report } from '../../core/report/types';
 import type { Log } from '../log';
 import { getSettings, onSettingsChanged } from '../settings';
+import type { DisposableLike } from '../disposables';
 
 export interface LoadedReport {
   /** For a run set: the report the overlays show (the max over ranks, or the picked rank's). */
@@ -50,7 +51,7 @@ export class ReportStore implements vscode.Disposable {
   private current: LoadedReport | undefined;
   private readonly changed = new vscode.EventEmitter<LoadedReport | undefined>();
   readonly onDidChange = this.changed.event;
-  private readonly disposables: vscode.Disposable[] = [this.changed];
+  private readonly disposables: DisposableLike[] = [this.changed];
   private watcher: vscode.FileSystemWatcher | undefined;
   private readonly warned = new Set<string>();
   /** The run the user chose to see (fsPath); undefined: the newest baseline run. */
@@ -81,7 +82,7 @@ export class ReportStore implements vscode.Disposable {
     const cur = this.current;
     const base = cur ? runBrief(cur.index.report) : undefined;
     let next = new Map<string, LeverMeasurement>();
-    if (cur && base && base.variant === 'baseline') {
+    if (cur && base?.variant === 'baseline') {
       const briefs: RunBrief[] = [];
       for (const u of (await this.history()).slice(0, 40)) {
         if (u.fsPath === cur.uri.fsPath) continue;

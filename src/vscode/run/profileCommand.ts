@@ -4,6 +4,7 @@ import * as vscode from 'vscode';
 import { Commands } from '../../commands';
 import { splitArgs } from '../../core/run/argsplit';
 import { formatBytes } from '../../core/units';
+import { shown } from '../../core/untrusted';
 import { runFileName } from '../../core/run/history';
 import type { RemoteInfo } from '../../core/run/remote';
 import { createRun, targetLabel, type RunOutcome, type RunRequest, type RunTarget } from '../../core/run/target';
@@ -44,7 +45,7 @@ function checkedVariants(names: readonly string[], where: string): Variant[] {
     try {
       return canonicalVariant(n);
     } catch (e) {
-      if (e instanceof VariantError) throw new Error(`${where}: ${e.message}`);
+      if (e instanceof VariantError) throw new Error(`${where}: ${e.message}`, { cause: e });
       throw e;
     }
   });
@@ -55,7 +56,7 @@ function checkedLauncher(l: unknown, where: string): Launcher {
   try {
     return checkLauncher(l);
   } catch (e) {
-    if (e instanceof LauncherError) throw new Error(`${where}: ${e.message}`);
+    if (e instanceof LauncherError) throw new Error(`${where}: ${e.message}`, { cause: e });
     throw e;
   }
 }
@@ -134,13 +135,13 @@ export function registerRunFeature(context: vscode.ExtensionContext, log: Log, s
                 const pid = (p as { pid?: unknown }).pid;
                 if (p.event === 'queued') {
                   const q = p as { job?: unknown; state?: unknown; reason?: unknown };
-                  progress.report({ message: `job ${String(q.job)} ${q.state === 'PENDING' ? `pending in queue${q.reason ? ` (${String(q.reason)})` : ''}` : 'submitted'}` });
+                  progress.report({ message: `job ${shown(q.job)} ${q.state === 'PENDING' ? `pending in queue${q.reason ? ` (${shown(q.reason)})` : ''}` : 'submitted'}` });
                   break;
                 }
                 const rank = (p as { rank?: unknown }).rank;
                 if (typeof rank === 'number') {
-                  if (p.event === 'step' && typeof p.step === 'number') rankSteps.set(rank, `${p.step}/${String(p.total)}${p.phase === 'warmup' ? 'w' : ''}`);
-                  else if (p.event === 'finished') rankSteps.set(rank, String((p as { status?: unknown }).status ?? 'done'));
+                  if (p.event === 'step' && typeof p.step === 'number') rankSteps.set(rank, `${p.step}/${shown(p.total)}${p.phase === 'warmup' ? 'w' : ''}`);
+                  else if (p.event === 'finished') rankSteps.set(rank, shown((p as { status?: unknown }).status ?? 'done'));
                   else if (p.event === 'started') rankSteps.set(rank, 'started');
                   progress.report({ message: [...rankSteps].sort((a, b) => a[0] - b[0]).map(([r, t]) => `rank ${r} ${t}`).join(' · ') });
                   break;
@@ -294,9 +295,9 @@ export function registerRunFeature(context: vscode.ExtensionContext, log: Log, s
     if (!outcome.report || outcome.state !== 'done') return report(outcome, targets.choice, false);
     let result: { variants?: { variant: string; largest: number | null; error: string | null }[] };
     try {
-      result = JSON.parse(readFileSync(outcome.report, 'utf8'));
+      result = JSON.parse(readFileSync(outcome.report, 'utf8')) as typeof result;
     } catch (e) {
-      throw new Error(`the max-batch result ${outcome.report} could not be read: ${String(e)}`);
+      throw new Error(`the max-batch result ${outcome.report} could not be read: ${String(e)}`, { cause: e });
     }
     const lines = (result.variants ?? []).map((v) => `${v.variant}: ${v.largest === null ? `none fits${v.error ? ` (${v.error})` : ''}` : `batch ${v.largest}`}`);
     log.info(`largest batch: ${lines.join('; ')}`);
@@ -346,7 +347,7 @@ export function registerRunFeature(context: vscode.ExtensionContext, log: Log, s
       void notify.info(`Membit: largest batch that fits — ${lines.join('; ')}`);
       return doc;
     } catch (e) {
-      if (e instanceof CpuWithoutLimit) throw new Error(`${e.message}; from the command palette, pass { memoryLimit } or search on a GPU machine`);
+      if (e instanceof CpuWithoutLimit) throw new Error(`${e.message}; from the command palette, pass { memoryLimit } or search on a GPU machine`, { cause: e });
       throw e;
     } finally {
       active.delete(ac);
@@ -394,7 +395,8 @@ async function choosePlan(context: vscode.ExtensionContext, folder: vscode.Works
     if (r.launcher !== undefined) plan.launcher = checkedLauncher(r.launcher, `membit.runs "${r.name ?? r.script}"`);
     return plan;
   }
-  const uri = pick.uri as vscode.Uri;
+  const uri = pick.uri;
+  if (!uri) return undefined;
   if (editor?.document.isDirty && editor.document.uri.toString() === uri.toString()) await editor.document.save();
   const remembered = context.workspaceState.get<Record<string, string>>(LAST_ARGS_KEY, {});
   const line = await vscode.window.showInputBox({

@@ -12,7 +12,7 @@ interface PythonExtensionApi {
 export async function resolveLocalPython(resource?: vscode.Uri): Promise<{ python: string; source: string }> {
   const configured = getSettings(resource).python.trim();
   if (configured) return { python: configured, source: 'membit.python' };
-  const ext = vscode.extensions.getExtension<PythonExtensionApi>('ms-python.python');
+  const ext = vscode.extensions.getExtension<PythonExtensionApi | undefined>('ms-python.python');
   if (ext) {
     try {
       const api = ext.isActive ? ext.exports : await ext.activate();

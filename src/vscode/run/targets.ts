@@ -7,6 +7,7 @@ import type { RunTarget } from '../../core/run/target';
 import { getSettings, onSettingsChanged } from '../settings';
 import { resolveLocalPython } from './python';
 import { checkSlurmTarget, type SlurmTarget } from '../../core/run/slurm';
+import type { DisposableLike } from '../disposables';
 
 const TARGET_KEY = 'membit.target';
 const ADD_HOST = '\u0000add';
@@ -20,7 +21,7 @@ export type LocalGpuLister = () => Promise<string[]>;
  */
 export class TargetSelection implements vscode.Disposable {
   private readonly item = vscode.window.createStatusBarItem('membit.target', vscode.StatusBarAlignment.Left, 49);
-  private readonly disposables: vscode.Disposable[] = [this.item];
+  private readonly disposables: DisposableLike[] = [this.item];
 
   constructor(
     private readonly context: vscode.ExtensionContext,
@@ -145,8 +146,8 @@ export class TargetSelection implements vscode.Disposable {
     const config = vscode.workspace.getConfiguration('membit');
     const current = config.get<unknown[]>('targets') ?? [];
     const entry: Record<string, string> = { host };
-    if (python !== DEFAULT_REMOTE_PYTHON) entry.python = python;
-    if (workdir !== DEFAULT_REMOTE_WORKDIR) entry.workdir = workdir;
+    if (python !== DEFAULT_REMOTE_PYTHON) entry['python'] = python;
+    if (workdir !== DEFAULT_REMOTE_WORKDIR) entry['workdir'] = workdir;
     await config.update('targets', [...current, entry], scope);
     void notify.info(`Membit: added ${host} to membit.targets (${scope === vscode.ConfigurationTarget.Workspace ? 'workspace' : 'user'} settings): ${verdict}.`);
     return host;

@@ -4,6 +4,7 @@ import { probeCapabilities, type TorchCapabilities } from '../../core/scan';
 import type { Log } from '../log';
 import { resolveLocalPython } from '../run/python';
 import { onSettingsChanged } from '../settings';
+import type { DisposableLike } from '../disposables';
 
 /** Long enough for a cold `import torch` on a slow disk. */
 const PROBE_TIMEOUT_MS = 60_000;
@@ -23,7 +24,7 @@ export class TorchCapabilityProvider implements vscode.Disposable {
   private readonly pending = new Set<string>();
   private readonly changed = new vscode.EventEmitter<void>();
   private readonly abort = new AbortController();
-  private readonly disposables: vscode.Disposable[] = [this.changed];
+  private readonly disposables: DisposableLike[] = [this.changed];
   /** Fires when capabilities became known or may have changed: rescan. */
   readonly onDidChange = this.changed.event;
 

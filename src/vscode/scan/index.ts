@@ -23,6 +23,7 @@ import { remapShapeHints } from '../../core/report/freshness';
 import { contradicts, formatLeverMeasurement } from '../../core/report/leverDeltas';
 import type { LeverEstimate } from '../../core/report/levers';
 import { getSettings, onSettingsChanged } from '../settings';
+import type { DisposableLike } from '../disposables';
 
 /** What the scan adapter shows for one document; the e2e suite reads it through a test command. */
 export interface ScanState {
@@ -70,7 +71,7 @@ export class ScanFeature implements vscode.Disposable {
     after: { color: new vscode.ThemeColor('membit.estimateText'), margin: '0 0 0 2em' },
   });
   private readonly lensChanged = new vscode.EventEmitter<void>();
-  private readonly disposables: vscode.Disposable[] = [this.diagnostics, this.hintType, this.lensChanged];
+  private readonly disposables: DisposableLike[] = [this.diagnostics, this.hintType, this.lensChanged];
   private readonly warnedTooLarge = new Set<string>();
   private readonly warnedPartial = new Set<string>();
   private readonly capabilities: TorchCapabilityProvider;
@@ -210,10 +211,13 @@ export class ScanFeature implements vscode.Disposable {
       },
       (e: unknown) => {
         if (this.latest.get(key)?.seq !== seq) return;
-        if (e instanceof ScanRestartedError) return again();
+        if (e instanceof ScanRestartedError) {
+          again();
+          return;
+        }
         const message = e instanceof Error ? e.message : String(e);
         this.log.warn(`scan of ${key}: ${message}`);
-        if (/grammar could not load/.test(message) && !this.warnedGrammar) {
+        if (message.includes('grammar could not load') && !this.warnedGrammar) {
           this.warnedGrammar = true;
           void notify.error(`Membit: the Python scanner could not load (${message}). Reinstall the extension.`);
         }

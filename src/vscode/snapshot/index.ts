@@ -31,7 +31,9 @@ export function registerSnapshotFeature(context: vscode.ExtensionContext, log: L
 
   /** Reads snapshots with a cancellable progress notification; shows the first that loads in the overlays. */
   async function load(uris: vscode.Uri[]): Promise<{ uri: vscode.Uri; report: Report }[]> {
-    const root = rootFor(uris[0] as vscode.Uri);
+    const [first] = uris;
+    if (!first) return [];
+    const root = rootFor(first);
     const done: { uri: vscode.Uri; report: Report }[] = [];
     await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: 'Membit: reading memory snapshot', cancellable: true },
@@ -73,8 +75,8 @@ export function registerSnapshotFeature(context: vscode.ExtensionContext, log: L
       },
     );
     // A run set's overlays show the rank that peaked highest.
-    if (done.length > 1) {
-      const worst = [...done].sort((a, b) => (b.report.summary.peak_allocated ?? 0) - (a.report.summary.peak_allocated ?? 0))[0] as (typeof done)[number];
+    const [worst] = [...done].sort((a, b) => (b.report.summary.peak_allocated ?? 0) - (a.report.summary.peak_allocated ?? 0));
+    if (done.length > 1 && worst) {
       reports.store.showReport(worst.report, worst.uri, root);
       void vscode.window.setStatusBarMessage(`Membit: overlays show ${worst.uri.path.split('/').pop()}, the highest peak (${formatBytes(worst.report.summary.peak_allocated ?? 0)})`, 8000);
     }
@@ -103,12 +105,13 @@ export function registerSnapshotFeature(context: vscode.ExtensionContext, log: L
     // Order a run set by rank, so the view compares the ranks against rank 0.
     const ordered = groupRunSets(uris.map((u) => u.fsPath)).flatMap((s) => s.members.map((m) => vscode.Uri.file(m.path)));
     const done = await load(ordered);
-    if (done.length === 0) return undefined;
-    ReportPanel.createOrShow(context.extensionUri, log, rootFor(done[0]?.uri as vscode.Uri), done.map((d) => d.uri));
+    const [firstDone] = done;
+    if (!firstDone) return undefined;
+    ReportPanel.createOrShow(context.extensionUri, log, rootFor(firstDone.uri), done.map((d) => d.uri));
     return done.map((d) => d.uri);
   };
 
-  const provider: vscode.CustomReadonlyEditorProvider<vscode.CustomDocument> = {
+  const provider: vscode.CustomReadonlyEditorProvider = {
     openCustomDocument: (uri) => ({ uri, dispose: () => loaded.delete(uri.toString()) }),
     async resolveCustomEditor(document, panel) {
       const uri = document.uri;

@@ -9,7 +9,7 @@ describe('installation and activation', () => {
   it('is installed from the packaged .vsix, not from the source tree', () => {
     const ext = vscode.extensions.getExtension(EXTENSION_ID);
     assert.ok(ext, `${EXTENSION_ID} is not installed`);
-    const repo = process.env.MEMBIT_E2E_REPO;
+    const repo = process.env['MEMBIT_E2E_REPO'];
     if (repo) assert.ok(!ext.extensionPath.startsWith(repo), `runs from ${ext.extensionPath}, expected the installed copy`);
     // The installed copy has the production bundle and the bundled Python package.
     for (const f of ['dist/extension.js', 'dist/cli.js', 'dist/tree-sitter-python.wasm', 'dist/kernels/membit/__init__.py']) {
@@ -33,7 +33,7 @@ describe('installation and activation', () => {
   it('registers every command package.json contributes', async () => {
     const ext = vscode.extensions.getExtension(EXTENSION_ID);
     assert.ok(ext);
-    const contributed: string[] = (ext.packageJSON.contributes.commands as { command: string }[]).map((c) => c.command);
+    const contributed: string[] = (ext.packageJSON as { contributes: { commands: { command: string }[] } }).contributes.commands.map((c) => c.command);
     assert.ok(contributed.length >= 9, 'package.json contributes too few commands');
     const registered = new Set(await vscode.commands.getCommands(true));
     const missing = contributed.filter((c) => !registered.has(c));

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import { InternalCommands } from '../../../src/commands';
 import type { ScanState } from '../../../src/vscode/scan';
-import { openSample, restoreText, screenshot, waitFor } from './util';
+import { codeOf, hoverText, openSample, restoreText, screenshot, waitFor } from './util';
+import { itemAt } from '../../../src/core/arrays';
 
 describe('static scan in the editor', () => {
   it('puts diagnostics with codes, end-of-line estimates and class CodeLenses on the GPT sample', async () => {
@@ -14,7 +15,7 @@ describe('static scan in the editor', () => {
       const d = vscode.languages.getDiagnostics(uri).filter((x) => x.source === 'Membit');
       return d.length >= 5 ? d : undefined;
     });
-    const codeAt = (line: number) => diags.filter((d) => d.range.start.line === line).map((d) => String(d.code));
+    const codeAt = (line: number) => diags.filter((d) => d.range.start.line === line).map((d) => codeOf(d));
     assert.ok(codeAt(lineOf(/self\.attn_dropout = nn\.Dropout/)).includes('membit.attn-dropout') || codeAt(lineOf(/att = self\.attn_dropout\(att\)/)).includes('membit.attn-dropout'), 'attention dropout is found');
     assert.ok(codeAt(lineOf(/self\.resid_dropout = nn\.Dropout/)).includes('membit.dropout'));
     assert.ok(diags.some((d) => d.code === 'membit.attn-mask'), 'the materialized causal mask is found');
@@ -22,7 +23,7 @@ describe('static scan in the editor', () => {
     // The memory advisor: eager attention at the softmax, the biggest lever, as an Information diagnostic.
     const softmax = lineOf(/att = F\.softmax\(att, dim=-1\)/);
     const eager = diags.find((d) => d.code === 'membit.eager-attn');
-    assert.ok(eager, `no eager-attn diagnostic: ${diags.map((d) => `${d.range.start.line}:${String(d.code)}`).join(' ')}`);
+    assert.ok(eager, `no eager-attn diagnostic: ${diags.map((d) => `${d.range.start.line}:${codeOf(d)}`).join(' ')}`);
     assert.equal(eager.range.start.line, softmax);
     // No run yet: its figure is an estimate, so it is a quiet Hint (membit.diagnostics.estimateSeverity).
     assert.equal(eager.severity, vscode.DiagnosticSeverity.Hint);
@@ -30,29 +31,28 @@ describe('static scan in the editor', () => {
     assert.ok(codeAt(lineOf(/for block in self\.h:/)).includes('membit.checkpoint'));
     assert.ok(codeAt(lineOf(/loss\.backward\(\)/)).includes('membit.no-autocast'));
     // Before any run every figure is an estimate: all Hints, no squiggles.
-    for (const d of diags) assert.equal(d.severity, vscode.DiagnosticSeverity.Hint, `${String(d.code)} on line ${d.range.start.line + 1}`);
+    for (const d of diags) assert.equal(d.severity, vscode.DiagnosticSeverity.Hint, `${codeOf(d)} on line ${d.range.start.line + 1}`);
 
     const state = await waitFor('scan state', () => vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, uri));
     const eagerHint = state.sites.find((s) => s.kind === 'eager-attn');
     assert.match(eagerHint?.hint ?? '', /^eager attention: ~?[\d.]+ \w+(\/sample)? probs\+mask → fused SDPA \((estimate @ .*L=\d+|measured)\)$/);
-    const eagerHover = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(softmax, text[softmax]!.indexOf('softmax') + 2));
-    assert.match(eagerHover.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n'), /fused attention \(F\.scaled_dot_product_attention\)/);
+    const eagerHover = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(softmax, itemAt(text, softmax).indexOf('softmax') + 2));
+    assert.match(hoverText(eagerHover), /fused attention \(F\.scaled_dot_product_attention\)/);
     const resid = state.sites.find((s) => s.line === lineOf(/self\.resid_dropout = nn\.Dropout/) + 1);
     assert.ok(resid, JSON.stringify(state.sites));
     // The sample's dataclass gives literal shapes (block_size, n_embd), so the hint carries a size, not "unknown".
     assert.match(resid.hint, /\d/);
 
     const lenses = await waitFor('CodeLenses', async () => {
-      const l = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', uri)) ?? [];
+      const l = (await vscode.commands.executeCommand<vscode.CodeLens[] | undefined>('vscode.executeCodeLensProvider', uri)) ?? [];
       const mine = l.filter((x) => x.command?.title.startsWith('Membit'));
       return mine.length >= 2 ? mine : undefined;
     });
     const attnClass = lineOf(/^class CausalSelfAttention/);
     assert.ok(lenses.some((l) => l.range.start.line === attnClass), `no lens on CausalSelfAttention: ${lenses.map((l) => `${l.range.start.line}:${l.command?.title}`).join(' | ')}`);
 
-    const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(lineOf(/self\.resid_dropout = nn\.Dropout/), text[lineOf(/self\.resid_dropout = nn\.Dropout/)]!.indexOf('nn.Dropout') + 3));
-    const hoverText = hovers.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n');
-    assert.match(hoverText, /packed/i);
+    const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', uri, new vscode.Position(lineOf(/self\.resid_dropout = nn\.Dropout/), itemAt(text, lineOf(/self\.resid_dropout = nn\.Dropout/)).indexOf('nn.Dropout') + 3));
+    assert.match(hoverText(hovers), /packed/i);
 
     editor.revealRange(new vscode.Range(attnClass, 0, attnClass + 30, 0), vscode.TextEditorRevealType.AtTop);
     await screenshot('05-scan-hints');
@@ -61,7 +61,7 @@ describe('static scan in the editor', () => {
   it('keeps scanning while the user types, and never fails on broken code', async () => {
     const editor = await openSample('gpt_tiny.py');
     const uri = editor.document.uri;
-    const key = (d: vscode.Diagnostic, shift: number) => `${d.range.start.line + shift}:${String(d.code)}`;
+    const key = (d: vscode.Diagnostic, shift: number) => `${d.range.start.line + shift}:${codeOf(d)}`;
     const original = editor.document.getText();
     const before = vscode.languages.getDiagnostics(uri).filter((x) => x.source === 'Membit');
     assert.ok(before.length > 0, 'the sample has findings before the edit');

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import { Commands } from '../../../src/commands';
 import { openSample, screenshot, waitFor } from './util';
+import { itemAt } from '../../../src/core/arrays';
 
 describe('Convert to packed dropout from the editor', () => {
   it('rewrites the dropout under the cursor, adds the import once, and undo restores the file', async () => {
@@ -9,11 +10,11 @@ describe('Convert to packed dropout from the editor', () => {
     const doc = editor.document;
     const original = doc.getText();
     const lines = original.split('\n');
-    const line = lines.findIndex((l) => /self\.resid_dropout = nn\.Dropout\(config\.dropout\)/.test(l));
+    const line = lines.findIndex((l) => l.includes('self.resid_dropout = nn.Dropout(config.dropout)'));
     assert.ok(line > 0);
     // Wait until the scan marked the site, as a user would see it before right-clicking.
     await waitFor('the dropout diagnostic', () => vscode.languages.getDiagnostics(doc.uri).some((d) => d.source === 'Membit' && d.range.start.line === line));
-    const col = (lines[line] as string).indexOf('nn.Dropout');
+    const col = itemAt(lines, line).indexOf('nn.Dropout');
     editor.selection = new vscode.Selection(line, col + 4, line, col + 4);
     // The context-menu entry runs this command with no arguments: the cursor decides.
     await vscode.commands.executeCommand(Commands.convertToPackedDropout);
@@ -39,7 +40,7 @@ describe('Convert to packed dropout from the editor', () => {
   it('offers packed and mask-free quick fixes on a dropout diagnostic', async () => {
     const editor = await openSample('gpt_tiny.py');
     const doc = editor.document;
-    const line = doc.getText().split('\n').findIndex((l) => /self\.attn_dropout = nn\.Dropout/.test(l));
+    const line = doc.getText().split('\n').findIndex((l) => l.includes('self.attn_dropout = nn.Dropout'));
     const diag = await waitFor('the diagnostic', () => vscode.languages.getDiagnostics(doc.uri).find((d) => d.source === 'Membit' && d.range.start.line === line));
     const actions = await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', doc.uri, diag.range, vscode.CodeActionKind.QuickFix.value);
     const titles = actions.map((a) => a.title);
@@ -64,7 +65,7 @@ describe('Convert to packed dropout from the editor', () => {
     const editor = await openSample('gpt_tiny.py');
     const doc = editor.document;
     const original = doc.getText();
-    const line = original.split('\n').findIndex((l) => /self\.c_fc = nn\.Linear/.test(l));
+    const line = original.split('\n').findIndex((l) => l.includes('self.c_fc = nn.Linear'));
     await waitFor('the FFN diagnostic', () => vscode.languages.getDiagnostics(doc.uri).some((d) => d.source === 'Membit' && d.code === 'membit.ffn'));
     editor.selection = new vscode.Selection(line, 8, line, 8);
     await vscode.commands.executeCommand(Commands.convertFfnToSparse24);

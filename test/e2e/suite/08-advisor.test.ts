@@ -3,23 +3,24 @@ import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { InternalCommands } from '../../../src/commands';
 import { openSample, screenshot, waitFor, webview, workspaceDir } from './util';
+import { defined } from '../../defined';
 
 function membitDiagnostic(doc: vscode.TextDocument, code: string, line?: number): vscode.Diagnostic | undefined {
   return vscode.languages.getDiagnostics(doc.uri).find((d) => d.source === 'Membit' && d.code === code && (line === undefined || d.range.start.line === line));
 }
 
 async function actionsAt(doc: vscode.TextDocument, range: vscode.Range, kind: vscode.CodeActionKind): Promise<vscode.CodeAction[]> {
-  return (await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', doc.uri, range, kind.value)) ?? [];
+  return (await vscode.commands.executeCommand<vscode.CodeAction[] | undefined>('vscode.executeCodeActionProvider', doc.uri, range, kind.value)) ?? [];
 }
 
 async function run(action: vscode.CodeAction): Promise<unknown> {
   assert.ok(action.command, `${action.title} has no command`);
-  return vscode.commands.executeCommand(action.command.command, ...(action.command.arguments ?? []));
+  return vscode.commands.executeCommand(action.command.command, ...((action.command.arguments ?? []) as unknown[]));
 }
 
 /** Waits until the finding's message no longer says it was not checked against an installed torch (the probe finished). */
 async function capabilitiesChecked(doc: vscode.TextDocument, code: string, line: number): Promise<boolean> {
-  const unchecked = () => /Not checked against an installed torch/.test(membitDiagnostic(doc, code, line)?.message ?? 'Not checked against an installed torch');
+  const unchecked = () => (membitDiagnostic(doc, code, line)?.message ?? 'Not checked against an installed torch').includes('Not checked against an installed torch');
   return waitFor('the advice checked against the installed torch', () => !unchecked(), 60_000).catch(() => false);
 }
 
@@ -118,7 +119,7 @@ describe('Memory advisor code actions', () => {
     await waitFor('the no-autocast diagnostic', () => membitDiagnostic(doc, 'membit.no-autocast', backward));
     // Whether the lever is offered depends on the installed torch: let the capability probe finish first.
     const checked = await capabilitiesChecked(doc, 'membit.no-autocast', backward);
-    const diag = membitDiagnostic(doc, 'membit.no-autocast', backward) as vscode.Diagnostic;
+    const diag = defined(membitDiagnostic(doc, 'membit.no-autocast', backward), 'membit.no-autocast diagnostic');
     const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
     const advice = actions.find((a) => a.title === 'Show advice: bf16 autocast');
     assert.ok(advice?.command, actions.map((a) => a.title).join(' | '));
@@ -133,7 +134,7 @@ describe('Memory advisor code actions', () => {
       await undoTo(doc, original);
     } else {
       // The scan found the installed torch lacks what the lever needs: no edit, and the advice says so.
-      const reason = advice.command.arguments?.[1];
+      const reason: unknown = advice.command.arguments?.[1];
       assert.match(String(reason), /installed torch/);
       const shown = (await run(advice)) as { text: string };
       assert.match(shown.text, /Not rewritten here: the installed torch/);
@@ -162,7 +163,7 @@ describe('Memory advisor code actions', () => {
     );
     const page = await vscode.workspace.openTextDocument(vscode.Uri.parse(shown.uri));
     assert.equal(page.getText(), shown.text);
-    const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+    const notes = await vscode.commands.executeCommand<{ kind: string; text: string }[]>(InternalCommands.recentlyShown);
     assert.ok(!notes.some((n) => n.text.includes('fused=True')), 'no toast carries the advice');
     // Rendered as Markdown: a heading and a link, not the raw text.
     const h = await webview('08-advice-heading', 'count', 'h1');
@@ -182,7 +183,7 @@ describe('Memory advisor code actions', () => {
     const softmax = original.split('\n').findIndex((l) => l.trim() === 'attn = attn.softmax(dim=-1)');
     await waitFor('the eager-attn diagnostic', () => membitDiagnostic(doc, 'membit.eager-attn', softmax));
     await capabilitiesChecked(doc, 'membit.eager-attn', softmax);
-    const diag = membitDiagnostic(doc, 'membit.eager-attn', softmax) as vscode.Diagnostic;
+    const diag = defined(membitDiagnostic(doc, 'membit.eager-attn', softmax), 'membit.eager-attn diagnostic');
     const actions = await actionsAt(doc, diag.range, vscode.CodeActionKind.QuickFix);
     const titles = actions.map((a) => a.title).join(' | ');
     const fix = actions.find((a) => a.title === 'Use fused attention (scaled_dot_product_attention)' && a.command);
@@ -245,7 +246,7 @@ describe('Memory advisor code actions', () => {
     try {
       const txt = await vscode.workspace.openTextDocument(uri);
       assert.equal(await vscode.commands.executeCommand(InternalCommands.applyLever, uri, 'sdpa', softmax), undefined);
-      const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+      const notes = await vscode.commands.executeCommand<{ kind: string; text: string }[]>(InternalCommands.recentlyShown);
       assert.equal(notes[notes.length - 1]?.kind, 'warning');
       assert.match(notes[notes.length - 1]?.text ?? '', /Python files only/);
       assert.equal(txt.getText(), original);
@@ -254,7 +255,7 @@ describe('Memory advisor code actions', () => {
     }
     // A line with no pattern (the file changed since the action was offered): a message, no edit.
     await vscode.commands.executeCommand(InternalCommands.applyLever, gpt.uri, 'sdpa', 0);
-    const notes = await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown);
+    const notes = await vscode.commands.executeCommand<{ kind: string; text: string }[]>(InternalCommands.recentlyShown);
     assert.match(notes[notes.length - 1]?.text ?? '', /^Membit: nothing rewritten: line 1: no eager attention/);
     assert.equal(gpt.getText(), original);
   });

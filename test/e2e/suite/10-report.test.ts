@@ -7,6 +7,7 @@ import { Commands, InternalCommands } from '../../../src/commands';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import type { RenderedSummary } from '../../../media/report/messages';
 import { EXTENSION_ID, openSample, profileSampleWithCli, screenshot, waitFor, webview, workspaceDir } from './util';
+import { defined } from '../../defined';
 
 /** 1-based numbers of the lines whose text matches. */
 function linesMatching(file: string, re: RegExp): number[] {
@@ -27,7 +28,7 @@ describe('measured memory in the editor', function () {
     const editor = await openSample('gpt_tiny.py');
     await vscode.commands.executeCommand(InternalCommands.reloadReports);
     const applied = await waitFor('overlays on gpt_tiny.py', async () => {
-      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
       return all.find((a) => a.file === editor.document.uri.fsPath && a.inline.length > 0);
     });
     const file = editor.document.uri.fsPath;
@@ -53,9 +54,9 @@ describe('measured memory in the editor', function () {
     assert.ok(attnDrop);
     await editor.edit((e) => e.insert(new vscode.Position(0, 0), '# one\n# two\n'));
     const moved = await waitFor('marks to move down two lines', async () => {
-      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
       const a = all.find((x) => x.file === file);
-      return a && a.inline.some((i) => i.line === attnDrop + 2) ? a : undefined;
+      return a?.inline.some((i) => i.line === attnDrop + 2) ? a : undefined;
     });
     assert.equal(moved.stale, true);
     // Staleness is said once (status bar, hover), not as a prefix on every line.
@@ -71,7 +72,7 @@ describe('measured memory in the editor', function () {
       else if (line > attnDrop + 2) expected.set(line - 1, text);
     }
     await waitFor('the marks to follow the deletion', async () => {
-      const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+      const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
       const a = all.find((x) => x.file === file);
       return a && JSON.stringify([...marks(a)].sort()) === JSON.stringify([...expected].sort());
     });
@@ -121,7 +122,7 @@ describe('measured memory in the editor', function () {
     execFileSync(
       process.execPath,
       [
-        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', process.env.MEMBIT_PYTHON as string, '--root', ws, '--variant', 'packed',
+        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', defined(process.env['MEMBIT_PYTHON'], 'MEMBIT_PYTHON'), '--root', ws, '--variant', 'packed',
         '--steps', '2', '--warmup', '1', '--out', packed, '--', join(ws, 'gpt_tiny.py'), '--steps', '5', '--batch-size', '4', '--seq-len', '64',
         '--n-layer', '2', '--n-embd', '64', '--n-head', '2', '--data-bytes', '200000', '--device', 'cpu',
       ],
@@ -130,7 +131,7 @@ describe('measured memory in the editor', function () {
     await vscode.commands.executeCommand(Commands.compareRuns, [vscode.Uri.file(reportFile), vscode.Uri.file(packed)]);
     const rendered = await waitFor('the comparison to render', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['comparison-table'] === 2 ? r : undefined;
+      return r?.tables['comparison-table'] === 2 ? r : undefined;
     });
     assert.ok((rendered.tables['comparison-modules'] ?? 0) > 0, 'per-layer differences are listed');
     const rows = await webview('13-comparison-rows', 'count', '#comparison-table tbody tr');
@@ -139,7 +140,7 @@ describe('measured memory in the editor', function () {
     assert.match(rows.texts[1] ?? '', /packed\s+ok\s+[\d.]+ (?:[KMG]i)?B\s+−[\d.]+%/);
     // The view scrolled to the comparison it just drew, and ranks the packing it measured.
     assert.equal(rendered.focused?.id, 'comparison');
-    assert.ok(Math.abs(rendered.focused?.top ?? 999) < 40, `the comparison's top is ${rendered.focused?.top} px from the view's top`);
+    assert.ok(Math.abs(rendered.focused.top) < 40, `the comparison's top is ${rendered.focused.top} px from the view's top`);
     assert.ok(rendered.levers?.some((l) => /^Packed 1-bit dropout masks: [\d.]+ (?:[KMG]i)?B \(measured, run packed · /.test(l)), rendered.levers?.join('\n'));
     await screenshot('13-comparison');
   });
@@ -147,7 +148,7 @@ describe('measured memory in the editor', function () {
   it('shows measured totals above the model classes', async () => {
     const editor = await openSample('gpt_tiny.py');
     const lenses = await waitFor('measured CodeLenses', async () => {
-      const l = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', editor.document.uri)) ?? [];
+      const l = (await vscode.commands.executeCommand<vscode.CodeLens[] | undefined>('vscode.executeCodeLensProvider', editor.document.uri)) ?? [];
       const mine = l.filter((x) => x.command?.title.startsWith('Measured:'));
       return mine.length > 0 ? mine : undefined;
     });
@@ -191,7 +192,7 @@ describe('measured memory in the editor', function () {
     for (const [i, s] of after.entries()) {
       assert.equal(s.line, (first[i]?.line ?? 0) + added, `site ${i} moved with the inserted import`);
       // A site is where it is called; the conversion rewrote where its module is built.
-      assert.equal(text[(s.line ?? 0) - 1], old[(first[i]?.line ?? 0) - 1], `site ${i}'s link opens the line it was measured on`);
+      assert.equal(text[s.line - 1], old[(first[i]?.line ?? 0) - 1], `site ${i}'s link opens the line it was measured on`);
     }
     assert.ok(after.slice(1).some((s) => s.action === 'convert'), 'the other sites still offer Convert');
     assert.equal((await webview('12-sites-scroll', 'click', '#sites h2')).error, undefined);

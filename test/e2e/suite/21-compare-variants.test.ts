@@ -23,7 +23,7 @@ describe('Profile and Compare Variants with the advisor levers', function () {
     assert.deepEqual(variants, ['sdpa', 'checkpoint', 'bf16', 'sdpa+checkpoint+bf16', 'packed', 'recompute', 'sparse24', 'packed+sparse24', 'compile', 'packed+compile']);
     const sdpa = items.find((i) => i.variant === 'sdpa');
     assert.equal(sdpa?.picked, true);
-    assert.match(sdpa?.description ?? '', /found in this file/);
+    assert.match(sdpa.description ?? '', /found in this file/);
     // The sample has dropout sites, so packed dropout is offered preselected too; recompute is not.
     assert.equal(items.find((i) => i.variant === 'packed')?.picked, true);
     assert.equal(items.find((i) => i.variant === 'recompute')?.picked, false);
@@ -33,7 +33,7 @@ describe('Profile and Compare Variants with the advisor levers', function () {
 
   it('runs baseline, each lever and all combined, then compares them with how each was applied', async () => {
     const ws = workspaceDir();
-    const reports = await vscode.commands.executeCommand<vscode.Uri[]>(Commands.compareVariants, {
+    const reports = await vscode.commands.executeCommand<vscode.Uri[] | undefined>(Commands.compareVariants, {
       script: join(ws, 'gpt_tiny.py'),
       args: ['--steps', '20', '--batch-size', '2', '--seq-len', '64', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000', '--device', 'cpu'],
       steps: 2,
@@ -50,13 +50,13 @@ describe('Profile and Compare Variants with the advisor levers', function () {
     assert.deepEqual(docs[3]?.run.levers?.map((l) => l.lever), ['sdpa', 'checkpoint', 'bf16']);
     const rendered = await waitFor('the comparison of four runs', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['comparison-table'] === 4 ? r : undefined;
+      return r?.tables['comparison-table'] === 4 ? r : undefined;
     }, 60_000);
     assert.ok(rendered);
     const how = await webview('21-comparison-levers', 'count', '#comparison-levers li');
     // sdpa 1 + checkpoint 1 + combined 3 levers, plus the rewritten-source notes of the two sdpa runs.
     assert.equal(how.count, 7, how.texts.join(' | '));
-    assert.ok(how.texts.some((t) => /— checkpoint: torch\.utils\.checkpoint \(use_reentrant=False\) on h \(2 Block blocks\)/.test(t)), how.texts.join(' | '));
+    assert.ok(how.texts.some((t) => t.includes('— checkpoint: torch.utils.checkpoint (use_reentrant=False) on h (2 Block blocks)')), how.texts.join(' | '));
     assert.ok(how.texts.some((t) => /ran rewritten source: line figures approximate in gpt_tiny\.py lines \d+–\d+/.test(t)), how.texts.join(' | '));
     const rows = await webview('21-comparison-rows', 'count', '#comparison-table tbody tr');
     // Checkpointing keeps far less for backward: its Δpeak is negative.

@@ -11,7 +11,7 @@ const ARGS = ['--steps', '5', '--batch-size', '4', '--seq-len', '64', '--n-layer
 
 async function overlaysOn(file: string, what: string, ok: (a: AppliedOverlays) => boolean): Promise<AppliedOverlays> {
   return waitFor(what, async () => {
-    const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+    const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
     return all.find((a) => a.file === file && a.inline.length > 0 && ok(a));
   }, 120_000);
 }
@@ -32,7 +32,7 @@ describe('predicted memory, then a measured run', function () {
     assert.ok(out && existsSync(out), `no prediction report (${String(out)})`);
     const doc = JSON.parse(readFileSync(out, 'utf8')) as { run: { prediction?: { complete: boolean; gpu: { key: string } } } };
     assert.equal(doc.run.prediction?.gpu.key, 'A100-80GB');
-    assert.equal(doc.run.prediction?.complete, true);
+    assert.equal(doc.run.prediction.complete, true);
     const applied = await overlaysOn(file, 'predicted overlays on gpt_tiny.py', (a) => a.predicted);
     for (const i of applied.inline) assert.match(i.text, /^≈ [\d.]+ (?:[KMG]i)?B kept for backward.* \(predicted, A100-80GB\)$/);
     // The line the prediction says saves the most carries its figure at the end of the line.
@@ -42,8 +42,8 @@ describe('predicted memory, then a measured run', function () {
     assert.ok(applied.inline.some((i) => i.line === attnDrop), `no predicted text on line ${attnDrop}, the largest: ${JSON.stringify(applied.inline)}`);
     // The scanner's per-site figures come from the loaded report: now the prediction, and they say so.
     const state = await waitFor('scanner hints from the prediction', async () => {
-      const st = await vscode.commands.executeCommand<{ sites: { hint?: string }[] }>(InternalCommands.scanState, editor.document.uri);
-      return st && st.sites.some((x) => x.hint?.includes('(predicted)')) ? st : undefined;
+      const st = await vscode.commands.executeCommand<{ sites: { hint?: string }[] } | undefined>(InternalCommands.scanState, editor.document.uri);
+      return st?.sites.some((x) => x.hint?.includes('(predicted)')) ? st : undefined;
     });
     for (const x of state.sites) assert.doesNotMatch(x.hint ?? '', /measured/);
     editor.revealRange(new vscode.Range(Math.max(0, attnDrop - 12), 0, attnDrop + 12, 0), vscode.TextEditorRevealType.AtTop);
@@ -56,7 +56,7 @@ describe('predicted memory, then a measured run', function () {
     const ws = workspaceDir();
     const ext = vscode.extensions.getExtension(EXTENSION_ID);
     assert.ok(ext);
-    const python = process.env.MEMBIT_PYTHON;
+    const python = process.env['MEMBIT_PYTHON'];
     assert.ok(python, 'MEMBIT_PYTHON must name a Python with torch for the e2e suite');
     execFileSync(process.execPath, [join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', python, '--root', ws, '--steps', '2', '--warmup', '1', '--',
       join(ws, 'gpt_tiny.py'), ...ARGS, '--device', 'cpu'], { cwd: ws, stdio: 'inherit', timeout: 240_000 });

@@ -17,19 +17,21 @@ import { formatBytes } from '../../../src/core/units';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import type { ScanState } from '../../../src/vscode/scan';
 import type { RenderedSummary } from '../../../media/report/messages';
-import { openSample, screenshot, waitFor, webview, workspaceDir } from './util';
+import { hoverText, openSample, screenshot, waitFor, webview, workspaceDir } from './util';
+import { itemAt } from '../../../src/core/arrays';
+import { defined } from '../../defined';
 
 const ARGS = ['--steps', '30', '--batch-size', '2', '--seq-len', '64', '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000', '--device', 'cpu'];
 
 const lineOf = (doc: vscode.TextDocument, re: RegExp) => doc.getText().split('\n').findIndex((l) => re.test(l)) + 1;
 
 async function overlaysOf(file: string): Promise<AppliedOverlays | undefined> {
-  const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+  const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
   return all.find((a) => a.file === file);
 }
 
 async function statusBar(): Promise<{ text: string; tooltip: string; report?: string }> {
-  return (await vscode.commands.executeCommand<{ text: string; tooltip: string; report?: string }>(InternalCommands.statusBar)) ?? { text: '', tooltip: '' };
+  return (await vscode.commands.executeCommand<{ text: string; tooltip: string; report?: string } | undefined>(InternalCommands.statusBar)) ?? { text: '', tooltip: '' };
 }
 
 const load = (u: vscode.Uri) => JSON.parse(readFileSync(u.fsPath, 'utf8')) as Report;
@@ -44,7 +46,7 @@ describe('what the editor shows is true for the code on screen', function () {
     // editor or report view open: a webview rendering in a headless browser beside a run on two
     // cores changes its step times, which is the machine's doing, not the code's.
     await vscode.commands.executeCommand('workbench.action.closeAllEditors');
-    const reports = await vscode.commands.executeCommand<vscode.Uri[]>(Commands.compareVariants, {
+    const reports = await vscode.commands.executeCommand<vscode.Uri[] | undefined>(Commands.compareVariants, {
       script: join(workspaceDir(), 'gpt_tiny.py'),
       args: ARGS,
       steps: 8,
@@ -129,22 +131,22 @@ describe('what the editor shows is true for the code on screen', function () {
     const attnCtor = /self\.attn_dropout = nn\.Dropout/;
     const residCtor = /self\.resid_dropout = nn\.Dropout/;
     const ready = await waitFor('measured hints on the construction lines', async () => {
-      const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
-      return s && /\(measured/.test(hintAt(s, attnCtor) ?? '') && /\(measured/.test(hintAt(s, residCtor) ?? '') ? s : undefined;
+      const s = await vscode.commands.executeCommand<ScanState | undefined>(InternalCommands.scanState, doc.uri);
+      return s && (hintAt(s, attnCtor) ?? '').includes('(measured') && (hintAt(s, residCtor) ?? '').includes('(measured') ? s : undefined;
     }, 60_000);
-    const attnHint = hintAt(ready, attnCtor) as string;
-    const residHint = hintAt(ready, residCtor) as string;
+    const attnHint = defined(hintAt(ready, attnCtor), 'attention dropout hint');
+    const residHint = defined(hintAt(ready, residCtor), 'residual dropout hint');
     assert.notEqual(attnHint, residHint);
     // Convert the embedding dropout (self.drop): the edit adds `import membit.nn` above every class.
     const lines = original.split('\n');
-    const drop = lines.findIndex((l) => /self\.drop = nn\.Dropout/.test(l));
+    const drop = lines.findIndex((l) => l.includes('self.drop = nn.Dropout'));
     assert.ok(drop > 0);
-    editor.selection = new vscode.Selection(drop, (lines[drop] as string).indexOf('nn.Dropout') + 4, drop, (lines[drop] as string).indexOf('nn.Dropout') + 4);
+    editor.selection = new vscode.Selection(drop, itemAt(lines, drop).indexOf('nn.Dropout') + 4, drop, itemAt(lines, drop).indexOf('nn.Dropout') + 4);
     await waitFor('the dropout diagnostic', () => vscode.languages.getDiagnostics(doc.uri).some((d) => d.source === 'Membit' && d.range.start.line === drop));
     await vscode.commands.executeCommand(Commands.convertToPackedDropout);
     await waitFor('the import line', () => /^import membit\.nn\b/m.test(doc.getText()));
     const after = await waitFor('hints to follow the edit', async () => {
-      const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
+      const s = await vscode.commands.executeCommand<ScanState | undefined>(InternalCommands.scanState, doc.uri);
       return s && hintAt(s, attnCtor) === attnHint ? s : undefined;
     }, 30_000);
     assert.equal(hintAt(after, residCtor), residHint);
@@ -167,8 +169,8 @@ describe('what the editor shows is true for the code on screen', function () {
     const ctor = lineOf(doc, /self\.attn_dropout = nn\.Dropout/);
     const call = lineOf(doc, /att = self\.attn_dropout\(att\)/);
     const state = await waitFor('the measured hint', async () => {
-      const s = await vscode.commands.executeCommand<ScanState>(InternalCommands.scanState, doc.uri);
-      return s?.sites.find((x) => x.line === ctor && /\(measured/.test(x.hint));
+      const s = await vscode.commands.executeCommand<ScanState | undefined>(InternalCommands.scanState, doc.uri);
+      return s?.sites.find((x) => x.line === ctor && x.hint.includes('(measured'));
     }, 60_000);
     assert.match(state.hint, new RegExp(`mask ${figure.replace('.', '\\.')} → .* \\(measured, 2× summed, CPU\\)$`));
     // The previous test's revert re-maps the overlays; wait until they show the call line's mask.
@@ -181,7 +183,7 @@ describe('what the editor shows is true for the code on screen', function () {
     });
     assert.ok(inline.endsWith('(2× summed, CPU)'), inline);
     const hovers = await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', doc.uri, new vscode.Position(call - 1, 12));
-    const hover = hovers.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c.value))).join('\n');
+    const hover = hoverText(hovers);
     assert.ok(hover.includes(`masks of ${figure} in all`), hover);
     assert.doesNotMatch(hover, / a \d/);
     assert.match(hover, /Measured in run baseline · local/);
@@ -201,7 +203,7 @@ describe('what the editor shows is true for the code on screen', function () {
     await vscode.commands.executeCommand(Commands.compareRuns, [baseline, vscode.Uri.file(again)]);
     await waitFor('the comparison', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['comparison-table'] === 2;
+      return r?.tables['comparison-table'] === 2;
     }, 60_000);
     const rows = await webview('25-noise-rows', 'count', '#comparison-table tbody tr');
     assert.match(rows.texts[1] ?? '', /within noise/, rows.texts.join(' | '));

@@ -12,9 +12,10 @@ import { Commands, InternalCommands } from '../../../src/commands';
 import type { RenderedSummary } from '../../../media/report/messages';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
 import { EXTENSION_ID, openSample, screenshot, waitFor, webview, workspaceDir } from './util';
+import { defined } from '../../defined';
 
 async function overlaysOf(file: string): Promise<AppliedOverlays | undefined> {
-  const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+  const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
   return all.find((a) => a.file === file);
 }
 
@@ -33,7 +34,7 @@ describe('a torchrun job: per-rank reports in one view', function () {
     execFileSync(
       process.execPath,
       [
-        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', process.env.MEMBIT_PYTHON as string, '--root', ws, '--nproc-per-node', '2',
+        join(ext.extensionPath, 'dist', 'cli.js'), 'profile', '--python', defined(process.env['MEMBIT_PYTHON'], 'MEMBIT_PYTHON'), '--root', ws, '--nproc-per-node', '2',
         '--steps', '2', '--out', setFile, '--', join(ws, 'gpt_dist.py'), '--parallel', 'ddp', '--steps', '6', '--batch-size', '4', '--seq-len', '32',
         '--n-layer', '2', '--n-embd', '32', '--n-head', '2', '--data-bytes', '200000',
       ],
@@ -55,7 +56,7 @@ describe('a torchrun job: per-rank reports in one view', function () {
     await vscode.commands.executeCommand(Commands.showReport, vscode.Uri.file(setFile));
     const first = await waitFor('the run set in the report view', async () => {
       const r = await rendered();
-      return r && r.tables['ranks-table'] === 2 && r.charts.includes('rank-peaks') ? r : undefined;
+      return r?.tables['ranks-table'] === 2 && r.charts.includes('rank-peaks') ? r : undefined;
     });
     assert.equal(first.rankPick, null, 'the view starts at the max over ranks');
     const rows = await webview('26-rank-rows', 'count', '#ranks-table tbody tr');

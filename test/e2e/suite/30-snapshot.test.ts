@@ -17,7 +17,7 @@ describe('PyTorch memory snapshots', function () {
   let snap = '';
 
   before(() => {
-    const repo = process.env.MEMBIT_E2E_REPO;
+    const repo = process.env['MEMBIT_E2E_REPO'];
     assert.ok(repo, 'MEMBIT_E2E_REPO names the checkout with the fixtures');
     const dir = join(workspaceDir(), 'snapshots');
     mkdirSync(dir, { recursive: true });
@@ -31,7 +31,7 @@ describe('PyTorch memory snapshots', function () {
     const applied = await waitFor(
       'snapshot overlays on gpt_tiny.py',
       async () => {
-        const all = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+        const all = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
         return all.find((a) => a.file === editor.document.uri.fsPath && a.inline.some((i) => i.text.includes('live at peak')));
       },
       60_000,
@@ -49,16 +49,14 @@ describe('PyTorch memory snapshots', function () {
   it('shows the report view: peak, lines, segments', async () => {
     const rendered = await waitFor('the snapshot report view', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['segments-table'] ? r : undefined;
+      return r?.tables['segments-table'] ? r : undefined;
     });
     assert.match(rendered.peakText, /^peak [\d.]+ (?:[KMG]i)?B$/);
     assert.ok((rendered.tables['lines-table'] ?? 0) > 0);
     assert.ok(rendered.charts.includes('timeline'));
     const src = await webview('30-source', 'count', '#snapshot-source');
-    if (src) {
-      assert.equal(src.error, undefined, src.error);
-      assert.match(src.texts[0] ?? '', /From the PyTorch memory snapshot gpt_python\.pickle/);
-    }
+    assert.equal(src.error, undefined, src.error);
+    assert.match(src.texts[0] ?? '', /From the PyTorch memory snapshot gpt_python\.pickle/);
     await screenshot('31-snapshot-report-view');
   });
 
@@ -67,7 +65,7 @@ describe('PyTorch memory snapshots', function () {
     await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(snap), 'membit.snapshot');
     const rendered = await waitFor('the custom editor to render', async () => {
       const r = await vscode.commands.executeCommand<RenderedSummary | undefined>(InternalCommands.reportViewRendered);
-      return r && r.tables['segments-table'] ? r : undefined;
+      return r?.tables['segments-table'] ? r : undefined;
     }, 60_000);
     assert.ok((rendered.tables['summary-table'] ?? 0) >= 3);
     await screenshot('32-snapshot-custom-editor');
@@ -80,7 +78,7 @@ describe('PyTorch memory snapshots', function () {
     writeFileSync(evil, Buffer.from('8004953e000000000000007d948c087365676d656e7473945d948c05706f736978948c0673797374656d9493948c12746f756368204d454d4249545f50574e4544948594529461732e', 'hex'));
     await vscode.commands.executeCommand(Commands.openSnapshot, vscode.Uri.file(evil));
     const note = await waitFor('the refusal', async () => {
-      const notes = (await vscode.commands.executeCommand<Array<{ kind: string; text: string }>>(InternalCommands.recentlyShown)) ?? [];
+      const notes = (await vscode.commands.executeCommand<{ kind: string; text: string }[] | undefined>(InternalCommands.recentlyShown)) ?? [];
       return notes.find((n) => n.text.includes('posix.system'));
     });
     assert.equal(note.kind, 'warning');

@@ -14,7 +14,7 @@ export function run(): Promise<void> {
 /** Runs every `*.test.js` in `dir` (another suite, e.g. test/e2e/untrusted, names its own). */
 export function runSuite(dir: string): Promise<void> {
   const mocha = new Mocha({ ui: 'bdd', color: false, timeout: 120_000, reporter: 'spec' });
-  const artifacts = process.env.MEMBIT_E2E_ARTIFACTS;
+  const artifacts = process.env['MEMBIT_E2E_ARTIFACTS'];
   const grepFile = artifacts ? join(artifacts, 'grep.txt') : '';
   if (grepFile && existsSync(grepFile)) mocha.grep(readFileSync(grepFile, 'utf8').trim());
   for (const f of readdirSync(dir).filter((n) => n.endsWith('.test.js')).sort()) {

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
+import { itemAt } from '../../../src/core/arrays';
 
 export const EXTENSION_ID = 'membit.membit';
 
@@ -24,10 +25,20 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, everyMs));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last instanceof Error ? String(last) : JSON.stringify(last)}` : ''}`);
 }
 
 /** Folder of the workspace the suite runs in (a copy of samples/). */
+/** The text of hovers, one line per content part (Membit writes MarkdownString, never the deprecated { language, value } form). */
+export function hoverText(hovers: readonly vscode.Hover[]): string {
+  return hovers.flatMap((h) => h.contents.map((c) => (typeof c === 'string' ? c : c instanceof vscode.MarkdownString ? c.value : ''))).join('\n');
+}
+
+/** A diagnostic's code as text (a code can also be a number or a { value, target } link). */
+export function codeOf(d: vscode.Diagnostic): string {
+  return typeof d.code === 'object' ? String(d.code.value) : String(d.code);
+}
+
 export function workspaceDir(): string {
   const f = vscode.workspace.workspaceFolders?.[0];
   if (!f) throw new Error('the e2e suite needs a workspace folder');
@@ -60,7 +71,7 @@ export async function restoreText(doc: vscode.TextDocument, original: string): P
  * disk. Where no driver listens (desktop test-electron), it returns at once.
  */
 export async function screenshot(name: string): Promise<string | undefined> {
-  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  const dir = process.env['MEMBIT_E2E_ARTIFACTS'];
   if (!dir) return undefined;
   const file = join(dir, `${name}.png`);
   // Let the workbench paint what the test just did.
@@ -76,9 +87,9 @@ export async function screenshot(name: string): Promise<string | undefined> {
  * Where no driver listens (desktop test-electron) it resolves undefined.
  */
 export async function uiShows(name: string, where: 'statusbar', text: string): Promise<boolean | undefined> {
-  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  const dir = process.env['MEMBIT_E2E_ARTIFACTS'];
   if (!dir) return undefined;
-  const selector = where === 'statusbar' ? '.statusbar-item' : 'body';
+  const selector = { statusbar: '.statusbar-item' }[where];
   console.log(`@@ui-wait ${name} ${selector} ${text}`);
   return waitFor(`the driver's answer about "${text}"`, () =>
     existsSync(join(dir, `${name}.found`)) ? true : existsSync(join(dir, `${name}.missing`)) ? 'missing' : undefined,
@@ -91,14 +102,14 @@ export async function uiShows(name: string, where: 'statusbar', text: string): P
  * frames. Undefined where no driver listens.
  */
 export async function webview(name: string, action: 'count' | 'click' | `select=${string}`, selector: string): Promise<{ count: number; texts: string[]; error?: string }> {
-  const dir = process.env.MEMBIT_E2E_ARTIFACTS;
+  const dir = process.env['MEMBIT_E2E_ARTIFACTS'];
   // Without the driver the webview's DOM cannot be read: fail, so a check is never passed
   // by not being made.
   if (!dir) throw new Error(`no UI driver to read the webview (${selector}): run the suite with test/e2e/codeServer.js`);
   console.log(`@@webview ${name} ${action} ${selector}`);
   const file = join(dir, `${name}.result.json`);
   await waitFor(`the driver's answer about ${selector}`, () => existsSync(file), 60_000);
-  return JSON.parse(readFileSync(file, 'utf8'));
+  return JSON.parse(readFileSync(file, 'utf8')) as { count: number; texts: string[]; error?: string };
 }
 
 /**
@@ -108,7 +119,7 @@ export async function webview(name: string, action: 'count' | 'click' | `select=
 export function profileSampleWithCli(): string {
   const ext = vscode.extensions.getExtension(EXTENSION_ID);
   assert.ok(ext);
-  const python = process.env.MEMBIT_PYTHON;
+  const python = process.env['MEMBIT_PYTHON'];
   assert.ok(python, 'MEMBIT_PYTHON must name a Python with torch for the e2e suite');
   const ws = workspaceDir();
   execFileSync(
@@ -123,5 +134,5 @@ export function profileSampleWithCli(): string {
   const runs = join(ws, '.membit', 'runs');
   const files = readdirSync(runs).filter((f) => f.endsWith('.json'));
   assert.equal(files.length, 1, `expected one report in ${runs}`);
-  return join(runs, files[0] as string);
+  return join(runs, itemAt(files, 0));
 }

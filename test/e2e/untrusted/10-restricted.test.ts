@@ -13,9 +13,9 @@ import { Commands, InternalCommands } from '../../../src/commands';
 import { RUNS_CODE } from '../../../src/vscode/commandTable';
 import type { Shown } from '../../../src/vscode/notify';
 import type { AppliedOverlays } from '../../../src/vscode/report/overlays';
-import { openSample, profileSampleWithCli, screenshot, waitFor, workspaceDir } from '../suite/util';
+import { codeOf, openSample, profileSampleWithCli, screenshot, waitFor, workspaceDir } from '../suite/util';
 
-const shownSince = async (n: number) => ((await vscode.commands.executeCommand<Shown[]>(InternalCommands.recentlyShown)) ?? []).slice(n);
+const shownSince = async (n: number) => ((await vscode.commands.executeCommand<Shown[] | undefined>(InternalCommands.recentlyShown)) ?? []).slice(n);
 
 describe('an untrusted workspace (Restricted Mode)', function () {
   this.timeout(300_000);
@@ -32,7 +32,7 @@ describe('an untrusted workspace (Restricted Mode)', function () {
       const d = vscode.languages.getDiagnostics(editor.document.uri).filter((x) => x.source === 'Membit');
       return d.length > 0 ? d : undefined;
     }, 60_000);
-    assert.ok(diags.some((d) => String(d.code).startsWith('membit.dropout')), diags.map((d) => d.code).join(' '));
+    assert.ok(diags.some((d) => codeOf(d).startsWith('membit.dropout')), diags.map(codeOf).join(' '));
     await screenshot('untrusted-scan');
   });
 
@@ -40,13 +40,13 @@ describe('an untrusted workspace (Restricted Mode)', function () {
     const editor = await openSample('gpt_tiny.py');
     // Give the report store every chance to have picked the report up.
     await new Promise((r) => setTimeout(r, 3000));
-    const overlays = (await vscode.commands.executeCommand<AppliedOverlays[]>(InternalCommands.appliedOverlays)) ?? [];
+    const overlays = (await vscode.commands.executeCommand<AppliedOverlays[] | undefined>(InternalCommands.appliedOverlays)) ?? [];
     const painted = overlays.filter((o) => o.inline.length > 0 || Object.values(o.gutter).some((lines) => lines.length > 0));
     assert.deepEqual(painted.map((o) => o.file), []);
-    const lenses = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', editor.document.uri)) ?? [];
+    const lenses = (await vscode.commands.executeCommand<vscode.CodeLens[] | undefined>('vscode.executeCodeLensProvider', editor.document.uri)) ?? [];
     const measured = lenses.filter((l) => l.command?.title.startsWith('Measured:'));
     assert.deepEqual(measured.map((l) => l.command?.title), []);
-    const before = ((await vscode.commands.executeCommand<Shown[]>(InternalCommands.recentlyShown)) ?? []).length;
+    const before = ((await vscode.commands.executeCommand<Shown[] | undefined>(InternalCommands.recentlyShown)) ?? []).length;
     await vscode.commands.executeCommand(Commands.showReport, vscode.Uri.file(report));
     const said = await waitFor('the refusal', async () => (await shownSince(before)).find((s) => s.kind === 'error'));
     assert.match(said.text, /shown only once you trust it/);
@@ -56,7 +56,7 @@ describe('an untrusted workspace (Restricted Mode)', function () {
     it(`refuses ${id}: says how to trust the workspace, and runs nothing`, async () => {
       const ws = workspaceDir();
       const runsBefore = readdirSync(join(ws, '.membit', 'runs')).length;
-      const before = ((await vscode.commands.executeCommand<Shown[]>(InternalCommands.recentlyShown)) ?? []).length;
+      const before = ((await vscode.commands.executeCommand<Shown[] | undefined>(InternalCommands.recentlyShown)) ?? []).length;
       // The refusal waits for the user's answer (its button opens Manage Workspace Trust).
       const pending = vscode.commands.executeCommand(id, { script: join(ws, 'gpt_tiny.py'), args: ['--device', 'cpu'] });
       const said = await waitFor('the refusal', async () => (await shownSince(before)).find((s) => s.kind === 'error'));

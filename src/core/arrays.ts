@@ -1,0 +1,11 @@
+/**
+ * `a[i]` where the caller's own bounds keep `i` in range (a loop to `length`, columns of one
+ * length indexed by the same row) but TypeScript cannot see it: the bound is checked here, so
+ * an index out of range is a RangeError at the read instead of an `undefined` that turns into
+ * NaN or a crash somewhere later. Not for arrays that may hold `undefined`.
+ */
+export function itemAt<T>(a: ArrayLike<T>, i: number): T {
+  const v = a[i];
+  if (v === undefined) throw new RangeError(`index ${i} is out of range (length ${a.length})`);
+  return v;
+}
