@@ -9,7 +9,11 @@ import globals from 'globals';
 export default defineConfig(
   {
     ignores: [
+      // Build outputs and installed environments (the test venv ships third-party .js/.mjs).
       'node_modules/**',
+      '.venv/**',
+      '.whl/**',
+      '.membit/**',
       'out/**',
       'dist/**',
       'dist-*/**',
