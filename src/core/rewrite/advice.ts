@@ -21,7 +21,7 @@ import { findCheckpoint } from './leverCheckpoint';
 import { type Ctx, context, type Found, type LeverForm, type LeverSkipCode } from './leverCommon';
 import { withRevertRecords } from './leverRecord';
 import { findSdpa } from './leverSdpa';
-import { lineEnd } from './tokens';
+import { lineEnd } from './lines';
 
 export type { LeverForm, LeverSkipCode } from './leverCommon';
 

@@ -25,7 +25,8 @@
 import { type Ctx, type Found, indentUnit, shortText, skipAt, torchName } from './leverCommon';
 import { dottedName, type Expr, src, walk } from './pyexpr';
 import { assignOf, boundNames, exprOf, hasMultilineString, prevSibling, type Stmt, uses } from './structure';
-import { lineEnd, type Tok, tokText } from './tokens';
+import { lineEnd } from './lines';
+import { type Tok, tokText } from './tokens';
 
 const LOW_PRECISION = new Set(['autocast', 'GradScaler', 'half', 'bfloat16', 'float16']);
 

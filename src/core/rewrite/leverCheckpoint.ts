@@ -28,7 +28,8 @@ import type { OffsetEdit } from './edits';
 import { type Ctx, type Found, indentUnit, loads, localFor, resolved, shortText, skipAt, spanOf, torchName } from './leverCommon';
 import { compact, dottedName, type Expr, parseExpr, src } from './pyexpr';
 import { assignOf, bodyOf, boundNames, classOfMethod, enclosingDef, exprOf, hasMultilineString, nextSibling, paramsOf, type Stmt, uses } from './structure';
-import { lineEnd, type Tok, tokText } from './tokens';
+import { lineEnd } from './lines';
+import { type Tok, tokText } from './tokens';
 
 /** Keywords `checkpoint()` takes itself: a block argument of that name would be swallowed. */
 const CHECKPOINT_KWARGS = new Set(['use_reentrant', 'preserve_rng_state', 'context_fn', 'determinism_check', 'debug']);

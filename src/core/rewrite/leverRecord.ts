@@ -15,8 +15,9 @@
  */
 import type { SiteRange } from '../scan/types';
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
+import { lineEnd, lineOf, lineStartsOf } from './lines';
 import type { Reverted } from './revert';
-import { lineOf, lineStartsOf, type Tokens } from './tokens';
+import type { Tokens } from './tokens';
 
 const HEAD = /^([ \t]*)# membit: (sdpa|checkpoint|autocast) rewrote the (\d+) lines? above; `membit convert --revert` restores the (\d+) below$/;
 const RECORD = '#|';
@@ -30,15 +31,6 @@ interface Region {
   edits: OffsetEdit[];
 }
 
-function lineEndAt(text: string, starts: readonly number[], line: number): number {
-  const next = starts[line + 1];
-  if (next === undefined) return text.length;
-  let e = next;
-  if (text.charCodeAt(e - 1) === 10) e--;
-  if (text.charCodeAt(e - 1) === 13) e--;
-  return e;
-}
-
 /** The edits grouped into regions of whole lines; edits on shared lines share a region. */
 function regionsOf(text: string, starts: readonly number[], edits: readonly OffsetEdit[]): Region[] {
   const out: Region[] = [];
@@ -47,8 +39,8 @@ function regionsOf(text: string, starts: readonly number[], edits: readonly Offs
     let last = lineOf(starts, Math.max(e.start, e.end));
     // An edit that ends at a line start consumed the newline before it: its last line is the one before.
     if (e.end > e.start && e.end === starts[last] && last > first) last--;
-    let end = lineEndAt(text, starts, last);
-    while (e.end > end && last + 1 < starts.length) end = lineEndAt(text, starts, ++last);
+    let end = lineEnd(text, starts, last);
+    while (e.end > end && last + 1 < starts.length) end = lineEnd(text, starts, ++last);
     const prev = out[out.length - 1];
     if (prev && first <= prev.last) {
       prev.last = Math.max(prev.last, last);
@@ -102,7 +94,7 @@ export interface LeverRevert {
 /** Undoes every recorded lever rewrite (that starts inside `range`, when given). */
 export function revertLevers(text: string, range?: SiteRange): LeverRevert {
   const starts = lineStartsOf(text);
-  const lines = starts.map((s, i) => text.slice(s, lineEndAt(text, starts, i)));
+  const lines = starts.map((s, i) => text.slice(s, lineEnd(text, starts, i)));
   const edits: OffsetEdit[] = [];
   const reverted: Reverted[] = [];
   let floor = -1;
@@ -118,10 +110,10 @@ export function revertLevers(text: string, range?: SiteRange): LeverRevert {
     if (record.length !== k || record.some((l) => !l.startsWith(indent + RECORD))) continue;
     if (range && (first < range.startLine || first > range.endLine)) continue;
     // The record was written with the line break that follows its head line.
-    const eol = text.slice(lineEndAt(text, starts, i), starts[i + 1] ?? text.length) || '\n';
+    const eol = text.slice(lineEnd(text, starts, i), starts[i + 1] ?? text.length) || '\n';
     const origText = record.map((l) => l.slice(indent.length + RECORD.length)).join(eol);
     const last = i + k;
-    edits.push({ start: starts[first] as number, end: lineEndAt(text, starts, last), newText: origText });
+    edits.push({ start: starts[first] as number, end: lineEnd(text, starts, last), newText: origText });
     reverted.push({ line: first, from: `${m[2]} rewrite`, to: `the ${k} original line${k === 1 ? '' : 's'}` });
     floor = last;
     i = last;

@@ -14,7 +14,8 @@ import { findMembitCalls, type LineMark, lineMark, markText, type MembitCall, ST
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
 import { revertLevers, wholeEdit } from './leverRecord';
 import { type Imports, type MembitImport, MEMBIT_IMPORTS, readImports, stockSpelling } from './imports';
-import { lineEnd, type LogicalLine, matchingClose, nextCode, prevCode, type Tok, tokText, type Tokens, tokenize } from './tokens';
+import { lineEnd } from './lines';
+import { type LogicalLine, matchingClose, nextCode, prevCode, type Tok, tokText, type Tokens, tokenize } from './tokens';
 
 export interface RevertOptions {
   /** Only revert calls (and patch statements) that start inside this range; imports still go when unused. */

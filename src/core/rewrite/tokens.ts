@@ -10,8 +10,9 @@
  * Offsets are indices into the JS string, so columns are UTF-16 code units, the
  * convention of `SiteRange` and of VS Code.
  */
+import { lineOf, lineStartsOf } from './lines';
 
-export type TokType = 'name' | 'number' | 'string' | 'op' | 'comment' | 'newline' | 'nl' | 'cont' | 'error';
+type TokType = 'name' | 'number' | 'string' | 'op' | 'comment' | 'newline' | 'nl' | 'cont' | 'error';
 
 export interface Tok {
   type: TokType;
@@ -48,41 +49,6 @@ const PREFIX = /(?:[rR][bBfFtT]?|[bBfFtT][rR]?|[uU])(?=['"])/y;
 const OPS3 = new Set(['**=', '//=', '>>=', '<<=', '...', '!=']);
 const OPS2 = new Set(['**', '//', '<<', '>>', '<=', '>=', '==', '!=', '->', ':=', '+=', '-=', '*=', '/=', '%=', '&=', '|=', '^=', '@=']);
 
-export function lineStartsOf(text: string): number[] {
-  const starts = [0];
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 10) starts.push(i + 1);
-    else if (c === 13) {
-      if (text.charCodeAt(i + 1) === 10) i++;
-      starts.push(i + 1);
-    }
-  }
-  return starts;
-}
-
-/** 0-based line of an offset. */
-export function lineOf(lineStarts: readonly number[], offset: number): number {
-  let lo = 0;
-  let hi = lineStarts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if ((lineStarts[mid] as number) <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
-
-/** Offset of the end of a line's content (before its line break). */
-export function lineEnd(text: string, lineStarts: readonly number[], line: number): number {
-  const next = lineStarts[line + 1];
-  if (next === undefined) return text.length;
-  let e = next;
-  if (text.charCodeAt(e - 1) === 10) e--;
-  if (text.charCodeAt(e - 1) === 13) e--;
-  return e;
-}
-
 function isNewline(c: number): boolean {
   return c === 10 || c === 13;
 }
@@ -92,7 +58,7 @@ function isNewline(c: number): boolean {
  * quote). f-strings are read with their replacement fields, which may hold strings
  * of the same quote (Python 3.12).
  */
-export function scanString(text: string, i: number, quoteAt: number): number {
+function scanString(text: string, i: number, quoteAt: number): number {
   const prefix = text.slice(i, quoteAt).toLowerCase();
   const formatted = prefix.includes('f') || prefix.includes('t');
   const q = text[quoteAt] as string;
