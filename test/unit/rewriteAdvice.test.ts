@@ -572,3 +572,14 @@ test('advice page: Markdown with the lever, why this site was left, and the docs
   assert.match(md, /\n## Read more\n\n\[https:\/\/pytorch\.org\/docs\/x\]\(https:\/\/pytorch\.org\/docs\/x\)\n$/);
   assert.ok(!adviceMarkdown('checkpoint', undefined, 'https://d').includes('Why Membit'), 'no reason, no section');
 });
+
+test('a file whose line endings differ from its first line break: the rewritten lines end like their neighbours, are recorded, and revert restores them', () => {
+  const src = attention(CHAIN).replace('\n', '\r\n');
+  const r = lever(src, 'sdpa');
+  assert.equal(r.applied, 1);
+  assert.match(r.raw, /\n {8}# membit: sdpa rewrote the 1 line above; `membit convert --revert` restores the 5 below\n/);
+  const loop = LOOP.replace('\n', '\r\n');
+  const c = lever(loop, 'checkpoint');
+  assert.equal(c.applied, 1);
+  assert.equal(c.raw.split('\r\n').length, 2, 'only the first line ends in CRLF');
+});

@@ -59,20 +59,24 @@ function openAtEnd(t: Tokens, text: string, end: number): boolean {
 
 /**
  * The lever's edits as whole-line replacements, each followed by the record of the lines
- * it replaced. A region whose record could not be restored exactly (mixed line endings,
- * a string running across its end) keeps its plain edit.
+ * it replaced. The region's own line break (the file's `eol` when it has none) ends the
+ * lines written there and the record's, so a file whose lines end differently here and
+ * there is restored too. A region whose record could not be restored exactly (mixed line
+ * endings inside it, a string running across its end) keeps its plain edit.
  */
-export function withRevertRecords(t: Tokens, edits: readonly OffsetEdit[], lever: string, eol: string): OffsetEdit[] {
+export function withRevertRecords(t: Tokens, edits: readonly OffsetEdit[], lever: string, fileEol: string): OffsetEdit[] {
   const text = t.text;
   const starts = t.lineStarts;
   const out: OffsetEdit[] = [];
   for (const r of regionsOf(text, starts, edits)) {
     const orig = text.slice(r.start, r.end);
+    const eol = /\r\n|\n|\r/.exec(orig)?.[0] ?? (text.slice(r.end, starts[r.last + 1] ?? text.length) || fileEol);
     const shifted = r.edits.map((e) => ({ start: e.start - r.start, end: e.end - r.start, newText: e.newText }));
-    const now = applyEdits(orig, toTextEdits(orig, shifted, lineStartsOf(orig)));
     const origLines = orig.split(eol);
+    const exact = !origLines.some((l) => /[\r\n]/.test(l));
+    // The lines the lever wrote take the region's line break, as the lines around them have.
+    const now = applyEdits(orig, toTextEdits(orig, shifted, lineStartsOf(orig))).replace(/\r\n|\r|\n/g, eol);
     const nowLines = now.split(eol);
-    const exact = !origLines.some((l) => /[\r\n]/.test(l)) && !nowLines.some((l) => /[\r\n]/.test(l));
     if (!exact || openAtEnd(t, text, r.end) || /\\$/.test(now)) {
       out.push(...r.edits);
       continue;
