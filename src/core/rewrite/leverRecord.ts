@@ -17,7 +17,6 @@ import type { SiteRange } from '../scan/types';
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
 import { lineEnd, lineOf, lineStartsOf } from './lines';
 import type { Reverted } from './revert';
-import type { Tokens } from './tokens';
 
 const HEAD = /^([ \t]*)# membit: (sdpa|checkpoint|autocast) rewrote the (\d+) lines? above; `membit convert --revert` restores the (\d+) below$/;
 const RECORD = '#|';
@@ -51,22 +50,15 @@ function regionsOf(text: string, starts: readonly number[], edits: readonly Offs
   return out;
 }
 
-/** A string token or a `\` continuation runs across the region's end: a comment line cannot follow it. */
-function openAtEnd(t: Tokens, text: string, end: number): boolean {
-  if (text.charCodeAt(end - 1) === 92) return true;
-  return t.toks.some((k) => k.type === 'string' && k.start < end && end < k.end);
-}
-
 /**
  * The lever's edits as whole-line replacements, each followed by the record of the lines
  * it replaced. The region's own line break (the file's `eol` when it has none) ends the
  * lines written there and the record's, so a file whose lines end differently here and
  * there is restored too. A region whose record could not be restored exactly (mixed line
- * endings inside it, a string running across its end) keeps its plain edit.
+ * endings inside it, a string running across its end, which `stringAcross` tells) keeps
+ * its plain edit.
  */
-export function withRevertRecords(t: Tokens, edits: readonly OffsetEdit[], lever: string, fileEol: string): OffsetEdit[] {
-  const text = t.text;
-  const starts = t.lineStarts;
+export function withRevertRecords(text: string, starts: readonly number[], edits: readonly OffsetEdit[], lever: string, fileEol: string, stringAcross: (offset: number) => boolean): OffsetEdit[] {
   const out: OffsetEdit[] = [];
   for (const r of regionsOf(text, starts, edits)) {
     const orig = text.slice(r.start, r.end);
@@ -77,7 +69,8 @@ export function withRevertRecords(t: Tokens, edits: readonly OffsetEdit[], lever
     // The lines the lever wrote take the region's line break, as the lines around them have.
     const now = applyEdits(orig, toTextEdits(orig, shifted, lineStartsOf(orig))).replace(/\r\n|\r|\n/g, eol);
     const nowLines = now.split(eol);
-    if (!exact || openAtEnd(t, text, r.end) || /\\$/.test(now)) {
+    // A comment line cannot follow a `\\` continuation or a string that runs on.
+    if (!exact || text.charCodeAt(r.end - 1) === 92 || stringAcross(r.end) || /\\$/.test(now)) {
       out.push(...r.edits);
       continue;
     }

@@ -1,9 +1,23 @@
 /**
- * A small Python tokenizer for the rewriter. The scanner finds sites with
- * tree-sitter; the rewriter only needs to know, around a site, what is code and what
- * is a string or a comment, where brackets close, where statements start and end
- * and what the imports bind. A tokenizer answers that synchronously from the text
- * alone, so `revertConversions(text)` needs no parser and works on any text.
+ * A small Python tokenizer, kept for what must work from the text alone. New rewrites read
+ * tree-sitter's syntax tree (syntax.ts, statements.ts), as the levers do. This stays where
+ * Membit's own edits are found again and undone: that must work on any text, however
+ * broken the rest of the file is, and a token-level reading stays local (what is a string,
+ * a comment, a bracket) where a parser's error recovery may fold a broken region into one
+ * error node. What writes those edits reads them the same way, so the two agree:
+ *
+ *   revert.ts   finds converted calls, their `mode=` keyword, `membit.patch(...)` statements
+ *               and the imports Membit added, in text that may not parse any more;
+ *   calls.ts    converted calls and the per-line `# membit: was ...` marks: revert reads
+ *               them, and convert writes them by the same reading so they round-trip;
+ *   imports.ts  what the imports bind and where an added import goes: revert decides which
+ *               imports to drop with it, and convert, patch.ts and the levers (leverCommon.ts)
+ *               resolve names and place their imports through the same model;
+ *   convert.ts  locates each scanned call again, its arguments and where `mode=` goes;
+ *   patch.ts    the statement on a line and the name it assigns.
+ *
+ * convert.ts and patch.ts have not moved to the tree yet (their APIs would turn asynchronous,
+ * as the levers' did): what they write, calls.ts and revert find again from the text.
  *
  * It is error tolerant like the scanner: an unterminated string ends at its line
  * (or at the end of the file for a triple-quoted one), stray closers are ignored.
