@@ -637,3 +637,10 @@ test('a file whose line endings differ from its first line break: the rewritten 
   assert.equal(c.applied, 1);
   assert.equal(c.raw.split('\r\n').length, 2, 'only the first line ends in CRLF');
 });
+
+test('a bracket left open further down (a line being typed) does not hide the patterns above it', async () => {
+  const src = replaced(fixture('mingpt_style.py'), ['vocab_size, bias=False)', 'vocab_size, bias=(False)']);
+  const r = await lever(src, 'sdpa');
+  assert.equal(r.applied, 1, JSON.stringify(r.skipped));
+  assert.equal(r.changes[0]?.form, 'sdpa-chain');
+});

@@ -41,7 +41,7 @@ export interface Stmt {
   parent: number;
   /** Position among the parent's children. */
   sibling: number;
-  /** A node that holds the whole statement (a `;` group's block), and the tree positions of `start` and `end`: where to look up its nodes. */
+  /** A node that holds the whole statement (the block of a `;` group or a broken line), and the tree positions of `start` and `end`: where to look up its nodes. */
   holder: Node;
   from: Point;
   to: Point;
@@ -63,6 +63,8 @@ interface Unit {
   nodes: Node[];
   semicolon: boolean;
   clause?: { node: Node; body: Node | undefined };
+  /** The module or block it was read from (holds all its nodes). */
+  within?: Node;
 }
 
 /** The clauses a compound statement opens, in order (a decorated definition's decorators first). */
@@ -85,27 +87,54 @@ function clausesOf(n: Node): Unit[] {
   return out;
 }
 
-/** The statements of a module or block, `;` groups joined, compound statements split into clauses. */
+/**
+ * The statements of a module or block, `;` groups joined, compound statements split into
+ * clauses. Where the grammar recovered from a syntax error, the statements it wrapped in an
+ * error node (or left in a block without its header) are read in place, and the loose pieces
+ * of each broken line make one statement that matches nothing.
+ */
 function unitsOf(container: Node): Unit[] {
   const out: Unit[] = [];
   let group: Unit | undefined;
+  let loose: Unit | undefined;
   let semicolonRow = -1;
-  for (const c of container.children) {
-    if (!c || c.type === 'comment' || c.type === 'line_continuation') continue;
+  const stack = container.children.filter((c): c is Node => c !== null).reverse();
+  while (stack.length) {
+    const c = stack.pop() as Node;
+    if (c.type === 'comment' || c.type === 'line_continuation' || c.startIndex === c.endIndex) continue;
+    if (c.type === 'ERROR' || c.type === 'block') {
+      for (let i = c.childCount - 1; i >= 0; i--) {
+        const k = c.child(i);
+        if (k) stack.push(k);
+      }
+      continue;
+    }
     if (c.type === ';') {
       if (group) group.semicolon = true;
       semicolonRow = c.startPosition.row;
       continue;
     }
     if (COMPOUND.has(c.type)) {
-      group = undefined;
+      group = loose = undefined;
       out.push(...clausesOf(c));
       continue;
     }
+    if (!c.type.endsWith('_statement')) {
+      // A piece of a broken line: with the rest of its line.
+      group = undefined;
+      const prev = loose?.nodes[loose.nodes.length - 1];
+      if (loose && prev && prev.endPosition.row === c.startPosition.row) loose.nodes.push(c);
+      else {
+        loose = { nodes: [c], semicolon: false, within: container };
+        out.push(loose);
+      }
+      continue;
+    }
+    loose = undefined;
     if (group && semicolonRow === c.startPosition.row) {
       group.nodes.push(c);
     } else {
-      group = { nodes: [c], semicolon: false };
+      group = { nodes: [c], semicolon: false, within: container };
       out.push(group);
     }
     semicolonRow = -1;
@@ -185,7 +214,7 @@ export function structureOf(text: string, lineStarts: readonly number[], root: N
       semicolon: unit.semicolon,
       parent,
       sibling: 0,
-      holder: unit.nodes.length > 1 ? (first.parent ?? first) : stmtNode,
+      holder: unit.nodes.length > 1 ? (unit.within ?? first) : stmtNode,
       from: first.startPosition,
       to,
     };
