@@ -64,15 +64,6 @@ export default defineConfig(
     },
   },
   {
-    // The hand-written Python tokenizer and the lever rewrites built on it are being moved
-    // to tree-sitter; until that lands, their index casts stay as they are.
-    files: ['src/core/rewrite/{tokens,structure,pyexpr,lever*}.ts'],
-    rules: {
-      '@typescript-eslint/no-non-null-assertion': 'off',
-      '@typescript-eslint/non-nullable-type-assertion-style': 'off',
-    },
-  },
-  {
     files: ['**/*.mjs'],
     languageOptions: { globals: globals.node },
     // Plain JavaScript cannot assert a type where a value arrives untyped (JSON.parse, and

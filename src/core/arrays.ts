@@ -9,3 +9,14 @@ export function itemAt<T>(a: ArrayLike<T>, i: number): T {
   if (v === undefined) throw new RangeError(`index ${i} is out of range (length ${a.length})`);
   return v;
 }
+
+/**
+ * `v`, where the code around it guarantees a value (a field tree-sitter's grammar always
+ * gives that node type, a group known to be non-empty) but TypeScript cannot see it: the
+ * guarantee is checked here, so a broken one is an Error naming `what` at the read instead
+ * of an `undefined` that fails somewhere later.
+ */
+export function defined<T>(v: T | null | undefined, what: string): T {
+  if (v === undefined || v === null) throw new Error(`internal: expected ${what}`);
+  return v;
+}

@@ -48,9 +48,9 @@ function arg(name: string): string | undefined {
   return i > 0 ? process.argv[i + 1] : undefined;
 }
 
-function rewrite(s: Scanner, text: string, file: string, r: Rewrite): { text: string; changed: number } {
+async function rewrite(s: Scanner, text: string, file: string, r: Rewrite): Promise<{ text: string; changed: number }> {
   if (r.kind === 'lever') {
-    const l = applyLever(text, r.lever);
+    const l = await applyLever(text, r.lever);
     return { text: l.text, changed: l.applied };
   }
   const sites = s.scan(text, file).sites;
@@ -127,11 +127,11 @@ async function main(): Promise<number> {
       let sites = 0;
       for (const f of labels.files) {
         const text = readFileSync(join(dir, f.name), 'utf8');
-        const once = rewrite(s, text, f.name, r);
+        const once = await rewrite(s, text, f.name, r);
         if (once.text === text) continue;
         changedFiles++;
         sites += once.changed;
-        const twice = rewrite(s, once.text, f.name, r);
+        const twice = await rewrite(s, once.text, f.name, r);
         if (twice.text !== once.text) failures.push(`${r.name} ${f.name}: a second run changed the file again`);
         const back = applyEdits(once.text, revertAll(once.text).edits);
         if (back !== text) failures.push(`${r.name} ${f.name}: --revert does not give the original back`);

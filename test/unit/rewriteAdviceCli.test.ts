@@ -105,7 +105,7 @@ test('--lever refuses conflicted and non-UTF-8 files and files changed while con
     const file = join(dir, 'fresh.py');
     writeFileSync(file, GPT());
     const edited = `${GPT()}# saved by an editor meanwhile\n`;
-    const r = convertFile(file, 'fresh.py', { kind: 'lever', lever: 'checkpoint' }, undefined, true, {
+    const r = await convertFile(file, 'fresh.py', { kind: 'lever', lever: 'checkpoint' }, undefined, true, {
       beforeWrite: (abs) => {
         writeFileSync(abs, edited);
         utimesSync(abs, new Date(), new Date(Date.now() + 5000));

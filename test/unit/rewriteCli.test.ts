@@ -179,7 +179,7 @@ test('a file that changes between read and write is refused and keeps the newer 
     const file = join(dir, 'a.py');
     const s = await scanner();
     const edited = `${A}# saved by an editor meanwhile\n`;
-    const r = convertFile(file, 'a.py', { kind: 'convert', options: { dropout: 'packed' } }, s, true, {
+    const r = await convertFile(file, 'a.py', { kind: 'convert', options: { dropout: 'packed' } }, s, true, {
       beforeWrite: (abs) => {
         writeFileSync(abs, edited);
         // Same size and mtime would fool a stat check alone: the content is compared too.
@@ -189,7 +189,7 @@ test('a file that changes between read and write is refused and keeps the newer 
     assert.equal(r.status, 'refused');
     assert.match(r.message ?? '', /changed on disk/);
     assert.equal(read(dir, 'a.py'), edited);
-    const ok = convertFile(file, 'a.py', { kind: 'convert', options: { dropout: 'packed' } }, s, true);
+    const ok = await convertFile(file, 'a.py', { kind: 'convert', options: { dropout: 'packed' } }, s, true);
     assert.equal(ok.status, 'changed');
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -102,7 +102,7 @@ test('overlays become one argv entry each, whatever the file names hold', () => 
   assert.equal(replacementName(1, '/w/new\nline=odd.py'), '1-new_line_odd.py');
 });
 
-test('the sdpa search rewrites eager attention in the script and the files beside it, bounded', () => {
+test('the sdpa search rewrites eager attention in the script and the files beside it, bounded', async () => {
   const ws = mkdtempSync(join(tmpdir(), 'membit-variants-'));
   mkdirSync(join(ws, 'train'), { recursive: true });
   mkdirSync(join(ws, 'models'), { recursive: true });
@@ -114,7 +114,7 @@ test('the sdpa search rewrites eager attention in the script and the files besid
   // A link is not followed: it may lead out of the workspace.
   symlinkSync(NANOGPT, join(ws, 'models', 'linked.py'));
   writeFileSync(join(ws, 'huge.py'), readFileSync(NANOGPT, 'utf8') + '#'.repeat(64 * 1024));
-  const found = findSdpaOverlays(join(ws, 'train', 'run.py'), ws, { maxBytes: 32 * 1024 });
+  const found = await findSdpaOverlays(join(ws, 'train', 'run.py'), ws, { maxBytes: 32 * 1024 });
   assert.deepEqual(found.overlays.map((o) => o.orig), [join(ws, 'train', 'run.py'), join(ws, 'models', 'nano.py')]);
   for (const o of found.overlays) {
     assert.match(o.text, /scaled_dot_product_attention/);
@@ -126,7 +126,7 @@ test('the sdpa search rewrites eager attention in the script and the files besid
   // The user's files are untouched by the search.
   assert.equal(readFileSync(join(ws, 'train', 'run.py'), 'utf8'), readFileSync(GPT, 'utf8'));
   // At most maxFiles files are read, the script first.
-  const few = findSdpaOverlays(join(ws, 'train', 'run.py'), ws, { maxFiles: 1 });
+  const few = await findSdpaOverlays(join(ws, 'train', 'run.py'), ws, { maxFiles: 1 });
   assert.equal(few.searched, 1);
   assert.equal(few.truncated, true);
   assert.deepEqual(few.overlays.map((o) => o.orig), [join(ws, 'train', 'run.py')]);

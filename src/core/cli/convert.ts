@@ -61,7 +61,7 @@ function displayPath(abs: string, cwd: string): string {
 }
 
 /** Reads, converts (or reverts) and, when `write`, writes one file. Never throws. */
-export function convertFile(abs: string, file: string, action: ConvertAction, scanner: Scanner | undefined, write: boolean, hooks: FileHooks = {}, budgetMs = DEFAULT_BUDGET_MS): FileReport {
+export async function convertFile(abs: string, file: string, action: ConvertAction, scanner: Scanner | undefined, write: boolean, hooks: FileHooks = {}, budgetMs = DEFAULT_BUDGET_MS): Promise<FileReport> {
   let bytes: Buffer;
   let st;
   try {
@@ -89,7 +89,7 @@ export function convertFile(abs: string, file: string, action: ConvertAction, sc
     report.reversion = r;
     after = applyEdits(text, r.edits);
   } else if (action.kind === 'lever') {
-    const r = applyLever(text, action.lever, { scaleKwarg: action.scaleKwarg === true });
+    const r = await applyLever(text, action.lever, { scaleKwarg: action.scaleKwarg === true });
     report.lever = r;
     after = r.text;
   } else {
@@ -233,7 +233,7 @@ export const convertCommand: Subcommand = {
           notes.push(`${file}: skipped: notebooks are converted in the editor, cell by cell`);
           continue;
         }
-        const r = convertFile(abs, file, action, scanner, !diff && !dryRun, {}, budgetMs);
+        const r = await convertFile(abs, file, action, scanner, !diff && !dryRun, {}, budgetMs);
         reports.push(r);
         if (diff && r.before !== undefined && r.after !== undefined && r.status === 'changed') {
           io.out(unifiedDiff(r.before, r.after, { oldPath: patchHeaderPath('a', file), newPath: patchHeaderPath('b', file) }));

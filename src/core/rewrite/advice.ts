@@ -10,8 +10,9 @@
  *
  * Every rewrite matches its pattern exactly; a pattern that is recognised but differs
  * (an extra op, a mask that is not provably causal, weights returned to the caller)
- * is reported in `skipped` with the reason, and nothing is edited there. Pure
- * functions over text, like the rest of the rewriter; they never throw.
+ * is reported in `skipped` with the reason, and nothing is edited there. Functions of
+ * the text alone, like the rest of the rewriter, read through tree-sitter's syntax tree;
+ * they never throw (a failure, even loading the grammar, is reported as a skip).
  */
 import { BERT_LARGE_SDPA, describeMeasured } from '../advice/measured';
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
@@ -21,7 +22,8 @@ import { findCheckpoint } from './leverCheckpoint';
 import { type Ctx, context, type Found, type LeverForm, type LeverSkipCode } from './leverCommon';
 import { withRevertRecords } from './leverRecord';
 import { findSdpa } from './leverSdpa';
-import { lineEnd } from './tokens';
+import { lineEnd } from './lines';
+import { stringAcross, withTree } from './syntax';
 
 export type { LeverForm, LeverSkipCode } from './leverCommon';
 
@@ -85,11 +87,14 @@ function unchanged(text: string, skipped: LeverSkip[]): LeverResult {
   return { text, edits: [], applied: 0, skipped, changes: [], imports: [] };
 }
 
-/** Apply one lever at `line` (0-based), or everywhere it provably applies when line is undefined. */
-export function applyLever(text: string, lever: Lever, opts?: LeverOptions): LeverResult {
+/**
+ * Apply one lever at `line` (0-based), or everywhere it provably applies when line is
+ * undefined. Asynchronous only because the Python grammar loads once, on first use.
+ */
+export async function applyLever(text: string, lever: Lever, opts?: LeverOptions): Promise<LeverResult> {
   const line = opts?.line;
   try {
-    return apply(context(text, opts?.scaleKwarg === true), lever, line);
+    return await withTree(text, (root) => apply(context(text, root, opts?.scaleKwarg === true), lever, line));
   } catch (e) {
     return failed(text, line, e);
   }
@@ -99,22 +104,29 @@ export function applyLever(text: string, lever: Lever, opts?: LeverOptions): Lev
  * Every lever at one line, from one analysis of the text: what the editor asks on
  * each cursor move to decide which actions to offer.
  */
-export function leversAt(text: string, line: number, opts?: Omit<LeverOptions, 'line'>): Record<Lever, LeverResult> {
-  let ctx: Ctx | undefined;
+export async function leversAt(text: string, line: number, opts?: Omit<LeverOptions, 'line'>): Promise<Record<Lever, LeverResult>> {
   try {
-    ctx = context(text, opts?.scaleKwarg === true);
+    return await withTree(text, (root) => {
+      let ctx: Ctx | undefined;
+      try {
+        ctx = context(text, root, opts?.scaleKwarg === true);
+      } catch (e) {
+        const r = failed(text, line, e);
+        return { sdpa: r, checkpoint: r, autocast: r };
+      }
+      const one = (lever: Lever): LeverResult => {
+        try {
+          return apply(ctx, lever, line);
+        } catch (e) {
+          return failed(text, line, e);
+        }
+      };
+      return { sdpa: one('sdpa'), checkpoint: one('checkpoint'), autocast: one('autocast') };
+    });
   } catch (e) {
     const r = failed(text, line, e);
     return { sdpa: r, checkpoint: r, autocast: r };
   }
-  const one = (lever: Lever): LeverResult => {
-    try {
-      return apply(ctx, lever, line);
-    } catch (e) {
-      return failed(text, line, e);
-    }
-  };
-  return { sdpa: one('sdpa'), checkpoint: one('checkpoint'), autocast: one('autocast') };
 }
 
 /** A bug in a rewrite must not cost the user anything: it becomes a skip and nothing is edited. */
@@ -123,7 +135,7 @@ function failed(text: string, line: number | undefined, e: unknown): LeverResult
 }
 
 function apply(ctx: Ctx, lever: Lever, line: number | undefined): LeverResult {
-  const text = ctx.t.text;
+  const text = ctx.text;
   let found = finder(lever)(ctx);
   if (line !== undefined) {
     found = found.filter((f) => f.first <= line && line <= f.last);
@@ -158,7 +170,8 @@ function apply(ctx: Ctx, lever: Lever, line: number | undefined): LeverResult {
   if (changes.length === 0) return unchanged(text, skipped);
   if (imports.length) accepted.push(importInsertion(ctx, imports, useLines));
   // The replaced lines stay in the file as a comment record, so --revert restores them exactly.
-  const edits = toTextEdits(text, withRevertRecords(ctx.t, accepted, lever, ctx.eol), ctx.t.lineStarts);
+  const records = withRevertRecords(text, ctx.lineStarts, accepted, lever, ctx.eol, (at) => stringAcross(ctx.root, at));
+  const edits = toTextEdits(text, records, ctx.lineStarts);
   return { text: applyEdits(text, edits), edits, applied: changes.length, skipped, changes, imports };
 }
 
@@ -166,7 +179,7 @@ function apply(ctx: Ctx, lever: Lever, line: number | undefined): LeverResult {
 function importInsertion(ctx: Ctx, lines: readonly string[], useLines: readonly number[]): OffsetEdit {
   const anchor = importAnchor(ctx.t, ctx.imports, useLines);
   if (anchor.afterLine < 0) return { start: 0, end: 0, newText: lines.map((l) => l + ctx.eol).join('') };
-  const at = lineEnd(ctx.t.text, ctx.t.lineStarts, anchor.afterLine);
+  const at = lineEnd(ctx.text, ctx.lineStarts, anchor.afterLine);
   return { start: at, end: at, newText: lines.map((l) => ctx.eol + l).join('') };
 }
 

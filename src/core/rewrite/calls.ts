@@ -10,7 +10,8 @@
  * converted call on that line in order, and revert reads it back.
  */
 import { boundToMembit, type Imports, type MembitImport, readImports, type Style, stockSpelling } from './imports';
-import { lineEnd, lineOf, matchingClose, nextCode, prevCode, tokenCovering, tokenize, tokText, type Tokens } from './tokens';
+import { lineEnd, lineOf } from './lines';
+import { matchingClose, nextCode, prevCode, tokenCovering, tokenize, tokText, type Tokens } from './tokens';
 import { itemAt } from '../arrays';
 
 /** What a converted call stands in for. */

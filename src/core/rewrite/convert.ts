@@ -19,7 +19,8 @@ import type { FfnMember, Site, SiteRange } from '../scan/types';
 import { canMark, findMembitCalls, importFor, markText, type MembitCall, lineMark, MEMBIT_BARE, membitCallee, originalsOnLine, STOCK, type TargetKind, dottedAt } from './calls';
 import { type OffsetEdit, offsetOf, type TextEdit, toTextEdits } from './edits';
 import { eolOf, IMPORT_MARK, importAnchor, type Imports, MEMBIT_IMPORTS, type MembitImport, missingImports, readImports, resolveCallee, type Style, stockSpelling, boundToMembit } from './imports';
-import { lineEnd, lineOf, matchingClose, nextCode, prevCode, tokenAt, tokText, type Tokens, tokenize } from './tokens';
+import { lineEnd, lineOf } from './lines';
+import { matchingClose, nextCode, prevCode, tokenAt, tokText, type Tokens, tokenize } from './tokens';
 import { itemAt } from '../arrays';
 
 export type DropoutMode = 'packed' | 'recompute';

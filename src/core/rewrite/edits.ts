@@ -3,7 +3,7 @@
  * exclusive end), so the editor adapter maps each one onto a `vscode.TextEdit` 1:1.
  */
 import type { SiteRange } from '../scan/types';
-import { lineStartsOf } from './tokens';
+import { lineStartsOf } from './lines';
 import { itemAt } from '../arrays';
 
 export interface TextEdit {

@@ -6,7 +6,8 @@
  * removes exactly those and never an import the user wrote.
  */
 import { canonical, canonicalModule, DROPOUT_CLASSES, DROPOUT_FUNCS, LINEAR_PARAMS, SDPA } from '../scan/names';
-import { lineEnd, type LogicalLine, nextCode, tokText, type Tokens } from './tokens';
+import { lineEnd } from './lines';
+import { type LogicalLine, nextCode, tokText, type Tokens } from './tokens';
 
 /** Trailing comment of every import line the rewriter adds. */
 export const IMPORT_MARK = '# added by membit';

@@ -24,33 +24,24 @@
  * statement that builds the model (`X.from_pretrained(...)`, `X.from_config(...)`,
  * `XForY(config)` from `transformers`).
  */
+import type { Node } from 'web-tree-sitter';
 import type { OffsetEdit } from './edits';
-import { type Ctx, type Found, indentUnit, loads, localFor, resolved, shortText, skipAt, spanOf, torchName } from './leverCommon';
-import { compact, dottedName, type Expr, parseExpr, src } from './pyexpr';
-import { assignOf, bodyOf, boundNames, classOfMethod, enclosingDef, exprOf, hasMultilineString, nextSibling, paramsOf, type Stmt, uses } from './structure';
-import { lineEnd, type Tok, tokText } from './tokens';
+import { type Ctx, type Found, indentUnit, loads, localFor, resolved, shortText, skipAt, torchName } from './leverCommon';
+import { lineEnd } from './lines';
+import { assignOf, bodyOf, boundNames, classOfMethod, enclosingDef, exprOf, hasMultilineString, identifiersOf, nextSibling, paramsOf, returnValue, type Stmt, uses } from './statements';
+import { argsOf, compact, dottedName, field, isName, kids } from './syntax';
+import { itemAt } from '../arrays';
 
 /** Keywords `checkpoint()` takes itself: a block argument of that name would be swallowed. */
 const CHECKPOINT_KWARGS = new Set(['use_reentrant', 'preserve_rng_state', 'context_fn', 'determinism_check', 'debug']);
 
 /** `for <var> in <iter>:`: the loop variable and the iterable, when that simple. */
-function forHeader(ctx: Ctx, s: Stmt): { variable: string; iter: Expr } | undefined {
-  const t = ctx.t;
+function forHeader(s: Stmt): { variable: string; iter: Node } | undefined {
   if (!s.header || s.head !== 'for') return undefined;
-  const base = (t.toks[s.line.first] as Tok).depth;
-  let inAt = -1;
-  for (let k = s.line.first + 1; k < s.last; k++) {
-    const tok = t.toks[k] as Tok;
-    if (tok.depth === base && tok.type === 'name' && tokText(t, k) === 'in') {
-      inAt = k;
-      break;
-    }
-  }
-  if (inAt < 0) return undefined;
-  const target = parseExpr(t, s.line.first + 1, inAt - 1);
-  const iter = parseExpr(t, inAt + 1, s.last - 1);
-  if (target?.k !== 'name' || !iter) return undefined;
-  return { variable: target.id, iter };
+  const target = field(s.node, 'left');
+  const iter = field(s.node, 'right');
+  if (!isName(target) || !iter) return undefined;
+  return { variable: target.text, iter };
 }
 
 /** How to call `torch.utils.checkpoint.checkpoint` here, and the import it needs. */
@@ -66,72 +57,66 @@ function checkpointName(ctx: Ctx): { name: string; add?: string } {
 }
 
 /** `class Name(Base):` with at least one base. */
-function hasBases(ctx: Ctx, cls: Stmt): boolean {
-  const t = ctx.t;
-  const open = cls.line.first + 2;
-  return tokText(t, open) === '(' && tokText(t, open + 1) !== ')' && open + 1 < cls.last;
+function hasBases(cls: Stmt): boolean {
+  const bases = cls.node.childForFieldName('superclasses');
+  return !!bases && kids(bases).length > 0;
 }
 
 /** Does any name in the statements say checkpoint (already recomputing)? */
-function mentionsCheckpoint(ctx: Ctx, stmts: readonly Stmt[]): boolean {
-  for (const s of stmts) {
-    for (let k = s.line.first; k <= s.line.last; k++) {
-      const tok = ctx.t.toks[k] as Tok;
-      if (tok.type === 'name' && tokText(ctx.t, k).includes('checkpoint')) return true;
-    }
-  }
-  return false;
+function mentionsCheckpoint(stmts: readonly Stmt[]): boolean {
+  return stmts.some((s) => identifiersOf(s).some((x) => x.text.includes('checkpoint')));
 }
 
 function loops(ctx: Ctx): Found[] {
   const st = ctx.st;
   const out: Found[] = [];
   for (const s of st.stmts) {
-    const h = forHeader(ctx, s);
+    const h = forHeader(s);
     if (!h) continue;
     const iter = dottedName(h.iter);
     const def = enclosingDef(st, s);
-    const self = def ? paramsOf(st, def)[0] : undefined;
+    const self = def ? paramsOf(def)[0] : undefined;
     // Only loops over a module's own block list: `for block in self.h:` in a method.
     const cls = def ? classOfMethod(st, def) : undefined;
     if (!iter || !def || !self || !iter.startsWith(`${self}.`) || !cls) continue;
     const body = st.children.get(s.index) ?? [];
     const all = bodyOf(st, s);
-    const first = s.line.startLine;
-    const last = all.length ? (all[all.length - 1] as Stmt).line.endLine : s.line.endLine;
+    const first = s.startLine;
+    const last = all.length ? (itemAt(all, all.length - 1)).endLine : s.endLine;
     const skip = (code: Parameters<typeof skipAt>[1], reason: string) => out.push(skipAt(s, code, reason, first, last));
-    if (mentionsCheckpoint(ctx, all)) {
+    if (mentionsCheckpoint(all)) {
       skip('already', `the loop over \`${iter}\` already checkpoints its blocks`);
       continue;
     }
     const stmt = body[0];
-    const a = stmt && body.length === 1 ? assignOf(st, stmt) : undefined;
+    const a = stmt && body.length === 1 ? assignOf(stmt) : undefined;
     const name = a?.targets.length === 1 ? a.targets[0] : undefined;
     const call = a?.value;
-    if (!stmt || body.length !== 1 || !a || name?.k !== 'name' || call?.k !== 'call' || call.fn.k !== 'name' || call.fn.id !== h.variable) {
+    if (!stmt || body.length !== 1 || !a || !isName(name) || call?.type !== 'call' || !isName(field(call, 'function'), h.variable)) {
       skip('loop-form', `the body of \`for ${h.variable} in ${iter}:\` is not exactly one \`x = ${h.variable}(x, ...)\`${stmt ? ` (it starts with \`${shortText(ctx, stmt)}\`)` : ''}`);
       continue;
     }
-    const firstArg = call.args[0];
-    if (!firstArg || firstArg.kw !== undefined || firstArg.star || firstArg.value.k !== 'name' || firstArg.value.id !== name.id) {
-      skip('loop-form', `\`${shortText(ctx, stmt)}\` does not pass \`${name.id}\` as the block's first argument`);
+    const args = argsOf(call);
+    const firstArg = args[0];
+    if (!firstArg || firstArg.kw !== undefined || firstArg.star || !isName(firstArg.value, name.text)) {
+      skip('loop-form', `\`${shortText(ctx, stmt)}\` does not pass \`${name.text}\` as the block's first argument`);
       continue;
     }
-    const clash = call.args.find((x) => x.kw !== undefined && CHECKPOINT_KWARGS.has(x.kw));
+    const clash = args.find((x) => x.kw !== undefined && CHECKPOINT_KWARGS.has(x.kw));
     if (clash) {
       skip('loop-form', `the block takes \`${clash.kw}=\`, a keyword checkpoint() keeps for itself`);
       continue;
     }
     // A KV cache passed in is appended to by the forward; the recomputation in backward would
     // append again (HF turns `use_cache` off for checkpointing for this reason).
-    const cache = call.args.find((x) => (x.kw !== undefined && CACHE_KWARG.test(x.kw)) || (x.value.k === 'name' && CACHE_KWARG.test(x.value.id)));
+    const cache = args.find((x) => (x.kw !== undefined && CACHE_KWARG.test(x.kw)) || (isName(x.value) && CACHE_KWARG.test(x.value.text)));
     if (cache) {
-      skip('kv-cache', `the block is passed a KV cache (\`${cache.kw ?? (cache.value.k === 'name' ? cache.value.id : '')}\`) that its forward updates: recomputing it in backward would update it twice`);
+      skip('kv-cache', `the block is passed a KV cache (\`${cache.kw ?? (isName(cache.value) ? cache.value.text : '')}\`) that its forward updates: recomputing it in backward would update it twice`);
       continue;
     }
     // `self.training` needs a module: a class with no base class is not one.
-    if (!hasBases(ctx, cls)) {
-      skip('loop-form', `\`${tokText(ctx.t, cls.line.first + 1)}\` has no base class, so it is not an nn.Module with \`${self}.training\``);
+    if (!hasBases(cls)) {
+      skip('loop-form', `\`${cls.node.childForFieldName('name')?.text ?? ''}\` has no base class, so it is not an nn.Module with \`${self}.training\``);
       continue;
     }
     const after = nextSibling(st, s);
@@ -140,15 +125,15 @@ function loops(ctx: Ctx): Found[] {
       continue;
     }
     const unit = indentUnit(s, stmt);
-    if (unit === undefined || hasMultilineString(st, stmt)) {
+    if (unit === undefined || hasMultilineString(stmt)) {
       skip('layout', unit === undefined ? 'the loop body is not indented under its header' : 'the block call holds a string over several lines');
       continue;
     }
-    const t = ctx.t;
-    const { start, end } = spanOf(ctx, stmt);
+    const text = ctx.text;
+    const { start, end } = stmt;
     // Arguments as written, between the call's parentheses, without a trailing comma.
-    const argsText = t.text
-      .slice(firstArg.value.s, call.e - 1)
+    const argsText = text
+      .slice(firstArg.node.startIndex, call.endIndex - 1)
       .trimEnd()
       .replace(/,$/, '');
     const ck = checkpointName(ctx);
@@ -157,17 +142,17 @@ function loops(ctx: Ctx): Found[] {
     const eol = ctx.eol;
     const bi = stmt.indent;
     // The original statement moves one level in: its continuation lines too.
-    const original = t.text.slice(start, end).split(/(\r\n|\n|\r)/).map((part, i) => (i > 0 && i % 2 === 0 && part.length ? unit + part : part)).join('');
+    const original = text.slice(start, end).split(/(\r\n|\n|\r)/).map((part, i) => (i > 0 && i % 2 === 0 && part.length ? unit + part : part)).join('');
     const newText =
       `if ${self}.training and ${torchLocal}.is_grad_enabled():${eol}` +
-      `${bi}${unit}${name.id} = ${ck.name}(${h.variable}, ${argsText}, use_reentrant=False)${eol}` +
+      `${bi}${unit}${name.text} = ${ck.name}(${h.variable}, ${argsText}, use_reentrant=False)${eol}` +
       `${bi}else:${eol}` +
       `${bi}${unit}${original}`;
     const imports = [ck.add, ck.add ? undefined : torch.add].filter((x): x is string => !!x);
     out.push({
       first,
       last,
-      line: s.line.startLine,
+      line: s.startLine,
       edits: [{ start, end, newText }],
       ...(imports.length ? { imports } : {}),
       form: 'checkpoint-loop',
@@ -182,14 +167,20 @@ const SELF_RETURNING = new Set(['to', 'cuda', 'cpu', 'train', 'float', 'half', '
 const HF_LOADERS = new Set(['from_pretrained', 'from_config', '_from_config']);
 
 /** The transformers model class a value builds, or undefined. */
-function hfModel(ctx: Ctx, value: Expr): string | undefined {
+function hfModel(ctx: Ctx, value: Node): string | undefined {
   let e = value;
-  while (e.k === 'call' && e.fn.k === 'attr' && SELF_RETURNING.has(e.fn.name) && e.fn.obj.k === 'call') e = e.fn.obj;
-  if (e.k !== 'call') return undefined;
-  const q = resolved(ctx, e.fn);
+  for (;;) {
+    const fn = e.type === 'call' ? field(e, 'function') : undefined;
+    const obj = fn?.type === 'attribute' ? field(fn, 'object') : undefined;
+    if (!fn || obj?.type !== 'call' || !SELF_RETURNING.has(fn.childForFieldName('attribute')?.text ?? '')) break;
+    e = obj;
+  }
+  const fn = e.type === 'call' ? field(e, 'function') : undefined;
+  if (!fn) return undefined;
+  const q = resolved(ctx, fn);
   if (!q?.startsWith('transformers.')) return undefined;
   const parts = q.split('.');
-  let cls = parts[parts.length - 1] as string;
+  let cls = itemAt(parts, parts.length - 1);
   if (HF_LOADERS.has(cls)) cls = parts[parts.length - 2] ?? '';
   if (/Config|Tokenizer|Processor|Extractor|Collator|Trainer|Arguments|pipeline/i.test(cls)) return undefined;
   return /Model|For[A-Z]/.test(cls) ? cls : undefined;
@@ -200,26 +191,28 @@ function hfModels(ctx: Ctx): Found[] {
   const out: Found[] = [];
   const enabled = new Set<string>();
   for (const s of st.stmts) {
-    const e = exprOf(st, s);
-    if (e?.k === 'call' && e.fn.k === 'attr' && e.fn.name === 'gradient_checkpointing_enable') enabled.add(compact(ctx.t, e.fn.obj));
+    const e = exprOf(s);
+    const fn = e?.type === 'call' ? field(e, 'function') : undefined;
+    const obj = fn?.type === 'attribute' && fn.childForFieldName('attribute')?.text === 'gradient_checkpointing_enable' ? field(fn, 'object') : undefined;
+    if (obj) enabled.add(compact(obj));
   }
   for (const s of st.stmts) {
     if (s.header) continue;
     if (s.head === 'return' && !s.semicolon) {
-      const v = parseExpr(ctx.t, s.line.first + 1, s.last);
+      const v = returnValue(s);
       const cls = v ? hfModel(ctx, v) : undefined;
       if (cls) out.push(skipAt(s, 'model-form', `the ${cls} is returned as it is built: call \`.gradient_checkpointing_enable()\` on the model where the caller receives it`));
       continue;
     }
-    const a = assignOf(st, s);
+    const a = assignOf(s);
     if (a?.targets.length !== 1) continue;
     const cls = hfModel(ctx, a.value);
     if (!cls) continue;
-    const target = a.targets[0] as Expr;
+    const target = itemAt(a.targets, 0);
     const names = boundNames(target);
-    const model = target.k === 'attr' && dottedName(target) ? (dottedName(target) as string) : names?.length === 1 ? (names[0] as string) : undefined;
+    const model = (target.type === 'attribute' ? dottedName(target) : undefined) || (names?.length === 1 ? names[0] : undefined);
     if (!model) {
-      out.push(skipAt(s, 'model-form', `the ${cls} is assigned to \`${src(ctx.t, target)}\`, not to one name`));
+      out.push(skipAt(s, 'model-form', `the ${cls} is assigned to \`${target.text}\`, not to one name`));
       continue;
     }
     if (enabled.has(model)) {
@@ -231,9 +224,9 @@ function hfModels(ctx: Ctx): Found[] {
       out.push(skipAt(s, 'not-trained', `the ${cls} is built only to read from (\`${model}.${reads}\`), not trained here: checkpointing would change nothing`));
       continue;
     }
-    const at = lineEnd(ctx.t.text, ctx.t.lineStarts, s.line.endLine);
+    const at = lineEnd(ctx.text, ctx.lineStarts, s.endLine);
     const edit: OffsetEdit = { start: at, end: at, newText: `${ctx.eol}${s.indent}${model}.gradient_checkpointing_enable()` };
-    out.push({ first: s.line.startLine, last: s.line.endLine, line: s.line.startLine, edits: [edit], form: 'hf-checkpoint', description: `${model}.gradient_checkpointing_enable() after the ${cls} is built` });
+    out.push({ first: s.startLine, last: s.endLine, line: s.startLine, edits: [edit], form: 'hf-checkpoint', description: `${model}.gradient_checkpointing_enable() after the ${cls} is built` });
   }
   return out;
 }
@@ -257,16 +250,16 @@ const READ_ONLY = new Set(['state_dict', 'named_parameters', 'named_buffers', 'c
 function onlyReadFrom(ctx: Ctx, s: Stmt, model: string): string | undefined {
   if (!/^[A-Za-z_]\w*$/.test(model)) return undefined;
   const st = ctx.st;
-  const t = ctx.t;
   const def = enclosingDef(st, s);
   const scope = def ? bodyOf(st, def) : st.stmts;
   let first: string | undefined;
   for (const o of scope) {
     if (o.index <= s.index) continue;
-    for (const k of uses(st, o, model)) {
-      // `model.attr`: the next code tokens are `.` and a name.
-      if (tokText(t, k + 1) !== '.') return undefined;
-      const attr = tokText(t, k + 2);
+    for (const use of uses(o, model)) {
+      // `model.attr`: the name is the object of an attribute.
+      const p = use.parent;
+      if (p?.type !== 'attribute' || p.childForFieldName('object')?.startIndex !== use.startIndex) return undefined;
+      const attr = p.childForFieldName('attribute')?.text ?? '';
       if (!READ_ONLY.has(attr)) return undefined;
       first ??= attr;
     }

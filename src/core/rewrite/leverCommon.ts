@@ -3,11 +3,13 @@
  * yields (edits, or a skip with the reason), and how the file spells the torch names
  * a rewrite writes.
  */
+import type { Node } from 'web-tree-sitter';
 import type { OffsetEdit } from './edits';
 import { eolOf, type Imports, readImports, resolveCallee } from './imports';
-import { type Expr, dottedName } from './pyexpr';
-import { type Stmt, type Structure, structureOf } from './structure';
-import { type Tok, tokText, type Tokens, tokenize } from './tokens';
+import { type Stmt, type Structure, structureOf } from './statements';
+import { dottedName, isPunctuation, tokensIn } from './syntax';
+import { type Tokens, tokenize } from './tokens';
+import { itemAt } from '../arrays';
 
 /** Why a recognised site was left alone. */
 export type LeverSkipCode =
@@ -81,28 +83,30 @@ export interface Found {
   skip?: { code: LeverSkipCode; reason: string };
 }
 
-/** The analysed file. */
+/** The analysed file: its syntax tree (valid only while the lever runs) and what it imports. */
 export interface Ctx {
-  t: Tokens;
+  text: string;
+  lineStarts: readonly number[];
+  root: Node;
   st: Structure;
+  /**
+   * The imports, read from the tokens as convert and revert read them (imports.ts): the
+   * three agree on what a name resolves to and where an added import goes.
+   */
+  t: Tokens;
   imports: Imports;
   eol: string;
   /** Allow `scale=` in a scaled_dot_product_attention call (torch >= 2.1). */
   scaleKwarg: boolean;
 }
 
-export function context(text: string, scaleKwarg = false): Ctx {
+export function context(text: string, root: Node, scaleKwarg = false): Ctx {
   const t = tokenize(text);
-  return { t, st: structureOf(t), imports: readImports(t), eol: eolOf(text), scaleKwarg };
-}
-
-/** Start offset of a statement's first token and end offset of its last code token. */
-export function spanOf(ctx: Ctx, s: Stmt): { start: number; end: number } {
-  return { start: (ctx.t.toks[s.line.first] as Tok).start, end: (ctx.t.toks[s.last] as Tok).end };
+  return { text, lineStarts: t.lineStarts, root, st: structureOf(text, t.lineStarts, root), t, imports: readImports(t), eol: eolOf(text), scaleKwarg };
 }
 
 /** Canonical dotted name of a callee node through the file's imports (`F.softmax` → `torch.nn.functional.softmax`). */
-export function resolved(ctx: Ctx, fn: Expr): string | null {
+export function resolved(ctx: Ctx, fn: Node): string | null {
   const d = dottedName(fn);
   return d === undefined ? null : resolveCallee(ctx.imports, d);
 }
@@ -167,43 +171,38 @@ export function indentUnit(header: Stmt, body: Stmt): string | undefined {
 
 /** Code text of a statement with whitespace and comments squeezed out, shortened for messages. */
 export function shortText(ctx: Ctx, s: Stmt, max = 60): string {
-  const t = ctx.t;
   let out = '';
-  for (let k = s.line.first; k <= s.last; k++) {
-    const tok = t.toks[k] as Tok;
-    if (tok.type === 'comment' || tok.type === 'nl' || tok.type === 'cont') continue;
-    const w = tokText(t, k);
+  for (const tok of tokensIn(ctx.root, s.start, s.end)) {
+    const w = tok.text;
+    const op = isPunctuation(tok);
     // One space around words, none around punctuation: readable without the layout.
     if (out && /\w$/.test(out) && /^\w/.test(w)) out += ' ';
-    else if (out && tok.type === 'op' && /^(=|==|@|\*|\/|\+|-|if|else)$/.test(w)) out += ' ';
+    else if (out && op && /^(=|==|@|\*|\/|\+|-)$/.test(w)) out += ' ';
     out += w;
-    if (tok.type === 'op' && /^(=|==|@|\*|\/|\+|-|,)$/.test(w)) out += ' ';
+    if (op && /^(=|==|@|\*|\/|\+|-|,)$/.test(w)) out += ' ';
   }
   out = out.replace(/ +/g, ' ').replace(/\( /g, '(').replace(/ \)/g, ')').trim();
   return out.length > max ? `${out.slice(0, max - 1)}…` : out;
 }
 
-export function skipAt(s: Stmt, code: LeverSkipCode, reason: string, first = s.line.startLine, last = s.line.endLine): Found {
-  return { first, last, line: s.line.startLine, skip: { code, reason } };
+export function skipAt(s: Stmt, code: LeverSkipCode, reason: string, first = s.startLine, last = s.endLine): Found {
+  return { first, last, line: s.startLine, skip: { code, reason } };
 }
 
 /**
  * The condition of an `if`/`elif` header as written: `self.flash` for `if self.flash:`,
- * null for anything that is not a plain flag, call or `not` of one.
+ * undefined for anything that is not a plain flag, call or `not` of one.
  */
-function plainCondition(ctx: Ctx, h: Stmt): { text: string; negated: boolean } | undefined {
-  const t = ctx.t;
-  let k = h.line.first + 1;
+function plainCondition(h: Stmt): { text: string; negated: boolean } | undefined {
+  let cond = h.header ? h.node.childForFieldName('condition') : null;
   let negated = false;
-  if (tokText(t, k) === 'not') {
+  if (cond?.type === 'not_operator') {
     negated = true;
-    k++;
+    cond = cond.childForFieldName('argument');
   }
-  // Up to the header's colon: a dotted name, optionally called (`hasattr(F, "scaled_dot_product_attention")`).
-  const first = t.toks[k];
-  const last = t.toks[h.last - 1];
-  if (!first || !last || k > h.last - 1) return undefined;
-  const text = t.text.slice(first.start, last.end);
+  if (!cond) return undefined;
+  // A dotted name, optionally called (`hasattr(F, "scaled_dot_product_attention")`).
+  const text = cond.text;
   if (!/^[A-Za-z_][\w.]*(\(.*\))?$/s.test(text)) return undefined;
   return { text, negated };
 }
@@ -214,11 +213,11 @@ function plainCondition(ctx: Ctx, h: Stmt): { text: string; negated: boolean } |
  */
 export function inFallbackBranch(ctx: Ctx, s: Stmt, feature: RegExp): string | undefined {
   const st = ctx.st;
-  for (let p = s.parent; p >= 0; p = (st.stmts[p] as Stmt).parent) {
-    const h = st.stmts[p] as Stmt;
+  for (let p = s.parent; p >= 0; p = (itemAt(st.stmts, p)).parent) {
+    const h = itemAt(st.stmts, p);
     if (h.head === 'def' || h.head === 'class') return undefined;
     if (h.head === 'if' || h.head === 'elif') {
-      const c = plainCondition(ctx, h);
+      const c = plainCondition(h);
       if (c?.negated && feature.test(c.text)) return `if not ${c.text}:`;
     }
     if (h.head === 'else') {
@@ -226,7 +225,7 @@ export function inFallbackBranch(ctx: Ctx, s: Stmt, feature: RegExp): string | u
       const prev = sibs[h.sibling - 1];
       // Only `if <feature>: ... else:`; an `elif` chain tests other things too.
       if (prev?.head === 'if') {
-        const c = plainCondition(ctx, prev);
+        const c = plainCondition(prev);
         if (c && !c.negated && feature.test(c.text)) return `else:\` of \`if ${c.text}:`;
       }
     }

@@ -15,8 +15,9 @@
  */
 import type { SiteRange } from '../scan/types';
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
+import { lineEnd, lineOf, lineStartsOf } from './lines';
 import type { Reverted } from './revert';
-import { lineOf, lineStartsOf, type Tokens } from './tokens';
+import { itemAt } from '../arrays';
 
 const HEAD = /^([ \t]*)# membit: (sdpa|checkpoint|autocast) rewrote the (\d+) lines? above; `membit convert --revert` restores the (\d+) below$/;
 const RECORD = '#|';
@@ -30,15 +31,6 @@ interface Region {
   edits: OffsetEdit[];
 }
 
-function lineEndAt(text: string, starts: readonly number[], line: number): number {
-  const next = starts[line + 1];
-  if (next === undefined) return text.length;
-  let e = next;
-  if (text.charCodeAt(e - 1) === 10) e--;
-  if (text.charCodeAt(e - 1) === 13) e--;
-  return e;
-}
-
 /** The edits grouped into regions of whole lines; edits on shared lines share a region. */
 function regionsOf(text: string, starts: readonly number[], edits: readonly OffsetEdit[]): Region[] {
   const out: Region[] = [];
@@ -47,41 +39,39 @@ function regionsOf(text: string, starts: readonly number[], edits: readonly Offs
     let last = lineOf(starts, Math.max(e.start, e.end));
     // An edit that ends at a line start consumed the newline before it: its last line is the one before.
     if (e.end > e.start && e.end === starts[last] && last > first) last--;
-    let end = lineEndAt(text, starts, last);
-    while (e.end > end && last + 1 < starts.length) end = lineEndAt(text, starts, ++last);
+    let end = lineEnd(text, starts, last);
+    while (e.end > end && last + 1 < starts.length) end = lineEnd(text, starts, ++last);
     const prev = out[out.length - 1];
     if (prev && first <= prev.last) {
       prev.last = Math.max(prev.last, last);
       prev.end = Math.max(prev.end, end);
       prev.edits.push(e);
-    } else out.push({ first, last, start: starts[first] as number, end, edits: [e] });
+    } else out.push({ first, last, start: itemAt(starts, first), end, edits: [e] });
   }
   return out;
 }
 
-/** A string token or a `\` continuation runs across the region's end: a comment line cannot follow it. */
-function openAtEnd(t: Tokens, text: string, end: number): boolean {
-  if (text.charCodeAt(end - 1) === 92) return true;
-  return t.toks.some((k) => k.type === 'string' && k.start < end && end < k.end);
-}
-
 /**
  * The lever's edits as whole-line replacements, each followed by the record of the lines
- * it replaced. A region whose record could not be restored exactly (mixed line endings,
- * a string running across its end) keeps its plain edit.
+ * it replaced. The region's own line break (the file's `eol` when it has none) ends the
+ * lines written there and the record's, so a file whose lines end differently here and
+ * there is restored too. A region whose record could not be restored exactly (mixed line
+ * endings inside it, a string running across its end, which `stringAcross` tells) keeps
+ * its plain edit.
  */
-export function withRevertRecords(t: Tokens, edits: readonly OffsetEdit[], lever: string, eol: string): OffsetEdit[] {
-  const text = t.text;
-  const starts = t.lineStarts;
+export function withRevertRecords(text: string, starts: readonly number[], edits: readonly OffsetEdit[], lever: string, fileEol: string, stringAcross: (offset: number) => boolean): OffsetEdit[] {
   const out: OffsetEdit[] = [];
   for (const r of regionsOf(text, starts, edits)) {
     const orig = text.slice(r.start, r.end);
+    const eol = /\r\n|\n|\r/.exec(orig)?.[0] ?? (text.slice(r.end, starts[r.last + 1] ?? text.length) || fileEol);
     const shifted = r.edits.map((e) => ({ start: e.start - r.start, end: e.end - r.start, newText: e.newText }));
-    const now = applyEdits(orig, toTextEdits(orig, shifted, lineStartsOf(orig)));
     const origLines = orig.split(eol);
+    const exact = !origLines.some((l) => /[\r\n]/.test(l));
+    // The lines the lever wrote take the region's line break, as the lines around them have.
+    const now = applyEdits(orig, toTextEdits(orig, shifted, lineStartsOf(orig))).replace(/\r\n|\r|\n/g, eol);
     const nowLines = now.split(eol);
-    const exact = !origLines.some((l) => /[\r\n]/.test(l)) && !nowLines.some((l) => /[\r\n]/.test(l));
-    if (!exact || openAtEnd(t, text, r.end) || /\\$/.test(now)) {
+    // A comment line cannot follow a `\\` continuation or a string that runs on.
+    if (!exact || text.charCodeAt(r.end - 1) === 92 || stringAcross(r.end) || /\\$/.test(now)) {
       out.push(...r.edits);
       continue;
     }
@@ -102,14 +92,14 @@ export interface LeverRevert {
 /** Undoes every recorded lever rewrite (that starts inside `range`, when given). */
 export function revertLevers(text: string, range?: SiteRange): LeverRevert {
   const starts = lineStartsOf(text);
-  const lines = starts.map((s, i) => text.slice(s, lineEndAt(text, starts, i)));
+  const lines = starts.map((s, i) => text.slice(s, lineEnd(text, starts, i)));
   const edits: OffsetEdit[] = [];
   const reverted: Reverted[] = [];
   let floor = -1;
   for (let i = 0; i < lines.length; i++) {
-    const m = HEAD.exec(lines[i] as string);
+    const m = HEAD.exec(itemAt(lines, i));
     if (!m) continue;
-    const indent = m[1] as string;
+    const indent = itemAt(m, 1);
     const n = Number(m[3]);
     const k = Number(m[4]);
     const first = i - n;
@@ -118,10 +108,10 @@ export function revertLevers(text: string, range?: SiteRange): LeverRevert {
     if (record.length !== k || record.some((l) => !l.startsWith(indent + RECORD))) continue;
     if (range && (first < range.startLine || first > range.endLine)) continue;
     // The record was written with the line break that follows its head line.
-    const eol = text.slice(lineEndAt(text, starts, i), starts[i + 1] ?? text.length) || '\n';
+    const eol = text.slice(lineEnd(text, starts, i), starts[i + 1] ?? text.length) || '\n';
     const origText = record.map((l) => l.slice(indent.length + RECORD.length)).join(eol);
     const last = i + k;
-    edits.push({ start: starts[first] as number, end: lineEndAt(text, starts, last), newText: origText });
+    edits.push({ start: itemAt(starts, first), end: lineEnd(text, starts, last), newText: origText });
     reverted.push({ line: first, from: `${m[2]} rewrite`, to: `the ${k} original line${k === 1 ? '' : 's'}` });
     floor = last;
     i = last;

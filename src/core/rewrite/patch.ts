@@ -8,7 +8,8 @@ import type { DropoutMode, FfnMode } from './convert';
 import { importEdit } from './convert';
 import { type OffsetEdit, type TextEdit, toTextEdits } from './edits';
 import { eolOf, missingImports, readImports } from './imports';
-import { lineEnd, type LogicalLine, nextCode, tokText, type Tokens, tokenize } from './tokens';
+import { lineEnd } from './lines';
+import { type LogicalLine, nextCode, tokText, type Tokens, tokenize } from './tokens';
 import { itemAt } from '../arrays';
 
 export interface PatchOptions {

@@ -14,7 +14,8 @@ import { findMembitCalls, type LineMark, lineMark, markText, type MembitCall, ST
 import { applyEdits, type OffsetEdit, type TextEdit, toTextEdits } from './edits';
 import { revertLevers, wholeEdit } from './leverRecord';
 import { type Imports, type MembitImport, MEMBIT_IMPORTS, readImports, stockSpelling } from './imports';
-import { lineEnd, type LogicalLine, matchingClose, nextCode, prevCode, tokText, type Tokens, tokenize } from './tokens';
+import { lineEnd } from './lines';
+import { type LogicalLine, matchingClose, nextCode, prevCode, tokText, type Tokens, tokenize } from './tokens';
 import { itemAt } from '../arrays';
 
 export interface RevertOptions {

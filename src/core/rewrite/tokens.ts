@@ -1,17 +1,33 @@
 /**
- * A small Python tokenizer for the rewriter. The scanner finds sites with
- * tree-sitter; the rewriter only needs to know, around a site, what is code and what
- * is a string or a comment, where brackets close, where statements start and end
- * and what the imports bind. A tokenizer answers that synchronously from the text
- * alone, so `revertConversions(text)` needs no parser and works on any text.
+ * A small Python tokenizer, kept for what must work from the text alone. New rewrites read
+ * tree-sitter's syntax tree (syntax.ts, statements.ts), as the levers do. This stays where
+ * Membit's own edits are found again and undone: that must work on any text, however
+ * broken the rest of the file is, and a token-level reading stays local (what is a string,
+ * a comment, a bracket) where a parser's error recovery may fold a broken region into one
+ * error node. What writes those edits reads them the same way, so the two agree:
+ *
+ *   revert.ts   finds converted calls, their `mode=` keyword, `membit.patch(...)` statements
+ *               and the imports Membit added, in text that may not parse any more;
+ *   calls.ts    converted calls and the per-line `# membit: was ...` marks: revert reads
+ *               them, and convert writes them by the same reading so they round-trip;
+ *   imports.ts  what the imports bind and where an added import goes: revert decides which
+ *               imports to drop with it, and convert, patch.ts and the levers (leverCommon.ts)
+ *               resolve names and place their imports through the same model;
+ *   convert.ts  locates each scanned call again, its arguments and where `mode=` goes;
+ *   patch.ts    the statement on a line and the name it assigns.
+ *
+ * convert.ts and patch.ts have not moved to the tree yet (their APIs would turn asynchronous,
+ * as the levers' did): what they write, calls.ts and revert find again from the text.
  *
  * It is error tolerant like the scanner: an unterminated string ends at its line
  * (or at the end of the file for a triple-quoted one), stray closers are ignored.
  * Offsets are indices into the JS string, so columns are UTF-16 code units, the
  * convention of `SiteRange` and of VS Code.
  */
+import { lineOf, lineStartsOf } from './lines';
+import { itemAt } from '../arrays';
 
-export type TokType = 'name' | 'number' | 'string' | 'op' | 'comment' | 'newline' | 'nl' | 'cont' | 'error';
+type TokType = 'name' | 'number' | 'string' | 'op' | 'comment' | 'newline' | 'nl' | 'cont' | 'error';
 
 export interface Tok {
   type: TokType;
@@ -48,41 +64,6 @@ const PREFIX = /(?:[rR][bBfFtT]?|[bBfFtT][rR]?|[uU])(?=['"])/y;
 const OPS3 = new Set(['**=', '//=', '>>=', '<<=', '...', '!=']);
 const OPS2 = new Set(['**', '//', '<<', '>>', '<=', '>=', '==', '!=', '->', ':=', '+=', '-=', '*=', '/=', '%=', '&=', '|=', '^=', '@=']);
 
-export function lineStartsOf(text: string): number[] {
-  const starts = [0];
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 10) starts.push(i + 1);
-    else if (c === 13) {
-      if (text.charCodeAt(i + 1) === 10) i++;
-      starts.push(i + 1);
-    }
-  }
-  return starts;
-}
-
-/** 0-based line of an offset. */
-export function lineOf(lineStarts: readonly number[], offset: number): number {
-  let lo = 0;
-  let hi = lineStarts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if ((lineStarts[mid] as number) <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
-
-/** Offset of the end of a line's content (before its line break). */
-export function lineEnd(text: string, lineStarts: readonly number[], line: number): number {
-  const next = lineStarts[line + 1];
-  if (next === undefined) return text.length;
-  let e = next;
-  if (text.charCodeAt(e - 1) === 10) e--;
-  if (text.charCodeAt(e - 1) === 13) e--;
-  return e;
-}
-
 function isNewline(c: number): boolean {
   return c === 10 || c === 13;
 }
@@ -92,16 +73,16 @@ function isNewline(c: number): boolean {
  * quote). f-strings are read with their replacement fields, which may hold strings
  * of the same quote (Python 3.12).
  */
-export function scanString(text: string, i: number, quoteAt: number): number {
+function scanString(text: string, i: number, quoteAt: number): number {
   const prefix = text.slice(i, quoteAt).toLowerCase();
   const formatted = prefix.includes('f') || prefix.includes('t');
-  const q = text[quoteAt] as string;
+  const q = itemAt(text, quoteAt);
   const triple = text.startsWith(q + q + q, quoteAt);
   const closer = triple ? q + q + q : q;
   let j = quoteAt + closer.length;
   const n = text.length;
   while (j < n) {
-    const c = text[j] as string;
+    const c = itemAt(text, j);
     if (c === '\\') {
       // A backslash escapes the next character, a line break included, even in raw strings.
       j += text.startsWith('\r\n', j + 1) ? 3 : 2;
@@ -128,7 +109,7 @@ function scanField(text: string, i: number, triple: boolean): number {
   let j = i;
   const n = text.length;
   while (j < n) {
-    const c = text[j] as string;
+    const c = itemAt(text, j);
     if (!triple && isNewline(c.charCodeAt(0))) return j;
     if (c === '"' || c === "'") {
       j = scanString(text, j, j);
@@ -165,7 +146,7 @@ export function tokenize(text: string): Tokens {
     toks.push({ type, start, end, depth });
   };
   while (i < n) {
-    const c = text[i] as string;
+    const c = itemAt(text, i);
     const code = c.charCodeAt(0);
     if (c === ' ' || c === '\t' || c === '\f') {
       i++;
@@ -257,14 +238,14 @@ function logicalLines(toks: readonly Tok[], lineStarts: readonly number[]): Logi
     if (first < 0) return;
     // Trailing comments and blank-line tokens inside brackets are not the statement's end.
     let l = last;
-    while (l > first && isTrivia((toks[l] as Tok).type)) l--;
-    const ft = toks[first] as Tok;
+    while (l > first && isTrivia((itemAt(toks, l)).type)) l--;
+    const ft = itemAt(toks, first);
     const startLine = lineOf(lineStarts, ft.start);
-    out.push({ first, last: l, indent: ft.start - (lineStarts[startLine] as number), startLine, endLine: lineOf(lineStarts, Math.max(ft.start, (toks[l] as Tok).end - 1)) });
+    out.push({ first, last: l, indent: ft.start - (itemAt(lineStarts, startLine)), startLine, endLine: lineOf(lineStarts, Math.max(ft.start, (itemAt(toks, l)).end - 1)) });
     first = -1;
   };
   for (let k = 0; k < toks.length; k++) {
-    const t = toks[k] as Tok;
+    const t = itemAt(toks, k);
     if (t.type === 'newline') {
       close(k - 1);
       continue;
@@ -285,7 +266,7 @@ export function tokText(t: Tokens, k: number): string {
 /** Index of the next token after `k` that is code (not a comment, `nl` or continuation), or -1. */
 export function nextCode(t: Tokens, k: number): number {
   for (let j = k + 1; j < t.toks.length; j++) {
-    if (!isTrivia((t.toks[j] as Tok).type)) return j;
+    if (!isTrivia((itemAt(t.toks, j)).type)) return j;
   }
   return -1;
 }
@@ -293,7 +274,7 @@ export function nextCode(t: Tokens, k: number): number {
 /** Index of the previous code token before `k`, or -1. */
 export function prevCode(t: Tokens, k: number): number {
   for (let j = k - 1; j >= 0; j--) {
-    if (!isTrivia((t.toks[j] as Tok).type)) return j;
+    if (!isTrivia((itemAt(t.toks, j)).type)) return j;
   }
   return -1;
 }
@@ -305,8 +286,8 @@ export function matchingClose(t: Tokens, k: number): number {
   // Tokens inside the brackets are one level deeper; the first one back at the
   // opener's depth is its closer (or the bracket never closed).
   for (let j = k + 1; j < t.toks.length; j++) {
-    const tok = t.toks[j] as Tok;
-    if (tok.depth <= open.depth) return tok.type === 'op' && ')]}'.includes(t.text[tok.start] as string) ? j : -1;
+    const tok = itemAt(t.toks, j);
+    if (tok.depth <= open.depth) return tok.type === 'op' && ')]}'.includes(itemAt(t.text, tok.start)) ? j : -1;
   }
   return -1;
 }
@@ -317,7 +298,7 @@ export function tokenAt(t: Tokens, offset: number): number {
   let hi = t.toks.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    const s = (t.toks[mid] as Tok).start;
+    const s = (itemAt(t.toks, mid)).start;
     if (s === offset) return mid;
     if (s < offset) lo = mid + 1;
     else hi = mid - 1;
@@ -331,7 +312,7 @@ export function tokenCovering(t: Tokens, offset: number): number {
   let hi = t.toks.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    const tok = t.toks[mid] as Tok;
+    const tok = itemAt(t.toks, mid);
     if (offset < tok.start) hi = mid - 1;
     else if (offset >= tok.end) lo = mid + 1;
     else return mid;

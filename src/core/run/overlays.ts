@@ -74,7 +74,7 @@ function pyFiles(dir: string, limit: number, seenDirs: Set<string>, maxDirs: num
  * The advisor's SDPA rewrite of every file (script first) where it applies. Pure in effect:
  * reads files, writes nothing; a file that cannot be read is skipped.
  */
-export function findSdpaOverlays(script: string, workspace: string, o: { maxFiles?: number; maxBytes?: number } = {}): OverlaySearch {
+export async function findSdpaOverlays(script: string, workspace: string, o: { maxFiles?: number; maxBytes?: number } = {}): Promise<OverlaySearch> {
   const maxFiles = o.maxFiles ?? OVERLAY_MAX_FILES;
   const maxBytes = o.maxBytes ?? OVERLAY_MAX_BYTES;
   const scriptAbs = resolve(workspace, script);
@@ -115,7 +115,7 @@ export function findSdpaOverlays(script: string, workspace: string, o: { maxFile
     }
     // The rewriter needs one of these; most files have neither, and are not analysed.
     if (!text.includes('softmax') && !text.includes('attn_implementation')) continue;
-    const r = applyLever(text, 'sdpa');
+    const r = await applyLever(text, 'sdpa');
     if (r.applied > 0 && r.text !== text) overlays.push({ orig: p, text: r.text, changes: r.changes.map((c) => `line ${c.line + 1}: ${c.description}`) });
   }
   return { overlays, searched: candidates.length, folders, tooLarge, truncated };

@@ -254,7 +254,7 @@ export class ProfileRun extends RunBase {
     const script = resolve(r.workspace, r.script);
     if (!existsSync(script)) throw new RunError('request', `script not found: ${script}`);
     mkdirSync(dirname(r.out), { recursive: true });
-    const files = this.overlayFiles(script);
+    const files = await this.overlayFiles(script);
     const written = files.length ? writeOverlays(files) : undefined;
     try {
       const overlays = written ? files.map((f, i) => ({ orig: f.orig, replacement: join(written.dir, itemAt(written.names, i)) })) : [];
@@ -268,11 +268,11 @@ export class ProfileRun extends RunBase {
    * The overlays this run needs: the request's, or for the sdpa lever the advisor's rewrite
    * of the files it finds. Logged either way, so the output says what ran.
    */
-  private overlayFiles(script: string): readonly OverlayFile[] {
+  private async overlayFiles(script: string): Promise<readonly OverlayFile[]> {
     const r = this.request;
     if (r.overlays) return r.overlays;
     if (!hasLever(r.variant, 'sdpa')) return [];
-    const found = findSdpaOverlays(script, r.workspace);
+    const found = await findSdpaOverlays(script, r.workspace);
     this.log(describeSearch(found, resolve(r.workspace)), true);
     return found.overlays;
   }
@@ -368,7 +368,7 @@ export class ProfileRun extends RunBase {
     const pkg: LocalTree = { label: 'membit package', files: pkgFiles, hash: treeHash(pkgFiles) };
     // Rewritten files travel as a tree of their own, content-addressed like the others.
     const uploaded = new Set(wsFiles.map((f) => f.path));
-    const overlayFiles = this.overlayFiles(join(workspace, scriptRel)).filter((f) => {
+    const overlayFiles = (await this.overlayFiles(join(workspace, scriptRel))).filter((f) => {
       const rel = insideRoot(workspace, resolve(f.orig));
       if (rel !== undefined && uploaded.has(rel)) return true;
       this.log(`${f.orig} is not part of the upload to ${t.host}: it runs unchanged there`, true);

@@ -122,7 +122,7 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
             let reason = advice?.unavailable;
             if (lever && !reason) {
               const scaleKwarg = scaleAllowed(advice);
-              const r = applyLever(text, lever, { line, scaleKwarg });
+              const r = await applyLever(text, lever, { line, scaleKwarg });
               const change = r.changes[0];
               if (change) {
                 const key = `${lever}:${change.first}`;
@@ -148,7 +148,7 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
           // From the cursor: the levers whose pattern covers this line.
           if (range.start.line === range.end.line) {
             const line = range.start.line;
-            const all = leversAt(text, line);
+            const all = await leversAt(text, line);
             for (const lever of LEVERS) {
               const change = all[lever].changes[0];
               if (!change || offered.has(`${lever}:${change.first}`) || unavailable(result, lever)) continue;
@@ -176,7 +176,7 @@ export function registerAdvisorActions(context: vscode.ExtensionContext, log: Lo
       void notify.warn(`Membit: ${why}`);
       return undefined;
     }
-    const r = applyLever(doc.getText(), lever, { line: lineArg, scaleKwarg: scaleArg === true });
+    const r = await applyLever(doc.getText(), lever, { line: lineArg, scaleKwarg: scaleArg === true });
     const change = r.changes[0];
     if (!change) {
       void notify.info(`Membit: nothing rewritten: ${r.skipped[0]?.reason ?? 'the pattern is no longer there'}.`);
