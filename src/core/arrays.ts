@@ -20,3 +20,19 @@ export function defined<T>(v: T | null | undefined, what: string): T {
   if (v === undefined || v === null) throw new Error(`internal: expected ${what}`);
   return v;
 }
+
+/**
+ * The last index `i` with `sorted[i] <= x` in an ascending array (0 when `x` is below them
+ * all): the line of an offset in a table of line starts, the cell of a line in a table of
+ * cell starts.
+ */
+export function lastAtOrBelow(sorted: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (itemAt(sorted, mid) <= x) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}

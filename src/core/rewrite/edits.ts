@@ -4,7 +4,7 @@
  */
 import type { SiteRange } from '../scan/types';
 import { lineStartsOf } from './lines';
-import { itemAt } from '../arrays';
+import { itemAt, lastAtOrBelow } from '../arrays';
 
 export interface TextEdit {
   range: SiteRange;
@@ -19,14 +19,8 @@ export interface OffsetEdit {
 }
 
 export function positionOf(lineStarts: readonly number[], offset: number): { line: number; col: number } {
-  let lo = 0;
-  let hi = lineStarts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (itemAt(lineStarts, mid) <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return { line: lo, col: offset - itemAt(lineStarts, lo) };
+  const line = lastAtOrBelow(lineStarts, offset);
+  return { line, col: offset - itemAt(lineStarts, line) };
 }
 
 /** Offset of a (line, col) position, or undefined when the line does not exist or the column runs past it. */

@@ -2,8 +2,7 @@
  * Lines of a text: where each starts and ends, and which holds an offset. Line breaks are
  * `\n`, `\r\n` and a lone `\r`, as Python reads them; offsets are UTF-16 code units.
  */
-import { itemAt } from '../arrays';
-
+import { lastAtOrBelow } from '../arrays';
 
 export function lineStartsOf(text: string): number[] {
   const starts = [0];
@@ -20,14 +19,7 @@ export function lineStartsOf(text: string): number[] {
 
 /** 0-based line of an offset. */
 export function lineOf(lineStarts: readonly number[], offset: number): number {
-  let lo = 0;
-  let hi = lineStarts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (itemAt(lineStarts, mid) <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
+  return lastAtOrBelow(lineStarts, offset);
 }
 
 /** Offset of the end of a line's content (before its line break). */

@@ -5,7 +5,7 @@
  */
 import type { Scanner } from './scanner';
 import type { ScanOptions, ScanResult, SiteRange } from './types';
-import { itemAt } from '../arrays';
+import { itemAt, lastAtOrBelow } from '../arrays';
 
 export interface CellInput {
   /** Index of the cell in the notebook (all cells counted, markdown included). */
@@ -90,16 +90,7 @@ export function scanCells(scanner: Scanner, cells: readonly CellInput[], file: s
     line += text.split('\n').length + 1;
   }
   const result = scanner.scan(parts.join('\n\n'), file, opts);
-  const cellOf = (l: number): number => {
-    let lo = 0;
-    let hi = starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (itemAt(starts, mid) <= l) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
-  };
+  const cellOf = (l: number): number => lastAtOrBelow(starts, l);
   for (const s of result.sites) {
     const ci = cellOf(s.range.startLine);
     const base = itemAt(starts, ci);
