@@ -8,7 +8,8 @@ step, which is what the prediction covers. For the largest-batch cases the predi
 search runs, then the GPU checks the predicted largest batch and the next one up.
 
     python benchmarks/bench_predict.py --out results/predict_<gpu>.json      # on a GPU machine
-    python benchmarks/bench_predict.py --only "gpt sample" --keep DIR         # one case, every report kept
+    python benchmarks/bench_predict.py --only "gpt sample" --keep DIR         # one case, every report kept,
+                                                                              # measured with allocator history
     python benchmarks/bench_predict.py --fit-only                             # only the largest-batch checks
     python benchmarks/bench_predict.py --speed                                # CPU: GPT-2 medium timing
 
@@ -85,10 +86,15 @@ def predict(tmp, tag, script, args, variant, gpu, find=False):
             "probes": [(x["value"], x["fits"], x["device_need"]) for x in (p["max_batch"] or {}).get("probes", [])] if find else None}
 
 
-def measure(tmp, tag, script, args, variant, timeout=120):
+def measure(tmp, tag, script, args, variant, timeout=120, history=False):
     out = os.path.join(tmp, f"meas-{tag}.json")
+    # Without the allocator's history the report's holders at the peak are the tracker's estimate
+    # of the peak's instant; with it they are the allocator's, the same instant the prediction's
+    # replay names, so kept reports compare line by line. The peak itself is
+    # max_memory_allocated either way.
+    quick = [] if history else ["--no-allocator-history"]
     cmd = [sys.executable, "-m", "membit.profile", "--out", out, "--variant", variant, "--warmup", "0", "--steps", "2",
-           "--no-allocator-history", "--nvml-interval", "0", "--no-module-timing", "--root", REPO, "--", script] + args
+           *quick, "--nvml-interval", "0", "--no-module-timing", "--root", REPO, "--", script] + args
     t0 = time.perf_counter()
     try:
         subprocess.run(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
@@ -158,7 +164,8 @@ def main():
     ap.add_argument("--only", default=None, help="comma-separated substrings: run only the cases whose name has one")
     ap.add_argument("--no-fit", action="store_true", help="skip the largest-batch checks")
     ap.add_argument("--fit-only", action="store_true", help="only the largest-batch checks (no peak rows)")
-    ap.add_argument("--keep", default=None, help="copy every prediction and measured report into this folder")
+    ap.add_argument("--keep", default=None, help="copy every prediction and measured report into this folder "
+                    "(the peak rows are then measured with the allocator's history on, for holders at the peak)")
     ns = ap.parse_args()
     if ns.fit_only and ns.no_fit:
         ap.error("--fit-only and --no-fit leave nothing to run")
@@ -211,7 +218,7 @@ def main():
         if time.perf_counter() - t_start > ns.budget:
             rows.append({"case": case, "variant": v, "skipped": "measuring budget spent"})
             continue
-        m = measure(tmp, tag, script, args, v)
+        m = measure(tmp, tag, script, args, v, history=bool(ns.keep))
         p = fut.result()
         err = None
         if m.get("peak") and p.get("peak"):
