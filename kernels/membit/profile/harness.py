@@ -434,8 +434,10 @@ class Harness:
             stats = torch.cuda.memory_stats_as_nested_dict(dev)["allocated_bytes"]["all"]
             allocated, peak = stats["current"], stats["peak"]
         else:
-            # No allocator on CPU: the tensors the harness knows of.
-            persistent = sum(tensor_bytes(p) for p in tr.params()) + tr.optimizer_state_bytes()
+            # No allocator on CPU: the tensors the harness knows of, counted as the report counts
+            # tracked_at_peak (buffers included), so the live figure and the report's agree.
+            persistent = (sum(tensor_bytes(p) for p in tr.params()) + sum(tensor_bytes(b) for b in tr.buffers())
+                          + tr.optimizer_state_bytes())
             allocated = persistent + sum(info.grads.values())
             snap = info.bwd_snapshot
             at_bwd = persistent + (snap.saved + sum(snap.grads.values()) if snap is not None else 0)
