@@ -36,3 +36,23 @@ export function lastAtOrBelow(sorted: readonly number[], x: number): number {
   }
   return lo;
 }
+
+/**
+ * Indices that thin `values` to at most `buckets` points for a chart, keeping each bucket's
+ * highest point (its first, on a tie) so that peaks survive the thinning. Every index, in
+ * order, where there are no more values than buckets.
+ */
+export function bucketMaxima(values: ArrayLike<number>, buckets: number): number[] {
+  const n = values.length;
+  if (n <= buckets) return Array.from({ length: n }, (_, i) => i);
+  const out: number[] = [];
+  const step = n / buckets;
+  for (let j = 0; j < buckets; j++) {
+    const lo = Math.floor(j * step);
+    const hi = Math.min(n, Math.max(Math.floor((j + 1) * step), lo + 1));
+    let best = lo;
+    for (let k = lo + 1; k < hi; k++) if (itemAt(values, k) > itemAt(values, best)) best = k;
+    out.push(best);
+  }
+  return out;
+}

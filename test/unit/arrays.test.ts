@@ -2,7 +2,7 @@
 // the read, naming what broke, and the shared search must agree with a linear scan.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { defined, itemAt, lastAtOrBelow } from '../../src/core/arrays';
+import { bucketMaxima, defined, itemAt, lastAtOrBelow } from '../../src/core/arrays';
 import { lineOf, lineStartsOf } from '../../src/core/rewrite/lines';
 import { positionOf } from '../../src/core/rewrite/edits';
 import { rng } from './fuzzInputs';
@@ -51,5 +51,24 @@ test('lineOf and positionOf find the line of every offset, across \\n, \\r\\n an
     const p = positionOf(starts, off);
     assert.equal(p.line, lines[off]);
     assert.equal(p.col, off - itemAt(starts, p.line));
+  }
+});
+
+test('bucketMaxima keeps every point up to the limit, then each bucket\'s first highest point', () => {
+  assert.deepEqual(bucketMaxima([3, 1, 2], 5), [0, 1, 2]);
+  assert.deepEqual(bucketMaxima([], 4), []);
+  // Buckets of two: the higher of each pair, the first on a tie.
+  assert.deepEqual(bucketMaxima([1, 5, 7, 7, 0, -1, 2, 9], 4), [1, 2, 4, 7]);
+  const r = rng(11);
+  for (let round = 0; round < 200; round++) {
+    const n = 1 + r(300);
+    const values = Float64Array.from({ length: n }, () => r(1000));
+    const buckets = 1 + r(60);
+    const keep = bucketMaxima(values, buckets);
+    assert.equal(keep.length, Math.min(n, buckets));
+    // In order, within range, and the global peak always survives.
+    for (let i = 1; i < keep.length; i++) assert.ok(itemAt(keep, i) > itemAt(keep, i - 1));
+    const peak = Math.max(...values);
+    assert.ok(keep.some((k) => itemAt(values, k) === peak), `n=${n} buckets=${buckets}`);
   }
 });

@@ -14,7 +14,7 @@ import type { Schema } from './jsonSchema';
 import { parseReport } from './model';
 import { peakBytes, type LineEntry, type Report } from './types';
 import type { RankPeaks, RankSummary, RunSetInfo } from './runsetTypes';
-import { itemAt } from '../arrays';
+import { bucketMaxima, itemAt } from '../arrays';
 
 export type { RankPeaks, RankSummary, RunSetInfo };
 
@@ -250,27 +250,9 @@ export function jobMessage(set: Pick<RunSet, 'ranks'>): string | undefined {
 const TIMELINE_POINTS = 400;
 
 function thin(xs: readonly number[], ys: readonly number[], max: number): { t_ms: number[]; bytes: number[] } {
-  if (xs.length <= max) return { t_ms: [...xs], bytes: [...ys] };
   // Keep each bucket's maximum: the peaks are what the overlaid chart is for.
-  const t_ms: number[] = [];
-  const bytes: number[] = [];
-  const step = xs.length / max;
-  for (let b = 0; b < max; b++) {
-    const lo = Math.floor(b * step);
-    const hi = Math.min(xs.length, Math.floor((b + 1) * step));
-    let best = lo;
-    let bestY = itemAt(ys, lo);
-    for (let i = lo; i < hi; i++) {
-      const y = itemAt(ys, i);
-      if (y > bestY) {
-        best = i;
-        bestY = y;
-      }
-    }
-    t_ms.push(itemAt(xs, best));
-    bytes.push(bestY);
-  }
-  return { t_ms, bytes };
+  const keep = bucketMaxima(ys, max);
+  return { t_ms: keep.map((i) => itemAt(xs, i)), bytes: keep.map((i) => itemAt(ys, i)) };
 }
 
 /** A rank's timeline thinned for the overlaid chart (bucket maxima, at most 400 points). */

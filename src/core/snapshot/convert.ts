@@ -10,7 +10,7 @@
  * blocks alive at the dump take their exact size from the snapshot's segments, and blocks
  * freed without a recorded allocation were alive before the trace began.
  */
-import { itemAt } from '../arrays';
+import { bucketMaxima, itemAt } from '../arrays';
 import type { Frame, Holder, LineEntry, OomEvent, Report, ReportSource, SegmentRow, SegmentsView } from '../report/types';
 import { formatBytes as fmt } from '../units';
 import type { PyDict, PyValue } from './pickle';
@@ -356,25 +356,7 @@ export function snapshotToReport(data: SnapshotData, opts: ConvertOptions): Snap
 
   // Timeline: at most `timelinePoints`, keeping each bucket's highest point so peaks survive.
   const limit = opts.timelinePoints ?? 20000;
-  const keep: number[] = [];
-  if (nEv <= limit) for (let k = 0; k < nEv; k++) keep.push(k);
-  else {
-    const step = nEv / limit;
-    for (let j = 0; j < limit; j++) {
-      const lo = Math.floor(j * step);
-      const hi = Math.min(nEv, Math.max(Math.floor((j + 1) * step), lo + 1));
-      let best = lo;
-      let bestBytes = itemAt(allocated, lo);
-      for (let k = lo; k < hi; k++) {
-        const bytes = itemAt(allocated, k);
-        if (bytes > bestBytes) {
-          best = k;
-          bestBytes = bytes;
-        }
-      }
-      keep.push(best);
-    }
-  }
+  const keep = bucketMaxima(allocated, limit);
 
   const lineList = [...lines.values()].sort((x, y) => y.saved_bytes - x.saved_bytes);
   const fileBytes = new Map<string, number>();
