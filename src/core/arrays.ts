@@ -51,7 +51,15 @@ export function bucketMaxima(values: ArrayLike<number>, buckets: number): number
     const lo = Math.floor(j * step);
     const hi = Math.min(n, Math.max(Math.floor((j + 1) * step), lo + 1));
     let best = lo;
-    for (let k = lo + 1; k < hi; k++) if (itemAt(values, k) > itemAt(values, best)) best = k;
+    let bestValue = itemAt(values, lo);
+    // One read per point: snapshot timelines run to millions of events.
+    for (let k = lo + 1; k < hi; k++) {
+      const v = itemAt(values, k);
+      if (v > bestValue) {
+        best = k;
+        bestValue = v;
+      }
+    }
     out.push(best);
   }
   return out;
