@@ -12,6 +12,8 @@ search runs, then the GPU checks the predicted largest batch and the next one up
                                                                               # measured with allocator history
     python benchmarks/bench_predict.py --fit-only                             # only the largest-batch checks
     python benchmarks/bench_predict.py --speed                                # CPU: GPT-2 medium timing
+    python benchmarks/bench_predict.py --phases --out results/X.json          # CPU: the GPT sample's
+                                                                              # predicted maximum per phase
 
 Each result row says the case, the variant, predicted and measured bytes, and the error.
 """
@@ -84,6 +86,27 @@ def predict(tmp, tag, script, args, variant, gpu, find=False):
             "categories": p["categories"], "sdpa": p["sdpa_backends"], "seconds": round(secs, 1),
             "max_batch": (p["max_batch"] or {}).get("largest") if find else None,
             "probes": [(x["value"], x["fits"], x["device_need"]) for x in (p["max_batch"] or {}).get("probes", [])] if find else None}
+
+
+def phases(tmp, variant):
+    """The GPT sample predicted (no GPU): the highest point of each phase (forward, backward,
+    optimizer) over the predicted steps, from the report's timeline, before the fixed costs
+    (CUDA context, cuBLAS workspaces) the report adds to the peak."""
+    out = os.path.join(tmp, f"phases-{variant}.json")
+    cmd = [sys.executable, "-m", "membit.predict", "--out", out, "--gpu", "H100-80GB", "--variant", variant,
+           "--root", REPO, "--", GPT] + GPT_ARGS + ["--batch-size", "8"]
+    subprocess.run(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900, check=True)
+    with open(out) as f:
+        doc = json.load(f)
+    tl = doc["timeline"]
+    best = {}
+    for t, phase, allocated in zip(tl["t_ms"], tl["phase"], tl["allocated"]):
+        if allocated > best.get(phase, (0, None))[0]:
+            best[phase] = (allocated, t)
+    return {"variant": variant, "peak_allocated": doc["summary"]["peak_allocated"],
+            "peak": {k: doc["peak"][k] for k in ("step", "phase", "replay_bytes")},
+            "phase_max_before_fixed_costs": {k: {"bytes": v[0], "t_ms": v[1]} for k, v in sorted(best.items())},
+            "timeline_points": len(tl["t_ms"])}
 
 
 def measure(tmp, tag, script, args, variant, timeout=120, history=False):
@@ -161,6 +184,7 @@ def main():
     ap.add_argument("--budget", type=float, default=480, help="seconds of measuring before the rest is skipped")
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--speed", action="store_true", help="CPU only: time GPT-2 medium's prediction")
+    ap.add_argument("--phases", action="store_true", help="CPU only: the GPT sample's predicted maximum per phase")
     ap.add_argument("--only", default=None, help="comma-separated substrings: run only the cases whose name has one")
     ap.add_argument("--no-fit", action="store_true", help="skip the largest-batch checks")
     ap.add_argument("--fit-only", action="store_true", help="only the largest-batch checks (no peak rows)")
@@ -174,6 +198,16 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     commit = open(os.path.join(REPO, "COMMIT")).read().strip() if os.path.exists(os.path.join(REPO, "COMMIT")) else None
     tmp = tempfile.mkdtemp(prefix="bench-predict-")
+    if ns.phases:
+        from benchenv import environment  # noqa: PLC0415
+
+        doc = {"meta": {**environment(), "cpus": os.cpu_count(), "case": "gpt sample 6L/768 s1024 b8"},
+               "rows": [phases(tmp, v) for v in ("baseline", "bf16")]}
+        print(json.dumps(doc, indent=1), flush=True)
+        if ns.out:
+            with open(ns.out, "w") as f:
+                json.dump(doc, f, indent=1)
+        return
     if ns.speed:
         rows = []
         for attn in ("eager", "sdpa"):
