@@ -42,7 +42,7 @@ REPO = os.path.dirname(KERNELS)
 # child that measures it beside this checkout's.
 sys.path.insert(0, os.environ.get("MEMBIT_BENCH_KERNELS") or KERNELS)
 
-CASES = ("gpt6-compiled", "harness", "sdpa-eager", "gpt2m-compiled", "gpt6-compiled-op", "sdpa-bert")
+CASES = ("gpt6-compiled", "harness", "sdpa-eager", "gpt2m-compiled", "gpt6-compiled-op", "sdpa-bert", "sdpa-gpt2m")
 
 
 # -- one measurement, in its own process ------------------------------------------------------
@@ -196,8 +196,16 @@ def _step_ms(stdout, skip):
     return ms
 
 
-def harness_case(smoke, log, timeout):
-    """Plain run vs profiled run of the compiled sample, each in a fresh process."""
+# Profiled runs beside the plain one: the default harness, then each costly part switched off,
+# so the overhead is split between module timing, the allocator's history and the rest (the
+# saved-tensor hooks).
+HARNESS_FLAGS = {"default": [], "no-module-timing": ["--no-module-timing"],
+                 "no-allocator-history": ["--no-allocator-history"],
+                 "neither": ["--no-module-timing", "--no-allocator-history"]}
+
+
+def harness_case(smoke, log, timeout, flag_sets=("default",)):
+    """Plain run vs profiled runs of the compiled sample, each in a fresh process."""
     env = dict(os.environ, PYTHONPATH=KERNELS, PYTHONUNBUFFERED="1")
     warm, prof = (1, 2) if smoke else (6, 20)
     rows = []
@@ -211,14 +219,22 @@ def harness_case(smoke, log, timeout):
     rows.append({"run": "plain", "peak_allocated": peak[0] if peak else None,
                  "step_ms_median": round(statistics.median(ms), 3) if ms else None, "wall_s": round(time.time() - t, 1)})
     log(f"  harness plain: {rows[-1]}")
-    out = os.path.join(os.environ.get("OUT", "/tmp"), "harness_compiled.json")
+    for name in flag_sets:
+        rows.append(_harness_run(name, smoke, env, warm, prof, timeout, log))
+    return rows
+
+
+def _harness_run(name, smoke, env, warm, prof, timeout, log):
+    flags = HARNESS_FLAGS[name]
+    suffix = "" if name == "default" else "_" + name
+    out = os.path.join(os.environ.get("OUT", "/tmp"), f"harness_compiled{suffix}.json")
     t = time.time()
     prof_run = subprocess.run([sys.executable, "-m", "membit.profile", "--out", out, "--warmup", str(warm),
-                               "--steps", str(prof), "--", *_gpt_cmd(smoke, warm + prof + 5)],
+                               "--steps", str(prof), *flags, "--", *_gpt_cmd(smoke, warm + prof + 5)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     ms = _step_ms(prof_run.stdout, warm)
-    row = {"run": "harness", "returncode": prof_run.returncode, "step_ms_median": round(statistics.median(ms), 3) if ms else None,
-           "wall_s": round(time.time() - t, 1)}
+    row = {"run": "harness", "flags": flags, "returncode": prof_run.returncode,
+           "step_ms_median": round(statistics.median(ms), 3) if ms else None, "wall_s": round(time.time() - t, 1)}
     try:
         with open(out, encoding="utf-8") as f:
             rep = json.load(f)
@@ -233,9 +249,8 @@ def harness_case(smoke, log, timeout):
                     "error": (rep["run"]["error"] or "")[-1500:] or None})
     except (OSError, ValueError, KeyError) as e:
         row["error"] = f"{e}: {prof_run.stderr[-1500:]}"
-    rows.append(row)
     log(f"  harness profiled: { {k: v for k, v in row.items() if k not in ('per_graph', 'top_lines')} }")
-    return rows
+    return row
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -280,8 +295,10 @@ def plan(cases, smoke, rounds=1, baseline=None):
             out += [("gpt6", v, True, b_gpt, s_gpt, steps, warmup, {"MEMBIT_COMPILE_DROPOUT": "op"}) for v in ("packed",)]
         elif case == "gpt2m-compiled":
             out += [("gpt2m-eager", v, True, b_gpt, s_gpt, steps, warmup, {}) for v in ("stock", "packed", "recompute")]
-        elif case in ("sdpa-eager", "sdpa-bert"):
-            models = (("bertl-sdpa", b_bert, s_bert), ("gpt2m-sdpa", b_gpt, s_gpt))[:1 if case == "sdpa-bert" else 2]
+        elif case in ("sdpa-eager", "sdpa-bert", "sdpa-gpt2m"):
+            models = {"sdpa-eager": (("bertl-sdpa", b_bert, s_bert), ("gpt2m-sdpa", b_gpt, s_gpt)),
+                      "sdpa-bert": (("bertl-sdpa", b_bert, s_bert),),
+                      "sdpa-gpt2m": (("gpt2m-sdpa", b_gpt, s_gpt),)}[case]
             # Rounds interleave the variants, so a drift of the GPU's clocks over the run
             # lands on every variant alike.
             for _ in range(rounds):
@@ -304,6 +321,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=1, help="sdpa cases: interleaved rounds of every variant")
     ap.add_argument("--baseline-kernels", default=None,
                     help="sdpa cases: also measure packed with the membit package of this kernels/ folder")
+    ap.add_argument("--harness-flags", default="default",
+                    help="harness case: comma-separated profiled runs, from " + ", ".join(HARNESS_FLAGS))
     ap.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -335,7 +354,7 @@ def main(argv=None):
             log(f"budget spent: skipped {job[:3]}")
             continue
         if job[0] == "harness":
-            for row in harness_case(args.smoke, log, args.timeout_s):
+            for row in harness_case(args.smoke, log, args.timeout_s, [f for f in args.harness_flags.split(",") if f]):
                 results["runs"].append(dict(row, case="harness"))
             save()
             continue
