@@ -14,6 +14,10 @@ search runs, then the GPU checks the predicted largest batch and the next one up
     python benchmarks/bench_predict.py --speed                                # CPU: GPT-2 medium timing
     python benchmarks/bench_predict.py --phases --out results/X.json          # CPU: the GPT sample's
                                                                               # predicted maximum per phase
+    python benchmarks/bench_predict.py --against results/LOG --out results/X.json
+                                   # CPU: predict again the rows a GPU run measured (its log's JSON
+                                   # lines), against those measurements: the measured side does not
+                                   # depend on the predictor
 
 Each result row says the case, the variant, predicted and measured bytes, and the error.
 """
@@ -178,6 +182,49 @@ def gpu_key(name):
     return "H100-80GB"
 
 
+def against(ns, tmp):
+    """Predicts again, here, every peak row a GPU run logged, and compares with its measurement."""
+    from benchenv import environment  # noqa: PLC0415
+
+    measured = []
+    gpu = None
+    with open(ns.against, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("measured"), int) and "variant" in row:
+                measured.append(row)
+            elif isinstance(row, dict) and "gpu_key" in row:
+                gpu = row
+    if gpu is None or not measured:
+        raise SystemExit(f"{ns.against}: no environment line (gpu_key) or no measured rows: not a bench_predict log")
+    by_case = {case: (script, args) for case, script, args, _ in CASES}
+    pool = cf.ThreadPoolExecutor(ns.jobs)
+    jobs = []
+    for i, m in enumerate(measured):
+        if m["case"] not in by_case or (ns.only and not any(w.strip() in m["case"] for w in ns.only.split(","))):
+            continue
+        script, args = by_case[m["case"]]
+        jobs.append((m, pool.submit(predict, tmp, f"again{i}", script, args, m["variant"], gpu["gpu_key"])))
+    rows = []
+    for m, fut in jobs:
+        p = fut.result()
+        err = round(100.0 * (p["peak"] - m["measured"]) / m["measured"], 2) if p.get("peak") else None
+        rows.append({"case": m["case"], "variant": m["variant"], "predicted": p.get("peak"), "measured": m["measured"],
+                     "error_pct": err, "complete": p.get("complete"), "prediction": p})
+        print(json.dumps({k: rows[-1][k] for k in ("case", "variant", "predicted", "measured", "error_pct", "complete")}), flush=True)
+    doc = {"meta": {**environment(), "cpus": os.cpu_count(), "measured_by": {k: gpu.get(k) for k in ("gpu", "torch", "date", "commit")},
+                    "measured_log": os.path.basename(ns.against)}, "rows": rows}
+    if ns.out:
+        with open(ns.out, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
@@ -185,6 +232,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--speed", action="store_true", help="CPU only: time GPT-2 medium's prediction")
     ap.add_argument("--phases", action="store_true", help="CPU only: the GPT sample's predicted maximum per phase")
+    ap.add_argument("--against", default=None, metavar="LOG",
+                    help="CPU: predict the rows of this GPU run's log again, against its measured bytes")
     ap.add_argument("--only", default=None, help="comma-separated substrings: run only the cases whose name has one")
     ap.add_argument("--no-fit", action="store_true", help="skip the largest-batch checks")
     ap.add_argument("--fit-only", action="store_true", help="only the largest-batch checks (no peak rows)")
@@ -207,6 +256,9 @@ def main():
         if ns.out:
             with open(ns.out, "w") as f:
                 json.dump(doc, f, indent=1)
+        return
+    if ns.against:
+        against(ns, tmp)
         return
     if ns.speed:
         rows = []

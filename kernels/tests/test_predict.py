@@ -257,3 +257,27 @@ def test_gpu_table():
     h = gpus.lookup("H100-80GB")
     assert h.cublas_workspace_bytes == 32 * 1024 * 1024  # PyTorch's default on compute capability 9.0
     assert gpus.lookup("A100-80GB").cublas_workspace_bytes == 4096 * 1024 * 2 + 16 * 1024 * 8
+
+
+def test_cuda_kernel_temporaries_are_counted(tmp_path):
+    # CUDA's softmax backward computes grad * output into a tensor of its own before its kernel
+    # runs (SoftMax.cu, softmax_backward_cuda_out); the meta kernel returns only the gradient.
+    # Measured on an H100 (benchmarks/op_transients.py): the op's own peak is its output plus
+    # one more tensor of the same size.
+    script = tmp_path / "softmax.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        x = torch.randn(8, 1024, 1024, device="cuda", requires_grad=True)
+        opt = torch.optim.SGD([x], lr=0.1)
+        for _ in range(2):
+            y = torch.softmax(x, dim=-1)
+            y.backward(torch.ones_like(y))
+            opt.step()
+            opt.zero_grad()
+    """))
+    proc, doc = predict(tmp_path, script, (), "--gpu", "H100-80GB")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mib32 = 8 * 1024 * 1024 * 4
+    # x, y (saved), the incoming gradient, the outgoing gradient and CUDA's grad * output.
+    assert doc["run"]["prediction"]["complete"]
+    assert doc["run"]["prediction"]["tensors_peak"] == 5 * mib32
