@@ -5,13 +5,16 @@ max_memory_allocated), one after another on the same GPU, in this order of prior
 
   gpt6-compiled      6-layer GPT (samples/gpt_tiny.py: d 768, 12 heads, eager attention with
                      attention dropout, vocab 256), 8 x 1024 tokens, bf16 autocast, AdamW,
-                     torch.compile: stock vs membit.patch(dropout="packed") vs "recompute"
+                     torch.compile: stock vs membit.patch(dropout="packed") vs "recompute",
+                     the latter two with MEMBIT_COMPILE_DROPOUT=fused (membit.patch alone keeps
+                     torch's dropout inside torch.compile)
   harness            samples/gpt_compiled.py --bf16 at the same size: plain vs under
                      python -m membit.profile (peak equality and step-time overhead)
   sdpa-eager         HF BERT-large SDPA b16 s512 and HF GPT-2 medium SDPA b8 s1024, eager, bf16
-                     autocast, AdamW: stock vs packed (step time)
+                     autocast, AdamW: stock vs packed vs recompute (step time); sdpa-bert and
+                     sdpa-gpt2m run one of the two
   gpt2m-compiled     HF GPT-2 medium, eager attention, b8 s1024, bf16 autocast, AdamW,
-                     torch.compile: stock vs packed vs recompute
+                     torch.compile: stock vs packed vs recompute (fused, as above)
   gpt6-compiled-op   the 6-layer GPT with the previous formulation under compile (the opaque
                      custom op, MEMBIT_COMPILE_DROPOUT=op), for reference
 
@@ -283,6 +286,11 @@ def environment():
     return env
 
 
+# Compiled packed/recompute rows measure the fused formulation: membit.patch alone keeps torch's
+# dropout inside torch.compile (MEMBIT_COMPILE_DROPOUT defaults to stock).
+FUSED = {"MEMBIT_COMPILE_DROPOUT": "fused"}
+
+
 def plan(cases, smoke, rounds=1, baseline=None):
     steps, warmup = (3, 2) if smoke else (20, 3)
     b_gpt, s_gpt = (2, 64) if smoke else (8, 1024)
@@ -290,11 +298,11 @@ def plan(cases, smoke, rounds=1, baseline=None):
     out = []
     for case in cases:
         if case == "gpt6-compiled":
-            out += [("gpt6", v, True, b_gpt, s_gpt, steps, warmup, {}) for v in ("stock", "packed", "recompute")]
+            out += [("gpt6", v, True, b_gpt, s_gpt, steps, warmup, FUSED if v != "stock" else {}) for v in ("stock", "packed", "recompute")]
         elif case == "gpt6-compiled-op":
             out += [("gpt6", v, True, b_gpt, s_gpt, steps, warmup, {"MEMBIT_COMPILE_DROPOUT": "op"}) for v in ("packed",)]
         elif case == "gpt2m-compiled":
-            out += [("gpt2m-eager", v, True, b_gpt, s_gpt, steps, warmup, {}) for v in ("stock", "packed", "recompute")]
+            out += [("gpt2m-eager", v, True, b_gpt, s_gpt, steps, warmup, FUSED if v != "stock" else {}) for v in ("stock", "packed", "recompute")]
         elif case in ("sdpa-eager", "sdpa-bert", "sdpa-gpt2m"):
             models = {"sdpa-eager": (("bertl-sdpa", b_bert, s_bert), ("gpt2m-sdpa", b_gpt, s_gpt)),
                       "sdpa-bert": (("bertl-sdpa", b_bert, s_bert),),
@@ -390,7 +398,9 @@ def main(argv=None):
         dp = (f"{100 * (r['peak_allocated'] / b['peak_allocated'] - 1):+.1f}%"
               if b and r["peak_allocated"] and b["peak_allocated"] else "-")
         peak = f"{r['peak_allocated'] / 2**30:.2f}" if r["peak_allocated"] else "-"
-        tag = " (op)" if (r.get("env") or {}).get("MEMBIT_COMPILE_DROPOUT") else " (baseline)" if r.get("env") else ""
+        env = r.get("env") or {}
+        tag = (" (op)" if env.get("MEMBIT_COMPILE_DROPOUT") == "op" else " (baseline)" if env.get("MEMBIT_BENCH_KERNELS")
+               else "")
         print(f"{r['model']} | {r['variant']}{tag} | {r['compiled']} | {r['step_ms_median']} | {peak} | {ds} | {dp} | {r.get('graph_breaks', '-')}")
     for r in results["runs"]:
         if r.get("case") == "harness":

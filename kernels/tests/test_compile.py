@@ -73,19 +73,55 @@ def test_compiled_dropout_eager_matches_its_own_backward_and_rate(seed):
     assert abs(rate - p) < 0.01  # 32768 draws: 5 sigma is 0.0127 / 2
 
 
-def test_packed_under_compile_saves_bits_and_no_graph_break(seed):
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(32, 256)
-            self.drop = nn.Dropout(0.25)
+class TwoDropouts(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(32, 256)
+        self.drop = nn.Dropout(0.25)
 
-        def forward(self, x):
-            h = torch.softmax(self.a(x), -1)
-            h = self.drop(h)  # module dropout
-            return F.dropout(h, 0.25, self.training)  # functional dropout, routed by membit.patch
+    def forward(self, x):
+        h = torch.softmax(self.a(x), -1)
+        h = self.drop(h)  # module dropout
+        return F.dropout(h, 0.25, self.training)  # functional dropout, routed by membit.patch
 
-    model = M()
+
+def test_compiled_models_keep_torch_dropout_unless_asked(seed, monkeypatch):
+    # No formulation of packing held step time on every compiled model measured: by default a
+    # patched model's dropout runs as torch's own inside torch.compile, and membit says so once.
+    import membit.ops.packed_dropout as pd
+
+    monkeypatch.delenv("MEMBIT_COMPILE_DROPOUT", raising=False)
+    monkeypatch.setattr(pd, "_stock_noted", False)
+    model = TwoDropouts()
+    membit.patch(model, dropout="packed")
+    x = torch.randn(16, 32, requires_grad=True)
+    with pytest.warns(UserWarning, match="MEMBIT_COMPILE_DROPOUT=fused") as caught:
+        explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    assert sum("inside torch.compile runs as torch's own dropout" in str(w.message) for w in caught) == 1
+    torch._dynamo.reset()
+    _, saved = saved_by(torch.compile(model, backend="aot_eager"), x)
+    assert not any(d == torch.uint8 for _, d in saved), saved  # nothing packed
+    # Stock dropout keeps a mask of every element (CPU: its own dtype), once per dropout.
+    masks = [s for s, _ in saved if s == (16, 256)]
+    assert len(masks) >= 2, saved
+    # Eager calls of the same model still pack: two masks of 1 bit per element.
+    _, eager_saved = saved_by(model, x)
+    bits = [s[0] * torch.iinfo(d).bits for s, d in eager_saved if not d.is_floating_point and len(s) == 1]
+    assert bits == [16 * 256, 16 * 256], eager_saved
+
+
+def test_a_bad_compile_formulation_is_named(seed, monkeypatch):
+    model = TwoDropouts()
+    membit.patch(model, dropout="packed")
+    monkeypatch.setenv("MEMBIT_COMPILE_DROPOUT", "packd")
+    with pytest.raises(Exception, match=r"MEMBIT_COMPILE_DROPOUT='packd': expected one of stock, fused, op"):
+        torch.compile(model, backend="aot_eager")(torch.randn(4, 32, requires_grad=True))
+
+
+def test_packed_under_compile_saves_bits_and_no_graph_break(seed, monkeypatch):
+    monkeypatch.setenv("MEMBIT_COMPILE_DROPOUT", "fused")
+    model = TwoDropouts()
     membit.patch(model, dropout="packed")
     x = torch.randn(16, 32, requires_grad=True)
     explained = torch._dynamo.explain(model)(x)

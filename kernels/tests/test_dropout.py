@@ -418,8 +418,9 @@ def test_registered_as_custom_op_and_passes_opcheck():
 @needs_compile_stack
 def test_torch_compile_does_not_graph_break(monkeypatch):
     """The custom-op formulation (MEMBIT_COMPILE_DROPOUT=op) under compile: no graph break, and
-    the op's own reference draws the same mask compiled and eager. The default formulation
-    under compile draws its mask from torch's RNG instead (tests/test_compile.py checks it)."""
+    the op's own reference draws the same mask compiled and eager. The fused formulation
+    (MEMBIT_COMPILE_DROPOUT=fused) draws its mask from torch's RNG instead, and the default is
+    torch's own dropout (tests/test_compile.py checks both)."""
     import torch._dynamo as dynamo
 
     monkeypatch.setenv("MEMBIT_COMPILE_DROPOUT", "op")

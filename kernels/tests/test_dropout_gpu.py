@@ -102,8 +102,9 @@ def test_cuda_graph_replays_draw_fresh_masks():
 
 def test_inductor_compiles_through_the_op(monkeypatch):
     """The custom-op formulation under Inductor (MEMBIT_COMPILE_DROPOUT=op): the op's own
-    kernels draw the same mask compiled and eager. The default formulation under compile
-    draws its mask with Inductor's Philox instead (test_compile_gpu.py checks that one)."""
+    kernels draw the same mask compiled and eager. The fused formulation under compile
+    (MEMBIT_COMPILE_DROPOUT=fused) draws its mask with Inductor's Philox instead
+    (test_compile_gpu.py checks that one); the default is torch's own dropout."""
     _needs_triton()
     if not pd.uses_custom_op():
         pytest.skip("torch.library.custom_op needs torch >= 2.4")

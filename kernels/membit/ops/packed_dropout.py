@@ -628,10 +628,51 @@ def _is_compiling() -> bool:
     return bool(dynamo is not None and hasattr(dynamo, "is_compiling") and dynamo.is_compiling())
 
 
-def _compile_formulation() -> str:
-    import os
+# torch's own dropout, as it was when membit was imported: membit.patch later routes
+# torch.nn.functional.dropout through membit, and stock dropout under compile must not loop back.
+_torch_dropout = torch.nn.functional.dropout
 
-    return os.environ.get("MEMBIT_COMPILE_DROPOUT", "fused")
+# How membit's dropout runs inside code torch.compile traces (MEMBIT_COMPILE_DROPOUT, read when
+# the graph is traced):
+#   stock  torch's own dropout (the default). Inductor fuses it; no formulation of packing
+#          held the step-time bar on every compiled model measured (RESULTS_compile.md: on an
+#          H100, packed cost +1.9% step on a 6-layer GPT and +8.6% on HF GPT-2 medium;
+#          recompute +7.0% and -2.0%), so a compiled model is not packed unless asked.
+#   fused  the requested mode in plain ops Inductor fuses (compiled_dropout.py);
+#   op     the Triton custom op, opaque to Inductor (materialised input and output).
+COMPILE_FORMULATIONS = ("stock", "fused", "op")
+_stock_noted = False
+
+
+def compile_formulation() -> str:
+    value = os.environ.get("MEMBIT_COMPILE_DROPOUT", "stock").strip().lower() or "stock"
+    if value not in COMPILE_FORMULATIONS:
+        raise ValueError(f"MEMBIT_COMPILE_DROPOUT={value!r}: expected one of {', '.join(COMPILE_FORMULATIONS)} "
+                         "(stock: torch's dropout inside torch.compile; fused: packed/recompute in ops Inductor fuses; "
+                         "op: membit's Triton op)")
+    return value
+
+
+def _traced_formulation() -> str:
+    """compile_formulation() for code dynamo traces, saying once per process that dropout stays
+    torch's own there. Dynamo runs this function for real while tracing and takes its result as
+    a constant (assume_constant_result), so the warning is plain Python, not a graph break."""
+    global _stock_noted
+    how = compile_formulation()
+    if how == "stock" and not _stock_noted:
+        _stock_noted = True
+        import warnings
+
+        warnings.warn("membit: packed/recompute dropout inside torch.compile runs as torch's own dropout: "
+                      "packing compiled models did not hold step time on every model measured (see membit's "
+                      "README, 'torch.compile'). Set MEMBIT_COMPILE_DROPOUT=fused to pack under compile anyway.",
+                      stacklevel=2)
+    return how
+
+
+_assume_constant = getattr(getattr(torch, "_dynamo", None), "assume_constant_result", None)
+if _assume_constant is not None:
+    _traced_formulation = _assume_constant(_traced_formulation)
 
 
 def packed_dropout(x: torch.Tensor, p: float, mode: str = "packed") -> torch.Tensor:
@@ -639,14 +680,16 @@ def packed_dropout(x: torch.Tensor, p: float, mode: str = "packed") -> torch.Ten
 
     Argument checks, eval mode and p in {0, 1} live in membit.nn.functional.packed_dropout.
     Eager calls take the autograd.Function (a custom op's Python dispatch costs a few times
-    more host time per call). Under torch.compile the plain-op formulation of
-    compiled_dropout.py is traced, which Inductor fuses into its neighbours' kernels; the
-    registered custom op (opaque to Inductor: its input and output are materialised) is kept
-    for comparison, chosen by MEMBIT_COMPILE_DROPOUT=op, read when the graph is traced.
+    more host time per call). Under torch.compile, MEMBIT_COMPILE_DROPOUT chooses (above):
+    torch's own dropout by default, the plain-op formulation of compiled_dropout.py that
+    Inductor fuses into its neighbours' kernels ("fused"), or the custom op ("op").
     """
     store_mask = mode == "packed"
     if _is_compiling():
-        if _op is not None and _compile_formulation() == "op":
+        how = _traced_formulation()
+        if how == "stock":
+            return _torch_dropout(x, float(p), True)
+        if how == "op" and _op is not None:
             return _op(x, float(p), store_mask)[0]
         from .compiled_dropout import compiled_dropout
 

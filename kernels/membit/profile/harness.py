@@ -542,8 +542,12 @@ class Harness:
         name = type(root).__name__
         if dropout is not None:
             n = sum(1 for r in done if r["kind"] == "dropout")
+            # A variant asks to measure this dropout mode: inside torch.compile too, where
+            # membit.patch alone keeps torch's dropout (MEMBIT_COMPILE_DROPOUT, ops/packed_dropout.py).
+            compiled = os.environ.setdefault("MEMBIT_COMPILE_DROPOUT", "fused")
             self.lever_records.append({"lever": dropout, "how": f"membit.patch({name}, dropout='{dropout}'){where}: "
-                                                                  f"{n} dropout module(s) replaced"})
+                                                                  f"{n} dropout module(s) replaced; inside torch.compile: "
+                                                                  f"MEMBIT_COMPILE_DROPOUT={compiled}"})
         if ffn is not None:
             n = sum(1 for r in done if r["kind"] == "ffn")
             self.lever_records.append({"lever": "sparse24", "how": f"membit.patch({name}, ffn='2:4'){where}: "
