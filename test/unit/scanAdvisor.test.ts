@@ -29,7 +29,8 @@ import {
 } from '../../src/core/scan';
 import { capture } from './cliCapture';
 import { reportFixture } from './reportFixtures';
-import { BERT_LARGE_SDPA } from '../../src/core/advice/measured';
+import { BERT_LARGE_SDPA, COMPILED_DROPOUT, signedPercent } from '../../src/core/advice/measured';
+import { convertDropout } from '../../src/core/rewrite';
 import { fixture, repoRoot, scanner } from './scanSupport';
 import { defined } from '../defined';
 import { itemAt } from '../../src/core/arrays';
@@ -435,7 +436,7 @@ test('membit scan --python checks the advice against that torch; a Python that c
   assert.match(empty.stderr, /--python needs an interpreter/);
 });
 
-test('torch.compile in the file: dropout findings say what packing measured under compile; re.compile is not compile', async () => {
+test('torch.compile in the file: dropout findings say packing is not proposed, with the measured figures; no conversion; re.compile is not compile', async () => {
   const s = await scanner();
   const body = [
     'import re',
@@ -469,10 +470,38 @@ test('torch.compile in the file: dropout findings say what packing measured unde
     assert.equal(drops.length, 2, tail);
     for (const site of drops) {
       assert.deepEqual(site.compiled, { what, line: body.length + (tail.startsWith('model = Block()') ? 1 : 0) }, tail);
-      assert.match(site.message, /Compiled \(torch\.compile\): packed measured −7\.4% peak, \+1\.9% step/);
+      // The figures are the committed results' own (advice/measured.ts reads them): each
+      // model's packed and recompute step time against its stock compiled run.
+      const figures = COMPILED_DROPOUT.map((m) => signedPercent(m.packed.step));
+      assert.equal(figures.length, 2);
+      assert.match(site.message, /^.*Compiled \(torch\.compile\): packing is not proposed here\./);
+      for (const f of figures) assert.ok(site.message.includes(f), `${f} in ${site.message}`);
       const hover = formatHover(site, ALL);
-      assert.match(hover, /Inductor fuses/);
-      assert.match(hover, new RegExp(`at line ${body.length + 1 + (tail.startsWith('model = Block()') ? 1 : 0)}\\.`));
+      assert.match(hover, new RegExp(`\\(\`${what.replace(/[.*()[\]]/g, '\\$&')}\` at line ${body.length + 1 + (tail.startsWith('model = Block()') ? 1 : 0)}\\)`));
+      for (const m of COMPILED_DROPOUT) assert.ok(hover.includes(`packed ${signedPercent(m.packed.step)} step, ${signedPercent(m.packed.peak)} peak`), hover);
+      assert.doesNotMatch(hover, /Quick fix/);
+      const conv = convertDropout(text, [site]);
+      assert.equal(conv.converted.length, 0);
+      const skip = defined(conv.skipped[0], 'the skipped site');
+      assert.equal(skip.code, 'compiled');
+      assert.match(skip.reason, /calls torch\.compile, where packing did not hold step time/);
     }
   }
+  // The same dropouts without torch.compile convert.
+  const conv = convertDropout(body.join('\n'), plain.sites.filter((x) => x.kind === 'dropout' || x.kind === 'dropout-call'));
+  assert.equal(conv.converted.length, 2);
+});
+
+test('compiled-dropout figures are read from the committed compile results, against their stock rows', () => {
+  for (const m of COMPILED_DROPOUT) {
+    const run = JSON.parse(readFileSync(join(repoRoot(), m.source), 'utf8')) as { runs: { model: string; variant: string; compiled: boolean; step_ms_median: number; peak_allocated: number }[] };
+    const row = (v: string) => defined(run.runs.find((r) => r.variant === v && r.compiled && r.model === m.key), `${m.key} ${v}`);
+    const stock = row('stock');
+    const packed = row('packed');
+    assert.equal(m.packed.step, (100 * (packed.step_ms_median - stock.step_ms_median)) / stock.step_ms_median);
+    assert.equal(m.packed.peak, (100 * (packed.peak_allocated - stock.peak_allocated)) / stock.peak_allocated);
+  }
+  assert.equal(signedPercent(-7.44), '−7.4%');
+  assert.equal(signedPercent(1.94), '+1.9%');
+  assert.equal(signedPercent(0), '+0.0%');
 });

@@ -15,6 +15,7 @@
  * a bare name imported from torch gets the bare Membit name and a `from` import, so
  * each call keeps the style the file already uses.
  */
+import { COMPILED_DROPOUT_REASON } from '../scan/format';
 import type { FfnMember, Site, SiteRange } from '../scan/types';
 import { canMark, findMembitCalls, importFor, markText, type MembitCall, lineMark, MEMBIT_BARE, membitCallee, originalsOnLine, STOCK, type TargetKind, dottedAt } from './calls';
 import { type OffsetEdit, offsetOf, type TextEdit, toTextEdits } from './edits';
@@ -61,7 +62,9 @@ export type SkipCode =
   /** Already a Membit call (nothing to do). */
   | 'converted'
   /** attn-mask and fused-attn-dropout sites: nothing to convert. */
-  | 'not-a-target';
+  | 'not-a-target'
+  /** A dropout site in a file that calls torch.compile: packing is not applied there (measured). */
+  | 'compiled';
 
 export interface Skipped {
   site: Site;
@@ -191,6 +194,7 @@ function finalName(q: string): string {
 
 /** Which stock dropout a site is, or why it is not converted. */
 function dropoutKind(site: Site): { kind: TargetKind; torchDropout?: boolean } | { code: SkipCode; reason: string } {
+  if (site.compiled) return { code: 'compiled', reason: COMPILED_DROPOUT_REASON };
   // The variable may stand for something else on another path, and rewriting the call
   // would leave its assignment as it was: call the dropout directly to convert it.
   if (site.aliasOf) {

@@ -3,7 +3,7 @@
  * markdown and the per-class CodeLens summary. Pure functions, so the VS Code
  * adapter only maps them onto its API and the CLI prints the same words.
  */
-import { BERT_LARGE_SDPA, describeMeasured } from '../advice/measured';
+import { BERT_LARGE_SDPA, COMPILED_DROPOUT, describeMeasured, signedPercent } from '../advice/measured';
 import type { AdviceLever, ClassInfo, Estimate, Site, SiteKind, SiteRange, TorchCapabilities } from './types';
 import { ADVISOR_KINDS } from './types';
 import { formatBytes } from '../units';
@@ -227,13 +227,30 @@ export function siteMessage(site: Site, caps?: TorchCapabilities | null): string
 }
 
 /**
- * Packed dropout under torch.compile, as measured (kernels/benchmarks/RESULTS_compile.md):
- * membit traces as plain ops that Inductor fuses. 6-layer GPT (d 768, eager attention with
- * dropout), 8×1024, bf16 autocast, AdamW, H100, torch 2.11, median of 20 steps.
+ * Dropout in a file that calls torch.compile: not converted, since no formulation of packing
+ * held step time on every compiled model measured; the figures come from the committed results
+ * (advice/measured.ts).
  */
-export const COMPILED_DROPOUT_SHORT = 'Compiled (torch.compile): packed measured −7.4% peak, +1.9% step on a 6-layer GPT (H100).';
-export const COMPILED_DROPOUT_HOVER =
-  'This file calls torch.compile. Under compile, membit.patch traces packed dropout as plain tensor ops that Inductor fuses (mask drawn, packed 8 a byte and unpacked inside the neighbouring kernels), not as its Triton op, which Inductor cannot fuse. Measured on an H100 (torch 2.11, 6-layer GPT d 768 with eager attention and dropout, 8×1024, bf16 autocast, AdamW, stock compiled 4.93 GiB / 17.19 ms): **packed −7.4% peak, +1.9% step**; recompute −13.1% peak but +7.0% step. The earlier opaque op cost +13% peak and +16% step there. No graph breaks.';
+const [GPT6, GPT2M] = COMPILED_DROPOUT;
+const compiledFigures = (pick: 'packed' | 'recompute') => COMPILED_DROPOUT.map((m) => signedPercent(m[pick].step)).join(' and ');
+export const COMPILED_DROPOUT_SHORT =
+  `Compiled (torch.compile): packing is not proposed here. Measured on an ${GPT6?.device ?? 'GPU'}, packed cost ${compiledFigures('packed')} step time ` +
+  `on ${GPT6?.model ?? ''} and ${GPT2M?.model ?? ''}, recompute ${compiledFigures('recompute')}; membit.patch keeps torch's dropout inside compiled code.`;
+/** The hover's paragraph for a dropout site in a compiled file; `what` and `line` (1-based) name the compile call. */
+export function compiledDropoutHover(what: string, line: number): string {
+  return [
+    `This file calls torch.compile (\`${what}\` at line ${line}). Inside compiled code membit.patch keeps torch's own dropout (Inductor fuses it), and no conversion is offered: ` +
+      'no formulation of packing held step time on every compiled model measured. Packed and recompute in ops Inductor fuses ' +
+      '(`MEMBIT_COMPILE_DROPOUT=fused` opts in), against stock compiled, bf16 autocast, AdamW, 8×1024:',
+    '',
+    ...COMPILED_DROPOUT.map(
+      (m) =>
+        `- ${m.model}, ${m.device} (${m.date}): packed ${signedPercent(m.packed.step)} step, ${signedPercent(m.packed.peak)} peak; ` +
+        `recompute ${signedPercent(m.recompute.step)} step, ${signedPercent(m.recompute.peak)} peak (\`${m.source}\`)`,
+    ),
+  ].join('\n');
+}
+export const COMPILED_DROPOUT_REASON = `the file calls torch.compile, where packing did not hold step time on every model measured (${COMPILED_DROPOUT.map((m) => `${m.model}: packed ${signedPercent(m.packed.step)}, recompute ${signedPercent(m.recompute.step)} step`).join('; ')}); membit.patch keeps torch's dropout in compiled code unless MEMBIT_COMPILE_DROPOUT=fused`;
 
 export type SiteSeverity = 'information' | 'hint';
 
@@ -405,10 +422,10 @@ export function formatHover(site: Site, caps?: TorchCapabilities | null): string
   }
   if (site.compiled) {
     lines.push('');
-    lines.push(`${COMPILED_DROPOUT_HOVER} (\`${site.compiled.what}\` at line ${site.compiled.line + 1}.)`);
+    lines.push(compiledDropoutHover(site.compiled.what, site.compiled.line + 1));
   }
   const action = ACTION[site.kind];
-  if (action && !(e.maskBytes === 0 && e.source !== 'report' && site.kind !== 'ffn')) {
+  if (action && !site.compiled && !(e.maskBytes === 0 && e.source !== 'report' && site.kind !== 'ffn')) {
     lines.push('');
     lines.push(action);
   }

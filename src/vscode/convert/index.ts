@@ -67,7 +67,9 @@ export function registerConvertFeature(context: vscode.ExtensionContext, log: Lo
             fix(`Convert ${inSel.length} dropout site${inSel.length > 1 ? 's' : ''} in the selection to packed dropout`, vscode.CodeActionKind.RefactorRewrite, Commands.convertToPackedDropout, [doc.uri, range]);
           }
           const model = MODEL_LINE.exec(doc.lineAt(range.start.line).text)?.[1];
-          if (model !== undefined && MODEL_NAME.test(model)) {
+          // In a file that calls torch.compile, packing is not proposed (see COMPILED_DROPOUT_REASON).
+          const compiled = result.sites.some((s) => s.compiled);
+          if (model !== undefined && MODEL_NAME.test(model) && !compiled) {
             fix(`Insert membit.patch(${model}, dropout="packed") after this line`, vscode.CodeActionKind.RefactorRewrite, Commands.insertPatchCall, [doc.uri, range.start.line]);
           }
           return actions;
