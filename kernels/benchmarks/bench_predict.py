@@ -86,7 +86,8 @@ def predict(tmp, tag, script, args, variant, gpu, find=False):
     except (OSError, ValueError):
         return {"error": f"no prediction (exit {r.returncode}): {r.stderr[-400:]}", "seconds": secs}
     p = doc["run"]["prediction"]
-    return {"peak": p["peak_allocated"], "complete": p["complete"], "partial_reason": p["partial_reason"],
+    return {"peak": p["peak_allocated"], "peak_reserved": p.get("peak_reserved"), "fits": p.get("fits"),
+            "out_of_memory": p.get("out_of_memory"), "complete": p["complete"], "partial_reason": p["partial_reason"],
             "categories": p["categories"], "sdpa": p["sdpa_backends"], "seconds": round(secs, 1),
             "max_batch": (p["max_batch"] or {}).get("largest") if find else None,
             "probes": [(x["value"], x["fits"], x["device_need"]) for x in (p["max_batch"] or {}).get("probes", [])] if find else None}
@@ -182,6 +183,33 @@ def gpu_key(name):
     return "H100-80GB"
 
 
+def kept_reserved(path):
+    """(case, variant) -> measured peak_reserved, from a --keep folder or its .tgz (JSON reports only)."""
+    import tarfile  # noqa: PLC0415
+
+    docs = []
+    if os.path.isdir(path):
+        for name in sorted(os.listdir(path)):
+            if name.startswith("meas-") and name.endswith(".json"):
+                with open(os.path.join(path, name), encoding="utf-8") as f:
+                    docs.append(json.load(f))
+    else:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar.getmembers():
+                base = os.path.basename(member.name)
+                if member.isfile() and base.startswith("meas-") and base.endswith(".json"):
+                    docs.append(json.load(tar.extractfile(member)))
+    out = {}
+    for d in docs:
+        run = d.get("run") or {}
+        script = os.path.basename(run.get("script") or "")
+        case = next((c for c, sc, a, _ in CASES if os.path.basename(sc) == script and list(a) == list(run.get("argv") or [])), None)
+        reserved = (d.get("summary") or {}).get("peak_reserved")
+        if case is not None and isinstance(reserved, int):
+            out[(case, d["run"].get("variant"))] = reserved
+    return out
+
+
 def against(ns, tmp):
     """Predicts again, here, every peak row a GPU run logged, and compares with its measurement."""
     from benchenv import environment  # noqa: PLC0415
@@ -211,15 +239,44 @@ def against(ns, tmp):
             continue
         script, args = by_case[m["case"]]
         jobs.append((m, pool.submit(predict, tmp, f"again{i}", script, args, m["variant"], gpu["gpu_key"])))
+    reserved = kept_reserved(ns.kept) if ns.kept else {}
+    fit_jobs = []
+    for path in ns.fits or []:
+        with open(path, encoding="utf-8") as f:
+            for row in json.load(f).get("max_batch", []):
+                script, args = next(((sc, a) for c, sc, a, _ in FIT if c == row["case"]), (None, None))
+                if script is None:
+                    continue
+                for value, probe in sorted((row.get("measured_probes") or {}).items(), key=lambda kv: int(kv[0])):
+                    a = list(args)
+                    a[a.index("--batch-size") + 1] = str(value)
+                    fit_jobs.append((row, int(value), probe, pool.submit(predict, tmp, f"fit-{row['case']}-{value}".replace(" ", "_").replace("/", "_"),
+                                                                          script, a, row["variant"], gpu["gpu_key"])))
     rows = []
     for m, fut in jobs:
         p = fut.result()
         err = round(100.0 * (p["peak"] - m["measured"]) / m["measured"], 2) if p.get("peak") else None
-        rows.append({"case": m["case"], "variant": m["variant"], "predicted": p.get("peak"), "measured": m["measured"],
-                     "error_pct": err, "complete": p.get("complete"), "prediction": p})
-        print(json.dumps({k: rows[-1][k] for k in ("case", "variant", "predicted", "measured", "error_pct", "complete")}), flush=True)
+        row = {"case": m["case"], "variant": m["variant"], "predicted": p.get("peak"), "measured": m["measured"],
+               "error_pct": err, "complete": p.get("complete"), "prediction": p}
+        mr = reserved.get((m["case"], m["variant"]))
+        if mr is not None and p.get("peak_reserved"):
+            row.update({"predicted_reserved": p["peak_reserved"], "measured_reserved": mr,
+                        "reserved_error_pct": round(100.0 * (p["peak_reserved"] - mr) / mr, 2)})
+        rows.append(row)
+        print(json.dumps({k: row.get(k) for k in ("case", "variant", "predicted", "measured", "error_pct", "complete",
+                                                  "predicted_reserved", "measured_reserved", "reserved_error_pct")}), flush=True)
+    fit_rows = []
+    for row, value, probe, fut in fit_jobs:
+        p = fut.result()
+        oom = p.get("out_of_memory") or {}
+        fit_rows.append({"case": row["case"], "variant": row["variant"], "value": value, "predicted_fits": p.get("fits"),
+                         "measured_status": probe.get("status"), "measured_peak": probe.get("peak"),
+                         "predicted_oom_allocated": oom.get("allocated"), "predicted_peak": p.get("peak"),
+                         "agree": (p.get("fits") is True) == (probe.get("status") == "ok")})
+        print(json.dumps(fit_rows[-1]), flush=True)
     doc = {"meta": {**environment(), "cpus": os.cpu_count(), "measured_by": {k: gpu.get(k) for k in ("gpu", "torch", "date", "commit")},
-                    "measured_log": os.path.basename(ns.against)}, "rows": rows}
+                    "measured_log": os.path.basename(ns.against), "kept": os.path.basename(ns.kept) if ns.kept else None,
+                    "fits": [os.path.basename(x) for x in ns.fits or []]}, "rows": rows, "fit_probes": fit_rows}
     if ns.out:
         with open(ns.out, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
@@ -234,6 +291,10 @@ def main():
     ap.add_argument("--phases", action="store_true", help="CPU only: the GPT sample's predicted maximum per phase")
     ap.add_argument("--against", default=None, metavar="LOG",
                     help="CPU: predict the rows of this GPU run's log again, against its measured bytes")
+    ap.add_argument("--kept", default=None, metavar="DIR|TGZ",
+                    help="with --against: the GPU run's kept reports, to compare predicted and measured reserved memory")
+    ap.add_argument("--fits", action="append", metavar="JSON",
+                    help="with --against: a --fit-only result; every batch it measured is predicted again (fits or not)")
     ap.add_argument("--only", default=None, help="comma-separated substrings: run only the cases whose name has one")
     ap.add_argument("--no-fit", action="store_true", help="skip the largest-batch checks")
     ap.add_argument("--fit-only", action="store_true", help="only the largest-batch checks (no peak rows)")

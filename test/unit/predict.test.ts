@@ -56,6 +56,26 @@ test('membit predict writes a valid report marked predicted for the chosen GPU',
   assert.ok(report.lines.length > 0 && report.lines.every((l) => l.file === 'samples/gpt_tiny.py'));
 });
 
+test('a card too small: the caching allocator replay says where the step runs out of memory', { timeout: 300_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'membit-predict-oom-'));
+  const out = join(dir, 'pred.json');
+  const io = capture(REPO);
+  // 400 MiB of the card are the CUDA context (the table's figure for a card given by size) and 64
+  // MiB the two cuBLAS workspaces: 2 MiB are left, less than the step's segments.
+  const code = await main(['predict', '--python', PYTHON, '--gpu', '466MiB', '--out', out, '--', GPT, ...GPT_ARGS], io);
+  assert.equal(code, 0, io.stderr);
+  assert.match(io.stdout, /^predicted peak \S+ [KMG]iB on \S+ · does not fit$/m);
+  assert.match(io.stdout, /needs \S+ [KMG]iB of \S+ [KMG]iB on .*: reserved \S+ [KMG]iB \(the caching allocator's segments over the step\) \+ CUDA context/);
+  assert.match(io.stdout, /does not fit: out of memory asking for \S+ [KMG]iB at samples\/gpt_tiny\.py:\d+, with \S+ [KMG]iB allocated and \S+ [KMG]iB reserved/);
+  const p = defined(readPrediction(JSON.parse(readFileSync(out, 'utf8')) as Report), 'prediction');
+  assert.equal(p.fits, false);
+  const oom = defined(p.outOfMemory, 'out_of_memory');
+  // The request did not fit what the card leaves after the context.
+  const context = defined(p.fixed.find((f) => !f.inAllocator), 'context').bytes;
+  assert.ok(oom.reserved + oom.request > p.totalBytes - context, JSON.stringify(oom));
+  assert.ok(defined(p.peakReserved, 'peak_reserved') + context > p.totalBytes);
+});
+
 test('status label: predicted, partial, searched and measured reports read differently', { timeout: 300_000 }, async () => {
   const { text } = await predictedReport();
   const doc = JSON.parse(text) as Report & { run: { prediction: Record<string, unknown> } };

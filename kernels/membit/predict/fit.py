@@ -3,8 +3,9 @@
 Each probe is a fresh `python -m membit.predict` process (a script's state never leaks into the
 next probe). Peak memory grows close to linearly in the batch, so after two probes the search
 extrapolates to a guess and then walks to the boundary: a few probes instead of a bisection's
-dozen. A probe fits when its prediction is complete and the memory it needs (peak allocated,
-plus the allocator's slack and the CUDA context from the GPU table) is within the GPU's capacity.
+dozen. A probe fits when its prediction is complete and its trace, replayed through the caching
+allocator's segment rules on the card (segments.py), never needs more than the GPU's capacity
+less the CUDA context from the GPU table.
 A partial prediction cannot decide, and the search says so.
 """
 

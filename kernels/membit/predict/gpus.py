@@ -8,11 +8,13 @@ A fake run counts the tensors a step allocates. Three things on a real card are 
     and 4096 KiB x 2 + 16 KiB x 8 elsewhere (aten/src/ATen/cuda/CublasHandlePool.cpp,
     `parseChosenWorkspaceSize`); one per (handle, stream), and autograd's backward runs on a
     thread of its own with its own handle, so a training step holds two;
-  * the caching allocator's slack between reserved and allocated memory (fragmentation).
-    An out-of-memory happens when *reserved* memory cannot grow, so "fits" keeps a margin.
+  * the caching allocator's slack between reserved and allocated memory (fragmentation):
+    not a table entry but a replay of the trace through the allocator's segment rules
+    (segments.py), since an out-of-memory happens when *reserved* memory cannot grow.
 
 Capacities are `torch.cuda.get_device_properties(i).total_memory` as the card reports it (the
-H100 and H200 figures were read on the cards this package's benchmarks ran on; the others are the
+H100 and H200 figures were read on the cards this package's benchmarks ran on: the H100's with torch
+2.11 and driver 580.159.04, benchmarks/results/predict_fit_2ef0e04_NVIDIA-H100-80GB-HBM3.json; the others are the
 usual driver-reported sizes, a little under the marketing size). Context sizes are typical for
 CUDA 12 with lazy module loading; they vary by driver and by how many kernels a run touches.
 Every figure here is labelled in the report as coming from this table.
@@ -54,11 +56,9 @@ class Gpu:
 
 # Handles per training step that take a cuBLAS workspace: the main thread's and autograd's.
 WORKSPACES_PER_STEP = 2
-# Reserved memory above allocated memory at the peak, as a share of the peak: what "fits" keeps free.
-FRAGMENTATION = 0.03
 
 GPUS: list[Gpu] = [
-    Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_045_870_592, "9.0", 520 * MiB),
+    Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_017_493_504, "9.0", 520 * MiB),
     Gpu("H200", "NVIDIA H200", 150_754_820_096, "9.0", 520 * MiB),
     Gpu("A100-80GB", "NVIDIA A100-SXM4-80GB", 85_097_971_712, "8.0", 470 * MiB),
     Gpu("A100-40GB", "NVIDIA A100-SXM4-40GB", 42_505_273_344, "8.0", 470 * MiB),

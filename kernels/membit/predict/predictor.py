@@ -15,7 +15,7 @@ import torch
 from ..profile import allocator, levers, report
 from ..profile import tracker as tracker_mod
 from ..profile.harness import EXIT_ERROR, Harness, Options
-from . import gpus
+from . import gpus, segments
 from .fakecuda import META, FakeCuda
 
 
@@ -119,6 +119,15 @@ class Predictor(Harness):
         in_alloc = sum(f["bytes"] for f in self.fixed if f["in_allocator"])
         self.tensors_peak = int(tensors_peak)
         self.peak_allocated = int(tensors_peak + in_alloc)
+        # Reserved memory: the trace through the caching allocator's segment rules, first without
+        # a limit, then, if that outgrows the card, on the card (where cached segments go back to
+        # the driver before an out-of-memory error).
+        workspaces = [in_alloc // gpus.WORKSPACES_PER_STEP] * gpus.WORKSPACES_PER_STEP if in_alloc else []
+        ctx = sum(f["bytes"] for f in self.fixed if not f["in_allocator"])
+        free_run = segments.replay(acc.events, None, workspaces)
+        capacity = self.gpu.total_bytes - ctx
+        self.on_card = free_run if free_run.peak_reserved <= capacity else segments.replay(acc.events, capacity, workspaces)
+        self.unlimited = free_run
         self.peak_reserved = None
 
     # -- the report -------------------------------------------------------------------------
@@ -197,10 +206,20 @@ class Predictor(Harness):
             complete = False
             partial = f"the script ended after {steps_done} of the {self.opts.steps} steps asked for"
         ctx = sum(f["bytes"] for f in self.fixed if not f["in_allocator"])
-        need = int(self.peak_allocated * (1 + gpus.FRAGMENTATION)) + ctx
+        oom = self.on_card.oom
+        reserved = self.unlimited.peak_reserved if oom is not None else self.on_card.peak_reserved
+        need = int(reserved) + ctx
+        fragmentation = round(reserved / self.peak_allocated - 1, 4) if self.peak_allocated else 0.0
         reads = sorted(self.env.host_reads.values(), key=lambda r: (not r.user, r.file, r.line))
         fsdp = self._fsdp(cats)
-        per_rank_need = None if fsdp is None else int(fsdp["per_rank_peak"] * (1 + gpus.FRAGMENTATION)) + ctx
+        per_rank_need = None if fsdp is None else int(fsdp["per_rank_peak"] * (1 + fragmentation)) + ctx
+        s["peak_reserved"] = int(reserved)
+        out_of_memory = None
+        if oom is not None:
+            ev = self.env.accountant.events[oom.index] if 0 <= oom.index < len(self.env.accountant.events) else None
+            fr = next((f for f in (ev.frames if ev is not None else []) if not self.code.is_library(f["filename"])), None)
+            out_of_memory = {"request": int(oom.request), "allocated": int(oom.allocated), "reserved": int(oom.reserved),
+                             "file": self.paths(fr["filename"]) if fr else None, "line": int(fr["line"]) if fr else None}
         doc["run"]["prediction"] = {
             "gpu": self.gpu.doc(),
             "complete": bool(complete),
@@ -209,9 +228,11 @@ class Predictor(Harness):
             "peak_allocated": int(self.peak_allocated),
             "tensors_peak": int(self.tensors_peak),
             "fixed": self.fixed,
-            "fragmentation": gpus.FRAGMENTATION,
+            "peak_reserved": int(reserved),
+            "fragmentation": fragmentation,
             "device_need": need,
-            "fits": (need <= self.gpu.total_bytes) if fsdp is None else (per_rank_need <= self.gpu.total_bytes),
+            "fits": (oom is None and need <= self.gpu.total_bytes) if fsdp is None else (per_rank_need <= self.gpu.total_bytes),
+            "out_of_memory": out_of_memory,
             "categories": cats,
             "host_reads": [{"what": r.what, "file": self.paths(r.file), "line": r.line, "user": r.user,
                             "assumed": r.assumed, "count": r.count} for r in reads],

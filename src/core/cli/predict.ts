@@ -48,7 +48,13 @@ export function describePrediction(text: string, io: Io, where: string): number 
     return 1;
   }
   io.out(`${statusLabel(report)}\n`);
-  io.out(`  needs ${formatBytes(p.deviceNeed)} of ${formatBytes(p.totalBytes)} on ${p.gpuName} (peak allocated + allocator slack + CUDA context)\n`);
+  const reserved = p.peakReserved !== undefined ? `reserved ${formatBytes(p.peakReserved)} (the caching allocator's segments over the step)` : 'peak allocated + allocator slack';
+  io.out(`  needs ${formatBytes(p.deviceNeed)} of ${formatBytes(p.totalBytes)} on ${p.gpuName}: ${reserved} + CUDA context\n`);
+  const oom = p.outOfMemory;
+  if (oom) {
+    const at = oom.file !== null && oom.line !== null ? ` at ${oom.file}:${oom.line}` : '';
+    io.out(`  does not fit: out of memory asking for ${formatBytes(oom.request)}${at}, with ${formatBytes(oom.allocated)} allocated and ${formatBytes(oom.reserved)} reserved\n`);
+  }
   for (const f of p.fixed) io.out(`  + ${f.what} ${formatBytes(f.bytes)}: ${f.source}\n`);
   if (!p.complete) io.out(`  PARTIAL: ${p.partialReason ?? 'the step was not followed to its end'}\n`);
   for (const r of p.userHostReads) io.out(`  not followed: ${r.what} at ${r.file}:${r.line} (its value is unknown without a GPU; the script got a placeholder)\n`);

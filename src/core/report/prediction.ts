@@ -18,6 +18,10 @@ export interface Prediction {
   peakAllocated: number;
   deviceNeed: number;
   fits: boolean;
+  /** Reserved memory at its highest, from the caching allocator's segment rules (absent in older reports). */
+  peakReserved?: number;
+  /** The first allocation the card could not hold, where the replay says the step runs out of memory. */
+  outOfMemory?: { request: number; allocated: number; reserved: number; file: string | null; line: number | null };
   /** Largest value of the searched argument that fits (undefined: not searched or none fits). */
   maxBatch?: { arg: string; largest: number | null };
   /** Reads of values the fake could not know, in the user's own code. */
@@ -57,6 +61,17 @@ export function readPrediction(report: Report): Prediction | undefined {
         out.userHostReads.push({ what: r['what'], file: r['file'], line: r['line'] as number });
       }
     }
+  }
+  if (isNum(p['peak_reserved'])) out.peakReserved = p['peak_reserved'];
+  const oom = p['out_of_memory'];
+  if (isObj(oom) && isNum(oom['request']) && isNum(oom['allocated']) && isNum(oom['reserved'])) {
+    out.outOfMemory = {
+      request: oom['request'],
+      allocated: oom['allocated'],
+      reserved: oom['reserved'],
+      file: typeof oom['file'] === 'string' ? oom['file'] : null,
+      line: Number.isInteger(oom['line']) ? (oom['line'] as number) : null,
+    };
   }
   if (Array.isArray(p['fixed'])) {
     for (const f of p['fixed']) {

@@ -193,12 +193,27 @@ export interface RunInfo {
       source: string;
       [k: string]: unknown;
     }[];
+    /**
+     * Reserved memory at its highest: the trace replayed through the caching allocator's segment rules (on the card, where cached segments are released before an out-of-memory error).
+     */
+    peak_reserved?: number;
+    /**
+     * peak_reserved / peak_allocated - 1.
+     */
     fragmentation?: number;
     /**
-     * peak_allocated plus the allocator's slack (fragmentation) plus the CUDA context: what the card must hold.
+     * peak_reserved plus the CUDA context: what the card must hold.
      */
     device_need: number;
     fits: boolean;
+    out_of_memory?: null | {
+      request: Bytes;
+      allocated: Bytes;
+      reserved: Bytes;
+      file: string | null;
+      line: number | null;
+      [k: string]: unknown;
+    };
     /**
      * Bytes live at the predicted peak by kind (params, buffers, grads, optimizer_state, activations, masks, temporaries, before_step).
      */
