@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { Commands } from '../../../src/commands';
-import { openSample, screenshot, waitFor } from './util';
+import { hoverText, openSample, screenshot, waitFor, workspaceDir } from './util';
 import { itemAt } from '../../../src/core/arrays';
 
 describe('Convert to packed dropout from the editor', () => {
@@ -46,6 +48,66 @@ describe('Convert to packed dropout from the editor', () => {
     const titles = actions.map((a) => a.title);
     assert.ok(titles.includes('Convert to packed dropout (1 bit per element)'), titles.join(' | '));
     assert.ok(titles.includes('Convert to mask-free dropout (recompute, no mask stored)'), titles.join(' | '));
+  });
+
+  it('in a file that calls torch.compile, offers no packing and says why, with the measured figures', async () => {
+    const name = 'compiled_block_e2e.py';
+    const file = join(workspaceDir(), name);
+    writeFileSync(
+      file,
+      [
+        'import torch',
+        'import torch.nn as nn',
+        '',
+        'class Block(nn.Module):',
+        '    def __init__(self):',
+        '        super().__init__()',
+        '        self.fc = nn.Linear(64, 64)',
+        '        self.drop = nn.Dropout(0.1)',
+        '',
+        '    def forward(self, x):',
+        '        return self.drop(self.fc(x))',
+        '',
+        'model = Block()',
+        'model = torch.compile(model)',
+        '',
+      ].join('\n'),
+    );
+    try {
+      const editor = await openSample(name);
+      const doc = editor.document;
+      const lines = doc.getText().split('\n');
+      const line = lines.findIndex((l) => l.includes('self.drop = nn.Dropout(0.1)'));
+      const diag = await waitFor('the dropout diagnostic', () => vscode.languages.getDiagnostics(doc.uri).find((d) => d.source === 'Membit' && d.range.start.line === line));
+      assert.match(diag.message, /Compiled \(torch\.compile\): packing is not proposed here\. Measured on an NVIDIA H100/);
+      const fixes = await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', doc.uri, diag.range, vscode.CodeActionKind.QuickFix.value);
+      const titles = fixes.map((a) => a.title);
+      assert.ok(!titles.some((t) => /packed|mask-free/.test(t)), titles.join(' | '));
+      const hover = hoverText(await vscode.commands.executeCommand<vscode.Hover[]>('vscode.executeHoverProvider', doc.uri, new vscode.Position(line, lines[line]?.indexOf('Dropout') ?? 0)));
+      assert.match(hover, /This file calls torch\.compile \(`torch\.compile\(\.\.\.\)` at line 14\)\. .*no conversion is offered/);
+      assert.match(hover, /MEMBIT_COMPILE_DROPOUT=fused/);
+      assert.doesNotMatch(hover, /Quick fix/);
+      const modelLine = lines.findIndex((l) => l.startsWith('model = Block()'));
+      const refactors = await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', doc.uri, new vscode.Range(modelLine, 0, modelLine, 0), vscode.CodeActionKind.RefactorRewrite.value);
+      assert.ok(!refactors.some((a) => a.title.startsWith('Insert membit.patch')), refactors.map((a) => a.title).join(' | '));
+      await screenshot('07-compiled-file');
+      // The same file without its torch.compile call gets the conversions back.
+      const compileLine = lines.findIndex((l) => l.startsWith('model = torch.compile'));
+      const edit = new vscode.WorkspaceEdit();
+      edit.delete(doc.uri, new vscode.Range(compileLine, 0, compileLine + 1, 0));
+      assert.ok(await vscode.workspace.applyEdit(edit));
+      const eager = await waitFor('the rescanned diagnostic', () =>
+        vscode.languages.getDiagnostics(doc.uri).find((d) => d.source === 'Membit' && d.range.start.line === line && !d.message.includes('torch.compile')),
+      );
+      const eagerFixes = await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', doc.uri, eager.range, vscode.CodeActionKind.QuickFix.value);
+      assert.ok(eagerFixes.some((a) => a.title === 'Convert to packed dropout (1 bit per element)'), eagerFixes.map((a) => a.title).join(' | '));
+      const eagerRefactors = await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', doc.uri, new vscode.Range(modelLine, 0, modelLine, 0), vscode.CodeActionKind.RefactorRewrite.value);
+      assert.ok(eagerRefactors.some((a) => a.title.startsWith('Insert membit.patch(model')), eagerRefactors.map((a) => a.title).join(' | '));
+      await doc.save();
+    } finally {
+      await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+      unlinkSync(file);
+    }
   });
 
   it('converts a whole file and reverts it back to the exact original', async () => {
