@@ -77,6 +77,15 @@ def test_prediction_is_a_valid_report_marked_predicted(gpt_pair):
     assert p["categories"]["params"] > 0 and p["categories"]["activations"] > 0
     # The timeline is the accountant's trace: its maximum is the tensors' peak.
     assert max(pred["timeline"]["allocated"]) == p["tensors_peak"]
+    # Reserved memory is the segment replay's, event for event: never below allocated, and its
+    # highest point is the prediction's reserved peak; the card's need is that plus the context.
+    tl = pred["timeline"]
+    assert all(r >= a for r, a in zip(tl["reserved"], tl["allocated"]))
+    assert max(tl["reserved"]) <= p["peak_reserved"] == pred["summary"]["peak_reserved"]
+    assert p["peak_reserved"] >= p["peak_allocated"]
+    context = sum(f["bytes"] for f in p["fixed"] if not f["in_allocator"])
+    assert p["device_need"] == p["peak_reserved"] + context
+    assert p["fits"] is True and p["out_of_memory"] is None
     # The sample prints loss.item(): a read of a value the fake cannot know, named at its line.
     reads = [r for r in p["host_reads"] if r["what"] == ".item()" and r["user"]]
     assert reads and reads[0]["file"] == "samples/gpt_tiny.py"

@@ -128,6 +128,11 @@ class Predictor(Harness):
         capacity = self.gpu.total_bytes - ctx
         self.on_card = free_run if free_run.peak_reserved <= capacity else segments.replay(acc.events, capacity, workspaces)
         self.unlimited = free_run
+        # The timeline's reserved series: the replay that got through the whole trace (on the
+        # card when the step fits, else without a limit), event for event as the allocator replay.
+        whole = self.on_card if self.on_card.oom is None else free_run
+        if len(whole.reserved) == len(self.replay.reserved):
+            self.replay.reserved = list(whole.reserved)
         self.peak_reserved = None
 
     # -- the report -------------------------------------------------------------------------
@@ -187,11 +192,6 @@ class Predictor(Harness):
         s = doc["summary"]
         s["step_time_s"] = None
         s["samples_per_s"] = None
-        s["peak_reserved"] = None
-        tl = doc.get("timeline")
-        if tl is not None:
-            # No reserved memory is predicted: the series repeats the allocated one, as the schema needs one.
-            tl["reserved"] = list(tl["allocated"])
         cats = self._categories_at_peak()
         complete = self.status == "ok" and self.tracker.primary_opt is not None
         partial = None

@@ -80,6 +80,8 @@ class Result:
     # The first request that did not fit (with --limit): index into the trace, bytes, and the
     # reserved and allocated bytes at that moment; None when everything fitted.
     oom: OutOfMemory | None
+    # Reserved bytes after each event of the trace (as far as the replay got).
+    reserved: list
 
 
 class CachingAllocator:
@@ -176,6 +178,7 @@ def replay(events, limit: int | None = None, preallocated=()) -> Result:
     replay stops at the first request the card cannot hold."""
     a = CachingAllocator(limit)
     live: dict[int, _Block] = {}
+    reserved: list[int] = []
     try:
         for n in preallocated:
             a.malloc(n, -1)
@@ -187,6 +190,7 @@ def replay(events, limit: int | None = None, preallocated=()) -> Result:
                 b = live.pop(addr, None)
                 if b is not None:
                     a.free(b)
+            reserved.append(a.reserved)
     except OutOfMemory as oom:
-        return Result(a.peak_reserved, a.peak_allocated, oom)
-    return Result(a.peak_reserved, a.peak_allocated, None)
+        return Result(a.peak_reserved, a.peak_allocated, oom, reserved)
+    return Result(a.peak_reserved, a.peak_allocated, None, reserved)
