@@ -1,5 +1,5 @@
 /**
- * The one place that turns byte counts into text. Every surface (hints, diagnostics,
+ * The one place that turns byte counts (and relative changes) into text. Every surface (hints, diagnostics,
  * hovers, CodeLens, status bar, report view, CLI, Markdown export) formats memory through
  * this module, so one quantity reads the same everywhere.
  *
@@ -36,4 +36,15 @@ export function formatBytesDelta(n: number): string {
   if (!Number.isFinite(n)) return '?';
   if (n === 0) return '±0 B';
   return n > 0 ? `+${formatBytes(n)}` : formatBytes(n);
+}
+
+/**
+ * A relative change (a fraction: -0.074 for −7.4%) as a signed percentage with one decimal:
+ * `+1.9%`, `−7.4%`, and `±0.0%` when it rounds to zero (a real minus sign, as formatBytes).
+ */
+export function formatPercentChange(rel: number): string {
+  if (!Number.isFinite(rel)) return '?';
+  const tenths = Math.round(rel * 1000);
+  if (tenths === 0) return '±0.0%';
+  return `${tenths > 0 ? '+' : '−'}${(Math.abs(tenths) / 10).toFixed(1)}%`;
 }

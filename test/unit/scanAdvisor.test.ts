@@ -503,5 +503,6 @@ test('compiled-dropout figures are read from the committed compile results, agai
   }
   assert.equal(signedPercent(-7.44), '−7.4%');
   assert.equal(signedPercent(1.94), '+1.9%');
-  assert.equal(signedPercent(0), '+0.0%');
+  // Zero reads as the project's other relative changes do (units.ts, formatPercentChange).
+  assert.equal(signedPercent(0), '±0.0%');
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
-import { formatBytes, formatBytesDelta } from '../../src/core/units';
+import { formatBytes, formatBytesDelta, formatPercentChange } from '../../src/core/units';
 import { repoRoot } from './nativeFakes';
 
 test('formatBytes: binary units, three significant digits', () => {
@@ -25,6 +25,28 @@ test('formatBytesDelta keeps the sign', () => {
   assert.equal(formatBytesDelta(1024), '+1 KiB');
   assert.equal(formatBytesDelta(-1536), '−1.5 KiB');
   assert.equal(formatBytesDelta(0), '±0 B');
+});
+
+test('formatPercentChange: one decimal, a real minus sign, ± when it rounds to zero', () => {
+  assert.equal(formatPercentChange(0.0194), '+1.9%');
+  assert.equal(formatPercentChange(-0.0744), '−7.4%');
+  assert.equal(formatPercentChange(-0.0612), '−6.1%');
+  assert.equal(formatPercentChange(0), '±0.0%');
+  assert.equal(formatPercentChange(-0.0004), '±0.0%');
+  assert.equal(formatPercentChange(0.0005), '+0.1%');
+  assert.equal(formatPercentChange(Number.NaN), '?');
+});
+
+test('one formatter of relative changes: no hand-rolled signed percentage outside units.ts', () => {
+  const offenders: string[] = [];
+  for (const f of sources()) {
+    if (f === 'src/core/units.ts') continue;
+    readFileSync(join(repoRoot, f), 'utf8').split('\n').forEach((line, i) => {
+      // The pattern every copy had: a sign chosen by hand, then the magnitude to one decimal and '%'.
+      if (/'−'.*toFixed\(1\)\}%/.test(line)) offenders.push(`${f}:${i + 1}`);
+    });
+  }
+  assert.deepEqual(offenders, []);
 });
 
 /** Every TypeScript file of the product (extension, CLI, webview). */

@@ -7,7 +7,7 @@
 import advisorRun from '../../../kernels/benchmarks/results/advisor_NVIDIA-H200.json';
 import compileGpt6 from '../../../kernels/benchmarks/results/compile_h100.json';
 import compileGpt2m from '../../../kernels/benchmarks/results/compile_gpt2m_2ef0e04_NVIDIA-H100-80GB-HBM3.json';
-import { formatBytes } from '../units';
+import { formatBytes, formatPercentChange } from '../units';
 
 interface AdvisorRunRow {
   case: string;
@@ -92,8 +92,7 @@ export const COMPILED_DROPOUT: readonly CompiledDropout[] = [
   compiledRows(compileGpt2m, 'gpt2m-eager', 'HF GPT-2 medium (eager attention)', 'kernels/benchmarks/results/compile_gpt2m_2ef0e04_NVIDIA-H100-80GB-HBM3.json'),
 ];
 
-/** "+1.9%" / "−7.4%": one decimal, a real minus sign. */
-export function signedPercent(x: number): string {
-  const r = Math.round(x * 10) / 10;
-  return `${r < 0 ? '−' : '+'}${Math.abs(r).toFixed(1)}%`;
+/** A change given in percent (1.94 for +1.9%), as units.ts writes every relative change. */
+export function signedPercent(pct: number): string {
+  return formatPercentChange(pct / 100);
 }

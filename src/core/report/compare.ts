@@ -3,7 +3,7 @@
  * time and throughput against the first run, per-module differences, and how each
  * run's levers were applied.
  */
-import { formatBytes } from '../units';
+import { formatBytes, formatPercentChange } from '../units';
 import { peakBytes, type Report } from './types';
 import { compareSteps, formatStepTime, formatVerdict, stepStats, type StepStats, type StepVerdict } from './stepTime';
 
@@ -140,9 +140,7 @@ function diffOf(m: ModuleDiff): number {
 }
 
 export function formatPct(x: number | null): string {
-  if (x === null) return '—';
-  const pct = x * 100;
-  return `${pct > 0 ? '+' : pct < 0 ? '−' : '±'}${Math.abs(pct).toFixed(1)}%`;
+  return x === null ? '—' : formatPercentChange(x);
 }
 
 /** The comparison as a Markdown table, like the experiment tables in papers. */

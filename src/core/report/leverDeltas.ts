@@ -6,6 +6,7 @@
  */
 import type { RunBrief } from './runLabel';
 import { runName } from './runLabel';
+import { formatPercentChange } from '../units';
 
 export interface LeverMeasurement {
   /** The variant as the harness names it (`sdpa`, `checkpoint`, `bf16`, `packed`, …). */
@@ -46,8 +47,7 @@ export function leverDeltas(base: RunBrief & { script: string }, runs: readonly 
 
 /** `sdpa: −44.0% peak (measured, run sdpa · local 14:05:12)`. */
 export function formatLeverMeasurement(m: LeverMeasurement): string {
-  const pct = m.rel * 100;
-  return `${m.variant}: ${pct > 0 ? '+' : pct < 0 ? '−' : '±'}${Math.abs(pct).toFixed(1)}% peak (measured, run ${m.run})`;
+  return `${m.variant}: ${formatPercentChange(m.rel)} peak (measured, run ${m.run})`;
 }
 
 /** Whether a measurement contradicts an estimate that promised `estimatedBytes` of saving. */

@@ -5,6 +5,7 @@
  * the runs' spread is reported as "within noise", and too few steps as too few. Pure.
  */
 import { itemAt } from '../arrays';
+import { formatPercentChange } from '../units';
 
 export interface StepStats {
   /** Median of the profiled steps, seconds. */
@@ -76,9 +77,7 @@ export function formatVerdict(v: StepVerdict, invert = false): string {
       return '—';
     case 'change': {
       // Throughput moves the other way: samples/s ∝ 1 / step time.
-      const r = invert ? 1 / (1 + v.rel) - 1 : v.rel;
-      const pct = r * 100;
-      return `${pct > 0 ? '+' : '−'}${Math.abs(pct).toFixed(1)}%`;
+      return formatPercentChange(invert ? 1 / (1 + v.rel) - 1 : v.rel);
     }
   }
 }
