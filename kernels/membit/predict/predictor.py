@@ -55,6 +55,10 @@ class Predictor(Harness):
         self.cuda = False
         self.tracker.snapshots = False
         self.prediction: dict = {}
+        # Set by _collect from the segment replay: the CUDA context's bytes, and the first
+        # allocation the card could not hold (None: the step fits).
+        self.context_bytes = 0
+        self.replay_oom: segments.OutOfMemory | None = None
         self.fake_cuda = True
         self._orig_data_ptr = None
         self._orig_bf16 = None
@@ -123,17 +127,18 @@ class Predictor(Harness):
         # a limit, then, if that outgrows the card, on the card (where cached segments go back to
         # the driver before an out-of-memory error).
         workspaces = [in_alloc // gpus.WORKSPACES_PER_STEP] * gpus.WORKSPACES_PER_STEP if in_alloc else []
-        ctx = sum(f["bytes"] for f in self.fixed if not f["in_allocator"])
+        self.context_bytes = sum(f["bytes"] for f in self.fixed if not f["in_allocator"])
         free_run = segments.replay(acc.events, None, workspaces)
-        capacity = self.gpu.total_bytes - ctx
-        self.on_card = free_run if free_run.peak_reserved <= capacity else segments.replay(acc.events, capacity, workspaces)
-        self.unlimited = free_run
-        # The timeline's reserved series: the replay that got through the whole trace (on the
-        # card when the step fits, else without a limit), event for event as the allocator replay.
-        whole = self.on_card if self.on_card.oom is None else free_run
+        capacity = self.gpu.total_bytes - self.context_bytes
+        on_card = free_run if free_run.peak_reserved <= capacity else segments.replay(acc.events, capacity, workspaces)
+        self.replay_oom = on_card.oom
+        # The replay that got through the whole trace (on the card when the step fits, else
+        # without a limit) gives the reserved peak and, event for event as the allocator replay,
+        # the timeline's reserved series.
+        whole = on_card if self.replay_oom is None else free_run
+        self.peak_reserved = int(whole.peak_reserved)
         if len(whole.reserved) == len(self.replay.reserved):
             self.replay.reserved = list(whole.reserved)
-        self.peak_reserved = None
 
     # -- the report -------------------------------------------------------------------------
 
@@ -205,15 +210,14 @@ class Predictor(Harness):
         if complete and steps_done < self.opts.steps:
             complete = False
             partial = f"the script ended after {steps_done} of the {self.opts.steps} steps asked for"
-        ctx = sum(f["bytes"] for f in self.fixed if not f["in_allocator"])
-        oom = self.on_card.oom
-        reserved = self.unlimited.peak_reserved if oom is not None else self.on_card.peak_reserved
-        need = int(reserved) + ctx
+        ctx = self.context_bytes
+        oom = self.replay_oom
+        reserved = self.peak_reserved
+        need = reserved + ctx
         fragmentation = round(reserved / self.peak_allocated - 1, 4) if self.peak_allocated else 0.0
         reads = sorted(self.env.host_reads.values(), key=lambda r: (not r.user, r.file, r.line))
         fsdp = self._fsdp(cats)
         per_rank_need = None if fsdp is None else int(fsdp["per_rank_peak"] * (1 + fragmentation)) + ctx
-        s["peak_reserved"] = int(reserved)
         out_of_memory = None
         if oom is not None:
             ev = self.env.accountant.events[oom.index] if 0 <= oom.index < len(self.env.accountant.events) else None
@@ -228,7 +232,7 @@ class Predictor(Harness):
             "peak_allocated": int(self.peak_allocated),
             "tensors_peak": int(self.tensors_peak),
             "fixed": self.fixed,
-            "peak_reserved": int(reserved),
+            "peak_reserved": reserved,
             "fragmentation": fragmentation,
             "device_need": need,
             "fits": (oom is None and need <= self.gpu.total_bytes) if fsdp is None else (per_rank_need <= self.gpu.total_bytes),
