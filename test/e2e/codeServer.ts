@@ -257,7 +257,11 @@ async function main(): Promise<void> {
         } catch (e) {
           result.error = String(e);
         }
-        writeFileSync(join(artifacts, `${name}.result.json`), JSON.stringify(result));
+        // Written whole, then renamed, as the screenshots: the suite reads the file as soon as it
+        // exists, and under load it once read it empty ("Unexpected end of JSON input").
+        const answer = join(artifacts, `${name}.result.json`);
+        writeFileSync(`${answer}.tmp`, JSON.stringify(result));
+        renameSync(`${answer}.tmp`, answer);
         return;
       }
       // The suite asks whether some text is visible in the workbench (a notification, a
