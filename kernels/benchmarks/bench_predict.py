@@ -138,11 +138,13 @@ def measure(tmp, tag, script, args, variant, timeout=120, history=False):
             "error": (doc["run"]["error"] or "")[-300:] or None}
 
 
-def check_largest(tmp, tag, script, args, variant, predicted):
-    """Measure around the predicted largest batch b until the real largest m is known or |m - b| > 1.
+def check_largest(tmp, tag, script, args, variant, predicted, max_probes=10):
+    """Measure around the predicted largest batch b until the real largest m is known.
 
-    b fits and b + 1 runs out of memory: m = b. b fits, b + 1 fits: b + 2 decides between m = b + 1
-    and "more than one above". b runs out: b - 1 decides between m = b - 1 and "more than one below".
+    b fits and b + 1 runs out of memory: m = b. Otherwise the search goes on in the direction
+    the probes point, doubling its stride until a probe crosses over, then bisects, so a miss
+    is measured rather than only flagged. `max_probes` bounds the GPU time; a search it cuts
+    short leaves m unknown and says between which batches it lies.
     """
     from membit.profile.maxbatch import with_batch  # noqa: PLC0415
 
@@ -151,24 +153,49 @@ def check_largest(tmp, tag, script, args, variant, predicted):
     def probe(batch):
         if batch < 1:
             return "oom"
-        m = measure(tmp, f"{tag}-b{batch}", script, with_batch(args, "--batch-size", batch), variant, timeout=180)
-        probes[batch] = {"status": m["status"], "peak": m.get("peak")}
-        return m["status"]
+        if batch not in probes:
+            m = measure(tmp, f"{tag}-b{batch}", script, with_batch(args, "--batch-size", batch), variant, timeout=180)
+            probes[batch] = {"status": m["status"], "peak": m.get("peak")}
+        return probes[batch]["status"]
 
     b = predicted
     at = probe(b)
+    if at not in ("ok", "oom"):
+        return {"measured_probes": probes, "measured_largest": None, "within_one": False, "statuses_ok": False}
+    # lo fits (or is 0), hi does not: the largest lies in [lo, hi - 1].
     if at == "ok":
-        if probe(b + 1) == "oom":
-            largest, within = b, True
-        else:
-            nxt = probe(b + 2)
-            largest, within = (b + 1, True) if nxt == "oom" else (None, False)
-    elif at == "oom":
-        below = probe(b - 1)
-        largest, within = (b - 1, True) if below == "ok" else (None, False)
+        lo, hi, stride = b, None, 1
+        while hi is None and len(probes) < max_probes:
+            s = probe(lo + stride)
+            if s == "oom":
+                hi = lo + stride
+            elif s == "ok":
+                lo, stride = lo + stride, stride * 2
+            else:
+                break
     else:
-        largest, within = None, False
-    return {"measured_probes": probes, "measured_largest": largest, "within_one": within,
+        lo, hi, stride = None, b, 1
+        while lo is None and len(probes) < max_probes:
+            s = probe(hi - stride)
+            if s == "ok" or hi - stride < 1:
+                lo = max(hi - stride, 0)
+            elif s == "oom":
+                hi, stride = hi - stride, stride * 2
+            else:
+                break
+    while lo is not None and hi is not None and hi - lo > 1 and len(probes) < max_probes:
+        mid = (lo + hi) // 2
+        s = probe(mid)
+        if s == "ok":
+            lo = mid
+        elif s == "oom":
+            hi = mid
+        else:
+            break
+    largest = lo if lo is not None and hi is not None and hi - lo == 1 else None
+    return {"measured_probes": probes, "measured_largest": largest,
+            "within_one": largest is not None and abs(largest - predicted) <= 1,
+            "measured_bounds": [lo, hi],
             "statuses_ok": all(p["status"] in ("ok", "oom") for p in probes.values())}
 
 
