@@ -77,3 +77,25 @@ def test_an_empty_request_takes_one_block():
     a = CachingAllocator()
     a.malloc(0)
     assert a.allocated == 512 and a.reserved == 2 * MIB
+
+
+def test_inserted_blocks_land_where_the_trace_puts_them():
+    # A 32 MiB block taken after event 1 (as a cuBLAS workspace at a thread's first product)
+    # fits in the 60 MiB block freed just before it; taken first, it has a segment of its own.
+    events = [{"action": "alloc", "addr": 1, "size": 60 * MIB}, {"action": "free_requested", "addr": 1, "size": 60 * MIB},
+              {"action": "alloc", "addr": 2, "size": 20 * MIB}]
+    late = replay(events, inserted={1: [32 * MIB]})
+    assert late.peak_reserved == 60 * MIB and late.peak_allocated == 60 * MIB
+    first = replay(events, None, [32 * MIB])
+    assert first.peak_reserved == 92 * MIB
+
+
+def test_a_renamed_block_is_freed_by_its_new_name():
+    # The predictor's in-place gradient sum: block 1 is from then on storage 2.
+    events = [{"action": "alloc", "addr": 1, "size": 30 * MIB}, {"action": "rename", "addr": 2, "prev": 1, "size": 30 * MIB},
+              {"action": "free_requested", "addr": 2, "size": 30 * MIB}, {"action": "alloc", "addr": 3, "size": 30 * MIB}]
+    r = replay(events)
+    assert r.peak_allocated == 30 * MIB and r.peak_reserved == 30 * MIB
+    # Unrenamed, the free names no live block: the memory would stay allocated.
+    stale = replay([e for e in events if e["action"] != "rename"])
+    assert stale.peak_allocated == 60 * MIB

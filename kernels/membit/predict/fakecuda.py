@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sys
 import weakref
 from collections.abc import Callable
@@ -40,9 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 
 from ..profile.frames import CodeFilter
+from . import scratch
 
 META = torch.device("meta")
 aten = torch.ops.aten
@@ -83,9 +85,15 @@ class Event:
     size: int
     time_us: int
     frames: list = field(default_factory=list)
+    # "rename": the block allocated as `prev` is from now on the storage `addr` (a gradient summed
+    # in place: see Accountant._free). No memory moves.
+    prev: int | None = None
 
     def doc(self) -> dict:
-        return {"action": self.action, "addr": self.addr, "size": self.size, "time_us": self.time_us, "frames": self.frames}
+        d = {"action": self.action, "addr": self.addr, "size": self.size, "time_us": self.time_us, "frames": self.frames}
+        if self.prev is not None:
+            d["prev"] = self.prev
+        return d
 
 
 class AutocastState:
@@ -119,7 +127,7 @@ def _lower_ops():
 def _fp32_ops():
     T = torch.Tensor
     names = [F.layer_norm, F.group_norm, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, T.softmax,
-             T.log_softmax, F.cross_entropy, F.nll_loss, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.kl_div,
+             T.log_softmax, F.nll_loss, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.kl_div,
              F.binary_cross_entropy_with_logits, F.soft_margin_loss, F.multilabel_margin_loss, F.margin_ranking_loss,
              F.hinge_embedding_loss, F.poisson_nll_loss, F.cosine_embedding_loss, F.triplet_margin_loss,
              torch.exp, T.exp, torch.expm1, T.expm1, torch.log, T.log, torch.log10, torch.log2, torch.log1p, T.log1p,
@@ -157,6 +165,30 @@ class FakeCuda:
         self._fp32 = _fp32_ops()
         self._promote = _promote_ops()
         self.shadows: weakref.WeakKeyDictionary = None  # set in install (needs torch.utils.weak)
+        # Storages of parameters a script built on the CPU: made meta at once (see
+        # _patch_parameters) but allocated, as on a GPU, only when moved there (see place).
+        self.unplaced: dict[int, weakref.ref] = {}
+        self.deferring = False
+
+    def place(self, t) -> None:
+        """A parameter built on the CPU reaches the GPU: its allocation is counted now, where a
+        CUDA run makes it (model.to's module order: children, then parameters, then buffers)."""
+        if not self.unplaced or not isinstance(t, torch.Tensor) or t.device.type != "meta":
+            return
+        try:
+            key = t.untyped_storage()._cdata
+        except Exception:  # noqa: BLE001
+            return
+        if self.unplaced.pop(key, None) is not None:
+            self.accountant._see(t)
+
+    def place_all(self) -> None:
+        """Every parameter still waiting is counted: a script that computes with them without a
+        move this run recognises (model.to / .cuda) still holds them on the GPU."""
+        for key, ref in list(self.unplaced.items()):
+            st = ref()
+            if st is not None and self.unplaced.pop(key, None) is not None:
+                self.accountant.see_storage(st)
 
     # -- host reads -------------------------------------------------------------------------
 
@@ -237,7 +269,8 @@ class FakeCuda:
             name = gpu.name
             total_memory = gpu.total_bytes
             major_, minor_ = major, minor
-            multi_processor_count = 132
+            multi_processor_count = gpu.sms
+            max_threads_per_multi_processor = gpu.threads_per_sm
             is_integrated = False
             is_multi_gpu_board = False
             L2_cache_size = 50 * 1024 * 1024
@@ -440,15 +473,22 @@ class FakeCuda:
                 self._replace(torch.cuda.amp, "GradScaler", _PassScaler)
 
     def _patch_parameters(self) -> None:
-        # Parameters are the GPU's from the moment they are made: a model built on the CPU and then
+        # Parameters are meta from the moment they are made: a model built on the CPU and then
         # moved would otherwise be initialised for real (half a minute for GPT-2 medium on 2 cores)
-        # only to be replaced by meta tensors at .to("cuda").
+        # only to be replaced by meta tensors at .to("cuda"). Their allocation waits for that move
+        # (see place): the order of a model's blocks in the allocator's segments is model.to's,
+        # buffers among parameters, and it decides where later blocks fit.
+        env = self
         original = torch.nn.Parameter.__new__
 
         def new(cls, data=None, requires_grad=True):
             if isinstance(data, torch.Tensor) and data.device.type == "cpu" and data.is_floating_point() \
                     and not isinstance(data, torch.nn.Parameter):
-                data = data.to(META)
+                env.deferring = True
+                try:
+                    data = data.to(META)
+                finally:
+                    env.deferring = False
             return original(cls, data, requires_grad)
 
         self._replace(torch.nn.Parameter, "__new__", staticmethod(new))
@@ -633,13 +673,16 @@ class FakeCuda:
                     return x.to(dt)
                 return x
             self.matmuls += 1
-            return tree_map(cast, args), tree_map(cast, kwargs)
+            return _map_right_to_left(cast, args, kwargs)
         if func in self._fp32:
+            if func in _SET_OPT_DTYPE and _dtype_arg(func, args, kwargs) is not None:
+                return args, kwargs  # an explicit dtype is kept (autocast's fp32_set_opt_dtype policy)
+
             def up(x):
                 if isinstance(x, torch.Tensor) and x.device.type == "meta" and x.dtype in (torch.float16, torch.bfloat16):
                     return x.float()
                 return x
-            return tree_map(up, args), tree_map(up, kwargs)
+            return _map_right_to_left(up, args, kwargs)
         if func in self._promote:
             ts = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor) and x.is_floating_point()]
             if len({x.dtype for x in ts}) > 1:
@@ -650,6 +693,70 @@ class FakeCuda:
 
                 return tree_map(conv, args), tree_map(conv, kwargs)
         return args, kwargs
+
+
+# Functions that compute with a module's weights (beside autocast's lists, which hold the rest).
+_USES_WEIGHTS = {F.embedding, F.embedding_bag, F.batch_norm, F.instance_norm, F.layer_norm, F.group_norm,
+                 *((F.rms_norm,) if hasattr(F, "rms_norm") else ())}
+
+
+def _map_right_to_left(fn, args, kwargs):
+    """Applies fn to every argument, last first. CUDA autocast casts a call's arguments in the
+    argument list of a C++ call (autocast_mode.h's `(*F)(cached_cast(args)...)`), whose order of
+    evaluation GCC makes right to left: measured on an H100 (torch 2.11), F.linear under bf16
+    allocates the bias's cast, then the weight's, then the input's. The order moves where each
+    block lands in the caching allocator's segments, and the autograd nodes of the casts run in
+    reverse order of creation in the backward."""
+    leaves, spec = tree_flatten((args, kwargs))
+    out = [None] * len(leaves)
+    for i in range(len(leaves) - 1, -1, -1):
+        out[i] = fn(leaves[i])
+    return tree_unflatten(out, spec)
+
+
+# Ops under autocast's fp32_set_opt_dtype policy: with a dtype given, nothing is cast.
+_SET_OPT_DTYPE = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.Tensor.softmax,
+                  torch.Tensor.log_softmax, torch.cumsum, torch.Tensor.cumsum, torch.cumprod, torch.Tensor.cumprod,
+                  torch.prod, torch.Tensor.prod}
+
+
+def _dtype_arg(func, args, kwargs):
+    if kwargs.get("dtype") is not None:
+        return kwargs["dtype"]
+    return next((a for a in args[1:] if isinstance(a, torch.dtype)), None)
+
+
+def autocast_cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,  # noqa: A002
+                           reduction="mean", label_smoothing=0.0):
+    """F.cross_entropy as CUDA autocast runs it on a float16 / bfloat16 input.
+
+    cross_entropy is a composite of ATen ops, and autocast acts on those: log_softmax is given
+    the input's own dtype explicitly (so it stays in half precision), then nll_loss, on autocast's
+    float32 list, casts the log-probabilities to float32 and keeps that copy for its backward.
+    Measured on an H100 (torch 2.11, bf16): the GPT sample's loss allocates the half-precision
+    log-probabilities, then their float32 copy, and no float32 copy of the logits. Probability
+    targets stay in half precision throughout."""
+    if not (isinstance(input, torch.Tensor) and input.dtype in (torch.float16, torch.bfloat16)) \
+            or (isinstance(target, torch.Tensor) and target.is_floating_point()):
+        return F.cross_entropy(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+    if size_average is not None or reduce is not None:
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    class_dim = 0 if input.dim() == 1 else 1
+    logp = torch.log_softmax(input, class_dim, dtype=input.dtype)
+    w = weight.float() if isinstance(weight, torch.Tensor) and weight.is_floating_point() else weight
+    nll = F.nll_loss(logp.float(), target, w, ignore_index=ignore_index, reduction=reduction)
+    if not label_smoothing:
+        return nll
+    # The smoothing term, as ATen's cross_entropy_loss_label_smoothing forms it (sum, on autocast's
+    # fp32_set_opt_dtype list, reduces straight to float32).
+    smooth = -(logp if w is None else logp * w.view([-1] + [1] * (logp.dim() - class_dim - 1))).sum(class_dim, dtype=torch.float32)
+    keep = target != ignore_index
+    smooth = smooth * keep
+    if reduction == "mean":
+        smooth = smooth.sum() / keep.sum() if w is None else smooth.sum() / w.gather(0, target.masked_fill(~keep, 0).flatten()).sum()
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    return (1 - label_smoothing) * nll + smooth * (label_smoothing / input.shape[class_dim])
 
 
 class _PassScaler:
@@ -709,6 +816,11 @@ class _FunctionMode(TorchFunctionMode):
             return self._tensor_method(func, args, kwargs)
         if func in (T.is_cuda.__get__,):
             return args[0].device.type in ("meta", "cuda")
+        if env.unplaced and (func in env._lower or func in env._fp32 or func in _USES_WEIGHTS):
+            # Parameters used on the GPU without a move this run saw: counted from here on.
+            env.place_all()
+        if func is F.cross_entropy and env.autocast.enabled:
+            return autocast_cross_entropy(*args, **kwargs)
         if env.autocast.stack:
             args, kwargs = env.autocast_args(func, args, kwargs)
         elif func in env._lower:
@@ -743,7 +855,10 @@ class _FunctionMode(TorchFunctionMode):
             if isinstance(t, torch.Tensor) and t.device.type == "meta" and target is not None and \
                     torch.device(target).type == "cpu":
                 return self._to_cpu(t, ".to('cpu')")
-            return func(*([t] + rest), **kwargs)
+            out = func(*([t] + rest), **kwargs)
+            if out is t and target is not None:
+                env.place(t)  # a parameter built on the CPU, moved as it is: allocated now
+            return out
         if func is T.cpu:
             if isinstance(t, torch.Tensor) and t.device.type == "meta":
                 return self._to_cpu(t, ".cpu()")
@@ -776,7 +891,10 @@ class _FunctionMode(TorchFunctionMode):
         if not isinstance(t, torch.Tensor):
             return t
         if t.device.type == "meta":
-            return t if dtype is None or dtype == t.dtype else t.to(dtype)
+            if dtype is None or dtype == t.dtype:
+                env.place(t)
+                return t
+            return t.to(dtype)
         out = t.to(device=META, dtype=dtype) if dtype is not None else t.to(META)
         if out.dtype in _SHADOW_DTYPES and t.numel() <= SHADOW_LIMIT:
             env.set_shadow(out, t.to(dtype) if dtype is not None else t)
@@ -794,20 +912,56 @@ class _FunctionMode(TorchFunctionMode):
 _RANDOM_OR_SHAPELESS = ()
 
 
-def _softmax_backward_tmp(args):
+def _softmax_backward_tmp(args, gpu):
     """CUDA's softmax backward (`softmax_backward_cuda_out` in ATen's SoftMax.cu) first computes
     `tmp = grad * output` into a tensor of its own, alive for the whole kernel: one more
     activation-sized buffer at the moment that is often the step's peak (attention's backward)."""
     grad, output = args[0], args[1]
-    return torch.empty(torch.broadcast_shapes(grad.shape, output.shape),
-                       dtype=torch.promote_types(grad.dtype, output.dtype), device=META)
+    shape = torch.broadcast_shapes(grad.shape, output.shape)
+    return [math.prod(shape) * torch.promote_types(grad.dtype, output.dtype).itemsize]
 
 
-# Temporaries that CUDA kernels allocate from the caching allocator and free before returning:
-# meta kernels return only the outputs, so these are added, each allocated after the op's
-# outputs (structured kernels allocate their outputs first) and freed at once. Measured: in the
-# GPT sample's step on an H100 the op's transient peak is exactly its output plus this tensor.
-_CUDA_TEMPORARIES = {aten._softmax_backward_data.default: _softmax_backward_tmp}
+def _reduction_tmp(args, gpu):
+    """A sum or mean's staging buffer and semaphores (scratch.py), when it splits across blocks."""
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or x.is_complex() or x.dim() == 0:
+        return []
+    dims = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else None
+    red = range(x.dim()) if not dims else [d % x.dim() for d in dims]
+    acc = 8 if x.dtype == torch.float64 else 4
+    return scratch.reduce_scratch(tuple(x.shape), tuple(x.stride()), x.element_size(), acc, red, gpu.sms,
+                                  gpu.threads_per_sm)
+
+
+# Temporaries that CUDA kernels allocate from the caching allocator and free before returning
+# (byte sizes, in allocation order): meta kernels return only the outputs, so these are added,
+# allocated after the op's outputs (structured kernels allocate their outputs first) and freed,
+# last first, at once. Measured on an H100 in the GPT sample's step: softmax backward's transient
+# peak is exactly its output plus its tensor, and each bias gradient's sum allocates its buffer,
+# then its semaphores, after the output.
+_CUDA_TEMPORARIES = {aten._softmax_backward_data.default: _softmax_backward_tmp,
+                     aten.sum.dim_IntList: _reduction_tmp, aten.sum.default: _reduction_tmp,
+                     aten.mean.dim: _reduction_tmp, aten.mean.default: _reduction_tmp}
+def _dense(t) -> bool:
+    """Non-overlapping and dense: the strides, sorted, tile the elements with no gap (any order of
+    dimensions), as TensorImpl's is_non_overlapping_and_dense."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+# Matrix products that run on cuBLAS: a handle's first takes its workspace.
+_CUBLAS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default, aten.addbmm.default,
+           aten.mv.default, aten.addmv.default, aten.dot.default, aten._addmm_activation.default}
+
+# Ops whose CUDA kernel allocates its outputs in the reverse of their order: native_dropout's
+# mask before its output (measured on an H100, torch 2.11: the mask's block comes first).
+_MASK_FIRST = {aten.native_dropout.default}
 
 
 class Accountant(TorchDispatchMode):
@@ -821,6 +975,12 @@ class Accountant(TorchDispatchMode):
         self.current = 0
         self.peak = 0
         self.frames_depth = 24
+        # The autograd engine's gradient accumulation (see _accumulation): (output's storage,
+        # old gradient's storage, the peak before the output was counted).
+        self._accum = None
+        # Where each cuBLAS handle (the script's thread, autograd's) takes its workspace: the index
+        # of the event after which its first matrix product's output was allocated.
+        self.workspace_after: dict[str, int] = {}
 
     def _frames(self) -> list:
         out = []
@@ -842,10 +1002,18 @@ class Accountant(TorchDispatchMode):
             st = t.untyped_storage()
         except Exception:  # noqa: BLE001 - sparse or nested outputs: not counted
             return
+        self.see_storage(st)
+
+    def see_storage(self, st) -> None:
         key = st._cdata
-        if key in self.live:
+        if key in self.live or key in self.env.unplaced:
+            return
+        if self.env.deferring:
+            self.env.unplaced[key] = weakref.ref(st)
+            weakref.finalize(st, self.env.unplaced.pop, key, None)
             return
         n = int(st.nbytes())
+        self._accum = None
         self.live[key] = n
         size = max(512, (n + 511) // 512 * 512) if n else 0
         self.current += size
@@ -854,11 +1022,47 @@ class Accountant(TorchDispatchMode):
         weakref.finalize(st, self._free, key)
 
     def _free(self, key) -> None:
+        acc, self._accum = self._accum, None
+        if acc is not None and key == acc[1] and self.events and self.events[-1].action == "alloc" \
+                and self.events[-1].addr == acc[0] and acc[0] in self.live and key in self.live:
+            # The old gradient died as soon as the sum replaced it: the engine held its last
+            # reference, so on CUDA it adds in place (InputBuffer's accumulate, add_) and the sum
+            # is the old gradient's block. Under a dispatch mode the engine sees Python-held
+            # tensors and adds out of place; the trace is put back as CUDA writes it.
+            # The block keeps its place; it is renamed to the sum's storage, whose address later
+            # events (its free, saved-tensor records) name.
+            self.events.pop()
+            out_n = self.live.pop(acc[0])
+            n = self.live.pop(key)
+            self.current -= max(512, (out_n + 511) // 512 * 512) if out_n else 0
+            self.peak = max(acc[2], self.current)
+            self.live[acc[0]] = n
+            self.events.append(Event("rename", acc[0], n, self.env.now(), prev=key))
+            return
         n = self.live.pop(key, None)
         if n is None:
             return
         self.current -= max(512, (n + 511) // 512 * 512) if n else 0
         self.events.append(Event("free_requested", key, n, self.env.now()))
+
+    @staticmethod
+    def _accumulation(func, args, kwargs, out):
+        """The storage key of the old gradient when this op is the autograd engine summing two
+        gradients of one input (old + new, same shape and dtype, dense), else None."""
+        if func is not aten.add.Tensor or kwargs.get("alpha", 1) != 1 or len(args) != 2:
+            return None
+        old, new = args
+        if not (isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and isinstance(out, torch.Tensor)):
+            return None
+        if old.device.type != "meta" or torch.is_grad_enabled() or torch._C._current_graph_task_id() == -1:
+            return None
+        if old.shape != out.shape or new.shape != out.shape or old.dtype != out.dtype or new.dtype != out.dtype \
+                or not _dense(old):
+            return None
+        try:
+            return old.untyped_storage()._cdata
+        except Exception:  # noqa: BLE001
+            return None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -879,14 +1083,26 @@ class Accountant(TorchDispatchMode):
             if out is None:
                 raise
         metas = [x for x in tree_leaves(out) if isinstance(x, torch.Tensor) and x.device.type == "meta"]
+        if func in _MASK_FIRST:
+            metas.reverse()
+        old_grad = self._accumulation(func, args, kwargs, out)
+        peak_before = self.peak
         for x in metas:
             self._see(x)
+        if func in _CUBLAS and metas:
+            thread = "autograd" if torch._C._current_graph_task_id() != -1 else "script"
+            self.workspace_after.setdefault(thread, len(self.events) - 1)
+        if old_grad is not None and old_grad in self.live and self.events and self.events[-1].action == "alloc" \
+                and self.events[-1].addr == out.untyped_storage()._cdata:
+            self._accum = (self.events[-1].addr, old_grad, peak_before)
         if metas:
             temporary = _CUDA_TEMPORARIES.get(func)
             if temporary is not None:
-                tmp = temporary(args)
-                self._see(tmp)
-                del tmp  # freed as the kernel returns: its storage's finalizer writes the free
+                tmps = [torch.empty(n, dtype=torch.uint8, device=META) for n in temporary(args, env.gpu)]
+                for i in range(len(tmps)):
+                    self._see(tmps[i])
+                while tmps:
+                    tmps.pop()  # freed, last first, as the kernel returns: each storage's finalizer writes its free
             self._propagate(func, args, kwargs, out)
         return out
 

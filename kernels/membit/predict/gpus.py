@@ -12,6 +12,11 @@ A fake run counts the tensors a step allocates. Three things on a real card are 
     not a table entry but a replay of the trace through the allocator's segment rules
     (segments.py), since an out-of-memory happens when *reserved* memory cannot grow.
 
+SM counts and threads per SM are the cards' `multiProcessorCount` and `maxThreadsPerMultiProcessor`
+(NVIDIA's product specifications and the CUDA C++ Programming Guide's table of compute
+capabilities; the H100's 132 SMs also reproduce the reduction buffers measured on it, see
+scratch.py). A GPU given by capacity alone takes the H100's.
+
 Capacities are `torch.cuda.get_device_properties(i).total_memory` as the card reports it (the
 H100 and H200 figures were read on the cards this package's benchmarks ran on: the H100's with torch
 2.11 and driver 580.159.04, benchmarks/results/predict_fit_2ef0e04_NVIDIA-H100-80GB-HBM3.json; the others are the
@@ -36,6 +41,10 @@ class Gpu:
     capability: str  # "9.0"
     context_bytes: int  # CUDA context etc.: outside the allocator
     note: str = ""
+    # multiProcessorCount and maxThreadsPerMultiProcessor: CUDA reductions size their scratch
+    # buffers by them (scratch.py).
+    sms: int = 132
+    threads_per_sm: int = 2048
 
     @property
     def major(self) -> int:
@@ -54,21 +63,18 @@ class Gpu:
         return {"key": self.key, "name": self.name, "total_bytes": self.total_bytes, "capability": self.capability}
 
 
-# Handles per training step that take a cuBLAS workspace: the main thread's and autograd's.
-WORKSPACES_PER_STEP = 2
-
 GPUS: list[Gpu] = [
-    Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_017_493_504, "9.0", 520 * MiB),
-    Gpu("H200", "NVIDIA H200", 150_754_820_096, "9.0", 520 * MiB),
-    Gpu("A100-80GB", "NVIDIA A100-SXM4-80GB", 85_097_971_712, "8.0", 470 * MiB),
-    Gpu("A100-40GB", "NVIDIA A100-SXM4-40GB", 42_505_273_344, "8.0", 470 * MiB),
-    Gpu("L4", "NVIDIA L4", 23_580_639_232, "8.9", 400 * MiB),
-    Gpu("L40S", "NVIDIA L40S", 47_697_362_944, "8.9", 430 * MiB),
-    Gpu("RTX4090", "NVIDIA GeForce RTX 4090", 25_393_692_672, "8.9", 420 * MiB),
-    Gpu("RTX3090", "NVIDIA GeForce RTX 3090", 25_438_126_080, "8.6", 420 * MiB),
-    Gpu("A10G", "NVIDIA A10G", 23_836_033_024, "8.6", 400 * MiB),
-    Gpu("T4", "Tesla T4", 15_642_329_088, "7.5", 380 * MiB),
-    Gpu("V100-32GB", "Tesla V100-SXM2-32GB", 34_089_730_048, "7.0", 380 * MiB),
+    Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_017_493_504, "9.0", 520 * MiB, sms=132),
+    Gpu("H200", "NVIDIA H200", 150_754_820_096, "9.0", 520 * MiB, sms=132),
+    Gpu("A100-80GB", "NVIDIA A100-SXM4-80GB", 85_097_971_712, "8.0", 470 * MiB, sms=108),
+    Gpu("A100-40GB", "NVIDIA A100-SXM4-40GB", 42_505_273_344, "8.0", 470 * MiB, sms=108),
+    Gpu("L4", "NVIDIA L4", 23_580_639_232, "8.9", 400 * MiB, sms=58, threads_per_sm=1536),
+    Gpu("L40S", "NVIDIA L40S", 47_697_362_944, "8.9", 430 * MiB, sms=142, threads_per_sm=1536),
+    Gpu("RTX4090", "NVIDIA GeForce RTX 4090", 25_393_692_672, "8.9", 420 * MiB, sms=128, threads_per_sm=1536),
+    Gpu("RTX3090", "NVIDIA GeForce RTX 3090", 25_438_126_080, "8.6", 420 * MiB, sms=82, threads_per_sm=1536),
+    Gpu("A10G", "NVIDIA A10G", 23_836_033_024, "8.6", 400 * MiB, sms=80, threads_per_sm=1536),
+    Gpu("T4", "Tesla T4", 15_642_329_088, "7.5", 380 * MiB, sms=40, threads_per_sm=1024),
+    Gpu("V100-32GB", "Tesla V100-SXM2-32GB", 34_089_730_048, "7.0", 380 * MiB, sms=80),
 ]
 
 _BY_KEY: dict[str, Gpu] = {g.key.lower(): g for g in GPUS}
@@ -92,14 +98,17 @@ def custom(total_bytes: int, capability: str = "9.0") -> Gpu:
                note="capacity given on the command line")
 
 
-def fixed_costs(gpu: Gpu, used_matmul: bool) -> list[dict]:
-    """What the prediction adds from this table, each labelled (see the module's doc)."""
+def fixed_costs(gpu: Gpu, workspaces: int) -> list[dict]:
+    """What the prediction adds from this table, each labelled (see the module's doc).
+    `workspaces`: the cuBLAS handles the run used (the script's thread, autograd's)."""
     out = []
-    if used_matmul:
-        out.append({"what": "cuBLAS workspaces", "bytes": WORKSPACES_PER_STEP * gpu.cublas_workspace_bytes,
+    if workspaces:
+        out.append({"what": "cuBLAS workspaces", "bytes": workspaces * gpu.cublas_workspace_bytes,
                     "in_allocator": True,
                     "source": f"per-GPU table: PyTorch's default workspace for capability {gpu.capability} "
-                              f"({gpu.cublas_workspace_bytes // 1024} KiB) x {WORKSPACES_PER_STEP} (forward and autograd threads)"})
+                              f"({gpu.cublas_workspace_bytes // 1024} KiB) x {workspaces} "
+                              f"({'the script and autograd threads' if workspaces > 1 else 'one thread'}), "
+                              f"each taken at its thread's first matrix product"})
     out.append({"what": "CUDA context", "bytes": gpu.context_bytes, "in_allocator": False,
                 "source": f"per-GPU table: typical CUDA 12 context on {gpu.name} (driver memory, not in max_memory_allocated)"})
     return out

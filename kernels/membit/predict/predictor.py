@@ -119,18 +119,23 @@ class Predictor(Harness):
         self.clock_delta = 0
         self.history = True
         tensors_peak = max(self.replay.allocated) if self.replay.allocated else 0
-        self.fixed = gpus.fixed_costs(self.gpu, self.env.matmuls > 0)
+        self.fixed = gpus.fixed_costs(self.gpu, len(acc.workspace_after))
         in_alloc = sum(f["bytes"] for f in self.fixed if f["in_allocator"])
         self.tensors_peak = int(tensors_peak)
         self.peak_allocated = int(tensors_peak + in_alloc)
         # Reserved memory: the trace through the caching allocator's segment rules, first without
         # a limit, then, if that outgrows the card, on the card (where cached segments go back to
         # the driver before an out-of-memory error).
-        workspaces = [in_alloc // gpus.WORKSPACES_PER_STEP] * gpus.WORKSPACES_PER_STEP if in_alloc else []
+        # The workspaces enter the replay where the CUDA run takes them: each thread's first matrix
+        # product (measured on an H100: right after that product's output), since where a block
+        # lands decides where later ones fit.
+        workspaces: dict[int, list[int]] = {}
+        for at in acc.workspace_after.values():
+            workspaces.setdefault(at, []).append(self.gpu.cublas_workspace_bytes)
         self.context_bytes = sum(f["bytes"] for f in self.fixed if not f["in_allocator"])
-        free_run = segments.replay(acc.events, None, workspaces)
+        free_run = segments.replay(acc.events, None, inserted=workspaces)
         capacity = self.gpu.total_bytes - self.context_bytes
-        on_card = free_run if free_run.peak_reserved <= capacity else segments.replay(acc.events, capacity, workspaces)
+        on_card = free_run if free_run.peak_reserved <= capacity else segments.replay(acc.events, capacity, inserted=workspaces)
         self.replay_oom = on_card.oom
         # The replay that got through the whole trace (on the card when the step fits, else
         # without a limit) gives the reserved peak and, event for event as the allocator replay,

@@ -22,6 +22,13 @@ settings: no expandable segments, no max_split_size):
 
 What it leaves out: streams other than the default one (blocks are per stream), the
 allocator's garbage-collection threshold (off by default), and expandable segments.
+
+The rules are only as good as the trace they replay. Fed the allocator's own trace of the GPT
+sample's step on an H100 (`_record_memory_history`), this replay gives the reserved peak the
+card measured to the byte; fed the predictor's trace, within 0.04% at batch 8 and 88 under
+bf16 and at batch 8 in float32, once the trace kept CUDA's order (see fakecuda.py: autocast's
+casts, dropout's mask, gradients summed in place, parameters placed at model.to, cuBLAS
+workspaces and reduction scratch where the kernels take them).
 """
 
 from __future__ import annotations
@@ -171,11 +178,14 @@ class CachingAllocator:
         self._insert_free(block)
 
 
-def replay(events, limit: int | None = None, preallocated=()) -> Result:
-    """Replays alloc / free_requested events ({action, addr, size} dicts or objects) in order.
+def replay(events, limit: int | None = None, preallocated=(), inserted=None) -> Result:
+    """Replays alloc / free_requested / rename events ({action, addr, size[, prev]} dicts or
+    objects) in order.
 
-    `preallocated`: sizes allocated first and never freed (cuBLAS workspaces). With `limit`, the
-    replay stops at the first request the card cannot hold."""
+    `preallocated`: sizes allocated first and never freed. `inserted`: {event index: sizes}
+    allocated just after that event and never freed (the cuBLAS workspaces, which a handle takes
+    at its first matrix product). With `limit`, the replay stops at the first request the card
+    cannot hold."""
     a = CachingAllocator(limit)
     live: dict[int, _Block] = {}
     reserved: list[int] = []
@@ -190,6 +200,12 @@ def replay(events, limit: int | None = None, preallocated=()) -> Result:
                 b = live.pop(addr, None)
                 if b is not None:
                     a.free(b)
+            elif action == "rename":
+                b = live.pop(e.get("prev") if isinstance(e, dict) else e.prev, None)
+                if b is not None:
+                    live[addr] = b
+            for n in (inserted or {}).get(i, ()):
+                a.malloc(n, i)
             reserved.append(a.reserved)
     except OutOfMemory as oom:
         return Result(a.peak_reserved, a.peak_allocated, oom, reserved)

@@ -123,6 +123,13 @@ def replay(events: Sequence[dict], final_blocks: Iterable[dict], final_reserved:
                 b = Block(addr, round_block(ev["size"]), int(ev["size"]), -1, i, None, times[-1], ev.get("frames") or [])
                 initial.append(b)
                 da -= b.size
+        elif action == "rename":
+            # Written by the predictor only: a gradient summed in place keeps its block under the
+            # sum's storage address, which the block's later events and records name.
+            b = open_blocks.pop(int(ev.get("prev", -1)), None)
+            if b is not None:
+                b.addr = int(ev["addr"])
+                open_blocks[b.addr] = b
         elif action in _SEGMENT_GROW:
             dr = int(ev["size"])
         elif action in _SEGMENT_SHRINK:
