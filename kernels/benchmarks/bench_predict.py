@@ -135,7 +135,7 @@ def measure(tmp, tag, script, args, variant, timeout=120, history=False):
         return {"status": "no report", "peak": None, "seconds": round(time.perf_counter() - t0, 1)}
     return {"status": doc["run"]["status"], "peak": doc["summary"]["peak_allocated"],
             "seconds": round(time.perf_counter() - t0, 1), "device": doc["run"]["device"]["name"],
-            "error": (doc["run"]["error"] or "")[-300:] or None}
+            "error": (doc["run"]["error"] or "")[-700:] or None}
 
 
 def check_largest(tmp, tag, script, args, variant, predicted, max_probes=10):
@@ -156,6 +156,8 @@ def check_largest(tmp, tag, script, args, variant, predicted, max_probes=10):
         if batch not in probes:
             m = measure(tmp, f"{tag}-b{batch}", script, with_batch(args, "--batch-size", batch), variant, timeout=180)
             probes[batch] = {"status": m["status"], "peak": m.get("peak")}
+            if m["status"] != "ok" and m.get("error"):
+                probes[batch]["error"] = m["error"]  # CUDA's out-of-memory text: free, reserved, in use
         return probes[batch]["status"]
 
     b = predicted
