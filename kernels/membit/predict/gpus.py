@@ -21,7 +21,8 @@ Capacities are `torch.cuda.get_device_properties(i).total_memory` as the card re
 H100 and H200 figures were read on the cards this package's benchmarks ran on: the H100's with torch
 2.11 and driver 580.159.04, benchmarks/results/predict_fit_2ef0e04_NVIDIA-H100-80GB-HBM3.json; the others are the
 usual driver-reported sizes, a little under the marketing size). Context sizes are typical for
-CUDA 12 with lazy module loading; they vary by driver and by how many kernels a run touches.
+CUDA 12 with lazy module loading, except the H100's and H200's, measured (H100_CONTEXT); they
+vary by driver and by how many kernels a run touches.
 Every figure here is labelled in the report as coming from this table.
 """
 
@@ -63,9 +64,17 @@ class Gpu:
         return {"key": self.key, "name": self.name, "total_bytes": self.total_bytes, "capability": self.capability}
 
 
+# Device memory a training process holds outside PyTorch's reservation on an H100 (CUDA context,
+# loaded kernels, cuBLAS and cuDNN handles), measured with torch 2.11, CUDA 13.0 and driver
+# 580.159.04: "non-PyTorch memory" of 0.72 GiB in both out-of-memory errors of the largest-batch
+# checks (benchmarks/results/predict_fit_1a05c60_NVIDIA-H100-80GB-HBM3.json), and 778 MB outside
+# the allocator per NVML in a one-rank run (dist1_none_1a05c60_*.json). The H200, same stack,
+# takes the same figure. The other cards' entries are typical CUDA 12 sizes, not measured here.
+H100_CONTEXT = 740 * MiB
+
 GPUS: list[Gpu] = [
-    Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_017_493_504, "9.0", 520 * MiB, sms=132),
-    Gpu("H200", "NVIDIA H200", 150_754_820_096, "9.0", 520 * MiB, sms=132),
+    Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_017_493_504, "9.0", H100_CONTEXT, sms=132),
+    Gpu("H200", "NVIDIA H200", 150_754_820_096, "9.0", H100_CONTEXT, sms=132),
     Gpu("A100-80GB", "NVIDIA A100-SXM4-80GB", 85_097_971_712, "8.0", 470 * MiB, sms=108),
     Gpu("A100-40GB", "NVIDIA A100-SXM4-40GB", 42_505_273_344, "8.0", 470 * MiB, sms=108),
     Gpu("L4", "NVIDIA L4", 23_580_639_232, "8.9", 400 * MiB, sms=58, threads_per_sm=1536),
@@ -109,6 +118,8 @@ def fixed_costs(gpu: Gpu, workspaces: int) -> list[dict]:
                               f"({gpu.cublas_workspace_bytes // 1024} KiB) x {workspaces} "
                               f"({'the script and autograd threads' if workspaces > 1 else 'one thread'}), "
                               f"each taken at its thread's first matrix product"})
+    how = ("measured on an H100 with torch 2.11 and CUDA 13.0" if gpu.context_bytes == H100_CONTEXT
+           else "typical CUDA 12 context")
     out.append({"what": "CUDA context", "bytes": gpu.context_bytes, "in_allocator": False,
-                "source": f"per-GPU table: typical CUDA 12 context on {gpu.name} (driver memory, not in max_memory_allocated)"})
+                "source": f"per-GPU table: {how} on {gpu.name} (driver memory, not in max_memory_allocated)"})
     return out
