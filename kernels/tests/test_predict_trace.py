@@ -7,13 +7,19 @@ sample's step on an H100 (torch 2.11, `torch.cuda.memory._record_memory_history`
 figures in these tests are that trace's.
 """
 
+import glob
+import gzip
 import itertools
+import json
+import os
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from membit.predict import gpus, scratch
 from membit.predict.fakecuda import FakeCuda
+from membit.predict.segments import replay
 from membit.profile import allocator
 from membit.profile.frames import CodeFilter
 
@@ -153,3 +159,34 @@ def test_each_thread_takes_its_workspace_at_its_first_product(fake):
     first_out = acc.events[acc.workspace_after["script"]]
     assert first_out.action == "alloc" and first_out.size == 64 * 256 * 4  # the forward's addmm output
     assert acc.workspace_after["autograd"] > acc.workspace_after["script"]
+
+
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results")
+TRACES = sorted(glob.glob(os.path.join(RESULTS, "alloc_trace_gpt_*_NVIDIA-H100-80GB-HBM3.json.gz")))
+
+
+def _load(path):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _replay(rows):
+    return replay([{"action": r[0], "addr": r[1], "size": r[2]} for r in rows if r[0] in ("alloc", "free_requested")])
+
+
+@pytest.mark.parametrize("path", TRACES, ids=os.path.basename)
+def test_the_segment_rules_replay_the_cards_own_trace(path):
+    # The allocator's trace recorded on the H100 (benchmarks/alloc_trace.py record), replayed by
+    # the predictor's segment rules: the card's max_memory_reserved, to the byte.
+    doc = _load(path)
+    assert _replay(doc["rows"]).peak_reserved == doc["max_reserved"]
+
+
+def test_the_predicted_trace_reaches_the_cards_reserved_peak():
+    sys.path.insert(0, os.path.join(os.path.dirname(RESULTS)))
+    import alloc_trace
+
+    doc = _load(next(p for p in TRACES if "_bf16_8_" in p))
+    rows = alloc_trace.predicted_rows(doc["variant"], doc["batch"], "H100-80GB")
+    predicted = _replay(rows).peak_reserved
+    assert abs(predicted - doc["max_reserved"]) <= 0.001 * doc["max_reserved"], (predicted, doc["max_reserved"])
