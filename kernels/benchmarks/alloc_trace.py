@@ -10,7 +10,7 @@ Anywhere, `compare` predicts the same step (fake CUDA) and replays both traces t
 predictor's segment rules (membit/predict/segments.py): the measured trace checks the rules (its
 replay must give the card's own max_memory_reserved), the predicted one checks the trace:
 
-    python benchmarks/alloc_trace.py compare results/alloc_trace_gpt_bf16_88_862dd22_*.json.gz
+    python benchmarks/alloc_trace.py compare results/alloc_trace_gpt_bf16_88_862dd22_*.json.gz [--out X.json]
 
 The traces are read as JSON written by `record`; nothing is unpickled.
 """
@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.dirname(HERE)
 REPO = os.path.dirname(KERNELS)
 sys.path.insert(0, KERNELS)
+sys.path.insert(0, HERE)  # benchenv
 GPT = os.path.join(REPO, "samples", "gpt_tiny.py")
 GPT_ARGS = ["--n-layer", "6", "--n-embd", "768", "--n-head", "12", "--seq-len", "1024", "--steps", "3",
             "--data-bytes", "2000000"]
@@ -86,7 +87,8 @@ def predicted_rows(variant: str, batch: int, gpu: str):
 
     def capture(events, limit=None, preallocated=(), inserted=None):
         if "rows" not in out:
-            ids, rows, fresh = {}, [], itertools.count(1)
+            ids, fresh = {}, itertools.count(1)
+            rows = [["alloc", -(i + 1), n, "preallocated"] for i, n in enumerate(preallocated)]
             for i, e in enumerate(events):
                 where = ""
                 if e.frames:
@@ -100,9 +102,10 @@ def predicted_rows(variant: str, batch: int, gpu: str):
                 elif e.action == "rename":
                     ids[e.addr] = ids.pop(e.prev)
                 for n in (inserted or {}).get(i, ()):
-                    rows.append(["alloc", -(i + 1), n, "cuBLAS workspace"])
+                    rows.append(["alloc", -(len(preallocated) + i + 1), n, "cuBLAS workspace"])
             out["rows"] = rows
-        return replay(events, limit, preallocated, inserted)
+        # Predictors from before the workspaces were placed in the trace pass no `inserted`.
+        return replay(events, limit, preallocated, **({} if inserted is None else {"inserted": inserted}))
 
     segments.replay = capture
     tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"membit-alloc-trace-{os.getpid()}.json")
@@ -116,24 +119,37 @@ def predicted_rows(variant: str, batch: int, gpu: str):
     return out["rows"]
 
 
-def compare(ns) -> int:
+def load(path: str) -> dict:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def replay_rows(rows):
+    """A trace's rows (recorded or predicted) through the predictor's segment rules."""
     from membit.predict import segments  # noqa: PLC0415
 
-    with gzip.open(ns.trace, "rt", encoding="utf-8") as f:
-        measured = json.load(f)
+    return segments.replay([{"action": r[0], "addr": r[1], "size": r[2]} for r in rows if r[0] in ("alloc", "free_requested")])
 
-    def replay(rows):
-        events = [{"action": r[0], "addr": r[1], "size": r[2]} for r in rows if r[0] in ("alloc", "free_requested")]
-        return segments.replay(events)
 
-    real = replay(measured["rows"])
-    pred = replay(predicted_rows(measured["variant"], measured["batch"], ns.gpu))
+def compare(ns) -> int:
+    measured = load(ns.trace)
+    real = replay_rows(measured["rows"])
+    pred = replay_rows(predicted_rows(measured["variant"], measured["batch"], ns.gpu))
     out = {"trace": os.path.basename(ns.trace), "variant": measured["variant"], "batch": measured["batch"],
            "card_max_reserved": measured["max_reserved"], "replay_of_measured_trace": real.peak_reserved,
            "replay_of_predicted_trace": pred.peak_reserved,
            "predicted_error_pct": round(100.0 * (pred.peak_reserved - measured["max_reserved"]) / measured["max_reserved"], 2),
            "card_max_allocated": measured["max_allocated"], "predicted_allocated": pred.peak_allocated}
     print(json.dumps(out))
+    if ns.out:
+        from benchenv import environment  # noqa: PLC0415
+
+        rows = []
+        if os.path.exists(ns.out):
+            with open(ns.out, encoding="utf-8") as f:
+                rows = json.load(f)["rows"]
+        with open(ns.out, "w", encoding="utf-8") as f:
+            json.dump({"meta": environment(), "rows": rows + [out]}, f, indent=1)
     return 0 if real.peak_reserved == measured["max_reserved"] else 1
 
 
@@ -147,6 +163,7 @@ def main() -> int:
     c = sub.add_parser("compare", help="the predictor's trace against a recorded one, both replayed")
     c.add_argument("trace")
     c.add_argument("--gpu", default="H100-80GB")
+    c.add_argument("--out", default=None, help="add the comparison to this JSON file (with the environment)")
     ns = ap.parse_args()
     return record(ns) if ns.cmd == "record" else compare(ns)
 

@@ -11,7 +11,7 @@ search runs, then the GPU checks the predicted largest batch and the next one up
     python benchmarks/bench_predict.py --only "gpt sample" --keep DIR         # one case, every report kept,
                                                                               # measured with allocator history
     python benchmarks/bench_predict.py --fit-only                             # only the largest-batch checks
-    python benchmarks/bench_predict.py --speed                                # CPU: GPT-2 medium timing
+    python benchmarks/bench_predict.py --speed [--out X.json]                 # CPU: GPT-2 medium timing
     python benchmarks/bench_predict.py --phases --out results/X.json          # CPU: the GPT sample's
                                                                               # predicted maximum per phase
     python benchmarks/bench_predict.py --against results/LOG --out results/X.json
@@ -356,7 +356,13 @@ def main():
             r = predict(tmp, f"speed-{attn}", HF_GPT2, ["--attn", attn, "--batch-size", "8"], "bf16", "H100-80GB")
             rows.append({"case": f"hf-gpt2-medium {attn} s1024 b8 bf16", **r})
             print(json.dumps(rows[-1]), flush=True)
-        print(json.dumps({"cpus": os.cpu_count(), "torch": torch.__version__, "date": started, "commit": commit}))
+        from benchenv import environment  # noqa: PLC0415
+
+        meta = {**environment(), "cpus": os.cpu_count()}
+        print(json.dumps(meta))
+        if ns.out:
+            with open(ns.out, "w", encoding="utf-8") as f:
+                json.dump({"meta": meta, "rows": rows}, f, indent=1)
         return
     name = torch.cuda.get_device_name(0)
     key = gpu_key(name)

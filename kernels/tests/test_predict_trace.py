@@ -8,9 +8,7 @@ figures in these tests are that trace's.
 """
 
 import glob
-import gzip
 import itertools
-import json
 import os
 import sys
 
@@ -19,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from membit.predict import gpus, scratch
 from membit.predict.fakecuda import FakeCuda
-from membit.predict.segments import replay
 from membit.profile import allocator
 from membit.profile.frames import CodeFilter
 
@@ -49,15 +46,15 @@ def allocs(env, since=0):
     (1365, 768, [8_650_752, 24]),
 ])
 def test_reduction_scratch_is_the_h100_trace(rows, outputs, expected):
-    for element_size in (4, 2):  # float32 and bfloat16 inputs accumulate in float32 alike
-        assert scratch.reduce_scratch((rows, outputs), (outputs, 1), element_size, 4, [0], 132, 2048) == expected
+    # float32 and bfloat16 inputs alike: both accumulate in float32 (4 bytes).
+    assert scratch.reduce_scratch((rows, outputs), (outputs, 1), 4, [0], 132, 2048) == expected
 
 
 def test_reductions_that_stay_in_a_block_take_no_scratch():
-    assert scratch.reduce_scratch((64, 768), (768, 1), 4, 4, [0], 132, 2048) == []
-    assert scratch.reduce_scratch((8192, 768), (768, 1), 4, 4, [1], 132, 2048) == []  # along the rows
+    assert scratch.reduce_scratch((64, 768), (768, 1), 4, [0], 132, 2048) == []
+    assert scratch.reduce_scratch((8192, 768), (768, 1), 4, [1], 132, 2048) == []  # along the rows
     # Fewer SMs, fewer blocks per output: the buffer follows the card.
-    assert scratch.reduce_scratch((8192, 768), (768, 1), 4, 4, [0], 58, 1536)[0] < 50_331_648
+    assert scratch.reduce_scratch((8192, 768), (768, 1), 4, [0], 58, 1536)[0] < 50_331_648
 
 
 def test_a_sum_allocates_its_output_then_buffer_and_semaphores(fake):
@@ -97,6 +94,21 @@ def test_cross_entropy_under_autocast_as_cuda_runs_it(fake):
     assert loss.dtype == torch.float32
     big = [s for s in allocs(fake, n) if s >= 4096 * 256]
     assert big == [4096 * 256 * 2, 4096 * 256 * 4]
+
+
+def test_cross_entropy_with_label_smoothing_under_autocast(fake):
+    # The same two blocks, then the smoothing term's float32 sum over classes (one per row).
+    logits = torch.empty(4096, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    target = torch.zeros(4096, dtype=torch.long, device="cuda")
+    n = len(fake.accountant.events)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = F.cross_entropy(logits, target, label_smoothing=0.1)
+    assert loss.dtype == torch.float32 and loss.dim() == 0
+    sizes = allocs(fake, n)
+    assert [s for s in sizes if s >= 4096 * 256] == [4096 * 256 * 2, 4096 * 256 * 4]
+    assert 4096 * 4 in sizes
+    loss.backward()
+    assert logits.grad is not None and logits.grad.dtype == torch.bfloat16
 
 
 def test_parameters_are_allocated_where_the_model_moves(fake):
@@ -163,30 +175,20 @@ def test_each_thread_takes_its_workspace_at_its_first_product(fake):
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results")
 TRACES = sorted(glob.glob(os.path.join(RESULTS, "alloc_trace_gpt_*_NVIDIA-H100-80GB-HBM3.json.gz")))
-
-
-def _load(path):
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _replay(rows):
-    return replay([{"action": r[0], "addr": r[1], "size": r[2]} for r in rows if r[0] in ("alloc", "free_requested")])
+sys.path.insert(0, os.path.dirname(RESULTS))
+import alloc_trace  # noqa: E402
 
 
 @pytest.mark.parametrize("path", TRACES, ids=os.path.basename)
 def test_the_segment_rules_replay_the_cards_own_trace(path):
     # The allocator's trace recorded on the H100 (benchmarks/alloc_trace.py record), replayed by
     # the predictor's segment rules: the card's max_memory_reserved, to the byte.
-    doc = _load(path)
-    assert _replay(doc["rows"]).peak_reserved == doc["max_reserved"]
+    doc = alloc_trace.load(path)
+    assert alloc_trace.replay_rows(doc["rows"]).peak_reserved == doc["max_reserved"]
 
 
 def test_the_predicted_trace_reaches_the_cards_reserved_peak():
-    sys.path.insert(0, os.path.join(os.path.dirname(RESULTS)))
-    import alloc_trace
-
-    doc = _load(next(p for p in TRACES if "_bf16_8_" in p))
+    doc = alloc_trace.load(next(p for p in TRACES if "_bf16_8_" in p))
     rows = alloc_trace.predicted_rows(doc["variant"], doc["batch"], "H100-80GB")
-    predicted = _replay(rows).peak_reserved
+    predicted = alloc_trace.replay_rows(rows).peak_reserved
     assert abs(predicted - doc["max_reserved"]) <= 0.001 * doc["max_reserved"], (predicted, doc["max_reserved"])

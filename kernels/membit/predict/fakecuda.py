@@ -929,8 +929,7 @@ def _reduction_tmp(args, gpu):
     dims = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else None
     red = range(x.dim()) if not dims else [d % x.dim() for d in dims]
     acc = 8 if x.dtype == torch.float64 else 4
-    return scratch.reduce_scratch(tuple(x.shape), tuple(x.stride()), x.element_size(), acc, red, gpu.sms,
-                                  gpu.threads_per_sm)
+    return scratch.reduce_scratch(tuple(x.shape), tuple(x.stride()), acc, red, gpu.sms, gpu.threads_per_sm)
 
 
 # Temporaries that CUDA kernels allocate from the caching allocator and free before returning
@@ -942,6 +941,8 @@ def _reduction_tmp(args, gpu):
 _CUDA_TEMPORARIES = {aten._softmax_backward_data.default: _softmax_backward_tmp,
                      aten.sum.dim_IntList: _reduction_tmp, aten.sum.default: _reduction_tmp,
                      aten.mean.dim: _reduction_tmp, aten.mean.default: _reduction_tmp}
+
+
 def _dense(t) -> bool:
     """Non-overlapping and dense: the strides, sorted, tile the elements with no gap (any order of
     dimensions), as TensorImpl's is_non_overlapping_and_dense."""
@@ -953,6 +954,12 @@ def _dense(t) -> bool:
             return False
         expected *= size
     return True
+
+
+def _block(n: int) -> int:
+    """Bytes the caching allocator counts for a storage of n bytes: 512-byte blocks (none for an
+    empty storage, which takes no block)."""
+    return max(512, (n + 511) // 512 * 512) if n else 0
 
 
 # Matrix products that run on cuBLAS: a handle's first takes its workspace.
@@ -1015,7 +1022,7 @@ class Accountant(TorchDispatchMode):
         n = int(st.nbytes())
         self._accum = None
         self.live[key] = n
-        size = max(512, (n + 511) // 512 * 512) if n else 0
+        size = _block(n)
         self.current += size
         self.peak = max(self.peak, self.current)
         self.events.append(Event("alloc", key, n, self.env.now(), self._frames()))
@@ -1034,7 +1041,7 @@ class Accountant(TorchDispatchMode):
             self.events.pop()
             out_n = self.live.pop(acc[0])
             n = self.live.pop(key)
-            self.current -= max(512, (out_n + 511) // 512 * 512) if out_n else 0
+            self.current -= _block(out_n)
             self.peak = max(acc[2], self.current)
             self.live[acc[0]] = n
             self.events.append(Event("rename", acc[0], n, self.env.now(), prev=key))
@@ -1042,7 +1049,7 @@ class Accountant(TorchDispatchMode):
         n = self.live.pop(key, None)
         if n is None:
             return
-        self.current -= max(512, (n + 511) // 512 * 512) if n else 0
+        self.current -= _block(n)
         self.events.append(Event("free_requested", key, n, self.env.now()))
 
     @staticmethod

@@ -46,6 +46,7 @@ class Gpu:
     # buffers by them (scratch.py).
     sms: int = 132
     threads_per_sm: int = 2048
+    context_source: str = "typical CUDA 12 context"
 
     @property
     def major(self) -> int:
@@ -71,10 +72,11 @@ class Gpu:
 # the allocator per NVML in a one-rank run (dist1_none_1a05c60_*.json). The H200, same stack,
 # takes the same figure. The other cards' entries are typical CUDA 12 sizes, not measured here.
 H100_CONTEXT = 740 * MiB
+H100_CONTEXT_SOURCE = "measured on an H100 with torch 2.11 and CUDA 13.0"
 
 GPUS: list[Gpu] = [
-    Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_017_493_504, "9.0", H100_CONTEXT, sms=132),
-    Gpu("H200", "NVIDIA H200", 150_754_820_096, "9.0", H100_CONTEXT, sms=132),
+    Gpu("H100-80GB", "NVIDIA H100 80GB HBM3", 85_017_493_504, "9.0", H100_CONTEXT, sms=132, context_source=H100_CONTEXT_SOURCE),
+    Gpu("H200", "NVIDIA H200", 150_754_820_096, "9.0", H100_CONTEXT, sms=132, context_source=H100_CONTEXT_SOURCE),
     Gpu("A100-80GB", "NVIDIA A100-SXM4-80GB", 85_097_971_712, "8.0", 470 * MiB, sms=108),
     Gpu("A100-40GB", "NVIDIA A100-SXM4-40GB", 42_505_273_344, "8.0", 470 * MiB, sms=108),
     Gpu("L4", "NVIDIA L4", 23_580_639_232, "8.9", 400 * MiB, sms=58, threads_per_sm=1536),
@@ -118,8 +120,6 @@ def fixed_costs(gpu: Gpu, workspaces: int) -> list[dict]:
                               f"({gpu.cublas_workspace_bytes // 1024} KiB) x {workspaces} "
                               f"({'the script and autograd threads' if workspaces > 1 else 'one thread'}), "
                               f"each taken at its thread's first matrix product"})
-    how = ("measured on an H100 with torch 2.11 and CUDA 13.0" if gpu.context_bytes == H100_CONTEXT
-           else "typical CUDA 12 context")
     out.append({"what": "CUDA context", "bytes": gpu.context_bytes, "in_allocator": False,
-                "source": f"per-GPU table: {how} on {gpu.name} (driver memory, not in max_memory_allocated)"})
+                "source": f"per-GPU table: {gpu.context_source} on {gpu.name} (driver memory, not in max_memory_allocated)"})
     return out

@@ -27,13 +27,12 @@ def _last_pow2(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
 
 
-def reduce_scratch(shape, strides, element_size: int, acc_size: int, reduce_dims, sms: int,
-                   threads_per_sm: int) -> list[int]:
+def reduce_scratch(shape, strides, acc_size: int, reduce_dims, sms: int, threads_per_sm: int) -> list[int]:
     """Bytes of the (staging buffer, semaphores) a CUDA sum/mean over `reduce_dims` allocates,
     or [] when the reduction stays inside each thread block.
 
-    `element_size`: the input's; `acc_size`: the accumulator's (float for float, half and
-    bfloat16 inputs, double for double). The tensor is taken as TensorIterator sees it after
+    `acc_size`: the accumulator's bytes (float for float, half and bfloat16 inputs, double for
+    double); the input's own dtype does not enter (the vector widths are in elements). The tensor is taken as TensorIterator sees it after
     dropping size-1 dimensions: the reduced dimensions against the kept ones."""
     dims = [d for d in range(len(shape)) if shape[d] != 1]
     red = [d for d in dims if d in set(reduce_dims)]
