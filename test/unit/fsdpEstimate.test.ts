@@ -21,11 +21,15 @@ test('per-rank FSDP estimate: shards divide by N, one block is the unit, the res
   assert.match(est.label, /^estimate, not measured: per rank under FSDP from gpt_tiny\.py/);
   const s = report.summary;
   for (const r of est.rows) {
-    assert.equal(r.params, Math.ceil(s.params / r.worldSize));
-    assert.equal(r.optimizerState, Math.ceil(s.optimizer_state / r.worldSize));
+    // What the run held at its peak is what gets sharded: gradients not alive then add nothing.
+    assert.equal(r.params, Math.ceil(s.params_at_peak / r.worldSize));
+    assert.equal(r.grads, Math.ceil(s.grads_at_peak / r.worldSize));
+    assert.equal(r.optimizerState, Math.ceil(s.optimizer_state_at_peak / r.worldSize));
     assert.equal(r.unshardedUnits, r.worldSize > 1 ? 2 * blockParams : 0);
-    assert.equal(r.perRank, r.params + r.grads + r.optimizerState + s.buffers + r.unshardedUnits + r.reduceScatter + r.activations + r.rest);
+    assert.equal(r.perRank, r.params + r.grads + r.optimizerState + s.buffers_at_peak + r.unshardedUnits + r.reduceScatter + r.activations + r.rest);
   }
+  // One rank is the run itself: the estimate gives back its measured peak.
+  assert.equal(itemAt(est.rows, 0).perRank, itemAt(est.rows, 0).measured);
   const per = est.rows.map((r) => r.perRank);
   assert.ok(itemAt(per, 1) > itemAt(per, 2) && itemAt(per, 2) > itemAt(per, 3), 'more ranks, less per rank');
   assert.throws(() => estimateFsdp(report, [0]), EstimateError);
