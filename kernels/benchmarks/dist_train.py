@@ -8,7 +8,8 @@ CPU (gloo).
 With --stats-out (JSON, {rank} replaced) each rank writes, after its last step, what it measured
 itself: `max_memory_allocated` and `max_memory_reserved` over every step, the median of the
 synchronised step times from --timed-from on, and its local parameter, gradient and
-optimizer-state bytes counted from its own tensors (FSDP2: each DTensor's local shard).
+optimizer-state bytes on its device, counted from its own tensors (FSDP2: each DTensor's local
+shard).
 --rank-batch R=N gives rank R a batch of N (the out-of-memory fault of the check).
 """
 
@@ -113,7 +114,8 @@ def main(argv=None):
             print(f"step {step} loss {loss.item():.4f}", flush=True)
     if args.stats_out:
         params = list(model.parameters())
-        state = [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+        # On the rank's device only: AdamW keeps its step counters on the CPU unless fused or capturable.
+        state = [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor) and v.device == device]
         doc = {"rank": rank, "world": world, "pid": os.getpid(), "parallel": args.parallel, "batch": batch,
                "device": torch.cuda.get_device_name(device) if cuda else "cpu",
                "max_allocated": torch.cuda.max_memory_allocated(device) if cuda else None,
