@@ -187,7 +187,11 @@ def pair_rows(plain, prof):
         if rep is not None:
             summ, d = rep["summary"], rep["summary"].get("distributed") or {}
             pid = rep["run"].get("pid")
+            replay = (rep.get("peak") or {}).get("replay_bytes")
             row.update(report_status=rep["run"]["status"], report_peak=peak_of(rep), report_reserved=summ.get("peak_reserved"),
+                       # In the rank itself: the allocator's own trace, replayed, against its max_memory_allocated.
+                       replay_bytes=replay,
+                       replay_equal=(replay == summ["peak_allocated"]) if replay is not None else None,
                        report_params=summ.get("params"), report_grads=summ.get("grads"),
                        report_optimizer_state=summ.get("optimizer_state"),
                        unsharded_params_max=d.get("unsharded_params_max"), all_gather_buffer_max=d.get("all_gather_buffer_max"),
@@ -202,6 +206,9 @@ def pair_rows(plain, prof):
                        plain_nvidia_smi_used_max=(plain.get("nvidia_smi_max_by_pid") or {}).get(s["pid"]))
         if s is not None and rep is not None:
             if s["max_allocated"] is not None:
+                # Across processes: the plain run of the same steps. DDP's peak has differed between
+                # two such runs on one H100 (by about one gradient's worth), so this can be False
+                # while replay_equal, the rank's own truth, holds.
                 row["peak_equal"] = row["report_peak"] == s["max_allocated"]
             row["shards_equal"] = (row["report_params"], row["report_grads"], row["report_optimizer_state"]) == (
                 s["params"], s["grads"], s["optimizer_state"])
