@@ -80,7 +80,7 @@ def main(argv=None):
     dist.destroy_process_group()
 
 
-def _local_bytes(t) -> int:
+def local_bytes(t) -> int:
     local = t.to_local() if hasattr(t, "to_local") else t
     return local.numel() * local.element_size()
 
@@ -89,9 +89,9 @@ def _write_shards(path, model, optimizer) -> None:
     """What this rank holds after a step, from its own tensors (FSDP2: the DTensors' local shards)."""
     params = list(model.parameters())
     state = [v for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
-    doc = {"params": sum(_local_bytes(p) for p in params),
-           "grads": sum(_local_bytes(p.grad) for p in params if p.grad is not None),
-           "optimizer_state": sum(_local_bytes(v) for v in state),
+    doc = {"params": sum(local_bytes(p) for p in params),
+           "grads": sum(local_bytes(p.grad) for p in params if p.grad is not None),
+           "optimizer_state": sum(local_bytes(v) for v in state),
            "full_params": sum(p.numel() * p.element_size() for p in params)}
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

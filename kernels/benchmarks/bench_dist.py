@@ -2,7 +2,7 @@
 FSDP estimate, for DDP and FSDP2 under torchrun, every run a fresh job.
 
     python benchmarks/bench_dist.py run --nproc 2,4 --out RESULT.json --reports REPORTS.tgz   # from kernels/
-    python benchmarks/bench_dist.py estimate RESULT.json REPORTS.tgz --cli ../dist/cli.js [--out E.json]
+    python benchmarks/bench_dist.py estimate RESULT.json REPORTS.tgz --cli ../dist/cli.js [--ranks 2,4,8] [--out E.json]
 
 `run` trains `dist_train.py` (default: HF GPT-2 medium from its config, seq 1024, bf16 autocast,
 AdamW) at each world size and wrapper, twice side by side: plain (each rank's own
@@ -25,6 +25,7 @@ and step times are the CPU's.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -101,7 +102,7 @@ def torchrun(tmp, tag, nproc, train_args, profiled, timeout, kill_after_steps=No
                       "--stats-out", os.path.join(folder, "s_{rank}.json")]
     t0 = time.time()
     killed = None
-    with SmiPoller() if cuda_available() else _Null() as smi:
+    with SmiPoller() if cuda_available() else contextlib.nullcontext() as smi:
         proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         lines, pids, steps = [], [], 0
@@ -132,21 +133,13 @@ def torchrun(tmp, tag, nproc, train_args, profiled, timeout, kill_after_steps=No
             _kill_group(proc)
     out = {"tag": tag, "nproc": nproc, "profiled": profiled, "rc": rc, "seconds": round(time.time() - t0, 1),
            "hung": hung, "left_running": left, "killed_pid": killed, "ranks": {}, "log_tail": "".join(lines[-40:])[-4000:],
-           "nvidia_smi_max_by_pid": getattr(smi, "max_by_pid", None)}
+           "nvidia_smi_max_by_pid": smi.max_by_pid if smi is not None else None}
     for r in range(nproc):
         path = os.path.join(folder, f"r_{r}.json" if profiled else f"s_{r}.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 out["ranks"][r] = json.load(f)
     return out
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _alive(pgid) -> bool:
@@ -164,6 +157,14 @@ def _kill_group(proc):
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def write_json(path, doc) -> None:
+    """Whole or not at all: a reader never sees half a result."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
 
 
 def _where(frames):
@@ -272,9 +273,7 @@ def run(ns) -> int:
                 for k in keep:
                     t.add(os.path.join(tmp, k), arcname=k,
                           filter=lambda ti: ti if ti.isdir() or ti.name.endswith(".json") else None)
-    with open(ns.out + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(ns.out + ".tmp", ns.out)
+    write_json(ns.out, doc)
     ok = all(not j["plain_rc"] and not j["profiled_rc"] for j in doc["jobs"]) and doc["one_rank"]["rc"] == 0
     return 0 if ok else 1
 
@@ -284,9 +283,10 @@ def estimate(ns) -> int:
     with open(ns.result, encoding="utf-8") as f:
         doc = json.load(f)
     fsdp = [j for j in doc["jobs"] if j["parallel"] == "fsdp"]
-    sizes = sorted({j["nproc"] for j in fsdp if j["nproc"] >= 2})
+    sizes = sorted({int(x) for x in ns.ranks.split(",")}) if ns.ranks else sorted({j["nproc"] for j in fsdp if j["nproc"] >= 2})
     if not sizes:
-        print("bench_dist: the result has no FSDP2 job of two or more ranks to compare with", file=sys.stderr)
+        print("bench_dist: the result has no FSDP2 job of two or more ranks to compare with; "
+              "--ranks N,... gives the estimate alone", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(ns.reports, "r:gz") as t:
         # The archive is data: only the one report is read, never extracted by its own paths.
@@ -302,7 +302,8 @@ def estimate(ns) -> int:
     est = json.loads(out.stdout)
     rows = []
     for e in est["rows"]:
-        job = next(j for j in fsdp if j["nproc"] == e["worldSize"])
+        # World sizes the result did not measure keep empty lists and no error.
+        job = next((j for j in fsdp if j["nproc"] == e["worldSize"]), {"rows": []})
         measured = [r["report_peak"] for r in job["rows"] if r.get("report_peak") is not None]
         plain = [r["plain_max_allocated"] for r in job["rows"] if r.get("plain_max_allocated") is not None]
         worst = max(measured) if measured else None
@@ -313,12 +314,9 @@ def estimate(ns) -> int:
                                                           "reduceScatter", "activations", "rest")}})
     res = {"label": est["label"], "unit": est["unit"], "one_rank_peak": doc["one_rank"]["peak"], "rows": rows,
            "device": doc["device"], "meta": doc["meta"]}
-    text = json.dumps(res, indent=1)
-    print(text)
+    print(json.dumps(res, indent=1))
     if ns.out:
-        with open(ns.out + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(ns.out + ".tmp", ns.out)
+        write_json(ns.out, res)
     return 0
 
 
@@ -339,6 +337,7 @@ def main(argv=None) -> int:
     e.add_argument("result")
     e.add_argument("reports")
     e.add_argument("--cli", default=os.path.join(KERNELS, "..", "dist", "cli.js"))
+    e.add_argument("--ranks", default=None, help="world sizes to estimate (default: the FSDP2 jobs' own)")
     e.add_argument("--out", default=None)
     ns = ap.parse_args(argv)
     return run(ns) if ns.cmd == "run" else estimate(ns)

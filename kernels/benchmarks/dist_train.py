@@ -24,28 +24,22 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "samples"))
+from gpt_dist import local_bytes  # noqa: E402
 from gpt_tiny import GPT, GPTConfig, get_batch, stdlib_text  # noqa: E402
+from hf_gpt2_train import SIZES, build_model  # noqa: E402
 
-HF_SIZES = {"gpt2-small": (12, 768, 12), "gpt2-medium": (24, 1024, 16)}
+HF_MODELS = {f"gpt2-{size}": size for size in SIZES}
 
 
 def build(args, device):
-    torch.manual_seed(0)  # the same initial weights on every rank
-    if args.model in HF_SIZES:
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        layers, d, heads = HF_SIZES[args.model]
-        cfg = GPT2Config(vocab_size=50257, n_positions=max(1024, args.seq_len), n_embd=d, n_layer=layers, n_head=heads)
-        model = GPT2LMHeadModel._from_config(cfg, attn_implementation=args.attn).to(device)
+    """The model and its blocks (one fully_shard each), the same initial weights on every rank."""
+    if args.model in HF_MODELS:
+        model = build_model(HF_MODELS[args.model], args.attn, args.seq_len, device)
         return model, model.transformer.h
+    torch.manual_seed(0)
     cfg = GPTConfig(block_size=args.seq_len, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
     model = GPT(cfg).to(device)
     return model, model.h
-
-
-def local_bytes(t) -> int:
-    local = t.to_local() if hasattr(t, "to_local") else t
-    return local.numel() * local.element_size()
 
 
 def rank_batch(spec, rank, default):
@@ -58,7 +52,7 @@ def rank_batch(spec, rank, default):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=("gpt", *sorted(HF_SIZES)), default="gpt2-medium")
+    ap.add_argument("--model", choices=("gpt", *sorted(HF_MODELS)), default="gpt2-medium")
     ap.add_argument("--attn", choices=("eager", "sdpa"), default="eager", help="HF attention implementation")
     ap.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default="ddp")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast around the forward")
@@ -94,7 +88,7 @@ def main(argv=None):
     data = torch.frombuffer(bytearray(stdlib_text(2_000_000)), dtype=torch.uint8).long()
     gen = torch.Generator().manual_seed(1000 + rank)
     batch = rank_batch(args.rank_batch, rank, args.batch_size)
-    hf = args.model in HF_SIZES
+    hf = args.model in HF_MODELS
     times = []
     for step in range(1, args.steps + 1):
         x, y = get_batch(data, batch, args.seq_len, gen, device)

@@ -20,6 +20,16 @@ from gpt_tiny import (
 SIZES = {"small": (12, 768, 12), "medium": (24, 1024, 16), "large": (36, 1280, 20)}
 
 
+def build_model(size, attn, seq_len, device):
+    """GPT2LMHeadModel of this size from its config, seeded so every process builds the same weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    layers, d, heads = SIZES[size]
+    cfg = GPT2Config(vocab_size=50257, n_positions=max(1024, seq_len), n_embd=d, n_layer=layers, n_head=heads)
+    torch.manual_seed(0)
+    return GPT2LMHeadModel._from_config(cfg, attn_implementation=attn).to(device)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", choices=sorted(SIZES), default="medium")
@@ -29,13 +39,8 @@ def main(argv=None):
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast around the forward")
     args = ap.parse_args(argv)
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    layers, d, heads = SIZES[args.size]
-    cfg = GPT2Config(vocab_size=50257, n_positions=max(1024, args.seq_len), n_embd=d, n_layer=layers, n_head=heads)
-    torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = GPT2LMHeadModel._from_config(cfg, attn_implementation=args.attn).to(device)
+    model = build_model(args.size, args.attn, args.seq_len, device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     data = torch.frombuffer(bytearray(stdlib_text(2_000_000)), dtype=torch.uint8).long()
